@@ -1,0 +1,27 @@
+"""Pydantic models of the projectcalico.org/v3 kinds, plus networking.k8s.io/v1 NetworkPolicy and v1 Namespace."""
+
+from felixpy.resources.base import ObjectMeta, Resource, ResourceError
+from felixpy.resources.bgp import BGPConfiguration, BGPPeer
+from felixpy.resources.endpoint import HostEndpoint, WorkloadEndpoint
+from felixpy.resources.felixconfig import FelixConfiguration
+from felixpy.resources.ippool import IPPool
+from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
+from felixpy.resources.node import Node
+from felixpy.resources.policy import GlobalNetworkPolicy, NetworkPolicy
+
+__all__ = [
+    "BGPConfiguration",
+    "BGPPeer",
+    "FelixConfiguration",
+    "GlobalNetworkPolicy",
+    "HostEndpoint",
+    "IPPool",
+    "K8sNetworkPolicy",
+    "Namespace",
+    "NetworkPolicy",
+    "Node",
+    "ObjectMeta",
+    "Resource",
+    "ResourceError",
+    "WorkloadEndpoint",
+]

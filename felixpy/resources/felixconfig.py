@@ -1,0 +1,57 @@
+"""FelixConfiguration (projectcalico.org/v3): `default` and per-node `node.<name>`.
+
+Only the fields felixpy acts on are typed; the rest of Felix's parameters are accepted
+(extra="allow") so a Calico user's FelixConfiguration applies without edits.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import ConfigDict, Field
+
+from felixpy.resources.base import Model, Resource
+
+
+class ProtoPort(Model):
+    protocol: str = "TCP"
+    port: int
+    net: str | None = None
+
+
+class FelixConfigurationSpec(Model):
+    model_config = ConfigDict(extra="allow")
+
+    log_severity_screen: str | None = None
+    interface_prefix: str | None = None  # default "cali"
+    ipip_enabled: bool | None = None
+    ipip_mtu: int | None = Field(default=None, alias="ipipMTU")
+    vxlan_enabled: bool | None = None
+    vxlan_vni: int | None = Field(default=None, alias="vxlanVNI")
+    vxlan_port: int | None = None
+    vxlan_mtu: int | None = Field(default=None, alias="vxlanMTU")
+    veth_mtu: int | None = Field(default=None, alias="vethMTU")  # felixpy: explicit pod MTU override
+    iptables_refresh_interval: str | None = None
+    route_refresh_interval: str | None = None
+    ipsets_refresh_interval: str | None = None
+    default_endpoint_to_host_action: Literal["Drop", "Accept", "Return", "DROP", "ACCEPT", "RETURN"] | None = None
+    chain_insert_mode: Literal["Insert", "Append"] | None = None
+    iptables_backend: Literal["Legacy", "NFT", "Auto"] | None = None
+    iptables_mark_mask: int | None = None
+    nat_outgoing_address: str | None = None
+    failsafe_inbound_host_ports: list[ProtoPort] | None = None
+    failsafe_outbound_host_ports: list[ProtoPort] | None = None
+    health_enabled: bool | None = None
+    health_port: int | None = None
+    health_host: str | None = None
+    prometheus_metrics_enabled: bool | None = None
+    prometheus_metrics_port: int | None = None
+    device_route_protocol: int | None = None
+    route_table_range: dict[str, int] | None = None
+
+
+class FelixConfiguration(Resource):
+    KIND: ClassVar[str] = "FelixConfiguration"
+    PLURAL: ClassVar[str] = "felixconfigurations"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs")
+    spec: FelixConfigurationSpec = Field(default_factory=FelixConfigurationSpec)

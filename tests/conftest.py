@@ -1,0 +1,9 @@
+"""Shared pytest wiring: fixtures live in tests/fixtures/ as plugins, one module per real part."""
+
+import importlib.util
+
+pytest_plugins = [
+    name
+    for name in ("tests.fixtures.etcd", "tests.fixtures.netns")
+    if importlib.util.find_spec(name) is not None
+]
