@@ -44,7 +44,10 @@ def _pure_modules() -> list[str]:
 
 
 def _loaded_after_import(module: str) -> list[str]:
-    code = f"import importlib, json, sys; importlib.import_module({module!r}); print(json.dumps(sorted(sys.modules)))"
+    code = (
+        f"import importlib, json, sys; importlib.import_module({module!r}); "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, f"importing {module} failed:\n{out.stderr}"
     return json.loads(out.stdout.strip().splitlines()[-1])

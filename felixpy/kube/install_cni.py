@@ -1,0 +1,71 @@
+"""`felixpy install-cni`: what the DaemonSet's init container runs on every node.
+
+Copies the CNI plugins into the host's CNI bin directory (as small launchers that exec the image's
+venv, since the host has no felixpy installed) and writes the network configuration list, filling
+the node name and MTU placeholders. Writes go to a temporary file then rename, so the container
+runtime never reads half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+PLUGINS = ("felixpy-cni", "felixpy-ipam")
+# The conflist names the plugin by type "felixpy"; the binary of that name is the CNI plugin.
+BINARY_NAMES = {"felixpy": "felixpy-cni", "felixpy-ipam": "felixpy-ipam"}
+
+
+def _atomic_write(path: Path, data: str, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(data)
+    tmp.chmod(mode)
+    os.replace(tmp, path)
+
+
+def render_conflist(template: str, *, node_name: str, mtu: int) -> str:
+    text = template.replace("__KUBERNETES_NODE_NAME__", node_name).replace("__CNI_MTU__", str(mtu))
+    json.loads(text)  # refuse to install a configuration the runtime could not parse
+    return text
+
+
+def install(
+    *, bin_dir: Path, conf_dir: Path, conf_name: str, template: str, node_name: str, mtu: int
+) -> list[Path]:
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    venv_bin = Path(sys.executable).parent
+    for name, script in BINARY_NAMES.items():
+        launcher = f'#!/bin/sh\nexec {venv_bin / script} "$@"\n'
+        target = bin_dir / name
+        _atomic_write(target, launcher, 0o755)
+        written.append(target)
+    conf = conf_dir / conf_name
+    _atomic_write(conf, render_conflist(template, node_name=node_name, mtu=mtu), 0o644)
+    written.append(conf)
+    return written
+
+
+def main() -> int:
+    env = os.environ
+    try:
+        paths = install(
+            bin_dir=Path(env.get("CNI_BIN_DIR", "/host/opt/cni/bin")),
+            conf_dir=Path(env.get("CNI_CONF_DIR", "/host/etc/cni/net.d")),
+            conf_name=env.get("CNI_CONF_NAME", "10-felixpy.conflist"),
+            template=env["CNI_NETWORK_CONFIG"],
+            node_name=env["KUBERNETES_NODE_NAME"],
+            mtu=int(env.get("CNI_MTU", "0") or 0) or 1440,
+        )
+    except KeyError as missing:
+        print(f"install-cni: environment variable {missing} is required", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as err:
+        print(f"install-cni: CNI_NETWORK_CONFIG is not valid JSON once filled in: {err}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(f"install-cni: wrote {p}")
+    return 0
