@@ -6,6 +6,7 @@ later, `felixpy.datastore.kubernetes.KubernetesBackend`. Callers never see keys.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -18,7 +19,7 @@ class ResourceEvent:
     """A change to a resource. ``obj`` is the new object (put) or the last known one (delete, may be None)."""
 
     type: Literal["put", "delete"]
-    kind: type[Resource]
+    kind: builtins.type[Resource]
     name: str
     namespace: str | None
     obj: Resource | None
@@ -30,7 +31,7 @@ class Backend(Protocol):
         """Raises NotFound."""
         ...
 
-    def list(self, kind: type[Resource], namespace: str | None = None) -> tuple[list[Resource], int]:
+    def list(self, kind: type[Resource], namespace: str | None = None) -> tuple[builtins.list[Resource], int]:
         """Objects of ``kind`` (in ``namespace``, or all namespaces when None) and the list revision."""
         ...
 
@@ -46,9 +47,12 @@ class Backend(Protocol):
         """Create or replace, ignoring the revision (what `felixctl apply` does)."""
         ...
 
-    def delete(self, kind: type[Resource], name: str, namespace: str | None = None, revision: str | None = None) -> Resource:
+    def delete(
+        self, kind: type[Resource], name: str, namespace: str | None = None, revision: str | None = None
+    ) -> Resource:
         """Raises NotFound, or Conflict when ``revision`` is given and stale. Returns the deleted object."""
         ...
 
-    def watch(self, kinds: list[type[Resource]], start_revision: int) -> Iterator[list[ResourceEvent]]:
-        ...
+    def watch(
+        self, kinds: builtins.list[type[Resource]], start_revision: int
+    ) -> Iterator[builtins.list[ResourceEvent]]: ...

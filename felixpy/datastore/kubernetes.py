@@ -13,6 +13,7 @@ server ends is resumed from the last resourceVersion seen (bookmarks included); 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import queue
@@ -103,8 +104,9 @@ class KubernetesBackend:
         try:
             return self.api.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout)
         except Exception as err:  # urllib3 / socket errors arrive wrapped in ApiException(status=0)
-            if getattr(err, "status", 0):
-                raise _error(err.status, str(getattr(err, "body", err))) from err
+            status = int(getattr(err, "status", 0) or 0)
+            if status:
+                raise _error(status, str(getattr(err, "body", err))) from err
             raise Unavailable(f"Kubernetes API unreachable: {err}") from err
 
     def _json(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
@@ -188,7 +190,7 @@ class KubernetesBackend:
                 f"{kind.KIND} objects are owned by Kubernetes in this mode; delete the "
                 f"{'Pod' if kind is WorkloadEndpoint else kind.KIND} itself"
             )
-        body = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
         if revision:
             body["preconditions"] = {"resourceVersion": revision}
         self._json("DELETE", api_path(kind, current.namespace, name), body=body)
@@ -219,7 +221,7 @@ class KubernetesBackend:
 
     # -- watch ------------------------------------------------------------------------------------
 
-    def watch(self, kinds: list[type[Resource]], start_revision: int) -> KubeWatch:
+    def watch(self, kinds: builtins.list[type[Resource]], start_revision: int) -> KubeWatch:
         return KubeWatch(self, kinds, start_revision)
 
     def _event(self, kind: type[Resource], etype: str, obj: dict[str, Any]) -> ResourceEvent:
@@ -240,7 +242,7 @@ class KubernetesBackend:
 class KubeWatch:
     """Batches of ResourceEvents from one watch per kind; ``close()`` ends it from any thread."""
 
-    def __init__(self, backend: KubernetesBackend, kinds: list[type[Resource]], start_revision: int):
+    def __init__(self, backend: KubernetesBackend, kinds: builtins.list[type[Resource]], start_revision: int):
         self._backend = backend
         self._queue: queue.Queue[list[ResourceEvent] | BaseException] = queue.Queue()
         self._stop = threading.Event()

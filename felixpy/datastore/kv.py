@@ -7,6 +7,7 @@ IPAM and the resource Backend are written against this protocol only.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -48,7 +49,7 @@ class TxnOp:
 class KV(Protocol):
     def get(self, key: str) -> KeyValue | None: ...
 
-    def list(self, prefix: str) -> tuple[list[KeyValue], int]:
+    def list(self, prefix: str) -> tuple[builtins.list[KeyValue], int]:
         """All keys under ``prefix`` (sorted by key) and the store revision they were read at."""
         ...
 
@@ -72,7 +73,7 @@ class KV(Protocol):
         """All-or-nothing: every condition holds and every write happens, or Conflict is raised."""
         ...
 
-    def watch(self, prefix: str, start_revision: int) -> Iterator[list[WatchEvent]]:
+    def watch(self, prefix: str, start_revision: int) -> Iterator[builtins.list[WatchEvent]]:
         """Batches of events under ``prefix`` from ``start_revision`` on, in revision order.
 
         Raises Compacted when ``start_revision`` is gone. Ends (StopIteration) only when

@@ -1,0 +1,217 @@
+"""`KubeKV`: the KV protocol (felixpy.datastore.kv) over Kubernetes custom resources, for IPAM.
+
+IPAM is written against raw keys in Calico's etcd layout. In Kubernetes mode each key is one object of
+the matching IPAM CRD (`crd.projectcalico.org/v1`), as Calico's Kubernetes datastore keeps them:
+
+    /calico/ipam/v2/assignment/ipv4/block/<cidr>       → IPAMBlock      <cidr, '.' ':' '/' → '-'>
+    /calico/ipam/v2/host/<node>/ipv4/block/<cidr>      → BlockAffinity  <node>-<cidr>
+    /calico/ipam/v2/handle/<id>                        → IPAMHandle     <id>
+    /calico/ipam/v2/config                             → IPAMConfig     default
+
+The object's `spec` is the key's JSON value and the annotation `felixpy.io/key` holds the key itself;
+a name that sanitising changed gets a short hash suffix so two keys never share an object.
+The mod revision is `metadata.resourceVersion`, so create / update-if-revision / delete-if-revision
+are the API server's own optimistic concurrency.
+
+`txn` cannot be atomic here: Kubernetes has no multi-object transaction. It applies the writes in
+order, each one compare-and-swap, and on the first conflict undoes the writes already made (deletes
+what it created, puts back what it replaced) before raising Conflict. A crash between two writes can
+leave half a transaction; IPAM tolerates that as Calico's Kubernetes mode does (an affinity without
+its block is re-claimed by the next allocation, a block without affinity is borrowable).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from felixpy.datastore.errors import AlreadyExists, Conflict, DatastoreError, NotFound
+from felixpy.datastore.kubernetes import KubernetesBackend
+from felixpy.datastore.kv import KeyValue, TxnOp, WatchEvent
+
+GROUP_PATH = "/apis/crd.projectcalico.org/v1"
+KEY_ANNOTATION = "felixpy.io/key"
+IPAM_ROOT = "/calico/ipam/v2/"
+
+# (key prefix, plural, kind); longest prefixes first.
+_KINDS: tuple[tuple[str, str, str], ...] = (
+    ("/calico/ipam/v2/assignment/", "ipamblocks", "IPAMBlock"),
+    ("/calico/ipam/v2/host/", "blockaffinities", "BlockAffinity"),
+    ("/calico/ipam/v2/handle/", "ipamhandles", "IPAMHandle"),
+    ("/calico/ipam/v2/config", "ipamconfigs", "IPAMConfig"),
+)
+_UNSAFE = re.compile(r"[^a-z0-9.-]+")
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+
+
+def kind_of(key: str) -> tuple[str, str]:
+    """(plural, kind) of the CRD that stores ``key``."""
+    for prefix, plural, kind in _KINDS:
+        if key.startswith(prefix):
+            return plural, kind
+    raise DatastoreError(f"key {key!r} has no Kubernetes form (only IPAM keys under {IPAM_ROOT})")
+
+
+def object_name(key: str) -> str:
+    """A DNS-1123 name for ``key``, unique per key: Calico's names where they are valid as they are."""
+    if key == "/calico/ipam/v2/config":
+        return "default"
+    if "/block/" in key:
+        name = _dashed(key.split("/block/")[-1])
+        if "/host/" in key:
+            name = key.split("/host/")[1].split("/")[0] + "-" + name
+    else:
+        name = key.rsplit("/", 1)[-1]
+    if _DNS_NAME.fullmatch(name) and len(name) <= 253:
+        return name
+    clean = _UNSAFE.sub("-", name.lower()).strip("-.") or "x"
+    return f"{clean[:240]}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def _dashed(cidr: str) -> str:
+    return cidr.replace(".", "-").replace(":", "-").replace("/", "-")
+
+
+def _prefix_plurals(prefix: str) -> list[str]:
+    plurals = [plural for p, plural, _ in _KINDS if p.startswith(prefix) or prefix.startswith(p)]
+    if not plurals:
+        kind_of(prefix)  # raises the explanatory error
+    return plurals
+
+
+class KubeKV:
+    def __init__(self, backend: KubernetesBackend):
+        self._b = backend
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _path(self, key: str, *, named: bool = True) -> str:
+        plural, _ = kind_of(key)
+        return f"{GROUP_PATH}/{plural}/{object_name(key)}" if named else f"{GROUP_PATH}/{plural}"
+
+    def _body(self, key: str, value: bytes, revision: int | None = None) -> dict[str, Any]:
+        _, kind = kind_of(key)
+        meta: dict[str, Any] = {"name": object_name(key)}
+        meta["annotations"] = {KEY_ANNOTATION: key}
+        if revision is not None:
+            meta["resourceVersion"] = str(revision)
+        return {
+            "apiVersion": f"{GROUP_PATH.split('/', 2)[2]}",
+            "kind": kind,
+            "metadata": meta,
+            "spec": _spec(value),
+        }
+
+    @staticmethod
+    def _kv(obj: dict[str, Any]) -> KeyValue | None:
+        meta = obj.get("metadata", {})
+        key = (meta.get("annotations") or {}).get(KEY_ANNOTATION)
+        if not key:
+            return None
+        return KeyValue(key, _value(obj.get("spec")), int(meta["resourceVersion"]))
+
+    # -- KV protocol ------------------------------------------------------------------------------
+
+    def get(self, key: str) -> KeyValue | None:
+        try:
+            return self._kv(self._b._json("GET", self._path(key)))
+        except NotFound:
+            return None
+
+    def list(self, prefix: str) -> tuple[list[KeyValue], int]:
+        out: list[KeyValue] = []
+        revision = 0
+        for plural in _prefix_plurals(prefix):
+            page = self._b._json("GET", f"{GROUP_PATH}/{plural}")
+            revision = max(revision, int(page["metadata"]["resourceVersion"]))
+            out += [kv for kv in map(self._kv, page.get("items", [])) if kv and kv.key.startswith(prefix)]
+        return sorted(out, key=lambda kv: kv.key), revision
+
+    def create(self, key: str, value: bytes) -> int:
+        obj = self._b._json("POST", self._path(key, named=False), body=self._body(key, value))
+        return int(obj["metadata"]["resourceVersion"])
+
+    def update(self, key: str, value: bytes, revision: int) -> int:
+        obj = self._b._json("PUT", self._path(key), body=self._body(key, value, revision))
+        return int(obj["metadata"]["resourceVersion"])
+
+    def put(self, key: str, value: bytes) -> int:
+        for _ in range(10):
+            current = self.get(key)
+            try:
+                if current is None:
+                    return self.create(key, value)
+                return self.update(key, value, current.mod_revision)
+            except (AlreadyExists, Conflict):
+                continue
+        raise Conflict(f"{key}: kept changing while being written")
+
+    def delete(self, key: str, revision: int | None = None) -> int:
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if revision is not None:
+            body["preconditions"] = {"resourceVersion": str(revision)}
+        obj = self._b._json("DELETE", self._path(key), body=body)
+        return int(obj.get("metadata", {}).get("resourceVersion") or 0)
+
+    def txn(self, ops: Sequence[TxnOp]) -> int:
+        undo: builtins.list[tuple[TxnOp, KeyValue | None]] = []
+        revision = 0
+        try:
+            for op in ops:
+                before = self.get(op.key) if op.op in ("update", "put", "delete") else None
+                revision = self._apply(op)
+                undo.append((op, before))
+        except (AlreadyExists, Conflict, NotFound) as err:
+            self._rollback(undo)
+            raise Conflict(f"transaction failed at {op.op} {op.key}: {err}") from err
+        return revision
+
+    def _apply(self, op: TxnOp) -> int:
+        if op.op == "create":
+            return self.create(op.key, op.value)
+        if op.op == "update":
+            assert op.revision is not None, "update needs a revision"
+            return self.update(op.key, op.value, op.revision)
+        if op.op == "put":
+            return self.put(op.key, op.value)
+        return self.delete(op.key, op.revision)
+
+    def _rollback(self, done: builtins.list[tuple[TxnOp, KeyValue | None]]) -> None:
+        for op, before in reversed(done):
+            with contextlib.suppress(Exception):  # best effort; see the module docstring
+                if before is None:
+                    self.delete(op.key)
+                else:
+                    self.put(op.key, before.value)
+
+    def watch(self, prefix: str, start_revision: int) -> Iterator[builtins.list[WatchEvent]]:
+        raise DatastoreError("IPAM keys are not watched in Kubernetes mode; watch the resources instead")
+
+    def revision(self) -> int:
+        page = self._b._json("GET", f"{GROUP_PATH}/ipamconfigs", query={"limit": 1})
+        return int(page["metadata"]["resourceVersion"])
+
+    def close(self) -> None:
+        pass
+
+
+def _spec(value: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(value) if value else {}
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        return data
+    return {"felixpyRawValue": value.decode("utf-8", "surrogateescape")}
+
+
+def _value(spec: dict[str, Any] | None) -> bytes:
+    spec = spec or {}
+    if set(spec) == {"felixpyRawValue"}:
+        return str(spec["felixpyRawValue"]).encode("utf-8", "surrogateescape")
+    return json.dumps(spec, separators=(",", ":"), sort_keys=True).encode()
