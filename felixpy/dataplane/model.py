@@ -43,3 +43,44 @@ class IpSet:
     set_type: Literal["hash:net", "hash:ip", "hash:ip,port", "hash:net,port"] = "hash:net"
     family: Literal["inet", "inet6"] = "inet"
     members: frozenset[str] = field(default_factory=frozenset)
+
+
+# --- routes (added by the dataplane driver owner) -------------------------------------------
+
+RouteType = Literal["dev", "blackhole", "via"]
+MAIN_TABLE = 254
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTarget:
+    """Where a route sends traffic. Build with the class methods:
+
+    - ``RouteTarget.device("caliX")``          -> ``<dst> dev caliX scope link``
+    - ``RouteTarget.blackhole()``              -> ``blackhole <dst>``
+    - ``RouteTarget.via("10.0.0.2", "eth0")``  -> ``<dst> via 10.0.0.2 dev eth0``
+    - ``RouteTarget.via(gw, "tunl0", onlink=True)`` -> ``... dev tunl0 onlink``
+    """
+
+    type: RouteType = "dev"
+    dev: str = ""
+    gateway: str = ""
+    onlink: bool = False
+
+    @classmethod
+    def device(cls, dev: str) -> RouteTarget:
+        return cls("dev", dev=dev)
+
+    @classmethod
+    def blackhole(cls) -> RouteTarget:
+        return cls("blackhole")
+
+    @classmethod
+    def via(cls, gateway: str, dev: str = "", *, onlink: bool = False) -> RouteTarget:
+        return cls("via", dev=dev, gateway=gateway, onlink=onlink)
+
+    def __str__(self) -> str:
+        if self.type == "blackhole":
+            return "blackhole"
+        text = f"via {self.gateway}" if self.type == "via" else ""
+        text += f" dev {self.dev}" if self.dev else ""
+        return (text + (" onlink" if self.onlink else "")).strip()

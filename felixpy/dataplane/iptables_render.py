@@ -1,0 +1,178 @@
+"""Pure iptables logic: rule hashes, rendering, iptables-save parsing and the per-table write plan.
+
+Rule hashes follow Calico (reference 2.13): h0 = sha224(chain); h_i = sha224(h_{i-1} + "-A <chain> HASH
+<comments> <match> <action>"); the rule carries ``-m comment --comment "cali:<base64url(h_i)[:16]>"``
+right after ``-A <chain>``. A hash depends on every earlier rule, so comparing hash lists tells which
+chains drifted without ever parsing rule text. Calico spells actions long (``--jump cali-FORWARD``);
+with the same text the hashes are the same as Go Felix's (``FORWARD`` hook: ``wUHhoiAYhphO9Mso``).
+Hook rules in kernel chains hash with the kernel chain name (inserts) or ``<chain>*appends*``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from felixpy.dataplane.model import Chain, Rule, Table
+
+OUR_PREFIX = "cali-"
+HASH_LEN = 16
+_HASH_RE = re.compile(r'--comment "?cali:([A-Za-z0-9_-]{16})"?')
+_CHAIN_RE = re.compile(r"^:(\S+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    """A rule the agent keeps in a kernel chain, e.g. FORWARD -> cali-FORWARD (insert at top)."""
+
+    table: Table
+    chain: str
+    rule: Rule
+    append: bool = False
+
+
+def default_hooks() -> tuple[Hook, ...]:
+    """Calico's hooks (reference 2.1), nat POSTROUTING appended so kube-proxy's MASQ runs first."""
+
+    def jump(table: Table, chain: str, append: bool = False) -> Hook:
+        return Hook(table, chain, Rule(action=f"--jump cali-{chain}"), append)
+
+    return (
+        jump("raw", "PREROUTING"), jump("raw", "OUTPUT"),
+        jump("filter", "INPUT"), jump("filter", "FORWARD"), jump("filter", "OUTPUT"),
+        jump("nat", "PREROUTING"), jump("nat", "POSTROUTING", append=True), jump("nat", "OUTPUT"),
+        jump("mangle", "PREROUTING"), jump("mangle", "POSTROUTING"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SavedRule:
+    """One rule as the kernel has it: our hash (None for others' rules) and the text after -A chain."""
+
+    hash: str | None
+    spec: str
+
+
+TableState = dict[str, list[SavedRule]]
+OpKind = Literal["chain", "append", "insert", "delete", "delete_chain"]
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One step of a table transaction. ``chain``: create-or-flush (``:name - -``); ``delete``
+    carries both the saved spec (for iptables-restore) and the 1-based index (for libiptc)."""
+
+    kind: OpKind
+    chain: str
+    spec: str = ""
+    index: int = 0
+
+
+def comment_fragment(text: str) -> str:
+    text = text.replace('"', "'")[:256]
+    return f'-m comment --comment "{text}"'
+
+
+def rule_body(rule: Rule) -> str:
+    """Everything after the hash comment: our own comment, match, action (empty parts omitted)."""
+    parts = [comment_fragment(rule.comment)] if rule.comment else []
+    parts += [p for p in (rule.match.strip(), rule.action.strip()) if p]
+    return " ".join(parts)
+
+
+def rule_hashes(chain_name: str, rules: Sequence[Rule]) -> list[str]:
+    digest = hashlib.sha224(chain_name.encode()).digest()
+    out = []
+    for rule in rules:
+        rendered = " ".join(p for p in ("-A", chain_name, "HASH", rule_body(rule)) if p)
+        digest = hashlib.sha224(digest + rendered.encode()).digest()
+        out.append(base64.urlsafe_b64encode(digest).decode().rstrip("=")[:HASH_LEN])
+    return out
+
+
+def render_rule(hash_: str, rule: Rule) -> str:
+    body = rule_body(rule)
+    return f'-m comment --comment "cali:{hash_}"' + (f" {body}" if body else "")
+
+
+def parse_save(text: str) -> dict[str, TableState]:
+    """iptables-save output -> {table: {chain: [SavedRule]}}. Only chain names, -A lines and hashes."""
+    tables: dict[str, TableState] = {}
+    current: TableState = {}
+    for line in text.splitlines():
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:].strip(), {})
+        elif m := _CHAIN_RE.match(line):
+            current.setdefault(m.group(1), [])
+        elif line.startswith("-A "):
+            _, chain, *rest = line.split(" ", 2)
+            spec = rest[0] if rest else ""
+            h = _HASH_RE.search(spec)
+            current.setdefault(chain, []).append(SavedRule(h.group(1) if h else None, spec))
+    return tables
+
+
+def count_rules(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.startswith("-A "))
+
+
+def plan_table(
+    desired: Mapping[str, Chain], hooks: Iterable[Hook], state: TableState
+) -> list[Op]:
+    """The ops that take one table from ``state`` to ``desired`` chains + ``hooks`` (all one table)."""
+    expected = {name: rule_hashes(name, chain.rules) for name, chain in desired.items()}
+    changed = sorted(n for n in desired if n not in state or [r.hash for r in state[n]] != expected[n])
+    obsolete = sorted(n for n in state if n.startswith(OUR_PREFIX) and n not in desired)
+    ops = [Op("chain", n) for n in changed + obsolete]
+    hooks_by_chain: dict[str, list[Hook]] = {}
+    for hook in hooks:
+        hooks_by_chain.setdefault(hook.chain, []).append(hook)
+    ours_in_kernel = {
+        n for n, rules in state.items() if not n.startswith(OUR_PREFIX) and any(r.hash for r in rules)
+    }
+    for kchain in sorted(set(hooks_by_chain) | ours_in_kernel):
+        ops += plan_hooks(kchain, hooks_by_chain.get(kchain, []), state.get(kchain, []))
+    for name in changed:
+        rules = desired[name].rules
+        ops += [Op("append", name, render_rule(h, r)) for h, r in zip(expected[name], rules, strict=True)]
+    ops += [Op("delete_chain", n) for n in obsolete]
+    return ops
+
+
+def plan_hooks(kchain: str, hooks: Sequence[Hook], rules: Sequence[SavedRule]) -> list[Op]:
+    """Our rules in a kernel chain: inserts at the top in order, then appends; else redo them all."""
+    inserts = [h.rule for h in hooks if not h.append]
+    appends = [h.rule for h in hooks if h.append]
+    ins_hashes = rule_hashes(kchain, inserts)
+    app_hashes = rule_hashes(f"{kchain}*appends*", appends)
+    ours = [(i, r) for i, r in enumerate(rules, 1) if r.hash]
+    top = [r.hash for r in rules[: len(inserts)]]
+    if top == ins_hashes and [r.hash for _, r in ours] == ins_hashes + app_hashes:
+        return []
+    ops = [Op("delete", kchain, r.spec, i) for i, r in reversed(ours)]
+    pairs = zip(ins_hashes, inserts, strict=True)
+    ops += [Op("insert", kchain, render_rule(h, r), n) for n, (h, r) in enumerate(pairs, 1)]
+    ops += [Op("append", kchain, render_rule(h, r)) for h, r in zip(app_hashes, appends, strict=True)]
+    return ops
+
+
+def render_restore(table: str, ops: Iterable[Op]) -> str:
+    """One ``iptables-restore --noflush`` transaction for ``table``."""
+    lines = [f"*{table}"]
+    for op in ops:
+        if op.kind == "chain":
+            lines.append(f":{op.chain} - -")
+        elif op.kind == "append":
+            lines.append(f"-A {op.chain} {op.spec}".rstrip())
+        elif op.kind == "insert":
+            lines.append(f"-I {op.chain} {op.index} {op.spec}".rstrip())
+        elif op.kind == "delete":
+            lines.append(f"-D {op.chain} {op.spec}".rstrip())
+        else:
+            lines.append(f"-X {op.chain}")
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,186 @@
+"""Workload veths: the host side ``caliXXXXXXXXXXX`` in the node netns, the pod side ``eth0``.
+
+Calico's plumbing (reference 3.2): host side has MAC ee:ee:ee:ee:ee:ee, no IP, proxy_arp; the pod
+side has its /32 (/128) address and ``default via 169.254.1.1`` with 169.254.1.1 link-scoped, so
+the pod ARPs for 169.254.1.1 and the host answers with its proxy-ARP MAC: all pod traffic is L3-routed
+by the node. The kernel proxies ARP only for a destination it routes out of another interface, so
+the node needs a route covering 169.254.1.1 (its default route, on any real node).
+The host route ``<pod>/32 dev caliX`` is the RouteTable's job, not this module's.
+
+``host_netns=None`` means this process's namespace (the agent runs in its node's namespace).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import structlog
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from felixpy.dataplane.errors import DataplaneError, LinkNotFound, NetnsNotFound
+from felixpy.dataplane.names import DEFAULT_PREFIX
+from felixpy.dataplane.netlink import RT_SCOPE_LINK, open_iproute
+from felixpy.dataplane.sysctl import host_veth_sysctls, netns_path, write_sysctls
+
+log = structlog.get_logger(__name__)
+
+HOST_VETH_MAC = "ee:ee:ee:ee:ee:ee"
+GATEWAY_V4 = "169.254.1.1"
+GATEWAY_V6 = "fe80::ecee:eeff:feee:eeee"  # the host veth's EUI-64 link-local for HOST_VETH_MAC
+IFA_F_NODAD = 0x02
+
+
+@dataclass(frozen=True, slots=True)
+class VethSpec:
+    """One workload interface. ``netns`` is CNI_NETNS (a path) or a netns name."""
+
+    host_ifname: str
+    netns: str
+    addresses: tuple[str, ...]
+    container_ifname: str = "eth0"
+    mtu: int = 1500
+
+
+@dataclass(frozen=True, slots=True)
+class VethResult:
+    host_ifname: str
+    host_mac: str
+    container_ifname: str
+    container_mac: str
+    addresses: tuple[str, ...]  # with /32 or /128
+
+
+def stale_ifaces(
+    existing: Iterable[str], wanted: Iterable[str], *, prefix: str = DEFAULT_PREFIX
+) -> list[str]:
+    """Pure: our-prefix interfaces that no workload wants any more."""
+    keep = set(wanted)
+    return sorted(name for name in existing if name.startswith(prefix) and name not in keep)
+
+
+def host_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
+    """Pod addresses are always single-host: '10.0.0.5' or '10.0.0.5/26' -> '10.0.0.5/32'."""
+    out = []
+    for addr in addresses:
+        ip = ipaddress.ip_interface(addr).ip
+        out.append(f"{ip}/{ip.max_prefixlen}")
+    return tuple(out)
+
+
+class WorkloadLinks:
+    """Creates, lists and removes workload veths from the node namespace's point of view."""
+
+    def __init__(self, *, host_netns: str | None = None, prefix: str = DEFAULT_PREFIX) -> None:
+        self.host_netns = host_netns
+        self.prefix = prefix
+
+    def create(self, spec: VethSpec) -> VethResult:
+        """Idempotent: an existing host veth of the same name (stale ADD) is deleted first."""
+        path = netns_path(spec.netns)
+        if not os.path.exists(path):
+            raise NetnsNotFound(path)
+        addresses = host_addresses(spec.addresses)
+        with open_iproute(self.host_netns) as ipr:
+            if ipr.link_lookup(ifname=spec.host_ifname):
+                ipr.link("del", ifname=spec.host_ifname)
+                log.info("veth.deleted", iface=spec.host_ifname, reason="stale veth before re-ADD")
+            ipr.link(
+                "add", ifname=spec.host_ifname, kind="veth", address=HOST_VETH_MAC, mtu=spec.mtu,
+                peer={"ifname": spec.container_ifname, "net_ns_fd": path, "mtu": spec.mtu},
+            )
+            host_mac = self._configure_host(ipr, spec, addresses)
+        container_mac = _configure_container(path, spec.container_ifname, addresses)
+        log.info("veth.created", iface=spec.host_ifname, netns=spec.netns, addresses=list(addresses),
+                 mtu=spec.mtu, reason="workload added")
+        return VethResult(spec.host_ifname, host_mac, spec.container_ifname, container_mac, addresses)
+
+    def _configure_host(self, ipr: IPRoute, spec: VethSpec, addresses: tuple[str, ...]) -> str:
+        idx = _index(ipr, spec.host_ifname)
+        families = {ipaddress.ip_interface(a).version for a in addresses}
+        write_sysctls(
+            host_veth_sysctls(spec.host_ifname, ipv4=4 in families or not families, ipv6=6 in families),
+            netns=self.host_netns, reason=f"host side of workload veth {spec.host_ifname}",
+        )
+        ipr.link("set", index=idx, address=HOST_VETH_MAC, state="up")
+        mac = str(ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS"))
+        if mac != HOST_VETH_MAC:
+            raise DataplaneError(f"{spec.host_ifname}: MAC reads back {mac}, wanted {HOST_VETH_MAC}")
+        return mac
+
+    def delete(self, host_ifname: str, *, reason: str = "workload removed") -> bool:
+        """Delete the host side (the pod side goes with it). False if it was not there."""
+        with open_iproute(self.host_netns) as ipr:
+            if not ipr.link_lookup(ifname=host_ifname):
+                return False
+            try:
+                ipr.link("del", ifname=host_ifname)
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise
+                return False
+        log.info("veth.deleted", iface=host_ifname, reason=reason)
+        return True
+
+    def names(self) -> list[str]:
+        """Names of the workload interfaces (``<prefix>*`` veths) in the node namespace."""
+        with open_iproute(self.host_netns) as ipr:
+            names = []
+            for msg in ipr.get_links():
+                name = msg.get_attr("IFLA_IFNAME")
+                info = msg.get_attr("IFLA_LINKINFO")
+                kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+                if name.startswith(self.prefix) and kind == "veth":
+                    names.append(name)
+        return sorted(names)
+
+    def remove_stale(self, wanted: Iterable[str]) -> list[str]:
+        """Delete our interfaces whose workload no longer exists; return their names."""
+        removed = []
+        for name in stale_ifaces(self.names(), wanted, prefix=self.prefix):
+            if self.delete(name, reason="no workload endpoint for it"):
+                removed.append(name)
+        return removed
+
+
+def delete_container_iface(netns: str, ifname: str = "eth0") -> bool:
+    """CNI DEL from the pod side; a missing namespace or interface counts as done."""
+    path = netns_path(netns)
+    if not os.path.exists(path):
+        return False
+    with open_iproute(path) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return False
+        ipr.link("del", index=found[0])
+    log.info("veth.deleted", netns=netns, iface=ifname, reason="CNI DEL")
+    return True
+
+
+def _configure_container(path: str, ifname: str, addresses: tuple[str, ...]) -> str:
+    with open_iproute(path) as ipr:
+        idx = _index(ipr, ifname)
+        for addr in addresses:
+            ip, plen = addr.split("/")
+            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+            ipr.addr("add", index=idx, address=ip, prefixlen=int(plen), family=family,
+                     flags=IFA_F_NODAD if family == socket.AF_INET6 else 0)
+        ipr.link("set", index=idx, state="up")
+        if any(":" not in a for a in addresses):
+            ipr.route("replace", dst=f"{GATEWAY_V4}/32", oif=idx, scope=RT_SCOPE_LINK)
+            ipr.route("replace", dst="0.0.0.0/0", gateway=GATEWAY_V4, oif=idx)
+        if any(":" in a for a in addresses):
+            ipr.route("replace", dst="::/0", gateway=GATEWAY_V6, oif=idx, family=socket.AF_INET6)
+        return str(ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS"))
+
+
+def _index(ipr: IPRoute, name: str) -> int:
+    found = ipr.link_lookup(ifname=name)
+    if not found:
+        raise LinkNotFound(name)
+    return int(found[0])

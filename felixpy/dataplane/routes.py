@@ -1,0 +1,182 @@
+"""RouteTable: desired-state driver for the routes of ONE protocol number in one table.
+
+The agent owns protocol 80 (``RTPROT_FELIXPY``: workload /32s, blackholes, encap routes); bgp/ owns 81.
+Each table only ever deletes routes carrying its own protocol, so several tables coexist. Note that
+``replace`` takes over a route with the same destination/table/metric whatever its protocol (as
+Felix does for the CNI's ``<pod>/32 dev caliX`` route): give two owners different metrics if they
+may want the same destination.
+
+Batch then commit: ``set_desired``/``set_route``/``remove_route`` only change memory; ``apply``
+writes the difference; ``resync`` forgets the cached kernel view and re-reads it (drift repair).
+IPv4 and IPv6 go through the same path; the family comes from each destination.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+
+from felixpy.dataplane.errors import DataplaneError, LinkNotFound
+from felixpy.dataplane.model import MAIN_TABLE, RTPROT_FELIXPY, RouteTarget
+from felixpy.dataplane.netlink import KernelRoute, Netlink, normalise_cidr
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """What ``apply`` must do: routes to replace (with the kernel route they overwrite, if any and a
+    reason), kernel routes to delete."""
+
+    replace: tuple[tuple[str, RouteTarget, str, KernelRoute | None], ...] = ()
+    delete: tuple[KernelRoute, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.replace and not self.delete
+
+
+def plan_routes(desired: Mapping[str, RouteTarget], actual: Iterable[KernelRoute]) -> RoutePlan:
+    """Pure diff of desired routes against the kernel's routes of our protocol."""
+    seen: dict[str, KernelRoute] = {}
+    delete: list[KernelRoute] = []
+    for route in actual:
+        if route.dst in seen or route.dst not in desired:
+            delete.append(route)  # duplicate (other metric) or no longer wanted
+        else:
+            seen[route.dst] = route
+    replace: list[tuple[str, RouteTarget, str, KernelRoute | None]] = []
+    for dst, target in sorted(desired.items()):
+        have = seen.get(dst)
+        if have is None:
+            replace.append((dst, target, "missing", None))
+        elif not _same_target(have.target, target):
+            replace.append((dst, target, f"was {have.target}", have))
+    return RoutePlan(tuple(replace), tuple(delete))
+
+
+def _same_target(have: RouteTarget, want: RouteTarget) -> bool:
+    if want.type == "blackhole" or have.type == "blackhole":
+        return have.type == want.type
+    return (have.type, have.gateway, have.onlink) == (want.type, want.gateway, want.onlink) and (
+        not want.dev or have.dev == want.dev
+    )
+
+
+@dataclass
+class ApplyStats:
+    replaced: int = 0
+    deleted: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+class RouteTable:
+    """Routes with protocol ``proto`` in routing table ``table``, converged to a desired set."""
+
+    def __init__(
+        self,
+        nl: Netlink,
+        *,
+        proto: int = RTPROT_FELIXPY,
+        table: int = MAIN_TABLE,
+        metric: int | None = None,
+    ) -> None:
+        self._nl = nl
+        self.proto = proto
+        self.table = table
+        self.metric = metric
+        self._desired: dict[str, RouteTarget] = {}
+        # kernel view keyed by (dst, metric); None: re-read the kernel
+        self._actual: dict[tuple[str, int | None], KernelRoute] | None = None
+        self._dirty = True
+        self._log = log.bind(proto=proto, table=table)
+
+    # --- desired state (memory only) ------------------------------------------------------
+    def set_desired(self, routes: Mapping[str, RouteTarget]) -> None:
+        """Replace the whole desired set: {dest CIDR: target}."""
+        self._desired = {normalise_cidr(dst): _checked(t) for dst, t in routes.items()}
+        self._dirty = True
+
+    def set_route(self, dst: str, target: RouteTarget) -> None:
+        self._desired[normalise_cidr(dst)] = _checked(target)
+        self._dirty = True
+
+    def remove_route(self, dst: str) -> None:
+        if self._desired.pop(normalise_cidr(dst), None) is not None:
+            self._dirty = True
+
+    @property
+    def desired(self) -> Mapping[str, RouteTarget]:
+        return dict(self._desired)
+
+    # --- kernel ---------------------------------------------------------------------------
+    def start(self) -> ApplyStats:
+        """First sync: read the kernel, remove stale routes of our protocol, add what is missing."""
+        return self.resync()
+
+    def resync(self) -> ApplyStats:
+        """Forget the cached kernel view and converge again (repairs routes changed by hand)."""
+        self._actual = None
+        self._dirty = True
+        return self.apply()
+
+    def apply(self) -> ApplyStats:
+        """Write the difference between desired and (cached) actual; no-op when nothing changed."""
+        stats = ApplyStats()
+        if not self._dirty:
+            return stats
+        if self._actual is None:
+            routes = self._nl.list_routes(proto=self.proto, table=self.table)
+            self._actual = {(r.dst, r.metric): r for r in routes}
+        plan = plan_routes(self._desired, list(self._actual.values()))
+        for route in plan.delete:
+            self._delete(route, stats)
+        for dst, target, reason, have in plan.replace:
+            self._replace(dst, target, reason, have, stats)
+        self._dirty = bool(stats.failed)  # retry failed routes (e.g. interface not there yet)
+        return stats
+
+    def _delete(self, route: KernelRoute, stats: ApplyStats) -> None:
+        reason = "duplicate" if route.dst in self._desired else "not desired"
+        try:
+            self._nl.del_route(route)
+        except DataplaneError as exc:
+            self._log.warning("route.delete_failed", dst=route.dst, error=str(exc))
+            stats.failed.append(route.dst)
+            return
+        assert self._actual is not None
+        self._actual.pop((route.dst, route.metric), None)
+        stats.deleted += 1
+        self._log.info("route.deleted", dst=route.dst, target=str(route.target), reason=reason)
+
+    def _replace(
+        self, dst: str, target: RouteTarget, reason: str, have: KernelRoute | None, stats: ApplyStats
+    ) -> None:
+        metric = have.metric if have is not None and self.metric is None else self.metric
+        route = KernelRoute(dst, target, self.proto, self.table, metric)
+        try:
+            self._nl.replace_route(route)
+        except LinkNotFound as exc:
+            self._log.info("route.deferred", dst=dst, target=str(target), reason=f"no interface {exc.name}")
+            stats.failed.append(dst)
+            return
+        except DataplaneError as exc:
+            self._log.warning("route.replace_failed", dst=dst, target=str(target), error=str(exc))
+            stats.failed.append(dst)
+            return
+        assert self._actual is not None
+        if have is not None:
+            self._actual.pop((have.dst, have.metric), None)
+        self._actual[(dst, metric)] = route
+        stats.replaced += 1
+        self._log.info("route.replaced", dst=dst, target=str(target), reason=reason)
+
+
+def _checked(target: RouteTarget) -> RouteTarget:
+    if target.type == "dev" and not target.dev:
+        raise ValueError("a device route needs a device")
+    if target.type == "via" and not target.gateway:
+        raise ValueError("a via route needs a gateway")
+    return target

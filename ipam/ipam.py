@@ -1,0 +1,409 @@
+"""The IPAM client: auto-assign, explicit assign, lookups, tunnel addresses.
+
+Every write follows read → pure compute (ipam.block / ipam.allocator) → one etcd transaction
+that carries the block and the handle together (and the affinity, when a block is claimed),
+compare-and-swap on each key's mod revision → on Conflict only, re-read and retry, at most
+RETRIES times. A block and the handle records can therefore never disagree, and two clients
+can never hand out the same address: the second CAS on the block fails.
+
+Blocks read earlier by this client are kept in an optimistic cache (Block objects are
+immutable); a write from a stale copy fails its CAS and the block is re-read, so the cache
+saves round trips and never correctness. Pools and node labels are cached for
+``cache_seconds`` (default 1 s).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from felixpy.datastore.errors import Conflict, NotFound
+from felixpy.datastore.kv import KV, TxnOp
+from felixpy.resources.ippool import IPPool
+from felixpy.resources.node import Node
+from ipam import allocator
+from ipam.allocator import IPAMConfig, PoolView
+from ipam.block import Block, Handle, IPNetwork
+from ipam.errors import (
+    AddressInUse,
+    AddressNotInPool,
+    IPAMError,
+    PoolExhausted,
+    RetriesExhausted,
+)
+from ipam.pools import pool_view
+from ipam.release import Releaser
+from ipam.selectors import matches, needs_labels
+from ipam.store import IPAMStore
+
+log = logging.getLogger(__name__)
+
+RETRIES = 100
+
+
+@dataclass(frozen=True, slots=True)
+class AssignResult:
+    """Plain addresses ("10.0.0.5"), and for each the CIDR of the block it came from."""
+
+    v4: list[str]
+    v6: list[str]
+    blocks: dict[str, str] = field(default_factory=dict)
+
+    def with_block_mask(self, address: str) -> str:
+        """ "10.0.0.5/26": the address with its block's prefix length (what Calico IPAM returns)."""
+        return f"{address}/{self.blocks[address].split('/')[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    address: str
+    block: str
+    handle_id: str | None
+    attrs: dict[str, str]
+    affinity: str | None = None
+
+
+class _HandleState:
+    """The handle as this operation last saw it; starts as 'absent' (optimistic create)."""
+
+    def __init__(self, handle_id: str):
+        self.handle = Handle(handle_id)
+        self.revision: int | None = None
+
+    def reload(self, store: IPAMStore) -> None:
+        got = store.get_handle(self.handle.id)
+        self.handle, self.revision = (Handle(self.handle.id), None) if got is None else got
+
+
+class IPAM(Releaser):
+    def __init__(self, kv: KV, backend: Any, *, cache_seconds: float = 1.0):
+        super().__init__(IPAMStore(kv))
+        self.kv = kv
+        self.backend = backend
+        self.cache_seconds = cache_seconds
+        self._affine: dict[tuple[str, int], list[IPNetwork]] = {}
+        self._pool_cache: tuple[float, list[PoolView]] | None = None
+        self._labels: dict[str, tuple[float, dict[str, str]]] = {}
+
+    # ---- pools and nodes -----------------------------------------------------------------------
+    def pools(self, *, fresh: bool = False) -> list[PoolView]:
+        now = time.monotonic()
+        if fresh or self._pool_cache is None or now - self._pool_cache[0] > self.cache_seconds:
+            items, _ = self.backend.list(IPPool)
+            self._pool_cache = (now, [pool_view(p) for p in items])
+        return self._pool_cache[1]
+
+    def _node_labels(self, node: str) -> dict[str, str]:
+        now = time.monotonic()
+        hit = self._labels.get(node)
+        if hit is None or now - hit[0] > self.cache_seconds:
+            try:
+                labels = dict(self.backend.get(Node, node).metadata.labels)
+            except NotFound:
+                labels = {}
+            hit = self._labels[node] = (now, labels)
+        return hit[1]
+
+    def _usable(self, version: int, node: str, use: str, requested: Sequence[str] | None) -> list[PoolView]:
+        pools = self.pools()
+        labels = self._node_labels(node) if any(needs_labels(p.node_selector) for p in pools) else {}
+        return allocator.usable_pools(
+            pools, version=version, node_labels=labels, intended_use=use, requested=requested, matcher=matches
+        )
+
+    # ---- auto-assign ---------------------------------------------------------------------------
+    def auto_assign(
+        self,
+        handle_id: str,
+        *,
+        node: str,
+        num_v4: int = 1,
+        num_v6: int = 0,
+        attrs: Mapping[str, str] | None = None,
+        pools: Sequence[str] | None = None,
+        intended_use: str = "Workload",
+    ) -> AssignResult:
+        """Assign ``num_v4`` + ``num_v6`` addresses to ``handle_id`` for a workload on ``node``.
+
+        ``pools``: pool names or CIDRs to restrict to (both versions). All or nothing: if any
+        address cannot be found, what was taken is released and PoolExhausted/NoUsablePool raised.
+        """
+        got: list[tuple[str, str]] = []
+        try:
+            for version, n in ((4, num_v4), (6, num_v6)):
+                if n > 0:
+                    got += self._assign_version(
+                        handle_id,
+                        node=node,
+                        n=n,
+                        version=version,
+                        attrs=dict(attrs or {}),
+                        requested=pools,
+                        use=intended_use,
+                    )
+        except BaseException:
+            self._undo(handle_id, got)
+            raise
+        return AssignResult([a for a, _ in got if ":" not in a], [a for a, _ in got if ":" in a], dict(got))
+
+    def _assign_version(
+        self,
+        handle_id: str,
+        *,
+        node: str,
+        n: int,
+        version: int,
+        attrs: dict[str, str],
+        requested: Sequence[str] | None,
+        use: str,
+    ) -> list[tuple[str, str]]:
+        usable = self._usable(version, node, use, requested)
+        hs = _HandleState(handle_id)
+        got: list[tuple[str, str]] = []
+        try:
+            for fresh in (False, True):
+                got += self._from_affine(hs, node, n - len(got), usable, attrs, fresh=fresh)
+                if len(got) >= n:
+                    return got
+            config = self.store.get_config()
+            got += self._from_new_blocks(hs, node, n - len(got), usable, attrs, config)
+            if len(got) < n and not config.strict_affinity:
+                got += self._from_borrowed(hs, node, n - len(got), usable, attrs)
+        except BaseException:
+            self._undo(handle_id, got)
+            raise
+        if len(got) < n:
+            self._undo(handle_id, got)
+            strict = " (strictAffinity forbids borrowing)" if config.strict_affinity else ""
+            raise PoolExhausted(
+                f"no free IPv{version} address for node {node!r} in pool(s) "
+                f"{allocator.summarize_free(usable)}{strict}: needed {n}, found {len(got)}"
+            )
+        return got
+
+    def _undo(self, handle_id: str, got: list[tuple[str, str]]) -> None:
+        if got:
+            log.info("releasing %d partial allocation(s) of %s", len(got), handle_id)
+            self.release_ips([a for a, _ in got])
+
+    def _affine_cidrs(self, node: str, version: int, *, fresh: bool) -> list[IPNetwork]:
+        key = (node, version)
+        if fresh or key not in self._affine:
+            affs = self.store.list_affinities(node, version)
+            self._affine[key] = [a.cidr for a in affs if a.state == "confirmed"]
+        return self._affine[key]
+
+    def _from_affine(
+        self,
+        hs: _HandleState,
+        node: str,
+        need: int,
+        pools: list[PoolView],
+        attrs: dict[str, str],
+        *,
+        fresh: bool,
+    ) -> list[tuple[str, str]]:
+        got: list[tuple[str, str]] = []
+        for cidr in self._affine_cidrs(node, pools[0].version, fresh=fresh):
+            if len(got) >= need:
+                break
+            if allocator.in_pools(cidr, pools):
+                got += self._take(cidr, need - len(got), hs, attrs, owner=node, fresh=fresh)
+        return got
+
+    def _from_new_blocks(
+        self,
+        hs: _HandleState,
+        node: str,
+        need: int,
+        pools: list[PoolView],
+        attrs: dict[str, str],
+        config: IPAMConfig,
+    ) -> list[tuple[str, str]]:
+        got: list[tuple[str, str]] = []
+        while config.auto_allocate_blocks and len(got) < need:
+            limit = config.block_limit
+            if limit is not None and len(self._affine_cidrs(node, pools[0].version, fresh=True)) >= limit:
+                break
+            cidr = self._claim(node, pools)
+            if cidr is None:
+                break
+            got += self._take(cidr, need - len(got), hs, attrs, owner=node, fresh=False)
+        return got
+
+    def _from_borrowed(
+        self, hs: _HandleState, node: str, need: int, pools: list[PoolView], attrs: dict[str, str]
+    ) -> list[tuple[str, str]]:
+        listed = self.store.list_blocks(pools[0].version)
+        for b, rev in listed:
+            self._blocks[str(b.cidr)] = (b, rev)
+        got: list[tuple[str, str]] = []
+        for block in allocator.borrow_order([b for b, _ in listed], node, pools):
+            if len(got) >= need:
+                break
+            got += self._take(block.cidr, need - len(got), hs, attrs, owner=None, fresh=False)
+        if got:
+            log.info("node %s borrowed %d address(es) from other nodes' blocks", node, len(got))
+        return got
+
+    def _take(
+        self,
+        cidr: IPNetwork,
+        k: int,
+        hs: _HandleState,
+        attrs: dict[str, str],
+        *,
+        owner: str | None,
+        fresh: bool,
+    ) -> list[tuple[str, str]]:
+        """CAS loop: take up to ``k`` addresses of one block for ``hs``'s handle."""
+        key = str(cidr)
+        for attempt in range(RETRIES):
+            cur = self._read_block(cidr, fresh=fresh or attempt > 0)
+            if cur is None:
+                return []
+            block, rev = cur
+            if block.deleted or not block.free_count or (owner is not None and block.affine_node() != owner):
+                return []
+            new, ords = block.assign(k, hs.handle.id, attrs)
+            handle = hs.handle.add(key, len(ords))
+            try:
+                r = self.kv.txn(
+                    [self.store.block_update(new, rev), self.store.handle_write(handle, hs.revision)]
+                )
+            except Conflict:
+                self._blocks.pop(key, None)
+                hs.reload(self.store)
+                continue
+            self._blocks[key] = (new, r)
+            hs.handle, hs.revision = handle, r
+            return [(str(new.address(o)), key) for o in ords]
+        raise RetriesExhausted(f"block {cidr}: lost the compare-and-swap race {RETRIES} times")
+
+    def _claim(self, node: str, pools: list[PoolView]) -> IPNetwork | None:
+        """Claim a free block for ``node``: block and affinity created in one transaction."""
+        existing = self.store.block_cidrs(pools[0].version)
+        for pool in pools:
+            for cidr in allocator.candidate_blocks(pool, node):
+                if str(cidr) in existing:
+                    continue
+                block = Block.new(
+                    cidr,
+                    affinity=f"host:{node}",
+                    sequence_number=time.time_ns(),
+                    claim_time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                )
+                ops = [self.store.block_create(block), self.store.affinity_create(node, cidr)]
+                try:
+                    r = self.kv.txn(ops)
+                except Conflict:
+                    existing.add(str(cidr))
+                    if self._repair_claim(node, block):
+                        return cidr
+                    continue
+                log.info("node %s claimed block %s of pool %s", node, cidr, pool.name)
+                self._blocks[str(cidr)] = (block, r)
+                self._affine.setdefault((node, cidr.version), []).append(cidr)
+                return cidr
+        return None
+
+    def _repair_claim(self, node: str, block: Block) -> bool:
+        """An affinity left without its block (an older, non-atomic writer crashed): recreate the block."""
+        aff = self.store.get_affinity(node, block.cidr)
+        if aff is None or self.store.get_block(block.cidr) is not None:
+            return False
+        try:
+            self.kv.txn(
+                [self.store.block_create(block), self.store.affinity_update(node, block.cidr, aff.revision)]
+            )
+        except Conflict:
+            return False
+        return True
+
+    # ---- explicit assign -----------------------------------------------------------------------
+    def assign_ip(
+        self, addr: str, handle_id: str, attrs: Mapping[str, str] | None = None, *, node: str
+    ) -> str:
+        """Assign exactly ``addr``; returns its block CIDR. Claims the block for ``node`` if unclaimed."""
+        ip = ipaddress.ip_address(addr)
+        pool = allocator.pool_of(ip, self.pools(fresh=True))
+        if pool is None:
+            raise AddressNotInPool(f"{addr} is not in any IP pool")
+        cidr = allocator.block_for_address(pool, ip)
+        strict = self.store.get_config().strict_affinity
+        hs = _HandleState(handle_id)
+        hs.reload(self.store)
+        for _ in range(RETRIES):
+            ops = self._assign_ip_ops(ip, cidr, hs, dict(attrs or {}), node=node, strict=strict)
+            try:
+                self.kv.txn(ops)
+            except Conflict:
+                hs.reload(self.store)
+                continue
+            self._blocks.pop(str(cidr), None)
+            return str(cidr)
+        raise RetriesExhausted(f"assigning {addr}: lost the compare-and-swap race {RETRIES} times")
+
+    def _assign_ip_ops(
+        self, ip: Any, cidr: IPNetwork, hs: _HandleState, attrs: dict[str, str], *, node: str, strict: bool
+    ) -> list[TxnOp]:
+        handle_op = self.store.handle_write(hs.handle.add(str(cidr), 1), hs.revision)
+        cur = self.store.get_block(cidr)
+        if cur is None:
+            block = Block.new(cidr, affinity=f"host:{node}", sequence_number=time.time_ns())
+            new = block.assign_ordinal(block.ordinal(ip), handle_id=hs.handle.id, attrs=attrs)
+            return [self.store.block_create(new), self.store.affinity_create(node, cidr), handle_op]
+        block, rev = cur
+        if strict and block.affine_node() != node:
+            raise IPAMError(f"{ip} is in block {cidr} owned by {block.affinity}; strictAffinity forbids it")
+        held = block.attribute_of(block.ordinal(ip))
+        if held is not None:
+            raise AddressInUse(f"{ip} is already assigned (handle {held.handle_id})")
+        new = block.assign_ordinal(block.ordinal(ip), hs.handle.id, attrs)
+        return [self.store.block_update(new, rev), handle_op]
+
+    # ---- lookups -------------------------------------------------------------------------------
+    def get_assignment(self, addr: str) -> Assignment | None:
+        ip = ipaddress.ip_address(addr)
+        for block, _ in self._blocks_containing(ip):
+            attr = block.attribute_of(block.ordinal(ip))
+            if attr is not None:
+                return Assignment(
+                    str(ip), str(block.cidr), attr.handle_id, dict(attr.secondary), block.affinity
+                )
+        return None
+
+    def assignments_for_handle(self, handle_id: str) -> list[str]:
+        """Every address ``handle_id`` holds (v4 first), read from the blocks its handle names."""
+        got = self.store.get_handle(handle_id)
+        if got is None:
+            return []
+        out: list[str] = []
+        for cidr in got[0].blocks:
+            cur = self.store.get_block(ipaddress.ip_network(cidr))
+            if cur is not None:
+                out += [str(cur[0].address(o)) for o in cur[0].ordinals_for_handle(handle_id)]
+        return sorted(out, key=lambda a: (":" in a, ipaddress.ip_address(a).packed))
+
+    def affine_blocks(self, node: str) -> list[str]:
+        return [str(a.cidr) for a in self.store.list_affinities(node) if a.state == "confirmed"]
+
+    def config(self) -> IPAMConfig:
+        return self.store.get_config()
+
+    def pool_usage(self, pool_cidr: str) -> tuple[int, int]:
+        """(addresses in use, blocks) inside ``pool_cidr``: what the pool checks need."""
+        net = ipaddress.ip_network(pool_cidr, strict=False)
+        inside = [b for b, _ in self.store.list_blocks(net.version) if b.cidr.subnet_of(net)]  # type: ignore[arg-type]
+        return sum(b.in_use for b in inside), len(inside)
+
+    # ---- tunnel addresses ----------------------------------------------------------------------
+    def tunnel_address(self, node: str, kind: str = "ipip") -> str:
+        from ipam.tunnel import tunnel_address
+
+        return tunnel_address(self, node, kind)

@@ -1,0 +1,86 @@
+"""tunl0 / vxlan.calico devices and VXLAN neighbour+FDB state in throwaway namespaces."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from felixpy.dataplane.encap import (
+    EncapUnsupported,
+    Vtep,
+    VxlanConfig,
+    VxlanFdb,
+    ensure_ipip,
+    ensure_vxlan,
+    vtep_mac,
+)
+from felixpy.dataplane.model import RouteTarget
+from felixpy.dataplane.netlink import IPRouteNetlink
+from felixpy.dataplane.routes import RouteTable
+
+pytestmark = pytest.mark.kernel
+NODES = {"node-a": ("192.168.90.1", "10.66.0.1"), "node-b": ("192.168.90.2", "10.66.1.1")}
+
+
+def _two_nodes(netns):
+    a, b = netns("node-a"), netns("node-b")
+    a.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b.name)
+    for ns, (ip, _) in zip((a, b), NODES.values(), strict=True):
+        ns.run("ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        ns.run("ip", "link", "set", "eth0", "up")
+    return a, b
+
+
+def test_vxlan_device_and_fdb_carry_traffic_between_nodes(netns):
+    a, b = _two_nodes(netns)
+    for ns, name in ((a, "node-a"), (b, "node-b")):
+        ip, tunnel = NODES[name]
+        ensure_vxlan(VxlanConfig(parent="eth0", parent_ip=ip, address=tunnel, mac=vtep_mac(name)),
+                     netns=ns.name)
+        fdb = VxlanFdb(netns=ns.name)
+        other = "node-b" if name == "node-a" else "node-a"
+        fdb.set_vteps([Vtep(NODES[other][1], vtep_mac(other), NODES[other][0])])
+        assert fdb.apply() == (2, 0)
+        assert fdb.apply() == (0, 0)  # converged
+        with IPRouteNetlink(ns.name) as nl:
+            table = RouteTable(nl)
+            table.set_desired({f"{NODES[other][1]}/32": RouteTarget.device("vxlan.calico")})
+            table.apply()
+    details = a.run("ip", "-d", "link", "show", "vxlan.calico")
+    assert "vxlan id 4096" in details and "dstport 4789" in details and "nolearning" in details
+    assert "local 192.168.90.1" in details and vtep_mac("node-a") in details
+    assert "tx-checksum-ip-generic: off" in a.run("ethtool", "-k", "vxlan.calico")
+    assert "10.66.0.1/32" in a.run("ip", "addr", "show", "vxlan.calico")
+    assert f"{vtep_mac('node-b')} PERMANENT" in a.run("ip", "neigh", "show", "dev", "vxlan.calico")
+    assert "dst 192.168.90.2" in a.run("bridge", "fdb", "show", "dev", "vxlan.calico")
+    assert "1 received" in a.run("ping", "-c1", "-W2", "-I", "10.66.0.1", "10.66.1.1")
+
+
+def test_vxlan_reconfigure_and_stale_vteps_removed(netns):
+    a, _ = _two_nodes(netns)
+    cfg = VxlanConfig(parent="eth0", parent_ip="192.168.90.1", address="10.66.0.1", mac=vtep_mac("node-a"))
+    first = ensure_vxlan(cfg, netns=a.name)
+    assert ensure_vxlan(cfg, netns=a.name) == first  # idempotent: same device kept
+    ensure_vxlan(dataclasses.replace(cfg, address="10.66.0.9"), netns=a.name)
+    addrs = a.run("ip", "-4", "addr", "show", "vxlan.calico")
+    assert "10.66.0.9/32" in addrs and "10.66.0.1/32" not in addrs
+    fdb = VxlanFdb(netns=a.name)
+    fdb.set_vteps([Vtep("10.66.1.1", vtep_mac("node-b"), "192.168.90.2"),
+                   Vtep("10.66.2.1", vtep_mac("node-c"), "192.168.90.3")])
+    fdb.apply()
+    fdb.set_vteps([Vtep("10.66.2.1", vtep_mac("node-c"), "192.168.90.3")])
+    assert fdb.apply() == (0, 2)
+    assert "10.66.1.1" not in a.run("ip", "neigh", "show", "dev", "vxlan.calico")
+    assert vtep_mac("node-b") not in a.run("bridge", "fdb", "show", "dev", "vxlan.calico")
+
+
+def test_ipip_tunl0(netns):
+    ns = netns("ipip")
+    try:
+        ensure_ipip("10.66.0.1", mtu=1440, netns=ns.name)
+    except EncapUnsupported as exc:
+        print(f"skipping: {exc}")
+        pytest.skip(f"kernel lacks ipip: {exc}")
+    out = ns.run("ip", "addr", "show", "tunl0")
+    assert "10.66.0.1/32" in out and "mtu 1440" in out

@@ -1,0 +1,104 @@
+"""IptablesWriter through each backend, inside a throwaway namespace."""
+
+from __future__ import annotations
+
+import pytest
+
+from felixpy.dataplane.iptables import IptablesWriter
+from felixpy.dataplane.iptables_backend import detect_mode, make_backend, tool
+from felixpy.dataplane.iptables_render import Hook, rule_hashes
+from felixpy.dataplane.model import Chain, Rule
+
+pytestmark = pytest.mark.kernel
+BACKENDS = ["legacy", "nft", "python-iptables"]
+HOOKS = [
+    Hook("filter", "FORWARD", Rule(action="--jump cali-FORWARD")),
+    Hook("filter", "INPUT", Rule(action="--jump cali-INPUT")),
+    Hook("nat", "POSTROUTING", Rule(action="--jump cali-POSTROUTING"), append=True),
+]
+
+
+def _chains(n_rules: int = 3) -> list[Chain]:
+    fw = [Rule(match="-m conntrack --ctstate RELATED,ESTABLISHED", action="--jump ACCEPT",
+               comment="Accept established")]
+    fw += [Rule(match=f"-s 10.65.{i}.0/24 -p tcp -m tcp --dport {80 + i}", action="--jump DROP")
+           for i in range(n_rules)]
+    return [
+        Chain("cali-FORWARD", (*fw, Rule(match="-o cali+", action="--jump cali-to-wl-dispatch"))),
+        Chain("cali-to-wl-dispatch", (Rule(match="! -i lo", action="--jump RETURN"),)),
+        Chain("cali-INPUT", ()),
+        Chain("cali-POSTROUTING", (Rule(match="-s 10.65.0.0/16 ! -d 10.65.0.0/16",
+                                        action="--jump MASQUERADE"),), table="nat"),
+    ]
+
+
+def _save(ns, kind: str, table: str = "filter") -> str:
+    mode = "legacy" if kind == "python-iptables" else kind
+    return ns.run(tool(mode, "save"), "-t", table)  # type: ignore[arg-type]
+
+
+def _rules(text: str, chain: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(f"-A {chain} ")]
+
+
+@pytest.fixture(params=BACKENDS)
+def setup(request, netns):
+    ns = netns("ipt")
+    backend = make_backend(request.param, netns=ns.name)
+    yield ns, request.param, IptablesWriter(backend, hooks=HOOKS)
+    if hasattr(backend, "close"):
+        backend.close()
+
+
+def test_chains_and_hooks_written_with_calico_hashes(setup):
+    ns, kind, writer = setup
+    writer.set_chains(_chains())
+    results = {r.table: r for r in writer.apply()}
+    assert set(results["filter"].rewritten) == {"cali-FORWARD", "cali-to-wl-dispatch", "cali-INPUT"}
+    text = _save(ns, kind)
+    fwd = _rules(text, "FORWARD")
+    assert len(fwd) == 1 and "cali:wUHhoiAYhphO9Mso" in fwd[0]  # same hash as Go Felix
+    hashes = rule_hashes("cali-FORWARD", _chains()[0].rules)
+    got = _rules(text, "cali-FORWARD")
+    assert [h in line for h, line in zip(hashes, got, strict=True)] == [True] * len(hashes)
+    assert "MASQUERADE" in _save(ns, kind, "nat")
+    assert all(r.ops == 0 for r in writer.resync())  # converged
+
+
+def test_resync_restores_deleted_rule_and_keeps_foreign_rules(setup):
+    ns, kind, writer = setup
+    mode = "legacy" if kind == "python-iptables" else kind
+    ns.run(tool(mode, "restore").replace("restore", "restore"), "--noflush",
+           input="*filter\n:OTHER - -\n-A FORWARD -s 192.0.2.1/32 -j DROP\n-A OTHER -j ACCEPT\nCOMMIT\n")
+    writer.set_chains(_chains())
+    writer.apply()
+    ns.run("iptables-legacy" if mode == "legacy" else "iptables-nft", "-D", "cali-FORWARD", "2")
+    ns.run("iptables-legacy" if mode == "legacy" else "iptables-nft", "-D", "FORWARD", "1")
+    results = {r.table: r for r in writer.resync()}
+    assert results["filter"].rewritten == ("cali-FORWARD",)
+    text = _save(ns, kind)
+    fwd = _rules(text, "FORWARD")
+    assert "cali:wUHhoiAYhphO9Mso" in fwd[0] and "192.0.2.1" in fwd[1] and len(fwd) == 2
+    assert len(_rules(text, "cali-FORWARD")) == len(_chains()[0].rules)
+    assert _rules(text, "OTHER") and ":OTHER" in text
+
+
+def test_obsolete_chains_and_hooks_removed(setup):
+    ns, kind, writer = setup
+    writer.set_chains(_chains())
+    writer.apply()
+    writer.set_chains([c for c in _chains() if c.name not in ("cali-INPUT", "cali-POSTROUTING")])
+    writer.set_hooks(HOOKS[:1])
+    results = {r.table: r for r in writer.apply()}
+    assert results["filter"].deleted == ("cali-INPUT",)
+    assert results["nat"].deleted == ("cali-POSTROUTING",)
+    text = _save(ns, kind)
+    assert ":cali-INPUT" not in text and not _rules(text, "INPUT")
+    assert "cali" not in _save(ns, kind, "nat")
+
+
+def test_detect_mode_prefers_table_with_more_rules(netns):
+    ns = netns("det")
+    assert detect_mode(netns=ns.name) == "nft"  # empty on both: nft
+    ns.run("iptables-legacy", "-A", "INPUT", "-s", "192.0.2.1/32", "-j", "DROP")
+    assert detect_mode(netns=ns.name) == "legacy"

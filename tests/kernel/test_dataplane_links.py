@@ -1,0 +1,79 @@
+"""Workload veths on the real kernel: two pods on one node reach each other through cali veths,
+/32 routes (RouteTable, protocol 80) and proxy ARP."""
+
+from __future__ import annotations
+
+import pytest
+
+from felixpy.dataplane.links import HOST_VETH_MAC, VethSpec, WorkloadLinks, delete_container_iface
+from felixpy.dataplane.model import RouteTarget
+from felixpy.dataplane.names import veth_name_for_workload
+from felixpy.dataplane.netlink import IPRouteNetlink
+from felixpy.dataplane.routes import RouteTable
+from felixpy.dataplane.sysctl import enable_ip_forwarding, read_sysctl
+
+pytestmark = pytest.mark.kernel
+
+PODS = {("default", "pod-a"): "10.65.0.2", ("default", "pod-b"): "10.65.0.3"}
+
+
+def _uplink(node):
+    """A node needs a route covering 169.254.1.1 (normally its default route) for proxy ARP to
+    answer: the kernel proxies only for destinations routed out of another interface."""
+    node.run("ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1")
+    for cmd in (("link", "set", "up0", "up"), ("link", "set", "up1", "up"),
+                ("addr", "add", "192.168.77.1/24", "dev", "up0"),
+                ("route", "add", "default", "via", "192.168.77.2")):
+        node.run("ip", *cmd)
+
+
+def _wire(netns):
+    node = netns("node")
+    enable_ip_forwarding(netns=node.name, ipv6=False)
+    _uplink(node)
+    links = WorkloadLinks(host_netns=node.name)
+    pods, routes = {}, {}
+    for (ns, pod), ip in PODS.items():
+        pod_ns = netns(pod)
+        name = veth_name_for_workload(ns, pod)
+        links.create(VethSpec(host_ifname=name, netns=pod_ns.path, addresses=(ip,), mtu=1400))
+        pods[pod] = pod_ns
+        routes[f"{ip}/32"] = RouteTarget.device(name)
+    nl = IPRouteNetlink(node.name)
+    table = RouteTable(nl)
+    table.set_desired(routes)
+    table.apply()
+    return node, links, pods, nl
+
+
+def test_two_pods_ping_through_cali_veths(netns):
+    node, _links, pods, nl = _wire(netns)
+    try:
+        out = pods["pod-a"].run("ping", "-c1", "-W2", PODS[("default", "pod-b")])
+        assert "1 received" in out
+        neigh = pods["pod-a"].run("ip", "neigh", "show", "169.254.1.1")
+        assert HOST_VETH_MAC in neigh  # the host answered ARP for the fake gateway
+        name = veth_name_for_workload("default", "pod-a")
+        assert read_sysctl(f"net/ipv4/conf/{name}/proxy_arp", netns=node.name) == "1"
+        assert "mtu 1400" in pods["pod-a"].run("ip", "link", "show", "eth0")
+        assert "10.65.0.2/32" in pods["pod-a"].run("ip", "-4", "addr", "show", "eth0")
+        assert "default via 169.254.1.1 dev eth0" in pods["pod-a"].run("ip", "route")
+    finally:
+        nl.close()
+
+
+def test_create_is_idempotent_and_stale_ifaces_removed(netns):
+    _node, links, pods, nl = _wire(netns)
+    nl.close()
+    name_a = veth_name_for_workload("default", "pod-a")
+    name_b = veth_name_for_workload("default", "pod-b")
+    assert links.names() == sorted([name_a, name_b])
+    # re-ADD of pod-a: the stale veth (and its eth0) are replaced, not duplicated
+    links.create(VethSpec(host_ifname=name_a, netns=pods["pod-a"].path, addresses=("10.65.0.2",)))
+    assert links.names() == sorted([name_a, name_b])
+    assert links.remove_stale([name_a]) == [name_b]
+    assert links.names() == [name_a]
+    assert "eth0" not in pods["pod-b"].run("ip", "link")  # peer went with it
+    assert delete_container_iface(pods["pod-a"].path) is True
+    assert links.names() == []
+    assert links.delete(name_a) is False
