@@ -1,0 +1,267 @@
+"""Endpoint, dispatch and static chains, and the hooks into the kernel's chains (reference 2.1-2.7, 2.10).
+
+Verdicts travel as Calico's do: an endpoint chain that allows *returns* with the accept
+mark set (its caller was reached by goto from a dispatch chain, so the return lands in
+``cali-FORWARD``/``cali-wl-to-host``), and the rule appended to the kernel's FORWARD chain
+accepts marked packets; a deny is a DROP in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from felixpy.dataplane.model import Chain, Rule, Table
+from policy.names import (
+    ALL_HOSTS_ID,
+    ALL_POOLS_ID,
+    FAILSAFE_IN,
+    FAILSAFE_OUT,
+    FORWARD,
+    FROM_WL_DISPATCH,
+    INPUT,
+    MARK_ACCEPT,
+    MARK_ALL,
+    MARK_PASS,
+    MARK_SCRATCH0,
+    MARK_SCRATCH1,
+    MASQ_POOLS_ID,
+    NAT_OUTGOING,
+    NAT_POSTROUTING,
+    OUTPUT,
+    TO_WL_DISPATCH,
+    WL_TO_HOST,
+    from_endpoint_chain,
+    ipset_name,
+    mark,
+    policy_chain,
+    profile_chain,
+    set_mark,
+    to_endpoint_chain,
+)
+
+DEFAULT_FAILSAFE_IN = (
+    ("tcp", 22), ("udp", 68), ("tcp", 179), ("tcp", 2379), ("tcp", 2380),
+    ("tcp", 5473), ("tcp", 6443), ("tcp", 6666), ("tcp", 6667),
+)  # fmt: skip
+DEFAULT_FAILSAFE_OUT = (
+    ("udp", 53), ("udp", 67), ("tcp", 179), ("tcp", 2379), ("tcp", 2380),
+    ("tcp", 5473), ("tcp", 6443), ("tcp", 6666), ("tcp", 6667),
+)  # fmt: skip
+ESTABLISHED = "-m conntrack --ctstate RELATED,ESTABLISHED"
+INVALID = "-m conntrack --ctstate INVALID"
+RETURN_IF_ACCEPTED = Rule(mark(MARK_ACCEPT, MARK_ACCEPT), "-j RETURN", "Return if policy accepted")
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """The FelixConfiguration knobs the static chains depend on."""
+
+    iface_prefixes: tuple[str, ...] = ("cali",)
+    endpoint_to_host_action: Literal["ACCEPT", "DROP", "RETURN"] = "ACCEPT"
+    ipip_enabled: bool = False
+    vxlan_enabled: bool = False
+    vxlan_port: int = 4789
+    allow_vxlan_from_workloads: bool = False
+    allow_ipip_from_workloads: bool = False
+    failsafe_in: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_IN
+    failsafe_out: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_OUT
+    masq_random_fully: bool = True
+    version: int = 4
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One rule the agent owns in a kernel chain: ``insert`` at the top or ``append`` at the end."""
+
+    table: Table
+    chain: str
+    rule: Rule
+    position: Literal["insert", "append"] = "insert"
+
+
+@dataclass(frozen=True)
+class TierPolicies:
+    """The policies of one tier that apply to an endpoint in one direction, in order."""
+
+    tier: str
+    policy_ids: tuple[str, ...] = field(default_factory=tuple)
+
+
+def hooks() -> tuple[Hook, ...]:
+    return (
+        Hook("filter", "INPUT", Rule("", f"-j {INPUT}", "felixpy hook")),
+        Hook("filter", "FORWARD", Rule("", f"-j {FORWARD}", "felixpy hook")),
+        Hook("filter", "OUTPUT", Rule("", f"-j {OUTPUT}", "felixpy hook")),
+        Hook(
+            "filter",
+            "FORWARD",
+            Rule(mark(MARK_ACCEPT, MARK_ACCEPT), "-j ACCEPT", "Policy explicitly accepted packet."),
+            "append",
+        ),
+        Hook(
+            "filter", "FORWARD", Rule("", set_mark(MARK_ACCEPT, MARK_ACCEPT), "Mark as forwarded"), "append"
+        ),
+        Hook("nat", "POSTROUTING", Rule("", f"-j {NAT_POSTROUTING}", "felixpy hook"), "append"),
+    )
+
+
+# ------------------------------------------------------------------------------ endpoints
+
+
+def endpoint_chain(
+    iface: str,
+    direction: Literal["Ingress", "Egress"],
+    tiers: Sequence[TierPolicies],
+    profiles: Sequence[str],
+    cfg: ChainConfig = ChainConfig(),
+) -> Chain:
+    """``cali-tw-<iface>`` (Ingress: traffic to the workload) or ``cali-fw-<iface>`` (Egress)."""
+    rules = [
+        Rule(ESTABLISHED, "-j ACCEPT", "Accept established and related"),
+        Rule(INVALID, "-j DROP", "Drop invalid"),
+        Rule("", set_mark(0, MARK_ACCEPT | MARK_PASS), "Clear accept and pass marks"),
+    ]
+    if direction == "Egress":
+        rules += _encap_from_workload(cfg)
+    for tier in tiers:
+        rules.append(Rule("", set_mark(0, MARK_PASS), f"Start of tier {tier.tier}"))
+        for pid in tier.policy_ids:
+            rules.append(Rule(mark(0, MARK_PASS), f"-j {policy_chain(pid, direction)}", f"Policy {pid}"))
+            rules.append(RETURN_IF_ACCEPTED)
+        drop = f"End of tier {tier.tier}. Drop if no policies passed packet"
+        rules.append(Rule(mark(0, MARK_PASS), "-j DROP", drop))
+    for profile in profiles:
+        rules.append(Rule("", f"-j {profile_chain(profile, direction)}", f"Profile {profile}"))
+        rules.append(Rule(mark(MARK_ACCEPT, MARK_ACCEPT), "-j RETURN", "Return if profile accepted"))
+    rules.append(Rule("", "-j DROP", "Drop if no profiles matched"))
+    name = to_endpoint_chain(iface) if direction == "Ingress" else from_endpoint_chain(iface)
+    return Chain(name, tuple(rules))
+
+
+def _encap_from_workload(cfg: ChainConfig) -> list[Rule]:
+    out = []
+    if not cfg.allow_vxlan_from_workloads:
+        out.append(
+            Rule(
+                f"-p udp -m udp --dport {cfg.vxlan_port}",
+                "-j DROP",
+                "Drop VXLAN encapped packets from workloads",
+            )
+        )
+    if not cfg.allow_ipip_from_workloads:
+        out.append(Rule("-p ipencap", "-j DROP", "Drop IPinIP encapped packets from workloads"))
+    return out
+
+
+def isolated_endpoint_chains(iface: str) -> tuple[Chain, Chain]:
+    """tw/fw chains that drop every new flow: installed before the endpoint's policy is known."""
+    rules = (
+        Rule(ESTABLISHED, "-j ACCEPT", "Accept established and related"),
+        Rule("", "-j DROP", "Isolated until the endpoint's policy is programmed"),
+    )
+    return Chain(to_endpoint_chain(iface), rules), Chain(from_endpoint_chain(iface), rules)
+
+
+def profile_chains(profile: str) -> tuple[Chain, Chain]:
+    """Kubernetes namespace profiles (``kns.<ns>``) allow all; other profiles carry no rules."""
+    allow: tuple[Rule, ...] = ()
+    if profile.startswith("kns."):
+        allow = (Rule("", set_mark(MARK_ACCEPT, MARK_ACCEPT), f"Profile {profile} allows all"),)
+        allow += (Rule(mark(MARK_ACCEPT, MARK_ACCEPT), "-j RETURN", f"Profile {profile} allows all"),)
+    return Chain(profile_chain(profile, "Ingress"), allow), Chain(profile_chain(profile, "Egress"), allow)
+
+
+def dispatch_chains(ifaces: Iterable[str]) -> tuple[Chain, Chain]:
+    """``cali-from-wl-dispatch`` / ``cali-to-wl-dispatch``: goto the endpoint chain per interface."""
+    names = sorted(set(ifaces))
+    unknown = Rule("", "-j DROP", "Unknown interface")
+    from_rules = [Rule(f"-i {i}", f"-g {from_endpoint_chain(i)}", f"From {i}") for i in names]
+    to_rules = [Rule(f"-o {i}", f"-g {to_endpoint_chain(i)}", f"To {i}") for i in names]
+    return Chain(FROM_WL_DISPATCH, (*from_rules, unknown)), Chain(TO_WL_DISPATCH, (*to_rules, unknown))
+
+
+# ------------------------------------------------------------------------------ static chains
+
+
+def static_chains(cfg: ChainConfig = ChainConfig()) -> tuple[Chain, ...]:
+    return (
+        _forward(cfg),
+        _input(cfg),
+        _wl_to_host(cfg),
+        _output(cfg),
+        _failsafe(FAILSAFE_IN, cfg.failsafe_in),
+        _failsafe(FAILSAFE_OUT, cfg.failsafe_out),
+        Chain(NAT_POSTROUTING, (Rule("", f"-j {NAT_OUTGOING}", "NAT outgoing"),), "nat"),
+    )
+
+
+def _forward(cfg: ChainConfig) -> Chain:
+    rules = [Rule("", set_mark(0, MARK_PASS | MARK_SCRATCH0 | MARK_SCRATCH1), "Clear marks except accept")]
+    rules += [Rule(f"-i {p}+", f"-j {FROM_WL_DISPATCH}", "From workload") for p in cfg.iface_prefixes]
+    rules += [Rule(f"-o {p}+", f"-j {TO_WL_DISPATCH}", "To workload") for p in cfg.iface_prefixes]
+    return Chain(FORWARD, tuple(rules))
+
+
+def _input(cfg: ChainConfig) -> Chain:
+    hosts = ipset_name(ALL_HOSTS_ID, cfg.version)
+    rules: list[Rule] = []
+    if cfg.ipip_enabled:
+        ipip = f"-p ipencap -m set --match-set {hosts} src -m addrtype --dst-type LOCAL"
+        rules.append(Rule(ipip, "-j ACCEPT", "Allow IPIP packets from Calico hosts"))
+        rules.append(Rule("-p ipencap", "-j DROP", "Drop IPIP packets from non-Calico hosts"))
+    if cfg.vxlan_enabled:
+        udp = f"-p udp -m udp --dport {cfg.vxlan_port}"
+        allow = f"{udp} -m set --match-set {hosts} src -m addrtype --dst-type LOCAL"
+        rules.append(Rule(allow, "-j ACCEPT", "Allow VXLAN packets from Calico hosts"))
+        rules.append(
+            Rule(f"{udp} -m addrtype --dst-type LOCAL", "-j DROP", "Drop VXLAN packets from non-Calico hosts")
+        )
+    rules += [Rule(f"-i {p}+", f"-g {WL_TO_HOST}", "From workload to host") for p in cfg.iface_prefixes]
+    rules.append(Rule(mark(MARK_ACCEPT, MARK_ACCEPT), "-j ACCEPT", "Accepted earlier"))
+    return Chain(INPUT, tuple(rules))
+
+
+def _wl_to_host(cfg: ChainConfig) -> Chain:
+    return Chain(
+        WL_TO_HOST,
+        (
+            Rule("", f"-j {FROM_WL_DISPATCH}", "Workload egress policy"),
+            Rule("", f"-j {cfg.endpoint_to_host_action}", "Configured DefaultEndpointToHostAction"),
+        ),
+    )
+
+
+def _output(cfg: ChainConfig) -> Chain:
+    hosts = ipset_name(ALL_HOSTS_ID, cfg.version)
+    rules = [Rule(mark(MARK_ACCEPT, MARK_ACCEPT), "-j ACCEPT", "Accepted earlier")]
+    rules += [Rule(f"-o {p}+", "-j RETURN", "Host to workload is not policed") for p in cfg.iface_prefixes]
+    if cfg.ipip_enabled:
+        ipip = f"-p ipencap -m set --match-set {hosts} dst -m addrtype --src-type LOCAL"
+        rules.append(Rule(ipip, "-j ACCEPT", "Allow IPIP packets to other Calico hosts"))
+    if cfg.vxlan_enabled:
+        udp = f"-p udp -m udp --dport {cfg.vxlan_port}"
+        vxlan = f"{udp} -m set --match-set {hosts} dst -m addrtype --src-type LOCAL"
+        rules.append(Rule(vxlan, "-j ACCEPT", "Allow VXLAN packets to other Calico hosts"))
+    rules.append(Rule("", set_mark(0, MARK_ALL), "Clear all marks"))
+    return Chain(OUTPUT, tuple(rules))
+
+
+def _failsafe(name: str, ports: Iterable[tuple[str, int]]) -> Chain:
+    rules = tuple(
+        Rule(f"-p {proto} -m {proto} --dport {port}", "-j ACCEPT", "Failsafe host port")
+        for proto, port in ports
+    )
+    return Chain(name, rules)
+
+
+def nat_outgoing_chain(any_nat_pool: bool, cfg: ChainConfig = ChainConfig()) -> Chain:
+    """``cali-nat-outgoing``: masquerade pool sources leaving for outside every pool."""
+    if not any_nat_pool:
+        return Chain(NAT_OUTGOING, (), "nat")
+    masq = ipset_name(MASQ_POOLS_ID, cfg.version)
+    pools = ipset_name(ALL_POOLS_ID, cfg.version)
+    action = "-j MASQUERADE" + (" --random-fully" if cfg.masq_random_fully else "")
+    match = f"-m set --match-set {masq} src -m set ! --match-set {pools} dst"
+    return Chain(NAT_OUTGOING, (Rule(match, action, "NAT outgoing from natOutgoing pools"),), "nat")

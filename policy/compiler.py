@@ -1,0 +1,357 @@
+"""Incremental policy compiler: resources in, Calico-layout chains and ipsets out.
+
+One ``PolicyCompiler`` per node and IP version. Handlers update the inputs and recompute
+only what depends on them; ``dirty()`` then returns what changed since its last call:
+
+- a policy change re-renders that policy's chains, swaps the ipsets they reference, and
+  re-renders the endpoint chains of the local endpoints whose policy list changed;
+- an endpoint change re-evaluates it against every policy selector (local endpoints) and
+  every ipset in use (all endpoints, local or not);
+- a namespace change does the endpoint step for the endpoints in it.
+
+A policy's chains and ipsets exist only while it applies to at least one local endpoint
+(Calico programs only referenced chains). Writers must create ipsets before the chains
+that reference them and delete chains before the ipsets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import ip_network
+
+from felixpy.dataplane.model import Chain, IpSet, Table
+from felixpy.resources.endpoint import WorkloadEndpoint
+from felixpy.resources.ippool import IPPool
+from felixpy.resources.k8s import Namespace
+from policy.chains import (
+    ChainConfig,
+    Hook,
+    TierPolicies,
+    dispatch_chains,
+    endpoint_chain,
+    hooks,
+    nat_outgoing_chain,
+    profile_chains,
+    static_chains,
+)
+from policy.convert import AnyPolicy, convert_policy, endpoint_from_wep
+from policy.ipsets import SetSpec, member_address
+from policy.model import Direction, Endpoint, Policy, label_view, tier_key
+from policy.names import ALL_HOSTS_ID, ALL_POOLS_ID, MASQ_POOLS_ID, ipset_name, policy_chain
+from policy.rules import render_policy
+from policy.setindex import SetIndex
+
+ChainKey = tuple[Table, str]
+DIRECTIONS: tuple[Direction, Direction] = ("Ingress", "Egress")
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed since the previous ``dirty()``: write ``chains``/``ipsets``, delete the ``removed_*``."""
+
+    chains: dict[ChainKey, Chain] = field(default_factory=dict)
+    removed_chains: frozenset[ChainKey] = frozenset()
+    ipsets: dict[str, IpSet] = field(default_factory=dict)
+    removed_ipsets: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.chains or self.removed_chains or self.ipsets or self.removed_ipsets)
+
+
+class PolicyCompiler:
+    def __init__(
+        self,
+        node: str,
+        *,
+        config: ChainConfig | None = None,
+        tier_orders: Mapping[str, float] | None = None,
+    ):
+        self.node = node
+        self.config = config or ChainConfig()
+        self.version = self.config.version
+        self.tier_orders = dict(tier_orders or {})
+        self._policies: dict[str, Policy] = {}
+        self._endpoints: dict[str, Endpoint] = {}
+        self._views: dict[str, dict[str, str]] = {}
+        self._ns_labels: dict[str, dict[str, str]] = {}
+        self._local: dict[str, str] = {}  # local endpoint key → interface
+        self._selected: dict[str, set[str]] = {}  # policy id → local endpoint keys it selects
+        self._ep_policies: dict[str, set[str]] = {}  # local endpoint key → policy ids
+        self._policy_sets: dict[str, frozenset[SetSpec]] = {}  # active policy id → sets it uses
+        self._profile_refs: dict[str, int] = {}
+        self._local_profiles: dict[str, tuple[str, ...]] = {}
+        self._pools: dict[str, tuple[str, bool]] = {}
+        self._host_ips: frozenset[str] = frozenset()
+        self._sets = SetIndex()
+        self._chains: dict[ChainKey, Chain] = {}
+        self._own_sets: dict[str, IpSet] = {}  # pools / hosts sets, outside the index
+        self._own_dirty: set[str] = set()
+        self._dirty_chains: set[ChainKey] = set()
+        self._emitted_chains: dict[ChainKey, Chain] = {}
+        self._emitted_sets: dict[str, IpSet] = {}
+        for chain in static_chains(self.config):
+            self._put(chain)
+        self._render_dispatch()
+        self._render_pools()
+        self._render_hosts()
+
+    # ------------------------------------------------------------------------------ outputs
+
+    @staticmethod
+    def hooks() -> tuple[Hook, ...]:
+        return hooks()
+
+    def chains(self) -> dict[ChainKey, Chain]:
+        return dict(self._chains)
+
+    def ipsets(self) -> dict[str, IpSet]:
+        out = dict(self._own_sets)
+        for name in self._sets.names():
+            ipset = self._sets.ipset(name)
+            assert ipset is not None
+            out[name] = ipset
+        return out
+
+    def dirty(self) -> Changes:
+        chains: dict[ChainKey, Chain] = {}
+        removed_chains: set[ChainKey] = set()
+        for key in self._dirty_chains:
+            now, before = self._chains.get(key), self._emitted_chains.get(key)
+            if now is None and before is not None:
+                removed_chains.add(key)
+                del self._emitted_chains[key]
+            elif now is not None and now != before:
+                chains[key] = self._emitted_chains[key] = now
+        self._dirty_chains.clear()
+        ipsets: dict[str, IpSet] = {}
+        removed_sets: set[str] = set()
+        for name in self._sets.dirty | self._own_dirty:
+            now_set = self._own_sets.get(name) or self._sets.ipset(name)
+            before_set = self._emitted_sets.get(name)
+            if now_set is None and before_set is not None:
+                removed_sets.add(name)
+                del self._emitted_sets[name]
+            elif now_set is not None and now_set != before_set:
+                ipsets[name] = self._emitted_sets[name] = now_set
+        self._sets.dirty.clear()
+        self._own_dirty.clear()
+        return Changes(chains, frozenset(removed_chains), ipsets, frozenset(removed_sets))
+
+    # ------------------------------------------------------------------------------ policies
+
+    def update_policy(self, policy: Policy | AnyPolicy) -> None:
+        p = policy if isinstance(policy, Policy) else convert_policy(policy)
+        old = self._policies.get(p.id)
+        self._policies[p.id] = p
+        old_sel = self._selected.get(p.id, set())
+        if old is not None and old.selector == p.selector:
+            new_sel = set(old_sel)
+        else:
+            new_sel = {k for k in self._local if p.selector.matches(self._views[k])}
+        affected = old_sel ^ new_sel
+        if old is None or (old.tier, old.order, old.types) != (p.tier, p.order, p.types):
+            affected |= new_sel
+        self._set_selection(p.id, new_sel, rerender=old != p)
+        for key in affected:
+            self._render_endpoint(key)
+
+    def remove_policy(self, policy_id: str) -> None:
+        if policy_id not in self._policies:
+            return
+        affected = set(self._selected.get(policy_id, set()))
+        self._set_selection(policy_id, set(), rerender=False)
+        del self._policies[policy_id]
+        self._selected.pop(policy_id, None)
+        for key in affected:
+            self._render_endpoint(key)
+
+    def _set_selection(self, pid: str, new_sel: set[str], *, rerender: bool) -> None:
+        old_sel = self._selected.get(pid, set())
+        for key in old_sel - new_sel:
+            self._ep_policies[key].discard(pid)
+        for key in new_sel - old_sel:
+            self._ep_policies.setdefault(key, set()).add(pid)
+        self._selected[pid] = new_sel
+        was_active, active = pid in self._policy_sets, bool(new_sel)
+        if active and (rerender or not was_active):
+            self._activate(self._policies[pid])
+        elif was_active and not active:
+            self._deactivate(pid)
+
+    def _activate(self, p: Policy) -> None:
+        """(Re)render an active policy's chains; acquire new sets before releasing old ones."""
+        sets: set[SetSpec] = set()
+        for direction in DIRECTIONS:
+            if direction in p.types:
+                chain, used = render_policy(p, direction, self.version)
+                self._put(chain)
+                sets |= used
+            else:
+                self._drop(("filter", policy_chain(p.id, direction)))
+        for spec in sets:
+            self._sets.acquire(spec, self._endpoints, self._views)
+        for spec in self._policy_sets.get(p.id, frozenset()):
+            self._sets.release(spec)
+        self._policy_sets[p.id] = frozenset(sets)
+
+    def _deactivate(self, pid: str) -> None:
+        for direction in DIRECTIONS:
+            self._drop(("filter", policy_chain(pid, direction)))
+        for spec in self._policy_sets.pop(pid):
+            self._sets.release(spec)
+
+    # ------------------------------------------------------------------------------ endpoints
+
+    def update_endpoint(self, endpoint: Endpoint | WorkloadEndpoint) -> None:
+        ep = endpoint if isinstance(endpoint, Endpoint) else endpoint_from_wep(endpoint)
+        self._endpoints[ep.key] = ep
+        self._reindex(ep.key)
+
+    def remove_endpoint(self, key: str) -> None:
+        if key not in self._endpoints:
+            return
+        del self._endpoints[key]
+        self._reindex(key)
+
+    def update_namespace(self, namespace: Namespace) -> None:
+        self.update_namespace_labels(namespace.name, namespace.metadata.labels)
+
+    def update_namespace_labels(self, name: str, labels: Mapping[str, str] | None) -> None:
+        """Set (or, with None, forget) a namespace's labels and re-index its endpoints."""
+        if labels is None:
+            self._ns_labels.pop(name, None)
+        else:
+            self._ns_labels[name] = dict(labels)
+        for key, ep in list(self._endpoints.items()):
+            if ep.namespace == name:
+                self._reindex(key)
+
+    def remove_namespace(self, name: str) -> None:
+        self.update_namespace_labels(name, None)
+
+    def _reindex(self, key: str) -> None:
+        ep = self._endpoints.get(key)
+        view = None
+        if ep is None:
+            self._views.pop(key, None)
+        else:
+            ns_labels = self._ns_labels.get(ep.namespace) if ep.namespace else None
+            view = self._views[key] = label_view(ep, ns_labels)
+        self._sets.update_endpoint(key, ep, view)
+        is_local = ep is not None and ep.node == self.node and bool(ep.iface)
+        old_pids = self._ep_policies.get(key, set())
+        new_pids: set[str] = set()
+        if is_local and view is not None:
+            new_pids = {pid for pid, p in self._policies.items() if p.selector.matches(view)}
+        for pid in old_pids | new_pids:
+            if (pid in new_pids) != (pid in old_pids):
+                sel = set(self._selected.get(pid, set()))
+                (sel.add if pid in new_pids else sel.discard)(key)
+                self._set_selection(pid, sel, rerender=False)
+        self._update_local(key, ep if is_local else None)
+
+    def _update_local(self, key: str, ep: Endpoint | None) -> None:
+        old_iface = self._local.get(key)
+        if old_iface is not None and (ep is None or ep.iface != old_iface):
+            self._drop(("filter", endpoint_chain(old_iface, "Ingress", (), ()).name))
+            self._drop(("filter", endpoint_chain(old_iface, "Egress", (), ()).name))
+        old_profiles = self._local_profiles.pop(key, ())
+        if ep is None:
+            self._local.pop(key, None)
+            self._ep_policies.pop(key, None)
+        else:
+            assert ep.iface is not None
+            self._local[key] = ep.iface
+            self._ep_policies.setdefault(key, set())
+            self._local_profiles[key] = ep.profiles
+        self._ref_profiles(self._local_profiles.get(key, ()), +1)
+        self._ref_profiles(old_profiles, -1)
+        if ep is not None:
+            self._render_endpoint(key)
+        if old_iface != self._local.get(key):
+            self._render_dispatch()
+
+    def _ref_profiles(self, profiles: Iterable[str], delta: int) -> None:
+        for profile in profiles:
+            n = self._profile_refs.get(profile, 0) + delta
+            chains = profile_chains(profile)
+            if n == 0:
+                del self._profile_refs[profile]
+                for c in chains:
+                    self._drop(("filter", c.name))
+            else:
+                self._profile_refs[profile] = n
+                for c in chains:
+                    self._put(c)
+
+    def _render_endpoint(self, key: str) -> None:
+        iface = self._local.get(key)
+        if iface is None:
+            return
+        ep = self._endpoints[key]
+        policies = [self._policies[pid] for pid in self._ep_policies.get(key, ())]
+        for direction in DIRECTIONS:
+            tiers = self._tiers(policies, direction)
+            self._put(endpoint_chain(iface, direction, tiers, ep.profiles, self.config))
+
+    def _tiers(self, policies: list[Policy], direction: Direction) -> list[TierPolicies]:
+        by_tier: dict[str, list[Policy]] = {}
+        for p in policies:
+            if direction in p.types:
+                by_tier.setdefault(p.tier, []).append(p)
+        order = sorted(by_tier, key=lambda t: tier_key(t, self.tier_orders))
+        return [TierPolicies(t, tuple(p.id for p in sorted(by_tier[t], key=Policy.sort_key))) for t in order]
+
+    def _render_dispatch(self) -> None:
+        for chain in dispatch_chains(self._local.values()):
+            self._put(chain)
+
+    # ------------------------------------------------------------------------------ pools, hosts
+
+    def update_pool(self, pool: IPPool) -> None:
+        self._pools[pool.name] = (pool.spec.cidr, pool.spec.nat_outgoing)
+        self._render_pools()
+
+    def remove_pool(self, name: str) -> None:
+        if self._pools.pop(name, None) is not None:
+            self._render_pools()
+
+    def set_host_ips(self, ips: Iterable[str]) -> None:
+        """Addresses of every node (``cali40all-hosts-net``, the IPIP/VXLAN source ACL)."""
+        self._host_ips = frozenset(ips)
+        self._render_hosts()
+
+    def _render_pools(self) -> None:
+        mine = {n: (c, nat) for n, (c, nat) in self._pools.items() if ip_network(c).version == self.version}
+        family = "inet" if self.version == 4 else "inet6"
+        all_pools = frozenset(member_address(c) for c, _ in mine.values())
+        masq = frozenset(member_address(c) for c, nat in mine.values() if nat)
+        for set_id, members in ((ALL_POOLS_ID, all_pools), (MASQ_POOLS_ID, masq)):
+            name = ipset_name(set_id, self.version)
+            self._put_own(IpSet(name, "hash:net", family, members))  # type: ignore[arg-type]
+        self._put(nat_outgoing_chain(bool(masq), self.config))
+
+    def _render_hosts(self) -> None:
+        name = ipset_name(ALL_HOSTS_ID, self.version)
+        members = frozenset(
+            member_address(ip) for ip in self._host_ips if ip_network(ip).version == self.version
+        )
+        family = "inet" if self.version == 4 else "inet6"
+        self._put_own(IpSet(name, "hash:net", family, members))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------------------ bookkeeping
+
+    def _put_own(self, ipset: IpSet) -> None:
+        self._own_sets[ipset.name] = ipset
+        self._own_dirty.add(ipset.name)
+
+    def _put(self, chain: Chain) -> None:
+        key = (chain.table, chain.name)
+        if self._chains.get(key) != chain:
+            self._chains[key] = chain
+            self._dirty_chains.add(key)
+
+    def _drop(self, key: ChainKey) -> None:
+        if self._chains.pop(key, None) is not None:
+            self._dirty_chains.add(key)

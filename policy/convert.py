@@ -1,0 +1,340 @@
+"""Resources → the internal model (``policy.model``).
+
+Kubernetes NetworkPolicy semantics implemented here:
+
+- a policy isolates the pods its ``podSelector`` selects, in its namespace, for each
+  direction listed in ``policyTypes`` (default: Ingress, plus Egress when egress rules exist);
+- each ingress/egress rule allows; missing and empty ``from``/``to`` both mean every peer,
+  missing and empty ``ports`` every port;
+- a peer with podSelector *and* namespaceSelector selects those pods in those namespaces;
+  separate peers are a union; podSelector alone means the policy's namespace;
+  ``namespaceSelector: {}`` every namespace; ``ipBlock`` is ``cidr`` minus ``except``;
+- ports default to TCP, may be named (resolved per endpoint) and have an ``endPort``;
+- the result lives in tier ``default`` with order 1000.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from ipaddress import ip_interface, ip_network
+from typing import Any
+
+from felixpy.resources.endpoint import EndpointPort, WorkloadEndpoint
+from felixpy.resources.k8s import (
+    K8sNetworkPolicy,
+    NetworkPolicyPeer,
+    NetworkPolicyPort,
+)
+from felixpy.resources.policy import EntityRule, GlobalNetworkPolicy, ICMPFields, NetworkPolicy
+from felixpy.resources.policy import Rule as CalicoRule
+from felixpy.resources.registry import kind_for
+from policy.model import (
+    ANY,
+    PORT_PROTOCOLS,
+    PROTOCOL_NUMBERS,
+    SERVICE_ACCOUNT_LABEL,
+    Direction,
+    Endpoint,
+    EntityMatch,
+    IcmpMatch,
+    NamedPort,
+    Policy,
+    PolicyRule,
+    Port,
+    PortRange,
+)
+from policy.selector import (
+    NAMESPACE_LABEL,
+    Compare,
+    Has,
+    In,
+    Selector,
+    and_,
+    from_label_selector,
+    map_labels,
+    parse,
+)
+
+K8S_POLICY_ORDER = 1000.0
+AnyPolicy = K8sNetworkPolicy | NetworkPolicy | GlobalNetworkPolicy
+
+
+class ConversionError(ValueError):
+    """A resource cannot be expressed in the policy model (bad port, unsupported match...)."""
+
+
+def policy_id(kind: str, name: str, namespace: str | None = None) -> str:
+    """Calico's policy ID: ``<kind short>/[<namespace>/]<name>`` (knp, np, gnp)."""
+    return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
+
+
+def policy_from_doc(doc: Mapping[str, Any]) -> Policy:
+    """A policy document as written in YAML (any of the three kinds) → ``Policy``."""
+    cls = kind_for(str(doc.get("apiVersion", "")), str(doc.get("kind", "")))
+    if cls not in (K8sNetworkPolicy, NetworkPolicy, GlobalNetworkPolicy):
+        raise ConversionError(f"not a policy document: {doc.get('apiVersion')} {doc.get('kind')}")
+    return convert_policy(cls.model_validate(doc))  # type: ignore[union-attr,arg-type]
+
+
+def convert_policy(res: AnyPolicy) -> Policy:
+    if isinstance(res, K8sNetworkPolicy):
+        return from_k8s(res)
+    return from_calico(res)
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def protocol_number(proto: str | int | None) -> int | None:
+    if proto is None:
+        return None
+    if isinstance(proto, int) or proto.isdigit():
+        num = int(proto)
+        if not 1 <= num <= 255:
+            raise ConversionError(f"protocol {proto!r} out of range 1..255")
+        return num
+    try:
+        return PROTOCOL_NUMBERS[proto.lower()]
+    except KeyError:
+        raise ConversionError(f"unknown protocol {proto!r}") from None
+
+
+def parse_port(port: int | str) -> Port:
+    """80 → 80..80, "8080:8090" → range, "http" → named port."""
+    if isinstance(port, int) or port.isdigit():
+        return _port_range(int(port), int(port))
+    if ":" in port:
+        lo, _, hi = port.partition(":")
+        if not (lo.isdigit() and hi.isdigit()):
+            raise ConversionError(f"bad port range {port!r}")
+        return _port_range(int(lo), int(hi))
+    if not port:
+        raise ConversionError("empty port name")
+    return port
+
+
+def _port_range(first: int, last: int) -> PortRange:
+    if not 0 <= first <= last <= 65535:
+        raise ConversionError(f"bad port range {first}:{last}")
+    return PortRange(first, last)
+
+
+def _cidr(net: str) -> str:
+    try:
+        return str(ip_network(net, strict=False))
+    except ValueError as e:
+        raise ConversionError(f"bad CIDR {net!r}") from e
+
+
+def namespace_selector(text_or_ast: str | Selector) -> Selector:
+    """A namespaceSelector rewritten over the endpoint view's ``pcns.`` labels."""
+    sel = parse(text_or_ast) if isinstance(text_or_ast, str) else text_or_ast
+    if "global()" in sel.canonical():
+        return map_labels(sel, lambda k: "pcns." + k)
+    return and_(Has(NAMESPACE_LABEL), map_labels(sel, lambda k: "pcns." + k))
+
+
+def in_namespace(namespace: str) -> Selector:
+    return Compare(NAMESPACE_LABEL, "==", namespace)
+
+
+# ----------------------------------------------------------------------------------- Kubernetes
+
+
+def from_k8s(res: K8sNetworkPolicy) -> Policy:
+    ns = res.namespace or "default"
+    spec = res.spec
+    if spec.policy_types:
+        types = frozenset(spec.policy_types)
+    else:
+        types = frozenset(("Ingress", "Egress") if spec.egress else ("Ingress",))
+    ingress: list[PolicyRule] = []
+    egress: list[PolicyRule] = []
+    if "Ingress" in types:
+        for r in spec.ingress or []:
+            ingress += _k8s_rules(r.from_, r.ports, ns, "Ingress")
+    if "Egress" in types:
+        for e in spec.egress or []:
+            egress += _k8s_rules(e.to, e.ports, ns, "Egress")
+    return Policy(
+        id=policy_id("knp", res.name, ns),
+        selector=and_(in_namespace(ns), from_label_selector(spec.pod_selector)),
+        types=types,  # type: ignore[arg-type]
+        ingress=tuple(ingress),
+        egress=tuple(egress),
+        tier="default",
+        order=K8S_POLICY_ORDER,
+        namespace=ns,
+    )
+
+
+def _k8s_rules(
+    peers: Sequence[NetworkPolicyPeer] | None,
+    ports: Sequence[NetworkPolicyPort] | None,
+    ns: str,
+    direction: Direction,
+) -> list[PolicyRule]:
+    """One Allow rule per (protocol group x peer)."""
+    peer_matches = [_k8s_peer(p, ns) for p in peers] if peers else [ANY]
+    out: list[PolicyRule] = []
+    for proto, port_list in _k8s_port_groups(ports):
+        for peer in peer_matches:
+            if direction == "Ingress":
+                src, dst = peer, EntityMatch(ports=port_list)
+            else:
+                src, dst = ANY, _with_ports(peer, port_list)
+            out.append(PolicyRule("Allow", protocol=proto, source=src, destination=dst))
+    return out
+
+
+def _with_ports(m: EntityMatch, ports: tuple[Port, ...]) -> EntityMatch:
+    return EntityMatch(m.nets, m.not_nets, m.selector, m.not_selector, ports, m.not_ports)
+
+
+def _k8s_port_groups(ports: Sequence[NetworkPolicyPort] | None) -> list[tuple[int | None, tuple[Port, ...]]]:
+    """[(protocol, ports)], protocols in first-seen order; () ports = every port of it."""
+    if not ports:
+        return [(None, ())]
+    groups: dict[int, list[Port] | None] = {}
+    for p in ports:
+        proto = PROTOCOL_NUMBERS[p.protocol.lower()]
+        if p.port is None:
+            groups[proto] = None  # the whole protocol
+            continue
+        if isinstance(p.port, int) or p.port.isdigit():
+            first = int(p.port)
+            port: Port = _port_range(first, p.end_port if p.end_port is not None else first)
+        else:
+            port = p.port
+        current = groups.setdefault(proto, [])
+        if current is not None and port not in current:
+            current.append(port)
+    return [(proto, tuple(lst) if lst else ()) for proto, lst in groups.items()]
+
+
+def _k8s_peer(peer: NetworkPolicyPeer, ns: str) -> EntityMatch:
+    if peer.ip_block is not None:
+        return EntityMatch(
+            nets=(_cidr(peer.ip_block.cidr),),
+            not_nets=tuple(_cidr(c) for c in peer.ip_block.except_),
+        )
+    pods = from_label_selector(peer.pod_selector)
+    if peer.namespace_selector is None:
+        return EntityMatch(selector=and_(in_namespace(ns), pods))
+    return EntityMatch(selector=and_(namespace_selector(from_label_selector(peer.namespace_selector)), pods))
+
+
+# ----------------------------------------------------------------------------------- Calico
+
+
+def from_calico(res: NetworkPolicy | GlobalNetworkPolicy) -> Policy:
+    spec = res.spec
+    ns = res.namespace if isinstance(res, NetworkPolicy) else None
+    selector = parse(spec.selector)
+    if ns is not None:
+        selector = and_(in_namespace(ns), selector)
+    elif isinstance(res, GlobalNetworkPolicy) and res.spec.namespace_selector:
+        selector = and_(namespace_selector(res.spec.namespace_selector), selector)
+    if spec.types:
+        types = frozenset(spec.types)
+    elif spec.egress and not spec.ingress:
+        types = frozenset(("Egress",))
+    elif spec.egress:
+        types = frozenset(("Ingress", "Egress"))
+    else:
+        types = frozenset(("Ingress",))
+    kind = "np" if ns is not None else "gnp"
+    return Policy(
+        id=policy_id(kind, res.name, ns),
+        selector=selector,
+        types=types,  # type: ignore[arg-type]
+        ingress=tuple(_calico_rule(r, ns) for r in spec.ingress) if "Ingress" in types else (),
+        egress=tuple(_calico_rule(r, ns) for r in spec.egress) if "Egress" in types else (),
+        tier=spec.tier or "default",
+        order=spec.order,
+        namespace=ns,
+    )
+
+
+def _calico_rule(rule: CalicoRule, ns: str | None) -> PolicyRule:
+    if rule.http is not None:
+        raise ConversionError("HTTP (L7) matches are not supported")
+    protocol = protocol_number(rule.protocol)
+    src, dst = _entity(rule.source, ns), _entity(rule.destination, ns)
+    if (src.ports or src.not_ports or dst.ports or dst.not_ports) and protocol not in PORT_PROTOCOLS:
+        raise ConversionError("ports need protocol TCP, UDP, SCTP or UDPLite")
+    comment = ""
+    if rule.metadata is not None:
+        comment = "; ".join(f"{k}={v}" for k, v in sorted(rule.metadata.annotations.items()))
+    return PolicyRule(
+        action=rule.action,
+        protocol=protocol,
+        not_protocol=protocol_number(rule.not_protocol),
+        ip_version=rule.ip_version,
+        icmp=_icmp(rule.icmp),
+        not_icmp=_icmp(rule.not_icmp),
+        source=src,
+        destination=dst,
+        comment=comment,
+    )
+
+
+def _icmp(f: ICMPFields | None) -> IcmpMatch | None:
+    if f is None or f.type is None:
+        if f is not None and f.code is not None:
+            raise ConversionError("ICMP code requires a type")
+        return None
+    return IcmpMatch(f.type, f.code)
+
+
+def _entity(e: EntityRule, ns: str | None) -> EntityMatch:
+    if e.services is not None:
+        raise ConversionError("service matches are not supported")
+    sel = parse(e.selector) if e.selector else None
+    not_sel = parse(e.not_selector) if e.not_selector else None
+    if e.service_accounts is not None:
+        if e.service_accounts.selector:
+            raise ConversionError("serviceAccounts.selector is not supported")
+        sa = In(SERVICE_ACCOUNT_LABEL, frozenset(e.service_accounts.names))
+        sel = and_(sel, sa) if sel is not None else sa
+    scope: Selector | None = None
+    if e.namespace_selector:
+        scope = namespace_selector(e.namespace_selector)
+        sel = and_(scope, sel) if sel is not None else scope
+    elif ns is not None:
+        scope = in_namespace(ns)
+        sel = and_(scope, sel) if sel is not None else None
+    if not_sel is not None and scope is not None:
+        not_sel = and_(scope, not_sel)
+    return EntityMatch(
+        nets=tuple(_cidr(n) for n in e.nets),
+        not_nets=tuple(_cidr(n) for n in e.not_nets),
+        selector=sel,
+        not_selector=not_sel,
+        ports=tuple(parse_port(p) for p in e.ports),
+        not_ports=tuple(parse_port(p) for p in e.not_ports),
+    )
+
+
+# ----------------------------------------------------------------------------------- endpoints
+
+
+def endpoint_from_wep(wep: WorkloadEndpoint) -> Endpoint:
+    ns = wep.namespace or "default"
+    spec = wep.spec
+    return Endpoint(
+        key=f"{ns}/{wep.name}",
+        namespace=ns,
+        labels=dict(wep.metadata.labels),
+        ips=tuple(str(ip_interface(n).ip) for n in spec.ip_networks),
+        ports=tuple(_named_ports(spec.ports)),
+        iface=spec.interface_name,
+        node=spec.node,
+        profiles=tuple(spec.profiles) or (f"kns.{ns}",),
+        service_account=spec.service_account_name,
+    )
+
+
+def _named_ports(ports: Iterable[EndpointPort]) -> Iterable[NamedPort]:
+    for p in ports:
+        yield NamedPort(p.name, protocol_number(p.protocol) or 6, p.port)

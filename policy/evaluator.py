@@ -1,0 +1,173 @@
+"""The reference evaluator: is this one packet (the first of a flow) allowed?
+
+Slow and obviously correct, on purpose: it is the oracle the compiler's output is checked
+against (tests/unit/test_policy_crosscheck.py) and the one the kernel conformance tests
+compare the real dataplane with. It reads straight from the model, with no indexes.
+
+Semantics (Calico's, reference 8.3): the egress policy of the source (when it is a
+workload endpoint) and the ingress policy of the destination (when it is one) must both
+allow. Per endpoint and direction: tiers in order, policies by (order, id), first matching
+rule wins; Allow ends the direction allowed, Deny denied, Pass skips to the next tier, Log
+goes on; a tier with an applicable policy and no Pass ends in deny; when no tier applies (or
+all passed) the endpoint's profiles decide: a Kubernetes namespace profile ``kns.<ns>``
+allows everything, any other profile allows nothing. A pod talking to its own address
+never leaves the pod and is always allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import ip_address, ip_network
+
+from policy.convert import protocol_number
+from policy.model import (
+    Direction,
+    Endpoint,
+    EntityMatch,
+    IcmpMatch,
+    Policy,
+    PolicyRule,
+    label_view,
+    tier_key,
+)
+
+
+@dataclass(frozen=True)
+class Flow:
+    """The first packet of a flow. ``protocol`` is a name ("TCP") or a number."""
+
+    src_ip: str
+    dst_ip: str
+    protocol: int | str = "TCP"
+    dst_port: int | None = None
+    src_port: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+
+    @property
+    def proto(self) -> int:
+        num = protocol_number(self.protocol)
+        assert num is not None
+        return num
+
+
+def profile_allows(profiles: Iterable[str]) -> bool:
+    """Kubernetes namespace profiles (``kns.<ns>``) allow all; others carry no rules here."""
+    return any(p.startswith("kns.") for p in profiles)
+
+
+class Evaluator:
+    def __init__(
+        self,
+        endpoints: Iterable[Endpoint],
+        policies: Iterable[Policy],
+        namespaces: Mapping[str, Mapping[str, str]] | None = None,
+        *,
+        tier_orders: Mapping[str, float] | None = None,
+    ):
+        self.endpoints = list(endpoints)
+        self.policies = list(policies)
+        self.namespaces = dict(namespaces or {})
+        self.tier_orders = dict(tier_orders or {})
+
+    # ------------------------------------------------------------------------- lookups
+
+    def endpoint_at(self, ip: str) -> Endpoint | None:
+        addr = ip_address(ip)
+        for ep in self.endpoints:
+            if any(ip_address(a) == addr for a in ep.ips):
+                return ep
+        return None
+
+    def view(self, ep: Endpoint) -> dict[str, str]:
+        ns_labels = self.namespaces.get(ep.namespace) if ep.namespace else None
+        return label_view(ep, ns_labels)
+
+    # ------------------------------------------------------------------------- verdicts
+
+    def allowed(self, flow: Flow) -> bool:
+        src = self.endpoint_at(flow.src_ip)
+        dst = self.endpoint_at(flow.dst_ip)
+        if src is not None and dst is not None and src.key == dst.key:
+            return True
+        if src is not None and not self.direction_allows(src, "Egress", flow):
+            return False
+        return dst is None or self.direction_allows(dst, "Ingress", flow)
+
+    def applicable(self, ep: Endpoint, direction: Direction) -> list[list[Policy]]:
+        """The policies that apply, grouped by tier, both in evaluation order."""
+        view = self.view(ep)
+        tiers: dict[str, list[Policy]] = {}
+        for p in self.policies:
+            if p.applies(direction, view):
+                tiers.setdefault(p.tier, []).append(p)
+        order = sorted(tiers, key=lambda t: tier_key(t, self.tier_orders))
+        return [sorted(tiers[t], key=Policy.sort_key) for t in order]
+
+    def direction_allows(self, ep: Endpoint, direction: Direction, flow: Flow) -> bool:
+        for tier in self.applicable(ep, direction):
+            verdict = self._tier_verdict(tier, direction, flow)
+            if verdict != "Pass":
+                return verdict == "Allow"
+        return profile_allows(ep.profiles)
+
+    def _tier_verdict(self, tier: list[Policy], direction: Direction, flow: Flow) -> str:
+        for policy in tier:
+            for rule in policy.rules(direction):
+                if rule.action != "Log" and self.rule_matches(rule, flow):
+                    return rule.action
+        return "Deny"
+
+    # ------------------------------------------------------------------------- matching
+
+    def rule_matches(self, rule: PolicyRule, flow: Flow) -> bool:
+        proto = flow.proto
+        version = ip_address(flow.src_ip).version
+        if rule.ip_version is not None and rule.ip_version != version:
+            return False
+        if rule.protocol is not None and rule.protocol != proto:
+            return False
+        if rule.not_protocol is not None and rule.not_protocol == proto:
+            return False
+        if rule.icmp is not None and not _icmp_matches(rule.icmp, flow):
+            return False
+        if rule.not_icmp is not None and _icmp_matches(rule.not_icmp, flow):
+            return False
+        return self.entity_matches(rule.source, flow.src_ip, flow.src_port, proto) and self.entity_matches(
+            rule.destination, flow.dst_ip, flow.dst_port, proto
+        )
+
+    def entity_matches(self, m: EntityMatch, ip: str, port: int | None, proto: int) -> bool:
+        addr = ip_address(ip)
+        if m.nets and not any(_in_net(addr, n) for n in m.nets):
+            return False
+        if any(_in_net(addr, n) for n in m.not_nets):
+            return False
+        ep = self.endpoint_at(ip)
+        if m.selector is not None and (ep is None or not m.selector.matches(self.view(ep))):
+            return False
+        if m.not_selector is not None and ep is not None and m.not_selector.matches(self.view(ep)):
+            return False
+        if m.ports and not any(_port_matches(p, port, proto, ep) for p in m.ports):
+            return False
+        return not any(_port_matches(p, port, proto, ep) for p in m.not_ports)
+
+
+def _in_net(addr: object, net: str) -> bool:
+    n = ip_network(net)
+    return getattr(addr, "version", 0) == n.version and addr in n
+
+
+def _port_matches(p: object, port: int | None, proto: int, ep: Endpoint | None) -> bool:
+    if port is None:
+        return False
+    if isinstance(p, str):
+        return ep is not None and ep.named_port(p, proto) == port
+    return port in p  # type: ignore[operator]
+
+
+def _icmp_matches(m: IcmpMatch, flow: Flow) -> bool:
+    if flow.proto not in (1, 58):
+        return False
+    return flow.icmp_type == m.type and (m.code is None or flow.icmp_code == m.code)

@@ -1,0 +1,99 @@
+"""The ipsets policy rules reference, and what each endpoint contributes to them.
+
+Three kinds, each a frozen value whose ``name`` is a hash of what it means, so every rule
+that means the same thing shares one set:
+
+- ``SelectorSet``: addresses of endpoints whose label view matches a selector (``hash:net``);
+- ``NamedPortSet``: ``ip,proto:port`` of endpoints matching a selector that have a named
+  port of that name and protocol (``hash:ip,port``);
+- ``NetsSet``: a fixed CIDR list, used when a rule has more than one CIDR (``hash:net``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import ip_address, ip_network
+
+from felixpy.dataplane.model import IpSet
+from policy.model import PROTOCOL_NAMES, Endpoint
+from policy.names import ipset_name, named_port_set_id, nets_set_id
+from policy.selector import Selector
+
+
+def member_address(addr: str) -> str:
+    """A host address or CIDR as ``ipset list`` prints it (host routes without the prefix)."""
+    net = ip_network(addr, strict=False)
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def _family(version: int) -> str:
+    return "inet" if version == 4 else "inet6"
+
+
+def _ips(ep: Endpoint, version: int) -> list[str]:
+    return [ip for ip in ep.ips if ip_address(ip).version == version]
+
+
+@dataclass(frozen=True, slots=True)
+class SelectorSet:
+    selector: Selector
+    version: int = 4
+
+    @property
+    def name(self) -> str:
+        return ipset_name(self.selector.unique_id, self.version)
+
+    def members_of(self, ep: Endpoint, view: Mapping[str, str]) -> frozenset[str]:
+        if not self.selector.matches(view):
+            return frozenset()
+        return frozenset(member_address(ip) for ip in _ips(ep, self.version))
+
+    def empty(self) -> IpSet:
+        return IpSet(self.name, "hash:net", _family(self.version))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class NamedPortSet:
+    selector: Selector
+    protocol: int
+    port_name: str
+    version: int = 4
+
+    @property
+    def name(self) -> str:
+        proto = PROTOCOL_NAMES.get(self.protocol, str(self.protocol))
+        return ipset_name(named_port_set_id(self.selector.unique_id, proto, self.port_name), self.version)
+
+    def members_of(self, ep: Endpoint, view: Mapping[str, str]) -> frozenset[str]:
+        port = ep.named_port(self.port_name, self.protocol)
+        if port is None or not self.selector.matches(view):
+            return frozenset()
+        proto = PROTOCOL_NAMES.get(self.protocol, str(self.protocol))
+        return frozenset(f"{member_address(ip)},{proto}:{port}" for ip in _ips(ep, self.version))
+
+    def empty(self) -> IpSet:
+        return IpSet(self.name, "hash:ip,port", _family(self.version))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class NetsSet:
+    nets: tuple[str, ...]
+    version: int = 4
+
+    @property
+    def name(self) -> str:
+        return ipset_name(nets_set_id(self.nets), self.version)
+
+    def members_of(self, ep: Endpoint, view: Mapping[str, str]) -> frozenset[str]:
+        return frozenset()
+
+    def static(self) -> IpSet:
+        members = frozenset(member_address(n) for n in self.nets)
+        return IpSet(self.name, "hash:net", _family(self.version), members)  # type: ignore[arg-type]
+
+    def empty(self) -> IpSet:
+        return self.static()
+
+
+SetSpec = SelectorSet | NamedPortSet | NetsSet

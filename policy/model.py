@@ -1,0 +1,173 @@
+"""The one internal policy model every policy kind compiles into, and the endpoint view.
+
+Kubernetes ``networking.k8s.io/v1`` NetworkPolicy, Calico NetworkPolicy and
+GlobalNetworkPolicy all become a ``Policy`` (see ``policy.convert``); the evaluator and the
+compiler only ever see this model.
+
+Namespaces in selectors. A policy rule's ``namespaceSelector`` is folded into its
+``selector`` (as Calico does), so one label map per endpoint answers every question. The
+endpoint's *label view* (``label_view``) is its own labels plus:
+
+- ``projectcalico.org/namespace: <ns>`` (namespaced endpoints only),
+- ``projectcalico.org/serviceaccount: <sa>`` when it has one,
+- each label ``k: v`` of its Namespace as ``pcns.k: v``, and ``pcns.projectcalico.org/name: <ns>``.
+
+A namespaceSelector ``env == "prod"`` is rewritten to
+``(has(projectcalico.org/namespace) && pcns.env == "prod")``; ``all()`` becomes
+``has(projectcalico.org/namespace)``; ``global()`` keeps its meaning (no namespace label).
+In a namespaced policy a rule ``selector``/``notSelector`` without a namespaceSelector is
+ANDed with ``projectcalico.org/namespace == "<policy ns>"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from policy.selector import NAMESPACE_LABEL, Selector
+
+Action = Literal["Allow", "Deny", "Log", "Pass"]
+Direction = Literal["Ingress", "Egress"]
+
+SERVICE_ACCOUNT_LABEL = "projectcalico.org/serviceaccount"
+NAMESPACE_PREFIX = "pcns."
+NAMESPACE_NAME_LABEL = "projectcalico.org/name"
+
+PROTOCOL_NUMBERS: dict[str, int] = {
+    "icmp": 1,
+    "tcp": 6,
+    "udp": 17,
+    "icmpv6": 58,
+    "sctp": 132,
+    "udplite": 136,
+}
+PROTOCOL_NAMES: dict[int, str] = {v: k for k, v in PROTOCOL_NUMBERS.items()}
+PORT_PROTOCOLS = frozenset((6, 17, 132, 136))
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    first: int
+    last: int
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+    def __str__(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}:{self.last}"
+
+
+Port = PortRange | str  # a numeric range, or a named port resolved per endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpMatch:
+    type: int
+    code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EntityMatch:
+    """One side (source or destination) of a rule. Empty fields do not restrict."""
+
+    nets: tuple[str, ...] = ()
+    not_nets: tuple[str, ...] = ()
+    selector: Selector | None = None  # None: any address; else an endpoint whose view matches
+    not_selector: Selector | None = None
+    ports: tuple[Port, ...] = ()
+    not_ports: tuple[Port, ...] = ()
+
+    @property
+    def named_ports(self) -> tuple[str, ...]:
+        return tuple(p for p in self.ports if isinstance(p, str))
+
+    @property
+    def named_not_ports(self) -> tuple[str, ...]:
+        return tuple(p for p in self.not_ports if isinstance(p, str))
+
+
+ANY = EntityMatch()
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRule:
+    action: Action
+    protocol: int | None = None
+    not_protocol: int | None = None
+    ip_version: int | None = None
+    icmp: IcmpMatch | None = None
+    not_icmp: IcmpMatch | None = None
+    source: EntityMatch = ANY
+    destination: EntityMatch = ANY
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A policy of any kind. ``selector`` already includes the namespace for namespaced kinds."""
+
+    id: str  # knp/<ns>/<name>, np/<ns>/<name>, gnp/<name>
+    selector: Selector
+    types: frozenset[Direction]
+    ingress: tuple[PolicyRule, ...] = ()
+    egress: tuple[PolicyRule, ...] = ()
+    tier: str = "default"
+    order: float | None = None  # None = after every ordered policy
+    namespace: str | None = None
+
+    def sort_key(self) -> tuple[float, str]:
+        return (math.inf if self.order is None else self.order, self.id)
+
+    def rules(self, direction: Direction) -> tuple[PolicyRule, ...]:
+        return self.ingress if direction == "Ingress" else self.egress
+
+    def applies(self, direction: Direction, labels: Mapping[str, str]) -> bool:
+        return direction in self.types and self.selector.matches(labels)
+
+
+@dataclass(frozen=True, slots=True)
+class NamedPort:
+    name: str
+    protocol: int
+    port: int
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A workload endpoint as policy sees it. ``key`` is ``<namespace>/<name>`` (or the name)."""
+
+    key: str
+    namespace: str | None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ips: tuple[str, ...] = ()  # addresses, without prefix length
+    ports: tuple[NamedPort, ...] = ()
+    iface: str | None = None
+    node: str | None = None
+    profiles: tuple[str, ...] = ()
+    service_account: str | None = None
+
+    def named_port(self, name: str, protocol: int) -> int | None:
+        for p in self.ports:
+            if p.name == name and p.protocol == protocol:
+                return p.port
+        return None
+
+
+def label_view(ep: Endpoint, namespace_labels: Mapping[str, str] | None) -> dict[str, str]:
+    """The labels selectors are evaluated against (see the module docstring)."""
+    view = dict(ep.labels)
+    if ep.namespace is not None:
+        view[NAMESPACE_LABEL] = ep.namespace
+        for k, v in (namespace_labels or {}).items():
+            view[NAMESPACE_PREFIX + k] = v
+        view[NAMESPACE_PREFIX + NAMESPACE_NAME_LABEL] = ep.namespace
+    if ep.service_account:
+        view[SERVICE_ACCOUNT_LABEL] = ep.service_account
+    return view
+
+
+def tier_key(tier: str, tier_orders: Mapping[str, float] | None = None) -> tuple[float, str]:
+    """Sort key of a tier: its order (unknown = last, like Calico's default tier), then name."""
+    return ((tier_orders or {}).get(tier, math.inf), tier)

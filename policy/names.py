@@ -1,0 +1,82 @@
+"""Names of the chains, ipsets and mark bits the policy compiler emits (Calico's, reference 2.2-2.12)."""
+
+from __future__ import annotations
+
+from policy.selector import b64hash
+
+MAX_CHAIN_NAME = 28
+MAX_IPSET_NAME = 31
+
+# Mark bits (classic Calico v3.x layout inside the default IptablesMarkMask 0xffff0000).
+MARK_ACCEPT = 0x10000
+MARK_PASS = 0x20000
+MARK_SCRATCH0 = 0x40000
+MARK_SCRATCH1 = 0x80000
+MARK_ALL = MARK_ACCEPT | MARK_PASS | MARK_SCRATCH0 | MARK_SCRATCH1
+
+# Top-level chains.
+FORWARD = "cali-FORWARD"
+INPUT = "cali-INPUT"
+OUTPUT = "cali-OUTPUT"
+WL_TO_HOST = "cali-wl-to-host"
+FROM_WL_DISPATCH = "cali-from-wl-dispatch"
+TO_WL_DISPATCH = "cali-to-wl-dispatch"
+FAILSAFE_IN = "cali-failsafe-in"
+FAILSAFE_OUT = "cali-failsafe-out"
+NAT_POSTROUTING = "cali-POSTROUTING"
+NAT_OUTGOING = "cali-nat-outgoing"
+
+# Well-known ipset IDs (prefixed by cali40/cali60).
+ALL_POOLS_ID = "all-ipam-pools"
+MASQ_POOLS_ID = "masq-ipam-pools"
+ALL_HOSTS_ID = "all-hosts-net"
+
+
+def length_limited(prefix: str, suffix: str, max_len: int = MAX_CHAIN_NAME) -> str:
+    """Calico's GetLengthLimitedID: ``prefix+suffix``, or ``prefix_<hash>`` when too long."""
+    if not suffix:
+        suffix = "_"
+    if len(prefix) + len(suffix) > max_len or (
+        len(prefix) + len(suffix) == max_len and suffix.startswith("_")
+    ):
+        return prefix + "_" + b64hash(suffix, "sha256")[: max_len - 1 - len(prefix)]
+    return prefix + suffix
+
+
+def policy_chain(policy_id: str, direction: str) -> str:
+    """``cali-pi-<id>`` (ingress) / ``cali-po-<id>`` (egress)."""
+    return length_limited("cali-pi-" if direction == "Ingress" else "cali-po-", policy_id)
+
+
+def profile_chain(profile: str, direction: str) -> str:
+    return length_limited("cali-pri-" if direction == "Ingress" else "cali-pro-", profile)
+
+
+def to_endpoint_chain(iface: str) -> str:
+    return length_limited("cali-tw-", iface)
+
+
+def from_endpoint_chain(iface: str) -> str:
+    return length_limited("cali-fw-", iface)
+
+
+def ipset_name(set_id: str, version: int = 4) -> str:
+    """``cali40<id>`` / ``cali60<id>``, truncated to the kernel's 31 characters."""
+    return f"cali{version}0{set_id}"[:MAX_IPSET_NAME]
+
+
+def nets_set_id(nets: tuple[str, ...]) -> str:
+    """ID of an ipset holding a rule's CIDR list (shared by every rule with the same list)."""
+    return "s:" + b64hash("nets:" + ",".join(sorted(nets)))
+
+
+def named_port_set_id(selector_id: str, protocol: str, port_name: str) -> str:
+    return "n:" + b64hash(f"{selector_id},{protocol},{port_name}")
+
+
+def mark(value: int, mask: int) -> str:
+    return f"-m mark --mark {value:#x}/{mask:#x}"
+
+
+def set_mark(value: int, mask: int) -> str:
+    return f"-j MARK --set-xmark {value:#x}/{mask:#x}"

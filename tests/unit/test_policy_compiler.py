@@ -1,0 +1,307 @@
+"""Compiler output by exact comparison, names, and incremental behaviour."""
+
+from __future__ import annotations
+
+from felixpy.dataplane.model import Chain, Rule
+from policy.chains import ChainConfig, TierPolicies, dispatch_chains, endpoint_chain, isolated_endpoint_chains
+from policy.compiler import PolicyCompiler
+from policy.model import Endpoint, EntityMatch, NamedPort, Policy, PolicyRule, PortRange
+from policy.names import ipset_name, length_limited, policy_chain
+from policy.rules import render_policy
+from policy.selector import parse
+
+SEL_WEB = ipset_name(parse("app == 'web'").unique_id)
+
+
+def _ep(
+    name: str, ip: str, *, node: str = "n1", labels: dict[str, str] | None = None, ns: str = "x"
+) -> Endpoint:
+    return Endpoint(
+        key=f"{ns}/{name}",
+        namespace=ns,
+        labels=labels or {"app": name},
+        ips=(ip,),
+        ports=(NamedPort("http", 6, 8080),),
+        iface=f"cali{name}",
+        node=node,
+        profiles=(f"kns.{ns}",),
+    )
+
+
+def _policy(
+    pid: str = "gnp/p",
+    *,
+    selector: str = "app == 'db'",
+    rules: tuple[PolicyRule, ...] = (),
+    order: float | None = None,
+) -> Policy:
+    return Policy(id=pid, selector=parse(selector), types=frozenset({"Ingress"}), ingress=rules, order=order)
+
+
+ALLOW_WEB = PolicyRule(
+    "Allow",
+    protocol=6,
+    source=EntityMatch(selector=parse("app == 'web'")),
+    destination=EntityMatch(ports=(PortRange(80, 80), PortRange(8000, 8080))),
+)
+
+
+def test_names_follow_calicos_length_limit() -> None:
+    assert policy_chain("gnp/allow-dns", "Ingress") == "cali-pi-gnp/allow-dns"
+    assert policy_chain("knp/default/allow-web", "Ingress") == "cali-pi-_l7X9Omtz7dibbh9L3Lp"
+    assert len(length_limited("cali-po-", "x" * 40)) == 28
+    assert length_limited("cali-tw-", "") == "cali-tw-_"
+
+
+def test_allow_rule_renders_mark_then_return() -> None:
+    chain, sets = render_policy(_policy(rules=(ALLOW_WEB,)), "Ingress")
+    c = "gnp/p ingress rule 0"
+    assert chain == Chain(
+        "cali-pi-gnp/p",
+        (
+            Rule(
+                f"-p tcp -m set --match-set {SEL_WEB} src -m multiport --destination-ports 80,8000:8080",
+                "-j MARK --set-xmark 0x10000/0x10000",
+                c,
+            ),
+            Rule("-m mark --mark 0x10000/0x10000", "-j RETURN", c),
+        ),
+    )
+    assert {s.name for s in sets} == {SEL_WEB}
+
+
+def test_deny_pass_log_and_negations() -> None:
+    rules = (
+        PolicyRule("Log", protocol=17),
+        PolicyRule(
+            "Deny", not_protocol=6, source=EntityMatch(nets=("10.0.0.0/8",), not_nets=("10.1.0.0/16",))
+        ),
+        PolicyRule("Pass", source=EntityMatch(not_nets=("192.0.2.0/24",), not_selector=parse("has(x)"))),
+    )
+    chain, sets = render_policy(_policy(rules=rules), "Ingress")
+    notx = ipset_name(parse("has(x)").unique_id)
+    nets = next(s for s in sets if s.name != notx)
+    assert [(r.match, r.action) for r in chain.rules] == [
+        ("-p udp", '-j LOG --log-prefix "calico-packet: " --log-level 5'),
+        (f"! -p tcp -s 10.0.0.0/8 -m set ! --match-set {nets.name} src", "-j DROP"),
+        (f"! -s 192.0.2.0/24 -m set ! --match-set {notx} src", "-j MARK --set-xmark 0x20000/0x20000"),
+        ("-m mark --mark 0x20000/0x20000", "-j RETURN"),
+    ]
+    assert nets.static().members == frozenset({"10.1.0.0/16"})
+
+
+def test_named_and_numeric_ports_are_ored_through_scratch_mark() -> None:
+    rule = PolicyRule("Allow", protocol=6, destination=EntityMatch(ports=(PortRange(80, 80), "http")))
+    chain, sets = render_policy(_policy(rules=(rule,)), "Ingress")
+    (named,) = sets
+    assert [(r.match, r.action) for r in chain.rules] == [
+        ("", "-j MARK --set-xmark 0x0/0x40000"),
+        ("-p tcp -m multiport --destination-ports 80", "-j MARK --set-xmark 0x40000/0x40000"),
+        (f"-p tcp -m set --match-set {named.name} dst,dst", "-j MARK --set-xmark 0x40000/0x40000"),
+        ("-m mark --mark 0x40000/0x40000", "-j MARK --set-xmark 0x10000/0x10000"),
+        ("-m mark --mark 0x10000/0x10000", "-j RETURN"),
+    ]
+    assert named.name.startswith("cali40n:") and len(named.name) == 31
+
+
+def test_more_than_fifteen_ports_split_into_multiport_chunks() -> None:
+    ports = tuple(PortRange(p, p) for p in range(1000, 1020))
+    chain, _ = render_policy(
+        _policy(rules=(PolicyRule("Deny", protocol=6, destination=EntityMatch(ports=ports)),)), "Ingress"
+    )
+    matches = [r.match for r in chain.rules if "multiport" in r.match]
+    assert len(matches) == 2
+    assert matches[0].endswith(",".join(str(p) for p in range(1000, 1015)))
+
+
+def test_rules_of_the_other_family_are_skipped() -> None:
+    rule = PolicyRule("Allow", source=EntityMatch(nets=("2001:db8::/64",)))
+    chain, _ = render_policy(_policy(rules=(rule, PolicyRule("Deny", ip_version=6))), "Ingress")
+    assert chain.rules == ()
+
+
+def test_endpoint_chain_layout() -> None:
+    chain = endpoint_chain("caliabc", "Egress", [TierPolicies("default", ("gnp/a", "gnp/b"))], ["kns.x"])
+    assert chain.name == "cali-fw-caliabc"
+    assert [(r.match, r.action) for r in chain.rules] == [
+        ("-m conntrack --ctstate RELATED,ESTABLISHED", "-j ACCEPT"),
+        ("-m conntrack --ctstate INVALID", "-j DROP"),
+        ("", "-j MARK --set-xmark 0x0/0x30000"),
+        ("-p udp -m udp --dport 4789", "-j DROP"),
+        ("-p ipencap", "-j DROP"),
+        ("", "-j MARK --set-xmark 0x0/0x20000"),
+        ("-m mark --mark 0x0/0x20000", "-j cali-po-gnp/a"),
+        ("-m mark --mark 0x10000/0x10000", "-j RETURN"),
+        ("-m mark --mark 0x0/0x20000", "-j cali-po-gnp/b"),
+        ("-m mark --mark 0x10000/0x10000", "-j RETURN"),
+        ("-m mark --mark 0x0/0x20000", "-j DROP"),
+        ("", "-j cali-pro-kns.x"),
+        ("-m mark --mark 0x10000/0x10000", "-j RETURN"),
+        ("", "-j DROP"),
+    ]
+
+
+def test_dispatch_is_sorted_and_ends_in_drop() -> None:
+    frm, to = dispatch_chains(["calib", "calia"])
+    assert [(r.match, r.action) for r in frm.rules] == [
+        ("-i calia", "-g cali-fw-calia"),
+        ("-i calib", "-g cali-fw-calib"),
+        ("", "-j DROP"),
+    ]
+    assert to.rules[0] == Rule("-o calia", "-g cali-tw-calia", "To calia")
+
+
+def test_isolated_chains_drop_new_flows() -> None:
+    tw, fw = isolated_endpoint_chains("calinew")
+    assert (tw.name, fw.name) == ("cali-tw-calinew", "cali-fw-calinew")
+    assert tw.rules[-1].action == "-j DROP" and "ESTABLISHED" in tw.rules[0].match
+
+
+def _compiler() -> PolicyCompiler:
+    c = PolicyCompiler("n1")
+    c.update_endpoint(_ep("web", "10.0.0.1"))
+    c.update_endpoint(_ep("db", "10.0.0.2"))
+    c.update_endpoint(_ep("web2", "10.0.1.1", node="n2", labels={"app": "web"}))
+    c.dirty()
+    return c
+
+
+def test_policy_update_touches_only_its_chains_and_sets() -> None:
+    c = _compiler()
+    c.update_policy(_policy(rules=(ALLOW_WEB,)))
+    changes = c.dirty()
+    assert set(changes.chains) == {("filter", "cali-pi-gnp/p"), ("filter", "cali-tw-calidb")}
+    assert changes.ipsets[SEL_WEB].members == frozenset({"10.0.0.1", "10.0.1.1"})
+    assert not changes.removed_chains and not changes.removed_ipsets
+    assert not c.dirty()
+
+
+def test_policy_selecting_no_local_endpoint_costs_nothing() -> None:
+    c = _compiler()
+    c.update_policy(_policy(selector="app == 'nothing-here'", rules=(ALLOW_WEB,)))
+    assert not c.dirty()
+
+
+def test_changing_only_rules_does_not_touch_endpoint_chains() -> None:
+    c = _compiler()
+    c.update_policy(_policy(rules=(ALLOW_WEB,)))
+    c.dirty()
+    c.update_policy(_policy(rules=(PolicyRule("Deny"),)))
+    changes = c.dirty()
+    assert set(changes.chains) == {("filter", "cali-pi-gnp/p")}
+    assert changes.removed_ipsets == {SEL_WEB}
+
+
+def test_remove_policy_removes_chain_and_unused_sets() -> None:
+    c = _compiler()
+    c.update_policy(_policy(rules=(ALLOW_WEB,)))
+    c.dirty()
+    c.remove_policy("gnp/p")
+    changes = c.dirty()
+    assert changes.removed_chains == {("filter", "cali-pi-gnp/p")}
+    assert changes.removed_ipsets == {SEL_WEB}
+    tw = changes.chains[("filter", "cali-tw-calidb")]
+    assert not any("cali-pi-" in r.action for r in tw.rules)
+
+
+def test_shared_selector_set_survives_one_user() -> None:
+    c = _compiler()
+    c.update_policy(_policy("gnp/p", rules=(ALLOW_WEB,)))
+    c.update_policy(_policy("gnp/q", rules=(ALLOW_WEB,), order=1))
+    c.dirty()
+    c.remove_policy("gnp/p")
+    assert SEL_WEB not in c.dirty().removed_ipsets
+    assert SEL_WEB in c.ipsets()
+
+
+def test_remote_endpoint_label_change_updates_only_the_ipset() -> None:
+    c = _compiler()
+    c.update_policy(_policy(rules=(ALLOW_WEB,)))
+    c.dirty()
+    c.update_endpoint(_ep("web2", "10.0.1.1", node="n2", labels={"app": "other"}))
+    changes = c.dirty()
+    assert changes.chains == {}
+    assert changes.ipsets[SEL_WEB].members == frozenset({"10.0.0.1"})
+
+
+def test_local_endpoint_becoming_selected_gets_the_policy() -> None:
+    c = _compiler()
+    c.update_policy(_policy(rules=(ALLOW_WEB,)))
+    c.dirty()
+    c.update_endpoint(_ep("web", "10.0.0.1", labels={"app": "db"}))
+    changes = c.dirty()
+    tw = changes.chains[("filter", "cali-tw-caliweb")]
+    assert any(r.action == "-j cali-pi-gnp/p" for r in tw.rules)
+    assert changes.ipsets[SEL_WEB].members == frozenset({"10.0.1.1"})
+
+
+def test_removing_the_last_local_endpoint_of_a_policy_deactivates_it() -> None:
+    c = _compiler()
+    c.update_policy(_policy(rules=(ALLOW_WEB,)))
+    c.dirty()
+    c.remove_endpoint("x/db")
+    changes = c.dirty()
+    assert {
+        ("filter", "cali-pi-gnp/p"),
+        ("filter", "cali-tw-calidb"),
+        ("filter", "cali-fw-calidb"),
+    } <= changes.removed_chains
+    assert SEL_WEB in changes.removed_ipsets
+    assert [r.match for r in changes.chains[("filter", "cali-from-wl-dispatch")].rules] == ["-i caliweb", ""]
+
+
+def test_namespace_labels_feed_namespace_selectors() -> None:
+    c = _compiler()
+    sel = parse('(has(projectcalico.org/namespace) && pcns.env == "prod")')
+    rule = PolicyRule("Allow", source=EntityMatch(selector=sel))
+    c.update_policy(_policy(rules=(rule,)))
+    name = ipset_name(sel.unique_id)
+    assert c.dirty().ipsets[name].members == frozenset()
+    c.update_namespace_labels("x", {"env": "prod"})
+    assert c.dirty().ipsets[name].members == frozenset({"10.0.0.1", "10.0.0.2", "10.0.1.1"})
+
+
+def test_pools_feed_nat_outgoing() -> None:
+    from felixpy.resources.ippool import IPPool
+
+    c = PolicyCompiler("n1")
+    c.dirty()
+    c.update_pool(
+        IPPool.model_validate(
+            {"metadata": {"name": "p"}, "spec": {"cidr": "10.8.0.0/16", "natOutgoing": True}}
+        )
+    )
+    changes = c.dirty()
+    assert changes.ipsets["cali40masq-ipam-pools"].members == frozenset({"10.8.0.0/16"})
+    assert changes.ipsets["cali40all-ipam-pools"].members == frozenset({"10.8.0.0/16"})
+    (rule,) = changes.chains[("nat", "cali-nat-outgoing")].rules
+    assert (
+        rule.match
+        == "-m set --match-set cali40masq-ipam-pools src -m set ! --match-set cali40all-ipam-pools dst"
+    )
+    assert rule.action == "-j MASQUERADE --random-fully"
+
+
+def test_static_chains_and_hooks() -> None:
+    c = PolicyCompiler("n1", config=ChainConfig(ipip_enabled=True))
+    chains = c.chains()
+    fwd = chains[("filter", "cali-FORWARD")]
+    assert [(r.match, r.action) for r in fwd.rules] == [
+        ("", "-j MARK --set-xmark 0x0/0xe0000"),
+        ("-i cali+", "-j cali-from-wl-dispatch"),
+        ("-o cali+", "-j cali-to-wl-dispatch"),
+    ]
+    assert (
+        chains[("filter", "cali-INPUT")]
+        .rules[0]
+        .match.startswith("-p ipencap -m set --match-set cali40all-hosts-net src")
+    )
+    assert {(h.table, h.chain, h.rule.action, h.position) for h in c.hooks()} >= {
+        ("filter", "FORWARD", "-j cali-FORWARD", "insert"),
+        ("filter", "INPUT", "-j cali-INPUT", "insert"),
+        ("filter", "OUTPUT", "-j cali-OUTPUT", "insert"),
+        ("nat", "POSTROUTING", "-j cali-POSTROUTING", "append"),
+    }
+    failsafe = chains[("filter", "cali-failsafe-in")]
+    assert failsafe.rules[0].match == "-p tcp -m tcp --dport 22"
+    assert len(failsafe.rules) == 9
