@@ -1,4 +1,4 @@
-"""Pydantic models of the projectcalico.org/v3 kinds, plus networking.k8s.io/v1 NetworkPolicy and v1 Namespace."""
+"""Pydantic models of the projectcalico.org/v3 kinds, networking.k8s.io/v1 NetworkPolicy and v1 Namespace."""
 
 from felixpy.resources.base import ObjectMeta, Resource, ResourceError
 from felixpy.resources.bgp import BGPConfiguration, BGPPeer

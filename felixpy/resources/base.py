@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from felixpy.resources.fields import FieldError
+from felixpy.resources.names import check_annotation_keys, check_dns_label, check_labels, check_subdomain
 
 
 class ResourceError(ValueError):
     """A resource document is invalid. ``field`` is the dotted path of the offending field."""
 
-    def __init__(self, message: str, *, field: str = "", kind: str = "", name: str = "", index: int | None = None):
+    def __init__(
+        self, message: str, *, field: str = "", kind: str = "", name: str = "", index: int | None = None
+    ):
         self.field = field
         self.kind = kind
         self.name = name
@@ -66,6 +71,21 @@ class ObjectMeta(Model):
     creation_timestamp: str | None = None
     generation: int | None = None
 
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        return check_dns_label(value, what="namespace") if value else None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_labels(value)
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_annotation_keys(value)
+
 
 class Resource(Model):
     """A top-level resource. Subclasses set KIND, PLURAL, SHORT_NAMES, NAMESPACED, API_VERSION."""
@@ -86,6 +106,22 @@ class Resource(Model):
         if not self.kind:
             self.kind = self.KIND
 
+    @classmethod
+    def check_name(cls, name: str) -> None:
+        """Raise FieldError if ``name`` is not a valid name for this kind (DNS-1123 subdomain by default)."""
+        check_subdomain(name)
+
+    @model_validator(mode="after")
+    def _metadata(self) -> Resource:
+        if self.metadata.name:
+            try:
+                self.check_name(self.metadata.name)
+            except FieldError as exc:
+                raise FieldError(exc.reason, field="metadata.name") from None
+        if self.metadata.namespace is not None and not self.NAMESPACED:
+            raise FieldError(f"{self.KIND} is not namespaced; remove it", field="metadata.namespace")
+        return self
+
     @property
     def name(self) -> str:
         return self.metadata.name
@@ -99,5 +135,10 @@ class Resource(Model):
         return self.metadata.resource_version
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire form (camelCase, no None values)."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        """The wire form (camelCase, no None values, no empty labels/annotations maps)."""
+        out = self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        meta = out.get("metadata", {})
+        for key in ("labels", "annotations"):
+            if not meta.get(key):
+                meta.pop(key, None)
+        return out

@@ -34,7 +34,9 @@ class FelixConfigurationSpec(Model):
     iptables_refresh_interval: str | None = None
     route_refresh_interval: str | None = None
     ipsets_refresh_interval: str | None = None
-    default_endpoint_to_host_action: Literal["Drop", "Accept", "Return", "DROP", "ACCEPT", "RETURN"] | None = None
+    default_endpoint_to_host_action: (
+        Literal["Drop", "Accept", "Return", "DROP", "ACCEPT", "RETURN"] | None
+    ) = None
     chain_insert_mode: Literal["Insert", "Append"] | None = None
     iptables_backend: Literal["Legacy", "NFT", "Auto"] | None = None
     iptables_mark_mask: int | None = None
@@ -53,5 +55,10 @@ class FelixConfigurationSpec(Model):
 class FelixConfiguration(Resource):
     KIND: ClassVar[str] = "FelixConfiguration"
     PLURAL: ClassVar[str] = "felixconfigurations"
-    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs")
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = (
+        "felixconfiguration",
+        "felixconfigurations",
+        "felixconfig",
+        "felixconfigs",
+    )
     spec: FelixConfigurationSpec = Field(default_factory=FelixConfigurationSpec)

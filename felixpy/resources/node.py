@@ -7,14 +7,17 @@ from typing import ClassVar
 from pydantic import Field
 
 from felixpy.resources.base import Model, Resource
+from felixpy.resources.fields import CIDR, MAC, ASNumber, IPAddress, IPv4Address, IPv4Interface, IPv6Interface
 
 
 class NodeBGPSpec(Model):
-    ipv4_address: str | None = None  # CIDR form: address/prefix of the node's subnet, e.g. 10.0.0.5/24
-    ipv6_address: str | None = None
-    as_number: str | int | None = None  # None = BGPConfiguration's
-    ipv4_ipip_tunnel_addr: str | None = Field(default=None, alias="ipv4IPIPTunnelAddr")
-    route_reflector_cluster_id: str | None = Field(default=None, alias="routeReflectorClusterID")
+    # CIDR form: the node's address with its subnet's prefix length, e.g. 10.0.0.5/24
+    ipv4_address: IPv4Interface | None = None
+    ipv6_address: IPv6Interface | None = None
+    as_number: ASNumber | None = None  # None = BGPConfiguration's
+    ipv4_ipip_tunnel_addr: IPv4Address | None = Field(default=None, alias="ipv4IPIPTunnelAddr")
+    # IPv4-formatted cluster ID; setting it makes the node a route reflector
+    route_reflector_cluster_id: IPv4Address | None = Field(default=None, alias="routeReflectorClusterID")
 
 
 class OrchRef(Model):
@@ -29,16 +32,16 @@ class NodeAddress(Model):
 
 class NodeSpec(Model):
     bgp: NodeBGPSpec | None = None
-    ipv4_vxlan_tunnel_addr: str | None = Field(default=None, alias="ipv4VXLANTunnelAddr")
-    vxlan_tunnel_mac_addr: str | None = Field(default=None, alias="vxlanTunnelMACAddr")
-    ipv6_vxlan_tunnel_addr: str | None = Field(default=None, alias="ipv6VXLANTunnelAddr")
-    vxlan_tunnel_mac_addr_v6: str | None = Field(default=None, alias="vxlanTunnelMACAddrV6")
+    ipv4_vxlan_tunnel_addr: IPv4Address | None = Field(default=None, alias="ipv4VXLANTunnelAddr")
+    vxlan_tunnel_mac_addr: MAC | None = Field(default=None, alias="vxlanTunnelMACAddr")
+    ipv6_vxlan_tunnel_addr: IPAddress | None = Field(default=None, alias="ipv6VXLANTunnelAddr")
+    vxlan_tunnel_mac_addr_v6: MAC | None = Field(default=None, alias="vxlanTunnelMACAddrV6")
     orch_refs: list[OrchRef] = Field(default_factory=list)
     addresses: list[NodeAddress] = Field(default_factory=list)
 
 
 class NodeStatus(Model):
-    pod_cid_rs: list[str] = Field(default_factory=list, alias="podCIDRs")
+    pod_cid_rs: list[CIDR] = Field(default_factory=list, alias="podCIDRs")
 
 
 class Node(Resource):

@@ -4,23 +4,30 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from felixpy.resources.base import Model, Resource
+from felixpy.resources.fields import PORT_PROTOCOLS, FieldError, Net, Port, Protocol, Selector
 
 Action = Literal["Allow", "Deny", "Log", "Pass"]
 PolicyType = Literal["Ingress", "Egress"]
-Port = int | str  # 80, "8080:8090", or a named port "http"
+ICMP_PROTOCOLS = frozenset({"ICMP", "ICMPv6", 1, 58})
 
 
 class ICMPFields(Model):
-    type: int | None = None
-    code: int | None = None
+    type: int | None = Field(default=None, ge=0, le=254)
+    code: int | None = Field(default=None, ge=0, le=255)
+
+    @model_validator(mode="after")
+    def _code_needs_type(self) -> ICMPFields:
+        if self.code is not None and self.type is None:
+            raise FieldError("an ICMP code requires an ICMP type", field="code")
+        return self
 
 
 class ServiceAccountMatch(Model):
     names: list[str] = Field(default_factory=list)
-    selector: str | None = None
+    selector: Selector | None = None
 
 
 class ServiceMatch(Model):
@@ -29,11 +36,11 @@ class ServiceMatch(Model):
 
 
 class EntityRule(Model):
-    nets: list[str] = Field(default_factory=list)
-    not_nets: list[str] = Field(default_factory=list)
-    selector: str | None = None
-    not_selector: str | None = None
-    namespace_selector: str | None = None
+    nets: list[Net] = Field(default_factory=list)
+    not_nets: list[Net] = Field(default_factory=list)
+    selector: Selector | None = None
+    not_selector: Selector | None = None
+    namespace_selector: Selector | None = None
     ports: list[Port] = Field(default_factory=list)
     not_ports: list[Port] = Field(default_factory=list)
     service_accounts: ServiceAccountMatch | None = None
@@ -52,8 +59,8 @@ class RuleMetadata(Model):
 class Rule(Model):
     action: Action
     ip_version: Literal[4, 6] | None = None
-    protocol: str | int | None = None
-    not_protocol: str | int | None = None
+    protocol: Protocol | None = None
+    not_protocol: Protocol | None = None
     icmp: ICMPFields | None = None
     not_icmp: ICMPFields | None = Field(default=None, alias="notICMP")
     source: EntityRule = Field(default_factory=EntityRule)
@@ -61,20 +68,49 @@ class Rule(Model):
     http: HTTPMatch | None = None
     metadata: RuleMetadata | None = None
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Rule:
+        for side in ("source", "destination"):
+            entity: EntityRule = getattr(self, side)
+            for ports in ("ports", "not_ports"):
+                if getattr(entity, ports) and self.protocol not in PORT_PROTOCOLS:
+                    alias = "ports" if ports == "ports" else "notPorts"
+                    raise FieldError("ports require protocol TCP, UDP or SCTP", field=f"{side}.{alias}")
+        for icmp, alias in ((self.icmp, "icmp"), (self.not_icmp, "notICMP")):
+            if icmp is not None and self.protocol not in ICMP_PROTOCOLS:
+                raise FieldError("ICMP matches require protocol ICMP or ICMPv6", field=alias)
+        self._check_ip_version()
+        return self
+
+    def _check_ip_version(self) -> None:
+        if self.ip_version is None:
+            return
+        icmp_version = {"ICMP": 4, 1: 4, "ICMPv6": 6, 58: 6}.get(self.protocol or "")
+        if icmp_version is not None and icmp_version != self.ip_version:
+            raise FieldError(f"{self.protocol} does not match ipVersion {self.ip_version}", field="protocol")
+        for side in ("source", "destination"):
+            entity: EntityRule = getattr(self, side)
+            for nets, alias in ((entity.nets, "nets"), (entity.not_nets, "notNets")):
+                for i, net in enumerate(nets):
+                    if (":" in net) != (self.ip_version == 6):
+                        raise FieldError(
+                            f"{net} does not match ipVersion {self.ip_version}", field=f"{side}.{alias}[{i}]"
+                        )
+
 
 class NetworkPolicySpec(Model):
     tier: str = "default"
-    order: float | None = None
-    selector: str = "all()"
+    order: int | float | None = None  # None = applied last
+    selector: Selector = "all()"
     types: list[PolicyType] | None = None  # None = derived from which rule lists are present
     ingress: list[Rule] = Field(default_factory=list)
     egress: list[Rule] = Field(default_factory=list)
-    service_account_selector: str | None = None
+    service_account_selector: Selector | None = None
     performance_hints: list[str] = Field(default_factory=list)
 
 
 class GlobalNetworkPolicySpec(NetworkPolicySpec):
-    namespace_selector: str | None = None
+    namespace_selector: Selector | None = None
     do_not_track: bool = False
     pre_dnat: bool = Field(default=False, alias="preDNAT")
     apply_on_forward: bool = False
@@ -83,7 +119,15 @@ class GlobalNetworkPolicySpec(NetworkPolicySpec):
 class NetworkPolicy(Resource):
     KIND: ClassVar[str] = "NetworkPolicy"
     PLURAL: ClassVar[str] = "networkpolicies"
-    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("networkpolicy", "networkpolicies", "policy", "policies", "np", "netpol", "netpols")
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = (
+        "networkpolicy",
+        "networkpolicies",
+        "policy",
+        "policies",
+        "np",
+        "netpol",
+        "netpols",
+    )
     NAMESPACED: ClassVar[bool] = True
     spec: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
 
