@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from felixpy.ctl.connect import open_backend
+from felixpy.ctl.pool_guard import PoolInUseError, guard_pool_deletes
 from felixpy.datastore.backend import Backend
 from felixpy.datastore.errors import AlreadyExists, Conflict, DatastoreError, NotFound
 from felixpy.resources.base import Resource, ResourceError
@@ -83,7 +84,7 @@ def _exists(backend: Backend, obj: Resource) -> Resource | None:
 
 
 def precheck(backend: Backend, objs: list[Resource], verb: str) -> None:
-    """Refuse the whole batch, before any write, when create/replace cannot succeed."""
+    """Refuse the whole batch, before any write, when create/replace/delete cannot succeed."""
     if verb != "delete":
         check_pools(backend, objs)
     seen: set[tuple[str, str | None, str]] = set()
@@ -162,6 +163,8 @@ def write_all(args: argparse.Namespace, verb: str, objs: list[Resource]) -> int:
     skip_missing = getattr(args, "skip_not_found", False)
     with open_backend(args) as backend:
         precheck(backend, objs, verb)
+        if verb == "delete":
+            _guard(args, backend, [o for o in objs if isinstance(o, IPPool)])
         done: list[Resource] = []
         for obj in objs:
             try:
@@ -198,6 +201,13 @@ def run_file_verb(args: argparse.Namespace) -> int:
     return write_all(args, args.verb, objs)
 
 
+def _guard(args: argparse.Namespace, backend: Backend, targets: list[Any]) -> None:
+    try:
+        guard_pool_deletes(args, backend, targets)
+    except PoolInUseError as err:
+        raise CommandError(str(err)) from None
+
+
 def run_delete(args: argparse.Namespace) -> int:
     if args.filename:
         if args.kind:
@@ -209,6 +219,8 @@ def run_delete(args: argparse.Namespace) -> int:
     namespace = (args.namespace or DEFAULT_NAMESPACE) if kind.NAMESPACED else None
     deleted = 0
     with open_backend(args) as backend:
+        if kind is IPPool:
+            _guard(args, backend, list(args.names))
         for name in args.names:
             where = f"{namespace}/{name}" if namespace else name
             try:

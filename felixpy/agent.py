@@ -1,0 +1,216 @@
+"""Wiring of `felixpy node`: every part constructed here, explicitly, and run until one fails.
+
+    datastore Syncer + affinity watcher ─┐
+    CNI handler threads (unix socket) ───┼─▶ Writer queue ─▶ CalcGraph ─▶ LinuxDataplane (+BGP, policy)
+    resync timer ────────────────────────┘
+
+Crash-only: the main thread watches the other threads; if any of them died, or the writer raised,
+the process exits non-zero and its supervisor restarts it. Kernel state is left in place on exit,
+so forwarding continues, and the restarted agent adopts it (routes by protocol, veths by name).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from felixpy.calc.graph import CalcGraph
+from felixpy.cni.handler import CNIHandler
+from felixpy.cni.server import CNIServer
+from felixpy.dataplane.links import WorkloadLinks
+from felixpy.dataplane.netlink import IPRouteNetlink
+from felixpy.dataplane.routes import RouteTable
+from felixpy.dataplane.sysctl import enable_ip_forwarding
+from felixpy.datastore.config import DatastoreConfig, connect_kv
+from felixpy.datastore.resources import KVBackend
+from felixpy.node import startup
+from felixpy.node.dataplane import LinuxDataplane
+from felixpy.node.health import HealthServer, Metrics
+from felixpy.node.settings import FelixParams, Settings
+from felixpy.node.sync import SyncSources
+from felixpy.node.writer import Writer
+from ipam.ipam import IPAM
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Agent:
+    settings: Settings
+    params: FelixParams
+    kv: Any
+    backend: Any
+    writer: Writer
+    dataplane: LinuxDataplane
+    sources: SyncSources
+    metrics: Metrics
+    cni: CNIServer
+    bgp: Any | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    writer_error: BaseException | None = None
+
+    def ready(self) -> bool:
+        return self.writer.ready
+
+    def live(self) -> bool:
+        return self.failure() is None
+
+    def failure(self) -> str | None:
+        if self.writer_error is not None:
+            return f"writer: {self.writer_error!r}"
+        err = self.sources.error()
+        return None if err is None else f"datastore sync: {err!r}"
+
+    def _writer_main(self) -> None:
+        try:
+            self.writer.run(self.stop)
+        except BaseException as exc:
+            self.writer_error = exc
+            log.exception("writer.crashed")
+
+    def run(self) -> int:
+        threading.Thread(target=self._writer_main, name="felixpy-writer", daemon=True).start()
+        self.sources.start(self.stop)
+        self.cni.start()
+        if self.bgp is not None:
+            self.bgp.start()
+        while not self.stop.wait(0.5):
+            self.metrics.in_sync.set(1 if self.writer.in_sync.is_set() else 0)
+            failure = self.failure()
+            if failure is not None:
+                log.error("agent.exiting", reason=failure)
+                self.shutdown(graceful=False)
+                return 1
+        self.shutdown(graceful=True)
+        return 0
+
+    def shutdown(self, *, graceful: bool) -> None:
+        self.stop.set()
+        self.cni.stop()
+        if self.bgp is not None:
+            self.bgp.stop(graceful=graceful)
+        self.sources.syncer.stop(timeout=2.0)
+
+
+def _on_commit(metrics: Metrics, dataplane: LinuxDataplane) -> Any:
+    def observe(seconds: float, ok: bool, n_updates: int) -> None:
+        metrics.apply_seconds.observe(seconds)
+        metrics.local_endpoints.set(len(dataplane.endpoints))
+        if not ok:
+            metrics.errors.labels("dataplane_apply").inc()
+
+    return observe
+
+
+def _bgp_service(settings: Settings) -> Any | None:
+    if not settings.bgp_enabled:
+        return None
+    from bgp.service import BGPService
+
+    return BGPService(settings.nodename, settings.run_dir)
+
+
+def _policy_driver(settings: Settings) -> Any | None:
+    """The policy compiler + iptables/ipset writers, or None (nothing programmed in iptables)."""
+    if not settings.policy_enabled:
+        return None
+    from felixpy.dataplane.ipsets import IpsetWriter
+    from felixpy.dataplane.iptables import IptablesWriter
+    from felixpy.dataplane.iptables_backend import make_backend
+    from felixpy.node.policy_driver import PolicyDriver
+    from policy.compiler import PolicyCompiler
+
+    return PolicyDriver(PolicyCompiler(settings.nodename), IptablesWriter(make_backend()), IpsetWriter())
+
+
+def build(settings: Settings, env: dict[str, str]) -> Agent:
+    kv = connect_kv(DatastoreConfig.from_env(env))
+    backend = KVBackend(kv)
+    ipam = IPAM(kv, backend)
+    address = startup.node_address(settings)
+    startup.register_node(backend, settings, address.cidr if address else None)
+    startup.ensure_default_pool(backend, settings)
+    kinds = startup.encap_kinds(backend)
+    startup.ensure_tunnel_addresses(ipam, settings.nodename, kinds)
+    params = startup.felix_params(backend, settings)
+    startup.write_mtu_file(
+        settings.mtu_path, startup.pod_mtu(params, address.iface if address else "", kinds)
+    )
+    enable_ip_forwarding(ipv6=False)
+
+    metrics = Metrics()
+    links = WorkloadLinks(prefix=params.interfacePrefix)
+    bgp = _bgp_service(settings)
+    from felixpy.node.bgp_sink import BGPSink
+
+    policy = _policy_driver(settings)
+    sink = BGPSink(bgp) if bgp is not None else None
+    dataplane = LinuxDataplane(routes=RouteTable(IPRouteNetlink()), links=links, policy=policy, bgp_sink=sink)
+    intervals = {
+        "routes": params.routeRefreshInterval,
+        "iptables": params.iptablesRefreshInterval,
+        "ipsets": params.ipsetsRefreshInterval,
+    }
+    writer = Writer(
+        CalcGraph(settings.nodename), dataplane, intervals=intervals, on_commit=_on_commit(metrics, dataplane)
+    )
+    handler = CNIHandler(
+        nodename=settings.nodename,
+        kv=kv,
+        backend=backend,
+        ipam=ipam,
+        links=links,
+        writer=writer,
+        mtu_path=settings.mtu_path,
+        prefix=params.interfacePrefix,
+        policy=policy,
+    )
+
+    def handle(request: dict[str, Any]) -> dict[str, Any]:
+        answer = handler.handle(request)
+        metrics.cni_requests.labels(str(request.get("command")), "error" if "error" in answer else "ok").inc()
+        return answer
+
+    cni = CNIServer(settings.socket_path, handle)
+    agent = Agent(
+        settings, params, kv, backend, writer, dataplane, SyncSources(kv, backend, writer), metrics, cni, bgp
+    )
+    _serve_http(agent)
+    return agent
+
+
+def _serve_http(agent: Agent) -> None:
+    params = agent.params
+    if params.healthEnabled:
+        HealthServer(params.healthHost, params.healthPort, live=agent.live, ready=agent.ready).start()
+    if params.prometheusMetricsEnabled:
+        agent.metrics.serve(params.healthHost, params.prometheusMetricsPort)
+
+
+def run_node(settings: Settings, env: dict[str, str]) -> int:
+    started = time.monotonic()
+    agent = build(settings, env)
+
+    main_pid = os.getpid()
+
+    def on_term(signum: int, frame: object) -> None:
+        if os.getpid() != main_pid:  # a forked helper (pyroute2 netns) inherited the handler
+            return
+        log.info("agent.stopping", signal=signum)
+        agent.stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    log.info(
+        "agent.started",
+        node=settings.nodename,
+        run_dir=settings.run_dir,
+        startup_seconds=round(time.monotonic() - started, 3),
+    )
+    return agent.run()

@@ -1,0 +1,289 @@
+"""The calculation graph: synced resources + block affinities in, NodeState deltas out (pure).
+
+Handlers (`on_resource`, `on_block`) are cheap: they update the inputs and recompute only
+the derived keys the change can affect (one endpoint's routes, one block's route, one
+node's VTEP; a pool or this node's own Node changes everything remote, which is rare).
+`flush()` returns one update per derived key whose value differs from what was last
+flushed, so a batch of many events coalesces into the smallest set of changes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from felixpy.calc.model import (
+    VXLAN_DEVICE,
+    BlocksUpdate,
+    Encap,
+    EncapUpdate,
+    EndpointUpdate,
+    InputUpdate,
+    LocalEndpoint,
+    NodeState,
+    Route,
+    RouteUpdate,
+    Update,
+    Vtep,
+    VtepUpdate,
+)
+from felixpy.calc.vxlan import vtep_mac
+
+Key = tuple[str, str]
+# Kinds forwarded unchanged to the policy compiler / BGP service.
+PASSTHROUGH_KINDS = frozenset(
+    {
+        "NetworkPolicy",
+        "GlobalNetworkPolicy",
+        "K8sNetworkPolicy",
+        "Namespace",
+        "Profile",
+        "HostEndpoint",
+        "IPPool",
+        "Node",
+        "BGPPeer",
+        "BGPConfiguration",
+        "FelixConfiguration",
+        "WorkloadEndpoint",
+    }
+)
+
+
+def _host_cidr(ip: str) -> str:
+    net = ipaddress.ip_network(ip, strict=False)
+    return f"{net.network_address}/{net.max_prefixlen}"
+
+
+class CalcGraph:
+    def __init__(self, nodename: str) -> None:
+        self.nodename = nodename
+        self._weps: dict[Key, Any] = {}
+        self._nodes: dict[str, Any] = {}
+        self._pools: dict[str, Any] = {}
+        self._blocks: dict[str, str] = {}  # block cidr -> affine node
+        self._ip_owners: dict[str, set[Key]] = {}
+        # Derived desired state and what was last flushed.
+        self._endpoints: dict[Key, LocalEndpoint] = {}
+        self._routes: dict[str, Route] = {}
+        self._vteps: dict[str, Vtep] = {}
+        self._encap = Encap()
+        self._emitted_eps: dict[Key, LocalEndpoint] = {}
+        self._emitted_routes: dict[str, Route] = {}
+        self._emitted_vteps: dict[str, Vtep] = {}
+        self._emitted_encap: Encap | None = None
+        self._emitted_blocks: BlocksUpdate | None = None
+        self._dirty_eps: set[Key] = set()
+        self._dirty_routes: set[str] = set()
+        self._dirty_vteps: set[str] = set()
+        self._inputs: dict[tuple[str, Key], object | None] = {}
+
+    # ---- inputs -------------------------------------------------------------------------
+    def on_resource(self, kind: str, key: Key, obj: Any | None) -> None:
+        """A resource of KIND ``kind`` at (namespace or "", name) was put (obj) or deleted (None)."""
+        if kind in PASSTHROUGH_KINDS:
+            self._inputs[(kind, key)] = obj
+        if kind == "WorkloadEndpoint":
+            self._on_wep(key, obj)
+        elif kind == "Node":
+            self._on_node(key[1], obj)
+        elif kind == "IPPool":
+            self._pools.pop(key[1], None)
+            if obj is not None:
+                self._pools[key[1]] = obj
+            self._recompute_all_remote()
+
+    def on_block(self, cidr: str, node: str | None) -> None:
+        """Block ``cidr`` is affine to ``node`` (None: no longer affine / deleted)."""
+        if node is None:
+            self._blocks.pop(cidr, None)
+        else:
+            self._blocks[cidr] = node
+        self._recompute_block(cidr)
+
+    # ---- outputs ------------------------------------------------------------------------
+    def flush(self) -> list[Update]:
+        out: list[Update] = []
+        if self._encap != self._emitted_encap:
+            self._emitted_encap = self._encap
+            out.append(EncapUpdate(self._encap))
+        blocks = self._blocks_update()
+        if blocks != self._emitted_blocks:
+            self._emitted_blocks = blocks
+            out.append(blocks)
+        out += [InputUpdate(kind, key, obj) for (kind, key), obj in self._inputs.items()]
+        self._inputs.clear()
+        out += _diff(self._dirty_vteps, self._vteps, self._emitted_vteps, VtepUpdate)
+        out += _diff(self._dirty_eps, self._endpoints, self._emitted_eps, EndpointUpdate)
+        out += _diff(self._dirty_routes, self._routes, self._emitted_routes, RouteUpdate)
+        return out
+
+    def state(self) -> NodeState:
+        return NodeState(
+            endpoints=dict(self._endpoints),
+            routes=dict(self._routes),
+            vteps=dict(self._vteps),
+            encap=self._encap,
+            local_blocks=self._blocks_update().local_blocks,
+        )
+
+    # ---- workload endpoints -------------------------------------------------------------
+    def _on_wep(self, key: Key, obj: Any | None) -> None:
+        old = self._endpoints.pop(key, None)
+        self._weps.pop(key, None)
+        if obj is not None and obj.spec.node == self.nodename:
+            self._weps[key] = obj
+            self._endpoints[key] = _local_endpoint(key, obj)
+        new = self._endpoints.get(key)
+        if old != new:
+            self._dirty_eps.add(key)
+        for ip in old.ips if old else ():
+            self._ip_owners.get(ip, set()).discard(key)
+            self._recompute_ip(ip)
+        for ip in new.ips if new else ():
+            self._ip_owners.setdefault(ip, set()).add(key)
+            self._recompute_ip(ip)
+
+    def _recompute_ip(self, ip: str) -> None:
+        owners = self._ip_owners.get(ip)
+        if not owners:
+            self._ip_owners.pop(ip, None)
+            self._set_route(ip, None)
+            return
+        owner = self._endpoints[min(owners)]
+        reason = f"workload {owner.namespace}/{owner.name}"
+        self._set_route(ip, Route(dst=ip, kind="local", iface=owner.iface, reason=reason))
+
+    # ---- nodes, pools, blocks -----------------------------------------------------------
+    def _on_node(self, name: str, obj: Any | None) -> None:
+        self._nodes.pop(name, None)
+        if obj is not None:
+            self._nodes[name] = obj
+        if name == self.nodename:
+            self._recompute_all_remote()
+            return
+        self._recompute_vtep(name)
+        for cidr, node in list(self._blocks.items()):
+            if node == name:
+                self._recompute_block(cidr)
+
+    def _recompute_all_remote(self) -> None:
+        self._encap = self._compute_encap()
+        for name in set(self._nodes) | set(self._vteps):
+            if name != self.nodename:
+                self._recompute_vtep(name)
+        for cidr in list(self._blocks):
+            self._recompute_block(cidr)
+
+    def _compute_encap(self) -> Encap:
+        pools = [p.spec for p in self._pools.values() if not p.spec.disabled]
+        me = self._nodes.get(self.nodename)
+        spec = me.spec if me is not None else None
+        bgp = spec.bgp if spec is not None and spec.bgp is not None else None
+        vxlan = any(p.vxlan_mode != "Never" for p in pools)
+        return Encap(
+            ipip=any(p.ipip_mode != "Never" for p in pools),
+            vxlan=vxlan,
+            ipip_tunnel_addr=bgp.ipv4_ipip_tunnel_addr if bgp else None,
+            vxlan_tunnel_addr=spec.ipv4_vxlan_tunnel_addr if spec else None,
+            vxlan_mac=vtep_mac(self.nodename, spec.vxlan_tunnel_mac_addr if spec else None),
+            node_ip=bgp.ipv4_address if bgp else None,
+        )
+
+    def _recompute_vtep(self, name: str) -> None:
+        vtep = None
+        node = self._nodes.get(name)
+        if node is not None and self._encap.vxlan:
+            tunnel = node.spec.ipv4_vxlan_tunnel_addr
+            bgp = node.spec.bgp
+            if tunnel and bgp is not None and bgp.ipv4_address:
+                parent = bgp.ipv4_address.split("/")[0]
+                vtep = Vtep(
+                    node=name,
+                    tunnel_ip=tunnel,
+                    mac=vtep_mac(name, node.spec.vxlan_tunnel_mac_addr),
+                    parent_ip=parent,
+                )
+        if self._vteps.get(name) != vtep:
+            self._dirty_vteps.add(name)
+            if vtep is None:
+                self._vteps.pop(name, None)
+            else:
+                self._vteps[name] = vtep
+
+    def _recompute_block(self, cidr: str) -> None:
+        node = self._blocks.get(cidr)
+        if node is None:
+            self._set_route(cidr, None)
+        elif node == self.nodename:
+            net = ipaddress.ip_network(cidr)
+            is_host = net.prefixlen == net.max_prefixlen
+            self._set_route(cidr, None if is_host else Route(cidr, "blackhole", reason="local IPAM block"))
+        else:
+            self._set_route(cidr, self._remote_route(cidr, node))
+
+    def _remote_route(self, cidr: str, node: str) -> Route | None:
+        pool = self._pool_for(cidr)
+        vtep = self._vteps.get(node)
+        if pool is None or pool.vxlan_mode == "Never" or vtep is None:
+            return None
+        reason = f"block of {node} (vxlan pool {pool.cidr})"
+        if pool.vxlan_mode == "CrossSubnet" and _same_subnet(self._encap.node_ip, vtep.parent_ip):
+            return Route(cidr, "direct", gateway=vtep.parent_ip, reason=reason + ", same subnet")
+        return Route(cidr, "vxlan", iface=VXLAN_DEVICE, gateway=vtep.tunnel_ip, onlink=True, reason=reason)
+
+    def _pool_for(self, cidr: str) -> Any | None:
+        net = ipaddress.ip_network(cidr)
+        for pool in self._pools.values():
+            pnet = ipaddress.ip_network(pool.spec.cidr, strict=False)
+            if pnet.version == net.version and net.subnet_of(pnet):  # type: ignore[arg-type]
+                return None if pool.spec.disabled else pool.spec
+        return None
+
+    def _blocks_update(self) -> BlocksUpdate:
+        local = frozenset(c for c, n in self._blocks.items() if n == self.nodename)
+        return BlocksUpdate(local_blocks=local, all_blocks=tuple(sorted(self._blocks.items())))
+
+    def _set_route(self, dst: str, route: Route | None) -> None:
+        if self._routes.get(dst) == route:
+            return
+        self._dirty_routes.add(dst)
+        if route is None:
+            self._routes.pop(dst, None)
+        else:
+            self._routes[dst] = route
+
+
+def _local_endpoint(key: Key, wep: Any) -> LocalEndpoint:
+    spec = wep.spec
+    return LocalEndpoint(
+        namespace=key[0],
+        name=key[1],
+        iface=spec.interface_name,
+        ips=tuple(sorted(_host_cidr(ip) for ip in spec.ip_networks)),
+        mac=spec.mac,
+        labels=tuple(sorted(wep.metadata.labels.items())),
+        profiles=tuple(spec.profiles),
+        pod=spec.pod,
+        container_id=spec.container_id,
+    )
+
+
+def _same_subnet(local_cidr: str | None, remote_ip: str) -> bool:
+    if not local_cidr or "/" not in local_cidr:
+        return False
+    net = ipaddress.ip_network(local_cidr, strict=False)
+    return ipaddress.ip_address(remote_ip) in net
+
+
+def _diff(dirty: set, current: dict, emitted: dict, make: Any) -> list[Any]:
+    out = []
+    for key in sorted(dirty):
+        value = current.get(key)
+        if emitted.get(key) != value:
+            out.append(make(key, value))
+            if value is None:
+                emitted.pop(key, None)
+            else:
+                emitted[key] = value
+    dirty.clear()
+    return out

@@ -1,0 +1,58 @@
+"""Node IPv4 autodetection, like calico-node's IP_AUTODETECTION_METHOD (reads netlink only).
+
+first-found      the first global IPv4 address on an interface that is not ours or a known virtual one
+interface=REGEX  the first address on an interface whose name matches REGEX
+can-reach=ADDR   the source address the kernel would use to reach ADDR
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+
+EXCLUDED_IFACES = re.compile(
+    r"^(lo|docker.*|cali.*|tunl.*|vxlan.*|virbr.*|veth.*|kube-ipvs.*|cni.*|flannel.*)$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HostAddress:
+    iface: str
+    cidr: str  # address/prefix, e.g. 10.0.0.5/24
+
+
+def pick(addresses: list[HostAddress], method: str) -> HostAddress | None:
+    """Pure part of first-found / interface=REGEX over (interface, address) pairs in kernel order."""
+    if method.startswith("interface="):
+        pattern = re.compile(method.split("=", 1)[1])
+        return next((a for a in addresses if pattern.fullmatch(a.iface)), None)
+    if method == "first-found":
+        return next((a for a in addresses if not EXCLUDED_IFACES.match(a.iface)), None)
+    raise ValueError(f"unsupported IP_AUTODETECTION_METHOD {method!r}")
+
+
+def host_addresses() -> list[HostAddress]:
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        out = []
+        for msg in ipr.get_addr(family=socket.AF_INET):
+            if msg["scope"] != 0:  # global only
+                continue
+            out.append(
+                HostAddress(names.get(msg["index"], ""), f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+            )
+    return out
+
+
+def detect(method: str) -> HostAddress | None:
+    addresses = host_addresses()
+    if method.startswith("can-reach="):
+        target = method.split("=", 1)[1]
+        with IPRoute() as ipr:
+            routes = ipr.route("get", dst=socket.gethostbyname(target))
+        src = routes[0].get_attr("RTA_PREFSRC") if routes else None
+        return next((a for a in addresses if a.cidr.split("/")[0] == src), None)
+    return pick(addresses, method)

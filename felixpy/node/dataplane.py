@@ -1,0 +1,133 @@
+"""The Linux dataplane: applies calc deltas through the dataplane engineer's drivers.
+
+``apply`` only records desired state (routes into the RouteTable, endpoints into a dict);
+``commit`` writes the kernel once per batch. The first commit after in-sync is the start-up
+sweep: routes of our protocol that nothing wants are removed by the RouteTable, and ``cali*``
+veths without a workload endpoint are deleted. Policy (iptables/ipsets) is handed to an optional
+``policy`` driver; without one the agent programs nothing in iptables.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import structlog
+
+from felixpy.calc.model import (
+    VXLAN_DEVICE,
+    EncapUpdate,
+    EndpointUpdate,
+    InputUpdate,
+    InSync,
+    LocalEndpoint,
+    Route,
+    RouteUpdate,
+    Update,
+    VtepUpdate,
+)
+from felixpy.dataplane.model import RouteTarget
+
+log = structlog.get_logger(__name__)
+
+
+class PolicyDriver(Protocol):
+    """What the agent hands policy inputs to (the policy compiler + iptables/ipset writers)."""
+
+    def on_updates(self, updates: list[Update]) -> None: ...
+
+    def commit(self) -> bool: ...
+
+    def resync(self, what: str) -> None: ...
+
+    def endpoint_programmed(self, iface: str) -> bool: ...
+
+
+def route_target(route: Route) -> RouteTarget:
+    if route.kind == "local":
+        return RouteTarget.device(route.iface or "")
+    if route.kind == "blackhole":
+        return RouteTarget.blackhole()
+    if route.kind == "vxlan":
+        return RouteTarget.via(route.gateway or "", route.iface or VXLAN_DEVICE, onlink=True)
+    return RouteTarget.via(route.gateway or "", route.iface or "")
+
+
+class LinuxDataplane:
+    def __init__(
+        self,
+        *,
+        routes: Any,
+        links: Any,
+        encap: Any | None = None,
+        policy: PolicyDriver | None = None,
+        bgp_sink: Any | None = None,
+    ) -> None:
+        self.routes = routes  # felixpy.dataplane.routes.RouteTable
+        self.links = links  # felixpy.dataplane.links.WorkloadLinks
+        self.encap = encap
+        self.policy = policy
+        self.bgp_sink = bgp_sink
+        self.endpoints: dict[tuple[str, str], LocalEndpoint] = {}
+        self._pending_sweep = False
+        self._started = False
+
+    def apply(self, updates: list[Update]) -> None:
+        for u in updates:
+            if isinstance(u, RouteUpdate):
+                if u.route is None:
+                    self.routes.remove_route(u.dst)
+                else:
+                    self.routes.set_route(u.dst, route_target(u.route))
+            elif isinstance(u, EndpointUpdate):
+                if u.endpoint is None:
+                    self.endpoints.pop(u.key, None)
+                else:
+                    self.endpoints[u.key] = u.endpoint
+            elif isinstance(u, EncapUpdate | VtepUpdate) and self.encap is not None:
+                self.encap.on_update(u)
+            elif isinstance(u, InSync):
+                self._pending_sweep = True
+        if self.policy is not None:
+            self.policy.on_updates(
+                [u for u in updates if isinstance(u, EndpointUpdate | InputUpdate | InSync)]
+            )
+        if self.bgp_sink is not None:
+            self.bgp_sink(updates)
+
+    def commit(self) -> bool:
+        if self._pending_sweep:
+            self._pending_sweep = False
+            self._sweep_links()
+        ok = True
+        if self.encap is not None:
+            ok = bool(self.encap.apply()) and ok
+        stats = self.routes.start() if not self._started else self.routes.apply()
+        self._started = True
+        ok = ok and not stats.failed
+        if self.policy is not None:
+            ok = self.policy.commit() and ok
+        return ok
+
+    def resync(self, what: str) -> None:
+        if what == "routes":
+            stats = self.routes.resync()
+            if stats.replaced or stats.deleted:
+                log.info(
+                    "dataplane.resync",
+                    what=what,
+                    replaced=stats.replaced,
+                    deleted=stats.deleted,
+                    reason="periodic refresh found drift",
+                )
+        elif self.policy is not None:
+            self.policy.resync(what)
+
+    def wanted_ifaces(self) -> set[str]:
+        return {ep.iface for ep in self.endpoints.values()}
+
+    def _sweep_links(self) -> None:
+        removed = self.links.remove_stale(self.wanted_ifaces())
+        if removed:
+            log.info(
+                "dataplane.startup_sweep", removed=removed, reason="no workload endpoint for these veths"
+            )

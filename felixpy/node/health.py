@@ -1,0 +1,80 @@
+"""Health (`/liveness`, `/readiness`) and Prometheus metrics, each on its own HTTP port.
+
+Ready = the datastore is in sync and the last dataplane commit fully succeeded. Live = the
+agent's threads are running (a dead thread ends the process anyway: crash-only).
+Every agent gets its own metrics registry, so tests can run several in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.local_endpoints = Gauge("felixpy_local_endpoints", "Workload endpoints on this node", registry=r)
+        self.in_sync = Gauge(
+            "felixpy_datastore_in_sync", "1 when the datastore snapshot is complete", registry=r
+        )
+        self.apply_seconds = Histogram(
+            "felixpy_dataplane_apply_seconds",
+            "Time to commit one batch to the dataplane",
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.resyncs = Counter(
+            "felixpy_dataplane_resyncs", "Periodic dataplane resyncs", ["what"], registry=r
+        )
+        self.errors = Counter("felixpy_errors", "Errors by kind", ["kind"], registry=r)
+        self.cni_requests = Counter(
+            "felixpy_cni_requests", "CNI requests by command and outcome", ["command", "outcome"], registry=r
+        )
+
+    def serve(self, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)
+
+
+def _handler(live: Callable[[], bool], ready: Callable[[], bool]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            checks = {"/liveness": live, "/readiness": ready}
+            check = checks.get(self.path.split("?")[0])
+            if check is None:
+                self.send_error(404)
+                return
+            ok = check()
+            body = json.dumps({"ok": ok}).encode()
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    return Handler
+
+
+class HealthServer:
+    def __init__(self, host: str, port: int, *, live: Callable[[], bool], ready: Callable[[], bool]) -> None:
+        self.httpd = ThreadingHTTPServer((host, port), _handler(live, ready))
+        self.httpd.daemon_threads = True
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def start(self) -> None:
+        threading.Thread(target=self.httpd.serve_forever, name="felixpy-health", daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,103 @@
+"""Policy: calc's pass-through inputs → `policy.compiler.PolicyCompiler` → ipset and iptables writers.
+
+Commit order is Felix's: ipsets created/updated first, then the chains that reference them, then
+chains removed, then ipsets no longer referenced destroyed. An endpoint counts as programmed (the
+CNI ADD waits for it: isolation before the first packet) once its ``cali-tw-``/``cali-fw-`` chains
+were written by a successful commit.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import structlog
+
+from felixpy.calc.model import InputUpdate, Update
+from felixpy.dataplane.errors import DataplaneError
+from felixpy.dataplane.iptables_render import Hook
+
+log = structlog.get_logger(__name__)
+POLICY_KINDS = {"NetworkPolicy": "np", "GlobalNetworkPolicy": "gnp", "K8sNetworkPolicy": "knp"}
+
+
+class PolicyDriver:
+    def __init__(self, compiler: Any, iptables: Any, ipsets: Any) -> None:
+        self.compiler = compiler
+        self.iptables = iptables
+        self.ipsets = ipsets
+        self._written: set[str] = set()  # chain names in the kernel after the last good commit
+        self._lock = threading.Lock()
+        self._hooks_set = False
+
+    def on_updates(self, updates: list[Update]) -> None:
+        for u in updates:
+            if isinstance(u, InputUpdate):
+                self._on_input(u)
+
+    def _on_input(self, u: InputUpdate) -> None:
+        c = self.compiler
+        ns, name = u.key
+        if u.kind == "WorkloadEndpoint":
+            if u.obj is None:
+                c.remove_endpoint(f"{ns}/{name}")
+            else:
+                c.update_endpoint(u.obj)
+        elif u.kind in POLICY_KINDS:
+            if u.obj is None:
+                short = POLICY_KINDS[u.kind]
+                c.remove_policy(f"{short}/{ns}/{name}" if ns else f"{short}/{name}")
+            else:
+                c.update_policy(u.obj)
+        elif u.kind == "Namespace":
+            if u.obj is None:
+                c.remove_namespace(name)
+            else:
+                c.update_namespace(u.obj)
+        elif u.kind == "IPPool":
+            if u.obj is None:
+                c.remove_pool(name)
+            else:
+                c.update_pool(u.obj)
+
+    def commit(self) -> bool:
+        changes = self.compiler.dirty()
+        if not self._hooks_set:
+            self.iptables.set_hooks(_writer_hooks(self.compiler.hooks()))
+            self._hooks_set = True
+        for ipset in changes.ipsets.values():
+            self.ipsets.update_ipset(ipset)
+        for chain in changes.chains.values():
+            self.iptables.update_chain(chain)
+        for table, name in changes.removed_chains:
+            self.iptables.remove_chain(table, name)
+        for name in changes.removed_ipsets:
+            self.ipsets.remove_ipset(name)
+        try:
+            self.ipsets.apply_updates()
+            self.iptables.apply()
+            self.ipsets.apply_deletions()
+        except DataplaneError as exc:
+            log.warning("policy.commit_failed", error=str(exc), reason="will retry on the next batch")
+            return False
+        with self._lock:
+            self._written = {name for _, name in self.compiler.chains()}
+        return True
+
+    def resync(self, what: str) -> None:
+        try:
+            if what == "iptables":
+                self.iptables.resync()
+            elif what == "ipsets":
+                self.ipsets.resync()
+        except DataplaneError as exc:
+            log.warning("policy.resync_failed", what=what, error=str(exc))
+
+    def endpoint_programmed(self, iface: str) -> bool:
+        with self._lock:
+            return f"cali-tw-{iface}" in self._written and f"cali-fw-{iface}" in self._written
+
+
+def _writer_hooks(hooks: Any) -> list[Hook]:
+    """The compiler's hooks (``position``) in the writer's shape (``append``)."""
+    return [Hook(h.table, h.chain, h.rule, append=h.position == "append") for h in hooks]

@@ -1,0 +1,149 @@
+"""Agent settings: the calico-node environment, plus Felix parameters with Felix's precedence.
+
+Built once in main and passed down. Felix parameters resolve, highest first:
+``FELIX_<PARAM>`` env > FelixConfiguration ``node.<nodename>`` > FelixConfiguration ``default``
+> built-in default (reference §1). `FelixParams.resolve` is pure, so it is tested alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``90``, ``"90"``, ``"90s"``, ``"1m30s"`` or ``"500ms"`` (Go duration syntax)."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"invalid duration {value!r}")
+    return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+class FelixParams(BaseModel):
+    """The Felix parameters the agent acts on. Field name = FelixConfiguration camelCase key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    routeRefreshInterval: float = 90.0
+    iptablesRefreshInterval: float = 90.0
+    ipsetsRefreshInterval: float = 90.0
+    vethMTU: int = 0  # 0 = auto: host MTU - encapsulation overhead
+    ipipMTU: int = 0
+    vxlanMTU: int = 0
+    vxlanVNI: int = 4096
+    vxlanPort: int = 4789
+    interfacePrefix: str = "cali"
+    healthEnabled: bool = True
+    healthPort: int = 9099
+    healthHost: str = "0.0.0.0"
+    prometheusMetricsEnabled: bool = True
+    prometheusMetricsPort: int = 9091
+    logSeverityScreen: str = "Info"
+    defaultEndpointToHostAction: str = "Drop"
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return "FELIX_" + field.upper()
+
+    @classmethod
+    def resolve(
+        cls,
+        env: Mapping[str, str],
+        node_config: Mapping[str, Any] | None = None,
+        global_config: Mapping[str, Any] | None = None,
+    ) -> FelixParams:
+        values: dict[str, Any] = {}
+        for field, info in cls.model_fields.items():
+            for source in (global_config or {}, node_config or {}):
+                if source.get(field) is not None:
+                    values[field] = source[field]
+            env_value = env.get(cls.env_name(field))
+            if env_value not in (None, ""):
+                values[field] = env_value
+            if field in values and info.annotation is float:
+                values[field] = parse_duration(values[field])
+            if field in values and info.annotation is bool and isinstance(values[field], str):
+                values[field] = values[field].strip().lower() in ("true", "1", "yes")
+        return cls(**values)
+
+
+class Settings(BaseModel):
+    """What `felixpy node` reads from its environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    nodename: str
+    datastore_type: Literal["etcdv3", "kubernetes"] = "etcdv3"
+    etcd_endpoints: str = "http://127.0.0.1:2379"
+    etcd_ca_cert_file: str | None = None
+    etcd_cert_file: str | None = None
+    etcd_key_file: str | None = None
+    ip: str | None = "autodetect"  # addr/prefix | autodetect | none
+    ip_autodetection_method: str = "first-found"
+    as_number: str | None = None
+    networking_backend: Literal["bird", "none", "vxlan"] = "bird"
+    default_pool_cidr: str | None = None
+    default_pool_ipip: str = "Never"
+    default_pool_vxlan: str = "Never"
+    no_default_pools: bool = False
+    run_dir: str = "/var/run/felixpy"
+    log_level: str = "info"
+    route_reflector: bool = False
+    policy_enabled: bool = True  # FELIXPY_POLICY=off: program nothing in iptables/ipsets
+    env: dict[str, str] = Field(default_factory=dict, repr=False)  # FELIX_* for FelixParams
+
+    @property
+    def bgp_enabled(self) -> bool:
+        return self.networking_backend == "bird"
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.run_dir, "cni.sock")
+
+    @property
+    def mtu_path(self) -> str:
+        return os.path.join(self.run_dir, "mtu")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, route_reflector: bool = False) -> Settings:
+        nodename = env.get("NODENAME") or env.get("HOSTNAME") or os.uname().nodename
+
+        def get(name: str, default: Any = None) -> Any:
+            value = env.get(name)
+            return default if value in (None, "") else value
+
+        return cls(
+            nodename=nodename,
+            datastore_type=get("DATASTORE_TYPE", "etcdv3"),
+            etcd_endpoints=get("ETCD_ENDPOINTS", "http://127.0.0.1:2379"),
+            etcd_ca_cert_file=get("ETCD_CA_CERT_FILE"),
+            etcd_cert_file=get("ETCD_CERT_FILE"),
+            etcd_key_file=get("ETCD_KEY_FILE"),
+            ip=get("IP", "autodetect"),
+            ip_autodetection_method=get("IP_AUTODETECTION_METHOD", "first-found"),
+            as_number=get("AS"),
+            networking_backend=get("CALICO_NETWORKING_BACKEND", "bird"),
+            default_pool_cidr=get("CALICO_IPV4POOL_CIDR"),
+            default_pool_ipip=get("CALICO_IPV4POOL_IPIP", "Never"),
+            default_pool_vxlan=get("CALICO_IPV4POOL_VXLAN", "Never"),
+            no_default_pools=str(get("NO_DEFAULT_POOLS", "false")).lower() in ("true", "1", "yes"),
+            run_dir=get("FELIXPY_RUN_DIR", "/var/run/felixpy"),
+            log_level=get("FELIXPY_LOG_LEVEL", get("FELIX_LOGSEVERITYSCREEN", "info")).lower(),
+            route_reflector=route_reflector,
+            policy_enabled=str(get("FELIXPY_POLICY", "on")).lower() not in ("off", "false", "0"),
+            env={k: v for k, v in env.items() if k.startswith("FELIX_")},
+        )

@@ -1,0 +1,161 @@
+"""Start-up steps calico-node does before Felix runs: node IP, Node resource, default pool,
+tunnel addresses, Felix parameters and the pod MTU file. Each step is idempotent (a restarted
+agent converges to the same state) and every read-modify-write is a CAS with bounded retry.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import structlog
+from pyroute2 import IPRoute
+
+from felixpy.datastore.errors import AlreadyExists, Conflict, NotFound
+from felixpy.node import autodetect
+from felixpy.node.settings import FelixParams, Settings
+from felixpy.resources import FelixConfiguration, IPPool, Node
+
+log = structlog.get_logger(__name__)
+CAS_RETRIES = 20
+OVERHEAD = {"ipip": 20, "vxlan": 50}
+
+
+def node_address(settings: Settings) -> autodetect.HostAddress | None:
+    """The node's IPv4 address/prefix: IP env (explicit, or autodetect), None when IP=none."""
+    ip = (settings.ip or "autodetect").strip()
+    if ip.lower() == "none":
+        return None
+    if ip.lower() == "autodetect":
+        found = autodetect.detect(settings.ip_autodetection_method)
+        if found is None:
+            raise RuntimeError(
+                f"no IPv4 address found with IP_AUTODETECTION_METHOD={settings.ip_autodetection_method}"
+            )
+        return found
+    if "/" not in ip:
+        match = [a for a in autodetect.host_addresses() if a.cidr.split("/")[0] == ip]
+        return match[0] if match else autodetect.HostAddress("", f"{ip}/32")
+    match = [a for a in autodetect.host_addresses() if a.cidr == ip]
+    return match[0] if match else autodetect.HostAddress("", ip)
+
+
+def register_node(backend: Any, settings: Settings, address: str | None) -> Node:
+    """Create or update our Node with spec.bgp.ipv4Address / asNumber (CAS, retried)."""
+    for _ in range(CAS_RETRIES):
+        try:
+            node = backend.get(Node, settings.nodename)
+        except NotFound:
+            node = Node.model_validate({"metadata": {"name": settings.nodename}, "spec": {}})
+            _set_bgp(node, settings, address)
+            try:
+                created = backend.create(node)
+                log.info("node.registered", node=settings.nodename, address=address, reason="first start")
+                return created  # type: ignore[no-any-return]
+            except AlreadyExists:
+                continue
+        if not _set_bgp(node, settings, address):
+            return node  # type: ignore[no-any-return]
+        try:
+            updated = backend.update(node)
+            log.info("node.updated", node=settings.nodename, address=address, reason="address/AS changed")
+            return updated  # type: ignore[no-any-return]
+        except Conflict:
+            continue
+    raise Conflict(f"could not register node {settings.nodename}: too many concurrent updates")
+
+
+def _set_bgp(node: Node, settings: Settings, address: str | None) -> bool:
+    """Set the BGP fields we own; True when something changed."""
+    before = node.to_dict().get("spec", {}).get("bgp")
+    if address is None and settings.as_number is None:
+        return False
+    bgp = dict(before or {})
+    if address is not None:
+        bgp["ipv4Address"] = address
+    if settings.as_number is not None:
+        bgp["asNumber"] = int(settings.as_number) if str(settings.as_number).isdigit() else settings.as_number
+    if bgp == before:
+        return False
+    node.spec = type(node.spec).model_validate(
+        node.spec.model_dump(by_alias=True, exclude_none=True) | {"bgp": bgp}
+    )
+    return True
+
+
+def ensure_default_pool(backend: Any, settings: Settings) -> None:
+    if settings.no_default_pools:
+        return
+    pools, _ = backend.list(IPPool)
+    if pools:
+        return
+    cidr = settings.default_pool_cidr or "192.168.0.0/16"
+    pool = IPPool.model_validate(
+        {
+            "metadata": {"name": "default-ipv4-ippool"},
+            "spec": {
+                "cidr": cidr,
+                "ipipMode": settings.default_pool_ipip,
+                "vxlanMode": settings.default_pool_vxlan,
+                "natOutgoing": True,
+                "nodeSelector": "all()",
+            },
+        }
+    )
+    try:
+        backend.create(pool)
+        log.info("ippool.created", pool=pool.name, cidr=cidr, reason="no pools exist (CALICO_IPV4POOL_CIDR)")
+    except AlreadyExists:
+        pass
+
+
+def encap_kinds(backend: Any) -> set[str]:
+    pools, _ = backend.list(IPPool)
+    out = set()
+    for p in pools:
+        if p.spec.disabled:
+            continue
+        if p.spec.ipip_mode != "Never":
+            out.add("ipip")
+        if p.spec.vxlan_mode != "Never":
+            out.add("vxlan")
+    return out
+
+
+def ensure_tunnel_addresses(ipam: Any, nodename: str, kinds: set[str]) -> dict[str, str]:
+    out = {}
+    for kind in sorted(kinds):
+        out[kind] = ipam.tunnel_address(nodename, kind)
+        log.info("tunnel.address", kind=kind, address=out[kind], reason="pool uses encapsulation")
+    return out
+
+
+def felix_params(backend: Any, settings: Settings) -> FelixParams:
+    def spec_of(name: str) -> dict[str, Any]:
+        try:
+            return backend.get(FelixConfiguration, name).spec.model_dump(by_alias=True, exclude_none=True)  # type: ignore[no-any-return]
+        except NotFound:
+            return {}
+
+    return FelixParams.resolve(settings.env, spec_of(f"node.{settings.nodename}"), spec_of("default"))
+
+
+def pod_mtu(params: FelixParams, host_iface: str, kinds: set[str]) -> int:
+    if params.vethMTU:
+        return params.vethMTU
+    host_mtu = 1500
+    if host_iface:
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=host_iface)
+            if idx:
+                host_mtu = int(ipr.get_links(idx[0])[0].get_attr("IFLA_MTU"))
+    return host_mtu - max((OVERHEAD[k] for k in kinds), default=0)
+
+
+def write_mtu_file(path: str, mtu: int) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{mtu}\n")
+    os.replace(tmp, path)
+    log.info("mtu.written", path=path, mtu=mtu, reason="pod veth MTU for the CNI handler")

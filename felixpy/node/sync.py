@@ -1,0 +1,156 @@
+"""Feeds the writer: the datastore Syncer (resources) plus a watcher of IPAM block affinities.
+
+Affinities (`/calico/ipam/v2/host/<node>/ipv4/block/<cidr>`) are not resources, so they are
+followed here with the same snapshot → watch → re-snapshot-with-sweep shape as the Syncer.
+The writer is told "in sync" only when both sources are.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import structlog
+
+from felixpy.datastore.errors import DatastoreError
+from felixpy.datastore.kv import KV
+from felixpy.datastore.syncer import Syncer
+from felixpy.node.writer import BlockMsg, InSyncMsg, ResourceMsg, Writer
+from felixpy.resources import (
+    BGPConfiguration,
+    BGPPeer,
+    FelixConfiguration,
+    GlobalNetworkPolicy,
+    HostEndpoint,
+    IPPool,
+    K8sNetworkPolicy,
+    Namespace,
+    NetworkPolicy,
+    Node,
+    WorkloadEndpoint,
+)
+
+log = structlog.get_logger(__name__)
+
+HOST_PREFIX = "/calico/ipam/v2/host/"
+SYNCED_KINDS = [
+    IPPool,
+    Node,
+    WorkloadEndpoint,
+    BGPConfiguration,
+    BGPPeer,
+    FelixConfiguration,
+    NetworkPolicy,
+    GlobalNetworkPolicy,
+    K8sNetworkPolicy,
+    Namespace,
+    HostEndpoint,
+]
+
+
+def parse_affinity(key: str, value: bytes) -> tuple[str, str, bool] | None:
+    """(node, block cidr, confirmed) from an affinity key/value, or None for other keys (pure)."""
+    parts = key[len(HOST_PREFIX) :].split("/")
+    if not key.startswith(HOST_PREFIX) or len(parts) != 4 or parts[2] != "block":
+        return None
+    addr, _, plen = parts[3].rpartition("-")
+    try:
+        doc = json.loads(value or b"{}")
+    except ValueError:
+        doc = {}
+    confirmed = doc.get("state", "confirmed") == "confirmed" and not doc.get("deleted")
+    return parts[0], f"{addr}/{plen}", confirmed
+
+
+class SyncSources:
+    def __init__(self, kv: KV, backend: Any, writer: Writer) -> None:
+        self.kv = kv
+        self.writer = writer
+        self.syncer = Syncer(backend, SYNCED_KINDS, on_updates=self._on_updates, on_status=self._on_status)
+        self._resources_synced = False
+        self._blocks_synced = False
+        self._lock = threading.Lock()
+        self._known_blocks: dict[str, str] = {}  # cidr -> node (confirmed only)
+        self.affinity_error: BaseException | None = None
+
+    def start(self, stop: threading.Event) -> None:
+        self.syncer.start()
+        threading.Thread(
+            target=self._affinities_main, args=(stop,), name="felixpy-affinities", daemon=True
+        ).start()
+
+    def error(self) -> BaseException | None:
+        return self.syncer.error or self.affinity_error
+
+    @property
+    def in_sync(self) -> bool:
+        return self._resources_synced and self._blocks_synced
+
+    # ---- resources ----------------------------------------------------------------------
+    def _on_updates(self, events: list[Any]) -> None:
+        for ev in events:
+            obj = ev.obj if ev.type == "put" else None
+            key = (ev.namespace or "", ev.name)
+            kind = (
+                "K8sNetworkPolicy" if ev.kind is K8sNetworkPolicy else ev.kind.KIND
+            )  # both KIND NetworkPolicy
+            self.writer.submit(ResourceMsg(kind, key, obj, ev.revision))
+
+    def _on_status(self, status: str) -> None:
+        log.info("datastore.status", status=status, source="resources")
+        with self._lock:
+            self._resources_synced = status == "in-sync"
+            self._maybe_in_sync()
+
+    def _maybe_in_sync(self) -> None:
+        if self._resources_synced and self._blocks_synced:
+            self.writer.submit(InSyncMsg())
+
+    # ---- affinities ---------------------------------------------------------------------
+    def _affinities_main(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    revision = self._affinity_snapshot()
+                    for batch in self.kv.watch(HOST_PREFIX, revision + 1):
+                        for ev in batch:
+                            self._affinity_event(ev.key, ev.value if ev.type == "put" else b"")
+                        if stop.is_set():
+                            return
+                except DatastoreError as exc:
+                    log.warning("datastore.resync", source="affinities", reason=str(exc))
+                    stop.wait(1.0)
+        except BaseException as exc:  # crash-only: the agent's main loop sees it and exits
+            self.affinity_error = exc
+            raise
+
+    def _affinity_snapshot(self) -> int:
+        items, revision = self.kv.list(HOST_PREFIX)
+        seen: dict[str, str] = {}
+        for item in items:
+            parsed = parse_affinity(item.key, item.value)
+            if parsed and parsed[2]:
+                seen[parsed[1]] = parsed[0]
+        for cidr in set(self._known_blocks) - set(seen):
+            self.writer.submit(BlockMsg(cidr, None))
+        for cidr, node in seen.items():
+            if self._known_blocks.get(cidr) != node:
+                self.writer.submit(BlockMsg(cidr, node))
+        self._known_blocks = seen
+        with self._lock:
+            self._blocks_synced = True
+            self._maybe_in_sync()
+        return revision
+
+    def _affinity_event(self, key: str, value: bytes) -> None:
+        parsed = parse_affinity(key, value) if value else parse_affinity(key, b'{"deleted": true}')
+        if parsed is None:
+            return
+        node, cidr, confirmed = parsed
+        if confirmed:
+            self._known_blocks[cidr] = node
+            self.writer.submit(BlockMsg(cidr, node))
+        elif self._known_blocks.get(cidr) == node:
+            del self._known_blocks[cidr]
+            self.writer.submit(BlockMsg(cidr, None))

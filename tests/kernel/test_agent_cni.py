@@ -1,0 +1,412 @@
+"""The real agent in a node namespace against a real etcd, pods added through the real felixpy-cni.
+
+Topology (all created here, all removed at teardown even on failure):
+
+    fpt-<pid>-<n>-node   etcd on 127.0.0.1, `felixpy node`, a dummy eth0 10.77.0.1/24
+    fpt-<pid>-<n>-pod*   one namespace per pod, eth0 moved in by the agent
+
+etcd runs inside the node namespace because a process there cannot reach the root namespace's
+loopback; the test reads the datastore with `etcdctl` run in the same namespace.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.netns import PREFIX, Netns, delete_netns
+
+pytestmark = pytest.mark.kernel
+VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+FELIXPY = str(VENV_BIN / "felixpy")
+CNI = str(VENV_BIN / "felixpy-cni")
+ETCD_PORT = 23790
+_counter = itertools.count()
+
+
+def _ns(tag: str) -> Netns:
+    name = f"{PREFIX}{os.getpid()}-a{next(_counter)}-{tag}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=30)
+    ns = Netns(name)
+    ns.run("ip", "link", "set", "lo", "up")
+    return ns
+
+
+@dataclass
+class NodeEnv:
+    node: Netns
+    run_dir: Path
+    nodename: str = "node1"
+    agent: subprocess.Popen[bytes] | None = None
+    etcd: subprocess.Popen[bytes] | None = None
+    pods: list[Netns] = field(default_factory=list)
+
+    @property
+    def endpoints(self) -> str:
+        return f"http://127.0.0.1:{ETCD_PORT}"
+
+    def start_etcd(self) -> None:
+        data = self.run_dir / "etcd"
+        url = self.endpoints
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            self.node.name,
+            "etcd",
+            "--name",
+            "n",
+            "--data-dir",
+            str(data),
+            "--listen-client-urls",
+            url,
+            "--advertise-client-urls",
+            url,
+            "--listen-peer-urls",
+            "http://127.0.0.1:23800",
+            "--log-level",
+            "warn",
+            "--logger",
+            "zap",
+        ]
+        with open(self.run_dir / "etcd.log", "ab") as log:
+            self.etcd = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        _wait(lambda: self.etcdctl("endpoint", "health", check=False).returncode == 0, 20, "etcd healthy")
+
+    def etcdctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.node.name, "etcdctl", "--endpoints", self.endpoints, *args],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=check,
+            env={**os.environ, "ETCDCTL_API": "3"},
+        )
+
+    def keys(self, prefix: str) -> list[str]:
+        out = self.etcdctl("get", "--prefix", "--keys-only", prefix).stdout
+        return [k for k in out.split() if k]
+
+    def start_agent(self, **extra: str) -> None:
+        env = {
+            "PATH": os.environ["PATH"],
+            "NODENAME": self.nodename,
+            "DATASTORE_TYPE": "etcdv3",
+            "ETCD_ENDPOINTS": self.endpoints,
+            "IP": "10.77.0.1/24",
+            "CALICO_NETWORKING_BACKEND": "none",
+            "CALICO_IPV4POOL_CIDR": "10.244.0.0/16",
+            "FELIXPY_RUN_DIR": str(self.run_dir),
+            "FELIX_ROUTEREFRESHINTERVAL": "2",
+            "FELIXPY_LOG_LEVEL": "info",
+            **extra,
+        }
+        log = open(self.run_dir / "agent.log", "ab")  # noqa: SIM115 (handed to the child)
+        self.agent = subprocess.Popen(
+            ["ip", "netns", "exec", self.node.name, FELIXPY, "node"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        log.close()
+        _wait(self.ready, 30, "agent readiness")
+
+    def ready(self) -> bool:
+        assert self.agent is not None
+        if self.agent.poll() is not None:
+            raise AssertionError(f"agent exited rc={self.agent.returncode}:\n{self.agent_log()[-3000:]}")
+        probe = "import urllib.request as u; u.urlopen('http://127.0.0.1:9099/readiness', timeout=1)"
+        argv = ["ip", "netns", "exec", self.node.name, "python3", "-c", probe]
+        return subprocess.run(argv, capture_output=True, timeout=10).returncode == 0
+
+    def kill_agent(self) -> None:
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.send_signal(signal.SIGKILL)
+            self.agent.wait(10)
+
+    def agent_log(self) -> str:
+        return (self.run_dir / "agent.log").read_text(errors="replace")
+
+    def pod(self, tag: str) -> Netns:
+        ns = _ns(tag)
+        self.pods.append(ns)
+        return ns
+
+    def cni(
+        self,
+        command: str,
+        pod: Netns,
+        name: str,
+        *,
+        cid: str | None = None,
+        version: str = "1.0.0",
+        extra_args: str = "",
+    ) -> tuple[int, dict | None]:
+        env = {
+            "PATH": os.environ["PATH"],
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": cid or f"cid-{name}",
+            "CNI_NETNS": pod.path,
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": "/usr/lib/cni",
+            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}{extra_args}",
+        }
+        conf = {
+            "cniVersion": version,
+            "name": "k8s-pod-network",
+            "type": "felixpy",
+            "run_dir": str(self.run_dir),
+        }
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.node.name, CNI],
+            input=json.dumps(conf),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else None
+
+
+def _wait(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[NodeEnv]:
+    if os.geteuid() != 0:
+        print("skipping: kernel tests need root (network namespaces)")
+        pytest.skip("kernel tests need root")
+    if not shutil.which("etcd"):
+        print("skipping: etcd binary not installed")
+        pytest.skip("etcd not installed")
+    run_dir = Path(tempfile.mkdtemp(prefix="felixpy-agent-"))
+    node = _ns("node")
+    e = NodeEnv(node, run_dir)
+    try:
+        node.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+        node.run("ip", "addr", "add", "10.77.0.1/24", "dev", "eth0")
+        node.run("ip", "link", "set", "eth0", "up")
+        node.run("ip", "link", "set", "eth0p", "up")
+        # Like a real host: a default route (proxy ARP answers for 169.254.1.1 only if it is routable).
+        node.run("ip", "route", "add", "default", "via", "10.77.0.254", "dev", "eth0")
+        e.start_etcd()
+        e.start_agent()
+        yield e
+    finally:
+        e.kill_agent()
+        for pod in e.pods:
+            delete_netns(pod.name)
+        delete_netns(node.name)  # kills etcd and anything else left inside
+        print(f"agent log tail:\n{e.agent_log()[-2000:] if (run_dir / 'agent.log').exists() else ''}")
+        if not os.environ.get("FELIXPY_KEEP_RUN_DIR"):
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _ip(result: dict) -> str:
+    return result["ips"][0]["address"].split("/")[0]
+
+
+def test_two_pods_ping_each_other(env: NodeEnv) -> None:
+    a, b = env.pod("pod-a"), env.pod("pod-b")
+    rc, ra = env.cni("ADD", a, "a")
+    assert rc == 0, ra
+    rc, rb = env.cni("ADD", b, "b")
+    assert rc == 0, rb
+    assert ra["cniVersion"] == "1.0.0" and ra["ips"][0]["address"].endswith("/32")
+    ip_a, ip_b = _ip(ra), _ip(rb)
+    assert ip_a != ip_b and ip_a.startswith("10.244.")
+    a.run("ping", "-c", "2", "-W", "2", ip_b)
+    b.run("ping", "-c", "2", "-W", "2", ip_a)
+
+
+def test_host_side_matches_design(env: NodeEnv) -> None:
+    from felixpy.dataplane.names import veth_name_for_workload
+
+    pod = env.pod("pod-c")
+    rc, res = env.cni("ADD", pod, "c")
+    assert rc == 0, res
+    iface = veth_name_for_workload("default", "c")
+    assert res["interfaces"][0]["name"] == iface
+    link = json.loads(env.node.run("ip", "-j", "link", "show", iface))[0]
+    assert link["address"] == "ee:ee:ee:ee:ee:ee"
+    assert env.node.run("cat", f"/proc/sys/net/ipv4/conf/{iface}/proxy_arp").strip() == "1"
+    routes = env.node.run("ip", "route", "show", f"{_ip(res)}/32")
+    assert f"dev {iface}" in routes and "proto 80" in routes and "scope link" in routes
+    pod_routes = pod.run("ip", "route")
+    assert "default via 169.254.1.1 dev eth0" in pod_routes
+    blackholes = env.node.run("ip", "route", "show", "type", "blackhole")
+    assert "10.244." in blackholes and "proto 80" in blackholes
+    rules = env.node.run("iptables-save", "-t", "filter")
+    assert f"cali-tw-{iface}" in rules and f"cali-fw-{iface}" in rules and "-j cali-FORWARD" in rules
+    weps = env.keys("/calico/resources/v3/projectcalico.org/workloadendpoints/default/")
+    assert any(k.endswith("/node1-k8s-c-eth0") for k in weps)
+
+
+def test_add_twice_same_result_and_legacy_versions(env: NodeEnv) -> None:
+    pod = env.pod("pod-d")
+    rc1, r1 = env.cni("ADD", pod, "d")
+    rc2, r2 = env.cni("ADD", pod, "d")
+    assert rc1 == rc2 == 0
+    assert r1 == r2
+    rc3, r3 = env.cni("ADD", pod, "d", version="0.4.0")
+    assert rc3 == 0 and r3["cniVersion"] == "0.4.0" and r3["ips"][0]["version"] == "4"
+    assert _ip(r3) == _ip(r1)
+    assert len(env.keys("/calico/ipam/v2/handle/k8s-pod-network.cid-d")) == 1
+
+
+def test_labels_from_cni_args_reach_the_endpoint(env: NodeEnv) -> None:
+    pod = env.pod("pod-l")
+    rc, res = env.cni("ADD", pod, "l", extra_args=";K8S_POD_LABELS=app=web,tier=front")
+    assert rc == 0, res
+    key = "/calico/resources/v3/projectcalico.org/workloadendpoints/default/node1-k8s-l-eth0"
+    doc = json.loads(env.etcdctl("get", "--print-value-only", key).stdout)
+    assert doc["metadata"]["labels"]["app"] == "web" and doc["metadata"]["labels"]["tier"] == "front"
+    assert doc["spec"]["profiles"] == ["kns.default"] and doc["spec"]["containerID"] == "cid-l"
+
+
+def test_del_removes_iface_route_allocation_endpoint(env: NodeEnv) -> None:
+    from felixpy.dataplane.names import veth_name_for_workload
+
+    pod = env.pod("pod-e")
+    rc, res = env.cni("ADD", pod, "e")
+    assert rc == 0, res
+    ip, iface = _ip(res), veth_name_for_workload("default", "e")
+    rc, out = env.cni("DEL", pod, "e")
+    assert rc == 0 and out is None
+    assert env.node.run("ip", "link", "show", iface, check=False) == ""
+    assert env.node.run("ip", "route", "show", f"{ip}/32") == ""
+    assert env.keys("/calico/ipam/v2/handle/k8s-pod-network.cid-e") == []
+    assert not any(k.endswith("node1-k8s-e-eth0") for k in env.keys("/calico/resources/v3/"))
+    rc, out = env.cni("DEL", pod, "e")  # repeated DEL and DEL of an unknown container succeed
+    assert rc == 0
+    rc, out = env.cni("DEL", pod, "never-added")
+    assert rc == 0
+
+
+def test_check_detects_missing_route_and_resync_restores_it(env: NodeEnv) -> None:
+    pod = env.pod("pod-f")
+    rc, res = env.cni("ADD", pod, "f")
+    assert rc == 0, res
+    assert env.cni("CHECK", pod, "f")[0] == 0
+    ip = _ip(res)
+    env.node.run("ip", "route", "del", f"{ip}/32")
+    rc, err = env.cni("CHECK", pod, "f")
+    assert rc == 1 and "route" in err["msg"], err
+    _wait(lambda: env.node.run("ip", "route", "show", f"{ip}/32") != "", 10, "resync to restore the route")
+    assert env.cni("CHECK", pod, "f")[0] == 0
+
+
+def test_plugin_fails_fast_when_agent_socket_is_missing(env: NodeEnv, tmp_path: Path) -> None:
+    conf = {"cniVersion": "1.0.0", "name": "n", "type": "felixpy", "run_dir": str(tmp_path)}
+    envv = {
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "x",
+        "CNI_NETNS": "/var/run/netns/none",
+        "CNI_IFNAME": "eth0",
+        "PATH": os.environ["PATH"],
+    }
+    start = time.monotonic()
+    proc = subprocess.run([CNI], input=json.dumps(conf), env=envv, capture_output=True, text=True, timeout=10)
+    assert time.monotonic() - start < 2
+    err = json.loads(proc.stdout)
+    assert proc.returncode == 1 and err["code"] == 11 and str(tmp_path / "cni.sock") in err["msg"]
+
+
+def test_kill_9_and_restart_keeps_connectivity_without_duplicates(env: NodeEnv) -> None:
+    a, b = env.pod("pod-g"), env.pod("pod-h")
+    ra, rb = env.cni("ADD", a, "g")[1], env.cni("ADD", b, "h")[1]
+    ip_b = _ip(rb)
+    routes_before = env.node.run("ip", "route", "show", "proto", "80")
+    links_before = env.node.run("ip", "-o", "link", "show")
+    env.kill_agent()
+    a.run("ping", "-c", "1", "-W", "2", ip_b)  # forwarding continues without the agent
+    env.start_agent()
+    a.run("ping", "-c", "1", "-W", "2", ip_b)
+    assert env.node.run("ip", "route", "show", "proto", "80") == routes_before
+    assert len(env.node.run("ip", "-o", "link", "show").splitlines()) == len(links_before.splitlines())
+    assert env.cni("ADD", a, "g")[1] == ra
+
+
+def test_loop_of_pods_added_and_deleted_leaves_nothing_behind(env: NodeEnv) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    count = int(os.environ.get("FELIXPY_TEST_PODS", "200"))
+    links_before = set(env.node.run("ip", "-o", "link", "show").split("\n"))
+
+    def pod_routes() -> list[str]:  # blackholes may be added: the node can gain a block affinity
+        return [
+            r for r in env.node.run("ip", "route", "show", "proto", "80").splitlines() if "blackhole" not in r
+        ]
+
+    routes_before = pod_routes()
+    handles_before = env.keys("/calico/ipam/v2/handle/")
+
+    def cycle(i: int) -> str:
+        pod = _ns(f"loop{i}")
+        try:
+            rc, res = env.cni("ADD", pod, f"loop-{i}")
+            assert rc == 0, res
+            rc, out = env.cni("DEL", pod, f"loop-{i}")
+            assert rc == 0, out
+            return _ip(res)
+        finally:
+            delete_netns(pod.name)
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        ips = list(pool.map(cycle, range(count)))
+    print(f"{count} pods added and deleted in {time.monotonic() - start:.1f}s")
+    assert len(ips) == count
+    _wait(lambda: pod_routes() == routes_before, 10, "routes to settle")
+    assert set(env.node.run("ip", "-o", "link", "show").split("\n")) == links_before
+    assert env.keys("/calico/ipam/v2/handle/") == handles_before
+    assert not any("loop--" in k for k in env.keys("/calico/resources/v3/"))
+
+
+def test_network_policy_isolates_a_labelled_pod(env: NodeEnv) -> None:
+    client, web = env.pod("pod-cl"), env.pod("pod-web")
+    assert env.cni("ADD", client, "cl")[0] == 0
+    rc, res = env.cni("ADD", web, "web", extra_args=";K8S_POD_LABELS=role=db")
+    assert rc == 0, res
+    client.run("ping", "-c", "1", "-W", "2", _ip(res))
+    policy = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-db", "namespace": "default"},
+        "spec": {"selector": "role == 'db'", "types": ["Ingress"]},
+    }
+    key = "/calico/resources/v3/projectcalico.org/networkpolicies/default/deny-db"
+    env.etcdctl("put", key, json.dumps(policy))
+    try:
+        _wait(
+            lambda: (
+                client.run("ping", "-c", "1", "-W", "1", _ip(res), check=False) == ""
+                or "0 received" in client.run("ping", "-c", "1", "-W", "1", _ip(res), check=False)
+            ),
+            15,
+            "policy to block the db pod",
+        )
+    finally:
+        env.etcdctl("del", key)
+    _wait(
+        lambda: "1 received" in client.run("ping", "-c", "1", "-W", "1", _ip(res), check=False),
+        15,
+        "policy removal to restore traffic",
+    )
