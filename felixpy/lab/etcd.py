@@ -1,0 +1,57 @@
+"""The lab's datastore: one real etcd in its own namespace, reachable from nodes via the fabric."""
+
+from __future__ import annotations
+
+import shutil
+
+from felixpy.lab.names import LabError, LabNames
+from felixpy.lab.plan import ETCD_ADDR, ETCD_PORT, Plan
+from felixpy.lab.procs import alive, spawn
+from felixpy.lab.shell import GiveUp, in_netns, run, wait_until
+from felixpy.lab.state import ProcRecord
+
+
+def etcd_binary() -> str:
+    path = shutil.which("etcd")
+    if path is None:
+        raise LabError("etcd not found (Debian: apt-get install etcd-server)")
+    return path
+
+
+def start(names: LabNames) -> ProcRecord:
+    """Start etcd in ``<lab>-etcd``; data in the lab's run dir (tmpfs)."""
+    data = names.etcd_dir
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        etcd_binary(),
+        "--name", names.name,
+        "--data-dir", str(data),
+        "--listen-client-urls", f"http://{ETCD_ADDR}:{ETCD_PORT},http://127.0.0.1:{ETCD_PORT}",
+        "--advertise-client-urls", f"http://{ETCD_ADDR}:{ETCD_PORT}",
+        "--listen-peer-urls", "http://127.0.0.1:2380",
+        "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+        "--initial-cluster", f"{names.name}=http://127.0.0.1:2380",
+        "--log-level", "warn",
+    ]
+    return spawn(names, role="etcd", netns=names.etcd, argv=argv, log=names.run_dir / "etcd.log")
+
+
+def healthy_from(netns: str, endpoint: str) -> bool:
+    """True if ``etcdctl endpoint health`` against ``endpoint`` succeeds from inside ``netns``."""
+    proc = run(
+        in_netns(netns, "etcdctl", "--endpoints", endpoint, "--dial-timeout", "1s",
+                 "--command-timeout", "2s", "endpoint", "health"),
+        check=False, timeout=10,
+    )
+    return proc.returncode == 0
+
+
+def wait_ready(names: LabNames, plan: Plan, record: ProcRecord, *, timeout: float = 20.0) -> None:
+    """Wait until etcd answers from the fabric (bounded); fail fast if it died."""
+
+    def ready() -> bool:
+        if not alive(record.pid):
+            raise GiveUp(f"etcd exited; see {record.log}")
+        return healthy_from(names.fabric, plan.etcd_endpoint)
+
+    wait_until(ready, timeout=timeout, interval=0.2, what="etcd health")

@@ -1,0 +1,184 @@
+"""Pods and namespaces: a pod is a network namespace wired by the real ``felixpy-cni``.
+
+``pod add`` does what a container runtime does: create the sandbox namespace, then run the
+plugin binary (inside the node's namespace, as the node's kubelet would) with the CNI
+environment and the network configuration on stdin, and read the result for the pod's IP.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from felixpy.lab import ctl, manifests, state, topology
+from felixpy.lab.names import NETNS_DIR, LabError, LabNames
+from felixpy.lab.procs import lab_env, spawn, stop
+from felixpy.lab.shell import in_netns, run
+from felixpy.lab.state import LabState, PodRecord
+
+CNI_VERSION = "1.0.0"
+NETWORK = "k8s-pod-network"
+CNI_TIMEOUT = 50  # the plugin's own bound on the agent's answer; ours is a little longer
+
+
+def parse_pod_ref(ref: str) -> tuple[str, str]:
+    """``NS/NAME`` -> (ns, name); a bare ``NAME`` is in ``default``."""
+    ns, _, name = ref.rpartition("/")
+    ns = ns or "default"
+    for part in (ns, name):
+        if not part or not all(c.isalnum() or c in "-." for c in part) or len(part) > 40:
+            raise LabError(f"bad pod reference {ref!r}: want NS/NAME (letters, digits, '-', '.')")
+    return ns, name
+
+
+def parse_labels(text: str | None) -> dict[str, str]:
+    """``k=v,k2=v2`` -> dict."""
+    labels = {}
+    for item in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LabError(f"bad label {item!r}: want key=value")
+        labels[key] = value
+    return labels
+
+
+def container_id(names: LabNames, ns: str, name: str) -> str:
+    return f"{names.name}-{ns}-{name}"
+
+
+def network_config(names: LabNames, st: LabState, node: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "cniVersion": CNI_VERSION,
+        "name": NETWORK,
+        "type": "felixpy",
+        "run_dir": str(names.node_dir(node)),
+        "datastore_type": "etcdv3",
+        "etcd_endpoints": st.plan.etcd_endpoint,
+        "nodename": node,
+        "ipam": {"type": "felixpy-ipam"},
+        "policy": {"type": "k8s"},
+        "runtimeConfig": {"labels": labels},
+        "timeout_seconds": CNI_TIMEOUT,
+    }
+
+
+def _cni(names: LabNames, st: LabState, pod: PodRecord, command: str) -> dict[str, Any]:
+    """Run ``felixpy-cni`` COMMAND for ``pod`` inside its node's namespace; return its JSON."""
+    plugin = ctl.tool("felixpy-cni")
+    if plugin is None:
+        raise LabError("felixpy-cni is not installed")
+    labels_arg = ",".join(f"{k}={v}" for k, v in pod.labels.items())
+    env = lab_env(names, {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": pod.container_id,
+        "CNI_NETNS": str(NETNS_DIR / pod.netns),
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": str(ctl.tool("felixpy-cni") or "").rsplit("/", 1)[0],
+        "CNI_ARGS": (f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};"
+                     f"K8S_POD_INFRA_CONTAINER_ID={pod.container_id};K8S_POD_LABELS={labels_arg}"),
+        "FELIXPY_RUN_DIR": str(names.node_dir(pod.node)),
+    })
+    config = network_config(names, st, pod.node, pod.labels)
+    node_ns = st.plan.node(pod.node).netns
+    proc = run(in_netns(node_ns, plugin), input=json.dumps(config), env=env, timeout=CNI_TIMEOUT + 10,
+               check=False)
+    try:
+        out = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    except json.JSONDecodeError as exc:
+        detail = f"{proc.stdout[:200]!r} {proc.stderr[:200]!r}"
+        raise LabError(f"CNI {command} printed non-JSON: {detail}") from exc
+    if proc.returncode != 0:
+        raise LabError(f"CNI {command} for {pod.namespace}/{pod.name} failed: {out or proc.stderr.strip()}")
+    return out
+
+
+def _pod_ip(result: dict[str, Any]) -> str:
+    for ip in result.get("ips", []):
+        addr = str(ip.get("address", ""))
+        if "." in addr:
+            return addr.split("/", 1)[0]
+    raise LabError(f"CNI result has no IPv4 address: {result}")
+
+
+def _new_pod(names: LabNames, ns: str, name: str, node: str, labels: dict[str, str]) -> PodRecord:
+    with state.locked(names):
+        st = state.load(names)
+        plan_node = st.plan.node(node)
+        if plan_node.role != "node":
+            raise LabError(f"{node} is a route reflector: it runs no workloads")
+        if st.pod(ns, name) is not None:
+            raise LabError(f"pod {ns}/{name} already exists")
+        pod = PodRecord(namespace=ns, name=name, node=node, netns=names.pod(ns, name), labels=labels,
+                        container_id=container_id(names, ns, name))
+        st.pods.append(pod)
+        state.save(names, st)
+    return pod
+
+
+def add(names: LabNames, ref: str, *, node: str, labels: dict[str, str], serve: list[int]) -> PodRecord:
+    """Create the pod's namespace, run CNI ADD, start responders; return the pod."""
+    ns, name = parse_pod_ref(ref)
+    pod = _new_pod(names, ns, name, node, labels)
+    try:
+        topology.create_netns(pod.netns)
+        pod.ip = _pod_ip(_cni(names, state.load(names), pod, "ADD"))
+    except LabError:
+        _forget(names, pod)
+        raise
+    pod.serve = serve
+    responder = _start_responder(names, pod) if serve else None
+    with state.locked(names):
+        st = state.load(names)
+        st.pods = [pod if (p.namespace, p.name) == (ns, name) else p for p in st.pods]
+        if responder is not None:
+            st.processes.append(responder)
+        state.save(names, st)
+    return pod
+
+
+def _forget(names: LabNames, pod: PodRecord) -> None:
+    """Undo a failed add: namespace and record."""
+    topology.delete_netns(pod.netns)
+    with state.locked(names):
+        st = state.load(names)
+        st.pods = [p for p in st.pods if (p.namespace, p.name) != (pod.namespace, pod.name)]
+        state.save(names, st)
+
+
+def _start_responder(names: LabNames, pod: PodRecord) -> state.ProcRecord:
+    ports = ",".join(str(p) for p in pod.serve)
+    argv = [sys.executable, "-m", "felixpy.lab.responder", "--ports", ports]
+    log = names.pod_dir(pod.namespace, pod.name) / "responder.log"
+    rec = spawn(names, role=f"responder:{pod.namespace}/{pod.name}", netns=pod.netns, argv=argv, log=log)
+    return rec
+
+
+def delete(names: LabNames, ref: str) -> None:
+    """CNI DEL, stop the pod's processes, delete its namespace, forget it."""
+    ns, name = parse_pod_ref(ref)
+    st = state.load(names)
+    pod = st.pod(ns, name)
+    if pod is None:
+        raise LabError(f"no pod {ns}/{name}")
+    try:
+        _cni(names, st, pod, "DEL")
+    finally:
+        role = f"responder:{ns}/{name}"
+        stop([p.pid for p in st.processes if p.role == role])
+        topology.delete_netns(pod.netns)
+        with state.locked(names):
+            st = state.load(names)
+            st.pods = [p for p in st.pods if (p.namespace, p.name) != (ns, name)]
+            st.processes = [p for p in st.processes if p.role != role]
+            state.save(names, st)
+
+
+def add_namespace(names: LabNames, name: str, labels: dict[str, str]) -> None:
+    """Write a ``v1 Namespace`` with ``labels`` to the datastore; remember it in the state."""
+    st = state.load(names)
+    ctl.apply(names, st.plan.etcd_endpoint, [manifests.namespace(name, labels)])
+    with state.locked(names):
+        st = state.load(names)
+        st.namespaces[name] = labels
+        state.save(names, st)
