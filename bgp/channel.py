@@ -1,0 +1,145 @@
+"""The agent's end of the bridge: a unix-socket server, a reader and a flow-controlled writer.
+
+The bridge (``bgp.bridge``, run by ExaBGP) connects here. Lines from ExaBGP are parsed into
+events and handed to ``on_event`` (from the reader thread); ``done``/``error`` acks only open
+the writer's window: at most ``window`` commands are un-acknowledged at any time, which keeps
+ExaBGP's internal queue short and its pipes from filling.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable
+
+from bgp.exabgp_api import Ack, Event, parse_line
+
+log = logging.getLogger(__name__)
+DEFAULT_WINDOW = 256
+
+
+class ApiChannel:
+    def __init__(self, path: str, on_event: Callable[[Event], None], *, window: int = DEFAULT_WINDOW) -> None:
+        self.path = path
+        self._on_event = on_event
+        self._window = window
+        self._cond = threading.Condition()
+        self._pending: collections.deque[str] = collections.deque()
+        self._outstanding = 0
+        self._conn: socket.socket | None = None
+        self._stop = threading.Event()
+        self._server: socket.socket | None = None
+        self.errors = 0
+        self.sent = 0
+
+    def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(self.path)
+        server.listen(2)
+        server.settimeout(0.5)
+        self._server = server
+        threading.Thread(target=self._accept_loop, name="bgp-api-accept", daemon=True).start()
+        threading.Thread(target=self._write_loop, name="bgp-api-writer", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+            if self._conn is not None:
+                with contextlib.suppress(OSError):
+                    self._conn.shutdown(socket.SHUT_RDWR)
+        if self._server is not None:
+            self._server.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def send(self, lines: Iterable[str]) -> None:
+        with self._cond:
+            self._pending.extend(lines)
+            self._cond.notify_all()
+
+    def reset(self) -> None:
+        """Forget queued commands (the caller is about to re-send the full state)."""
+        with self._cond:
+            self._pending.clear()
+
+    def idle(self) -> bool:
+        with self._cond:
+            return not self._pending and self._outstanding == 0
+
+    def _accept_loop(self) -> None:
+        assert self._server is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(None)
+            with self._cond:
+                old, self._conn, self._outstanding = self._conn, conn, 0
+                self._cond.notify_all()
+            if old is not None:
+                with contextlib.suppress(OSError):
+                    old.close()
+            threading.Thread(target=self._read_loop, args=(conn,), name="bgp-api-reader", daemon=True).start()
+
+    def _read_loop(self, conn: socket.socket) -> None:
+        try:
+            with conn.makefile("r", encoding="utf-8", errors="replace") as reader:
+                for line in reader:
+                    self._dispatch(line)
+        except (OSError, ValueError):
+            pass
+        with self._cond:
+            if self._conn is conn:
+                self._conn = None
+                self._outstanding = 0
+            self._cond.notify_all()
+        log.info("bgp bridge disconnected")
+
+    def _dispatch(self, line: str) -> None:
+        event = parse_line(line)
+        if isinstance(event, Ack):
+            with self._cond:
+                self._outstanding = max(0, self._outstanding - 1)
+                if not event.ok:
+                    self.errors += 1
+                self._cond.notify_all()
+            return
+        try:
+            self._on_event(event)
+        except Exception:  # a handler bug must not kill the reader (and with it ExaBGP's pipe)
+            log.exception("bgp event handler failed on %r", line[:200])
+
+    def _write_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                while not self._stop.is_set() and (
+                    self._conn is None or not self._pending or self._outstanding >= self._window
+                ):
+                    self._cond.wait(0.5)
+                if self._stop.is_set():
+                    return
+                conn = self._conn
+                room = self._window - self._outstanding
+                batch = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
+                self._outstanding += len(batch)
+            try:
+                assert conn is not None
+                conn.sendall("".join(line + "\n" for line in batch).encode())
+                self.sent += len(batch)
+            except OSError:
+                with self._cond:
+                    self._pending.extendleft(reversed(batch))

@@ -1,0 +1,285 @@
+"""The BGP decision engine: ExaBGP events + desired config in, commands and kernel routes out.
+
+Single-threaded by contract (the service's loop is its only caller). Processes are elsewhere:
+commands leave through ``send`` and kernel writes through the ``Fib``'s ``RouteOps``, so unit
+tests drive it with a list and an in-memory route table.
+
+Restart protocol (ExaBGP runs with ``manual-eor``): on the bridge's hello every session of
+the new ExaBGP is unknown; learned routes are kept as stale; we re-announce everything and,
+each time a session reaches ``up``, send End-of-RIB after our routes. A peer's stale routes
+go when it sends End-of-RIB or its graceful-restart time runs out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bgp import exabgp_api as api
+from bgp.advertiser import Advertiser, outbound
+from bgp.fib import Fib, Resolver
+from bgp.filters import ImportPolicy, PoolInfo, import_reason
+from bgp.reflect import LocalInfo
+from bgp.rib import Rib
+from bgp.route import PathAttrs, PeerInfo, Route, normalize_prefix
+from bgp.status import PeerStatus, peer_status
+from bgp.topology import PeerSpec
+
+log = logging.getLogger(__name__)
+ADOPT_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    """Everything the engine needs from the datastore, already computed (see service.update)."""
+
+    peers: tuple[PeerSpec, ...]
+    local: LocalInfo
+    import_policy: ImportPolicy
+    pools: tuple[PoolInfo, ...]
+    exports: dict[str, PathAttrs] = field(default_factory=dict)
+    resolver: Resolver = field(default_factory=Resolver)
+    ecmp: bool = False
+
+
+@dataclass
+class _Session:
+    state: str = ""
+    since: float = 0.0
+    reason: str = ""
+    router_id: str = ""
+    gr_time: int | None = None
+    stale_until: float | None = None
+
+
+class Engine:
+    def __init__(
+        self,
+        send: Callable[[list[str]], None],
+        fib: Fib | None,
+        *,
+        now: float = 0.0,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._send = send
+        self._wall = wall
+        self.fib = fib
+        self.rib = Rib(self._best_changed)
+        self.adv = Advertiser()
+        self.desired: Desired | None = None
+        self.sessions: dict[str, _Session] = {}
+        self._raw: dict[str, dict[str, Route]] = {}
+        self._dirty: set[str] = set()
+        self._hello = False
+        self._exa_known: set[str] = set()  # sessions the running ExaBGP has in its config
+        self._adopt_until = now + ADOPT_TIMEOUT
+        self.status_changed = True
+
+    # --- configuration -------------------------------------------------------------------
+    def configure(self, desired: Desired) -> None:
+        old = self.desired
+        self.desired = desired
+        self.rib.set_ecmp(desired.ecmp)
+        current = {p.address for p in desired.peers}
+        for gone in set(self.sessions) - current:
+            self._forget_peer(gone)
+        for peer in current - set(self.sessions):
+            self.sessions[peer] = _Session()
+        if old is None or old.import_policy != desired.import_policy or _peers_changed(old, desired):
+            self._refilter()
+        if self.fib is not None and (old is None or old.resolver != desired.resolver):
+            self.fib.resolver = desired.resolver
+            for prefix, best in self.rib.best_routes():
+                self.fib.stage(prefix, best)
+        full = (
+            old is None
+            or old.local != desired.local
+            or old.pools != desired.pools
+            or _peers_changed(old, desired)
+        )
+        self._dirty |= set(desired.exports) | set(old.exports if old else {})
+        self.status_changed = True
+        self.flush(full=full)
+
+    def _forget_peer(self, address: str) -> None:
+        self.sessions.pop(address, None)
+        self._exa_known.discard(address)
+        self._raw.pop(address, None)
+        self.rib.drop_peer(address)
+        self.adv.forget(address)
+
+    def _refilter(self) -> None:
+        for peer, routes in self._raw.items():
+            for route in routes.values():
+                self._import(peer, route)
+
+    # --- events --------------------------------------------------------------------------
+    def handle(self, event: api.Event, now: float) -> None:
+        if isinstance(event, api.BridgeNote):
+            self._on_hello(event, now)
+        elif isinstance(event, api.StateChange):
+            self._on_state(event, now)
+        elif isinstance(event, api.Open):
+            session = self.sessions.get(event.peer)
+            if session is not None:
+                session.router_id, session.gr_time = event.router_id, event.graceful_restart_time
+        elif isinstance(event, api.Update):
+            self._on_update(event)
+        elif isinstance(event, api.EndOfRib):
+            self._on_eor(event.peer)
+
+    def _on_hello(self, note: api.BridgeNote, now: float) -> None:
+        log.info("bgp bridge connected (dropped=%d): re-announcing everything", note.dropped)
+        self._hello = True
+        self._exa_known = set(self.sessions)
+        self.adv.forget_all()
+        for address, session in self.sessions.items():
+            if session.state == "up":
+                self._go_stale(address, session, now)
+            session.state, session.since = "", self._wall()
+        self.status_changed = True
+        self.flush(full=True)
+
+    def _on_state(self, event: api.StateChange, now: float) -> None:
+        session = self.sessions.get(event.peer)
+        if session is None:
+            return
+        was = session.state
+        session.state, session.since, session.reason = event.state, self._wall(), event.reason
+        self.status_changed = True
+        if event.peer not in self._exa_known and self.desired is not None and self._hello:
+            self._exa_known.add(event.peer)
+            self._announce_all(event.peer)
+        if event.state == "up" and self.desired is not None and self._hello:
+            self._send([api.eor_command(event.peer, f) for f in self._peer(event.peer).families])
+        elif event.state == "down" and was == "up":
+            self._go_stale(event.peer, session, now)
+
+    def _go_stale(self, address: str, session: _Session, now: float) -> None:
+        if session.gr_time:
+            count = self.rib.mark_stale(address)
+            session.stale_until = now + session.gr_time
+            log.info("bgp peer %s down: keeping %d routes stale for %ss", address, count, session.gr_time)
+        else:
+            self._raw.pop(address, None)
+            self.rib.drop_peer(address)
+
+    def _on_update(self, update: api.Update) -> None:
+        session = self.sessions.get(update.peer)
+        if session is None or self.desired is None:
+            return
+        spec = self._peer(update.peer)
+        source = PeerInfo(update.peer, session.router_id, spec.peer_as, spec.local_as, spec.rr_client)
+        raw = self._raw.setdefault(update.peer, {})
+        self.status_changed = True
+        for prefix in update.withdraw:
+            prefix = normalize_prefix(prefix)
+            raw.pop(prefix, None)
+            self.rib.withdraw(update.peer, prefix)
+        for item in update.announce:
+            route = Route(normalize_prefix(item.prefix), item.next_hop, update.attrs, source)
+            raw[route.prefix] = route
+            self._import(update.peer, route)
+
+    def _import(self, peer: str, route: Route) -> None:
+        assert self.desired is not None
+        reason = import_reason(route, self.desired.import_policy)
+        if reason is None:
+            self.rib.update(route)
+        else:
+            log.debug("bgp route %s from %s refused: %s", route.prefix, peer, reason)
+            self.rib.withdraw(peer, route.prefix)
+
+    def _on_eor(self, peer: str) -> None:
+        session = self.sessions.get(peer)
+        if session is not None:
+            session.stale_until = None
+        swept = self.rib.sweep_stale(peer)
+        log.info("bgp End-of-RIB from %s (%d stale routes removed)", peer, swept)
+
+    # --- time ----------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        for address, session in self.sessions.items():
+            if session.stale_until is not None and now >= session.stale_until:
+                session.stale_until = None
+                log.info("bgp graceful restart time for %s expired", address)
+                self.rib.sweep_stale(address)
+        if self.fib is not None and self._adopt_until and (now >= self._adopt_until or self._all_up()):
+            self._adopt_until = 0.0
+            self.fib.release_adopted()
+
+    def _all_up(self) -> bool:
+        return bool(self.sessions) and all(
+            s.state == "up" and s.stale_until is None for s in self.sessions.values()
+        )
+
+    # --- output --------------------------------------------------------------------------
+    def _best_changed(self, prefix: str, best: tuple[Route, ...]) -> None:
+        self._dirty.add(prefix)
+        if self.fib is not None:
+            self.fib.stage(prefix, best)
+
+    def _peer(self, address: str) -> PeerSpec:
+        assert self.desired is not None
+        return next(p for p in self.desired.peers if p.address == address)
+
+    def _to_peer(self, spec: PeerSpec) -> PeerInfo:
+        session = self.sessions.get(spec.address)
+        return PeerInfo(
+            spec.address, session.router_id if session else "", spec.peer_as, spec.local_as, spec.rr_client
+        )
+
+    def _advert(self, prefix: str, spec: PeerSpec, to_peer: PeerInfo) -> tuple[str, PathAttrs] | None:
+        assert self.desired is not None
+        d = self.desired
+        return outbound(
+            prefix, spec, to_peer, exports=d.exports, best=self.rib.best(prefix), pools=d.pools, local=d.local
+        )
+
+    def _announce_all(self, address: str) -> None:
+        spec = self._peer(address)
+        to_peer = self._to_peer(spec)
+        prefixes = set(self.desired.exports if self.desired else {}) | {p for p, _ in self.rib.best_routes()}
+        self._send(self.adv.plan(spec, {p: self._advert(p, spec, to_peer) for p in prefixes}, full=True))
+
+    def flush(self, *, full: bool = False) -> None:
+        """Send outbound changes for dirty prefixes (or everything) to peers ExaBGP knows."""
+        if self.fib is not None:
+            self.fib.apply()
+        if self.desired is None or not self._hello:
+            return
+        dirty, self._dirty = self._dirty, set()
+        for spec in self.desired.peers:
+            if spec.address not in self._exa_known:
+                continue
+            if full or not self.adv.known(spec.address):
+                self._announce_all(spec.address)
+                continue
+            to_peer = self._to_peer(spec)
+            self._send(self.adv.plan(spec, {p: self._advert(p, spec, to_peer) for p in dirty}))
+
+    def status(self) -> list[PeerStatus]:
+        if self.desired is None:
+            return []
+        out = []
+        for spec in self.desired.peers:
+            s = self.sessions.get(spec.address, _Session())
+            kind = spec.type + (" (RR client)" if spec.rr_client else "")
+            out.append(
+                peer_status(
+                    spec.address,
+                    kind=kind,
+                    name=spec.name,
+                    exa_state=s.state,
+                    since=s.since,
+                    reason=s.reason,
+                    routes=len(self._raw.get(spec.address, {})),
+                )
+            )
+        return out
+
+
+def _peers_changed(old: Desired, new: Desired) -> bool:
+    return old.peers != new.peers

@@ -1,0 +1,230 @@
+"""ExaBGP 5 API: parse what ExaBGP writes, format what we send (pure).
+
+The stream from ExaBGP is mixed: JSON objects (one per line), bare ``done``/``error`` acks,
+and ``show`` output. ``parse_line`` dispatches on the first character. Note that
+``neighbor."router-id"`` in ExaBGP's JSON is *our* router ID: the peer's comes only with
+the OPEN message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from bgp.route import PathAttrs
+
+MAX_NLRI_PER_COMMAND = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    peer: str
+    state: str  # connected | up | down
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    peer: str
+    router_id: str
+    asn: int
+    graceful_restart_time: int | None  # None: the peer did not offer graceful restart
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    prefix: str
+    next_hop: str
+    path_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    peer: str
+    peer_as: int
+    attrs: PathAttrs
+    announce: tuple[Announce, ...] = ()
+    withdraw: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfRib:
+    peer: str
+    family: str
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeNote:
+    """Written by our bridge (not ExaBGP): ``dropped`` lines were lost while the agent was away."""
+
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
+class Other:
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+Event = Ack | StateChange | Open | Update | EndOfRib | Shutdown | BridgeNote | Other
+
+
+def parse_line(line: str) -> Event:
+    text = line.strip()
+    if text in ("done", "error"):
+        return Ack(ok=text == "done")
+    if not text.startswith("{"):
+        return Other(text)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return Other(text)
+    return parse_message(data) if isinstance(data, dict) else Other(text)
+
+
+def parse_message(data: dict[str, Any]) -> Event:
+    kind = data.get("type")
+    if kind == "felixpy-bridge":
+        return BridgeNote(dropped=int(data.get("dropped", 0)))
+    neighbor = data.get("neighbor", {})
+    peer = neighbor.get("address", {}).get("peer", "") if isinstance(neighbor, dict) else ""
+    if kind == "state":
+        return StateChange(peer, neighbor.get("state", ""), neighbor.get("reason", ""))
+    if kind == "open":
+        return _open(peer, neighbor.get("open", {}))
+    if kind == "notification" and data.get("notification") == "shutdown":
+        return Shutdown()
+    if kind == "update":
+        message = neighbor.get("message", {})
+        if "eor" in message:
+            eor = message["eor"]
+            return EndOfRib(peer, f"{eor.get('afi')} {eor.get('safi')}")
+        peer_as = int(neighbor.get("asn", {}).get("peer", 0))
+        return _update(peer, peer_as, message.get("update", {}))
+    return Other(kind or "", data)
+
+
+def _open(peer: str, open_msg: dict[str, Any]) -> Open:
+    gr_time = None
+    for cap in open_msg.get("capabilities", {}).values():
+        if isinstance(cap, dict) and cap.get("name") == "graceful restart":
+            gr_time = int(cap.get("time", 0))
+    return Open(peer, str(open_msg.get("router_id", "")), int(open_msg.get("asn", 0)), gr_time)
+
+
+def parse_attributes(attr: dict[str, Any]) -> PathAttrs:
+    as_path: list[int] = []
+    segments = attr.get("as-path", {})
+    if isinstance(segments, dict):
+        for key in sorted(segments, key=lambda k: int(k) if str(k).isdigit() else 0):
+            segment = segments[key]
+            values = [int(v) for v in segment.get("value", [])]
+            # an AS_SET counts as one AS for path length; keep its members for loop detection
+            as_path.extend(values)
+    elif isinstance(segments, list):
+        as_path = [int(v) for v in segments]
+    return PathAttrs(
+        origin=str(attr.get("origin", "igp")),
+        as_path=tuple(as_path),
+        med=attr.get("med"),
+        local_pref=attr.get("local-preference"),
+        communities=tuple(f"{a}:{b}" for a, b in attr.get("community", [])),
+        large_communities=tuple(":".join(str(x) for x in c) for c in attr.get("large-community", [])),
+        originator_id=attr.get("originator-id"),
+        cluster_list=tuple(attr.get("cluster-list", [])),
+    )
+
+
+def _nlri(item: Any) -> tuple[str, str | None]:
+    if isinstance(item, str):
+        return item, None
+    return str(item.get("nlri")), item.get("path-information")
+
+
+def _update(peer: str, peer_as: int, update: dict[str, Any]) -> Update:
+    announce: list[Announce] = []
+    for by_nexthop in update.get("announce", {}).values():
+        for next_hop, items in by_nexthop.items():
+            for item in items:
+                prefix, path_id = _nlri(item)
+                announce.append(Announce(prefix, next_hop, path_id))
+    withdraw = [_nlri(item)[0] for items in update.get("withdraw", {}).values() for item in items]
+    return Update(
+        peer, peer_as, parse_attributes(update.get("attribute", {})), tuple(announce), tuple(withdraw)
+    )
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def format_attributes(next_hop: str, attrs: PathAttrs, *, ibgp: bool = True) -> str:
+    parts = [f"next-hop {next_hop}", f"origin {attrs.origin}"]
+    if attrs.as_path:
+        parts.append(f"as-path [ {' '.join(str(a) for a in attrs.as_path)} ]")
+    if attrs.med is not None:
+        parts.append(f"med {attrs.med}")
+    if attrs.local_pref is not None and ibgp:
+        parts.append(f"local-preference {attrs.local_pref}")
+    if attrs.communities:
+        parts.append(f"community [ {' '.join(attrs.communities)} ]")
+    if attrs.large_communities:
+        parts.append(f"large-community [ {' '.join(attrs.large_communities)} ]")
+    if attrs.originator_id and ibgp:
+        parts.append(f"originator-id {attrs.originator_id}")
+    if attrs.cluster_list and ibgp:
+        parts.append(f"cluster-list [ {' '.join(attrs.cluster_list)} ]")
+    return " ".join(parts)
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def announce_commands(
+    neighbor: str,
+    next_hop: str,
+    attrs: PathAttrs,
+    prefixes: Iterable[str],
+    *,
+    ibgp: bool = True,
+    batch: int = MAX_NLRI_PER_COMMAND,
+) -> list[str]:
+    """``neighbor N announce attributes ... nlri P1 P2 ...`` lines, ``batch`` prefixes each."""
+    attributes = format_attributes(next_hop, attrs, ibgp=ibgp)
+    return [
+        f"neighbor {neighbor} announce attributes {attributes} nlri {' '.join(chunk)}"
+        for chunk in _chunks(sorted(prefixes), batch)
+    ]
+
+
+def withdraw_commands(
+    neighbor: str, prefixes: Iterable[str], *, batch: int = MAX_NLRI_PER_COMMAND
+) -> list[str]:
+    by_family: dict[bool, list[str]] = {}
+    for prefix in sorted(prefixes):
+        by_family.setdefault(":" in prefix, []).append(prefix)
+    lines = []
+    for v6, items in sorted(by_family.items()):
+        hop = "::" if v6 else "0.0.0.0"
+        lines += [
+            f"neighbor {neighbor} withdraw attributes next-hop {hop} nlri {' '.join(chunk)}"
+            for chunk in _chunks(items, batch)
+        ]
+    return lines
+
+
+def eor_command(neighbor: str, family: str) -> str:
+    return f"neighbor {neighbor} announce eor {family}"

@@ -1,0 +1,139 @@
+"""Import and export policy (pure), after Calico's BIRD filters.
+
+Import (``import_reason``): a learned route is refused when it is a default route (unless
+configured), loops (our AS in AS_PATH, our router ID as ORIGINATOR_ID, our cluster ID in
+CLUSTER_LIST), is one of this node's own blocks (more specific /32s inside them are other
+nodes' borrowed addresses and are kept), or lies outside every IP pool.
+
+Export (``local_exports``): this node's confirmed affine blocks and its borrowed /32s,
+except inside pools with ``disableBGPExport``; communities from ``prefixAdvertisements``.
+Learned routes are forwarded (reflected) only inside exportable pools (``exportable``).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bgp.route import PathAttrs, Route
+from felixpy.resources.bgp import BGPConfiguration
+from felixpy.resources.ippool import IPPool
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class PoolInfo:
+    cidr: str
+    ipip_mode: str = "Never"
+    vxlan_mode: str = "Never"
+    disable_bgp_export: bool = False
+
+    @property
+    def network(self) -> Network:
+        return _net(self.cidr)
+
+    @classmethod
+    def from_resource(cls, pool: IPPool) -> PoolInfo:
+        spec = pool.spec
+        return cls(spec.cidr, spec.ipip_mode, spec.vxlan_mode, spec.disable_bgp_export)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportPolicy:
+    pools: tuple[PoolInfo, ...]
+    own_blocks: frozenset[str] = frozenset()
+    import_default: bool = False
+    local_as: int = 0
+    router_id: str = ""
+    cluster_id: str | None = None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _net(text: str) -> Network:
+    return ipaddress.ip_network(text, strict=False)
+
+
+def _inside(prefix: Network, outer: Network) -> bool:
+    return prefix.version == outer.version and prefix.subnet_of(outer)  # type: ignore[arg-type]
+
+
+def pool_for(prefix: str, pools: Iterable[PoolInfo]) -> PoolInfo | None:
+    """The most specific pool containing ``prefix``."""
+    net = _net(prefix)
+    best: PoolInfo | None = None
+    for pool in pools:
+        if _inside(net, pool.network) and (best is None or pool.network.prefixlen > best.network.prefixlen):
+            best = pool
+    return best
+
+
+def import_reason(route: Route, policy: ImportPolicy) -> str | None:
+    """Why ``route`` is refused, or None when it is accepted."""
+    net = _net(route.prefix)
+    attrs = route.attrs
+    if net.prefixlen == 0:
+        return None if policy.import_default else "default route"
+    if policy.local_as and policy.local_as in attrs.as_path:
+        return "AS loop"
+    if policy.router_id and attrs.originator_id == policy.router_id:
+        return "originator is us"
+    if policy.cluster_id and policy.cluster_id in attrs.cluster_list:
+        return "cluster loop"
+    if str(net) in policy.own_blocks:
+        return "own block"
+    if pool_for(route.prefix, policy.pools) is None:
+        return "outside IP pools"
+    return None
+
+
+def exportable(prefix: str, pools: Iterable[PoolInfo]) -> bool:
+    pool = pool_for(prefix, pools)
+    return pool is not None and not pool.disable_bgp_export
+
+
+def _community_values(
+    config: BGPConfiguration | None, prefix: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if config is None:
+        return (), ()
+    names = {c.name: c.value for c in config.spec.communities}
+    net = _net(prefix)
+    standard: list[str] = []
+    large: list[str] = []
+    for adv in config.spec.prefix_advertisements:
+        if not _inside(net, _net(adv.cidr)):
+            continue
+        for item in adv.communities:
+            value = names.get(item, item)
+            target = large if value.count(":") == 2 else standard
+            if value not in target:
+                target.append(value)
+    return tuple(standard), tuple(large)
+
+
+def local_exports(
+    local_blocks: Iterable[str],
+    borrowed: Iterable[str],
+    pools: Iterable[PoolInfo],
+    *,
+    config: BGPConfiguration | None = None,
+) -> dict[str, PathAttrs]:
+    """Prefixes this node originates, with their attributes (next hop is always self)."""
+    pool_list = tuple(pools)
+    blocks = [_net(b) for b in local_blocks]
+    out: dict[str, PathAttrs] = {}
+    candidates = [str(b) for b in blocks]
+    candidates += [str(_net(a if "/" in a else f"{a}/{128 if ':' in a else 32}")) for a in borrowed]
+    for prefix in candidates:
+        pool = pool_for(prefix, pool_list)
+        if pool is not None and pool.disable_bgp_export:
+            continue
+        is_block = _net(prefix) in blocks
+        if not is_block and (pool is None or any(_inside(_net(prefix), b) for b in blocks)):
+            continue
+        standard, large = _community_values(config, prefix)
+        out[prefix] = PathAttrs(origin="igp", communities=standard, large_communities=large)
+    return out

@@ -1,0 +1,82 @@
+"""Plain route data shared by the pure BGP modules (RIB, best path, reflection, filters, API).
+
+A ``Route`` is one path for one prefix as learned from one peer (or originated locally,
+``peer == ""``). It is frozen so it can be stored, compared and diffed freely.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from dataclasses import dataclass, field, replace
+
+ORIGIN_RANK = {"igp": 0, "egp": 1, "incomplete": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class PathAttrs:
+    origin: str = "igp"
+    as_path: tuple[int, ...] = ()
+    med: int | None = None
+    local_pref: int | None = None
+    communities: tuple[str, ...] = ()  # "a:b" or well-known names
+    large_communities: tuple[str, ...] = ()  # "a:b:c"
+    originator_id: str | None = None
+    cluster_list: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """What best path and reflection need to know about the peer a route came from / goes to."""
+
+    address: str
+    router_id: str = ""
+    peer_as: int = 0
+    local_as: int = 0
+    rr_client: bool = False
+
+    @property
+    def ebgp(self) -> bool:
+        return self.peer_as != self.local_as
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    prefix: str
+    next_hop: str
+    attrs: PathAttrs = field(default_factory=PathAttrs)
+    source: PeerInfo = field(default_factory=lambda: PeerInfo(address=""))
+    stale: bool = False
+
+    @property
+    def family(self) -> str:
+        return family_of(self.prefix)
+
+    def with_attrs(self, **changes: object) -> Route:
+        return replace(self, attrs=replace(self.attrs, **changes))  # type: ignore[arg-type]
+
+
+def family_of(prefix_or_addr: str) -> str:
+    """'ipv4 unicast' or 'ipv6 unicast' for a prefix or an address."""
+    return "ipv6 unicast" if ":" in prefix_or_addr else "ipv4 unicast"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def normalize_prefix(prefix: str) -> str:
+    return str(ipaddress.ip_network(prefix, strict=False))
+
+
+def router_id_key(router_id: str) -> int:
+    """Router IDs compare as 32-bit unsigned integers (RFC 4271 9.1.2.2 f)."""
+    try:
+        return int(ipaddress.IPv4Address(router_id))
+    except ValueError:
+        return 0
+
+
+def address_key(address: str) -> tuple[int, int]:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return (9, 0)
+    return (ip.version, int(ip))

@@ -1,0 +1,230 @@
+"""``BGPService``: the one object the agent constructs to run BGP on a node (see bgp/__init__.py).
+
+Threads: ``bgp-service`` (the only caller of the engine: RIB, FIB, advertisements),
+``bgp-exabgp`` (supervises the ExaBGP child), and the API channel's accept/reader/writer.
+Processes: ExaBGP, and the bridge it runs. Run-dir files: ``exabgp.conf``, ``exabgp.pid``,
+``exabgp.log``, ``bgp-api.sock`` and ``bgp-status.json`` (read by ``felixctl node status``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bgp import exabgp_api as api
+from bgp.channel import ApiChannel
+from bgp.engine import Desired, Engine
+from bgp.fib import Fib, Resolver, RouteOps
+from bgp.filters import ImportPolicy, PoolInfo, local_exports
+from bgp.reflect import LocalInfo
+from bgp.route import normalize_prefix
+from bgp.speaker import Speaker, SpeakerSettings
+from bgp.status import PeerStatus, write_status
+from bgp.topology import DEFAULT_PORT, SecretResolver, compute_peers, hashed_router_id, local_asn
+from felixpy.dataplane.model import RTPROT_FELIXPY_BGP
+from felixpy.resources.bgp import BGPConfiguration, BGPPeer
+from felixpy.resources.ippool import IPPool
+from felixpy.resources.node import Node
+
+log = logging.getLogger(__name__)
+RESYNC_SECONDS = 30.0
+SOCKET_NAME = "bgp-api.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    desired: Desired
+    bind: list[str]
+    port: int
+
+
+def _config(configs: list[BGPConfiguration], name: str) -> BGPConfiguration | None:
+    return next((c for c in configs if c.metadata.name == name), None)
+
+
+def build_plan(
+    node_name: str,
+    *,
+    nodes: Iterable[Node],
+    bgp_configs: Iterable[BGPConfiguration],
+    peers: Iterable[BGPPeer],
+    pools: Iterable[IPPool],
+    local_blocks: Iterable[str],
+    borrowed: Iterable[str] = (),
+    resolve_secret: SecretResolver | None = None,
+) -> Plan:
+    """Resources → what the engine and the speaker need (pure)."""
+    nodes, configs = list(nodes), list(bgp_configs)
+    me = next((n for n in nodes if n.metadata.name == node_name), None)
+    bgp = me.spec.bgp if me is not None else None
+    addresses = [a for a in (bgp.ipv4_address, bgp.ipv6_address) if a] if bgp else []
+    v4 = str(ipaddress.ip_interface(bgp.ipv4_address).ip) if bgp and bgp.ipv4_address else None
+    default = _config(configs, "default")
+    node_cfg = _config(configs, f"node.{node_name}")
+    sessions = compute_peers(node_name, nodes, configs, peers, resolve_secret=resolve_secret)
+    asn = local_asn(node_name, nodes, configs)
+    cluster = bgp.route_reflector_cluster_id if bgp else None
+    local = LocalInfo(router_id=v4 or hashed_router_id(node_name), local_as=asn, cluster_id=cluster or None)
+    pool_infos = tuple(sorted((PoolInfo.from_resource(p) for p in pools), key=lambda p: p.cidr))
+    blocks = [normalize_prefix(b) for b in local_blocks]
+    spec = default.spec if default else None
+    policy = ImportPolicy(
+        pool_infos,
+        frozenset(blocks),
+        bool(spec and spec.import_default_route),
+        asn,
+        local.router_id,
+        local.cluster_id,
+    )
+    subnets = tuple(str(ipaddress.ip_interface(a).network) for a in addresses)
+    desired = Desired(
+        peers=tuple(sessions),
+        local=local,
+        import_policy=policy,
+        pools=pool_infos,
+        exports=local_exports(blocks, borrowed, pool_infos, config=node_cfg or default),
+        resolver=Resolver(pools=pool_infos, local_subnets=subnets),
+        ecmp=bool(spec and spec.ecmp),
+    )
+    port = next((c.spec.listen_port for c in (node_cfg, default) if c and c.spec.listen_port), DEFAULT_PORT)
+    bind = [str(ipaddress.ip_interface(a).ip) for a in addresses]
+    return Plan(desired, bind, port)
+
+
+class BGPService:
+    def __init__(
+        self,
+        node_name: str,
+        run_dir: str | Path,
+        *,
+        netns: str | None = None,
+        route_protocol: int = RTPROT_FELIXPY_BGP,
+        install_routes: bool = True,
+        route_ops: RouteOps | None = None,
+        reactor_speed: float = 1.0,
+        exabgp: str | None = None,
+        resolve_secret: SecretResolver | None = None,
+    ) -> None:
+        self.node_name = node_name
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._resolve_secret = resolve_secret
+        settings = SpeakerSettings(self.run_dir, netns=netns, reactor_speed=reactor_speed)
+        if exabgp:
+            settings.exabgp = exabgp
+        socket_path = str(self.run_dir / SOCKET_NAME)
+        self.speaker = Speaker(settings, socket_path=socket_path)
+        self.channel = ApiChannel(socket_path, self._on_event)
+        self._ops = route_ops
+        if install_routes and route_ops is None:
+            from bgp.netlink import NetlinkRouteOps
+
+            self._ops = NetlinkRouteOps(netns=netns, protocol=route_protocol)
+        fib = Fib(self._ops) if install_routes and self._ops is not None else None
+        self.engine = Engine(self.channel.send, fib, now=time.monotonic())
+        self._queue: queue.Queue[tuple[str, object]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._status: list[PeerStatus] = []
+        self._lock = threading.Lock()
+
+    # --- public API ----------------------------------------------------------------------
+    def update(
+        self,
+        *,
+        nodes: Iterable[Node],
+        bgp_configs: Iterable[BGPConfiguration],
+        peers: Iterable[BGPPeer],
+        pools: Iterable[IPPool],
+        local_blocks: Iterable[str],
+        borrowed: Iterable[str] = (),
+    ) -> None:
+        """The full desired state (latest wins). Thread-safe; applied by the service thread."""
+        plan = build_plan(
+            self.node_name,
+            nodes=nodes,
+            bgp_configs=bgp_configs,
+            peers=peers,
+            pools=pools,
+            local_blocks=local_blocks,
+            borrowed=borrowed,
+            resolve_secret=self._resolve_secret,
+        )
+        self.speaker.configure(list(plan.desired.peers), bind=plan.bind, port=plan.port)
+        self._queue.put(("plan", plan))
+
+    def start(self) -> None:
+        self.channel.start()
+        self.speaker.start()
+        self._thread = threading.Thread(target=self._loop, name="bgp-service", daemon=True)
+        self._thread.start()
+
+    def stop(self, graceful: bool = True) -> None:
+        """End ExaBGP (with graceful restart negotiated, peers keep our routes), keep kernel routes."""
+        self._stopping.set()
+        self.speaker.stop(timeout=5.0 if graceful else 0.5)
+        self.channel.stop()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        write_status(self.run_dir, self.status(), running=False)
+
+    def status(self) -> list[PeerStatus]:
+        with self._lock:
+            return list(self._status)
+
+    def wait_synced(self, timeout: float) -> bool:
+        """True once every command sent to ExaBGP was acknowledged (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.channel.connected and self.channel.idle() and self._queue.empty():
+                return True
+            time.sleep(0.05)
+        return False
+
+    # --- service thread ------------------------------------------------------------------
+    def _on_event(self, event: api.Event) -> None:
+        self._queue.put(("event", event))
+
+    def _loop(self) -> None:
+        if self.engine.fib is not None:
+            self.engine.fib.resync()
+        next_resync = time.monotonic() + RESYNC_SECONDS
+        while not self._stopping.is_set():
+            try:
+                item = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                item = None
+            batch = [item] if item else []
+            while len(batch) < 2000:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._process(batch)
+            now = time.monotonic()
+            if now >= next_resync and self.engine.fib is not None:
+                self.engine.fib.resync()
+                next_resync = now + RESYNC_SECONDS
+
+    def _process(self, batch: list[tuple[str, object]]) -> None:
+        now = time.monotonic()
+        for kind, payload in batch:
+            if kind == "plan":
+                assert isinstance(payload, Plan)
+                self.engine.configure(payload.desired)
+            else:
+                self.engine.handle(payload, now)  # type: ignore[arg-type]
+        self.engine.flush()
+        self.engine.tick(now)
+        if self.engine.status_changed:
+            self.engine.status_changed = False
+            status = self.engine.status()
+            with self._lock:
+                self._status = status
+            write_status(self.run_dir, status)

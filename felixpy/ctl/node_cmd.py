@@ -1,0 +1,54 @@
+"""``felixctl node status``: is the agent running, and its BGP sessions, in calicoctl's shape.
+
+Reads ``bgp-status.json``, which the agent's BGP service keeps in its run directory
+(``--run-dir``, else ``$FELIXPY_RUN_DIR``, else /var/run/felixpy; a ``bgp/`` subdirectory
+of it is looked at too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from bgp.status import STATUS_FILE, agent_alive, format_peers, read_status
+
+DEFAULT_RUN_DIR = "/var/run/felixpy"
+
+
+def register(subparsers: Any) -> None:
+    node = subparsers.add_parser("node", help="node commands (status)")
+    node_sub = node.add_subparsers(dest="node_command", metavar="SUBCOMMAND")
+    node_sub.required = True
+    status = node_sub.add_parser("status", help="show the agent's state and its BGP sessions")
+    status.add_argument(
+        "--run-dir", default=None, help="the agent's run directory (default $FELIXPY_RUN_DIR)"
+    )
+    status.set_defaults(func=status_command)
+
+
+def find_status_dir(run_dir: str | None) -> Path:
+    base = Path(run_dir or os.environ.get("FELIXPY_RUN_DIR") or DEFAULT_RUN_DIR)
+    for candidate in (base, base / "bgp"):
+        if (candidate / STATUS_FILE).exists():
+            return candidate
+    return base
+
+
+def render_status(doc: dict[str, Any] | None) -> tuple[str, int]:
+    """The text calicoctl would print, and the exit code."""
+    if not agent_alive(doc):
+        return "felixpy is not running.", 1
+    assert doc is not None
+    peers = doc["peers"]
+    parts = ["felixpy is running.", "", "IPv4 BGP status", format_peers(peers, 4), ""]
+    if any(p.family == 6 for p in peers):
+        parts += ["IPv6 BGP status", format_peers(peers, 6), ""]
+    return "\n".join(parts), 0
+
+
+def status_command(args: argparse.Namespace) -> int:
+    text, code = render_status(read_status(find_status_dir(args.run_dir)))
+    print(text)
+    return code
