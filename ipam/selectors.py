@@ -1,68 +1,33 @@
-"""Pool nodeSelector evaluation.
+"""Pool nodeSelector evaluation, in the project's one selector language (policy.selector).
 
-Uses ``policy.selector.parse`` (the project's full selector language) when it is present;
-otherwise a small fallback that understands ``all()``, ``has(k)``, ``!has(k)``, ``k == 'v'``,
-``k != 'v'`` joined by ``&&``. A selector the fallback cannot read matches nothing (the
-pool is skipped, never used on the wrong node) and is logged once.
+A selector that does not parse matches nothing: the pool is skipped (never used on the wrong node)
+and the reason is logged once. felixctl already refuses such a pool when it is written.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 
-log = logging.getLogger(__name__)
+from policy.selector import parse
+from policy.tokens import SelectorError
 
-_TERM = re.compile(
-    r"""^\s*(?:(?P<neg>!)?has\(\s*(?P<has>[\w./-]+)\s*\)|(?P<key>[\w./-]+)\s*(?P<op>==|!=)\s*
-                        (?P<q>['"])(?P<val>[^'"]*)(?P=q))\s*$""",
-    re.X,
-)
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=256)
 def _compile(text: str) -> Callable[[Mapping[str, str]], bool]:
-    text = text.strip()
-    if text in ("", "all()"):
-        return lambda labels: True
     try:
-        mod = importlib.import_module("policy.selector")
-        ast = mod.parse(text)
-        return lambda labels: bool(ast.matches(labels))
-    except ImportError:
-        pass
-    except Exception as exc:  # a selector the real parser refuses matches nothing
+        selector = parse(text)
+    except SelectorError as exc:
         log.warning("pool nodeSelector %r is invalid (%s): pool skipped", text, exc)
         return lambda labels: False
-    return _fallback(text)
-
-
-def _fallback(text: str) -> Callable[[Mapping[str, str]], bool]:
-    checks: list[Callable[[Mapping[str, str]], bool]] = []
-    for part in text.split("&&"):
-        m = _TERM.match(part)
-        if not m:
-            log.warning("pool nodeSelector %r not understood without policy.selector: pool skipped", text)
-            return lambda labels: False
-        checks.append(_term(m))
-    return lambda labels: all(c(labels) for c in checks)
-
-
-def _term(m: re.Match[str]) -> Callable[[Mapping[str, str]], bool]:
-    if m["has"]:
-        key, neg = m["has"], bool(m["neg"])
-        return lambda labels: (key in labels) != neg
-    key, val, op = m["key"], m["val"], m["op"]
-    if op == "==":
-        return lambda labels: labels.get(key) == val
-    return lambda labels: labels.get(key) != val
+    return lambda labels: bool(selector.matches(labels))
 
 
 def matches(selector: str, labels: Mapping[str, str]) -> bool:
-    return _compile(selector or "")(labels)
+    return _compile((selector or "").strip() or "all()")(labels)
 
 
 def needs_labels(selector: str) -> bool:
