@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from felixpy.ctl.connect import open_kv
+from felixpy.ctl.connect import open_backend, open_kv
 from felixpy.ctl.output import print_table
 from felixpy.datastore.errors import DatastoreError, NotFound
 from felixpy.resources.endpoint import WorkloadEndpoint
@@ -30,10 +30,8 @@ from ipam.pools import check_pool_create, check_pool_delete, check_pool_update, 
 
 @contextlib.contextmanager
 def _ipam(args: argparse.Namespace) -> Iterator[IPAM]:
-    from felixpy.datastore.resources import KVBackend
-
-    with open_kv(args) as kv:
-        yield IPAM(kv, KVBackend(kv), cache_seconds=0)
+    with open_kv(args) as kv, open_backend(args) as backend:
+        yield IPAM(kv, backend, cache_seconds=0)
 
 
 def _fail(msg: str) -> int:

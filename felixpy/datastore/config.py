@@ -19,13 +19,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from felixpy.datastore.backend import Backend
 from felixpy.datastore.errors import DatastoreError
 from felixpy.datastore.kv import KV
+
+if TYPE_CHECKING:
+    from felixpy.datastore.kubernetes import KubernetesBackend
 
 DatastoreType = Literal["etcdv3", "kubernetes"]
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
@@ -100,8 +103,11 @@ class DatastoreConfig:
 
 
 def connect_kv(config: DatastoreConfig) -> KV:
-    if config.datastore_type != "etcdv3":
-        raise DatastoreError(f"datastore type {config.datastore_type} has no key/value layer")
+    """The raw key/value layer IPAM stores through: etcd, or IPAM CRDs in Kubernetes mode (KubeKV)."""
+    if config.datastore_type == "kubernetes":
+        from felixpy.datastore.kube_kv import KubeKV
+
+        return KubeKV(_kubernetes_backend(config))
     from felixpy.datastore.etcd import EtcdKV
 
     return EtcdKV(
@@ -115,13 +121,22 @@ def connect_kv(config: DatastoreConfig) -> KV:
     )
 
 
+def _kubernetes_backend(config: DatastoreConfig) -> KubernetesBackend:
+    """KUBECONFIG when set, else the in-cluster service account, else ~/.kube/config."""
+    try:
+        from felixpy.datastore.kubernetes import KubernetesBackend
+    except ImportError as exc:
+        raise DatastoreError("the kubernetes datastore is not available in this build") from exc
+    try:
+        return KubernetesBackend.from_kubeconfig(config.kubeconfig)
+    except Exception as exc:  # the client's ConfigException, or an unreadable / malformed file
+        where = config.kubeconfig or "in-cluster configuration or ~/.kube/config"
+        raise DatastoreError(f"cannot load Kubernetes client configuration from {where}: {exc}") from exc
+
+
 def connect_backend(config: DatastoreConfig) -> Backend:
     if config.datastore_type == "kubernetes":
-        try:
-            from felixpy.datastore.kubernetes import KubernetesBackend
-        except ImportError as exc:
-            raise DatastoreError("the kubernetes datastore is not available in this build") from exc
-        return KubernetesBackend.from_kubeconfig(config.kubeconfig)  # type: ignore[return-value]
+        return _kubernetes_backend(config)  # type: ignore[return-value]
     from felixpy.datastore.resources import KVBackend
 
     return KVBackend(connect_kv(config))

@@ -13,11 +13,28 @@ a name that sanitising changed gets a short hash suffix so two keys never share 
 The mod revision is `metadata.resourceVersion`, so create / update-if-revision / delete-if-revision
 are the API server's own optimistic concurrency.
 
-`txn` cannot be atomic here: Kubernetes has no multi-object transaction. It applies the writes in
-order, each one compare-and-swap, and on the first conflict undoes the writes already made (deletes
-what it created, puts back what it replaced) before raising Conflict. A crash between two writes can
-leave half a transaction; IPAM tolerates that as Calico's Kubernetes mode does (an affinity without
-its block is re-claimed by the next allocation, a block without affinity is borrowable).
+`txn` cannot be atomic here: Kubernetes has no multi-object transaction. IPAM relies on one in
+four places (ipam/ipam.py, ipam/release.py): taking addresses writes the block and the handle; claiming
+a block creates the block and its affinity; releasing writes the block and every handle it touches;
+dropping an affinity deletes it and rewrites the block. KubeKV makes each of those safe without one:
+
+- The writes are compare-and-swap each, in a fixed order (`write_rank`): records that *claim* first
+  (a handle that grows, an affinity being created), then the block, whose CAS is the one that decides
+  races between allocators, then records that *let go* (deletes, a handle that shrinks).
+- On the first failure the writes already made are undone in reverse, each undo again a CAS on the
+  revision this transaction wrote. A key someone else changed in between is left alone: an undo never
+  overwrites another writer's work (an unconditional put back could free an address another client
+  had just taken — handing it out twice).
+- So a transaction cut short (crash, lost connection, an undo that lost its CAS) leaves only
+  repairable states, never a double allocation nor an address no handle records: a handle counting
+  more than its blocks hold (release_by_handle and `ipam check` clean it up), an affinity without its
+  block (IPAM's `_repair_claim` recreates the block on the next claim), or a block already released
+  whose handle or affinity still names it (released again as a no-op).
+
+etcd gives every key of a transaction one mod revision and IPAM caches it as each key's CAS token;
+here each object gets its own resourceVersion. `txn` returns the last one and remembers, per key, the
+pair (returned revision → the key's own resourceVersion), which update/delete translate. Kubernetes
+resourceVersions are unique across objects, so the alias never shadows a real revision of that key.
 """
 
 from __future__ import annotations
@@ -84,9 +101,38 @@ def _prefix_plurals(prefix: str) -> list[str]:
     return plurals
 
 
+def write_rank(op: TxnOp, before: KeyValue | None) -> int:
+    """Where a write goes in a transaction: 0 before the block write, 1 the block, 2 after it.
+
+    Records that claim (a handle that grows, an affinity being created) go first and records that
+    let go (deletes, a handle that shrinks) go last, so a transaction cut short between two writes
+    leaves a handle that counts too much or an affinity without its block, never the reverse.
+    """
+    plural, _ = kind_of(op.key)
+    if plural == "ipamblocks":
+        return 1
+    if op.op == "delete":
+        return 2
+    if plural == "ipamhandles" and before is not None and _shrinks(before.value, op.value):
+        return 2
+    return 0
+
+
+def _shrinks(old: bytes, new: bytes) -> bool:
+    """True when the handle ``new`` holds fewer addresses than ``old`` in some block."""
+    try:
+        before = (json.loads(old) or {}).get("block") or {}
+        after = (json.loads(new) or {}).get("block") or {}
+    except (ValueError, AttributeError):
+        return False
+    return any(int(after.get(cidr, 0)) < int(n) for cidr, n in before.items())
+
+
 class KubeKV:
     def __init__(self, backend: KubernetesBackend):
         self._b = backend
+        # key -> (revision a txn reported, the key's own resourceVersion from that txn)
+        self._aliases: dict[str, tuple[int, int]] = {}
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -137,6 +183,7 @@ class KubeKV:
         return int(obj["metadata"]["resourceVersion"])
 
     def update(self, key: str, value: bytes, revision: int) -> int:
+        revision = self._real(key, revision)
         obj = self._b._json("PUT", self._path(key), body=self._body(key, value, revision))
         return int(obj["metadata"]["resourceVersion"])
 
@@ -154,22 +201,36 @@ class KubeKV:
     def delete(self, key: str, revision: int | None = None) -> int:
         body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
         if revision is not None:
-            body["preconditions"] = {"resourceVersion": str(revision)}
+            body["preconditions"] = {"resourceVersion": str(self._real(key, revision))}
         obj = self._b._json("DELETE", self._path(key), body=body)
         return int(obj.get("metadata", {}).get("resourceVersion") or 0)
 
     def txn(self, ops: Sequence[TxnOp]) -> int:
-        undo: builtins.list[tuple[TxnOp, KeyValue | None]] = []
-        revision = 0
+        """Ordered compare-and-swap writes, undone (by compare-and-swap) on the first failure.
+
+        Returns the revision of the last write; the other keys written are remembered as aliases of
+        that revision (see the module docstring), so etcd's "one revision per transaction" holds.
+        """
+        befores = [self.get(op.key) if op.op != "create" else None for op in ops]
+        plan = sorted(zip(ops, befores, strict=True), key=lambda pair: write_rank(*pair))
+        done: builtins.list[tuple[TxnOp, KeyValue | None, int]] = []
         try:
-            for op in ops:
-                before = self.get(op.key) if op.op in ("update", "put", "delete") else None
-                revision = self._apply(op)
-                undo.append((op, before))
-        except (AlreadyExists, Conflict, NotFound) as err:
-            self._rollback(undo)
-            raise Conflict(f"transaction failed at {op.op} {op.key}: {err}") from err
+            for op, before in plan:
+                done.append((op, before, self._apply(op)))
+        except DatastoreError as err:
+            self._rollback(done)
+            if isinstance(err, AlreadyExists | Conflict | NotFound):
+                raise Conflict(f"transaction failed at {op.op} {op.key}: {err}") from err
+            raise
+        revision = done[-1][2] if done else self.revision()
+        for op, _, written in done:
+            if op.op != "delete" and written != revision:
+                self._aliases[op.key] = (revision, written)
         return revision
+
+    def _real(self, key: str, revision: int) -> int:
+        alias = self._aliases.get(key)
+        return alias[1] if alias is not None and alias[0] == revision else revision
 
     def _apply(self, op: TxnOp) -> int:
         if op.op == "create":
@@ -181,13 +242,17 @@ class KubeKV:
             return self.put(op.key, op.value)
         return self.delete(op.key, op.revision)
 
-    def _rollback(self, done: builtins.list[tuple[TxnOp, KeyValue | None]]) -> None:
-        for op, before in reversed(done):
-            with contextlib.suppress(Exception):  # best effort; see the module docstring
-                if before is None:
-                    self.delete(op.key)
-                else:
-                    self.put(op.key, before.value)
+    def _rollback(self, done: builtins.list[tuple[TxnOp, KeyValue | None, int]]) -> None:
+        """Undo in reverse, each step a CAS on the revision this transaction wrote: a key another
+        writer has changed since is left as it is (never overwritten); see the module docstring."""
+        for op, before, written in reversed(done):
+            with contextlib.suppress(DatastoreError):
+                if op.op == "delete" and before is not None:
+                    self.create(op.key, before.value)
+                elif before is None:
+                    self.delete(op.key, written)
+                elif op.op != "delete":
+                    self.update(op.key, before.value, written)
 
     def watch(self, prefix: str, start_revision: int) -> Iterator[builtins.list[WatchEvent]]:
         raise DatastoreError("IPAM keys are not watched in Kubernetes mode; watch the resources instead")

@@ -144,6 +144,28 @@ class KubernetesBackend:
                 return out, int(page["metadata"]["resourceVersion"])
         raise DatastoreError(f"listing {kind.KIND} did not finish")
 
+    def list_events(
+        self, kind: type[Resource], revision: int | None = None
+    ) -> tuple[builtins.list[ResourceEvent], int]:
+        """The Syncer's path: a list as put events, each carrying its object's resourceVersion.
+
+        ``revision`` is accepted for the protocol; Kubernetes lists are read at the server's current
+        revision, and the Syncer's per-kind high-water mark drops watch events the list already covered.
+        """
+        objs, rev = self.list(kind)
+        events = [
+            ResourceEvent(
+                "put",
+                kind,
+                o.name,
+                o.namespace if kind.NAMESPACED else None,
+                o,
+                int(o.metadata.resource_version or 0),
+            )
+            for o in objs
+        ]
+        return events, rev
+
     # -- writes -----------------------------------------------------------------------------------
 
     def create(self, obj: Resource) -> Resource:
@@ -222,7 +244,8 @@ class KubernetesBackend:
     # -- watch ------------------------------------------------------------------------------------
 
     def watch(self, kinds: builtins.list[type[Resource]], start_revision: int) -> KubeWatch:
-        return KubeWatch(self, kinds, start_revision)
+        """Events from ``start_revision`` on (inclusive, as etcd's watch; Kubernetes' is exclusive)."""
+        return KubeWatch(self, kinds, start_revision - 1)
 
     def _event(self, kind: type[Resource], etype: str, obj: dict[str, Any]) -> ResourceEvent:
         meta = obj.get("metadata", {})
@@ -346,4 +369,3 @@ def _error(status: int, message: str, reason: str = "") -> DatastoreError:
     if status in (429, 500, 502, 503, 504):
         return Unavailable(f"Kubernetes API answered {status}: {message}")
     return DatastoreError(f"Kubernetes API answered {status} {reason}: {message}")
-

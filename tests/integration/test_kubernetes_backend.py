@@ -151,7 +151,7 @@ def test_watch_streams_changes_in_order_and_resumes_after_the_server_closes_stre
     kube_api: KubeAPI,
 ) -> None:
     _, rev = backend.list(IPPool)
-    watch = backend.watch([IPPool, Namespace], rev)
+    watch = backend.watch([IPPool, Namespace], rev + 1)
     store = kube_api.store
     store.create(
         "ippools.crd.projectcalico.org", None, {"metadata": {"name": "a"}, "spec": {"cidr": "10.1.0.0/16"}}
@@ -182,7 +182,7 @@ def test_watch_from_a_compacted_revision_raises_compacted(
         "ippools.crd.projectcalico.org", None, {"metadata": {"name": "a"}, "spec": {"cidr": "10.1.0.0/16"}}
     )
     kube_api.store.compact()
-    watch = backend.watch([IPPool], rev)
+    watch = backend.watch([IPPool], rev + 1)
     with pytest.raises(Compacted):
         for _ in watch:
             pass
