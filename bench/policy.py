@@ -1,29 +1,46 @@
-"""Policy compiler benchmark: full compile and one incremental policy change.
+"""Policy benchmark: the pure compiler, then (as root) the compiler driving the real kernel.
 
-Scenario: 20 namespaces, 1,000 workload endpoints (50 apps), 500 Kubernetes
+Pure part. 20 namespaces, 1,000 workload endpoints (50 apps), 500 Kubernetes
 NetworkPolicies (each selects one app, allows ingress from another app and from a namespace
-on two ports, and egress to a named port). Prints one JSON line per figure:
-{"name", "value", "unit", "reference"}.
+on two ports, and egress to a named port): full compile, one incremental policy change.
 
-    python bench/policy.py [--local N]   # N endpoints on the compiled node (default 1000)
+Kernel part (``--kernel``, root; everything inside throwaway network namespaces). 1,000 local
+endpoints and 500 *mixed* policies (k8s with pod/namespace selectors and named ports, k8s
+with ipBlock/except, Calico NetworkPolicy with set and negated selectors and notNets, Calico
+GlobalNetworkPolicy with has()/namespaceSelector/named ports), plus two policies that let
+the iperf3 flow through. Interfaces need not exist for programming: dispatch is by name.
+Per backend (iptables-restore legacy and nft; python-iptables at ``--iptc-local`` endpoints):
+time from in-sync (every input known) to applied (compile + ipsets + iptables), the raw
+``iptables-restore`` of the final ruleset into an empty namespace (the floor), one policy
+change and one endpoint label change through compile+apply, rule and ipset counts. Then
+iperf3 between two real pods of the node, before any rule is loaded and with the full set.
+
+Prints one JSON line per figure: {"name", "value", "unit", "reference"}.
+
+    python bench/policy.py [--local N]              # pure part only
+    sudo python bench/policy.py --kernel            # pure + kernel part
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 # Run as a script, this file's directory comes first on sys.path and its name would hide
 # the ``policy`` package.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # for tests.kernel.policy_topology
 
 from policy.compiler import PolicyCompiler  # noqa: E402
-from policy.conformance_cases import knp, peer, port  # noqa: E402
+from policy.conformance_cases import block, calico, knp, peer, port  # noqa: E402
 from policy.convert import policy_from_doc  # noqa: E402
 from policy.model import Endpoint, NamedPort, Policy  # noqa: E402
 
@@ -63,10 +80,7 @@ def emit(name: str, value: float, unit: str, reference: str) -> None:
     print(json.dumps({"name": name, "value": round(value, 4), "unit": unit, "reference": reference}))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--local", type=int, default=N_EP, help="endpoints on the compiled node")
-    args = ap.parse_args()
+def pure(args: argparse.Namespace) -> None:
     eps = endpoints(args.local)
     pols = [policy(i) for i in range(N_POL)]
     py = f"{platform.python_implementation()} {platform.python_version()}"
@@ -110,6 +124,236 @@ def main() -> None:
         relabel.append(time.perf_counter() - t0)
     relabel.sort()
     emit("policy_endpoint_relabel_p50", relabel[5] * 1000, "ms", ref + "; one local endpoint relabelled")
+
+
+# ============================================================================ kernel part
+
+
+def mixed_policy(i: int, variant: int = 0) -> Any:
+    """Four shapes, round robin: k8s selectors + named port, k8s ipBlock, Calico NP, Calico GNP."""
+    shape, app, ns = i % 4, f"app{i % N_APPS}", f"ns{i % N_NS}"
+    if shape == 0:
+        return policy(i, variant)
+    if shape == 1:
+        net = f"10.{200 + i % 50}.0.0/16"
+        ingress = [{"from": [block(net, f"10.{200 + i % 50}.{i % 256}.0/24")], "ports": [port(80 + variant)]}]
+        egress = [{"to": [block("0.0.0.0/0", "169.254.0.0/16")], "ports": [port("http"), port(53, "UDP")]}]
+        return policy_from_doc(knp(f"pol{i}", ns, {"app": app}, ingress=ingress, egress=egress))
+    if shape == 2:
+        spec = {
+            "order": 100 + i,
+            "selector": f"app in {{'{app}', 'app{(i + 3) % N_APPS}'}}",
+            "ingress": [
+                {"action": "Deny", "source": {"nets": [f"10.{100 + i % 50}.0.0/16"]}},
+                {"action": "Allow", "protocol": "TCP",
+                 "source": {"selector": f"tier == 'web' && app != 'app{(i + 1) % N_APPS}'"},
+                 "destination": {"ports": [80 + variant, "http"]}},
+            ],
+            "egress": [{"action": "Allow", "destination": {"notSelector": "tier == 'cache'",
+                                                           "notNets": ["10.250.0.0/16"]}}],
+        }
+        return policy_from_doc(calico("NetworkPolicy", f"pol{i}", spec, ns=ns))
+    spec = {
+        "order": 1000 + i,
+        "selector": f"has(tier) && app == '{app}'",
+        "ingress": [{"action": "Allow", "protocol": "TCP",
+                     "source": {"namespaceSelector": f"team == 't{i % 5}'"},
+                     "destination": {"ports": ["http", 443 + variant]}}],
+        "egress": [{"action": "Allow", "protocol": "UDP", "destination": {"ports": [53]}},
+                   {"action": "Allow", "destination": {"selector": f"app == 'app{(i + 5) % N_APPS}'"}}],
+    }
+    return policy_from_doc(calico("GlobalNetworkPolicy", f"pol{i}", spec))
+
+
+IPERF_PORT = 5201
+SERVER, CLIENT = 50, 1  # endpoint indexes backed by real pods: ns10/app0 and ns1/app1
+
+
+def iperf_policies() -> list[Policy]:
+    """Let the iperf3 flow (CLIENT -> SERVER:5201) through the 500 policies that select them."""
+    to_srv = peer({"app": "app0"}, any_ns=True)
+    from_cli = peer({"app": "app1"}, any_ns=True)
+    return [
+        policy_from_doc(knp("iperf-in", "ns10", {"app": "app0"},
+                            ingress=[{"from": [from_cli], "ports": [port(IPERF_PORT)]}])),
+        policy_from_doc(knp("iperf-out", "ns1", {"app": "app1"}, types=["Egress"],
+                            egress=[{"to": [to_srv], "ports": [port(IPERF_PORT)]}])),
+    ]
+
+
+def _ms(samples: list[float]) -> float:
+    return sorted(samples)[len(samples) // 2] * 1000
+
+
+def feed(dp: Any, eps: list[Endpoint], pols: list[Policy]) -> None:
+    for ns in range(N_NS):
+        dp.compiler.update_namespace_labels(f"ns{ns}", {"team": f"t{ns % 5}"})
+    for ep in eps:
+        dp.compiler.update_endpoint(ep)
+    for p in pols:
+        dp.compiler.update_policy(p)
+
+
+def program(netns: str, backend: str, eps: list[Endpoint], pols: list[Policy], ref: str) -> tuple[Any, float]:
+    """In-sync -> applied into ``netns``; emits compile/write/total; returns (dataplane, write s)."""
+    from tests.kernel.policy_topology import PolicyDataplane
+
+    dp = PolicyDataplane(netns, backend=backend, node="node0")  # type: ignore[arg-type]
+    t0 = time.perf_counter()
+    feed(dp, eps, pols)
+    compiled = time.perf_counter()
+    dp.apply()
+    done = time.perf_counter()
+    emit(f"policy_kernel_{backend}_compile", compiled - t0, "s", ref)
+    emit(f"policy_kernel_{backend}_write", done - compiled, "s", ref)
+    emit(f"policy_kernel_{backend}_in_sync_to_applied", done - t0, "s", ref + "; goal <= 5 s")
+    return dp, done - compiled
+
+
+def changes(dp: Any, backend: str, eps: list[Endpoint], ref: str) -> None:
+    pol, relabel = [], []
+    for k in range(10):
+        t0 = time.perf_counter()
+        dp.compiler.update_policy(mixed_policy(k * 7, variant=1 + k % 2))
+        dp.apply()
+        pol.append(time.perf_counter() - t0)
+    for k in range(10):
+        ep = eps[len(eps) // 2 + k]
+        t0 = time.perf_counter()
+        dp.compiler.update_endpoint(replace(ep, labels={"app": f"app{7 + k}", "tier": "db"}))
+        dp.apply()
+        relabel.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    dp.iptables.backend.read("filter")
+    emit(f"policy_kernel_{backend}_read_filter", (time.perf_counter() - t0) * 1000, "ms",
+         ref + "; the writer re-reads the table on every apply")
+    goal = "; compile+apply, p50 of 10, goal <= 100 ms"
+    emit(f"policy_kernel_{backend}_policy_change_p50", _ms(pol), "ms", ref + goal)
+    emit(f"policy_kernel_{backend}_relabel_p50", _ms(relabel), "ms", ref + goal)
+
+
+def raw_restore(spaces: Any, src: Any, mode: str, write_s: float, ref: str) -> None:
+    """The floor: the final ruleset, saved, restored whole into an empty namespace."""
+    dump = src.run(f"iptables-{mode}-save")
+    sets = src.run("ipset", "save")
+    dst = spaces.make(f"raw{mode}")
+    t0 = time.perf_counter()
+    dst.run("ipset", "restore", input=sets)
+    t1 = time.perf_counter()
+    dst.run(f"iptables-{mode}-restore", input=dump)
+    t2 = time.perf_counter()
+    emit(f"policy_kernel_{mode}_raw_ipset_restore", t1 - t0, "s", ref)
+    emit(f"policy_kernel_{mode}_raw_iptables_restore", t2 - t1, "s", ref + "; the floor")
+    vs = "; writers vs raw ipset+iptables restore, goal <= 3"
+    emit(f"policy_kernel_{mode}_write_vs_raw", write_s / (t2 - t0), "x", ref + vs)
+    rules = sum(1 for line in dump.splitlines() if line.startswith("-A "))
+    emit(f"policy_kernel_{mode}_rules", rules, "rules", ref)
+
+
+def counts(dp: Any, ref: str) -> None:
+    sets = dp.compiler.ipsets()
+    emit("policy_kernel_chains", len(dp.compiler.chains()), "chains", ref)
+    emit("policy_kernel_ipsets", len(sets), "ipsets", ref)
+    emit("policy_kernel_ipset_members", sum(len(s.members) for s in sets.values()), "members", ref)
+
+
+
+def wire_pods(spaces: Any, node: Any, eps: list[Endpoint]) -> tuple[list[Endpoint], dict[int, Any]]:
+    """Real pods behind the SERVER and CLIENT endpoints (whose interfaces get the real names)."""
+    from felixpy.dataplane.links import VethSpec, WorkloadLinks
+    from felixpy.dataplane.names import veth_name_for_workload
+
+    links = WorkloadLinks(host_netns=node.name)
+    out, pods = list(eps), {}
+    for i in (SERVER, CLIENT):
+        ep = eps[i]
+        iface = veth_name_for_workload(*ep.key.split("/"))
+        pods[i] = spaces.make(f"pod{i}")
+        links.create(VethSpec(host_ifname=iface, netns=pods[i].path, addresses=ep.ips))
+        node.run("ip", "route", "add", f"{ep.ips[0]}/32", "dev", iface, "scope", "link", "proto", "80")
+        out[i] = replace(ep, iface=iface)
+    return out, pods
+
+
+def iperf(server: Any, client: Any, ip: str, seconds: int) -> float:
+    """One iperf3 TCP run client -> server; bits/s received."""
+    argv = ["ip", "netns", "exec", server.name, "iperf3", "-s", "-1", "-p", str(IPERF_PORT)]
+    srv = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):  # bounded: 5 s for the server to listen
+            if f":{IPERF_PORT}" in server.run("ss", "-ltn"):
+                break
+            time.sleep(0.1)
+        out = client.run("iperf3", "-c", ip, "-p", str(IPERF_PORT), "-t", str(seconds), "-J")
+        return float(json.loads(out)["end"]["sum_received"]["bits_per_second"])
+    finally:
+        srv.kill()
+        srv.wait(timeout=10)
+
+
+def throughput(pods: dict[int, Any], eps: list[Endpoint], seconds: int) -> float:
+    runs = [iperf(pods[SERVER], pods[CLIENT], eps[SERVER].ips[0], seconds) for _ in range(2)]
+    return max(runs)
+
+
+def kernel_backends(spaces: Any, args: argparse.Namespace) -> None:
+    from felixpy.dataplane.sysctl import enable_ip_forwarding
+    from tests.kernel.policy_topology import uplink
+
+    pols = [mixed_policy(i) for i in range(N_POL)] + iperf_policies()
+    ref = f"{N_EP} local endpoints x {len(pols)} mixed policies"
+    node = spaces.make("legacy")
+    enable_ip_forwarding(netns=node.name, ipv6=False)
+    uplink(node)
+    eps, pods = wire_pods(spaces, node, endpoints(N_EP))
+    bare = throughput(pods, eps, args.iperf_seconds)
+    dp, write_s = program(node.name, "legacy", eps, pols, ref)
+    loaded = throughput(pods, eps, args.iperf_seconds)
+    iperf_ref = f"iperf3 TCP pod->pod one node, {args.iperf_seconds} s, best of 2"
+    emit("policy_kernel_iperf_no_rules", bare / 1e9, "Gbit/s", iperf_ref)
+    emit("policy_kernel_iperf_policies_loaded", loaded / 1e9, "Gbit/s", iperf_ref + "; " + ref)
+    emit("policy_kernel_iperf_ratio", loaded / bare, "ratio", iperf_ref + "; goal >= 0.9")
+    raw_restore(spaces, node, "legacy", write_s, ref)
+    changes(dp, "legacy", eps, ref)
+    counts(dp, ref)
+    nft = spaces.make("nft")
+    dp_nft, write_nft = program(nft.name, "nft", endpoints(N_EP), pols, ref)
+    raw_restore(spaces, nft, "nft", write_nft, ref)
+    changes(dp_nft, "nft", endpoints(N_EP), ref)
+    small = spaces.make("iptc")
+    small_ref = f"SMALLER: {args.iptc_local} local endpoints x {args.iptc_policies} mixed policies"
+    small_eps = endpoints(N_EP)[: args.iptc_local]
+    dp_iptc, _ = program(small.name, "python-iptables", small_eps, pols[: args.iptc_policies], small_ref)
+    changes(dp_iptc, "python-iptables", small_eps, small_ref)
+    for plane in (dp, dp_nft, dp_iptc):
+        plane.close()
+
+
+def kernel(args: argparse.Namespace) -> None:
+    """The kernel part; every namespace it made is deleted, even on failure."""
+    if os.geteuid() != 0:
+        print("kernel part skipped: needs root (network namespaces)", file=sys.stderr)
+        return
+    from tests.kernel.policy_topology import NamespaceSet
+
+    spaces = NamespaceSet()
+    try:
+        kernel_backends(spaces, args)
+    finally:
+        spaces.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--local", type=int, default=N_EP, help="endpoints on the compiled node (pure part)")
+    ap.add_argument("--kernel", action="store_true", help="also run the kernel part (root)")
+    ap.add_argument("--iptc-local", type=int, default=100, help="local endpoints for python-iptables")
+    ap.add_argument("--iptc-policies", type=int, default=50, help="policies for python-iptables")
+    ap.add_argument("--iperf-seconds", type=int, default=3)
+    args = ap.parse_args()
+    pure(args)
+    if args.kernel:
+        kernel(args)
 
 
 if __name__ == "__main__":

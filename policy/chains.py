@@ -8,7 +8,7 @@ accepts marked packets; a deny is a DROP in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -151,7 +151,7 @@ def _encap_from_workload(cfg: ChainConfig) -> list[Rule]:
             )
         )
     if not cfg.allow_ipip_from_workloads:
-        out.append(Rule("-p ipencap", "-j DROP", "Drop IPinIP encapped packets from workloads"))
+        out.append(Rule("-p 4", "-j DROP", "Drop IPinIP encapped packets from workloads"))
     return out
 
 
@@ -173,8 +173,51 @@ def profile_chains(profile: str) -> tuple[Chain, Chain]:
     return Chain(profile_chain(profile, "Ingress"), allow), Chain(profile_chain(profile, "Egress"), allow)
 
 
+def dispatch_tree(ifaces: Iterable[str]) -> tuple[Chain, ...]:
+    """Calico's dispatch tree (reference 2.6): the roots, then one child chain per group.
+
+    Names are sorted and grouped by the character after their common prefix; a group of more
+    than one gets a child ``<root>-<char>`` reached by ``-i <prefix><char>+ -g <child>``,
+    singletons stay in the root. A packet is then matched against about ``16 + n/16`` rules
+    instead of ``n``: with 1,000 endpoints the flat chains cost forwarding throughput.
+    """
+    names = sorted(set(ifaces))
+    frm = _dispatch_tree(FROM_WL_DISPATCH, "-i", from_endpoint_chain, "From", names)
+    to = _dispatch_tree(TO_WL_DISPATCH, "-o", to_endpoint_chain, "To", names)
+    return (frm[0], to[0], *frm[1:], *to[1:])
+
+
+def _dispatch_tree(
+    root: str, flag: str, target: Callable[[str], str], verb: str, names: Sequence[str]
+) -> list[Chain]:
+    unknown = Rule("", "-j DROP", "Unknown interface")
+    prefix = _common_prefix(names) if len(names) > 1 else ""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name[len(prefix) : len(prefix) + 1], []).append(name)
+    root_rules: list[Rule] = []
+    children: list[Chain] = []
+    for char, members in sorted(groups.items()):
+        leaves = [Rule(f"{flag} {n}", f"-g {target(n)}", f"{verb} {n}") for n in members]
+        if len(members) == 1 or not char:
+            root_rules += leaves
+            continue
+        child = f"{root}-{char}"
+        root_rules.append(Rule(f"{flag} {prefix}{char}+", f"-g {child}", f"{verb} {prefix}{char}*"))
+        children.append(Chain(child, (*leaves, unknown)))
+    return [Chain(root, (*root_rules, unknown)), *children]
+
+
+def _common_prefix(names: Sequence[str]) -> str:
+    first, last = min(names), max(names)
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    return first[:n]
+
+
 def dispatch_chains(ifaces: Iterable[str]) -> tuple[Chain, Chain]:
-    """``cali-from-wl-dispatch`` / ``cali-to-wl-dispatch``: goto the endpoint chain per interface."""
+    """Flat ``cali-from-wl-dispatch`` / ``cali-to-wl-dispatch`` (the compiler uses ``dispatch_tree``)."""
     names = sorted(set(ifaces))
     unknown = Rule("", "-j DROP", "Unknown interface")
     from_rules = [Rule(f"-i {i}", f"-g {from_endpoint_chain(i)}", f"From {i}") for i in names]
@@ -208,9 +251,9 @@ def _input(cfg: ChainConfig) -> Chain:
     hosts = ipset_name(ALL_HOSTS_ID, cfg.version)
     rules: list[Rule] = []
     if cfg.ipip_enabled:
-        ipip = f"-p ipencap -m set --match-set {hosts} src -m addrtype --dst-type LOCAL"
+        ipip = f"-p 4 -m set --match-set {hosts} src -m addrtype --dst-type LOCAL"
         rules.append(Rule(ipip, "-j ACCEPT", "Allow IPIP packets from Calico hosts"))
-        rules.append(Rule("-p ipencap", "-j DROP", "Drop IPIP packets from non-Calico hosts"))
+        rules.append(Rule("-p 4", "-j DROP", "Drop IPIP packets from non-Calico hosts"))
     if cfg.vxlan_enabled:
         udp = f"-p udp -m udp --dport {cfg.vxlan_port}"
         allow = f"{udp} -m set --match-set {hosts} src -m addrtype --dst-type LOCAL"
@@ -238,7 +281,7 @@ def _output(cfg: ChainConfig) -> Chain:
     rules = [Rule(mark(MARK_ACCEPT, MARK_ACCEPT), "-j ACCEPT", "Accepted earlier")]
     rules += [Rule(f"-o {p}+", "-j RETURN", "Host to workload is not policed") for p in cfg.iface_prefixes]
     if cfg.ipip_enabled:
-        ipip = f"-p ipencap -m set --match-set {hosts} dst -m addrtype --src-type LOCAL"
+        ipip = f"-p 4 -m set --match-set {hosts} dst -m addrtype --src-type LOCAL"
         rules.append(Rule(ipip, "-j ACCEPT", "Allow IPIP packets to other Calico hosts"))
     if cfg.vxlan_enabled:
         udp = f"-p udp -m udp --dport {cfg.vxlan_port}"

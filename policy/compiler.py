@@ -28,7 +28,7 @@ from policy.chains import (
     ChainConfig,
     Hook,
     TierPolicies,
-    dispatch_chains,
+    dispatch_tree,
     endpoint_chain,
     hooks,
     nat_outgoing_chain,
@@ -90,6 +90,7 @@ class PolicyCompiler:
         self._dirty_chains: set[ChainKey] = set()
         self._emitted_chains: dict[ChainKey, Chain] = {}
         self._emitted_sets: dict[str, IpSet] = {}
+        self._dispatch_keys: set[ChainKey] = set()
         for chain in static_chains(self.config):
             self._put(chain)
         self._render_dispatch()
@@ -304,7 +305,11 @@ class PolicyCompiler:
         return [TierPolicies(t, tuple(p.id for p in sorted(by_tier[t], key=Policy.sort_key))) for t in order]
 
     def _render_dispatch(self) -> None:
-        for chain in dispatch_chains(self._local.values()):
+        chains = dispatch_tree(self._local.values())
+        for key in self._dispatch_keys - {("filter", c.name) for c in chains}:
+            self._drop(key)  # a child chain whose group shrank to one name or none
+        self._dispatch_keys = {("filter", c.name) for c in chains}
+        for chain in chains:
             self._put(chain)
 
     # ------------------------------------------------------------------------------ pools, hosts

@@ -89,8 +89,14 @@ def _join(*parts: str) -> str:
     return " ".join(p for p in parts if p)
 
 
+# Names every backend parses (iptables-restore and python-iptables, which knows no "udplite"
+# or "ipencap"); any other protocol is written as its number, as Calico's ProtocolNum does.
+PORTABLE_PROTOCOL_NAMES = frozenset(("tcp", "udp", "icmp", "icmpv6", "sctp"))
+
+
 def _proto(num: int) -> str:
-    return PROTOCOL_NAMES.get(num, str(num))
+    name = PROTOCOL_NAMES.get(num, "")
+    return name if name in PORTABLE_PROTOCOL_NAMES else str(num)
 
 
 def _common_match(rule: PolicyRule, ctx: _Ctx) -> str | None:

@@ -128,7 +128,7 @@ def test_endpoint_chain_layout() -> None:
         ("-m conntrack --ctstate INVALID", "-j DROP"),
         ("", "-j MARK --set-xmark 0x0/0x30000"),
         ("-p udp -m udp --dport 4789", "-j DROP"),
-        ("-p ipencap", "-j DROP"),
+        ("-p 4", "-j DROP"),
         ("", "-j MARK --set-xmark 0x0/0x20000"),
         ("-m mark --mark 0x0/0x20000", "-j cali-po-gnp/a"),
         ("-m mark --mark 0x10000/0x10000", "-j RETURN"),
@@ -294,7 +294,7 @@ def test_static_chains_and_hooks() -> None:
     assert (
         chains[("filter", "cali-INPUT")]
         .rules[0]
-        .match.startswith("-p ipencap -m set --match-set cali40all-hosts-net src")
+        .match.startswith("-p 4 -m set --match-set cali40all-hosts-net src")
     )
     assert {(h.table, h.chain, h.rule.action, h.position) for h in c.hooks()} >= {
         ("filter", "FORWARD", "-j cali-FORWARD", "insert"),
