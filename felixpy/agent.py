@@ -31,6 +31,7 @@ from felixpy.datastore.config import DatastoreConfig, connect_kv
 from felixpy.datastore.resources import KVBackend
 from felixpy.node import startup
 from felixpy.node.dataplane import LinuxDataplane
+from felixpy.node.encap import EncapDriver, EncapSettings
 from felixpy.node.health import HealthServer, Metrics
 from felixpy.node.settings import FelixParams, Settings
 from felixpy.node.sync import SyncSources
@@ -47,10 +48,10 @@ class Agent:
     kv: Any
     backend: Any
     writer: Writer
-    dataplane: LinuxDataplane
+    dataplane: LinuxDataplane | BGPOnlyDataplane
     sources: SyncSources
     metrics: Metrics
-    cni: CNIServer
+    cni: CNIServer | None
     bgp: Any | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     writer_error: BaseException | None = None
@@ -77,7 +78,8 @@ class Agent:
     def run(self) -> int:
         threading.Thread(target=self._writer_main, name="felixpy-writer", daemon=True).start()
         self.sources.start(self.stop)
-        self.cni.start()
+        if self.cni is not None:
+            self.cni.start()
         if self.bgp is not None:
             self.bgp.start()
         while not self.stop.wait(0.5):
@@ -92,7 +94,8 @@ class Agent:
 
     def shutdown(self, *, graceful: bool) -> None:
         self.stop.set()
-        self.cni.stop()
+        if self.cni is not None:
+            self.cni.stop()
         if self.bgp is not None:
             self.bgp.stop(graceful=graceful)
         self.sources.syncer.stop(timeout=2.0)
@@ -116,7 +119,7 @@ def _bgp_service(settings: Settings) -> Any | None:
     return BGPService(settings.nodename, settings.run_dir)
 
 
-def _policy_driver(settings: Settings) -> Any | None:
+def _policy_driver(settings: Settings, params: FelixParams, kinds: set[str]) -> Any | None:
     """The policy compiler + iptables/ipset writers, or None (nothing programmed in iptables)."""
     if not settings.policy_enabled:
         return None
@@ -124,24 +127,90 @@ def _policy_driver(settings: Settings) -> Any | None:
     from felixpy.dataplane.iptables import IptablesWriter
     from felixpy.dataplane.iptables_backend import make_backend
     from felixpy.node.policy_driver import PolicyDriver
+    from policy.chains import ChainConfig
     from policy.compiler import PolicyCompiler
 
-    return PolicyDriver(PolicyCompiler(settings.nodename), IptablesWriter(make_backend()), IpsetWriter())
+    config = ChainConfig(
+        ipip_enabled="ipip" in kinds, vxlan_enabled="vxlan" in kinds, vxlan_port=params.vxlanPort
+    )
+    compiler = PolicyCompiler(settings.nodename, config=config)
+    return PolicyDriver(compiler, IptablesWriter(make_backend()), IpsetWriter())
 
 
-def build(settings: Settings, env: dict[str, str]) -> Agent:
+def _encap_driver(params: FelixParams, address: Any | None, mtu: int) -> EncapDriver:
+    return EncapDriver(
+        EncapSettings(
+            parent=address.iface if address else "",
+            parent_ip=address.cidr.split("/")[0] if address else "",
+            host_mtu=mtu,
+            vxlan_vni=params.vxlanVNI,
+            vxlan_port=params.vxlanPort,
+            vxlan_mtu=params.vxlanMTU,
+            ipip_mtu=params.ipipMTU,
+        )
+    )
+
+
+class BGPOnlyDataplane:
+    """--route-reflector mode: no workload dataplane; calc's BGP inputs go to the BGP service only."""
+
+    def __init__(self, bgp_sink: Any | None) -> None:
+        self.bgp_sink = bgp_sink
+        self.endpoints: dict[Any, Any] = {}
+
+    def apply(self, updates: list[Any]) -> None:
+        if self.bgp_sink is not None:
+            self.bgp_sink(updates)
+
+    def commit(self) -> bool:
+        return True
+
+    def resync(self, what: str) -> None:
+        return None
+
+
+def _intervals(params: FelixParams) -> dict[str, float]:
+    return {
+        "routes": params.routeRefreshInterval,
+        "iptables": params.iptablesRefreshInterval,
+        "ipsets": params.ipsetsRefreshInterval,
+    }
+
+
+def _startup(settings: Settings, env: dict[str, str]) -> tuple[Any, Any, IPAM, Any, FelixParams]:
+    """calico-node's start-up steps; returns (kv, backend, ipam, node address, params)."""
     kv = connect_kv(DatastoreConfig.from_env(env))
     backend = KVBackend(kv)
     ipam = IPAM(kv, backend)
     address = startup.node_address(settings)
     startup.register_node(backend, settings, address.cidr if address else None)
-    startup.ensure_default_pool(backend, settings)
+    if not settings.route_reflector:
+        startup.ensure_default_pool(backend, settings)
+    return kv, backend, ipam, address, startup.felix_params(backend, settings)
+
+
+def build_route_reflector(settings: Settings, env: dict[str, str]) -> Agent:
+    """BGP only: register (cluster ID, label), sync, feed the BGP service; no CNI, routes or iptables."""
+    kv, backend, _, _, params = _startup(settings, env)
+    bgp = _bgp_service(settings)
+    from felixpy.node.bgp_sink import BGPSink
+
+    dataplane = BGPOnlyDataplane(BGPSink(bgp) if bgp is not None else None)
+    writer = Writer(CalcGraph(settings.nodename), dataplane, intervals={})
+    sources = SyncSources(kv, backend, writer)
+    agent = Agent(settings, params, kv, backend, writer, dataplane, sources, Metrics(), None, bgp)
+    _serve_http(agent)
+    return agent
+
+
+def build(settings: Settings, env: dict[str, str]) -> Agent:
+    if settings.route_reflector:
+        return build_route_reflector(settings, env)
+    kv, backend, ipam, address, params = _startup(settings, env)
     kinds = startup.encap_kinds(backend)
     startup.ensure_tunnel_addresses(ipam, settings.nodename, kinds)
-    params = startup.felix_params(backend, settings)
-    startup.write_mtu_file(
-        settings.mtu_path, startup.pod_mtu(params, address.iface if address else "", kinds)
-    )
+    mtu = startup.host_mtu(address.iface if address else "")
+    startup.write_mtu_file(settings.mtu_path, startup.pod_mtu(params, mtu, kinds))
     enable_ip_forwarding(ipv6=False)
 
     metrics = Metrics()
@@ -149,17 +218,16 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
     bgp = _bgp_service(settings)
     from felixpy.node.bgp_sink import BGPSink
 
-    policy = _policy_driver(settings)
-    sink = BGPSink(bgp) if bgp is not None else None
-    dataplane = LinuxDataplane(routes=RouteTable(IPRouteNetlink()), links=links, policy=policy, bgp_sink=sink)
-    intervals = {
-        "routes": params.routeRefreshInterval,
-        "iptables": params.iptablesRefreshInterval,
-        "ipsets": params.ipsetsRefreshInterval,
-    }
-    writer = Writer(
-        CalcGraph(settings.nodename), dataplane, intervals=intervals, on_commit=_on_commit(metrics, dataplane)
+    policy = _policy_driver(settings, params, kinds)
+    dataplane = LinuxDataplane(
+        routes=RouteTable(IPRouteNetlink()),
+        links=links,
+        encap=_encap_driver(params, address, mtu),
+        policy=policy,
+        bgp_sink=BGPSink(bgp) if bgp is not None else None,
     )
+    graph = CalcGraph(settings.nodename, ipip_routes=not settings.bgp_enabled)
+    writer = Writer(graph, dataplane, intervals=_intervals(params), on_commit=_on_commit(metrics, dataplane))
     handler = CNIHandler(
         nodename=settings.nodename,
         kv=kv,

@@ -1,4 +1,5 @@
-"""`felixpy`: the agent's command line (`felixpy node`, `felixpy version`).
+"""`felixpy`: the agent's command line (`felixpy node [--route-reflector]`, `felixpy install-cni`,
+`felixpy version`).
 
 Settings are built once here from the environment (calico-node's variables) and passed down.
 """
@@ -48,10 +49,17 @@ def main(argv: list[str] | None = None) -> None:
     node = sub.add_parser("node", help="run the node agent (env: NODENAME, ETCD_ENDPOINTS, IP, FELIX_*, ...)")
     node.add_argument("--route-reflector", action="store_true", help="BGP route reflector only")
     sub.add_parser("version", help="print the version")
+    sub.add_parser(
+        "install-cni", help="install the CNI plugins and network config (env: CNI_NETWORK_CONFIG, ...)"
+    )
     args = parser.parse_args(argv)
     if args.command == "version":
         print(f"felixpy {version()}")
         return
+    if args.command == "install-cni":
+        from felixpy.kube.install_cni import main as install_cni
+
+        sys.exit(install_cni())
     settings = Settings.from_env(os.environ, route_reflector=args.route_reflector)
     configure_logging(settings.log_level)
     from felixpy.agent import run_node

@@ -13,6 +13,7 @@ import ipaddress
 from typing import Any
 
 from felixpy.calc.model import (
+    IPIP_DEVICE,
     VXLAN_DEVICE,
     BlocksUpdate,
     Encap,
@@ -55,8 +56,12 @@ def _host_cidr(ip: str) -> str:
 
 
 class CalcGraph:
-    def __init__(self, nodename: str) -> None:
+    """``ipip_routes``: also compute remote-block routes of IPIP pools (when no BGP speaker
+    programs them, e.g. ``CALICO_NETWORKING_BACKEND=none``); VXLAN routes are always computed."""
+
+    def __init__(self, nodename: str, *, ipip_routes: bool = False) -> None:
         self.nodename = nodename
+        self.ipip_routes = ipip_routes
         self._weps: dict[Key, Any] = {}
         self._nodes: dict[str, Any] = {}
         self._pools: dict[str, Any] = {}
@@ -223,13 +228,34 @@ class CalcGraph:
 
     def _remote_route(self, cidr: str, node: str) -> Route | None:
         pool = self._pool_for(cidr)
+        if pool is None:
+            return None
+        if pool.vxlan_mode != "Never":
+            return self._vxlan_route(cidr, node, pool)
+        if pool.ipip_mode != "Never" and self.ipip_routes:
+            return self._ipip_route(cidr, node, pool)
+        return None
+
+    def _vxlan_route(self, cidr: str, node: str, pool: Any) -> Route | None:
         vtep = self._vteps.get(node)
-        if pool is None or pool.vxlan_mode == "Never" or vtep is None:
+        if vtep is None:
             return None
         reason = f"block of {node} (vxlan pool {pool.cidr})"
         if pool.vxlan_mode == "CrossSubnet" and _same_subnet(self._encap.node_ip, vtep.parent_ip):
             return Route(cidr, "direct", gateway=vtep.parent_ip, reason=reason + ", same subnet")
         return Route(cidr, "vxlan", iface=VXLAN_DEVICE, gateway=vtep.tunnel_ip, onlink=True, reason=reason)
+
+    def _ipip_route(self, cidr: str, node: str, pool: Any) -> Route | None:
+        """Calico's IPIP route: ``via <node IP> dev tunl0 onlink``; CrossSubnet same subnet: direct."""
+        obj = self._nodes.get(node)
+        bgp = obj.spec.bgp if obj is not None else None
+        if bgp is None or not bgp.ipv4_address:
+            return None
+        node_ip = str(bgp.ipv4_address).split("/")[0]
+        reason = f"block of {node} (ipip pool {pool.cidr})"
+        if pool.ipip_mode == "CrossSubnet" and _same_subnet(self._encap.node_ip, node_ip):
+            return Route(cidr, "direct", gateway=node_ip, reason=reason + ", same subnet")
+        return Route(cidr, "ipip", iface=IPIP_DEVICE, gateway=node_ip, onlink=True, reason=reason)
 
     def _pool_for(self, cidr: str) -> Any | None:
         net = ipaddress.ip_network(cidr)

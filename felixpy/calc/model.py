@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-RouteKind = Literal["local", "blackhole", "vxlan", "direct"]
+RouteKind = Literal["local", "blackhole", "vxlan", "ipip", "direct"]
 
 VXLAN_DEVICE = "vxlan.calico"
 IPIP_DEVICE = "tunl0"

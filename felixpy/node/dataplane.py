@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import structlog
 
 from felixpy.calc.model import (
+    IPIP_DEVICE,
     VXLAN_DEVICE,
     EncapUpdate,
     EndpointUpdate,
@@ -49,6 +50,8 @@ def route_target(route: Route) -> RouteTarget:
         return RouteTarget.blackhole()
     if route.kind == "vxlan":
         return RouteTarget.via(route.gateway or "", route.iface or VXLAN_DEVICE, onlink=True)
+    if route.kind == "ipip":
+        return RouteTarget.via(route.gateway or "", route.iface or IPIP_DEVICE, onlink=True)
     return RouteTarget.via(route.gateway or "", route.iface or "")
 
 
@@ -70,14 +73,24 @@ class LinuxDataplane:
         self.endpoints: dict[tuple[str, str], LocalEndpoint] = {}
         self._pending_sweep = False
         self._started = False
+        self._ipip_routes: set[str] = set()  # routes over tunl0 (dropped if the kernel has no ipip)
+
+    def _on_route(self, u: RouteUpdate) -> None:
+        self._ipip_routes.discard(u.dst)
+        if u.route is None:
+            self.routes.remove_route(u.dst)
+            return
+        if u.route.kind == "ipip":
+            self._ipip_routes.add(u.dst)
+            if self.encap is not None and self.encap.ipip_usable is False:
+                self.routes.remove_route(u.dst)
+                return
+        self.routes.set_route(u.dst, route_target(u.route))
 
     def apply(self, updates: list[Update]) -> None:
         for u in updates:
             if isinstance(u, RouteUpdate):
-                if u.route is None:
-                    self.routes.remove_route(u.dst)
-                else:
-                    self.routes.set_route(u.dst, route_target(u.route))
+                self._on_route(u)
             elif isinstance(u, EndpointUpdate):
                 if u.endpoint is None:
                     self.endpoints.pop(u.key, None)
@@ -101,6 +114,9 @@ class LinuxDataplane:
         ok = True
         if self.encap is not None:
             ok = bool(self.encap.apply()) and ok
+            if self.encap.ipip_usable is False:
+                for dst in self._ipip_routes:  # no tunl0 on this kernel: never ask for them
+                    self.routes.remove_route(dst)
         stats = self.routes.start() if not self._started else self.routes.apply()
         self._started = True
         ok = ok and not stats.failed
@@ -110,6 +126,9 @@ class LinuxDataplane:
 
     def resync(self, what: str) -> None:
         if what == "routes":
+            if self.encap is not None:
+                self.encap.resync()
+                self.encap.apply()
             stats = self.routes.resync()
             if stats.replaced or stats.deleted:
                 log.info(

@@ -29,11 +29,30 @@ class PolicyDriver:
         self._written: set[str] = set()  # chain names in the kernel after the last good commit
         self._lock = threading.Lock()
         self._hooks_set = False
+        self._host_ips: dict[str, str] = {}  # node name -> its IPv4 address (cali40all-hosts-net)
 
     def on_updates(self, updates: list[Update]) -> None:
+        hosts_changed = False
         for u in updates:
             if isinstance(u, InputUpdate):
-                self._on_input(u)
+                if u.kind == "Node":
+                    hosts_changed = self._on_node(u.key[1], u.obj) or hosts_changed
+                else:
+                    self._on_input(u)
+        if hosts_changed:
+            self.compiler.set_host_ips(sorted(set(self._host_ips.values())))
+
+    def _on_node(self, name: str, node: Any | None) -> bool:
+        """Track every node's IP (VXLAN/IPIP packets are accepted only from these)."""
+        bgp = node.spec.bgp if node is not None else None
+        ip = str(bgp.ipv4_address).split("/")[0] if bgp is not None and bgp.ipv4_address else None
+        if self._host_ips.get(name) == ip:
+            return False
+        if ip is None:
+            self._host_ips.pop(name, None)
+        else:
+            self._host_ips[name] = ip
+        return True
 
     def _on_input(self, u: InputUpdate) -> None:
         c = self.compiler

@@ -103,6 +103,8 @@ class Settings(BaseModel):
     run_dir: str = "/var/run/felixpy"
     log_level: str = "info"
     route_reflector: bool = False
+    rr_cluster_id: str | None = None  # ROUTE_REFLECTOR_CLUSTER_ID (--route-reflector mode)
+    rr_label: str | None = None  # ROUTE_REFLECTOR_LABEL: <label>=true on our Node
     policy_enabled: bool = True  # FELIXPY_POLICY=off: program nothing in iptables/ipsets
     env: dict[str, str] = Field(default_factory=dict, repr=False)  # FELIX_* for FelixParams
 
@@ -144,6 +146,8 @@ class Settings(BaseModel):
             run_dir=get("FELIXPY_RUN_DIR", "/var/run/felixpy"),
             log_level=get("FELIXPY_LOG_LEVEL", get("FELIX_LOGSEVERITYSCREEN", "info")).lower(),
             route_reflector=route_reflector,
+            rr_cluster_id=get("ROUTE_REFLECTOR_CLUSTER_ID"),
+            rr_label=get("ROUTE_REFLECTOR_LABEL"),
             policy_enabled=str(get("FELIXPY_POLICY", "on")).lower() not in ("off", "false", "0"),
             env={k: v for k, v in env.items() if k.startswith("FELIX_")},
         )

@@ -47,34 +47,48 @@ def register_node(backend: Any, settings: Settings, address: str | None) -> Node
             node = backend.get(Node, settings.nodename)
         except NotFound:
             node = Node.model_validate({"metadata": {"name": settings.nodename}, "spec": {}})
-            _set_bgp(node, settings, address)
+            _set_identity(node, settings, address)
             try:
                 created = backend.create(node)
                 log.info("node.registered", node=settings.nodename, address=address, reason="first start")
                 return created  # type: ignore[no-any-return]
             except AlreadyExists:
                 continue
-        if not _set_bgp(node, settings, address):
+        if not _set_identity(node, settings, address):
             return node  # type: ignore[no-any-return]
         try:
             updated = backend.update(node)
-            log.info("node.updated", node=settings.nodename, address=address, reason="address/AS changed")
+            log.info("node.updated", node=settings.nodename, address=address, reason="address/AS/RR changed")
             return updated  # type: ignore[no-any-return]
         except Conflict:
             continue
     raise Conflict(f"could not register node {settings.nodename}: too many concurrent updates")
 
 
+def _set_identity(node: Node, settings: Settings, address: str | None) -> bool:
+    """BGP fields, plus the route-reflector cluster ID and label in --route-reflector mode."""
+    changed = _set_bgp(node, settings, address)
+    if settings.route_reflector and settings.rr_label:
+        labels = dict(node.metadata.labels or {})
+        if labels.get(settings.rr_label) != "true":
+            node.metadata.labels = labels | {settings.rr_label: "true"}
+            changed = True
+    return changed
+
+
 def _set_bgp(node: Node, settings: Settings, address: str | None) -> bool:
     """Set the BGP fields we own; True when something changed."""
     before = node.to_dict().get("spec", {}).get("bgp")
-    if address is None and settings.as_number is None:
+    cluster_id = settings.rr_cluster_id if settings.route_reflector else None
+    if address is None and settings.as_number is None and cluster_id is None:
         return False
     bgp = dict(before or {})
     if address is not None:
         bgp["ipv4Address"] = address
     if settings.as_number is not None:
         bgp["asNumber"] = int(settings.as_number) if str(settings.as_number).isdigit() else settings.as_number
+    if cluster_id is not None:
+        bgp["routeReflectorClusterID"] = cluster_id
     if bgp == before:
         return False
     node.spec = type(node.spec).model_validate(
@@ -140,16 +154,21 @@ def felix_params(backend: Any, settings: Settings) -> FelixParams:
     return FelixParams.resolve(settings.env, spec_of(f"node.{settings.nodename}"), spec_of("default"))
 
 
-def pod_mtu(params: FelixParams, host_iface: str, kinds: set[str]) -> int:
-    if params.vethMTU:
-        return params.vethMTU
-    host_mtu = 1500
+def host_mtu(host_iface: str) -> int:
+    """MTU of the interface holding the node's IP (1500 when unknown)."""
     if host_iface:
         with IPRoute() as ipr:
             idx = ipr.link_lookup(ifname=host_iface)
             if idx:
-                host_mtu = int(ipr.get_links(idx[0])[0].get_attr("IFLA_MTU"))
-    return host_mtu - max((OVERHEAD[k] for k in kinds), default=0)
+                return int(ipr.get_links(idx[0])[0].get_attr("IFLA_MTU"))
+    return 1500
+
+
+def pod_mtu(params: FelixParams, mtu: int, kinds: set[str]) -> int:
+    """FELIX_VETHMTU if set, else the host MTU minus the largest overhead in use (Felix's rule)."""
+    if params.vethMTU:
+        return params.vethMTU
+    return mtu - max((OVERHEAD[k] for k in kinds), default=0)
 
 
 def write_mtu_file(path: str, mtu: int) -> None:

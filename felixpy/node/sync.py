@@ -28,13 +28,14 @@ from felixpy.resources import (
     Namespace,
     NetworkPolicy,
     Node,
+    Resource,
     WorkloadEndpoint,
 )
 
 log = structlog.get_logger(__name__)
 
 HOST_PREFIX = "/calico/ipam/v2/host/"
-SYNCED_KINDS = [
+SYNCED_KINDS: list[type[Resource]] = [
     IPPool,
     Node,
     WorkloadEndpoint,

@@ -1,0 +1,370 @@
+"""Agent + CNI benchmark: felixpy-cni vs the reference bridge+host-local plugins, route latency, RSS.
+
+    .venv/bin/python bench/cni.py [--cycles 100] [--samples 200] [--local 1000] [--remote 10000]
+
+Root only. Builds one node namespace (``fpb-<pid>-node``: a veth ``eth0`` 10.78.0.1/24, etcd on
+its loopback, the real ``felixpy node`` with BGP off and policy on) and measures, in one run:
+
+  cni_add_del_felixpy     ADD+DEL cycle of the real felixpy-cni: ``ip netns add`` of a pod namespace,
+                          ADD, DEL, ``ip netns del`` (p50/p99 ms)
+  cni_add_del_reference   the same cycle with /usr/lib/cni ``bridge`` + ``host-local`` (no agent)
+  cni_add_del_ratio       felixpy p50 / reference p50 (goal <= 1.5)
+  wep_to_route            a WorkloadEndpoint put into etcd -> its /32 route in the node's kernel
+                          (p50/p99 ms; the endpoint's interface is a dummy link made beforehand)
+  agent_rss_*             agent RSS idle, then with --local endpoints of this node (written straight
+                          to etcd, each with a dummy ``cali*`` link so its route can be installed)
+                          and --remote endpoints of other nodes (goal <= 200 MB)
+
+The etcd-side parts run inside the node namespace (``--inner``), since etcd listens there.
+One JSON line per figure: {"name", "value", "unit", "reference"}. Every namespace and process is
+removed at the end, even on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+VENV_BIN = ROOT / ".venv" / "bin"
+ETCD_URL = "http://127.0.0.1:23795"
+NODE = "bench-node"
+WEP_PREFIX = "/calico/resources/v3/projectcalico.org/workloadendpoints/"
+
+
+def emit(name: str, value: float, unit: str, reference: str = "", **extra: object) -> None:
+    print(json.dumps({"name": name, "value": round(value, 3), "unit": unit, "reference": reference, **extra}))
+    sys.stdout.flush()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def sh(*argv: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=120, check=check, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+class Bench:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.ns = f"fpb-{os.getpid()}-node"
+        self.pods: set[str] = set()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.agent: subprocess.Popen[bytes] | None = None
+
+    def nsexec(self, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, *argv]
+
+    def setup(self) -> None:
+        sh("ip", "netns", "add", self.ns)
+        for cmd in (
+            "link set lo up",
+            "link add eth0 type veth peer name eth0p",
+            "addr add 10.78.0.1/24 dev eth0",
+            "link set eth0 up",
+            "link set eth0p up",
+            "route add default via 10.78.0.254 dev eth0",
+        ):
+            sh("ip", "-n", self.ns, *cmd.split())
+        etcd = [
+            "etcd",
+            "--name",
+            "b",
+            "--data-dir",
+            str(self.tmp / "etcd"),
+            "--listen-client-urls",
+            ETCD_URL,
+            "--advertise-client-urls",
+            ETCD_URL,
+            "--listen-peer-urls",
+            "http://127.0.0.1:23796",
+            "--log-level",
+            "warn",
+            "--logger",
+            "zap",
+            "--quota-backend-bytes",
+            str(4 << 30),
+        ]
+        self.procs.append(
+            subprocess.Popen(self.nsexec(*etcd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+        health = self.nsexec("etcdctl", "--endpoints", ETCD_URL, "endpoint", "health")
+        wait(lambda: sh(*health, check=False).returncode == 0, 20, "etcd")
+        self.start_agent()
+
+    def start_agent(self) -> None:
+        env = {
+            "PATH": os.environ["PATH"],
+            "NODENAME": NODE,
+            "ETCD_ENDPOINTS": ETCD_URL,
+            "IP": "10.78.0.1/24",
+            "CALICO_NETWORKING_BACKEND": "none",
+            "CALICO_IPV4POOL_CIDR": "10.240.0.0/14",
+            "FELIXPY_RUN_DIR": str(self.tmp / "run"),
+            "FELIXPY_LOG_LEVEL": "info",
+        }
+        log = open(self.tmp / "agent.log", "ab")  # noqa: SIM115 (handed to the child)
+        self.agent = subprocess.Popen(
+            self.nsexec(str(VENV_BIN / "felixpy"), "node"), stdout=log, stderr=log, env=env
+        )
+        self.procs.append(self.agent)
+        probe = "import urllib.request as u; u.urlopen('http://127.0.0.1:9099/readiness', timeout=1)"
+        wait(
+            lambda: sh(*self.nsexec(sys.executable, "-c", probe), check=False).returncode == 0,
+            60,
+            "agent ready",
+        )
+
+    def teardown(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                p.wait(10)
+        for pod in self.pods:
+            sh("ip", "netns", "del", pod, check=False)
+        pids = sh("ip", "netns", "pids", self.ns, check=False).stdout.split()
+        for pid in pids:
+            os.kill(int(pid), signal.SIGKILL)
+        sh("ip", "netns", "del", self.ns, check=False)
+        if (self.tmp / "agent.log").exists():
+            shutil.copy(self.tmp / "agent.log", "/tmp/felixpy-bench-cni-agent.log")
+
+    # ---- ADD+DEL cycles ---------------------------------------------------------------------
+    def _plugin(self, binary: str, conf: dict, command: str, pod: str, cid: str) -> None:
+        env = {
+            "PATH": os.environ["PATH"],
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": cid,
+            "CNI_NETNS": f"/var/run/netns/{pod}",
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": "/usr/lib/cni",
+            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={cid}",
+        }
+        proc = sh(*self.nsexec(binary), input=json.dumps(conf), env=env, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{binary} {command} failed: {proc.stdout} {proc.stderr}")
+
+    def cycles(self, tag: str, binary: str, conf: dict, n: int) -> list[float]:
+        out = []
+        for i in range(n):
+            pod, cid = f"fpb-{os.getpid()}-{tag}{i}", f"{tag}-{i}"
+            start = time.perf_counter()
+            sh("ip", "netns", "add", pod)
+            self.pods.add(pod)
+            self._plugin(binary, conf, "ADD", pod, cid)
+            self._plugin(binary, conf, "DEL", pod, cid)
+            sh("ip", "netns", "del", pod)
+            out.append((time.perf_counter() - start) * 1000)
+            self.pods.discard(pod)
+        return out
+
+    def inner(self, *args: str) -> list[dict]:
+        proc = sh(*self.nsexec(sys.executable, __file__, "--inner", *args), check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"inner {args} failed: {proc.stderr[-2000:]}")
+        return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+    def rss_mb(self) -> float:
+        assert self.agent is not None
+        for line in Path(f"/proc/{self.agent.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+
+def felixpy_conf(run_dir: Path) -> dict:
+    return {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "felixpy", "run_dir": str(run_dir)}
+
+
+def reference_conf(data_dir: Path) -> dict:
+    return {
+        "cniVersion": "1.0.0",
+        "name": "ref",
+        "type": "bridge",
+        "bridge": "cni-ref0",
+        "isGateway": True,
+        "ipMasq": False,
+        "ipam": {"type": "host-local", "subnet": "10.79.0.0/16", "dataDir": str(data_dir)},
+    }
+
+
+def run_cni(b: Bench, cycles: int) -> None:
+    sh(*b.nsexec(str(VENV_BIN / "felixpy-cni")), check=False, input="{}", env={"CNI_COMMAND": "VERSION"})
+    b.cycles("warm", str(VENV_BIN / "felixpy-cni"), felixpy_conf(b.tmp / "run"), 3)
+    b.cycles("wref", "/usr/lib/cni/bridge", reference_conf(b.tmp / "hl"), 3)
+    fx = b.cycles("fx", str(VENV_BIN / "felixpy-cni"), felixpy_conf(b.tmp / "run"), cycles)
+    ref = b.cycles("ref", "/usr/lib/cni/bridge", reference_conf(b.tmp / "hl"), cycles)
+    for name, vals in (("felixpy", fx), ("reference", ref)):
+        ref_text = "bridge+host-local from /usr/lib/cni" if name == "reference" else "goal <= 1.5x reference"
+        emit(f"cni_add_del_{name}_p50", statistics.median(vals), "ms", ref_text, cycles=len(vals))
+        emit(f"cni_add_del_{name}_p99", pct(vals, 0.99), "ms", ref_text, cycles=len(vals))
+    emit("cni_add_del_ratio_p50", statistics.median(fx) / statistics.median(ref), "x", "goal <= 1.5")
+
+
+def run_route_latency(b: Bench, samples: int) -> None:
+    batch = "\n".join(
+        f"link add calibench{i} type veth peer name cbp{i}\nlink set calibench{i} up" for i in range(samples)
+    )
+    sh(*b.nsexec("ip", "-batch", "-"), input=batch + "\n")
+    for rec in b.inner("latency", str(samples)):
+        emit(**rec)
+
+
+def run_rss(b: Bench, local: int, remote: int) -> None:
+    emit("agent_rss_idle", b.rss_mb(), "MB", "agent after the other figures")
+    batch = "\n".join(
+        f"link add caliload{i:05d} type veth peer name clp{i:05d}\nlink set caliload{i:05d} up"
+        for i in range(local)
+    )
+    sh(*b.nsexec("ip", "-batch", "-"), input=batch + "\n")
+    start = time.monotonic()
+    b.inner("load", str(local), str(remote))
+
+    def routes_in() -> bool:
+        out = sh("ip", "-n", b.ns, "route", "show", "proto", "80").stdout
+        return out.count("caliload") >= local
+
+    wait(routes_in, 600, "routes of the loaded endpoints")
+    emit(
+        "agent_load_to_routes",
+        time.monotonic() - start,
+        "s",
+        f"{local} local + {remote} remote WEPs put -> routes",
+    )
+    time.sleep(5)
+    emit("agent_rss_loaded", b.rss_mb(), "MB", f"goal <= 200 MB; {local} local + {remote} remote endpoints")
+
+
+# ---- inside the node namespace ---------------------------------------------------------------
+def _wep(name: str, node: str, iface: str, ip: str) -> tuple[str, bytes]:
+    from felixpy.datastore.resources import encode
+    from felixpy.resources import WorkloadEndpoint
+
+    wep = WorkloadEndpoint.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "bench", "labels": {"app": f"a{len(name) % 10}"}},
+            "spec": {
+                "orchestrator": "k8s",
+                "node": node,
+                "pod": name,
+                "endpoint": "eth0",
+                "interfaceName": iface,
+                "ipNetworks": [f"{ip}/32"],
+                "profiles": ["kns.bench"],
+            },
+        }
+    )
+    return encode(wep)
+
+
+def _has_host_route(ipr: Any, ip: str) -> bool:
+    """An exact ``ip/32`` route in the main table (a dump: ``route get`` would match the default)."""
+    return any(
+        r["dst_len"] == 32 and r.get_attr("RTA_DST") == ip
+        for r in ipr.get_routes(family=socket.AF_INET, table=254, proto=80)
+    )
+
+
+def inner_latency(samples: int) -> None:
+    from pyroute2 import IPRoute
+
+    from felixpy.datastore.etcd import EtcdKV
+
+    kv, out = EtcdKV(ETCD_URL), []
+    with IPRoute() as ipr:
+        for i in range(samples):
+            ip = f"10.241.{i // 250}.{i % 250 + 1}"
+            key, value = _wep(f"lat-{i}", NODE, f"calibench{i}", ip)
+            start = time.perf_counter()
+            kv.put(key, value)
+            deadline = start + 5
+            while not _has_host_route(ipr, ip) and time.perf_counter() < deadline:
+                time.sleep(0.0005)
+            out.append((time.perf_counter() - start) * 1000)
+    for q, label in ((0.5, "p50"), (0.99, "p99")):
+        goal = "goal <= 50 ms" if label == "p50" else "goal <= 200 ms"
+        emit(f"wep_to_route_{label}", pct(out, q), "ms", goal, samples=samples)
+
+
+def inner_load(local: int, remote: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from felixpy.datastore.etcd import EtcdKV
+
+    kv = EtcdKV(ETCD_URL)
+    items = [
+        _wep(f"ld-{i}", NODE, f"caliload{i:05d}", f"10.242.{i // 250}.{i % 250 + 1}") for i in range(local)
+    ]
+    items += [
+        _wep(f"rm-{i}", f"remote-{i % 50}", f"calirm{i}", f"10.243.{i // 250}.{i % 250 + 1}")
+        for i in range(remote)
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda kvp: kv.put(*kvp), items))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cycles", type=int, default=100)
+    ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--local", type=int, default=1000)
+    ap.add_argument("--remote", type=int, default=10000)
+    ap.add_argument("--parts", default="cni,latency,rss", help="comma-separated subset to run")
+    ap.add_argument("--inner", nargs="+")
+    args = ap.parse_args()
+    if args.inner:
+        if args.inner[0] == "latency":
+            inner_latency(int(args.inner[1]))
+        else:
+            inner_load(int(args.inner[1]), int(args.inner[2]))
+        return 0
+    if os.geteuid() != 0:
+        print("bench/cni.py needs root (network namespaces)", file=sys.stderr)
+        return 2
+    print(
+        f"# {platform.platform()} cpus={os.cpu_count()} python={platform.python_version()}", file=sys.stderr
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="felixpy-bench-cni-"))
+    b = Bench(tmp)
+    try:
+        b.setup()
+        parts = args.parts.split(",")
+        if "cni" in parts:
+            run_cni(b, args.cycles)
+        if "latency" in parts:
+            run_route_latency(b, args.samples)
+        if "rss" in parts:
+            run_rss(b, args.local, args.remote)
+    finally:
+        b.teardown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
