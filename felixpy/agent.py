@@ -27,8 +27,7 @@ from felixpy.dataplane.links import WorkloadLinks
 from felixpy.dataplane.netlink import IPRouteNetlink
 from felixpy.dataplane.routes import RouteTable
 from felixpy.dataplane.sysctl import enable_ip_forwarding
-from felixpy.datastore.config import DatastoreConfig, connect_kv
-from felixpy.datastore.resources import KVBackend
+from felixpy.datastore.config import DatastoreConfig, connect
 from felixpy.node import startup
 from felixpy.node.dataplane import LinuxDataplane
 from felixpy.node.encap import EncapDriver, EncapSettings
@@ -179,8 +178,8 @@ def _intervals(params: FelixParams) -> dict[str, float]:
 
 def _startup(settings: Settings, env: dict[str, str]) -> tuple[Any, Any, IPAM, Any, FelixParams]:
     """calico-node's start-up steps; returns (kv, backend, ipam, node address, params)."""
-    kv = connect_kv(DatastoreConfig.from_env(env))
-    backend = KVBackend(kv)
+    # Raw keys for IPAM (etcd, or IPAM CRDs) and typed resources (etcd layout, or the Kubernetes API).
+    kv, backend = connect(DatastoreConfig.from_env(env))
     ipam = IPAM(kv, backend)
     address = startup.node_address(settings)
     startup.register_node(backend, settings, address.cidr if address else None)

@@ -7,33 +7,12 @@ Settings are built once here from the environment (calico-node's variables) and 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from importlib import metadata
 
-import structlog
-
+from felixpy import logs
 from felixpy.node.settings import Settings
-
-
-def configure_logging(level: str) -> None:
-    """One structured line per event on stderr: ``<time> <level> <event> key=value ...``."""
-    numeric = getattr(logging, level.upper(), logging.INFO) if level.upper() != "WARN" else logging.WARNING
-    logging.basicConfig(
-        level=numeric, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            structlog.processors.format_exc_info,
-            structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"], sort_keys=True),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
 
 
 def version() -> str:
@@ -61,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(install_cni())
     settings = Settings.from_env(os.environ, route_reflector=args.route_reflector)
-    configure_logging(settings.log_level)
+    logs.configure(settings.log_level)
     from felixpy.agent import run_node
 
     sys.exit(run_node(settings, dict(os.environ)))

@@ -169,9 +169,14 @@ class CNIHandler:
 
     def _write_wep(self, req: CNIRequest, iface: str, addresses: list[str], mac: str) -> WorkloadEndpoint:
         ns, name = self.wep_key(req)
+        # Without a kube-apiserver to ask, the service account is Kubernetes' default unless the runtime
+        # passes K8S_POD_SERVICEACCOUNT (felixpy extension); labels and profiles then match what the
+        # Kubernetes datastore derives from the Pod.
+        sa = req.args.get("K8S_POD_SERVICEACCOUNT") or "default"
         labels = dict(req.labels) | {
             "projectcalico.org/namespace": ns,
             "projectcalico.org/orchestrator": req.orchestrator,
+            "projectcalico.org/serviceaccount": sa,
         }
         wep = WorkloadEndpoint.model_validate(
             {
@@ -185,7 +190,8 @@ class CNIHandler:
                     "interfaceName": iface,
                     "ipNetworks": addresses,
                     "mac": mac,
-                    "profiles": [f"kns.{ns}"],
+                    "serviceAccountName": sa,
+                    "profiles": [f"kns.{ns}", f"ksa.{ns}.{sa}"],
                 },
             }
         )

@@ -134,6 +134,19 @@ def _kubernetes_backend(config: DatastoreConfig) -> KubernetesBackend:
         raise DatastoreError(f"cannot load Kubernetes client configuration from {where}: {exc}") from exc
 
 
+def connect(config: DatastoreConfig) -> tuple[KV, Backend]:
+    """Both layers over one connection: raw keys (IPAM) and typed resources."""
+    if config.datastore_type == "kubernetes":
+        backend = _kubernetes_backend(config)
+        from felixpy.datastore.kube_kv import KubeKV
+
+        return KubeKV(backend), backend  # type: ignore[return-value]
+    from felixpy.datastore.resources import KVBackend
+
+    kv = connect_kv(config)
+    return kv, KVBackend(kv)
+
+
 def connect_backend(config: DatastoreConfig) -> Backend:
     if config.datastore_type == "kubernetes":
         return _kubernetes_backend(config)  # type: ignore[return-value]

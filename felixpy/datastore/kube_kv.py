@@ -48,11 +48,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from felixpy.datastore.errors import AlreadyExists, Conflict, DatastoreError, NotFound
-from felixpy.datastore.kubernetes import KubernetesBackend
+from felixpy.datastore.kubernetes import KubernetesBackend, error_for, iter_lines
 from felixpy.datastore.kv import KeyValue, TxnOp, WatchEvent
 
 GROUP_PATH = "/apis/crd.projectcalico.org/v1"
 KEY_ANNOTATION = "felixpy.io/key"
+WATCH_STREAM_S = 30
+MAX_WATCH_STREAMS = 1_000_000  # bound on resumed streams over a watch's life (~1 year at 30 s)
 IPAM_ROOT = "/calico/ipam/v2/"
 
 # (key prefix, plural, kind); longest prefixes first.
@@ -255,7 +257,44 @@ class KubeKV:
                     self.update(op.key, before.value, written)
 
     def watch(self, prefix: str, start_revision: int) -> Iterator[builtins.list[WatchEvent]]:
-        raise DatastoreError("IPAM keys are not watched in Kubernetes mode; watch the resources instead")
+        """Changes under ``prefix`` from ``start_revision`` on, one batch per event.
+
+        One streaming watch per IPAM kind the prefix covers (in practice one: affinities or blocks).
+        A stream the server ends is resumed from the last resourceVersion seen, and each end yields an
+        empty batch so a consumer polling a stop flag between batches is never stuck. 410 Gone raises
+        Compacted (re-list), as etcd's compaction does.
+        """
+        plurals = _prefix_plurals(prefix)
+        if len(plurals) != 1:
+            raise DatastoreError(f"watch {prefix!r}: spans several IPAM kinds; watch one of them")
+        revision = start_revision - 1  # Kubernetes' watch starts after the given resourceVersion
+        for _ in range(MAX_WATCH_STREAMS):
+            for event in self._stream(plurals[0], revision):
+                revision = max(revision, event.mod_revision)
+                if event.key.startswith(prefix):
+                    yield [event]
+            yield []
+
+    def _stream(self, plural: str, revision: int) -> Iterator[WatchEvent]:
+        query = {"watch": "true", "resourceVersion": str(revision), "timeoutSeconds": str(WATCH_STREAM_S)}
+        resp = self._b._request(
+            "GET", f"{GROUP_PATH}/{plural}", query=query, timeout=(30.0, WATCH_STREAM_S + 30)
+        )
+        if resp.status >= 300:
+            self._b._json_of(resp)
+        for line in iter_lines(resp.response):
+            event = json.loads(line)
+            obj = event.get("object") or {}
+            if event.get("type") == "ERROR":
+                code = int(obj.get("code") or 500)
+                raise error_for(code, obj.get("message", ""), obj.get("reason", ""))
+            kv = self._kv(obj)
+            if kv is None:
+                continue
+            if event.get("type") == "DELETED":
+                yield WatchEvent("delete", kv.key, b"", kv.mod_revision, prev_value=kv.value)
+            elif event.get("type") in ("ADDED", "MODIFIED"):
+                yield WatchEvent("put", kv.key, kv.value, kv.mod_revision)
 
     def revision(self) -> int:
         page = self._b._json("GET", f"{GROUP_PATH}/ipamconfigs", query={"limit": 1})

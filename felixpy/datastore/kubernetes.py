@@ -106,14 +106,18 @@ class KubernetesBackend:
         except Exception as err:  # urllib3 / socket errors arrive wrapped in ApiException(status=0)
             status = int(getattr(err, "status", 0) or 0)
             if status:
-                raise _error(status, str(getattr(err, "body", err))) from err
+                raise error_for(status, str(getattr(err, "body", err))) from err
             raise Unavailable(f"Kubernetes API unreachable: {err}") from err
 
     def _json(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
-        resp = self._request(method, path, **kw)
+        return self._json_of(self._request(method, path, **kw))
+
+    @staticmethod
+    def _json_of(resp: Any) -> dict[str, Any]:
+        """The JSON body of a response; a Kubernetes error Status raised as the datastore error."""
         data = json.loads(resp.read() or b"{}")
         if resp.status >= 300:
-            raise _error(resp.status, data.get("message", ""), data.get("reason", ""))
+            raise error_for(resp.status, data.get("message", ""), data.get("reason", ""))
         return data
 
     # -- reads ------------------------------------------------------------------------------------
@@ -323,10 +327,10 @@ class KubeWatch:
         )
         if resp.status >= 300:
             data = json.loads(resp.read() or b"{}")
-            raise _error(resp.status, data.get("message", ""), data.get("reason", ""))
+            raise error_for(resp.status, data.get("message", ""), data.get("reason", ""))
         self._responses.append(resp)
         try:
-            for line in _lines(resp.response):
+            for line in iter_lines(resp.response):
                 revision = self._handle(kind, json.loads(line), revision)
         except (OSError, ValueError) as err:
             if not self._stop.is_set():
@@ -340,14 +344,14 @@ class KubeWatch:
         if etype == "ERROR":
             if obj.get("code") == 410:
                 raise Compacted(f"watch of {kind.KIND} from {revision}: {obj.get('message')}")
-            raise _error(int(obj.get("code") or 500), obj.get("message", ""), obj.get("reason", ""))
+            raise error_for(int(obj.get("code") or 500), obj.get("message", ""), obj.get("reason", ""))
         rev = int(obj.get("metadata", {}).get("resourceVersion") or revision)
         if etype != "BOOKMARK":
             self._queue.put([self._backend._event(kind, str(etype), obj)])
         return rev
 
 
-def _lines(resp: Any) -> Iterator[bytes]:
+def iter_lines(resp: Any) -> Iterator[bytes]:
     buf = b""
     for chunk in resp.stream(4096, decode_content=True):
         buf += chunk
@@ -357,7 +361,7 @@ def _lines(resp: Any) -> Iterator[bytes]:
                 yield line
 
 
-def _error(status: int, message: str, reason: str = "") -> DatastoreError:
+def error_for(status: int, message: str, reason: str = "") -> DatastoreError:
     if status == 404:
         return NotFound(message or "not found")
     if status == 409 and reason == "AlreadyExists":

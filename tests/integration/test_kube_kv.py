@@ -82,3 +82,25 @@ def test_concurrent_increments_never_lose_an_update(kv: KubeKV) -> None:
     for t in threads:
         t.join(timeout=60)
     assert json.loads(kv.get(HANDLE).value)["n"] == 80
+
+
+def test_watch_streams_affinity_changes_and_resumes(kv: KubeKV, kube_api: KubeAPI) -> None:
+    """The agent's affinity watcher streams IPAM objects from the (stand-in) API instead of re-listing."""
+    _, rev = kv.list("/calico/ipam/v2/host/")
+    got: list[tuple[str, str]] = []
+    done = threading.Event()
+
+    def consume() -> None:
+        for batch in kv.watch("/calico/ipam/v2/host/node-a/", rev + 1):
+            got.extend((e.type, e.key) for e in batch)
+            if len(got) >= 2:
+                done.set()
+                return
+
+    threading.Thread(target=consume, daemon=True).start()
+    kv.create("/calico/ipam/v2/host/node-b/ipv4/block/10.65.1.0-26", b'{"state":"confirmed"}')  # filtered
+    kv.create(AFFINITY, b'{"state":"confirmed"}')
+    kube_api.store.drop_watches()  # the stream ends; the watch resumes from the last revision
+    kv.delete(AFFINITY)
+    assert done.wait(10), got
+    assert got == [("put", AFFINITY), ("delete", AFFINITY)]

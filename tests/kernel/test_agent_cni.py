@@ -278,7 +278,9 @@ def test_labels_from_cni_args_reach_the_endpoint(env: NodeEnv) -> None:
     key = "/calico/resources/v3/projectcalico.org/workloadendpoints/default/node1-k8s-l-eth0"
     doc = json.loads(env.etcdctl("get", "--print-value-only", key).stdout)
     assert doc["metadata"]["labels"]["app"] == "web" and doc["metadata"]["labels"]["tier"] == "front"
-    assert doc["spec"]["profiles"] == ["kns.default"] and doc["spec"]["containerID"] == "cid-l"
+    assert doc["spec"]["profiles"] == ["kns.default", "ksa.default.default"]
+    assert doc["spec"]["containerID"] == "cid-l"
+    assert doc["metadata"]["labels"]["projectcalico.org/serviceaccount"] == "default"
 
 
 def test_del_removes_iface_route_allocation_endpoint(env: NodeEnv) -> None:
