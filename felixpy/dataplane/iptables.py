@@ -1,25 +1,39 @@
 """IptablesWriter: desired ``cali-*`` chains and hook rules, converged per table.
 
 Only ``cali-`` chains and our hook rules (carrying a ``cali:<hash>`` comment) in kernel chains are
-ours; every other chain and rule is left exactly where it is. Each ``apply`` reads the dirty tables
-(iptables-save or libiptc), plans with :func:`plan_table` (chains whose hash lists differ are
-rewritten whole; ``cali-`` chains no longer desired are flushed and deleted; hooks re-placed if out of
-position) and writes one atomic transaction per table. ``resync`` marks every table dirty, which
-repairs drift such as a rule deleted by hand. A failed commit (concurrent writer) is retried after
-re-reading, a bounded number of times.
+ours; every other chain and rule is left exactly where it is.
+
+Felix's write loop (reference 2.13). The writer keeps its *view* of each table (chain -> rule
+hashes) from the last successful commit, and remembers which chains changed since. ``apply``
+plans only those chains against the view with :func:`plan_table` (``-R`` from the first differing
+rule, ``-A``/``-D`` the tail; new chains created, ``cali-`` chains no longer desired flushed and
+deleted; hooks re-placed if out of position), writes one atomic transaction per table, and
+updates the view from the ops it committed: no ``iptables-save`` on the hot path. The table is
+read only on the first apply, on ``resync`` (the periodic refresh: every chain is compared, which
+repairs drift such as a rule deleted by hand), on a due post-write check, and after a failed
+commit (the view may be stale: the next attempt re-reads, a bounded number of times).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
 
 from felixpy.dataplane.errors import DataplaneError
 from felixpy.dataplane.iptables_backend import IptablesBackend
-from felixpy.dataplane.iptables_render import Hook, Op, default_hooks, plan_table
+from felixpy.dataplane.iptables_render import (
+    OUR_PREFIX,
+    Hook,
+    Op,
+    TableState,
+    apply_ops,
+    default_hooks,
+    plan_table,
+    rule_hashes,
+)
 from felixpy.dataplane.model import Chain
 
 log = structlog.get_logger(__name__)
@@ -32,10 +46,22 @@ class TableResult:
     ops: int
     rewritten: tuple[str, ...]
     deleted: tuple[str, ...]
+    read: bool = False  # the table was re-read (iptables-save) for this result
+
+
+@dataclass(slots=True)
+class _Desired:
+    chain: Chain
+    hashes: list[str]
 
 
 class IptablesWriter:
-    """One per IP family. ``backend`` from :func:`felixpy.dataplane.iptables_backend.make_backend`."""
+    """One per IP family. ``backend`` from :func:`felixpy.dataplane.iptables_backend.make_backend`.
+
+    ``post_write_check``: seconds after a write before :meth:`post_write_check` re-reads the
+    tables (Felix's ``IptablesPostWriteCheckIntervalSecs``); it doubles after each clean check
+    and stops past ``max_post_write_check`` (the periodic ``resync`` takes over).
+    """
 
     def __init__(
         self,
@@ -43,77 +69,134 @@ class IptablesWriter:
         *,
         hooks: Iterable[Hook] | None = None,
         retries: int = 3,
+        post_write_check: float = 5.0,
+        max_post_write_check: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backend = backend
         self._hooks = tuple(default_hooks() if hooks is None else hooks)
-        self._chains: dict[tuple[str, str], Chain] = {}
-        self._dirty: set[str] = set(TABLES)
+        self._desired: dict[str, dict[str, _Desired]] = {t: {} for t in TABLES}
+        self._dirty: dict[str, set[str]] = {t: set() for t in TABLES}  # chains changed since commit
+        self._dirty_hooks: set[str] = set()
+        self._views: dict[str, TableState] = {}  # table -> kernel state after our last commit
         self._retries = retries
+        self._check_first, self._check_max = post_write_check, max_post_write_check
+        self._check_interval: float | None = None
+        self._check_at: float | None = None
+        self._clock = clock
         self._log = log.bind(backend=backend.name)
 
     # --- desired state (memory only) ------------------------------------------------------
     def set_chains(self, chains: Iterable[Chain]) -> None:
         """Replace the whole desired set of chains (all tables)."""
-        new: dict[tuple[str, str], Chain] = {(c.table, c.name): _checked(c) for c in chains}
-        self._dirty |= {key[0] for key, _ in new.items() ^ self._chains.items()}
-        self._chains = new
+        new = {(c.table, c.name): c for c in chains}
+        for table, chains_of in self._desired.items():
+            for name in [n for n in chains_of if (table, n) not in new]:
+                self.remove_chain(table, name)
+        for chain in new.values():
+            self.update_chain(chain)
 
     def update_chain(self, chain: Chain) -> None:
-        key = (chain.table, chain.name)
-        if self._chains.get(key) != chain:
-            self._chains[key] = _checked(chain)
-            self._dirty.add(chain.table)
+        current = self._desired[chain.table].get(chain.name)
+        if current is None or current.chain != chain:
+            _checked(chain)
+            self._desired[chain.table][chain.name] = _Desired(chain, rule_hashes(chain.name, chain.rules))
+            self._dirty[chain.table].add(chain.name)
 
     def remove_chain(self, table: str, name: str) -> None:
-        if self._chains.pop((table, name), None) is not None:
-            self._dirty.add(table)
+        if self._desired[table].pop(name, None) is not None:
+            self._dirty[table].add(name)
 
     def set_hooks(self, hooks: Iterable[Hook]) -> None:
         new = tuple(hooks)
-        self._dirty |= {h.table for h in set(new) ^ set(self._hooks)}
+        self._dirty_hooks |= {h.table for h in set(new) ^ set(self._hooks)}
         self._hooks = new
 
     # --- kernel ---------------------------------------------------------------------------
     def resync(self) -> list[TableResult]:
-        self._dirty = set(TABLES)
+        """Forget every view: re-read each table, compare every chain, repair what drifted."""
+        self._views.clear()
         return self.apply()
 
+    def invalidate(self, table: str | None = None) -> None:
+        """The next apply re-reads ``table`` (all tables if None) before planning."""
+        if table is None:
+            self._views.clear()
+        else:
+            self._views.pop(table, None)
+
     def apply(self) -> list[TableResult]:
-        results = []
-        for table in [t for t in TABLES if t in self._dirty]:
-            results.append(self._apply_table(table))
-            self._dirty.discard(table)
+        todo = [t for t in TABLES if t not in self._views or self._dirty[t] or t in self._dirty_hooks]
+        unread = [t for t in todo if t not in self._views]
+        read_all = getattr(self.backend, "read_all", None)
+        if len(unread) > 1 and read_all is not None:  # one save for all tables (resync)
+            tables: dict[str, TableState] = read_all()
+            self._views.update({t: tables.get(t, {}) for t in unread})
+            return [self._apply_table(table, read=table in unread) for table in todo]
+        return [self._apply_table(table) for table in todo]
+
+    def post_write_check(self) -> list[TableResult]:
+        """If due, re-read every table and repair it (catches a non-atomic save/modify/restore by
+        another program clobbering our rules just after our write). Call it from the main loop."""
+        if self._check_at is None or self._clock() < self._check_at:
+            return []
+        interval = self._check_interval or self._check_first
+        results = self.resync()
+        if not any(r.ops for r in results):
+            nxt = interval * 2
+            self._check_interval = nxt if nxt <= self._check_max else None
+            self._check_at = self._clock() + nxt if nxt <= self._check_max else None
         return results
 
-    def _apply_table(self, table: str) -> TableResult:
-        desired = {name: c for (t, name), c in self._chains.items() if t == table}
-        hooks = [h for h in self._hooks if h.table == table]
+    def _apply_table(self, table: str, *, read: bool = False) -> TableResult:
         for attempt in range(1, self._retries + 1):
-            ops = plan_table(desired, hooks, self.backend.read(table))
-            if not ops:
-                return TableResult(table, 0, (), ())
+            state = self._views.pop(table, None)  # popped: any failure leaves no (stale) view
+            fresh = state is None or (read and attempt == 1)
+            if state is None:
+                state = self.backend.read(table)
+            ops = self._plan(table, state, full=fresh)
             try:
-                self.backend.write(table, ops)
+                if ops:
+                    self.backend.write(table, ops)
             except DataplaneError as exc:
-                self._log.warning("iptables.commit_failed", table=table, attempt=attempt, error=str(exc))
+                self._log.warning("iptables.commit_failed", table=table, attempt=attempt, error=str(exc),
+                                  view="fresh" if fresh else "cached", reason="re-read the table and retry")
                 if attempt == self._retries:
                     raise
-                time.sleep(0.01 * 2**attempt)
+                time.sleep(0.01 * 2**attempt if fresh else 0)
                 continue
-            return self._log_result(table, ops)
+            apply_ops(state, ops)
+            self._views[table] = state
+            self._dirty[table].clear()
+            self._dirty_hooks.discard(table)
+            return self._log_result(table, ops, read=fresh)
         raise AssertionError("unreachable")
 
-    def _log_result(self, table: str, ops: list[Op]) -> TableResult:
-        rewritten = tuple(o.chain for o in ops if o.kind == "chain")
+    def _plan(self, table: str, state: TableState, *, full: bool) -> list[Op]:
+        desired = self._desired[table]
+        return plan_table(
+            {n: d.chain for n, d in desired.items()},
+            [h for h in self._hooks if h.table == table],
+            state,
+            expected={n: d.hashes for n, d in desired.items()},
+            only=None if full else self._dirty[table],
+        )
+
+    def _log_result(self, table: str, ops: list[Op], *, read: bool) -> TableResult:
+        if not ops:
+            return TableResult(table, 0, (), (), read)
         deleted = tuple(o.chain for o in ops if o.kind == "delete_chain")
-        hooks = sorted({o.chain for o in ops if o.kind in ("insert", "delete")} - set(rewritten))
-        kept = [c for c in rewritten if c not in deleted]
+        touched = {o.chain for o in ops if o.chain.startswith(OUR_PREFIX)} - set(deleted)
+        kept = tuple(sorted(touched))
+        hooks = sorted({o.chain for o in ops if not o.chain.startswith(OUR_PREFIX)})
         self._log.info(
             "iptables.committed", table=table, ops=len(ops), n_rewritten=len(kept), rewritten=kept[:20],
-            n_deleted=len(deleted), deleted=list(deleted[:20]), hooks_fixed=hooks,
+            n_deleted=len(deleted), deleted=list(deleted[:20]), hooks_fixed=hooks, read=read,
             reason="chain hashes differ from desired",
         )
-        return TableResult(table, len(ops), tuple(kept), deleted)
+        self._check_interval = self._check_first
+        self._check_at = self._clock() + self._check_first
+        return TableResult(table, len(ops), kept, deleted, read)
 
 
 def _checked(chain: Chain) -> Chain:

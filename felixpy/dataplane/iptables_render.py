@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -58,13 +58,15 @@ class SavedRule:
 
 
 TableState = dict[str, list[SavedRule]]
-OpKind = Literal["chain", "append", "insert", "delete", "delete_chain"]
+OpKind = Literal["chain", "append", "insert", "replace", "delete", "delete_at", "delete_chain"]
 
 
 @dataclass(frozen=True, slots=True)
 class Op:
-    """One step of a table transaction. ``chain``: create-or-flush (``:name - -``); ``delete``
-    carries both the saved spec (for iptables-restore) and the 1-based index (for libiptc)."""
+    """One step of a table transaction. ``chain``: create-or-flush (``:name - -``); ``replace``
+    and ``delete_at`` address a rule of one of our chains by 1-based ``index`` (``-R``/``-D n``);
+    ``delete`` removes one of our rules from a kernel chain and carries both the saved spec (for
+    iptables-restore) and the index (for libiptc)."""
 
     kind: OpKind
     chain: str
@@ -121,25 +123,57 @@ def count_rules(text: str) -> int:
 
 
 def plan_table(
-    desired: Mapping[str, Chain], hooks: Iterable[Hook], state: TableState
+    desired: Mapping[str, Chain],
+    hooks: Iterable[Hook],
+    state: TableState,
+    *,
+    expected: Mapping[str, Sequence[str]] | None = None,
+    only: Collection[str] | None = None,
 ) -> list[Op]:
-    """The ops that take one table from ``state`` to ``desired`` chains + ``hooks`` (all one table)."""
-    expected = {name: rule_hashes(name, chain.rules) for name, chain in desired.items()}
-    changed = sorted(n for n in desired if n not in state or [r.hash for r in state[n]] != expected[n])
-    obsolete = sorted(n for n in state if n.startswith(OUR_PREFIX) and n not in desired)
-    ops = [Op("chain", n) for n in changed + obsolete]
+    """The ops that take one table from ``state`` to ``desired`` chains + ``hooks`` (all one table).
+
+    ``expected``: the desired chains' rule hashes if already known. ``only``: the ``cali-`` chains
+    that may differ (the rest are known to match ``state``); None compares every chain. Our hook
+    rules in kernel chains are always checked (a handful of rules).
+    """
+    if expected is None:
+        expected = {name: rule_hashes(name, chain.rules) for name, chain in desired.items()}
+    names = set(desired) | {n for n in state if n.startswith(OUR_PREFIX)} if only is None else set(only)
+    new = sorted(n for n in names if n in desired and n not in state)
+    obsolete = sorted(n for n in names if n not in desired and n in state and n.startswith(OUR_PREFIX))
+    ops = [Op("chain", n) for n in new + obsolete]
+    ops += _plan_all_hooks(hooks, state)
+    for name in sorted(n for n in names if n in desired):
+        ops += plan_chain(name, desired[name].rules, expected[name], state.get(name, []))
+    ops += [Op("delete_chain", n) for n in obsolete]
+    return ops
+
+
+def plan_chain(name: str, rules: Sequence[Rule], want: Sequence[str], have: Sequence[SavedRule]) -> list[Op]:
+    """Felix's per-chain diff: keep the common prefix, ``-R`` from the first differing rule on,
+    then ``-D`` the surplus from the end or ``-A`` the rest. Hashes chain, so after the first
+    difference every rule differs: this is a rewrite of the tail, by index."""
+    have_hashes = [r.hash for r in have]
+    if have_hashes == list(want):
+        return []
+    common = min(len(have), len(want))
+    first = next((i for i in range(common) if have_hashes[i] != want[i]), common)
+    ops = [Op("replace", name, render_rule(want[i], rules[i]), i + 1) for i in range(first, common)]
+    ops += [Op("delete_at", name, "", i) for i in range(len(have), len(want), -1)]
+    ops += [Op("append", name, render_rule(want[i], rules[i])) for i in range(len(have), len(want))]
+    return ops
+
+
+def _plan_all_hooks(hooks: Iterable[Hook], state: TableState) -> list[Op]:
     hooks_by_chain: dict[str, list[Hook]] = {}
     for hook in hooks:
         hooks_by_chain.setdefault(hook.chain, []).append(hook)
     ours_in_kernel = {
         n for n, rules in state.items() if not n.startswith(OUR_PREFIX) and any(r.hash for r in rules)
     }
+    ops: list[Op] = []
     for kchain in sorted(set(hooks_by_chain) | ours_in_kernel):
         ops += plan_hooks(kchain, hooks_by_chain.get(kchain, []), state.get(kchain, []))
-    for name in changed:
-        rules = desired[name].rules
-        ops += [Op("append", name, render_rule(h, r)) for h, r in zip(expected[name], rules, strict=True)]
-    ops += [Op("delete_chain", n) for n in obsolete]
     return ops
 
 
@@ -170,9 +204,40 @@ def render_restore(table: str, ops: Iterable[Op]) -> str:
             lines.append(f"-A {op.chain} {op.spec}".rstrip())
         elif op.kind == "insert":
             lines.append(f"-I {op.chain} {op.index} {op.spec}".rstrip())
+        elif op.kind == "replace":
+            lines.append(f"-R {op.chain} {op.index} {op.spec}".rstrip())
         elif op.kind == "delete":
             lines.append(f"-D {op.chain} {op.spec}".rstrip())
+        elif op.kind == "delete_at":
+            lines.append(f"-D {op.chain} {op.index}")
         else:
             lines.append(f"-X {op.chain}")
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
+
+
+def apply_ops(state: TableState, ops: Iterable[Op]) -> None:
+    """What a committed transaction did to the table, applied IN PLACE to ``state``: the writer's
+    view of the table after a successful commit, so the next plan needs no re-read."""
+    for op in ops:
+        rules = state.setdefault(op.chain, [])
+        if op.kind == "chain":
+            rules.clear()
+        elif op.kind == "append":
+            rules.append(_saved(op.spec))
+        elif op.kind == "insert":
+            rules.insert(op.index - 1, _saved(op.spec))
+        elif op.kind == "replace":
+            rules[op.index - 1] = _saved(op.spec)
+        elif op.kind == "delete_at":
+            del rules[op.index - 1]
+        elif op.kind == "delete":
+            gone = _saved(op.spec).hash
+            state[op.chain] = [r for r in rules if r.hash != gone]
+        else:
+            del state[op.chain]
+
+
+def _saved(spec: str) -> SavedRule:
+    m = _HASH_RE.search(spec)
+    return SavedRule(m.group(1) if m else None, spec)

@@ -102,3 +102,58 @@ def test_detect_mode_prefers_table_with_more_rules(netns):
     assert detect_mode(netns=ns.name) == "nft"  # empty on both: nft
     ns.run("iptables-legacy", "-A", "INPUT", "-s", "192.0.2.1/32", "-j", "DROP")
     assert detect_mode(netns=ns.name) == "legacy"
+
+
+def _cmd(kind: str) -> str:
+    return "iptables-nft" if kind == "nft" else "iptables-legacy"
+
+
+def test_incremental_apply_writes_one_chain_without_reading(setup, monkeypatch):
+    ns, kind, writer = setup
+    writer.set_chains(_chains())
+    writer.apply()
+    reads: list[str] = []
+    real_read = writer.backend.read
+    monkeypatch.setattr(writer.backend, "read", lambda table: reads.append(table) or real_read(table))
+    changed = _chains(5)[0]  # cali-FORWARD with two more DROP rules before the dispatch jump
+    writer.update_chain(changed)
+    (result,) = writer.apply()
+    assert reads == [] and not result.read and result.rewritten == ("cali-FORWARD",)
+    got = _rules(_save(ns, kind), "cali-FORWARD")
+    want = rule_hashes("cali-FORWARD", changed.rules)
+    assert [h in line for h, line in zip(want, got, strict=True)] == [True] * len(want)
+    assert "10.65.4.0/24" in got[5] and "cali-to-wl-dispatch" in got[-1]
+    assert all(r.ops == 0 for r in writer.resync())  # the cached view matched the kernel
+
+
+def test_stale_view_commit_fails_then_rereads_and_succeeds(setup):
+    ns, kind, writer = setup
+    writer.set_chains(_chains())
+    writer.apply()
+    # Someone else removes the jump to cali-to-wl-dispatch and deletes the chain itself.
+    for argv in (("-F", "cali-FORWARD"), ("-F", "cali-to-wl-dispatch"), ("-X", "cali-to-wl-dispatch")):
+        ns.run(_cmd(kind), *argv)
+    new = Chain("cali-to-wl-dispatch", (Rule(match="! -i lo", action="--jump DROP"),))
+    writer.update_chain(new)  # planned as -R cali-to-wl-dispatch 1 on the cached view: fails
+    (result,) = writer.apply()
+    assert result.read  # recovered by re-reading
+    assert set(result.rewritten) == {"cali-FORWARD", "cali-to-wl-dispatch"}
+    text = _save(ns, kind)
+    assert len(_rules(text, "cali-FORWARD")) == len(_chains()[0].rules)
+    (line,) = _rules(text, "cali-to-wl-dispatch")
+    assert rule_hashes("cali-to-wl-dispatch", new.rules)[0] in line and "DROP" in line
+    assert all(r.ops == 0 for r in writer.resync())
+
+
+def test_drift_hidden_from_cached_view_is_repaired_by_resync(setup):
+    ns, kind, writer = setup
+    writer.set_chains(_chains())
+    writer.apply()
+    ns.run(_cmd(kind), "-D", "cali-FORWARD", "3")
+    writer.update_chain(Chain("cali-INPUT", (Rule(action="--jump ACCEPT"),)))
+    writer.apply()  # incremental: only cali-INPUT is compared, the drift is not seen
+    assert len(_rules(_save(ns, kind), "cali-FORWARD")) == len(_chains()[0].rules) - 1
+    results = {r.table: r for r in writer.resync()}
+    assert results["filter"].read and results["filter"].rewritten == ("cali-FORWARD",)
+    got = _rules(_save(ns, kind), "cali-FORWARD")
+    assert len(got) == len(_chains()[0].rules) and "10.65.1.0/24" in got[2]

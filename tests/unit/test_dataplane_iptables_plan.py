@@ -58,15 +58,16 @@ def test_plan_rewrites_drifted_chain_moves_hook_to_top_deletes_obsolete():
     ops = plan_table({"cali-FORWARD": fwd}, [Hook("filter", "FORWARD", JUMP_FWD)], state)
     h = rule_hashes("cali-FORWARD", fwd.rules)[0]
     assert ops == [
-        Op("chain", "cali-FORWARD"), Op("chain", "cali-old"),
+        Op("chain", "cali-old"),
         Op("delete", "FORWARD", state["FORWARD"][1].spec, 2),
         Op("insert", "FORWARD", render_rule("wUHhoiAYhphO9Mso", JUMP_FWD), 1),
-        Op("append", "cali-FORWARD", f'-m comment --comment "cali:{h}" --jump ACCEPT'),
+        Op("replace", "cali-FORWARD", f'-m comment --comment "cali:{h}" --jump ACCEPT', 1),
         Op("delete_chain", "cali-old"),
     ]
     text = render_restore("filter", ops)
     assert text.splitlines()[0] == "*filter" and text.splitlines()[-1] == "COMMIT"
     assert "-I FORWARD 1 -m comment" in text and "-X cali-old" in text
+    assert f'-R cali-FORWARD 1 -m comment --comment "cali:{h}" --jump ACCEPT' in text
 
 
 def test_plan_is_empty_when_converged_and_foreign_rules_are_ignored():
@@ -111,41 +112,3 @@ def test_ipset_plans():
     assert plan_deletions(desired, [*actual, "foreign"]) == ["cali40gone"]
 
 
-class _RecordingBackend:
-    """In-memory backend: applies chain/append ops so a second plan sees them."""
-
-    name = "fake"
-
-    def __init__(self) -> None:
-        self.tables: dict[str, dict[str, list[SavedRule]]] = {}
-        self.writes: list[str] = []
-
-    def read(self, table: str) -> dict[str, list[SavedRule]]:
-        return {k: list(v) for k, v in self.tables.get(table, {}).items()}
-
-    def write(self, table: str, ops) -> None:
-        self.writes.append(table)
-        state = self.tables.setdefault(table, {})
-        for op in ops:
-            if op.kind == "chain":
-                state[op.chain] = []
-            elif op.kind == "append":
-                state.setdefault(op.chain, []).append(parse_save(f"*t\n-A x {op.spec}\n")["t"]["x"][0])
-            elif op.kind == "delete_chain":
-                del state[op.chain]
-
-
-def test_writer_set_chains_marks_only_changed_tables_dirty():
-    from felixpy.dataplane.iptables import IptablesWriter
-
-    backend = _RecordingBackend()
-    writer = IptablesWriter(backend, hooks=[])
-    writer.set_chains([Chain("cali-a"), Chain("cali-n", table="nat")])
-    writer.apply()
-    assert sorted(backend.writes) == ["filter", "nat"]
-    backend.writes.clear()
-    writer.set_chains([Chain("cali-a", (Rule(action="--jump ACCEPT"),)), Chain("cali-n", table="nat")])
-    assert [r.table for r in writer.apply()] == ["filter"]
-    assert backend.writes == ["filter"]
-    assert writer.apply() == []  # nothing dirty
-    assert all(r.ops == 0 for r in writer.resync())
