@@ -1,10 +1,18 @@
-"""Benchmark: N /26 routes from a BIRD 2 peer into one felixpy node's kernel (root only).
+"""BGP benchmarks (root only): one JSON line per figure, {"name", "value", "unit", "reference"}.
 
-Two throwaway namespaces on one veth: BIRD (10.0.0.2) with a disabled static protocol of N
-routes, and a BGPService (10.0.0.1). Times ``birdc enable`` → N routes with protocol 81 in
-the node's kernel, then ``birdc disable`` → none. Prints one JSON line per figure.
+* install: two throwaway namespaces on one bridge, BIRD 2 (10.0.0.2) with a disabled static
+  protocol of N /26 and a BGPService (10.0.0.1); ``birdc enable`` → N routes with protocol
+  81 in the node's kernel, then ``birdc disable`` → none; peak RSS of ExaBGP and of us.
+* reflect: a source BIRD, 4 client BIRDs, our reflector, then a BIRD 2 reflector in the same
+  run; ``birdc enable`` at the source → all 4 clients hold N routes from that reflector.
+* mesh: ``--nodes`` BGPServices on one bridge, full mesh; start → all sessions Established
+  → every block in every kernel.
 
-    .venv/bin/python bench/bgp.py [--routes 10000]
+Every namespace and process is removed at the end, even on failure. See docs/perf-bgp.md.
+For experiments, ``BENCH_REACTOR_SPEED`` and ``BENCH_EXABGP`` (a binary, e.g. stock
+``exabgp`` instead of ``bgp.exabgp_launch``) change our reflector's ExaBGP.
+
+    .venv/bin/python bench/bgp.py [--only install,reflect,mesh] [--routes 10000] [--nodes 10]
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ def wait(check: Callable[[], bool], timeout: float, what: str) -> float:
     while time.monotonic() - start < timeout:
         if check():
             return time.monotonic() - start
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise SystemExit(f"timeout waiting for {what}")
 
 
@@ -60,28 +68,21 @@ def vm_hwm_kb(pid: int) -> int:
     return 0
 
 
-def bird_conf(n: int, path: Path) -> None:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its waited-for children), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def static_routes(n: int) -> str:
+    """A disabled BIRD static protocol ``st`` of ``n`` /26 from 10.64.0.0 (enable = announce all)."""
     routes = "\n".join(
-        f"    route 10.{64 + i // 1024}.{(i // 4) % 256}.{(i % 4) * 64}/26 blackhole;" for i in range(n)
+        f"  route 10.{64 + i // 1024}.{(i // 4) % 256}.{(i % 4) * 64}/26 blackhole;" for i in range(n)
     )
-    path.write_text(f"""router id 10.0.0.2;
-protocol device {{ }}
-protocol static st {{ disabled; ipv4;
-{routes}
-}}
-protocol bgp felix {{ local 10.0.0.2 as 64512; neighbor 10.0.0.1 as 64512; direct; graceful restart on;
-    ipv4 {{ import none; export where proto = "st"; next hop self; }}; }}
-""")
-
-
-def setup(node_ns: str, bird_ns: str) -> None:
-    for ns in (node_ns, bird_ns):
-        sh("ip", "netns", "add", ns)
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-    sh("ip", "-n", node_ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", bird_ns)
-    for ns, cidr in ((node_ns, "10.0.0.1/24"), (bird_ns, "10.0.0.2/24")):
-        sh("ip", "-n", ns, "addr", "add", cidr, "dev", "eth0")
-        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+    return f"protocol static st {{ disabled; ipv4;\n{routes}\n}}\n"
 
 
 def teardown(*names: str) -> None:
@@ -93,52 +94,292 @@ def teardown(*names: str) -> None:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def emit(name: str, value: float, unit: str, **extra: object) -> None:
-    print(
-        json.dumps({"bench": "bgp", "figure": name, "value": round(value, 3), "unit": unit, **extra}),
-        flush=True,
-    )
+def emit(name: str, value: float, unit: str, reference: str = "", **extra: object) -> None:
+    doc = {"name": name, "value": round(value, 3), "unit": unit, "reference": reference, **extra}
+    print(json.dumps(doc), flush=True)
 
 
 def run(n: int, work: Path) -> None:
-    node_ns, bird_ns = f"{PREFIX}-node", f"{PREFIX}-bird"
-    setup(node_ns, bird_ns)
-    bird_conf(n, work / "bird.conf")
-    sock = str(work / "bird.ctl")
-    subprocess.Popen(
-        ["ip", "netns", "exec", bird_ns, "bird", "-f", "-c", str(work / "bird.conf"), "-s", sock]
-    )
-    svc = BGPService("n1", work / "node", netns=node_ns)
-    nodes = [Node(metadata=ObjectMeta(name="n1"), spec=NodeSpec(bgp=NodeBGPSpec(ipv4_address="10.0.0.1/24")))]
-    pools = [IPPool(metadata=ObjectMeta(name="p"), spec=IPPoolSpec(cidr="10.64.0.0/10"))]
-    peers = [BGPPeer(metadata=ObjectMeta(name="bird"), spec=BGPPeerSpec(peer_ip="10.0.0.2", as_number=64512))]
-    svc.update(nodes=nodes, bgp_configs=[], peers=peers, pools=pools, local_blocks=[])
-    svc.start()
+    fabric = Fabric("i")
+    svc: BGPService | None = None
     try:
+        node_ns, bird_ns = fabric.attach("node", "10.0.0.1/24"), fabric.attach("bird", "10.0.0.2/24")
+        channel = 'import none; export where proto = "st"; next hop self;'
+        conf = "router id 10.0.0.2;\nprotocol device { }\n" + static_routes(n)
+        sock = start_bird(
+            bird_ns, work / "bird", conf + bird_session("felix", "10.0.0.2", "10.0.0.1", channel)
+        )
+        svc = BGPService("n1", work / "node", netns=node_ns)
+        nodes = [
+            Node(metadata=ObjectMeta(name="n1"), spec=NodeSpec(bgp=NodeBGPSpec(ipv4_address="10.0.0.1/24")))
+        ]
+        pools = [IPPool(metadata=ObjectMeta(name="p"), spec=IPPoolSpec(cidr="10.64.0.0/10"))]
+        peers = [
+            BGPPeer(metadata=ObjectMeta(name="bird"), spec=BGPPeerSpec(peer_ip="10.0.0.2", as_number=64512))
+        ]
+        svc.update(nodes=nodes, bgp_configs=[], peers=peers, pools=pools, local_blocks=[])
+        svc.start()
         wait(lambda: [p.state for p in svc.status()] == ["up"], 30, "session up")
         sh("birdc", "-s", sock, "enable", "st")
         t_in = wait(lambda: count_routes(node_ns) >= n, 300, f"{n} routes in the kernel")
-        emit("install", n / t_in, "routes/s", routes=n, seconds=round(t_in, 3))
-        pid = svc.speaker.pid or 0
-        emit("exabgp_peak_rss", vm_hwm_kb(pid) / 1024, "MB")
-        emit("agent_peak_rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MB")
+        emit("bgp_install", n / t_in, "routes/s", "goal >= 5000 routes/s", routes=n, seconds=round(t_in, 3))
+        emit("bgp_exabgp_peak_rss", vm_hwm_kb(svc.speaker.pid or 0) / 1024, "MB", f"ExaBGP VmHWM, {n} routes")
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        emit("bgp_agent_peak_rss", rss, "MB", f"goal <= 100 MB per 10,000 routes ({n} here)")
         sh("birdc", "-s", sock, "disable", "st")
         t_out = wait(lambda: count_routes(node_ns) == 0, 300, "routes removed")
-        emit("withdraw", n / t_out, "routes/s", routes=n, seconds=round(t_out, 3))
+        emit("bgp_withdraw", n / t_out, "routes/s", "", routes=n, seconds=round(t_out, 3))
+    finally:
+        if svc is not None:
+            svc.stop(graceful=False)
+        fabric.close()
+
+
+class Fabric:
+    """A switch namespace with a bridge; ``attach`` plugs in a new namespace with an address."""
+
+    def __init__(self, tag: str) -> None:
+        self.names: list[str] = []
+        self.switch = self._add(f"{PREFIX}-{tag}sw")
+        sh("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", self.switch, "link", "set", "br0", "up")
+
+    def _add(self, name: str) -> str:
+        self.names.append(name)
+        sh("ip", "netns", "add", name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    def attach(self, tag: str, cidr: str) -> str:
+        ns = self._add(f"{PREFIX}-{tag}")
+        port = f"p{len(self.names)}"
+        sh("ip", "-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        sh("ip", "-n", self.switch, "link", "set", port, "master", "br0", "up")
+        sh("ip", "-n", ns, "addr", "add", cidr, "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        return ns
+
+    def close(self) -> None:
+        teardown(*reversed(self.names))
+
+
+def start_bird(ns: str, work: Path, conf: str) -> str:
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "bird.conf").write_text(conf)
+    sock = str(work / "bird.ctl")
+    subprocess.Popen(
+        ["ip", "netns", "exec", ns, "bird", "-f", "-c", str(work / "bird.conf"), "-s", sock],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait(lambda: Path(sock).exists(), 10, f"bird in {ns}")
+    return sock
+
+
+def bird_session(name: str, local: str, neighbor: str, channel: str, extra: str = "") -> str:
+    return (
+        f"protocol bgp {name} {{ local {local} as 64512; neighbor {neighbor} as 64512; direct;\n"
+        f"    connect retry time 1; error wait time 1, 2; {extra}\n    ipv4 {{ {channel} }}; }}\n"
+    )
+
+
+def bird_routes(sock: str, protocol: str) -> int:
+    out = subprocess.run(
+        ["birdc", "-s", sock, "show", "route", "protocol", protocol, "count"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    for line in out.splitlines():
+        words = line.split()
+        if "routes" in words and words[0].isdigit():
+            return int(words[0])
+    return 0
+
+
+RR_OURS, RR_BIRD, SOURCE = "10.0.1.1", "10.0.1.2", "10.0.1.10"
+CLIENTS = [f"10.0.1.{11 + i}" for i in range(4)]
+
+
+def reflect_setup(n: int, work: Path, fabric: Fabric) -> tuple[str, list[str], str, str]:
+    """Source BIRD, 4 client BIRDs, an idle namespace per reflector.
+
+    Returns the source's and clients' control sockets and the two reflector namespaces."""
+    rr_ns = fabric.attach("rro", f"{RR_OURS}/24")
+    bird_rr_ns = fabric.attach("rrb", f"{RR_BIRD}/24")
+    src_ns = fabric.attach("src", f"{SOURCE}/24")
+    src_conf = f"router id {SOURCE};\nprotocol device {{ }}\n" + static_routes(n)
+    for name, rr in (("p_ours", RR_OURS), ("p_bird", RR_BIRD)):
+        src_conf += bird_session(name, SOURCE, rr, 'import none; export where proto = "st"; next hop self;')
+    source = start_bird(src_ns, work / "src", src_conf)
+    clients = []
+    for i, address in enumerate(CLIENTS):
+        ns = fabric.attach(f"c{i}", f"{address}/24")
+        conf = f"router id {address};\nprotocol device {{ }}\n"
+        for name, rr in (("p_ours", RR_OURS), ("p_bird", RR_BIRD)):
+            conf += bird_session(name, address, rr, "import all; export none;")
+        clients.append(start_bird(ns, work / f"c{i}", conf))
+    return source, clients, rr_ns, bird_rr_ns
+
+
+def our_reflector(rr_ns: str, work: Path) -> BGPService:
+    from felixpy.resources.bgp import BGPConfiguration, BGPConfigurationSpec
+
+    speed = float(os.environ.get("BENCH_REACTOR_SPEED", "0.1"))  # default: what a reflector runs with
+    exabgp = os.environ.get("BENCH_EXABGP")
+    svc = BGPService(
+        "rr", work / "rr", netns=rr_ns, install_routes=False, reflector_reactor_speed=speed, exabgp=exabgp
+    )
+    bgp = NodeBGPSpec(ipv4_address=f"{RR_OURS}/24", route_reflector_cluster_id="244.0.0.1")
+    nodes = [Node(metadata=ObjectMeta(name="rr"), spec=NodeSpec(bgp=bgp))]
+    mesh_off = BGPConfiguration(
+        metadata=ObjectMeta(name="default"), spec=BGPConfigurationSpec(node_to_node_mesh_enabled=False)
+    )
+    peers = [
+        BGPPeer(metadata=ObjectMeta(name=f"b{i}"), spec=BGPPeerSpec(node="rr", peer_ip=a, as_number=64512))
+        for i, a in enumerate([SOURCE, *CLIENTS])
+    ]
+    pools = [IPPool(metadata=ObjectMeta(name="p"), spec=IPPoolSpec(cidr="10.64.0.0/10"))]
+    svc.update(nodes=nodes, bgp_configs=[mesh_off], peers=peers, pools=pools, local_blocks=[])
+    svc.start()
+    return svc
+
+
+def bird_reflector_conf() -> str:
+    conf = f"router id {RR_BIRD};\nprotocol device {{ }}\n"
+    for i, address in enumerate([SOURCE, *CLIENTS]):
+        conf += bird_session(
+            f"b{i}", RR_BIRD, address, "import all; export all;", "rr client; rr cluster id 244.0.0.2;"
+        )
+    return conf
+
+
+def time_reflection(source: str, clients: list[str], protocol: str, n: int) -> tuple[float, float]:
+    sh("birdc", "-s", source, "enable", "st")
+    t_in = wait(lambda: all(bird_routes(c, protocol) >= n for c in clients), 300, f"{n} routes at 4 clients")
+    sh("birdc", "-s", source, "disable", "st")
+    t_out = wait(lambda: all(bird_routes(c, protocol) == 0 for c in clients), 300, "withdrawn at 4 clients")
+    return t_in, t_out
+
+
+def measure_ours(rr_ns: str, source: str, clients: list[str], n: int, work: Path) -> dict[str, float]:
+    svc = our_reflector(rr_ns, work)
+    try:
+        wait(lambda: [p.state for p in svc.status()] == ["up"] * 5, 60, "5 sessions at our reflector")
+        exa_before, before = cpu_seconds(svc.speaker.pid or 0), resource.getrusage(resource.RUSAGE_SELF)
+        t_in, t_out = time_reflection(source, clients, "p_ours", n)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "in": t_in,
+            "out": t_out,
+            "exabgp_cpu": cpu_seconds(svc.speaker.pid or 0) - exa_before,
+            "agent_cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+            "exabgp_rss": vm_hwm_kb(svc.speaker.pid or 0) / 1024,
+        }
     finally:
         svc.stop(graceful=False)
-        teardown(node_ns, bird_ns)
+
+
+def measure_bird(bird_rr_ns: str, source: str, clients: list[str], n: int, work: Path) -> tuple[float, float]:
+    start_bird(bird_rr_ns, work / "rrb", bird_reflector_conf())
+
+    def established() -> bool:
+        return all("Established" in sh("birdc", "-s", c, "show", "protocols", "p_bird") for c in clients)
+
+    wait(lambda: established() and all(bird_routes(c, "p_bird") == 0 for c in clients), 60, "BIRD sessions")
+    return time_reflection(source, clients, "p_bird", n)
+
+
+def run_reflect(n: int, work: Path) -> None:
+    """Our reflector, then BIRD 2's, between the same source and 4 clients."""
+    fabric = Fabric("r")
+    try:
+        source, clients, rr_ns, bird_rr_ns = reflect_setup(n, work, fabric)
+        ours = measure_ours(rr_ns, source, clients, n, work)
+        theirs = measure_bird(bird_rr_ns, source, clients, n, work)
+    finally:
+        fabric.close()
+    rate = round(n * len(clients) / ours["in"])
+    emit(
+        "bgp_reflect_ours",
+        ours["in"],
+        "s",
+        f"BIRD 2 reflector: {theirs[0]:.3f} s",
+        routes=n,
+        clients=len(clients),
+        route_peer_per_s=rate,
+    )
+    emit("bgp_reflect_bird", theirs[0], "s", "BIRD 2.0.12 as the reflector, same clients", routes=n)
+    emit("bgp_reflect_ratio", ours["in"] / theirs[0], "x", "goal <= 3x BIRD 2")
+    emit("bgp_reflect_withdraw_ours", ours["out"], "s", f"BIRD 2 reflector: {theirs[1]:.3f} s", routes=n)
+    emit(
+        "bgp_reflect_cpu_exabgp",
+        ours["exabgp_cpu"],
+        "s",
+        f"announce + withdraw; agent (engine + benchmark) CPU: {ours['agent_cpu']:.2f} s",
+    )
+    emit("bgp_reflect_exabgp_peak_rss", ours["exabgp_rss"], "MB", f"ExaBGP VmHWM, {n} routes x 5 peers")
+
+
+def run_mesh(count: int, work: Path) -> None:
+    """``count`` nodes, full mesh: start every BGPService at once, time until all sessions are up."""
+    fabric = Fabric("m")
+    services: list[BGPService] = []
+    try:
+        addresses = [f"10.0.2.{10 + i}" for i in range(count)]
+        namespaces = [fabric.attach(f"m{i}", f"{a}/24") for i, a in enumerate(addresses)]
+        nodes = [
+            Node(metadata=ObjectMeta(name=f"n{i}"), spec=NodeSpec(bgp=NodeBGPSpec(ipv4_address=f"{a}/24")))
+            for i, a in enumerate(addresses)
+        ]
+        pools = [IPPool(metadata=ObjectMeta(name="p"), spec=IPPoolSpec(cidr="10.64.0.0/10"))]
+        for i, ns in enumerate(namespaces):
+            svc = BGPService(f"n{i}", work / f"m{i}", netns=ns)
+            block = [f"10.64.{i}.0/26"]
+            svc.update(nodes=nodes, bgp_configs=[], peers=[], pools=pools, local_blocks=block)
+            services.append(svc)
+        start = time.monotonic()
+        for svc in services:
+            svc.start()
+        want = ["up"] * (count - 1)
+        wait(lambda: all([p.state for p in s.status()] == want for s in services), 120, "full mesh")
+        t_up = time.monotonic() - start
+        wait(lambda: all(count_routes(ns) == count - 1 for ns in namespaces), 120, "every block")
+        t_routes = time.monotonic() - start
+    finally:
+        for svc in services:
+            svc.stop(graceful=False)
+        fabric.close()
+    sessions = count * (count - 1) // 2
+    what = f"{count} nodes, {sessions} sessions: start() of every BGPService -> all Established"
+    emit("bgp_mesh_setup", t_up, "s", what, nodes=count)
+    emit(
+        "bgp_mesh_converged",
+        t_up + t_routes,
+        "s",
+        f"every node has the other {count - 1} blocks in its kernel",
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--routes", type=int, default=10_000)
+    parser.add_argument("--nodes", type=int, default=10, help="full-mesh size")
+    parser.add_argument(
+        "--only", default="install,reflect,mesh", help="comma-separated: install,reflect,mesh"
+    )
     args = parser.parse_args()
+    only = set(args.only.split(","))
     if os.geteuid() != 0:
         print("bench/bgp.py needs root (network namespaces)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="fpt-bench-") as work:
-        run(args.routes, Path(work))
+        if "install" in only:
+            run(args.routes, Path(work))
+        if "mesh" in only:
+            run_mesh(args.nodes, Path(work))
+        if "reflect" in only:
+            run_reflect(args.routes, Path(work))
     return 0
 
 

@@ -3,7 +3,8 @@
 The agent's API is one class, ``bgp.service.BGPService``::
 
     svc = BGPService(node_name, run_dir, *, netns=None, route_protocol=81, install_routes=True,
-                     route_ops=None, reactor_speed=1.0, exabgp=None, resolve_secret=None)
+                     route_ops=None, reactor_speed=1.0, reflector_reactor_speed=0.1,
+                     exabgp=None, resolve_secret=None)
     svc.update(nodes=[Node...], bgp_configs=[BGPConfiguration...], peers=[BGPPeer...],
                pools=[IPPool...], local_blocks=["10.65.0.0/26", ...], borrowed=["10.65.3.7", ...])
     svc.start()                      # threads + ExaBGP child; call update() before or after
@@ -21,6 +22,8 @@ running inside the node's namespace leaves it None.
 Threads: ``bgp-service`` (the only writer of RIB/FIB), ``bgp-exabgp`` (supervisor),
 ``bgp-api-accept`` / ``-reader`` / ``-writer`` (the socket to the bridge). Processes: ExaBGP
 (``exabgp server <run_dir>/exabgp.conf``), which runs ``python -m bgp.bridge <socket>``.
+ExaBGP runs through ``bgp.exabgp_launch`` (its own ``main``, one copy hot spot made cheap)
+unless ``exabgp`` names a binary. A route reflector's ExaBGP polls at ``reflector_reactor_speed``.
 Run-dir files: ``exabgp.conf``, ``exabgp.pid``, ``exabgp.log``, ``bgp-api.sock``,
 ``bgp-status.json`` (``felixctl node status`` reads it; ``--run-dir`` or ``FELIXPY_RUN_DIR``).
 
@@ -28,10 +31,11 @@ Modules. Pure: ``topology`` (resources → PeerSpec sessions), ``route``, ``rib`
 best paths, stale handling), ``bestpath`` (comparator chain), ``reflect`` (RFC 4456),
 ``filters`` (import refusal, exports, pools), ``advertiser`` (per-peer Adj-RIB-Out → commands),
 ``exabgp_config``, ``exabgp_api`` (JSON → events, commands), ``engine`` (events + desired
-state → commands and kernel routes), ``status``, ``selectors``. With I/O: ``fib`` (desired vs
-kernel, via a ``RouteOps``), ``netlink`` (pyroute2 ``RouteOps``), ``channel`` (socket to the
-bridge, ack-windowed writer), ``speaker`` (ExaBGP child), ``bridge`` (runs under ExaBGP),
-``service``.
+state → commands and kernel routes), ``status``, ``selectors``, ``rtnl`` (route netlink
+messages packed and parsed with ``struct``). With I/O: ``fib`` (desired vs kernel, via a
+``RouteOps``), ``netlink`` (raw rtnetlink socket ``RouteOps``), ``channel`` (socket to the
+bridge, ack-windowed writer), ``speaker`` (ExaBGP child), ``exabgp_launch`` (ExaBGP's main,
+run by the speaker), ``bridge`` (runs under ExaBGP), ``service``.
 
 Errors: nothing here raises to the agent after ``start``; failures are logged and retried
 (ExaBGP restarts with backoff, route writes are retried by the periodic resync). ``update``

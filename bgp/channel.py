@@ -116,6 +116,7 @@ class ApiChannel:
                 self._outstanding = max(0, self._outstanding - 1)
                 if not event.ok:
                     self.errors += 1
+                    log.warning("exabgp answered error to a command (%d so far)", self.errors)
                 self._cond.notify_all()
             return
         try:

@@ -17,7 +17,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bgp.route import PathAttrs, Route
+from bgp.route import PathAttrs, Route, key_inside, normalize_prefix, prefix_key
 from felixpy.resources.bgp import BGPConfiguration
 from felixpy.resources.ippool import IPPool
 
@@ -62,19 +62,20 @@ def _inside(prefix: Network, outer: Network) -> bool:
 
 def pool_for(prefix: str, pools: Iterable[PoolInfo]) -> PoolInfo | None:
     """The most specific pool containing ``prefix``."""
-    net = _net(prefix)
+    key = prefix_key(prefix)
     best: PoolInfo | None = None
+    best_len = -1
     for pool in pools:
-        if _inside(net, pool.network) and (best is None or pool.network.prefixlen > best.network.prefixlen):
-            best = pool
+        outer = prefix_key(pool.cidr)
+        if outer[2] > best_len and key_inside(key, outer):
+            best, best_len = pool, outer[2]
     return best
 
 
 def import_reason(route: Route, policy: ImportPolicy) -> str | None:
     """Why ``route`` is refused, or None when it is accepted."""
-    net = _net(route.prefix)
     attrs = route.attrs
-    if net.prefixlen == 0:
+    if prefix_key(route.prefix)[2] == 0:
         return None if policy.import_default else "default route"
     if policy.local_as and policy.local_as in attrs.as_path:
         return "AS loop"
@@ -82,7 +83,7 @@ def import_reason(route: Route, policy: ImportPolicy) -> str | None:
         return "originator is us"
     if policy.cluster_id and policy.cluster_id in attrs.cluster_list:
         return "cluster loop"
-    if str(net) in policy.own_blocks:
+    if normalize_prefix(route.prefix) in policy.own_blocks:
         return "own block"
     if pool_for(route.prefix, policy.pools) is None:
         return "outside IP pools"

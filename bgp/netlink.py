@@ -1,7 +1,10 @@
-"""pyroute2 implementation of ``fib.RouteOps``: routes of one protocol number, main table.
+"""Netlink implementation of ``fib.RouteOps``: routes of one protocol number, main table.
 
-``IPRoute`` in the current namespace, or ``NetNS(name)`` for tests and the lab. One netlink
-request per call; EEXIST on add and ENOENT/ESRCH on delete count as done.
+Route requests and dumps go over one raw rtnetlink socket opened in the node's namespace,
+packed and parsed by ``bgp.rtnl``: ``BATCH`` requests per send, un-acked (an ack per route
+was most of the kernel's time) and closed by an acked no-op; failures come back matched to
+their route by sequence number. pyroute2 (``IPRoute``, or ``NetNS(name)`` for
+tests and the lab) only looks up device names. ENOENT/ESRCH on delete count as done.
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ import struct
 import threading
 from typing import Any
 
-from pyroute2 import IPBatch, IPRoute, NetlinkError, NetNS
+from pyroute2 import IPRoute, NetNS
 
-from bgp.fib import FibRoute, NextHop
+from bgp import rtnl
+from bgp.fib import FibRoute
 from felixpy.dataplane.model import RTPROT_FELIXPY_BGP
 
-RTNH_F_ONLINK = 4
-MAIN_TABLE = 254
-NLMSG_ERROR = 2
 CLONE_NEWNET = 0x40000000
-BATCH = 128  # requests per send: their acks must fit the receive buffer (skb truesize, not bytes)
+BATCH = 512  # requests per send (~26 KB): one sendmsg must fit the send buffer, and the answers
+# to a batch where every request fails, the receive buffer (skb truesize, not bytes)
+SOCKET_TIMEOUT = 10.0
+RCVBUF = 8 << 20
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
 SO_RCVBUFFORCE = 33
@@ -62,10 +66,12 @@ class NetlinkRouteOps:
         self._sock = _netlink_socket(netns)
         self._sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)  # acks without the echoed request
         try:
-            self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
+            self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
         except PermissionError:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         self._sock.bind((0, 0))
+        self._sock.settimeout(SOCKET_TIMEOUT)
+        self._seq = 0
 
     def close(self) -> None:
         with self._lock:
@@ -73,58 +79,65 @@ class NetlinkRouteOps:
             self._sock.close()
 
     def apply_many(self, replace: list[FibRoute], delete: list[str]) -> list[tuple[str, int]]:
-        """Many changes, batched: ``BATCH`` requests per send. Returns (dst, errno) failures."""
-        requests: list[tuple[str, str, dict[str, Any]]] = []
+        """Many changes, ``BATCH`` requests per send. Returns (dst, errno) failures.
+
+        Requests go without NLM_F_ACK (the kernel then answers failures only) and each send
+        ends with an acked no-op: its ack means every request before it was handled."""
+        failures: list[tuple[str, int]] = []
         with self._lock:
+            requests: list[tuple[str, bytes]] = []
             for route in replace:
                 try:
-                    requests.append(("replace", route.dst, self._route_args(route)))
-                except OSError as exc:
-                    requests.append(("fail", route.dst, {"errno": exc.errno or errno.EINVAL}))
-            requests += [("del", dst, self._base_args(dst)) for dst in delete]
-            failures = [(dst, int(args["errno"])) for op, dst, args in requests if op == "fail"]
-            todo = [r for r in requests if r[0] != "fail"]
-            for start in range(0, len(todo), BATCH):
-                failures += self._send_batch(todo[start : start + BATCH])
+                    packed = rtnl.pack_replace(
+                        route, seq=self._next_seq(), protocol=self.protocol, index_of=self._index, ack=False
+                    )
+                except (OSError, ValueError) as exc:
+                    failures.append((route.dst, getattr(exc, "errno", None) or errno.EINVAL))
+                    continue
+                requests.append((route.dst, packed))
+            for dst in delete:
+                requests.append(
+                    (dst, rtnl.pack_delete(dst, seq=self._next_seq(), protocol=self.protocol, ack=False))
+                )
+            deleting = set(delete)
+            for start in range(0, len(requests), BATCH):
+                failures += self._send_batch(requests[start : start + BATCH], deleting=deleting)
         return failures
 
-    def _send_batch(self, chunk: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, int]]:
-        batch = IPBatch()
-        for op, _dst, args in chunk:
-            batch.route(op, **args)
-        data = batch.batch
-        seqs: dict[int, tuple[str, str]] = {}
-        offset = 0
-        for op, dst, _args in chunk:
-            length, _type, _flags, seq, _pid = struct.unpack_from("IHHII", data, offset)
-            seqs[seq] = (op, dst)
-            offset += length
-        self._sock.sendall(data)
+    def _next_seq(self) -> int:
+        self._seq = self._seq % 0x7FFFFFFF + 1
+        return self._seq
+
+    def _send_batch(self, chunk: list[tuple[str, bytes]], *, deleting: set[str]) -> list[tuple[str, int]]:
+        seqs = {struct.unpack_from("=I", packed, 8)[0]: dst for dst, packed in chunk}
+        barrier = self._next_seq()
+        self._sock.sendall(b"".join(packed for _dst, packed in chunk) + rtnl.pack_barrier(seq=barrier))
         failures = []
-        while seqs:
-            buf = self._sock.recv(1 << 20)
-            offset = 0
-            while offset + 16 <= len(buf):
-                length, msg_type, _flags, seq, _pid = struct.unpack_from("IHHII", buf, offset)
-                if msg_type == NLMSG_ERROR and seq in seqs:
-                    op, dst = seqs.pop(seq)
-                    code = -struct.unpack_from("i", buf, offset + 16)[0]
-                    if code and not (op == "del" and code in (errno.ENOENT, errno.ESRCH)):
-                        failures.append((dst, code))
-                offset += max(length, 16)
+        try:
+            while barrier:
+                for kind, seq, payload in rtnl.messages(self._sock.recv(1 << 20)):
+                    if kind != rtnl.NLMSG_ERROR:
+                        continue
+                    if seq == barrier:
+                        barrier = 0
+                    elif seq in seqs:
+                        dst, code = seqs[seq], rtnl.error_code(payload)
+                        if code and not (dst in deleting and code in (errno.ENOENT, errno.ESRCH)):
+                            failures.append((dst, code))
+        except OSError as exc:  # ENOBUFS (answers lost) or timeout: unknown outcome, the resync repairs
+            failures = [(dst, exc.errno or errno.ETIMEDOUT) for dst in seqs.values()]
+            self._drain()
         return failures
 
-    def _base_args(self, dst: str) -> dict[str, Any]:
-        family = socket.AF_INET6 if ":" in dst else socket.AF_INET
-        return {"dst": dst, "family": family, "proto": self.protocol, "table": MAIN_TABLE}
-
-    def _route_args(self, route: FibRoute) -> dict[str, Any]:
-        args = self._base_args(route.dst)
-        if len(route.hops) == 1:
-            args.update(self._hop_args(route.hops[0]))
-        else:
-            args["multipath"] = [self._hop_args(h) for h in route.hops]
-        return args
+    def _drain(self) -> None:
+        self._sock.setblocking(False)
+        try:
+            while self._sock.recv(1 << 20):
+                pass
+        except OSError:
+            pass
+        finally:
+            self._sock.settimeout(SOCKET_TIMEOUT)
 
     def _index(self, dev: str) -> int:
         if dev not in self._ifindex:
@@ -135,86 +148,44 @@ class NetlinkRouteOps:
             self._ifname[found[0]] = dev
         return self._ifindex[dev]
 
-    def _name(self, index: int | None) -> str | None:
-        if index is None:
-            return None
+    def _name(self, index: int) -> str:
         if index not in self._ifname:
             links = self._ipr.get_links(index)
             self._ifname[index] = links[0].get_attr("IFLA_IFNAME") if links else str(index)
         return self._ifname[index]
 
-    def _hop_args(self, hop: NextHop) -> dict[str, Any]:
-        args: dict[str, Any] = {"gateway": hop.gateway}
-        if hop.dev:
-            args["oif"] = self._index(hop.dev)
-        if hop.onlink:
-            args["flags"] = RTNH_F_ONLINK
-        return args
-
     def replace_route(self, route: FibRoute) -> None:
-        family = socket.AF_INET6 if ":" in route.dst else socket.AF_INET
-        args: dict[str, Any] = {
-            "dst": route.dst,
-            "family": family,
-            "proto": self.protocol,
-            "table": MAIN_TABLE,
-        }
-        with self._lock:
-            try:
-                if len(route.hops) == 1:
-                    args.update(self._hop_args(route.hops[0]))
-                else:
-                    args["multipath"] = [self._hop_args(h) for h in route.hops]
-                self._ipr.route("replace", **args)
-            except NetlinkError as exc:
-                raise OSError(exc.code, f"route replace {route.dst}: {exc}") from exc
+        failed = self.apply_many([route], [])
+        if failed:
+            raise OSError(failed[0][1], f"route replace {route.dst}: errno {failed[0][1]}")
 
     def del_route(self, dst: str) -> None:
-        with self._lock:
-            try:
-                self._ipr.route("del", **self._base_args(dst))
-            except NetlinkError as exc:
-                if exc.code not in (errno.ENOENT, errno.ESRCH):
-                    raise OSError(exc.code, f"route del {dst}: {exc}") from exc
+        failed = self.apply_many([], [dst])
+        if failed:
+            raise OSError(failed[0][1], f"route del {dst}: errno {failed[0][1]}")
 
     def list_routes(self) -> dict[str, FibRoute]:
+        """Our protocol's routes in the main table, both families (one dump each)."""
         out: dict[str, FibRoute] = {}
         with self._lock:
-            for family in (socket.AF_INET, socket.AF_INET6):
-                for msg in self._ipr.get_routes(family=family, proto=self.protocol, table=MAIN_TABLE):
-                    route = self._parse(msg, family)
+            for family in (rtnl.AF_INET, rtnl.AF_INET6):
+                for payload in self._dump(family):
+                    route = rtnl.parse_route(payload, protocol=self.protocol, name_of=self._name)
                     if route is not None:
                         out[route.dst] = route
         return out
 
-    def _parse(self, msg: Any, family: int) -> FibRoute | None:
-        if msg.get("proto") != self.protocol:
-            return None
-        dst = msg.get_attr("RTA_DST") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
-        prefix = f"{dst}/{msg['dst_len']}"
-        multipath = msg.get_attr("RTA_MULTIPATH")
-        if multipath:
-            hops = tuple(
-                sorted(
-                    NextHop(
-                        h.get_attr("RTA_GATEWAY"),
-                        self._dev_if_onlink(h["oif"], h["flags"]),
-                        bool(h["flags"] & RTNH_F_ONLINK),
-                    )
-                    for h in multipath
-                )
-            )
-        else:
-            flags = msg.get("flags", 0)
-            hops = (
-                NextHop(
-                    msg.get_attr("RTA_GATEWAY") or "",
-                    self._dev_if_onlink(msg.get_attr("RTA_OIF"), flags),
-                    bool(flags & RTNH_F_ONLINK),
-                ),
-            )
-        return FibRoute(prefix, hops)
-
-    def _dev_if_onlink(self, index: int | None, flags: int) -> str | None:
-        """We only pin a device for onlink (tunnel) routes; direct ones let the kernel pick."""
-        return self._name(index) if flags & RTNH_F_ONLINK else None
+    def _dump(self, family: int) -> list[bytes]:
+        seq = self._next_seq()
+        self._sock.sendall(rtnl.pack_dump(family, seq=seq))
+        payloads: list[bytes] = []
+        while True:
+            for kind, got, payload in rtnl.messages(self._sock.recv(1 << 20)):
+                if got != seq:
+                    continue
+                if kind == rtnl.NLMSG_DONE:
+                    return payloads
+                if kind == rtnl.NLMSG_ERROR:
+                    code = rtnl.error_code(payload)
+                    raise OSError(code, f"route dump: errno {code}")
+                payloads.append(payload)

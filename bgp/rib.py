@@ -91,10 +91,15 @@ class Rib:
             self._best[prefix] = new
         else:
             self._best.pop(prefix, None)
-        if _significant(old) != _significant(new) and self._on_change is not None:
+        if not _same_to_the_world(old, new) and self._on_change is not None:
             self._on_change(prefix, new)
 
 
-def _significant(routes: tuple[Route, ...]) -> tuple[Route, ...]:
+def _same_to_the_world(old: tuple[Route, ...], new: tuple[Route, ...]) -> bool:
     """Best paths as the outside world sees them: a route turning stale is not a change."""
-    return tuple(replace(r, stale=False) for r in routes)
+    if old == new:
+        return True
+    if len(old) != len(new):
+        return False
+    pairs = zip(old, new, strict=True)
+    return all(a == b or replace(a, stale=False) == replace(b, stale=False) for a, b in pairs)

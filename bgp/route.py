@@ -61,9 +61,49 @@ def family_of(prefix_or_addr: str) -> str:
     return "ipv6 unicast" if ":" in prefix_or_addr else "ipv4 unicast"
 
 
+PrefixKey = tuple[int, int, int]  # (IP version, network as an integer, prefix length)
+
+
+def _v4_key(prefix: str) -> PrefixKey | None:
+    """Fast path for canonical-looking IPv4 text ("10.65.1.0/26"); None = ask ``ipaddress``."""
+    address, _, length = prefix.partition("/")
+    parts = address.split(".")
+    if len(parts) != 4 or not length.isdigit():
+        return None
+    try:
+        octets, bits = [int(p) for p in parts], int(length)
+    except ValueError:
+        return None
+    if max(octets) > 255 or min(octets) < 0 or bits > 32 or ".".join(map(str, octets)) != address:
+        return None
+    value = (octets[0] << 24) | (octets[1] << 16) | (octets[2] << 8) | octets[3]
+    return (4, value & (((1 << bits) - 1) << (32 - bits)), bits)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def prefix_key(prefix: str) -> PrefixKey:
+    """A prefix (host bits cleared, as ``strict=False``) as integers, for containment tests."""
+    key = _v4_key(prefix)
+    if key is not None:
+        return key
+    net = ipaddress.ip_network(prefix, strict=False)
+    return (net.version, int(net.network_address), net.prefixlen)
+
+
+def key_inside(inner: PrefixKey, outer: PrefixKey) -> bool:
+    version, value, length = inner
+    if version != outer[0] or length < outer[2]:
+        return False
+    shift = (32 if version == 4 else 128) - outer[2]
+    return value >> shift == outer[1] >> shift
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def normalize_prefix(prefix: str) -> str:
-    return str(ipaddress.ip_network(prefix, strict=False))
+    version, value, bits = prefix_key(prefix)
+    if version != 4:
+        return str(ipaddress.ip_network(prefix, strict=False))
+    return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}/{bits}"
 
 
 def router_id_key(router_id: str) -> int:

@@ -27,8 +27,8 @@ BACKOFF_MAX = 30.0
 
 
 def default_exabgp() -> str:
-    candidate = Path(sys.executable).with_name("exabgp")
-    return str(candidate) if candidate.exists() else "exabgp"
+    """An empty string: run ExaBGP through ``bgp.exabgp_launch`` (settings.exabgp = a binary to use one)."""
+    return ""
 
 
 @dataclass
@@ -110,7 +110,9 @@ class Speaker:
 
     # --- internals -----------------------------------------------------------------------
     def _argv(self) -> list[str]:
-        argv = [self.settings.exabgp, "server", str(self.config_path)]
+        launch = [self.settings.python, "-m", "bgp.exabgp_launch"]
+        exabgp = [self.settings.exabgp] if self.settings.exabgp else launch
+        argv = [*exabgp, "server", str(self.config_path)]
         if self.settings.netns:
             argv = ["ip", "netns", "exec", self.settings.netns, *argv]
         return argv

@@ -7,8 +7,10 @@ Calico's expansion rules (confd ``updatePeersV1`` / ``bird.cfg`` template):
 * BGPPeers: global (no ``node``/``nodeSelector``), node specific (``node`` or a matching
   ``nodeSelector``); remote side ``peerIP`` or every node matched by ``peerSelector``, with
   the automatic reverse session on the nodes the peerSelector matched;
-* only the lower address (text order, as Calico) opens a session between two nodes: the
-  higher one is passive;
+* one side only opens a session between two nodes, exactly as Calico's bird.cfg template decides
+  it: a node is passive towards a peer whose address is higher in *text* order ("peer will connect
+  to us"), so the higher address connects. Comparing text, not numbers, matters for a mesh mixing
+  felixpy and Calico nodes: any other rule would leave some pairs passive on both sides;
 * this node is a route reflector and the peer has the same AS and another (or no) cluster
   ID → the peer is a route-reflector client.
 """

@@ -89,3 +89,31 @@ def test_batched_apply_many(ns_ops: tuple[object, NetlinkRouteOps]) -> None:
     assert ops.apply_many([], [r.dst for r in wanted[:500]]) == []
     assert len(ops.list_routes()) == 100
     assert routes(ns).count("\n") == 100
+
+
+def test_onlink_ipv6_and_multipath_round_trip(ns_ops: tuple[object, NetlinkRouteOps]) -> None:
+    """What we pack by hand (bgp.rtnl) is what the kernel installs and what we read back."""
+    ns, ops = ns_ops
+    ns.run("ip", "-6", "addr", "add", "fd00:99::1/64", "dev", "eth0", "nodad")
+    onlink = FibRoute("10.65.2.0/26", (NextHop("192.168.50.9", "eth0", True),))  # off-subnet gateway
+    v6 = FibRoute("fd00:65::/122", (NextHop("fd00:99::2"),))
+    multi = FibRoute("10.65.3.0/26", (NextHop("10.0.0.2"), NextHop("10.0.0.3")))
+    assert ops.apply_many([onlink, v6, multi], []) == []
+    assert "10.65.2.0/26 via 192.168.50.9 dev eth0 onlink" in routes(ns)
+    assert "fd00:65::/122 via fd00:99::2 dev eth0" in ns.run("ip", "-6", "route", "show", "proto", "81")
+    assert ops.list_routes() == {r.dst: r for r in (onlink, v6, multi)}
+    ops.del_route(v6.dst)
+    assert v6.dst not in ops.list_routes()
+
+
+def test_ten_thousand_routes_over_many_sends(ns_ops: tuple[object, NetlinkRouteOps]) -> None:
+    ns, ops = ns_ops
+    wanted = [
+        FibRoute(f"10.{64 + i // 1024}.{(i // 4) % 256}.{(i % 4) * 64}/26", (NextHop("10.0.0.2"),))
+        for i in range(10_000)
+    ]
+    assert ops.apply_many(wanted, []) == []
+    assert routes(ns).count("\n") == 10_000
+    assert ops.list_routes() == {r.dst: r for r in wanted}
+    assert ops.apply_many([], [r.dst for r in wanted]) == []
+    assert routes(ns) == ""

@@ -21,6 +21,7 @@ PURE = [
     "engine",
     "selectors",
     "status",
+    "rtnl",
 ]
 IO_MODULES = {
     "subprocess",
