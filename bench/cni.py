@@ -6,7 +6,11 @@ Root only. Builds one node namespace (``fpb-<pid>-node``: a veth ``eth0`` 10.78.
 its loopback, the real ``felixpy node`` with BGP off and policy on) and measures, in one run:
 
   cni_add_del_felixpy     ADD+DEL cycle of the real felixpy-cni: ``ip netns add`` of a pod namespace,
-                          ADD, DEL, ``ip netns del`` (p50/p99 ms)
+                          ADD, DEL, ``ip netns del`` (p50/p99 ms). The plugin is the launcher that
+                          ``felixpy install-cni`` writes (``python -IS``), as a user runs it after
+                          install; ``--plugin entrypoint`` uses the venv's console script instead.
+  cni_phase_*             per phase of those cycles (netns add, ADD, DEL, netns del; p50 ms), both
+  cni_drift_*             median of the last 20 cycles / median of the first 20 (growth check)
   cni_add_del_reference   the same cycle with /usr/lib/cni ``bridge`` + ``host-local`` (no agent)
   cni_add_del_ratio       felixpy p50 / reference p50 (goal <= 1.5)
   wep_to_route            a WorkloadEndpoint put into etcd -> its /32 route in the node's kernel
@@ -23,6 +27,7 @@ removed at the end, even on failure.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -44,6 +49,7 @@ VENV_BIN = ROOT / ".venv" / "bin"
 ETCD_URL = "http://127.0.0.1:23795"
 NODE = "bench-node"
 WEP_PREFIX = "/calico/resources/v3/projectcalico.org/workloadendpoints/"
+PHASES = ("netns_add", "add", "del", "netns_del")
 
 
 def emit(name: str, value: float, unit: str, reference: str = "", **extra: object) -> None:
@@ -169,18 +175,24 @@ class Bench:
         if proc.returncode != 0:
             raise RuntimeError(f"{binary} {command} failed: {proc.stdout} {proc.stderr}")
 
-    def cycles(self, tag: str, binary: str, conf: dict, n: int) -> list[float]:
+    def cycles(self, tag: str, binary: str, conf: dict, n: int) -> list[dict[str, float]]:
+        """``n`` timed cycles; each a dict of phase -> ms, and ``total``."""
         out = []
         for i in range(n):
             pod, cid = f"fpb-{os.getpid()}-{tag}{i}", f"{tag}-{i}"
-            start = time.perf_counter()
+            marks = [time.perf_counter()]
             sh("ip", "netns", "add", pod)
             self.pods.add(pod)
+            marks.append(time.perf_counter())
             self._plugin(binary, conf, "ADD", pod, cid)
+            marks.append(time.perf_counter())
             self._plugin(binary, conf, "DEL", pod, cid)
+            marks.append(time.perf_counter())
             sh("ip", "netns", "del", pod)
-            out.append((time.perf_counter() - start) * 1000)
+            marks.append(time.perf_counter())
             self.pods.discard(pod)
+            ms = [(b - a) * 1000 for a, b in itertools.pairwise(marks)]
+            out.append(dict(zip(PHASES, ms, strict=True)) | {"total": (marks[-1] - marks[0]) * 1000})
         return out
 
     def inner(self, *args: str) -> list[dict]:
@@ -213,17 +225,42 @@ def reference_conf(data_dir: Path) -> dict:
     }
 
 
-def run_cni(b: Bench, cycles: int) -> None:
-    sh(*b.nsexec(str(VENV_BIN / "felixpy-cni")), check=False, input="{}", env={"CNI_COMMAND": "VERSION"})
-    b.cycles("warm", str(VENV_BIN / "felixpy-cni"), felixpy_conf(b.tmp / "run"), 3)
+def install_plugin(b: Bench, kind: str) -> str:
+    """The felixpy plugin binary to time: what ``felixpy install-cni`` writes, or the console script."""
+    if kind == "entrypoint":
+        return str(VENV_BIN / "felixpy-cni")
+    env = {
+        "PATH": os.environ["PATH"],
+        "CNI_BIN_DIR": str(b.tmp / "cni-bin"),
+        "CNI_CONF_DIR": str(b.tmp / "net.d"),
+        "CNI_NETWORK_CONFIG": json.dumps({"name": "k8s-pod-network", "cniVersion": "1.0.0", "plugins": []}),
+        "KUBERNETES_NODE_NAME": NODE,
+    }
+    sh(str(VENV_BIN / "felixpy"), "install-cni", env=env)
+    return str(b.tmp / "cni-bin" / "felixpy")
+
+
+def run_cni(b: Bench, cycles: int, plugin: str) -> None:
+    binary = install_plugin(b, plugin)
+    sh(*b.nsexec(binary), check=False, input="{}", env={"CNI_COMMAND": "VERSION"})
+    b.cycles("warm", binary, felixpy_conf(b.tmp / "run"), 3)
     b.cycles("wref", "/usr/lib/cni/bridge", reference_conf(b.tmp / "hl"), 3)
-    fx = b.cycles("fx", str(VENV_BIN / "felixpy-cni"), felixpy_conf(b.tmp / "run"), cycles)
+    fx = b.cycles("fx", binary, felixpy_conf(b.tmp / "run"), cycles)
     ref = b.cycles("ref", "/usr/lib/cni/bridge", reference_conf(b.tmp / "hl"), cycles)
-    for name, vals in (("felixpy", fx), ("reference", ref)):
+    for name, runs in (("felixpy", fx), ("reference", ref)):
+        vals = [r["total"] for r in runs]
         ref_text = "bridge+host-local from /usr/lib/cni" if name == "reference" else "goal <= 1.5x reference"
-        emit(f"cni_add_del_{name}_p50", statistics.median(vals), "ms", ref_text, cycles=len(vals))
-        emit(f"cni_add_del_{name}_p99", pct(vals, 0.99), "ms", ref_text, cycles=len(vals))
-    emit("cni_add_del_ratio_p50", statistics.median(fx) / statistics.median(ref), "x", "goal <= 1.5")
+        extra = {"plugin": plugin} if name == "felixpy" else {}
+        emit(f"cni_add_del_{name}_p50", statistics.median(vals), "ms", ref_text, cycles=len(vals), **extra)
+        emit(f"cni_add_del_{name}_p99", pct(vals, 0.99), "ms", ref_text, cycles=len(vals), **extra)
+        for phase in PHASES:
+            p50 = statistics.median(r[phase] for r in runs)
+            emit(f"cni_phase_{name}_{phase}_p50", p50, "ms", f"{phase} phase of the {name} cycle")
+        if len(vals) >= 40:
+            drift = statistics.median(vals[-20:]) / statistics.median(vals[:20])
+            emit(f"cni_drift_{name}", drift, "x", "median of the last 20 cycles / the first 20")
+    ratio = statistics.median(r["total"] for r in fx) / statistics.median(r["total"] for r in ref)
+    emit("cni_add_del_ratio_p50", ratio, "x", "goal <= 1.5")
 
 
 def run_route_latency(b: Bench, samples: int) -> None:
@@ -335,6 +372,12 @@ def main() -> int:
     ap.add_argument("--local", type=int, default=1000)
     ap.add_argument("--remote", type=int, default=10000)
     ap.add_argument("--parts", default="cni,latency,rss", help="comma-separated subset to run")
+    ap.add_argument(
+        "--plugin",
+        choices=("installed", "entrypoint"),
+        default="installed",
+        help="felixpy-cni as `felixpy install-cni` writes it (default) or the venv console script",
+    )
     ap.add_argument("--inner", nargs="+")
     args = ap.parse_args()
     if args.inner:
@@ -355,7 +398,7 @@ def main() -> int:
         b.setup()
         parts = args.parts.split(",")
         if "cni" in parts:
-            run_cni(b, args.cycles)
+            run_cni(b, args.cycles, args.plugin)
         if "latency" in parts:
             run_route_latency(b, args.samples)
         if "rss" in parts:

@@ -71,9 +71,13 @@ class Releaser:
 
     # ---- by handle -----------------------------------------------------------------------------
     def release_by_handle(self, handle_id: str) -> list[str]:
-        """Release every address ``handle_id`` holds and delete the handle; returns the addresses."""
+        """Release every address ``handle_id`` holds and delete the handle; returns the addresses.
+
+        The block comes from this client's cache when it has one (the CNI DEL of a pod this agent
+        added: one read and one transaction); a stale copy fails its CAS and is re-read.
+        """
         released: list[str] = []
-        for _ in range(RETRIES):
+        for attempt in range(RETRIES):
             got = self.store.get_handle(handle_id)
             if got is None:
                 return released
@@ -84,23 +88,29 @@ class Releaser:
                 except (Conflict, NotFound):
                     continue
                 return released
-            cidr = next(iter(handle.blocks))
+            cidr = ipaddress.ip_network(next(iter(handle.blocks)))
             try:
-                released += self._release_handle_in_block(handle, hrev, ipaddress.ip_network(cidr))
+                released += self._release_handle_in_block(handle, hrev, cidr, fresh=attempt > 0)
             except Conflict:
+                self._blocks.pop(str(cidr), None)
                 continue
         raise RetriesExhausted(
             f"releasing handle {handle_id}: lost the compare-and-swap race {RETRIES} times"
         )
 
-    def _release_handle_in_block(self, handle: Handle, hrev: int, cidr: IPNetwork) -> list[str]:
+    def _release_handle_in_block(
+        self, handle: Handle, hrev: int, cidr: IPNetwork, *, fresh: bool
+    ) -> list[str]:
         rest = handle.remove(str(cidr), handle.blocks[str(cidr)])
-        cur = self.store.get_block(cidr)
+        cur = self._read_block(cidr, fresh=fresh)
         if cur is None:
             self.store.kv.txn([self.store.handle_write(rest, hrev)])
             return []
         block, brev = cur
         ords = block.ordinals_for_handle(handle.id)
+        if len(ords) != handle.blocks[str(cidr)] and not fresh:
+            # The cached block does not show what the handle says it holds: read it for real.
+            return self._release_handle_in_block(handle, hrev, cidr, fresh=True)
         new, _ = block.release(ords)
         r = self.store.kv.txn([self._block_write(new, brev), self.store.handle_write(rest, hrev)])
         self._blocks[str(cidr)] = (new, r)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -22,13 +24,29 @@ from felixpy.cni.request import CNIRequest, HandlerError, format_result, parse_r
 from felixpy.dataplane.errors import NetnsNotFound
 from felixpy.dataplane.links import HOST_VETH_MAC, VethSpec, delete_container_iface, host_addresses
 from felixpy.dataplane.names import veth_name_for_container, veth_name_for_workload
-from felixpy.datastore.errors import DatastoreError, NotFound, Unavailable
+from felixpy.dataplane.sysctl import netns_path
+from felixpy.datastore.errors import AlreadyExists, Conflict, DatastoreError, NotFound, Unavailable
+from felixpy.datastore.resources import KVBackend, resource_key
 from felixpy.node.writer import ResourceMsg, Writer
 from felixpy.resources import WorkloadEndpoint
 
 log = structlog.get_logger(__name__)
+_steps: threading.local = threading.local()
 ERR_CONTAINER_UNKNOWN, ERR_INVALID_CONFIG, ERR_TRY_AGAIN = 3, 7, 11
 ERR_INTERNAL, ERR_IPAM, ERR_CHECK = 100, 101, 102
+DELETE_RETRIES = 10
+
+
+@contextlib.contextmanager
+def step(name: str) -> Iterator[None]:
+    """Time one step of the current request (milliseconds, logged with ``cni.done``)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        ms = getattr(_steps, "ms", None)
+        if ms is not None:
+            ms[name] = round(ms.get(name, 0.0) + (time.perf_counter() - start) * 1000, 2)
 
 
 class CNIHandler:
@@ -56,6 +74,7 @@ class CNIHandler:
 
     def handle(self, raw: dict[str, Any]) -> dict[str, Any]:
         start = time.monotonic()
+        _steps.ms = {}
         try:
             req = parse_request(raw)
             op = {"ADD": self.add, "DEL": self.delete, "CHECK": self.check}.get(req.command)
@@ -67,6 +86,7 @@ class CNIHandler:
                 command=req.command,
                 container=req.container_id[:12],
                 seconds=round(time.monotonic() - start, 4),
+                steps_ms=_steps.ms,
             )
             return {"result": result}
         except HandlerError as exc:
@@ -99,16 +119,15 @@ class CNIHandler:
         except (OSError, ValueError):
             return 1500
 
-    # ---- ADD ------------------------------------------------------------------------------
+    # ---- ADD ----------------------------------------------------------------------------
     def add(self, req: CNIRequest) -> dict[str, Any]:
-        if not req.netns or not os.path.exists(
-            req.netns if "/" in req.netns else f"/var/run/netns/{req.netns}"
-        ):
+        if not req.netns or not os.path.exists(netns_path(req.netns)):
             raise HandlerError(ERR_CONTAINER_UNKNOWN, f"network namespace {req.netns!r} does not exist")
         self._wait_in_sync()
-        addresses, fresh = self._addresses(req)
+        with step("ipam"):
+            addresses, fresh = self._addresses(req)
         try:
-            return self._plumb_and_record(req, addresses)
+            return self._plumb_and_record(req, addresses, fresh=fresh)
         except BaseException:
             if fresh:
                 self.ipam.release_by_handle(req.handle_id)
@@ -137,26 +156,30 @@ class CNIHandler:
         log.info("cni.ipam_assigned", handle=req.handle_id, addresses=got.v4 + got.v6)
         return list(host_addresses(got.v4 + got.v6)), True
 
-    def _plumb_and_record(self, req: CNIRequest, addresses: list[str]) -> dict[str, Any]:
-        iface = self.host_iface(req)
+    def _intact_mac(self, req: CNIRequest, iface: str, addresses: list[str]) -> str | None:
+        """On a repeated ADD: the pod side's MAC when both sides are still as we left them."""
         pod_side = inspect.container_iface(req.netns, req.ifname)
-        intact = (
-            pod_side is not None
-            and set(addresses) <= set(pod_side.addresses)
-            and inspect.host_iface(iface) is not None
-        )
-        if intact and pod_side is not None:
-            mac = pod_side.mac
-        else:
+        if pod_side is None or not set(addresses) <= set(pod_side.addresses):
+            return None
+        return pod_side.mac if inspect.host_iface(iface) is not None else None
+
+    def _plumb_and_record(self, req: CNIRequest, addresses: list[str], *, fresh: bool) -> dict[str, Any]:
+        iface = self.host_iface(req)
+        # A fresh assignment cannot have a pod side yet: only a repeated ADD checks what is there.
+        mac = None if fresh else self._intact_mac(req, iface, addresses)
+        if mac is None:
             try:
-                veth = self.links.create(
-                    VethSpec(iface, req.netns, tuple(addresses), req.ifname, self.mtu(req))
-                )
+                with step("veth"):
+                    veth = self.links.create(
+                        VethSpec(iface, req.netns, tuple(addresses), req.ifname, self.mtu(req))
+                    )
             except NetnsNotFound as exc:
                 raise HandlerError(ERR_CONTAINER_UNKNOWN, str(exc)) from exc
             mac = veth.container_mac
-        wep = self._write_wep(req, iface, addresses, mac)
-        self._program(req, wep)
+        with step("wep_write"):
+            wep = self._write_wep(req, iface, addresses, mac)
+        with step("dataplane"):
+            self._program(req, wep)
         return format_result(
             req.cni_version,
             host_iface=iface,
@@ -195,7 +218,10 @@ class CNIHandler:
                 },
             }
         )
-        stored = self.backend.apply(wep)
+        try:  # a fresh pod: one create; a repeated ADD finds the endpoint and updates it
+            stored = self.backend.create(wep)
+        except AlreadyExists:
+            stored = self.backend.apply(wep)
         return stored  # type: ignore[no-any-return]
 
     def _program(self, req: CNIRequest, wep: WorkloadEndpoint) -> None:
@@ -220,28 +246,61 @@ class CNIHandler:
                     raise HandlerError(ERR_TRY_AGAIN, "policy for the endpoint not programmed in time")
                 time.sleep(0.01)
 
-    # ---- DEL ------------------------------------------------------------------------------
+    # ---- DEL ----------------------------------------------------------------------------
     def delete(self, req: CNIRequest) -> None:
-        """Endpoint first (the agent withdraws the route), then interfaces, then the addresses."""
+        """Endpoint first (the agent withdraws the route), then interfaces, then the addresses.
+
+        The DEL waits for the commit that removes the endpoint's route, but not for the iptables
+        rewrite of its chains: with the interface gone they are unreachable, and the dataplane
+        folds their removal into its next batch (see LinuxDataplane.commit).
+        """
         ns, name = self.wep_key(req)
-        try:
-            wep = self.backend.get(WorkloadEndpoint, name, ns)
-        except NotFound:
-            wep = None
-        ours = wep is None or wep.spec.container_id in (None, req.container_id)
-        if wep is not None and ours:
-            with contextlib.suppress(NotFound):
-                self.backend.delete(WorkloadEndpoint, name, ns)
-            msg = ResourceMsg("WorkloadEndpoint", (ns, name), None, self.kv.revision(), local=True)
-            self.writer.submit_and_wait([msg], self.timeout)
-        if req.netns:
-            delete_container_iface(req.netns, req.ifname)
-        if ours:
-            self.links.delete(self.host_iface(req), reason=f"CNI DEL of container {req.container_id[:12]}")
-        released = self.ipam.release_by_handle(req.handle_id)
+        with step("wep_delete"):
+            gone, ours = self._delete_wep(req, ns, name)
+        if gone is not None:
+            msg = ResourceMsg("WorkloadEndpoint", (ns, name), None, gone, local=True)
+            with step("dataplane"):
+                self.writer.submit_and_wait([msg], self.timeout)
+        with step("veth"):
+            if ours:
+                reason = f"CNI DEL of container {req.container_id[:12]}"
+                self.links.delete(self.host_iface(req), reason=reason)
+            if req.netns:  # usually gone with its host side; not ours: the old container's own side
+                delete_container_iface(req.netns, req.ifname)
+        with step("ipam"):
+            released = self.ipam.release_by_handle(req.handle_id)
         if released:
             log.info("cni.ipam_released", handle=req.handle_id, addresses=released, reason="CNI DEL")
         return None
+
+    def _delete_wep(self, req: CNIRequest, ns: str, name: str) -> tuple[int | None, bool]:
+        """Delete this container's endpoint: (a revision no older than the delete or None, ours)."""
+        for _ in range(DELETE_RETRIES):
+            try:
+                wep = self.backend.get(WorkloadEndpoint, name, ns)
+            except NotFound:
+                return None, True
+            if wep.spec.container_id not in (None, req.container_id):
+                return None, False  # the pod was re-created: the endpoint is its new container's
+            rev = str(wep.metadata.resource_version or "") or None
+            try:
+                self._delete_at(ns, name, rev)
+            except NotFound:
+                return None, True
+            except Conflict:  # rewritten since we read it: decide again on what is there now
+                continue
+            # Events of this endpoint older than the delete have revisions <= rev: those are the
+            # ones a lagging watch must not replay over the local delete.
+            return int(rev or 0) + 1, True
+        raise HandlerError(ERR_TRY_AGAIN, f"workload endpoint {ns}/{name} keeps changing under the DEL")
+
+    def _delete_at(self, ns: str, name: str, rev: str | None) -> None:
+        """Delete the endpoint if it is still at ``rev`` (Conflict if not)."""
+        if isinstance(self.backend, KVBackend) and rev is not None:
+            # etcd: one compare-and-delete on the key (the backend would read the key again first)
+            self.kv.delete(resource_key(WorkloadEndpoint, name, ns), int(rev))
+        else:
+            self.backend.delete(WorkloadEndpoint, name, ns, revision=rev)
 
     # ---- CHECK ----------------------------------------------------------------------------
     def check(self, req: CNIRequest) -> None:

@@ -81,14 +81,18 @@ class WorkloadLinks:
         self.prefix = prefix
 
     def create(self, spec: VethSpec) -> VethResult:
-        """Idempotent: an existing host veth of the same name (stale ADD) is deleted first."""
+        """Idempotent: an existing host veth of the same name (stale ADD) is deleted first.
+
+        Both namespaces are reached over netlink sockets (the pod's through a setns helper
+        thread, see ``open_iproute``): no child process, ~10 requests in all.
+        """
         path = netns_path(spec.netns)
         if not os.path.exists(path):
             raise NetnsNotFound(path)
         addresses = host_addresses(spec.addresses)
         with open_iproute(self.host_netns) as ipr:
             if ipr.link_lookup(ifname=spec.host_ifname):
-                ipr.link("del", ifname=spec.host_ifname)
+                _delete_link(ipr, spec.host_ifname)
                 log.info("veth.deleted", iface=spec.host_ifname, reason="stale veth before re-ADD")
             ipr.link(
                 "add", ifname=spec.host_ifname, kind="veth", address=HOST_VETH_MAC, mtu=spec.mtu,
@@ -101,28 +105,21 @@ class WorkloadLinks:
         return VethResult(spec.host_ifname, host_mac, spec.container_ifname, container_mac, addresses)
 
     def _configure_host(self, ipr: IPRoute, spec: VethSpec, addresses: tuple[str, ...]) -> str:
-        idx = _index(ipr, spec.host_ifname)
+        idx, mac = _index_and_mac(ipr, spec.host_ifname)
+        if mac != HOST_VETH_MAC:
+            raise DataplaneError(f"{spec.host_ifname}: MAC reads back {mac}, wanted {HOST_VETH_MAC}")
         families = {ipaddress.ip_interface(a).version for a in addresses}
         write_sysctls(
             host_veth_sysctls(spec.host_ifname, ipv4=4 in families or not families, ipv6=6 in families),
             netns=self.host_netns, reason=f"host side of workload veth {spec.host_ifname}",
         )
-        ipr.link("set", index=idx, address=HOST_VETH_MAC, state="up")
-        mac = str(ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS"))
-        if mac != HOST_VETH_MAC:
-            raise DataplaneError(f"{spec.host_ifname}: MAC reads back {mac}, wanted {HOST_VETH_MAC}")
+        ipr.link("set", index=idx, state="up")
         return mac
 
     def delete(self, host_ifname: str, *, reason: str = "workload removed") -> bool:
         """Delete the host side (the pod side goes with it). False if it was not there."""
         with open_iproute(self.host_netns) as ipr:
-            if not ipr.link_lookup(ifname=host_ifname):
-                return False
-            try:
-                ipr.link("del", ifname=host_ifname)
-            except NetlinkError as exc:
-                if exc.code != errno.ENODEV:
-                    raise
+            if not _delete_link(ipr, host_ifname):
                 return False
         log.info("veth.deleted", iface=host_ifname, reason=reason)
         return True
@@ -153,18 +150,19 @@ def delete_container_iface(netns: str, ifname: str = "eth0") -> bool:
     path = netns_path(netns)
     if not os.path.exists(path):
         return False
-    with open_iproute(path) as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            return False
-        ipr.link("del", index=found[0])
+    try:
+        with open_iproute(path) as ipr:
+            if not _delete_link(ipr, ifname):
+                return False
+    except NetnsNotFound:  # the runtime removed it meanwhile
+        return False
     log.info("veth.deleted", netns=netns, iface=ifname, reason="CNI DEL")
     return True
 
 
 def _configure_container(path: str, ifname: str, addresses: tuple[str, ...]) -> str:
     with open_iproute(path) as ipr:
-        idx = _index(ipr, ifname)
+        idx, mac = _index_and_mac(ipr, ifname)
         for addr in addresses:
             ip, plen = addr.split("/")
             family = socket.AF_INET6 if ":" in ip else socket.AF_INET
@@ -176,11 +174,26 @@ def _configure_container(path: str, ifname: str, addresses: tuple[str, ...]) -> 
             ipr.route("replace", dst="0.0.0.0/0", gateway=GATEWAY_V4, oif=idx)
         if any(":" in a for a in addresses):
             ipr.route("replace", dst="::/0", gateway=GATEWAY_V6, oif=idx, family=socket.AF_INET6)
-        return str(ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS"))
+        return mac
 
 
-def _index(ipr: IPRoute, name: str) -> int:
-    found = ipr.link_lookup(ifname=name)
-    if not found:
-        raise LinkNotFound(name)
-    return int(found[0])
+def _index_and_mac(ipr: IPRoute, name: str) -> tuple[int, str]:
+    """One RTM_GETLINK: the interface's index and MAC (LinkNotFound when it is not there)."""
+    try:
+        link = ipr.link("get", ifname=name)[0]
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            raise LinkNotFound(name) from exc
+        raise
+    return int(link["index"]), str(link.get_attr("IFLA_ADDRESS"))
+
+
+def _delete_link(ipr: IPRoute, name: str) -> bool:
+    """Delete ``name``; False when it was already gone (another DEL, or its pair went first)."""
+    try:
+        ipr.link("del", ifname=name)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise
+        return False
+    return True

@@ -18,6 +18,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from felixpy.dataplane.errors import DataplaneError, LinkNotFound
 from felixpy.dataplane.model import MAIN_TABLE, RouteTarget
+from felixpy.dataplane.sysctl import run_in_netns
 
 RTN_UNICAST = 1
 RTN_BLACKHOLE = 6
@@ -25,6 +26,7 @@ RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RTNH_F_ONLINK = 4
 _GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV)
+NETLINK_BUFFER = 1 << 20  # pyroute2's own default for SO_SNDBUF / SO_RCVBUF
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +71,28 @@ def family_of(cidr: str) -> int:
     return socket.AF_INET6 if ipaddress.ip_network(cidr, strict=False).version == 6 else socket.AF_INET
 
 
+def netns_socket(netns: str, proto: int = socket.NETLINK_ROUTE) -> socket.socket:
+    """A netlink socket that lives in ``netns`` (a name or a path), made without forking.
+
+    A socket stays in the namespace it was created in, so a helper thread that enters the
+    namespace (:func:`run_in_netns`) opens it and ends. pyroute2's ``IPRoute(netns=...)`` forks a
+    helper process for the same thing: ~8 ms against ~0.3 ms here.
+    """
+    sock = run_in_netns(netns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, proto))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, NETLINK_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NETLINK_BUFFER)
+    return sock
+
+
 def open_iproute(netns: str | None = None) -> IPRoute:
     """IPRoute in the current netns, or in ``netns`` (a name under /var/run/netns or a path).
 
-    ``flags=0``: never create the namespace by accident when it does not exist.
+    Another namespace is entered by :func:`netns_socket` (no child process); it is never created
+    by accident: a missing one raises NetnsNotFound.
     """
-    return IPRoute(netns=netns, flags=0) if netns else IPRoute()
+    if not netns:
+        return IPRoute()
+    return IPRoute(use_socket=netns_socket(netns))
 
 
 class IPRouteNetlink:

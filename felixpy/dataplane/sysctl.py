@@ -1,26 +1,29 @@
 """Writing /proc/sys for the current or another network namespace.
 
-/proc/sys/net shows the network namespace of the task that opens the file. With ``netns=None`` we
+/proc/sys/net shows the network namespace of the thread that opens the file. With ``netns=None`` we
 write directly (the agent runs inside its node's namespace, so that is the common case). For
-another namespace we do NOT setns() this process (that is per-thread and easy to leak in a
-threaded agent); we run one short child, ``nsenter --net=<path> sh -c ...``, that writes all the
-values of one call at once. Keys are /proc/sys-relative paths with ``/`` ("net/ipv4/conf/X/proxy_arp"),
-because interface names may contain dots (``vxlan.calico``).
+another namespace we never setns() a long-lived thread (that is easy to leak in a threaded agent):
+:func:`run_in_netns` runs the reads/writes of one call in a short helper thread that enters the
+namespace and then ends, with no child process. Keys are /proc/sys-relative paths with ``/``
+("net/ipv4/conf/X/proxy_arp"), because interface names may contain dots (``vxlan.calico``).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
-import subprocess
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import structlog
 
-from felixpy.dataplane.errors import CommandFailed, NetnsNotFound
+from felixpy.dataplane.errors import NetnsNotFound
 
 log = structlog.get_logger(__name__)
 PROC_SYS = "/proc/sys"
-_WRITE_ALL = 'while [ "$#" -gt 1 ]; do printf "%s\\n" "$2" > "$1" || exit 1; shift 2; done'
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 
 
 def netns_path(netns: str) -> str:
@@ -28,37 +31,64 @@ def netns_path(netns: str) -> str:
     return netns if "/" in netns else f"/var/run/netns/{netns}"
 
 
+def run_in_netns(netns: str, fn: Callable[[], T]) -> T:
+    """``fn()`` in a short helper thread that first enters ``netns`` (setns is per thread).
+
+    The thread ends when ``fn`` returns, so no thread of this process stays in another namespace.
+    Whatever ``fn`` opens there (a /proc/sys file, a socket) belongs to that namespace.
+    """
+    path = netns_path(netns)
+    result: list[tuple[bool, object]] = []
+
+    def body() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            result.append((False, NetnsNotFound(path)))
+            return
+        try:
+            if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns {path}: {os.strerror(err)}")
+            result.append((True, fn()))
+        except BaseException as exc:  # handed to the caller
+            result.append((False, exc))
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=body, name="felixpy-setns", daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = result[0]
+    if not ok:
+        raise value  # type: ignore[misc]
+    return value  # type: ignore[return-value]
+
+
+def _write_all(values: Mapping[str, str | int]) -> None:
+    for key, value in values.items():
+        with open(f"{PROC_SYS}/{key}", "w") as f:
+            f.write(f"{value}\n")
+
+
+def _read(key: str) -> str:
+    with open(f"{PROC_SYS}/{key}") as f:
+        return f.read().strip()
+
+
 def write_sysctls(values: Mapping[str, str | int], *, netns: str | None = None, reason: str = "") -> None:
     """Set every ``values`` key (relative to /proc/sys) in ``netns`` (None = this process's)."""
     if not values:
         return
     if netns is None:
-        for key, value in values.items():
-            with open(f"{PROC_SYS}/{key}", "w") as f:
-                f.write(f"{value}\n")
+        _write_all(values)
     else:
-        path = netns_path(netns)
-        if not os.path.exists(path):
-            raise NetnsNotFound(path)
-        args: list[str] = []
-        for key, value in values.items():
-            args += [f"{PROC_SYS}/{key}", str(value)]
-        argv = ["nsenter", f"--net={path}", "sh", "-c", _WRITE_ALL, "sh", *args]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-        if proc.returncode != 0:
-            raise CommandFailed(argv, proc.returncode, proc.stderr)
+        run_in_netns(netns, lambda: _write_all(values))
     log.info("sysctl.set", netns=netns, values=dict(values), reason=reason)
 
 
 def read_sysctl(key: str, *, netns: str | None = None) -> str:
-    if netns is None:
-        with open(f"{PROC_SYS}/{key}") as f:
-            return f.read().strip()
-    argv = ["nsenter", f"--net={netns_path(netns)}", "cat", f"{PROC_SYS}/{key}"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    if proc.returncode != 0:
-        raise CommandFailed(argv, proc.returncode, proc.stderr)
-    return proc.stdout.strip()
+    return _read(key) if netns is None else run_in_netns(netns, lambda: _read(key))
 
 
 def host_veth_sysctls(iface: str, *, ipv4: bool = True, ipv6: bool = False) -> dict[str, str]:

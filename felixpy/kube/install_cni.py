@@ -1,9 +1,17 @@
 """`felixpy install-cni`: what the DaemonSet's init container runs on every node.
 
-Copies the CNI plugins into the host's CNI bin directory (as small launchers that exec the image's
-venv, since the host has no felixpy installed) and writes the network configuration list, filling
-the node name and MTU placeholders. Writes go to a temporary file then rename, so the container
-runtime never reads half a file.
+Copies the CNI plugins into the host's CNI bin directory (as small launchers that run the image's
+interpreter, since the host has no felixpy installed) and writes the network configuration list,
+filling the node name and MTU placeholders. Writes go to a temporary file then rename, so the
+container runtime never reads half a file.
+
+The CNI plugin (type ``felixpy``) is standard-library only, and its start-up is most of what a
+CNI call costs, so its launcher is a Python script run as ``python3 -IS``: no ``site`` (no .pth
+files, no editable-install finder), isolated (no PYTHON* variables, no user site, no script
+directory on ``sys.path``). It puts the directory holding the ``felixpy`` package first on
+``sys.path`` and imports the plugin, whose compiled bytecode is cached there. ~25 ms against ~60 ms
+for the console-script entry point. ``felixpy-ipam`` needs the whole library: it execs the venv's
+entry point.
 """
 
 from __future__ import annotations
@@ -16,6 +24,15 @@ from pathlib import Path
 PLUGINS = ("felixpy-cni", "felixpy-ipam")
 # The conflist names the plugin by type "felixpy"; the binary of that name is the CNI plugin.
 BINARY_NAMES = {"felixpy": "felixpy-cni", "felixpy-ipam": "felixpy-ipam"}
+PLUGIN_LAUNCHER = """#!{python} -IS
+# felixpy CNI plugin, written by `felixpy install-cni`: stdlib only, so no site (-S), isolated (-I).
+import sys
+
+sys.path.insert(0, {root!r})
+from felixpy.cni.plugin import main
+
+main()
+"""
 
 
 def _atomic_write(path: Path, data: str, mode: int) -> None:
@@ -23,6 +40,17 @@ def _atomic_write(path: Path, data: str, mode: int) -> None:
     tmp.write_text(data)
     tmp.chmod(mode)
     os.replace(tmp, path)
+
+
+def launcher(script: str, *, python: str | None = None) -> str:
+    """The text of the launcher for ``script`` (a console script of this venv)."""
+    python = python or sys.executable
+    if script == "felixpy-cni":
+        import felixpy
+
+        root = str(Path(felixpy.__file__).resolve().parent.parent)
+        return PLUGIN_LAUNCHER.format(python=python, root=root)
+    return f'#!/bin/sh\nexec {Path(python).parent / script} "$@"\n'
 
 
 def render_conflist(template: str, *, node_name: str, mtu: int) -> str:
@@ -37,11 +65,9 @@ def install(
     bin_dir.mkdir(parents=True, exist_ok=True)
     conf_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    venv_bin = Path(sys.executable).parent
     for name, script in BINARY_NAMES.items():
-        launcher = f'#!/bin/sh\nexec {venv_bin / script} "$@"\n'
         target = bin_dir / name
-        _atomic_write(target, launcher, 0o755)
+        _atomic_write(target, launcher(script), 0o755)
         written.append(target)
     conf = conf_dir / conf_name
     _atomic_write(conf, render_conflist(template, node_name=node_name, mtu=mtu), 0o644)

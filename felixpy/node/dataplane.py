@@ -1,7 +1,12 @@
 """The Linux dataplane: applies calc deltas through the dataplane engineer's drivers.
 
 ``apply`` only records desired state (routes into the RouteTable, endpoints into a dict);
-``commit`` writes the kernel once per batch. The first commit after in-sync is the start-up
+``commit`` writes the kernel once per batch. A batch whose only policy input is endpoints going
+away (a CNI DEL) does not wait for iptables: the interface is gone, so its ``cali-tw/fw`` chains
+and dispatch entries are unreachable, and their removal is folded into the next batch (the next
+ADD's commit, which must write chains anyway), or flushed by the writer once it has been idle
+(``Writer.deferred_seconds``). Anything else (a new endpoint, a policy change) commits at once, so an
+ADD still returns only after its isolating chains are in. The first commit after in-sync is the start-up
 sweep: routes of our protocol that nothing wants are removed by the RouteTable, and ``cali*``
 veths without a workload endpoint are deleted. Policy (iptables/ipsets) is handed to an optional
 ``policy`` driver; without one the agent programs nothing in iptables.
@@ -43,6 +48,20 @@ class PolicyDriver(Protocol):
     def endpoint_programmed(self, iface: str) -> bool: ...
 
 
+def _only_local_removals(updates: list[Update], gone: set[tuple[str, str]]) -> bool:
+    """Only local endpoints going away: nothing new to isolate, so their chains can wait a batch.
+
+    ``gone``: local endpoints removed since the last policy commit (the datastore's echo of a CNI
+    DEL's own delete arrives a batch later). Remote endpoints are never deferred: their addresses
+    leave selector ipsets at once.
+    """
+    return all(
+        (isinstance(u, EndpointUpdate) and u.endpoint is None)
+        or (isinstance(u, InputUpdate) and u.kind == "WorkloadEndpoint" and u.obj is None and u.key in gone)
+        for u in updates
+    )
+
+
 def route_target(route: Route) -> RouteTarget:
     if route.kind == "local":
         return RouteTarget.device(route.iface or "")
@@ -74,6 +93,9 @@ class LinuxDataplane:
         self._pending_sweep = False
         self._started = False
         self._ipip_routes: set[str] = set()  # routes over tunl0 (dropped if the kernel has no ipip)
+        self._policy_urgent = False  # this batch has policy input that must be in before commit returns
+        self._policy_deferred = False  # endpoint removals not yet written to iptables
+        self._gone: set[tuple[str, str]] = set()  # local endpoints removed since the last policy commit
 
     def _on_route(self, u: RouteUpdate) -> None:
         self._ipip_routes.discard(u.dst)
@@ -93,7 +115,8 @@ class LinuxDataplane:
                 self._on_route(u)
             elif isinstance(u, EndpointUpdate):
                 if u.endpoint is None:
-                    self.endpoints.pop(u.key, None)
+                    if self.endpoints.pop(u.key, None) is not None:
+                        self._gone.add(u.key)
                 else:
                     self.endpoints[u.key] = u.endpoint
             elif isinstance(u, EncapUpdate | VtepUpdate) and self.encap is not None:
@@ -101,9 +124,12 @@ class LinuxDataplane:
             elif isinstance(u, InSync):
                 self._pending_sweep = True
         if self.policy is not None:
-            self.policy.on_updates(
-                [u for u in updates if isinstance(u, EndpointUpdate | InputUpdate | InSync)]
-            )
+            policy_updates: list[Update] = [
+                u for u in updates if isinstance(u, EndpointUpdate | InputUpdate | InSync)
+            ]
+            self._policy_urgent = self._policy_urgent or not _only_local_removals(policy_updates, self._gone)
+            self._policy_deferred = self._policy_deferred or bool(policy_updates)
+            self.policy.on_updates(policy_updates)
         if self.bgp_sink is not None:
             self.bgp_sink(updates)
 
@@ -120,8 +146,28 @@ class LinuxDataplane:
         stats = self.routes.start() if not self._started else self.routes.apply()
         self._started = True
         ok = ok and not stats.failed
-        if self.policy is not None:
-            ok = self.policy.commit() and ok
+        if self.policy is not None and (self._policy_urgent or not self._policy_deferred):
+            ok = self._commit_policy() and ok
+        return ok
+
+    @property
+    def deferred(self) -> bool:
+        """Endpoint removals are waiting for the next policy commit."""
+        return self._policy_deferred
+
+    def commit_deferred(self) -> bool:
+        """Write what earlier batches deferred (the writer calls this once it is idle)."""
+        if self.policy is None or not self._policy_deferred:
+            return True
+        return self._commit_policy()
+
+    def _commit_policy(self) -> bool:
+        assert self.policy is not None
+        ok = self.policy.commit()
+        self._policy_urgent = False
+        self._policy_deferred = not ok  # a failed commit is retried with the next batch
+        if ok:
+            self._gone.clear()
         return ok
 
     def resync(self, what: str) -> None:

@@ -8,6 +8,10 @@ written before the datastore is in sync (a restart must not program a half-built
 CNI writes are also injected directly ("local" updates, with the etcd revision of the write) so
 an ADD returns with its route programmed; an older event about the same endpoint arriving from
 the syncer afterwards is ignored, so a lagging watch cannot undo a newer local write.
+
+A dataplane may defer part of a commit (endpoint removals' iptables work, see
+``LinuxDataplane``): the deferred writes go out with the next batch, or alone once the queue has
+been idle for ``deferred_seconds``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from felixpy.calc.graph import CalcGraph
 from felixpy.calc.model import InSync, Update
 
 log = structlog.get_logger(__name__)
+DEFERRED_SECONDS = 0.25  # idle time before writes a dataplane deferred are flushed on their own
 
 
 class Dataplane(Protocol):
@@ -35,6 +40,14 @@ class Dataplane(Protocol):
         ...
 
     def resync(self, what: str) -> None: ...
+
+
+class DeferringDataplane(Dataplane, Protocol):
+    """A dataplane that may leave some writes for later (``deferred``) and flush them when asked."""
+
+    deferred: bool
+
+    def commit_deferred(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +98,14 @@ class Writer:
         intervals: dict[str, float] | None = None,
         max_batch: int = 2000,
         on_commit: Callable[[float, bool, int], None] | None = None,
+        deferred_seconds: float = DEFERRED_SECONDS,
     ) -> None:
         self.graph = graph
         self.dataplane = dataplane
         self.intervals = intervals or {}
         self.max_batch = max_batch
         self.on_commit = on_commit
+        self.deferred_seconds = deferred_seconds
         self.in_sync = threading.Event()
         self.applied_ok = False
         self._queue: queue.Queue[Msg] = queue.Queue()
@@ -118,10 +133,26 @@ class Writer:
             batch = self._take_batch()
             if batch:
                 self._process(batch)
+            elif self._deferred():
+                self._commit_deferred()
             self._due_resyncs()
+
+    def _deferred(self) -> bool:
+        return bool(getattr(self.dataplane, "deferred", False)) and self.in_sync.is_set()
+
+    def _commit_deferred(self) -> None:
+        """Idle for ``deferred_seconds`` with deferred writes pending: flush them alone."""
+        dataplane: DeferringDataplane = self.dataplane  # type: ignore[assignment]
+        start = time.monotonic()
+        ok = dataplane.commit_deferred()
+        self.applied_ok = ok
+        if self.on_commit is not None:
+            self.on_commit(time.monotonic() - start, ok, 0)
 
     def _take_batch(self) -> list[Msg]:
         timeout = max(0.0, min(self._next_resync.values(), default=time.monotonic() + 1) - time.monotonic())
+        if self._deferred():
+            timeout = min(timeout, self.deferred_seconds)
         try:
             first = self._queue.get(timeout=min(timeout, 1.0))
         except queue.Empty:

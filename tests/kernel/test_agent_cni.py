@@ -1,5 +1,8 @@
 """The real agent in a node namespace against a real etcd, pods added through the real felixpy-cni.
 
+The plugin is run as a user runs it: the launcher ``felixpy install-cni`` writes (``python -IS``);
+one test also runs the venv's console script.
+
 Topology (all created here, all removed at teardown even on failure):
 
     fpt-<pid>-<n>-node   etcd on 127.0.0.1, `felixpy node`, a dummy eth0 10.77.0.1/24
@@ -25,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from felixpy.kube.install_cni import install
 from tests.fixtures.netns import PREFIX, Netns, delete_netns
 
 pytestmark = pytest.mark.kernel
@@ -47,6 +51,7 @@ def _ns(tag: str) -> Netns:
 class NodeEnv:
     node: Netns
     run_dir: Path
+    plugin: str = CNI
     nodename: str = "node1"
     agent: subprocess.Popen[bytes] | None = None
     etcd: subprocess.Popen[bytes] | None = None
@@ -169,7 +174,7 @@ class NodeEnv:
             "run_dir": str(self.run_dir),
         }
         proc = subprocess.run(
-            ["ip", "netns", "exec", self.node.name, CNI],
+            ["ip", "netns", "exec", self.node.name, self.plugin],
             input=json.dumps(conf),
             env=env,
             capture_output=True,
@@ -198,7 +203,16 @@ def env() -> Iterator[NodeEnv]:
         pytest.skip("etcd not installed")
     run_dir = Path(tempfile.mkdtemp(prefix="felixpy-agent-"))
     node = _ns("node")
-    e = NodeEnv(node, run_dir)
+    template = '{"name": "k8s-pod-network", "cniVersion": "1.0.0", "plugins": [{"type": "felixpy"}]}'
+    install(
+        bin_dir=run_dir / "bin",
+        conf_dir=run_dir / "net.d",
+        conf_name="10-felixpy.conflist",
+        template=template,
+        node_name="node1",
+        mtu=1500,
+    )
+    e = NodeEnv(node, run_dir, plugin=str(run_dir / "bin" / "felixpy"))
     try:
         node.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
         node.run("ip", "addr", "add", "10.77.0.1/24", "dev", "eth0")
@@ -225,9 +239,14 @@ def _ip(result: dict) -> str:
 
 def test_two_pods_ping_each_other(env: NodeEnv) -> None:
     a, b = env.pod("pod-a"), env.pod("pod-b")
+    assert Path(env.plugin).read_text().startswith("#!") and " -IS" in Path(env.plugin).read_text()
     rc, ra = env.cni("ADD", a, "a")
     assert rc == 0, ra
-    rc, rb = env.cni("ADD", b, "b")
+    installed, env.plugin = env.plugin, CNI  # the venv's console script speaks the same protocol
+    try:
+        rc, rb = env.cni("ADD", b, "b")
+    finally:
+        env.plugin = installed
     assert rc == 0, rb
     assert ra["cniVersion"] == "1.0.0" and ra["ips"][0]["address"].endswith("/32")
     ip_a, ip_b = _ip(ra), _ip(rb)
@@ -359,6 +378,18 @@ def test_loop_of_pods_added_and_deleted_leaves_nothing_behind(env: NodeEnv) -> N
 
     routes_before = pod_routes()
     handles_before = env.keys("/calico/ipam/v2/handle/")
+    assert env.agent is not None
+    proc_dir = Path(f"/proc/{env.agent.pid}")
+
+    def endpoint_chains() -> set[str]:
+        rules = env.node.run("iptables-save", "-t", "filter").splitlines()
+        return {line.split()[0] for line in rules if line.startswith((":cali-tw-", ":cali-fw-"))}
+
+    chains_before = endpoint_chains()
+    fds_before, threads_before = (
+        len(list((proc_dir / "fd").iterdir())),
+        len(list((proc_dir / "task").iterdir())),
+    )
 
     def cycle(i: int) -> str:
         pod = _ns(f"loop{i}")
@@ -380,6 +411,10 @@ def test_loop_of_pods_added_and_deleted_leaves_nothing_behind(env: NodeEnv) -> N
     assert set(env.node.run("ip", "-o", "link", "show").split("\n")) == links_before
     assert env.keys("/calico/ipam/v2/handle/") == handles_before
     assert not any("loop--" in k for k in env.keys("/calico/resources/v3/"))
+    # nothing accumulates in the agent either: netns sockets closed, setns helper threads ended
+    assert len(list((proc_dir / "fd").iterdir())) <= fds_before + 2
+    assert len(list((proc_dir / "task").iterdir())) <= threads_before + 2
+    _wait(lambda: endpoint_chains() == chains_before, 5, "the deleted pods' chains to go")
 
 
 def test_network_policy_isolates_a_labelled_pod(env: NodeEnv) -> None:
@@ -411,4 +446,49 @@ def test_network_policy_isolates_a_labelled_pod(env: NodeEnv) -> None:
         lambda: "1 received" in client.run("ping", "-c", "1", "-W", "1", _ip(res), check=False),
         15,
         "policy removal to restore traffic",
+    )
+
+
+def _denies(env: NodeEnv, name: str, selector: str) -> str:
+    policy = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"selector": selector, "types": ["Ingress"]},
+    }
+    key = f"/calico/resources/v3/projectcalico.org/networkpolicies/default/{name}"
+    env.etcdctl("put", key, json.dumps(policy))
+    return key
+
+
+def _first_ping(src: Netns, ip: str) -> bool:
+    return " 1 received" in src.run("ping", "-c", "1", "-W", "2", ip, check=False)
+
+
+def test_pod_is_isolated_from_its_first_packet_even_right_after_a_del(env: NodeEnv) -> None:
+    """ADD returns only once the pod's chains are in, also when a DEL of the same pod (same interface
+    name) left its chain removal to a later batch."""
+    from felixpy.dataplane.names import veth_name_for_workload
+
+    client, pod = env.pod("pod-i1"), env.pod("pod-i2")
+    assert env.cni("ADD", client, "icl")[0] == 0
+    key = _denies(env, "deny-iso", "role == 'iso'")
+    try:
+        time.sleep(1)  # the policy reaches the agent (it has no endpoint to apply to yet)
+        rc, res = env.cni("ADD", pod, "iso", cid="iso-1")
+        assert rc == 0, res
+        assert _first_ping(client, _ip(res)), "not selected: reachable at once"
+        assert env.cni("DEL", pod, "iso", cid="iso-1")[0] == 0
+        rc, res = env.cni("ADD", pod, "iso", cid="iso-2", extra_args=";K8S_POD_LABELS=role=iso")
+        assert rc == 0, res
+        assert not _first_ping(client, _ip(res)), "the very first packet meets the policy"
+    finally:
+        env.etcdctl("del", key)
+    _wait(lambda: _first_ping(client, _ip(res)), 10, "the path itself works (policy was the drop)")
+    iface = veth_name_for_workload("default", "iso")
+    assert env.cni("DEL", pod, "iso", cid="iso-2")[0] == 0
+    _wait(
+        lambda: f"cali-tw-{iface}" not in env.node.run("iptables-save", "-t", "filter"),
+        5,
+        "the deferred removal of the deleted pod's chains",
     )

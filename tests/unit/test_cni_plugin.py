@@ -143,3 +143,84 @@ def test_result_formats() -> None:
     assert new["ips"] == [{"address": "10.0.0.5/32", "interface": 1}]
     assert old["ips"][0]["version"] == "4" and old["cniVersion"] == "0.3.1"
     assert new["interfaces"][1] == {"name": "eth0", "mac": "aa:bb:cc:dd:ee:ff", "sandbox": "/var/run/netns/p"}
+
+
+def test_reply_format_through_the_real_server(tmp_path: Path) -> None:
+    """The plugin asks for ``"reply": "cni"``: the agent formats results and CNI errors itself."""
+    from felixpy.cni.server import CNIServer
+
+    seen: list = []
+
+    def handle(request: dict) -> dict:
+        seen.append(request)
+        if request["command"] == "DEL":
+            return {"result": None}
+        if request["containerID"] == "bad":
+            return {"error": {"code": 101, "msg": "pool exhausted", "details": "10.0.0.0/30"}}
+        return {"result": {"cniVersion": "0.4.0", "ips": [{"address": "10.0.0.1/32", "version": "4"}]}}
+
+    sock = str(tmp_path / "cni.sock")
+    server = CNIServer(sock, handle)
+    server.start()
+    try:
+        conf = json.dumps({"cniVersion": "0.4.0", "name": "net", "agent_socket": sock}, indent=2) + "\n"
+        code, text = plugin.invoke(ENV, conf)
+        assert code == 0 and json.loads(text)["ips"][0]["version"] == "4"
+        assert seen[0]["reply"] == "cni" and seen[0]["config"]["name"] == "net", "multi-line config kept"
+        assert plugin.invoke({**ENV, "CNI_COMMAND": "DEL"}, conf) == (0, "")
+        code, out = plugin.run({**ENV, "CNI_CONTAINERID": "bad"}, conf)
+        assert code == 1 and out == {
+            "cniVersion": "0.4.0",
+            "code": 101,
+            "msg": "pool exhausted",
+            "details": "10.0.0.0/30",
+        }
+    finally:
+        server.stop()
+
+
+def test_request_line_quotes_every_string() -> None:
+    req = plugin.build_request("ADD", {"cniVersion": "1.0.0"}, {**ENV, "CNI_ARGS": 'K8S_POD_NAME="x"\n;é'})
+    line = plugin.encode_request(req, '{"cniVersion": "1.0.0",\r\n "n": "a b"}')
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    doc = json.loads(line)
+    assert doc["args"] == 'K8S_POD_NAME="x"\n;é' and doc["config"] == {"cniVersion": "1.0.0", "n": "a b"}
+
+
+def test_without_the_c_accelerator_the_json_module_does_the_same(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    text = '{"a": [1, 2.5, true, null, "\\u00e9"], "b": {}}'
+    fast = plugin.loads(text)
+    for bad in ("{", '{"a": 1} x', "[NaN]", '"\x01"'):
+        try:
+            plugin.loads(bad)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"accepted {bad!r}")
+    monkeypatch.setattr(plugin, "_C_CODEC", None)
+    assert plugin.loads(text) == fast and plugin.quote("é\n") == json.dumps("é\n")
+    code, out = plugin.run({"CNI_COMMAND": "VERSION"}, "")
+    assert code == 0 and out is not None and "1.0.0" in out["supportedVersions"]
+
+
+def test_installed_launcher_loads_only_c_modules(tmp_path: Path) -> None:
+    """What `felixpy install-cni` writes runs with -IS and never imports json, re or socket."""
+    from felixpy.kube.install_cni import launcher
+
+    path = tmp_path / "felixpy"
+    text = launcher("felixpy-cni").replace("main()\n", "main_probe()\n")
+    probe = (
+        "def main_probe():\n"
+        "    import os\n"
+        '    conf = \'{"cniVersion": "1.0.0", "agent_socket": "/nx"}\'\n'
+        "    code, out = plugin.invoke(dict(os.environ), conf)\n"
+        "    print(out)\n"
+        "    print(sorted(m for m in ('json', 're', 'socket', 'site', 'typing') if m in sys.modules))\n"
+        "from felixpy.cni import plugin\n"
+    )
+    path.write_text(text.replace("main_probe()\n", probe + "main_probe()\n"))
+    path.chmod(0o755)
+    assert text.startswith("#!") and text.splitlines()[0].endswith(" -IS")
+    proc = subprocess.run([str(path)], env=ENV, capture_output=True, text=True, timeout=30)
+    first, modules = proc.stdout.splitlines()
+    assert json.loads(first)["code"] == 11 and modules == "[]", proc.stderr
