@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
+from felixpy.kube import install_cni
 from felixpy.lab import ctl, manifests, state, topology
 from felixpy.lab.names import NETNS_DIR, LabError, LabNames
 from felixpy.lab.procs import lab_env, spawn, stop
@@ -63,18 +65,26 @@ def network_config(names: LabNames, st: LabState, node: str, labels: dict[str, s
     }
 
 
+def cni_plugin(names: LabNames) -> Path:
+    """The plugin as a node has it after `felixpy install-cni`: the ``-IS`` launcher of type ``felixpy``."""
+    target = names.run_dir / "cni-bin" / "felixpy"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(install_cni.launcher("felixpy-cni"))
+        target.chmod(0o755)
+    return target
+
+
 def _cni(names: LabNames, st: LabState, pod: PodRecord, command: str) -> dict[str, Any]:
-    """Run ``felixpy-cni`` COMMAND for ``pod`` inside its node's namespace; return its JSON."""
-    plugin = ctl.tool("felixpy-cni")
-    if plugin is None:
-        raise LabError("felixpy-cni is not installed")
+    """Run the CNI plugin's COMMAND for ``pod`` inside its node's namespace; return its JSON."""
+    plugin = str(cni_plugin(names))
     labels_arg = ",".join(f"{k}={v}" for k, v in pod.labels.items())
     env = lab_env(names, {
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": pod.container_id,
         "CNI_NETNS": str(NETNS_DIR / pod.netns),
         "CNI_IFNAME": "eth0",
-        "CNI_PATH": str(ctl.tool("felixpy-cni") or "").rsplit("/", 1)[0],
+        "CNI_PATH": f"{Path(plugin).parent}:/usr/lib/cni",
         "CNI_ARGS": (f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};"
                      f"K8S_POD_INFRA_CONTAINER_ID={pod.container_id};K8S_POD_LABELS={labels_arg}"),
         "FELIXPY_RUN_DIR": str(names.node_dir(pod.node)),
