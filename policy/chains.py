@@ -125,6 +125,15 @@ def endpoint_chain(
     ]
     if direction == "Egress":
         rules += _encap_from_workload(cfg)
+    rules += tier_rules(tiers, direction)
+    rules += profile_rules(profiles, direction)
+    name = to_endpoint_chain(iface) if direction == "Ingress" else from_endpoint_chain(iface)
+    return Chain(name, tuple(rules))
+
+
+def tier_rules(tiers: Sequence[TierPolicies], direction: Literal["Ingress", "Egress"]) -> list[Rule]:
+    """Each tier: clear pass, jump to its policies in order (return once one accepts), end-of-tier drop."""
+    rules = []
     for tier in tiers:
         rules.append(Rule("", set_mark(0, MARK_PASS), f"Start of tier {tier.tier}"))
         for pid in tier.policy_ids:
@@ -132,12 +141,17 @@ def endpoint_chain(
             rules.append(RETURN_IF_ACCEPTED)
         drop = f"End of tier {tier.tier}. Drop if no policies passed packet"
         rules.append(Rule(mark(0, MARK_PASS), "-j DROP", drop))
+    return rules
+
+
+def profile_rules(profiles: Sequence[str], direction: Literal["Ingress", "Egress"]) -> list[Rule]:
+    """Jump to each profile (return once one accepts), then drop."""
+    rules = []
     for profile in profiles:
         rules.append(Rule("", f"-j {profile_chain(profile, direction)}", f"Profile {profile}"))
         rules.append(Rule(mark(MARK_ACCEPT, MARK_ACCEPT), "-j RETURN", "Return if profile accepted"))
     rules.append(Rule("", "-j DROP", "Drop if no profiles matched"))
-    name = to_endpoint_chain(iface) if direction == "Ingress" else from_endpoint_chain(iface)
-    return Chain(name, tuple(rules))
+    return rules
 
 
 def _encap_from_workload(cfg: ChainConfig) -> list[Rule]:
@@ -165,12 +179,20 @@ def isolated_endpoint_chains(iface: str) -> tuple[Chain, Chain]:
 
 
 def profile_chains(profile: str) -> tuple[Chain, Chain]:
-    """Kubernetes namespace profiles (``kns.<ns>``) allow all; other profiles carry no rules."""
+    """Kubernetes namespace profiles (``kns.<ns>``) and ``projectcalico-default-allow`` allow all;
+    other profiles carry no rules."""
     allow: tuple[Rule, ...] = ()
-    if profile.startswith("kns."):
+    if profile_allows_all(profile):
         allow = (Rule("", set_mark(MARK_ACCEPT, MARK_ACCEPT), f"Profile {profile} allows all"),)
         allow += (Rule(mark(MARK_ACCEPT, MARK_ACCEPT), "-j RETURN", f"Profile {profile} allows all"),)
     return Chain(profile_chain(profile, "Ingress"), allow), Chain(profile_chain(profile, "Egress"), allow)
+
+
+DEFAULT_ALLOW_PROFILE = "projectcalico-default-allow"
+
+
+def profile_allows_all(profile: str) -> bool:
+    return profile.startswith("kns.") or profile == DEFAULT_ALLOW_PROFILE
 
 
 def dispatch_tree(ifaces: Iterable[str]) -> tuple[Chain, ...]:

@@ -9,6 +9,11 @@ only what depends on them; ``dirty()`` then returns what changed since its last 
   every ipset in use (all endpoints, local or not);
 - a namespace change does the endpoint step for the endpoints in it.
 
+Host endpoints (``HostEndpoint``, key ``hep:<name>``) are endpoints too: every node's feed the
+selector ipsets with their expectedIPs, this node's get the ``cali-fh-``/``cali-th-`` chains
+and dispatch of ``policy.hostendpoints`` (see its docstring for the semantics). Pre-DNAT and
+untracked policies select nothing: felixpy does not program the mangle and raw tables.
+
 A policy's chains and ipsets exist only while it applies to at least one local endpoint
 (Calico programs only referenced chains). Writers must create ipsets before the chains
 that reference them and delete chains before the ipsets.
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_network
 
 from felixpy.dataplane.model import Chain, IpSet, Table
-from felixpy.resources.endpoint import WorkloadEndpoint
+from felixpy.resources.endpoint import HostEndpoint, WorkloadEndpoint
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.k8s import Namespace
 from policy.chains import (
@@ -35,10 +40,16 @@ from policy.chains import (
     profile_chains,
     static_chains,
 )
-from policy.convert import AnyPolicy, convert_policy, endpoint_from_wep
-from policy.ipsets import SetSpec, member_address
+from policy.convert import AnyPolicy, convert_policy, endpoint_from_hep, endpoint_from_wep
+from policy.hostendpoints import (
+    host_dispatch_chains,
+    host_endpoint_chain_names,
+    host_endpoint_chains,
+    with_host_endpoints,
+)
+from policy.ipsets import SetSpec, net_set
 from policy.model import Direction, Endpoint, Policy, label_view, tier_key
-from policy.names import ALL_HOSTS_ID, ALL_POOLS_ID, MASQ_POOLS_ID, ipset_name, policy_chain
+from policy.names import ALL_HOSTS_ID, ALL_POOLS_ID, MASQ_POOLS_ID, policy_chain
 from policy.rules import render_policy
 from policy.setindex import SetIndex
 
@@ -75,7 +86,8 @@ class PolicyCompiler:
         self._endpoints: dict[str, Endpoint] = {}
         self._views: dict[str, dict[str, str]] = {}
         self._ns_labels: dict[str, dict[str, str]] = {}
-        self._local: dict[str, str] = {}  # local endpoint key → interface
+        self._local: dict[str, str] = {}  # local endpoint key → interface (workloads and hosts)
+        self._hep_keys: set[str] = set()  # the local host endpoints among them
         self._selected: dict[str, set[str]] = {}  # policy id → local endpoint keys it selects
         self._ep_policies: dict[str, set[str]] = {}  # local endpoint key → policy ids
         self._policy_sets: dict[str, frozenset[SetSpec]] = {}  # active policy id → sets it uses
@@ -91,9 +103,9 @@ class PolicyCompiler:
         self._emitted_chains: dict[ChainKey, Chain] = {}
         self._emitted_sets: dict[str, IpSet] = {}
         self._dispatch_keys: set[ChainKey] = set()
-        for chain in static_chains(self.config):
-            self._put(chain)
+        self._static = static_chains(self.config)
         self._render_dispatch()
+        self._render_host_dispatch()
         self._render_pools()
         self._render_hosts()
 
@@ -146,12 +158,12 @@ class PolicyCompiler:
         old = self._policies.get(p.id)
         self._policies[p.id] = p
         old_sel = self._selected.get(p.id, set())
-        if old is not None and old.selector == p.selector:
+        if old is not None and (old.selector, old.filter_table) == (p.selector, p.filter_table):
             new_sel = set(old_sel)
         else:
-            new_sel = {k for k in self._local if p.selector.matches(self._views[k])}
+            new_sel = {k for k in self._local if p.enforced_on(self._views[k])}
         affected = old_sel ^ new_sel
-        if old is None or (old.tier, old.order, old.types) != (p.tier, p.order, p.types):
+        if old is None or _placement(old) != _placement(p):
             affected |= new_sel
         self._set_selection(p.id, new_sel, rerender=old != p)
         for key in affected:
@@ -204,8 +216,12 @@ class PolicyCompiler:
 
     # ------------------------------------------------------------------------------ endpoints
 
-    def update_endpoint(self, endpoint: Endpoint | WorkloadEndpoint) -> None:
-        ep = endpoint if isinstance(endpoint, Endpoint) else endpoint_from_wep(endpoint)
+    def update_endpoint(self, endpoint: Endpoint | WorkloadEndpoint | HostEndpoint) -> None:
+        """A workload or host endpoint (remove a HostEndpoint with ``remove_endpoint(hep_key(name))``)."""
+        if isinstance(endpoint, HostEndpoint):
+            ep = endpoint_from_hep(endpoint)
+        else:
+            ep = endpoint if isinstance(endpoint, Endpoint) else endpoint_from_wep(endpoint)
         self._endpoints[ep.key] = ep
         self._reindex(ep.key)
 
@@ -244,7 +260,7 @@ class PolicyCompiler:
         old_pids = self._ep_policies.get(key, set())
         new_pids: set[str] = set()
         if is_local and view is not None:
-            new_pids = {pid for pid, p in self._policies.items() if p.selector.matches(view)}
+            new_pids = {pid for pid, p in self._policies.items() if p.enforced_on(view)}
         for pid in old_pids | new_pids:
             if (pid in new_pids) != (pid in old_pids):
                 sel = set(self._selected.get(pid, set()))
@@ -254,10 +270,12 @@ class PolicyCompiler:
 
     def _update_local(self, key: str, ep: Endpoint | None) -> None:
         old_iface = self._local.get(key)
-        if old_iface is not None and (ep is None or ep.iface != old_iface):
+        was_host = key in self._hep_keys
+        if old_iface is not None and not was_host and (ep is None or ep.iface != old_iface):
             self._drop(("filter", endpoint_chain(old_iface, "Ingress", (), ()).name))
             self._drop(("filter", endpoint_chain(old_iface, "Egress", (), ()).name))
         old_profiles = self._local_profiles.pop(key, ())
+        self._hep_keys.discard(key)
         if ep is None:
             self._local.pop(key, None)
             self._ep_policies.pop(key, None)
@@ -266,12 +284,17 @@ class PolicyCompiler:
             self._local[key] = ep.iface
             self._ep_policies.setdefault(key, set())
             self._local_profiles[key] = ep.profiles
+            if ep.host:
+                self._hep_keys.add(key)
         self._ref_profiles(self._local_profiles.get(key, ()), +1)
         self._ref_profiles(old_profiles, -1)
         if ep is not None:
             self._render_endpoint(key)
-        if old_iface != self._local.get(key):
+        if was_host and old_iface is not None and old_iface != self._local.get(key):
+            self._render_host_iface(old_iface)  # another host endpoint may take it over, or none
+        if old_iface != self._local.get(key) or was_host != (key in self._hep_keys):
             self._render_dispatch()
+            self._render_host_dispatch()
 
     def _ref_profiles(self, profiles: Iterable[str], delta: int) -> None:
         for profile in profiles:
@@ -290,6 +313,9 @@ class PolicyCompiler:
         iface = self._local.get(key)
         if iface is None:
             return
+        if key in self._hep_keys:
+            self._render_host_iface(iface)
+            return
         ep = self._endpoints[key]
         policies = [self._policies[pid] for pid in self._ep_policies.get(key, ())]
         for direction in DIRECTIONS:
@@ -304,8 +330,34 @@ class PolicyCompiler:
         order = sorted(by_tier, key=lambda t: tier_key(t, self.tier_orders))
         return [TierPolicies(t, tuple(p.id for p in sorted(by_tier[t], key=Policy.sort_key))) for t in order]
 
+    def _render_host_iface(self, iface: str) -> None:
+        """The chains of ``iface`` from the host endpoint that owns it (earliest key, as Felix)."""
+        owners = sorted(k for k in self._hep_keys if self._local[k] == iface)
+        if not owners:
+            for name in host_endpoint_chain_names(iface):
+                self._drop(("filter", name))
+            return
+        key = owners[0]
+        policies = [self._policies[pid] for pid in self._ep_policies.get(key, ())]
+        forward = [p for p in policies if p.apply_on_forward]
+        tiers = {d: self._tiers(policies, d) for d in DIRECTIONS}
+        forward_tiers = {d: self._tiers(forward, d) for d in DIRECTIONS}
+        for chain in host_endpoint_chains(iface, tiers, forward_tiers, self._endpoints[key].profiles):
+            self._put(chain)
+
+    def _render_host_dispatch(self) -> None:
+        """Host endpoint dispatch chains and the rules into them, present only while there are any."""
+        ifaces = {self._local[k] for k in self._hep_keys}
+        for chain in self._static:
+            self._put(with_host_endpoints(chain) if ifaces else chain)
+        for chain in host_dispatch_chains(ifaces):
+            if ifaces:
+                self._put(chain)
+            else:
+                self._drop(("filter", chain.name))
+
     def _render_dispatch(self) -> None:
-        chains = dispatch_tree(self._local.values())
+        chains = dispatch_tree(i for k, i in self._local.items() if k not in self._hep_keys)
         for key in self._dispatch_keys - {("filter", c.name) for c in chains}:
             self._drop(key)  # a child chain whose group shrank to one name or none
         self._dispatch_keys = {("filter", c.name) for c in chains}
@@ -328,22 +380,13 @@ class PolicyCompiler:
         self._render_hosts()
 
     def _render_pools(self) -> None:
-        mine = {n: (c, nat) for n, (c, nat) in self._pools.items() if ip_network(c).version == self.version}
-        family = "inet" if self.version == 4 else "inet6"
-        all_pools = frozenset(member_address(c) for c, _ in mine.values())
-        masq = frozenset(member_address(c) for c, nat in mine.values() if nat)
-        for set_id, members in ((ALL_POOLS_ID, all_pools), (MASQ_POOLS_ID, masq)):
-            name = ipset_name(set_id, self.version)
-            self._put_own(IpSet(name, "hash:net", family, members))  # type: ignore[arg-type]
-        self._put(nat_outgoing_chain(bool(masq), self.config))
+        mine = [(c, nat) for c, nat in self._pools.values() if ip_network(c).version == self.version]
+        self._put_own(net_set(ALL_POOLS_ID, (c for c, _ in mine), self.version))
+        self._put_own(masq := net_set(MASQ_POOLS_ID, (c for c, nat in mine if nat), self.version))
+        self._put(nat_outgoing_chain(bool(masq.members), self.config))
 
     def _render_hosts(self) -> None:
-        name = ipset_name(ALL_HOSTS_ID, self.version)
-        members = frozenset(
-            member_address(ip) for ip in self._host_ips if ip_network(ip).version == self.version
-        )
-        family = "inet" if self.version == 4 else "inet6"
-        self._put_own(IpSet(name, "hash:net", family, members))  # type: ignore[arg-type]
+        self._put_own(net_set(ALL_HOSTS_ID, self._host_ips, self.version))
 
     # ------------------------------------------------------------------------------ bookkeeping
 
@@ -360,3 +403,8 @@ class PolicyCompiler:
     def _drop(self, key: ChainKey) -> None:
         if self._chains.pop(key, None) is not None:
             self._dirty_chains.add(key)
+
+
+def _placement(p: Policy) -> tuple[object, ...]:
+    """What decides where a policy is jumped to from an endpoint's chains (not its rules)."""
+    return (p.tier, p.order, p.types, p.apply_on_forward, p.filter_table)

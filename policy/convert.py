@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import ip_interface, ip_network
 from typing import Any
 
-from felixpy.resources.endpoint import EndpointPort, WorkloadEndpoint
+from felixpy.resources.endpoint import EndpointPort, HostEndpoint, WorkloadEndpoint
 from felixpy.resources.k8s import (
     K8sNetworkPolicy,
     NetworkPolicyPeer,
@@ -253,7 +253,19 @@ def from_calico(res: NetworkPolicy | GlobalNetworkPolicy) -> Policy:
         tier=spec.tier or "default",
         order=spec.order,
         namespace=ns,
+        **_host_flags(res),
     )
+
+
+def _host_flags(res: NetworkPolicy | GlobalNetworkPolicy) -> dict[str, bool]:
+    if not isinstance(res, GlobalNetworkPolicy):
+        return {}
+    spec = res.spec
+    return {
+        "apply_on_forward": spec.apply_on_forward,
+        "pre_dnat": spec.pre_dnat,
+        "do_not_track": spec.do_not_track,
+    }
 
 
 def _calico_rule(rule: CalicoRule, ns: str | None) -> PolicyRule:
@@ -333,6 +345,26 @@ def endpoint_from_wep(wep: WorkloadEndpoint) -> Endpoint:
         profiles=tuple(spec.profiles) or (f"kns.{ns}",),
         service_account=spec.service_account_name,
     )
+
+
+def endpoint_from_hep(hep: HostEndpoint) -> Endpoint:
+    """A HostEndpoint: its own labels only (no namespace), ``expectedIPs`` as its addresses."""
+    spec = hep.spec
+    return Endpoint(
+        key=hep_key(hep.name),
+        namespace=None,
+        labels=dict(hep.metadata.labels),
+        ips=tuple(str(ip) for ip in spec.expected_i_ps),
+        ports=tuple(_named_ports(spec.ports)),
+        iface=spec.interface_name or None,
+        node=spec.node,
+        profiles=tuple(spec.profiles),
+        host=True,
+    )
+
+
+def hep_key(name: str) -> str:
+    return f"hep:{name}"
 
 
 def _named_ports(ports: Iterable[EndpointPort]) -> Iterable[NamedPort]:

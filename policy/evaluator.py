@@ -20,8 +20,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 
+from policy.chains import DEFAULT_FAILSAFE_IN, DEFAULT_FAILSAFE_OUT, profile_allows_all
 from policy.convert import protocol_number
 from policy.model import (
+    PROTOCOL_NUMBERS,
     Direction,
     Endpoint,
     EntityMatch,
@@ -53,8 +55,8 @@ class Flow:
 
 
 def profile_allows(profiles: Iterable[str]) -> bool:
-    """Kubernetes namespace profiles (``kns.<ns>``) allow all; others carry no rules here."""
-    return any(p.startswith("kns.") for p in profiles)
+    """``kns.<ns>`` and ``projectcalico-default-allow`` allow all; others carry no rules here."""
+    return any(profile_allows_all(p) for p in profiles)
 
 
 class Evaluator:
@@ -65,11 +67,15 @@ class Evaluator:
         namespaces: Mapping[str, Mapping[str, str]] | None = None,
         *,
         tier_orders: Mapping[str, float] | None = None,
+        failsafe_in: Iterable[tuple[str, int]] = DEFAULT_FAILSAFE_IN,
+        failsafe_out: Iterable[tuple[str, int]] = DEFAULT_FAILSAFE_OUT,
     ):
         self.endpoints = list(endpoints)
         self.policies = list(policies)
         self.namespaces = dict(namespaces or {})
         self.tier_orders = dict(tier_orders or {})
+        self.failsafe_in = _failsafe_set(failsafe_in)
+        self.failsafe_out = _failsafe_set(failsafe_out)
 
     # ------------------------------------------------------------------------- lookups
 
@@ -80,6 +86,23 @@ class Evaluator:
                 return ep
         return None
 
+    def workload_at(self, ip: str) -> Endpoint | None:
+        """The workload endpoint owning ``ip`` (host endpoints' expectedIPs only feed selectors)."""
+        ep = self.endpoint_at(ip)
+        if ep is not None and ep.host:
+            addr = ip_address(ip)
+            ep = next((e for e in self.endpoints if not e.host and addr in map(ip_address, e.ips)), None)
+        return ep
+
+    def host_endpoint_for(self, iface: str, node: str) -> Endpoint | None:
+        """The host endpoint policing ``iface`` on ``node``: the one naming it (earliest key wins,
+        as in Felix), else the all-interfaces one (``"*"``), else None (not policed)."""
+        heps = sorted((e for e in self.endpoints if e.host and e.node == node), key=lambda e: e.key)
+        named = [e for e in heps if e.iface == iface]
+        if named or iface.startswith("cali"):
+            return named[0] if named else None
+        return next((e for e in heps if e.iface == "*"), None)
+
     def view(self, ep: Endpoint) -> dict[str, str]:
         ns_labels = self.namespaces.get(ep.namespace) if ep.namespace else None
         return label_view(ep, ns_labels)
@@ -87,20 +110,38 @@ class Evaluator:
     # ------------------------------------------------------------------------- verdicts
 
     def allowed(self, flow: Flow) -> bool:
-        src = self.endpoint_at(flow.src_ip)
-        dst = self.endpoint_at(flow.dst_ip)
+        src = self.workload_at(flow.src_ip)
+        dst = self.workload_at(flow.dst_ip)
         if src is not None and dst is not None and src.key == dst.key:
             return True
         if src is not None and not self.direction_allows(src, "Egress", flow):
             return False
         return dst is None or self.direction_allows(dst, "Ingress", flow)
 
-    def applicable(self, ep: Endpoint, direction: Direction) -> list[list[Policy]]:
+    def host_allows(
+        self, hep: Endpoint, direction: Direction, flow: Flow, *, forwarded: bool = False
+    ) -> bool:
+        """A flow into (Ingress) or out of (Egress) the host through ``hep``'s interface, or, with
+        ``forwarded``, routed through it (only applyOnForward policies apply; none: allowed)."""
+        if not forwarded:
+            failsafes = self.failsafe_in if direction == "Ingress" else self.failsafe_out
+            if (flow.proto, flow.dst_port) in failsafes:
+                return True
+        for tier in self.applicable(hep, direction, forwarded=forwarded):
+            verdict = self._tier_verdict(tier, direction, flow)
+            if verdict != "Pass":
+                return verdict == "Allow"
+        return forwarded or profile_allows(hep.profiles)
+
+    def applicable(
+        self, ep: Endpoint, direction: Direction, *, forwarded: bool = False
+    ) -> list[list[Policy]]:
         """The policies that apply, grouped by tier, both in evaluation order."""
         view = self.view(ep)
         tiers: dict[str, list[Policy]] = {}
         for p in self.policies:
-            if p.applies(direction, view):
+            wanted = direction in p.types and (p.apply_on_forward or not forwarded)
+            if wanted and p.enforced_on(view):
                 tiers.setdefault(p.tier, []).append(p)
         order = sorted(tiers, key=lambda t: tier_key(t, self.tier_orders))
         return [sorted(tiers[t], key=Policy.sort_key) for t in order]
@@ -152,6 +193,10 @@ class Evaluator:
         if m.ports and not any(_port_matches(p, port, proto, ep) for p in m.ports):
             return False
         return not any(_port_matches(p, port, proto, ep) for p in m.not_ports)
+
+
+def _failsafe_set(ports: Iterable[tuple[str, int]]) -> frozenset[tuple[int, int]]:
+    return frozenset((PROTOCOL_NUMBERS[proto.lower()], port) for proto, port in ports)
 
 
 def _in_net(addr: object, net: str) -> bool:

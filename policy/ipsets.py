@@ -11,7 +11,7 @@ that means the same thing shares one set:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 
@@ -25,6 +25,12 @@ def member_address(addr: str) -> str:
     """A host address or CIDR as ``ipset list`` prints it (host routes without the prefix)."""
     net = ip_network(addr, strict=False)
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def net_set(set_id: str, addrs: Iterable[str], version: int) -> IpSet:
+    """A well-known ``hash:net`` set (pools, hosts) of the addresses/CIDRs of this IP version."""
+    members = frozenset(member_address(a) for a in addrs if ip_network(a).version == version)
+    return IpSet(ipset_name(set_id, version), "hash:net", _family(version), members)  # type: ignore[arg-type]
 
 
 def _family(version: int) -> str:

@@ -116,6 +116,9 @@ class Policy:
     tier: str = "default"
     order: float | None = None  # None = after every ordered policy
     namespace: str | None = None
+    apply_on_forward: bool = False  # GlobalNetworkPolicy only: also police forwarded host traffic
+    pre_dnat: bool = False  # GlobalNetworkPolicy only: host endpoints, mangle table (not programmed)
+    do_not_track: bool = False  # GlobalNetworkPolicy only: host endpoints, raw table (not programmed)
 
     def sort_key(self) -> tuple[float, str]:
         return (math.inf if self.order is None else self.order, self.id)
@@ -125,6 +128,15 @@ class Policy:
 
     def applies(self, direction: Direction, labels: Mapping[str, str]) -> bool:
         return direction in self.types and self.selector.matches(labels)
+
+    @property
+    def filter_table(self) -> bool:
+        """Enforced in the filter table: neither a pre-DNAT nor an untracked policy."""
+        return not (self.pre_dnat or self.do_not_track)
+
+    def enforced_on(self, labels: Mapping[str, str]) -> bool:
+        """Selects an endpoint with these labels in the filter table, where felixpy enforces policy."""
+        return self.filter_table and self.selector.matches(labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +148,13 @@ class NamedPort:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A workload endpoint as policy sees it. ``key`` is ``<namespace>/<name>`` (or the name)."""
+    """An endpoint as policy sees it.
+
+    Workload endpoints: ``key`` is ``<namespace>/<name>``. Host endpoints (``host=True``):
+    ``key`` is ``hep:<name>`` (``:`` cannot appear in a namespace, so the keys never clash),
+    ``namespace`` is None, ``ips`` are its ``expectedIPs`` and ``iface`` its ``interfaceName``
+    (``"*"``: every interface of the host).
+    """
 
     key: str
     namespace: str | None
@@ -147,6 +165,7 @@ class Endpoint:
     node: str | None = None
     profiles: tuple[str, ...] = ()
     service_account: str | None = None
+    host: bool = False
 
     def named_port(self, name: str, protocol: int) -> int | None:
         for p in self.ports:

@@ -21,6 +21,11 @@ OUTPUT = "cali-OUTPUT"
 WL_TO_HOST = "cali-wl-to-host"
 FROM_WL_DISPATCH = "cali-from-wl-dispatch"
 TO_WL_DISPATCH = "cali-to-wl-dispatch"
+FROM_HOST_ENDPOINT = "cali-from-host-endpoint"
+TO_HOST_ENDPOINT = "cali-to-host-endpoint"
+FROM_HEP_FORWARD = "cali-from-hep-forward"
+TO_HEP_FORWARD = "cali-to-hep-forward"
+ALL_INTERFACES = "any-interface-at-all"  # Felix's chain suffix for interfaceName "*" (> IFNAMSIZ)
 FAILSAFE_IN = "cali-failsafe-in"
 FAILSAFE_OUT = "cali-failsafe-out"
 NAT_POSTROUTING = "cali-POSTROUTING"
@@ -58,6 +63,20 @@ def to_endpoint_chain(iface: str) -> str:
 
 def from_endpoint_chain(iface: str) -> str:
     return length_limited("cali-fw-", iface)
+
+
+HEP_CHAIN_PREFIXES = {
+    ("Ingress", False): "cali-fh-",  # into the host through the interface
+    ("Egress", False): "cali-th-",  # out of the host through the interface
+    ("Ingress", True): "cali-fhfw-",  # forwarded, arriving on the interface
+    ("Egress", True): "cali-thfw-",  # forwarded, leaving through the interface
+}
+
+
+def host_endpoint_chain(iface: str, direction: str, *, forward: bool = False) -> str:
+    """``cali-fh-``/``cali-th-``/``cali-fhfw-``/``cali-thfw-<iface>`` ("*" → ``any-interface-at-all``)."""
+    suffix = ALL_INTERFACES if iface == "*" else iface
+    return length_limited(HEP_CHAIN_PREFIXES[(direction, forward)], suffix)
 
 
 def ipset_name(set_id: str, version: int = 4) -> str:

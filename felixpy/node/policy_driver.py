@@ -4,6 +4,9 @@ Commit order is Felix's: ipsets created/updated first, then the chains that refe
 chains removed, then ipsets no longer referenced destroyed. An endpoint counts as programmed (the
 CNI ADD waits for it: isolation before the first packet) once its ``cali-tw-``/``cali-fw-`` chains
 were written by a successful commit.
+
+HostEndpoints (of every node) go to the compiler like workload endpoints; it enforces those
+whose ``spec.node`` is this node (``policy.hostendpoints``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import structlog
 from felixpy.calc.model import InputUpdate, Update
 from felixpy.dataplane.errors import DataplaneError
 from felixpy.dataplane.iptables_render import Hook
+from policy.convert import hep_key
 
 log = structlog.get_logger(__name__)
 POLICY_KINDS = {"NetworkPolicy": "np", "GlobalNetworkPolicy": "gnp", "K8sNetworkPolicy": "knp"}
@@ -60,6 +64,13 @@ class PolicyDriver:
         if u.kind == "WorkloadEndpoint":
             if u.obj is None:
                 c.remove_endpoint(f"{ns}/{name}")
+            else:
+                c.update_endpoint(u.obj)
+        elif u.kind == "HostEndpoint":
+            # Every node's: the compiler enforces only this node's (spec.node), but any host
+            # endpoint's expectedIPs belong in the selector ipsets of rules that pick it by label.
+            if u.obj is None:
+                c.remove_endpoint(hep_key(name))
             else:
                 c.update_endpoint(u.obj)
         elif u.kind in POLICY_KINDS:
