@@ -123,6 +123,14 @@ class PolicyDriver:
         except DataplaneError as exc:
             log.warning("policy.resync_failed", what=what, error=str(exc))
 
+    def post_write_check(self) -> None:
+        """Felix's post-write check: shortly after a write (then backing off), re-read the tables and
+        repair them, catching another program's non-atomic save/modify/restore that undid our rules."""
+        try:
+            self.iptables.post_write_check()
+        except DataplaneError as exc:
+            log.warning("policy.post_write_check_failed", error=str(exc))
+
     def endpoint_programmed(self, iface: str) -> bool:
         with self._lock:
             return f"cali-tw-{iface}" in self._written and f"cali-fw-{iface}" in self._written

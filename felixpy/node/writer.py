@@ -136,6 +136,13 @@ class Writer:
             elif self._deferred():
                 self._commit_deferred()
             self._due_resyncs()
+            self._post_write_check()
+
+    def _post_write_check(self) -> None:
+        """Cheap when nothing is due: the dataplane decides whether a re-read is due (Felix's schedule)."""
+        check = getattr(self.dataplane, "post_write_check", None)
+        if check is not None and self.in_sync.is_set():
+            check()
 
     def _deferred(self) -> bool:
         return bool(getattr(self.dataplane, "deferred", False)) and self.in_sync.is_set()
