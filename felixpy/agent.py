@@ -26,10 +26,10 @@ from felixpy.cni.server import CNIServer
 from felixpy.dataplane.links import WorkloadLinks
 from felixpy.dataplane.netlink import IPRouteNetlink
 from felixpy.dataplane.routes import RouteTable
-from felixpy.dataplane.sysctl import enable_ip_forwarding
+from felixpy.dataplane.sysctl import enable_ip_forwarding, ipv6_available
 from felixpy.datastore.config import DatastoreConfig, connect
 from felixpy.node import startup
-from felixpy.node.dataplane import LinuxDataplane
+from felixpy.node.dataplane import FamilyPolicies, LinuxDataplane
 from felixpy.node.encap import EncapDriver, EncapSettings
 from felixpy.node.health import HealthServer, Metrics
 from felixpy.node.settings import FelixParams, Settings
@@ -119,7 +119,12 @@ def _bgp_service(settings: Settings) -> Any | None:
 
 
 def _policy_driver(settings: Settings, params: FelixParams, kinds: set[str]) -> Any | None:
-    """The policy compiler + iptables/ipset writers, or None (nothing programmed in iptables)."""
+    """The policy compiler + iptables/ipset writers, or None (nothing programmed in iptables).
+
+    With IPv6 support a second compiler (``version=6``) drives ip6tables and the ``cali60`` sets.
+    Both share one IpsetWriter: it owns every ``cali40``/``cali60`` set in the namespace and would
+    otherwise destroy the other family's sets as "not desired".
+    """
     if not settings.policy_enabled:
         return None
     from felixpy.dataplane.ipsets import IpsetWriter
@@ -129,11 +134,22 @@ def _policy_driver(settings: Settings, params: FelixParams, kinds: set[str]) -> 
     from policy.chains import ChainConfig
     from policy.compiler import PolicyCompiler
 
-    config = ChainConfig(
-        ipip_enabled="ipip" in kinds, vxlan_enabled="vxlan" in kinds, vxlan_port=params.vxlanPort
-    )
-    compiler = PolicyCompiler(settings.nodename, config=config)
-    return PolicyDriver(compiler, IptablesWriter(make_backend()), IpsetWriter())
+    ipsets = IpsetWriter()
+    drivers = []
+    for version in (4, 6) if _ipv6_enabled(params) else (4,):
+        config = ChainConfig(
+            ipip_enabled="ipip" in kinds and version == 4,
+            vxlan_enabled="vxlan" in kinds and version == 4,  # tunnels run over IPv4 only
+            vxlan_port=params.vxlanPort,
+            version=version,
+        )
+        compiler = PolicyCompiler(settings.nodename, config=config)
+        drivers.append(PolicyDriver(compiler, IptablesWriter(make_backend(ipv6=version == 6)), ipsets))
+    return drivers[0] if len(drivers) == 1 else FamilyPolicies(drivers)
+
+
+def _ipv6_enabled(params: FelixParams) -> bool:
+    return params.ipv6Support and ipv6_available()
 
 
 def _encap_driver(params: FelixParams, address: Any | None, mtu: int) -> EncapDriver:
@@ -210,7 +226,7 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
     startup.ensure_tunnel_addresses(ipam, settings.nodename, kinds)
     mtu = startup.host_mtu(address.iface if address else "")
     startup.write_mtu_file(settings.mtu_path, startup.pod_mtu(params, mtu, kinds))
-    enable_ip_forwarding(ipv6=False)
+    enable_ip_forwarding(ipv6=_ipv6_enabled(params))
 
     metrics = Metrics()
     links = WorkloadLinks(prefix=params.interfacePrefix)

@@ -20,7 +20,14 @@ from typing import Any
 import structlog
 
 from felixpy.cni import inspect
-from felixpy.cni.request import CNIRequest, HandlerError, format_result, parse_request, wep_name
+from felixpy.cni.request import (
+    CNIRequest,
+    HandlerError,
+    format_result,
+    ipam_options,
+    parse_request,
+    wep_name,
+)
 from felixpy.dataplane.errors import NetnsNotFound
 from felixpy.dataplane.links import HOST_VETH_MAC, VethSpec, delete_container_iface, host_addresses
 from felixpy.dataplane.names import veth_name_for_container, veth_name_for_workload
@@ -142,11 +149,19 @@ class CNIHandler:
         held = self.ipam.assignments_for_handle(req.handle_id)
         if held:
             return list(host_addresses(held)), False
+        wanted = ipam_options(req.config)
         attrs = {"node": self.nodename, "namespace": req.namespace, "timestamp": str(time.time())}
         if req.pod:
             attrs["pod"] = req.pod
         try:
-            got = self.ipam.auto_assign(req.handle_id, node=self.nodename, num_v4=1, attrs=attrs)
+            got = self.ipam.auto_assign(
+                req.handle_id,
+                node=self.nodename,
+                num_v4=wanted.num_v4,
+                num_v6=wanted.num_v6,
+                attrs=attrs,
+                pools=list(wanted.pools) or None,
+            )
         except DatastoreError:
             raise
         except Exception as exc:

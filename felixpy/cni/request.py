@@ -116,6 +116,46 @@ def parse_request(raw: dict[str, Any]) -> CNIRequest:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class IpamOptions:
+    """What to ask IPAM for: Calico's ``ipam`` config section (``assign_ipv4`` defaults to true,
+    ``assign_ipv6`` to false; ``ipv4_pools``/``ipv6_pools`` restrict the pools, by name or CIDR)."""
+
+    num_v4: int = 1
+    num_v6: int = 0
+    pools: tuple[str, ...] = ()
+
+
+def _flag(value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise HandlerError(7, f"invalid boolean {value!r} in the ipam configuration")
+
+
+def ipam_options(config: dict[str, Any]) -> IpamOptions:
+    """IpamOptions from the network config (raises HandlerError code 7 when it is unusable)."""
+    ipam = config.get("ipam") or {}
+    if not isinstance(ipam, dict):
+        raise HandlerError(7, "ipam configuration must be an object")
+    v4, v6 = _flag(ipam.get("assign_ipv4"), True), _flag(ipam.get("assign_ipv6"), False)
+    if not (v4 or v6):
+        raise HandlerError(7, "assign_ipv4 and assign_ipv6 are both false: nothing to assign")
+    pools: list[str] = []
+    for key, wanted in (("ipv4_pools", v4), ("ipv6_pools", v6)):
+        value = ipam.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+            raise HandlerError(7, f"{key} must be a list of pool names or CIDRs")
+        pools += value if wanted else []
+    return IpamOptions(int(v4), int(v6), tuple(pools))
+
+
 def escape(part: str) -> str:
     return part.replace("-", "--")
 

@@ -5,6 +5,11 @@ side has its /32 (/128) address and ``default via 169.254.1.1`` with 169.254.1.1
 the pod ARPs for 169.254.1.1 and the host answers with its proxy-ARP MAC: all pod traffic is L3-routed
 by the node. The kernel proxies ARP only for a destination it routes out of another interface, so
 the node needs a route covering 169.254.1.1 (its default route, on any real node).
+
+IPv6 needs no proxying: the pod's ``default via fe80::ecee:eeff:feee:eeee dev eth0`` is the host
+veth's own link-local address (EUI-64 of the fixed MAC, made without DAD since ``accept_dad=0``),
+so the host answers the pod's neighbour solicitation itself; ``proxy_ndp=1`` is set as Calico does.
+The node must forward IPv6 (``net.ipv6.conf.all.forwarding=1``); it needs no IPv6 default route.
 The host route ``<pod>/32 dev caliX`` is the RouteTable's job, not this module's.
 
 ``host_netns=None`` means this process's namespace (the agent runs in its node's namespace).
@@ -26,7 +31,12 @@ from pyroute2.netlink.exceptions import NetlinkError
 from felixpy.dataplane.errors import DataplaneError, LinkNotFound, NetnsNotFound
 from felixpy.dataplane.names import DEFAULT_PREFIX
 from felixpy.dataplane.netlink import RT_SCOPE_LINK, open_iproute
-from felixpy.dataplane.sysctl import host_veth_sysctls, netns_path, write_sysctls
+from felixpy.dataplane.sysctl import (
+    container_v6_sysctls,
+    host_veth_sysctls,
+    netns_path,
+    write_sysctls,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -161,6 +171,8 @@ def delete_container_iface(netns: str, ifname: str = "eth0") -> bool:
 
 
 def _configure_container(path: str, ifname: str, addresses: tuple[str, ...]) -> str:
+    if any(":" in a for a in addresses):  # before the address: a disabled stack refuses it
+        write_sysctls(container_v6_sysctls(ifname), netns=path, reason="pod has an IPv6 address")
     with open_iproute(path) as ipr:
         idx, mac = _index_and_mac(ipr, ifname)
         for addr in addresses:

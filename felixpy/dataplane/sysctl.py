@@ -113,6 +113,18 @@ def host_veth_sysctls(iface: str, *, ipv4: bool = True, ipv6: bool = False) -> d
     return values
 
 
+def container_v6_sysctls(ifname: str = "eth0") -> dict[str, str]:
+    """Inside a pod with an IPv6 address: the stack enabled (Calico: all, default, lo, and eth0)."""
+    return {f"net/ipv6/conf/{name}/disable_ipv6": "0" for name in ("all", "default", "lo", ifname)}
+
+
+def ipv6_available(*, netns: str | None = None) -> bool:
+    """The kernel has IPv6 (a node booted with ipv6.disable=1 has no /proc/sys/net/ipv6)."""
+    if netns is None:
+        return os.path.exists(f"{PROC_SYS}/net/ipv6")
+    return run_in_netns(netns, lambda: os.path.exists(f"{PROC_SYS}/net/ipv6"))
+
+
 def forwarding_sysctls(*, ipv6: bool = True) -> dict[str, str]:
     values = {"net/ipv4/ip_forward": "1"}
     if ipv6:

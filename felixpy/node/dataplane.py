@@ -9,11 +9,13 @@ ADD's commit, which must write chains anyway), or flushed by the writer once it 
 ADD still returns only after its isolating chains are in. The first commit after in-sync is the start-up
 sweep: routes of our protocol that nothing wants are removed by the RouteTable, and ``cali*``
 veths without a workload endpoint are deleted. Policy (iptables/ipsets) is handed to an optional
-``policy`` driver; without one the agent programs nothing in iptables.
+``policy`` driver; without one the agent programs nothing in iptables. With IPv6 that driver is
+a :class:`FamilyPolicies` of an iptables and an ip6tables driver.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -46,6 +48,30 @@ class PolicyDriver(Protocol):
     def resync(self, what: str) -> None: ...
 
     def endpoint_programmed(self, iface: str) -> bool: ...
+
+
+class FamilyPolicies:
+    """One policy driver per IP version (each with its own compiler and iptables/ip6tables writer)
+    behind the single :class:`PolicyDriver` the dataplane talks to. Every driver sees every update
+    and commits every batch; an endpoint is programmed once it is in all of them."""
+
+    def __init__(self, drivers: Sequence[PolicyDriver]) -> None:
+        self.drivers = tuple(drivers)
+
+    def on_updates(self, updates: list[Update]) -> None:
+        for driver in self.drivers:
+            driver.on_updates(updates)
+
+    def commit(self) -> bool:
+        results = [driver.commit() for driver in self.drivers]  # no short cut: each retries alone
+        return all(results)
+
+    def resync(self, what: str) -> None:
+        for driver in self.drivers:
+            driver.resync(what)
+
+    def endpoint_programmed(self, iface: str) -> bool:
+        return all(driver.endpoint_programmed(iface) for driver in self.drivers)
 
 
 def _only_local_removals(updates: list[Update], gone: set[tuple[str, str]]) -> bool:

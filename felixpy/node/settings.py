@@ -47,6 +47,7 @@ class FelixParams(BaseModel):
     vxlanVNI: int = 4096
     vxlanPort: int = 4789
     interfacePrefix: str = "cali"
+    ipv6Support: bool = True  # ip6tables policy and IPv6 forwarding (Felix's FELIX_IPV6SUPPORT)
     healthEnabled: bool = True
     healthPort: int = 9099
     healthHost: str = "0.0.0.0"
@@ -99,6 +100,9 @@ class Settings(BaseModel):
     default_pool_cidr: str | None = None
     default_pool_ipip: str = "Never"
     default_pool_vxlan: str = "Never"
+    default_pool_block_size: int = 26
+    default_pool_v6_cidr: str | None = None  # CALICO_IPV6POOL_CIDR: no IPv6 pool unless set
+    default_pool_v6_block_size: int = 122
     no_default_pools: bool = False
     run_dir: str = "/var/run/felixpy"
     log_level: str = "info"
@@ -142,6 +146,9 @@ class Settings(BaseModel):
             default_pool_cidr=get("CALICO_IPV4POOL_CIDR"),
             default_pool_ipip=get("CALICO_IPV4POOL_IPIP", "Never"),
             default_pool_vxlan=get("CALICO_IPV4POOL_VXLAN", "Never"),
+            default_pool_block_size=int(get("CALICO_IPV4POOL_BLOCK_SIZE", 26)),
+            default_pool_v6_cidr=get("CALICO_IPV6POOL_CIDR"),
+            default_pool_v6_block_size=int(get("CALICO_IPV6POOL_BLOCK_SIZE", 122)),
             no_default_pools=str(get("NO_DEFAULT_POOLS", "false")).lower() in ("true", "1", "yes"),
             run_dir=get("FELIXPY_RUN_DIR", "/var/run/felixpy"),
             log_level=get("FELIXPY_LOG_LEVEL", get("FELIX_LOGSEVERITYSCREEN", "info")).lower(),

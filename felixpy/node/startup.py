@@ -5,6 +5,7 @@ agent converges to the same state) and every read-modify-write is a CAS with bou
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Any
 
@@ -98,27 +99,42 @@ def _set_bgp(node: Node, settings: Settings, address: str | None) -> bool:
 
 
 def ensure_default_pool(backend: Any, settings: Settings) -> None:
+    """calico-node's default pools: an IPv4 one when no IPv4 pool exists (CALICO_IPV4POOL_*), and
+    an IPv6 one when CALICO_IPV6POOL_CIDR is set and no IPv6 pool exists; NO_DEFAULT_POOLS: none."""
     if settings.no_default_pools:
         return
     pools, _ = backend.list(IPPool)
-    if pools:
-        return
-    cidr = settings.default_pool_cidr or "192.168.0.0/16"
-    pool = IPPool.model_validate(
-        {
-            "metadata": {"name": "default-ipv4-ippool"},
-            "spec": {
-                "cidr": cidr,
-                "ipipMode": settings.default_pool_ipip,
-                "vxlanMode": settings.default_pool_vxlan,
-                "natOutgoing": True,
-                "nodeSelector": "all()",
-            },
+    versions = {ipaddress.ip_network(p.spec.cidr, strict=False).version for p in pools}
+    for pool in default_pools(settings):
+        if ipaddress.ip_network(pool.spec.cidr).version not in versions:
+            _create_pool(backend, pool)
+
+
+def default_pools(settings: Settings) -> list[IPPool]:
+    """The default pools the settings ask for (pure)."""
+    v4 = {
+        "cidr": settings.default_pool_cidr or "192.168.0.0/16",
+        "blockSize": settings.default_pool_block_size,
+        "ipipMode": settings.default_pool_ipip,
+        "vxlanMode": settings.default_pool_vxlan,
+        "natOutgoing": True,
+        "nodeSelector": "all()",
+    }
+    specs = [("default-ipv4-ippool", v4)]
+    if settings.default_pool_v6_cidr:
+        v6 = {
+            "cidr": settings.default_pool_v6_cidr,
+            "blockSize": settings.default_pool_v6_block_size,
+            "nodeSelector": "all()",
         }
-    )
+        specs.append(("default-ipv6-ippool", v6))
+    return [IPPool.model_validate({"metadata": {"name": name}, "spec": spec}) for name, spec in specs]
+
+
+def _create_pool(backend: Any, pool: IPPool) -> None:
     try:
         backend.create(pool)
-        log.info("ippool.created", pool=pool.name, cidr=cidr, reason="no pools exist (CALICO_IPV4POOL_CIDR)")
+        log.info("ippool.created", pool=pool.name, cidr=pool.spec.cidr, reason="no pool of its IP version")
     except AlreadyExists:
         pass
 

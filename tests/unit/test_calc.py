@@ -37,6 +37,25 @@ def wep(
     )
 
 
+def wep_ds(name: str, *ips: str) -> WorkloadEndpoint:
+    """A local endpoint with several addresses (dual-stack or IPv6-only), as the CNI writes them."""
+    nets = [f"{ip}/{128 if ':' in ip else 32}" for ip in ips]
+    doc = wep(name, "10.0.0.0").to_dict()
+    doc["spec"]["ipNetworks"] = nets
+    return WorkloadEndpoint.model_validate(doc)
+
+
+def ep_ds(name: str, *ips: str) -> LocalEndpoint:
+    nets = tuple(sorted(f"{ip}/{128 if ':' in ip else 32}" for ip in ips))
+    return LocalEndpoint(
+        "default", name, f"cali{name}", nets, labels=(("app", name),), profiles=("kns.default",), pod=name
+    )
+
+
+def local6(name: str, ip: str) -> Route:
+    return Route(f"{ip}/128", "local", iface=f"cali{name}", reason=f"workload default/{name}")
+
+
 def node(name: str, ip: str, *, vxlan: str | None = None) -> Node:
     spec: dict = {"bgp": {"ipv4Address": ip}}
     if vxlan:
@@ -107,7 +126,52 @@ BH = Route("192.168.0.0/26", "blackhole", reason="local IPAM block")
 BLOCKS = {"192.168.0.0/26": ME, "192.168.1.0/26": "node2"}
 NO_POOL_ENCAP = Encap(vxlan_mac=vtep_mac(ME))
 
+BH4 = Route("10.1.0.0/26", "blackhole", reason="local IPAM block")
+BH6 = Route("fd00:10::/122", "blackhole", reason="local IPAM block")
+DS_BLOCKS = {"10.1.0.0/26": ME, "fd00:10::/122": ME, "fd00:10::40/122": "node2"}
+DS_LOCAL = frozenset({"10.1.0.0/26", "fd00:10::/122"})
+
 SCENARIOS = {
+    "dual stack": [
+        (
+            state(wep_ds("a", "10.1.0.1", "fd00:10::1"), blocks=DS_BLOCKS),
+            NodeState(
+                endpoints={("default", "a"): ep_ds("a", "10.1.0.1", "fd00:10::1")},
+                routes={
+                    "10.1.0.1/32": local_route("a", "10.1.0.1"),
+                    "fd00:10::1/128": local6("a", "fd00:10::1"),
+                    "10.1.0.0/26": BH4,
+                    "fd00:10::/122": BH6,
+                },
+                local_blocks=DS_LOCAL,
+            ),
+        ),
+        (
+            state(wep_ds("a", "10.1.0.1", "fd00:10::2"), wep_ds("b", "fd00:10::3"), blocks=DS_BLOCKS),
+            NodeState(
+                endpoints={
+                    ("default", "a"): ep_ds("a", "10.1.0.1", "fd00:10::2"),
+                    ("default", "b"): ep_ds("b", "fd00:10::3"),
+                },
+                routes={
+                    "10.1.0.1/32": local_route("a", "10.1.0.1"),
+                    "fd00:10::2/128": local6("a", "fd00:10::2"),
+                    "fd00:10::3/128": local6("b", "fd00:10::3"),
+                    "10.1.0.0/26": BH4,
+                    "fd00:10::/122": BH6,
+                },
+                local_blocks=DS_LOCAL,
+            ),
+        ),
+        (
+            state(wep_ds("b", "fd00:10::3"), blocks={"fd00:10::40/122": "node2"}),
+            NodeState(
+                endpoints={("default", "b"): ep_ds("b", "fd00:10::3")},
+                routes={"fd00:10::3/128": local6("b", "fd00:10::3")},
+            ),
+        ),
+        (state(), NodeState()),
+    ],
     "local endpoints": [
         (state(), NodeState(encap=Encap())),
         (

@@ -49,3 +49,29 @@ def test_autodetect_pick() -> None:
     assert pick(addrs, "first-found") == addrs[2]
     assert pick(addrs, "interface=eth2") == addrs[3]
     assert pick(addrs, "interface=wlan.*") is None
+
+
+def test_default_pools_per_ip_version() -> None:
+    from felixpy.node.startup import default_pools
+
+    plain = default_pools(Settings.from_env({"NODENAME": "n1"}))
+    assert [(p.name, p.spec.cidr, p.spec.block_size) for p in plain] == [
+        ("default-ipv4-ippool", "192.168.0.0/16", 26)
+    ]
+    dual = default_pools(
+        Settings.from_env(
+            {
+                "NODENAME": "n1",
+                "CALICO_IPV4POOL_CIDR": "10.244.0.0/16",
+                "CALICO_IPV4POOL_BLOCK_SIZE": "28",
+                "CALICO_IPV6POOL_CIDR": "fd00:10:244::/48",
+            }
+        )
+    )
+    got = [(p.name, p.spec.cidr, p.spec.block_size, p.spec.nat_outgoing) for p in dual]
+    assert got == [
+        ("default-ipv4-ippool", "10.244.0.0/16", 28, True),
+        ("default-ipv6-ippool", "fd00:10:244::/48", 122, False),
+    ]
+    assert FelixParams.resolve({}).ipv6Support is True
+    assert FelixParams.resolve({"FELIX_IPV6SUPPORT": "false"}).ipv6Support is False
