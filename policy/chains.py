@@ -288,14 +288,27 @@ def _input(cfg: ChainConfig) -> Chain:
     return Chain(INPUT, tuple(rules))
 
 
+# ICMPv6 a workload must always be able to send to its host, whatever its egress policy: multicast
+# listener query/report/done (130-132), router solicitation (133), neighbour solicitation and
+# advertisement (135, 136). Without them a pod cannot resolve its gateway (the host veth's link-local
+# address) and loses all IPv6. Calico allows the same set here.
+ICMPV6_TO_HOST = (130, 131, 132, 133, 135, 136)
+
+
 def _wl_to_host(cfg: ChainConfig) -> Chain:
-    return Chain(
-        WL_TO_HOST,
-        (
-            Rule("", f"-j {FROM_WL_DISPATCH}", "Workload egress policy"),
-            Rule("", f"-j {cfg.endpoint_to_host_action}", "Configured DefaultEndpointToHostAction"),
-        ),
-    )
+    rules = []
+    if cfg.version == 6:
+        rules += [
+            Rule(
+                f"-p ipv6-icmp -m icmp6 --icmpv6-type {t}", "-j ACCEPT", "Workload to host ICMPv6 (NDP, MLD)"
+            )
+            for t in ICMPV6_TO_HOST
+        ]
+    rules += [
+        Rule("", f"-j {FROM_WL_DISPATCH}", "Workload egress policy"),
+        Rule("", f"-j {cfg.endpoint_to_host_action}", "Configured DefaultEndpointToHostAction"),
+    ]
+    return Chain(WL_TO_HOST, tuple(rules))
 
 
 def _output(cfg: ChainConfig) -> Chain:

@@ -208,12 +208,6 @@ def test_del_removes_both_families(env: NodeEnv) -> None:
     assert cni(env, "DEL", pod, "h6")[0] == 0, "a repeated DEL succeeds"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="policy/chains.py: cali-wl-to-host has no IPv6 NDP accept (Calico: ICMPv6 types 130-136 "
-    "before the workload dispatch), so an egress policy drops the pod's neighbour solicitation "
-    "for its gateway fe80::ecee:eeff:feee:eeee",
-)
 def test_egress_policy_keeps_neighbour_discovery_to_the_gateway(env: NodeEnv) -> None:
     _, target = add(env, "q6", labels="role=q6")
     pod, _p = add(env, "p6", labels="role=egress6")
