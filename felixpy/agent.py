@@ -142,6 +142,9 @@ def _policy_driver(settings: Settings, params: FelixParams, kinds: set[str]) -> 
             vxlan_enabled="vxlan" in kinds and version == 4,  # tunnels run over IPv4 only
             vxlan_port=params.vxlanPort,
             version=version,
+            endpoint_to_host_action=params.defaultEndpointToHostAction,
+            failsafe_in=params.failsafeInboundHostPorts,
+            failsafe_out=params.failsafeOutboundHostPorts,
         )
         compiler = PolicyCompiler(settings.nodename, config=config)
         drivers.append(PolicyDriver(compiler, IptablesWriter(make_backend(ipv6=version == 6)), ipsets))

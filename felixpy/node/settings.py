@@ -12,7 +12,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from policy.chains import DEFAULT_FAILSAFE_IN, DEFAULT_FAILSAFE_OUT
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -31,6 +33,28 @@ def parse_duration(value: Any) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"invalid duration {value!r}")
     return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+def parse_proto_ports(value: Any) -> tuple[tuple[str, int], ...]:
+    """Felix's failsafe port lists: "tcp:22,udp:68", "none", or FelixConfiguration's [{protocol, port}]."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("", "none"):
+            return ()
+        items: list[Any] = [part.strip() for part in text.split(",") if part.strip()]
+    else:
+        items = list(value)
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            proto, _, port = item.rpartition(":")
+            out.append(((proto or "tcp").lower(), int(port)))
+        elif isinstance(item, Mapping):
+            out.append((str(item.get("protocol", "tcp")).lower(), int(item["port"])))
+        else:
+            proto, port = item
+            out.append((str(proto).lower(), int(port)))
+    return tuple(out)
 
 
 class FelixParams(BaseModel):
@@ -54,7 +78,21 @@ class FelixParams(BaseModel):
     prometheusMetricsEnabled: bool = True
     prometheusMetricsPort: int = 9091
     logSeverityScreen: str = "Info"
-    defaultEndpointToHostAction: str = "Drop"
+    defaultEndpointToHostAction: Literal["DROP", "ACCEPT", "RETURN"] = "DROP"
+    # Host ports never blocked by host endpoint policy. FelixConfiguration: [{protocol, port}, ...];
+    # env FELIX_FAILSAFEINBOUNDHOSTPORTS: "tcp:22,udp:68" (Felix's form) or "none".
+    failsafeInboundHostPorts: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_IN
+    failsafeOutboundHostPorts: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_OUT
+
+    @field_validator("defaultEndpointToHostAction", mode="before")
+    @classmethod
+    def _action(cls, value: Any) -> str:
+        return str(value).strip().upper()
+
+    @field_validator("failsafeInboundHostPorts", "failsafeOutboundHostPorts", mode="before")
+    @classmethod
+    def _proto_ports(cls, value: Any) -> tuple[tuple[str, int], ...]:
+        return parse_proto_ports(value)
 
     @classmethod
     def env_name(cls, field: str) -> str:

@@ -75,3 +75,21 @@ def test_default_pools_per_ip_version() -> None:
     ]
     assert FelixParams.resolve({}).ipv6Support is True
     assert FelixParams.resolve({"FELIX_IPV6SUPPORT": "false"}).ipv6Support is False
+
+
+def test_failsafe_ports_and_endpoint_to_host_action_resolve_like_felix() -> None:
+    from felixpy.node.settings import FelixParams
+
+    params = FelixParams.resolve(
+        {"FELIX_FAILSAFEINBOUNDHOSTPORTS": "tcp:22, udp:68"},
+        None,
+        {
+            "failsafeOutboundHostPorts": [{"protocol": "TCP", "port": 179}],
+            "defaultEndpointToHostAction": "Accept",
+        },
+    )
+    assert params.failsafeInboundHostPorts == (("tcp", 22), ("udp", 68))
+    assert params.failsafeOutboundHostPorts == (("tcp", 179),)
+    assert params.defaultEndpointToHostAction == "ACCEPT"
+    assert FelixParams.resolve({"FELIX_FAILSAFEINBOUNDHOSTPORTS": "none"}).failsafeInboundHostPorts == ()
+    assert FelixParams().defaultEndpointToHostAction == "DROP"  # Felix's built-in default
