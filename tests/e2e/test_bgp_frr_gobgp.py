@@ -107,7 +107,8 @@ def test_frr_ebgp_peer(
         assert [(p.address, p.info) for p in svc.status()] == [("10.0.0.2", "Established")]
     except AssertionError:
         summary = subprocess.run(
-            ["ip", "netns", "exec", ns_frr.name, "vtysh", "--vty_socket", str(tmp_path), "-c", "show bgp summary"],
+            ["ip", "netns", "exec", ns_frr.name, "vtysh", "--vty_socket", str(tmp_path),
+             "-c", "show bgp summary"],
             capture_output=True, text=True, timeout=10,
         ).stdout  # fmt: skip
         print(f"FRR:\n{summary}\nnode routes:\n{kernel_routes(ns_node)}\nstatus: {svc and svc.status()}")
