@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 
-from felixpy.lab import pods, state
+from felixpy.lab import pods, ports, state
 from felixpy.lab.names import DEFAULT_NAME, LabError, LabNames, check_name
 
 Parser = argparse.ArgumentParser
@@ -20,9 +20,13 @@ def _names(args: argparse.Namespace) -> LabNames:
 
 def _cmd_pod_add(args: argparse.Namespace) -> int:
     serve = [int(p) for p in args.serve.split(",") if p] if args.serve else []
-    pod = pods.add(_names(args), args.pod, node=args.node, labels=pods.parse_labels(args.labels), serve=serve)
+    named = ports.parse_ports(args.ports)
+    if args.named_serve:
+        named = ports.merge(named, ports.serve_names(serve))
+    pod = pods.add(_names(args), args.pod, node=args.node, labels=pods.parse_labels(args.labels), serve=serve,
+                   named_ports=named)
     print(json.dumps({"namespace": pod.namespace, "name": pod.name, "node": pod.node, "ip": pod.ip,
-                      "netns": pod.netns, "labels": pod.labels, "serve": pod.serve}))
+                      "netns": pod.netns, "labels": pod.labels, "serve": pod.serve, "ports": pod.ports}))
     return 0
 
 
@@ -127,6 +131,10 @@ def _add_pod(sub: Subparsers, common: Parser) -> None:
     add.add_argument("--node", required=True)
     add.add_argument("--labels", default="", help="k=v,k2=v2")
     add.add_argument("--serve", default="", help="ports for TCP+UDP responders, e.g. 80,81")
+    add.add_argument("--ports", default="", metavar="NAME=PORT/PROTO,...",
+                     help="named container ports on the pod's WorkloadEndpoint, e.g. http=80/tcp,dns=53/udp")
+    add.add_argument("--named-serve", action="store_true",
+                     help="also name every --serve port serve-<port>-<tcp|udp> (the netpol e2e names)")
     add.set_defaults(func=_cmd_pod_add)
     dele = psub.add_parser("del", help="felixpy-cni DEL and delete the pod", parents=[common])
     dele.add_argument("pod", metavar="NS/NAME")

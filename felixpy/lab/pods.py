@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from felixpy.kube import install_cni
-from felixpy.lab import ctl, manifests, state, topology
+from felixpy.lab import ctl, manifests, ports, state, topology
 from felixpy.lab.names import NETNS_DIR, LabError, LabNames
+from felixpy.lab.ports import NamedPort
 from felixpy.lab.procs import lab_env, spawn, stop
 from felixpy.lab.shell import in_netns, run
 from felixpy.lab.state import LabState, PodRecord
@@ -126,8 +127,11 @@ def _new_pod(names: LabNames, ns: str, name: str, node: str, labels: dict[str, s
     return pod
 
 
-def add(names: LabNames, ref: str, *, node: str, labels: dict[str, str], serve: list[int]) -> PodRecord:
-    """Create the pod's namespace, run CNI ADD, start responders; return the pod."""
+def add(
+    names: LabNames, ref: str, *, node: str, labels: dict[str, str], serve: list[int],
+    named_ports: list[NamedPort] | None = None,
+) -> PodRecord:
+    """Create the pod's namespace, run CNI ADD, publish its named ports, start responders."""
     ns, name = parse_pod_ref(ref)
     pod = _new_pod(names, ns, name, node, labels)
     try:
@@ -136,6 +140,8 @@ def add(names: LabNames, ref: str, *, node: str, labels: dict[str, str], serve: 
     except LabError:
         _forget(names, pod)
         raise
+    if named_ports:
+        _publish_ports(names, pod, named_ports)
     pod.serve = serve
     responder = _start_responder(names, pod) if serve else None
     with state.locked(names):
@@ -145,6 +151,21 @@ def add(names: LabNames, ref: str, *, node: str, labels: dict[str, str], serve: 
             st.processes.append(responder)
         state.save(names, st)
     return pod
+
+
+def _publish_ports(names: LabNames, pod: PodRecord, named_ports: list[NamedPort]) -> None:
+    """Put the ports on the pod's WorkloadEndpoint; on failure undo the pod (CNI DEL, forget)."""
+    st = state.load(names)
+    try:
+        ports.publish(names, st.plan.etcd_endpoint, namespace=pod.namespace, pod=pod.name, node=pod.node,
+                      ports=named_ports)
+    except LabError:
+        try:
+            _cni(names, st, pod, "DEL")
+        finally:
+            _forget(names, pod)
+        raise
+    pod.ports = [p.to_json() for p in named_ports]
 
 
 def _forget(names: LabNames, pod: PodRecord) -> None:

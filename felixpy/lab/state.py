@@ -41,6 +41,7 @@ class PodRecord:
     ip: str | None = None
     container_id: str = ""
     serve: list[int] = field(default_factory=list)
+    ports: list[dict[str, Any]] = field(default_factory=list)  # named ports: {name, protocol, port}
 
 
 @dataclass

@@ -31,7 +31,7 @@ def to_json(names: LabNames, st: LabState) -> dict[str, Any]:
         ],
         "pods": [
             {"namespace": p.namespace, "name": p.name, "labels": p.labels, "node": p.node, "netns": p.netns,
-             "ip": p.ip, "serve": p.serve}
+             "ip": p.ip, "serve": p.serve, "ports": p.ports}
             for p in st.pods
         ],
         "namespaces": st.namespaces,
@@ -57,6 +57,10 @@ def _bgp_summary(names: LabNames, st: LabState, node_name: str) -> str:
     return ", ".join(f"{r['peer']} {r['info'] or r['state']}" for r in rows)
 
 
+def _ports_text(ports: list[dict[str, Any]]) -> str:
+    return ",".join(f"{p['name']}={p['port']}/{str(p['protocol']).lower()}" for p in ports) or "-"
+
+
 def to_text(names: LabNames, st: LabState, *, bgp: bool = True) -> str:
     plan = st.plan
     out = [f"lab {st.name} ({st.phase}); etcd {plan.etcd_endpoint} in {names.etcd}; fabric {names.fabric}"]
@@ -68,8 +72,9 @@ def to_text(names: LabNames, st: LabState, *, bgp: bool = True) -> str:
     out.append(_table(["NODE", "ROLE", "NETNS", "ADDRESS", "RACK", "AS", "BGP SESSIONS"], node_rows))
     pod_rows = [
         [f"{p.namespace}/{p.name}", p.node, p.ip or "-", ",".join(f"{k}={v}" for k, v in p.labels.items()),
-         ",".join(map(str, p.serve)) or "-"]
+         ",".join(map(str, p.serve)) or "-", _ports_text(p.ports)]
         for p in st.pods
     ]
-    out.append(_table(["POD", "NODE", "IP", "LABELS", "SERVES"], pod_rows) if pod_rows else "no pods")
+    headers = ["POD", "NODE", "IP", "LABELS", "SERVES", "PORTS"]
+    out.append(_table(headers, pod_rows) if pod_rows else "no pods")
     return "\n".join(out)

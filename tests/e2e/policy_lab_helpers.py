@@ -4,8 +4,8 @@
 policy documents to a YAML file and ``felixctl apply``s / ``delete``s them through the lab,
 waits (bounded) until the agents have written the policies' chains, probes the matrix with
 ``probe --matrix -o json``, and answers the same flows through the reference evaluator with
-the pods' real addresses. Only the lab's CLI and ``ip netns exec <node> iptables-save`` are
-used: nothing here touches the root namespace.
+the pods' real addresses and the named ports the lab reports for them. Only the lab's CLI and
+``ip netns exec <node> iptables-save`` are used: nothing here touches the root namespace.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -24,9 +24,11 @@ from felixpy.lab.testing import LabCLI
 from policy.conformance_cases import POD_KEYS, Doc, NetpolCase, Probe, namespace_labels, topology
 from policy.convert import policy_from_doc
 from policy.evaluator import Evaluator, Flow
+from policy.model import PROTOCOL_NUMBERS, NamedPort
 from policy.names import policy_chain
 
 Matrix = dict[Probe, dict[tuple[str, str], bool]]
+PortTriple = tuple[str, str, int]  # (name, protocol, port), as conformance_cases.NAMED_PORTS
 PROBE_TIMEOUT = 1.0
 PROGRAM_DEADLINE = 15.0  # seconds for the agents to write (or remove) a case's chains
 MATRIX_DEADLINE = 12.0  # seconds for the matrix to match once the chains are there
@@ -38,6 +40,7 @@ class PolicyLab:
     ips: dict[str, str]  # "x/a" -> pod IP
     node_of: dict[str, str]  # "x/a" -> node name
     node_netns: list[str]
+    ports: dict[str, tuple[PortTriple, ...]]  # "x/a" -> the named ports `status` reports
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fpc-policy-")))
 
     @classmethod
@@ -49,7 +52,15 @@ class PolicyLab:
             ips={k: str(p["ip"]) for k, p in pods.items()},
             node_of={k: str(p["node"]) for k, p in pods.items()},
             node_netns=[str(n["netns"]) for n in status["nodes"]],
+            ports={k: port_triples(p.get("ports", [])) for k, p in pods.items()},
         )
+
+    def wep_ports(self) -> dict[str, tuple[PortTriple, ...]]:
+        """Per pod, the named ports of its WorkloadEndpoint as stored in etcd (``felixctl get wep``)."""
+        listing = json.loads(self.lab.ok("ctl", "--", "get", "wep", "-A", "-o", "json", timeout=60))
+        items = listing["items"]
+        return {f"{i['metadata']['namespace']}/{i['spec']['pod']}": port_triples(i["spec"].get("ports", []))
+                for i in items}
 
     # ------------------------------------------------------------------ datastore
 
@@ -121,8 +132,9 @@ class PolicyLab:
         return got
 
     def evaluator_matrix(self, case: NetpolCase) -> Matrix:
-        """The reference evaluator's answer for every flow of ``case``, with the pods' real IPs."""
-        endpoints = topology(self.ips, node_of=self.node_of)
+        """The reference evaluator's answer for every flow of ``case``, with the pods' real IPs and ports."""
+        upstream = topology(self.ips, node_of=self.node_of)
+        endpoints = [replace(ep, ports=policy_ports(self.ports[ep.key])) for ep in upstream]
         ev = Evaluator(endpoints, [policy_from_doc(d) for d in case.policies], namespace_labels())
         return {
             (proto, port): {
@@ -131,6 +143,15 @@ class PolicyLab:
             }
             for proto, port in case.probes
         }
+
+
+def port_triples(ports: Iterable[dict[str, object]]) -> tuple[PortTriple, ...]:
+    """``[{name, protocol, port}]`` -> sorted (name, protocol, port) triples."""
+    return tuple(sorted((str(p["name"]), str(p["protocol"]), int(str(p["port"]))) for p in ports))
+
+
+def policy_ports(triples: Iterable[PortTriple]) -> tuple[NamedPort, ...]:
+    return tuple(NamedPort(name, PROTOCOL_NUMBERS[proto.lower()], number) for name, proto, number in triples)
 
 
 def expected_chains(docs: Iterable[Doc]) -> set[str]:

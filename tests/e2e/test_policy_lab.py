@@ -3,17 +3,16 @@
 One lab for the module: three nodes (two racks behind a BIRD top-of-rack when bird2 is
 installed, else one L2 segment), namespaces x, y, z labelled ``ns=<name>`` and pods
 ``x/a`` .. ``z/c`` labelled ``pod=<name>``, spread round-robin over the nodes so that almost
-every flow crosses nodes (and, with racks, the fabric), each serving TCP and UDP on 80 and 81.
+every flow crosses nodes (and, with racks, the fabric), each serving TCP and UDP on 80 and 81
+with the upstream pods' named ports ``serve-80-tcp`` .. ``serve-81-udp`` on its
+WorkloadEndpoint (half the pods get them from ``--named-serve``, half from explicit ``--ports``).
 
 Per case: the case's documents are ``felixctl apply``'d through the lab, the test waits
 (bounded) until the agents have written the policies' chains, then probes the matrix until
 it matches or a deadline passes. The lab's matrix must equal BOTH the case's truth table and
 the reference evaluator's answer computed with the pods' real addresses. The documents are
 then deleted, every policy chain must disappear, and the all-allowed baseline must return.
-
-Left out: the named-port cases. Lab pods are made through CNI alone, with no pod spec, so
-their endpoints carry no named ports, while the cases' truth tables assume the upstream
-pods' ``serve-80-tcp``-style ports.
+All the cases run, the named-port ones included; the evaluator uses the ports the lab reports.
 """
 
 from __future__ import annotations
@@ -24,9 +23,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from felixpy.lab import ports
+from felixpy.lab.names import LabError
 from felixpy.lab.testing import LabCLI, missing_prerequisites, root_snapshot
 from policy.conformance_cases import (
     CASES,
+    NAMED_PORTS,
     NAMESPACES,
     POD_KEYS,
     TCP80,
@@ -43,8 +45,15 @@ from tests.e2e.policy_lab_helpers import PolicyLab, all_allowed, diff_report
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 NODES = ("node1", "node2", "node3")
-LAB_CASES = [c for c in CASES if "named-port" not in c.name]
+LAB_CASES = list(CASES)
 FULL = (TCP80, ("TCP", 81), ("UDP", 80), UDP81)
+UPSTREAM_PORTS = tuple(sorted(NAMED_PORTS))
+EXPLICIT_PORTS = ",".join(f"{name}={number}/{proto.lower()}" for name, proto, number in NAMED_PORTS)
+
+
+def _port_args(i: int) -> tuple[str, ...]:
+    """Even pods name their served ports with --named-serve, odd ones list them with --ports."""
+    return ("--named-serve",) if i % 2 == 0 else ("--ports", EXPLICIT_PORTS)
 
 
 def _up(lab: LabCLI) -> None:
@@ -58,7 +67,7 @@ def _up(lab: LabCLI) -> None:
     for i, key in enumerate(POD_KEYS):
         node = NODES[i % len(NODES)]
         lab.ok("pod", "add", key, "--node", node, "--labels", f"pod={key.split('/')[1]}",
-               "--serve", "80,81", timeout=90)
+               "--serve", "80,81", *_port_args(i), timeout=90)
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +120,23 @@ def test_spread_and_baseline(plab: PolicyLab) -> None:
     assert_lifted(plab)
 
 
+def test_named_ports_on_endpoints(plab: PolicyLab) -> None:
+    """Every pod's status and its WorkloadEndpoint in etcd carry the upstream named ports."""
+    assert plab.ports == {key: UPSTREAM_PORTS for key in POD_KEYS}
+    assert plab.wep_ports() == {key: UPSTREAM_PORTS for key in POD_KEYS}
+
+
+def test_port_flags_give_the_upstream_names() -> None:
+    """Pure: --named-serve 80,81 and the explicit --ports list both spell the cases' NAMED_PORTS."""
+    for named in (ports.serve_names([80, 81]), ports.parse_ports(EXPLICIT_PORTS)):
+        assert sorted((p.name, p.protocol, p.port) for p in named) == list(UPSTREAM_PORTS)
+    assert ports.parse_ports("dns=53/UDP,web=8080") == [
+        ports.NamedPort("dns", "UDP", 53), ports.NamedPort("web", "TCP", 8080)]
+    for bad in ("web=80/icmp", "web", "Web=80", "a=1,a=2", "web=0/tcp", "80=80"):
+        with pytest.raises(LabError):
+            ports.parse_ports(bad)
+
+
 @pytest.mark.parametrize("name", [c.name for c in LAB_CASES])
 def test_case_in_lab(plab: PolicyLab, name: str) -> None:
     case = next(c for c in cases(plab.ips) if c.name == name)  # ipBlocks with the real IPs
@@ -125,8 +151,10 @@ def test_case_in_lab(plab: PolicyLab, name: str) -> None:
     assert_lifted(plab)
 
 
-def test_there_are_enough_lab_cases() -> None:
-    assert len(LAB_CASES) >= 30
+def test_every_case_runs_in_the_lab() -> None:
+    assert len(LAB_CASES) == len(CASES) >= 41
+    named = {c.name for c in LAB_CASES if "named-port" in c.name}
+    assert named == {"ingress-named-port", "ingress-named-port-from-namespace", "egress-named-port"}
 
 
 def _stage(name: str, docs: tuple[dict[str, object], ...], expects: tuple[E, ...]) -> NetpolCase:
