@@ -265,6 +265,9 @@ class CNIHandler:
     def delete(self, req: CNIRequest) -> None:
         """Endpoint first (the agent withdraws the route), then interfaces, then the addresses.
 
+        The host veth is only looked up and queued (by interface index) for the agent's link
+        reaper, which deletes it right after; its pod side goes with it (or with the pod's netns).
+
         The DEL waits for the commit that removes the endpoint's route, but not for the iptables
         rewrite of its chains: with the interface gone they are unreachable, and the dataplane
         folds their removal into its next batch (see LinuxDataplane.commit).
@@ -277,10 +280,11 @@ class CNIHandler:
             with step("dataplane"):
                 self.writer.submit_and_wait([msg], self.timeout)
         with step("veth"):
-            if ours:
+            queued = None
+            if ours:  # by index, after the answer: the kernel's unregister is not the runtime's wait
                 reason = f"CNI DEL of container {req.container_id[:12]}"
-                self.links.delete(self.host_iface(req), reason=reason)
-            if req.netns:  # usually gone with its host side; not ours: the old container's own side
+                queued = self.links.delete_later(self.host_iface(req), reason=reason)
+            if queued is None and req.netns:  # not ours: the old container's own side (or a lone one)
                 delete_container_iface(req.netns, req.ifname)
         with step("ipam"):
             released = self.ipam.release_by_handle(req.handle_id)

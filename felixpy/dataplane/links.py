@@ -20,7 +20,10 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import queue
 import socket
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -89,6 +92,7 @@ class WorkloadLinks:
     def __init__(self, *, host_netns: str | None = None, prefix: str = DEFAULT_PREFIX) -> None:
         self.host_netns = host_netns
         self.prefix = prefix
+        self.reaper = LinkReaper(host_netns=host_netns)
 
     def create(self, spec: VethSpec) -> VethResult:
         """Idempotent: an existing host veth of the same name (stale ADD) is deleted first.
@@ -134,6 +138,16 @@ class WorkloadLinks:
         log.info("veth.deleted", iface=host_ifname, reason=reason)
         return True
 
+    def delete_later(self, host_ifname: str, *, reason: str = "workload removed") -> int | None:
+        """Queue the host side for deletion by its *index* (a re-ADD reuses the name); the kernel's
+        unregister (~20 ms) then happens off the caller's path. Returns the index, None if absent."""
+        with open_iproute(self.host_netns) as ipr:
+            found = ipr.link_lookup(ifname=host_ifname)
+        if not found:
+            return None
+        self.reaper.submit(int(found[0]), host_ifname, reason=reason)
+        return int(found[0])
+
     def names(self) -> list[str]:
         """Names of the workload interfaces (``<prefix>*`` veths) in the node namespace."""
         with open_iproute(self.host_netns) as ipr:
@@ -153,6 +167,62 @@ class WorkloadLinks:
             if self.delete(name, reason="no workload endpoint for it"):
                 removed.append(name)
         return removed
+
+
+class LinkReaper:
+    """Deletes interfaces by index in one background thread, each tried a bounded number of times.
+
+    An index is never reused while the kernel counts upwards, so a queued index can only name the
+    interface that was looked up: a newer interface of the same name is never touched.
+    """
+
+    def __init__(self, *, host_netns: str | None = None, attempts: int = 3) -> None:
+        self.host_netns = host_netns
+        self.attempts = attempts
+        self._queue: queue.Queue[tuple[int, str, str]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, index: int, name: str, *, reason: str) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="felixpy-link-reaper", daemon=True)
+                self._thread.start()
+        self._queue.put((index, name, reason))
+
+    def pending(self) -> int:
+        return self._queue.unfinished_tasks
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once everything submitted has been handled (for tests and shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return not self._queue.unfinished_tasks
+
+    def _run(self) -> None:
+        while True:  # the agent's lifetime; each item is bounded by ``attempts``
+            index, name, reason = self._queue.get()
+            try:
+                self._delete(index, name, reason)
+            finally:
+                self._queue.task_done()
+
+    def _delete(self, index: int, name: str, reason: str) -> None:
+        start = time.monotonic()
+        for attempt in range(1, self.attempts + 1):
+            try:
+                with open_iproute(self.host_netns) as ipr:
+                    gone = not _delete_index(ipr, index)
+            except (NetlinkError, OSError) as exc:
+                log.warning("veth.delete_failed", iface=name, index=index, attempt=attempt, error=str(exc))
+                time.sleep(0.05 * attempt)
+                continue
+            log.info("veth.deleted", iface=name, index=index, already_gone=gone, reason=reason,
+                     ms=round((time.monotonic() - start) * 1000, 1))
+            return
+        log.error("veth.delete_abandoned", iface=name, index=index, attempts=self.attempts,
+                  reason="left to the start-up sweep")
 
 
 def delete_container_iface(netns: str, ifname: str = "eth0") -> bool:
@@ -198,6 +268,17 @@ def _index_and_mac(ipr: IPRoute, name: str) -> tuple[int, str]:
             raise LinkNotFound(name) from exc
         raise
     return int(link["index"]), str(link.get_attr("IFLA_ADDRESS"))
+
+
+def _delete_index(ipr: IPRoute, index: int) -> bool:
+    """Delete interface ``index``; False when it was already gone."""
+    try:
+        ipr.link("del", index=index)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise
+        return False
+    return True
 
 
 def _delete_link(ipr: IPRoute, name: str) -> bool:

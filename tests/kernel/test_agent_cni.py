@@ -311,8 +311,10 @@ def test_del_removes_iface_route_allocation_endpoint(env: NodeEnv) -> None:
     ip, iface = _ip(res), veth_name_for_workload("default", "e")
     rc, out = env.cni("DEL", pod, "e")
     assert rc == 0 and out is None
-    assert env.node.run("ip", "link", "show", iface, check=False) == ""
-    assert env.node.run("ip", "route", "show", f"{ip}/32") == ""
+    assert env.node.run("ip", "route", "show", f"{ip}/32") == ""  # before DEL answers
+    # the host veth goes right after the answer (the agent's link reaper, by interface index)
+    _wait(lambda: env.node.run("ip", "link", "show", iface, check=False) == "", 2, f"{iface} deleted")
+    _wait(lambda: f"event='veth.deleted' iface='{iface}' index=" in env.agent_log(), 2, "the deletion logged")
     assert env.keys("/calico/ipam/v2/handle/k8s-pod-network.cid-e") == []
     assert not any(k.endswith("node1-k8s-e-eth0") for k in env.keys("/calico/resources/v3/"))
     rc, out = env.cni("DEL", pod, "e")  # repeated DEL and DEL of an unknown container succeed
@@ -408,13 +410,64 @@ def test_loop_of_pods_added_and_deleted_leaves_nothing_behind(env: NodeEnv) -> N
     print(f"{count} pods added and deleted in {time.monotonic() - start:.1f}s")
     assert len(ips) == count
     _wait(lambda: pod_routes() == routes_before, 10, "routes to settle")
-    assert set(env.node.run("ip", "-o", "link", "show").split("\n")) == links_before
+    _wait(lambda: set(env.node.run("ip", "-o", "link", "show").split("\n")) == links_before, 5, "links")
     assert env.keys("/calico/ipam/v2/handle/") == handles_before
     assert not any("loop--" in k for k in env.keys("/calico/resources/v3/"))
     # nothing accumulates in the agent either: netns sockets closed, setns helper threads ended
     assert len(list((proc_dir / "fd").iterdir())) <= fds_before + 2
     assert len(list((proc_dir / "task").iterdir())) <= threads_before + 2
     _wait(lambda: endpoint_chains() == chains_before, 5, "the deleted pods' chains to go")
+
+
+def _ifindex(env: NodeEnv, iface: str) -> int | None:
+    out = env.node.run("ip", "-j", "link", "show", iface, check=False)
+    return int(json.loads(out)[0]["ifindex"]) if out.strip() else None
+
+
+def test_immediate_re_add_after_del_keeps_its_new_interface(env: NodeEnv) -> None:
+    """The DEL queues the old host veth by index: the re-ADD's veth of the same name survives it."""
+    from felixpy.dataplane.names import veth_name_for_workload
+
+    peer = env.pod("pod-rp")
+    assert env.cni("ADD", peer, "rpeer")[0] == 0
+    iface = veth_name_for_workload("default", "re")
+    old_ns = env.pod("pod-re1")
+    rc, res = env.cni("ADD", old_ns, "re", cid="re-1")
+    assert rc == 0, res
+    old_index = _ifindex(env, iface)
+    assert env.cni("DEL", old_ns, "re", cid="re-1")[0] == 0
+    new_ns = env.pod("pod-re2")  # a runtime gives the re-created pod a new namespace
+    rc, res = env.cni("ADD", new_ns, "re", cid="re-2")
+    assert rc == 0, res
+    new_index = _ifindex(env, iface)
+    assert new_index is not None and new_index != old_index
+    time.sleep(0.5)  # well past the reaper's work on the old index
+    assert _ifindex(env, iface) == new_index
+    peer.run("ping", "-c", "1", "-W", "2", _ip(res))
+    assert env.cni("CHECK", new_ns, "re", cid="re-2")[0] == 0
+    assert env.cni("DEL", new_ns, "re", cid="re-2")[0] == 0
+    _wait(lambda: _ifindex(env, iface) is None, 2, f"{iface} deleted")
+
+
+def test_fifty_same_pod_cycles_leave_nothing_behind(env: NodeEnv) -> None:
+    """Sequential ADD/DEL of one pod name: every re-ADD races the reaper deleting the last veth."""
+    from felixpy.dataplane.names import veth_name_for_workload
+
+    links_before = set(env.node.run("ip", "-o", "link", "show").split("\n"))
+    handles_before = env.keys("/calico/ipam/v2/handle/")
+    iface = veth_name_for_workload("default", "same")
+    for i in range(50):
+        pod = _ns(f"same{i}")
+        try:
+            rc, res = env.cni("ADD", pod, "same", cid=f"same-{i}")
+            assert rc == 0, res
+            assert _ifindex(env, iface) is not None
+            assert env.cni("DEL", pod, "same", cid=f"same-{i}")[0] == 0
+        finally:
+            delete_netns(pod.name)
+    _wait(lambda: set(env.node.run("ip", "-o", "link", "show").split("\n")) == links_before, 3, "links")
+    assert env.keys("/calico/ipam/v2/handle/") == handles_before
+    assert "veth.delete_abandoned" not in env.agent_log()
 
 
 def test_network_policy_isolates_a_labelled_pod(env: NodeEnv) -> None:
