@@ -47,6 +47,8 @@ class PolicyDriver(Protocol):
 
     def resync(self, what: str) -> None: ...
 
+    def post_write_check(self) -> None: ...
+
     def endpoint_programmed(self, iface: str) -> bool: ...
 
 
@@ -69,6 +71,10 @@ class FamilyPolicies:
     def resync(self, what: str) -> None:
         for driver in self.drivers:
             driver.resync(what)
+
+    def post_write_check(self) -> None:
+        for driver in self.drivers:
+            driver.post_write_check()
 
     def endpoint_programmed(self, iface: str) -> bool:
         return all(driver.endpoint_programmed(iface) for driver in self.drivers)
@@ -212,6 +218,11 @@ class LinuxDataplane:
                 )
         elif self.policy is not None:
             self.policy.resync(what)
+
+    def post_write_check(self) -> None:
+        """Felix's post-write check of the iptables tables (the writer loop calls this every turn)."""
+        if self.policy is not None:
+            self.policy.post_write_check()
 
     def wanted_ifaces(self) -> set[str]:
         return {ep.iface for ep in self.endpoints.values()}
