@@ -37,6 +37,9 @@ class RecordingPolicy:
     def resync(self, what: str) -> None:
         pass
 
+    def post_write_check(self) -> None:
+        self.post_write_checks = getattr(self, "post_write_checks", 0) + 1
+
     def endpoint_programmed(self, iface: str) -> bool:
         return True
 
