@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from pyroute2 import IPRoute
@@ -272,19 +273,17 @@ def _index_and_mac(ipr: IPRoute, name: str) -> tuple[int, str]:
 
 def _delete_index(ipr: IPRoute, index: int) -> bool:
     """Delete interface ``index``; False when it was already gone."""
-    try:
-        ipr.link("del", index=index)
-    except NetlinkError as exc:
-        if exc.code != errno.ENODEV:
-            raise
-        return False
-    return True
+    return _delete(ipr, index=index)
 
 
 def _delete_link(ipr: IPRoute, name: str) -> bool:
     """Delete ``name``; False when it was already gone (another DEL, or its pair went first)."""
+    return _delete(ipr, ifname=name)
+
+
+def _delete(ipr: IPRoute, **which: Any) -> bool:
     try:
-        ipr.link("del", ifname=name)
+        ipr.link("del", **which)
     except NetlinkError as exc:
         if exc.code != errno.ENODEV:
             raise

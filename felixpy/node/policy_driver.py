@@ -91,22 +91,11 @@ class PolicyDriver:
                 c.update_pool(u.obj)
 
     def commit(self) -> bool:
-        changes = self.compiler.dirty()
         if not self._hooks_set:
-            self.iptables.set_hooks(_writer_hooks(self.compiler.hooks()))
+            self.iptables.set_hooks(writer_hooks(self.compiler.hooks()))
             self._hooks_set = True
-        for ipset in changes.ipsets.values():
-            self.ipsets.update_ipset(ipset)
-        for chain in changes.chains.values():
-            self.iptables.update_chain(chain)
-        for table, name in changes.removed_chains:
-            self.iptables.remove_chain(table, name)
-        for name in changes.removed_ipsets:
-            self.ipsets.remove_ipset(name)
         try:
-            self.ipsets.apply_updates()
-            self.iptables.apply()
-            self.ipsets.apply_deletions()
+            write_changes(self.compiler.dirty(), self.iptables, self.ipsets)
         except DataplaneError as exc:
             log.warning("policy.commit_failed", error=str(exc), reason="will retry on the next batch")
             return False
@@ -136,6 +125,22 @@ class PolicyDriver:
             return f"cali-tw-{iface}" in self._written and f"cali-fw-{iface}" in self._written
 
 
-def _writer_hooks(hooks: Any) -> list[Hook]:
+def writer_hooks(hooks: Any) -> list[Hook]:
     """The compiler's hooks (``position``) in the writer's shape (``append``)."""
     return [Hook(h.table, h.chain, h.rule, append=h.position == "append") for h in hooks]
+
+
+def write_changes(changes: Any, iptables: Any, ipsets: Any) -> None:
+    """Hand the compiler's ``Changes`` to the writers and commit them in Felix's order: ipsets first,
+    then the chains that use them, then ipsets nothing references any more. Raises DataplaneError."""
+    for ipset in changes.ipsets.values():
+        ipsets.update_ipset(ipset)
+    for chain in changes.chains.values():
+        iptables.update_chain(chain)
+    for table, name in changes.removed_chains:
+        iptables.remove_chain(table, name)
+    for name in changes.removed_ipsets:
+        ipsets.remove_ipset(name)
+    ipsets.apply_updates()
+    iptables.apply()
+    ipsets.apply_deletions()

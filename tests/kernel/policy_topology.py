@@ -44,6 +44,7 @@ from felixpy.dataplane.names import veth_name_for_workload
 from felixpy.dataplane.netlink import IPRouteNetlink
 from felixpy.dataplane.routes import RouteTable
 from felixpy.dataplane.sysctl import enable_ip_forwarding
+from felixpy.node.policy_driver import write_changes, writer_hooks
 from policy.compiler import Changes, PolicyCompiler
 from policy.conformance_cases import DEFAULT_IPS, POD_KEYS, Doc, Probe, namespace_labels, topology
 from policy.convert import policy_from_doc
@@ -57,9 +58,9 @@ _counter = itertools.count()
 
 RESPONDER = r"""
 import selectors, socket, sys, time
-lifetime, limit = float(sys.argv[1]), 256
+lifetime, ports, limit = float(sys.argv[1]), [int(p) for p in sys.argv[2].split(",")], 256
 sel = selectors.DefaultSelector()
-for port in (80, 81):
+for port in ports:
     t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     t.bind(("0.0.0.0", port)); t.listen(128); t.setblocking(False)
@@ -178,8 +179,10 @@ def build_topology(spaces: NamespaceSet, *, lifetime: float = 900) -> PolicyTopo
     return topo
 
 
-def start_responder(pod: Netns, lifetime: float) -> subprocess.Popen[str]:
-    argv = ["ip", "netns", "exec", pod.name, sys.executable, "-c", RESPONDER, str(lifetime)]
+def start_responder(pod: Netns, lifetime: float, ports: Sequence[int] = (80, 81)) -> subprocess.Popen[str]:
+    """A bounded TCP echo + UDP echo server on ``ports`` in ``pod`` (prints "ready" once listening)."""
+    argv = ["ip", "netns", "exec", pod.name, sys.executable, "-c", RESPONDER, str(lifetime),
+            ",".join(map(str, ports))]  # fmt: skip
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -196,9 +199,9 @@ def wait_ready(proc: subprocess.Popen[str], timeout: float = 15) -> None:
 # ----------------------------------------------------------------------------- dataplane
 
 
-def writer_hooks(compiler: PolicyCompiler) -> list[WriterHook]:
-    """The compiler's hooks (``position``) in the iptables writer's shape (``append``)."""
-    return [WriterHook(h.table, h.chain, h.rule, append=h.position == "append") for h in compiler.hooks()]
+def compiler_hooks(compiler: PolicyCompiler) -> list[WriterHook]:
+    """The compiler's hooks in the iptables writer's shape, as the agent converts them."""
+    return writer_hooks(compiler.hooks())
 
 
 class PolicyDataplane:
@@ -211,7 +214,7 @@ class PolicyDataplane:
         self.netns = netns
         self.compiler = PolicyCompiler(node)
         self.backend = make_backend(backend, netns=netns)
-        self.iptables = IptablesWriter(self.backend, hooks=writer_hooks(self.compiler))
+        self.iptables = IptablesWriter(self.backend, hooks=compiler_hooks(self.compiler))
         self.ipsets = IpsetWriter(netns=netns)
         self.policy_ids: dict[str, str] = {}  # "kind/ns/name" of the docs applied -> compiler id
         if not isinstance(topo_or_netns, str):
@@ -233,7 +236,7 @@ class PolicyDataplane:
 
     def restore(self) -> None:
         """Write everything the compiler wants again, re-reading the kernel first."""
-        self.iptables.set_hooks(writer_hooks(self.compiler))
+        self.iptables.set_hooks(compiler_hooks(self.compiler))
         self.iptables.set_chains(self.compiler.chains().values())
         self.ipsets.set_ipsets(self.compiler.ipsets().values())
         self.ipsets.resync()
@@ -250,19 +253,9 @@ class PolicyDataplane:
         return self.apply()
 
     def apply(self) -> Changes:
-        """The compiler's changes since the last apply, written in Felix's order."""
+        """The compiler's changes since the last apply, written as the agent writes them."""
         changes = self.compiler.dirty()
-        for ipset in changes.ipsets.values():
-            self.ipsets.update_ipset(ipset)
-        for chain in changes.chains.values():
-            self.iptables.update_chain(chain)
-        for table, name in changes.removed_chains:
-            self.iptables.remove_chain(table, name)
-        for name in changes.removed_ipsets:
-            self.ipsets.remove_ipset(name)
-        self.ipsets.apply_updates()
-        self.iptables.apply()
-        self.ipsets.apply_deletions()
+        write_changes(changes, self.iptables, self.ipsets)
         return changes
 
 

@@ -9,7 +9,6 @@ flushed between phases) and its verdict is also asked of the reference evaluator
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,43 +20,12 @@ from policy.evaluator import Evaluator, Flow
 from policy.model import Direction, Policy
 from tests.fixtures.netns import Netns
 from tests.kernel.policy_topology import NODE, PolicyDataplane, flush_conntrack, probe, wait_ready
+from tests.kernel.policy_topology import start_responder as topology_responder
 
 pytestmark = pytest.mark.kernel
 HOST_IP, CLIENT_IP = "10.66.0.1", "10.66.0.2"
 HOST_PORTS = (8080, 9090, 22, 179)
 CLIENT_PORTS = (8080, 2379)
-RESPONDER = r"""
-import selectors, socket, sys, time
-lifetime, ports, limit = float(sys.argv[1]), [int(p) for p in sys.argv[2].split(",")], 128
-sel = selectors.DefaultSelector()
-for port in ports:
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    t.bind(("0.0.0.0", port)); t.listen(64); t.setblocking(False)
-    sel.register(t, selectors.EVENT_READ, "accept")
-print("ready", flush=True)
-deadline = time.monotonic() + lifetime
-while time.monotonic() < deadline:
-    for key, _ in sel.select(timeout=1.0):
-        s, kind = key.fileobj, key.data
-        try:
-            if kind == "accept":
-                c, _ = s.accept()
-                if len(sel.get_map()) > limit:
-                    c.close(); continue
-                c.setblocking(False); sel.register(c, selectors.EVENT_READ, "tcp")
-            else:
-                data = s.recv(2048)
-                if data:
-                    s.send(data)
-                else:
-                    sel.unregister(s); s.close()
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            if kind == "tcp":
-                sel.unregister(s); s.close()
-"""
 HEP = HostEndpoint.model_validate(
     {
         "apiVersion": "projectcalico.org/v3",
@@ -118,8 +86,7 @@ def expected(policies: list[Policy], *, hep: bool = True) -> dict[tuple[Directio
 
 
 def start_responder(ns: Netns, ports: tuple[int, ...]) -> subprocess.Popen[str]:
-    argv = ["ip", "netns", "exec", ns.name, sys.executable, "-c", RESPONDER, "120", ",".join(map(str, ports))]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = topology_responder(ns, 120, ports)
     wait_ready(proc)
     return proc
 
