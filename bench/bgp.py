@@ -9,8 +9,9 @@
   → every block in every kernel.
 
 Every namespace and process is removed at the end, even on failure. See docs/perf-bgp.md.
-For experiments, ``BENCH_REACTOR_SPEED`` and ``BENCH_EXABGP`` (a binary, e.g. stock
-``exabgp`` instead of ``bgp.exabgp_launch``) change our reflector's ExaBGP.
+For experiments, ``BENCH_WIRE=0`` (the reflector on text commands), ``BENCH_REACTOR_SPEED``
+and ``BENCH_EXABGP`` (a binary, e.g. stock ``exabgp`` instead of ``bgp.exabgp_launch``) change
+our reflector's ExaBGP.
 
     .venv/bin/python bench/bgp.py [--only install,reflect,mesh] [--routes 10000] [--nodes 10]
 """
@@ -227,8 +228,15 @@ def our_reflector(rr_ns: str, work: Path) -> BGPService:
 
     speed = float(os.environ.get("BENCH_REACTOR_SPEED", "0.1"))  # default: what a reflector runs with
     exabgp = os.environ.get("BENCH_EXABGP")
+    wire_mode = os.environ.get("BENCH_WIRE", "1") == "1"  # 0: text commands, as before wire mode
     svc = BGPService(
-        "rr", work / "rr", netns=rr_ns, install_routes=False, reflector_reactor_speed=speed, exabgp=exabgp
+        "rr",
+        work / "rr",
+        netns=rr_ns,
+        install_routes=False,
+        reflector_reactor_speed=speed,
+        exabgp=exabgp,
+        wire_reflector=wire_mode,
     )
     bgp = NodeBGPSpec(ipv4_address=f"{RR_OURS}/24", route_reflector_cluster_id="244.0.0.1")
     nodes = [Node(metadata=ObjectMeta(name="rr"), spec=NodeSpec(bgp=bgp))]

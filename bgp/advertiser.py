@@ -4,20 +4,25 @@
 hop self, otherwise the best learned path passed through ``reflect`` (and only inside
 exportable pools). ``Advertiser`` remembers what was sent per peer and turns changes into
 batched ``announce attributes``/``withdraw attributes`` commands, grouping prefixes that share
-next hop and attributes.
+next hop and attributes — or, for a session in wire mode (``bgp.exabgp_wire``), into UPDATE
+messages encoded here (``bgp.wire``) and handed to ExaBGP as bytes.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from bgp.exabgp_api import announce_commands, withdraw_commands
+from bgp import wire
+from bgp.exabgp_api import announce_commands, wire_commands, withdraw_commands
 from bgp.filters import PoolInfo, exportable
 from bgp.reflect import NEXT_HOP_SELF, LocalInfo, reflect
 from bgp.route import PathAttrs, PeerInfo, Route, family_of
 from bgp.topology import PeerSpec
 
+log = logging.getLogger(__name__)
 Advert = tuple[str, PathAttrs]  # (next hop, attributes)
 
 
@@ -30,17 +35,29 @@ def outbound(
     best: tuple[Route, ...],
     pools: Iterable[PoolInfo],
     local: LocalInfo,
+    is_exportable: bool | None = None,
 ) -> Advert | None:
+    """``is_exportable``: ``exportable(prefix, pools)`` when the caller already knows it."""
     if family_of(prefix) not in peer.families:
         return None
     if prefix in exports:
         return (NEXT_HOP_SELF, exports[prefix])
-    if not best or not exportable(prefix, pools):
+    if not best:
         return None
-    route = reflect(best[0], best[0].source, to_peer, local=local, keep_next_hop=peer.keep_original_next_hop)
-    if route is None:
+    if not (exportable(prefix, pools) if is_exportable is None else is_exportable):
         return None
-    return (route.next_hop, route.attrs)
+    route = best[0]
+    return _reflected(route.next_hop, route.attrs, route.source, to_peer, local, peer.keep_original_next_hop)
+
+
+@functools.lru_cache(maxsize=4096)
+def _reflected(
+    next_hop: str, attrs: PathAttrs, source: PeerInfo, to_peer: PeerInfo, local: LocalInfo, keep: bool
+) -> Advert | None:
+    """``reflect`` depends on everything about a route but its prefix: a reflector sends
+    thousands of prefixes with one set of attributes, so the answer is computed once."""
+    route = reflect(Route("", next_hop, attrs, source), source, to_peer, local=local, keep_next_hop=keep)
+    return None if route is None else (route.next_hop, route.attrs)
 
 
 class Advertiser:
@@ -59,23 +76,70 @@ class Advertiser:
     def forget_all(self) -> None:
         self._sent.clear()
 
-    def plan(self, peer: PeerSpec, changes: Mapping[str, Advert | None], *, full: bool = False) -> list[str]:
-        """Commands moving ``peer`` to ``changes`` (for ``full``, prefixes absent are withdrawn)."""
+    def plan(
+        self,
+        peer: PeerSpec,
+        changes: Mapping[str, Advert | None],
+        *,
+        full: bool = False,
+        resend: bool = False,
+        wire_self: str | None = None,
+    ) -> list[str]:
+        """Commands moving ``peer`` to ``changes`` (for ``full``, prefixes absent are withdrawn).
+
+        ``resend``: the session is new and holds nothing of ours — announce every target again
+        and withdraw what was sent before and is no longer wanted. ``wire_self``: encode UPDATE
+        messages for a wire-mode session whose local address (next hop self) this is.
+        """
         sent = self._sent.setdefault(peer.address, {})
         targets = dict(changes)
-        if full:
+        if full or resend:
             for prefix in sent:
                 targets.setdefault(prefix, None)
-        groups: dict[Advert, list[str]] = defaultdict(list)
+        by_id: dict[int, tuple[Advert, list[str]]] = {}  # adverts are mostly shared objects: no hashing
         withdraw: list[str] = []
         for prefix, advert in targets.items():
             if advert is None:
                 if sent.pop(prefix, None) is not None:
                     withdraw.append(prefix)
-            elif sent.get(prefix) != advert:
+            elif resend or sent.get(prefix) != advert:
                 sent[prefix] = advert
-                groups[advert].append(prefix)
+                group = by_id.get(id(advert))
+                if group is None:
+                    group = by_id[id(advert)] = (advert, [])
+                group[1].append(prefix)
+        groups: dict[Advert, list[str]] = defaultdict(list)
+        for advert, prefixes in by_id.values():
+            groups[advert] += prefixes
+        ordered = sorted(groups.items(), key=lambda kv: kv[1][0])
+        if wire_self is not None:
+            return self._wire(peer, ordered, withdraw, wire_self)
         lines = withdraw_commands(peer.address, withdraw) if withdraw else []
-        for (next_hop, attrs), prefixes in sorted(groups.items(), key=lambda kv: kv[1][0]):
+        for (next_hop, attrs), prefixes in ordered:
             lines += announce_commands(peer.address, next_hop, attrs, prefixes, ibgp=not peer.ebgp)
         return lines
+
+    def _wire(
+        self, peer: PeerSpec, groups: list[tuple[Advert, list[str]]], withdraw: list[str], local: str
+    ) -> list[str]:
+        messages = wire.encode_withdraw(sorted(withdraw)) if withdraw else []
+        sent = self._sent[peer.address]
+        for (next_hop, attrs), prefixes in groups:
+            by_family: dict[bool, list[str]] = defaultdict(list)
+            for prefix in prefixes:
+                by_family[":" in prefix].append(prefix)
+            for v6, members in sorted(by_family.items()):
+                hop = local if next_hop == NEXT_HOP_SELF else next_hop
+                if (":" in hop) != v6:
+                    # next hop self of the other family than the session's: nothing to put there
+                    log.warning(
+                        "bgp %s: no %s next hop self for %d prefixes",
+                        peer.address,
+                        "IPv6" if v6 else "IPv4",
+                        len(members),
+                    )
+                    for prefix in members:
+                        sent.pop(prefix, None)
+                    continue
+                messages += wire.encode_announce(hop, attrs, sorted(members), ibgp=not peer.ebgp)
+        return wire_commands(peer.address, messages)

@@ -87,8 +87,8 @@ def compare(a: Route, b: Route, chain: Sequence[Comparator] = FULL_CHAIN) -> int
 
 def select(routes: Sequence[Route], *, ecmp: bool = False) -> tuple[Route, ...]:
     """The best route first; with ``ecmp``, every route equal to it on the multipath chain."""
-    if not routes:
-        return ()
+    if len(routes) <= 1:
+        return tuple(routes)  # the common case on a reflector: one path per prefix
     ordered = sorted(routes, key=cmp_to_key(compare))
     best = ordered[0]
     if not ecmp:

@@ -8,22 +8,28 @@ Restart protocol (ExaBGP runs with ``manual-eor``): on the bridge's hello every 
 the new ExaBGP is unknown; learned routes are kept as stale; we re-announce everything and,
 each time a session reaches ``up``, send End-of-RIB after our routes. A peer's stale routes
 go when it sends End-of-RIB or its graceful-restart time runs out.
+
+Wire mode (route reflectors, ``wire=True``): ExaBGP runs ``bgp.exabgp_wire`` and tells us what
+each session negotiated. An iBGP session that agreed on 4-byte AS numbers without ADD-PATH
+gets raw UPDATE messages we encode, and ExaBGP keeps no Adj-RIB-Out for it — so nothing is
+sent to such a peer until its session is ``up`` (then everything, then End-of-RIB), and every
+new session gets the whole table again. A session that cannot do wire falls back to text.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from bgp import exabgp_api as api
 from bgp.advertiser import Advertiser, outbound
 from bgp.fib import Fib, Resolver
-from bgp.filters import ImportPolicy, PoolInfo, import_reason
+from bgp.filters import ImportPolicy, PoolInfo, attrs_reason, exportable, import_reason, prefix_reason
 from bgp.reflect import LocalInfo
 from bgp.rib import Rib
-from bgp.route import PathAttrs, PeerInfo, Route, normalize_prefix
+from bgp.route import PathAttrs, PeerInfo, Route, family_of, normalize_prefix
 from bgp.status import PeerStatus, peer_status
 from bgp.topology import PeerSpec
 
@@ -52,6 +58,9 @@ class _Session:
     router_id: str = ""
     gr_time: int | None = None
     stale_until: float | None = None
+    local: str = ""  # our address on the session (next hop self in wire mode)
+    wire_ok: bool = False  # this session negotiated what wire mode needs (Negotiated event)
+    wire: bool | None = None  # decided when the session comes up; None = not (yet) up
 
 
 class Engine:
@@ -62,8 +71,10 @@ class Engine:
         *,
         now: float = 0.0,
         wall: Callable[[], float] = time.time,
+        wire: bool = False,
     ) -> None:
         self._send = send
+        self._wire_enabled = wire
         self._wall = wall
         self.fib = fib
         self.rib = Rib(self._best_changed)
@@ -125,10 +136,19 @@ class Engine:
             session = self.sessions.get(event.peer)
             if session is not None:
                 session.router_id, session.gr_time = event.router_id, event.graceful_restart_time
+        elif isinstance(event, api.Negotiated):
+            session = self.sessions.get(event.peer)
+            if session is not None:
+                session.wire_ok = event.asn4 and not event.add_path
         elif isinstance(event, api.Update):
             self._on_update(event)
         elif isinstance(event, api.EndOfRib):
             self._on_eor(event.peer)
+        elif isinstance(event, api.Other) and event.text == "wire-error":
+            # RFC 7606 would treat it as a withdraw; we cannot know its prefixes, so we keep what we have
+            log.error(
+                "bgp UPDATE from %s could not be decoded: %s", event.data.get("peer"), event.data.get("error")
+            )
 
     def _on_hello(self, note: api.BridgeNote, now: float) -> None:
         log.info("bgp bridge connected (dropped=%d): re-announcing everything", note.dropped)
@@ -139,6 +159,7 @@ class Engine:
             if session.state == "up":
                 self._go_stale(address, session, now)
             session.state, session.since = "", self._wall()
+            session.wire, session.wire_ok = None, False
         self.status_changed = True
         self.flush(full=True)
 
@@ -149,11 +170,20 @@ class Engine:
         was = session.state
         session.state, session.since, session.reason = event.state, self._wall(), event.reason
         self.status_changed = True
+        if event.state == "up":
+            session.local = event.local or session.local
+            session.wire = session.wire_ok
+        else:
+            session.wire, session.wire_ok = None, False
         if event.peer not in self._exa_known and self.desired is not None and self._hello:
             self._exa_known.add(event.peer)
             self._announce_all(event.peer)
         if event.state == "up" and self.desired is not None and self._hello:
-            self._send([api.eor_command(event.peer, f) for f in self._peer(event.peer).families])
+            spec = self._peer(event.peer)
+            if self._wire_candidate(spec):
+                # a new session: ExaBGP has none of our routes for it (wire) or we held them back
+                self._announce_all(event.peer, resend=bool(session.wire))
+            self._send([api.eor_command(event.peer, f) for f in spec.families])
         elif event.state == "down" and was == "up":
             self._go_stale(event.peer, session, now)
 
@@ -178,14 +208,17 @@ class Engine:
             prefix = normalize_prefix(prefix)
             raw.pop(prefix, None)
             self.rib.withdraw(update.peer, prefix)
+        policy = self.desired.import_policy
+        loop = attrs_reason(update.attrs, policy)  # the same for every prefix of the update
         for item in update.announce:
             route = Route(normalize_prefix(item.prefix), item.next_hop, update.attrs, source)
             raw[route.prefix] = route
-            self._import(update.peer, route)
+            self._import(update.peer, route, loop or prefix_reason(route.prefix, policy))
 
-    def _import(self, peer: str, route: Route) -> None:
+    def _import(self, peer: str, route: Route, reason: str | None = "") -> None:
         assert self.desired is not None
-        reason = import_reason(route, self.desired.import_policy)
+        if reason == "":
+            reason = import_reason(route, self.desired.import_policy)
         if reason is None:
             self.rib.update(route)
         else:
@@ -231,18 +264,87 @@ class Engine:
             spec.address, session.router_id if session else "", spec.peer_as, spec.local_as, spec.rr_client
         )
 
-    def _advert(self, prefix: str, spec: PeerSpec, to_peer: PeerInfo) -> tuple[str, PathAttrs] | None:
+    def _adverts(
+        self,
+        spec: PeerSpec,
+        prefixes: Iterable[str],
+        facts: dict[str, tuple[tuple[Route, ...], bool]],
+    ) -> dict[str, tuple[str, PathAttrs] | None]:
+        """``outbound`` for each prefix towards one peer.
+
+        What ``outbound`` says about a learned route depends on its prefix only through the
+        family and export checks; the rest (reflection) is the same for every route that shares
+        next hop, attributes and source — thousands on a reflector — so it is computed once per
+        such group, and the groups' identical answers let ``Advertiser.plan`` batch them cheaply.
+        """
         assert self.desired is not None
         d = self.desired
-        return outbound(
-            prefix, spec, to_peer, exports=d.exports, best=self.rib.best(prefix), pools=d.pools, local=d.local
+        to_peer = self._to_peer(spec)
+        memo: dict[tuple[int, str, str], tuple[str, PathAttrs] | None] = {}
+        out: dict[str, tuple[str, PathAttrs] | None] = {}
+        for prefix in prefixes:
+            known = facts.get(prefix)
+            if known is None:  # what does not depend on the peer, once per prefix and flush
+                best = self.rib.best(prefix)
+                known = facts[prefix] = (best, bool(best) and exportable(prefix, d.pools))
+            best, is_exportable = known
+            if not best or prefix in d.exports or family_of(prefix) not in spec.families:
+                out[prefix] = outbound(
+                    prefix, spec, to_peer, exports=d.exports, best=best, pools=d.pools, local=d.local
+                )
+                continue
+            if not is_exportable:
+                out[prefix] = None
+                continue
+            route = best[0]
+            key = (id(route.attrs), route.next_hop, route.source.address)
+            if key not in memo:
+                memo[key] = outbound(
+                    prefix,
+                    spec,
+                    to_peer,
+                    exports=d.exports,
+                    best=best,
+                    pools=d.pools,
+                    local=d.local,
+                    is_exportable=True,
+                )
+            out[prefix] = memo[key]
+        return out
+
+    def _wire_candidate(self, spec: PeerSpec) -> bool:
+        return (
+            self._wire_enabled
+            and self.desired is not None
+            and bool(self.desired.local.cluster_id)
+            and not spec.ebgp
         )
 
-    def _announce_all(self, address: str) -> None:
+    def _mode(self, spec: PeerSpec) -> str | None:
+        """None: hold back (wire candidate not up); "" text commands; else wire, next hop self."""
+        if not self._wire_candidate(spec):
+            return ""
+        session = self.sessions.get(spec.address)
+        if session is None or session.state != "up" or session.wire is None:
+            return None
+        return session.local if session.wire and session.local else ""
+
+    def _announce_all(
+        self,
+        address: str,
+        *,
+        resend: bool = False,
+        facts: dict[str, tuple[tuple[Route, ...], bool]] | None = None,
+    ) -> None:
         spec = self._peer(address)
-        to_peer = self._to_peer(spec)
+        mode = self._mode(spec)
+        if mode is None:
+            return
         prefixes = set(self.desired.exports if self.desired else {}) | {p for p, _ in self.rib.best_routes()}
-        self._send(self.adv.plan(spec, {p: self._advert(p, spec, to_peer) for p in prefixes}, full=True))
+        changes = self._adverts(spec, prefixes, {} if facts is None else facts)
+        self._send(
+            self.adv.plan(spec, changes, full=True, resend=resend and bool(mode), wire_self=mode or None)
+        )
 
     def flush(self, *, full: bool = False) -> None:
         """Send outbound changes for dirty prefixes (or everything) to peers ExaBGP knows."""
@@ -251,14 +353,18 @@ class Engine:
         if self.desired is None or not self._hello:
             return
         dirty, self._dirty = self._dirty, set()
+        facts: dict[str, tuple[tuple[Route, ...], bool]] = {}
         for spec in self.desired.peers:
             if spec.address not in self._exa_known:
                 continue
-            if full or not self.adv.known(spec.address):
-                self._announce_all(spec.address)
+            mode = self._mode(spec)
+            if mode is None:
                 continue
-            to_peer = self._to_peer(spec)
-            self._send(self.adv.plan(spec, {p: self._advert(p, spec, to_peer) for p in dirty}))
+            if full or not self.adv.known(spec.address):
+                self._announce_all(spec.address, facts=facts)
+                continue
+            changes = self._adverts(spec, dirty, facts)
+            self._send(self.adv.plan(spec, changes, wire_self=mode or None))
 
     def status(self) -> list[PeerStatus]:
         if self.desired is None:

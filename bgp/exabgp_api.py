@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from bgp import wire
 from bgp.route import PathAttrs
 
 MAX_NLRI_PER_COMMAND = 100
@@ -28,6 +29,16 @@ class StateChange:
     peer: str
     state: str  # connected | up | down
     reason: str = ""
+    local: str = ""  # our address on the session
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiated:
+    """What the session agreed on (ExaBGP sends it before ``up`` when the api asks for it)."""
+
+    peer: str
+    asn4: bool
+    add_path: bool  # ADD-PATH negotiated in either direction for any family
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +89,7 @@ class Other:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-Event = Ack | StateChange | Open | Update | EndOfRib | Shutdown | BridgeNote | Other
+Event = Ack | StateChange | Negotiated | Open | Update | EndOfRib | Shutdown | BridgeNote | Other
 
 
 def parse_line(line: str) -> Event:
@@ -101,19 +112,41 @@ def parse_message(data: dict[str, Any]) -> Event:
     neighbor = data.get("neighbor", {})
     peer = neighbor.get("address", {}).get("peer", "") if isinstance(neighbor, dict) else ""
     if kind == "state":
-        return StateChange(peer, neighbor.get("state", ""), neighbor.get("reason", ""))
+        local = neighbor.get("address", {}).get("local", "") if isinstance(neighbor, dict) else ""
+        return StateChange(peer, neighbor.get("state", ""), neighbor.get("reason", ""), str(local or ""))
+    if kind == "negotiated":
+        agreed = neighbor.get("negotiated", {})
+        add_path = agreed.get("add_path", {})
+        return Negotiated(
+            peer, bool(agreed.get("asn4")), bool(add_path.get("send") or add_path.get("receive"))
+        )
     if kind == "open":
         return _open(peer, neighbor.get("open", {}))
     if kind == "notification" and data.get("notification") == "shutdown":
         return Shutdown()
     if kind == "update":
         message = neighbor.get("message", {})
+        if "body" in message:  # wire mode (bgp.exabgp_wire): the UPDATE as it came off the socket
+            return _wire_update(peer, int(neighbor.get("asn", {}).get("peer", 0)), message)
         if "eor" in message:
             eor = message["eor"]
             return EndOfRib(peer, f"{eor.get('afi')} {eor.get('safi')}")
         peer_as = int(neighbor.get("asn", {}).get("peer", 0))
         return _update(peer, peer_as, message.get("update", {}))
     return Other(kind or "", data)
+
+
+def _wire_update(peer: str, peer_as: int, message: dict[str, Any]) -> Event:
+    try:
+        body = str(message["body"])  # ExaBGP writes "0x" + hex
+        decoded = wire.decode_update(bytes.fromhex(body[2:] if body[:2] in ("0x", "0X") else body))
+    except (wire.WireError, ValueError) as exc:
+        return Other("wire-error", {"peer": peer, "error": str(exc)})
+    if decoded.eor:
+        return EndOfRib(peer, decoded.eor)
+    announce = tuple(Announce(p, decoded.next_hop) for p in decoded.announce)
+    announce += tuple(Announce(p, decoded.next_hop6) for p in decoded.announce6)
+    return Update(peer, peer_as, decoded.attrs, announce, decoded.withdraw + decoded.withdraw6)
 
 
 def _open(peer: str, open_msg: dict[str, Any]) -> Open:
@@ -224,6 +257,19 @@ def withdraw_commands(
             for chunk in _chunks(items, batch)
         ]
     return lines
+
+
+WIRE_MESSAGES_PER_COMMAND = 16
+
+
+def wire_commands(
+    neighbor: str, messages: list[bytes], *, batch: int = WIRE_MESSAGES_PER_COMMAND
+) -> list[str]:
+    """``neighbor N felixpy-wire HEX ...``: complete UPDATE messages for ``bgp.exabgp_wire``."""
+    return [
+        f"neighbor {neighbor} felixpy-wire {' '.join(m.hex() for m in messages[i : i + batch])}"
+        for i in range(0, len(messages), batch)
+    ]
 
 
 def eor_command(neighbor: str, family: str) -> str:

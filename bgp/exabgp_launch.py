@@ -8,7 +8,9 @@ reflector fans 10,000 routes out to several clients (profiled: 16,000 deep copie
 (``action``, ``nexthop`` are reassigned there), and the attributes only when "next-hop self"
 rewrites NEXT_HOP — and shares the rest, as ExaBGP already does between the NLRIs of one
 ``announce attributes ... nlri`` command. Applied only to the version it was read from;
-anything else runs unpatched. Everything else is ExaBGP's own ``main``.
+anything else runs unpatched. With ``FELIXPY_BGP_WIRE=1`` (route reflectors) it also installs
+``bgp.exabgp_wire``: UPDATEs pass as bytes between the agent and the socket. Everything else is
+ExaBGP's own ``main``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ def main() -> int:
     from exabgp.application.main import main as exabgp_main
 
     patch()
+    from bgp import exabgp_wire
+
+    if exabgp_wire.enabled():
+        exabgp_wire.install()
     result = exabgp_main()
     return int(result or 0)
 

@@ -74,18 +74,27 @@ def pool_for(prefix: str, pools: Iterable[PoolInfo]) -> PoolInfo | None:
 
 def import_reason(route: Route, policy: ImportPolicy) -> str | None:
     """Why ``route`` is refused, or None when it is accepted."""
-    attrs = route.attrs
-    if prefix_key(route.prefix)[2] == 0:
-        return None if policy.import_default else "default route"
+    return attrs_reason(route.attrs, policy) or prefix_reason(route.prefix, policy)
+
+
+def attrs_reason(attrs: PathAttrs, policy: ImportPolicy) -> str | None:
+    """The part of ``import_reason`` that depends only on the path attributes (loops)."""
     if policy.local_as and policy.local_as in attrs.as_path:
         return "AS loop"
     if policy.router_id and attrs.originator_id == policy.router_id:
         return "originator is us"
     if policy.cluster_id and policy.cluster_id in attrs.cluster_list:
         return "cluster loop"
-    if normalize_prefix(route.prefix) in policy.own_blocks:
+    return None
+
+
+def prefix_reason(prefix: str, policy: ImportPolicy) -> str | None:
+    """The part of ``import_reason`` that depends only on the prefix."""
+    if prefix_key(prefix)[2] == 0:
+        return None if policy.import_default else "default route"
+    if normalize_prefix(prefix) in policy.own_blocks:
         return "own block"
-    if pool_for(route.prefix, policy.pools) is None:
+    if pool_for(prefix, policy.pools) is None:
         return "outside IP pools"
     return None
 

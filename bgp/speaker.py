@@ -40,6 +40,7 @@ class SpeakerSettings:
     reactor_speed: float = 1.0
     log_level: str = "INFO"
     hold_time: int = 90
+    wire: bool = False  # raw UPDATEs on iBGP sessions (bgp.exabgp_wire), route reflectors
 
 
 class Speaker:
@@ -51,7 +52,7 @@ class Speaker:
         self.log_path = settings.run_dir / "exabgp.log"
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._bind: tuple[tuple[str, ...], int] = ((), 179)
+        self._bind: tuple[tuple[str, ...], int, bool] = ((), 179, False)
         self._config = ""
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -61,8 +62,10 @@ class Speaker:
     def configure(self, peers: list[PeerSpec], *, bind: list[str], port: int) -> None:
         """Write the config; reload or restart a running ExaBGP only if something changed."""
         command = [self.settings.python, "-m", "bgp.bridge", self.socket_path]
-        text = render_config(peers, run_command=command, hold_time=self.settings.hold_time)
-        new_bind = (tuple(bind), port)
+        text = render_config(
+            peers, run_command=command, hold_time=self.settings.hold_time, wire=self.settings.wire
+        )
+        new_bind = (tuple(bind), port, self.settings.wire)
         with self._lock:
             if text == self._config and new_bind == self._bind:
                 return
@@ -75,7 +78,7 @@ class Speaker:
         if proc is None or proc.poll() is not None:
             return
         if bind_changed:
-            log.info("bgp listen addresses changed: restarting exabgp")
+            log.info("bgp listen addresses or wire mode changed: restarting exabgp")
             self._signal(proc, signal.SIGTERM)
         else:
             log.info("bgp peer set changed: reloading exabgp")
@@ -118,8 +121,9 @@ class Speaker:
         return argv
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        bind, port = self._bind
+        bind, port, wire = self._bind
         env = dict(os.environ)
+        env["FELIXPY_BGP_WIRE"] = "1" if wire else "0"
         env.update(
             exabgp_env(
                 bind=list(bind),

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -148,6 +150,38 @@ def test_bird_clients_of_our_reflector(
         )
         wait_for(lambda: "10.65.9.0/26" not in kernel_routes(ns_a), "withdrawn from a's kernel")
         assert "10.65.8.0/26 via 10.0.0.4" in kernel_routes(ns_a)
+
+        # the reflector ran in wire mode (UPDATEs as bytes) on all three iBGP sessions
+        assert rr.speaker.settings.wire
+        assert {p: s.wire for p, s in rr.engine.sessions.items()} == dict.fromkeys(
+            ("10.0.0.2", "10.0.0.3", "10.0.0.4"), True
+        )
+        # ExaBGP keeps no Adj-RIB-Out for wire routes: a new session must get the table from us
+        b2.cli("disable", "felix")
+        wait_for(lambda: "10.65.0.0/26" not in b2.cli("show", "route", "protocol", "felix"), "b2 flushed")
+        b1.cli("enable", "st")  # and a change made while b2 is away reaches it too
+        wait_for(lambda: "10.65.9.0/26 via 10.0.0.3" in kernel_routes(ns_a), "b1's route back at a")
+        b2.cli("enable", "felix")
+        wait_for(
+            lambda: all(
+                p in b2.cli("show", "route", "protocol", "felix") for p in ("10.65.0.0/26", "10.65.9.0/26")
+            ),
+            "the whole table at b2 after its session came back",
+        )
+        # a reflector's ExaBGP killed: the new one gets the table again from the agent
+        old_pid = rr.speaker.pid
+        assert old_pid is not None
+        os.kill(old_pid, signal.SIGKILL)
+        wait_for(lambda: rr.speaker.pid not in (None, old_pid), "exabgp restarted")
+        b1.cli("disable", "st")  # withdrawn through the new ExaBGP, in wire mode
+        wait_for(
+            lambda: "10.65.9.0/26" not in b2.cli("show", "route", "protocol", "felix"),
+            "withdrawn after restart",
+        )
+        wait_for(
+            lambda: "10.65.0.0/26" in b2.cli("show", "route", "protocol", "felix"), "a's block kept at b2"
+        )
+        wait_for(lambda: all(s.wire for s in rr.engine.sessions.values()), "wire sessions after the restart")
     finally:
         b1.stop()
         b2.stop()
