@@ -73,3 +73,14 @@ def test_install_patches_the_installed_exabgp() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "patched"
+
+
+def test_packets_json_is_what_the_agent_parses() -> None:
+    from bgp import exabgp_api as api
+
+    neighbor = {"local-address": "10.0.0.1", "peer-address": "10.0.0.2", "local-as": 64512, "peer-as": 64512}
+    message = wire.encode_announce("10.0.0.2", PathAttrs(med=3), ["10.65.1.0/26", "10.65.1.64/26"])[0]
+    event = api.parse_line(exabgp_wire.packets_json(neighbor, message[:19], message[19:]))
+    assert isinstance(event, api.Update)
+    assert (event.peer, event.peer_as, event.attrs.med) == ("10.0.0.2", 64512, 3)
+    assert [a.prefix for a in event.announce] == ["10.65.1.0/26", "10.65.1.64/26"]
