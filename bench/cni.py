@@ -13,6 +13,11 @@ its loopback, the real ``felixpy node`` with BGP off and policy on) and measures
   cni_drift_*             median of the last 20 cycles / median of the first 20 (growth check)
   cni_add_del_reference   the same cycle with /usr/lib/cni ``bridge`` + ``host-local`` (no agent)
   cni_add_del_ratio       felixpy p50 / reference p50 (goal <= 1.5)
+  cni_stage_*             (--parts stages) where an ADD and a DEL spend their time, both sides of the
+                          socket: exec to the plugin's first line (``ip netns exec`` + interpreter
+                          start), loading the plugin, request to the agent's handler, the handler
+                          (and its steps from the agent's ``cni.done`` log line), answer back, exit
+                          (p50 ms; the plugin is the installed launcher plus timestamps)
   wep_to_route            a WorkloadEndpoint put into etcd -> its /32 route in the node's kernel
                           (p50/p99 ms; the endpoint's interface is a dummy link made beforehand)
   agent_rss_*             agent RSS idle, then with --local endpoints of this node (written straight
@@ -263,6 +268,87 @@ def run_cni(b: Bench, cycles: int, plugin: str) -> None:
     emit("cni_add_del_ratio_p50", ratio, "x", "goal <= 1.5")
 
 
+STAGE_LAUNCHER = """#!{python} -IS
+# The installed launcher's way of loading the plugin, with wall-clock marks (bench/cni.py stages).
+import time
+t0 = time.time()
+import sys
+from _frozen_importlib_external import SourceFileLoader
+p = type(sys)("felixpy_cni_plugin")
+SourceFileLoader(p.__name__, {plugin!r}).exec_module(p)
+t1 = time.time()
+marks = []
+call_agent = p.call_agent
+def timed_call(*args):
+    marks.append(time.time())
+    try:
+        return call_agent(*args)
+    finally:
+        marks.append(time.time())
+p.call_agent = timed_call
+env = p.environ()
+code, out = p.invoke(env, sys.stdin.read())
+if out:
+    sys.stdout.write(out + "\\n")
+sys.stdout.flush()
+with open({log!r}, "a") as f:
+    fields = [env["CNI_COMMAND"], env["CNI_CONTAINERID"], *map(repr, [t0, t1, *marks, time.time()])]
+    f.write(" ".join(fields) + "\\n")
+p.posix._exit(code)
+"""
+STAGES = ("exec_to_python", "plugin_load", "to_agent", "agent", "answer_back", "exit")
+
+
+def run_stages(b: Bench, cycles: int) -> None:
+    """Per-stage p50 of ADD and DEL: plugin-side marks, the agent's cni.done line, the exec itself."""
+    import re
+    from datetime import datetime
+
+    marks_log, launcher = b.tmp / "stage-marks.log", b.tmp / "stage-bin" / "felixpy"
+    launcher.parent.mkdir(exist_ok=True)
+    plugin = str(ROOT / "felixpy" / "cni" / "plugin.py")
+    launcher.write_text(STAGE_LAUNCHER.format(python=VENV_BIN / "python", plugin=plugin, log=str(marks_log)))
+    launcher.chmod(0o755)
+    conf = felixpy_conf(b.tmp / "run")
+    b.cycles("swarm", str(launcher), conf, 3)
+    bench_side: dict[tuple[str, str], tuple[float, float]] = {}
+    for i in range(cycles):
+        pod, cid = f"fpb-{os.getpid()}-st{i}", f"st-{i}"
+        sh("ip", "netns", "add", pod)
+        b.pods.add(pod)
+        for command in ("ADD", "DEL"):
+            start = time.time()
+            b._plugin(str(launcher), conf, command, pod, cid)
+            bench_side[(command, cid)] = (start, time.time())
+        sh("ip", "netns", "del", pod)
+        b.pods.discard(pod)
+    time.sleep(0.5)  # the agent's log line is written before it answers; let it reach the file
+    agent: dict[tuple[str, str], tuple[float, float, dict[str, float]]] = {}
+    done = re.compile(
+        r"timestamp='([^']+)'.*command='(\w+)' container='([^']+)' seconds=([\d.]+) steps_ms=(\{[^}]*\})"
+    )
+    for line in (b.tmp / "agent.log").read_text(errors="replace").splitlines():
+        if (m := done.search(line)) is not None:
+            end = datetime.fromisoformat(m[1].replace("Z", "+00:00")).timestamp()
+            steps = {k: float(v) for k, v in re.findall(r"'(\w+)': ([\d.]+)", m[5])}
+            agent[(m[2], m[3])] = (end - float(m[4]), end, steps)
+    stages: dict[str, list[float]] = {}
+    for line in marks_log.read_text().splitlines():
+        command, cid, *rest = line.split()
+        if (command, cid) not in bench_side:
+            continue  # a warm-up call
+        t0, t1, sent, answered, logged = map(float, rest)
+        start, end = bench_side[(command, cid)]
+        a_start, a_end, steps = agent[(command, cid[:12])]
+        values = (t0 - start, t1 - t0, a_start - sent, a_end - a_start, answered - a_end, end - logged)
+        for stage, v in zip(STAGES, values, strict=True):
+            stages.setdefault(f"{command.lower()}_{stage}", []).append(v * 1000)
+        for step, ms in steps.items():
+            stages.setdefault(f"{command.lower()}_agent_{step}", []).append(ms)
+    for name, values in stages.items():
+        emit(f"cni_stage_{name}_p50", statistics.median(values), "ms", f"{len(values)} calls")
+
+
 def run_route_latency(b: Bench, samples: int) -> None:
     batch = "\n".join(
         f"link add calibench{i} type veth peer name cbp{i}\nlink set calibench{i} up" for i in range(samples)
@@ -371,7 +457,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--local", type=int, default=1000)
     ap.add_argument("--remote", type=int, default=10000)
-    ap.add_argument("--parts", default="cni,latency,rss", help="comma-separated subset to run")
+    ap.add_argument("--parts", default="cni,latency,rss", help="comma-separated subset (also: stages)")
     ap.add_argument(
         "--plugin",
         choices=("installed", "entrypoint"),
@@ -399,6 +485,8 @@ def main() -> int:
         parts = args.parts.split(",")
         if "cni" in parts:
             run_cni(b, args.cycles, args.plugin)
+        if "stages" in parts:
+            run_stages(b, min(args.cycles, 50))
         if "latency" in parts:
             run_route_latency(b, args.samples)
         if "rss" in parts:

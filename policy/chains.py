@@ -4,6 +4,11 @@ Verdicts travel as Calico's do: an endpoint chain that allows *returns* with the
 mark set (its caller was reached by goto from a dispatch chain, so the return lands in
 ``cali-FORWARD``/``cali-wl-to-host``), and the rule appended to the kernel's FORWARD chain
 accepts marked packets; a deny is a DROP in place.
+
+One difference in layout, not in verdicts: what Calico writes into every ``cali-tw-``/``cali-fw-``
+chain (conntrack, tiers, profiles) lives in a ``cali-tp-``/``cali-fp-`` chain shared by every
+endpoint with the same policies and profiles, and the endpoint chain is one goto to it (see
+:func:`policy_list_chain`).
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ from policy.names import (
     MARK_SCRATCH0,
     MARK_SCRATCH1,
     MASQ_POOLS_ID,
+    MAX_CHAIN_NAME,
     NAT_OUTGOING,
     NAT_POSTROUTING,
     OUTPUT,
+    POLICY_LIST_FROM,
+    POLICY_LIST_TO,
     TO_WL_DISPATCH,
     WL_TO_HOST,
     from_endpoint_chain,
@@ -40,6 +48,7 @@ from policy.names import (
     set_mark,
     to_endpoint_chain,
 )
+from policy.selector import b64hash
 
 DEFAULT_FAILSAFE_IN = (
     ("tcp", 22), ("udp", 68), ("tcp", 179), ("tcp", 2379), ("tcp", 2380),
@@ -117,7 +126,35 @@ def endpoint_chain(
     profiles: Sequence[str],
     cfg: ChainConfig = ChainConfig(),
 ) -> Chain:
-    """``cali-tw-<iface>`` (Ingress: traffic to the workload) or ``cali-fw-<iface>`` (Egress)."""
+    """``cali-tw-<iface>`` (Ingress: traffic to the workload) or ``cali-fw-<iface>`` (Egress): a goto
+    to the endpoint's :func:`policy_list_chain`, which every endpoint with the same policies and
+    profiles shares (the chain keeps Calico's name and per-endpoint packet counters)."""
+    return endpoint_chain_to(iface, direction, policy_list_chain(direction, tiers, profiles, cfg))
+
+
+def endpoint_chain_to(iface: str, direction: Literal["Ingress", "Egress"], body: Chain) -> Chain:
+    """The endpoint chain of ``iface`` that goes to the policy list chain ``body``."""
+    name = to_endpoint_chain(iface) if direction == "Ingress" else from_endpoint_chain(iface)
+    return Chain(name, (Rule("", f"-g {body.name}"),))
+
+
+def policy_list_chain(
+    direction: Literal["Ingress", "Egress"],
+    tiers: Sequence[TierPolicies],
+    profiles: Sequence[str],
+    cfg: ChainConfig = ChainConfig(),
+) -> Chain:
+    """What Calico puts in each endpoint chain, as one chain shared by every endpoint with the same
+    policies and profiles (reference 2.7).
+
+    Conntrack (established accepted, invalid dropped), clear the accept and pass marks, (egress)
+    drop encapsulated packets, then the tiers and the profiles, then drop. Reached by goto from
+    ``cali-tw-``/``cali-fw-<iface>``, so a RETURN here (accepted) lands where the endpoint chain's
+    own return would. Pods of one deployment share labels and namespace, hence policies and
+    profiles: one chain serves them all, which keeps the table small (a transaction's cost grows
+    with the whole table: legacy replaces it, nft re-validates every reachable rule).
+    Named ``cali-tp-`` (to workload) / ``cali-fp-`` (from workload) + a hash of the rules.
+    """
     rules = [
         Rule(ESTABLISHED, "-j ACCEPT", "Accept established and related"),
         Rule(INVALID, "-j DROP", "Drop invalid"),
@@ -127,8 +164,13 @@ def endpoint_chain(
         rules += _encap_from_workload(cfg)
     rules += tier_rules(tiers, direction)
     rules += profile_rules(profiles, direction)
-    name = to_endpoint_chain(iface) if direction == "Ingress" else from_endpoint_chain(iface)
-    return Chain(name, tuple(rules))
+    return Chain(policy_list_chain_name(direction, rules), tuple(rules))
+
+
+def policy_list_chain_name(direction: Literal["Ingress", "Egress"], rules: Sequence[Rule]) -> str:
+    prefix = POLICY_LIST_TO if direction == "Ingress" else POLICY_LIST_FROM
+    digest = b64hash("\n".join(f"{r.match}\t{r.action}\t{r.comment}" for r in rules))
+    return prefix + digest[: MAX_CHAIN_NAME - len(prefix)]
 
 
 def tier_rules(tiers: Sequence[TierPolicies], direction: Literal["Ingress", "Egress"]) -> list[Rule]:
@@ -136,8 +178,8 @@ def tier_rules(tiers: Sequence[TierPolicies], direction: Literal["Ingress", "Egr
     rules = []
     for tier in tiers:
         rules.append(Rule("", set_mark(0, MARK_PASS), f"Start of tier {tier.tier}"))
-        for pid in tier.policy_ids:
-            rules.append(Rule(mark(0, MARK_PASS), f"-j {policy_chain(pid, direction)}", f"Policy {pid}"))
+        for pid in tier.policy_ids:  # the jump carries no comment, as in Calico
+            rules.append(Rule(mark(0, MARK_PASS), f"-j {policy_chain(pid, direction)}"))
             rules.append(RETURN_IF_ACCEPTED)
         drop = f"End of tier {tier.tier}. Drop if no policies passed packet"
         rules.append(Rule(mark(0, MARK_PASS), "-j DROP", drop))
@@ -220,7 +262,7 @@ def _dispatch_tree(
     root_rules: list[Rule] = []
     children: list[Chain] = []
     for char, members in sorted(groups.items()):
-        leaves = [Rule(f"{flag} {n}", f"-g {target(n)}", f"{verb} {n}") for n in members]
+        leaves = [Rule(f"{flag} {n}", f"-g {target(n)}") for n in members]  # no comment: as Calico
         if len(members) == 1 or not char:
             root_rules += leaves
             continue

@@ -9,10 +9,17 @@ only what depends on them; ``dirty()`` then returns what changed since its last 
   every ipset in use (all endpoints, local or not);
 - a namespace change does the endpoint step for the endpoints in it.
 
+Endpoint chains and the dispatch tree are rendered at ``dirty()`` (or ``chains()``), once per
+batch, from the state then: a batch of N new endpoints renders the dispatch tree once. Each
+endpoint chain is a goto to a reference-counted policy list chain (``cali-tp-``/``cali-fp-``,
+``policy.chains.policy_list_chain``) shared by the endpoints with the same policies and profiles.
+
 Host endpoints (``HostEndpoint``, key ``hep:<name>``) are endpoints too: every node's feed the
 selector ipsets with their expectedIPs, this node's get the ``cali-fh-``/``cali-th-`` chains
 and dispatch of ``policy.hostendpoints`` (see its docstring for the semantics). Pre-DNAT and
-untracked policies select nothing: felixpy does not program the mangle and raw tables.
+untracked policies select nothing in the filter table: ``policy.compile_hostraw`` renders their
+mangle and raw chains (and the hooks into those tables) from the policies and this node's host
+endpoints, which the compiler hands it (the ``hostraw`` hooks below).
 
 A policy's chains and ipsets exist only while it applies to at least one local endpoint
 (Calico programs only referenced chains). Writers must create ipsets before the chains
@@ -34,12 +41,14 @@ from policy.chains import (
     Hook,
     TierPolicies,
     dispatch_tree,
-    endpoint_chain,
+    endpoint_chain_to,
     hooks,
     nat_outgoing_chain,
+    policy_list_chain,
     profile_chains,
     static_chains,
 )
+from policy.compile_hostraw import HostRawPolicies
 from policy.convert import AnyPolicy, convert_policy, endpoint_from_hep, endpoint_from_wep
 from policy.hostendpoints import (
     host_dispatch_chains,
@@ -49,7 +58,14 @@ from policy.hostendpoints import (
 )
 from policy.ipsets import SetSpec, net_set
 from policy.model import Direction, Endpoint, Policy, label_view, tier_key
-from policy.names import ALL_HOSTS_ID, ALL_POOLS_ID, MASQ_POOLS_ID, policy_chain
+from policy.names import (
+    ALL_HOSTS_ID,
+    ALL_POOLS_ID,
+    MASQ_POOLS_ID,
+    from_endpoint_chain,
+    policy_chain,
+    to_endpoint_chain,
+)
 from policy.rules import render_policy
 from policy.setindex import SetIndex
 
@@ -59,15 +75,18 @@ DIRECTIONS: tuple[Direction, Direction] = ("Ingress", "Egress")
 
 @dataclass(frozen=True)
 class Changes:
-    """What changed since the previous ``dirty()``: write ``chains``/``ipsets``, delete the ``removed_*``."""
+    """What changed since the previous ``dirty()``: write ``chains``/``ipsets``, delete the ``removed_*``;
+    ``hooks``: the whole new set of hook rules when it changed (raw/mangle come and go), else None."""
 
     chains: dict[ChainKey, Chain] = field(default_factory=dict)
     removed_chains: frozenset[ChainKey] = frozenset()
     ipsets: dict[str, IpSet] = field(default_factory=dict)
     removed_ipsets: frozenset[str] = frozenset()
+    hooks: tuple[Hook, ...] | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.chains or self.removed_chains or self.ipsets or self.removed_ipsets)
+        changed = self.chains or self.removed_chains or self.ipsets or self.removed_ipsets
+        return bool(changed or self.hooks is not None)
 
 
 class PolicyCompiler:
@@ -103,7 +122,15 @@ class PolicyCompiler:
         self._emitted_chains: dict[ChainKey, Chain] = {}
         self._emitted_sets: dict[str, IpSet] = {}
         self._dispatch_keys: set[ChainKey] = set()
+        # Rendering that waits for dirty()/chains(): a batch of N endpoint updates renders the
+        # dispatch tree once, not N times, and each endpoint's chains once.
+        self._pending_endpoints: set[str] = set()
+        self._pending_dispatch = False
+        self._list_of: dict[tuple[str, Direction], str] = {}  # (endpoint key, direction) -> list chain
+        self._list_refs: dict[str, int] = {}  # policy list chain -> endpoints using it
         self._static = static_chains(self.config)
+        self._hostraw = HostRawPolicies(self.config, self.tier_orders)  # hostraw: raw/mangle tables
+        self._emitted_hooks = hooks()
         self._render_dispatch()
         self._render_host_dispatch()
         self._render_pools()
@@ -111,14 +138,17 @@ class PolicyCompiler:
 
     # ------------------------------------------------------------------------------ outputs
 
-    @staticmethod
-    def hooks() -> tuple[Hook, ...]:
-        return hooks()
+    def hooks(self) -> tuple[Hook, ...]:
+        self._sync_hostraw()
+        return hooks() + self._hostraw.hooks()
 
     def chains(self) -> dict[ChainKey, Chain]:
+        self._flush()
+        self._sync_hostraw()
         return dict(self._chains)
 
     def ipsets(self) -> dict[str, IpSet]:
+        self._sync_hostraw()
         out = dict(self._own_sets)
         for name in self._sets.names():
             ipset = self._sets.ipset(name)
@@ -127,6 +157,10 @@ class PolicyCompiler:
         return out
 
     def dirty(self) -> Changes:
+        self._flush()
+        new_hooks = self.hooks()  # (syncs the raw/mangle chains first)
+        changed_hooks = new_hooks if new_hooks != self._emitted_hooks else None
+        self._emitted_hooks = new_hooks
         chains: dict[ChainKey, Chain] = {}
         removed_chains: set[ChainKey] = set()
         for key in self._dirty_chains:
@@ -149,7 +183,7 @@ class PolicyCompiler:
                 ipsets[name] = self._emitted_sets[name] = now_set
         self._sets.dirty.clear()
         self._own_dirty.clear()
-        return Changes(chains, frozenset(removed_chains), ipsets, frozenset(removed_sets))
+        return Changes(chains, frozenset(removed_chains), ipsets, frozenset(removed_sets), changed_hooks)
 
     # ------------------------------------------------------------------------------ policies
 
@@ -168,6 +202,7 @@ class PolicyCompiler:
         self._set_selection(p.id, new_sel, rerender=old != p)
         for key in affected:
             self._render_endpoint(key)
+        self._hostraw.update_policy(p)
 
     def remove_policy(self, policy_id: str) -> None:
         if policy_id not in self._policies:
@@ -176,6 +211,7 @@ class PolicyCompiler:
         self._set_selection(policy_id, set(), rerender=False)
         del self._policies[policy_id]
         self._selected.pop(policy_id, None)
+        self._hostraw.remove_policy(policy_id)
         for key in affected:
             self._render_endpoint(key)
 
@@ -197,7 +233,7 @@ class PolicyCompiler:
         sets: set[SetSpec] = set()
         for direction in DIRECTIONS:
             if direction in p.types:
-                chain, used = render_policy(p, direction, self.version)
+                chain, used = render_policy(p, direction, self.version, trim_returns=True)
                 self._put(chain)
                 sets |= used
             else:
@@ -267,13 +303,18 @@ class PolicyCompiler:
                 (sel.add if pid in new_pids else sel.discard)(key)
                 self._set_selection(pid, sel, rerender=False)
         self._update_local(key, ep if is_local else None)
+        local_host = ep is not None and is_local and ep.host
+        if local_host or self._hostraw.knows(key):
+            self._hostraw.update_host_endpoint(key, ep.iface if ep is not None and local_host else None, view)
 
     def _update_local(self, key: str, ep: Endpoint | None) -> None:
         old_iface = self._local.get(key)
         was_host = key in self._hep_keys
         if old_iface is not None and not was_host and (ep is None or ep.iface != old_iface):
-            self._drop(("filter", endpoint_chain(old_iface, "Ingress", (), ()).name))
-            self._drop(("filter", endpoint_chain(old_iface, "Egress", (), ()).name))
+            self._drop(("filter", to_endpoint_chain(old_iface)))
+            self._drop(("filter", from_endpoint_chain(old_iface)))
+        if ep is None or ep.host:
+            self._release_lists(key)
         old_profiles = self._local_profiles.pop(key, ())
         self._hep_keys.discard(key)
         if ep is None:
@@ -293,8 +334,7 @@ class PolicyCompiler:
         if was_host and old_iface is not None and old_iface != self._local.get(key):
             self._render_host_iface(old_iface)  # another host endpoint may take it over, or none
         if old_iface != self._local.get(key) or was_host != (key in self._hep_keys):
-            self._render_dispatch()
-            self._render_host_dispatch()
+            self._pending_dispatch = True
 
     def _ref_profiles(self, profiles: Iterable[str], delta: int) -> None:
         for profile in profiles:
@@ -310,6 +350,19 @@ class PolicyCompiler:
                     self._put(c)
 
     def _render_endpoint(self, key: str) -> None:
+        self._pending_endpoints.add(key)
+
+    def _flush(self) -> None:
+        """Do the rendering the handlers deferred (endpoint chains, dispatch), from the state now."""
+        for key in sorted(self._pending_endpoints):
+            self._render_endpoint_now(key)
+        self._pending_endpoints.clear()
+        if self._pending_dispatch:
+            self._pending_dispatch = False
+            self._render_dispatch()
+            self._render_host_dispatch()
+
+    def _render_endpoint_now(self, key: str) -> None:
         iface = self._local.get(key)
         if iface is None:
             return
@@ -320,7 +373,32 @@ class PolicyCompiler:
         policies = [self._policies[pid] for pid in self._ep_policies.get(key, ())]
         for direction in DIRECTIONS:
             tiers = self._tiers(policies, direction)
-            self._put(endpoint_chain(iface, direction, tiers, ep.profiles, self.config))
+            body = policy_list_chain(direction, tiers, ep.profiles, self.config)
+            self._use_list(key, direction, body)
+            self._put(endpoint_chain_to(iface, direction, body))
+
+    def _use_list(self, key: str, direction: Direction, body: Chain) -> None:
+        """Point ``key``'s ``direction`` at the shared ``body`` chain (reference counted)."""
+        old = self._list_of.get((key, direction))
+        if old == body.name:
+            return
+        self._list_of[(key, direction)] = body.name
+        self._list_refs[body.name] = self._list_refs.get(body.name, 0) + 1
+        self._put(body)
+        if old is not None:
+            self._unref_list(old)
+
+    def _release_lists(self, key: str) -> None:
+        for direction in DIRECTIONS:
+            old = self._list_of.pop((key, direction), None)
+            if old is not None:
+                self._unref_list(old)
+
+    def _unref_list(self, name: str) -> None:
+        self._list_refs[name] -= 1
+        if self._list_refs[name] == 0:
+            del self._list_refs[name]
+            self._drop(("filter", name))
 
     def _tiers(self, policies: list[Policy], direction: Direction) -> list[TierPolicies]:
         by_tier: dict[str, list[Policy]] = {}
@@ -387,6 +465,23 @@ class PolicyCompiler:
 
     def _render_hosts(self) -> None:
         self._put_own(net_set(ALL_HOSTS_ID, self._host_ips, self.version))
+
+    # ------------------------------------------------------------------------------ hostraw
+
+    def _sync_hostraw(self) -> None:
+        """Bring the raw/mangle chains of untracked and pre-DNAT policy up to date (lazily, so a
+        burst of host endpoint or policy updates renders them once)."""
+        delta = self._hostraw.sync()
+        if delta is None:
+            return
+        for spec in delta.acquire:
+            self._sets.acquire(spec, self._endpoints, self._views)
+        for chain in delta.put:
+            self._put(chain)
+        for key in delta.drop:
+            self._drop(key)
+        for spec in delta.release:
+            self._sets.release(spec)
 
     # ------------------------------------------------------------------------------ bookkeeping
 

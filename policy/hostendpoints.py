@@ -25,9 +25,10 @@ HostEndpoint resource documentation):
 - Forwarded traffic (filter FORWARD) arriving on / leaving through a host endpoint runs
   ``cali-fhfw-``/``cali-thfw-<iface>``: only ``applyOnForward`` policies, no failsafes, no
   profiles; with no such policy it is allowed (accept mark, return), as in Calico.
-- ``preDNAT`` and ``doNotTrack`` policies belong to the mangle and raw tables, which felixpy
-  does not program: they are left out of every filter chain (Calico does the same in filter),
-  so they are not enforced at all.
+- ``preDNAT`` and ``doNotTrack`` policies belong to the mangle and raw tables: they are left out
+  of every filter chain (as in Calico) and enforced there by ``policy.compile_hostraw``. A packet
+  one of them allowed carries the accept mark, which ``cali-INPUT``/``-OUTPUT``/``-FORWARD``
+  honour before any host endpoint chain here ("Accepted earlier").
 
 Differences from Felix, on purpose: the host-endpoint rules in ``cali-INPUT``/``-OUTPUT``/
 ``-FORWARD`` and their dispatch chains exist only while this node has a host endpoint (Felix

@@ -117,8 +117,8 @@ class Policy:
     order: float | None = None  # None = after every ordered policy
     namespace: str | None = None
     apply_on_forward: bool = False  # GlobalNetworkPolicy only: also police forwarded host traffic
-    pre_dnat: bool = False  # GlobalNetworkPolicy only: host endpoints, mangle table (not programmed)
-    do_not_track: bool = False  # GlobalNetworkPolicy only: host endpoints, raw table (not programmed)
+    pre_dnat: bool = False  # GlobalNetworkPolicy only: host endpoints, mangle table (compile_hostraw)
+    do_not_track: bool = False  # GlobalNetworkPolicy only: host endpoints, raw table (compile_hostraw)
 
     def sort_key(self) -> tuple[float, str]:
         return (math.inf if self.order is None else self.order, self.id)
@@ -135,7 +135,8 @@ class Policy:
         return not (self.pre_dnat or self.do_not_track)
 
     def enforced_on(self, labels: Mapping[str, str]) -> bool:
-        """Selects an endpoint with these labels in the filter table, where felixpy enforces policy."""
+        """Selects an endpoint with these labels in the filter table (pre-DNAT and untracked policies
+        are enforced in mangle/raw by ``policy.compile_hostraw``, on host endpoints only)."""
         return self.filter_table and self.selector.matches(labels)
 
 

@@ -43,13 +43,26 @@ class _Ctx:
         return spec.name
 
 
-def render_policy(policy: Policy, direction: Direction, version: int = 4) -> tuple[Chain, frozenset[SetSpec]]:
-    """The policy's chain for ``direction`` and the ipsets its rules reference."""
+def render_policy(
+    policy: Policy, direction: Direction, version: int = 4, *, trim_returns: bool = False
+) -> tuple[Chain, frozenset[SetSpec]]:
+    """The policy's chain for ``direction`` and the ipsets its rules reference.
+
+    As Calico: a rule's own comment (its annotations) goes on each iptables rule it became and
+    the chain's comment ("Policy <id> <direction>") on the first rule only (every comment is a
+    match the kernel stores and, on legacy, copies with the whole table on every change);
+    ``trim_returns`` (the filter table) drops the RETURNs at the end of the chain, which falling
+    off the end does anyway."""
     ctx = _Ctx(version, set())
     rules: list[Rule] = []
-    for i, rule in enumerate(policy.rules(direction)):
-        comment = rule.comment or f"{policy.id} {direction.lower()} rule {i}"
-        rules += render_rule(rule, ctx, comment)
+    for rule in policy.rules(direction):
+        rules += render_rule(rule, ctx, rule.comment)
+    while trim_returns and rules and rules[-1].action == "-j RETURN":
+        rules.pop()
+    if rules:
+        first = rules[0]
+        chain_comment = f"Policy {policy.id} {direction.lower()}"
+        rules[0] = Rule(first.match, first.action, "; ".join(c for c in (first.comment, chain_comment) if c))
     return Chain(policy_chain(policy.id, direction), tuple(rules)), frozenset(ctx.sets)
 
 

@@ -269,8 +269,9 @@ class CNIHandler:
         reaper, which deletes it right after; its pod side goes with it (or with the pod's netns).
 
         The DEL waits for the commit that removes the endpoint's route, but not for the iptables
-        rewrite of its chains: with the interface gone they are unreachable, and the dataplane
-        folds their removal into its next batch (see LinuxDataplane.commit).
+        removal of its chains: they match only its interface name, and the writer loop removes them
+        with one plain commit once idle, or at the latest ``DEFERRED_MAX_SECONDS`` later (ADDs in
+        between write insert-only; see LinuxDataplane.commit and Writer).
         """
         ns, name = self.wep_key(req)
         with step("wep_delete"):

@@ -10,6 +10,7 @@ touched. ``resync`` re-reads ``ipset save``. Sets are per network namespace on c
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class KernelSet:
     members: frozenset[str]
 
 
+@functools.lru_cache(maxsize=1 << 16)  # pure; called for a member when planned and again when written
 def normalise_member(member: str) -> str:
     """As ``ipset save`` prints it: host nets without /32 (/128), v6 compressed, port part kept."""
     addr, sep, rest = member.partition(",")
@@ -97,12 +99,19 @@ class IpsetWriter:
         self.netns = netns
         self._desired: dict[str, IpSet] = {}
         self._actual: dict[str, KernelSet] | None = None
+        # Sets updated since the last successful apply_updates; None = compare every set. With the
+        # cached view of the kernel the others are known to match (no re-normalising of thousands
+        # of members on every one-set change).
+        self._dirty: set[str] | None = None
 
     def set_ipsets(self, sets: Iterable[IpSet]) -> None:
         self._desired = {s.name: _checked(s) for s in sets}
+        self._dirty = None
 
     def update_ipset(self, s: IpSet) -> None:
         self._desired[s.name] = _checked(s)
+        if self._dirty is not None:
+            self._dirty.add(s.name)
 
     def remove_ipset(self, name: str) -> None:
         self._desired.pop(name, None)
@@ -116,8 +125,13 @@ class IpsetWriter:
         return self.apply_updates() + self.apply_deletions()
 
     def apply_updates(self) -> list[str]:
+        if self._actual is None:
+            self._dirty = None
         actual = self._read()
-        lines, changed = plan_updates(self._desired, actual)
+        desired = self._desired
+        if self._dirty is not None:
+            desired = {n: self._desired[n] for n in self._dirty if n in self._desired}
+        lines, changed = plan_updates(desired, actual)
         if lines:
             self._restore(lines)
             for name in changed:
@@ -128,6 +142,7 @@ class IpsetWriter:
                                          frozenset(normalise_member(m) for m in s.members))
             for name in [n for n in actual if n.startswith(TEMP_PREFIXES)]:
                 del actual[name]
+        self._dirty = set()
         return changed
 
     def apply_deletions(self) -> list[str]:

@@ -12,6 +12,16 @@ updates the view from the ops it committed: no ``iptables-save`` on the hot path
 read only on the first apply, on ``resync`` (the periodic refresh: every chain is compared, which
 repairs drift such as a rule deleted by hand), on a due post-write check, and after a failed
 commit (the view may be stale: the next attempt re-reads, a bounded number of times).
+
+``apply(additive=True)`` (the agent's path for a new pod) writes a table with an insert-only plan
+(:func:`~felixpy.dataplane.iptables_render.plan_table_additive`) when one exists: new chains, the
+rules a chain lacks inserted in place, nothing replaced or deleted. That transaction costs what an
+empty one does with nf_tables (~3 ms against ~12-15 ms for one that replaces or deletes, which
+waits for an RCU grace period). What it leaves (hash comments of rules after an insert, obsolete
+chains, dispatch rules of gone endpoints) stays dirty: :attr:`pending` is True until a plain
+``apply()`` (the agent's deferred flush: writer loop idle, or at most ``DEFERRED_MAX_SECONDS``
+later) or a resync rewrites it Felix's way. Every desired chain has exactly its desired rules after
+either kind of commit.
 """
 
 from __future__ import annotations
@@ -28,10 +38,13 @@ from felixpy.dataplane.iptables_render import (
     OUR_PREFIX,
     Hook,
     Op,
+    SavedRule,
     TableState,
     apply_ops,
     default_hooks,
     plan_table,
+    plan_table_additive,
+    render_rule,
     rule_hashes,
 )
 from felixpy.dataplane.model import Chain
@@ -47,12 +60,22 @@ class TableResult:
     rewritten: tuple[str, ...]
     deleted: tuple[str, ...]
     read: bool = False  # the table was re-read (iptables-save) for this result
+    additive: bool = False  # written with an insert-only plan
+    left: tuple[str, ...] = ()  # chains still differing from desired (for the next full apply)
 
 
 @dataclass(slots=True)
 class _Desired:
     chain: Chain
     hashes: list[str]
+    rendered: list[SavedRule] | None = None  # the rules as we write them (filled when first needed)
+
+    def saved(self) -> list[SavedRule]:
+        if self.rendered is None:
+            self.rendered = [
+                SavedRule(h, render_rule(h, r)) for h, r in zip(self.hashes, self.chain.rules, strict=True)
+            ]
+        return list(self.rendered)
 
 
 class IptablesWriter:
@@ -125,15 +148,24 @@ class IptablesWriter:
         else:
             self._views.pop(table, None)
 
-    def apply(self) -> list[TableResult]:
+    @property
+    def pending(self) -> bool:
+        """Something desired is not in the kernel exactly (left by an additive apply, or not applied)."""
+        return any(self._dirty.values()) or bool(self._dirty_hooks)
+
+    def apply(self, *, additive: bool = False, leftover_chains: tuple[str, ...] = ()) -> list[TableResult]:
+        """Write every table with changes. ``additive``: an insert-only plan where one exists (see the
+        module doc); ``leftover_chains``: name prefixes of the chains where such a plan may leave the
+        rules that go to a chain no longer desired (the workload dispatch chains)."""
         todo = [t for t in TABLES if t not in self._views or self._dirty[t] or t in self._dirty_hooks]
         unread = [t for t in todo if t not in self._views]
         read_all = getattr(self.backend, "read_all", None)
+        lazy = leftover_chains if additive else None
         if len(unread) > 1 and read_all is not None:  # one save for all tables (resync)
             tables: dict[str, TableState] = read_all()
             self._views.update({t: tables.get(t, {}) for t in unread})
-            return [self._apply_table(table, read=table in unread) for table in todo]
-        return [self._apply_table(table) for table in todo]
+            return [self._apply_table(table, read=table in unread, lazy=lazy) for table in todo]
+        return [self._apply_table(table, lazy=lazy) for table in todo]
 
     def post_write_check(self) -> list[TableResult]:
         """If due, re-read every table and repair it (catches a non-atomic save/modify/restore by
@@ -148,29 +180,71 @@ class IptablesWriter:
             self._check_at = self._clock() + nxt if nxt <= self._check_max else None
         return results
 
-    def _apply_table(self, table: str, *, read: bool = False) -> TableResult:
+    def _apply_table(
+        self, table: str, *, read: bool = False, lazy: tuple[str, ...] | None = None
+    ) -> TableResult:
         for attempt in range(1, self._retries + 1):
             state = self._views.pop(table, None)  # popped: any failure leaves no (stale) view
             fresh = state is None or (read and attempt == 1)
             if state is None:
                 state = self.backend.read(table)
-            ops = self._plan(table, state, full=fresh)
+            # Insert-only only on our own view (a table just read is in iptables-save's spelling).
+            additive = self._plan_additive(table, state, lazy) if lazy is not None and not fresh else None
+            ops = additive if additive is not None else self._plan(table, state, full=fresh)
+            scope = set(self._dirty[table]) | (set(self._desired[table]) if fresh else set())
             try:
                 if ops:
                     self.backend.write(table, ops)
             except DataplaneError as exc:
-                self._log.warning("iptables.commit_failed", table=table, attempt=attempt, error=str(exc),
-                                  view="fresh" if fresh else "cached", reason="re-read the table and retry")
+                self._log.warning(
+                    "iptables.commit_failed",
+                    table=table,
+                    attempt=attempt,
+                    error=str(exc),
+                    view="fresh" if fresh else "cached",
+                    reason="re-read the table and retry",
+                )
                 if attempt == self._retries:
                     raise
                 time.sleep(0.01 * 2**attempt if fresh else 0)
                 continue
             apply_ops(state, ops)
+            left = self._settle(table, state, scope)
             self._views[table] = state
-            self._dirty[table].clear()
+            self._dirty[table] = left
             self._dirty_hooks.discard(table)
-            return self._log_result(table, ops, read=fresh)
+            return self._log_result(table, ops, read=fresh, additive=additive is not None, left=left)
         raise AssertionError("unreachable")
+
+    def _settle(self, table: str, state: TableState, scope: set[str]) -> set[str]:
+        """After a commit: the chains of ``scope`` still differing from desired (an additive plan
+        leaves some); the converged ones get our own rendering of their rules in the view, so the
+        next additive plan can compare rule text even after a re-read."""
+        desired = self._desired[table]
+        left = set()
+        for name in scope:
+            d = desired.get(name)
+            if d is None:
+                if name in state:
+                    left.add(name)
+            elif name not in state or [r.hash for r in state[name]] != d.hashes:
+                left.add(name)
+            elif any(r.spec != s.spec for r, s in zip(state[name], d.saved(), strict=True)):
+                state[name] = d.saved()
+        return left
+
+    def _plan_additive(self, table: str, state: TableState, lazy: tuple[str, ...]) -> list[Op] | None:
+        desired = self._desired[table]
+        if table in self._dirty_hooks:
+            return None
+        return plan_table_additive(
+            {n: d.chain for n, d in desired.items()},
+            [h for h in self._hooks if h.table == table],
+            state,
+            expected={n: d.hashes for n, d in desired.items()},
+            only=self._dirty[table],
+            leftover_chains=lazy,
+        )
 
     def _plan(self, table: str, state: TableState, *, full: bool) -> list[Op]:
         desired = self._desired[table]
@@ -182,21 +256,33 @@ class IptablesWriter:
             only=None if full else self._dirty[table],
         )
 
-    def _log_result(self, table: str, ops: list[Op], *, read: bool) -> TableResult:
+    def _log_result(
+        self, table: str, ops: list[Op], *, read: bool, additive: bool = False, left: set[str] | None = None
+    ) -> TableResult:
+        pending = tuple(sorted(left or ()))
         if not ops:
-            return TableResult(table, 0, (), (), read)
+            return TableResult(table, 0, (), (), read, additive, pending)
         deleted = tuple(o.chain for o in ops if o.kind == "delete_chain")
         touched = {o.chain for o in ops if o.chain.startswith(OUR_PREFIX)} - set(deleted)
         kept = tuple(sorted(touched))
         hooks = sorted({o.chain for o in ops if not o.chain.startswith(OUR_PREFIX)})
         self._log.info(
-            "iptables.committed", table=table, ops=len(ops), n_rewritten=len(kept), rewritten=kept[:20],
-            n_deleted=len(deleted), deleted=list(deleted[:20]), hooks_fixed=hooks, read=read,
+            "iptables.committed",
+            table=table,
+            ops=len(ops),
+            n_rewritten=len(kept),
+            rewritten=kept[:20],
+            n_deleted=len(deleted),
+            deleted=list(deleted[:20]),
+            hooks_fixed=hooks,
+            read=read,
+            additive=additive,
+            n_left=len(pending),
             reason="chain hashes differ from desired",
         )
         self._check_interval = self._check_first
         self._check_at = self._clock() + self._check_first
-        return TableResult(table, len(ops), kept, deleted, read)
+        return TableResult(table, len(ops), kept, deleted, read, additive, pending)
 
 
 def _checked(chain: Chain) -> Chain:

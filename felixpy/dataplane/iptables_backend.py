@@ -109,7 +109,8 @@ class PyIptcBackend:
         return table
 
     def read(self, table: str) -> TableState:
-        return self._call(lambda: _iptc_read(self._table(table)))
+        # reading builds Rule objects, whose targets are looked up in every cached table too
+        return self._call(lambda: _iptc_read(self._open_all(table), ipv6=self.ipv6))
 
     def write(self, table: str, ops: Sequence[Op]) -> None:
         self._call(lambda: _iptc_write(self._open_all(table), ops, ipv6=self.ipv6))
@@ -148,15 +149,17 @@ def _iptc_hash(rule: Any) -> str | None:
     return None
 
 
-def _iptc_read(table: Any) -> TableState:
+def _iptc_read(table: Any, *, ipv6: bool) -> TableState:
     state: TableState = {}
-    for chain in table.chains:
-        rules = []
-        for rule in chain.rules:
-            h = _iptc_hash(rule)
-            rules.append(SavedRule(h, f"cali:{h}" if h else ""))
-        state[chain.name] = rules
-    table.close()
+    try:
+        for chain in table.chains:
+            rules = []
+            for rule in chain.rules:
+                h = _iptc_hash(rule)
+                rules.append(SavedRule(h, f"cali:{h}" if h else ""))
+            state[chain.name] = rules
+    finally:
+        _close_cached(ipv6)
     return state
 
 
@@ -169,10 +172,19 @@ def _iptc_write(table: Any, ops: Sequence[Op], *, ipv6: bool) -> None:
             _iptc_op(iptc, table, chain_cls(table, op.chain), op, ipv6=ipv6)
         table.commit()
     finally:
-        for other in iptc.Table.ALL:  # cached objects; autocommit is off, so close() never commits
-            cached = (iptc.Table6 if ipv6 else iptc.Table)._cache.get(other)
-            if cached is not None:
-                cached.close()
+        _close_cached(ipv6)
+
+
+def _close_cached(ipv6: bool) -> None:
+    """Close every cached table handle (autocommit is off, so close() never commits). The next
+    call opens all of them afresh (``_open_all``): a handle left closed in the cache is what a
+    later rule lookup would dereference."""
+    import iptc
+
+    for other in iptc.Table.ALL:
+        cached = (iptc.Table6 if ipv6 else iptc.Table)._cache.get(other)
+        if cached is not None:
+            cached.close()
 
 
 def _iptc_op(iptc: Any, table: Any, chain: Any, op: Op, *, ipv6: bool) -> None:

@@ -6,6 +6,14 @@ right after ``-A <chain>``. A hash depends on every earlier rule, so comparing h
 chains drifted without ever parsing rule text. Calico spells actions long (``--jump cali-FORWARD``);
 with the same text the hashes are the same as Go Felix's (``FORWARD`` hook: ``wUHhoiAYhphO9Mso``).
 Hook rules in kernel chains hash with the kernel chain name (inserts) or ``<chain>*appends*``.
+
+Two plans. :func:`plan_table` is Felix's: rewrite each chain from its first differing hash, delete
+what is no longer wanted. :func:`plan_table_additive` only adds (new chains, ``-A``, ``-I``) or
+returns None: with nf_tables a transaction that replaces, flushes or deletes anything waits for an
+RCU grace period (~12 ms on a 2-core VM) while one that only adds costs what an empty one does
+(~3 ms), so a new pod's chains and its dispatch rule go in additively and the rest (hash
+comments of the rules after an insert, rules and chains no longer wanted) is left for the next
+:func:`plan_table` (see ``IptablesWriter.apply``).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +31,8 @@ OUR_PREFIX = "cali-"
 HASH_LEN = 16
 _HASH_RE = re.compile(r'--comment "?cali:([A-Za-z0-9_-]{16})"?')
 _CHAIN_RE = re.compile(r"^:(\S+)")
+_OWN_PREFIX_RE = re.compile(r'^-m comment --comment "?cali:[A-Za-z0-9_-]{16}"?(?: |$)')
+_TARGET_RE = re.compile(r"(?:^| )(?:-g|--goto|-j|--jump) (\S+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +52,16 @@ def default_hooks() -> tuple[Hook, ...]:
         return Hook(table, chain, Rule(action=f"--jump cali-{chain}"), append)
 
     return (
-        jump("raw", "PREROUTING"), jump("raw", "OUTPUT"),
-        jump("filter", "INPUT"), jump("filter", "FORWARD"), jump("filter", "OUTPUT"),
-        jump("nat", "PREROUTING"), jump("nat", "POSTROUTING", append=True), jump("nat", "OUTPUT"),
-        jump("mangle", "PREROUTING"), jump("mangle", "POSTROUTING"),
+        jump("raw", "PREROUTING"),
+        jump("raw", "OUTPUT"),
+        jump("filter", "INPUT"),
+        jump("filter", "FORWARD"),
+        jump("filter", "OUTPUT"),
+        jump("nat", "PREROUTING"),
+        jump("nat", "POSTROUTING", append=True),
+        jump("nat", "OUTPUT"),
+        jump("mangle", "PREROUTING"),
+        jump("mangle", "POSTROUTING"),
     )
 
 
@@ -162,6 +178,109 @@ def plan_chain(name: str, rules: Sequence[Rule], want: Sequence[str], have: Sequ
     ops += [Op("delete_at", name, "", i) for i in range(len(have), len(want), -1)]
     ops += [Op("append", name, render_rule(want[i], rules[i])) for i in range(len(have), len(want))]
     return ops
+
+
+def plan_table_additive(
+    desired: Mapping[str, Chain],
+    hooks: Iterable[Hook],
+    state: TableState,
+    *,
+    expected: Mapping[str, Sequence[str]] | None = None,
+    only: Collection[str] | None = None,
+    leftover_chains: Sequence[str] = (),
+) -> list[Op] | None:
+    """Ops that only add (create a chain, ``-A``, ``-I``) and leave every chain of ``desired`` with
+    exactly its desired rules, or None when that is impossible (then use :func:`plan_table`).
+
+    What they leave behind, for the next :func:`plan_table` to clean up:
+
+    - chains no longer desired, untouched (nothing desired jumps to them);
+    - stale hash comments on the rules after an insertion point (the rule text is right; the hash
+      chains through every earlier rule, so it no longer matches the desired one);
+    - in a chain whose name starts with one of ``leftover_chains`` (the workload dispatch chains),
+      our rules that jump or go to a chain no longer desired, itself not such a chain: a dispatch
+      rule ``-o caliX -g cali-tw-caliX`` of an endpoint that is gone. It only matches packets of an
+      interface no endpoint has, and goes to that endpoint's old chain, which stays with it.
+
+    Rules are compared by their text after our hash comment, so the view must hold our own
+    rendering of each rule (a rule as ``iptables-save`` prints it does not compare equal: that
+    chain then gets None, the safe answer). Hooks out of place also give None.
+    """
+    if _plan_all_hooks(hooks, state):
+        return None
+    if expected is None:
+        expected = {name: rule_hashes(name, chain.rules) for name, chain in desired.items()}
+    names = set(desired) | {n for n in state if n.startswith(OUR_PREFIX)} if only is None else set(only)
+    lazy = tuple(leftover_chains)
+    gone = {n for n in state if n.startswith(OUR_PREFIX) and n not in desired}
+
+    def may_stay(rule: SavedRule) -> bool:
+        target = jump_target(rule.spec)
+        return target is not None and target in gone and not target.startswith(lazy)
+
+    new = sorted(n for n in names if n in desired and n not in state)
+    ops = [Op("chain", n) for n in new]
+    for name in sorted(n for n in names if n in desired):
+        chain_ops = plan_chain_additive(
+            name,
+            desired[name].rules,
+            expected[name],
+            state.get(name, []),
+            may_stay if lazy and name.startswith(lazy) else None,
+        )
+        if chain_ops is None:
+            return None
+        ops += chain_ops
+    return ops
+
+
+def plan_chain_additive(
+    name: str,
+    rules: Sequence[Rule],
+    want: Sequence[str],
+    have: Sequence[SavedRule],
+    may_stay: Callable[[SavedRule], bool] | None = None,
+) -> list[Op] | None:
+    """``-I``/``-A`` of the desired rules ``have`` lacks, when ``have`` is (by rule text) the desired
+    rules in order with some missing, plus rules ``may_stay`` accepts anywhere; else None.
+
+    Each missing rule is inserted right before the next rule of ``have`` it must precede, with its
+    desired hash; the rules already there keep theirs."""
+    if [r.hash for r in have] == list(want):
+        return []
+    bodies = [rule_body(r) for r in rules]
+    ops: list[Op] = []
+    j = pos = 0  # next desired rule to place; rules in the chain before the cursor
+    for rule in have:
+        body = saved_body(rule)
+        if body is not None and j < len(bodies) and body == bodies[j]:
+            j, pos = j + 1, pos + 1
+            continue
+        if rule.hash is not None and may_stay is not None and may_stay(rule):
+            pos += 1
+            continue
+        if body is None or body not in bodies[j:]:
+            return None  # replaced, removed, foreign or not in our rendering: not additive
+        m = bodies.index(body, j)
+        for t in range(j, m):
+            ops.append(Op("insert", name, render_rule(want[t], rules[t]), pos + 1))
+            pos += 1
+        j, pos = m + 1, pos + 1
+    ops += [Op("append", name, render_rule(want[t], rules[t])) for t in range(j, len(bodies))]
+    return ops
+
+
+def saved_body(rule: SavedRule) -> str | None:
+    """The rule's text after our leading hash comment (as :func:`render_rule` wrote it); None if
+    the spec does not start with it (another program's rule, or ``iptables-save``'s spelling)."""
+    m = _OWN_PREFIX_RE.match(rule.spec)
+    return rule.spec[m.end() :] if m else None
+
+
+def jump_target(spec: str) -> str | None:
+    """The chain or target of the rule's (last) ``-j``/``-g``."""
+    found = _TARGET_RE.findall(spec)
+    return found[-1] if found else None
 
 
 def _plan_all_hooks(hooks: Iterable[Hook], state: TableState) -> list[Op]:

@@ -8,10 +8,13 @@ container runtime never reads half a file.
 The CNI plugin (type ``felixpy``) is standard-library only, and its start-up is most of what a
 CNI call costs, so its launcher is a Python script run as ``python3 -IS``: no ``site`` (no .pth
 files, no editable-install finder), isolated (no PYTHON* variables, no user site, no script
-directory on ``sys.path``). It puts the directory holding the ``felixpy`` package first on
-``sys.path`` and imports the plugin, whose compiled bytecode is cached there. ~25 ms against ~60 ms
-for the console-script entry point. ``felixpy-ipam`` needs the whole library: it execs the venv's
-entry point.
+directory on ``sys.path``). It loads the plugin module straight from its file with the import
+system's own ``SourceFileLoader`` (already loaded at start-up; bytecode cached next to the source as
+for any import), so neither ``felixpy/__init__`` (it imports ``os``) nor ``importlib.util`` (~3 ms)
+is imported; on an interpreter without ``_frozen_importlib_external`` it imports the plugin the
+ordinary way. ~9 ms for a VERSION call here against ~2 ms for a Go plugin and ~40 ms for the
+console-script entry point. ``felixpy-ipam`` needs the whole library: it execs the venv's entry
+point.
 """
 
 from __future__ import annotations
@@ -26,10 +29,18 @@ PLUGINS = ("felixpy-cni", "felixpy-ipam")
 BINARY_NAMES = {"felixpy": "felixpy-cni", "felixpy-ipam": "felixpy-ipam"}
 PLUGIN_LAUNCHER = """#!{python} -IS
 # felixpy CNI plugin, written by `felixpy install-cni`: stdlib only, so no site (-S), isolated (-I).
+# The plugin file is loaded alone (not through the felixpy package): see felixpy/kube/install_cni.py.
 import sys
 
-sys.path.insert(0, {root!r})
-from felixpy.cni.plugin import main
+try:
+    from _frozen_importlib_external import SourceFileLoader
+except ImportError:
+    sys.path.insert(0, {root!r})
+    from felixpy.cni.plugin import main
+else:
+    plugin = type(sys)("felixpy_cni_plugin")
+    SourceFileLoader(plugin.__name__, {plugin!r}).exec_module(plugin)
+    main = plugin.main
 
 main()
 """
@@ -48,8 +59,9 @@ def launcher(script: str, *, python: str | None = None) -> str:
     if script == "felixpy-cni":
         import felixpy
 
-        root = str(Path(felixpy.__file__).resolve().parent.parent)
-        return PLUGIN_LAUNCHER.format(python=python, root=root)
+        package = Path(felixpy.__file__).resolve().parent
+        plugin = str(package / "cni" / "plugin.py")
+        return PLUGIN_LAUNCHER.format(python=python, root=str(package.parent), plugin=plugin)
     return f'#!/bin/sh\nexec {Path(python).parent / script} "$@"\n'
 
 

@@ -6,7 +6,14 @@ away (a CNI DEL) does not wait for iptables: the interface is gone, so its ``cal
 and dispatch entries are unreachable, and their removal is folded into the next batch (the next
 ADD's commit, which must write chains anyway), or flushed by the writer once it has been idle
 (``Writer.deferred_seconds``). Anything else (a new endpoint, a policy change) commits at once, so an
-ADD still returns only after its isolating chains are in. The first commit after in-sync is the start-up
+ADD still returns only after its isolating chains are in. That commit is additive (see
+``policy_driver``): iptables only adds where it can (the new chains, an inserted dispatch rule) and
+the removals pending from earlier DELs stay deferred with the hash fix-ups; the writer loop flushes
+them with a plain commit once idle, and at the latest ``Writer.deferred_max_seconds`` later, however
+busy it is. A dispatch rule left that long matches only the gone pod's interface name: an address
+the IPAM hands out again goes to a new pod's interface (new name, new chains), and a re-ADD of the
+same pod (same name) makes that rule and its chains desired again, rewritten first if they differ.
+The first commit after in-sync is the start-up
 sweep: routes of our protocol that nothing wants are removed by the RouteTable, and ``cali*``
 veths without a workload endpoint are deleted. Policy (iptables/ipsets) is handed to an optional
 ``policy`` driver; without one the agent programs nothing in iptables. With IPv6 that driver is
@@ -43,7 +50,10 @@ class PolicyDriver(Protocol):
 
     def on_updates(self, updates: list[Update]) -> None: ...
 
-    def commit(self) -> bool: ...
+    def commit(self, additive: bool = False) -> bool: ...
+
+    @property
+    def deferred(self) -> bool: ...
 
     def resync(self, what: str) -> None: ...
 
@@ -64,9 +74,13 @@ class FamilyPolicies:
         for driver in self.drivers:
             driver.on_updates(updates)
 
-    def commit(self) -> bool:
-        results = [driver.commit() for driver in self.drivers]  # no short cut: each retries alone
+    def commit(self, additive: bool = False) -> bool:
+        results = [driver.commit(additive) for driver in self.drivers]  # no short cut: each retries alone
         return all(results)
+
+    @property
+    def deferred(self) -> bool:
+        return any(driver.deferred for driver in self.drivers)
 
     def resync(self, what: str) -> None:
         for driver in self.drivers:
@@ -179,12 +193,12 @@ class LinuxDataplane:
         self._started = True
         ok = ok and not stats.failed
         if self.policy is not None and (self._policy_urgent or not self._policy_deferred):
-            ok = self._commit_policy() and ok
+            ok = self._commit_policy(additive=self._policy_urgent) and ok
         return ok
 
     @property
     def deferred(self) -> bool:
-        """Endpoint removals are waiting for the next policy commit."""
+        """Endpoint removals (or what an additive commit left) are waiting for a plain policy commit."""
         return self._policy_deferred
 
     def commit_deferred(self) -> bool:
@@ -193,12 +207,13 @@ class LinuxDataplane:
             return True
         return self._commit_policy()
 
-    def _commit_policy(self) -> bool:
+    def _commit_policy(self, additive: bool = False) -> bool:
         assert self.policy is not None
-        ok = self.policy.commit()
+        ok = self.policy.commit(additive)
         self._policy_urgent = False
-        self._policy_deferred = not ok  # a failed commit is retried with the next batch
-        if ok:
+        # A failed commit is retried with the next batch; an additive one may have left removals.
+        self._policy_deferred = not ok or bool(getattr(self.policy, "deferred", False))
+        if not self._policy_deferred:
             self._gone.clear()
         return ok
 

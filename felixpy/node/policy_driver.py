@@ -5,6 +5,13 @@ chains removed, then ipsets no longer referenced destroyed. An endpoint counts a
 CNI ADD waits for it: isolation before the first packet) once its ``cali-tw-``/``cali-fw-`` chains
 were written by a successful commit.
 
+``commit(additive=True)`` (a batch with something new to isolate, e.g. a CNI ADD) writes iptables
+with insert-only plans where they exist (see ``IptablesWriter.apply``): the new endpoint's chains
+and its dispatch rule go in, while the removal of what is no longer wanted (a deleted pod's chains
+and dispatch rule, which match only its gone interface) and the hash fix-ups wait for the next plain
+``commit()``; :attr:`PolicyDriver.deferred` says one is due. ipsets nothing references any more are
+destroyed only then (a chain left behind may still use them); member updates are never deferred.
+
 HostEndpoints (of every node) go to the compiler like workload endpoints; it enforces those
 whose ``spec.node`` is this node (``policy.hostendpoints``).
 """
@@ -20,9 +27,13 @@ from felixpy.calc.model import InputUpdate, Update
 from felixpy.dataplane.errors import DataplaneError
 from felixpy.dataplane.iptables_render import Hook
 from policy.convert import hep_key
+from policy.names import FROM_WL_DISPATCH, TO_WL_DISPATCH
 
 log = structlog.get_logger(__name__)
 POLICY_KINDS = {"NetworkPolicy": "np", "GlobalNetworkPolicy": "gnp", "K8sNetworkPolicy": "knp"}
+# Where an additive commit may leave the rules of gone endpoints: the workload dispatch tree (roots
+# and their ``-<char>`` children). Such a rule matches only its own interface name.
+LEFTOVER_CHAINS = (FROM_WL_DISPATCH, TO_WL_DISPATCH)
 
 
 class PolicyDriver:
@@ -90,18 +101,23 @@ class PolicyDriver:
             else:
                 c.update_pool(u.obj)
 
-    def commit(self) -> bool:
+    def commit(self, additive: bool = False) -> bool:
         if not self._hooks_set:
             self.iptables.set_hooks(writer_hooks(self.compiler.hooks()))
             self._hooks_set = True
         try:
-            write_changes(self.compiler.dirty(), self.iptables, self.ipsets)
+            write_changes(self.compiler.dirty(), self.iptables, self.ipsets, additive=additive)
         except DataplaneError as exc:
             log.warning("policy.commit_failed", error=str(exc), reason="will retry on the next batch")
             return False
         with self._lock:
             self._written = {name for _, name in self.compiler.chains()}
         return True
+
+    @property
+    def deferred(self) -> bool:
+        """An additive commit left work for a plain one (removals, hash fix-ups, ipset destroys)."""
+        return bool(self.iptables.pending)
 
     def resync(self, what: str) -> None:
         try:
@@ -130,9 +146,15 @@ def writer_hooks(hooks: Any) -> list[Hook]:
     return [Hook(h.table, h.chain, h.rule, append=h.position == "append") for h in hooks]
 
 
-def write_changes(changes: Any, iptables: Any, ipsets: Any) -> None:
+def write_changes(changes: Any, iptables: Any, ipsets: Any, *, additive: bool = False) -> None:
     """Hand the compiler's ``Changes`` to the writers and commit them in Felix's order: ipsets first,
-    then the chains that use them, then ipsets nothing references any more. Raises DataplaneError."""
+    then the chains that use them, then ipsets nothing references any more. Hook rules that changed
+    (the raw/mangle jumps come and go with untracked/pre-DNAT policy) go with the chains, in the same
+    per-table transaction, so a jump never points at a missing chain. ``additive``: iptables
+    insert-only where possible; ipsets are then destroyed only once nothing was left behind (the
+    module doc). Raises DataplaneError."""
+    if changes.hooks is not None:
+        iptables.set_hooks(writer_hooks(changes.hooks))
     for ipset in changes.ipsets.values():
         ipsets.update_ipset(ipset)
     for chain in changes.chains.values():
@@ -142,5 +164,10 @@ def write_changes(changes: Any, iptables: Any, ipsets: Any) -> None:
     for name in changes.removed_ipsets:
         ipsets.remove_ipset(name)
     ipsets.apply_updates()
-    iptables.apply()
+    if additive:
+        iptables.apply(additive=True, leftover_chains=LEFTOVER_CHAINS)
+        if iptables.pending:
+            return  # chains left for the next plain commit may still use sets no longer wanted
+    else:
+        iptables.apply()
     ipsets.apply_deletions()

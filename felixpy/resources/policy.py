@@ -115,6 +115,20 @@ class GlobalNetworkPolicySpec(NetworkPolicySpec):
     pre_dnat: bool = Field(default=False, alias="preDNAT")
     apply_on_forward: bool = False
 
+    @model_validator(mode="after")
+    def _host_table_flags(self) -> GlobalNetworkPolicySpec:
+        """Calico's rules for untracked and pre-DNAT policy (libcalico-go's v3 validator)."""
+        if self.pre_dnat and self.do_not_track:
+            raise FieldError("preDNAT and doNotTrack cannot both be true", field="preDNAT")
+        if self.pre_dnat and self.egress:
+            raise FieldError("a preDNAT policy cannot have egress rules", field="egress")
+        if self.pre_dnat and "Egress" in (self.types or ()):
+            raise FieldError("a preDNAT policy's types cannot include Egress", field="types")
+        if (self.pre_dnat or self.do_not_track) and not self.apply_on_forward:
+            flag = "preDNAT" if self.pre_dnat else "doNotTrack"
+            raise FieldError(f"applyOnForward must be true when {flag} is true", field="applyOnForward")
+        return self
+
 
 class NetworkPolicy(Resource):
     KIND: ClassVar[str] = "NetworkPolicy"

@@ -545,3 +545,47 @@ def test_pod_is_isolated_from_its_first_packet_even_right_after_a_del(env: NodeE
         5,
         "the deferred removal of the deleted pod's chains",
     )
+
+
+def test_a_deleted_pods_leftover_rules_never_reach_a_new_pod_and_go_within_the_bound(env: NodeEnv) -> None:
+    """An ADD right after a DEL is written insert-only: the deleted pod's dispatch rule and chains may
+    linger a moment. They match only the old interface name: a new pod meets its own chains from its
+    first packet (here a policy denies it), and they are gone within the writer's bound even while
+    back-to-back ADDs and DELs never leave the agent idle."""
+    from felixpy.dataplane.names import veth_name_for_workload
+    from felixpy.node.writer import DEFERRED_MAX_SECONDS
+
+    client = env.pod("pod-lc")
+    assert env.cni("ADD", client, "lcl")[0] == 0
+    key = _denies(env, "deny-left", "role == 'left'")
+    try:
+        time.sleep(1)  # the policy reaches the agent
+        old = env.pod("pod-lo")
+        rc, res_old = env.cni("ADD", old, "lold")
+        assert rc == 0, res_old
+        assert _first_ping(client, _ip(res_old)), "not selected: reachable"
+        assert env.cni("DEL", old, "lold")[0] == 0
+        new = env.pod("pod-ln")
+        rc, res_new = env.cni("ADD", new, "lnew", extra_args=";K8S_POD_LABELS=role=left")
+        assert rc == 0, res_new
+        assert not _first_ping(client, _ip(res_new)), "the new pod's first packet meets its policy"
+    finally:
+        env.etcdctl("del", key)
+    # The new pod's DEL, then ADD/DEL cycles back to back: its chains must go within the bound.
+    new_chain = f"cali-tw-{veth_name_for_workload('default', 'lnew')}"
+    assert env.cni("DEL", new, "lnew")[0] == 0
+    start, seen, gone_after, i = time.monotonic(), [], None, 0
+    while gone_after is None and time.monotonic() - start < 4 * DEFERRED_MAX_SECONDS:
+        busy = _ns(f"lb{i}")
+        try:
+            assert env.cni("ADD", busy, f"lb{i}", cid=f"lb-{i}")[0] == 0
+            seen.append(new_chain in env.node.run("iptables-save", "-t", "filter"))
+            assert env.cni("DEL", busy, f"lb{i}", cid=f"lb-{i}")[0] == 0
+        finally:
+            delete_netns(busy.name)
+        i += 1
+        if new_chain not in env.node.run("iptables-save", "-t", "filter"):
+            gone_after = time.monotonic() - start
+    print(f"deleted pod's chain present after each busy ADD: {seen}; gone after {gone_after} s")
+    assert gone_after is not None, f"{new_chain} still in iptables {4 * DEFERRED_MAX_SECONDS} s later"
+    assert seen[0], "the first ADD after the DEL left the deleted pod's chain (insert-only)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from felixpy.dataplane.iptables import IptablesWriter
@@ -19,16 +21,26 @@ HOOKS = [
 
 
 def _chains(n_rules: int = 3) -> list[Chain]:
-    fw = [Rule(match="-m conntrack --ctstate RELATED,ESTABLISHED", action="--jump ACCEPT",
-               comment="Accept established")]
-    fw += [Rule(match=f"-s 10.65.{i}.0/24 -p tcp -m tcp --dport {80 + i}", action="--jump DROP")
-           for i in range(n_rules)]
+    fw = [
+        Rule(
+            match="-m conntrack --ctstate RELATED,ESTABLISHED",
+            action="--jump ACCEPT",
+            comment="Accept established",
+        )
+    ]
+    fw += [
+        Rule(match=f"-s 10.65.{i}.0/24 -p tcp -m tcp --dport {80 + i}", action="--jump DROP")
+        for i in range(n_rules)
+    ]
     return [
         Chain("cali-FORWARD", (*fw, Rule(match="-o cali+", action="--jump cali-to-wl-dispatch"))),
         Chain("cali-to-wl-dispatch", (Rule(match="! -i lo", action="--jump RETURN"),)),
         Chain("cali-INPUT", ()),
-        Chain("cali-POSTROUTING", (Rule(match="-s 10.65.0.0/16 ! -d 10.65.0.0/16",
-                                        action="--jump MASQUERADE"),), table="nat"),
+        Chain(
+            "cali-POSTROUTING",
+            (Rule(match="-s 10.65.0.0/16 ! -d 10.65.0.0/16", action="--jump MASQUERADE"),),
+            table="nat",
+        ),
     ]
 
 
@@ -68,8 +80,11 @@ def test_chains_and_hooks_written_with_calico_hashes(setup):
 def test_resync_restores_deleted_rule_and_keeps_foreign_rules(setup):
     ns, kind, writer = setup
     mode = "legacy" if kind == "python-iptables" else kind
-    ns.run(tool(mode, "restore").replace("restore", "restore"), "--noflush",
-           input="*filter\n:OTHER - -\n-A FORWARD -s 192.0.2.1/32 -j DROP\n-A OTHER -j ACCEPT\nCOMMIT\n")
+    ns.run(
+        tool(mode, "restore").replace("restore", "restore"),
+        "--noflush",
+        input="*filter\n:OTHER - -\n-A FORWARD -s 192.0.2.1/32 -j DROP\n-A OTHER -j ACCEPT\nCOMMIT\n",
+    )
     writer.set_chains(_chains())
     writer.apply()
     ns.run("iptables-legacy" if mode == "legacy" else "iptables-nft", "-D", "cali-FORWARD", "2")
@@ -157,3 +172,58 @@ def test_drift_hidden_from_cached_view_is_repaired_by_resync(setup):
     assert results["filter"].read and results["filter"].rewritten == ("cali-FORWARD",)
     got = _rules(_save(ns, kind), "cali-FORWARD")
     assert len(got) == len(_chains()[0].rules) and "10.65.1.0/24" in got[2]
+
+
+def _pod_chains(ifaces: list[str]) -> list[Chain]:
+    """_chains() with a dispatch chain like the policy compiler's: a goto per pod interface, then drop."""
+    leaves = [Rule(match=f"-o {i}", action=f"-g cali-tw-{i}") for i in ifaces]
+    dispatch = Chain("cali-to-wl-dispatch", (*leaves, Rule(action="-j DROP", comment="Unknown interface")))
+    pods = [
+        Chain(f"cali-tw-{i}", (Rule(match="-m conntrack --ctstate INVALID", action="-j DROP"),))
+        for i in ifaces
+    ]
+    return [*(c for c in _chains() if c.name != dispatch.name), dispatch, *pods]
+
+
+def test_additive_apply_inserts_in_place_then_a_full_apply_cleans_up(setup):
+    """A pod added while another's removal is pending: one insert-only transaction (the new chain,
+    its dispatch rule inserted before the drop); the gone pod's rule and chain stay until the full
+    apply, which also rewrites the hash comments the insert shifted."""
+    ns, kind, writer = setup
+    writer.set_chains(_pod_chains(["calia", "calic"]))
+    writer.apply()
+    writer.set_chains(_pod_chains(["calia", "calib"]))  # calic deleted, calib added
+    (result,) = writer.apply(additive=True, leftover_chains=("cali-to-wl-dispatch",))
+    assert result.additive and result.deleted == () and result.table == "filter"
+    text = _save(ns, kind)
+    got = _rules(text, "cali-to-wl-dispatch")
+    # the gone pod's rule stays where it was; the new one goes right before the rule it precedes
+    assert [re.search(r"-o (\S+)", line)[1] for line in got[:3]] == ["calia", "calic", "calib"]  # type: ignore[index]
+    assert "DROP" in got[3] and len(got) == 4
+    want = rule_hashes("cali-to-wl-dispatch", _pod_chains(["calia", "calib"])[-3].rules)
+    assert want[1] in got[2], "the inserted rule carries its desired hash"
+    assert ":cali-tw-calic" in text and ":cali-tw-calib" in text and writer.pending
+    (full,) = writer.apply()
+    assert full.deleted == ("cali-tw-calic",) and not writer.pending
+    got = _rules(_save(ns, kind), "cali-to-wl-dispatch")
+    assert [h in line for h, line in zip(want, got, strict=True)] == [True] * 3
+    assert ":cali-tw-calic" not in _save(ns, kind)
+    assert all(r.ops == 0 for r in writer.resync())
+
+
+def test_resync_after_an_additive_apply_repairs_to_exactly_desired(setup):
+    """The drift check treats what an additive apply left as drift: a resync alone converges."""
+    ns, kind, writer = setup
+    writer.set_chains(_pod_chains(["calia", "calic"]))
+    writer.apply()
+    writer.set_chains(_pod_chains(["calia", "calib"]))
+    writer.apply(additive=True, leftover_chains=("cali-to-wl-dispatch",))
+    results = {r.table: r for r in writer.resync()}
+    assert results["filter"].read and results["filter"].deleted == ("cali-tw-calic",)
+    assert not writer.pending
+    got = _rules(_save(ns, kind), "cali-to-wl-dispatch")
+    want = rule_hashes("cali-to-wl-dispatch", _pod_chains(["calia", "calib"])[-3].rules)
+    assert [h in line for h, line in zip(want, got, strict=True)] == [True] * 3
+    writer.set_chains(_pod_chains(["calia", "calib", "calid"]))
+    (result,) = writer.apply(additive=True, leftover_chains=("cali-to-wl-dispatch",))
+    assert result.additive, "after a re-read the view compares rule text again"

@@ -26,13 +26,20 @@ class RecordingPolicy:
         self.seen: list[Update] = []
         self.commits = 0
         self.fail = False
+        self.additive: list[bool] = []
+        self.left_behind = False  # what an additive commit leaves (PolicyDriver.deferred)
 
     def on_updates(self, updates: list[Update]) -> None:
         self.seen += updates
 
-    def commit(self) -> bool:
+    def commit(self, additive: bool = False) -> bool:
         self.commits += 1
+        self.additive.append(additive)
         return not self.fail
+
+    @property
+    def deferred(self) -> bool:
+        return self.left_behind
 
     def resync(self, what: str) -> None:
         pass
@@ -59,6 +66,7 @@ def _dataplane() -> tuple[LinuxDataplane, RecordingPolicy, FakeNetlink]:
     dp.apply(_added(KEY, "calia", "10.0.0.1"))
     dp.commit()
     policy.commits = 0
+    policy.additive = []
     return dp, policy, nl
 
 
@@ -165,6 +173,55 @@ def test_writer_flushes_deferred_work_once_idle() -> None:
         while dp.deferred and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not dp.deferred and policy.commits == 1, "written alone once the writer was idle"
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_an_add_commits_additively_and_what_it_leaves_stays_deferred() -> None:
+    dp, policy, _ = _dataplane()
+    dp.apply(_removed(KEY, "10.0.0.1"))
+    dp.commit()
+    policy.left_behind = True  # the additive commit below leaves the DEL's chains in place
+    dp.apply(_added(("default", "node1-k8s-b-eth0"), "calib", "10.0.0.2"))
+    assert dp.commit()
+    assert policy.additive == [True] and dp.deferred, "the new pod is in; the removal still waits"
+    dp.apply([InputUpdate("WorkloadEndpoint", KEY, None)])  # the datastore's echo of the DEL
+    dp.commit()
+    assert policy.commits == 1, "still only local removals: no commit"
+    policy.left_behind = False
+    assert dp.commit_deferred() and not dp.deferred
+    assert policy.additive == [True, False], "the flush is a plain (full) commit"
+
+
+class BusyGraph(ScriptedGraph):
+    """Every resource is a new remote endpoint's update: policy input that commits at once."""
+
+    def on_resource(self, kind: str, key: tuple[str, str], obj: Any) -> None:
+        self.pending.append(InputUpdate("WorkloadEndpoint", key, obj))
+
+
+def test_writer_flushes_deferred_work_within_the_bound_even_when_never_idle() -> None:
+    dp, policy, _ = _dataplane()
+    policy.left_behind = True  # every additive commit leaves something
+    writer = Writer(BusyGraph({}), dp, deferred_seconds=30, deferred_max_seconds=0.3)  # type: ignore[arg-type]
+    writer.in_sync.set()
+    stop = threading.Event()
+    thread = threading.Thread(target=writer.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        start = time.monotonic()
+        flushed_at = None
+        for i in range(200):  # a batch every ~10 ms: the loop is never idle for 30 s
+            key = ("default", f"node2-k8s-p{i}-eth0")
+            assert writer.submit_and_wait([ResourceMsg("WorkloadEndpoint", key, object(), i + 10)], 5)
+            if flushed_at is None and False in policy.additive:
+                flushed_at = time.monotonic() - start
+                break
+            time.sleep(0.01)
+        assert flushed_at is not None, "deferred work never flushed while the writer stayed busy"
+        assert 0.25 <= flushed_at < 1.5, flushed_at
+        assert policy.additive[0] is True
     finally:
         stop.set()
         thread.join(5)

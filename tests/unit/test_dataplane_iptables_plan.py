@@ -8,11 +8,14 @@ from felixpy.dataplane.iptables_render import (
     Op,
     SavedRule,
     count_rules,
+    jump_target,
     parse_save,
     plan_table,
+    plan_table_additive,
     render_restore,
     render_rule,
     rule_hashes,
+    saved_body,
 )
 from felixpy.dataplane.model import Chain, IpSet, Rule
 
@@ -112,3 +115,30 @@ def test_ipset_plans():
     assert plan_deletions(desired, [*actual, "foreign"]) == ["cali40gone"]
 
 
+def test_additive_plan_adds_only_and_gives_up_on_misplaced_hooks_or_removals():
+    hook = Hook("filter", "FORWARD", JUMP_FWD)
+    disp = Chain("cali-to-wl-dispatch", (Rule("-o calia", "-g cali-tw-calia"), Rule(action="-j DROP")))
+    tw = Chain("cali-tw-calia", (Rule(action="-j ACCEPT"),))
+    hh = rule_hashes("FORWARD", [JUMP_FWD])[0]
+    state = {
+        "FORWARD": [SavedRule(hh, render_rule(hh, JUMP_FWD))],
+        disp.name: [
+            SavedRule(h, render_rule(h, r))
+            for h, r in zip(rule_hashes(disp.name, disp.rules[1:]), disp.rules[1:], strict=True)
+        ],
+        "cali-old": [],
+    }
+    ops = plan_table_additive({disp.name: disp, tw.name: tw}, [hook], state)
+    want = rule_hashes(disp.name, disp.rules)
+    assert ops == [
+        Op("chain", "cali-tw-calia"),
+        Op("insert", "cali-to-wl-dispatch", render_rule(want[0], disp.rules[0]), 1),
+        Op("append", "cali-tw-calia", render_rule(rule_hashes(tw.name, tw.rules)[0], tw.rules[0])),
+    ], "cali-old (no longer desired) is left alone"
+    assert plan_table_additive({disp.name: disp, tw.name: tw}, [hook], {**state, "FORWARD": []}) is None
+    assert plan_table_additive({disp.name: Chain(disp.name, ())}, [hook], state) is None, "a rule must go"
+    assert (
+        saved_body(SavedRule("x" * 16, '-m comment --comment "cali:' + "x" * 16 + '" -j DROP')) == "-j DROP"
+    )
+    assert saved_body(SavedRule("x" * 16, "-o calia -m comment --comment cali:" + "x" * 16)) is None
+    assert jump_target('-m comment --comment "to -g x" -o calia -g cali-tw-calia') == "cali-tw-calia"

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from felixpy.dataplane.model import Chain, Rule
-from policy.chains import ChainConfig, TierPolicies, dispatch_chains, endpoint_chain, isolated_endpoint_chains
+from policy.chains import (
+    ChainConfig,
+    TierPolicies,
+    dispatch_chains,
+    endpoint_chain,
+    isolated_endpoint_chains,
+    policy_list_chain,
+)
 from policy.compiler import PolicyCompiler
 from policy.model import Endpoint, EntityMatch, NamedPort, Policy, PolicyRule, PortRange
 from policy.names import ipset_name, length_limited, policy_chain
@@ -54,20 +61,23 @@ def test_names_follow_calicos_length_limit() -> None:
 
 
 def test_allow_rule_renders_mark_then_return() -> None:
-    chain, sets = render_policy(_policy(rules=(ALLOW_WEB,)), "Ingress")
-    c = "gnp/p ingress rule 0"
-    assert chain == Chain(
-        "cali-pi-gnp/p",
-        (
-            Rule(
-                f"-p tcp -m set --match-set {SEL_WEB} src -m multiport --destination-ports 80,8000:8080",
-                "-j MARK --set-xmark 0x10000/0x10000",
-                c,
-            ),
-            Rule("-m mark --mark 0x10000/0x10000", "-j RETURN", c),
-        ),
+    chain, sets = render_policy(_policy(rules=(ALLOW_WEB, ALLOW_WEB)), "Ingress")
+    allow = Rule(
+        f"-p tcp -m set --match-set {SEL_WEB} src -m multiport --destination-ports 80,8000:8080",
+        "-j MARK --set-xmark 0x10000/0x10000",
     )
+    ret = Rule("-m mark --mark 0x10000/0x10000", "-j RETURN")
+    first = Rule(allow.match, allow.action, "Policy gnp/p ingress")  # the chain's comment, as Calico
+    assert chain == Chain("cali-pi-gnp/p", (first, ret, allow, ret))
     assert {s.name for s in sets} == {SEL_WEB}
+    trimmed, _ = render_policy(_policy(rules=(ALLOW_WEB, ALLOW_WEB)), "Ingress", trim_returns=True)
+    assert trimmed.rules == (first, ret, allow)  # falling off the end returns anyway (Calico drops it)
+
+
+def test_annotations_comment_every_rule_of_theirs() -> None:
+    rule = PolicyRule("Deny", protocol=17, comment="team=a")
+    chain, _ = render_policy(_policy(rules=(rule, rule)), "Ingress")
+    assert [r.comment for r in chain.rules] == ["team=a; Policy gnp/p ingress", "team=a"]
 
 
 def test_deny_pass_log_and_negations() -> None:
@@ -121,9 +131,13 @@ def test_rules_of_the_other_family_are_skipped() -> None:
 
 
 def test_endpoint_chain_layout() -> None:
-    chain = endpoint_chain("caliabc", "Egress", [TierPolicies("default", ("gnp/a", "gnp/b"))], ["kns.x"])
+    tiers = [TierPolicies("default", ("gnp/a", "gnp/b"))]
+    chain = endpoint_chain("caliabc", "Egress", tiers, ["kns.x"])
+    body = policy_list_chain("Egress", tiers, ["kns.x"])
     assert chain.name == "cali-fw-caliabc"
-    assert [(r.match, r.action) for r in chain.rules] == [
+    assert [(r.match, r.action) for r in chain.rules] == [("", f"-g {body.name}")]
+    assert body.name.startswith("cali-fp-") and len(body.name) == 28
+    assert [(r.match, r.action) for r in body.rules] == [
         ("-m conntrack --ctstate RELATED,ESTABLISHED", "-j ACCEPT"),
         ("-m conntrack --ctstate INVALID", "-j DROP"),
         ("", "-j MARK --set-xmark 0x0/0x30000"),
@@ -139,6 +153,43 @@ def test_endpoint_chain_layout() -> None:
         ("-m mark --mark 0x10000/0x10000", "-j RETURN"),
         ("", "-j DROP"),
     ]
+
+
+def test_policy_list_chains_are_shared_by_content() -> None:
+    tiers = [TierPolicies("default", ("gnp/a",))]
+    a = endpoint_chain("calia", "Ingress", tiers, ["kns.x"])
+    b = endpoint_chain("calib", "Ingress", tiers, ["kns.x"])
+    assert a.rules[-1] == b.rules[-1]  # same policies and profiles: same list chain
+    other_ns = endpoint_chain("calib", "Ingress", tiers, ["kns.y"])
+    no_policy = endpoint_chain("calib", "Ingress", [], ["kns.x"])
+    assert len({a.rules[-1].action, other_ns.rules[-1].action, no_policy.rules[-1].action}) == 3
+    assert policy_list_chain("Ingress", tiers, ["kns.x"]).name.startswith("cali-tp-")
+
+
+def test_compiler_shares_list_chains_and_drops_unused_ones() -> None:
+    c = _compiler()
+    c.update_endpoint(_ep("db2", "10.0.0.3", labels={"app": "db"}))
+    c.update_policy(_policy(rules=(ALLOW_WEB,)))
+    c.dirty()
+    db, db2, web = (_list_chain(c, f"cali-tw-cali{n}") for n in ("db", "db2", "web"))
+    assert db == db2 != web and any(r.action == "-j cali-pi-gnp/p" for r in db.rules)
+    c.remove_policy("gnp/p")
+    changes = c.dirty()
+    assert ("filter", db.name) in changes.removed_chains  # web's list chain serves both db's now
+    assert _list_chain(c, "cali-tw-calidb") == _list_chain(c, "cali-tw-calidb2") == web
+    c.remove_endpoint("x/db")
+    c.remove_endpoint("x/db2")
+    c.remove_endpoint("x/web")
+    changes = c.dirty()
+    assert ("filter", web.name) in changes.removed_chains
+    assert not any(n.startswith(("cali-tp-", "cali-fp-")) for _, n in c.chains())
+
+
+def _list_chain(c: PolicyCompiler, endpoint_chain_name: str) -> Chain:
+    """The policy list chain an endpoint chain goes to (its last rule)."""
+    chains = c.chains()
+    target = chains[("filter", endpoint_chain_name)].rules[-1].action.removeprefix("-g ")
+    return chains[("filter", target)]
 
 
 def test_dispatch_is_sorted_and_ends_in_drop() -> None:
@@ -170,7 +221,12 @@ def test_policy_update_touches_only_its_chains_and_sets() -> None:
     c = _compiler()
     c.update_policy(_policy(rules=(ALLOW_WEB,)))
     changes = c.dirty()
-    assert set(changes.chains) == {("filter", "cali-pi-gnp/p"), ("filter", "cali-tw-calidb")}
+    body = _list_chain(c, "cali-tw-calidb")  # db's new policy list (web's is unchanged)
+    assert set(changes.chains) == {
+        ("filter", "cali-pi-gnp/p"),
+        ("filter", "cali-tw-calidb"),
+        ("filter", body.name),
+    }
     assert changes.ipsets[SEL_WEB].members == frozenset({"10.0.0.1", "10.0.1.1"})
     assert not changes.removed_chains and not changes.removed_ipsets
     assert not c.dirty()
@@ -196,12 +252,13 @@ def test_remove_policy_removes_chain_and_unused_sets() -> None:
     c = _compiler()
     c.update_policy(_policy(rules=(ALLOW_WEB,)))
     c.dirty()
+    before = _list_chain(c, "cali-tw-calidb")
     c.remove_policy("gnp/p")
     changes = c.dirty()
-    assert changes.removed_chains == {("filter", "cali-pi-gnp/p")}
+    assert changes.removed_chains == {("filter", "cali-pi-gnp/p"), ("filter", before.name)}
     assert changes.removed_ipsets == {SEL_WEB}
-    tw = changes.chains[("filter", "cali-tw-calidb")]
-    assert not any("cali-pi-" in r.action for r in tw.rules)
+    assert ("filter", "cali-tw-calidb") in changes.chains
+    assert not any("cali-pi-" in r.action for r in _list_chain(c, "cali-tw-calidb").rules)
 
 
 def test_shared_selector_set_survives_one_user() -> None:
@@ -230,8 +287,8 @@ def test_local_endpoint_becoming_selected_gets_the_policy() -> None:
     c.dirty()
     c.update_endpoint(_ep("web", "10.0.0.1", labels={"app": "db"}))
     changes = c.dirty()
-    tw = changes.chains[("filter", "cali-tw-caliweb")]
-    assert any(r.action == "-j cali-pi-gnp/p" for r in tw.rules)
+    assert ("filter", "cali-tw-caliweb") in changes.chains
+    assert any(r.action == "-j cali-pi-gnp/p" for r in _list_chain(c, "cali-tw-caliweb").rules)
     assert changes.ipsets[SEL_WEB].members == frozenset({"10.0.1.1"})
 
 

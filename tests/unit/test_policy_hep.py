@@ -206,7 +206,7 @@ def test_evaluator_forward_uses_only_apply_on_forward() -> None:
     ev = Evaluator([H], [deny_fwd, gnp("pre", preDNAT=True, applyOnForward=True, **ALLOW_8080)])
     assert not ev.host_allows(H, "Ingress", Flow(CLIENT, "10.9.0.1", "TCP", 8080), forwarded=True)
     assert ev.host_allows(H, "Ingress", tcp_in(22))  # failsafes beat a deny
-    assert not ev.host_allows(H, "Ingress", tcp_in(8080))  # the pre-DNAT allow is not enforced
+    assert not ev.host_allows(H, "Ingress", tcp_in(8080))  # filter stage only (pre-DNAT: evaluate_hostraw)
 
 
 def test_evaluator_host_endpoint_for_interface() -> None:
