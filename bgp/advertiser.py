@@ -60,9 +60,14 @@ def _reflected(
     return None if route is None else (route.next_hop, route.attrs)
 
 
+ENCODED_CACHE = 256  # (next hop, attributes, prefixes) groups whose UPDATEs are kept, as hex
+
+
 class Advertiser:
     def __init__(self) -> None:
         self._sent: dict[str, dict[str, Advert]] = {}
+        # a reflector sends the same groups to every client: encode each once (a pure function)
+        self._encoded: dict[tuple[object, ...], list[str]] = {}
 
     def sent(self, peer: str) -> dict[str, Advert]:
         return dict(self._sent.get(peer, {}))
@@ -122,7 +127,7 @@ class Advertiser:
     def _wire(
         self, peer: PeerSpec, groups: list[tuple[Advert, list[str]]], withdraw: list[str], local: str
     ) -> list[str]:
-        messages = wire.encode_withdraw(sorted(withdraw)) if withdraw else []
+        messages = self._encode(("withdraw", tuple(sorted(withdraw)))) if withdraw else []
         sent = self._sent[peer.address]
         for (next_hop, attrs), prefixes in groups:
             by_family: dict[bool, list[str]] = defaultdict(list)
@@ -141,5 +146,18 @@ class Advertiser:
                     for prefix in members:
                         sent.pop(prefix, None)
                     continue
-                messages += wire.encode_announce(hop, attrs, sorted(members), ibgp=not peer.ebgp)
+                messages += self._encode((hop, attrs, not peer.ebgp, tuple(sorted(members))))
         return wire_commands(peer.address, messages)
+
+    def _encode(self, key: tuple[object, ...]) -> list[str]:
+        found = self._encoded.get(key)
+        if found is None:
+            if key[0] == "withdraw":
+                raw = wire.encode_withdraw(key[1])  # type: ignore[arg-type]
+            else:
+                hop, attrs, ibgp, prefixes = key
+                raw = wire.encode_announce(hop, attrs, prefixes, ibgp=ibgp)  # type: ignore[arg-type]
+            if len(self._encoded) >= ENCODED_CACHE:
+                self._encoded.clear()
+            found = self._encoded[key] = [m.hex() for m in raw]
+        return found

@@ -63,6 +63,15 @@ class _Session:
     wire: bool | None = None  # decided when the session comes up; None = not (yet) up
 
 
+@dataclass
+class _Classes:
+    """A set of prefixes sorted by what their adverts depend on (``Engine._classify``)."""
+
+    none: list[str] = field(default_factory=list)  # never advertised (outside exportable pools)
+    each: list[tuple[str, tuple[Route, ...]]] = field(default_factory=list)  # ours, or no best path
+    groups: dict[tuple[int, str, int, str], tuple[tuple[Route, ...], list[str]]] = field(default_factory=dict)
+
+
 class Engine:
     def __init__(
         self,
@@ -264,52 +273,57 @@ class Engine:
             spec.address, session.router_id if session else "", spec.peer_as, spec.local_as, spec.rr_client
         )
 
-    def _adverts(
-        self,
-        spec: PeerSpec,
-        prefixes: Iterable[str],
-        facts: dict[str, tuple[tuple[Route, ...], bool]],
-    ) -> dict[str, tuple[str, PathAttrs] | None]:
-        """``outbound`` for each prefix towards one peer.
+    def _classify(self, prefixes: Iterable[str]) -> _Classes:
+        """What does not depend on the peer, once per set of prefixes (see ``_adverts``)."""
+        assert self.desired is not None
+        d = self.desired
+        classes = _Classes()
+        best_of = self.rib.best
+        for prefix in prefixes:
+            best = best_of(prefix)
+            if not best or prefix in d.exports:
+                classes.each.append((prefix, best))
+            elif not exportable(prefix, d.pools):
+                classes.none.append(prefix)
+            else:
+                route = best[0]
+                key = (id(route.attrs), route.next_hop, id(route.source), family_of(prefix))
+                group = classes.groups.get(key)
+                if group is None:
+                    classes.groups[key] = (best, [prefix])
+                else:
+                    group[1].append(prefix)
+        return classes
+
+    def _adverts(self, spec: PeerSpec, classes: _Classes) -> dict[str, tuple[str, PathAttrs] | None]:
+        """``outbound`` for every classified prefix towards one peer.
 
         What ``outbound`` says about a learned route depends on its prefix only through the
         family and export checks; the rest (reflection) is the same for every route that shares
-        next hop, attributes and source — thousands on a reflector — so it is computed once per
-        such group, and the groups' identical answers let ``Advertiser.plan`` batch them cheaply.
+        next hop, attributes and source — thousands on a reflector. So it is asked once per such
+        group, and the whole group gets the one answer (one shared object, which also lets
+        ``Advertiser.plan`` batch without hashing).
         """
         assert self.desired is not None
         d = self.desired
         to_peer = self._to_peer(spec)
-        memo: dict[tuple[int, str, str], tuple[str, PathAttrs] | None] = {}
-        out: dict[str, tuple[str, PathAttrs] | None] = {}
-        for prefix in prefixes:
-            known = facts.get(prefix)
-            if known is None:  # what does not depend on the peer, once per prefix and flush
-                best = self.rib.best(prefix)
-                known = facts[prefix] = (best, bool(best) and exportable(prefix, d.pools))
-            best, is_exportable = known
-            if not best or prefix in d.exports or family_of(prefix) not in spec.families:
-                out[prefix] = outbound(
-                    prefix, spec, to_peer, exports=d.exports, best=best, pools=d.pools, local=d.local
-                )
-                continue
-            if not is_exportable:
-                out[prefix] = None
-                continue
-            route = best[0]
-            key = (id(route.attrs), route.next_hop, route.source.address)
-            if key not in memo:
-                memo[key] = outbound(
-                    prefix,
-                    spec,
-                    to_peer,
-                    exports=d.exports,
-                    best=best,
-                    pools=d.pools,
-                    local=d.local,
-                    is_exportable=True,
-                )
-            out[prefix] = memo[key]
+        out: dict[str, tuple[str, PathAttrs] | None] = dict.fromkeys(classes.none)
+        for prefix, best in classes.each:
+            out[prefix] = outbound(
+                prefix, spec, to_peer, exports=d.exports, best=best, pools=d.pools, local=d.local
+            )
+        for best, members in classes.groups.values():
+            advert = outbound(
+                members[0],
+                spec,
+                to_peer,
+                exports=d.exports,
+                best=best,
+                pools=d.pools,
+                local=d.local,
+                is_exportable=True,
+            )
+            out.update(dict.fromkeys(members, advert))
         return out
 
     def _wire_candidate(self, spec: PeerSpec) -> bool:
@@ -329,19 +343,18 @@ class Engine:
             return None
         return session.local if session.wire and session.local else ""
 
+    def _everything(self) -> _Classes:
+        prefixes = set(self.desired.exports if self.desired else {}) | {p for p, _ in self.rib.best_routes()}
+        return self._classify(prefixes)
+
     def _announce_all(
-        self,
-        address: str,
-        *,
-        resend: bool = False,
-        facts: dict[str, tuple[tuple[Route, ...], bool]] | None = None,
+        self, address: str, *, resend: bool = False, everything: _Classes | None = None
     ) -> None:
         spec = self._peer(address)
         mode = self._mode(spec)
         if mode is None:
             return
-        prefixes = set(self.desired.exports if self.desired else {}) | {p for p, _ in self.rib.best_routes()}
-        changes = self._adverts(spec, prefixes, {} if facts is None else facts)
+        changes = self._adverts(spec, self._everything() if everything is None else everything)
         self._send(
             self.adv.plan(spec, changes, full=True, resend=resend and bool(mode), wire_self=mode or None)
         )
@@ -353,7 +366,8 @@ class Engine:
         if self.desired is None or not self._hello:
             return
         dirty, self._dirty = self._dirty, set()
-        facts: dict[str, tuple[tuple[Route, ...], bool]] = {}
+        changed: _Classes | None = None
+        everything: _Classes | None = None
         for spec in self.desired.peers:
             if spec.address not in self._exa_known:
                 continue
@@ -361,10 +375,11 @@ class Engine:
             if mode is None:
                 continue
             if full or not self.adv.known(spec.address):
-                self._announce_all(spec.address, facts=facts)
+                everything = everything or self._everything()
+                self._announce_all(spec.address, everything=everything)
                 continue
-            changes = self._adverts(spec, dirty, facts)
-            self._send(self.adv.plan(spec, changes, wire_self=mode or None))
+            changed = changed or self._classify(dirty)
+            self._send(self.adv.plan(spec, self._adverts(spec, changed), wire_self=mode or None))
 
     def status(self) -> list[PeerStatus]:
         if self.desired is None:

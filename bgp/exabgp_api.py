@@ -262,12 +262,10 @@ def withdraw_commands(
 WIRE_MESSAGES_PER_COMMAND = 16
 
 
-def wire_commands(
-    neighbor: str, messages: list[bytes], *, batch: int = WIRE_MESSAGES_PER_COMMAND
-) -> list[str]:
-    """``neighbor N felixpy-wire HEX ...``: complete UPDATE messages for ``bgp.exabgp_wire``."""
+def wire_commands(neighbor: str, messages: list[str], *, batch: int = WIRE_MESSAGES_PER_COMMAND) -> list[str]:
+    """``neighbor N felixpy-wire HEX ...``: complete UPDATE messages (hex) for ``bgp.exabgp_wire``."""
     return [
-        f"neighbor {neighbor} felixpy-wire {' '.join(m.hex() for m in messages[i : i + batch])}"
+        f"neighbor {neighbor} felixpy-wire {' '.join(messages[i : i + batch])}"
         for i in range(0, len(messages), batch)
     ]
 

@@ -177,3 +177,23 @@ def test_wire_update_events_parse_from_exabgp_packets_json() -> None:
     assert api.parse_line(line) == api.EndOfRib("10.0.0.2", "ipv4 unicast")
     broken = line.replace(f'"body": "0x{eor[19:].hex()}"', '"body": "0x00ff"')
     assert isinstance(api.parse_line(broken), api.Other)
+
+
+def test_each_client_gets_what_reflection_allows_it_from_mixed_sources() -> None:
+    """Routes are batched by (attributes, next hop, source): the per-peer rules still hold per route."""
+    engine, sent = make()
+    for peer in (SOURCE, C1, C2):
+        up(engine, peer)
+    sent.clear()
+    learn(engine, "10.65.10.0/26")  # from SOURCE
+    engine.handle(api.Update(C1, 64512, PathAttrs(), (api.Announce("10.65.11.0/26", C1),)), 0)
+    looped = PathAttrs(originator_id=C2)  # came around from C2 through another reflector
+    engine.handle(api.Update(SOURCE, 64512, looped, (api.Announce("10.65.12.0/26", SOURCE),)), 0)
+    engine.flush()
+
+    def got(peer: str) -> dict[str, str | None]:
+        return {p: u.attrs.originator_id for u in wire_updates(sent, peer) for p in u.announce}
+
+    assert got(C1) == {"10.65.10.0/26": SOURCE, "10.65.12.0/26": C2}  # not its own route back
+    assert got(C2) == {"10.65.10.0/26": SOURCE, "10.65.11.0/26": C1}  # not the one it originated
+    assert got(SOURCE) == {"10.65.11.0/26": C1}
