@@ -213,16 +213,17 @@ class Engine:
         source = PeerInfo(update.peer, session.router_id, spec.peer_as, spec.local_as, spec.rr_client)
         raw = self._raw.setdefault(update.peer, {})
         self.status_changed = True
+        norm = _as_is if update.canonical else normalize_prefix
         for prefix in update.withdraw:
-            prefix = normalize_prefix(prefix)
+            prefix = norm(prefix)
             raw.pop(prefix, None)
             self.rib.withdraw(update.peer, prefix)
         policy = self.desired.import_policy
         loop = attrs_reason(update.attrs, policy)  # the same for every prefix of the update
         for item in update.announce:
-            route = Route(normalize_prefix(item.prefix), item.next_hop, update.attrs, source)
+            route = Route(norm(item.prefix), item.next_hop, update.attrs, source)
             raw[route.prefix] = route
-            self._import(update.peer, route, loop or prefix_reason(route.prefix, policy))
+            self._import(update.peer, route, loop or prefix_reason(route.prefix, policy, canonical=True))
 
     def _import(self, peer: str, route: Route, reason: str | None = "") -> None:
         assert self.desired is not None
@@ -400,6 +401,10 @@ class Engine:
                 )
             )
         return out
+
+
+def _as_is(prefix: str) -> str:
+    return prefix
 
 
 def _peers_changed(old: Desired, new: Desired) -> bool:

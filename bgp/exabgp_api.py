@@ -63,6 +63,7 @@ class Update:
     attrs: PathAttrs
     announce: tuple[Announce, ...] = ()
     withdraw: tuple[str, ...] = ()
+    canonical: bool = False  # prefixes already as normalize_prefix writes them (wire decoder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +147,9 @@ def _wire_update(peer: str, peer_as: int, message: dict[str, Any]) -> Event:
         return EndOfRib(peer, decoded.eor)
     announce = tuple(Announce(p, decoded.next_hop) for p in decoded.announce)
     announce += tuple(Announce(p, decoded.next_hop6) for p in decoded.announce6)
-    return Update(peer, peer_as, decoded.attrs, announce, decoded.withdraw + decoded.withdraw6)
+    return Update(
+        peer, peer_as, decoded.attrs, announce, decoded.withdraw + decoded.withdraw6, canonical=True
+    )
 
 
 def _open(peer: str, open_msg: dict[str, Any]) -> Open:

@@ -88,11 +88,12 @@ def attrs_reason(attrs: PathAttrs, policy: ImportPolicy) -> str | None:
     return None
 
 
-def prefix_reason(prefix: str, policy: ImportPolicy) -> str | None:
-    """The part of ``import_reason`` that depends only on the prefix."""
+def prefix_reason(prefix: str, policy: ImportPolicy, *, canonical: bool = False) -> str | None:
+    """The part of ``import_reason`` that depends only on the prefix (``canonical``: it is
+    already as ``normalize_prefix`` writes it)."""
     if prefix_key(prefix)[2] == 0:
         return None if policy.import_default else "default route"
-    if normalize_prefix(prefix) in policy.own_blocks:
+    if (prefix if canonical else normalize_prefix(prefix)) in policy.own_blocks:
         return "own block"
     if pool_for(prefix, policy.pools) is None:
         return "outside IP pools"

@@ -80,14 +80,28 @@ def _v4_key(prefix: str) -> PrefixKey | None:
     return (4, value & (((1 << bits) - 1) << (32 - bits)), bits)
 
 
-@functools.lru_cache(maxsize=1 << 16)
+_KEYS: dict[str, PrefixKey] = {}
+_KEYS_MAX = 1 << 17
+
+
 def prefix_key(prefix: str) -> PrefixKey:
     """A prefix (host bits cleared, as ``strict=False``) as integers, for containment tests."""
-    key = _v4_key(prefix)
+    key = _KEYS.get(prefix)
     if key is not None:
         return key
-    net = ipaddress.ip_network(prefix, strict=False)
-    return (net.version, int(net.network_address), net.prefixlen)
+    key = _v4_key(prefix)
+    if key is None:
+        net = ipaddress.ip_network(prefix, strict=False)
+        key = (net.version, int(net.network_address), net.prefixlen)
+    seed_prefix_key(prefix, key)
+    return key
+
+
+def seed_prefix_key(prefix: str, key: PrefixKey) -> None:
+    """Remember ``prefix_key(prefix)`` computed elsewhere (the wire decoder has the integers)."""
+    if len(_KEYS) >= _KEYS_MAX:
+        _KEYS.clear()
+    _KEYS[prefix] = key
 
 
 def key_inside(inner: PrefixKey, outer: PrefixKey) -> bool:

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bgp.route import PathAttrs
+from bgp.route import PathAttrs, seed_prefix_key
 
 MARKER = b"\xff" * 16
 HEADER_LEN = 19
@@ -259,9 +259,13 @@ def _prefix_text(chunk: bytes, width: int) -> str:
     bits, octets = chunk[0], len(chunk) - 1
     value = (int.from_bytes(chunk[1:], "big") << (width - 8 * octets)) >> (width - bits) << (width - bits)
     if width == 32:
-        return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}/{bits}"
+        text = f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}/{bits}"
+        seed_prefix_key(text, (4, value, bits))  # the RIB and filters need these integers too
+        return text
     text = socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))  # ~10x faster than ipaddress
-    return f"{ipaddress.IPv6Address(value) if '.' in text else text}/{bits}"  # same text but for ::a.b.c.d
+    text = f"{ipaddress.IPv6Address(value) if '.' in text else text}/{bits}"  # same text but for ::a.b.c.d
+    seed_prefix_key(text, (6, value, bits))
+    return text
 
 
 def _prefixes(data: bytes, start: int, end: int, width: int, add_path: bool, what: str) -> tuple[str, ...]:

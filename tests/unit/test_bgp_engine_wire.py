@@ -170,7 +170,11 @@ def test_wire_update_events_parse_from_exabgp_packets_json() -> None:
     )
     event = api.parse_line(line)
     assert event == api.Update(
-        "10.0.0.2", 64512, PathAttrs(med=5, local_pref=100), (api.Announce("10.65.7.0/26", "10.0.0.2"),)
+        "10.0.0.2",
+        64512,
+        PathAttrs(med=5, local_pref=100),
+        (api.Announce("10.65.7.0/26", "10.0.0.2"),),
+        canonical=True,
     )
     eor = wire.encode_eor("ipv4 unicast")
     line = line.replace(message[19:].hex(), eor[19:].hex())
@@ -197,3 +201,20 @@ def test_each_client_gets_what_reflection_allows_it_from_mixed_sources() -> None
     assert got(C1) == {"10.65.10.0/26": SOURCE, "10.65.12.0/26": C2}  # not its own route back
     assert got(C2) == {"10.65.10.0/26": SOURCE, "10.65.11.0/26": C1}  # not the one it originated
     assert got(SOURCE) == {"10.65.11.0/26": C1}
+
+
+def test_decoder_seeds_prefix_keys_equal_to_computed_ones() -> None:
+    import ipaddress
+
+    from bgp import route
+
+    prefixes = ["10.65.13.0/26", "10.0.0.0/8", "0.0.0.0/0", "fd00:13::/64", "2001:db8::1:0/112"]
+    v4 = wire.encode_announce("10.0.0.2", PathAttrs(), prefixes[:3])
+    v6 = wire.encode_announce("fd00::2", PathAttrs(), prefixes[3:])
+    route._KEYS.clear()
+    wire._prefix_text.cache_clear()  # decoded before in this process: nothing would be seeded
+    for message in v4 + v6:
+        wire.decode_update(message[19:])
+    for prefix in prefixes:
+        net = ipaddress.ip_network(prefix)
+        assert route._KEYS[prefix] == (net.version, int(net.network_address), net.prefixlen)
