@@ -153,6 +153,11 @@ class Engine:
             self._on_update(event)
         elif isinstance(event, api.EndOfRib):
             self._on_eor(event.peer)
+        elif isinstance(event, api.RouteRefresh):
+            session = self.sessions.get(event.peer)
+            if session is not None and session.wire and self.desired is not None:
+                log.info("bgp route refresh from %s: resending the whole table", event.peer)
+                self._announce_all(event.peer, resend=True)
         elif isinstance(event, api.Other) and event.text == "wire-error":
             # RFC 7606 would treat it as a withdraw; we cannot know its prefixes, so we keep what we have
             log.error(

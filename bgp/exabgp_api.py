@@ -67,6 +67,13 @@ class Update:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteRefresh:
+    """The peer asked for our routes again (wire mode: ExaBGP cannot answer it itself)."""
+
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
 class EndOfRib:
     peer: str
     family: str
@@ -90,7 +97,9 @@ class Other:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-Event = Ack | StateChange | Negotiated | Open | Update | EndOfRib | Shutdown | BridgeNote | Other
+Event = (
+    Ack | StateChange | Negotiated | Open | Update | RouteRefresh | EndOfRib | Shutdown | BridgeNote | Other
+)
 
 
 def parse_line(line: str) -> Event:
@@ -115,6 +124,8 @@ def parse_message(data: dict[str, Any]) -> Event:
     if kind == "state":
         local = neighbor.get("address", {}).get("local", "") if isinstance(neighbor, dict) else ""
         return StateChange(peer, neighbor.get("state", ""), neighbor.get("reason", ""), str(local or ""))
+    if kind == "felixpy-refresh":
+        return RouteRefresh(peer)
     if kind == "negotiated":
         agreed = neighbor.get("negotiated", {})
         add_path = agreed.get("add_path", {})

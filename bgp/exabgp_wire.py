@@ -10,7 +10,8 @@ but on a session that negotiated 4-byte AS numbers and no ADD-PATH:
   processes subscribed to received updates (``packets_json``), and the peer loop gets ExaBGP's empty-UPDATE
   sentinel, so the hold timer is refreshed exactly as for a decoded one. The agent decodes
   (``bgp.wire``). Other messages (OPEN, NOTIFICATION, KEEPALIVE, ROUTE-REFRESH) go through
-  ExaBGP's own reader unchanged.
+  ExaBGP's own reader unchanged; a ROUTE-REFRESH is also announced to the agent
+  (``felixpy-refresh``), which resends the session's whole table.
 * **out**: ``neighbor <ip> felixpy-wire <hex> [<hex> ...]`` queues complete UPDATE messages
   (the agent encodes them) on that session; the peer loop writes them through ExaBGP's own
   ``send`` from ``new_update`` — the same generator, in the same order, that writes ExaBGP's own
@@ -36,6 +37,7 @@ PATCHED_VERSIONS = ("5.0.15",)
 ENV = "FELIXPY_BGP_WIRE"
 COMMAND = "felixpy-wire"
 _UPDATE_TYPE = 2
+_ROUTE_REFRESH_TYPE = 5
 _MARKER = b"\xff" * 16
 _QUEUE_ATTR = "_felixpy_wire_queue"
 _originals: dict[str, Any] = {}
@@ -97,6 +99,17 @@ def packets_json(neighbor: Any, header: bytes, body: bytes) -> str:
     )
 
 
+def refresh_json(neighbor: Any) -> str:
+    peer = {"local": str(neighbor["local-address"]), "peer": str(neighbor["peer-address"])}
+    return json.dumps({"exabgp": "wire", "type": "felixpy-refresh", "neighbor": {"address": peer}})
+
+
+def _emit_refresh(protocol: Any) -> None:
+    neighbor = protocol.neighbor
+    for process in neighbor.api["receive-update"]:
+        protocol.peer.reactor.processes.write(process, refresh_json(neighbor), neighbor)
+
+
 def _emit_update(protocol: Any, header: bytes, body: bytes) -> None:
     processes = protocol.peer.reactor.processes
     neighbor = protocol.neighbor
@@ -125,6 +138,9 @@ def _read_message(self: Any) -> Any:
         if notify is None and not length:
             yield _NOP
             continue
+        if notify is None and msg_id == _ROUTE_REFRESH_TYPE:
+            # ExaBGP answers from its Adj-RIB-Out, which has none of the wire routes: tell the agent
+            _emit_refresh(self)
         # anything else: ExaBGP's own code handles this one message, as it would have
         connection.reader = lambda item=item: iter((item,))
         try:

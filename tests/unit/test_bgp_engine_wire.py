@@ -218,3 +218,15 @@ def test_decoder_seeds_prefix_keys_equal_to_computed_ones() -> None:
     for prefix in prefixes:
         net = ipaddress.ip_network(prefix)
         assert route._KEYS[prefix] == (net.version, int(net.network_address), net.prefixlen)
+
+
+def test_route_refresh_on_a_wire_session_resends_the_table() -> None:
+    engine, sent = make()
+    up(engine, SOURCE)
+    up(engine, C1)
+    learn(engine, "10.65.14.0/26")
+    sent.clear()
+    engine.handle(api.RouteRefresh(C1), 0)
+    assert [u.announce for u in wire_updates(sent, C1)] == [("10.65.14.0/26",)]
+    line = '{"type": "felixpy-refresh", "neighbor": {"address": {"local": "10.0.0.1", "peer": "10.0.0.3"}}}'
+    assert api.parse_line(line) == api.RouteRefresh(C1)

@@ -84,3 +84,10 @@ def test_packets_json_is_what_the_agent_parses() -> None:
     assert isinstance(event, api.Update)
     assert (event.peer, event.peer_as, event.attrs.med) == ("10.0.0.2", 64512, 3)
     assert [a.prefix for a in event.announce] == ["10.65.1.0/26", "10.65.1.64/26"]
+
+
+def test_refresh_json_names_the_peer() -> None:
+    from bgp import exabgp_api as api
+
+    neighbor = {"local-address": "10.0.0.1", "peer-address": "10.0.0.2", "local-as": 64512, "peer-as": 64512}
+    assert api.parse_line(exabgp_wire.refresh_json(neighbor)) == api.RouteRefresh("10.0.0.2")
