@@ -24,7 +24,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +37,10 @@ from felixpy.dataplane.names import DEFAULT_PREFIX
 from felixpy.dataplane.netlink import RT_SCOPE_LINK, open_iproute
 from felixpy.dataplane.sysctl import (
     container_v6_sysctls,
+    forwarding_sysctls,
     host_veth_sysctls,
     netns_path,
+    repair_sysctls,
     write_sysctls,
 )
 
@@ -130,6 +132,15 @@ class WorkloadLinks:
         )
         ipr.link("set", index=idx, state="up")
         return mac
+
+    def repair_sysctls(self, endpoints: Mapping[str, set[int]]) -> int:
+        """Re-assert the host side's sysctls of these veths ({iface: IP versions}) and forwarding;
+        only values someone changed are written. Returns how many keys were repaired."""
+        wanted: dict[str, str] = forwarding_sysctls(ipv6=any(6 in f for f in endpoints.values()))
+        for iface, families in endpoints.items():
+            wanted |= host_veth_sysctls(iface, ipv4=4 in families or not families, ipv6=6 in families)
+        fixed = repair_sysctls(wanted, netns=self.host_netns, reason="periodic refresh found drift")
+        return len(fixed)
 
     def delete(self, host_ifname: str, *, reason: str = "workload removed") -> bool:
         """Delete the host side (the pod side goes with it). False if it was not there."""

@@ -87,6 +87,31 @@ def write_sysctls(values: Mapping[str, str | int], *, netns: str | None = None, 
     log.info("sysctl.set", netns=netns, values=dict(values), reason=reason)
 
 
+def repair_sysctls(
+    values: Mapping[str, str], *, netns: str | None = None, reason: str = ""
+) -> dict[str, tuple[str, str]]:
+    """Rewrite the keys whose value is not ``values``' (keys that vanished, e.g. a veth deleted
+    meanwhile, are skipped). Returns {key: (found, written)}; logs one line when anything changed."""
+
+    def body() -> dict[str, tuple[str, str]]:
+        fixed: dict[str, tuple[str, str]] = {}
+        for key, want in values.items():
+            try:
+                have = _read(key)
+                if have != str(want):
+                    _write_all({key: want})
+                    fixed[key] = (have, str(want))
+            except FileNotFoundError:
+                continue
+        return fixed
+
+    fixed = body() if netns is None else run_in_netns(netns, body)
+    if fixed:
+        log.info("sysctl.repaired", netns=netns, values={k: v[1] for k, v in fixed.items()},
+                 found={k: v[0] for k, v in fixed.items()}, reason=reason)
+    return fixed
+
+
 def read_sysctl(key: str, *, netns: str | None = None) -> str:
     return _read(key) if netns is None else run_in_netns(netns, lambda: _read(key))
 

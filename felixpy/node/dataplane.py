@@ -57,6 +57,18 @@ class PolicyDriver(Protocol):
 
     def resync(self, what: str) -> None: ...
 
+    def _repair_sysctls(self) -> None:
+        repair = getattr(self.links, "repair_sysctls", None)
+        if repair is None:
+            return
+        families: dict[str, set[int]] = {}
+        for ep in self.endpoints.values():
+            families.setdefault(ep.iface, set()).update(6 if ":" in ip else 4 for ip in ep.ips)
+        try:
+            repair(families)
+        except OSError as exc:  # a veth or the namespace gone meanwhile: the next refresh tries again
+            log.warning("sysctl.repair_failed", error=str(exc))
+
     def post_write_check(self) -> None: ...
 
     def endpoint_programmed(self, iface: str) -> bool: ...
@@ -85,6 +97,18 @@ class FamilyPolicies:
     def resync(self, what: str) -> None:
         for driver in self.drivers:
             driver.resync(what)
+
+    def _repair_sysctls(self) -> None:
+        repair = getattr(self.links, "repair_sysctls", None)
+        if repair is None:
+            return
+        families: dict[str, set[int]] = {}
+        for ep in self.endpoints.values():
+            families.setdefault(ep.iface, set()).update(6 if ":" in ip else 4 for ip in ep.ips)
+        try:
+            repair(families)
+        except OSError as exc:  # a veth or the namespace gone meanwhile: the next refresh tries again
+            log.warning("sysctl.repair_failed", error=str(exc))
 
     def post_write_check(self) -> None:
         for driver in self.drivers:
@@ -222,6 +246,7 @@ class LinuxDataplane:
             if self.encap is not None:
                 self.encap.resync()
                 self.encap.apply()
+            self._repair_sysctls()
             stats = self.routes.resync()
             if stats.replaced or stats.deleted:
                 log.info(
@@ -233,6 +258,18 @@ class LinuxDataplane:
                 )
         elif self.policy is not None:
             self.policy.resync(what)
+
+    def _repair_sysctls(self) -> None:
+        repair = getattr(self.links, "repair_sysctls", None)
+        if repair is None:
+            return
+        families: dict[str, set[int]] = {}
+        for ep in self.endpoints.values():
+            families.setdefault(ep.iface, set()).update(6 if ":" in ip else 4 for ip in ep.ips)
+        try:
+            repair(families)
+        except OSError as exc:  # a veth or the namespace gone meanwhile: the next refresh tries again
+            log.warning("sysctl.repair_failed", error=str(exc))
 
     def post_write_check(self) -> None:
         """Felix's post-write check of the iptables tables (the writer loop calls this every turn)."""

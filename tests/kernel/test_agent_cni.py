@@ -336,6 +336,24 @@ def test_check_detects_missing_route_and_resync_restores_it(env: NodeEnv) -> Non
     assert env.cni("CHECK", pod, "f")[0] == 0
 
 
+def test_resync_restores_sysctls_changed_by_hand(env: NodeEnv) -> None:
+    """proxy ARP off on a pod's host veth, or forwarding off on the node, cuts the pod off: the
+    periodic refresh (2 s here) puts them back, and logs what it found."""
+    pod = env.pod("pod-s")
+    rc, res = env.cni("ADD", pod, "s")
+    assert rc == 0, res
+    iface = res["interfaces"][0]["name"]
+    proxy_arp = f"/proc/sys/net/ipv4/conf/{iface}/proxy_arp"
+
+    def read(path: str) -> str:
+        return env.node.run("cat", path).strip()
+
+    assert read(proxy_arp) == "1" and read("/proc/sys/net/ipv4/ip_forward") == "1"
+    env.node.run("sh", "-c", f"echo 0 > {proxy_arp}; echo 0 > /proc/sys/net/ipv4/ip_forward")
+    _wait(lambda: read(proxy_arp) == "1" and read("/proc/sys/net/ipv4/ip_forward") == "1", 10, "sysctls back")
+    assert "sysctl.repaired" in env.agent_log()
+
+
 def test_plugin_fails_fast_when_agent_socket_is_missing(env: NodeEnv, tmp_path: Path) -> None:
     conf = {"cniVersion": "1.0.0", "name": "n", "type": "felixpy", "run_dir": str(tmp_path)}
     envv = {
