@@ -57,18 +57,6 @@ class PolicyDriver(Protocol):
 
     def resync(self, what: str) -> None: ...
 
-    def _repair_sysctls(self) -> None:
-        repair = getattr(self.links, "repair_sysctls", None)
-        if repair is None:
-            return
-        families: dict[str, set[int]] = {}
-        for ep in self.endpoints.values():
-            families.setdefault(ep.iface, set()).update(6 if ":" in ip else 4 for ip in ep.ips)
-        try:
-            repair(families)
-        except OSError as exc:  # a veth or the namespace gone meanwhile: the next refresh tries again
-            log.warning("sysctl.repair_failed", error=str(exc))
-
     def post_write_check(self) -> None: ...
 
     def endpoint_programmed(self, iface: str) -> bool: ...
@@ -97,18 +85,6 @@ class FamilyPolicies:
     def resync(self, what: str) -> None:
         for driver in self.drivers:
             driver.resync(what)
-
-    def _repair_sysctls(self) -> None:
-        repair = getattr(self.links, "repair_sysctls", None)
-        if repair is None:
-            return
-        families: dict[str, set[int]] = {}
-        for ep in self.endpoints.values():
-            families.setdefault(ep.iface, set()).update(6 if ":" in ip else 4 for ip in ep.ips)
-        try:
-            repair(families)
-        except OSError as exc:  # a veth or the namespace gone meanwhile: the next refresh tries again
-            log.warning("sysctl.repair_failed", error=str(exc))
 
     def post_write_check(self) -> None:
         for driver in self.drivers:
