@@ -60,7 +60,7 @@ def _reflected(
     return None if route is None else (route.next_hop, route.attrs)
 
 
-ENCODED_CACHE = 256  # (next hop, attributes, prefixes) groups whose UPDATEs are kept, as hex
+ENCODED_CACHE_BYTES = 8 << 20  # hex of encoded groups kept for the next peers (a few MB)
 
 
 class Advertiser:
@@ -68,6 +68,7 @@ class Advertiser:
         self._sent: dict[str, dict[str, Advert]] = {}
         # a reflector sends the same groups to every client: encode each once (a pure function)
         self._encoded: dict[tuple[object, ...], list[str]] = {}
+        self._encoded_bytes = 0
 
     def sent(self, peer: str) -> dict[str, Advert]:
         return dict(self._sent.get(peer, {}))
@@ -157,7 +158,11 @@ class Advertiser:
             else:
                 hop, attrs, ibgp, prefixes = key
                 raw = wire.encode_announce(hop, attrs, prefixes, ibgp=ibgp)  # type: ignore[arg-type]
-            if len(self._encoded) >= ENCODED_CACHE:
+            found = [m.hex() for m in raw]
+            size = sum(map(len, found))
+            if self._encoded_bytes + size > ENCODED_CACHE_BYTES:
                 self._encoded.clear()
-            found = self._encoded[key] = [m.hex() for m in raw]
+                self._encoded_bytes = 0
+            self._encoded[key] = found
+            self._encoded_bytes += size
         return found
