@@ -81,7 +81,7 @@ def _v4_key(prefix: str) -> PrefixKey | None:
 
 
 _KEYS: dict[str, PrefixKey] = {}
-_KEYS_MAX = 1 << 17
+_KEYS_MAX = 1 << 16  # as the lru_cache it replaced
 
 
 def prefix_key(prefix: str) -> PrefixKey:
