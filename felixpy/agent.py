@@ -28,6 +28,7 @@ from felixpy.dataplane.netlink import IPRouteNetlink
 from felixpy.dataplane.routes import RouteTable
 from felixpy.dataplane.sysctl import enable_ip_forwarding, ipv6_available
 from felixpy.datastore.config import DatastoreConfig, connect
+from felixpy.datastore.tiers import ensure_default_tier
 from felixpy.node import startup
 from felixpy.node.dataplane import FamilyPolicies, LinuxDataplane
 from felixpy.node.encap import EncapDriver, EncapSettings
@@ -204,6 +205,7 @@ def _startup(settings: Settings, env: dict[str, str]) -> tuple[Any, Any, IPAM, A
     startup.register_node(backend, settings, address.cidr if address else None)
     if not settings.route_reflector:
         startup.ensure_default_pool(backend, settings)
+        ensure_default_tier(backend)
     return kv, backend, ipam, address, startup.felix_params(backend, settings)
 
 

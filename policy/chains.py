@@ -96,6 +96,7 @@ class TierPolicies:
 
     tier: str
     policy_ids: tuple[str, ...] = field(default_factory=tuple)
+    default_action: Literal["Deny", "Pass"] = "Deny"  # the tier's end when no policy decided
 
 
 def hooks() -> tuple[Hook, ...]:
@@ -174,15 +175,17 @@ def policy_list_chain_name(direction: Literal["Ingress", "Egress"], rules: Seque
 
 
 def tier_rules(tiers: Sequence[TierPolicies], direction: Literal["Ingress", "Egress"]) -> list[Rule]:
-    """Each tier: clear pass, jump to its policies in order (return once one accepts), end-of-tier drop."""
+    """Each tier: clear pass, jump to its policies in order (return once one accepts), then the
+    end-of-tier drop, unless the tier's defaultAction is Pass (then on to the next tier, or profiles)."""
     rules = []
     for tier in tiers:
         rules.append(Rule("", set_mark(0, MARK_PASS), f"Start of tier {tier.tier}"))
         for pid in tier.policy_ids:  # the jump carries no comment, as in Calico
             rules.append(Rule(mark(0, MARK_PASS), f"-j {policy_chain(pid, direction)}"))
             rules.append(RETURN_IF_ACCEPTED)
-        drop = f"End of tier {tier.tier}. Drop if no policies passed packet"
-        rules.append(Rule(mark(0, MARK_PASS), "-j DROP", drop))
+        if tier.default_action != "Pass":
+            drop = f"End of tier {tier.tier}. Drop if no policies passed packet"
+            rules.append(Rule(mark(0, MARK_PASS), "-j DROP", drop))
     return rules
 
 

@@ -48,7 +48,7 @@ from typing import Literal
 from felixpy.dataplane.model import Chain, Rule, Table
 from policy.chains import RETURN_IF_ACCEPTED, ChainConfig, Hook, TierPolicies
 from policy.ipsets import SetSpec
-from policy.model import Direction, Policy, tier_key
+from policy.model import Direction, Policy
 from policy.names import (
     FAILSAFE_IN,
     FAILSAFE_OUT,
@@ -63,6 +63,7 @@ from policy.names import (
     set_mark,
 )
 from policy.rules import render_policy
+from policy.tiers import Tiers
 
 Kind = Literal["untracked", "prednat"]
 TABLES: dict[Kind, Table] = {"untracked": "raw", "prednat": "mangle"}
@@ -246,9 +247,9 @@ class HostRawPolicies:
     from what it returned before. Workload endpoints never get here.
     """
 
-    def __init__(self, config: ChainConfig | None = None, tier_orders: Mapping[str, float] | None = None):
+    def __init__(self, config: ChainConfig | None = None, tiers: Tiers | Mapping[str, float] | None = None):
         self.config = config or ChainConfig()
-        self.tier_orders = dict(tier_orders or {})
+        self.tiers = tiers if isinstance(tiers, Tiers) else Tiers(orders=tiers)  # shared with the compiler
         self._policies: dict[str, tuple[Policy, Kind]] = {}
         self._heps: dict[str, _Hep] = {}
         self._rendered: dict[tuple[str, Direction], tuple[Policy, Chain, frozenset[SetSpec]]] = {}
@@ -279,6 +280,10 @@ class HostRawPolicies:
         if self._heps.get(key) != new:
             self._heps[key] = new
             self._dirty = True
+
+    def tiers_changed(self) -> None:
+        """The (shared) tier table changed: orders, or which tiers exist."""
+        self._dirty = True
 
     def knows(self, key: str) -> bool:
         return key in self._heps
@@ -344,9 +349,9 @@ class HostRawPolicies:
     def _tiers(self, kind: Kind, direction: Direction, view: Mapping[str, str]) -> list[TierPolicies]:
         by_tier: dict[str, list[Policy]] = {}
         for p, k in self._policies.values():
-            if k == kind and direction in p.types and p.selector.matches(view):
+            if k == kind and direction in p.types and p.tier in self.tiers and p.selector.matches(view):
                 by_tier.setdefault(p.tier, []).append(p)
-        order = sorted(by_tier, key=lambda t: tier_key(t, self.tier_orders))
+        order = self.tiers.ordered(by_tier)
         return [TierPolicies(t, tuple(p.id for p in sorted(by_tier[t], key=Policy.sort_key))) for t in order]
 
     def _policy_chain(self, pid: str, kind: Kind, direction: Direction) -> tuple[Chain, frozenset[SetSpec]]:

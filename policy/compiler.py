@@ -24,6 +24,10 @@ endpoints, which the compiler hands it (the ``hostraw`` hooks below).
 A policy's chains and ipsets exist only while it applies to at least one local endpoint
 (Calico programs only referenced chains). Writers must create ipsets before the chains
 that reference them and delete chains before the ipsets.
+
+Tiers (``update_tier``/``remove_tier``, see ``policy.tiers``) order the policies and end them; a
+policy whose tier does not exist applies to nothing (``policies_without_tier`` lists them) until
+the tier is created.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import ip_network
+from typing import Any
 
 from felixpy.dataplane.model import Chain, IpSet, Table
 from felixpy.resources.endpoint import HostEndpoint, WorkloadEndpoint
@@ -57,7 +62,7 @@ from policy.hostendpoints import (
     with_host_endpoints,
 )
 from policy.ipsets import SetSpec, net_set
-from policy.model import Direction, Endpoint, Policy, label_view, tier_key
+from policy.model import Direction, Endpoint, Policy, label_view
 from policy.names import (
     ALL_HOSTS_ID,
     ALL_POOLS_ID,
@@ -68,6 +73,7 @@ from policy.names import (
 )
 from policy.rules import render_policy
 from policy.setindex import SetIndex
+from policy.tiers import Tiers, tier_info
 
 ChainKey = tuple[Table, str]
 DIRECTIONS: tuple[Direction, Direction] = ("Ingress", "Egress")
@@ -96,11 +102,12 @@ class PolicyCompiler:
         *,
         config: ChainConfig | None = None,
         tier_orders: Mapping[str, float] | None = None,
+        tiers: Iterable[Any] = (),
     ):
         self.node = node
         self.config = config or ChainConfig()
         self.version = self.config.version
-        self.tier_orders = dict(tier_orders or {})
+        self.tiers = Tiers(tiers, orders=tier_orders)  # Tier resources or TierInfos; `default` built in
         self._policies: dict[str, Policy] = {}
         self._endpoints: dict[str, Endpoint] = {}
         self._views: dict[str, dict[str, str]] = {}
@@ -129,7 +136,7 @@ class PolicyCompiler:
         self._list_of: dict[tuple[str, Direction], str] = {}  # (endpoint key, direction) -> list chain
         self._list_refs: dict[str, int] = {}  # policy list chain -> endpoints using it
         self._static = static_chains(self.config)
-        self._hostraw = HostRawPolicies(self.config, self.tier_orders)  # hostraw: raw/mangle tables
+        self._hostraw = HostRawPolicies(self.config, self.tiers)  # hostraw: raw/mangle tables
         self._emitted_hooks = hooks()
         self._render_dispatch()
         self._render_host_dispatch()
@@ -192,10 +199,13 @@ class PolicyCompiler:
         old = self._policies.get(p.id)
         self._policies[p.id] = p
         old_sel = self._selected.get(p.id, set())
-        if old is not None and (old.selector, old.filter_table) == (p.selector, p.filter_table):
+        if old is not None and _selection(old) == _selection(p):
             new_sel = set(old_sel)
+        elif p.tier in self.tiers:
+            views = self._views
+            new_sel = {k for k in self._local if p.enforced_on(views[k])}
         else:
-            new_sel = {k for k in self._local if p.enforced_on(self._views[k])}
+            new_sel = set()  # its tier does not exist: not applied
         affected = old_sel ^ new_sel
         if old is None or _placement(old) != _placement(p):
             affected |= new_sel
@@ -214,6 +224,42 @@ class PolicyCompiler:
         self._hostraw.remove_policy(policy_id)
         for key in affected:
             self._render_endpoint(key)
+
+    def _applies(self, p: Policy, view: Mapping[str, str]) -> bool:
+        """``p`` is enforced on an endpoint with this view: its selector matches and its tier exists."""
+        return p.enforced_on(view) and p.tier in self.tiers
+
+    def policies_without_tier(self) -> dict[str, str]:
+        """Policy id → the tier it names, for every policy whose tier does not exist (not applied)."""
+        return {pid: p.tier for pid, p in self._policies.items() if p.tier not in self.tiers}
+
+    # ------------------------------------------------------------------------------ tiers
+
+    def update_tier(self, tier: Any) -> None:
+        """A ``Tier`` resource (or a ``TierInfo``) was created or changed."""
+        name = tier_info(tier).name
+        existed = name in self.tiers
+        if self.tiers.put(tier):
+            self._tier_changed(name, existed)
+
+    def remove_tier(self, name: str) -> None:
+        existed = name in self.tiers
+        if self.tiers.remove(name):
+            self._tier_changed(name, existed)
+
+    def _tier_changed(self, name: str, existed: bool) -> None:
+        """A tier came or went: re-select its policies. Its order or defaultAction changed:
+        re-render the endpoints its policies apply to (their policy list chains change)."""
+        came_or_went = existed != (name in self.tiers)
+        for p in [p for p in self._policies.values() if p.tier == name]:
+            old_sel = set(self._selected.get(p.id, set()))
+            if came_or_went:
+                new_sel = {k for k in self._local if self._applies(p, self._views[k])}
+                self._set_selection(p.id, new_sel, rerender=False)
+                old_sel |= new_sel
+            for key in old_sel:
+                self._render_endpoint(key)
+        self._hostraw.tiers_changed()
 
     def _set_selection(self, pid: str, new_sel: set[str], *, rerender: bool) -> None:
         old_sel = self._selected.get(pid, set())
@@ -296,7 +342,8 @@ class PolicyCompiler:
         old_pids = self._ep_policies.get(key, set())
         new_pids: set[str] = set()
         if is_local and view is not None:
-            new_pids = {pid for pid, p in self._policies.items() if p.enforced_on(view)}
+            tiers = self.tiers.names()
+            new_pids = {pid for pid, p in self._policies.items() if p.enforced_on(view) and p.tier in tiers}
         for pid in old_pids | new_pids:
             if (pid in new_pids) != (pid in old_pids):
                 sel = set(self._selected.get(pid, set()))
@@ -405,8 +452,11 @@ class PolicyCompiler:
         for p in policies:
             if direction in p.types:
                 by_tier.setdefault(p.tier, []).append(p)
-        order = sorted(by_tier, key=lambda t: tier_key(t, self.tier_orders))
-        return [TierPolicies(t, tuple(p.id for p in sorted(by_tier[t], key=Policy.sort_key))) for t in order]
+        out = []
+        for t in self.tiers.ordered(by_tier):
+            ids = tuple(p.id for p in sorted(by_tier[t], key=Policy.sort_key))
+            out.append(TierPolicies(t, ids, self.tiers.default_action(t)))
+        return out
 
     def _render_host_iface(self, iface: str) -> None:
         """The chains of ``iface`` from the host endpoint that owns it (earliest key, as Felix)."""
@@ -498,6 +548,11 @@ class PolicyCompiler:
     def _drop(self, key: ChainKey) -> None:
         if self._chains.pop(key, None) is not None:
             self._dirty_chains.add(key)
+
+
+def _selection(p: Policy) -> tuple[object, ...]:
+    """What decides which local endpoints a policy is enforced on (given its tier exists)."""
+    return (p.selector, p.filter_table, p.tier)
 
 
 def _placement(p: Policy) -> tuple[object, ...]:

@@ -15,7 +15,7 @@ from typing import Literal
 
 from policy.compile_hostraw import DIRECTIONS, Kind, kind_of
 from policy.evaluator import Evaluator, Flow
-from policy.model import PROTOCOL_NUMBERS, Direction, Endpoint, Policy, tier_key
+from policy.model import PROTOCOL_NUMBERS, Direction, Endpoint, Policy
 
 Verdict = Literal["Allow", "Deny"] | None
 
@@ -34,9 +34,9 @@ def prefilter_verdict(ev: Evaluator, hep: Endpoint, kind: Kind, direction: Direc
     view = ev.view(hep)
     tiers: dict[str, list[Policy]] = {}
     for p in ev.policies:
-        if kind_of(p) == kind and direction in p.types and p.selector.matches(view):
+        if kind_of(p) == kind and direction in p.types and p.tier in ev.tiers and p.selector.matches(view):
             tiers.setdefault(p.tier, []).append(p)
-    for tier in sorted(tiers, key=lambda t: tier_key(t, ev.tier_orders)):
+    for tier in ev.tiers.ordered(tiers):
         verdict = _tier(sorted(tiers[tier], key=Policy.sort_key), ev, direction, flow)
         if verdict in ("Allow", "Deny"):
             return verdict  # type: ignore[return-value]

@@ -8,10 +8,11 @@ Semantics (Calico's, reference 8.3): the egress policy of the source (when it is
 workload endpoint) and the ingress policy of the destination (when it is one) must both
 allow. Per endpoint and direction: tiers in order, policies by (order, id), first matching
 rule wins; Allow ends the direction allowed, Deny denied, Pass skips to the next tier, Log
-goes on; a tier with an applicable policy and no Pass ends in deny; when no tier applies (or
-all passed) the endpoint's profiles decide: a Kubernetes namespace profile ``kns.<ns>``
-allows everything, any other profile allows nothing. A pod talking to its own address
-never leaves the pod and is always allowed.
+goes on; a tier with an applicable policy where no rule decided ends with the tier's
+defaultAction (Deny, or Pass: on to the next tier); a policy whose tier does not exist applies
+to nothing (``policy.tiers``); when no tier applies (or all passed) the endpoint's profiles
+decide: a Kubernetes namespace profile ``kns.<ns>`` allows everything, any other profile
+allows nothing. A pod talking to its own address never leaves the pod and is always allowed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
+from typing import Any
 
 from policy.chains import DEFAULT_FAILSAFE_IN, DEFAULT_FAILSAFE_OUT, profile_allows_all
 from policy.convert import protocol_number
@@ -31,8 +33,8 @@ from policy.model import (
     Policy,
     PolicyRule,
     label_view,
-    tier_key,
 )
+from policy.tiers import Tiers
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,14 @@ class Evaluator:
         namespaces: Mapping[str, Mapping[str, str]] | None = None,
         *,
         tier_orders: Mapping[str, float] | None = None,
+        tiers: Iterable[Any] = (),
         failsafe_in: Iterable[tuple[str, int]] = DEFAULT_FAILSAFE_IN,
         failsafe_out: Iterable[tuple[str, int]] = DEFAULT_FAILSAFE_OUT,
     ):
         self.endpoints = list(endpoints)
         self.policies = list(policies)
         self.namespaces = dict(namespaces or {})
-        self.tier_orders = dict(tier_orders or {})
+        self.tiers = Tiers(tiers, orders=tier_orders)  # Tier resources or TierInfos; `default` built in
         self.failsafe_in = _failsafe_set(failsafe_in)
         self.failsafe_out = _failsafe_set(failsafe_out)
 
@@ -141,10 +144,9 @@ class Evaluator:
         tiers: dict[str, list[Policy]] = {}
         for p in self.policies:
             wanted = direction in p.types and (p.apply_on_forward or not forwarded)
-            if wanted and p.enforced_on(view):
+            if wanted and p.tier in self.tiers and p.enforced_on(view):
                 tiers.setdefault(p.tier, []).append(p)
-        order = sorted(tiers, key=lambda t: tier_key(t, self.tier_orders))
-        return [sorted(tiers[t], key=Policy.sort_key) for t in order]
+        return [sorted(tiers[t], key=Policy.sort_key) for t in self.tiers.ordered(tiers)]
 
     def direction_allows(self, ep: Endpoint, direction: Direction, flow: Flow) -> bool:
         for tier in self.applicable(ep, direction):
@@ -158,7 +160,7 @@ class Evaluator:
             for rule in policy.rules(direction):
                 if rule.action != "Log" and self.rule_matches(rule, flow):
                     return rule.action
-        return "Deny"
+        return self.tiers.default_action(tier[0].tier)
 
     # ------------------------------------------------------------------------- matching
 

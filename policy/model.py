@@ -186,8 +186,3 @@ def label_view(ep: Endpoint, namespace_labels: Mapping[str, str] | None) -> dict
     if ep.service_account:
         view[SERVICE_ACCOUNT_LABEL] = ep.service_account
     return view
-
-
-def tier_key(tier: str, tier_orders: Mapping[str, float] | None = None) -> tuple[float, str]:
-    """Sort key of a tier: its order (unknown = last, like Calico's default tier), then name."""
-    return ((tier_orders or {}).get(tier, math.inf), tier)

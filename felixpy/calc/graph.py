@@ -36,6 +36,7 @@ PASSTHROUGH_KINDS = frozenset(
     {
         "NetworkPolicy",
         "GlobalNetworkPolicy",
+        "Tier",
         "K8sNetworkPolicy",
         "Namespace",
         "Profile",

@@ -15,6 +15,7 @@ from felixpy.resources.endpoint import HostEndpoint, WorkloadEndpoint
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.node import Node
 from felixpy.resources.policy import GlobalNetworkPolicy, NetworkPolicy
+from felixpy.resources.tier import Tier
 
 DEFAULT_ASN = 64512
 Cells = Callable[[Any, dict[str, Any]], list[str]]
@@ -83,6 +84,10 @@ def _policy(wide: bool) -> Columns:
     ]  # fmt: skip
 
 
+def _tier(wide: bool) -> Columns:
+    return ["NAME", "ORDER", "DEFAULTACTION"], lambda o, c: [o.name, _text(o.spec.order), o.default_action]
+
+
 def _wep(wide: bool) -> Columns:
     def cells(o: WorkloadEndpoint, ctx: dict[str, Any]) -> list[str]:
         s = o.spec
@@ -113,6 +118,7 @@ _BY_KIND: dict[type[Resource], Callable[[bool], Columns]] = {
     BGPConfiguration: _bgpconfig,
     NetworkPolicy: _policy,
     GlobalNetworkPolicy: _policy,
+    Tier: _tier,
     WorkloadEndpoint: _wep,
     HostEndpoint: _hep,
 }

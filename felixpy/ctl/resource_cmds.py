@@ -15,6 +15,7 @@ from typing import Any
 
 from felixpy.ctl.connect import open_backend
 from felixpy.ctl.pool_guard import PoolInUseError, guard_pool_deletes
+from felixpy.ctl.tier_guard import check_policy_tiers, guard_tier_deletes
 from felixpy.datastore.backend import Backend
 from felixpy.datastore.errors import AlreadyExists, Conflict, DatastoreError, NotFound
 from felixpy.resources.base import Resource, ResourceError
@@ -22,6 +23,7 @@ from felixpy.resources.fields import FieldError
 from felixpy.resources.ippool import IPPool, check_pool_against
 from felixpy.resources.parse import parse_documents
 from felixpy.resources.registry import kind_by_name
+from felixpy.resources.tier import Tier
 
 PAST = {"apply": "applied", "create": "created", "replace": "replaced", "delete": "deleted"}
 DEFAULT_NAMESPACE = "default"
@@ -87,6 +89,7 @@ def precheck(backend: Backend, objs: list[Resource], verb: str) -> None:
     """Refuse the whole batch, before any write, when create/replace/delete cannot succeed."""
     if verb != "delete":
         check_pools(backend, objs)
+        check_policy_tiers(backend, objs)
     seen: set[tuple[str, str | None, str]] = set()
     for index, obj in enumerate(objs, start=1):
         key = (obj.KIND, obj.namespace, obj.name)
@@ -165,6 +168,7 @@ def write_all(args: argparse.Namespace, verb: str, objs: list[Resource]) -> int:
         precheck(backend, objs, verb)
         if verb == "delete":
             _guard(args, backend, [o for o in objs if isinstance(o, IPPool)])
+            guard_tier_deletes(backend, objs)
         done: list[Resource] = []
         for obj in objs:
             try:
@@ -221,6 +225,8 @@ def run_delete(args: argparse.Namespace) -> int:
     with open_backend(args) as backend:
         if kind is IPPool:
             _guard(args, backend, list(args.names))
+        if kind is Tier:
+            guard_tier_deletes(backend, list(args.names))
         for name in args.names:
             where = f"{namespace}/{name}" if namespace else name
             try:

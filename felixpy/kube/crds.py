@@ -22,6 +22,7 @@ from felixpy.resources.endpoint import HostEndpoint
 from felixpy.resources.felixconfig import FelixConfiguration
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.policy import GlobalNetworkPolicy, NetworkPolicy
+from felixpy.resources.tier import Tier
 
 GROUP = "crd.projectcalico.org"
 VERSION = "v1"
@@ -34,6 +35,7 @@ CRD_KINDS: tuple[type[Resource], ...] = (
     BGPConfiguration,
     NetworkPolicy,
     GlobalNetworkPolicy,
+    Tier,
     HostEndpoint,
     FelixConfiguration,
 )

@@ -14,6 +14,10 @@ destroyed only then (a chain left behind may still use them); member updates are
 
 HostEndpoints (of every node) go to the compiler like workload endpoints; it enforces those
 whose ``spec.node`` is this node (``policy.hostendpoints``).
+
+Tiers go to the compiler too. A policy naming a tier that does not exist (felixctl refuses to
+create one, but it can be written around it, or its tier deleted under it) is not applied; each
+time the set of such policies changes, it is logged (``policy.tier_missing``).
 """
 
 from __future__ import annotations
@@ -45,17 +49,32 @@ class PolicyDriver:
         self._lock = threading.Lock()
         self._hooks_set = False
         self._host_ips: dict[str, str] = {}  # node name -> its IPv4 address (cali40all-hosts-net)
+        self._untiered: dict[str, str] = {}  # policy id -> missing tier, as last logged
 
     def on_updates(self, updates: list[Update]) -> None:
-        hosts_changed = False
+        hosts_changed = tiering = False
         for u in updates:
             if isinstance(u, InputUpdate):
                 if u.kind == "Node":
                     hosts_changed = self._on_node(u.key[1], u.obj) or hosts_changed
                 else:
                     self._on_input(u)
+                    tiering = tiering or u.kind in POLICY_KINDS or u.kind == "Tier"
         if hosts_changed:
             self.compiler.set_host_ips(sorted(set(self._host_ips.values())))
+        if tiering:
+            self._log_untiered()
+
+    def _log_untiered(self) -> None:
+        untiered = self.compiler.policies_without_tier()
+        if untiered != self._untiered:
+            self._untiered = untiered
+            if untiered:
+                log.warning(
+                    "policy.tier_missing", policies=untiered, reason="their tier does not exist: not applied"
+                )
+            else:
+                log.info("policy.tier_missing", policies={}, reason="every policy's tier exists")
 
     def _on_node(self, name: str, node: Any | None) -> bool:
         """Track every node's IP (VXLAN/IPIP packets are accepted only from these)."""
@@ -90,6 +109,11 @@ class PolicyDriver:
                 c.remove_policy(f"{short}/{ns}/{name}" if ns else f"{short}/{name}")
             else:
                 c.update_policy(u.obj)
+        elif u.kind == "Tier":
+            if u.obj is None:
+                c.remove_tier(name)
+            else:
+                c.update_tier(u.obj)
         elif u.kind == "Namespace":
             if u.obj is None:
                 c.remove_namespace(name)

@@ -29,6 +29,7 @@ from felixpy.resources import (
     NetworkPolicy,
     Node,
     Resource,
+    Tier,
     WorkloadEndpoint,
 )
 
@@ -42,6 +43,7 @@ SYNCED_KINDS: list[type[Resource]] = [
     BGPConfiguration,
     BGPPeer,
     FelixConfiguration,
+    Tier,  # before the policies: a snapshot's policies then find their tiers
     NetworkPolicy,
     GlobalNetworkPolicy,
     K8sNetworkPolicy,

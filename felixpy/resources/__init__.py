@@ -8,6 +8,7 @@ from felixpy.resources.ippool import IPPool
 from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
 from felixpy.resources.node import Node
 from felixpy.resources.policy import GlobalNetworkPolicy, NetworkPolicy
+from felixpy.resources.tier import Tier
 
 __all__ = [
     "BGPConfiguration",
@@ -23,5 +24,6 @@ __all__ = [
     "ObjectMeta",
     "Resource",
     "ResourceError",
+    "Tier",
     "WorkloadEndpoint",
 ]

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from felixpy.resources.base import Model, Resource
 from felixpy.resources.fields import PORT_PROTOCOLS, FieldError, Net, Port, Protocol, Selector
+from felixpy.resources.tier import check_policy_name
 
 Action = Literal["Allow", "Deny", "Log", "Pass"]
 PolicyType = Literal["Ingress", "Egress"]
@@ -145,9 +146,19 @@ class NetworkPolicy(Resource):
     NAMESPACED: ClassVar[bool] = True
     spec: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
 
+    @model_validator(mode="after")
+    def _tiered_name(self) -> NetworkPolicy:
+        check_policy_name(self.metadata.name, self.spec.tier)
+        return self
+
 
 class GlobalNetworkPolicy(Resource):
     KIND: ClassVar[str] = "GlobalNetworkPolicy"
     PLURAL: ClassVar[str] = "globalnetworkpolicies"
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("globalnetworkpolicy", "globalnetworkpolicies", "gnp", "gnps")
     spec: GlobalNetworkPolicySpec = Field(default_factory=GlobalNetworkPolicySpec)
+
+    @model_validator(mode="after")
+    def _tiered_name(self) -> GlobalNetworkPolicy:
+        check_policy_name(self.metadata.name, self.spec.tier)
+        return self

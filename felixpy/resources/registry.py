@@ -10,6 +10,7 @@ from felixpy.resources.ippool import IPPool
 from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
 from felixpy.resources.node import Node
 from felixpy.resources.policy import GlobalNetworkPolicy, NetworkPolicy
+from felixpy.resources.tier import Tier
 
 ALL_KINDS: tuple[type[Resource], ...] = (
     IPPool,
@@ -20,6 +21,7 @@ ALL_KINDS: tuple[type[Resource], ...] = (
     HostEndpoint,
     NetworkPolicy,
     GlobalNetworkPolicy,
+    Tier,
     FelixConfiguration,
     K8sNetworkPolicy,
     Namespace,

@@ -192,12 +192,13 @@ def test_tiers_pass_and_order_without_end_of_tier_drop() -> None:
     c.update_endpoint(hep())
     c.update_policy(untracked("b", order=20, ingress=[{"action": "Pass"}]))
     c.update_policy(untracked("a", order=10, ingress=[{"action": "Log"}]))
-    c.update_policy(untracked("sec", tier="security", ingress=[{"action": "Deny", "protocol": "UDP"}]))
+    deny_udp = [{"action": "Deny", "protocol": "UDP"}]
+    c.update_policy(untracked("security.sec", tier="security", ingress=deny_udp))
     assert rules(c, "raw", "cali-fh-eth0") == [
         ("", "-j cali-failsafe-in"),
         ("", CLEAR_ACCEPT_PASS),
         ("", CLEAR_PASS),
-        (NO_PASS, "-j cali-pi-gnp/sec"),
+        (NO_PASS, "-j cali-pi-gnp/security.sec"),
         (ACCEPTED, "-j RETURN"),
         ("", CLEAR_PASS),
         (NO_PASS, "-j cali-pi-gnp/a"),
@@ -472,7 +473,7 @@ POLICY_SETS = {
         untracked("a", order=1, ingress=[tcp_rule(80, "Deny"), {"action": "Pass", "protocol": "UDP"}],
                   egress=[{"action": "Allow", "protocol": "TCP", "source": {"ports": [80]}}]),
         untracked("b", order=2, ingress=[tcp_rule(9090, "Allow"), {"action": "Deny", "protocol": "UDP"}]),
-        untracked("sec", tier="security", ingress=[{"action": "Allow", "protocol": "UDP",
+        untracked("security.sec", tier="security", ingress=[{"action": "Allow", "protocol": "UDP",
                   "destination": {"ports": [53]}}], egress=[{"action": "Deny", "protocol": "UDP"}]),
     ],
     "untracked-deny-all": [untracked("all", types=["Ingress", "Egress"], ingress=[{"action": "Deny"}],
@@ -480,7 +481,7 @@ POLICY_SETS = {
     "prednat": [
         prednat("p1", order=1, ingress=[tcp_rule(7070, "Allow"), {"action": "Pass", "protocol": "TCP"}]),
         prednat("p2", order=2, ingress=[{"action": "Deny"}]),
-        prednat("p3", tier="security", ingress=[tcp_rule(9090, "Deny"), {"action": "Log"}]),
+        prednat("security.p3", tier="security", ingress=[tcp_rule(9090, "Deny"), {"action": "Log"}]),
     ],
 }  # fmt: skip
 
