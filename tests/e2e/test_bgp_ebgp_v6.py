@@ -16,7 +16,7 @@ import pytest
 
 from bgp.service import BGPService
 from felixpy.resources.base import ObjectMeta
-from felixpy.resources.bgp import BGPPeer, BGPPeerSpec
+from felixpy.resources.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec
 from felixpy.resources.ippool import IPPool, IPPoolSpec
 from felixpy.resources.node import Node, NodeBGPSpec, NodeSpec
 from tests.e2e.test_bgp_exabgp import POOL, Bird, Segment, kernel_routes, node, services, wait_for
@@ -128,3 +128,60 @@ protocol bgp felix {
         assert [(p.address, p.info, p.family) for p in status] == [("fd99:1::2", "Established", 6)]
     finally:
         bird.stop()
+
+
+def bird_v6_client(router_id: str, address: str, statics: list[str]) -> str:
+    routes = " ".join(f"route {p} blackhole;" for p in statics)
+    return f"""router id {router_id};
+protocol device {{ }}
+protocol static st6 {{ ipv6; {routes} }}
+protocol bgp felix {{
+    local {address} as 64512;
+    neighbor fd99:1::1 as 64512;
+    direct;
+    connect retry time 1;
+    ipv6 {{ import all; export where proto = "st6"; next hop self; }};
+}}
+"""
+
+
+def test_our_reflector_reflects_ipv6_between_bird_clients_in_wire_mode(
+    netns: Callable[..., object], services: Callable[..., BGPService], tmp_path: Path
+) -> None:
+    """IPv6 over IPv6 sessions through the reflector's wire mode: MP_REACH/MP_UNREACH that the
+    agent decodes and encodes itself, read by BIRD."""
+    seg = Segment(netns)
+    ns_r = seg.attach("r", "10.0.0.1/24")
+    ns_1, ns_2 = seg.attach("b1", "10.0.0.2/24"), seg.attach("b2", "10.0.0.3/24")
+    for ns, address in ((ns_r, "fd99:1::1/64"), (ns_1, "fd99:1::2/64"), (ns_2, "fd99:1::3/64")):
+        ns.run("ip", "-6", "addr", "add", address, "dev", "eth0", "nodad")
+    b1 = Bird(ns_1, tmp_path / "b1", bird_v6_client("10.0.0.2", "fd99:1::2", ["fd00:65:0:1::/122"]))
+    b2 = Bird(ns_2, tmp_path / "b2", bird_v6_client("10.0.0.3", "fd99:1::3", ["fd00:65:0:2::/122"]))
+    try:
+        rr = services("r", ns_r)
+        bgp = NodeBGPSpec(
+            ipv4_address="10.0.0.1/24", ipv6_address="fd99:1::1/64", route_reflector_cluster_id="244.0.0.1"
+        )
+        me = Node(metadata=ObjectMeta(name="r"), spec=NodeSpec(bgp=bgp))
+        pool6 = IPPool(metadata=ObjectMeta(name="v6"), spec=IPPoolSpec(cidr="fd00:65::/48"))
+        mesh_off = BGPConfiguration(
+            metadata=ObjectMeta(name="default"), spec=BGPConfigurationSpec(node_to_node_mesh_enabled=False)
+        )
+        peers = [peer(f"b{i}", ip, 64512) for i, ip in enumerate(("fd99:1::2", "fd99:1::3"))]
+        rr.update(nodes=[me], bgp_configs=[mesh_off], peers=peers, pools=[POOL, pool6], local_blocks=[])
+        rr.start()
+        wait_for(
+            lambda: "fd00:65:0:1::/122" in b2.cli("show", "route", "protocol", "felix"), "b1's /122 at b2"
+        )
+        detail = b2.cli("show", "route", "fd00:65:0:1::/122", "all")
+        assert "via fd99:1::2" in detail, detail  # next hop kept: reflected, not re-originated
+        assert "BGP.originator_id: 10.0.0.2" in detail and "BGP.cluster_list: 244.0.0.1" in detail
+        wait_for(
+            lambda: "fd00:65:0:2::/122" in b1.cli("show", "route", "protocol", "felix"), "b2's /122 at b1"
+        )
+        assert rr.speaker.settings.wire and all(s.wire for s in rr.engine.sessions.values())
+        b1.cli("disable", "st6")  # the withdraw goes out as MP_UNREACH
+        wait_for(lambda: "fd00:65:0:1::/122" not in b2.cli("show", "route", "protocol", "felix"), "withdrawn")
+    finally:
+        b1.stop()
+        b2.stop()
