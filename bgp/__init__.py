@@ -6,14 +6,16 @@ The agent's API is one class, ``bgp.service.BGPService``::
                      route_ops=None, reactor_speed=1.0, reflector_reactor_speed=0.1,
                      exabgp=None, resolve_secret=None)
     svc.update(nodes=[Node...], bgp_configs=[BGPConfiguration...], peers=[BGPPeer...],
-               pools=[IPPool...], local_blocks=["10.65.0.0/26", ...], borrowed=["10.65.3.7", ...])
+               pools=[IPPool...], local_blocks=["10.65.0.0/26", ...], borrowed=["10.65.3.7", ...],
+               bgp_filters=[BGPFilter...])
     svc.start()                      # threads + ExaBGP child; call update() before or after
     svc.status() -> list[PeerStatus] # address, type, state (up|start), since, info, name, routes_received
     svc.stop(graceful=True)          # ExaBGP ends without Cease when GR was negotiated; kernel routes stay
 
 ``update`` takes the full desired state every time (latest wins; thread-safe, cheap to repeat):
 all Nodes (for the mesh, selectors, peer ASNs and listen ports), every BGPConfiguration
-(``default`` and ``node.<name>``), every BGPPeer, every IPPool, this node's *confirmed* affine
+(``default`` and ``node.<name>``), every BGPPeer, every BGPFilter (the ones BGPPeers name in
+``filters``), every IPPool, this node's *confirmed* affine
 blocks, and the addresses this node hosts that were borrowed from other nodes' blocks.
 ``resolve_secret(name, key)`` returns BGPPeer ``password.secretKeyRef`` values.
 ``netns`` runs ExaBGP and programs routes inside a named namespace (tests, lab); the agent
@@ -29,7 +31,8 @@ Run-dir files: ``exabgp.conf``, ``exabgp.pid``, ``exabgp.log``, ``bgp-api.sock``
 
 Modules. Pure: ``topology`` (resources → PeerSpec sessions), ``route``, ``rib`` (Adj-RIB-In,
 best paths, stale handling), ``bestpath`` (comparator chain), ``reflect`` (RFC 4456),
-``filters`` (import refusal, exports, pools), ``advertiser`` (per-peer Adj-RIB-Out → commands),
+``filters`` (import refusal, exports, pools),
+``peer_filters`` (BGPFilter rules per session), ``advertiser`` (per-peer Adj-RIB-Out → commands),
 ``exabgp_config``, ``exabgp_api`` (JSON → events, commands), ``engine`` (events + desired
 state → commands and kernel routes), ``status``, ``selectors``, ``rtnl`` (route netlink
 messages packed and parsed with ``struct``). With I/O: ``fib`` (desired vs kernel, via a

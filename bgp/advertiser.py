@@ -2,7 +2,8 @@
 
 ``outbound`` decides what one prefix looks like towards one peer: our own exports with next
 hop self, otherwise the best learned path passed through ``reflect`` (and only inside
-exportable pools). ``Advertiser`` remembers what was sent per peer and turns changes into
+exportable pools); then the session's BGPFilter export rules may withhold it.
+``Advertiser`` remembers what was sent per peer and turns changes into
 batched ``announce attributes``/``withdraw attributes`` commands, grouping prefixes that share
 next hop and attributes — or, for a session in wire mode (``bgp.exabgp_wire``), into UPDATE
 messages encoded here (``bgp.wire``) and handed to ExaBGP as bytes.
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from bgp import wire
 from bgp.exabgp_api import announce_commands, wire_commands, withdraw_commands
 from bgp.filters import PoolInfo, exportable
+from bgp.peer_filters import export_allowed
 from bgp.reflect import NEXT_HOP_SELF, LocalInfo, reflect
 from bgp.route import PathAttrs, PeerInfo, Route, family_of
 from bgp.topology import PeerSpec
@@ -36,18 +38,27 @@ def outbound(
     pools: Iterable[PoolInfo],
     local: LocalInfo,
     is_exportable: bool | None = None,
+    filtered: bool = True,
 ) -> Advert | None:
-    """``is_exportable``: ``exportable(prefix, pools)`` when the caller already knows it."""
+    """``is_exportable``: ``exportable(prefix, pools)`` when the caller already knows it.
+    ``filtered=False``: leave the session's export rules out (the caller applies them)."""
     if family_of(prefix) not in peer.families:
         return None
+    rules = peer.route_filter if filtered else None
     if prefix in exports:
+        if rules is not None and not export_allowed(rules, prefix, learned=False):
+            return None
         return (NEXT_HOP_SELF, exports[prefix])
     if not best:
         return None
     if not (exportable(prefix, pools) if is_exportable is None else is_exportable):
         return None
     route = best[0]
-    return _reflected(route.next_hop, route.attrs, route.source, to_peer, local, peer.keep_original_next_hop)
+    keep = peer.keep_original_next_hop
+    advert = _reflected(route.next_hop, route.attrs, route.source, to_peer, local, keep)
+    if advert is not None and rules is not None and not export_allowed(rules, prefix, learned=True):
+        return None
+    return advert
 
 
 @functools.lru_cache(maxsize=4096)

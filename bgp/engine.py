@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from bgp import exabgp_api as api
+from bgp import peer_filters
 from bgp.advertiser import Advertiser, outbound
 from bgp.fib import Fib, Resolver
 from bgp.filters import ImportPolicy, PoolInfo, attrs_reason, exportable, import_reason, prefix_reason
@@ -89,6 +90,7 @@ class Engine:
         self.rib = Rib(self._best_changed)
         self.adv = Advertiser()
         self.desired: Desired | None = None
+        self._specs: dict[str, PeerSpec] = {}
         self.sessions: dict[str, _Session] = {}
         self._raw: dict[str, dict[str, Route]] = {}
         self._dirty: set[str] = set()
@@ -101,6 +103,7 @@ class Engine:
     def configure(self, desired: Desired) -> None:
         old = self.desired
         self.desired = desired
+        self._specs = {p.address: p for p in desired.peers}
         self.rib.set_ecmp(desired.ecmp)
         current = {p.address for p in desired.peers}
         for gone in set(self.sessions) - current:
@@ -132,8 +135,19 @@ class Engine:
 
     def _refilter(self) -> None:
         for peer, routes in self._raw.items():
+            spec = self._specs.get(peer)
+            if spec is None:
+                continue
             for route in routes.values():
-                self._import(peer, route)
+                self._import(peer, route, self._reason(spec, route))
+
+    def _reason(self, spec: PeerSpec, route: Route) -> str | None:
+        """Why a route from ``spec``'s session is refused: felixpy's checks, then the session's
+        BGPFilter import rules (which can refuse more, never accept what the checks refused)."""
+        assert self.desired is not None
+        policy = self.desired.import_policy
+        reason = import_reason(route, policy, local_as=spec.local_as, allow_local_as=spec.allow_local_as)
+        return reason or peer_filters.import_reason(spec.route_filter, route.prefix)
 
     # --- events --------------------------------------------------------------------------
     def handle(self, event: api.Event, now: float) -> None:
@@ -224,16 +238,18 @@ class Engine:
             raw.pop(prefix, None)
             self.rib.withdraw(update.peer, prefix)
         policy = self.desired.import_policy
-        loop = attrs_reason(update.attrs, policy)  # the same for every prefix of the update
+        # the same for every prefix of the update (one update comes from one session)
+        loop = attrs_reason(update.attrs, policy, local_as=spec.local_as, allow_local_as=spec.allow_local_as)
+        rules = spec.route_filter
         for item in update.announce:
             route = Route(norm(item.prefix), item.next_hop, update.attrs, source)
             raw[route.prefix] = route
-            self._import(update.peer, route, loop or prefix_reason(route.prefix, policy, canonical=True))
+            reason = loop or prefix_reason(route.prefix, policy, canonical=True)
+            if reason is None and rules is not None:
+                reason = peer_filters.import_reason(rules, route.prefix)
+            self._import(update.peer, route, reason)
 
-    def _import(self, peer: str, route: Route, reason: str | None = "") -> None:
-        assert self.desired is not None
-        if reason == "":
-            reason = import_reason(route, self.desired.import_policy)
+    def _import(self, peer: str, route: Route, reason: str | None) -> None:
         if reason is None:
             self.rib.update(route)
         else:
@@ -270,8 +286,7 @@ class Engine:
             self.fib.stage(prefix, best)
 
     def _peer(self, address: str) -> PeerSpec:
-        assert self.desired is not None
-        return next(p for p in self.desired.peers if p.address == address)
+        return self._specs[address]
 
     def _to_peer(self, spec: PeerSpec) -> PeerInfo:
         session = self.sessions.get(spec.address)
@@ -318,6 +333,7 @@ class Engine:
             out[prefix] = outbound(
                 prefix, spec, to_peer, exports=d.exports, best=best, pools=d.pools, local=d.local
             )
+        rules = spec.route_filter if spec.route_filter is not None and spec.route_filter.exports else None
         for best, members in classes.groups.values():
             advert = outbound(
                 members[0],
@@ -328,8 +344,13 @@ class Engine:
                 pools=d.pools,
                 local=d.local,
                 is_exportable=True,
+                filtered=False,
             )
-            out.update(dict.fromkeys(members, advert))
+            if advert is None or rules is None:
+                out.update(dict.fromkeys(members, advert))
+                continue
+            for prefix in members:  # export rules depend on the prefix: each member on its own
+                out[prefix] = advert if peer_filters.export_allowed(rules, prefix, learned=True) else None
         return out
 
     def _wire_candidate(self, spec: PeerSpec) -> bool:

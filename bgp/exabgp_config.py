@@ -4,6 +4,11 @@ One ``process`` (the bridge, ``encoder json``) that every neighbour's ``api`` bl
 the agent reaches every session; ``manual-eor`` so a restart never makes peers flush stale
 routes before the agent re-announced everything; graceful restart per session. Listening is
 not in the file: ExaBGP listens only when ``exabgp.tcp.bind`` is set (``exabgp_env``).
+
+``local-as`` is the AS the session presents (the BGPPeer's ``localASNumber`` when set).
+``ttlSecurity: N`` (GTSM, RFC 5082) maps as BIRD's ``ttl security on; multihop N``: we send with
+TTL 255 (``outgoing-ttl``) and the kernel drops what arrives with a TTL below 256 - N
+(``incoming-ttl``, IP_MINTTL / IPV6_MINHOPCOUNT on the session's socket).
 """
 
 from __future__ import annotations
@@ -14,11 +19,17 @@ from collections.abc import Iterable, Sequence
 from bgp.topology import PeerSpec
 
 PROCESS_NAME = "felixpy"
+GTSM_SEND_TTL = 255
 DEFAULT_HOLD_TIME = 90
 
 
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def gtsm_min_ttl(hops: int) -> int:
+    """The lowest TTL a packet from a peer ``hops`` hops away arrives with, sent at 255."""
+    return GTSM_SEND_TTL - hops + 1
 
 
 def render_neighbor(peer: PeerSpec, *, hold_time: int = DEFAULT_HOLD_TIME, wire: bool = False) -> str:
@@ -39,6 +50,11 @@ def render_neighbor(peer: PeerSpec, *, hold_time: int = DEFAULT_HOLD_TIME, wire:
         lines.append("    passive true;")
     if peer.port != 179:
         lines.append(f"    connect {peer.port};")
+    if peer.ttl_security:
+        lines += [
+            f"    outgoing-ttl {GTSM_SEND_TTL};",
+            f"    incoming-ttl {gtsm_min_ttl(peer.ttl_security)};",
+        ]
     if peer.md5:
         # base64 always: any character survives, and ExaBGP's "auto" mode cannot misread a hex-like key
         encoded = base64.b64encode(peer.md5.encode()).decode()

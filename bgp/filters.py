@@ -1,9 +1,12 @@
 """Import and export policy (pure), after Calico's BIRD filters.
 
 Import (``import_reason``): a learned route is refused when it is a default route (unless
-configured), loops (our AS in AS_PATH, our router ID as ORIGINATOR_ID, our cluster ID in
+configured), loops (our AS in AS_PATH — more often than the session's ``numAllowedLocalASNumbers``
+allows, BIRD's ``allow local as`` —, our router ID as ORIGINATOR_ID, our cluster ID in
 CLUSTER_LIST), is one of this node's own blocks (more specific /32s inside them are other
-nodes' borrowed addresses and are kept), or lies outside every IP pool.
+nodes' borrowed addresses and are kept), or lies outside every IP pool. "Our AS" is the one
+the session presents (the BGPPeer's ``localASNumber`` when set). A session's BGPFilter import
+rules (``bgp.peer_filters``) run after these and can only refuse more.
 
 Export (``local_exports``): this node's confirmed affine blocks and its borrowed /32s,
 except inside pools with ``disableBGPExport``; communities from ``prefixAdvertisements``.
@@ -72,14 +75,25 @@ def pool_for(prefix: str, pools: Iterable[PoolInfo]) -> PoolInfo | None:
     return best
 
 
-def import_reason(route: Route, policy: ImportPolicy) -> str | None:
-    """Why ``route`` is refused, or None when it is accepted."""
-    return attrs_reason(route.attrs, policy) or prefix_reason(route.prefix, policy)
+def import_reason(
+    route: Route, policy: ImportPolicy, *, local_as: int | None = None, allow_local_as: int = 0
+) -> str | None:
+    """Why ``route`` is refused, or None when it is accepted (``local_as``/``allow_local_as``: the
+    session's, see ``attrs_reason``)."""
+    loop = attrs_reason(route.attrs, policy, local_as=local_as, allow_local_as=allow_local_as)
+    return loop or prefix_reason(route.prefix, policy)
 
 
-def attrs_reason(attrs: PathAttrs, policy: ImportPolicy) -> str | None:
-    """The part of ``import_reason`` that depends only on the path attributes (loops)."""
-    if policy.local_as and policy.local_as in attrs.as_path:
+def attrs_reason(
+    attrs: PathAttrs, policy: ImportPolicy, *, local_as: int | None = None, allow_local_as: int = 0
+) -> str | None:
+    """The part of ``import_reason`` that depends only on the path attributes (loops).
+
+    ``local_as``: the AS the session presents (default ``policy.local_as``); the route loops when it
+    appears in AS_PATH more than ``allow_local_as`` times.
+    """
+    asn = policy.local_as if local_as is None else local_as
+    if asn and asn in attrs.as_path and (not allow_local_as or attrs.as_path.count(asn) > allow_local_as):
         return "AS loop"
     if policy.router_id and attrs.originator_id == policy.router_id:
         return "originator is us"

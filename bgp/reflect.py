@@ -6,8 +6,9 @@
   every iBGP peer, from a non-client to clients only; the reflected copy carries
   ORIGINATOR_ID (the source's router ID when absent) and our cluster ID prepended to
   CLUSTER_LIST;
-* towards eBGP: our AS prepended, LOCAL_PREF / ORIGINATOR_ID / CLUSTER_LIST removed and next
-  hop set to ourselves (``"self"``) unless the session keeps the original next hop;
+* towards eBGP: our AS prepended (the one the session presents, ``to_peer.local_as``),
+  LOCAL_PREF / ORIGINATOR_ID / CLUSTER_LIST removed and next hop set to ourselves
+  (``"self"``) unless the session keeps the original next hop;
 * eBGP-learned → iBGP: unchanged (next hop kept, as BIRD does by default).
 """
 
@@ -40,16 +41,16 @@ def reflect(
     if route.attrs.originator_id and route.attrs.originator_id == to_peer.router_id:
         return None
     if to_peer.ebgp:
-        return _to_ebgp(route, local, keep_next_hop)
+        return _to_ebgp(route, to_peer.local_as or local.local_as, keep_next_hop)
     if not from_peer.address or from_peer.ebgp:
         return route
     return _ibgp_to_ibgp(route, from_peer, to_peer, local)
 
 
-def _to_ebgp(route: Route, local: LocalInfo, keep_next_hop: bool) -> Route:
+def _to_ebgp(route: Route, local_as: int, keep_next_hop: bool) -> Route:
     attrs = replace(
         route.attrs,
-        as_path=(local.local_as, *route.attrs.as_path),
+        as_path=(local_as, *route.attrs.as_path),
         local_pref=None,
         originator_id=None,
         cluster_list=(),

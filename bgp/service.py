@@ -28,7 +28,7 @@ from bgp.speaker import Speaker, SpeakerSettings
 from bgp.status import PeerStatus, write_status
 from bgp.topology import DEFAULT_PORT, SecretResolver, compute_peers, hashed_router_id, local_asn
 from felixpy.dataplane.model import RTPROT_FELIXPY_BGP
-from felixpy.resources.bgp import BGPConfiguration, BGPPeer
+from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPeer
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.node import Node
 
@@ -43,6 +43,7 @@ class Plan:
     desired: Desired
     bind: list[str]
     port: int
+    missing_filters: tuple[str, ...] = ()  # BGPFilter names some BGPPeer uses that do not exist
 
 
 def _config(configs: list[BGPConfiguration], name: str) -> BGPConfiguration | None:
@@ -59,16 +60,21 @@ def build_plan(
     local_blocks: Iterable[str],
     borrowed: Iterable[str] = (),
     resolve_secret: SecretResolver | None = None,
+    bgp_filters: Iterable[BGPFilter] = (),
 ) -> Plan:
     """Resources → what the engine and the speaker need (pure)."""
-    nodes, configs = list(nodes), list(bgp_configs)
+    nodes, configs, peers, bgp_filters = list(nodes), list(bgp_configs), list(peers), list(bgp_filters)
     me = next((n for n in nodes if n.metadata.name == node_name), None)
     bgp = me.spec.bgp if me is not None else None
     addresses = [a for a in (bgp.ipv4_address, bgp.ipv6_address) if a] if bgp else []
     v4 = str(ipaddress.ip_interface(bgp.ipv4_address).ip) if bgp and bgp.ipv4_address else None
     default = _config(configs, "default")
     node_cfg = _config(configs, f"node.{node_name}")
-    sessions = compute_peers(node_name, nodes, configs, peers, resolve_secret=resolve_secret)
+    sessions = compute_peers(
+        node_name, nodes, configs, peers, resolve_secret=resolve_secret, bgp_filters=bgp_filters
+    )
+    known = {f.metadata.name for f in bgp_filters}
+    missing = sorted({n for p in peers for n in p.spec.filters if n not in known})
     asn = local_asn(node_name, nodes, configs)
     cluster = bgp.route_reflector_cluster_id if bgp else None
     local = LocalInfo(router_id=v4 or hashed_router_id(node_name), local_as=asn, cluster_id=cluster or None)
@@ -95,7 +101,7 @@ def build_plan(
     )
     port = next((c.spec.listen_port for c in (node_cfg, default) if c and c.spec.listen_port), DEFAULT_PORT)
     bind = [str(ipaddress.ip_interface(a).ip) for a in addresses]
-    return Plan(desired, bind, port)
+    return Plan(desired, bind, port, tuple(missing))
 
 
 class BGPService:
@@ -138,6 +144,7 @@ class BGPService:
         self._stopping = threading.Event()
         self._status: list[PeerStatus] = []
         self._lock = threading.Lock()
+        self._missing_filters: tuple[str, ...] = ()
 
     # --- public API ----------------------------------------------------------------------
     def update(
@@ -149,6 +156,7 @@ class BGPService:
         pools: Iterable[IPPool],
         local_blocks: Iterable[str],
         borrowed: Iterable[str] = (),
+        bgp_filters: Iterable[BGPFilter] = (),
     ) -> None:
         """The full desired state (latest wins). Thread-safe; applied by the service thread."""
         plan = build_plan(
@@ -160,7 +168,15 @@ class BGPService:
             local_blocks=local_blocks,
             borrowed=borrowed,
             resolve_secret=self._resolve_secret,
+            bgp_filters=bgp_filters,
         )
+        if plan.missing_filters != self._missing_filters:
+            self._missing_filters = plan.missing_filters
+            if plan.missing_filters:
+                log.warning(
+                    "bgp: BGPPeer filters name BGPFilters that do not exist (skipped until they do): %s",
+                    ", ".join(plan.missing_filters),
+                )
         # a reflector fans every route out to every client: ExaBGP's 10 ms poll would idle it
         reflector = bool(plan.desired.local.cluster_id)
         self.speaker.settings.reactor_speed = self._speeds[reflector]

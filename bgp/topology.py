@@ -12,7 +12,11 @@ Calico's expansion rules (confd ``updatePeersV1`` / ``bird.cfg`` template):
   to us"), so the higher address connects. Comparing text, not numbers, matters for a mesh mixing
   felixpy and Calico nodes: any other rule would leave some pairs passive on both sides;
 * this node is a route reflector and the peer has the same AS and another (or no) cluster
-  ID → the peer is a route-reflector client.
+  ID → the peer is a route-reflector client;
+* a BGPPeer's session options apply to every session it makes, reverse ones included:
+  ``localASNumber`` (the AS this node presents instead of its own, which also decides eBGP or
+  iBGP; on the reverse session it is the AS the other node presents), ``numAllowedLocalASNumbers``,
+  ``ttlSecurity`` and ``filters`` (compiled by ``bgp.peer_filters``; unknown names are skipped).
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from bgp.peer_filters import PeerFilter, compile_filter
 from bgp.selectors import compile_selector
-from felixpy.resources.bgp import BGPConfiguration, BGPPassword, BGPPeer
+from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPassword, BGPPeer
 from felixpy.resources.node import Node
 
 DEFAULT_AS = 64512
@@ -53,6 +59,9 @@ class PeerSpec:
     name: str = ""
     keep_original_next_hop: bool = False
     peer_node: str | None = None  # the Calico node behind this address, if any
+    allow_local_as: int = 0  # times our AS may appear in a received AS_PATH (numAllowedLocalASNumbers)
+    ttl_security: int = 0  # GTSM: the peer is at most this many hops away; 0 = off
+    route_filter: PeerFilter | None = None  # the BGPPeer's BGPFilters, compiled
 
     @property
     def ebgp(self) -> bool:
@@ -80,6 +89,7 @@ class _Ctx:
     by_ip: dict[str, _NodeView]
     router_id: str
     resolve_secret: SecretResolver | None
+    filters: dict[str, BGPFilter]
 
 
 def parse_asn(value: str | int | None, default: int | None = None) -> int | None:
@@ -172,12 +182,24 @@ def _password(ctx: _Ctx, password: BGPPassword | None) -> str | None:
     return None
 
 
-def _session(ctx: _Ctx, remote: str, *, asn: int, port: int | None, kind: str, **extra: object) -> PeerSpec:
+def _session(
+    ctx: _Ctx,
+    remote: str,
+    *,
+    asn: int,
+    port: int | None,
+    kind: str,
+    local_as: int | None = None,
+    **extra: object,
+) -> PeerSpec:
     me = ctx.me
+    local_as = local_as or me.asn
     version = ipaddress.ip_address(remote).version
     peer_node = ctx.by_ip.get(remote)
     rr_client = (
-        bool(me.cluster_id) and asn == me.asn and (peer_node is None or peer_node.cluster_id != me.cluster_id)
+        bool(me.cluster_id)
+        and asn == local_as
+        and (peer_node is None or peer_node.cluster_id != me.cluster_id)
     )
     port = port or (peer_node.port if peer_node else DEFAULT_PORT)
     local = me.address(version)
@@ -185,7 +207,7 @@ def _session(ctx: _Ctx, remote: str, *, asn: int, port: int | None, kind: str, *
         address=remote,
         port=port,
         peer_as=asn,
-        local_as=me.asn,
+        local_as=local_as,
         local_address=local,
         router_id=ctx.router_id,
         type=kind,
@@ -203,7 +225,7 @@ def _mesh(ctx: _Ctx, default_cfg: BGPConfiguration | None) -> list[PeerSpec]:
     spec = default_cfg.spec if default_cfg else None
     if (spec and spec.node_to_node_mesh_enabled is False) or ctx.me.cluster_id:
         return []
-    extra = {
+    extra: dict[str, Any] = {
         "md5": _password(ctx, spec.node_mesh_password) if spec else None,
         "graceful_restart_time": parse_duration(
             spec.node_mesh_max_restart_time if spec else None, DEFAULT_RESTART_TIME
@@ -222,12 +244,15 @@ def _mesh(ctx: _Ctx, default_cfg: BGPConfiguration | None) -> list[PeerSpec]:
     return out
 
 
-def _peer_extra(ctx: _Ctx, peer: BGPPeer) -> dict[str, object]:
+def _peer_extra(ctx: _Ctx, peer: BGPPeer) -> dict[str, Any]:
     spec = peer.spec
     return {
         "md5": _password(ctx, spec.password),
         "graceful_restart_time": parse_duration(spec.max_restart_time, DEFAULT_RESTART_TIME),
         "keep_original_next_hop": spec.keep_original_next_hop or spec.next_hop_mode == "Keep",
+        "allow_local_as": spec.num_allowed_local_as_numbers or 0,
+        "ttl_security": spec.ttl_security or 0,
+        "route_filter": compile_filter(spec.filters, ctx.filters)[0],
     }
 
 
@@ -249,22 +274,32 @@ def _from_peer(ctx: _Ctx, peer: BGPPeer) -> list[PeerSpec]:
     spec = peer.spec
     kind = "global" if not spec.node and not spec.node_selector else "node specific"
     extra = _peer_extra(ctx, peer)
+    local_as = spec.local_as_number  # None: the node's own
     out: list[PeerSpec] = []
     if _local_matches(ctx, peer, ctx.me):
         if spec.peer_ip:
             host, port = split_peer_ip(spec.peer_ip)
             asn = parse_asn(spec.as_number, ctx.me.asn) or ctx.me.asn
             if ctx.me.address(ipaddress.ip_address(host).version):
-                out.append(_session(ctx, host, asn=asn, port=port, kind=kind, **extra))
+                out.append(_session(ctx, host, asn=asn, port=port, kind=kind, local_as=local_as, **extra))
         elif spec.peer_selector:
-            out += _to_nodes(ctx, _remote_nodes(ctx, peer), kind, extra)
+            out += _to_nodes(ctx, _remote_nodes(ctx, peer), kind, extra, local_as=local_as)
     if spec.peer_selector and spec.reverse_peering != "Manual" and ctx.me in _remote_nodes(ctx, peer):
         locals_ = [v for v in ctx.nodes.values() if _local_matches(ctx, peer, v)]
-        out += _to_nodes(ctx, sorted(locals_, key=lambda v: v.name), kind, extra)
+        # the other node presents localASNumber to us on its side of this session
+        out += _to_nodes(ctx, sorted(locals_, key=lambda v: v.name), kind, extra, peer_as=local_as)
     return out
 
 
-def _to_nodes(ctx: _Ctx, views: list[_NodeView], kind: str, extra: dict[str, object]) -> list[PeerSpec]:
+def _to_nodes(
+    ctx: _Ctx,
+    views: list[_NodeView],
+    kind: str,
+    extra: dict[str, Any],
+    *,
+    local_as: int | None = None,
+    peer_as: int | None = None,
+) -> list[PeerSpec]:
     out = []
     for view in views:
         if view.name == ctx.me.name:
@@ -272,7 +307,10 @@ def _to_nodes(ctx: _Ctx, views: list[_NodeView], kind: str, extra: dict[str, obj
         for version in (4, 6):
             remote = view.address(version)
             if remote and ctx.me.address(version):
-                out.append(_session(ctx, remote, asn=view.asn, port=view.port, kind=kind, **extra))
+                asn = peer_as or view.asn
+                out.append(
+                    _session(ctx, remote, asn=asn, port=view.port, kind=kind, local_as=local_as, **extra)
+                )
     return out
 
 
@@ -283,6 +321,7 @@ def compute_peers(
     peers: Iterable[BGPPeer],
     *,
     resolve_secret: SecretResolver | None = None,
+    bgp_filters: Iterable[BGPFilter] = (),
 ) -> list[PeerSpec]:
     """This node's BGP sessions, one per remote address, mesh first, then global, then node specific."""
     configs = list(bgp_configs)
@@ -299,6 +338,7 @@ def compute_peers(
         by_ip=by_ip,
         router_id=me.v4 or hashed_router_id(node_name),
         resolve_secret=resolve_secret,
+        filters={f.metadata.name: f for f in bgp_filters},
     )
     sessions = _mesh(ctx, default_cfg)
     ordered = sorted(peers, key=lambda p: (bool(p.spec.node or p.spec.node_selector), p.metadata.name))

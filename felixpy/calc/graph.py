@@ -44,6 +44,7 @@ PASSTHROUGH_KINDS = frozenset(
         "IPPool",
         "Node",
         "BGPPeer",
+        "BGPFilter",
         "BGPConfiguration",
         "FelixConfiguration",
         "WorkloadEndpoint",

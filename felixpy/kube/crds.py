@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from felixpy.resources.base import Resource
-from felixpy.resources.bgp import BGPConfiguration, BGPPeer
+from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPeer
 from felixpy.resources.endpoint import HostEndpoint
 from felixpy.resources.felixconfig import FelixConfiguration
 from felixpy.resources.ippool import IPPool
@@ -32,6 +32,7 @@ VERSION = "v1"
 CRD_KINDS: tuple[type[Resource], ...] = (
     IPPool,
     BGPPeer,
+    BGPFilter,
     BGPConfiguration,
     NetworkPolicy,
     GlobalNetworkPolicy,

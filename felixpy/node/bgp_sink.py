@@ -1,4 +1,4 @@
-"""Hands the BGP inputs the calc passes through (Nodes, BGPConfigurations, BGPPeers, IPPools,
+"""Hands the BGP inputs the calc passes through (Nodes, BGPConfigurations, BGPPeers, BGPFilters, IPPools,
 this node's blocks) to `bgp.service.BGPService.update` — the full state, once per batch that
 changed any of them."""
 
@@ -8,7 +8,13 @@ from typing import Any
 
 from felixpy.calc.model import BlocksUpdate, InputUpdate, Update
 
-BGP_KINDS = {"Node": "nodes", "BGPConfiguration": "bgp_configs", "BGPPeer": "peers", "IPPool": "pools"}
+BGP_KINDS = {
+    "Node": "nodes",
+    "BGPConfiguration": "bgp_configs",
+    "BGPPeer": "peers",
+    "BGPFilter": "bgp_filters",
+    "IPPool": "pools",
+}
 
 
 class BGPSink:

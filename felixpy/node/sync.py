@@ -19,6 +19,7 @@ from felixpy.datastore.syncer import Syncer
 from felixpy.node.writer import BlockMsg, InSyncMsg, ResourceMsg, Writer
 from felixpy.resources import (
     BGPConfiguration,
+    BGPFilter,
     BGPPeer,
     FelixConfiguration,
     GlobalNetworkPolicy,
@@ -42,6 +43,7 @@ SYNCED_KINDS: list[type[Resource]] = [
     WorkloadEndpoint,
     BGPConfiguration,
     BGPPeer,
+    BGPFilter,
     FelixConfiguration,
     Tier,  # before the policies: a snapshot's policies then find their tiers
     NetworkPolicy,

@@ -1,7 +1,7 @@
 """Pydantic models of the projectcalico.org/v3 kinds, networking.k8s.io/v1 NetworkPolicy and v1 Namespace."""
 
 from felixpy.resources.base import ObjectMeta, Resource, ResourceError
-from felixpy.resources.bgp import BGPConfiguration, BGPPeer
+from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPeer
 from felixpy.resources.endpoint import HostEndpoint, WorkloadEndpoint
 from felixpy.resources.felixconfig import FelixConfiguration
 from felixpy.resources.ippool import IPPool
@@ -12,6 +12,7 @@ from felixpy.resources.tier import Tier
 
 __all__ = [
     "BGPConfiguration",
+    "BGPFilter",
     "BGPPeer",
     "FelixConfiguration",
     "GlobalNetworkPolicy",

@@ -1,10 +1,11 @@
-"""BGPPeer and BGPConfiguration (projectcalico.org/v3)."""
+"""BGPPeer, BGPFilter and BGPConfiguration (projectcalico.org/v3)."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import ipaddress
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from felixpy.resources.base import Model, Resource
 from felixpy.resources.fields import CIDR, ASNumber, FieldError, PeerIP, Selector
@@ -22,6 +23,9 @@ class BGPPassword(Model):
     value: str | None = None
 
 
+BGPFilterName = Annotated[str, AfterValidator(lambda name: check_subdomain(name, what="BGPFilter name"))]
+
+
 class BGPPeerSpec(Model):
     node: str | None = None
     node_selector: Selector | None = None
@@ -36,10 +40,12 @@ class BGPPeerSpec(Model):
     source_address: Literal["UseNodeIP", "None"] = "UseNodeIP"
     max_restart_time: str | None = None  # Go duration, e.g. "120s"
     keepalive_time: str | None = None
-    num_allowed_local_as_numbers: int | None = Field(default=None, alias="numAllowedLocalASNumbers")
-    ttl_security: int | None = None
+    # how many times our own AS may appear in a received AS_PATH (BIRD "allow local as N")
+    num_allowed_local_as_numbers: int | None = Field(default=None, ge=0, alias="numAllowedLocalASNumbers")
+    # GTSM (RFC 5082): the peer is at most this many hops away; 0 or unset = off
+    ttl_security: int | None = Field(default=None, ge=0, le=255)
     reachable_by: str | None = None
-    filters: list[str] = Field(default_factory=list)
+    filters: list[BGPFilterName] = Field(default_factory=list)  # applied in this order
     reverse_peering: Literal["Auto", "Manual"] | None = None
 
     @field_validator("node")
@@ -65,6 +71,99 @@ class BGPPeer(Resource):
     PLURAL: ClassVar[str] = "bgppeers"
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("bgppeer", "bgppeers", "bgpp", "bgpps", "bp", "bps")
     spec: BGPPeerSpec
+
+
+class BGPFilterPrefixLength(Model):
+    min: int | None = Field(default=None, ge=0, le=128)
+    max: int | None = Field(default=None, ge=0, le=128)
+
+
+# Fields of Calico's BGPFilter rules that felixpy does not implement: refused by name rather than ignored,
+# because a filter that silently matched more (or less) than its author wrote is worse than none.
+_UNSUPPORTED_RULE_FIELDS = {
+    "interface": "felixpy exports IP pool blocks and learned routes, not interface routes",
+    "peer_type": "",
+    "communities": "",
+    "as_path_prefix": "",
+    "priority": "",
+    "operations": "",
+}
+
+
+class BGPFilterRule(Model):
+    """One rule of a BGPFilter list. ``cidr`` + ``matchOperator`` (both or neither), ``prefixLength``
+    (needs ``cidr``), ``source: RemotePeers`` (export lists only), ``action``."""
+
+    cidr: CIDR | None = None
+    match_operator: Literal["Equal", "NotEqual", "In", "NotIn"] | None = None
+    prefix_length: BGPFilterPrefixLength | None = None
+    source: Literal["RemotePeers"] | None = None
+    action: Literal["Accept", "Reject"]
+    interface: str | None = None
+    peer_type: Any = None
+    communities: Any = None
+    as_path_prefix: Any = Field(default=None, alias="asPathPrefix")
+    priority: Any = None
+    operations: Any = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BGPFilterRule:
+        for name, why in _UNSUPPORTED_RULE_FIELDS.items():
+            if getattr(self, name) is not None:
+                field = BGPFilterRule.model_fields[name].alias or name
+                detail = f": {why}" if why else ""
+                raise FieldError(f"not supported by felixpy{detail}; remove it", field=field)
+        if (self.cidr is None) != (self.match_operator is None):
+            missing = "matchOperator" if self.match_operator is None else "cidr"
+            raise FieldError("cidr and matchOperator must both be set or both be left out", field=missing)
+        if self.prefix_length is not None:
+            if self.cidr is None:
+                raise FieldError("requires cidr", field="prefixLength")
+            low, high = self.prefix_length.min, self.prefix_length.max
+            if low is not None and high is not None and low > high:
+                raise FieldError(f"min {low} is larger than max {high}", field="prefixLength")
+        return self
+
+
+def _check_rules(rules: list[BGPFilterRule], field: str, version: int, *, export: bool) -> None:
+    bits = 32 if version == 4 else 128
+    for i, rule in enumerate(rules):
+        where = f"{field}[{i}]"
+        if rule.cidr is not None and ipaddress.ip_network(rule.cidr).version != version:
+            raise FieldError(f"'{rule.cidr}' is not an IPv{version} CIDR", field=f"{where}.cidr")
+        if rule.source is not None and not export:
+            raise FieldError("applies to export rules only (imported routes all come from the peer)",
+                             field=f"{where}.source")  # fmt: skip
+        length = rule.prefix_length
+        for end in ("min", "max"):
+            value = getattr(length, end) if length is not None else None
+            if value is not None and value > bits:
+                raise FieldError(f"must be 0..{bits} for IPv{version}", field=f"{where}.prefixLength.{end}")
+
+
+class BGPFilterSpec(Model):
+    export_v4: list[BGPFilterRule] = Field(default_factory=list, alias="exportV4")
+    import_v4: list[BGPFilterRule] = Field(default_factory=list, alias="importV4")
+    export_v6: list[BGPFilterRule] = Field(default_factory=list, alias="exportV6")
+    import_v6: list[BGPFilterRule] = Field(default_factory=list, alias="importV6")
+
+    @model_validator(mode="after")
+    def _families(self) -> BGPFilterSpec:
+        _check_rules(self.export_v4, "exportV4", 4, export=True)
+        _check_rules(self.import_v4, "importV4", 4, export=False)
+        _check_rules(self.export_v6, "exportV6", 6, export=True)
+        _check_rules(self.import_v6, "importV6", 6, export=False)
+        return self
+
+
+class BGPFilter(Resource):
+    """Import/export rules for the sessions of the BGPPeers that name it in ``filters``: evaluated in
+    order, the first rule that matches decides, no match leaves the route to the default behaviour."""
+
+    KIND: ClassVar[str] = "BGPFilter"
+    PLURAL: ClassVar[str] = "bgpfilters"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("bgpfilter", "bgpfilters", "bgpf", "bgpfs")
+    spec: BGPFilterSpec = Field(default_factory=BGPFilterSpec)
 
 
 class Community(Model):

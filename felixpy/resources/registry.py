@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from felixpy.resources.base import Resource
-from felixpy.resources.bgp import BGPConfiguration, BGPPeer
+from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPeer
 from felixpy.resources.endpoint import HostEndpoint, WorkloadEndpoint
 from felixpy.resources.felixconfig import FelixConfiguration
 from felixpy.resources.ippool import IPPool
@@ -15,6 +15,7 @@ from felixpy.resources.tier import Tier
 ALL_KINDS: tuple[type[Resource], ...] = (
     IPPool,
     BGPPeer,
+    BGPFilter,
     BGPConfiguration,
     Node,
     WorkloadEndpoint,
