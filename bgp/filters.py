@@ -11,6 +11,15 @@ rules (``bgp.peer_filters``) run after these and can only refuse more.
 Export (``local_exports``): this node's confirmed affine blocks and its borrowed /32s,
 except inside pools with ``disableBGPExport``; communities from ``prefixAdvertisements``.
 Learned routes are forwarded (reflected) only inside exportable pools (``exportable``).
+
+Service IP ranges (``service_cidrs``, ``service_exports``): the ``serviceClusterIPs``,
+``serviceExternalIPs`` and ``serviceLoadBalancerIPs`` CIDRs of the ``default`` BGPConfiguration
+(Calico ignores them on ``node.<name>``) are originated by every node, next hop self, so the
+fabric can spread traffic over all nodes (ECMP), unless the node is labelled
+``node.kubernetes.io/exclude-from-external-load-balancers=true``. Communities from
+``prefixAdvertisements`` apply to them as to blocks. Every node, excluded or not, refuses to
+import anything inside those CIDRs (Calico's ``rejectcidrs``): a node that installed another
+node's service range would send service traffic away instead of to its own kube-proxy.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ class ImportPolicy:
     local_as: int = 0
     router_id: str = ""
     cluster_id: str | None = None
+    service_cidrs: tuple[str, ...] = ()  # learned routes inside these are refused
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -109,6 +119,10 @@ def prefix_reason(prefix: str, policy: ImportPolicy, *, canonical: bool = False)
         return None if policy.import_default else "default route"
     if (prefix if canonical else normalize_prefix(prefix)) in policy.own_blocks:
         return "own block"
+    if policy.service_cidrs:
+        key = prefix_key(prefix)
+        if any(key_inside(key, prefix_key(c)) for c in policy.service_cidrs):
+            return "service IP range"
     if pool_for(prefix, policy.pools) is None:
         return "outside IP pools"
     return None
@@ -158,6 +172,38 @@ def local_exports(
             continue
         is_block = _net(prefix) in blocks
         if not is_block and (pool is None or any(_inside(_net(prefix), b) for b in blocks)):
+            continue
+        standard, large = _community_values(config, prefix)
+        out[prefix] = PathAttrs(origin="igp", communities=standard, large_communities=large)
+    return out
+
+
+EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+
+def service_cidrs(config: BGPConfiguration | None) -> tuple[str, ...]:
+    """The service IP ranges of ``config`` (the ``default`` BGPConfiguration): cluster, external
+    and load balancer CIDRs in that order, each once."""
+    if config is None:
+        return ()
+    spec = config.spec
+    blocks = (*spec.service_cluster_i_ps, *spec.service_external_i_ps, *spec.service_load_balancer_i_ps)
+    return tuple(dict.fromkeys(str(_net(b.cidr)) for b in blocks))
+
+
+def service_exports(
+    cidrs: Iterable[str],
+    pools: Iterable[PoolInfo],
+    *,
+    config: BGPConfiguration | None = None,
+) -> dict[str, PathAttrs]:
+    """The service ranges this node originates (next hop self), with ``prefixAdvertisements``
+    communities from ``config``; a range inside a pool with ``disableBGPExport`` is not sent."""
+    pool_list = tuple(pools)
+    out: dict[str, PathAttrs] = {}
+    for prefix in cidrs:
+        pool = pool_for(prefix, pool_list)
+        if pool is not None and pool.disable_bgp_export:
             continue
         standard, large = _community_values(config, prefix)
         out[prefix] = PathAttrs(origin="igp", communities=standard, large_communities=large)

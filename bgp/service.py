@@ -21,7 +21,7 @@ from bgp import exabgp_api as api
 from bgp.channel import ApiChannel
 from bgp.engine import Desired, Engine
 from bgp.fib import Fib, Resolver, RouteOps
-from bgp.filters import ImportPolicy, PoolInfo, local_exports
+from bgp.filters import EXCLUDE_LABEL, ImportPolicy, PoolInfo, local_exports, service_cidrs, service_exports
 from bgp.reflect import LocalInfo
 from bgp.route import normalize_prefix
 from bgp.speaker import Speaker, SpeakerSettings
@@ -81,6 +81,8 @@ def build_plan(
     pool_infos = tuple(sorted((PoolInfo.from_resource(p) for p in pools), key=lambda p: p.cidr))
     blocks = [normalize_prefix(b) for b in local_blocks]
     spec = default.spec if default else None
+    # service ranges: only the default BGPConfiguration's count (Calico ignores them on node.<name>)
+    services = service_cidrs(default)
     policy = ImportPolicy(
         pool_infos,
         frozenset(blocks),
@@ -88,14 +90,20 @@ def build_plan(
         asn,
         local.router_id,
         local.cluster_id,
+        services,
     )
+    adv_config = node_cfg or default  # prefixAdvertisements: the node's override wins
+    exports = local_exports(blocks, borrowed, pool_infos, config=adv_config)
+    if me is None or me.metadata.labels.get(EXCLUDE_LABEL) != "true":
+        for prefix, attrs in service_exports(services, pool_infos, config=adv_config).items():
+            exports.setdefault(prefix, attrs)
     subnets = tuple(str(ipaddress.ip_interface(a).network) for a in addresses)
     desired = Desired(
         peers=tuple(sessions),
         local=local,
         import_policy=policy,
         pools=pool_infos,
-        exports=local_exports(blocks, borrowed, pool_infos, config=node_cfg or default),
+        exports=exports,
         resolver=Resolver(pools=pool_infos, local_subnets=subnets),
         ecmp=bool(spec and spec.ecmp),
     )
