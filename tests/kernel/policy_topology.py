@@ -369,3 +369,24 @@ def running_topology() -> Iterator[PolicyTopology]:
             topo.stop()
     finally:
         spaces.close()
+
+
+# ----------------------------------------------------------------------------- fixtures
+# Import these into a test module (``from tests.kernel.policy_topology import legacy_fixture,
+# topo_fixture``): each module then has its own topology and legacy writer, as named below.
+
+
+@pytest.fixture(scope="module", name="topo")
+def topo_fixture() -> Iterator[PolicyTopology]:
+    """The module's topology (skipped when not root), torn down after its last test."""
+    with running_topology() as built:
+        yield built
+
+
+@pytest.fixture(scope="module", name="legacy")
+def legacy_fixture(topo: PolicyTopology) -> Iterator[PolicyDataplane]:
+    """The module's legacy iptables writer; the policies it applied are removed at the end."""
+    dp = PolicyDataplane(topo, backend="legacy")
+    yield dp
+    dp.set_policies([])
+    dp.close()

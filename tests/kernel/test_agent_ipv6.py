@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from felixpy.dataplane.names import veth_name_for_workload
-from tests.fixtures.netns import Netns, delete_netns
-from tests.kernel.test_agent_cni import CNI, NodeEnv, _ns, _wait
+from tests.fixtures.netns import Netns
+from tests.kernel.test_agent_cni import NodeEnv, _ns, _wait
 
 pytestmark = pytest.mark.kernel
 V6_POOL = "fd00:10:244::/48"
@@ -46,20 +45,12 @@ def env() -> Iterator[NodeEnv]:
     node = _ns("node6")
     e = NodeEnv(node, run_dir)
     try:
-        node.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
-        node.run("ip", "addr", "add", "10.77.0.1/24", "dev", "eth0")
-        node.run("ip", "link", "set", "eth0", "up")
-        node.run("ip", "link", "set", "eth0p", "up")
-        node.run("ip", "route", "add", "default", "via", "10.77.0.254", "dev", "eth0")
+        e.wire_node()
         e.start_etcd()
         e.start_agent(CALICO_IPV6POOL_CIDR=V6_POOL)
         yield e
     finally:
-        e.kill_agent()
-        for pod in e.pods:
-            delete_netns(pod.name)
-        delete_netns(node.name)
-        print(f"agent log tail:\n{e.agent_log()[-2000:] if (run_dir / 'agent.log').exists() else ''}")
+        e.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -67,31 +58,8 @@ def cni(
     env: NodeEnv, command: str, pod: Netns, name: str, *, ipam: dict | None = None, labels: str = ""
 ) -> tuple[int, dict | None]:
     """Run felixpy-cni in the node namespace with an ``ipam`` section (dual-stack by default)."""
-    conf = {
-        "cniVersion": "1.0.0",
-        "name": "k8s-pod-network",
-        "type": "felixpy",
-        "run_dir": str(env.run_dir),
-        "ipam": ipam or DUAL,
-    }
-    cni_env = {
-        "PATH": os.environ["PATH"],
-        "CNI_COMMAND": command,
-        "CNI_CONTAINERID": f"cid6-{name}",
-        "CNI_NETNS": pod.path,
-        "CNI_IFNAME": "eth0",
-        "CNI_PATH": "/usr/lib/cni",
-        "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};K8S_POD_LABELS={labels}",
-    }
-    proc = subprocess.run(
-        ["ip", "netns", "exec", env.node.name, CNI],
-        input=json.dumps(conf),
-        env=cni_env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else None
+    extra = f";K8S_POD_LABELS={labels}"
+    return env.cni(command, pod, name, cid=f"cid6-{name}", extra_args=extra, ipam=ipam or DUAL)
 
 
 def ips(result: dict) -> tuple[str, str]:

@@ -10,8 +10,6 @@ and python-iptables backends.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from policy.conformance_cases import CASES, DEFAULT_IPS, NetpolCase, namespace_labels
@@ -22,9 +20,10 @@ from tests.kernel.policy_topology import (
     PolicyDataplane,
     PolicyTopology,
     flush_conntrack,
+    legacy_fixture,  # noqa: F401 (module-scoped fixture)
     probe_with_retry,
     render_matrix,
-    running_topology,
+    topo_fixture,  # noqa: F401 (module-scoped fixture)
 )
 
 pytestmark = pytest.mark.kernel
@@ -35,20 +34,6 @@ OTHER_BACKEND_CASES = (
     "calico-pass-skips-k8s-deny",
     "ingress-pod-and-namespace-one-peer",
 )
-
-
-@pytest.fixture(scope="module")
-def topo() -> Iterator[PolicyTopology]:
-    with running_topology() as built:
-        yield built
-
-
-@pytest.fixture(scope="module")
-def legacy(topo: PolicyTopology) -> Iterator[PolicyDataplane]:
-    dp = PolicyDataplane(topo, backend="legacy")
-    yield dp
-    dp.set_policies([])
-    dp.close()
 
 
 def evaluator_matrix(topo: PolicyTopology, case: NetpolCase) -> Matrix:

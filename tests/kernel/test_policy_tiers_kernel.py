@@ -9,7 +9,7 @@ watches the same connection flip from dropped to allowed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import pytest
 
@@ -23,28 +23,15 @@ from tests.kernel.policy_topology import (
     PolicyDataplane,
     PolicyTopology,
     flush_conntrack,
+    legacy_fixture,  # noqa: F401 (module-scoped fixture)
     probe,
     probe_with_retry,
     render_matrix,
-    running_topology,
+    topo_fixture,  # noqa: F401 (module-scoped fixture)
 )
 
 pytestmark = pytest.mark.kernel
 INTO_X = [(s, d) for s in POD_KEYS for d in POD_KEYS if d.startswith("x/") and s != d]
-
-
-@pytest.fixture(scope="module")
-def topo() -> Iterator[PolicyTopology]:
-    with running_topology() as built:
-        yield built
-
-
-@pytest.fixture(scope="module")
-def legacy(topo: PolicyTopology) -> Iterator[PolicyDataplane]:
-    dp = PolicyDataplane(topo, backend="legacy")
-    yield dp
-    dp.set_policies([])
-    dp.close()
 
 
 def set_tiers(dp: PolicyDataplane, tiers: Iterable[TierInfo]) -> None:

@@ -1,8 +1,8 @@
 """Untracked (raw) and pre-DNAT (mangle) host endpoint policy on the real kernel.
 
-Shape (as ``test_policy_hep_kernel``): ``host`` (eth0 10.67.0.1/24) ⇄ veth ⇄ ``client`` (eth0
-10.67.0.2/24), each running a bounded TCP/UDP echo responder. ``host``'s eth0 is a host endpoint;
-the compiler's output goes into ``host`` through the agent's write path (``write_changes``).
+Shape (``hep_topology``, as ``test_policy_hep_kernel``): ``host`` (eth0 10.67.0.1/24) ⇄ veth ⇄
+``client`` (eth0 10.67.0.2/24), each running a bounded TCP/UDP echo responder. ``host``'s eth0 is a
+host endpoint; the compiler's output goes into ``host`` through the agent's write path (``write_changes``).
 Every probe is a new flow (conntrack flushed between phases), and every verdict is also asked of
 the reference (``policy.evaluate_hostraw``). ``conntrack -L`` and the rules' packet counters
 (``iptables-save -c``) show where a packet was decided: no conntrack entry for an untracked flow,
@@ -12,43 +12,25 @@ the raw/mangle DROP rule counted for a denied one.
 from __future__ import annotations
 
 import re
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from felixpy.dataplane.iptables_backend import BackendKind
-from felixpy.resources.endpoint import HostEndpoint
-from policy.convert import endpoint_from_hep, policy_from_doc
+from policy.convert import endpoint_from_hep
 from policy.evaluate_hostraw import exchange_allowed
 from policy.evaluator import Evaluator, Flow
-from policy.model import Direction, Policy
 from tests.fixtures.netns import Netns
-from tests.kernel.policy_topology import NODE, PolicyDataplane, flush_conntrack, probe, wait_ready
-from tests.kernel.policy_topology import start_responder as topology_responder
+from tests.kernel.hep_topology import HepShape, HostPair, Probe, gnp, host_pair
 
 pytestmark = pytest.mark.kernel
 HOST_IP, CLIENT_IP = "10.67.0.1", "10.67.0.2"
 HOST_PORTS = (8080, 9090, 22)
 CLIENT_PORTS = (8080, 2379)
 DNAT_PORT = 7070  # DNATed by the test's own nat rule to HOST_IP:8080
-GNP = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy"}
-HEP = HostEndpoint.model_validate(
-    {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "HostEndpoint",
-        "metadata": {"name": "host-eth0", "labels": {"role": "edge"}},
-        "spec": {"node": NODE, "interfaceName": "eth0", "expectedIPs": [HOST_IP]},
-    }
-)
-
-
-def gnp(name: str, **spec: Any) -> Policy:
-    return policy_from_doc(
-        {**GNP, "metadata": {"name": name}, "spec": {"selector": "role == 'edge'", **spec}}
-    )
+SHAPE = HepShape("raw", HOST_IP, CLIENT_IP, HOST_PORTS, CLIENT_PORTS)
+HEP = SHAPE.host_endpoint()
 
 
 def tcp(port: int, action: str = "Allow", side: str = "destination") -> dict[str, Any]:
@@ -76,43 +58,14 @@ UNTRACKED_DENY_ALL = gnp(
 PREDNAT_DENY_7070 = gnp("pre-deny", preDNAT=True, applyOnForward=True, ingress=[tcp(DNAT_PORT, "Deny")])
 PREDNAT_ALLOW_7070 = gnp("pre-allow", preDNAT=True, applyOnForward=True, ingress=[tcp(DNAT_PORT)])
 PREDNAT_DENY_ALL = gnp("pre-all", preDNAT=True, applyOnForward=True, ingress=[{"action": "Deny"}])
-Probe = tuple[Direction, int]
 
 
-class HostPair:
-    def __init__(self, host: Netns, client: Netns, backend: BackendKind = "legacy") -> None:
-        self.host, self.client = host, client
-        self.backend = backend
-        self.dp = PolicyDataplane(host.name, backend=backend)
+class RawPair(HostPair):
+    """The pair with the host endpoint in place from the start, plus the reference and the counters."""
+
+    def __init__(self, host: Netns, client: Netns, shape: HepShape, backend: BackendKind = "legacy") -> None:
+        super().__init__(host, client, shape, backend)
         self.dp.compiler.update_endpoint(HEP)
-        self.policies: list[Policy] = []
-
-    @property
-    def save_tool(self) -> str:
-        return "iptables-nft-save" if self.backend == "nft" else "iptables-legacy-save"
-
-    @property
-    def iptables(self) -> str:
-        return "iptables-nft" if self.backend == "nft" else "iptables-legacy"
-
-    def set_policies(self, *policies: Policy) -> None:
-        c = self.dp.compiler
-        for p in self.policies:
-            c.remove_policy(p.id)
-        for p in policies:
-            c.update_policy(p)
-        self.policies = list(policies)
-        self.dp.apply()
-        flush_conntrack(self.host)
-
-    def probe(self, what: Probe) -> bool:
-        direction, port = what
-        if direction == "Ingress":
-            return probe(self.client.path, HOST_IP, ("TCP", port), 1.0)
-        return probe(self.host.path, CLIENT_IP, ("TCP", port), 1.0)
-
-    def observe(self, *probes: Probe) -> dict[Probe, bool]:
-        return {p: self.probe(p) for p in probes}
 
     def expected(self, *probes: Probe) -> dict[Probe, bool]:
         """The reference's verdicts (a DNAT_PORT probe reaches normal policy as port 8080)."""
@@ -147,41 +100,14 @@ class HostPair:
                 total += int(m.group(1))
         return total
 
-    def save(self, table: str) -> str:
-        return self.host.run(self.save_tool, "-t", table)
-
-
-def start_responder(ns: Netns, ports: tuple[int, ...]) -> subprocess.Popen[str]:
-    proc = topology_responder(ns, 120, ports)
-    wait_ready(proc)
-    return proc
-
-
-@contextmanager
-def host_pair(netns: Any, backend: BackendKind = "legacy") -> Iterator[HostPair]:
-    host, client = netns("raw-host"), netns("raw-client")
-    host.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", client.name)
-    for ns, ip in ((host, HOST_IP), (client, CLIENT_IP)):
-        ns.run("ip", "addr", "add", f"{ip}/24", "dev", "eth0")
-        ns.run("ip", "link", "set", "eth0", "up")
-    procs = [start_responder(host, HOST_PORTS), start_responder(client, CLIENT_PORTS)]
-    made = HostPair(host, client, backend)
-    try:
-        yield made
-    finally:
-        made.dp.close()
-        for proc in procs:
-            proc.kill()
-            proc.wait(timeout=10)
-
 
 @pytest.fixture
-def pair(netns: Any) -> Iterator[HostPair]:
-    with host_pair(netns) as made:
+def pair(netns: Callable[..., Netns]) -> Iterator[RawPair]:
+    with host_pair(netns, SHAPE, RawPair) as made:
         yield made
 
 
-def dnat(pair: HostPair) -> None:
+def dnat(pair: RawPair) -> None:
     """The test's own DNAT (a stand-in for a NodePort): HOST_IP:7070 → HOST_IP:8080."""
     pair.host.run(pair.iptables, "-t", "nat", "-A", "PREROUTING", "-i", "eth0", "-p", "tcp", "--dport",
                   str(DNAT_PORT), "-j", "DNAT", "--to-destination", f"{HOST_IP}:8080")  # fmt: skip
@@ -190,7 +116,7 @@ def dnat(pair: HostPair) -> None:
 # ------------------------------------------------------------------------------ untracked
 
 
-def test_untracked_allow_is_not_tracked_and_untracked_deny_drops_before_conntrack(pair: HostPair) -> None:
+def test_untracked_allow_is_not_tracked_and_untracked_deny_drops_before_conntrack(pair: RawPair) -> None:
     pair.set_policies(OPEN)
     assert pair.check(("Ingress", 8080), ("Ingress", 9090)) == {
         ("Ingress", 8080): True,
@@ -211,7 +137,7 @@ def test_untracked_allow_is_not_tracked_and_untracked_deny_drops_before_conntrac
     assert pair.tracked(22) >= 1  # failsafe traffic is left to (tracked) normal processing
 
 
-def test_untracked_reply_needs_its_own_untracked_allow(pair: HostPair) -> None:
+def test_untracked_reply_needs_its_own_untracked_allow(pair: RawPair) -> None:
     pair.set_policies(OPEN, UNTRACKED_IN_ONLY)  # the request untracked, the reply tracked: broken TCP
     assert pair.check(("Ingress", 9090)) == {("Ingress", 9090): False}
     pair.set_policies(OPEN, UNTRACKED_9090)
@@ -222,7 +148,7 @@ def test_untracked_reply_needs_its_own_untracked_allow(pair: HostPair) -> None:
 # ------------------------------------------------------------------------------ pre-DNAT
 
 
-def test_prednat_policy_sees_the_destination_before_dnat(pair: HostPair) -> None:
+def test_prednat_policy_sees_the_destination_before_dnat(pair: RawPair) -> None:
     dnat(pair)
     pair.set_policies(ALLOW_8080)  # the filter table allows the DNATed flow
     assert pair.check(("Ingress", DNAT_PORT), ("Ingress", 8080)) == {
@@ -246,7 +172,7 @@ def test_prednat_policy_sees_the_destination_before_dnat(pair: HostPair) -> None
 # ------------------------------------------------------------------------------ failsafes
 
 
-def test_failsafe_ports_survive_untracked_and_prednat_deny_all(pair: HostPair) -> None:
+def test_failsafe_ports_survive_untracked_and_prednat_deny_all(pair: RawPair) -> None:
     probes: tuple[Probe, ...] = (("Ingress", 22), ("Ingress", 8080), ("Egress", 2379), ("Egress", 8080))
     want = {("Ingress", 22): True, ("Ingress", 8080): False, ("Egress", 2379): True, ("Egress", 8080): False}
     pair.set_policies(OPEN, UNTRACKED_DENY_ALL)
@@ -270,7 +196,7 @@ THEIRS = {
 
 @pytest.mark.parametrize("backend", ["legacy", "nft", "python-iptables"])
 def test_deleting_the_policies_removes_raw_and_mangle_chains_only(netns: Any, backend: BackendKind) -> None:
-    with host_pair(netns, backend) as pair:
+    with host_pair(netns, SHAPE, RawPair, backend) as pair:
         dnat(pair)
         for table, rule in THEIRS.items():
             pair.host.run(pair.iptables, "-t", table, *rule)
