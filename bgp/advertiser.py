@@ -101,16 +101,23 @@ class Advertiser:
         full: bool = False,
         resend: bool = False,
         wire_self: str | None = None,
+        groups: Iterable[tuple[Advert | None, list[str]]] = (),
     ) -> list[str]:
         """Commands moving ``peer`` to ``changes`` (for ``full``, prefixes absent are withdrawn).
 
         ``resend``: the session is new and holds nothing of ours — announce every target again
         and withdraw what was sent before and is no longer wanted. ``wire_self``: encode UPDATE
         messages for a wire-mode session whose local address (next hop self) this is.
+        ``groups``: more changes, as (advert, prefixes) — a reflector's thousands of prefixes
+        with one advert, checked against what was sent in bulk rather than one by one.
         """
         sent = self._sent.setdefault(peer.address, {})
         targets = dict(changes)
+        bulk = list(groups)
         if full or resend:
+            for advert, members in bulk:
+                targets.update(dict.fromkeys(members, advert))
+            bulk = []
             for prefix in sent:
                 targets.setdefault(prefix, None)
         by_id: dict[int, tuple[Advert, list[str]]] = {}  # adverts are mostly shared objects: no hashing
@@ -125,10 +132,25 @@ class Advertiser:
                 if group is None:
                     group = by_id[id(advert)] = (advert, [])
                 group[1].append(prefix)
-        groups: dict[Advert, list[str]] = defaultdict(list)
+        for advert, members in bulk:
+            untouched = not sent or sent.keys().isdisjoint(members)
+            if advert is None:
+                if not untouched:
+                    withdraw += [p for p in members if sent.pop(p, None) is not None]
+                continue
+            fresh = members if untouched else [p for p in members if sent.get(p) != advert]
+            if not fresh:
+                continue
+            sent.update(dict.fromkeys(fresh, advert))
+            group = by_id.get(id(advert))
+            if group is None:
+                by_id[id(advert)] = (advert, list(fresh))
+            else:
+                group[1].extend(fresh)
+        merged: dict[Advert, list[str]] = defaultdict(list)
         for advert, prefixes in by_id.values():
-            groups[advert] += prefixes
-        ordered = sorted(groups.items(), key=lambda kv: kv[1][0])
+            merged[advert] += prefixes
+        ordered = sorted(merged.items(), key=lambda kv: kv[1][0])
         if wire_self is not None:
             return self._wire(peer, ordered, withdraw, wire_self)
         lines = withdraw_commands(peer.address, withdraw) if withdraw else []
@@ -143,8 +165,11 @@ class Advertiser:
         sent = self._sent[peer.address]
         for (next_hop, attrs), prefixes in groups:
             by_family: dict[bool, list[str]] = defaultdict(list)
-            for prefix in prefixes:
-                by_family[":" in prefix].append(prefix)
+            if ":" not in "".join(prefixes):  # one C-speed test instead of one per prefix
+                by_family[False] = prefixes
+            else:
+                for prefix in prefixes:
+                    by_family[":" in prefix].append(prefix)
             for v6, members in sorted(by_family.items()):
                 hop = local if next_hop == NEXT_HOP_SELF else next_hop
                 if (":" in hop) != v6:

@@ -22,12 +22,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from bgp import exabgp_api as api
 from bgp import peer_filters
 from bgp.advertiser import Advertiser, outbound
 from bgp.fib import Fib, Resolver
-from bgp.filters import ImportPolicy, PoolInfo, attrs_reason, exportable, import_reason, prefix_reason
+from bgp.filters import ImportPolicy, PoolInfo, attrs_reason, import_reason, pool_index, prefix_reasons
 from bgp.reflect import LocalInfo
 from bgp.rib import Rib
 from bgp.route import PathAttrs, PeerInfo, Route, family_of, normalize_prefix
@@ -36,6 +37,9 @@ from bgp.topology import PeerSpec
 
 log = logging.getLogger(__name__)
 ADOPT_TIMEOUT = 120.0
+INTERNED_MAX = 10_000  # distinct attribute sets kept for interning (then start over)
+_Interned = TypeVar("_Interned", PathAttrs, PeerInfo)
+_V4, _V6 = family_of("0.0.0.0"), family_of("::")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,10 @@ class _Session:
     wire: bool | None = None  # decided when the session comes up; None = not (yet) up
 
 
+_Singles = dict[str, tuple[str, PathAttrs] | None]  # prefix -> advert (None: not to this peer)
+_Group = tuple[tuple[str, PathAttrs] | None, list[str]]  # one advert for many prefixes
+
+
 @dataclass
 class _Classes:
     """A set of prefixes sorted by what their adverts depend on (``Engine._classify``)."""
@@ -87,13 +95,14 @@ class Engine:
         self._wire_enabled = wire
         self._wall = wall
         self.fib = fib
-        self.rib = Rib(self._best_changed)
+        self.rib = Rib(self._best_changed, on_changes=self._bests_changed)
         self.adv = Advertiser()
         self.desired: Desired | None = None
         self._specs: dict[str, PeerSpec] = {}
         self.sessions: dict[str, _Session] = {}
         self._raw: dict[str, dict[str, Route]] = {}
         self._dirty: set[str] = set()
+        self._interned: dict[object, object] = {}
         self._hello = False
         self._exa_known: set[str] = set()  # sessions the running ExaBGP has in its config
         self._adopt_until = now + ADOPT_TIMEOUT
@@ -229,7 +238,9 @@ class Engine:
         if session is None or self.desired is None:
             return
         spec = self._peer(update.peer)
-        source = PeerInfo(update.peer, session.router_id, spec.peer_as, spec.local_as, spec.rr_client)
+        source = self._intern(
+            PeerInfo(update.peer, session.router_id, spec.peer_as, spec.local_as, spec.rr_client)
+        )
         raw = self._raw.setdefault(update.peer, {})
         self.status_changed = True
         norm = _as_is if update.canonical else normalize_prefix
@@ -241,13 +252,35 @@ class Engine:
         # the same for every prefix of the update (one update comes from one session)
         loop = attrs_reason(update.attrs, policy, local_as=spec.local_as, allow_local_as=spec.allow_local_as)
         rules = spec.route_filter
-        for item in update.announce:
-            route = Route(norm(item.prefix), item.next_hop, update.attrs, source)
-            raw[route.prefix] = route
-            reason = loop or prefix_reason(route.prefix, policy, canonical=True)
+        attrs = self._intern(update.attrs)
+        routes = [Route(norm(item.prefix), item.next_hop, attrs, source) for item in update.announce]
+        for next_hop, group in update.nlri:
+            routes += [Route(norm(prefix), next_hop, attrs, source) for prefix in group]
+        prefixes = [route.prefix for route in routes]
+        raw.update(zip(prefixes, routes, strict=True))
+        if loop is not None:
+            reasons: list[str | None] = [loop] * len(routes)
+        else:
+            reasons = prefix_reasons(prefixes, policy)
+        accepted: list[Route] = []
+        for route, reason in zip(routes, reasons, strict=True):
             if reason is None and rules is not None:
                 reason = peer_filters.import_reason(rules, route.prefix)
-            self._import(update.peer, route, reason)
+            if reason is None:
+                accepted.append(route)
+            else:
+                self._import(update.peer, route, reason)
+        self.rib.update_many(update.peer, accepted)
+
+    def _intern(self, value: _Interned) -> _Interned:
+        """One object for equal attributes (and sources): a table arrives as many UPDATEs with
+        the same attributes, and ``_classify`` groups routes by the identity of these objects."""
+        found = self._interned.get(value)
+        if found is None:
+            if len(self._interned) >= INTERNED_MAX:
+                self._interned.clear()
+            found = self._interned[value] = value
+        return found  # type: ignore[return-value]
 
     def _import(self, peer: str, route: Route, reason: str | None) -> None:
         if reason is None:
@@ -285,6 +318,12 @@ class Engine:
         if self.fib is not None:
             self.fib.stage(prefix, best)
 
+    def _bests_changed(self, changes: list[tuple[str, tuple[Route, ...]]]) -> None:
+        self._dirty.update(prefix for prefix, _ in changes)
+        if self.fib is not None:
+            for prefix, best in changes:
+                self.fib.stage(prefix, best)
+
     def _peer(self, address: str) -> PeerSpec:
         return self._specs[address]
 
@@ -299,36 +338,77 @@ class Engine:
         assert self.desired is not None
         d = self.desired
         classes = _Classes()
-        best_of = self.rib.best
+        best_of, exports, each = self.rib.best_map(), d.exports, classes.each
+        learned: list[str] = []
         for prefix in prefixes:
-            best = best_of(prefix)
-            if not best or prefix in d.exports:
-                classes.each.append((prefix, best))
-            elif not exportable(prefix, d.pools):
-                classes.none.append(prefix)
+            best = best_of.get(prefix)
+            if not best or prefix in exports:
+                each.append((prefix, best or ()))
             else:
-                route = best[0]
-                key = (id(route.attrs), route.next_hop, id(route.source), family_of(prefix))
-                group = classes.groups.get(key)
-                if group is None:
-                    classes.groups[key] = (best, [prefix])
+                learned.append(prefix)
+        groups, none = classes.groups, classes.none
+        if not self._all_learned_exportable(d):
+            exportable = []
+            for prefix, pool in zip(learned, pool_index(d.pools).lookup(learned), strict=True):
+                if pool is None or pool.disable_bgp_export:
+                    none.append(prefix)
                 else:
-                    group[1].append(prefix)
+                    exportable.append(prefix)
+            learned = exportable
+        # prefixes of one UPDATE share one attributes object, next hop and source: compare
+        # identities with the previous prefix's before building a key
+        last_attrs: object = None
+        last_source: object = None
+        last_hop, last_v6 = "", False
+        members: list[str] = []
+        for prefix in learned:
+            best = best_of[prefix]
+            route = best[0]
+            v6 = ":" in prefix
+            if (
+                route.attrs is last_attrs
+                and route.source is last_source
+                and route.next_hop == last_hop
+                and v6 == last_v6
+            ):
+                members.append(prefix)
+                continue
+            last_attrs, last_source, last_hop, last_v6 = route.attrs, route.source, route.next_hop, v6
+            key = (id(last_attrs), last_hop, id(last_source), _V6 if v6 else _V4)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = (best, [])
+            members = group[1]
+            members.append(prefix)
+        for _, members in groups.values():
+            members.sort()  # once for every peer (the encoder's cache key is the sorted prefixes)
         return classes
 
-    def _adverts(self, spec: PeerSpec, classes: _Classes) -> dict[str, tuple[str, PathAttrs] | None]:
+    @staticmethod
+    def _all_learned_exportable(d: Desired) -> bool:
+        """Whether every route in the RIB may be passed on without checking its pool: import
+        already refused everything outside the pools (the same pools), none of them disables
+        export, and no default route can have been let in."""
+        return (
+            d.import_policy.pools == d.pools
+            and not d.import_policy.import_default
+            and not any(pool.disable_bgp_export for pool in d.pools)
+        )
+
+    def _adverts(self, spec: PeerSpec, classes: _Classes) -> tuple[_Singles, list[_Group]]:
         """``outbound`` for every classified prefix towards one peer.
 
         What ``outbound`` says about a learned route depends on its prefix only through the
         family and export checks; the rest (reflection) is the same for every route that shares
         next hop, attributes and source — thousands on a reflector. So it is asked once per such
         group, and the whole group gets the one answer (one shared object, which also lets
-        ``Advertiser.plan`` batch without hashing).
+        ``Advertiser.plan`` batch without hashing). Returns single prefixes and whole groups.
         """
         assert self.desired is not None
         d = self.desired
         to_peer = self._to_peer(spec)
-        out: dict[str, tuple[str, PathAttrs] | None] = dict.fromkeys(classes.none)
+        out: _Singles = dict.fromkeys(classes.none)
+        whole: list[_Group] = []
         for prefix, best in classes.each:
             out[prefix] = outbound(
                 prefix, spec, to_peer, exports=d.exports, best=best, pools=d.pools, local=d.local
@@ -347,11 +427,11 @@ class Engine:
                 filtered=False,
             )
             if advert is None or rules is None:
-                out.update(dict.fromkeys(members, advert))
+                whole.append((advert, members))
                 continue
             for prefix in members:  # export rules depend on the prefix: each member on its own
                 out[prefix] = advert if peer_filters.export_allowed(rules, prefix, learned=True) else None
-        return out
+        return out, whole
 
     def _wire_candidate(self, spec: PeerSpec) -> bool:
         return (
@@ -381,9 +461,16 @@ class Engine:
         mode = self._mode(spec)
         if mode is None:
             return
-        changes = self._adverts(spec, self._everything() if everything is None else everything)
+        changes, groups = self._adverts(spec, self._everything() if everything is None else everything)
         self._send(
-            self.adv.plan(spec, changes, full=True, resend=resend and bool(mode), wire_self=mode or None)
+            self.adv.plan(
+                spec,
+                changes,
+                full=True,
+                resend=resend and bool(mode),
+                wire_self=mode or None,
+                groups=groups,
+            )
         )
 
     def flush(self, *, full: bool = False) -> None:
@@ -395,6 +482,7 @@ class Engine:
         dirty, self._dirty = self._dirty, set()
         changed: _Classes | None = None
         everything: _Classes | None = None
+        wired: list[tuple[str, list[str]]] = []  # wire sessions' commands, merged below
         for spec in self.desired.peers:
             if spec.address not in self._exa_known:
                 continue
@@ -406,7 +494,14 @@ class Engine:
                 self._announce_all(spec.address, everything=everything)
                 continue
             changed = changed or self._classify(dirty)
-            self._send(self.adv.plan(spec, self._adverts(spec, changed), wire_self=mode or None))
+            changes, groups = self._adverts(spec, changed)
+            lines = self.adv.plan(spec, changes, wire_self=mode or None, groups=groups)
+            if mode and lines:
+                wired.append((spec.address, lines))
+            elif lines:
+                self._send(lines)
+        if wired:
+            self._send(api.merge_wire_commands(wired))
 
     def status(self) -> list[PeerStatus]:
         if self.desired is None:

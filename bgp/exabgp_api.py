@@ -64,6 +64,13 @@ class Update:
     announce: tuple[Announce, ...] = ()
     withdraw: tuple[str, ...] = ()
     canonical: bool = False  # prefixes already as normalize_prefix writes them (wire decoder)
+    # more announced prefixes, by next hop: what the wire decoder gives (hundreds of prefixes
+    # per UPDATE share one next hop; no object per prefix)
+    nlri: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def announced(self) -> list[Announce]:
+        """Every announced prefix (``announce`` then ``nlri``) with its next hop."""
+        return list(self.announce) + [Announce(p, hop) for hop, prefixes in self.nlri for p in prefixes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,10 +163,13 @@ def _wire_update(peer: str, peer_as: int, message: dict[str, Any]) -> Event:
         return Other("wire-error", {"peer": peer, "error": str(exc)})
     if decoded.eor:
         return EndOfRib(peer, decoded.eor)
-    announce = tuple(Announce(p, decoded.next_hop) for p in decoded.announce)
-    announce += tuple(Announce(p, decoded.next_hop6) for p in decoded.announce6)
+    nlri = tuple(
+        (hop, prefixes)
+        for hop, prefixes in ((decoded.next_hop, decoded.announce), (decoded.next_hop6, decoded.announce6))
+        if prefixes
+    )
     return Update(
-        peer, peer_as, decoded.attrs, announce, decoded.withdraw + decoded.withdraw6, canonical=True
+        peer, peer_as, decoded.attrs, (), decoded.withdraw + decoded.withdraw6, canonical=True, nlri=nlri
     )
 
 
@@ -273,15 +283,38 @@ def withdraw_commands(
     return lines
 
 
-WIRE_MESSAGES_PER_COMMAND = 16
+# one UPDATE (<= 4,096 bytes, 8 KB of hex) per command: ExaBGP reads its API pipe 16 KB per turn
+# of its reactor, so a command of 16 messages waited 8 turns before any of it was sent, while
+# commands of one message each are queued (and written) as they arrive
+WIRE_MESSAGES_PER_COMMAND = 1
+WIRE_COMMAND = "felixpy-wire"  # bgp.exabgp_wire.COMMAND (that module runs inside ExaBGP)
 
 
 def wire_commands(neighbor: str, messages: list[str], *, batch: int = WIRE_MESSAGES_PER_COMMAND) -> list[str]:
     """``neighbor N felixpy-wire HEX ...``: complete UPDATE messages (hex) for ``bgp.exabgp_wire``."""
     return [
-        f"neighbor {neighbor} felixpy-wire {' '.join(messages[i : i + batch])}"
+        f"neighbor {neighbor} {WIRE_COMMAND} {' '.join(messages[i : i + batch])}"
         for i in range(0, len(messages), batch)
     ]
+
+
+def merge_wire_commands(per_peer: list[tuple[str, list[str]]]) -> list[str]:
+    """Peers whose ``wire_commands`` carry the same messages, in the same order, get them in
+    one command each (``neighbor a , neighbor b felixpy-wire ...``): ExaBGP decodes and the
+    bridge carries one copy instead of one per reflector client. Each peer's commands keep
+    their order; peers with different messages keep their own commands."""
+    by_payload: dict[tuple[str, ...], list[str]] = {}
+    for neighbor, lines in per_peer:
+        prefix = f"neighbor {neighbor} {WIRE_COMMAND} "
+        if not lines or not all(line.startswith(prefix) for line in lines):
+            raise ValueError(f"not wire commands for {neighbor}")
+        payload = tuple(line[len(prefix) :] for line in lines)
+        by_payload.setdefault(payload, []).append(neighbor)
+    out: list[str] = []
+    for payload, neighbors in by_payload.items():
+        head = " , ".join(f"neighbor {n}" for n in neighbors)
+        out += [f"{head} {WIRE_COMMAND} {words}" for words in payload]
+    return out
 
 
 def eor_command(neighbor: str, family: str) -> str:

@@ -13,13 +13,15 @@ but on a session that negotiated 4-byte AS numbers and no ADD-PATH:
   ExaBGP's own reader unchanged; a ROUTE-REFRESH is also announced to the agent
   (``felixpy-refresh``), which resends the session's whole table.
 * **out**: ``neighbor <ip> felixpy-wire <hex> [<hex> ...]`` queues complete UPDATE messages
-  (the agent encodes them) on that session; the peer loop writes them through ExaBGP's own
-  ``send`` from ``new_update`` — the same generator, in the same order, that writes ExaBGP's own
-  UPDATEs — before anything from its outgoing RIB. Each queued message is tied to the
-  session (``Protocol`` object) it was queued for and dropped if that session is gone: after
-  a reconnect the agent replays its whole Adj-RIB-Out (ExaBGP keeps none for wire routes).
-  A command for a peer that is not established, or bytes that are not UPDATE messages, is
-  answered ``error`` and changes nothing.
+  (the agent encodes them) on that session (``neighbor <a> , neighbor <b> felixpy-wire ...``:
+  on each of those that is established, so a reflector's clients share one copy); the peer
+  loop writes them through ExaBGP's own ``send`` from ``new_update`` — the same generator, in
+  the same order, that writes ExaBGP's own UPDATEs — before anything from its outgoing RIB.
+  Each queued message is tied to the session (``Protocol`` object) it was queued for and
+  dropped if that session is gone: after a reconnect the agent replays its whole Adj-RIB-Out
+  (ExaBGP keeps none for wire routes). A command for a peer that is not established (for
+  several, none of them), or bytes that are not UPDATE messages, is answered ``error`` and
+  changes nothing.
 
 Why: ExaBGP's per-route Python (decode, RIB, per-neighbour copies, re-encode) made a reflector
 30-50x slower than BIRD; moving bytes costs almost nothing (docs/perf-bgp.md §2,
@@ -158,10 +160,19 @@ def _new_update(self: Any, include_withdraw: Any) -> Any:
     from exabgp.reactor.protocol import _NOP
 
     queue = getattr(self.neighbor.rib.outgoing, _QUEUE_ATTR, None)
+    batch = []
     while queue:
         session, raw = queue.popleft()
         if session is not self:
             continue  # queued for a session that has since gone
+        batch.append(raw)
+    if len(batch) > 1 and not self.neighbor.api.get("send-update", False):
+        # one write for all of them: the peer loop runs one step of this generator per turn of
+        # ExaBGP's reactor, so one message per write cost one turn per message (a full table is
+        # hundreds); the counter still counts messages
+        self.peer.stats["send-update"] += len(batch) - 1
+        batch = [b"".join(batch)]
+    for raw in batch:
         for _ in self.send(raw):
             yield _NOP
     yield from _originals["new_update"](self, include_withdraw)
@@ -179,8 +190,14 @@ def _wire_command(self: Any, reactor: Any, service: Any, line: str, use_json: bo
             messages = split_messages(words[1:])
             keys = match_neighbors(list(reactor.established_peers()), descriptions)
             peers = [reactor._peers[key] for key in keys if key in reactor._peers]
-            if not peers or any(not session_is_wire(p.proto.negotiated) for p in peers if p.proto):
+            wired = [p for p in peers if p.proto is not None and session_is_wire(p.proto.negotiated)]
+            if len(descriptions) == 1 and (not peers or len(wired) != len(peers)):
                 raise ValueError("no established wire session for " + " ".join(descriptions[0]))
+            if not wired:
+                raise ValueError("no established wire session among " + str(len(descriptions)) + " neighbors")
+            # several neighbors (one encoding for all clients of a reflector): those whose session
+            # went down meanwhile are skipped — a session that comes up gets the whole table again
+            peers = wired
         except (ValueError, IndexError) as exc:
             self.log_failure(f"{COMMAND}: {exc}")
             reactor.processes.answer_error(service)

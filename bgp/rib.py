@@ -9,26 +9,40 @@ restart timer fires) removes the ones that were not refreshed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 
 from bgp.bestpath import select
 from bgp.route import Route
 
 ChangeCallback = Callable[[str, tuple[Route, ...]], None]
+ChangesCallback = Callable[[list[tuple[str, tuple[Route, ...]]]], None]
 
 
 class Rib:
-    def __init__(self, on_change: ChangeCallback | None = None, *, ecmp: bool = False) -> None:
+    def __init__(
+        self,
+        on_change: ChangeCallback | None = None,
+        *,
+        ecmp: bool = False,
+        on_changes: ChangesCallback | None = None,
+    ) -> None:
+        """``on_changes``: receives the changes of one ``update_many`` call as one list (falls back
+        to ``on_change`` per prefix)."""
         self._adj_in: dict[str, dict[str, Route]] = {}
         self._by_prefix: dict[str, dict[str, Route]] = {}
         self._best: dict[str, tuple[Route, ...]] = {}
         self._on_change = on_change
+        self._on_changes = on_changes
         self.ecmp = ecmp
 
     # --- queries -------------------------------------------------------------------------
     def best(self, prefix: str) -> tuple[Route, ...]:
         return self._best.get(prefix, ())
+
+    def best_map(self) -> Mapping[str, tuple[Route, ...]]:
+        """The Loc-RIB itself, for hot loops that only read it (do not keep it across updates)."""
+        return self._best
 
     def best_routes(self) -> Iterator[tuple[str, tuple[Route, ...]]]:
         yield from self._best.items()
@@ -48,6 +62,35 @@ class Rib:
         self._adj_in.setdefault(peer, {})[route.prefix] = route
         self._by_prefix.setdefault(route.prefix, {})[peer] = route
         self._recompute(route.prefix)
+
+    def update_many(self, peer: str, routes: Iterable[Route]) -> None:
+        """``update`` for routes all learned from ``peer``, in one pass: a reflector takes a
+        whole UPDATE (hundreds of prefixes) at a time, and the common case, a prefix with one
+        path, needs no best-path selection at all."""
+        adj = self._adj_in.setdefault(peer, {})
+        by_prefix, best_of, ecmp = self._by_prefix, self._best, self.ecmp
+        changes: list[tuple[str, tuple[Route, ...]]] = []
+        for route in routes:
+            prefix = route.prefix
+            adj[prefix] = route
+            paths = by_prefix.get(prefix)
+            if paths is None:
+                by_prefix[prefix] = {peer: route}
+                new: tuple[Route, ...] = (route,)
+            else:
+                paths[peer] = route
+                new = select(list(paths.values()), ecmp=ecmp) if len(paths) > 1 else (route,)
+            old = best_of.get(prefix, ())
+            best_of[prefix] = new
+            if not old or not _same_to_the_world(old, new):
+                changes.append((prefix, new))
+        if not changes:
+            return
+        if self._on_changes is not None:
+            self._on_changes(changes)
+        elif self._on_change is not None:
+            for prefix, new in changes:
+                self._on_change(prefix, new)
 
     def withdraw(self, peer: str, prefix: str) -> None:
         if self._adj_in.get(peer, {}).pop(prefix, None) is None:

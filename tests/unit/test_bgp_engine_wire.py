@@ -6,6 +6,8 @@ decoded with ``bgp.wire`` (whose own tests check it against ExaBGP's parser).
 
 from __future__ import annotations
 
+import pytest
+
 from bgp import exabgp_api as api
 from bgp import wire
 from bgp.engine import Engine
@@ -55,12 +57,22 @@ def up(
     engine.handle(api.StateChange(peer, "up", local=RR), 0)
 
 
+def wire_targets(line: str) -> tuple[list[str], list[str]]:
+    """``neighbor a [, neighbor b ...] felixpy-wire HEX ...`` → ([a, b], [HEX, ...])."""
+    head, found, hexes = line.partition(" felixpy-wire ")
+    if not found:
+        return [], []
+    words = head.replace(",", " ").split()
+    assert words[0::2] == ["neighbor"] * (len(words) // 2), line[:80]
+    return words[1::2], hexes.split()
+
+
 def wire_updates(sent: list[str], peer: str) -> list[wire.WireUpdate]:
     out = []
     for line in sent:
-        words = line.split()
-        if words[:3] == ["neighbor", peer, "felixpy-wire"]:
-            out += [wire.decode_update(bytes.fromhex(h)[19:]) for h in words[3:]]
+        neighbors, hexes = wire_targets(line)
+        if peer in neighbors:
+            out += [wire.decode_update(bytes.fromhex(h)[19:]) for h in hexes]
     return out
 
 
@@ -173,9 +185,10 @@ def test_wire_update_events_parse_from_exabgp_packets_json() -> None:
         "10.0.0.2",
         64512,
         PathAttrs(med=5, local_pref=100),
-        (api.Announce("10.65.7.0/26", "10.0.0.2"),),
         canonical=True,
+        nlri=(("10.0.0.2", ("10.65.7.0/26",)),),
     )
+    assert event.announced() == [api.Announce("10.65.7.0/26", "10.0.0.2")]
     eor = wire.encode_eor("ipv4 unicast")
     line = line.replace(message[19:].hex(), eor[19:].hex())
     assert api.parse_line(line) == api.EndOfRib("10.0.0.2", "ipv4 unicast")
@@ -230,3 +243,37 @@ def test_route_refresh_on_a_wire_session_resends_the_table() -> None:
     assert [u.announce for u in wire_updates(sent, C1)] == [("10.65.14.0/26",)]
     line = '{"type": "felixpy-refresh", "neighbor": {"address": {"local": "10.0.0.1", "peer": "10.0.0.3"}}}'
     assert api.parse_line(line) == api.RouteRefresh(C1)
+
+
+def test_clients_with_the_same_updates_share_one_command() -> None:
+    """A reflector encodes once; ExaBGP gets one command naming every client that gets the same
+    messages (``neighbor a , neighbor b felixpy-wire ...``), not one copy per client."""
+    engine, sent = make()
+    for peer in (SOURCE, C1, C2):
+        up(engine, peer)
+    sent.clear()
+    learn(engine, "10.65.20.0/26", "10.65.20.64/26")
+    wired = [line for line in sent if " felixpy-wire " in line]
+    assert len(wired) == 1, wired
+    assert wire_targets(wired[0])[0] == [C1, C2]
+    for client in (C1, C2):
+        assert sorted(p for u in wire_updates(sent, client) for p in u.announce) == [
+            "10.65.20.0/26",
+            "10.65.20.64/26",
+        ]
+    assert wire_updates(sent, SOURCE) == []  # never back to where it came from
+
+
+def test_merge_keeps_each_peers_order_and_separates_different_payloads() -> None:
+    a = ["neighbor 10.0.0.3 felixpy-wire AA BB", "neighbor 10.0.0.3 felixpy-wire CC"]
+    b = ["neighbor 10.0.0.4 felixpy-wire AA BB", "neighbor 10.0.0.4 felixpy-wire CC"]
+    c = ["neighbor 10.0.0.5 felixpy-wire DD"]
+    merged = api.merge_wire_commands([("10.0.0.3", a), ("10.0.0.4", b), ("10.0.0.5", c)])
+    assert merged == [
+        "neighbor 10.0.0.3 , neighbor 10.0.0.4 felixpy-wire AA BB",
+        "neighbor 10.0.0.3 , neighbor 10.0.0.4 felixpy-wire CC",
+        "neighbor 10.0.0.5 felixpy-wire DD",
+    ]
+    assert wire_targets(merged[0]) == (["10.0.0.3", "10.0.0.4"], ["AA", "BB"])
+    with pytest.raises(ValueError, match=r"10\.0\.0\.6"):
+        api.merge_wire_commands([("10.0.0.6", ["neighbor 10.0.0.6 announce route 10.0.0.0/8 next-hop self"])])

@@ -83,7 +83,7 @@ def test_packets_json_is_what_the_agent_parses() -> None:
     event = api.parse_line(exabgp_wire.packets_json(neighbor, message[:19], message[19:]))
     assert isinstance(event, api.Update)
     assert (event.peer, event.peer_as, event.attrs.med) == ("10.0.0.2", 64512, 3)
-    assert [a.prefix for a in event.announce] == ["10.65.1.0/26", "10.65.1.64/26"]
+    assert [a.prefix for a in event.announced()] == ["10.65.1.0/26", "10.65.1.64/26"]
 
 
 def test_refresh_json_names_the_peer() -> None:

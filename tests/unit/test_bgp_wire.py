@@ -92,7 +92,7 @@ def exabgp_encode(command: str, action: Any = Action.ANNOUNCE, session: Any = NE
 
 
 def announced(events: Sequence[api.Event]) -> list[tuple[str, str]]:
-    return [(a.prefix, a.next_hop) for e in events if isinstance(e, api.Update) for a in e.announce]
+    return [(a.prefix, a.next_hop) for e in events if isinstance(e, api.Update) for a in e.announced()]
 
 
 def body_of(withdrawn: str = "", attrs: str = "", nlri: str = "") -> bytes:
