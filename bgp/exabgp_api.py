@@ -283,9 +283,9 @@ def withdraw_commands(
     return lines
 
 
-# one UPDATE (<= 4,096 bytes, 8 KB of hex) per command: ExaBGP reads its API pipe 16 KB per turn
-# of its reactor, so a command of 16 messages waited 8 turns before any of it was sent, while
-# commands of one message each are queued (and written) as they arrive
+# one UPDATE (<= 4,096 bytes, 8 KB of hex) per command: with ExaBGP reading the API pipe whole
+# (bgp.exabgp_wire), reflecting 10,000 routes to 4 clients took 44-55 ms this way and 45-85 ms
+# with 16 messages per command (bench/bgp.py --only reflect, 8 runs each)
 WIRE_MESSAGES_PER_COMMAND = 1
 WIRE_COMMAND = "felixpy-wire"  # bgp.exabgp_wire.COMMAND (that module runs inside ExaBGP)
 

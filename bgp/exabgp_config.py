@@ -131,5 +131,8 @@ def exabgp_env(
         # one INFO line per route and neighbour (~10 % of ExaBGP's CPU when reflecting); the
         # agent counts and logs the commands ExaBGP answers with "error"
         "exabgp_log_processes": "false",
+        # one INFO line of packet counters per message and peer (a full table is hundreds of
+        # messages per client); the counters themselves are kept
+        "exabgp_log_statistics": "false",
         "exabgp_reactor_speed": str(reactor_speed),
     }

@@ -68,6 +68,10 @@ def test_install_patches_the_installed_exabgp() -> None:
         "assert Protocol.new_update is exabgp_wire._new_update\n"
         "assert OutgoingRIB.pending is exabgp_wire._pending\n"
         "assert 'felixpy-wire' in Command.functions\n"
+        "from exabgp.reactor.api import processes\n"
+        "r, w = processes.os.pipe()\n"
+        "processes.os.write(w, b'x' * 40000)\n"
+        "assert len(processes.os.read(r, 16384)) == 40000  # one read takes the whole burst\n"
         "print('patched')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
