@@ -11,8 +11,9 @@
 Every namespace and process is removed at the end, even on failure. See docs/perf-bgp.md.
 For experiments, ``BENCH_WIRE=0`` (the reflector on text commands), ``BENCH_REACTOR_SPEED``
 and ``BENCH_EXABGP`` (a binary, e.g. stock ``exabgp`` instead of ``bgp.exabgp_launch``) change
-our reflector's ExaBGP; ``BENCH_GC_DEFAULT=1`` keeps CPython's collector settings instead of the
-agent's (``felixpy.gctune``).
+our reflector's ExaBGP; ``BENCH_GC_DEFAULT=1`` keeps CPython's collector and thread-switch
+settings instead of the agent's (``felixpy.interpreter``), ``BENCH_SWITCH=<seconds>`` sets the
+switch interval.
 
     .venv/bin/python bench/bgp.py [--only install,reflect,mesh] [--routes 10000] [--nodes 10]
 """
@@ -429,9 +430,11 @@ def main() -> int:
         print("bench/bgp.py needs root (network namespaces)", file=sys.stderr)
         return 2
     if os.environ.get("BENCH_GC_DEFAULT") != "1":
-        from felixpy import gctune
+        from felixpy import interpreter
 
-        gctune.tune()  # the BGP service runs in this process: collector settings as the agent's
+        interpreter.tune()  # the BGP service runs in this process: settings as the agent's
+    if os.environ.get("BENCH_SWITCH"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
     with tempfile.TemporaryDirectory(prefix="fpt-bench-") as work:
         if "install" in only:
             run(args.routes, Path(work))

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from felixpy import gctune
+from felixpy import interpreter
 from felixpy.calc.graph import CalcGraph
 from felixpy.cni.handler import CNIHandler
 from felixpy.cni.server import CNIServer
@@ -285,7 +285,7 @@ def _serve_http(agent: Agent) -> None:
 def run_node(settings: Settings, env: dict[str, str]) -> int:
     started = time.monotonic()
     agent = build(settings, env)
-    gctune.tune()  # after start-up: what it built is not scanned again (felixpy.gctune)
+    interpreter.tune()  # after start-up: GC and GIL hand-over settings (felixpy.interpreter)
 
     main_pid = os.getpid()
 
