@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import TypeVar
 
 from bgp import exabgp_api as api
@@ -254,9 +255,12 @@ class Engine:
         rules = spec.route_filter
         attrs = self._intern(update.attrs)
         routes = [Route(norm(item.prefix), item.next_hop, attrs, source) for item in update.announce]
-        for next_hop, group in update.nlri:
-            routes += [Route(norm(prefix), next_hop, attrs, source) for prefix in group]
         prefixes = [route.prefix for route in routes]
+        for next_hop, group in update.nlri:
+            if not update.canonical:
+                group = tuple(map(norm, group))
+            routes += [Route(prefix, next_hop, attrs, source) for prefix in group]
+            prefixes += group
         raw.update(zip(prefixes, routes, strict=True))
         if loop is not None:
             reasons: list[str | None] = [loop] * len(routes)
@@ -319,7 +323,7 @@ class Engine:
             self.fib.stage(prefix, best)
 
     def _bests_changed(self, changes: list[tuple[str, tuple[Route, ...]]]) -> None:
-        self._dirty.update(prefix for prefix, _ in changes)
+        self._dirty.update(map(itemgetter(0), changes))
         if self.fib is not None:
             for prefix, best in changes:
                 self.fib.stage(prefix, best)
