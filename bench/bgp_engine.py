@@ -1,0 +1,147 @@
+"""The reflector's Python alone (no processes, no root): 10,000 routes from one peer through a
+route reflector's engine to 4 clients, stage by stage. One JSON line per figure.
+
+Stages, each in process CPU time with cold caches: ``decode`` (the JSON lines ExaBGP's wire patch
+writes → ``Update`` events), ``handle`` (import filters + RIB), ``flush`` (reflection, Adj-RIB-Out,
+UPDATE encoding, the commands for ExaBGP). The engine runs with the agent's interpreter settings
+(``felixpy.interpreter``) unless ``--gc-default``. Every client must receive every route, or the
+benchmark fails. See docs/perf-bgp.md §2.
+
+    .venv/bin/python bench/bgp_engine.py [--routes 10000] [--runs 5] [--gc-default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bgp import exabgp_api as api
+from bgp import route as route_module
+from bgp import wire
+from bgp.engine import Engine
+from bgp.route import PathAttrs
+from bgp.service import build_plan
+from felixpy.resources.base import ObjectMeta
+from felixpy.resources.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec
+from felixpy.resources.ippool import IPPool, IPPoolSpec
+from felixpy.resources.node import Node, NodeBGPSpec, NodeSpec
+
+REFLECTOR, SOURCE = "10.0.0.1", "10.0.0.2"
+CLIENTS = ["10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
+
+
+def reflector() -> tuple[Engine, list[str]]:
+    bgp = NodeBGPSpec(ipv4_address=f"{REFLECTOR}/24", route_reflector_cluster_id="244.0.0.1")
+    nodes = [Node(metadata=ObjectMeta(name="rr"), spec=NodeSpec(bgp=bgp))]
+    mesh_off = BGPConfiguration(
+        metadata=ObjectMeta(name="default"), spec=BGPConfigurationSpec(node_to_node_mesh_enabled=False)
+    )
+    peers = [
+        BGPPeer(metadata=ObjectMeta(name=f"b{i}"), spec=BGPPeerSpec(node="rr", peer_ip=a, as_number=64512))
+        for i, a in enumerate([SOURCE, *CLIENTS])
+    ]
+    pools = [IPPool(metadata=ObjectMeta(name="p"), spec=IPPoolSpec(cidr="10.64.0.0/10"))]
+    plan = build_plan("rr", nodes=nodes, bgp_configs=[mesh_off], peers=peers, pools=pools, local_blocks=[])
+    sent: list[str] = []
+    engine = Engine(sent.extend, None, now=0.0, wall=lambda: 1000.0, wire=True)
+    engine.configure(plan.desired)
+    engine.handle(api.BridgeNote(0), 0)
+    for peer in [SOURCE, *CLIENTS]:
+        engine.handle(api.Open(peer, peer, 64512, 120), 0)
+        engine.handle(api.Negotiated(peer, True, False), 0)
+        engine.handle(api.StateChange(peer, "up", local=REFLECTOR), 0)
+    sent.clear()
+    return engine, sent
+
+
+def exabgp_lines(prefixes: list[str]) -> list[str]:
+    """What ``bgp.exabgp_wire`` writes for the UPDATEs a peer sends with these prefixes."""
+    address = {"local": REFLECTOR, "peer": SOURCE}
+    asn = {"local": 64512, "peer": 64512}
+    return [
+        json.dumps(
+            {
+                "type": "update",
+                "neighbor": {
+                    "address": address,
+                    "asn": asn,
+                    "direction": "receive",
+                    "message": {"category": 2, "header": "0x" + m[:19].hex(), "body": "0x" + m[19:].hex()},
+                },
+            }
+        )
+        for m in wire.encode_announce(SOURCE, PathAttrs(local_pref=100), prefixes)
+    ]
+
+
+def cold_caches() -> None:
+    wire._prefix_text.cache_clear()
+    wire._NLRI.clear()
+    route_module.KEY_CACHE.clear()
+    route_module.normalize_prefix.cache_clear()
+
+
+def received(sent: list[str], client: str) -> set[str]:
+    out: set[str] = set()
+    for line in sent:
+        head, found, hexes = line.partition(" felixpy-wire ")
+        if found and client in head.replace(",", " ").split():
+            for word in hexes.split():
+                out.update(wire.decode_update(bytes.fromhex(word)[19:]).announce)
+    return out
+
+
+def one_run(lines: list[str], prefixes: set[str]) -> dict[str, float]:
+    engine, sent = reflector()
+    cold_caches()
+    t0 = time.process_time()
+    events = [api.parse_line(line) for line in lines]
+    t1 = time.process_time()
+    for event in events:
+        engine.handle(event, 0)
+    t2 = time.process_time()
+    engine.flush()
+    t3 = time.process_time()
+    for client in CLIENTS:
+        if received(sent, client) != prefixes:
+            raise SystemExit(f"client {client} did not get every route")
+    return {"decode": t1 - t0, "handle": t2 - t1, "flush": t3 - t2, "total": t3 - t0}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--routes", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--gc-default", action="store_true", help="CPython's GC and switch interval")
+    args = parser.parse_args()
+    if not args.gc_default:
+        from felixpy import interpreter
+
+        interpreter.tune()
+    prefixes = [f"10.{64 + i // 1024}.{(i // 4) % 256}.{(i % 4) * 64}/26" for i in range(args.routes)]
+    lines = exabgp_lines(prefixes)
+    runs = [one_run(lines, set(prefixes)) for _ in range(args.runs)]
+    for stage in ("decode", "handle", "flush", "total"):
+        values = sorted(r[stage] * 1000 for r in runs)
+        doc = {
+            "name": f"bgp_engine_{stage}",
+            "value": round(statistics.median(values), 1),
+            "unit": "ms",
+            "reference": "BIRD 2: the whole reflection, network included, 15-32 ms (bench/bgp.py)",
+            "min": round(values[0], 1),
+            "max": round(values[-1], 1),
+            "routes": args.routes,
+            "clients": len(CLIENTS),
+        }
+        print(json.dumps(doc), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
