@@ -302,15 +302,17 @@ def merge_wire_commands(per_peer: list[tuple[str, list[str]]]) -> list[str]:
     """Peers whose ``wire_commands`` carry the same messages, in the same order, get them in
     one command each (``neighbor a , neighbor b felixpy-wire ...``): ExaBGP decodes and the
     bridge carries one copy instead of one per reflector client. Each peer's commands keep
-    their order; peers with different messages keep their own commands."""
+    their order; peers with different messages keep their own commands, and lines that are not
+    wire commands are passed on as they are."""
     by_payload: dict[tuple[str, ...], list[str]] = {}
+    out: list[str] = []
     for neighbor, lines in per_peer:
         prefix = f"neighbor {neighbor} {WIRE_COMMAND} "
-        if not lines or not all(line.startswith(prefix) for line in lines):
-            raise ValueError(f"not wire commands for {neighbor}")
+        if not all(line.startswith(prefix) for line in lines):
+            out += lines
+            continue
         payload = tuple(line[len(prefix) :] for line in lines)
         by_payload.setdefault(payload, []).append(neighbor)
-    out: list[str] = []
     for payload, neighbors in by_payload.items():
         head = " , ".join(f"neighbor {n}" for n in neighbors)
         out += [f"{head} {WIRE_COMMAND} {words}" for words in payload]
