@@ -470,7 +470,14 @@ def main() -> None:
         default="legacy,nft,python-iptables",
         help="comma list of kernel backends to run (legacy also runs the iperf3 part)",
     )
+    ap.add_argument(
+        "--interpreter-default", action="store_true", help="CPython's GC/switch settings, not the agent's"
+    )
     args = ap.parse_args()
+    if not args.interpreter_default:
+        from felixpy import interpreter
+
+        interpreter.tune()  # the compiler and writers run in this process: settings as the agent's
     args.backends = set(args.backends.split(","))
     if args.backends - {"legacy", "nft", "python-iptables"}:
         ap.error(f"unknown backend in --backends: {sorted(args.backends)}")
