@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from felixpy.dataplane.sysctl import enable_ip_forwarding, ipv6_available
 from felixpy.datastore.config import DatastoreConfig, connect
 from felixpy.datastore.tiers import ensure_default_tier
 from felixpy.node import startup
+from felixpy.node.config_watch import ConfigWatch
 from felixpy.node.dataplane import FamilyPolicies, LinuxDataplane
 from felixpy.node.encap import EncapDriver, EncapSettings
 from felixpy.node.health import HealthServer, Metrics
@@ -56,6 +58,30 @@ class Agent:
     bgp: Any | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     writer_error: BaseException | None = None
+    config_watch: ConfigWatch | None = None
+    restart: bool = False  # leave run() to exec again: the FelixConfiguration changed
+
+    def watch_config(self, env: dict[str, str]) -> None:
+        watch = ConfigWatch(self.settings.nodename, env, self.params)
+        self.writer.on_updates = lambda updates: watch.on_updates(updates, time.monotonic())
+        self.config_watch = watch
+
+    def _config_changed(self) -> bool:
+        watch = self.config_watch
+        if watch is None:
+            return False
+        before = watch.error
+        changes = watch.changes(time.monotonic())
+        if watch.error is not None and watch.error != before:
+            log.error("config.invalid", error=watch.error, action="keeping the running configuration")
+        if not changes:
+            return False
+        log.warning(
+            "config.changed",
+            changes={k: {"running": old, "wanted": new} for k, (old, new) in changes.items()},
+            action="restarting in place as Felix does (routes, chains and veths stay)",
+        )
+        return True
 
     def ready(self) -> bool:
         return self.writer.ready
@@ -90,6 +116,9 @@ class Agent:
                 log.error("agent.exiting", reason=failure)
                 self.shutdown(graceful=False)
                 return 1
+            if self._config_changed():
+                self.restart = True
+                break
         self.shutdown(graceful=True)
         return 0
 
@@ -285,6 +314,7 @@ def _serve_http(agent: Agent) -> None:
 def run_node(settings: Settings, env: dict[str, str]) -> int:
     started = time.monotonic()
     agent = build(settings, env)
+    agent.watch_config(env)
     interpreter.tune()  # after start-up: GC and GIL hand-over settings (felixpy.interpreter)
 
     main_pid = os.getpid()
@@ -303,4 +333,10 @@ def run_node(settings: Settings, env: dict[str, str]) -> int:
         run_dir=settings.run_dir,
         startup_seconds=round(time.monotonic() - started, 3),
     )
-    return agent.run()
+    code = agent.run()
+    if agent.restart:
+        # Felix exits for its supervisor to start it again; doing it in place keeps the PID (no
+        # crash, no restart back-off) and, like any restart, leaves the kernel state in place
+        log.info("agent.reexec", argv=sys.orig_argv, reason="FelixConfiguration changed")
+        os.execv(sys.executable, sys.orig_argv)
+    return code

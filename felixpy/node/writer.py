@@ -109,6 +109,7 @@ class Writer:
         self.intervals = intervals or {}
         self.max_batch = max_batch
         self.on_commit = on_commit
+        self.on_updates: Callable[[list[Update]], None] | None = None  # sees every batch first
         self.deferred_seconds = deferred_seconds
         self.deferred_max_seconds = deferred_max_seconds
         self._deferred_since: float | None = None  # when the dataplane was first seen with deferred work
@@ -229,6 +230,8 @@ class Writer:
         if just_synced:
             updates.append(InSync())
         start = time.monotonic()
+        if self.on_updates is not None:
+            self.on_updates(updates)
         self.dataplane.apply(updates)
         ok = self.dataplane.commit()
         if just_synced:
