@@ -216,16 +216,18 @@ def _wait(pred, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[NodeEnv]:
+@contextlib.contextmanager
+def running_node(tag: str) -> Iterator[NodeEnv]:
+    """A node namespace with etcd, the real agent and the CNI plugin installed as a runtime would
+    have it; everything removed afterwards (skips, saying why, without root or etcd)."""
     if os.geteuid() != 0:
         print("skipping: kernel tests need root (network namespaces)")
         pytest.skip("kernel tests need root")
     if not shutil.which("etcd"):
         print("skipping: etcd binary not installed")
         pytest.skip("etcd not installed")
-    run_dir = Path(tempfile.mkdtemp(prefix="felixpy-agent-"))
-    node = _ns("node")
+    run_dir = Path(tempfile.mkdtemp(prefix=f"felixpy-{tag}-"))
+    node = _ns(tag)
     template = '{"name": "k8s-pod-network", "cniVersion": "1.0.0", "plugins": [{"type": "felixpy"}]}'
     install(
         bin_dir=run_dir / "bin",
@@ -245,6 +247,12 @@ def env() -> Iterator[NodeEnv]:
         e.stop()
         if not os.environ.get("FELIXPY_KEEP_RUN_DIR"):
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[NodeEnv]:
+    with running_node("node") as e:
+        yield e
 
 
 def _ip(result: dict) -> str:

@@ -10,17 +10,12 @@ configuration must not restart it.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from felixpy.kube.install_cni import install
-from tests.kernel.test_agent_cni import NodeEnv, _ip, _ns, _wait
+from tests.kernel.test_agent_cni import NodeEnv, _ip, _wait, running_node
 
 pytestmark = pytest.mark.kernel
 CONFIG_KEY = "/calico/resources/v3/projectcalico.org/felixconfigurations/"
@@ -28,29 +23,8 @@ CONFIG_KEY = "/calico/resources/v3/projectcalico.org/felixconfigurations/"
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[NodeEnv]:
-    if os.geteuid() != 0:
-        pytest.skip("kernel tests need root (network namespaces)")
-    if not shutil.which("etcd"):
-        pytest.skip("etcd not installed")
-    run_dir = Path(tempfile.mkdtemp(prefix="felixpy-cfg-"))
-    template = '{"name": "k8s-pod-network", "cniVersion": "1.0.0", "plugins": [{"type": "felixpy"}]}'
-    install(
-        bin_dir=run_dir / "bin",
-        conf_dir=run_dir / "net.d",
-        conf_name="10-felixpy.conflist",
-        template=template,
-        node_name="node1",
-        mtu=1500,
-    )
-    e = NodeEnv(_ns("nodecfg"), run_dir, plugin=str(run_dir / "bin" / "felixpy"))
-    try:
-        e.wire_node()
-        e.start_etcd()
-        e.start_agent()
+    with running_node("nodecfg") as e:
         yield e
-    finally:
-        e.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def put_config(env: NodeEnv, name: str, spec: dict[str, object]) -> None:
