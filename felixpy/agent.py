@@ -32,7 +32,7 @@ from felixpy.dataplane.sysctl import enable_ip_forwarding, ipv6_available
 from felixpy.datastore.config import DatastoreConfig, connect
 from felixpy.datastore.tiers import ensure_default_tier
 from felixpy.node import startup
-from felixpy.node.config_watch import ConfigWatch
+from felixpy.node.config_watch import ROUTE_REFLECTOR_FIELDS, ConfigWatch, params_digest
 from felixpy.node.dataplane import FamilyPolicies, LinuxDataplane
 from felixpy.node.encap import EncapDriver, EncapSettings
 from felixpy.node.health import HealthServer, Metrics
@@ -42,6 +42,16 @@ from felixpy.node.writer import Writer
 from ipam.ipam import IPAM
 
 log = structlog.get_logger(__name__)
+
+# Handed across the exec of a config restart (the environment is the one thing exec keeps).
+RESTARTS_ENV = "FELIXPY_CONFIG_RESTARTS"  # how many config restarts this process has had
+TARGET_ENV = "FELIXPY_CONFIG_TARGET"  # params_digest of the parameters the last one was for
+
+
+@dataclass(frozen=True)
+class ConfigRestart:
+    target: str  # params_digest of the wanted parameters
+    fields: tuple[str, ...]
 
 
 @dataclass
@@ -59,28 +69,52 @@ class Agent:
     stop: threading.Event = field(default_factory=threading.Event)
     writer_error: BaseException | None = None
     config_watch: ConfigWatch | None = None
-    restart: bool = False  # leave run() to exec again: the FelixConfiguration changed
+    restart: ConfigRestart | None = None  # set when run() returned to exec again: the config changed
+    terminated: bool = False  # a SIGTERM/SIGINT came: exit, even if a config restart was due
+    writer_thread: threading.Thread | None = field(default=None, init=False, repr=False)
 
-    def watch_config(self, env: dict[str, str]) -> None:
-        watch = ConfigWatch(self.settings.nodename, env, self.params)
+    def watch_config(self, env: dict[str, str], last_target: str | None = None) -> None:
+        fields = ROUTE_REFLECTOR_FIELDS if self.settings.route_reflector else None
+        watch = ConfigWatch(self.settings.nodename, env, self.params, fields=fields, last_target=last_target)
         self.writer.on_updates = lambda updates: watch.on_updates(updates, time.monotonic())
         self.config_watch = watch
 
     def _config_changed(self) -> bool:
+        """Look at the settled FelixConfiguration; log what it means; True if a restart is due."""
         watch = self.config_watch
-        if watch is None:
+        check = watch.check(time.monotonic()) if watch is not None else None
+        if check is None:
             return False
-        before = watch.error
-        changes = watch.changes(time.monotonic())
-        if watch.error is not None and watch.error != before:
-            log.error("config.invalid", error=watch.error, action="keeping the running configuration")
+        if check.error is not None:
+            self.metrics.errors.labels("config_invalid").inc()
+            log.error(
+                "config.invalid",
+                error=check.error,
+                updated=check.updated,
+                action="keeping the running configuration",
+            )
+            return False
+        changes = {k: {"running": old, "wanted": new} for k, (old, new) in check.changes.items()}
         if not changes:
+            log.info(
+                "config.unchanged", updated=check.updated, reason="the effective parameters are the same"
+            )
+            return False
+        if check.repeated:
+            log.error(
+                "config.restart_ineffective",
+                changes=changes,
+                action="no second restart: the previous one was for these parameters and did not apply them",
+            )
             return False
         log.warning(
             "config.changed",
-            changes={k: {"running": old, "wanted": new} for k, (old, new) in changes.items()},
+            changes=changes,
+            updated=check.updated,
             action="restarting in place as Felix does (routes, chains and veths stay)",
         )
+        assert check.wanted is not None
+        self.restart = ConfigRestart(params_digest(check.wanted), tuple(check.changes))
         return True
 
     def ready(self) -> bool:
@@ -103,7 +137,8 @@ class Agent:
             log.exception("writer.crashed")
 
     def run(self) -> int:
-        threading.Thread(target=self._writer_main, name="felixpy-writer", daemon=True).start()
+        self.writer_thread = threading.Thread(target=self._writer_main, name="felixpy-writer", daemon=True)
+        self.writer_thread.start()
         self.sources.start(self.stop)
         if self.cni is not None:
             self.cni.start()
@@ -117,7 +152,6 @@ class Agent:
                 self.shutdown(graceful=False)
                 return 1
             if self._config_changed():
-                self.restart = True
                 break
         self.shutdown(graceful=True)
         return 0
@@ -129,6 +163,8 @@ class Agent:
         if self.bgp is not None:
             self.bgp.stop(graceful=graceful)
         self.sources.syncer.stop(timeout=2.0)
+        if graceful and self.writer_thread is not None:
+            self.writer_thread.join(5.0)  # let a commit in progress finish (bounded)
 
 
 def _on_commit(metrics: Metrics, dataplane: LinuxDataplane) -> Any:
@@ -313,8 +349,16 @@ def _serve_http(agent: Agent) -> None:
 
 def run_node(settings: Settings, env: dict[str, str]) -> int:
     started = time.monotonic()
+    restarts = _int(env.get(RESTARTS_ENV))
+    target = env.get(TARGET_ENV) or None
     agent = build(settings, env)
-    agent.watch_config(env)
+    agent.metrics.config_restarts.inc(restarts)
+    agent.watch_config(env, last_target=target)
+    if target is not None:
+        if params_digest(agent.params) == target:
+            log.info("config.restarted", restarts=restarts, pid=os.getpid(), applied=True)
+        else:  # the datastore changed again meanwhile, or start-up resolved differently
+            log.error("config.restarted", restarts=restarts, pid=os.getpid(), applied=False)
     interpreter.tune()  # after start-up: GC and GIL hand-over settings (felixpy.interpreter)
 
     main_pid = os.getpid()
@@ -323,6 +367,7 @@ def run_node(settings: Settings, env: dict[str, str]) -> int:
         if os.getpid() != main_pid:  # a forked helper (pyroute2 netns) inherited the handler
             return
         log.info("agent.stopping", signal=signum)
+        agent.terminated = True
         agent.stop.set()
 
     signal.signal(signal.SIGTERM, on_term)
@@ -334,9 +379,27 @@ def run_node(settings: Settings, env: dict[str, str]) -> int:
         startup_seconds=round(time.monotonic() - started, 3),
     )
     code = agent.run()
-    if agent.restart:
+    if agent.restart is not None and not agent.terminated:
         # Felix exits for its supervisor to start it again; doing it in place keeps the PID (no
-        # crash, no restart back-off) and, like any restart, leaves the kernel state in place
-        log.info("agent.reexec", argv=sys.orig_argv, reason="FelixConfiguration changed")
+        # crash, no restart back-off) and, like any restart, leaves the kernel state in place.
+        # run() has already shut down as for SIGTERM (graceful: BGP peers keep our routes).
+        os.environ[RESTARTS_ENV] = str(restarts + 1)
+        os.environ[TARGET_ENV] = agent.restart.target
+        log.info(
+            "agent.reexec",
+            argv=sys.orig_argv,
+            reason="FelixConfiguration changed",
+            fields=agent.restart.fields,
+            restarts=restarts + 1,
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
         os.execv(sys.executable, sys.orig_argv)
     return code
+
+
+def _int(text: str | None) -> int:
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0

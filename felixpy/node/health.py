@@ -33,6 +33,11 @@ class Metrics:
             "felixpy_dataplane_resyncs", "Periodic dataplane resyncs", ["what"], registry=r
         )
         self.errors = Counter("felixpy_errors", "Errors by kind", ["kind"], registry=r)
+        self.config_restarts = Counter(
+            "felixpy_config_restarts",
+            "In-place restarts of the agent for a FelixConfiguration change (kept across the exec)",
+            registry=r,
+        )
         self.cni_requests = Counter(
             "felixpy_cni_requests", "CNI requests by command and outcome", ["command", "outcome"], registry=r
         )

@@ -12,10 +12,12 @@ import threading
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
 from felixpy.datastore.errors import DatastoreError
 from felixpy.datastore.kv import KV
 from felixpy.datastore.syncer import Syncer
+from felixpy.node.config_watch import InvalidConfig
 from felixpy.node.writer import BlockMsg, InSyncMsg, ResourceMsg, Writer
 from felixpy.resources import (
     BGPConfiguration,
@@ -95,7 +97,7 @@ class SyncSources:
     # ---- resources ----------------------------------------------------------------------
     def _on_updates(self, events: list[Any]) -> None:
         for ev in events:
-            obj = ev.obj if ev.type == "put" else None
+            obj = _felix_config(ev) if ev.kind is FelixConfiguration else ev.obj if ev.type == "put" else None
             key = (ev.namespace or "", ev.name)
             kind = (
                 "K8sNetworkPolicy" if ev.kind is K8sNetworkPolicy else ev.kind.KIND
@@ -159,3 +161,15 @@ class SyncSources:
         elif self._known_blocks.get(cidr) == node:
             del self._known_blocks[cidr]
             self.writer.submit(BlockMsg(cidr, None))
+
+
+def _felix_config(ev: Any) -> Any:
+    """A FelixConfiguration that does not validate must not end the syncer (and the agent with it):
+    it goes on as `InvalidConfig`, which the config watch reports and ignores."""
+    if ev.type != "put":
+        return None
+    try:
+        return ev.obj
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return InvalidConfig(ev.name, where)
