@@ -212,6 +212,7 @@ def _policy_driver(settings: Settings, params: FelixParams, kinds: set[str]) -> 
             endpoint_to_host_action=params.defaultEndpointToHostAction,
             failsafe_in=params.failsafeInboundHostPorts,
             failsafe_out=params.failsafeOutboundHostPorts,
+            workload_source_spoofing=params.workloadSourceSpoofing,
         )
         compiler = PolicyCompiler(settings.nodename, config=config)
         drivers.append(PolicyDriver(compiler, IptablesWriter(make_backend(ipv6=version == 6)), ipsets))

@@ -78,6 +78,8 @@ class ChainConfig:
     failsafe_out: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_OUT
     masq_random_fully: bool = True
     version: int = 4
+    # FelixConfiguration workloadSourceSpoofing: "Any" honours endpoints' allowSpoofedSourcePrefixes.
+    workload_source_spoofing: Literal["Disabled", "Any"] = "Disabled"
 
 
 @dataclass(frozen=True)

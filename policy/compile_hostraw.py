@@ -4,7 +4,8 @@ Calico's semantics (reference 2.9, 2.14, 8.3; the Calico host endpoint docs "Pre
 "Summary of host endpoint policies"), enforced for this node's host endpoints only:
 
 - *Untracked* policies run in the raw table, before connection tracking. raw ``cali-PREROUTING``
-  (packets arriving on an interface) clears our mark bits and jumps to raw
+  (packets arriving on an interface) clears our mark bits, does the workload anti-spoofing check
+  (``policy.rpf``) and jumps with packets not from a workload to raw
   ``cali-from-host-endpoint``, which sends ``-i <iface>`` to raw ``cali-fh-<iface>`` (the ingress
   untracked policies); raw ``cali-OUTPUT`` (packets the host sends) does the same through
   ``cali-to-host-endpoint`` to ``cali-th-<iface>`` (egress untracked policies). A rule's Allow
@@ -32,11 +33,13 @@ Calico's semantics (reference 2.9, 2.14, 8.3; the Calico host endpoint docs "Pre
   ipsets are shared with the filter chains (reference counted by the compiler).
 
 What felixpy adds where Calico is silent or always-on: these chains, and the jump to them from
-the kernel's raw PREROUTING/OUTPUT and mangle PREROUTING, exist only while a local host endpoint
-has an untracked (raw) or pre-DNAT (mangle) policy, as the filter host endpoint chains exist only
-while there are host endpoints; only interfaces with such policies are dispatched (a named host
-endpoint without any is returned early, so an all-interfaces ``*`` endpoint cannot police it);
-traffic to or from workload interfaces (``cali+``) is never dispatched here.
+the kernel's raw OUTPUT and mangle PREROUTING, exist only while a local host endpoint has an
+untracked (raw) or pre-DNAT (mangle) policy, as the filter host endpoint chains exist only while
+there are host endpoints. raw ``cali-PREROUTING`` and its hook are always there (the workload RPF
+check, with ``cali-rpf-skip``, which the compiler renders); only its untracked part comes and goes.
+Only interfaces with such policies are dispatched (a named host endpoint without any is returned
+early, so an all-interfaces ``*`` endpoint cannot police it); traffic to or from workload
+interfaces (``cali+``: the from-workload mark in raw ``cali-PREROUTING``) is never dispatched here.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from policy.names import (
     policy_chain,
     set_mark,
 )
+from policy.rpf import NOT_FROM_WORKLOAD, workload_rpf_rules
 from policy.rules import render_policy
 from policy.tiers import Tiers
 
@@ -154,22 +158,29 @@ def prefilter_dispatch_chain(
 # ------------------------------------------------------------------------------ static chains
 
 
+def raw_prerouting_chain(cfg: ChainConfig = ChainConfig(), *, untracked: bool = False) -> Chain:
+    """raw ``cali-PREROUTING`` (Calico's order): clear our marks, the workload RPF check, then with
+    ``untracked`` the host endpoint dispatch for packets not from a workload and the accept."""
+    rules = [Rule("", set_mark(0, MARK_ALL), "Clear all marks"), *workload_rpf_rules(cfg.iface_prefixes)]
+    if untracked:
+        rules += [
+            Rule(NOT_FROM_WORKLOAD, f"-j {FROM_HOST_ENDPOINT}", "Untracked host endpoint ingress policy"),
+            Rule(mark(MARK_ACCEPT, MARK_ACCEPT), "-j ACCEPT", "Untracked policy accepted packet"),
+        ]
+    return Chain(PREROUTING, tuple(rules), "raw")
+
+
 def raw_static_chains(cfg: ChainConfig = ChainConfig()) -> tuple[Chain, ...]:
-    """raw ``cali-PREROUTING``, ``cali-OUTPUT`` and the raw failsafe chains."""
+    """raw ``cali-PREROUTING`` (with its untracked part), ``cali-OUTPUT`` and the raw failsafe chains."""
     clear = Rule("", set_mark(0, MARK_ALL), "Clear all marks")
     accepted = Rule(mark(MARK_ACCEPT, MARK_ACCEPT), "-j ACCEPT", "Untracked policy accepted packet")
-    pre = [clear]
-    pre += [
-        Rule(f"-i {p}+", "-j RETURN", "Workload traffic: no untracked policy") for p in cfg.iface_prefixes
-    ]
-    pre += [Rule("", f"-j {FROM_HOST_ENDPOINT}", "Untracked host endpoint ingress policy"), accepted]
     out = [clear]
     out += [
         Rule(f"-o {p}+", "-j RETURN", "Workload traffic: no untracked policy") for p in cfg.iface_prefixes
     ]
     out += [Rule("", f"-j {TO_HOST_ENDPOINT}", "Untracked host endpoint egress policy"), accepted]
     return (
-        Chain(PREROUTING, tuple(pre), "raw"),
+        raw_prerouting_chain(cfg, untracked=True),
         Chain(RAW_OUTPUT, tuple(out), "raw"),
         _failsafe(FAILSAFE_IN, cfg.failsafe_in, cfg.failsafe_out, "raw"),
         _failsafe(FAILSAFE_OUT, cfg.failsafe_out, cfg.failsafe_in, "raw"),
@@ -209,11 +220,11 @@ def _failsafe(
 
 
 def prefilter_hooks(kinds: Iterable[Kind]) -> tuple[Hook, ...]:
-    """The jumps from the kernel's chains, for the tables in use."""
+    """The jumps from the kernel's chains: raw PREROUTING always (workload RPF), the others for the
+    kinds of policy in use."""
     wanted = set(kinds)
-    out: list[Hook] = []
+    out = [Hook("raw", "PREROUTING", Rule("", f"-j {PREROUTING}", "felixpy hook"))]
     if "untracked" in wanted:
-        out.append(Hook("raw", "PREROUTING", Rule("", f"-j {PREROUTING}", "felixpy hook")))
         out.append(Hook("raw", "OUTPUT", Rule("", f"-j {RAW_OUTPUT}", "felixpy hook")))
     if "prednat" in wanted:
         out.append(Hook("mangle", "PREROUTING", Rule("", f"-j {PREROUTING}", "felixpy hook")))
@@ -244,7 +255,8 @@ class HostRawPolicies:
 
     Inputs mark the state dirty; :meth:`sync` re-renders every raw/mangle chain (there are few host
     endpoints and few such policies; rendered policy chains are cached) and returns the difference
-    from what it returned before. Workload endpoints never get here.
+    from what it returned before; the first sync brings raw ``cali-PREROUTING``, always present.
+    Workload endpoints never get here (``cali-rpf-skip`` is the compiler's).
     """
 
     def __init__(self, config: ChainConfig | None = None, tiers: Tiers | Mapping[str, float] | None = None):
@@ -256,7 +268,7 @@ class HostRawPolicies:
         self._chains: dict[ChainKey, Chain] = {}
         self._sets: frozenset[SetSpec] = frozenset()
         self._kinds: frozenset[Kind] = frozenset()
-        self._dirty = False
+        self._dirty = True  # raw cali-PREROUTING (workload RPF) from the first sync on
 
     def update_policy(self, policy: Policy) -> None:
         kind = kind_of(policy)
@@ -337,6 +349,8 @@ class HostRawPolicies:
                 dispatch = prefilter_dispatch_chain(kind, direction, policed.get(direction, ()), owners)
                 static += (dispatch,)
             chains.update(((c.table, c.name), c) for c in static)
+        prerouting = raw_prerouting_chain(self.config, untracked="untracked" in kinds)
+        chains[(prerouting.table, prerouting.name)] = prerouting
         return chains, frozenset(sets), frozenset(kinds)
 
     def _owners(self) -> dict[str, _Hep]:

@@ -25,6 +25,11 @@ A policy's chains and ipsets exist only while it applies to at least one local e
 (Calico programs only referenced chains). Writers must create ipsets before the chains
 that reference them and delete chains before the ipsets.
 
+Local workload endpoints' ``allowSpoofedSourcePrefixes`` (of this compiler's IP version) make raw
+``cali-rpf-skip``, the exceptions to the anti-spoofing check in raw ``cali-PREROUTING``
+(``policy.rpf``), when ``ChainConfig.workload_source_spoofing`` is ``Any``; otherwise they are
+ignored and ``spoofing_ignored`` lists them. The chain is rendered at ``dirty()``, once per batch.
+
 Tiers (``update_tier``/``remove_tier``, see ``policy.tiers``) order the policies and end them; a
 policy whose tier does not exist applies to nothing (``policies_without_tier`` lists them) until
 the tier is created.
@@ -71,6 +76,7 @@ from policy.names import (
     policy_chain,
     to_endpoint_chain,
 )
+from policy.rpf import rpf_skip_chain, version_prefixes
 from policy.rules import render_policy
 from policy.setindex import SetIndex
 from policy.tiers import Tiers, tier_info
@@ -135,9 +141,14 @@ class PolicyCompiler:
         self._pending_dispatch = False
         self._list_of: dict[tuple[str, Direction], str] = {}  # (endpoint key, direction) -> list chain
         self._list_refs: dict[str, int] = {}  # policy list chain -> endpoints using it
+        # Local workload key -> (iface, its allowSpoofedSourcePrefixes of this version), when honoured;
+        # the keys whose prefixes workloadSourceSpoofing Disabled ignores -> those prefixes.
+        self._spoof: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._spoof_ignored: dict[str, tuple[str, ...]] = {}
+        self._pending_rpf = True  # cali-rpf-skip to render (it always exists: raw PREROUTING jumps to it)
         self._static = static_chains(self.config)
         self._hostraw = HostRawPolicies(self.config, self.tiers)  # hostraw: raw/mangle tables
-        self._emitted_hooks = hooks()
+        self._emitted_hooks = hooks() + self._hostraw.hooks()  # raw PREROUTING's is always there
         self._render_dispatch()
         self._render_host_dispatch()
         self._render_pools()
@@ -228,6 +239,11 @@ class PolicyCompiler:
     def _applies(self, p: Policy, view: Mapping[str, str]) -> bool:
         """``p`` is enforced on an endpoint with this view: its selector matches and its tier exists."""
         return p.enforced_on(view) and p.tier in self.tiers
+
+    def spoofing_ignored(self) -> dict[str, tuple[str, ...]]:
+        """Local workload endpoint key -> the allowSpoofedSourcePrefixes ignored because
+        FelixConfiguration ``workloadSourceSpoofing`` is not ``Any`` (every IP version)."""
+        return dict(self._spoof_ignored)
 
     def policies_without_tier(self) -> dict[str, str]:
         """Policy id → the tier it names, for every policy whose tier does not exist (not applied)."""
@@ -376,12 +392,30 @@ class PolicyCompiler:
                 self._hep_keys.add(key)
         self._ref_profiles(self._local_profiles.get(key, ()), +1)
         self._ref_profiles(old_profiles, -1)
+        self._update_spoof(key, None if ep is None or ep.host else ep)
         if ep is not None:
             self._render_endpoint(key)
         if was_host and old_iface is not None and old_iface != self._local.get(key):
             self._render_host_iface(old_iface)  # another host endpoint may take it over, or none
         if old_iface != self._local.get(key) or was_host != (key in self._hep_keys):
             self._pending_dispatch = True
+
+    def _update_spoof(self, key: str, ep: Endpoint | None) -> None:
+        """A local workload endpoint (None: gone or not one): its entries in ``cali-rpf-skip``."""
+        prefixes = ep.allowed_source_prefixes if ep is not None else ()
+        honoured = self.config.workload_source_spoofing == "Any"
+        if prefixes and not honoured:
+            self._spoof_ignored[key] = tuple(prefixes)
+        else:
+            self._spoof_ignored.pop(key, None)
+        mine = version_prefixes(prefixes, self.version) if honoured else ()
+        new = (ep.iface, mine) if ep is not None and ep.iface and mine else None
+        if self._spoof.get(key) != new:
+            if new is None:
+                del self._spoof[key]
+            else:
+                self._spoof[key] = new
+            self._pending_rpf = True
 
     def _ref_profiles(self, profiles: Iterable[str], delta: int) -> None:
         for profile in profiles:
@@ -408,6 +442,9 @@ class PolicyCompiler:
             self._pending_dispatch = False
             self._render_dispatch()
             self._render_host_dispatch()
+        if self._pending_rpf:
+            self._pending_rpf = False
+            self._put(rpf_skip_chain(self._spoof.values()))
 
     def _render_endpoint_now(self, key: str) -> None:
         iface = self._local.get(key)

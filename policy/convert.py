@@ -344,6 +344,7 @@ def endpoint_from_wep(wep: WorkloadEndpoint) -> Endpoint:
         node=spec.node,
         profiles=tuple(spec.profiles) or (f"kns.{ns}",),
         service_account=spec.service_account_name,
+        allowed_source_prefixes=tuple(spec.allow_spoofed_source_prefixes),
     )
 
 

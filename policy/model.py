@@ -167,6 +167,7 @@ class Endpoint:
     profiles: tuple[str, ...] = ()
     service_account: str | None = None
     host: bool = False
+    allowed_source_prefixes: tuple[str, ...] = ()  # allowSpoofedSourcePrefixes (workloads; policy.rpf)
 
     def named_port(self, name: str, protocol: int) -> int | None:
         for p in self.ports:

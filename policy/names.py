@@ -13,6 +13,9 @@ MARK_PASS = 0x20000
 MARK_SCRATCH0 = 0x40000
 MARK_SCRATCH1 = 0x80000
 MARK_ALL = MARK_ACCEPT | MARK_PASS | MARK_SCRATCH0 | MARK_SCRATCH1
+# raw cali-PREROUTING's "arrived on a workload interface" (Calico uses scratch0 for it). Safe to share:
+# every later user of scratch0 (a policy rule's multi-rule match, filter cali-FORWARD) clears it first.
+MARK_FROM_WORKLOAD = MARK_SCRATCH0
 
 # Top-level chains.
 FORWARD = "cali-FORWARD"
@@ -32,6 +35,7 @@ FAILSAFE_IN = "cali-failsafe-in"
 FAILSAFE_OUT = "cali-failsafe-out"
 NAT_POSTROUTING = "cali-POSTROUTING"
 NAT_OUTGOING = "cali-nat-outgoing"
+RPF_SKIP = "cali-rpf-skip"  # raw: workload source prefixes exempt from the strict RPF check
 
 # Well-known ipset IDs (prefixed by cali40/cali60).
 ALL_POOLS_ID = "all-ipam-pools"

@@ -2,8 +2,11 @@
 
 - Pod → WorkloadEndpoint: node, IPs (the CNI plugin's `cni.projectcalico.org/podIP(s)` annotations,
   else the pod status), labels plus `projectcalico.org/namespace|orchestrator|serviceaccount`, named
-  container ports, profiles `kns.<ns>` and `ksa.<ns>.<sa>`, the `cali` interface name. Host-network
-  pods, pods with no IP and finished pods are not endpoints.
+  container ports, profiles `kns.<ns>` and `ksa.<ns>.<sa>`, the `cali` interface name,
+  `allowSpoofedSourcePrefixes` from `cni.projectcalico.org/allowedSourcePrefixes` (a JSON list of
+  CIDRs, host bits dropped as Calico does; one that does not parse makes none: Calico rejects the
+  pod, felixpy keeps it with no exception to the anti-spoofing check). Host-network pods, pods with
+  no IP and finished pods are not endpoints.
 - Node ↔ Node: BGP fields in `projectcalico.org/*` annotations, labels as they are.
 - Namespace, networking.k8s.io/v1 NetworkPolicy: the same shape in both worlds.
 - Calico kinds: stored as `crd.projectcalico.org/v1` objects with the v3 spec unchanged.
@@ -12,6 +15,8 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
+import json
 from typing import Any
 
 from felixpy.cni.request import wep_name
@@ -27,6 +32,7 @@ V3 = "projectcalico.org/v3"
 ANN_POD_IP = "cni.projectcalico.org/podIP"
 ANN_POD_IPS = "cni.projectcalico.org/podIPs"
 ANN_CONTAINER_ID = "cni.projectcalico.org/containerID"
+ANN_ALLOWED_SOURCES = "cni.projectcalico.org/allowedSourcePrefixes"
 LABEL_NAMESPACE = "projectcalico.org/namespace"
 LABEL_ORCH = "projectcalico.org/orchestrator"
 LABEL_SA = "projectcalico.org/serviceaccount"
@@ -60,6 +66,19 @@ def _pod_ips(pod: dict[str, Any]) -> list[str]:
             addr += "/128" if ":" in addr else "/32"
         out.append(addr)
     return out
+
+
+def _allowed_sources(pod: dict[str, Any]) -> list[str]:
+    text = (pod.get("metadata", {}).get("annotations") or {}).get(ANN_ALLOWED_SOURCES)
+    if not text:
+        return []
+    try:
+        prefixes = json.loads(text)
+        if not isinstance(prefixes, list) or not all(isinstance(p, str) and "/" in p for p in prefixes):
+            return []
+        return [str(ipaddress.ip_network(p.strip(), strict=False)) for p in prefixes]
+    except ValueError:  # bad JSON or a bad CIDR
+        return []
 
 
 def _named_ports(pod: dict[str, Any]) -> list[dict[str, Any]]:
@@ -112,6 +131,7 @@ def pod_to_wep(pod: dict[str, Any], *, interface_prefix: str = "cali") -> Worklo
                 "interfaceName": veth_name_for_workload(ns, name, prefix=interface_prefix),
                 "profiles": [f"kns.{ns}", f"ksa.{ns}.{sa}"],
                 "ports": _named_ports(pod),
+                "allowSpoofedSourcePrefixes": _allowed_sources(pod),
             },
         }
     )

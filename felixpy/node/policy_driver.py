@@ -15,6 +15,10 @@ destroyed only then (a chain left behind may still use them); member updates are
 HostEndpoints (of every node) go to the compiler like workload endpoints; it enforces those
 whose ``spec.node`` is this node (``policy.hostendpoints``).
 
+A workload endpoint's ``allowSpoofedSourcePrefixes`` is honoured only with FelixConfiguration
+``workloadSourceSpoofing: Any`` (``policy.rpf``); each time the set of endpoints whose prefixes are
+ignored changes, it is logged (``policy.source_spoofing_ignored``).
+
 Tiers go to the compiler too. A policy naming a tier that does not exist (felixctl refuses to
 create one, but it can be written around it, or its tier deleted under it) is not applied; each
 time the set of such policies changes, it is logged (``policy.tier_missing``).
@@ -50,9 +54,10 @@ class PolicyDriver:
         self._hooks_set = False
         self._host_ips: dict[str, str] = {}  # node name -> its IPv4 address (cali40all-hosts-net)
         self._untiered: dict[str, str] = {}  # policy id -> missing tier, as last logged
+        self._spoof_ignored: dict[str, tuple[str, ...]] = {}  # endpoint -> ignored prefixes, as logged
 
     def on_updates(self, updates: list[Update]) -> None:
-        hosts_changed = tiering = False
+        hosts_changed = tiering = workloads = False
         for u in updates:
             if isinstance(u, InputUpdate):
                 if u.kind == "Node":
@@ -60,10 +65,26 @@ class PolicyDriver:
                 else:
                     self._on_input(u)
                     tiering = tiering or u.kind in POLICY_KINDS or u.kind == "Tier"
+                    workloads = workloads or u.kind == "WorkloadEndpoint"
         if hosts_changed:
             self.compiler.set_host_ips(sorted(set(self._host_ips.values())))
         if tiering:
             self._log_untiered()
+        if workloads:
+            self._log_spoofing_ignored()
+
+    def _log_spoofing_ignored(self) -> None:
+        ignored = self.compiler.spoofing_ignored()
+        if ignored != self._spoof_ignored:
+            added = {k: list(v) for k, v in ignored.items() if self._spoof_ignored.get(k) != v}
+            self._spoof_ignored = ignored
+            if added:
+                log.warning(
+                    "policy.source_spoofing_ignored",
+                    endpoints=added,
+                    version=self.compiler.version,
+                    reason="allowSpoofedSourcePrefixes needs FelixConfiguration workloadSourceSpoofing: Any",
+                )
 
     def _log_untiered(self) -> None:
         untiered = self.compiler.policies_without_tier()

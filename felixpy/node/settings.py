@@ -83,6 +83,8 @@ class FelixParams(BaseModel):
     # env FELIX_FAILSAFEINBOUNDHOSTPORTS: "tcp:22,udp:68" (Felix's form) or "none".
     failsafeInboundHostPorts: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_IN
     failsafeOutboundHostPorts: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_OUT
+    # "Any": honour workload endpoints' allowSpoofedSourcePrefixes (exceptions to the raw RPF check).
+    workloadSourceSpoofing: Literal["Disabled", "Any"] = "Disabled"
 
     @field_validator("defaultEndpointToHostAction", mode="before")
     @classmethod

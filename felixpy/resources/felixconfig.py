@@ -50,6 +50,7 @@ class FelixConfigurationSpec(Model):
     prometheus_metrics_port: int | None = None
     device_route_protocol: int | None = None
     route_table_range: dict[str, int] | None = None
+    workload_source_spoofing: Literal["Disabled", "Any"] | None = None  # default Disabled
 
 
 class FelixConfiguration(Resource):

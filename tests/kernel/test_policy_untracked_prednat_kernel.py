@@ -212,7 +212,11 @@ def test_deleting_the_policies_removes_raw_and_mangle_chains_only(netns: Any, ba
 
         pair.set_policies(OPEN)
         raw, mangle, nat = pair.save("raw"), pair.save("mangle"), pair.save("nat")
-        assert "cali" not in raw and "cali" not in mangle  # chains and hooks gone
+        assert "cali" not in mangle  # chains and hook gone
+        # raw keeps only the workload anti-spoofing check (policy.rpf) and its PREROUTING hook
+        assert set(re.findall(r"^:(cali-\S+)", raw, re.M)) == {"cali-PREROUTING", "cali-rpf-skip"}
+        assert [line.split()[1] for line in raw.splitlines() if "cali" in line and line.startswith("-A ")
+                and not line.startswith("-A cali-")] == ["PREROUTING"]  # fmt: skip
         assert raw.count("theirs") == 1 and mangle.count("theirs") == 1 and ":their-chain" in raw
         assert f"--to-destination {HOST_IP}:8080" in nat
         assert "cali-fh-eth0" in pair.save("filter")  # the host endpoint's filter chains stay

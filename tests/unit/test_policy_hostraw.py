@@ -37,6 +37,14 @@ CLEAR_PASS = "-j MARK --set-xmark 0x0/0x20000"
 SET_ACCEPT = "-j MARK --set-xmark 0x10000/0x10000"
 ESTABLISHED = "-m conntrack --ctstate RELATED,ESTABLISHED"
 NOTRACK = "-j CT --notrack"
+FROM_WL = "-m mark --mark 0x40000/0x40000"
+RPF_ONLY = [  # raw cali-PREROUTING without untracked policy: the workload anti-spoofing check
+    ("", CLEAR_ALL),
+    ("-i cali+", "-j MARK --set-xmark 0x40000/0x40000"),
+    (FROM_WL, "-j cali-rpf-skip"),
+    (f"{FROM_WL} -m rpfilter --validmark --invert", "-j DROP"),
+]
+RPF_CHAINS = {("raw", "cali-PREROUTING"), ("raw", "cali-rpf-skip")}  # always there
 
 
 def hep(name: str = "h1", iface: str = "eth0", *, node: str = "n1", labels: dict[str, str] | None = None,
@@ -112,9 +120,8 @@ def test_untracked_policy_raw_chains_exact() -> None:
     assert rules(c, "raw", "cali-from-host-endpoint") == [("-i eth0", "-g cali-fh-eth0")]
     assert rules(c, "raw", "cali-to-host-endpoint") == [("-o eth0", "-g cali-th-eth0")]
     assert rules(c, "raw", "cali-PREROUTING") == [
-        ("", CLEAR_ALL),
-        ("-i cali+", "-j RETURN"),
-        ("", "-j cali-from-host-endpoint"),
+        *RPF_ONLY,
+        ("-m mark --mark 0x0/0x40000", "-j cali-from-host-endpoint"),  # not from a workload
         (ACCEPTED, "-j ACCEPT"),
     ]
     assert rules(c, "raw", "cali-OUTPUT") == [
@@ -184,7 +191,8 @@ def test_prednat_policy_mangle_chains_exact() -> None:
             "cali-pi-gnp/pre",
         )
     }  # ingress only: no cali-th-, cali-to-host-endpoint or cali-po- in mangle
-    assert tables(c, "raw") == set()
+    assert tables(c, "raw") == RPF_CHAINS
+    assert rules(c, "raw", "cali-PREROUTING") == RPF_ONLY
 
 
 def test_tiers_pass_and_order_without_end_of_tier_drop() -> None:
@@ -237,18 +245,21 @@ def test_wildcard_host_endpoint_does_not_police_named_ones() -> None:
 
 def test_chains_and_hooks_exist_only_while_a_local_host_endpoint_has_such_policy() -> None:
     c = PolicyCompiler("n1")
+    raw_hook = ("raw", "PREROUTING", "-j cali-PREROUTING", "insert")  # the workload RPF check: always
+    assert [(h.table, h.chain, h.rule.action, h.position) for h in c.hooks()[len(hooks()) :]] == [raw_hook]
     c.update_policy(UNTRACKED_9090)
     c.update_policy(PREDNAT_DENY_7070)
     first = c.dirty()
-    assert first.hooks is None and not tables(c, "raw", "mangle")  # no host endpoint yet
+    assert first.hooks is None and tables(c, "raw", "mangle") == RPF_CHAINS  # no host endpoint yet
+    assert set(first.chains) >= RPF_CHAINS
     c.update_endpoint(hep("far", node="n2"))
-    assert not c.dirty().hooks and not tables(c, "raw", "mangle")  # another node's
+    assert not c.dirty().hooks and tables(c, "raw", "mangle") == RPF_CHAINS  # another node's
 
     c.update_endpoint(hep())
     changes = c.dirty()
     assert changes.hooks is not None
     assert [(h.table, h.chain, h.rule.action, h.position) for h in changes.hooks[len(hooks()) :]] == [
-        ("raw", "PREROUTING", "-j cali-PREROUTING", "insert"),
+        raw_hook,
         ("raw", "OUTPUT", "-j cali-OUTPUT", "insert"),
         ("mangle", "PREROUTING", "-j cali-PREROUTING", "insert"),
     ]
@@ -273,8 +284,10 @@ def test_chains_and_hooks_exist_only_while_a_local_host_endpoint_has_such_policy
 
     c.update_endpoint(hep(labels={"role": "other"}))  # no longer selected
     changes = c.dirty()
-    assert changes.hooks == hooks() and not tables(c, "raw", "mangle")
+    assert changes.hooks == c.hooks() and len(changes.hooks) == len(hooks()) + 1
+    assert tables(c, "raw", "mangle") == RPF_CHAINS and rules(c, "raw", "cali-PREROUTING") == RPF_ONLY
     assert {k[0] for k in changes.removed_chains} == {"raw"}
+    assert changes.chains[("raw", "cali-PREROUTING")] == c.chains()[("raw", "cali-PREROUTING")]
     assert ("filter", "cali-fh-eth0") in c.chains()  # still a host endpoint in filter
 
 
@@ -285,11 +298,11 @@ def test_removing_the_host_endpoint_or_switching_the_policy_kind() -> None:
     assert ("raw", "cali-pi-gnp/unt") in c.chains()
     plain = gnp("unt", ingress=[TCP_IN_9090])  # same name, now a normal policy
     c.update_policy(plain)
-    assert not tables(c, "raw") and ("filter", "cali-pi-gnp/unt") in c.chains()
+    assert tables(c, "raw") == RPF_CHAINS and ("filter", "cali-pi-gnp/unt") in c.chains()
     c.update_policy(UNTRACKED_9090)
-    assert tables(c, "raw") and ("filter", "cali-pi-gnp/unt") not in c.chains()
+    assert tables(c, "raw") > RPF_CHAINS and ("filter", "cali-pi-gnp/unt") not in c.chains()
     c.remove_endpoint(hep_key("h1"))
-    assert not tables(c, "raw") and not any(k[0] == "filter" and "eth0" in k[1] for k in c.chains())
+    assert tables(c, "raw") == RPF_CHAINS and not any(k[0] == "filter" and "eth0" in k[1] for k in c.chains())
 
 
 def test_two_host_endpoints_on_one_interface_earliest_key_wins() -> None:
@@ -298,7 +311,7 @@ def test_two_host_endpoints_on_one_interface_earliest_key_wins() -> None:
     c.update_endpoint(hep("b", labels={"role": "b"}))
     assert ("raw", "cali-fh-eth0") in c.chains()
     c.update_endpoint(hep("a", labels={"role": "a"}))  # takes eth0 over: no untracked policy
-    assert not tables(c, "raw")
+    assert tables(c, "raw") == RPF_CHAINS
     c.remove_endpoint(hep_key("a"))
     assert ("raw", "cali-fh-eth0") in c.chains()
 
@@ -339,6 +352,10 @@ def test_write_changes_sets_the_hooks_before_applying() -> None:
     iptables.calls.clear()
     write_changes(c.dirty(), iptables, ipsets)
     assert "set_hooks" not in iptables.calls
+    iptables.calls.clear()
+    c.remove_policy(UNTRACKED_9090.id)  # raw OUTPUT's hook goes, raw PREROUTING's stays
+    write_changes(c.dirty(), iptables, ipsets)
+    assert iptables.calls[0] == "set_hooks"
 
 
 # ------------------------------------------------------------------------------ validation
