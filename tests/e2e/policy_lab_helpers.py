@@ -31,7 +31,7 @@ Matrix = dict[Probe, dict[tuple[str, str], bool]]
 PortTriple = tuple[str, str, int]  # (name, protocol, port), as conformance_cases.NAMED_PORTS
 PROBE_TIMEOUT = 1.0
 PROGRAM_DEADLINE = 15.0  # seconds for the agents to write (or remove) a case's chains
-MATRIX_DEADLINE = 12.0  # seconds for the matrix to match once the chains are there
+MATRIX_DEADLINE = 30.0  # seconds for the matrix to match once the chains are there (a round: ~2.5 s idle)
 
 
 @dataclass

@@ -69,6 +69,8 @@ def test_ebgp_forwarding_prepends_our_as(
         assert "BGP.as_path: 64512 65001" in detail, detail  # our AS first, then the origin's
         assert "via 10.0.0.1" in detail  # next hop self towards eBGP
         assert "BGP.originator_id" not in detail and "BGP.cluster_list" not in detail
+        # our own block is a separate announcement: awaited at Y too, not assumed with X's route
+        wait_for(lambda: "10.65.0.0/26" in y.cli("show", "route", "protocol", "felix"), "our block at Y")
         own = y.cli("show", "route", "10.65.0.0/26", "all")
         assert "BGP.as_path: 64512\n" in own or own.rstrip().endswith("BGP.as_path: 64512"), own
         assert "10.65.9.0/26 via 10.0.0.2" in kernel_routes(ns_n)

@@ -139,8 +139,12 @@ def test_mesh_announce_install_withdraw(
     wait_for(lambda: [p.state for p in b.status()] == ["up"], "B's status up")
     peer = b.status()[0]
     assert (peer.address, peer.type, peer.info) == ("10.0.0.1", "node-to-node mesh", "Established")
-    doc = read_status(b.run_dir)
-    assert doc is not None and "| 10.0.0.1     | node-to-node mesh | up    |" in format_peers(doc["peers"])
+    # the status file is written right after the in-memory status changes: awaited, not sampled
+    row = "| 10.0.0.1     | node-to-node mesh | up    |"
+    wait_for(
+        lambda: (doc := read_status(b.run_dir)) is not None and row in format_peers(doc["peers"]),
+        "B's status file to show the session up",
+    )
 
     a.update(nodes=nodes, bgp_configs=[], peers=[], pools=[POOL], local_blocks=[])
     wait_for(lambda: "10.65.0.0/26" not in kernel_routes(ns_b), "withdrawal reaching B's kernel")

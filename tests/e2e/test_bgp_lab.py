@@ -65,6 +65,17 @@ def all_connected(table: dict[str, dict[str, bool]]) -> bool:
     return all(all(row.values()) for row in table.values())
 
 
+def connected_matrix(lab: LabCLI, timeout: float = 60.0) -> dict[str, dict[str, bool]]:
+    """The matrix, probed until every pair connects or ``timeout`` passes; the last one. ``pod add``
+    returns before other nodes learned a new block over BGP and before its responder listens."""
+    deadline = time.monotonic() + timeout
+    table = matrix(lab)
+    while not all_connected(table) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        table = matrix(lab)
+    return table
+
+
 def sessions(lab: LabCLI) -> dict[str, list[str]]:
     return {n["name"]: [s["info"] for s in n["bgp"]] for n in lab.status()["nodes"]}
 
@@ -131,7 +142,8 @@ def test_two_reflectors_redundancy() -> None:
         assert all(up[c] == ["Established"] * 2 for c in clients), up  # each client: both reflectors
         for i, node in enumerate(clients[:3]):
             lab.ok("pod", "add", f"x/p{i}", "--node", node, "--serve", "80", timeout=60)
-        assert all_connected(matrix(lab))
+        table = connected_matrix(lab)
+        assert all_connected(table), table
         ips = pod_ips(lab)
         # client → client routes only through the reflectors, next hop = the owning client
         assert f"{block_of(ips['x/p1'])} via 10.99.1.11" in kernel(lab, "node1")
@@ -143,7 +155,7 @@ def test_two_reflectors_redundancy() -> None:
         new_block = block_of(pod_ips(lab)["x/p3"])
         for node in clients[:3]:
             wait_for(lambda node=node: new_block in kernel(lab, node), f"{new_block} at {node} via rr2")
-        table = matrix(lab)
+        table = connected_matrix(lab)
         assert all_connected(table), table
 
 
@@ -183,7 +195,7 @@ def test_bird_top_of_rack_routes_every_block_without_encapsulation() -> None:
         for node in address:  # plain routed hops: no tunnel device anywhere
             routes = kernel(lab, node)
             assert "tunl0" not in routes and "vxlan" not in routes, routes
-        table = matrix(lab)
+        table = connected_matrix(lab)
         assert all_connected(table), table
 
 
@@ -201,7 +213,9 @@ def test_agent_sigkill_and_restart_keeps_forwarding() -> None:
         lab.ok("pod", "add", "x/b", "--node", "node2", timeout=60)
         ips = pod_ips(lab)
         a_block = block_of(ips["x/a"])
+        b_block = block_of(ips["x/b"])
         wait_for(lambda: a_block in kernel(lab, "node2"), "node1's block at node2")
+        wait_for(lambda: b_block in kernel(lab, "node1"), "node2's block at node1")  # the ping's way there
         ping = _ping(lab.names.pod("x", "a"), ips["x/b"], count=150, interval=0.1)
         try:
             time.sleep(2)
@@ -224,8 +238,8 @@ def test_agent_sigkill_and_restart_keeps_forwarding() -> None:
         sent, received = map(int, re.search(r"(\d+) packets transmitted, (\d+) received", out).groups())
         assert sent == 150 and received >= sent - 5, out  # within the window: (almost) no loss
         assert a_block in kernel(lab, "node2")
-        b_block = block_of(ips["x/b"])
-        assert f"{b_block} via 10.99.1.11" in kernel(lab, "node1")
+        # re-learned (or kept) by the restarted agent: awaited, the session state comes first
+        wait_for(lambda: f"{b_block} via 10.99.1.11" in kernel(lab, "node1"), "node2's block at node1 again")
         node1 = next(n for n in lab.status()["nodes"] if n["name"] == "node1")
         assert node1["bgp"][0]["info"] == "Established"
 
@@ -246,7 +260,7 @@ def test_node_deleted_from_datastore_disappears_from_peers() -> None:
         assert "node3" in released, released
         started = time.monotonic()
         for node in ("node1", "node2"):
-            wait_for(lambda node=node: gone not in kernel(lab, node), f"node3's block gone at {node}", 20)
-            assert all(s == "Established" for s in sessions(lab)[node]), sessions(lab)
-        assert time.monotonic() - started < 20  # far below the 120 s graceful-restart time
-        assert all(len(sessions(lab)[n]) == 1 for n in ("node1", "node2"))  # node3 is no peer any more
+            wait_for(lambda node=node: gone not in kernel(lab, node), f"node3's block gone at {node}", 60)
+            # node3 is no peer any more, the other session stays up (status written after the routes)
+            wait_for(lambda node=node: sessions(lab)[node] == ["Established"], f"{node}: one session up", 60)
+        assert time.monotonic() - started < 60  # far below the 120 s graceful-restart time

@@ -117,12 +117,18 @@ def test_service_range_is_advertised_by_every_node_and_installed_by_none(
 
         wait_for(lambda: received("c", "10.0.0.1") == 2 and received("c", "10.0.0.2") == 2, "c received both")
         wait_for(lambda: received("a", "10.0.0.2") == 2, "a received b's block and range")
+        wait_for(lambda: received("b", "10.0.0.1") == 2, "b received a's block and range")
         for name in NODES:
+            for other, (ip, block) in NODES.items():  # each mesh session delivers on its own time
+                if other != name:
+                    wait_for(
+                        lambda name=name, ip=ip, block=block: (
+                            f"{block} via {ip}" in kernel_routes(spaces[name])
+                        ),
+                        f"{other}'s block in {name}'s kernel",
+                    )
             routes = kernel_routes(spaces[name])
             assert SERVICE_RANGE not in routes, (name, routes)
-            for other, (ip, block) in NODES.items():
-                if other != name:
-                    assert f"{block} via {ip}" in routes, (name, routes)
 
         # the range leaves the configuration: withdrawn everywhere, the pod blocks stay
         configure()

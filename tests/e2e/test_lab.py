@@ -63,6 +63,11 @@ def _routes(lab: LabCLI, node: str) -> str:
     return lab.ok("exec", node, "--", "ip", "route", timeout=20)
 
 
+def _learned(lab: LabCLI, node: str) -> list[str]:
+    """The node's routes learned over BGP (proto 81 = felixpy's BGP routes)."""
+    return [r for r in _routes(lab, node).splitlines() if "proto 81" in r]
+
+
 def test_two_nodes_pods_talk_over_bgp_routes() -> None:
     """The vertical slice: two nodes, one pod on each, traffic over BGP-learned routes."""
     before = root_snapshot()
@@ -76,9 +81,12 @@ def test_two_nodes_pods_talk_over_bgp_routes() -> None:
             ("x", "a", "node1"), ("x", "b", "node2")}
         assert status["pods"][0]["labels"] == {"app": "a"}
         assert [[s["info"] for s in n["bgp"]] for n in status["nodes"]] == [["Established"]] * 2
-        # node1 learned node2's block over BGP (proto 81 = felixpy's BGP routes), next hop node2
-        learned = [r for r in _routes(lab, "node1").splitlines() if "proto 81" in r]
-        assert any("via 10.99.1.11" in r for r in learned), learned
+        # node1 learned node2's block over BGP (proto 81 = felixpy's BGP routes), next hop node2: x/b's
+        # block is new, so it is awaited (pod add returns once node2 has it, before node1 does)
+        learned = _wait_for(lambda: any("via 10.99.1.11" in r for r in _learned(lab, "node1")), 30)
+        assert learned, _learned(lab, "node1")
+        # x/b's responder starts in the background of pod add: the first probe may find it not listening
+        _wait_for(lambda: lab.run("probe", "x/a", "x/b", "80").returncode == 0, 30)
         ok = lab.run("probe", "x/a", "x/b", "80")
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert json.loads(ok.stdout)["ip"] == b["ip"]
@@ -152,9 +160,20 @@ def _pods_everywhere(lab: LabCLI, nodes: list[str]) -> None:
         lab.ok("pod", "add", f"x/p{i}", "--node", node, "--serve", "80", timeout=60)
 
 
-def _all_connected(lab: LabCLI) -> dict[str, dict[str, bool]]:
-    table = json.loads(lab.ok("probe", "--matrix", "--ports", "80", "--proto", "tcp", "-o", "json"))
-    return table["tables"]["80/tcp"]  # type: ignore[no-any-return]
+def _all_connected(lab: LabCLI, timeout: float = 60.0) -> dict[str, dict[str, bool]]:
+    """The 80/tcp matrix, probed until every pair connects or ``timeout`` passes; the last one.
+    ``pod add`` returns before other nodes learned a new block and before its responder listens."""
+
+    def probe() -> dict[str, dict[str, bool]]:
+        table = json.loads(lab.ok("probe", "--matrix", "--ports", "80", "--proto", "tcp", "-o", "json"))
+        return table["tables"]["80/tcp"]  # type: ignore[no-any-return]
+
+    deadline = time.monotonic() + timeout
+    table = probe()
+    while not all(all(row.values()) for row in table.values()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        table = probe()
+    return table
 
 
 def test_racks_behind_a_bird_top_of_rack() -> None:
@@ -173,10 +192,13 @@ def test_racks_behind_a_bird_top_of_rack() -> None:
             ["ip", "netns", "exec", lab.names.fabric, "birdc", "-s", str(lab.names.run_dir / "bird.ctl"),
              "show", "protocols"], capture_output=True, text=True, timeout=20, check=True).stdout
         assert protocols.count("Established") == 3, protocols
-        # same rack: direct (third-party next hop kept); other rack: via the ToR
+        # same rack: direct (third-party next hop kept); other rack: via the ToR. The pods' blocks are
+        # new: they reach node1 over BGP (through the ToR) after pod add returned, so they are awaited.
+        same_rack, other_rack = r"via 10\.99\.1\.11 dev eth0 proto 81", r"via 10\.99\.1\.1 dev eth0 proto 81"
+        _wait_for(lambda: all(re.search(p, _routes(lab, "node1")) for p in (same_rack, other_rack)), 30)
         routes = _routes(lab, "node1")
-        assert re.search(r"via 10\.99\.1\.11 dev eth0 proto 81", routes), routes
-        assert re.search(r"via 10\.99\.1\.1 dev eth0 proto 81", routes), routes
+        assert re.search(same_rack, routes), routes
+        assert re.search(other_rack, routes), routes
         table = _all_connected(lab)
         assert all(all(row.values()) for row in table.values()), table
     _assert_gone(lab, before)

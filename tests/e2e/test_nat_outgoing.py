@@ -57,6 +57,11 @@ def set_nat(lab: LabCLI, nat: bool) -> None:
         Path(f.name).unlink()
 
 
+def listening(netns: str, port: int) -> bool:
+    argv = ["ip", "netns", "exec", netns, "ss", "-Hltn", f"sport = :{port}"]
+    return f":{port}" in subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout
+
+
 def wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -84,7 +89,9 @@ def test_nat_outgoing_masquerades_only_traffic_leaving_the_pools() -> None:
         pod_server = subprocess.Popen(["ip", "netns", "exec", lab.names.pod("x", "b"), sys.executable, "-c",
                                        SERVER, ips["x/b"], "7001"])
         try:
-            time.sleep(0.5)
+            # both servers listening first, so "unreachable" below can only mean the missing route back
+            assert wait_for(lambda: listening(lab.names.fabric, 7000), 20), "the outside server listens"
+            assert wait_for(lambda: listening(lab.names.pod("x", "b"), 7001), 20), "the pod's server listens"
             # No NAT: the outside host sees the pod's address and has no route back to the pool.
             assert seen_source(lab, "x/a", gateway, 7000) == "unreachable"
             set_nat(lab, True)

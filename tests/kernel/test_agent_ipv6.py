@@ -163,11 +163,12 @@ def test_del_removes_both_families(env: NodeEnv) -> None:
     iface = veth_name_for_workload("default", "h6")
     rc, out = cni(env, "DEL", pod, "h6")
     assert rc == 0 and out is None, out
-    assert env.node.run("ip", "link", "show", iface, check=False) == ""
     assert env.node.run("ip", "-6", "route", "show", f"{v6}/128") == ""
     assert env.node.run("ip", "route", "show", f"{v4}/32") == ""
     assert env.keys("/calico/ipam/v2/handle/k8s-pod-network.cid6-h6") == []
     assert not any(k.endswith("node1-k8s-h6-eth0") for k in env.keys(WEPS))
+    # the host veth goes right after the answer (the agent's link reaper, a background thread)
+    _wait(lambda: env.node.run("ip", "link", "show", iface, check=False) == "", 10, f"{iface} deleted")
     _wait(
         lambda: f"cali-tw-{iface}" not in env.node.run("ip6tables-save", "-t", "filter"),
         10,

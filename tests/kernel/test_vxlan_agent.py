@@ -173,10 +173,21 @@ def _tunnel_ip(node: VxNode) -> str:
 
 
 def _block_route(node: VxNode, pod_ip: str) -> str:
-    """node's route towards the block holding ``pod_ip`` (a remote pod)."""
-    lines = node.node.run("ip", "route", "show", "proto", "80").splitlines()
-    hits = [r for r in lines if "blackhole" not in r and "/26" in r and _contains(r.split()[0], pod_ip)]
-    assert len(hits) == 1, lines
+    """node's route towards the block holding ``pod_ip`` (a remote pod), awaited: the block's
+    affinity reaches the other agents through their datastore watch."""
+    lines: list[str] = []
+    hits: list[str] = []
+
+    def found() -> bool:
+        nonlocal lines, hits
+        lines = node.node.run("ip", "route", "show", "proto", "80").splitlines()
+        hits = [r for r in lines if "blackhole" not in r and "/26" in r and _contains(r.split()[0], pod_ip)]
+        return len(hits) == 1
+
+    try:
+        _wait(found, 15, f"{node.nodename}'s route to the block of {pod_ip}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {lines}") from None
     return hits[0]
 
 
@@ -212,10 +223,11 @@ def test_vxlan_device_neighbour_and_fdb(always: Cluster) -> None:
     addr = json.loads(n1.node.run("ip", "-j", "-4", "addr", "show", "dev", "vxlan.calico"))[0]
     assert [a["prefixlen"] for a in addr["addr_info"]] == [32]
     assert _contains(POOL, _tunnel_ip(n1))
-    neigh = n1.node.run("ip", "neigh", "show", "dev", "vxlan.calico")
-    assert f"{_tunnel_ip(n2)} lladdr {vtep_mac('vx2')} PERMANENT" in neigh, neigh
-    fdb = n1.node.run("bridge", "fdb", "show", "dev", "vxlan.calico")
-    assert f"{vtep_mac('vx2')} dst 10.89.1.2 self permanent" in fdb, fdb
+    # vx2's VTEP reaches vx1's agent through the datastore: awaited (this test may run alone)
+    neighbour = f"{_tunnel_ip(n2)} lladdr {vtep_mac('vx2')} PERMANENT"
+    _wait(lambda: neighbour in n1.node.run("ip", "neigh", "show", "dev", "vxlan.calico"), 15, neighbour)
+    fdb = f"{vtep_mac('vx2')} dst 10.89.1.2 self permanent"
+    _wait(lambda: fdb in n1.node.run("bridge", "fdb", "show", "dev", "vxlan.calico"), 15, fdb)
     features = n1.node.run("ethtool", "-k", "vxlan.calico")
     assert "tx-checksum-ip-generic: off" in features
 
@@ -231,8 +243,11 @@ def test_pod_mtu_is_host_minus_vxlan_or_felix_vethmtu(always: Cluster) -> None:
 
 
 def test_hosts_ipset_lists_every_node(always: Cluster) -> None:
-    members = always.nodes["vx1"].node.run("ipset", "list", "cali40all-hosts-net")
-    assert "10.89.1.1" in members and "10.89.1.2" in members, members
+    def members() -> str:
+        return always.nodes["vx1"].node.run("ipset", "list", "cali40all-hosts-net")
+
+    # vx2's Node reaches vx1's agent through the datastore: awaited (this test may run alone)
+    _wait(lambda: "10.89.1.1" in members() and "10.89.1.2" in members(), 15, "both nodes in the hosts set")
 
 
 def test_vxlan_route_repaired_after_manual_delete(always: Cluster) -> None:
