@@ -299,6 +299,7 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
     startup.ensure_tunnel_addresses(ipam, settings.nodename, kinds)
     mtu = startup.host_mtu(address.iface if address else "")
     startup.write_mtu_file(settings.mtu_path, startup.pod_mtu(params, mtu, kinds))
+    startup.write_nodename_file(settings.state_dir, settings.nodename)
     enable_ip_forwarding(ipv6=_ipv6_enabled(params))
 
     metrics = Metrics()

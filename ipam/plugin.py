@@ -39,7 +39,7 @@ from typing import Any, TextIO
 
 SUPPORTED = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]
 DEFAULT_NETWORK = "k8s-pod-network"
-NODENAME_FILE = "/var/lib/calico/nodename"
+NODENAME_FILES = ("/var/lib/felixpy/nodename", "/var/lib/calico/nodename")  # felixpy's agent writes the first
 
 
 class CNIError(Exception):
@@ -107,14 +107,14 @@ def _nodename(conf: Mapping[str, Any]) -> str:
     k8s = conf.get("kubernetes")
     if isinstance(k8s, dict) and k8s.get("node_name"):
         return str(k8s["node_name"])
-    path = conf.get("nodename_file") or NODENAME_FILE
-    try:
-        with open(path) as f:
-            name = f.read().strip()
-        if name:
-            return name
-    except OSError:
-        pass
+    for path in [conf["nodename_file"]] if conf.get("nodename_file") else NODENAME_FILES:
+        try:
+            with open(path) as f:
+                name = f.read().strip()
+            if name:
+                return name
+        except OSError:
+            pass
     return socket.gethostname()
 
 
