@@ -238,7 +238,7 @@ def test_every_value_changes_what_the_chart_renders() -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     rendered = {name: render(base) for name, base in BASES.items()}
     dead = []
-    for path, value in _leaves(defaults):
+    for path, _value in _leaves(defaults):
         if path == "datastore.type":
             continue  # switches whole sets of env and volumes: covered by the tests above and test_helm_chart
         used = False
