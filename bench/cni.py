@@ -21,7 +21,7 @@ its loopback, the real ``felixpy node`` with BGP off and policy on) and measures
                           socket: exec to the plugin's first line (``ip netns exec`` + interpreter
                           start), loading the plugin, request to the agent's handler, the handler
                           (and its steps from the agent's ``cni.done`` log line), answer back, exit
-                          (p50 ms; the plugin is the installed launcher plus timestamps)
+                          (p50 ms; the stdlib Python plugin with timestamps, not the forwarder)
   wep_to_route            a WorkloadEndpoint put into etcd -> its /32 route in the node's kernel
                           (p50/p99 ms; the endpoint's interface is a dummy link made beforehand)
   agent_rss_*             agent RSS idle, then with --local endpoints of this node (written straight
