@@ -443,7 +443,7 @@ static int call_agent(const char *path, const char *payload, size_t len, double 
     }
     size_t sent = 0;
     while (sent < len) {
-        ssize_t n = write(fd, payload + sent, len - sent);
+        ssize_t n = send(fd, payload + sent, len - sent, MSG_NOSIGNAL); /* an agent gone: EPIPE, not SIGPIPE */
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) goto io_error;
         sent += (size_t)n;
@@ -482,7 +482,9 @@ static int invoke(const char *mode, const char *command, struct buf *in, struct 
     *logpath = want("log_file_path", ipam_mode);
     *logmax = want("log_file_max_size", ipam_mode);
     const char *version = want("cniVersion", 0);
-    if (version && *version && strlen(version) < sizeof g_version) strcpy(g_version, version);
+    int supported = 0;
+    for (int i = 0; VERSIONS[i]; i++) supported |= version && strcmp(version, VERSIONS[i]) == 0;
+    if (supported) strcpy(g_version, version); /* errors answer in the caller's version when it is one */
     if (strcmp(command, "ADD") && strcmp(command, "DEL") && strcmp(command, "CHECK")) {
         struct buf m = {0};
         puts_(&m, "unknown CNI_COMMAND ");
@@ -511,10 +513,7 @@ static int invoke(const char *mode, const char *command, struct buf *in, struct 
         free(d.p);
         return 1;
     }
-    int supported = 0;
-    for (int i = 0; VERSIONS[i]; i++) supported |= version && strcmp(version, VERSIONS[i]) == 0;
     if (!supported) {
-        strcpy(g_version, "1.0.0");
         char msg[128];
         snprintf(msg, sizeof msg, "unsupported cniVersion '%.64s'", version ? version : "");
         return cni_error(out, ERR_INCOMPATIBLE_VERSION, msg, "supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0");
