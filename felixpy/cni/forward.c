@@ -338,7 +338,9 @@ static int cni_error(struct buf *out, int code, const char *msg, const char *det
     return 1;
 }
 
-static int read_all(int fd, struct buf *b, size_t limit) {
+/* Read to EOF, or (line != 0) to the first newline: the agent's answer is one line, and waiting for
+ * its close would wait for the answering thread to be scheduled again. */
+static int read_all(int fd, struct buf *b, size_t limit, int line) {
     char chunk[65536];
     for (;;) {
         ssize_t n = read(fd, chunk, sizeof chunk);
@@ -348,7 +350,7 @@ static int read_all(int fd, struct buf *b, size_t limit) {
         }
         if (n == 0) return 0;
         put(b, chunk, (size_t)n);
-        if (b->n >= limit) return 0;
+        if (b->n >= limit || (line && memchr(chunk, '\n', (size_t)n))) return 0;
     }
 }
 
@@ -448,7 +450,7 @@ static int call_agent(const char *path, const char *payload, size_t len, double 
         if (n <= 0) goto io_error;
         sent += (size_t)n;
     }
-    if (read_all(fd, answer, MAX_ANSWER) < 0) goto io_error;
+    if (read_all(fd, answer, MAX_ANSWER, 1) < 0) goto io_error;
     close(fd);
     return 0;
 io_error:
@@ -594,7 +596,7 @@ int main(int argc, char **argv) {
     struct buf in = {0}, out = {0};
     const char *logpath = NULL, *logmax = NULL;
     int code;
-    if (read_all(0, &in, MAX_INPUT) < 0)
+    if (read_all(0, &in, MAX_INPUT, 0) < 0)
         code = cni_error(&out, ERR_IO, "cannot read the network configuration", strerror(errno));
     else if (in.n >= MAX_INPUT)
         code = cni_error(&out, ERR_INVALID_CONFIG, "network configuration is larger than 16 MiB", "");

@@ -192,6 +192,36 @@ def test_agent_that_hangs_up_at_once_is_an_io_error_not_a_signal(
         srv.close()
 
 
+def test_answer_line_is_enough_without_waiting_for_the_close(
+    plugins: dict[str, Path], tmp_path: Path
+) -> None:
+    """The agent's thread may close its end late (a busy interpreter): the line is the answer."""
+    path = str(tmp_path / "cni.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    release = threading.Event()
+
+    def serve() -> None:
+        conn = srv.accept()[0]
+        conn.recv(65536)
+        conn.sendall(b'0 {"cniVersion": "1.0.0", "ips": []}\n')
+        release.wait(10)
+        conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        started = time.monotonic()
+        rc, out, _ = run(plugins["c"], ENV, json.dumps({"cniVersion": "1.0.0", "agent_socket": path}))
+        assert rc == 0 and out == {"cniVersion": "1.0.0", "ips": []}
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+        t.join(5)
+        srv.close()
+
+
 def test_agent_that_never_answers_is_code_11_after_the_timeout(
     plugins: dict[str, Path], tmp_path: Path
 ) -> None:
