@@ -28,6 +28,7 @@ from felixpy.cni.request import (
     parse_request,
     wep_name,
 )
+from felixpy.cni.validate import InvalidInput, check_request
 from felixpy.dataplane.errors import NetnsNotFound
 from felixpy.dataplane.links import HOST_VETH_MAC, VethSpec, delete_container_iface, host_addresses
 from felixpy.dataplane.names import veth_name_for_container, veth_name_for_workload
@@ -54,6 +55,22 @@ def step(name: str) -> Iterator[None]:
         ms = getattr(_steps, "ms", None)
         if ms is not None:
             ms[name] = round(ms.get(name, 0.0) + (time.perf_counter() - start) * 1000, 2)
+
+
+def validate_request(req: CNIRequest) -> None:
+    """The request's identifiers (felixpy.cni.validate) before anything is allocated or stored:
+    whatever forwards requests to the agent, the agent checks them itself."""
+    try:
+        check_request(
+            req.command,
+            container_id=req.container_id,
+            ifname=req.ifname,
+            netns=req.netns,
+            network=req.network,
+            exists=lambda netns: os.path.exists(netns_path(netns)),
+        )
+    except InvalidInput as exc:
+        raise HandlerError(exc.code, exc.msg) from None
 
 
 class CNIHandler:
@@ -87,6 +104,7 @@ class CNIHandler:
             op = {"ADD": self.add, "DEL": self.delete, "CHECK": self.check}.get(req.command)
             if op is None:
                 raise HandlerError(4, f"unknown CNI command {req.command!r}")
+            validate_request(req)
             result = op(req)
             log.info(
                 "cni.done",
@@ -128,8 +146,6 @@ class CNIHandler:
 
     # ---- ADD ----------------------------------------------------------------------------
     def add(self, req: CNIRequest) -> dict[str, Any]:
-        if not req.netns or not os.path.exists(netns_path(req.netns)):
-            raise HandlerError(ERR_CONTAINER_UNKNOWN, f"network namespace {req.netns!r} does not exist")
         self._wait_in_sync()
         with step("ipam"):
             addresses, fresh = self._addresses(req)
