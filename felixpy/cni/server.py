@@ -40,6 +40,7 @@ MAX_CONNECTIONS = 1024
 MAX_REQUESTS = 64
 QUEUE_SECONDS = 30.0
 ERR_TRY_AGAIN = 11
+REFUSE_READ_SECONDS = 0.2  # how long a connection over the cap may take to send before its answer
 
 
 def _busy(msg: str) -> bytes:
@@ -51,8 +52,8 @@ class _Handler(socketserver.StreamRequestHandler):
     server: CNIServer
 
     def setup(self) -> None:
-        self.timeout = self.server.read_timeout  # StreamRequestHandler applies it to the socket
         super().setup()
+        self.connection.settimeout(self.server.read_timeout)  # reads and writes alike
 
     def handle(self) -> None:
         try:
@@ -158,7 +159,11 @@ class CNIServer(socketserver.ThreadingUnixStreamServer):
         if full:
             log.warning("cni.connection_refused", open=self.max_connections, reason="connection cap reached")
             with contextlib.suppress(OSError):
-                request.settimeout(0.1)
+                # Take what the client sent first (bounded: this is the accepting thread), so that
+                # its write never meets a closed socket and it reads the answer, not EPIPE.
+                request.settimeout(REFUSE_READ_SECONDS)
+                request.recv(MAX_REQUEST)
+            with contextlib.suppress(OSError):
                 request.sendall(_busy(f"agent busy: {self.max_connections} CNI connections open; try again"))
             self.shutdown_request(request)
             return
