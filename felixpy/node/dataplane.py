@@ -214,6 +214,7 @@ class LinuxDataplane:
             if self.encap.ipip_usable is False:
                 for dst in self._ipip_routes:  # no tunl0 on this kernel: never ask for them
                     self.routes.remove_route(dst)
+        self._revive_orphans()
         stats = self.routes.start() if not self._started else self.routes.apply()
         self._started = True
         ok = ok and not self._unexplained(stats.failed)
@@ -248,8 +249,7 @@ class LinuxDataplane:
                 self.encap.resync()
                 self.encap.apply()
             self._repair_sysctls()
-            for key in self.orphans.revived():
-                self._restore_orphan(key, "its interface exists again")
+            self._revive_orphans()
             stats = self.routes.resync()
             self._unexplained(stats.failed)
             if stats.replaced or stats.deleted:
@@ -272,6 +272,13 @@ class LinuxDataplane:
             for dst in orphan.withheld:
                 self.routes.remove_route(dst)
         return [dst for dst in failed if self.orphans.withholding(dst) is None]
+
+    def _revive_orphans(self) -> None:
+        """Orphans whose interface exists again (a re-ADD of the pod, say) get their routes back: one
+        name lookup per orphan, so every commit can afford it."""
+        if self.orphans:
+            for key in self.orphans.revived():
+                self._restore_orphan(key, "its interface exists again")
 
     def _restore_orphan(self, key: tuple[str, str], reason: str) -> None:
         orphan = self.orphans.forget(key, reason=reason)

@@ -140,3 +140,16 @@ def test_other_route_failures_still_fail_the_commit() -> None:
     dp.apply(_added(LIVE, "calilive", "10.0.0.1/32"))
     assert dp.commit() is False, "a route that fails with its interface present is a real failure"
     assert len(dp.orphans) == 0
+
+
+def test_interface_back_restores_the_route_with_the_next_commit() -> None:
+    """A re-ADD that recreates the interface with an identical endpoint (calc emits nothing new) still
+    gets its route with the commit the ADD waits for, not only at the next refresh."""
+    nl = FakeNetlink(links=[])
+    dp = _dataplane(nl)
+    dp.apply(_added(GONE, "caligone", "10.0.0.2/32"))
+    dp.commit()
+    nl.add_link("caligone")
+    dp.apply([])
+    assert dp.commit() is True and len(dp.orphans) == 0
+    assert [r.dst for r in nl.list_routes()] == ["10.0.0.2/32"]
