@@ -37,10 +37,12 @@ from felixpy.datastore.errors import AlreadyExists, Conflict, DatastoreError, No
 from felixpy.datastore.resources import KVBackend, resource_key
 from felixpy.node.writer import ResourceMsg, Writer
 from felixpy.resources import WorkloadEndpoint
+from felixpy.resources.fields import FieldError
+from felixpy.resources.names import check_dns_label, check_wep_name
 
 log = structlog.get_logger(__name__)
 _steps: threading.local = threading.local()
-ERR_CONTAINER_UNKNOWN, ERR_INVALID_CONFIG, ERR_TRY_AGAIN = 3, 7, 11
+ERR_CONTAINER_UNKNOWN, ERR_INVALID_ENV, ERR_INVALID_CONFIG, ERR_TRY_AGAIN = 3, 4, 7, 11
 ERR_INTERNAL, ERR_IPAM, ERR_CHECK = 100, 101, 102
 DELETE_RETRIES = 10
 
@@ -135,6 +137,16 @@ class CNIHandler:
         workload = req.pod or req.container_id
         return req.namespace, wep_name(self.nodename, req.orchestrator, workload, req.ifname)
 
+    def _check_names(self, req: CNIRequest) -> None:
+        """The endpoint's namespace and name (from K8S_POD_NAMESPACE / K8S_POD_NAME in CNI_ARGS) are
+        valid resource names: checked before IPAM, not found out when the endpoint is written."""
+        ns, name = self.wep_key(req)
+        try:
+            check_dns_label(ns, "K8S_POD_NAMESPACE")
+            check_wep_name(name)
+        except FieldError as exc:
+            raise HandlerError(ERR_INVALID_ENV, f"CNI_ARGS: {exc.reason}") from None
+
     def mtu(self, req: CNIRequest) -> int:
         if req.config.get("mtu"):
             return int(req.config["mtu"])
@@ -146,6 +158,7 @@ class CNIHandler:
 
     # ---- ADD ----------------------------------------------------------------------------
     def add(self, req: CNIRequest) -> dict[str, Any]:
+        self._check_names(req)
         self._wait_in_sync()
         with step("ipam"):
             addresses, fresh = self._addresses(req)

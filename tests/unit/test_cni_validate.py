@@ -128,6 +128,18 @@ AGENT_CASES = [
     ("ADD", {"netns": "/var/run/netns/nopod"}, 4, "CNI_NETNS '/var/run/netns/nopod' does not exist"),
     ("ADD", {"netns": "no-such-pod-name"}, 4, "CNI_NETNS 'no-such-pod-name' does not exist"),
     ("CHECK", {"netns": "/var/run/netns/no-such-pod"}, 4, "does not exist"),
+    (
+        "ADD",
+        {"args": "K8S_POD_NAMESPACE=a b;K8S_POD_NAME=web"},
+        4,
+        "CNI_ARGS: K8S_POD_NAMESPACE 'a b' is not",
+    ),
+    (
+        "ADD",
+        {"args": "K8S_POD_NAMESPACE=x;K8S_POD_NAME=a/../b"},
+        4,
+        "CNI_ARGS: name 'node1-k8s-a/../b-eth0' is not",
+    ),
     ("DEL", {"containerID": "../x"}, 4, "CNI_CONTAINERID '../x' is invalid"),
     ("DEL", {"ifname": "eth 0"}, 4, "CNI_IFNAME 'eth 0' contains ' '"),
 ]
