@@ -50,6 +50,10 @@ def test_pod_del_keeps_a_pod_whose_del_failed_and_retries() -> None:
         assert kept["deleting"] is True and kept["ip"] == pod["ip"]
         assert "(deleting)" in lab.ok("status", timeout=60)
         assert "node1-k8s-a-eth0" in _wep_keys(lab), "the DEL never reached the agent"
+        # the namespace was kept, so the pod is no orphan: `node check` on the node finds nothing
+        check = lab.run("ctl", "--node", "node1", "--", "node", "check", "-o", "json", timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert json.loads(check.stdout) == {"node": "node1", "orphanedEndpoints": []}
 
         lab.ok("pod", "del", "x/a", timeout=60)  # the retry
         assert not any(p["name"] == "a" for p in lab.status()["pods"])
