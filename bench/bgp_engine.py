@@ -7,7 +7,7 @@ UPDATE encoding, the commands for ExaBGP). The engine runs with the agent's inte
 (``felixpy.interpreter``) unless ``--gc-default``. Every client must receive every route, or the
 benchmark fails. See docs/perf-bgp.md §2.
 
-    .venv/bin/python bench/bgp_engine.py [--routes 10000] [--runs 5] [--gc-default]
+    .venv/bin/python -m bench.bgp_engine [--routes 10000] [--runs 5] [--gc-default]
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bgp import exabgp_api as api
 from bgp import route as route_module
@@ -133,7 +130,7 @@ def main() -> int:
             "name": f"bgp_engine_{stage}",
             "value": round(statistics.median(values), 1),
             "unit": "ms",
-            "reference": "BIRD 2: the whole reflection, network included, 15-32 ms (bench/bgp.py)",
+            "reference": "BIRD 2: the whole reflection, network included, 15-32 ms (bench/bench_bgp.py)",
             "min": round(values[0], 1),
             "max": round(values[-1], 1),
             "routes": args.routes,

@@ -1,6 +1,6 @@
 """Agent + CNI benchmark: felixpy-cni vs the reference bridge+host-local plugins, route latency, RSS.
 
-    .venv/bin/python bench/cni.py [--cycles 100] [--samples 200] [--local 1000] [--remote 10000]
+    .venv/bin/python -m bench.cni [--cycles 100] [--samples 200] [--local 1000] [--remote 10000]
 
 Root only. Builds one node namespace (``fpb-<pid>-node``: a veth ``eth0`` 10.78.0.1/24, etcd on
 its loopback, the real ``felixpy node`` with BGP off and policy on) and measures, in one run:
@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 VENV_BIN = ROOT / ".venv" / "bin"
 ETCD_URL = "http://127.0.0.1:23795"
 NODE = "bench-node"

@@ -15,7 +15,7 @@ our reflector's ExaBGP; ``BENCH_GC_DEFAULT=1`` keeps CPython's collector and thr
 settings instead of the agent's (``felixpy.interpreter``), ``BENCH_SWITCH=<seconds>`` sets the
 switch interval.
 
-    .venv/bin/python bench/bgp.py [--only install,reflect,mesh] [--routes 10000] [--nodes 10]
+    .venv/bin/python -m bench.bench_bgp [--only install,reflect,mesh] [--routes 10000] [--nodes 10]
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bgp.service import BGPService
 from felixpy.resources.base import ObjectMeta
@@ -430,7 +428,7 @@ def main() -> int:
     args = parser.parse_args()
     only = set(args.only.split(","))
     if os.geteuid() != 0:
-        print("bench/bgp.py needs root (network namespaces)", file=sys.stderr)
+        print("bench/bench_bgp.py needs root (network namespaces)", file=sys.stderr)
         return 2
     if os.environ.get("BENCH_GC_DEFAULT") != "1":
         from felixpy import interpreter
