@@ -118,7 +118,7 @@ def run(n: int, work: Path) -> None:
         ]
         pools = [IPPool(metadata=ObjectMeta(name="p"), spec=IPPoolSpec(cidr="10.64.0.0/10"))]
         peers = [
-            BGPPeer(metadata=ObjectMeta(name="bird"), spec=BGPPeerSpec(peer_ip="10.0.0.2", as_number=64512))
+            BGPPeer(metadata=ObjectMeta(name="bird"), spec=BGPPeerSpec(peerIP="10.0.0.2", as_number=64512))
         ]
         svc.update(nodes=nodes, bgp_configs=[], peers=peers, pools=pools, local_blocks=[])
         svc.start()
@@ -242,13 +242,13 @@ def our_reflector(rr_ns: str, work: Path) -> BGPService:
         exabgp=exabgp,
         wire_reflector=wire_mode,
     )
-    bgp = NodeBGPSpec(ipv4_address=f"{RR_OURS}/24", route_reflector_cluster_id="244.0.0.1")
+    bgp = NodeBGPSpec(ipv4_address=f"{RR_OURS}/24", routeReflectorClusterID="244.0.0.1")
     nodes = [Node(metadata=ObjectMeta(name="rr"), spec=NodeSpec(bgp=bgp))]
     mesh_off = BGPConfiguration(
         metadata=ObjectMeta(name="default"), spec=BGPConfigurationSpec(node_to_node_mesh_enabled=False)
     )
     peers = [
-        BGPPeer(metadata=ObjectMeta(name=f"b{i}"), spec=BGPPeerSpec(node="rr", peer_ip=a, as_number=64512))
+        BGPPeer(metadata=ObjectMeta(name=f"b{i}"), spec=BGPPeerSpec(node="rr", peerIP=a, as_number=64512))
         for i, a in enumerate([SOURCE, *CLIENTS])
     ]
     pools = [IPPool(metadata=ObjectMeta(name="p"), spec=IPPoolSpec(cidr="10.64.0.0/10"))]

@@ -27,6 +27,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ETCD = os.environ.get("FELIXPY_ETCD_BIN", "/usr/bin/etcd")
 
@@ -147,7 +148,7 @@ def _noop() -> None:
     import ipam.ipam  # noqa: F401
 
 
-def emit(name: str, lat: list[float], took: float, clients: int, **extra: object) -> dict[str, object]:
+def emit(name: str, lat: list[float], took: float, clients: int, **extra: object) -> dict[str, Any]:
     row = {
         "bench": "ipam",
         "figure": name,

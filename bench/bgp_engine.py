@@ -34,13 +34,13 @@ CLIENTS = ["10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
 
 
 def reflector() -> tuple[Engine, list[str]]:
-    bgp = NodeBGPSpec(ipv4_address=f"{REFLECTOR}/24", route_reflector_cluster_id="244.0.0.1")
+    bgp = NodeBGPSpec(ipv4_address=f"{REFLECTOR}/24", routeReflectorClusterID="244.0.0.1")
     nodes = [Node(metadata=ObjectMeta(name="rr"), spec=NodeSpec(bgp=bgp))]
     mesh_off = BGPConfiguration(
         metadata=ObjectMeta(name="default"), spec=BGPConfigurationSpec(node_to_node_mesh_enabled=False)
     )
     peers = [
-        BGPPeer(metadata=ObjectMeta(name=f"b{i}"), spec=BGPPeerSpec(node="rr", peer_ip=a, as_number=64512))
+        BGPPeer(metadata=ObjectMeta(name=f"b{i}"), spec=BGPPeerSpec(node="rr", peerIP=a, as_number=64512))
         for i, a in enumerate([SOURCE, *CLIENTS])
     ]
     pools = [IPPool(metadata=ObjectMeta(name="p"), spec=IPPoolSpec(cidr="10.64.0.0/10"))]

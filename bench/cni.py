@@ -339,8 +339,8 @@ def run_stages(b: Bench, cycles: int) -> None:
         t0, t1, sent, answered, logged = map(float, rest)
         start, end = bench_side[(command, cid)]
         a_start, a_end, steps = agent[(command, cid[:12])]
-        values = (t0 - start, t1 - t0, a_start - sent, a_end - a_start, answered - a_end, end - logged)
-        for stage, v in zip(STAGES, values, strict=True):
+        spans = (t0 - start, t1 - t0, a_start - sent, a_end - a_start, answered - a_end, end - logged)
+        for stage, v in zip(STAGES, spans, strict=True):
             stages.setdefault(f"{command.lower()}_{stage}", []).append(v * 1000)
         for step, ms in steps.items():
             stages.setdefault(f"{command.lower()}_agent_{step}", []).append(ms)

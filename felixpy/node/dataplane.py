@@ -22,8 +22,8 @@ a :class:`FamilyPolicies` of an iptables and an ip6tables driver.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -41,6 +41,11 @@ from felixpy.calc.model import (
     VtepUpdate,
 )
 from felixpy.dataplane.model import RouteTarget
+
+if TYPE_CHECKING:
+    from felixpy.dataplane.links import WorkloadLinks
+    from felixpy.dataplane.routes import RouteTable
+    from felixpy.node.encap import EncapDriver
 
 log = structlog.get_logger(__name__)
 
@@ -124,14 +129,14 @@ class LinuxDataplane:
     def __init__(
         self,
         *,
-        routes: Any,
-        links: Any,
-        encap: Any | None = None,
+        routes: RouteTable,
+        links: WorkloadLinks,
+        encap: EncapDriver | None = None,
         policy: PolicyDriver | None = None,
-        bgp_sink: Any | None = None,
+        bgp_sink: Callable[[list[Update]], None] | None = None,
     ) -> None:
-        self.routes = routes  # felixpy.dataplane.routes.RouteTable
-        self.links = links  # felixpy.dataplane.links.WorkloadLinks
+        self.routes = routes
+        self.links = links
         self.encap = encap
         self.policy = policy
         self.bgp_sink = bgp_sink
