@@ -53,8 +53,7 @@ __all__ = [
 
 
 def to_kernel(route: FibRoute, *, protocol: int) -> _nl.Route:
-    hops = tuple(_nl.Hop(h.gateway, h.dev, h.onlink) for h in route.hops)
-    return _nl.Route(route.dst, hops, protocol)
+    return _nl.Route(route.dst, tuple([_nl.Hop(h.gateway, h.dev, h.onlink) for h in route.hops]), protocol)
 
 
 def from_kernel(route: _nl.Route) -> FibRoute:

@@ -17,6 +17,7 @@ import ipaddress
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 NLMSG_NOOP = 1
 NLMSG_ERROR = 2
@@ -61,8 +62,7 @@ IndexOf = Callable[[str], int]  # device name → ifindex (raises when missing)
 NameOf = Callable[[int], str]  # ifindex → device name
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Hop:
+class Hop(NamedTuple):  # tuples, not frozen dataclasses: thousands are built per write or read
     """One next hop: a gateway, a device, or both (``onlink``: the gateway needs no subnet route)."""
 
     gateway: str = ""
@@ -70,8 +70,7 @@ class Hop:
     onlink: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     """A kernel route. ``dst`` is a CIDR; ``hops`` is empty for a blackhole; ``metric`` None lets
     the kernel choose (0 for IPv4, 1024 for IPv6)."""
 
@@ -126,12 +125,15 @@ def _table_fields(table: int) -> tuple[int, bytes]:
     return (table, b"") if table < 256 else (0, _attr(RTA_TABLE, _U32.pack(table)))
 
 
+_MAIN = (MAIN_TABLE, b"")
+
+
 def pack_replace(route: Route, *, seq: int, index_of: IndexOf, ack: bool = True) -> bytes:
     """RTM_NEWROUTE with NLM_F_REPLACE|NLM_F_CREATE: ``ip route replace`` for one route.
 
     Without ``ack`` the kernel answers only a failure (an NLMSG_ERROR with that errno)."""
     dst = parse_prefix(route.dst)
-    rtm_table, attrs = _table_fields(route.table)
+    rtm_table, attrs = _MAIN if route.table == MAIN_TABLE else _table_fields(route.table)
     attrs += _attr(RTA_DST, dst.packed)
     if route.metric is not None:
         attrs += _attr(RTA_PRIORITY, _U32.pack(route.metric))
@@ -161,7 +163,7 @@ def pack_delete(route: Route, *, seq: int, ack: bool = True) -> bytes:
     """RTM_DELROUTE for ``route.dst`` of ``route.protocol`` in ``route.table`` (and ``route.metric``
     when set), whatever its type, scope and next hops."""
     dst = parse_prefix(route.dst)
-    rtm_table, attrs = _table_fields(route.table)
+    rtm_table, attrs = _MAIN if route.table == MAIN_TABLE else _table_fields(route.table)
     attrs += _attr(RTA_DST, dst.packed)
     if route.metric is not None:
         attrs += _attr(RTA_PRIORITY, _U32.pack(route.metric))
@@ -243,16 +245,25 @@ def route_matches(payload: bytes, *, protocol: int | None, table: int) -> bool:
 
 def route_ifindexes(payload: bytes) -> set[int]:
     """The interface indexes a dumped route refers to (RTA_OIF and each multipath hop's)."""
-    attrs = _attrs(payload, _RTMSG.size)
-    found = {int(_I32.unpack(attrs[RTA_OIF])[0])} if RTA_OIF in attrs else set()
-    data, offset = attrs.get(RTA_MULTIPATH, b""), 0
-    while offset + _RTNH.size <= len(data):
-        length, _flags, _hops, ifindex = _RTNH.unpack_from(data, offset)
-        if length < _RTNH.size:
+    found: set[int] = set()
+    offset = _RTMSG.size
+    while offset + _RTATTR.size <= len(payload):  # a scan, not a parse: this runs for every route read
+        length, kind = _RTATTR.unpack_from(payload, offset)
+        if length < _RTATTR.size:
             break
-        found.add(ifindex)
+        if kind == RTA_OIF:
+            found.add(_I32.unpack_from(payload, offset + _RTATTR.size)[0])
+        elif kind == RTA_MULTIPATH:
+            hop, end = offset + _RTATTR.size, offset + length
+            while hop + _RTNH.size <= end:
+                size, _flags, _hops, ifindex = _RTNH.unpack_from(payload, hop)
+                if size < _RTNH.size:
+                    break
+                found.add(ifindex)
+                hop += (size + 3) & ~3
         offset += (length + 3) & ~3
-    return found - {0}
+    found.discard(0)
+    return found
 
 
 def _nexthops(family: int, data: bytes, name_of: NameOf) -> tuple[Hop, ...]:
@@ -283,7 +294,7 @@ def parse_route(payload: bytes, *, name_of: NameOf) -> tuple[Route, int]:
     table = int(_U32.unpack(attrs[RTA_TABLE])[0]) if RTA_TABLE in attrs else rtm_table
     raw = attrs.get(RTA_DST)
     dst = _address(family, raw) if raw else ("::" if family == AF_INET6 else "0.0.0.0")
-    prefix = str(ipaddress.ip_network(f"{dst}/{dst_len}", strict=False))
+    prefix = f"{dst}/{dst_len}"  # the kernel keeps destinations masked: already a network address
     metric = int(_U32.unpack(attrs[RTA_PRIORITY])[0]) if RTA_PRIORITY in attrs else None
     hops: tuple[Hop, ...] = ()
     if RTA_MULTIPATH in attrs:
