@@ -7,7 +7,7 @@ UPDATE encoding, the commands for ExaBGP). The engine runs with the agent's inte
 (``felixpy.interpreter``) unless ``--gc-default``. Every client must receive every route, or the
 benchmark fails. See docs/perf-bgp.md §2.
 
-    .venv/bin/python bench/bgp_engine.py [--routes 10000] [--runs 5] [--gc-default]
+    .venv/bin/python -m bench.bgp_engine [--routes 10000] [--runs 5] [--gc-default]
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bgp import exabgp_api as api
 from bgp import route as route_module
@@ -37,13 +34,13 @@ CLIENTS = ["10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
 
 
 def reflector() -> tuple[Engine, list[str]]:
-    bgp = NodeBGPSpec(ipv4_address=f"{REFLECTOR}/24", route_reflector_cluster_id="244.0.0.1")
+    bgp = NodeBGPSpec(ipv4_address=f"{REFLECTOR}/24", routeReflectorClusterID="244.0.0.1")
     nodes = [Node(metadata=ObjectMeta(name="rr"), spec=NodeSpec(bgp=bgp))]
     mesh_off = BGPConfiguration(
         metadata=ObjectMeta(name="default"), spec=BGPConfigurationSpec(node_to_node_mesh_enabled=False)
     )
     peers = [
-        BGPPeer(metadata=ObjectMeta(name=f"b{i}"), spec=BGPPeerSpec(node="rr", peer_ip=a, as_number=64512))
+        BGPPeer(metadata=ObjectMeta(name=f"b{i}"), spec=BGPPeerSpec(node="rr", peerIP=a, as_number=64512))
         for i, a in enumerate([SOURCE, *CLIENTS])
     ]
     pools = [IPPool(metadata=ObjectMeta(name="p"), spec=IPPoolSpec(cidr="10.64.0.0/10"))]
@@ -133,7 +130,7 @@ def main() -> int:
             "name": f"bgp_engine_{stage}",
             "value": round(statistics.median(values), 1),
             "unit": "ms",
-            "reference": "BIRD 2: the whole reflection, network included, 15-32 ms (bench/bgp.py)",
+            "reference": "BIRD 2: the whole reflection, network included, 15-32 ms (bench/bench_bgp.py)",
             "min": round(values[0], 1),
             "max": round(values[-1], 1),
             "routes": args.routes,

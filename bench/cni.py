@@ -1,6 +1,6 @@
 """Agent + CNI benchmark: felixpy-cni vs the reference bridge+host-local plugins, route latency, RSS.
 
-    .venv/bin/python bench/cni.py [--cycles 100] [--samples 200] [--local 1000] [--remote 10000]
+    .venv/bin/python -m bench.cni [--cycles 100] [--samples 200] [--local 1000] [--remote 10000]
 
 Root only. Builds one node namespace (``fpb-<pid>-node``: a veth ``eth0`` 10.78.0.1/24, etcd on
 its loopback, the real ``felixpy node`` with BGP off and policy on) and measures, in one run:
@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 VENV_BIN = ROOT / ".venv" / "bin"
 ETCD_URL = "http://127.0.0.1:23795"
 NODE = "bench-node"
@@ -388,8 +387,8 @@ def run_stages(b: Bench, cycles: int) -> None:
         t0, t1, sent, answered, logged = map(float, rest)
         start, end = bench_side[(command, cid)]
         a_start, a_end, steps = agent[(command, cid[:12])]
-        values = (t0 - start, t1 - t0, a_start - sent, a_end - a_start, answered - a_end, end - logged)
-        for stage, v in zip(STAGES, values, strict=True):
+        spans = (t0 - start, t1 - t0, a_start - sent, a_end - a_start, answered - a_end, end - logged)
+        for stage, v in zip(STAGES, spans, strict=True):
             stages.setdefault(f"{command.lower()}_{stage}", []).append(v * 1000)
         for step, ms in steps.items():
             stages.setdefault(f"{command.lower()}_agent_{step}", []).append(ms)

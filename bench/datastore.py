@@ -1,6 +1,6 @@
 """Datastore benchmark: Syncer vs the raw pyetcd client, same etcd, same keys, same run.
 
-    .venv/bin/python bench/datastore.py [--weps 10000] [--policies 1000] [--events 20000] [--runs 3]
+    .venv/bin/python -m bench.datastore [--weps 10000] [--policies 1000] [--events 20000] [--runs 3]
 
 Starts its own etcd on loopback (temp dir, removed at the end) and prints one JSON line
 per figure: {"name", "value", "unit", "reference": {...}}.
@@ -28,8 +28,6 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from felixpy.datastore.etcd import EtcdKV
 from felixpy.datastore.kv import TxnOp

@@ -1,6 +1,6 @@
 """Benchmark: how long the lab takes to come up, add pods, probe, and go away (root only).
 
-    .venv/bin/python bench/lab.py [--nodes 3,10] [--pods 6]
+    .venv/bin/python -m bench.lab [--nodes 3,10] [--pods 6]
 
 For each node count: ``felixpy-lab up`` (until every agent is ready and every BGP session
 Established), ``pod add`` latency (each a real felixpy-cni ADD through the agent), one
@@ -17,9 +17,6 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from felixpy.lab.testing import LabCLI, missing_prerequisites
 

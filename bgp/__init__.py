@@ -34,9 +34,10 @@ best paths, stale handling), ``bestpath`` (comparator chain), ``reflect`` (RFC 4
 ``filters`` (import refusal, exports, pools),
 ``peer_filters`` (BGPFilter rules per session), ``advertiser`` (per-peer Adj-RIB-Out → commands),
 ``exabgp_config``, ``exabgp_api`` (JSON → events, commands), ``engine`` (events + desired
-state → commands and kernel routes), ``status``, ``selectors``, ``rtnl`` (route netlink
-messages packed and parsed with ``struct``). With I/O: ``fib`` (desired vs kernel, via a
-``RouteOps``), ``netlink`` (raw rtnetlink socket ``RouteOps``), ``channel`` (socket to the
+state → commands and kernel routes), ``status``, ``selectors``, ``rtnl`` (FIB routes ↔
+the kernel's route messages, which ``felixpy.netlinkio`` packs). With I/O: ``fib`` (desired vs
+kernel, via a ``RouteOps``), ``netlink`` (``RouteOps`` over the agent's one batched route writer,
+``felixpy.netlinkio``), ``channel`` (socket to the
 bridge, ack-windowed writer), ``speaker`` (ExaBGP child), ``exabgp_launch`` (ExaBGP's main,
 run by the speaker), ``bridge`` (runs under ExaBGP), ``service``.
 

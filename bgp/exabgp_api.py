@@ -285,7 +285,7 @@ def withdraw_commands(
 
 # one UPDATE (<= 4,096 bytes, 8 KB of hex) per command: with ExaBGP reading the API pipe whole
 # (bgp.exabgp_wire), reflecting 10,000 routes to 4 clients took 44-55 ms this way and 45-85 ms
-# with 16 messages per command (bench/bgp.py --only reflect, 8 runs each)
+# with 16 messages per command (bench/bench_bgp.py --only reflect, 8 runs each)
 WIRE_MESSAGES_PER_COMMAND = 1
 WIRE_COMMAND = "felixpy-wire"  # bgp.exabgp_wire.COMMAND (that module runs inside ExaBGP)
 

@@ -44,7 +44,7 @@ class PeerInfo:
 class Route:
     """One path to a prefix. Immutable by convention (``dataclasses.replace`` for a changed
     copy) but not ``frozen``: a frozen dataclass's ``__init__`` costs 2.5x, and a reflector
-    creates 10,000 of these per full table (bench/bgp.py reflect)."""
+    creates 10,000 of these per full table (bench/bench_bgp.py reflect)."""
 
     prefix: str
     next_hop: str

@@ -16,13 +16,15 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from felixpy import interpreter
 from felixpy.calc.graph import CalcGraph
+from felixpy.calc.model import Update
 from felixpy.cni.handler import CNIHandler
 from felixpy.cni.ipam_service import IpamService
 from felixpy.cni.server import CNIServer
@@ -30,17 +32,22 @@ from felixpy.dataplane.links import WorkloadLinks
 from felixpy.dataplane.netlink import IPRouteNetlink
 from felixpy.dataplane.routes import RouteTable
 from felixpy.dataplane.sysctl import enable_ip_forwarding, ipv6_available
+from felixpy.datastore.backend import Backend
 from felixpy.datastore.config import DatastoreConfig, connect
+from felixpy.datastore.kv import KV
 from felixpy.datastore.tiers import ensure_default_tier
 from felixpy.node import startup
 from felixpy.node.config_watch import ROUTE_REFLECTOR_FIELDS, ConfigWatch, params_digest
-from felixpy.node.dataplane import FamilyPolicies, LinuxDataplane
+from felixpy.node.dataplane import FamilyPolicies, LinuxDataplane, PolicyDriver
 from felixpy.node.encap import EncapDriver, EncapSettings
 from felixpy.node.health import HealthServer, Metrics
 from felixpy.node.settings import FelixParams, Settings
 from felixpy.node.sync import SyncSources
 from felixpy.node.writer import Writer
 from ipam.ipam import IPAM
+
+if TYPE_CHECKING:
+    from bgp.service import BGPService
 
 log = structlog.get_logger(__name__)
 
@@ -59,14 +66,14 @@ class ConfigRestart:
 class Agent:
     settings: Settings
     params: FelixParams
-    kv: Any
-    backend: Any
+    kv: KV
+    backend: Backend
     writer: Writer
     dataplane: LinuxDataplane | BGPOnlyDataplane
     sources: SyncSources
     metrics: Metrics
     cni: CNIServer | None
-    bgp: Any | None = None
+    bgp: BGPService | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     writer_error: BaseException | None = None
     config_watch: ConfigWatch | None = None
@@ -169,7 +176,7 @@ class Agent:
             self.writer_thread.join(5.0)  # let a commit in progress finish (bounded)
 
 
-def _on_commit(metrics: Metrics, dataplane: LinuxDataplane) -> Any:
+def _on_commit(metrics: Metrics, dataplane: LinuxDataplane) -> Callable[[float, bool, int], None]:
     def observe(seconds: float, ok: bool, n_updates: int) -> None:
         metrics.apply_seconds.observe(seconds)
         metrics.local_endpoints.set(len(dataplane.endpoints))
@@ -179,7 +186,7 @@ def _on_commit(metrics: Metrics, dataplane: LinuxDataplane) -> Any:
     return observe
 
 
-def _bgp_service(settings: Settings) -> Any | None:
+def _bgp_service(settings: Settings) -> BGPService | None:
     if not settings.bgp_enabled:
         return None
     from bgp.service import BGPService
@@ -187,7 +194,7 @@ def _bgp_service(settings: Settings) -> Any | None:
     return BGPService(settings.nodename, settings.run_dir)
 
 
-def _policy_driver(settings: Settings, params: FelixParams, kinds: set[str]) -> Any | None:
+def _policy_driver(settings: Settings, params: FelixParams, kinds: set[str]) -> PolicyDriver | None:
     """The policy compiler + iptables/ipset writers, or None (nothing programmed in iptables).
 
     With IPv6 support a second compiler (``version=6``) drives ip6tables and the ``cali60`` sets.
@@ -242,11 +249,11 @@ def _encap_driver(params: FelixParams, address: Any | None, mtu: int) -> EncapDr
 class BGPOnlyDataplane:
     """--route-reflector mode: no workload dataplane; calc's BGP inputs go to the BGP service only."""
 
-    def __init__(self, bgp_sink: Any | None) -> None:
+    def __init__(self, bgp_sink: Callable[[list[Update]], None] | None) -> None:
         self.bgp_sink = bgp_sink
         self.endpoints: dict[Any, Any] = {}
 
-    def apply(self, updates: list[Any]) -> None:
+    def apply(self, updates: list[Update]) -> None:
         if self.bgp_sink is not None:
             self.bgp_sink(updates)
 
@@ -265,7 +272,7 @@ def _intervals(params: FelixParams) -> dict[str, float]:
     }
 
 
-def _startup(settings: Settings, env: dict[str, str]) -> tuple[Any, Any, IPAM, Any, FelixParams]:
+def _startup(settings: Settings, env: dict[str, str]) -> tuple[KV, Backend, IPAM, Any, FelixParams]:
     """calico-node's start-up steps; returns (kv, backend, ipam, node address, params)."""
     # Raw keys for IPAM (etcd, or IPAM CRDs) and typed resources (etcd layout, or the Kubernetes API).
     kv, backend = connect(DatastoreConfig.from_env(env))

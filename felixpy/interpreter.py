@@ -12,7 +12,7 @@ during a burst. Cycles are still collected, only less often.
 Threads: the BGP service parses ExaBGP's output in a reader thread and decides in its own; with
 CPython's 5 ms switch interval, a reader holding the GIL made the decision thread wait up to
 5 ms at each hand-over. At 0.5 ms the reflection benchmark's median went 89 -> 77 ms (6
-interleaved runs each, bench/bgp.py --only reflect with BENCH_SWITCH).
+interleaved runs each, bench/bench_bgp.py --only reflect with BENCH_SWITCH).
 """
 
 from __future__ import annotations

@@ -401,9 +401,3 @@ class IPAM(Releaser):
         net = ipaddress.ip_network(pool_cidr, strict=False)
         inside = [b for b, _ in self.store.list_blocks(net.version) if b.cidr.subnet_of(net)]  # type: ignore[arg-type]
         return sum(b.in_use for b in inside), len(inside)
-
-    # ---- tunnel addresses ----------------------------------------------------------------------
-    def tunnel_address(self, node: str, kind: str = "ipip") -> str:
-        from ipam.tunnel import tunnel_address
-
-        return tunnel_address(self, node, kind)

@@ -22,6 +22,7 @@ from typing import Any
 from felixpy.resources.endpoint import EndpointPort, HostEndpoint, WorkloadEndpoint
 from felixpy.resources.k8s import (
     K8sNetworkPolicy,
+    LabelSelector,
     NetworkPolicyPeer,
     NetworkPolicyPort,
 )
@@ -44,13 +45,14 @@ from policy.model import (
     PortRange,
 )
 from policy.selector import (
+    ALL,
     NAMESPACE_LABEL,
     Compare,
     Has,
     In,
+    Not,
     Selector,
     and_,
-    from_label_selector,
     map_labels,
     parse,
 )
@@ -371,3 +373,26 @@ def hep_key(name: str) -> str:
 def _named_ports(ports: Iterable[EndpointPort]) -> Iterable[NamedPort]:
     for p in ports:
         yield NamedPort(p.name, protocol_number(p.protocol) or 6, p.port)
+
+
+# --- Kubernetes label selectors (here, not in policy.selector: the selector language knows no resource)
+def from_label_selector(sel: LabelSelector | None) -> Selector:
+    """A Kubernetes ``matchLabels``/``matchExpressions`` selector as an AST (empty/None = all())."""
+    if sel is None:
+        return ALL
+    terms: list[Selector] = [Compare(k, "==", v) for k, v in sorted(sel.match_labels.items())]
+    for expr in sel.match_expressions:
+        terms.append(_requirement(expr.key, expr.operator, expr.values))
+    return and_(*terms)
+
+
+def _requirement(key: str, operator: str, values: Iterable[str]) -> Selector:
+    if operator == "In":
+        return In(key, frozenset(values))
+    if operator == "NotIn":
+        return In(key, frozenset(values), negated=True)
+    if operator == "Exists":
+        return Has(key)
+    if operator == "DoesNotExist":
+        return Not(Has(key))
+    raise ValueError(f"unknown label selector operator {operator!r}")

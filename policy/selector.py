@@ -20,22 +20,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from policy.tokens import SelectorError, Tok, Token, tokenize
-
-if TYPE_CHECKING:
-    from felixpy.resources.k8s import LabelSelector
 
 __all__ = [
     "NAMESPACE_LABEL",
     "Selector",
     "SelectorError",
     "and_",
-    "from_label_selector",
     "map_labels",
     "parse",
 ]
@@ -364,25 +359,3 @@ def map_labels(node: Selector, rename: Callable[[str], str]) -> Selector:
         case Or(operands):
             return Or(tuple(map_labels(o, rename) for o in operands))
     return node
-
-
-def from_label_selector(sel: LabelSelector | None) -> Selector:
-    """A Kubernetes ``matchLabels``/``matchExpressions`` selector as an AST (empty/None = all())."""
-    if sel is None:
-        return ALL
-    terms: list[Selector] = [Compare(k, "==", v) for k, v in sorted(sel.match_labels.items())]
-    for expr in sel.match_expressions:
-        terms.append(_requirement(expr.key, expr.operator, expr.values))
-    return and_(*terms)
-
-
-def _requirement(key: str, operator: str, values: Iterable[str]) -> Selector:
-    if operator == "In":
-        return In(key, frozenset(values))
-    if operator == "NotIn":
-        return In(key, frozenset(values), negated=True)
-    if operator == "Exists":
-        return Has(key)
-    if operator == "DoesNotExist":
-        return Not(Has(key))
-    raise ValueError(f"unknown label selector operator {operator!r}")

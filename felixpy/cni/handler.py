@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
@@ -39,6 +39,13 @@ from felixpy.node.writer import ResourceMsg, Writer
 from felixpy.resources import WorkloadEndpoint
 from felixpy.resources.fields import FieldError
 from felixpy.resources.names import check_dns_label, check_wep_name
+
+if TYPE_CHECKING:
+    from felixpy.dataplane.links import WorkloadLinks
+    from felixpy.datastore.backend import Backend
+    from felixpy.datastore.kv import KV
+    from felixpy.node.dataplane import PolicyDriver
+    from ipam.ipam import IPAM
 
 log = structlog.get_logger(__name__)
 _steps: threading.local = threading.local()
@@ -80,15 +87,15 @@ class CNIHandler:
         self,
         *,
         nodename: str,
-        kv: Any,
-        backend: Any,
-        ipam: Any,
-        links: Any,
+        kv: KV,
+        backend: Backend,
+        ipam: IPAM,
+        links: WorkloadLinks,
         writer: Writer,
         mtu_path: str,
         prefix: str = "cali",
         timeout: float = 60.0,
-        policy: Any | None = None,
+        policy: PolicyDriver | None = None,
     ) -> None:
         self.nodename = nodename
         self.kv, self.backend, self.ipam, self.links = kv, backend, ipam, links
@@ -266,7 +273,7 @@ class CNIHandler:
             stored = self.backend.create(wep)
         except AlreadyExists:
             stored = self.backend.apply(wep)
-        return stored  # type: ignore[no-any-return]
+        return cast(WorkloadEndpoint, stored)
 
     def _program(self, req: CNIRequest, wep: WorkloadEndpoint) -> None:
         msg = ResourceMsg(
@@ -326,7 +333,7 @@ class CNIHandler:
         """Delete this container's endpoint: (a revision no older than the delete or None, ours)."""
         for _ in range(DELETE_RETRIES):
             try:
-                wep = self.backend.get(WorkloadEndpoint, name, ns)
+                wep = cast(WorkloadEndpoint, self.backend.get(WorkloadEndpoint, name, ns))
             except NotFound:
                 return None, True
             if wep.spec.container_id not in (None, req.container_id):

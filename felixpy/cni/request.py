@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from felixpy.resources.names import wep_name as wep_name  # re-exported: the handler and tests name it here
+
 _ARG_KEY = re.compile(r"^(K8S_[A-Z_]+|IgnoreUnknown)$")
 LEGACY_VERSIONS = ("0.3.0", "0.3.1", "0.4.0")
 
@@ -154,15 +156,6 @@ def ipam_options(config: dict[str, Any]) -> IpamOptions:
             raise HandlerError(7, f"{key} must be a list of pool names or CIDRs")
         pools += value if wanted else []
     return IpamOptions(int(v4), int(v6), tuple(pools))
-
-
-def escape(part: str) -> str:
-    return part.replace("-", "--")
-
-
-def wep_name(node: str, orchestrator: str, workload: str, endpoint: str) -> str:
-    """Calico's `<node>-<orch>-<pod or containerID>-<endpoint>`, '-' doubled inside each part."""
-    return "-".join(escape(p) for p in (node, orchestrator, workload, endpoint))
 
 
 def format_result(

@@ -1,15 +1,20 @@
-"""A small netlink surface over pyroute2 ``IPRoute`` (never NDB: we keep our own desired/actual state).
+"""A small netlink surface for the dataplane drivers: routes and links.
 
 Drivers depend on the :class:`Netlink` protocol; kernel code uses :class:`IPRouteNetlink`, unit tests
-the in-memory :class:`felixpy.dataplane.netlink_fake.FakeNetlink`. Errors are compared on
-``NetlinkError.code``: EEXIST on add and ENOENT/ESRCH on delete mean "already done".
+the in-memory :class:`felixpy.dataplane.netlink_fake.FakeNetlink`. Routes go through the agent's one
+batched route writer (``felixpy.netlinkio.writer.RouteWriter``, shared with BGP's FIB): a whole
+``RouteTable.apply`` is a few sends, not a pyroute2 call per route. Links are read with pyroute2
+``IPRoute`` (never NDB: we keep our own desired/actual state). EEXIST on add and ENOENT/ESRCH on
+delete mean "already done"; ENODEV on a route becomes :class:`LinkNotFound` (retry later).
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,9 +24,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 from felixpy.dataplane.errors import DataplaneError, LinkNotFound
 from felixpy.dataplane.model import MAIN_TABLE, RouteTarget
 from felixpy.dataplane.sysctl import run_in_netns
+from felixpy.netlinkio.messages import RTN_BLACKHOLE, RTN_UNICAST, Hop, Route
+from felixpy.netlinkio.writer import RouteWriter, route_socket
 
-RTN_UNICAST = 1
-RTN_BLACKHOLE = 6
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RTNH_F_ONLINK = 4
@@ -56,6 +61,10 @@ class Netlink(Protocol):
     def replace_route(self, route: KernelRoute) -> None: ...
 
     def del_route(self, route: KernelRoute) -> None: ...
+
+    def apply_routes(
+        self, *, delete: Sequence[KernelRoute] = (), replace: Sequence[KernelRoute] = ()
+    ) -> list[tuple[KernelRoute, DataplaneError]]: ...
 
     def list_links(self) -> list[Link]: ...
 
@@ -96,12 +105,16 @@ def open_iproute(netns: str | None = None) -> IPRoute:
 
 
 class IPRouteNetlink:
-    """:class:`Netlink` over one pyroute2 ``IPRoute`` socket."""
+    """:class:`Netlink` for one network namespace: routes through a :class:`RouteWriter`, links
+    through pyroute2 ``IPRoute``."""
 
     def __init__(self, netns: str | None = None, *, ipr: IPRoute | None = None) -> None:
         self.ipr = ipr if ipr is not None else open_iproute(netns)
+        sock = run_in_netns(netns, route_socket) if netns else route_socket()
+        self.routes = RouteWriter(sock)
 
     def close(self) -> None:
+        self.routes.close()
         self.ipr.close()
 
     def __enter__(self) -> IPRouteNetlink:
@@ -112,62 +125,25 @@ class IPRouteNetlink:
 
     # --- routes ---------------------------------------------------------------------------
     def list_routes(self, *, proto: int | None = None, table: int = MAIN_TABLE) -> list[KernelRoute]:
-        names = {link.index: link.name for link in self.list_links()}
-        out: list[KernelRoute] = []
-        for family in (socket.AF_INET, socket.AF_INET6):
-            query: dict[str, Any] = {"family": family, "table": table}
-            if proto is not None:
-                query["proto"] = proto
-            for msg in self.ipr.get_routes(**query):
-                route = _parse_route(msg, family, names)
-                if route is not None and (proto is None or route.proto == proto):
-                    out.append(route)
-        return out
+        found = self.routes.list_routes(protocol=proto, table=table)
+        return [r for route, kind in found if (r := _from_kernel(route, kind)) is not None]
+
+    def apply_routes(
+        self, *, delete: Sequence[KernelRoute] = (), replace: Sequence[KernelRoute] = ()
+    ) -> list[tuple[KernelRoute, DataplaneError]]:
+        """Deletes, then replaces, batched; the routes that failed, each with its error."""
+        deletes, replaces = _requests(delete, True), _requests(replace, False)
+        asked = {id(k): (r, deleting) for r, deleting, k in deletes + replaces}
+        failed = self.routes.apply(delete=[k for *_, k in deletes], replace=[k for *_, k in replaces])
+        return [(asked[id(k)][0], _error(*asked[id(k)], code)) for k, code in failed]
 
     def replace_route(self, route: KernelRoute) -> None:
-        try:
-            self.ipr.route("replace", **self._route_args(route))
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                raise LinkNotFound(route.target.dev) from exc
-            raise DataplaneError(f"replace {route.dst} {route.target}: {exc}") from exc
+        for _route, error in self.apply_routes(replace=[route]):
+            raise error
 
     def del_route(self, route: KernelRoute) -> None:
-        args = {k: v for k, v in self._route_args(route, resolve_dev=False).items()}
-        try:
-            self.ipr.route("del", **args)
-        except NetlinkError as exc:
-            if exc.code not in _GONE:
-                raise DataplaneError(f"delete {route.dst}: {exc}") from exc
-
-    def _route_args(self, route: KernelRoute, *, resolve_dev: bool = True) -> dict[str, Any]:
-        target = route.target
-        args: dict[str, Any] = {
-            "dst": route.dst,
-            "family": family_of(route.dst),
-            "table": route.table,
-            "proto": route.proto,
-            "type": "blackhole" if target.type == "blackhole" else "unicast",
-        }
-        if route.metric is not None:
-            args["priority"] = route.metric
-        if target.type == "blackhole":
-            return args
-        if target.dev and resolve_dev:
-            args["oif"] = self._index(target.dev)
-        if target.type == "via":
-            args["gateway"] = target.gateway
-            if target.onlink:
-                args["flags"] = RTNH_F_ONLINK
-        elif args["family"] == socket.AF_INET:
-            args["scope"] = RT_SCOPE_LINK
-        return args
-
-    def _index(self, name: str) -> int:
-        found = self.ipr.link_lookup(ifname=name)
-        if not found:
-            raise LinkNotFound(name)
-        return int(found[0])
+        for _route, error in self.apply_routes(delete=[route]):
+            raise error
 
     # --- links ----------------------------------------------------------------------------
     def list_links(self) -> list[Link]:
@@ -196,23 +172,37 @@ def _parse_link(msg: Any) -> Link:
     )
 
 
-def _parse_route(msg: Any, family: int, names: dict[int, str]) -> KernelRoute | None:
-    """KernelRoute from an RTM_NEWROUTE message; None for kinds we never own (local, multipath...)."""
-    if msg.get_attr("RTA_MULTIPATH") is not None:
-        return None
-    rtype = msg["type"]
-    table = msg.get_attr("RTA_TABLE") or msg["table"]
-    dst_addr = msg.get_attr("RTA_DST") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
-    dst = normalise_cidr(f"{dst_addr}/{msg['dst_len']}")
-    if rtype == RTN_BLACKHOLE:
+def _to_kernel(route: KernelRoute) -> Route:
+    target = route.target
+    hops: tuple[Hop, ...] = ()
+    if target.type != "blackhole":
+        hops = (Hop(target.gateway, target.dev or None, target.onlink),)
+    return Route(
+        route.dst, hops, route.proto, route.table, route.metric, blackhole=target.type == "blackhole"
+    )
+
+
+def _from_kernel(route: Route, kind: int) -> KernelRoute | None:
+    """KernelRoute from a dumped route; None for kinds we never own (local, multipath...)."""
+    if kind == RTN_BLACKHOLE:
         target = RouteTarget.blackhole()
-    elif rtype == RTN_UNICAST:
-        dev = names.get(msg.get_attr("RTA_OIF") or -1, "")
-        gateway = msg.get_attr("RTA_GATEWAY")
-        if gateway:
-            target = RouteTarget.via(gateway, dev, onlink=bool(msg["flags"] & RTNH_F_ONLINK))
-        else:
-            target = RouteTarget.device(dev)
+    elif kind == RTN_UNICAST and len(route.hops) == 1:
+        hop = route.hops[0]
+        dev = hop.dev or ""
+        target = (
+            RouteTarget.via(hop.gateway, dev, onlink=hop.onlink) if hop.gateway else RouteTarget.device(dev)
+        )
     else:
         return None
-    return KernelRoute(dst, target, int(msg["proto"]), int(table), msg.get_attr("RTA_PRIORITY"))
+    return KernelRoute(route.dst, target, route.protocol, route.table, route.metric)
+
+
+def _requests(routes: Sequence[KernelRoute], deleting: bool) -> list[tuple[KernelRoute, bool, Route]]:
+    return [(r, deleting, _to_kernel(r)) for r in routes]
+
+
+def _error(route: KernelRoute, deleting: bool, code: int) -> DataplaneError:
+    if code == errno.ENODEV and route.target.dev and not deleting:
+        return LinkNotFound(route.target.dev)
+    action = f"delete {route.dst}" if deleting else f"replace {route.dst} {route.target}"
+    return DataplaneError(f"{action}: {os.strerror(code)} (errno {code})")

@@ -6,7 +6,9 @@ interfaces it does not know (as ENODEV would), and records every mutating call i
 
 from __future__ import annotations
 
-from felixpy.dataplane.errors import LinkNotFound
+from collections.abc import Sequence
+
+from felixpy.dataplane.errors import DataplaneError, LinkNotFound
 from felixpy.dataplane.model import MAIN_TABLE
 from felixpy.dataplane.netlink import KernelRoute, Link, normalise_cidr
 
@@ -30,9 +32,7 @@ class FakeNetlink:
         self.routes = {k: r for k, r in self.routes.items() if r.target.dev != name}
 
     def list_routes(self, *, proto: int | None = None, table: int = MAIN_TABLE) -> list[KernelRoute]:
-        return [
-            r for r in self.routes.values() if r.table == table and (proto is None or r.proto == proto)
-        ]
+        return [r for r in self.routes.values() if r.table == table and (proto is None or r.proto == proto)]
 
     def replace_route(self, route: KernelRoute) -> None:
         if route.target.dev and route.target.dev not in self.links:
@@ -44,6 +44,19 @@ class FakeNetlink:
     def del_route(self, route: KernelRoute) -> None:
         self.routes.pop((route.table, normalise_cidr(route.dst), route.metric), None)
         self.calls.append(("del", route.dst))
+
+    def apply_routes(
+        self, *, delete: Sequence[KernelRoute] = (), replace: Sequence[KernelRoute] = ()
+    ) -> list[tuple[KernelRoute, DataplaneError]]:
+        failed: list[tuple[KernelRoute, DataplaneError]] = []
+        for route in delete:
+            self.del_route(route)
+        for route in replace:
+            try:
+                self.replace_route(route)
+            except DataplaneError as exc:
+                failed.append((route, exc))
+        return failed
 
     def list_links(self) -> list[Link]:
         return list(self.links.values())

@@ -7,7 +7,9 @@ Felix does for the CNI's ``<pod>/32 dev caliX`` route): give two owners differen
 may want the same destination.
 
 Batch then commit: ``set_desired``/``set_route``/``remove_route`` only change memory; ``apply``
-writes the difference; ``resync`` forgets the cached kernel view and re-reads it (drift repair).
+writes the difference in one batched call (``Netlink.apply_routes``: a few netlink sends for a
+thousand routes, each route's failure reported on its own); ``resync`` forgets the cached kernel
+view and re-reads it (drift repair).
 IPv4 and IPv6 go through the same path; the family comes from each destination.
 """
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from felixpy.dataplane.errors import DataplaneError, LinkNotFound
+from felixpy.dataplane.errors import LinkNotFound
 from felixpy.dataplane.model import MAIN_TABLE, RTPROT_FELIXPY, RouteTarget
 from felixpy.dataplane.netlink import KernelRoute, Netlink, normalise_cidr
 
@@ -131,47 +133,55 @@ class RouteTable:
             routes = self._nl.list_routes(proto=self.proto, table=self.table)
             self._actual = {(r.dst, r.metric): r for r in routes}
         plan = plan_routes(self._desired, list(self._actual.values()))
-        for route in plan.delete:
-            self._delete(route, stats)
-        for dst, target, reason, have in plan.replace:
-            self._replace(dst, target, reason, have, stats)
+        if not plan.empty:
+            self._write(plan, stats)
         self._dirty = bool(stats.failed)  # retry failed routes (e.g. interface not there yet)
         return stats
 
-    def _delete(self, route: KernelRoute, stats: ApplyStats) -> None:
-        reason = "duplicate" if route.dst in self._desired else "not desired"
-        try:
-            self._nl.del_route(route)
-        except DataplaneError as exc:
-            self._log.warning("route.delete_failed", dst=route.dst, error=str(exc))
-            stats.failed.append(route.dst)
-            return
+    def _write(self, plan: RoutePlan, stats: ApplyStats) -> None:
+        """One batched write of the whole plan, then the bookkeeping and one log line per route."""
+        replace = [
+            (KernelRoute(dst, target, self.proto, self.table, self._metric(have)), reason, have)
+            for dst, target, reason, have in plan.replace
+        ]
+        wanted = [r for r, _reason, _have in replace]
+        failed = {id(r): e for r, e in self._nl.apply_routes(delete=plan.delete, replace=wanted)}
         assert self._actual is not None
-        self._actual.pop((route.dst, route.metric), None)
-        stats.deleted += 1
-        self._log.info("route.deleted", dst=route.dst, target=str(route.target), reason=reason)
+        for route in plan.delete:
+            error = failed.get(id(route))
+            if error is not None:
+                self._log.warning("route.delete_failed", dst=route.dst, error=str(error))
+                stats.failed.append(route.dst)
+                continue
+            self._actual.pop((route.dst, route.metric), None)
+            stats.deleted += 1
+            reason = "duplicate" if route.dst in self._desired else "not desired"
+            self._log.info("route.deleted", dst=route.dst, target=str(route.target), reason=reason)
+        for route, reason, have in replace:
+            error = failed.get(id(route))
+            if isinstance(error, LinkNotFound):
+                self._log.info(
+                    "route.deferred",
+                    dst=route.dst,
+                    target=str(route.target),
+                    reason=f"no interface {error.name}",
+                )
+                stats.failed.append(route.dst)
+                continue
+            if error is not None:
+                self._log.warning(
+                    "route.replace_failed", dst=route.dst, target=str(route.target), error=str(error)
+                )
+                stats.failed.append(route.dst)
+                continue
+            if have is not None:
+                self._actual.pop((have.dst, have.metric), None)
+            self._actual[(route.dst, route.metric)] = route
+            stats.replaced += 1
+            self._log.info("route.replaced", dst=route.dst, target=str(route.target), reason=reason)
 
-    def _replace(
-        self, dst: str, target: RouteTarget, reason: str, have: KernelRoute | None, stats: ApplyStats
-    ) -> None:
-        metric = have.metric if have is not None and self.metric is None else self.metric
-        route = KernelRoute(dst, target, self.proto, self.table, metric)
-        try:
-            self._nl.replace_route(route)
-        except LinkNotFound as exc:
-            self._log.info("route.deferred", dst=dst, target=str(target), reason=f"no interface {exc.name}")
-            stats.failed.append(dst)
-            return
-        except DataplaneError as exc:
-            self._log.warning("route.replace_failed", dst=dst, target=str(target), error=str(exc))
-            stats.failed.append(dst)
-            return
-        assert self._actual is not None
-        if have is not None:
-            self._actual.pop((have.dst, have.metric), None)
-        self._actual[(dst, metric)] = route
-        stats.replaced += 1
-        self._log.info("route.replaced", dst=dst, target=str(target), reason=reason)
+    def _metric(self, have: KernelRoute | None) -> int | None:
+        return have.metric if have is not None and self.metric is None else self.metric
 
 
 def _checked(target: RouteTarget) -> RouteTarget:

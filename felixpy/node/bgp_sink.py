@@ -4,9 +4,12 @@ changed any of them."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from felixpy.calc.model import BlocksUpdate, InputUpdate, Update
+
+if TYPE_CHECKING:
+    from bgp.service import BGPService
 
 BGP_KINDS = {
     "Node": "nodes",
@@ -18,7 +21,7 @@ BGP_KINDS = {
 
 
 class BGPSink:
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: BGPService) -> None:
         self.service = service
         self.inputs: dict[str, dict[tuple[str, str], Any]] = {v: {} for v in BGP_KINDS.values()}
         self.local_blocks: frozenset[str] = frozenset()

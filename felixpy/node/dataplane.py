@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -44,6 +44,11 @@ from felixpy.calc.model import (
 from felixpy.dataplane.model import RouteTarget
 from felixpy.dataplane.netlink import normalise_cidr
 from felixpy.node.orphans import Orphans
+
+if TYPE_CHECKING:
+    from felixpy.dataplane.links import WorkloadLinks
+    from felixpy.dataplane.routes import RouteTable
+    from felixpy.node.encap import EncapDriver
 
 log = structlog.get_logger(__name__)
 
@@ -136,15 +141,15 @@ class LinuxDataplane:
     def __init__(
         self,
         *,
-        routes: Any,
-        links: Any,
-        encap: Any | None = None,
+        routes: RouteTable,
+        links: WorkloadLinks,
+        encap: EncapDriver | None = None,
         policy: PolicyDriver | None = None,
-        bgp_sink: Any | None = None,
+        bgp_sink: Callable[[list[Update]], None] | None = None,
         iface_exists: Callable[[str], bool] = iface_exists,
     ) -> None:
-        self.routes = routes  # felixpy.dataplane.routes.RouteTable
-        self.links = links  # felixpy.dataplane.links.WorkloadLinks
+        self.routes = routes
+        self.links = links
         self.encap = encap
         self.policy = policy
         self.bgp_sink = bgp_sink

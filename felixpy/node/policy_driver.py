@@ -27,7 +27,8 @@ time the set of such policies changes, it is logged (``policy.tier_missing``).
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
@@ -37,6 +38,15 @@ from felixpy.dataplane.iptables_render import Hook
 from policy.convert import hep_key
 from policy.names import FROM_WL_DISPATCH, TO_WL_DISPATCH
 
+if TYPE_CHECKING:
+    from felixpy.dataplane.ipsets import IpsetWriter
+    from felixpy.dataplane.iptables import IptablesWriter
+    from felixpy.resources import HostEndpoint, IPPool, WorkloadEndpoint
+    from felixpy.resources.k8s import Namespace
+    from policy.chains import Hook as PolicyHook
+    from policy.compiler import Changes, PolicyCompiler
+    from policy.convert import AnyPolicy
+
 log = structlog.get_logger(__name__)
 POLICY_KINDS = {"NetworkPolicy": "np", "GlobalNetworkPolicy": "gnp", "K8sNetworkPolicy": "knp"}
 # Where an additive commit may leave the rules of gone endpoints: the workload dispatch tree (roots
@@ -45,7 +55,7 @@ LEFTOVER_CHAINS = (FROM_WL_DISPATCH, TO_WL_DISPATCH)
 
 
 class PolicyDriver:
-    def __init__(self, compiler: Any, iptables: Any, ipsets: Any) -> None:
+    def __init__(self, compiler: PolicyCompiler, iptables: IptablesWriter, ipsets: IpsetWriter) -> None:
         self.compiler = compiler
         self.iptables = iptables
         self.ipsets = ipsets
@@ -110,26 +120,28 @@ class PolicyDriver:
         return True
 
     def _on_input(self, u: InputUpdate) -> None:
+        # InputUpdate.obj is typed ``object`` and keyed by kind (a string): the casts below name that
+        # seam, which goes when calc owns the compilers (issue 14, docs/architecture.md §Departures).
         c = self.compiler
         ns, name = u.key
         if u.kind == "WorkloadEndpoint":
             if u.obj is None:
                 c.remove_endpoint(f"{ns}/{name}")
             else:
-                c.update_endpoint(u.obj)
+                c.update_endpoint(cast("WorkloadEndpoint", u.obj))
         elif u.kind == "HostEndpoint":
             # Every node's: the compiler enforces only this node's (spec.node), but any host
             # endpoint's expectedIPs belong in the selector ipsets of rules that pick it by label.
             if u.obj is None:
                 c.remove_endpoint(hep_key(name))
             else:
-                c.update_endpoint(u.obj)
+                c.update_endpoint(cast("HostEndpoint", u.obj))
         elif u.kind in POLICY_KINDS:
             if u.obj is None:
                 short = POLICY_KINDS[u.kind]
                 c.remove_policy(f"{short}/{ns}/{name}" if ns else f"{short}/{name}")
             else:
-                c.update_policy(u.obj)
+                c.update_policy(cast("AnyPolicy", u.obj))
         elif u.kind == "Tier":
             if u.obj is None:
                 c.remove_tier(name)
@@ -139,12 +151,12 @@ class PolicyDriver:
             if u.obj is None:
                 c.remove_namespace(name)
             else:
-                c.update_namespace(u.obj)
+                c.update_namespace(cast("Namespace", u.obj))
         elif u.kind == "IPPool":
             if u.obj is None:
                 c.remove_pool(name)
             else:
-                c.update_pool(u.obj)
+                c.update_pool(cast("IPPool", u.obj))
 
     def commit(self, additive: bool = False) -> bool:
         if not self._hooks_set:
@@ -186,12 +198,14 @@ class PolicyDriver:
             return f"cali-tw-{iface}" in self._written and f"cali-fw-{iface}" in self._written
 
 
-def writer_hooks(hooks: Any) -> list[Hook]:
+def writer_hooks(hooks: Iterable[PolicyHook]) -> list[Hook]:
     """The compiler's hooks (``position``) in the writer's shape (``append``)."""
     return [Hook(h.table, h.chain, h.rule, append=h.position == "append") for h in hooks]
 
 
-def write_changes(changes: Any, iptables: Any, ipsets: Any, *, additive: bool = False) -> None:
+def write_changes(
+    changes: Changes, iptables: IptablesWriter, ipsets: IpsetWriter, *, additive: bool = False
+) -> None:
     """Hand the compiler's ``Changes`` to the writers and commit them in Felix's order: ipsets first,
     then the chains that use them, then ipsets nothing references any more. Hook rules that changed
     (the raw/mangle jumps come and go with untracked/pre-DNAT policy) go with the chains, in the same

@@ -16,6 +16,8 @@ from felixpy.datastore.errors import AlreadyExists, Conflict, NotFound
 from felixpy.node import autodetect
 from felixpy.node.settings import FelixParams, Settings
 from felixpy.resources import FelixConfiguration, IPPool, Node
+from ipam.ipam import IPAM
+from ipam.tunnel import tunnel_address
 
 log = structlog.get_logger(__name__)
 CAS_RETRIES = 20
@@ -154,10 +156,10 @@ def encap_kinds(backend: Any) -> set[str]:
     return out
 
 
-def ensure_tunnel_addresses(ipam: Any, nodename: str, kinds: set[str]) -> dict[str, str]:
+def ensure_tunnel_addresses(ipam: IPAM, nodename: str, kinds: set[str]) -> dict[str, str]:
     out = {}
     for kind in sorted(kinds):
-        out[kind] = ipam.tunnel_address(nodename, kind)
+        out[kind] = tunnel_address(ipam, nodename, kind)
         log.info("tunnel.address", kind=kind, address=out[kind], reason="pool uses encapsulation")
     return out
 

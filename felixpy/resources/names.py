@@ -103,3 +103,12 @@ def check_annotation_keys(annotations: dict[str, str]) -> dict[str, str]:
         except FieldError as exc:
             raise FieldError(exc.reason, field=key) from None
     return annotations
+
+
+def escape(part: str) -> str:
+    return part.replace("-", "--")
+
+
+def wep_name(node: str, orchestrator: str, workload: str, endpoint: str) -> str:
+    """Calico's `<node>-<orch>-<pod or containerID>-<endpoint>`, '-' doubled inside each part."""
+    return "-".join(escape(p) for p in (node, orchestrator, workload, endpoint))

@@ -21,11 +21,11 @@ from pathlib import Path
 import yaml
 
 from felixpy.lab.testing import LabCLI
-from policy.conformance_cases import POD_KEYS, Doc, NetpolCase, Probe, namespace_labels, topology
 from policy.convert import policy_from_doc
 from policy.evaluator import Evaluator, Flow
 from policy.model import PROTOCOL_NUMBERS, NamedPort
 from policy.names import policy_chain
+from tests.fixtures.conformance_cases import POD_KEYS, Doc, NetpolCase, Probe, namespace_labels, topology
 
 Matrix = dict[Probe, dict[tuple[str, str], bool]]
 PortTriple = tuple[str, str, int]  # (name, protocol, port), as conformance_cases.NAMED_PORTS

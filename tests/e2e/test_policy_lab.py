@@ -26,7 +26,8 @@ import pytest
 from felixpy.lab import ports
 from felixpy.lab.names import LabError
 from felixpy.lab.testing import LabCLI, missing_prerequisites, root_snapshot
-from policy.conformance_cases import (
+from tests.e2e.policy_lab_helpers import PolicyLab, all_allowed, diff_report
+from tests.fixtures.conformance_cases import (
     CASES,
     NAMED_PORTS,
     NAMESPACES,
@@ -39,8 +40,7 @@ from policy.conformance_cases import (
     peer,
     port,
 )
-from policy.conformance_cases import Expect as E
-from tests.e2e.policy_lab_helpers import PolicyLab, all_allowed, diff_report
+from tests.fixtures.conformance_cases import Expect as E
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

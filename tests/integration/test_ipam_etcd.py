@@ -18,6 +18,7 @@ from ipam.errors import (
 )
 from ipam.ipam import IPAM
 from ipam.store import affinity_key, block_key
+from ipam.tunnel import tunnel_address
 from tests.integration.ipam_helpers import assert_consistent, in_net, make_node, make_pool
 
 pytestmark = pytest.mark.integration
@@ -158,15 +159,15 @@ def test_tunnel_address_recorded_on_node_and_stable(ipam, etcd_backend, etcd_kv)
     make_pool(etcd_backend, "ipip", "10.71.0.0/24", ipipMode="Always")
     make_pool(etcd_backend, "vx", "10.72.0.0/24", vxlanMode="Always")
     make_node(etcd_backend, "n1")
-    a = ipam.tunnel_address("n1", "ipip")
+    a = tunnel_address(ipam, "n1", "ipip")
     assert in_net(a, "10.71.0.0/24")
-    assert ipam.tunnel_address("n1", "ipip") == a, "idempotent"
+    assert tunnel_address(ipam, "n1", "ipip") == a, "idempotent"
     node = etcd_backend.get(Node, "n1")
     assert node.spec.bgp.ipv4_ipip_tunnel_addr == a
-    v = ipam.tunnel_address("n1", "vxlan")
+    v = tunnel_address(ipam, "n1", "vxlan")
     assert in_net(v, "10.72.0.0/24") and etcd_backend.get(Node, "n1").spec.ipv4_vxlan_tunnel_addr == v
     got = ipam.get_assignment(a)
     assert got.handle_id == "ipip-tunnel-addr-n1" and got.attrs["type"] == "ipipTunnelAddress"
     with pytest.raises(NodeNotFound):
-        ipam.tunnel_address("nope", "ipip")
+        tunnel_address(ipam, "nope", "ipip")
     assert_consistent(etcd_kv)

@@ -46,9 +46,9 @@ from felixpy.dataplane.routes import RouteTable
 from felixpy.dataplane.sysctl import enable_ip_forwarding
 from felixpy.node.policy_driver import write_changes, writer_hooks
 from policy.compiler import Changes, PolicyCompiler
-from policy.conformance_cases import DEFAULT_IPS, POD_KEYS, Doc, Probe, namespace_labels, topology
 from policy.convert import policy_from_doc
 from policy.model import Endpoint
+from tests.fixtures.conformance_cases import DEFAULT_IPS, POD_KEYS, Doc, Probe, namespace_labels, topology
 from tests.fixtures.netns import PREFIX, Netns, delete_netns
 
 NODE = "node1"

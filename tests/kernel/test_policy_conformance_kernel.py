@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from policy.conformance_cases import CASES, DEFAULT_IPS, NetpolCase, namespace_labels
 from policy.convert import policy_from_doc
 from policy.evaluator import Evaluator, Flow
+from tests.fixtures.conformance_cases import CASES, DEFAULT_IPS, NetpolCase, namespace_labels
 from tests.kernel.policy_topology import (
     Matrix,
     PolicyDataplane,

@@ -1,6 +1,6 @@
 """Tiers on the real kernel, one node (the conformance topology of tests/kernel/policy_topology.py).
 
-The tier cases of ``policy.tier_cases`` go through the real compiler and writers (iptables-restore
+The tier cases of ``tests.fixtures.tier_cases`` go through the real compiler and writers (iptables-restore
 legacy): per case the tiers are set first, then the two policies, conntrack is flushed and every pod
 probes the pods of namespace ``x`` on TCP 80. The kernel must give both the case's truth table and
 the reference evaluator's answer. One more test changes nothing but the order of two tiers and
@@ -13,11 +13,11 @@ from collections.abc import Iterable
 
 import pytest
 
-from policy.conformance_cases import DEFAULT_IPS, POD_KEYS, TCP80, namespace_labels
 from policy.convert import policy_from_doc
 from policy.evaluator import Evaluator, Flow
-from policy.tier_cases import TIER_CASES, TierCase
 from policy.tiers import DEFAULT_TIER, TierInfo
+from tests.fixtures.conformance_cases import DEFAULT_IPS, POD_KEYS, TCP80, namespace_labels
+from tests.fixtures.tier_cases import TIER_CASES, TierCase
 from tests.kernel.policy_topology import (
     Matrix,
     PolicyDataplane,

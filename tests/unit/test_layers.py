@@ -1,4 +1,8 @@
-"""The pure layers stay pure: calc, policy and the pure parts of ipam and bgp import nothing that does I/O.
+"""The layers hold: the pure ones import nothing that does I/O, and every module keeps the layer contract.
+
+The contract (``LAYERS`` below, read from the source): plain data and the selector language, then
+resources, the datastore, pure logic, kernel I/O, the drivers, and the programs on top; a module
+imports only from its own layer or below, and no modules import each other in a circle.
 
 Each module is imported in a fresh interpreter and the set of loaded modules is checked, so an
 indirect import (a pure module importing a helper that imports pyroute2) is caught too.
@@ -6,6 +10,7 @@ indirect import (a pure module importing a helper that imports pyroute2) is caug
 
 from __future__ import annotations
 
+import ast
 import json
 import pkgutil
 import subprocess
@@ -58,3 +63,197 @@ def test_pure_module_imports_no_io_library(module: str) -> None:
     loaded = _loaded_after_import(module)
     bad = sorted({m for m in loaded for f in FORBIDDEN if m == f or m.startswith(f + ".")})
     assert not bad, f"{module} is a pure module but loads {bad}"
+
+
+# --------------------------------------------------------------------------- the layer contract
+# Every module of every package sits in one layer; a module imports only from its own layer or
+# below (every import counts: module level, inside functions, under TYPE_CHECKING), and no
+# modules import each other in a circle. A new module must be placed here before it can land.
+# An entry names a module, or a package and everything under it; the longest entry wins. The
+# packages' own __init__ modules are at the floor and must import nothing of the project.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "plain data and the selector language",
+        (
+            "felixpy.logs",
+            "felixpy.dataplane.model",  # Chain, Rule, IpSet, RouteTarget: written by policy and calc
+            "felixpy.dataplane.names",  # interface names (kube.convert, policy, the drivers)
+            "policy.tokens",
+            "policy.selector",
+        ),
+    ),
+    ("resources", ("felixpy.resources",)),
+    ("datastore", ("felixpy.datastore", "felixpy.kube")),
+    (
+        "pure logic",
+        (
+            "felixpy.calc",
+            "policy",
+            *(f"ipam.{m}" for m in ("block", "allocator", "pools", "report", "selectors", "errors")),
+            *(
+                f"bgp.{m}"
+                for m in (
+                    "topology",
+                    "route",
+                    "rib",
+                    "bestpath",
+                    "reflect",
+                    "filters",
+                    "peer_filters",
+                    "advertiser",
+                    "exabgp_config",
+                    "exabgp_api",
+                    "engine",
+                    "selectors",
+                    "status",
+                    "fib",
+                    "wire",
+                )
+            ),
+        ),
+    ),
+    ("kernel I/O", ("felixpy.netlinkio", "bgp.rtnl")),
+    (
+        "drivers",
+        (
+            "felixpy.dataplane",
+            "felixpy.node",
+            "felixpy.cni",
+            *(f"ipam.{m}" for m in ("store", "ipam", "tunnel", "release")),
+            *(
+                f"bgp.{m}"
+                for m in (
+                    "netlink",
+                    "channel",
+                    "speaker",
+                    "service",
+                    "bridge",
+                    "exabgp_launch",
+                    "exabgp_wire",
+                )
+            ),
+        ),
+    ),
+    (
+        "programs",
+        (
+            "felixpy.agent",
+            "felixpy.main",
+            "felixpy.interpreter",
+            "felixpy.ctl",
+            "felixpy.lab",
+            "felixpy.kube.install_cni",
+            "ipam.plugin",
+        ),
+    ),
+)
+PROJECT = ("felixpy", "bgp", "policy", "ipam")
+
+
+def _modules() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for pkg in PROJECT:
+        for path in ROOT.joinpath(pkg).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def _layer(module: str) -> int | None:
+    if module in PROJECT:
+        return 0
+    best: tuple[int, int] | None = None  # (length of the entry, layer)
+    for rank, (_name, entries) in enumerate(LAYERS):
+        for entry in entries:
+            if (module == entry or module.startswith(entry + ".")) and (best is None or len(entry) > best[0]):
+                best = (len(entry), rank)
+    return None if best is None else best[1]
+
+
+def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Project modules each module imports (``from a import b`` counts a.b when it is a module)."""
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                base = node.module
+                if node.level:
+                    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+                    base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base])
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            for name in names:
+                target = resolve(name) if name.split(".")[0] in PROJECT else None
+                # a module importing its own package's __init__ is how Python loads it, not an arrow
+                if target and target != module and not module.startswith(target + "."):
+                    found.add(target)
+        graph[module] = found
+    return graph
+
+
+def test_every_module_is_placed_in_a_layer() -> None:
+    modules = _modules()
+    unplaced = sorted(m for m in modules if _layer(m) is None)
+    assert not unplaced, f"modules in no layer (add them to LAYERS in {Path(__file__).name}): {unplaced}"
+    graph = _imports(modules)
+    assert not {root: graph[root] for root in PROJECT if graph[root]}, "a package __init__ imports"
+
+
+def test_no_module_imports_from_a_layer_above_its_own() -> None:
+    modules = _modules()
+    upward = [
+        f"{module} ({LAYERS[_layer(module) or 0][0]}) imports {target} ({LAYERS[_layer(target) or 0][0]})"
+        for module, targets in sorted(_imports(modules).items())
+        for target in sorted(targets)
+        if (_layer(target) or 0) > (_layer(module) or 0)
+    ]
+    assert not upward, "imports against the layers:\n" + "\n".join(upward)
+
+
+def test_no_import_circles() -> None:
+    graph = _imports(_modules())
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    assert not circles, f"modules importing each other in a circle: {circles}"
+
+
+def test_the_contract_catches_an_upward_import() -> None:
+    """The checker itself: a pure module importing a driver would be reported."""
+    assert (_layer("policy.compiler") or 0) < (_layer("felixpy.dataplane.iptables") or 0)
+    assert (_layer("felixpy.resources.fields") or 0) < (_layer("felixpy.cni.request") or 0)
+    assert _layer("policy.selector") == 0 and _layer("felixpy.dataplane.model") == 0
+    assert _layer("bgp.brand_new_module") is None, "a new bgp module must be placed by hand"

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from policy.conformance_cases import CASES, DEFAULT_IPS, POD_KEYS, NetpolCase, namespace_labels, topology
 from policy.convert import policy_from_doc
 from policy.evaluator import Evaluator, Flow
+from tests.fixtures.conformance_cases import (
+    CASES,
+    DEFAULT_IPS,
+    POD_KEYS,
+    NetpolCase,
+    namespace_labels,
+    topology,
+)
 
 
 def evaluator_for(case: NetpolCase) -> Evaluator:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from felixpy.resources.endpoint import WorkloadEndpoint
-from policy.conformance_cases import calico, knp, peer, port
 from policy.convert import ConversionError, endpoint_from_wep, policy_from_doc
 from policy.model import NamedPort, PortRange, label_view
+from tests.fixtures.conformance_cases import calico, knp, peer, port
 
 
 def test_k8s_policy_identity_order_tier_and_selector() -> None:

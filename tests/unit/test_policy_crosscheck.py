@@ -20,7 +20,10 @@ import pytest
 from felixpy.dataplane.model import Chain, IpSet
 from policy.chains import Hook
 from policy.compiler import PolicyCompiler
-from policy.conformance_cases import (
+from policy.convert import policy_from_doc, protocol_number
+from policy.evaluator import Evaluator, Flow
+from policy.model import PROTOCOL_NAMES, Endpoint
+from tests.fixtures.conformance_cases import (
     CASES,
     DEFAULT_IPS,
     POD_KEYS,
@@ -33,9 +36,6 @@ from policy.conformance_cases import (
     port,
     topology,
 )
-from policy.convert import policy_from_doc, protocol_number
-from policy.evaluator import Evaluator, Flow
-from policy.model import PROTOCOL_NAMES, Endpoint
 
 # --------------------------------------------------------------------------- the interpreter
 

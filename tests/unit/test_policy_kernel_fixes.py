@@ -6,10 +6,10 @@ import re
 
 from policy.chains import ChainConfig, dispatch_tree, static_chains
 from policy.compiler import PolicyCompiler
-from policy.conformance_cases import CASES, namespace_labels, topology
 from policy.convert import policy_from_doc
 from policy.model import Endpoint, PolicyRule
 from policy.rules import PORTABLE_PROTOCOL_NAMES, _proto
+from tests.fixtures.conformance_cases import CASES, namespace_labels, topology
 
 PROTO = re.compile(r"(?:^|\s)-p (\S+)")
 
@@ -42,7 +42,7 @@ def test_unportable_protocol_names_render_as_numbers() -> None:
 
 
 def test_dispatch_tree_groups_by_next_character() -> None:
-    """1,000 flat dispatch rules cost ~17% of pod-to-pod throughput on the kernel (bench/policy.py)."""
+    """1,000 flat dispatch rules cost ~17% of pod-to-pod throughput on the kernel (bench/bench_policy.py)."""
     frm, to, *children = dispatch_tree(["calia1", "calia2", "calib1", "calic"])
     assert [(r.match, r.action) for r in frm.rules] == [
         ("-i calia+", "-g cali-from-wl-dispatch-a"),

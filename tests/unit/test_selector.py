@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from felixpy.resources.k8s import LabelSelector, LabelSelectorRequirement
+from policy.convert import from_label_selector
 from policy.selector import (
     And,
     Compare,
@@ -17,7 +18,6 @@ from policy.selector import (
     Selector,
     SelectorError,
     and_,
-    from_label_selector,
     map_labels,
     parse,
 )

@@ -22,11 +22,11 @@ from felixpy.resources.parse import parse_document
 from felixpy.resources.registry import kind_by_name
 from policy.chains import TierPolicies, tier_rules
 from policy.compiler import PolicyCompiler
-from policy.conformance_cases import DEFAULT_IPS, namespace_labels, topology
 from policy.convert import policy_from_doc
 from policy.evaluator import Evaluator, Flow
-from policy.tier_cases import TIER_CASES, TierCase
 from policy.tiers import DEFAULT_TIER_ORDER, TierInfo, Tiers
+from tests.fixtures.conformance_cases import DEFAULT_IPS, namespace_labels, topology
+from tests.fixtures.tier_cases import TIER_CASES, TierCase
 from tests.unit.test_policy_crosscheck import Cluster
 
 V3 = "projectcalico.org/v3"

@@ -17,8 +17,8 @@ iperf3 between two real pods of the node, before any rule is loaded and with the
 
 Prints one JSON line per figure: {"name", "value", "unit", "reference"}.
 
-    python bench/policy.py [--local N]              # pure part only
-    sudo python bench/policy.py --kernel            # pure + kernel part
+    python -m bench.bench_policy [--local N]              # pure part only
+    sudo python -m bench.bench_policy --kernel            # pure + kernel part
 """
 
 from __future__ import annotations
@@ -31,18 +31,12 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-# Run as a script, this file's directory comes first on sys.path and its name would hide
-# the ``policy`` package.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.append(str(Path(__file__).resolve().parent.parent))  # for tests.kernel.policy_topology
-
-from policy.compiler import PolicyCompiler  # noqa: E402
-from policy.conformance_cases import block, calico, knp, peer, port  # noqa: E402
-from policy.convert import policy_from_doc  # noqa: E402
-from policy.model import Endpoint, NamedPort, Policy  # noqa: E402
+from policy.compiler import PolicyCompiler
+from policy.convert import policy_from_doc
+from policy.model import Endpoint, NamedPort, Policy
+from tests.fixtures.conformance_cases import block, calico, knp, peer, port
 
 N_NS, N_EP, N_POL, N_APPS = 20, 1000, 500, 50
 

@@ -1,6 +1,6 @@
 """IPAM allocation benchmark on a private local etcd, against a raw etcd transaction floor.
 
-    .venv/bin/python bench/ipam.py [--n 2000] [--procs 8]
+    .venv/bin/python -m bench.bench_ipam [--n 2000] [--procs 8]
 
 Starts etcd (/usr/bin/etcd, or $FELIXPY_ETCD_BIN) on free loopback ports in a temp dir,
 then measures, in one run:
@@ -23,13 +23,11 @@ import platform
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from typing import Any
 
 ETCD = os.environ.get("FELIXPY_ETCD_BIN", "/usr/bin/etcd")
 
@@ -150,7 +148,7 @@ def _noop() -> None:
     import ipam.ipam  # noqa: F401
 
 
-def emit(name: str, lat: list[float], took: float, clients: int, **extra: object) -> dict[str, object]:
+def emit(name: str, lat: list[float], took: float, clients: int, **extra: object) -> dict[str, Any]:
     row = {
         "bench": "ipam",
         "figure": name,

@@ -1,6 +1,6 @@
 """Benchmark: write N chains x M rules through each iptables backend, in a throwaway namespace.
 
-``python -m felixpy.dataplane.bench [--chains 200] [--rules 10] [--repeat 3]`` (root). Prints one JSON
+``python -m bench.bench_iptables [--chains 200] [--rules 10] [--repeat 3]`` (root). Prints one JSON
 line per figure: the first full write (all chains new), a no-op apply (read + plan, nothing to
 write), and a one-chain change. Creates ``fpt-bench-<pid>-<backend>`` namespaces and deletes them.
 """

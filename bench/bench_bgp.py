@@ -15,7 +15,7 @@ our reflector's ExaBGP; ``BENCH_GC_DEFAULT=1`` keeps CPython's collector and thr
 settings instead of the agent's (``felixpy.interpreter``), ``BENCH_SWITCH=<seconds>`` sets the
 switch interval.
 
-    .venv/bin/python bench/bgp.py [--only install,reflect,mesh] [--routes 10000] [--nodes 10]
+    .venv/bin/python -m bench.bench_bgp [--only install,reflect,mesh] [--routes 10000] [--nodes 10]
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bgp.service import BGPService
 from felixpy.resources.base import ObjectMeta
@@ -120,7 +118,7 @@ def run(n: int, work: Path) -> None:
         ]
         pools = [IPPool(metadata=ObjectMeta(name="p"), spec=IPPoolSpec(cidr="10.64.0.0/10"))]
         peers = [
-            BGPPeer(metadata=ObjectMeta(name="bird"), spec=BGPPeerSpec(peer_ip="10.0.0.2", as_number=64512))
+            BGPPeer(metadata=ObjectMeta(name="bird"), spec=BGPPeerSpec(peerIP="10.0.0.2", as_number=64512))
         ]
         svc.update(nodes=nodes, bgp_configs=[], peers=peers, pools=pools, local_blocks=[])
         svc.start()
@@ -244,13 +242,13 @@ def our_reflector(rr_ns: str, work: Path) -> BGPService:
         exabgp=exabgp,
         wire_reflector=wire_mode,
     )
-    bgp = NodeBGPSpec(ipv4_address=f"{RR_OURS}/24", route_reflector_cluster_id="244.0.0.1")
+    bgp = NodeBGPSpec(ipv4_address=f"{RR_OURS}/24", routeReflectorClusterID="244.0.0.1")
     nodes = [Node(metadata=ObjectMeta(name="rr"), spec=NodeSpec(bgp=bgp))]
     mesh_off = BGPConfiguration(
         metadata=ObjectMeta(name="default"), spec=BGPConfigurationSpec(node_to_node_mesh_enabled=False)
     )
     peers = [
-        BGPPeer(metadata=ObjectMeta(name=f"b{i}"), spec=BGPPeerSpec(node="rr", peer_ip=a, as_number=64512))
+        BGPPeer(metadata=ObjectMeta(name=f"b{i}"), spec=BGPPeerSpec(node="rr", peerIP=a, as_number=64512))
         for i, a in enumerate([SOURCE, *CLIENTS])
     ]
     pools = [IPPool(metadata=ObjectMeta(name="p"), spec=IPPoolSpec(cidr="10.64.0.0/10"))]
@@ -430,7 +428,7 @@ def main() -> int:
     args = parser.parse_args()
     only = set(args.only.split(","))
     if os.geteuid() != 0:
-        print("bench/bgp.py needs root (network namespaces)", file=sys.stderr)
+        print("bench/bench_bgp.py needs root (network namespaces)", file=sys.stderr)
         return 2
     if os.environ.get("BENCH_GC_DEFAULT") != "1":
         from felixpy import interpreter
