@@ -120,6 +120,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "felixpy.node",
             "felixpy.cni",
             *(f"ipam.{m}" for m in ("store", "ipam", "tunnel", "release")),
+            "ipam.plugin",  # the IPAM commands; the agent serves them too (felixpy.cni.ipam_service)
             *(
                 f"bgp.{m}"
                 for m in (
@@ -143,7 +144,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "felixpy.ctl",
             "felixpy.lab",
             "felixpy.kube.install_cni",
-            "ipam.plugin",
         ),
     ),
 )
