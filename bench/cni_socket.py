@@ -1,7 +1,7 @@
 """What the agent's CNI socket costs per request: the bounded server (read timeout, connection and
 request caps) against the unbounded one it replaced, same stub handler, runs interleaved.
 
-    .venv/bin/python bench/cni_socket.py [--requests 2000] [--rounds 5] [--idle 300] [--baseline REV]
+    .venv/bin/python -m bench.cni_socket [--requests 2000] [--rounds 5] [--idle 300] [--baseline REV]
 
 The baseline server is ``felixpy/cni/server.py`` as it was at git revision REV (default: the commit
 before the bounds, 2bae4d5), loaded from ``git show``; both serve a handler that answers at once, so
@@ -96,7 +96,6 @@ def main() -> int:
     ap.add_argument("--idle", type=int, default=0)
     ap.add_argument("--baseline", default="2bae4d5")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
     from felixpy.cni.server import CNIServer
 
     old = _baseline(args.baseline).CNIServer
