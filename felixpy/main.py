@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(install_cni())
     settings = Settings.from_env(os.environ, route_reflector=args.route_reflector)
+    # Files are written with explicit modes (felixpy.private_files); this umask covers what our
+    # children (ExaBGP) create themselves: nothing the agent or they write is world-readable.
+    os.umask(0o027)
     logs.configure(settings.log_level)
     from felixpy.agent import run_node
 

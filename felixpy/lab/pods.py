@@ -19,6 +19,7 @@ from felixpy.lab.ports import NamedPort
 from felixpy.lab.procs import lab_env, spawn, stop
 from felixpy.lab.shell import in_netns, run
 from felixpy.lab.state import LabState, PodRecord
+from felixpy.private_files import private_dir, write_file
 
 CNI_VERSION = "1.0.0"
 NETWORK = "k8s-pod-network"
@@ -70,9 +71,8 @@ def cni_plugin(names: LabNames) -> Path:
     """The plugin as a node has it after `felixpy install-cni`: the ``-IS`` launcher of type ``felixpy``."""
     target = names.run_dir / "cni-bin" / "felixpy"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(install_cni.launcher("felixpy-cni"))
-        target.chmod(0o755)
+        private_dir(target.parent)
+        write_file(target, install_cni.launcher("felixpy-cni"), 0o700)  # run by root, as a runtime does
     return target
 
 
