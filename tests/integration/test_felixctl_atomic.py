@@ -10,14 +10,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from felixpy.ctl import batch, write_plan
+from felixpy.ctl.batch import BatchError
+from felixpy.ctl.limits import Limits
 from felixpy.datastore.etcd import EtcdKV
-from felixpy.datastore.kv import KV
+from felixpy.datastore.kv import KV, TxnOp
+from felixpy.resources.parse import parse_documents
 from tests.fixtures.etcd import EtcdProcess, require_etcd
 from tests.integration.test_felixctl import FELIXCTL, ROOT, Ctl, ctl, keys, pool_doc  # noqa: F401 (ctl: fixture)
 
@@ -228,3 +232,37 @@ def test_a_50_mb_file_of_335k_policies_is_refused_quickly_in_bounded_memory(
     assert keys(etcd_kv) == []
     assert peak_kib < 600 * 1024, f"peak RSS {peak_kib // 1024} MiB"
     assert seconds < 120
+
+
+class RacingKV(EtcdKV):
+    """The real etcd client; right after felixctl's first transaction another writer changes pool 'a'."""
+
+    calls = 0
+
+    def txn(self, ops: Sequence[TxnOp]) -> int:
+        revision = super().txn(ops)
+        self.calls += 1
+        if self.calls == 1:
+            self.put(f"{ROOT}ippools/a", json.dumps(pool_doc("a", "10.2.0.0/16", natOutgoing=True)).encode())
+        return revision
+
+
+def test_rollback_leaves_what_another_writer_changed_and_names_it(small_etcd: SmallEtcd) -> None:
+    kv = RacingKV(small_etcd.endpoints)
+    try:
+        kv.delete_prefix("")
+        objs = parse_documents(as_stream([pool_doc("a", "10.2.0.0/16"), pool_doc("b", "10.3.0.0/16"),
+                                          big_pool("big", "10.5.0.0/16", 100_000)]))  # fmt: skip
+        writes = write_plan.plan(kv, objs, "apply")
+        with pytest.raises(BatchError) as info:
+            batch.commit(kv, writes, Limits(etcd_max_txn_ops=2))
+        message = str(info.value)
+        assert "transaction 2 (documents 3-3) failed" in message, message
+        assert message.endswith(
+            "rolled back 1 of the 2 resource(s) already written; could not roll back: "
+            "IPPool 'a' (changed by someone else since)"
+        ), message
+        assert [k.removeprefix(ROOT) for k in (i.key for i in kv.list(ROOT)[0])] == ["ippools/a"]
+        assert stored(kv, "a")["spec"]["natOutgoing"] is True  # type: ignore[index]  # the other writer's
+    finally:
+        kv.close()
