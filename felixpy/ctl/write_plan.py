@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
 from felixpy.ctl.limits import Limits
 from felixpy.datastore.kv import KV, KeyValue, TxnOp
-from felixpy.datastore.resources import decode, encode, resource_key
+from felixpy.datastore.resources import decode, encode, kind_prefix, resource_key
 from felixpy.resources.base import Resource
 
 # What one operation costs in etcd's request beyond its key and value (compare + op framing);
 # the key counts twice (the compare names it too). Generous, so a planned txn is never refused.
 OP_OVERHEAD = 64
 TXN_OVERHEAD = 1024
+PREFETCH_AT = 32  # documents of one kind from which its keys are read with one list
 
 
 class PlanError(Exception):
@@ -74,6 +76,7 @@ def plan(kv: KV, objs: list[Resource], verb: str, *, skip_missing: bool = False)
     leave it (etcd refuses two operations on one key in a transaction).
     """
     by_key: dict[str, Write] = {}
+    stored = prefetch(kv, objs)
     for index, obj in enumerate(objs, start=1):
         kind = type(obj)
         where = f"{obj.namespace}/" if kind.NAMESPACED and obj.namespace else ""
@@ -84,7 +87,7 @@ def plan(kv: KV, objs: list[Resource], verb: str, *, skip_missing: bool = False)
             if verb != "delete":
                 by_key[key] = _again(earlier, index, obj)
             continue
-        found = kv.get(key)
+        found = stored[key] if key in stored else kv.get(key)
         current = decode(kind, found.value, found.mod_revision) if found is not None else None
         wanted = obj.metadata.resource_version
         if verb == "delete":
@@ -109,6 +112,23 @@ def plan(kv: KV, objs: list[Resource], verb: str, *, skip_missing: bool = False)
         else:
             by_key[key] = Write(index, label, "update", key, value, found.mod_revision, found)
     return list(by_key.values())
+
+
+def prefetch(kv: KV, objs: list[Resource]) -> dict[str, KeyValue | None]:
+    """The stored values of the kinds with many documents in the batch, read with one list each
+    (10,000 policies: one range read instead of 10,000); the other keys are read one by one."""
+    counts = Counter(type(o) for o in objs)
+    out: dict[str, KeyValue | None] = {}
+    for kind, count in counts.items():
+        if count < PREFETCH_AT:
+            continue
+        for o in objs:
+            if type(o) is kind:
+                out[resource_key(kind, o.name, o.namespace)] = None
+        for item in kv.list(kind_prefix(kind))[0]:
+            if item.key in out:
+                out[item.key] = item
+    return out
 
 
 def _again(earlier: Write, index: int, obj: Resource) -> Write:

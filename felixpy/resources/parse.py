@@ -50,6 +50,40 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."),
 )
 
+
+
+def _fast_loader() -> type[Any]:
+    """libyaml's parser (events made in C) under PyYAML's own composer and constructor, with the
+    resolvers above: about 3 times faster than `_Loader` on large inputs, same documents. Not libyaml's
+    composer: it recurses on the C stack, so a deeply nested input could crash the process, where
+    PyYAML's composer ends in a RecursionError that `load_yaml` reports. `_Loader` without libyaml."""
+    cparser = getattr(getattr(yaml, "cyaml", None), "CParser", None)
+    if cparser is None:
+        return _Loader
+    composer = yaml.composer.Composer
+
+    class FastLoader(cparser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):  # type: ignore[misc, valid-type]
+        yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+        def __init__(self, stream: str) -> None:
+            cparser.__init__(self, stream)  # type: ignore[misc]
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            composer.__init__(self)
+
+        check_node = composer.check_node
+        get_node = composer.get_node
+        get_single_node = composer.get_single_node
+        compose_document = composer.compose_document
+        compose_node = composer.compose_node
+        compose_scalar_node = composer.compose_scalar_node
+        compose_sequence_node = composer.compose_sequence_node
+        compose_mapping_node = composer.compose_mapping_node
+
+    return FastLoader
+
+
+_FastLoader = _fast_loader()
 _TYPE_TAGS = {"int", "str", "float", "bool", "list", "dict", "none"}
 
 
@@ -83,7 +117,7 @@ def _decode(text: str) -> Iterator[Any]:
         else:
             yield from data if isinstance(data, list) else [data]
             return
-    yield from (doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None)
+    yield from (doc for doc in yaml.load_all(text, Loader=_FastLoader) if doc is not None)
 
 
 def _bounded(docs: Iterator[Any], max_documents: int | None, budget: int) -> Iterator[Any]:

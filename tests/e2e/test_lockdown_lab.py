@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import time
@@ -53,9 +54,13 @@ def _wait(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     return pred()
 
 
-def test_files_modes_and_listeners_of_a_running_lab(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tor", ["none", "bird"])
+def test_files_modes_and_listeners_of_a_running_lab(tmp_path: Path, tor: str) -> None:
+    if tor == "bird" and shutil.which("bird") is None:
+        print("skipping: bird is not installed")
+        pytest.skip("bird is not installed")
     with LabCLI.unique("lck") as lab:
-        lab.ok("up", "--nodes", "2", "--timeout", "120", timeout=200)
+        lab.ok("up", "--nodes", "2", "--tor", tor, "--timeout", "120", timeout=200)
         peer = {
             "apiVersion": "projectcalico.org/v3",
             "kind": "BGPPeer",
@@ -79,6 +84,8 @@ def test_files_modes_and_listeners_of_a_running_lab(tmp_path: Path) -> None:
             assert _mode(run_dir / name) & 0o077 in (0, 0o040), (name, oct(_mode(run_dir / name)))
         assert world_accessible(lab.names.run_dir) == []
         assert _mode(lab.names.run_dir) == 0o700
+        if tor == "bird":
+            assert _mode(lab.names.run_dir / "bird.conf") == 0o600
 
         # Listeners: health on loopback, metrics on loopback (the lab asks for them), BGP on the node's
         # address; nothing on every address.
