@@ -16,11 +16,15 @@ from typing import Any
 
 import pytest
 
-from felixpy.ctl import batch, write_plan
+from felixpy.ctl import batch, resource_cmds, write_plan
 from felixpy.ctl.batch import BatchError
 from felixpy.ctl.limits import Limits
+from felixpy.datastore.errors import DatastoreError, NotFound
 from felixpy.datastore.etcd import EtcdKV
 from felixpy.datastore.kv import KV, TxnOp
+from felixpy.datastore.resources import KVBackend
+from felixpy.resources.base import Resource
+from felixpy.resources.ippool import IPPool
 from felixpy.resources.parse import parse_documents
 from tests.fixtures.etcd import EtcdProcess, require_etcd
 from tests.integration.test_felixctl import FELIXCTL, ROOT, Ctl, ctl, keys, pool_doc  # noqa: F401 (ctl: fixture)
@@ -266,3 +270,39 @@ def test_rollback_leaves_what_another_writer_changed_and_names_it(small_etcd: Sm
         assert stored(kv, "a")["spec"]["natOutgoing"] is True  # type: ignore[index]  # the other writer's
     finally:
         kv.close()
+
+
+def test_object_at_a_time_rollback_restores_updates_and_removes_creations(
+    etcd_backend: KVBackend,
+) -> None:
+    """The Kubernetes-mode path (no multi-object transaction), through a real Backend: the third write
+    is refused; the update before it is given its old content back and the creation removed."""
+    (keep,) = parse_documents(json.dumps(pool_doc("keep", "10.1.0.0/16")))
+    etcd_backend.create(keep)
+    docs = [pool_doc("keep", "10.1.0.0/16", natOutgoing=True), pool_doc("a", "10.2.0.0/16"),
+            pool_doc("b", "10.3.0.0/16")]  # fmt: skip
+    objs = parse_documents(as_stream(docs))
+    steps = [batch.BackendStep(o, _current(etcd_backend, o.name)) for o in objs]
+
+    def write(obj: Resource) -> None:
+        if obj.name == "b":
+            raise DatastoreError("refused by the API server")
+        resource_cmds.write_one(etcd_backend, obj, "apply")
+
+    with pytest.raises(BatchError) as info:
+        batch.commit_backend(etcd_backend, steps, "apply", write)
+    assert str(info.value) == (
+        "validate-then-write, one resource at a time (the Kubernetes API has no multi-resource transaction): "
+        "IPPool 'b' failed: refused by the API server; the 2 resource(s) already written were rolled back: "
+        "nothing changed"
+    )
+    pools = {p.name: p for p in etcd_backend.list(IPPool)[0]}
+    assert set(pools) == {"keep"}
+    assert pools["keep"].spec.nat_outgoing is False  # type: ignore[attr-defined]
+
+
+def _current(backend: KVBackend, name: str) -> Resource | None:
+    try:
+        return backend.get(IPPool, name)
+    except NotFound:
+        return None
