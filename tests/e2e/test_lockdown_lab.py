@@ -54,13 +54,20 @@ def _wait(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     return pred()
 
 
-@pytest.mark.parametrize("tor", ["none", "bird"])
-def test_files_modes_and_listeners_of_a_running_lab(tmp_path: Path, tor: str) -> None:
-    if tor == "bird" and shutil.which("bird") is None:
+TOPOLOGIES = {
+    "mesh": [],
+    "bird-tor": ["--tor", "bird"],  # BIRD's config and log are the lab's files too
+    "reflector": ["--route-reflectors", "1"],  # `felixpy node --route-reflector` listens the same way
+}
+
+
+@pytest.mark.parametrize("topology", sorted(TOPOLOGIES))
+def test_files_modes_and_listeners_of_a_running_lab(tmp_path: Path, topology: str) -> None:
+    if topology == "bird-tor" and shutil.which("bird") is None:
         print("skipping: bird is not installed")
         pytest.skip("bird is not installed")
     with LabCLI.unique("lck") as lab:
-        lab.ok("up", "--nodes", "2", "--tor", tor, "--timeout", "120", timeout=200)
+        lab.ok("up", "--nodes", "2", *TOPOLOGIES[topology], "--timeout", "120", timeout=200)
         peer = {
             "apiVersion": "projectcalico.org/v3",
             "kind": "BGPPeer",
@@ -84,11 +91,13 @@ def test_files_modes_and_listeners_of_a_running_lab(tmp_path: Path, tor: str) ->
             assert _mode(run_dir / name) & 0o077 in (0, 0o040), (name, oct(_mode(run_dir / name)))
         assert world_accessible(lab.names.run_dir) == []
         assert _mode(lab.names.run_dir) == 0o700
-        if tor == "bird":
+        if topology == "bird-tor":
             assert _mode(lab.names.run_dir / "bird.conf") == 0o600
 
         # Listeners: health on loopback, metrics on loopback (the lab asks for them), BGP on the node's
         # address; nothing on every address.
+        roles = sorted(n["role"] for n in status["nodes"])
+        assert roles == (["node", "node", "route-reflector"] if topology == "reflector" else ["node", "node"])
         for n in status["nodes"]:
             listening = _listeners(n["netns"])
             expected = {"127.0.0.1:9099", "127.0.0.1:9091", f"{n['address']}:179"}
