@@ -19,6 +19,7 @@ from felixpy.lab.ports import NamedPort
 from felixpy.lab.procs import lab_env, spawn, stop
 from felixpy.lab.shell import in_netns, run
 from felixpy.lab.state import LabState, PodRecord
+from felixpy.private_files import private_dir, write_file
 
 CNI_VERSION = "1.0.0"
 NETWORK = "k8s-pod-network"
@@ -70,8 +71,9 @@ def cni_plugin(names: LabNames) -> Path:
     """The plugin as a node has it after `felixpy install-cni`: the static forwarder, type ``felixpy``."""
     target = names.run_dir / "cni-bin" / "felixpy"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        install_cni.install_own_plugins(target.parent)
+        private_dir(target.parent)
+        for plugin in install_cni.install_own_plugins(target.parent):
+            plugin.chmod(0o700)  # run by root, as a runtime does; nothing in the lab is world-readable
     return target
 
 
