@@ -19,7 +19,7 @@ from felixpy.lab.ports import NamedPort
 from felixpy.lab.procs import lab_env, spawn, stop
 from felixpy.lab.shell import in_netns, run
 from felixpy.lab.state import LabState, PodRecord
-from felixpy.private_files import private_dir, write_file
+from felixpy.private_files import private_dir
 
 CNI_VERSION = "1.0.0"
 NETWORK = "k8s-pod-network"
