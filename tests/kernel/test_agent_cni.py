@@ -665,21 +665,35 @@ def test_a_deleted_pods_leftover_rules_never_reach_a_new_pod_and_go_within_the_b
         env.etcdctl("del", key)
         if marker:
             env.etcdctl("del", marker)
-    # The new pod's DEL, then ADD/DEL cycles back to back: its chains must go within the bound.
-    new_chain = f"cali-tw-{veth_name_for_workload('default', 'lnew')}"
-    assert env.cni("DEL", new, "lnew")[0] == 0
-    start, seen, gone_after, i = time.monotonic(), [], None, 0
-    while gone_after is None and time.monotonic() - start < 4 * DEFERRED_MAX_SECONDS:
-        busy = _ns(f"lb{i}")
-        try:
-            assert env.cni("ADD", busy, f"lb{i}", cid=f"lb-{i}")[0] == 0
-            seen.append(new_chain in env.node.run("iptables-save", "-t", "filter"))
-            assert env.cni("DEL", busy, f"lb{i}", cid=f"lb-{i}")[0] == 0
-        finally:
-            delete_netns(busy.name)
-        i += 1
-        if new_chain not in env.node.run("iptables-save", "-t", "filter"):
-            gone_after = time.monotonic() - start
-    print(f"deleted pod's chain present after each busy ADD: {seen}; gone after {gone_after} s")
-    assert gone_after is not None, f"{new_chain} still in iptables {4 * DEFERRED_MAX_SECONDS} s later"
-    assert seen[0], "the first ADD after the DEL left the deleted pod's chain (insert-only)"
+    # The new pod's DEL, then ADD/DEL cycles back to back: its chains must go within the bound. The
+    # first busy ADD must find the deleted pod's chain still there (written insert-only); on a loaded
+    # machine that ADD can arrive after the writer's idle flush already removed it, so the round is
+    # repeated with a fresh pod (bounded: 3 rounds) until the insert-only path was exercised once.
+    exercised: list[list[bool]] = []
+    for rnd in range(3):
+        name = "lnew" if rnd == 0 else f"lnew{rnd}"
+        if rnd:
+            pod = env.pod(f"pod-ln{rnd}")
+            assert env.cni("ADD", pod, name, extra_args=";K8S_POD_LABELS=role=left")[0] == 0
+        new_chain = f"cali-tw-{veth_name_for_workload('default', name)}"
+        assert env.cni("DEL", new if rnd == 0 else pod, name)[0] == 0
+        start, seen, gone_after, i = time.monotonic(), [], None, 0
+        while gone_after is None and time.monotonic() - start < 4 * DEFERRED_MAX_SECONDS:
+            busy = _ns(f"lb{rnd}-{i}")
+            try:
+                assert env.cni("ADD", busy, f"lb{rnd}-{i}", cid=f"lb-{rnd}-{i}")[0] == 0
+                seen.append(new_chain in env.node.run("iptables-save", "-t", "filter"))
+                assert env.cni("DEL", busy, f"lb{rnd}-{i}", cid=f"lb-{rnd}-{i}")[0] == 0
+            finally:
+                delete_netns(busy.name)
+            i += 1
+            if new_chain not in env.node.run("iptables-save", "-t", "filter"):
+                gone_after = time.monotonic() - start
+        print(f"round {rnd}: deleted chain present after each busy ADD: {seen}; gone after {gone_after} s")
+        assert gone_after is not None, f"{new_chain} still in iptables {4 * DEFERRED_MAX_SECONDS} s later"
+        exercised.append(seen)
+        if seen and seen[0]:
+            break
+    assert any(seen and seen[0] for seen in exercised), (
+        f"no round's first ADD after the DEL left the deleted pod's chain (insert-only): {exercised}"
+    )
