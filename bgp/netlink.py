@@ -5,6 +5,11 @@ packed and parsed by ``bgp.rtnl``: ``BATCH`` requests per send, un-acked (an ack
 was most of the kernel's time) and closed by an acked no-op; failures come back matched to
 their route by sequence number. pyroute2 (``IPRoute``, or ``NetNS(name)`` for
 tests and the lab) only looks up device names. ENOENT/ESRCH on delete count as done.
+
+Ownership (issue 12): routes go in with ``rtnl.BGP_METRIC`` and our protocol, so a replace can
+never overwrite the dataplane's workload routes (protocol 80, metric 0 / 1024) and a delete
+(protocol-scoped) never removes one; ``owned_elsewhere`` tells ``Fib`` which host routes the
+dataplane has, so BGP does not even shadow them.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pyroute2 import IPRoute, NetNS
 
 from bgp import rtnl
 from bgp.fib import FibRoute
-from felixpy.dataplane.model import RTPROT_FELIXPY_BGP
+from felixpy.dataplane.model import RTPROT_FELIXPY, RTPROT_FELIXPY_BGP
 
 CLONE_NEWNET = 0x40000000
 BATCH = 512  # requests per send (~26 KB): one sendmsg must fit the send buffer, and the answers
@@ -57,8 +62,15 @@ def _netlink_socket(netns: str | None) -> socket.socket:
 
 
 class NetlinkRouteOps:
-    def __init__(self, *, netns: str | None = None, protocol: int = RTPROT_FELIXPY_BGP) -> None:
+    def __init__(
+        self,
+        *,
+        netns: str | None = None,
+        protocol: int = RTPROT_FELIXPY_BGP,
+        dataplane_protocol: int = RTPROT_FELIXPY,
+    ) -> None:
         self.protocol = protocol
+        self.dataplane_protocol = dataplane_protocol
         self._ipr: Any = NetNS(netns) if netns else IPRoute()
         self._lock = threading.Lock()
         self._ifindex: dict[str, int] = {}
@@ -174,6 +186,18 @@ class NetlinkRouteOps:
                     if route is not None:
                         out[route.dst] = route
         return out
+
+    def owned_elsewhere(self, dsts: list[str]) -> set[str]:
+        """Those of ``dsts`` (host prefixes) the dataplane has a route for (its protocol)."""
+        families = {rtnl.AF_INET6 if ":" in d else rtnl.AF_INET for d in dsts}
+        found: set[str] = set()
+        with self._lock:
+            for family in sorted(families):
+                for payload in self._dump(family):
+                    dst = rtnl.host_route_dst(payload, protocol=self.dataplane_protocol)
+                    if dst is not None:
+                        found.add(dst)
+        return found.intersection(dsts)
 
     def _dump(self, family: int) -> list[bytes]:
         seq = self._next_seq()

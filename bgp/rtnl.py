@@ -37,6 +37,7 @@ NLM_F_CREATE = 0x400
 RTA_DST = 1
 RTA_OIF = 4
 RTA_GATEWAY = 5
+RTA_PRIORITY = 6
 RTA_MULTIPATH = 9
 RTA_TABLE = 15
 RTNH_F_ONLINK = 4
@@ -96,12 +97,29 @@ def _message(kind: int, flags: int, seq: int, body: bytes) -> bytes:
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
 
 
-def pack_replace(route: FibRoute, *, seq: int, protocol: int, index_of: IndexOf, ack: bool = True) -> bytes:
-    """RTM_NEWROUTE with NLM_F_REPLACE|NLM_F_CREATE: ``ip route replace`` for one route.
+# The metric (priority) of routes learned over BGP: 32 for IPv4, as BIRD 2's kernel protocol (what
+# a Calico node has); above the kernel's 1024 for IPv6. A replace only ever matches a route of the
+# same destination AND metric, and the dataplane's workload routes have 0 (IPv4) or 1024 (IPv6):
+# whatever BGP writes can neither overwrite them nor win a lookup against them.
+BGP_METRIC = {AF_INET: 32, AF_INET6: 1056}
+
+
+def pack_replace(
+    route: FibRoute,
+    *,
+    seq: int,
+    protocol: int,
+    index_of: IndexOf,
+    ack: bool = True,
+    metric: int | None = None,
+) -> bytes:
+    """RTM_NEWROUTE with NLM_F_REPLACE|NLM_F_CREATE: ``ip route replace ... metric M`` for one route
+    (``metric``: None = ``BGP_METRIC`` of its family).
 
     Without ``ack`` the kernel answers only a failure (an NLMSG_ERROR with that errno)."""
     dst = parse_prefix(route.dst)
-    attrs = _attr(RTA_DST, dst.packed)
+    priority = BGP_METRIC[dst.family] if metric is None else metric
+    attrs = _attr(RTA_DST, dst.packed) + _attr(RTA_PRIORITY, struct.pack("=I", priority))
     rtm_flags = 0
     if len(route.hops) == 1:
         payload, ifindex, rtm_flags = _hop_attrs(route.hops[0], index_of)
@@ -189,6 +207,19 @@ def _hop(family: int, gateway: bytes, ifindex: int, flags: int, name_of: NameOf)
     # only onlink (tunnel) hops pin a device: direct ones let the kernel pick, as we install them
     dev = name_of(ifindex) if onlink and ifindex else None
     return NextHop(_address(family, gateway) if gateway else "", dev, onlink)
+
+
+def host_route_dst(payload: bytes, *, protocol: int) -> str | None:
+    """The destination of a host route (/32, /128) of ``protocol`` in the main table, else None."""
+    family, dst_len, _src, _tos, table, proto, _scope, _type, _flags = _RTMSG.unpack_from(payload)
+    if proto != protocol or dst_len != (128 if family == AF_INET6 else 32):
+        return None
+    attrs = _attrs(payload, _RTMSG.size)
+    table = struct.unpack("=I", attrs[RTA_TABLE])[0] if RTA_TABLE in attrs else table
+    raw = attrs.get(RTA_DST)
+    if table != MAIN_TABLE or not raw:
+        return None
+    return f"{_address(family, raw)}/{dst_len}"
 
 
 def parse_route(payload: bytes, *, protocol: int, name_of: NameOf) -> FibRoute | None:
