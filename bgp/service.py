@@ -208,6 +208,9 @@ class BGPService:
         self._lock = threading.Lock()
         self._missing_filters: tuple[str, ...] = ()
         self._plan: Plan | None = None
+        self._counters: dict[tuple[str, ...], int] = {}
+        self._received: dict[str, int] = {}
+        self._fib_refused = 0
 
     # --- public API ----------------------------------------------------------------------
     def update(
@@ -278,6 +281,11 @@ class BGPService:
         with self._lock:
             return list(self._status)
 
+    def counters(self) -> tuple[dict[tuple[str, ...], int], dict[str, int], int]:
+        """(engine counters, prefixes received per peer, FIB refusals) as of the last batch."""
+        with self._lock:
+            return dict(self._counters), dict(self._received), self._fib_refused
+
     def wait_synced(self, timeout: float) -> bool:
         """True once every command sent to ExaBGP was acknowledged (tests, benchmarks)."""
         deadline = time.monotonic() + timeout
@@ -327,9 +335,14 @@ class BGPService:
             plan = self._plan
             if plan is not None:
                 self._configure_speaker(plan)
+        fib = self.engine.fib
+        with self._lock:
+            self._counters = dict(self.engine.counters)
+            self._fib_refused = fib.refused_owned if fib is not None else 0
         if self.engine.status_changed:
             self.engine.status_changed = False
             status = self.engine.status()
             with self._lock:
                 self._status = status
+                self._received = {s.address: s.routes_received for s in status}
             write_status(self.run_dir, status)
