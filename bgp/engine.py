@@ -164,6 +164,8 @@ class Engine:
             if old_specs.get(address) != self._specs.get(address):  # redefined or gone: enabled again
                 self.disabled.discard(address)
                 self.disabled_changed = True
+                if address in self.sessions:
+                    self.sessions[address].torn_down = False
                 log.info("bgp peer %s enabled again (its definition changed)", address)
         self.rib.set_ecmp(desired.ecmp)
         current = {p.address for p in desired.peers}
@@ -266,6 +268,12 @@ class Engine:
         was = session.state
         session.state, session.since, session.reason = event.state, self._wall(), event.reason
         self.status_changed = True
+        if event.state == "up" and event.peer in self.disabled:
+            # ExaBGP defers the reload that drops it while any session has routes queued: until
+            # then every reconnection is closed again at once, before anything is exchanged
+            self._send([api.teardown_command(event.peer, CEASE_MAX_PREFIXES)])
+            log.info("bgp peer %s reconnected while disabled (receive limit): closed again", event.peer)
+            return
         if event.state == "up":
             session.local = event.local or session.local
             session.wire = session.wire_ok
@@ -285,7 +293,8 @@ class Engine:
             notified = "notification received" in event.reason or "notification sent" in event.reason
             if notified:
                 self.counters[("notification_down", event.peer)] += 1
-            self._go_stale(event.peer, session, now, graceful=not notified and not session.torn_down)
+            closed_by_us = session.torn_down or event.peer in self.disabled
+            self._go_stale(event.peer, session, now, graceful=not notified and not closed_by_us)
 
     def _go_stale(self, address: str, session: _Session, now: float, *, graceful: bool = True) -> None:
         if not graceful:
@@ -680,14 +689,15 @@ class Engine:
         for spec in self.desired.peers:
             s = self.sessions.get(spec.address, _Session())
             kind = spec.type + (" (RR client)" if spec.rr_client else "")
+            disabled = spec.address in self.disabled
             out.append(
                 peer_status(
                     spec.address,
                     kind=kind,
                     name=spec.name,
-                    exa_state=s.state,
+                    exa_state="down" if disabled else s.state,
                     since=s.since,
-                    reason=s.reason,
+                    reason="disabled: receive limit (maxPrefixes) exceeded" if disabled else s.reason,
                     routes=len(self._raw.get(spec.address, {})),
                 )
             )

@@ -362,6 +362,22 @@ def test_limit_tears_down_and_removes_at_once(action: str) -> None:
     assert engine.counters[("max_prefixes", TOR, action)] == 1
 
 
+def test_disabled_peer_reconnecting_before_exabgp_drops_it_is_still_ignored() -> None:
+    engine, sent, kernel = engine_with([tor_peer(maxPrefixes=2, maxPrefixesAction="Disable")])
+    engine.handle(announce(TOR, *blocks(3), asn=65001), 0)
+    engine.handle(api.StateChange(TOR, "down", "closing connection"), 1)
+    sent.clear()
+    engine.handle(api.StateChange(TOR, "up"), 2)  # ExaBGP reconnected before its reload removed the peer
+    assert sent == [f"neighbor {TOR} teardown 1"]  # closed again at once, nothing announced to it
+    engine.handle(announce(TOR, *blocks(2), asn=65001), 2)
+    # no NOTIFICATION this time: still nothing kept
+    engine.handle(api.StateChange(TOR, "down", "stop, message [removed]"), 3)
+    engine.flush()
+    assert kernel.table == {}
+    status = next(s for s in engine.status() if s.address == TOR)
+    assert status.state != "up" and "receive limit" in status.info
+
+
 def test_disabled_peer_comes_back_when_its_definition_changes() -> None:
     engine, _, _ = engine_with([tor_peer(maxPrefixes=2, maxPrefixesAction="Disable")])
     engine.handle(announce(TOR, *blocks(3), asn=65001), 0)
