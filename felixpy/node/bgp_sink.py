@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bgp.service import borrowed_addresses
 from felixpy.calc.model import BlocksUpdate, InputUpdate, Update
 
 BGP_KINDS = {
@@ -26,9 +27,10 @@ class BGPSink:
         self.local_blocks: frozenset[str] = frozenset()
         self.all_blocks: tuple[tuple[str, str], ...] = ()
         self.workloads: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}  # key -> ((node, ip), ...)
+        self._borrowed: dict[str, str] = {}  # what the last update's workloads said was borrowed
 
     def __call__(self, updates: list[Update]) -> None:
-        changed = False
+        changed = workloads = False
         for u in updates:
             if isinstance(u, InputUpdate) and u.kind in BGP_KINDS:
                 table = self.inputs[BGP_KINDS[u.kind]]
@@ -38,16 +40,21 @@ class BGPSink:
                     table[u.key] = u.obj
                 changed = True
             elif isinstance(u, InputUpdate) and u.kind == "WorkloadEndpoint":
-                changed = self._workload(u.key, u.obj) or changed
+                workloads = self._workload(u.key, u.obj) or workloads
             elif isinstance(u, BlocksUpdate):
                 self.local_blocks = u.local_blocks
                 self.all_blocks = u.all_blocks
                 changed = True
+        if workloads or changed:
+            pairs = [pair for pairs in self.workloads.values() for pair in pairs]
+            borrowed = borrowed_addresses(pairs, self.all_blocks)
+            changed = changed or borrowed != self._borrowed  # a pod in its node's block changes nothing
+            self._borrowed = borrowed
         if changed:
             self.service.update(
                 **{name: list(table.values()) for name, table in self.inputs.items()},
                 local_blocks=sorted(self.local_blocks),
-                workloads=[pair for pairs in self.workloads.values() for pair in pairs],
+                workloads=pairs,
                 all_blocks=self.all_blocks,
             )
 

@@ -426,3 +426,46 @@ def test_metrics_exported() -> None:
     assert f'felixpy_bgp_notification_closes_total{{peer="{B}"}} 2.0' in text
     assert "felixpy_bgp_fib_refused_total 4.0" in text
     assert f'felixpy_bgp_received_prefixes{{peer="{TOR}"}} 7.0' in text
+
+
+# --- the agent's sink: workloads reach the BGP service only when they change what is borrowed ------
+def test_sink_passes_workloads_only_when_borrowed_addresses_change() -> None:
+    from felixpy.calc.graph import CalcGraph
+    from felixpy.node.bgp_sink import BGPSink
+    from felixpy.resources.endpoint import WorkloadEndpoint
+
+    calls: list[dict[str, Any]] = []
+
+    class Recorder:
+        def update(self, **kwargs: Any) -> None:
+            calls.append(kwargs)
+
+    def wep(name: str, node_name: str, ip: str) -> WorkloadEndpoint:
+        doc = {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "WorkloadEndpoint",
+            "metadata": {"name": f"{node_name}-k8s-{name}-eth0", "namespace": "x"},
+            "spec": {
+                "node": node_name,
+                "pod": name,
+                "ipNetworks": [f"{ip}/32"],
+                "interfaceName": f"cali{name}",
+            },
+        }
+        obj = parse_document(doc)
+        assert isinstance(obj, WorkloadEndpoint)
+        return obj
+
+    graph, sink = CalcGraph("a"), BGPSink(Recorder())
+    graph.on_block("10.65.1.0/26", "a")
+    graph.on_block("10.65.4.0/26", "b")
+    sink(graph.flush())
+    assert len(calls) == 1
+    graph.on_resource("WorkloadEndpoint", ("x", "p1"), wep("p1", "b", "10.65.4.5"))  # in its node's block
+    sink(graph.flush())
+    assert len(calls) == 1  # nothing the BGP service needs changed
+    graph.on_resource("WorkloadEndpoint", ("x", "p2"), wep("p2", "b", "10.65.1.9"))  # borrowed from a's block
+    sink(graph.flush())
+    assert len(calls) == 2
+    assert ("b", "10.65.1.9") in calls[-1]["workloads"]
+    assert borrowed_addresses(calls[-1]["workloads"], calls[-1]["all_blocks"]) == {"10.65.1.9/32": "b"}
