@@ -174,7 +174,7 @@ class Fib:
                 return 1
         except OSError as exc:
             self.errors += 1
-            log.warning("bgp route %s failed: %s", prefix, exc)
+            log.warning("bgp route %s (%s) failed: %s", prefix, want, exc)
         return 0
 
     def resync(self) -> int:
