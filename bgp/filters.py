@@ -233,16 +233,30 @@ def prefix_reasons(
     guard = _guard(policy.own_blocks, policy.local_workloads)
     reasons: list[str | None] = []
     append = reasons.append
+    covering, own = guard.covering, guard.own
+    # (version, own block length, shift to its top bits) once; usually one entry, none on a reflector
+    shifts = [(v, length, _BITS[v] - length) for v, length in guard.own_lengths]
+    tops = {(v, value >> (_BITS[v] - bits), bits) for v, value, bits in own}
+    sizes: dict[str, tuple[int, int]] = {}  # pool cidr -> (its length, its block size)
     for prefix, pool in zip(prefixes, pool_index(policy.pools).lookup(prefixes), strict=True):
         key = keys.get(prefix) or key_of(prefix)
-        if key[2] == 0:
+        version, value, bits = key
+        if bits == 0:
             append(None if policy.import_default else "default route")
         elif service and any(key_inside(key, c) for c in service):
             append("service IP range")
         elif pool is None:
             append(_outside_reason(key, policy))
         else:
-            append(_guard_reason(prefix, key, pool, policy, guard, announcers))
+            size = sizes.get(pool.cidr)
+            if size is None:
+                size = sizes[pool.cidr] = (prefix_key(pool.cidr)[2], pool.block_bits)
+            plain = bits != size[0] and bits <= size[1] and key not in covering
+            for v, n, sh in shifts:
+                if plain and v == version and bits > n and (v, value >> sh, n) in tops:
+                    plain = False
+            # the common case: a block (or aggregate) of another node
+            append(None if plain else _guard_reason(prefix, key, pool, policy, guard, announcers))
     return reasons
 
 
