@@ -37,7 +37,7 @@ from operator import itemgetter
 from typing import TypeVar
 
 from bgp import exabgp_api as api
-from bgp import peer_filters
+from bgp import limits, peer_filters
 from bgp.advertiser import Advertiser, outbound
 from bgp.fib import Fib, Resolver
 from bgp.filters import (
@@ -390,48 +390,27 @@ class Engine:
         spec: PeerSpec,
         session: _Session,
         raw: dict[str, Route],
-        groups: list[tuple[str, list[str]]],
+        groups: limits.Groups,
         refused: Counter[str],
-    ) -> list[tuple[str, list[str]]] | None:
-        """Apply the session's receive limit to an UPDATE's announced prefixes (``groups``).
-
-        Returns what may go on (all of it, or for Block what fits), or None when the session was
-        torn down (Restart, Disable)."""
-        limit = spec.max_prefixes
-        if not limit:
-            return groups
-        new = sum(1 for _, prefixes in groups for p in prefixes if p not in raw)
-        if len(raw) + new <= limit:
-            session.over_limit = False
-            return groups
-        action = spec.max_prefixes_action
-        if not session.over_limit:
-            session.over_limit = True
-            self.counters[("max_prefixes", spec.address, action)] += 1
+    ) -> limits.Groups | None:
+        """Apply the session's receive limit to an UPDATE's announced prefixes (``groups``): what
+        may go on, or None when the session was torn down (Restart, Disable)."""
+        verdict = limits.check(spec.max_prefixes, spec.max_prefixes_action, raw, len(raw), groups)
+        if verdict.over and not session.over_limit:
+            self.counters[("max_prefixes", spec.address, spec.max_prefixes_action)] += 1
             log.warning(
                 "bgp peer %s sent more than its limit of %d prefixes (%d): action %s",
                 spec.address,
-                limit,
-                len(raw) + new,
-                action,
+                spec.max_prefixes,
+                verdict.total,
+                spec.max_prefixes_action,
             )
-        if action == "Warn":
-            return groups
-        if action == "Block":
-            room = max(limit - len(raw), 0)
-            kept: list[tuple[str, list[str]]] = []
-            for next_hop, prefixes in groups:
-                fits = []
-                for prefix in prefixes:
-                    if prefix in raw or room > 0:
-                        room -= prefix not in raw
-                        fits.append(prefix)
-                    else:
-                        refused["max prefixes"] += 1
-                kept.append((next_hop, fits))
-            return kept
-        self._tear_down(spec, session, disable=action == "Disable")
-        return None
+        session.over_limit = verdict.over
+        if verdict.blocked:
+            refused["max prefixes"] += verdict.blocked
+        if verdict.keep is None:
+            self._tear_down(spec, session, disable=spec.max_prefixes_action == "Disable")
+        return verdict.keep
 
     def _tear_down(self, spec: PeerSpec, session: _Session, *, disable: bool) -> None:
         """Close a session that broke its receive limit: its routes go now, never stale."""

@@ -469,3 +469,29 @@ def test_sink_passes_workloads_only_when_borrowed_addresses_change() -> None:
     assert len(calls) == 2
     assert ("b", "10.65.1.9") in calls[-1]["workloads"]
     assert borrowed_addresses(calls[-1]["workloads"], calls[-1]["all_blocks"]) == {"10.65.1.9/32": "b"}
+
+
+# --- receive limits, the pure part ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("limit", "action", "over", "kept", "blocked"),
+    [
+        (0, "Restart", False, ["n1", "n2", "n3", "h1"], 0),  # no limit
+        (5, "Restart", False, ["n1", "n2", "n3", "h1"], 0),  # 2 held + 3 new = 5: at the limit is fine
+        (4, "Warn", True, ["n1", "n2", "n3", "h1"], 0),
+        (4, "Block", True, ["n1", "n2", "h1"], 1),  # room for 2 new; a re-announced one always fits
+        (2, "Block", True, ["h1"], 3),
+        (4, "Restart", True, None, 0),
+        (4, "Disable", True, None, 0),
+    ],
+)
+def test_receive_limit_verdicts(
+    limit: int, action: str, over: bool, kept: list[str] | None, blocked: int
+) -> None:
+    from bgp import limits
+
+    held = {"h1", "h2"}
+    verdict = limits.check(limit, action, held, len(held), [("nh", ["n1", "n2"]), ("nh2", ["n3", "h1"])])
+    assert verdict.over is over
+    assert verdict.blocked == blocked
+    got = None if verdict.keep is None else [p for _, prefixes in verdict.keep for p in prefixes]
+    assert got == kept
