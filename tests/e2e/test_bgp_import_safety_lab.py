@@ -256,9 +256,6 @@ def test_hostile_bird_peer_never_takes_a_pod_and_is_cut_off_past_its_limit() -> 
                     if BIRD_IP in ln or "stale" in ln or "exabgp" in ln
                 ]
                 print(f"--- {node} agent log about {BIRD_IP}:\n" + "\n".join(lines[-60:]))
-                keep = Path(tempfile.gettempdir()) / f"bgpsafe-{lab.name}-{node}"
-                shutil.copytree(lab.names.node_dir(node), keep, dirs_exist_ok=True)
-                print(f"--- {node}'s run directory copied to {keep}")
             raise
         finally:
             outputs = []
