@@ -495,3 +495,17 @@ def test_receive_limit_verdicts(
     assert verdict.blocked == blocked
     got = None if verdict.keep is None else [p for _, prefixes in verdict.keep for p in prefixes]
     assert got == kept
+
+
+def test_agent_registers_the_bgp_metrics() -> None:
+    from felixpy.agent import Agent
+    from felixpy.node.health import Metrics
+
+    metrics = Metrics()
+    parts: dict[str, Any] = dict.fromkeys(
+        ("settings", "params", "kv", "backend", "writer", "dataplane", "sources")
+    )
+    Agent(**parts, metrics=metrics, cni=None, bgp=_Service())
+    text = generate_latest(metrics.registry).decode()
+    assert f'felixpy_bgp_routes_refused_total{{peer="{TOR}",reason="local workload"}} 3.0' in text
+    assert "felixpy_local_endpoints" in text  # beside the agent's own
