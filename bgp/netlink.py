@@ -84,6 +84,7 @@ class NetlinkRouteOps:
         self._sock.bind((0, 0))
         self._sock.settimeout(SOCKET_TIMEOUT)
         self._seq = 0
+        self._legacy: dict[str, int] = {}  # our routes found at another metric -> that metric
 
     def close(self) -> None:
         with self._lock:
@@ -96,6 +97,7 @@ class NetlinkRouteOps:
         Requests go without NLM_F_ACK (the kernel then answers failures only) and each send
         ends with an acked no-op: its ack means every request before it was handled."""
         failures: list[tuple[str, int]] = []
+        retired: set[str] = set()
         with self._lock:
             requests: list[tuple[str, bytes]] = []
             for route in replace:
@@ -107,11 +109,19 @@ class NetlinkRouteOps:
                     failures.append((route.dst, getattr(exc, "errno", None) or errno.EINVAL))
                     continue
                 requests.append((route.dst, packed))
+                legacy = self._legacy.pop(route.dst, None)
+                if legacy is not None:  # a previous version's route at another metric: it must not stay
+                    legacy_delete = rtnl.pack_delete(
+                        route.dst, seq=self._next_seq(), protocol=self.protocol, ack=False, metric=legacy
+                    )
+                    requests.append((route.dst, legacy_delete))
+                    retired.add(route.dst)
             for dst in delete:
+                self._legacy.pop(dst, None)
                 requests.append(
                     (dst, rtnl.pack_delete(dst, seq=self._next_seq(), protocol=self.protocol, ack=False))
                 )
-            deleting = set(delete)
+            deleting = set(delete) | retired
             for start in range(0, len(requests), BATCH):
                 failures += self._send_batch(requests[start : start + BATCH], deleting=deleting)
         return failures
@@ -177,14 +187,21 @@ class NetlinkRouteOps:
             raise OSError(failed[0][1], f"route del {dst}: errno {failed[0][1]}")
 
     def list_routes(self) -> dict[str, FibRoute]:
-        """Our protocol's routes in the main table, both families (one dump each)."""
+        """Our protocol's routes in the main table, both families (one dump each). Those at another
+        metric than ``rtnl.BGP_METRIC`` (a previous version's, metric 0) are kept in use as they are
+        and deleted when the route is next rewritten, so a restart stays hitless."""
         out: dict[str, FibRoute] = {}
+        legacy: dict[str, int] = {}
         with self._lock:
             for family in (rtnl.AF_INET, rtnl.AF_INET6):
                 for payload in self._dump(family):
                     route = rtnl.parse_route(payload, protocol=self.protocol, name_of=self._name)
                     if route is not None:
                         out[route.dst] = route
+                        metric = rtnl.route_metric(payload)
+                        if metric != rtnl.BGP_METRIC[family]:
+                            legacy[route.dst] = metric
+            self._legacy = legacy
         return out
 
     def owned_elsewhere(self, dsts: list[str]) -> set[str]:

@@ -137,12 +137,24 @@ def pack_replace(
     return _message(RTM_NEWROUTE, flags, seq, header + attrs)
 
 
-def pack_delete(dst_text: str, *, seq: int, protocol: int, ack: bool = True) -> bytes:
-    """RTM_DELROUTE matching any next hop, but only routes of ``protocol`` in the main table."""
+def pack_delete(
+    dst_text: str, *, seq: int, protocol: int, ack: bool = True, metric: int | None = None
+) -> bytes:
+    """RTM_DELROUTE matching any next hop, but only routes of ``protocol`` in the main table
+    (``metric``: only the one with that metric; None: the first of any)."""
     dst = parse_prefix(dst_text)
     header = _RTMSG.pack(dst.family, dst.length, 0, 0, MAIN_TABLE, protocol, RT_SCOPE_NOWHERE, 0, 0)
     flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
-    return _message(RTM_DELROUTE, flags, seq, header + _attr(RTA_DST, dst.packed))
+    attrs = _attr(RTA_DST, dst.packed)
+    if metric is not None:
+        attrs += _attr(RTA_PRIORITY, struct.pack("=I", metric))
+    return _message(RTM_DELROUTE, flags, seq, header + attrs)
+
+
+def route_metric(payload: bytes) -> int:
+    """The metric (priority) of a route message (0 when it carries none)."""
+    attrs = _attrs(payload, _RTMSG.size)
+    return struct.unpack("=I", attrs[RTA_PRIORITY])[0] if RTA_PRIORITY in attrs else 0
 
 
 def pack_barrier(*, seq: int) -> bytes:

@@ -98,3 +98,26 @@ def test_route_learned_before_the_pod_gives_way_and_expiry_leaves_the_pod_routed
     fib.stage(f"{POD4}/32", [])
     fib.apply()
     pod_routes_intact(ns)
+
+
+def test_previous_versions_metric_0_route_is_kept_then_retired_on_rewrite(
+    node: tuple[object, NetlinkRouteOps],
+) -> None:
+    """Routes an older felixpy installed at metric 0 stay in use across the upgrade (hitless) and are
+    deleted when the route is rewritten, so two of ours never disagree for one destination."""
+    ns, ops = node
+    ns.run("ip", "route", "add", "10.65.9.0/26", "via", "10.0.0.9", "proto", "81")  # metric 0
+    fib = Fib(ops)
+    fib.resync()
+    assert "10.65.9.0/26" in ops.list_routes()
+    fib.stage("10.65.9.0/26", [learned("10.65.9.0/26", "10.0.0.9")])  # the same: nothing written
+    fib.apply()
+    assert "10.65.9.0/26 via 10.0.0.9 dev eth0 \n" in ns.run("ip", "route", "show", "proto", "81")
+    fib.stage("10.65.9.0/26", [learned("10.65.9.0/26", "10.0.0.7")])  # the best path changes
+    fib.apply()
+    assert ns.run("ip", "route", "show", "proto", "81").splitlines() == [
+        "10.65.9.0/26 via 10.0.0.7 dev eth0 metric 32 "
+    ]
+    fib.stage("10.65.9.0/26", [])
+    fib.apply()
+    assert ns.run("ip", "route", "show", "proto", "81") == ""
