@@ -9,6 +9,16 @@ the new ExaBGP is unknown; learned routes are kept as stale; we re-announce ever
 each time a session reaches ``up``, send End-of-RIB after our routes. A peer's stale routes
 go when it sends End-of-RIB or its graceful-restart time runs out.
 
+Graceful restart (RFC 4724) keeps a peer's routes only when its session ended without a
+NOTIFICATION: ExaBGP's ``down`` reason then says ``notification received (c,s)`` or
+``notification sent (c,s)``, and the routes go at once. Receive limits (``maxPrefixes``, counted
+on what the session sent, BIRD's ``receive limit``): Warn logs once per crossing; Block refuses
+new prefixes past the limit; Restart drops the peer's routes and closes the session
+(``teardown 1``, Cease "maximum number of prefixes reached"; ExaBGP reconnects with its backoff);
+Disable does the same and keeps the session out of ExaBGP's configuration (``disabled``) until
+its peer definition changes or the agent restarts. Refusals are counted in ``counters``
+(``bgp.metrics`` exports them) and logged once per UPDATE with their reasons.
+
 Wire mode (route reflectors, ``wire=True``): ExaBGP runs ``bgp.exabgp_wire`` and tells us what
 each session negotiated. An iBGP session that agreed on 4-byte AS numbers without ADD-PATH
 gets raw UPDATE messages we encode, and ExaBGP keeps no Adj-RIB-Out for it — so nothing is
@@ -20,16 +30,26 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import TypeVar
 
 from bgp import exabgp_api as api
-from bgp import peer_filters
+from bgp import limits, peer_filters
 from bgp.advertiser import Advertiser, outbound
 from bgp.fib import Fib, Resolver
-from bgp.filters import ImportPolicy, PoolInfo, attrs_reason, import_reason, pool_index, prefix_reasons
+from bgp.filters import (
+    ImportPolicy,
+    PoolInfo,
+    announcers,
+    attrs_reason,
+    import_reason,
+    pool_index,
+    prefix_reasons,
+    reason_kind,
+)
 from bgp.reflect import LocalInfo
 from bgp.rib import Rib
 from bgp.route import PathAttrs, PeerInfo, Route, family_of, normalize_prefix
@@ -39,6 +59,25 @@ from bgp.topology import PeerSpec
 log = logging.getLogger(__name__)
 ADOPT_TIMEOUT = 120.0
 INTERNED_MAX = 10_000  # distinct attribute sets kept for interning (then start over)
+CEASE_MAX_PREFIXES = 1  # RFC 4486 Cease subcode: maximum number of prefixes reached
+LOG_EXAMPLES = 5  # refused prefixes named in a refusal log line
+# refusals that protect this node (logged as warnings); the others (outside the pools, BGPFilter
+# rules, loops) are ordinary and logged at debug level
+PROTECTIVE = frozenset(
+    {
+        "local workload",
+        "covers local workload",
+        "own block",
+        "covers own block",
+        "inside own block",
+        "covers IP pool",
+        "longer than block size",
+        "borrowed by another node",
+        "AS path too long",
+        "max prefixes",
+        "service IP range",
+    }
+)
 _Interned = TypeVar("_Interned", PathAttrs, PeerInfo)
 _V4, _V6 = family_of("0.0.0.0"), family_of("::")
 
@@ -67,6 +106,8 @@ class _Session:
     local: str = ""  # our address on the session (next hop self in wire mode)
     wire_ok: bool = False  # this session negotiated what wire mode needs (Negotiated event)
     wire: bool | None = None  # decided when the session comes up; None = not (yet) up
+    over_limit: bool = False  # received more than maxPrefixes (logged once per crossing)
+    torn_down: bool = False  # we closed it (receive limit): ignore what it still sends
 
 
 _Singles = dict[str, tuple[str, PathAttrs] | None]  # prefix -> advert (None: not to this peer)
@@ -108,12 +149,24 @@ class Engine:
         self._exa_known: set[str] = set()  # sessions the running ExaBGP has in its config
         self._adopt_until = now + ADOPT_TIMEOUT
         self.status_changed = True
+        # ("refused", peer, reason kind) routes; ("max_prefixes", peer, action) crossings;
+        # ("notification_down", peer) sessions whose routes went at once
+        self.counters: Counter[tuple[str, ...]] = Counter()
+        self.disabled: set[str] = set()  # sessions shut by a Disable receive limit
+        self.disabled_changed = False
 
     # --- configuration -------------------------------------------------------------------
     def configure(self, desired: Desired) -> None:
         old = self.desired
         self.desired = desired
-        self._specs = {p.address: p for p in desired.peers}
+        old_specs, self._specs = self._specs, {p.address: p for p in desired.peers}
+        for address in list(self.disabled):
+            if old_specs.get(address) != self._specs.get(address):  # redefined or gone: enabled again
+                self.disabled.discard(address)
+                self.disabled_changed = True
+                if address in self.sessions:
+                    self.sessions[address].torn_down = False
+                log.info("bgp peer %s enabled again (its definition changed)", address)
         self.rib.set_ecmp(desired.ecmp)
         current = {p.address for p in desired.peers}
         for gone in set(self.sessions) - current:
@@ -156,7 +209,14 @@ class Engine:
         BGPFilter import rules (which can refuse more, never accept what the checks refused)."""
         assert self.desired is not None
         policy = self.desired.import_policy
-        reason = import_reason(route, policy, local_as=spec.local_as, allow_local_as=spec.allow_local_as)
+        reason = import_reason(
+            route,
+            policy,
+            local_as=spec.local_as,
+            allow_local_as=spec.allow_local_as,
+            max_as_path=spec.max_as_path,
+            peer_node=spec.peer_node,
+        )
         return reason or peer_filters.import_reason(spec.route_filter, route.prefix)
 
     # --- events --------------------------------------------------------------------------
@@ -208,9 +268,16 @@ class Engine:
         was = session.state
         session.state, session.since, session.reason = event.state, self._wall(), event.reason
         self.status_changed = True
+        if event.state == "up" and event.peer in self.disabled:
+            # ExaBGP defers the reload that drops it while any session has routes queued: until
+            # then every reconnection is closed again at once, before anything is exchanged
+            self._send([api.teardown_command(event.peer, CEASE_MAX_PREFIXES)])
+            log.info("bgp peer %s reconnected while disabled (receive limit): closed again", event.peer)
+            return
         if event.state == "up":
             session.local = event.local or session.local
             session.wire = session.wire_ok
+            session.torn_down = session.over_limit = False
         else:
             session.wire, session.wire_ok = None, False
         if event.peer not in self._exa_known and self.desired is not None and self._hello:
@@ -223,10 +290,24 @@ class Engine:
                 self._announce_all(event.peer, resend=bool(session.wire))
             self._send([api.eor_command(event.peer, f) for f in spec.families])
         elif event.state == "down" and was == "up":
-            self._go_stale(event.peer, session, now)
+            notified = "notification received" in event.reason or "notification sent" in event.reason
+            if notified:
+                self.counters[("notification_down", event.peer)] += 1
+            closed_by_us = session.torn_down or event.peer in self.disabled
+            self._go_stale(event.peer, session, now, graceful=not notified and not closed_by_us)
 
-    def _go_stale(self, address: str, session: _Session, now: float) -> None:
-        if session.gr_time:
+    def _go_stale(self, address: str, session: _Session, now: float, *, graceful: bool = True) -> None:
+        if not graceful:
+            count = len(self._raw.pop(address, {}))
+            self.rib.drop_peer(address)
+            session.stale_until = None
+            log.info(
+                "bgp peer %s down (%s): %d routes removed at once (no graceful restart after a NOTIFICATION)",
+                address,
+                session.reason or "closed by us",
+                count,
+            )
+        elif session.gr_time:
             count = self.rib.mark_stale(address)
             session.stale_until = now + session.gr_time
             log.info("bgp peer %s down: keeping %d routes stale for %ss", address, count, session.gr_time)
@@ -236,7 +317,7 @@ class Engine:
 
     def _on_update(self, update: api.Update) -> None:
         session = self.sessions.get(update.peer)
-        if session is None or self.desired is None:
+        if session is None or self.desired is None or session.torn_down:
             return
         spec = self._peer(update.peer)
         source = self._intern(
@@ -251,30 +332,102 @@ class Engine:
             self.rib.withdraw(update.peer, prefix)
         policy = self.desired.import_policy
         # the same for every prefix of the update (one update comes from one session)
-        loop = attrs_reason(update.attrs, policy, local_as=spec.local_as, allow_local_as=spec.allow_local_as)
+        loop = attrs_reason(
+            update.attrs,
+            policy,
+            local_as=spec.local_as,
+            allow_local_as=spec.allow_local_as,
+            max_as_path=spec.max_as_path,
+        )
         rules = spec.route_filter
         attrs = self._intern(update.attrs)
-        routes = [Route(norm(item.prefix), item.next_hop, attrs, source) for item in update.announce]
-        prefixes = [route.prefix for route in routes]
+        by_hop: dict[str, list[str]] = {}
+        for item in update.announce:
+            by_hop.setdefault(item.next_hop, []).append(norm(item.prefix))
+        groups = list(by_hop.items())
         for next_hop, group in update.nlri:
-            if not update.canonical:
-                group = tuple(map(norm, group))
-            routes += [Route(prefix, next_hop, attrs, source) for prefix in group]
-            prefixes += group
-        raw.update(zip(prefixes, routes, strict=True))
-        if loop is not None:
-            reasons: list[str | None] = [loop] * len(routes)
-        else:
-            reasons = prefix_reasons(prefixes, policy)
+            groups.append((next_hop, list(group if update.canonical else map(norm, group))))
+        refused: Counter[str] = Counter()
+        examples: list[str] = []
+        kept = self._limit(spec, session, raw, groups, refused)
+        if kept is None:
+            return
         accepted: list[Route] = []
-        for route, reason in zip(routes, reasons, strict=True):
-            if reason is None and rules is not None:
-                reason = peer_filters.import_reason(rules, route.prefix)
-            if reason is None:
-                accepted.append(route)
+        for next_hop, prefixes in kept:
+            routes = [Route(prefix, next_hop, attrs, source) for prefix in prefixes]
+            raw.update(zip(prefixes, routes, strict=True))
+            if loop is not None:
+                reasons: list[str | None] = [loop] * len(routes)
             else:
-                self._import(update.peer, route, reason)
+                who = announcers(
+                    policy, peer_node=spec.peer_node, originator_id=attrs.originator_id, next_hop=next_hop
+                )
+                reasons = prefix_reasons(prefixes, policy, announcers=who)
+            for route, reason in zip(routes, reasons, strict=True):
+                if reason is None and rules is not None:
+                    reason = peer_filters.import_reason(rules, route.prefix)
+                if reason is None:
+                    accepted.append(route)
+                    continue
+                self.rib.withdraw(update.peer, route.prefix)
+                refused[reason_kind(reason)] += 1
+                if len(examples) < LOG_EXAMPLES:
+                    examples.append(f"{route.prefix} ({reason})")
         self.rib.update_many(update.peer, accepted)
+        if refused:
+            self._refused(update.peer, refused, examples)
+
+    def _refused(self, peer: str, refused: Counter[str], examples: list[str]) -> None:
+        for kind, count in refused.items():
+            self.counters[("refused", peer, kind)] += count
+        level = logging.WARNING if PROTECTIVE.intersection(refused) else logging.DEBUG
+        if log.isEnabledFor(level):
+            counts = ", ".join(f"{kind}: {count}" for kind, count in sorted(refused.items()))
+            log.log(level, "bgp routes from %s refused (%s), e.g. %s", peer, counts, "; ".join(examples))
+
+    def _limit(
+        self,
+        spec: PeerSpec,
+        session: _Session,
+        raw: dict[str, Route],
+        groups: limits.Groups,
+        refused: Counter[str],
+    ) -> limits.Groups | None:
+        """Apply the session's receive limit to an UPDATE's announced prefixes (``groups``): what
+        may go on, or None when the session was torn down (Restart, Disable)."""
+        verdict = limits.check(spec.max_prefixes, spec.max_prefixes_action, raw, len(raw), groups)
+        if verdict.over and not session.over_limit:
+            self.counters[("max_prefixes", spec.address, spec.max_prefixes_action)] += 1
+            log.warning(
+                "bgp peer %s sent more than its limit of %d prefixes (%d): action %s",
+                spec.address,
+                spec.max_prefixes,
+                verdict.total,
+                spec.max_prefixes_action,
+            )
+        session.over_limit = verdict.over
+        if verdict.blocked:
+            refused["max prefixes"] += verdict.blocked
+        if verdict.keep is None:
+            self._tear_down(spec, session, disable=spec.max_prefixes_action == "Disable")
+        return verdict.keep
+
+    def _tear_down(self, spec: PeerSpec, session: _Session, *, disable: bool) -> None:
+        """Close a session that broke its receive limit: its routes go now, never stale."""
+        count = len(self._raw.pop(spec.address, {}))
+        self.rib.drop_peer(spec.address)
+        session.torn_down, session.stale_until = True, None
+        self._send([api.teardown_command(spec.address, CEASE_MAX_PREFIXES)])
+        if disable:
+            self.disabled.add(spec.address)
+            self.disabled_changed = True
+        log.warning(
+            "bgp peer %s: session closed for its receive limit (%s), %d routes removed%s",
+            spec.address,
+            spec.max_prefixes_action,
+            count,
+            "; disabled until its BGPPeer changes or the agent restarts" if disable else "",
+        )
 
     def _intern(self, value: _Interned) -> _Interned:
         """One object for equal attributes (and sources): a table arrives as many UPDATEs with
@@ -287,6 +440,7 @@ class Engine:
         return found  # type: ignore[return-value]
 
     def _import(self, peer: str, route: Route, reason: str | None) -> None:
+        """Re-filter one route already received (``_refilter``): refusals are not counted again."""
         if reason is None:
             self.rib.update(route)
         else:
@@ -514,14 +668,15 @@ class Engine:
         for spec in self.desired.peers:
             s = self.sessions.get(spec.address, _Session())
             kind = spec.type + (" (RR client)" if spec.rr_client else "")
+            disabled = spec.address in self.disabled
             out.append(
                 peer_status(
                     spec.address,
                     kind=kind,
                     name=spec.name,
-                    exa_state=s.state,
+                    exa_state="down" if disabled else s.state,
                     since=s.since,
-                    reason=s.reason,
+                    reason="disabled: receive limit (maxPrefixes) exceeded" if disabled else s.reason,
                     routes=len(self._raw.get(spec.address, {})),
                 )
             )

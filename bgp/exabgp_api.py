@@ -321,3 +321,9 @@ def merge_wire_commands(per_peer: list[tuple[str, list[str]]]) -> list[str]:
 
 def eor_command(neighbor: str, family: str) -> str:
     return f"neighbor {neighbor} announce eor {family}"
+
+
+def teardown_command(neighbor: str, subcode: int) -> str:
+    """Close one session with a Cease of ``subcode`` (ExaBGP closes silently, without the
+    NOTIFICATION, when graceful restart was negotiated); ExaBGP then reconnects."""
+    return f"neighbor {neighbor} teardown {subcode}"

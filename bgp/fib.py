@@ -7,6 +7,12 @@ go ``via <node> dev tunl0 onlink``; everything else goes ``via <next hop>`` dire
 ``Fib`` keeps desired vs applied state, writes only differences, and re-reads the kernel on
 ``resync`` to repair drift. Routes found at startup (a previous agent's) are adopted and
 kept until ``release_adopted`` — after peers re-sent their tables — so a restart is hitless.
+
+Ownership: whatever best path and the filters let through, ``Fib`` never writes a host route
+(/32, /128) that the dataplane owns — the ops' ``owned_elsewhere`` answers from the kernel —
+and removes its own if the dataplane took the destination since; the kernel writer's metric
+(``bgp.rtnl.BGP_METRIC``) and protocol-scoped deletes keep the rest apart. Such refusals are
+counted in ``refused_owned`` and logged once per destination.
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ class RouteOps(Protocol):
     def list_routes(self) -> dict[str, FibRoute]: ...
     def replace_route(self, route: FibRoute) -> None: ...
     def del_route(self, dst: str) -> None: ...
+
+
+def _is_host(dst: str) -> bool:
+    return dst.endswith("/32") if ":" not in dst else dst.endswith("/128")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +95,8 @@ class Fib:
         self._adopted: set[str] = set()
         self._adopt = adopt_existing
         self.errors = 0
+        self.refused_owned = 0  # writes skipped: the dataplane owns the destination
+        self._owned: set[str] = set()  # destinations last found owned by the dataplane
 
     def stage(self, prefix: str, best: Iterable[Route]) -> None:
         route = self.resolver.resolve(prefix, best)
@@ -100,18 +112,36 @@ class Fib:
     def apply(self) -> int:
         """Write staged differences; returns the number of kernel changes."""
         dirty, self._dirty = sorted(self._dirty), set()
+        self._guard(dirty)
         bulk = getattr(self.ops, "apply_many", None)
         if bulk is not None and len(dirty) >= BULK_THRESHOLD:
             return self._apply_bulk(dirty, bulk)
         return sum(self._apply_one(prefix) for prefix in dirty)
 
+    def _guard(self, dirty: list[str]) -> None:
+        """Find which wanted host routes the dataplane owns; never write those (and drop ours)."""
+        owned_elsewhere = getattr(self.ops, "owned_elsewhere", None)
+        hosts = [p for p in dirty if p in self._desired and _is_host(p)]
+        if owned_elsewhere is None or not hosts:
+            return
+        owned = set(owned_elsewhere(hosts))
+        for prefix in sorted(owned - self._owned):
+            log.warning(
+                "bgp route %s not installed: the dataplane owns it (a local workload's route); "
+                "the learned route is ignored",
+                prefix,
+            )
+        self.refused_owned += len(owned - self._owned)
+        self._owned = (self._owned - set(hosts)) | owned
+
+    def _want(self, prefix: str) -> FibRoute | None:
+        return None if prefix in self._owned else self._desired.get(prefix)
+
     def _apply_bulk(self, dirty: list[str], bulk: Callable[..., list[tuple[str, int]]]) -> int:
         replace = [
-            want for p in dirty if (want := self._desired.get(p)) is not None and want != self._applied.get(p)
+            want for p in dirty if (want := self._want(p)) is not None and want != self._applied.get(p)
         ]
-        delete = [
-            p for p in dirty if p not in self._desired and p in self._applied and p not in self._adopted
-        ]
+        delete = [p for p in dirty if self._want(p) is None and p in self._applied and p not in self._adopted]
         failed = dict(bulk(replace, delete))
         for route in replace:
             if route.dst not in failed:
@@ -127,7 +157,7 @@ class Fib:
         return len(replace) + len(delete) - len(failed)
 
     def _apply_one(self, prefix: str) -> int:
-        want = self._desired.get(prefix)
+        want = self._want(prefix)
         have = self._applied.get(prefix)
         try:
             if want is not None and want != have:
@@ -139,11 +169,12 @@ class Fib:
             if want is None and (have is not None) and prefix not in self._adopted:
                 self.ops.del_route(prefix)
                 del self._applied[prefix]
-                log.info("bgp route removed %s (no best path)", prefix)
+                why = "the dataplane owns it" if prefix in self._owned else "no best path"
+                log.info("bgp route removed %s (%s)", prefix, why)
                 return 1
         except OSError as exc:
             self.errors += 1
-            log.warning("bgp route %s failed: %s", prefix, exc)
+            log.warning("bgp route %s (%s) failed: %s", prefix, want, exc)
         return 0
 
     def resync(self) -> int:

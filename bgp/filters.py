@@ -3,10 +3,15 @@
 Import (``import_reason``): a learned route is refused when it is a default route (unless
 configured), loops (our AS in AS_PATH — more often than the session's ``numAllowedLocalASNumbers``
 allows, BIRD's ``allow local as`` —, our router ID as ORIGINATOR_ID, our cluster ID in
-CLUSTER_LIST), is one of this node's own blocks (more specific /32s inside them are other
-nodes' borrowed addresses and are kept), or lies outside every IP pool. "Our AS" is the one
-the session presents (the BGPPeer's ``localASNumber`` when set). A session's BGPFilter import
-rules (``bgp.peer_filters``) run after these and can only refuse more.
+CLUSTER_LIST), has an AS_PATH longer than ``maxASPathLength`` (64), or lies outside every IP
+pool. No peer can take this node's own pods (issue 12): a route is also refused when it covers
+a whole IP pool, covers or equals one of this node's affine blocks or a local workload's
+address, lies inside one of this node's blocks, or is longer than its pool's block size —
+except a host route (/32, /128) of an address the datastore says is borrowed by the node that
+announces it (the session's node, the ORIGINATOR_ID's node or the next hop's node). "Our AS" is
+the one the session presents (the BGPPeer's ``localASNumber`` when set). A session's BGPFilter
+import rules (``bgp.peer_filters``) run after these and can only refuse more. A reason reads
+``"<kind>: <detail>"``; the kind alone labels the refusal metric (``reason_kind``).
 
 Export (``local_exports``): this node's confirmed affine blocks and its borrowed /32s,
 except inside pools with ``disableBGPExport``; communities from ``prefixAdvertisements``.
@@ -26,14 +31,17 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from bgp.route import KEY_CACHE, PathAttrs, Route, key_inside, normalize_prefix, prefix_key
 from felixpy.resources.bgp import BGPConfiguration
 from felixpy.resources.ippool import IPPool
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_MAX_AS_PATH = 64
+DEFAULT_BLOCK_SIZE = {4: 26, 6: 122}
+_BITS = {4: 32, 6: 128}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +50,20 @@ class PoolInfo:
     ipip_mode: str = "Never"
     vxlan_mode: str = "Never"
     disable_bgp_export: bool = False
+    block_size: int = 0  # 0: the family's default (26, 122)
 
     @property
     def network(self) -> Network:
         return _net(self.cidr)
 
+    @property
+    def block_bits(self) -> int:
+        return self.block_size or DEFAULT_BLOCK_SIZE[prefix_key(self.cidr)[0]]
+
     @classmethod
     def from_resource(cls, pool: IPPool) -> PoolInfo:
         spec = pool.spec
-        return cls(spec.cidr, spec.ipip_mode, spec.vxlan_mode, spec.disable_bgp_export)
+        return cls(spec.cidr, spec.ipip_mode, spec.vxlan_mode, spec.disable_bgp_export, spec.block_size or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +75,96 @@ class ImportPolicy:
     router_id: str = ""
     cluster_id: str | None = None
     service_cidrs: tuple[str, ...] = ()  # learned routes inside these are refused
+    # host prefixes ("10.65.1.5/32") of this node's workloads: nothing covering or equal is learned
+    local_workloads: frozenset[str] = frozenset()
+    # host prefix of a borrowed address (outside its node's affine blocks) -> the node using it
+    borrowed: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # node address or router ID -> node name: who announced a route (session, ORIGINATOR_ID, next hop)
+    node_addresses: Mapping[str, str] = field(default_factory=dict, hash=False)
+    max_as_path: int = DEFAULT_MAX_AS_PATH  # 0: no limit
+
+
+def reason_kind(reason: str) -> str:
+    """The bounded part of a refusal reason (the metric label): the text before ``": "``."""
+    return reason.split(": ", 1)[0]
+
+
+def announcers(
+    policy: ImportPolicy, *, peer_node: str | None, originator_id: str | None, next_hop: str | None
+) -> frozenset[str]:
+    """The nodes a route may have come from: the session's node, the node whose router ID is the
+    ORIGINATOR_ID (a reflected route) and the node that is the next hop."""
+    names = {peer_node} if peer_node else set()
+    for address in (originator_id, next_hop):
+        node = policy.node_addresses.get(address) if address else None
+        if node:
+            names.add(node)
+    return frozenset(names)
+
+
+@dataclass(frozen=True, slots=True)
+class _Guard:
+    """What protects this node's own pods, as integer prefix keys (built once per policy)."""
+
+    covering: dict[tuple[int, int, int], str]  # every prefix covering or equal to a block/workload
+    own: frozenset[tuple[int, int, int]]  # own block keys
+    own_lengths: tuple[tuple[int, int], ...]  # (version, length) of own blocks
+
+
+def _truncate(version: int, value: int, bits: int) -> tuple[int, int, int]:
+    shift = _BITS[version] - bits
+    return (version, value >> shift << shift, bits)
+
+
+@functools.lru_cache(maxsize=8)
+def _guard(own_blocks: frozenset[str], local_workloads: frozenset[str]) -> _Guard:
+    covering: dict[tuple[int, int, int], str] = {}
+    for kind, prefixes in (("local workload", local_workloads), ("own block", own_blocks)):
+        for prefix in sorted(prefixes):
+            version, value, bits = prefix_key(prefix)
+            covering[(version, value, bits)] = f"{kind}: {prefix}"
+            for length in range(1, bits):
+                covering.setdefault(_truncate(version, value, length), f"covers {kind}: {prefix}")
+    own = frozenset(prefix_key(b) for b in own_blocks)
+    return _Guard(covering, own, tuple(sorted({(v, bits) for v, _, bits in own})))
+
+
+def _guard_reason(
+    prefix: str,
+    key: tuple[int, int, int],
+    pool: PoolInfo,
+    policy: ImportPolicy,
+    guard: _Guard,
+    who: Collection[str],
+) -> str | None:
+    """Why a prefix inside ``pool`` is refused to protect this node's pods, or None."""
+    version, value, bits = key
+    if bits == prefix_key(pool.cidr)[2]:
+        return f"covers IP pool: {pool.cidr}"
+    hit = guard.covering.get(key)
+    if hit is not None:
+        return hit
+    inside = next(
+        (
+            t
+            for v, length in guard.own_lengths
+            if v == version and bits > length and (t := _truncate(version, value, length)) in guard.own
+        ),
+        None,
+    )
+    if inside is None and bits <= pool.block_bits:
+        return None
+    if bits != _BITS[version]:
+        where = "inside own block" if inside is not None else "longer than block size"
+        return f"{where}: /{bits} in a pool of /{pool.block_bits} blocks"
+    owner = policy.borrowed.get(prefix)
+    if owner is None:
+        where = "inside own block" if inside is not None else "longer than block size"
+        return f"{where}: {prefix} is not a borrowed address"
+    if owner not in who:
+        sender = ", ".join(sorted(who)) or "?"
+        return f"borrowed by another node: {prefix} is {owner}'s, announced by {sender}"
+    return None
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -120,42 +223,87 @@ def pool_index(pools: tuple[PoolInfo, ...]) -> PoolIndex:
     return PoolIndex(pools)
 
 
-def prefix_reasons(prefixes: list[str], policy: ImportPolicy) -> list[str | None]:
-    """``prefix_reason(p, policy, canonical=True)`` for each of ``prefixes`` (canonical text)."""
-    keys, key_of, own = KEY_CACHE, prefix_key, policy.own_blocks
+def prefix_reasons(
+    prefixes: list[str], policy: ImportPolicy, *, announcers: Collection[str] = ()
+) -> list[str | None]:
+    """``prefix_reason(p, policy, canonical=True, announcers=...)`` for each of ``prefixes``
+    (canonical text)."""
+    keys, key_of = KEY_CACHE, prefix_key
     service = [prefix_key(c) for c in policy.service_cidrs]
+    guard = _guard(policy.own_blocks, policy.local_workloads)
     reasons: list[str | None] = []
+    append = reasons.append
+    covering, own = guard.covering, guard.own
+    # (version, own block length, shift to its top bits) once; usually one entry, none on a reflector
+    shifts = [(v, length, _BITS[v] - length) for v, length in guard.own_lengths]
+    tops = {(v, value >> (_BITS[v] - bits), bits) for v, value, bits in own}
+    sizes: dict[str, tuple[int, int]] = {}  # pool cidr -> (its length, its block size)
     for prefix, pool in zip(prefixes, pool_index(policy.pools).lookup(prefixes), strict=True):
         key = keys.get(prefix) or key_of(prefix)
-        if key[2] == 0:
-            reasons.append(None if policy.import_default else "default route")
-        elif prefix in own:
-            reasons.append("own block")
+        version, value, bits = key
+        if bits == 0:
+            append(None if policy.import_default else "default route")
         elif service and any(key_inside(key, c) for c in service):
-            reasons.append("service IP range")
+            append("service IP range")
+        elif pool is None:
+            append(_outside_reason(key, policy))
         else:
-            reasons.append(None if pool is not None else "outside IP pools")
+            size = sizes.get(pool.cidr)
+            if size is None:
+                size = sizes[pool.cidr] = (prefix_key(pool.cidr)[2], pool.block_bits)
+            plain = bits != size[0] and bits <= size[1] and key not in covering
+            for v, n, sh in shifts:
+                if plain and v == version and bits > n and (v, value >> sh, n) in tops:
+                    plain = False
+            # the common case: a block (or aggregate) of another node
+            append(None if plain else _guard_reason(prefix, key, pool, policy, guard, announcers))
     return reasons
 
 
+def _outside_reason(key: tuple[int, int, int], policy: ImportPolicy) -> str:
+    covered = next((p.cidr for p in policy.pools if key_inside(prefix_key(p.cidr), key)), None)
+    return f"covers IP pool: {covered}" if covered else "outside IP pools"
+
+
 def import_reason(
-    route: Route, policy: ImportPolicy, *, local_as: int | None = None, allow_local_as: int = 0
+    route: Route,
+    policy: ImportPolicy,
+    *,
+    local_as: int | None = None,
+    allow_local_as: int = 0,
+    max_as_path: int | None = None,
+    peer_node: str | None = None,
 ) -> str | None:
-    """Why ``route`` is refused, or None when it is accepted (``local_as``/``allow_local_as``: the
-    session's, see ``attrs_reason``)."""
-    loop = attrs_reason(route.attrs, policy, local_as=local_as, allow_local_as=allow_local_as)
-    return loop or prefix_reason(route.prefix, policy)
+    """Why ``route`` is refused, or None when it is accepted (``local_as``/``allow_local_as``/
+    ``max_as_path``: the session's, see ``attrs_reason``; ``peer_node``: the node at the other end
+    of the session, if it is one)."""
+    loop = attrs_reason(
+        route.attrs, policy, local_as=local_as, allow_local_as=allow_local_as, max_as_path=max_as_path
+    )
+    who = announcers(
+        policy, peer_node=peer_node, originator_id=route.attrs.originator_id, next_hop=route.next_hop
+    )
+    return loop or prefix_reason(route.prefix, policy, announcers=who)
 
 
 def attrs_reason(
-    attrs: PathAttrs, policy: ImportPolicy, *, local_as: int | None = None, allow_local_as: int = 0
+    attrs: PathAttrs,
+    policy: ImportPolicy,
+    *,
+    local_as: int | None = None,
+    allow_local_as: int = 0,
+    max_as_path: int | None = None,
 ) -> str | None:
-    """The part of ``import_reason`` that depends only on the path attributes (loops).
+    """The part of ``import_reason`` that depends only on the path attributes (loops, length).
 
     ``local_as``: the AS the session presents (default ``policy.local_as``); the route loops when it
-    appears in AS_PATH more than ``allow_local_as`` times.
+    appears in AS_PATH more than ``allow_local_as`` times. ``max_as_path``: the session's limit
+    (default ``policy.max_as_path``; 0 = none).
     """
     asn = policy.local_as if local_as is None else local_as
+    limit = policy.max_as_path if max_as_path is None else max_as_path
+    if limit and len(attrs.as_path) > limit:
+        return f"AS path too long: {len(attrs.as_path)} > {limit}"
     if asn and asn in attrs.as_path and (not allow_local_as or attrs.as_path.count(asn) > allow_local_as):
         return "AS loop"
     if policy.router_id and attrs.originator_id == policy.router_id:
@@ -165,20 +313,14 @@ def attrs_reason(
     return None
 
 
-def prefix_reason(prefix: str, policy: ImportPolicy, *, canonical: bool = False) -> str | None:
-    """The part of ``import_reason`` that depends only on the prefix (``canonical``: it is
-    already as ``normalize_prefix`` writes it)."""
-    if prefix_key(prefix)[2] == 0:
-        return None if policy.import_default else "default route"
-    if (prefix if canonical else normalize_prefix(prefix)) in policy.own_blocks:
-        return "own block"
-    if policy.service_cidrs:
-        key = prefix_key(prefix)
-        if any(key_inside(key, prefix_key(c)) for c in policy.service_cidrs):
-            return "service IP range"
-    if pool_for(prefix, policy.pools) is None:
-        return "outside IP pools"
-    return None
+def prefix_reason(
+    prefix: str, policy: ImportPolicy, *, canonical: bool = False, announcers: Collection[str] = ()
+) -> str | None:
+    """The part of ``import_reason`` that depends on the prefix and who announced it
+    (``canonical``: ``prefix`` is already as ``normalize_prefix`` writes it; ``announcers``: the
+    nodes it may come from, see ``announcers``)."""
+    text = prefix if canonical else normalize_prefix(prefix)
+    return prefix_reasons([text], policy, announcers=announcers)[0]
 
 
 def exportable(prefix: str, pools: Iterable[PoolInfo]) -> bool:

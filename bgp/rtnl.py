@@ -32,6 +32,7 @@ from felixpy.netlinkio.messages import (
 __all__ = [
     "AF_INET",
     "AF_INET6",
+    "BGP_METRIC",
     "MAIN_TABLE",
     "NLMSG_DONE",
     "NLMSG_ERROR",
@@ -40,6 +41,7 @@ __all__ = [
     "RTM_GETROUTE",
     "RTM_NEWROUTE",
     "RTNH_F_ONLINK",
+    "bgp_metric",
     "error_code",
     "from_kernel",
     "messages",
@@ -52,8 +54,21 @@ __all__ = [
 ]
 
 
-def to_kernel(route: FibRoute, *, protocol: int) -> _nl.Route:
-    return _nl.Route(route.dst, tuple([_nl.Hop(h.gateway, h.dev, h.onlink) for h in route.hops]), protocol)
+# The metric (priority) of routes learned over BGP: 32 for IPv4, as BIRD 2's kernel protocol (what
+# a Calico node has); above the kernel's 1024 for IPv6. A replace only ever matches a route of the
+# same destination AND metric, and the dataplane's workload routes have 0 (IPv4) or 1024 (IPv6):
+# whatever BGP writes can neither overwrite them nor win a lookup against them (issue 12).
+BGP_METRIC = {AF_INET: 32, AF_INET6: 1056}
+
+
+def bgp_metric(dst: str) -> int:
+    return BGP_METRIC[AF_INET6 if ":" in dst else AF_INET]
+
+
+def to_kernel(route: FibRoute, *, protocol: int, metric: int | None = None) -> _nl.Route:
+    """The kernel route for a FIB route, at ``metric`` (None: ``BGP_METRIC`` of its family)."""
+    hops = tuple([_nl.Hop(h.gateway, h.dev, h.onlink) for h in route.hops])
+    return _nl.Route(route.dst, hops, protocol, metric=bgp_metric(route.dst) if metric is None else metric)
 
 
 def from_kernel(route: _nl.Route) -> FibRoute:
@@ -61,14 +76,25 @@ def from_kernel(route: _nl.Route) -> FibRoute:
     return FibRoute(route.dst, hops)
 
 
-def pack_replace(route: FibRoute, *, seq: int, protocol: int, index_of: IndexOf, ack: bool = True) -> bytes:
-    """``ip route replace`` for one FIB route (without ``ack`` only a failure is answered)."""
-    return _nl.pack_replace(to_kernel(route, protocol=protocol), seq=seq, index_of=index_of, ack=ack)
+def pack_replace(
+    route: FibRoute,
+    *,
+    seq: int,
+    protocol: int,
+    index_of: IndexOf,
+    ack: bool = True,
+    metric: int | None = None,
+) -> bytes:
+    """``ip route replace ... metric M`` for one FIB route (``metric`` None: ``BGP_METRIC``; without
+    ``ack`` only a failure is answered)."""
+    kernel = to_kernel(route, protocol=protocol, metric=metric)
+    return _nl.pack_replace(kernel, seq=seq, index_of=index_of, ack=ack)
 
 
-def pack_delete(dst: str, *, seq: int, protocol: int, ack: bool = True) -> bytes:
-    """RTM_DELROUTE matching any next hop, but only routes of ``protocol`` in the main table."""
-    return _nl.pack_delete(_nl.Route(dst, protocol=protocol), seq=seq, ack=ack)
+def pack_delete(dst: str, *, seq: int, protocol: int, ack: bool = True, metric: int | None = None) -> bytes:
+    """RTM_DELROUTE matching any next hop, but only routes of ``protocol`` in the main table
+    (``metric``: only the one with that metric; None: the first of any)."""
+    return _nl.pack_delete(_nl.Route(dst, protocol=protocol, metric=metric), seq=seq, ack=ack)
 
 
 def parse_route(payload: bytes, *, protocol: int, name_of: NameOf) -> FibRoute | None:

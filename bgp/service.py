@@ -21,9 +21,17 @@ from bgp import exabgp_api as api
 from bgp.channel import ApiChannel
 from bgp.engine import Desired, Engine
 from bgp.fib import Fib, Resolver, RouteOps
-from bgp.filters import EXCLUDE_LABEL, ImportPolicy, PoolInfo, local_exports, service_cidrs, service_exports
+from bgp.filters import (
+    DEFAULT_MAX_AS_PATH,
+    EXCLUDE_LABEL,
+    ImportPolicy,
+    PoolInfo,
+    local_exports,
+    service_cidrs,
+    service_exports,
+)
 from bgp.reflect import LocalInfo
-from bgp.route import normalize_prefix
+from bgp.route import key_inside, normalize_prefix, prefix_key
 from bgp.speaker import Speaker, SpeakerSettings
 from bgp.status import PeerStatus, write_status
 from bgp.topology import DEFAULT_PORT, SecretResolver, compute_peers, hashed_router_id, local_asn
@@ -62,8 +70,16 @@ def build_plan(
     borrowed: Iterable[str] = (),
     resolve_secret: SecretResolver | None = None,
     bgp_filters: Iterable[BGPFilter] = (),
+    workloads: Iterable[tuple[str, str]] = (),
+    all_blocks: Iterable[tuple[str, str]] = (),
 ) -> Plan:
-    """Resources → what the engine and the speaker need (pure)."""
+    """Resources → what the engine and the speaker need (pure).
+
+    ``workloads``: (node, address) of every WorkloadEndpoint in the cluster; ``all_blocks``:
+    (block, affine node) of every block. Together they say which addresses are borrowed (used
+    on a node other than their block's) and by whom: this node originates its own as /32s, and
+    accepts another node's /32 only from that node (``ImportPolicy.borrowed``).
+    """
     nodes, configs, peers, bgp_filters = list(nodes), list(bgp_configs), list(peers), list(bgp_filters)
     me = next((n for n in nodes if n.metadata.name == node_name), None)
     bgp = me.spec.bgp if me is not None else None
@@ -84,6 +100,8 @@ def build_plan(
     spec = default.spec if default else None
     # service ranges: only the default BGPConfiguration's count (Calico ignores them on node.<name>)
     services = service_cidrs(default)
+    lent = borrowed_addresses(workloads, all_blocks)
+    mine = frozenset(p for p, owner in lent.items() if owner == node_name)
     policy = ImportPolicy(
         pool_infos,
         frozenset(blocks),
@@ -92,9 +110,15 @@ def build_plan(
         local.router_id,
         local.cluster_id,
         services,
+        local_workloads=mine,
+        borrowed=lent,
+        node_addresses=node_addresses(nodes),
+        max_as_path=DEFAULT_MAX_AS_PATH
+        if spec is None or spec.max_as_path_length is None
+        else spec.max_as_path_length,
     )
     adv_config = node_cfg or default  # prefixAdvertisements: the node's override wins
-    exports = local_exports(blocks, borrowed, pool_infos, config=adv_config)
+    exports = local_exports(blocks, [*borrowed, *sorted(mine)], pool_infos, config=adv_config)
     if me is None or me.metadata.labels.get(EXCLUDE_LABEL) != "true":
         for prefix, attrs in service_exports(services, pool_infos, config=adv_config).items():
             exports.setdefault(prefix, attrs)
@@ -111,6 +135,36 @@ def build_plan(
     port = next((c.spec.listen_port for c in (node_cfg, default) if c and c.spec.listen_port), DEFAULT_PORT)
     bind = [str(ipaddress.ip_interface(a).ip) for a in addresses]
     return Plan(desired, bind, port, tuple(missing))
+
+
+def borrowed_addresses(
+    workloads: Iterable[tuple[str, str]], all_blocks: Iterable[tuple[str, str]]
+) -> dict[str, str]:
+    """Host prefix -> node, for every workload address outside its node's affine blocks."""
+    by_node: dict[str, list[tuple[int, int, int]]] = {}
+    for block, owner in all_blocks:
+        by_node.setdefault(owner, []).append(prefix_key(block))
+    out: dict[str, str] = {}
+    for owner, address in workloads:
+        host = normalize_prefix(address if "/" in address else f"{address}/{128 if ':' in address else 32}")
+        key = prefix_key(host)
+        if not any(key_inside(key, block) for block in by_node.get(owner, ())):
+            out[host] = owner
+    return out
+
+
+def node_addresses(nodes: Iterable[Node]) -> dict[str, str]:
+    """Node address and router ID -> node name (who announced a route)."""
+    out: dict[str, str] = {}
+    for node in nodes:
+        bgp = node.spec.bgp
+        if bgp is None:
+            continue
+        for address in (bgp.ipv4_address, bgp.ipv6_address):
+            if address:
+                out[str(ipaddress.ip_interface(address).ip)] = node.metadata.name
+        out.setdefault(hashed_router_id(node.metadata.name), node.metadata.name)
+    return out
 
 
 class BGPService:
@@ -154,6 +208,10 @@ class BGPService:
         self._status: list[PeerStatus] = []
         self._lock = threading.Lock()
         self._missing_filters: tuple[str, ...] = ()
+        self._plan: Plan | None = None
+        self._counters: dict[tuple[str, ...], int] = {}
+        self._received: dict[str, int] = {}
+        self._fib_refused = 0
 
     # --- public API ----------------------------------------------------------------------
     def update(
@@ -166,6 +224,8 @@ class BGPService:
         local_blocks: Iterable[str],
         borrowed: Iterable[str] = (),
         bgp_filters: Iterable[BGPFilter] = (),
+        workloads: Iterable[tuple[str, str]] = (),
+        all_blocks: Iterable[tuple[str, str]] = (),
     ) -> None:
         """The full desired state (latest wins). Thread-safe; applied by the service thread."""
         plan = build_plan(
@@ -178,6 +238,8 @@ class BGPService:
             borrowed=borrowed,
             resolve_secret=self._resolve_secret,
             bgp_filters=bgp_filters,
+            workloads=workloads,
+            all_blocks=all_blocks,
         )
         if plan.missing_filters != self._missing_filters:
             self._missing_filters = plan.missing_filters
@@ -191,8 +253,15 @@ class BGPService:
         self.speaker.settings.reactor_speed = self._speeds[reflector]
         # and ExaBGP's per-route Python would make it 30-50x slower than BIRD: UPDATEs as bytes
         self.speaker.settings.wire = self._wire_reflector and reflector
-        self.speaker.configure(list(plan.desired.peers), bind=plan.bind, port=plan.port)
+        self._plan = plan
+        self._configure_speaker(plan)
         self._queue.put(("plan", plan))
+
+    def _configure_speaker(self, plan: Plan) -> None:
+        """ExaBGP's sessions: the plan's, minus those a Disable receive limit shut."""
+        disabled = set(self.engine.disabled)
+        peers = [p for p in plan.desired.peers if p.address not in disabled]
+        self.speaker.configure(peers, bind=plan.bind, port=plan.port)
 
     def start(self) -> None:
         self.channel.start()
@@ -212,6 +281,11 @@ class BGPService:
     def status(self) -> list[PeerStatus]:
         with self._lock:
             return list(self._status)
+
+    def counters(self) -> tuple[dict[tuple[str, ...], int], dict[str, int], int]:
+        """(engine counters, prefixes received per peer, FIB refusals) as of the last batch."""
+        with self._lock:
+            return dict(self._counters), dict(self._received), self._fib_refused
 
     def wait_synced(self, timeout: float) -> bool:
         """True once every command sent to ExaBGP was acknowledged (tests, benchmarks)."""
@@ -257,9 +331,19 @@ class BGPService:
                 self.engine.handle(payload, now)  # type: ignore[arg-type]
         self.engine.flush()
         self.engine.tick(now)
+        if self.engine.disabled_changed:
+            self.engine.disabled_changed = False
+            plan = self._plan
+            if plan is not None:
+                self._configure_speaker(plan)
+        fib = self.engine.fib
+        with self._lock:
+            self._counters = dict(self.engine.counters)
+            self._fib_refused = fib.refused_owned if fib is not None else 0
         if self.engine.status_changed:
             self.engine.status_changed = False
             status = self.engine.status()
             with self._lock:
                 self._status = status
+                self._received = {s.address: s.routes_received for s in status}
             write_status(self.run_dir, status)

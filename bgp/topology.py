@@ -16,7 +16,12 @@ Calico's expansion rules (confd ``updatePeersV1`` / ``bird.cfg`` template):
 * a BGPPeer's session options apply to every session it makes, reverse ones included:
   ``localASNumber`` (the AS this node presents instead of its own, which also decides eBGP or
   iBGP; on the reverse session it is the AS the other node presents), ``numAllowedLocalASNumbers``,
-  ``ttlSecurity`` and ``filters`` (compiled by ``bgp.peer_filters``; unknown names are skipped).
+  ``ttlSecurity`` and ``filters`` (compiled by ``bgp.peer_filters``; unknown names are skipped);
+* receive limits (felixpy, issue 12): a BGPPeer's ``maxPrefixes``/``maxPrefixesAction``; unset,
+  a session whose other end is a node (mesh, reflector, client, peerSelector) takes the
+  BGPConfiguration's ``nodePeerMaxPrefixes`` (10,000) and ``nodePeerMaxPrefixesAction``
+  (Restart), any other peer has none; ``maxASPathLength`` of the BGPPeer, else of the
+  BGPConfiguration (applied by the import policy).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from felixpy.resources.node import Node
 DEFAULT_AS = 64512
 DEFAULT_PORT = 179
 DEFAULT_RESTART_TIME = 120
+DEFAULT_NODE_MAX_PREFIXES = 10_000
+DEFAULT_MAX_PREFIXES_ACTION = "Restart"
 PEER_TYPES = ("node-to-node mesh", "global", "node specific")
 
 SecretResolver = Callable[[str, str], str | None]
@@ -62,6 +69,9 @@ class PeerSpec:
     allow_local_as: int = 0  # times our AS may appear in a received AS_PATH (numAllowedLocalASNumbers)
     ttl_security: int = 0  # GTSM: the peer is at most this many hops away; 0 = off
     route_filter: PeerFilter | None = None  # the BGPPeer's BGPFilters, compiled
+    max_prefixes: int = 0  # receive limit (0: none)
+    max_prefixes_action: str = DEFAULT_MAX_PREFIXES_ACTION  # Warn | Block | Restart | Disable
+    max_as_path: int | None = None  # None: the import policy's (BGPConfiguration maxASPathLength)
 
     @property
     def ebgp(self) -> bool:
@@ -90,6 +100,7 @@ class _Ctx:
     router_id: str
     resolve_secret: SecretResolver | None
     filters: dict[str, BGPFilter]
+    node_limit: tuple[int, str] = (DEFAULT_NODE_MAX_PREFIXES, DEFAULT_MAX_PREFIXES_ACTION)
 
 
 def parse_asn(value: str | int | None, default: int | None = None) -> int | None:
@@ -203,6 +214,10 @@ def _session(
     )
     port = port or (peer_node.port if peer_node else DEFAULT_PORT)
     local = me.address(version)
+    limit, action = extra.pop("max_prefixes", None), extra.pop("max_prefixes_action", None)
+    if limit is None:  # the BGPPeer sets none: the node default for nodes, else no limit
+        limit, default_action = ctx.node_limit if peer_node is not None else (0, DEFAULT_MAX_PREFIXES_ACTION)
+        action = action or default_action
     return PeerSpec(
         address=remote,
         port=port,
@@ -217,6 +232,8 @@ def _session(
         families=("ipv6 unicast",) if version == 6 else ("ipv4 unicast",),
         name=peer_name(kind, remote, port if port != DEFAULT_PORT else None),
         peer_node=peer_node.name if peer_node else None,
+        max_prefixes=int(limit),  # type: ignore[call-overload]
+        max_prefixes_action=str(action or DEFAULT_MAX_PREFIXES_ACTION),
         **extra,  # type: ignore[arg-type]
     )
 
@@ -253,6 +270,9 @@ def _peer_extra(ctx: _Ctx, peer: BGPPeer) -> dict[str, Any]:
         "allow_local_as": spec.num_allowed_local_as_numbers or 0,
         "ttl_security": spec.ttl_security or 0,
         "route_filter": compile_filter(spec.filters, ctx.filters)[0],
+        "max_prefixes": spec.max_prefixes,
+        "max_prefixes_action": spec.max_prefixes_action,
+        "max_as_path": spec.max_as_path_length,
     }
 
 
@@ -339,6 +359,7 @@ def compute_peers(
         router_id=me.v4 or hashed_router_id(node_name),
         resolve_secret=resolve_secret,
         filters={f.metadata.name: f for f in bgp_filters},
+        node_limit=node_limit(default_cfg),
     )
     sessions = _mesh(ctx, default_cfg)
     ordered = sorted(peers, key=lambda p: (bool(p.spec.node or p.spec.node_selector), p.metadata.name))
@@ -359,3 +380,14 @@ def local_asn(node_name: str, nodes: Iterable[Node], bgp_configs: Iterable[BGPCo
     global_as = parse_asn(default_cfg.spec.as_number if default_cfg else None, DEFAULT_AS) or DEFAULT_AS
     view = _views(nodes, configs, global_as).get(node_name)
     return view.asn if view else global_as
+
+
+def node_limit(default_cfg: BGPConfiguration | None) -> tuple[int, str]:
+    """The receive limit and action of sessions to other nodes (``nodePeerMaxPrefixes[Action]``)."""
+    spec = default_cfg.spec if default_cfg else None
+    limit = spec.node_peer_max_prefixes if spec else None
+    action = spec.node_peer_max_prefixes_action if spec else None
+    return (
+        DEFAULT_NODE_MAX_PREFIXES if limit is None else limit,
+        action or DEFAULT_MAX_PREFIXES_ACTION,
+    )

@@ -82,6 +82,12 @@ class Agent:
     terminated: bool = False  # a SIGTERM/SIGINT came: exit, even if a config restart was due
     writer_thread: threading.Thread | None = field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.bgp is not None and hasattr(self.bgp, "counters"):
+            from bgp.metrics import BGPCollector
+
+            self.metrics.registry.register(BGPCollector(self.bgp))  # refusals, receive limits (issue 12)
+
     def watch_config(self, env: dict[str, str], last_target: str | None = None) -> None:
         fields = ROUTE_REFLECTOR_FIELDS if self.settings.route_reflector else None
         watch = ConfigWatch(self.settings.nodename, env, self.params, fields=fields, last_target=last_target)

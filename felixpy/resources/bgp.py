@@ -23,6 +23,10 @@ class BGPPassword(Model):
     value: str | None = None
 
 
+MAX_PREFIXES_CAP = 10_000_000
+MAX_AS_PATH_CAP = 1000
+MaxPrefixesAction = Literal["Warn", "Block", "Restart", "Disable"]
+
 BGPFilterName = Annotated[str, AfterValidator(lambda name: check_subdomain(name, what="BGPFilter name"))]
 
 
@@ -47,6 +51,13 @@ class BGPPeerSpec(Model):
     reachable_by: str | None = None
     filters: list[BGPFilterName] = Field(default_factory=list)  # applied in this order
     reverse_peering: Literal["Auto", "Manual"] | None = None
+    # felixpy extensions (issue 12), after BIRD's "receive limit N action warn|block|restart|disable":
+    # at most this many prefixes received on the session (unset: the BGPConfiguration's
+    # nodePeerMaxPrefixes for sessions to other nodes, no limit for other peers; 0 = no limit)
+    max_prefixes: int | None = Field(default=None, ge=0, le=MAX_PREFIXES_CAP)
+    max_prefixes_action: MaxPrefixesAction | None = None  # unset: Restart
+    # received routes whose AS_PATH is longer than this are refused (unset: the BGPConfiguration's)
+    max_as_path_length: int | None = Field(default=None, ge=1, le=MAX_AS_PATH_CAP, alias="maxASPathLength")
 
     @field_validator("node")
     @classmethod
@@ -199,6 +210,13 @@ class BGPConfigurationSpec(Model):
     # felixpy extensions: accept a learned default route; install equal-cost paths.
     import_default_route: bool | None = None
     ecmp: bool | None = None
+    # felixpy extensions (issue 12): the receive limit of every session whose other end is a node
+    # (mesh, route reflectors and their clients, peerSelector peerings) unless its BGPPeer sets
+    # maxPrefixes (unset: 10,000; 0 = no limit), what happens past it (unset: Restart), and the
+    # longest AS_PATH accepted from any peer (unset: 64)
+    node_peer_max_prefixes: int | None = Field(default=None, ge=0, le=MAX_PREFIXES_CAP)
+    node_peer_max_prefixes_action: MaxPrefixesAction | None = None
+    max_as_path_length: int | None = Field(default=None, ge=1, le=MAX_AS_PATH_CAP, alias="maxASPathLength")
 
 
 class BGPConfiguration(Resource):

@@ -59,7 +59,7 @@ def test_onlink_via_tunl0(ns_ops: tuple[object, NetlinkRouteOps]) -> None:
     ns.run("ip", "link", "set", "tunl0", "up")
     route = FibRoute("10.65.2.0/26", (NextHop("192.168.50.9", "tunl0", True),))
     ops.replace_route(route)
-    assert "10.65.2.0/26 via 192.168.50.9 dev tunl0 onlink" in routes(ns)
+    assert "10.65.2.0/26 via 192.168.50.9 dev tunl0 metric 32 onlink" in routes(ns)
     assert ops.list_routes() == {route.dst: route}
 
 
@@ -99,7 +99,7 @@ def test_onlink_ipv6_and_multipath_round_trip(ns_ops: tuple[object, NetlinkRoute
     v6 = FibRoute("fd00:65::/122", (NextHop("fd00:99::2"),))
     multi = FibRoute("10.65.3.0/26", (NextHop("10.0.0.2"), NextHop("10.0.0.3")))
     assert ops.apply_many([onlink, v6, multi], []) == []
-    assert "10.65.2.0/26 via 192.168.50.9 dev eth0 onlink" in routes(ns)
+    assert "10.65.2.0/26 via 192.168.50.9 dev eth0 metric 32 onlink" in routes(ns)
     assert "fd00:65::/122 via fd00:99::2 dev eth0" in ns.run("ip", "-6", "route", "show", "proto", "81")
     assert ops.list_routes() == {r.dst: r for r in (onlink, v6, multi)}
     ops.del_route(v6.dst)

@@ -125,19 +125,28 @@ POOLS = (
     PoolInfo("10.66.0.0/16", disable_bgp_export=True),
     PoolInfo("fd00:65::/48"),
 )
-POLICY = ImportPolicy(POOLS, frozenset({"10.65.1.0/26"}), False, 64512, "10.0.0.1", "244.0.0.1")
+POLICY = ImportPolicy(
+    POOLS,
+    frozenset({"10.65.1.0/26"}),
+    False,
+    64512,
+    "10.0.0.1",
+    "244.0.0.1",
+    borrowed={"10.65.1.5/32": "node-b"},
+    node_addresses={"10.0.0.2": "node-b"},
+)
 
 
 @pytest.mark.parametrize(
     ("route", "reason"),
     [
         (r(), None),
-        (r(prefix="10.65.1.5/32"), None),  # another node's borrowed address inside our block
+        (r(prefix="10.65.1.5/32"), None),  # borrowed inside our block by node-b, our next hop
         (r(prefix="fd00:65::/122"), None),
         (r(prefix="0.0.0.0/0"), "default route"),
-        (r(prefix="10.65.1.0/26"), "own block"),
+        (r(prefix="10.65.1.0/26"), "own block: 10.65.1.0/26"),
         (r(prefix="192.168.77.0/24"), "outside IP pools"),
-        (r(prefix="10.64.0.0/15"), "outside IP pools"),  # covers a pool, is not inside one
+        (r(prefix="10.64.0.0/15"), "covers IP pool: 10.65.0.0/16"),  # covers a pool, is not inside one
         (r(EBGP, as_path=(65000, 64512)), "AS loop"),
         (r(originator_id="10.0.0.1"), "originator is us"),
         (r(cluster_list=("1.2.3.4", "244.0.0.1")), "cluster loop"),

@@ -22,6 +22,7 @@ PURE = [
     "selectors",
     "status",
     "rtnl",
+    "limits",
 ]
 IO_MODULES = {
     "subprocess",

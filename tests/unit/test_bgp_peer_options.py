@@ -318,7 +318,7 @@ def test_rendered_gtsm_config_is_valid_for_exabgp(tmp_path: Path) -> None:
 
 
 # --- the engine: where filters sit relative to felixpy's own checks --------------------------------
-POOLS = [IPPool(metadata=ObjectMeta(name="p"), spec=IPPoolSpec(cidr="10.65.0.0/16"))]
+POOLS = [IPPool(metadata=ObjectMeta(name="p"), spec=IPPoolSpec(cidr="10.65.0.0/16", blockSize=28))]
 NODES = [node("a", "10.0.0.1"), node("b", "10.0.0.2")]
 TOR = "192.0.2.1"
 

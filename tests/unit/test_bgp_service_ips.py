@@ -137,7 +137,8 @@ def test_import_refuses_service_ranges_even_inside_a_pool() -> None:
     assert prefix_reason("10.96.3.4/32", policy) == "service IP range"  # a Local service's /32 too
     assert prefix_reason("fd00:96::5/128", policy) == "service IP range"
     assert prefix_reason("10.65.1.0/26", policy) is None
-    assert prefix_reason("10.96.0.0/12", ImportPolicy(pools)) == "outside IP pools"  # none configured
+    # no service ranges configured: refused all the same, as it covers a pool
+    assert prefix_reason("10.96.0.0/12", ImportPolicy(pools)) == "covers IP pool: 10.96.0.0/16"
 
 
 def engine_for(configs: list[BGPConfiguration], peers: list[BGPPeer] = (), filters: list[BGPFilter] = (),
