@@ -42,6 +42,16 @@ _GRPC_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
 ]
 _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+# Transport failures gRPC reports as UNKNOWN/INTERNAL (a member shutting down mid-request), and
+# etcd's own retryable conditions.
+_TRANSIENT_DETAILS = (
+    "no leader",
+    "leader changed",
+    "Stream removed",
+    "Socket closed",
+    "GOAWAY",
+    "server stopped",
+)
 _EQUAL, _GREATER = etcdrpc.Compare.EQUAL, etcdrpc.Compare.GREATER
 
 
@@ -84,7 +94,7 @@ def prefix_end(prefix: bytes) -> bytes:
 def map_rpc_error(code: grpc.StatusCode, details: str) -> DatastoreError:
     """Translate a gRPC status into the datastore's exception tree (errors.py)."""
     text = f"etcd: {code.name}: {details}"
-    if code in _TRANSIENT or "no leader" in details or "leader changed" in details:
+    if code in _TRANSIENT or any(s in details for s in _TRANSIENT_DETAILS):
         return Unavailable(text)
     if "compacted" in details:
         return Compacted(text)

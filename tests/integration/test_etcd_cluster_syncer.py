@@ -1,0 +1,88 @@
+"""The Syncer on a three-member etcd through a leader kill and a member restart: it resumes its
+watch on another member, delivers every change once in order, and ends equal to a clean list."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from felixpy.datastore.etcd import EtcdKV
+from felixpy.datastore.resources import KVBackend, resource_key
+from felixpy.resources import WorkloadEndpoint
+from tests.fixtures.etcd_cluster import EtcdCluster
+from tests.integration.test_syncer import Mirror, etcd_state, wep
+
+pytestmark = pytest.mark.integration
+
+
+def _writes(kv: EtcdKV, log: list[tuple[str, str, int]], stop: threading.Event) -> None:
+    """Create, update and delete pods one after another, recording (type, name, revision)."""
+    backend = KVBackend(kv)
+    i = 0
+    while not stop.is_set() and i < 400:
+        name = f"w-{i}"
+        obj = backend.create(wep(name))
+        log.append(("put", name, int(obj.metadata.resource_version or 0)))
+        if i % 3 == 1:
+            obj.metadata.labels = {"v": "2"}
+            obj = backend.update(obj)
+            log.append(("put", name, int(obj.metadata.resource_version or 0)))
+        if i % 3 == 2:
+            rev = kv.delete(
+                resource_key(WorkloadEndpoint, name, "default"), int(obj.metadata.resource_version or 0)
+            )
+            log.append(("delete", name, rev))
+        i += 1
+        time.sleep(0.01)
+
+
+def test_syncer_through_a_leader_kill_and_a_member_restart(
+    etcd_cluster: EtcdCluster, cluster_kv: EtcdKV
+) -> None:
+    mirror = Mirror()
+    backend = KVBackend(cluster_kv)
+    for i in range(20):
+        backend.create(wep(f"pod-{i}"))
+    reader = etcd_cluster.kv()
+    syncer = mirror.syncer(reader)
+    written: list[tuple[str, str, int]] = []
+    stop = threading.Event()
+    writer = threading.Thread(target=_writes, args=(cluster_kv, written, stop), daemon=True)
+    try:
+        syncer.start()
+        mirror.until(lambda: "in-sync" in mirror.statuses)
+        snapshot = len(mirror.events)
+        writer.start()
+        time.sleep(0.5)
+        leader = etcd_cluster.leader()
+        etcd_cluster.kill(leader)
+        time.sleep(1.0)
+        etcd_cluster.start(leader)
+        time.sleep(0.5)
+        watch = syncer._watch._inner  # the EtcdWatch under the resource watch
+        assert watch._session is not None
+        serving = next(
+            i for i, m in enumerate(etcd_cluster.members) if m.client_port == watch._session.endpoint.port
+        )
+        etcd_cluster.stop(serving)  # a graceful member restart under the watch
+        time.sleep(0.5)
+        etcd_cluster.start(serving)
+        time.sleep(0.5)
+        stop.set()
+        writer.join(30)
+        last = backend.create(wep("last"))
+        mirror.until(lambda: ("WorkloadEndpoint", "default", "last") in mirror.state, timeout=30)
+        assert mirror.state == etcd_state(cluster_kv), "the mirror differs from a clean list"
+        got = [(e.type, e.name, e.revision) for e in mirror.events[snapshot:]]
+        assert got == [*written, ("put", "last", int(last.metadata.resource_version or 0))], (
+            "an event was lost, repeated or reordered"
+        )
+        assert syncer.resyncs == 0, "the watch resumed on another member without a re-list"
+        assert watch.resumes >= 1, "the watch never moved: the faults did not reach it"
+    finally:
+        stop.set()
+        syncer.stop()
+        reader.close()
+    assert syncer.error is None
