@@ -473,18 +473,33 @@ class EtcdWatch:
         self._high = max(0, start_revision - 1)  # highest store revision this watch has seen
         self._session: _Session | None = None
         self._stream_stop = threading.Event()
+        self._stalled, self._last_rx = False, time.monotonic()
         self._opened = False
         self.resumes = 0
 
     def _requests(self, stop: threading.Event) -> Any:
+        """The request side: the create, then a progress request every ``interval`` seconds.
+
+        A member that is stopped or partitioned keeps the stream open and silent; gRPC keepalive
+        alone did not notice in 60 s. Every progress request is answered at once by a live
+        member, so no answer for ``timeout + interval`` means the member is gone: the stream is
+        cancelled (marked stalled) and the watch resumes elsewhere."""
         create = etcdrpc.WatchCreateRequest(
             key=self._key, range_end=self._end, start_revision=self._next, prev_kv=self._prev_kv
         )
         yield etcdrpc.WatchRequest(create_request=create)
-        # Keep the request side open until this stream is reset or the watch closed (checks each second).
-        while not stop.wait(1.0):
+        interval = max(0.5, self._kv.timeout / 2)
+        progress = etcdrpc.WatchRequest(progress_request=etcdrpc.WatchProgressRequest())
+        while not stop.wait(interval):
             if self._closed.is_set():
                 return
+            if time.monotonic() - self._last_rx > self._kv.timeout + interval:
+                self._stalled = True
+                call = self._call
+                if call is not None:
+                    call.cancel()
+                return
+            yield progress
 
     def _open(self) -> Any:
         session = self._kv._session()
@@ -492,6 +507,7 @@ class EtcdWatch:
         if self._opened:
             self._check_member(session)
         self._stream_stop = threading.Event()
+        self._stalled, self._last_rx = False, time.monotonic()
         self._call = session.watch.Watch(self._requests(self._stream_stop), metadata=session.metadata)
         self._opened = True
         if self._closed.is_set():
@@ -537,6 +553,7 @@ class EtcdWatch:
                 raise StopIteration
             try:
                 resp = next(self._call or self._open())
+                self._last_rx = time.monotonic()
             except (grpc.RpcError, StopIteration, Unavailable) as exc:
                 if self._closed.is_set():
                     continue
@@ -562,7 +579,10 @@ class EtcdWatch:
 
     def _broken(self, exc: BaseException) -> DatastoreError:
         """The stream broke: drop the member (when transient) so the next open goes elsewhere."""
-        if isinstance(exc, grpc.RpcError):
+        err: DatastoreError
+        if isinstance(exc, grpc.RpcError) and self._stalled:
+            err, details = Unavailable("etcd: watch stream stalled (member not answering)"), "watch stalled"
+        elif isinstance(exc, grpc.RpcError):
             code, details = exc.code(), exc.details() or ""
             err = map_rpc_error(code, details)
             if not isinstance(err, Unavailable) and not _token_expired(code, details):
@@ -571,7 +591,7 @@ class EtcdWatch:
         elif isinstance(exc, StopIteration):
             err, details = Unavailable("etcd: watch stream ended"), "watch stream ended"
         else:
-            err, details = exc, str(exc)  # type: ignore[assignment]
+            err, details = exc, str(exc)  # type: ignore[assignment]  # an Unavailable from _open
         session, self._session = self._session, None
         self._reset()
         if session is not None:

@@ -227,3 +227,25 @@ def test_a_member_behind_the_seen_revision_is_not_trusted_for_a_watch_resume(tmp
         finally:
             writer.close()
             kv.close()
+
+
+def test_a_watch_on_a_stopped_member_moves_within_the_stall_bound(
+    etcd_cluster: EtcdCluster, cluster_kv: EtcdKV
+) -> None:
+    """A stopped (partitioned) member keeps the stream open and silent: progress requests find out."""
+    kv = etcd_cluster.kv(timeout=1.0)
+    try:
+        watch = kv.watch("/stall/", kv.revision() + 1)
+        cluster_kv.put("/stall/a", b"1")
+        assert [e.key for e in next(watch)] == ["/stall/a"]
+        victim = _serving_watch(watch, etcd_cluster)
+        etcd_cluster.pause(victim)
+        t0 = time.monotonic()
+        cluster_kv.put("/stall/b", b"2")
+        assert [e.key for e in next(watch)] == ["/stall/b"]
+        took = time.monotonic() - t0
+        assert took < 1.0 * 2 + 5.0, f"the stalled watch took {took:.1f}s to move"  # 2x timeout + election
+        assert watch.resumes == 1
+        watch.close()
+    finally:
+        kv.close()
