@@ -1,6 +1,6 @@
 """etcd failover benchmark: how long reads, writes and watches take to ride out a lost leader.
 
-    .venv/bin/python bench/etcd_failover.py [--trials 20] [--timeout 2.0] [--faults kill,pause]
+    .venv/bin/python bench/etcd_failover.py [--trials 20] [--timeout 2] [--failover 10] [--faults kill,pause]
 
 Starts a real three-member etcd cluster on loopback (TLS, client certificates, password auth,
 tests/fixtures/etcd_cluster.py; temp dir removed at the end). Each trial: three clients
@@ -34,13 +34,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.fixtures.etcd_cluster import EtcdCluster, running_cluster
 
 
-def _trial(cluster: EtcdCluster, fault: str, timeout: float, n: int) -> dict[str, float]:
+def _trial(
+    cluster: EtcdCluster, fault: str, opts: argparse.Namespace, n: int, errors: list[str]
+) -> dict[str, float]:
     leader = cluster.leader()
     order = [leader] + [i for i in range(3) if i != leader]
     first = ",".join(cluster.members[i].client_url for i in order)
-    survivor = cluster.members[order[1]].client_url
-    reader, writer, watcher = (cluster.kv(first, timeout=timeout) for _ in range(3))
-    other = cluster.kv(survivor, timeout=timeout)
+    survivor = ",".join(cluster.members[i].client_url for i in order[1:])
+    kw = {"timeout": opts.timeout, "failover_timeout": opts.failover}
+    reader, writer, watcher = (cluster.kv(first, **kw) for _ in range(3))
+    other = cluster.kv(survivor, **kw)
     out: dict[str, float] = {}
     try:
         reader.put(f"/bench/r{n}", b"x")
@@ -56,7 +59,7 @@ def _trial(cluster: EtcdCluster, fault: str, timeout: float, n: int) -> dict[str
             rev = writer.put(f"/bench/p{n}", b"y")
             out["write"] = time.monotonic() - t0
             got = other.get(f"/bench/p{n}")
-            assert got is not None and got.mod_revision == rev
+            assert got is not None and got.mod_revision == rev, "the write is not what was read back"
 
         def watched() -> None:
             for batch in watch:
@@ -64,12 +67,24 @@ def _trial(cluster: EtcdCluster, fault: str, timeout: float, n: int) -> dict[str
                     out["watch"] = time.monotonic() - t0
                     return
 
-        threads = [threading.Thread(target=f, daemon=True) for f in (read, write, watched)]
+        def guarded(f: Any, op: str) -> Any:
+            def run() -> None:
+                try:
+                    f()
+                except Exception as exc:  # a failed operation is a figure too: counted, printed
+                    errors.append(f"{op}: {type(exc).__name__}: {exc}")
+
+            return run
+
+        threads = [
+            threading.Thread(target=guarded(f, op), daemon=True)
+            for f, op in ((read, "read"), (write, "write"), (watched, "watch"))
+        ]
         (cluster.kill if fault == "kill" else cluster.pause)(leader)
         t0 = time.monotonic()
         for t in threads:
             t.start()
-        other.put(key, b"z")
+        guarded(lambda: other.put(key, b"z"), "put for the watch")()
         for t in threads:
             t.join(60)
         watch.close()
@@ -95,14 +110,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--timeout", type=float, default=2.0, help="EtcdKV per-request deadline (s)")
+    ap.add_argument("--failover", type=float, default=10.0, help="EtcdKV failover_timeout (s)")
     ap.add_argument("--faults", default="kill,pause")
     args = ap.parse_args()
     print(json.dumps({"machine": {"nproc": os.cpu_count(), "load": os.getloadavg()}}), file=sys.stderr)
     with running_cluster() as cluster:
         for fault in args.faults.split(","):
             samples: dict[str, list[float]] = {"read": [], "write": [], "watch": []}
+            errors: list[str] = []
             for n in range(args.trials):
-                got = _trial(cluster, fault, args.timeout, n)
+                got = _trial(cluster, fault, args, n, errors)
                 for op in samples:
                     if op in got:
                         samples[op].append(got[op])
@@ -111,7 +128,9 @@ def main() -> int:
                     "fault": f"leader {'SIGKILL' if fault == 'kill' else 'SIGSTOP'}",
                     "trials": args.trials,
                     "answered": len(values),
+                    "errors": [e for e in errors if e.startswith(op)][:3],
                     "timeout_s": args.timeout,
+                    "failover_timeout_s": args.failover,
                     "p99_s": round(_pct(values, 0.99), 4) if values else None,
                     "max_s": round(max(values), 4) if values else None,
                 }
