@@ -100,10 +100,21 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
+def _transport_failure(code: grpc.StatusCode, details: str) -> bool:
+    """UNKNOWN/INTERNAL raised by gRPC itself ("No status received": the member died mid-call),
+    not by etcd, whose own errors name their layer ("etcdserver: ...", "mvcc: ...", "auth: ...")."""
+    own = details.startswith(("etcdserver:", "mvcc:", "auth:", "rpc error"))
+    return code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL) and not own
+
+
 def map_rpc_error(code: grpc.StatusCode, details: str) -> DatastoreError:
     """Translate a gRPC status into the datastore's exception tree (errors.py)."""
     text = f"etcd: {code.name}: {details}"
-    if code in _TRANSIENT or any(s in details for s in _TRANSIENT_DETAILS):
+    if (
+        code in _TRANSIENT
+        or any(s in details for s in _TRANSIENT_DETAILS)
+        or _transport_failure(code, details)
+    ):
         return Unavailable(text)
     if "compacted" in details:
         return Compacted(text)

@@ -17,7 +17,14 @@ from tests.integration.test_syncer import Mirror, etcd_state, wep
 pytestmark = pytest.mark.integration
 
 
-def _writes(kv: EtcdKV, log: list[tuple[str, str, int]], stop: threading.Event) -> None:
+def _writes(kv: EtcdKV, log: list[tuple[str, str, int]], stop: threading.Event, errors: list[str]) -> None:
+    try:
+        _write_pods(kv, log, stop)
+    except Exception as exc:  # reported by the test, never lost in a thread
+        errors.append(f"{type(exc).__name__}: {exc}")
+
+
+def _write_pods(kv: EtcdKV, log: list[tuple[str, str, int]], stop: threading.Event) -> None:
     """Create, update and delete pods one after another, recording (type, name, revision)."""
     backend = KVBackend(kv)
     i = 0
@@ -49,7 +56,8 @@ def test_syncer_through_a_leader_kill_and_a_member_restart(
     syncer = mirror.syncer(reader)
     written: list[tuple[str, str, int]] = []
     stop = threading.Event()
-    writer = threading.Thread(target=_writes, args=(cluster_kv, written, stop), daemon=True)
+    errors: list[str] = []
+    writer = threading.Thread(target=_writes, args=(cluster_kv, written, stop, errors), daemon=True)
     try:
         syncer.start()
         mirror.until(lambda: "in-sync" in mirror.statuses)
@@ -70,8 +78,11 @@ def test_syncer_through_a_leader_kill_and_a_member_restart(
         time.sleep(0.5)
         etcd_cluster.start(serving)
         time.sleep(0.5)
+        during = len(written)
         stop.set()
         writer.join(30)
+        assert errors == [], f"a write failed during the faults: {errors}"
+        assert during > 20, "the writer was not writing through the faults"
         last = backend.create(wep("last"))
         mirror.until(lambda: ("WorkloadEndpoint", "default", "last") in mirror.state, timeout=30)
         assert mirror.state == etcd_state(cluster_kv), "the mirror differs from a clean list"
