@@ -305,30 +305,49 @@ class EtcdKV:
 
     def _write(self, fn: Callable[[_Session], Any], effects: Sequence[Effect]) -> tuple[Any | None, int]:
         """A write that must apply at most once: a lost answer is resolved from history first.
-        Returns (response, revision), or (None, revision) when history showed it applied."""
+        Returns (response, revision), or (None, revision) when history showed it applied.
+
+        A lost write found not applied may still be pending in a slow but live leader's log and
+        commit later. Sent again, a CAS write then fails its compare (the first copy applied
+        before it), so a compare failure after a lost answer is resolved once more."""
         floor = self.revision_seen
+        lost_before = False
 
         def lost() -> tuple[Any | None, int] | None:
-            applied = self._resolve(effects, floor)
-            if applied is None:
-                return None
+            nonlocal lost_before
+            applied = self._found_applied(effects, floor)
+            lost_before = applied is None
+            return None if applied is None else (None, applied)
+
+        out = self._retrying(lambda s: (fn(s), 0), lost)
+        resp = out[0]
+        if resp is None:
+            return out  # history showed it applied
+        self._saw(resp)
+        if lost_before and not getattr(resp, "succeeded", True):
+            applied = self._found_applied(effects, floor)
+            if applied is not None:
+                return None, applied
+        return resp, int(resp.header.revision)
+
+    def _found_applied(self, effects: Sequence[Effect], floor: int) -> int | None:
+        applied = self._resolve(effects, floor)
+        if applied is not None:
             self.resolved_writes += 1
             keys = [e.key for e in effects]
             log.warning("etcd lost write found applied keys=%s revision=%d", keys, applied)
-            return None, applied
-
-        out = self._retrying(lambda s: (fn(s), 0), lost)
-        if out[0] is not None:
-            self._saw(out[0])
-            return out[0], int(out[0].header.revision)
-        return out
+        return applied
 
     def _resolve(self, effects: Sequence[Effect], floor: int) -> int | None:
         try:
-            now = self.revision()
+            now = self._now(effects[0].key)
             return resolve(effects, floor=floor, now=now, read_at=self._read_at)
         except Compacted as exc:
             raise OutcomeUnknown(f"etcd: write outcome unknown, history compacted: {exc}") from exc
+
+    def _now(self, key: str) -> int:
+        """The store revision, by a linearizable read of a key we may read (our own write's)."""
+        return int(self._range(etcdrpc.RangeRequest(key=key.encode(), count_only=True)).header.revision)
 
     def _read_at(self, key: str, revision: int) -> tuple[int, bytes] | None:
         resp = self._range(etcdrpc.RangeRequest(key=key.encode(), revision=revision))

@@ -21,8 +21,9 @@ from tests.fixtures.tcp_proxy import ReplyDroppingProxy
 pytestmark = pytest.mark.integration
 
 # A request to a member that is killed fails at once; to a stopped (partitioned) member it
-# waits out one request deadline (2 s here). Either way the call must answer within this.
-FAILOVER_BOUND = 2.0 + 1.5
+# waits out one request deadline (2 s here); then the next member may wait for an election.
+# The bench measures p99 3.4 s at load 17; this bound leaves room for CI machines under load.
+FAILOVER_BOUND = 2.0 + 4.0
 
 
 def _serving(kv: EtcdKV, cluster: EtcdCluster) -> int:
@@ -55,13 +56,21 @@ def test_reads_and_writes_fail_over_from_a_killed_and_a_stopped_member(
     assert kv is not None and kv.value == b"1" and kv.mod_revision == rev
 
 
+def _through_proxy(cluster: EtcdCluster, proxy: ReplyDroppingProxy) -> EtcdKV:
+    """A client connected (and logged in) through ``proxy`` first, then with a short deadline."""
+    others = ",".join(m.client_url for m in cluster.members[1:])
+    kv = cluster.kv(f"{proxy.url},{others}", timeout=5.0, failover_timeout=15.0)
+    kv.revision()
+    assert kv._session().endpoint.port == proxy.port, "could not connect through the proxy"
+    kv.timeout = 1.5
+    return kv
+
+
 def _through_swallowing_proxy(cluster: EtcdCluster, write):  # type: ignore[no-untyped-def]
     """Run ``write(kv)`` on a client whose first member's answers are swallowed by a proxy."""
     proxy = ReplyDroppingProxy(cluster.members[0].client_port)
-    others = ",".join(m.client_url for m in cluster.members[1:])
-    kv = cluster.kv(f"{proxy.url},{others}", timeout=1.0)
+    kv = _through_proxy(cluster, proxy)
     try:
-        kv.revision()  # connected (and authenticated) through the proxy
         proxy.drop_replies.set()
         out = write(kv)
         assert proxy.dropped_bytes > 0, "the proxy swallowed no answer: the fault was not provoked"
@@ -92,6 +101,40 @@ def test_a_write_whose_answer_is_lost_is_resolved_not_repeated(
     assert counter is not None and (counter.value, counter.mod_revision) == (b"1", rev)
     assert cluster_kv.get("/lost/a").mod_revision == trev  # type: ignore[union-attr]
     assert cluster_kv.get("/lost/b") is None
+
+
+def test_a_lost_write_that_applies_late_is_found_not_repeated(
+    etcd_cluster: EtcdCluster, cluster_kv: EtcdKV
+) -> None:
+    """The write reaches etcd only after its client gave up and history showed nothing (a slow,
+    live leader): the retry's compare fails, history is read again and the late write is ours."""
+    proxy = ReplyDroppingProxy(etcd_cluster.members[0].client_port)
+    kv = _through_proxy(etcd_cluster, proxy)
+    first_look: list[int | None] = []
+    resolve = kv._found_applied
+
+    def late(effects, floor):  # type: ignore[no-untyped-def]
+        # The test picks the moment (after the first look); etcd, TLS and the network are real.
+        got = resolve(effects, floor)
+        if not first_look:
+            first_look.append(got)
+            assert proxy.release_held() > 0
+            _wait(lambda: cluster_kv.get("/late/k").value == b"1")  # type: ignore[union-attr]
+        return got
+
+    try:
+        start = kv.put("/late/k", b"0")
+        kv._found_applied = late  # type: ignore[method-assign]
+        proxy.hold_requests.set()
+        rev = kv.update("/late/k", b"1", start)
+        assert first_look == [None], "the first look should find nothing: the write had not reached etcd"
+        assert kv.resolved_writes == 1
+    finally:
+        proxy.close()
+        kv.close()
+    got = cluster_kv.get("/late/k")
+    assert got is not None and (got.value, got.mod_revision) == (b"1", rev)
+    assert cluster_kv._range(etcdrpc.RangeRequest(key=b"/late/k")).kvs[0].version == 2  # put + one update
 
 
 def test_a_lost_write_that_did_not_apply_is_retried_once(
