@@ -144,7 +144,9 @@ def test_a_lost_write_that_did_not_apply_is_retried_once(
     again to the others (after the history check says so) and applies once."""
     leader = etcd_cluster.leader()
     order = [leader] + [i for i in range(3) if i != leader]
-    kv = etcd_cluster.kv(",".join(etcd_cluster.members[i].client_url for i in order), timeout=1.0)
+    kv = etcd_cluster.kv(
+        ",".join(etcd_cluster.members[i].client_url for i in order), timeout=1.0, failover_timeout=15.0
+    )
     try:
         rev = kv.put("/nl/k", b"0")
         etcd_cluster.pause(leader)
