@@ -188,7 +188,8 @@ class EtcdKV:
 
     ``timeout``: deadline of one request to one member. ``failover_timeout``: how long a call
     keeps trying other members (reads, writes, a watch reconnecting) before it raises
-    `Unavailable`; default twice ``timeout``.
+    `Unavailable`, default twice ``timeout``; but every member is tried at least once, so the
+    bound is max(failover_timeout, members * timeout), reached only when all members hang.
     """
 
     def __init__(
@@ -294,7 +295,7 @@ class EtcdKV:
                     if found is not None:
                         return found
             tries += 1
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline and tries >= len(self.endpoints):  # each member had its chance
                 raise last
             if tries % len(self.endpoints) == 0:  # every member tried once: back off a little
                 time.sleep(min(0.5, 0.05 * tries))

@@ -134,7 +134,8 @@ class EtcdWatch:
                 err = self._broken(exc)
                 failures += 1
                 deadline = deadline or time.monotonic() + self._kv.failover_timeout
-                if time.monotonic() >= deadline or isinstance(exc, _StaleMember):
+                gave_all = failures >= len(self._kv.endpoints)
+                if (time.monotonic() >= deadline and gave_all) or isinstance(exc, _StaleMember):
                     raise err from None
                 if failures % len(self._kv.endpoints) == 0:
                     self._closed.wait(min(0.5, 0.05 * failures))
