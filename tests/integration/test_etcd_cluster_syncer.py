@@ -97,3 +97,34 @@ def test_syncer_through_a_leader_kill_and_a_member_restart(
         syncer.stop()
         reader.close()
     assert syncer.error is None
+
+
+def test_syncer_re_lists_when_the_next_member_is_behind(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Endpoint B is an etcd restored from an old backup: when A dies, the watch must not resume
+    on B; the Syncer re-lists from B instead and ends equal to a clean list of B."""
+    from tests.fixtures.etcd import running_etcd
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with running_etcd(tmp_path / "a") as a, running_etcd(tmp_path / "b") as b:
+        old, new = b.kv(), a.kv()
+        KVBackend(old).create(wep("from-backup"))
+        for i in range(20):
+            KVBackend(new).create(wep(f"pod-{i}"))
+        mirror = Mirror()
+        kv = EtcdKV(f"{a.endpoints},{b.endpoints}", timeout=1.0)
+        syncer = mirror.syncer(kv)
+        try:
+            syncer.start()
+            mirror.until(lambda: "in-sync" in mirror.statuses)
+            assert len(mirror.state) == 20
+            a.kill()
+            mirror.until(lambda: mirror.statuses.count("in-sync") >= 2, timeout=30)
+            assert mirror.state == etcd_state(old), "the Syncer did not end equal to a clean list of B"
+            assert syncer.resyncs >= 1
+        finally:
+            syncer.stop()
+            kv.close()
+            old.close()
+            new.close()
+        assert syncer.error is None
