@@ -1,5 +1,6 @@
 """The Syncer on a three-member etcd through a leader kill and a member restart: it resumes its
-watch on another member, delivers every change once in order, and ends equal to a clean list."""
+watch on another member, delivers every change once in order, and ends equal to a clean list; a
+member behind the revision already seen is not resumed on, the Syncer re-lists instead."""
 
 from __future__ import annotations
 
