@@ -393,10 +393,12 @@ class EtcdKV:
         compare: builtins.list[Any],
         success: builtins.list[Any],
         failure: builtins.list[Any],
-        effects: Sequence[Effect],
+        effects: Sequence[Effect] | None = None,
     ) -> tuple[Any | None, int]:
+        """``effects`` default: read off the success branch and the mod-revision compares."""
         req = etcdrpc.TxnRequest(compare=compare, success=success, failure=failure)
-        return self._write(lambda s: s.kv.Txn(req, self.timeout, metadata=s.metadata), effects)
+        found = effects if effects is not None else _effects_of_request(compare, success)
+        return self._write(lambda s: s.kv.Txn(req, self.timeout, metadata=s.metadata), found)
 
     def put(self, key: str, value: bytes) -> int:
         req = etcdrpc.PutRequest(key=key.encode(), value=value)
@@ -492,6 +494,20 @@ def _op_delete(key: str) -> Any:
 
 def _op_get(key: str) -> Any:
     return etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=key.encode()))
+
+
+def _effects_of_request(compare: builtins.list[Any], success: builtins.list[Any]) -> list[Effect]:
+    """The effects of a raw transaction's success branch (puts and single-key deletes)."""
+    after = {c.key.decode(): int(c.mod_revision) for c in compare if c.target == etcdrpc.Compare.MOD}
+    out = []
+    for op in success:
+        if op.HasField("request_put"):
+            key = op.request_put.key.decode()
+            out.append(Effect(key, bytes(op.request_put.value), after.get(key)))
+        elif op.HasField("request_delete_range") and not op.request_delete_range.range_end:
+            key = op.request_delete_range.key.decode()
+            out.append(Effect(key, None, after.get(key)))
+    return out
 
 
 def _cas_failure(key: str, resp: Any) -> DatastoreError:

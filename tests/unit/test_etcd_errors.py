@@ -43,3 +43,20 @@ def test_only_failures_before_the_log_count_as_not_sent() -> None:
     assert _not_sent("etcdserver: no leader")
     assert not _not_sent("Deadline Exceeded")  # the write may have reached the leader
     assert not _not_sent("etcdserver: request timed out")
+
+
+def test_a_raw_transactions_effects_are_read_off_its_success_branch() -> None:
+    from pyetcd import etcdrpc
+
+    from felixpy.datastore.etcd import _cmp_mod, _cmp_version, _effects_of_request, _op_delete, _op_put
+    from felixpy.datastore.etcd_outcome import Effect
+
+    compare = [_cmp_mod("/a", 7), _cmp_version("/b", 0)]
+    success = [_op_put("/a", b"A"), _op_put("/b", b"B"), _op_delete("/c")]
+    assert _effects_of_request(compare, success) == [
+        Effect("/a", b"A", 7),
+        Effect("/b", b"B"),
+        Effect("/c", None),
+    ]
+    ranged = etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=b"/p/", range_end=b"/p0"))
+    assert _effects_of_request([], [ranged]) == []  # a range delete has no single-key effect
