@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from felixpy.lab.down import leftovers
 from felixpy.lab.plan import Options, make_plan
 from felixpy.lab.testing import LabCLI, missing_prerequisites, root_snapshot
 
@@ -90,4 +91,6 @@ def test_pods_and_policy_while_an_etcd_member_is_killed(tmp_path: Path) -> None:
         assert "found 0 problems" in check, check
     proc = lab.down()
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    left = leftovers(lab.names)
+    assert left.empty(), left
     assert root_snapshot() == before, "the lab changed the root namespace"
