@@ -145,16 +145,28 @@ def _validate(command: str, conf: Mapping[str, Any], env: Mapping[str, str]) -> 
 
 
 def _connect(conf: Mapping[str, Any]) -> Any:
+    """etcd as Calico's plugin reaches it: the network config's etcd_* fields, else ETCD_* from the
+    environment (ETCD_USERNAME / ETCD_PASSWORD only there); several endpoints, comma-separated."""
+    import dataclasses
+
     from felixpy.datastore.config import DatastoreConfig, connect_kv
+    from felixpy.datastore.etcd import parse_endpoints
     from felixpy.datastore.resources import KVBackend
     from ipam.ipam import IPAM
 
-    cfg = DatastoreConfig(
-        etcd_endpoints=conf.get("etcd_endpoints") or os.environ["ETCD_ENDPOINTS"],
-        etcd_ca_cert_file=conf.get("etcd_ca_cert_file") or None,
-        etcd_cert_file=conf.get("etcd_cert_file") or None,
-        etcd_key_file=conf.get("etcd_key_file") or None,
+    env = {k: v for k, v in os.environ.items() if k.startswith("ETCD_")}
+    base = DatastoreConfig.from_env(env)
+    cfg = dataclasses.replace(
+        base,
+        etcd_endpoints=conf.get("etcd_endpoints") or base.etcd_endpoints,
+        etcd_ca_cert_file=conf.get("etcd_ca_cert_file") or base.etcd_ca_cert_file,
+        etcd_cert_file=conf.get("etcd_cert_file") or base.etcd_cert_file,
+        etcd_key_file=conf.get("etcd_key_file") or base.etcd_key_file,
     )
+    try:
+        parse_endpoints(cfg.etcd_endpoints)
+    except ValueError as exc:
+        raise CNIError(7, f"etcd_endpoints: {exc}") from None
     kv = connect_kv(cfg)
     return IPAM(kv, KVBackend(kv))
 

@@ -4,6 +4,11 @@ import importlib.util
 
 pytest_plugins = [
     name
-    for name in ("tests.fixtures.etcd", "tests.fixtures.netns", "tests.fixtures.kubeapi")
+    for name in (
+        "tests.fixtures.etcd",
+        "tests.fixtures.etcd_cluster",
+        "tests.fixtures.netns",
+        "tests.fixtures.kubeapi",
+    )
     if importlib.util.find_spec(name) is not None
 ]

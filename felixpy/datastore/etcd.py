@@ -6,11 +6,20 @@ high-level client are wrong for an agent: a failed endpoint is marked unusable f
 300 s (so a single-endpoint client cannot reconnect to a restarted etcd), and its
 watch thread ends the iterator silently when the stream breaks.
 
-Connection handling: one gRPC channel at a time, to one endpoint. Any UNAVAILABLE /
-DEADLINE_EXCEEDED error drops that channel and moves to the next endpoint (a fresh
-channel reconnects at once instead of waiting out gRPC's reconnect backoff). Reads are
-retried once per endpoint; writes raise `Unavailable` (the caller's CAS loop retries,
-because a write that timed out may or may not have been applied).
+Connection handling (one job per function, so other changes stay out of this core):
+
+- One gRPC channel at a time, to one member. A transient error (UNAVAILABLE, DEADLINE_EXCEEDED,
+  "no leader", a stream cut by a member shutting down) drops that channel and the next call
+  goes to the next endpoint: a fresh channel reconnects at once instead of waiting out gRPC's
+  reconnect backoff. Calls keep trying members for ``failover_timeout`` (default twice the
+  per-request ``timeout``), backing off a little after each full round.
+- Reads are simply retried. A write whose answer was lost (it may have applied) is resolved
+  from the key history before any retry (`etcd_outcome`): applied → its revision is returned;
+  not applied → sent again, still compare-and-swap. Never applied twice, never lost.
+- An expired auth token ("invalid auth token", etcd's ``--auth-token-ttl``) is renewed on the
+  same channel and the request repeated (it was refused, so it did not apply).
+- Watches resume on another member from the revision after the last event delivered, after
+  checking that member is not behind what the watch has seen (`EtcdWatch`).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import builtins
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -27,7 +37,8 @@ import grpc
 from pyetcd import MultiEndpointEtcd3Client, etcdrpc
 
 from felixpy.datastore.errors import AlreadyExists, Compacted, Conflict, DatastoreError, NotFound, Unavailable
-from felixpy.datastore.kv import KeyValue, TxnOp, WatchEvent
+from felixpy.datastore.etcd_outcome import Effect, OutcomeUnknown, effects_of, resolve
+from felixpy.datastore.kv import KeyValue, TxnOp
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,6 +51,16 @@ _GRPC_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
 ]
 _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+# Transport failures gRPC reports as UNKNOWN/INTERNAL (a member shutting down mid-request), and
+# etcd's own retryable conditions.
+_TRANSIENT_DETAILS = (
+    "no leader",
+    "leader changed",
+    "Stream removed",
+    "Socket closed",
+    "GOAWAY",
+    "server stopped",
+)
 _EQUAL, _GREATER = etcdrpc.Compare.EQUAL, etcdrpc.Compare.GREATER
 
 
@@ -79,10 +100,21 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
+def _transport_failure(code: grpc.StatusCode, details: str) -> bool:
+    """UNKNOWN/INTERNAL raised by gRPC itself ("No status received": the member died mid-call),
+    not by etcd, whose own errors name their layer ("etcdserver: ...", "mvcc: ...", "auth: ...")."""
+    own = details.startswith(("etcdserver:", "mvcc:", "auth:", "rpc error"))
+    return code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL) and not own
+
+
 def map_rpc_error(code: grpc.StatusCode, details: str) -> DatastoreError:
     """Translate a gRPC status into the datastore's exception tree (errors.py)."""
     text = f"etcd: {code.name}: {details}"
-    if code in _TRANSIENT or "no leader" in details or "leader changed" in details:
+    if (
+        code in _TRANSIENT
+        or any(s in details for s in _TRANSIENT_DETAILS)
+        or _transport_failure(code, details)
+    ):
         return Unavailable(text)
     if "compacted" in details:
         return Compacted(text)
@@ -99,6 +131,8 @@ class _Session:
                 raise DatastoreError(f"https endpoint {ep.target} needs a CA certificate")
             creds = MultiEndpointEtcd3Client.get_secure_creds(kv.ca_cert, kv.key_file, kv.cert_file)
         self.endpoint = ep
+        self._owner = kv
+        self.closed = False
         self.channel = (
             grpc.secure_channel(ep.target, creds, options=_GRPC_OPTIONS)
             if creds
@@ -107,21 +141,56 @@ class _Session:
         self.kv = etcdrpc.KVStub(self.channel)
         self.watch = etcdrpc.WatchStub(self.channel)
         self.metadata: tuple[tuple[str, str], ...] | None = None
-        if kv.username is not None:
-            req = etcdrpc.AuthenticateRequest(name=kv.username, password=kv.password or "")
+        if kv.username is not None and kv._token is not None:
+            # Simple tokens are assigned through Raft, so every member knows them: carry the token
+            # over instead of a new login (a Raft round trip and a bcrypt check) on every failover.
+            self.metadata = (("token", kv._token),)
+        elif kv.username is not None:
             try:
-                token = etcdrpc.AuthStub(self.channel).Authenticate(req, kv.timeout).token
+                self.authenticate()
             except grpc.RpcError:
                 self.channel.close()
                 raise
-            self.metadata = (("token", token),)
+
+    def authenticate(self) -> None:
+        """Get a fresh auth token (etcd's simple tokens expire after --auth-token-ttl idle seconds)."""
+        kv = self._owner
+        req = etcdrpc.AuthenticateRequest(name=kv.username, password=kv.password or "")
+        token = etcdrpc.AuthStub(self.channel).Authenticate(req, kv.timeout).token
+        self.metadata = (("token", token),)
+        kv._token = token
 
     def close(self) -> None:
+        self.closed = True
         self.channel.close()
 
 
+class _MaybeApplied(Exception):
+    """A write's answer was lost: it may or may not have been applied."""
+
+    def __init__(self, error: DatastoreError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _token_expired(code: grpc.StatusCode, details: str) -> bool:
+    return code == grpc.StatusCode.UNAUTHENTICATED and "token" in details
+
+
+def _not_sent(details: str) -> bool:
+    """Transient errors that prove the request never reached etcd's log (safe to resend)."""
+    text = details.lower()
+    return any(s in text for s in ("failed to connect", "connection refused", "no leader", "dns resolution"))
+
+
 class EtcdKV:
-    """KV over etcd v3 with CAS writes, atomic multi-key txns, paged lists and resumable watches."""
+    """KV over etcd v3 with CAS writes, atomic multi-key txns, paged lists and resumable watches.
+
+    ``timeout``: deadline of one request to one member. ``failover_timeout``: how long a call
+    keeps trying other members (reads, writes, a watch reconnecting) before it raises
+    `Unavailable`, default twice ``timeout``; but every member is tried at least once, so the
+    bound is max(failover_timeout, members * timeout), reached only when all members hang.
+    """
 
     def __init__(
         self,
@@ -133,10 +202,16 @@ class EtcdKV:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 5.0,
+        failover_timeout: float | None = None,
     ):
         self.endpoints = parse_endpoints(endpoints)
         self.ca_cert, self.cert_file, self.key_file = ca_cert, cert_file, key_file
         self.username, self.password, self.timeout = username, password, timeout
+        self.failover_timeout = 2 * timeout if failover_timeout is None else failover_timeout
+        self.revision_seen = 0  # highest store revision any answer carried (a floor for lost writes)
+        self.resolved_writes = 0  # lost writes found applied by reading history (for tests and metrics)
+        self.token_renewals = 0
+        self._token: str | None = None
         self._lock = threading.Lock()
         self._index = 0
         self._session_obj: _Session | None = None
@@ -166,31 +241,123 @@ class EtcdKV:
                 log.warning("etcd endpoint failed endpoint=%s reason=%r", session.endpoint.target, reason)
         session.close()
 
-    def _call(self, fn: Callable[[_Session], T], *, read: bool) -> T:
-        attempts = len(self.endpoints) + 1 if read else 1
-        last: DatastoreError = Unavailable("etcd: no attempt made")
-        for _ in range(attempts):
+    def _saw(self, resp: Any) -> Any:
+        rev = int(resp.header.revision) if resp is not None and resp.HasField("header") else 0
+        if rev > self.revision_seen:
+            self.revision_seen = rev
+        return resp
+
+    def _attempt(self, fn: Callable[[_Session], T]) -> T:
+        """One try on the current member. Raises `Unavailable` when the request surely did not
+        apply (the member is then dropped), `_MaybeApplied` when its answer was lost."""
+        session = self._session()
+        try:
+            return fn(session)
+        except grpc.RpcError as exc:
+            code, details = exc.code(), exc.details() or ""
+            if _token_expired(code, details):
+                self._renew(session)
+                raise Unavailable(f"etcd: auth token renewed ({details})") from exc
+            err = map_rpc_error(code, details)
+            if code == grpc.StatusCode.CANCELLED and session.closed:  # another thread dropped it
+                err = Unavailable(f"etcd: connection to {session.endpoint.target} closed after a failure")
+            if not isinstance(err, Unavailable):
+                raise err from exc
+            self._drop(session, details)
+            if _not_sent(details):
+                raise err from exc
+            raise _MaybeApplied(err) from exc
+
+    def _renew(self, session: _Session) -> None:
+        try:
+            session.authenticate()
+        except grpc.RpcError as exc:
+            self._drop(session, exc.details() or "")
+            raise map_rpc_error(exc.code(), exc.details() or "") from exc
+        self.token_renewals += 1
+        log.info("etcd auth token renewed endpoint=%s", session.endpoint.target)
+
+    def _retrying(self, fn: Callable[[_Session], T], lost: Callable[[], T | None] | None = None) -> T:
+        """``fn`` on one member after another until it answers or ``failover_timeout`` passes.
+        ``lost`` (writes): called when an answer was lost; a non-None result is the answer."""
+        deadline = time.monotonic() + self.failover_timeout
+        tries = 0
+        last: DatastoreError
+        while True:
             try:
-                session = self._session()
+                return self._attempt(fn)
             except Unavailable as exc:
                 last = exc
-                continue
-            try:
-                return fn(session)
-            except grpc.RpcError as exc:
-                code, details = exc.code(), exc.details() or ""
-                last = map_rpc_error(code, details)
-                if isinstance(last, Unavailable) or code == grpc.StatusCode.UNAUTHENTICATED:
-                    self._drop(session, details)
-                    if read or code == grpc.StatusCode.UNAUTHENTICATED:
-                        continue
-                raise last from exc
-        raise last
+            except _MaybeApplied as exc:
+                last = exc.error
+                if lost is not None:
+                    found = lost()
+                    if found is not None:
+                        return found
+            tries += 1
+            if time.monotonic() >= deadline and tries >= len(self.endpoints):  # each member had its chance
+                raise last
+            if tries % len(self.endpoints) == 0:  # every member tried once: back off a little
+                time.sleep(min(0.5, 0.05 * tries))
+
+    def _call(self, fn: Callable[[_Session], T]) -> T:
+        """A read, or a write that is safe to repeat (delete of a range, compaction)."""
+        return self._saw(self._retrying(fn))
+
+    def _write(self, fn: Callable[[_Session], Any], effects: Sequence[Effect]) -> tuple[Any | None, int]:
+        """A write that must apply at most once: a lost answer is resolved from history first.
+        Returns (response, revision), or (None, revision) when history showed it applied.
+
+        A lost write found not applied may still be pending in a slow but live leader's log and
+        commit later. Sent again, a CAS write then fails its compare (the first copy applied
+        before it), so a compare failure after a lost answer is resolved once more."""
+        floor = self.revision_seen
+        lost_before = False
+
+        def lost() -> tuple[Any | None, int] | None:
+            nonlocal lost_before
+            applied = self._found_applied(effects, floor)
+            lost_before = applied is None
+            return None if applied is None else (None, applied)
+
+        out = self._retrying(lambda s: (fn(s), 0), lost)
+        resp = out[0]
+        if resp is None:
+            return out  # history showed it applied
+        self._saw(resp)
+        if lost_before and not getattr(resp, "succeeded", True):
+            applied = self._found_applied(effects, floor)
+            if applied is not None:
+                return None, applied
+        return resp, int(resp.header.revision)
+
+    def _found_applied(self, effects: Sequence[Effect], floor: int) -> int | None:
+        applied = self._resolve(effects, floor)
+        if applied is not None:
+            self.resolved_writes += 1
+            keys = [e.key for e in effects]
+            log.warning("etcd lost write found applied keys=%s revision=%d", keys, applied)
+        return applied
+
+    def _resolve(self, effects: Sequence[Effect], floor: int) -> int | None:
+        try:
+            now = self._now(effects[0].key)
+            return resolve(effects, floor=floor, now=now, read_at=self._read_at)
+        except Compacted as exc:
+            raise OutcomeUnknown(f"etcd: write outcome unknown, history compacted: {exc}") from exc
+
+    def _now(self, key: str) -> int:
+        """The store revision, by a linearizable read of a key we may read (our own write's)."""
+        return int(self._range(etcdrpc.RangeRequest(key=key.encode(), count_only=True)).header.revision)
+
+    def _read_at(self, key: str, revision: int) -> tuple[int, bytes] | None:
+        resp = self._range(etcdrpc.RangeRequest(key=key.encode(), revision=revision))
+        return (int(resp.kvs[0].mod_revision), bytes(resp.kvs[0].value)) if resp.kvs else None
 
     # --- reads ---------------------------------------------------------------------
 
     def _range(self, req: Any) -> Any:
-        return self._call(lambda s: s.kv.Range(req, self.timeout, metadata=s.metadata), read=True)
+        return self._call(lambda s: s.kv.Range(req, self.timeout, metadata=s.metadata))
 
     def get(self, key: str) -> KeyValue | None:
         resp = self._range(etcdrpc.RangeRequest(key=key.encode()))
@@ -217,37 +384,46 @@ class EtcdKV:
     def revision(self) -> int:
         return int(self._range(etcdrpc.RangeRequest(key=b"\0", count_only=True)).header.revision)
 
-    # --- writes --------------------------------------------------------------------
+    # --- writes ----------------------------------------------------------------------
+    # Each write names its effects (what its keys look like once applied): a write whose answer
+    # is lost is then resolved from history before it is retried (etcd_outcome.py).
 
     def _txn(
-        self, compare: builtins.list[Any], success: builtins.list[Any], failure: builtins.list[Any]
-    ) -> Any:
+        self,
+        compare: builtins.list[Any],
+        success: builtins.list[Any],
+        failure: builtins.list[Any],
+        effects: Sequence[Effect] | None = None,
+    ) -> tuple[Any | None, int]:
+        """``effects`` default: read off the success branch and the mod-revision compares."""
         req = etcdrpc.TxnRequest(compare=compare, success=success, failure=failure)
-        return self._call(lambda s: s.kv.Txn(req, self.timeout, metadata=s.metadata), read=False)
+        found = effects if effects is not None else _effects_of_request(compare, success)
+        return self._write(lambda s: s.kv.Txn(req, self.timeout, metadata=s.metadata), found)
 
     def put(self, key: str, value: bytes) -> int:
         req = etcdrpc.PutRequest(key=key.encode(), value=value)
-        resp = self._call(lambda s: s.kv.Put(req, self.timeout, metadata=s.metadata), read=False)
-        return int(resp.header.revision)
+        _, rev = self._write(lambda s: s.kv.Put(req, self.timeout, metadata=s.metadata), [Effect(key, value)])
+        return rev
 
     def create(self, key: str, value: bytes) -> int:
-        resp = self._txn([_cmp_version(key, 0)], [_op_put(key, value)], [])
-        if not resp.succeeded:
+        resp, rev = self._txn([_cmp_version(key, 0)], [_op_put(key, value)], [], [Effect(key, value)])
+        if resp is not None and not resp.succeeded:
             raise AlreadyExists(key)
-        return int(resp.header.revision)
+        return rev
 
     def update(self, key: str, value: bytes, revision: int) -> int:
-        resp = self._txn([_cmp_mod(key, revision)], [_op_put(key, value)], [_op_get(key)])
-        if not resp.succeeded:
+        effects = [Effect(key, value, revision)]
+        resp, rev = self._txn([_cmp_mod(key, revision)], [_op_put(key, value)], [_op_get(key)], effects)
+        if resp is not None and not resp.succeeded:
             raise _cas_failure(key, resp)
-        return int(resp.header.revision)
+        return rev
 
     def delete(self, key: str, revision: int | None = None) -> int:
         cmp = _cmp_mod(key, revision) if revision is not None else _cmp_version(key, 0, _GREATER)
-        resp = self._txn([cmp], [_op_delete(key)], [_op_get(key)])
-        if not resp.succeeded:
+        resp, rev = self._txn([cmp], [_op_delete(key)], [_op_get(key)], [Effect(key, None, revision)])
+        if resp is not None and not resp.succeeded:
             raise _cas_failure(key, resp)
-        return int(resp.header.revision)
+        return rev
 
     def txn(self, ops: Sequence[TxnOp]) -> int:
         compare: builtins.list[Any] = []
@@ -260,21 +436,21 @@ class EtcdKV:
             elif op.op == "delete":
                 compare.append(_cmp_version(op.key, 0, _GREATER))
             success.append(_op_delete(op.key) if op.op == "delete" else _op_put(op.key, op.value))
-        resp = self._txn(compare, success, [])
-        if not resp.succeeded:
+        resp, rev = self._txn(compare, success, [], effects_of(ops))
+        if resp is not None and not resp.succeeded:
             raise Conflict("transaction conditions failed: " + ", ".join(f"{o.op} {o.key}" for o in ops))
-        return int(resp.header.revision)
+        return rev
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key under ``prefix`` ("" = the whole keyspace); returns how many."""
         req = etcdrpc.DeleteRangeRequest(key=prefix.encode() or b"\0", range_end=prefix_end(prefix.encode()))
-        resp = self._call(lambda s: s.kv.DeleteRange(req, self.timeout, metadata=s.metadata), read=False)
+        resp = self._call(lambda s: s.kv.DeleteRange(req, self.timeout, metadata=s.metadata))
         return int(resp.deleted)
 
     def compact(self, revision: int) -> None:
         """Drop history before ``revision`` (watches from older revisions then fail Compacted)."""
         req = etcdrpc.CompactionRequest(revision=revision, physical=True)
-        self._call(lambda s: s.kv.Compact(req, self.timeout, metadata=s.metadata), read=False)
+        self._call(lambda s: s.kv.Compact(req, self.timeout, metadata=s.metadata))
 
     # --- watch ---------------------------------------------------------------------
 
@@ -320,101 +496,25 @@ def _op_get(key: str) -> Any:
     return etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=key.encode()))
 
 
+def _effects_of_request(compare: builtins.list[Any], success: builtins.list[Any]) -> list[Effect]:
+    """The effects of a raw transaction's success branch (puts and single-key deletes)."""
+    after = {c.key.decode(): int(c.mod_revision) for c in compare if c.target == etcdrpc.Compare.MOD}
+    out = []
+    for op in success:
+        if op.HasField("request_put"):
+            key = op.request_put.key.decode()
+            out.append(Effect(key, bytes(op.request_put.value), after.get(key)))
+        elif op.HasField("request_delete_range") and not op.request_delete_range.range_end:
+            key = op.request_delete_range.key.decode()
+            out.append(Effect(key, None, after.get(key)))
+    return out
+
+
 def _cas_failure(key: str, resp: Any) -> DatastoreError:
     """A failed CAS txn whose failure branch read the key: absent → NotFound, else Conflict."""
     found = resp.responses and resp.responses[0].response_range.kvs
     return Conflict(key) if found else NotFound(key)
 
 
-class EtcdWatch:
-    """One etcd watch stream: an iterator of ``list[WatchEvent]`` batches in revision order.
-
-    Raises `Compacted` when the start revision is gone, `Unavailable` when the stream
-    breaks; stops (StopIteration) only after ``close()``, which is safe from any thread.
-    """
-
-    def __init__(self, kv: EtcdKV, prefix: str, start_revision: int, *, prev_kv: bool = True):
-        self._kv = kv
-        self._closed = threading.Event()
-        self._call: Any = None
-        key = prefix.encode() or b"\0"
-        create = etcdrpc.WatchCreateRequest(
-            key=key, range_end=prefix_end(prefix.encode()), start_revision=start_revision, prev_kv=prev_kv
-        )
-        self._request = etcdrpc.WatchRequest(create_request=create)
-        self._session: _Session | None = None
-
-    def _requests(self) -> Any:
-        yield self._request
-        # Keep the request side open until closed or the call ends (bounded: checks each second).
-        while not self._closed.wait(1.0):
-            if self._call is not None and self._call.done():
-                return
-
-    def _open(self) -> Any:
-        session = self._kv._session()
-        self._session = session
-        self._call = session.watch.Watch(self._requests(), metadata=session.metadata)
-        if self._closed.is_set():
-            self._call.cancel()
-        return self._call
-
-    def __iter__(self) -> EtcdWatch:
-        return self
-
-    def __next__(self) -> list[WatchEvent]:
-        try:
-            call = self._call or self._open()
-            while True:
-                if self._closed.is_set():
-                    raise StopIteration
-                resp = next(call)
-                batch = self._batch(resp)
-                if batch:
-                    return batch
-        except grpc.RpcError as exc:
-            self._finish()
-            if self._closed.is_set():
-                raise StopIteration from None
-            err = map_rpc_error(exc.code(), exc.details() or "")
-            if isinstance(err, Unavailable) and self._session is not None:
-                self._kv._drop(self._session, exc.details() or "")
-            raise err from exc
-        except StopIteration:
-            self._finish()
-            if self._closed.is_set():
-                raise
-            raise Unavailable("etcd: watch stream ended") from None
-        except DatastoreError:
-            self._finish()
-            raise
-
-    def _batch(self, resp: Any) -> list[WatchEvent]:
-        if resp.compact_revision:
-            raise Compacted(
-                f"etcd: revision compacted (compact_revision={resp.compact_revision})",
-                compact_revision=int(resp.compact_revision),
-            )
-        if resp.canceled:
-            raise DatastoreError(f"etcd: watch canceled: {resp.cancel_reason}")
-        out = []
-        for ev in resp.events:
-            kv = ev.kv
-            if ev.type == 0:
-                out.append(WatchEvent("put", kv.key.decode(), kv.value, kv.mod_revision))
-            else:
-                prev = ev.prev_kv.value if ev.HasField("prev_kv") else None
-                out.append(WatchEvent("delete", kv.key.decode(), b"", kv.mod_revision, prev))
-        return out
-
-    def _finish(self) -> None:
-        self._closed.set()
-        if self._call is not None:
-            self._call.cancel()
-        self._kv._forget(self)
-
-    def close(self) -> None:
-        self._closed.set()
-        if self._call is not None:
-            self._call.cancel()
-        self._kv._forget(self)
+# Re-exported: EtcdWatch lives in its own module (it needs the names above).
+from felixpy.datastore.etcd_watch import EtcdWatch  # noqa: E402

@@ -1,4 +1,4 @@
-"""The lab's datastore: one real etcd in its own namespace, reachable from nodes via the fabric."""
+"""The lab's datastore: real etcd (one member, or a cluster) in its own namespace, reached via the fabric."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from felixpy.lab.shell import GiveUp, in_netns, run, wait_until
 from felixpy.lab.state import ProcRecord
 from felixpy.private_files import private_dir
 
+PEER_PORT = 2380
+
 
 def etcd_binary() -> str:
     path = shutil.which("etcd")
@@ -19,8 +21,35 @@ def etcd_binary() -> str:
     return path
 
 
-def start(names: LabNames) -> ProcRecord:
-    """Start etcd in ``<lab>-etcd``; data in the lab's run dir (tmpfs)."""
+def start(names: LabNames, plan: Plan) -> list[ProcRecord]:
+    """Start etcd in ``<lab>-etcd``: one member, or ``--etcd-members`` members on their own
+    addresses forming one cluster; data in the lab's run dir (tmpfs)."""
+    if plan.options.etcd_members == 1:
+        return [_start_single(names)]
+    addrs = plan.etcd_addresses
+    cluster = ",".join(f"m{i}=http://{a}:{PEER_PORT}" for i, a in enumerate(addrs))
+    out = []
+    for i, addr in enumerate(addrs):
+        data = names.etcd_dir / f"m{i}"
+        data.mkdir(parents=True, exist_ok=True)
+        argv = [
+            etcd_binary(),
+            "--name", f"m{i}",
+            "--data-dir", str(data),
+            "--listen-client-urls", f"http://{addr}:{ETCD_PORT}",
+            "--advertise-client-urls", f"http://{addr}:{ETCD_PORT}",
+            "--listen-peer-urls", f"http://{addr}:{PEER_PORT}",
+            "--initial-advertise-peer-urls", f"http://{addr}:{PEER_PORT}",
+            "--initial-cluster", cluster,
+            "--initial-cluster-token", names.name,
+            "--log-level", "warn",
+        ]
+        log = names.run_dir / f"etcd-m{i}.log"
+        out.append(spawn(names, role=f"etcd-m{i}", netns=names.etcd, argv=argv, log=log))
+    return out
+
+
+def _start_single(names: LabNames) -> ProcRecord:
     data = names.etcd_dir
     private_dir(data)  # etcd wants 0700 too; it holds BGPPeer passwords
     argv = [
@@ -47,12 +76,13 @@ def healthy_from(netns: str, endpoint: str) -> bool:
     return proc.returncode == 0
 
 
-def wait_ready(names: LabNames, plan: Plan, record: ProcRecord, *, timeout: float = 20.0) -> None:
-    """Wait until etcd answers from the fabric (bounded); fail fast if it died."""
+def wait_ready(names: LabNames, plan: Plan, records: list[ProcRecord], *, timeout: float = 20.0) -> None:
+    """Wait until every etcd member answers from the fabric (bounded); fail fast if one died."""
 
     def ready() -> bool:
-        if not alive(record.pid):
-            raise GiveUp(f"etcd exited; see {record.log}")
+        for record in records:
+            if not alive(record.pid):
+                raise GiveUp(f"etcd exited; see {record.log}")
         return healthy_from(names.fabric, plan.etcd_endpoint)
 
     wait_until(ready, timeout=timeout, interval=0.2, what="etcd health")

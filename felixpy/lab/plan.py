@@ -7,7 +7,8 @@ Addressing (all private, all on links the lab creates inside its own namespaces)
 
 * rack ``r`` (1-based) is the subnet ``10.99.r.0/24``; the fabric namespace holds the
   gateway ``10.99.r.1`` on a bridge ``br<r>``; the rack's nodes are ``10.99.r.10`` onward.
-* etcd lives on its own link: fabric ``10.98.0.1/24``, etcd ``10.98.0.2/24``.
+* etcd lives on its own link: fabric ``10.98.0.1/24``, etcd ``10.98.0.2/24``; with
+  ``--etcd-members N`` member ``i`` (0-based) listens on ``10.98.0.(2+i)``, all in the etcd namespace.
 * ``--racks 1`` (the default) is one L2 segment: every node on ``br1``.
 """
 
@@ -48,6 +49,7 @@ class Options:
     cross_subnet: bool = False
     pool: str = "10.244.0.0/16"
     block_size: int = 26
+    etcd_members: int = 1
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,18 @@ class Plan:
     nodes: list[NodePlan] = field(default_factory=list)
 
     @property
+    def etcd_addresses(self) -> list[str]:
+        base = ipaddress.ip_address(ETCD_ADDR)
+        return [str(base + i) for i in range(self.options.etcd_members)]
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        return [f"http://{a}:{ETCD_PORT}" for a in self.etcd_addresses]
+
+    @property
     def etcd_endpoint(self) -> str:
-        return f"http://{ETCD_ADDR}:{ETCD_PORT}"
+        """What ETCD_ENDPOINTS holds: every member, comma-separated."""
+        return ",".join(self.etcd_endpoints)
 
     def node(self, name: str) -> NodePlan:
         for n in self.nodes:
@@ -109,6 +121,8 @@ def _validate(opts: Options) -> None:
         raise LabError(f"--nodes must be 1..{MAX_NODES}")
     if not 1 <= opts.racks <= min(MAX_RACKS, opts.nodes):
         raise LabError("--racks must be 1..min(50, nodes)")
+    if opts.etcd_members not in (1, 3, 5):
+        raise LabError("--etcd-members must be 1, 3 or 5 (a quorum survives (N-1)/2 members lost)")
     if not 0 <= opts.route_reflectors <= 10:
         raise LabError("--route-reflectors must be 0..10")
     if opts.tor == "bird" and opts.route_reflectors:

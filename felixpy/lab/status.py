@@ -20,7 +20,10 @@ def to_json(names: LabNames, st: LabState) -> dict[str, Any]:
     return {
         "name": st.name,
         "phase": st.phase,
-        "datastore": {"type": "etcdv3", "endpoints": [plan.etcd_endpoint], "netns": names.etcd},
+        "datastore": {
+            "type": "etcdv3", "endpoints": plan.etcd_endpoints, "netns": names.etcd,
+            "members": [{"role": p.role, "pid": p.pid} for p in st.processes if p.role.startswith("etcd")],
+        },
         "fabric": names.fabric,
         "options": plan.to_json()["options"],
         "nodes": [

@@ -59,13 +59,14 @@ def _build_rack(fabric: str, rack: RackPlan) -> None:
     _ip(fabric, "link", "set", rack.bridge, "up")
 
 
-def build_etcd_link(names: LabNames) -> None:
-    """The etcd namespace, linked to the fabric on its own /24."""
+def build_etcd_link(names: LabNames, addresses: list[str] | None = None) -> None:
+    """The etcd namespace, linked to the fabric on its own /24 (one address per member)."""
     create_netns(names.etcd)
     _ip(names.fabric, "link", "add", "v-etcd", "type", "veth", "peer", "name", "eth0", "netns", names.etcd)
     _ip(names.fabric, "addr", "add", f"{ETCD_GW}/24", "dev", "v-etcd")
     _ip(names.fabric, "link", "set", "v-etcd", "up")
-    _ip(names.etcd, "addr", "add", f"{ETCD_ADDR}/24", "dev", "eth0")
+    for addr in addresses or [ETCD_ADDR]:
+        _ip(names.etcd, "addr", "add", f"{addr}/24", "dev", "eth0")
     _ip(names.etcd, "link", "set", "eth0", "up")
     _ip(names.etcd, "route", "add", "default", "via", ETCD_GW)
 
@@ -88,8 +89,8 @@ def build(names: LabNames, plan: Plan, progress: Progress) -> None:
     """Everything but processes: fabric, etcd link, every node."""
     with progress.step(f"fabric {names.fabric}: {len(plan.racks)} rack(s), forwarding on"):
         build_fabric(names, plan)
-    with progress.step(f"etcd namespace {names.etcd} at {ETCD_ADDR}"):
-        build_etcd_link(names)
+    with progress.step(f"etcd namespace {names.etcd} at {', '.join(plan.etcd_addresses)}"):
+        build_etcd_link(names, plan.etcd_addresses)
     for node in plan.nodes:
         with progress.step(f"node {node.name} ({node.role}) {node.netns} {node.cidr} rack {node.rack}"):
             build_node(names, plan, node)

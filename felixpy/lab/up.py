@@ -48,8 +48,8 @@ def _check_etcd_from_nodes(names: LabNames, plan: Plan) -> None:
 
 def _datastore(names: LabNames, plan: Plan, st: LabState, progress: Progress) -> None:
     with progress.step(f"etcd in {names.etcd} ({plan.etcd_endpoint})"):
-        rec = _record(names, st, etcd.start(names))
-        etcd.wait_ready(names, plan, rec)
+        recs = [_record(names, st, rec) for rec in etcd.start(names, plan)]
+        etcd.wait_ready(names, plan, recs)
     with progress.step("etcd reachable from every node namespace"):
         _check_etcd_from_nodes(names, plan)
     docs = manifests.cluster_resources(plan)

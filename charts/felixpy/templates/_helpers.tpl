@@ -15,7 +15,8 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
   value: {{ .Values.datastore.type | quote }}
 {{- if eq .Values.datastore.type "etcdv3" }}
 - name: ETCD_ENDPOINTS
-  value: {{ required "datastore.etcd.endpoints is required with datastore.type=etcdv3" .Values.datastore.etcd.endpoints | quote }}
+  {{- $eps := required "datastore.etcd.endpoints is required with datastore.type=etcdv3" .Values.datastore.etcd.endpoints }}
+  value: {{ if kindIs "slice" $eps }}{{ join "," $eps | quote }}{{ else }}{{ $eps | quote }}{{ end }}
 {{- if .Values.datastore.etcd.tls.secretName }}
 - name: ETCD_CA_CERT_FILE
   value: /etc/felixpy/etcd-tls/ca.crt
