@@ -1,6 +1,6 @@
 """etcd failover benchmark: how long reads, writes and watches take to ride out a lost leader.
 
-    .venv/bin/python bench/etcd_failover.py [--trials 20] [--timeout 2] [--failover 10] [--faults kill,pause]
+    .venv/bin/python -m bench.etcd_failover [--trials 20] [--timeout 2] [--failover 10] [--faults kill,pause]
 
 Starts a real three-member etcd cluster on loopback (TLS, client certificates, password auth,
 tests/fixtures/etcd_cluster.py; temp dir removed at the end). Each trial: three clients
@@ -26,10 +26,7 @@ import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.fixtures.etcd_cluster import EtcdCluster, running_cluster
 
