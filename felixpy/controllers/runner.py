@@ -1,0 +1,165 @@
+"""The controllers' loop: hold (or wait for) the Lease, reload the configuration, run GC passes.
+
+Only the Lease holder acts. A replica that loses the Lease (or cannot renew it within the renew
+deadline) stops acting at once and forgets its candidate clocks: a new leader starts every grace
+period afresh, which can only delay a release, never hasten one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from felixpy.controllers.gc_pass import GarbageCollector
+from felixpy.controllers.leader import KubeLeaseClient, LeaderElector
+from felixpy.controllers.metrics import ControllerMetrics, Health
+from felixpy.controllers.settings import ControllerSettings
+from felixpy.datastore.errors import NotFound
+from felixpy.resources.kubecontrollers import KubeControllersConfiguration
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ElectionSettings:
+    identity: str
+    namespace: str = "kube-system"
+    lease_name: str = "felixpy-controllers"
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+def load_settings(backend: Any, previous: ControllerSettings | None = None) -> ControllerSettings:
+    """KubeControllersConfiguration ``default``; missing → defaults; unreadable → the previous ones."""
+    try:
+        kcc = backend.get(KubeControllersConfiguration, "default")
+    except NotFound:
+        return ControllerSettings()
+    except (ValidationError, ValueError, OSError) as err:
+        log.warning("controllers.config_unreadable", error=str(err).splitlines()[0])
+        return previous or ControllerSettings()
+    except Exception as err:  # datastore unreachable: keep what we had
+        log.warning("controllers.config_unreadable", error=str(err))
+        return previous or ControllerSettings()
+    return ControllerSettings.from_resource(kcc if isinstance(kcc, KubeControllersConfiguration) else None)
+
+
+class Controllers:
+    def __init__(
+        self,
+        *,
+        kube: Any,
+        ipam: Any,
+        backend: Any,
+        etcd_mode: bool,
+        election: ElectionSettings,
+        metrics: ControllerMetrics | None = None,
+    ):
+        self.backend = backend
+        self.metrics = metrics or ControllerMetrics()
+        self.elector = LeaderElector(
+            KubeLeaseClient(kube, namespace=election.namespace, name=election.lease_name),
+            identity=election.identity,
+            lease_duration=election.lease_duration,
+            renew_deadline=election.renew_deadline,
+            retry_period=election.retry_period,
+        )
+        self.gc = GarbageCollector(
+            kube=kube, ipam=ipam, backend=backend, metrics=self.metrics, etcd_mode=etcd_mode
+        )
+        self.retry_period = election.retry_period
+        self.settings = load_settings(backend)
+        self.health = Health(stale_after=max(30.0, 3 * election.lease_duration))
+        self.stop_event = threading.Event()
+        self._last_pass: float | None = None
+
+    def step(self) -> None:
+        """One turn of the loop (tests drive it directly)."""
+        leader = self.elector.try_acquire_or_renew()
+        self.metrics.is_leader.set(1 if leader else 0)
+        if not leader:
+            if self._last_pass is not None:
+                log.info("controllers.standing_by", identity=self.elector.identity)
+            self.gc.candidates.clear()
+            self._last_pass = None
+            self.health.beat(ok=True)
+            return
+        now = time.monotonic()
+        if self._last_pass is not None and now - self._last_pass < self.settings.gc_interval:
+            self.health.beat(ok=True)
+            return
+        self.settings = load_settings(self.backend, self.settings)
+        ok = True
+        if self.settings.node_enabled and self.settings.leak_grace_period > 0 and self.elector.is_leader():
+            ok = (
+                self.gc.run_once(
+                    grace=self.settings.leak_grace_period, endpoints=self.settings.workload_endpoint_enabled
+                )
+                is not None
+            )
+        self._last_pass = now
+        self.health.beat(ok=ok)
+
+    def run(self) -> None:
+        tick = min(self.retry_period, 1.0)
+        next_try = 0.0
+        while not self.stop_event.is_set():
+            if time.monotonic() >= next_try:
+                self.step()
+                next_try = time.monotonic() + tick
+            self.stop_event.wait(tick)
+        self.elector.release()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+def default_identity() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def run_controllers(env: dict[str, str]) -> int:
+    """`felixpy controllers`: wire the datastore, the API server, health and metrics; run until SIGTERM."""
+    from felixpy.datastore.config import DatastoreConfig, connect
+    from felixpy.datastore.kubernetes import KubernetesBackend
+    from felixpy.node.health import HealthServer
+    from ipam.ipam import IPAM
+
+    ds = DatastoreConfig.from_env(env)
+    kv, backend = connect(ds)
+    kube = KubernetesBackend.from_kubeconfig(env.get("KUBECONFIG") or None)
+    election = ElectionSettings(
+        identity=default_identity(),
+        namespace=env.get("POD_NAMESPACE") or "kube-system",
+        lease_name=env.get("LEASE_NAME") or "felixpy-controllers",
+    )
+    ctl = Controllers(
+        kube=kube,
+        ipam=IPAM(kv, backend),
+        backend=backend,
+        etcd_mode=ds.datastore_type == "etcdv3",
+        election=election,
+    )
+    if ctl.settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(ctl.settings.metrics_port, addr="0.0.0.0", registry=ctl.metrics.registry)
+    if ctl.settings.health_checks:
+        port = int(env.get("HEALTH_PORT") or 9440)
+        HealthServer("0.0.0.0", port, live=ctl.health.live, ready=ctl.health.ready).start()
+    signal.signal(signal.SIGTERM, lambda *_: ctl.stop())
+    signal.signal(signal.SIGINT, lambda *_: ctl.stop())
+    log.info(
+        "controllers.started", identity=election.identity, lease=f"{election.namespace}/{election.lease_name}"
+    )
+    ctl.run()
+    return 0
