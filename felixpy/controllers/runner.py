@@ -81,6 +81,7 @@ class Controllers:
         self.health = Health(stale_after=max(30.0, 3 * election.lease_duration))
         self.stop_event = threading.Event()
         self._last_pass: float | None = None
+        self._graceful = True
 
     def step(self) -> None:
         """One turn of the loop (tests drive it directly)."""
@@ -117,9 +118,12 @@ class Controllers:
                 self.step()
                 next_try = time.monotonic() + tick
             self.stop_event.wait(tick)
-        self.elector.release()
+        if self._graceful:
+            self.elector.release()
 
-    def stop(self) -> None:
+    def stop(self, *, graceful: bool = True) -> None:
+        """End ``run``; graceful hands the Lease over at once, otherwise it expires (as after a crash)."""
+        self._graceful = graceful
         self.stop_event.set()
 
 
