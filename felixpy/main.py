@@ -47,8 +47,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "controllers":
         logs.configure(os.environ.get("LOG_LEVEL", "info"))
         from felixpy.controllers.runner import run_controllers
+        from felixpy.datastore.errors import DatastoreError
 
-        sys.exit(run_controllers(dict(os.environ)))
+        try:
+            sys.exit(run_controllers(dict(os.environ)))
+        except (ValueError, DatastoreError) as err:
+            print(f"felixpy controllers: {err}", file=sys.stderr)
+            sys.exit(1)
     settings = Settings.from_env(os.environ, route_reflector=args.route_reflector)
     logs.configure(settings.log_level)
     from felixpy.agent import run_node

@@ -22,7 +22,7 @@ from felixpy.controllers.gc_pass import GarbageCollector
 from felixpy.controllers.leader import KubeLeaseClient, LeaderElector
 from felixpy.controllers.metrics import ControllerMetrics, Health
 from felixpy.controllers.settings import ControllerSettings
-from felixpy.datastore.errors import NotFound
+from felixpy.datastore.errors import DatastoreError, NotFound
 from felixpy.resources.kubecontrollers import KubeControllersConfiguration
 
 log = structlog.get_logger(__name__)
@@ -127,6 +127,19 @@ class Controllers:
         self.stop_event.set()
 
 
+def env_seconds(env: dict[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name}: {text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"{name}: must be more than 0 seconds, not {text}")
+    return value
+
+
 def default_identity() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
@@ -138,14 +151,25 @@ def run_controllers(env: dict[str, str]) -> int:
     from felixpy.node.health import HealthServer
     from ipam.ipam import IPAM
 
-    ds = DatastoreConfig.from_env(env)
-    kv, backend = connect(ds)
-    kube = KubernetesBackend.from_kubeconfig(env.get("KUBECONFIG") or None)
     election = ElectionSettings(
         identity=default_identity(),
         namespace=env.get("POD_NAMESPACE") or "kube-system",
         lease_name=env.get("LEASE_NAME") or "felixpy-controllers",
+        lease_duration=env_seconds(env, "LEADER_ELECTION_LEASE_DURATION", 15),
+        renew_deadline=env_seconds(env, "LEADER_ELECTION_RENEW_DEADLINE", 10),
+        retry_period=env_seconds(env, "LEADER_ELECTION_RETRY_PERIOD", 2),
     )
+    if not election.retry_period < election.renew_deadline < election.lease_duration:
+        raise ValueError(
+            "LEADER_ELECTION_*: need RETRY_PERIOD < RENEW_DEADLINE < LEASE_DURATION "
+            f"(got {election.retry_period} < {election.renew_deadline} < {election.lease_duration})"
+        )
+    ds = DatastoreConfig.from_env(env)
+    kv, backend = connect(ds)
+    try:
+        kube = KubernetesBackend.from_kubeconfig(env.get("KUBECONFIG") or None)
+    except Exception as err:  # kubeconfig unreadable, no in-cluster service account
+        raise DatastoreError(f"cannot reach the Kubernetes API (KUBECONFIG or in-cluster): {err}") from None
     ctl = Controllers(
         kube=kube,
         ipam=IPAM(kv, backend),
