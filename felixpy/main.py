@@ -22,6 +22,13 @@ def version() -> str:
         return "unknown"
 
 
+def _one_line(err: ValueError) -> str:
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors())
+    return str(err)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="felixpy", description="Calico-style Kubernetes networking agent")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,11 +61,20 @@ def main(argv: list[str] | None = None) -> None:
         except (ValueError, DatastoreError) as err:
             print(f"felixpy controllers: {err}", file=sys.stderr)
             sys.exit(1)
-    settings = Settings.from_env(os.environ, route_reflector=args.route_reflector)
+    try:
+        settings = Settings.from_env(os.environ, route_reflector=args.route_reflector)
+    except ValueError as err:  # pydantic's ValidationError too: one line per bad field, no traceback
+        print(f"felixpy: invalid setting: {_one_line(err)}", file=sys.stderr)
+        sys.exit(2)
     logs.configure(settings.log_level)
     from felixpy.agent import run_node
+    from felixpy.datastore.errors import DatastoreError
 
-    sys.exit(run_node(settings, dict(os.environ)))
+    try:
+        sys.exit(run_node(settings, dict(os.environ)))
+    except DatastoreError as err:  # at start-up (a refused or unreachable datastore): one line, exit 1
+        print(f"felixpy: start-up failed: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
