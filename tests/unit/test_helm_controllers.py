@@ -10,6 +10,8 @@ pytest.importorskip("helm_python", reason="helm-python-sdk (Helm's Go SDK) is no
 
 from tests.unit.test_helm_chart import by_kind, render
 
+CRD = "crd.projectcalico.org"
+
 
 def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     (doc,) = [d for d in by_kind(docs, kind) if d["metadata"]["name"] == name]
@@ -55,10 +57,11 @@ def test_rbac_is_exactly_what_the_controllers_do() -> None:
         ("crd.projectcalico.org", "kubecontrollersconfigurations", "get", ""),
         ("crd.projectcalico.org", "kubecontrollersconfigurations", "list", ""),
         *{
-            ("crd.projectcalico.org", r, v, "")
-            for r in ("ipamblocks", "blockaffinities", "ipamhandles")
+            ("crd.projectcalico.org", "ipamblocks", v, "")
             for v in ("get", "list", "create", "update", "delete")
         },
+        *{(CRD, "blockaffinities", v, "") for v in ("get", "list", "create", "delete")},
+        *{(CRD, "ipamhandles", v, "") for v in ("get", "create", "update", "delete")},
     }
     etcd = render({"datastore": {"type": "etcdv3", "etcd": {"endpoints": "https://10.0.0.10:2379"}}})
     assert rules(named(etcd, "ClusterRole", "felixpy-controllers")) == {
