@@ -51,6 +51,8 @@ def live_pod(obj: dict[str, Any]) -> LivePod:
         node=spec.get("nodeName") or "",
         ips=frozenset(ips),
         container_id=ann.get(ANN_CONTAINER_ID) or "",
+        labels=dict(meta.get("labels") or {}),
+        service_account=spec.get("serviceAccountName") or "",
     )
 
 

@@ -60,6 +60,8 @@ class LivePod:
     node: str = ""
     ips: frozenset[str] = frozenset()
     container_id: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    service_account: str = ""
 
 
 @dataclass(frozen=True, slots=True)

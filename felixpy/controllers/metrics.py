@@ -26,6 +26,12 @@ class ControllerMetrics:
         self.passes = Counter(
             "felixpy_controllers_gc_passes", "GC passes by outcome (ok | aborted)", ["outcome"], registry=r
         )
+        self.synced = Counter(
+            "felixpy_controllers_synced",
+            "etcd mode: objects written to mirror the Kubernetes API, by kind and operation",
+            ["kind", "op"],
+            registry=r,
+        )
         self.is_leader = Gauge(
             "felixpy_controllers_is_leader", "1 while this replica holds the Lease", registry=r
         )

@@ -22,6 +22,7 @@ from felixpy.controllers.gc_pass import GarbageCollector
 from felixpy.controllers.leader import KubeLeaseClient, LeaderElector
 from felixpy.controllers.metrics import ControllerMetrics, Health
 from felixpy.controllers.settings import ControllerSettings
+from felixpy.controllers.sync_pass import Mirror
 from felixpy.datastore.errors import DatastoreError, NotFound
 from felixpy.resources.kubecontrollers import KubeControllersConfiguration
 
@@ -73,6 +74,7 @@ class Controllers:
             renew_deadline=election.renew_deadline,
             retry_period=election.retry_period,
         )
+        self.mirror = Mirror(kube=kube, backend=backend, metrics=self.metrics) if etcd_mode else None
         self.gc = GarbageCollector(
             kube=kube, ipam=ipam, backend=backend, metrics=self.metrics, etcd_mode=etcd_mode
         )
@@ -107,6 +109,14 @@ class Controllers:
                 )
                 is not None
             )
+        if self.mirror is not None and self.elector.is_leader():
+            s = self.settings
+            synced = self.mirror.run_once(
+                namespaces=s.namespace_enabled,
+                policies=s.policy_enabled,
+                endpoints=s.workload_endpoint_enabled,
+            )
+            ok = ok and synced is not None
         self._last_pass = now
         self.health.beat(ok=ok)
 

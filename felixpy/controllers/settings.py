@@ -19,6 +19,8 @@ class ControllerSettings:
     sync_labels: bool = True
     auto_host_endpoints: bool = False
     workload_endpoint_enabled: bool = True
+    namespace_enabled: bool = True
+    policy_enabled: bool = True
     health_checks: bool = True
     metrics_port: int = DEFAULT_METRICS_PORT  # 0 disables
     log_severity: str = "Info"
@@ -44,6 +46,8 @@ class ControllerSettings:
                 node and node.host_endpoint and node.host_endpoint.auto_create == "Enabled"
             ),
             workload_endpoint_enabled=wep is not None,
+            namespace_enabled=spec.controllers.namespace is not None,
+            policy_enabled=spec.controllers.policy is not None,
             health_checks=spec.health_checks == "Enabled",
             metrics_port=DEFAULT_METRICS_PORT
             if spec.prometheus_metrics_port is None
