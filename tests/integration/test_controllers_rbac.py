@@ -135,3 +135,72 @@ def test_controllers_work_with_exactly_the_charts_rbac() -> None:
         if t is not None:
             t.join(timeout=10)
         api.stop()
+
+
+def test_etcd_mode_controllers_work_with_exactly_the_charts_rbac(etcd_kv, etcd_backend) -> None:
+    from tests.integration.test_controllers import add_node
+    from tests.integration.test_controllers import add_pod as add_etcd_pod
+
+    values = {"datastore": {"type": "etcdv3", "etcd": {"endpoints": "https://10.0.0.10:2379"}}}
+    docs = [
+        d
+        for d in render(values)
+        if "Role" in d["kind"] and d["metadata"]["name"].startswith("felixpy-controllers")
+    ]
+    api = kubeapi.KubeAPI(rbac=RBAC.from_manifests(docs, {"ctl": SA}))
+    ctl: Controllers | None = None
+    t: threading.Thread | None = None
+    try:
+        etcd_backend.create(
+            KubeControllersConfiguration.model_validate(
+                {
+                    "metadata": {"name": "default"},
+                    "spec": {
+                        "controllers": {
+                            "node": {"reconcilerPeriod": "1s", "leakGracePeriod": "1s"},
+                            "workloadEndpoint": {},
+                            "namespace": {},
+                            "policy": {},
+                        }
+                    },
+                }
+            )
+        )
+        make_pool(etcd_backend, "p", "10.85.0.0/24", blockSize=28)
+        ipam = IPAM(etcd_kv, etcd_backend, cache_seconds=0)
+        env = {"api": api, "backend": etcd_backend, "ipam": ipam}
+        add_node(env, "n1")
+        add_node(env, "n2")
+        api.store.create("namespaces", None, {"metadata": {"name": "prod", "labels": {"env": "prod"}}})
+        ip1 = add_etcd_pod(env, "p1", "n1", cid="c1")
+        add_etcd_pod(env, "p2", "n2", cid="c2")
+        own = client(api.url, "ctl")
+        ctl = Controllers(
+            kube=own,
+            ipam=IPAM(etcd_kv, etcd_backend, cache_seconds=0),
+            backend=etcd_backend,
+            etcd_mode=True,
+            election=ElectionSettings("ctl-0", lease_duration=3.0, renew_deadline=2.0, retry_period=0.5),
+        )
+        t = threading.Thread(target=ctl.run, daemon=True)
+        t.start()
+        wait_for(ctl.elector.is_leader, 10, "the controllers to take the Lease with their own grants")
+        api.store.delete("pods", "default", "p1", None)
+        wait_for(lambda: ipam.get_assignment(ip1) is None, 30, "the leak to be freed")
+        api.store.delete("pods", "default", "p2", None)
+        api.store.delete("nodes", None, "n2", None)
+        wait_for(lambda: ipam.affine_blocks("n2") == [], 30, "n2's affinities to be released")
+        from felixpy.resources.k8s import Namespace
+
+        assert etcd_backend.get(Namespace, "prod").metadata.labels == {"env": "prod"}
+        mine = [a for a in api.store.audit if a["user"] == SA]
+        refused = [a for a in mine if a["code"] != 200]
+        assert not refused, f"requests the chart's RBAC refused: {refused[:5]}"
+        used = {(a["group"], a["resource"], a["verb"]) for a in mine}
+        assert granted(docs) == used, f"granted but never used: {sorted(granted(docs) - used)}"
+    finally:
+        if ctl is not None:
+            ctl.stop(graceful=False)
+        if t is not None:
+            t.join(timeout=10)
+        api.stop()

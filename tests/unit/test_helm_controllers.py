@@ -69,6 +69,8 @@ def test_rbac_is_exactly_what_the_controllers_do() -> None:
         ("", "pods", "list", ""),
         ("", "nodes", "get", ""),
         ("", "nodes", "list", ""),
+        ("", "namespaces", "list", ""),
+        ("networking.k8s.io", "networkpolicies", "list", ""),
     }, "etcd mode: IPAM lives in etcd, the API server is only read"
     lease = named(etcd, "Role", "felixpy-controllers-lease")
     assert lease["metadata"]["namespace"] == "kube-system"
