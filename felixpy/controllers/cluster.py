@@ -63,6 +63,14 @@ def read_view(kube: Any) -> ClusterView:
     return ClusterView(pods={(p.namespace, p.name): p for p in pods}, nodes=nodes - {""})
 
 
+def node_labels(kube: Any) -> dict[str, dict[str, str]]:
+    """Every Kubernetes Node's labels. Raises on any error."""
+    return {
+        (o.get("metadata") or {}).get("name") or "": dict((o.get("metadata") or {}).get("labels") or {})
+        for o in _list_all(kube, "/api/v1/nodes")
+    }
+
+
 def get_pod(kube: Any, namespace: str, name: str) -> LivePod | None:
     """The pod straight from the API server (the final check before a release); raises on errors but 404."""
     try:

@@ -115,6 +115,7 @@ class Controllers:
                 namespaces=s.namespace_enabled,
                 policies=s.policy_enabled,
                 endpoints=s.workload_endpoint_enabled,
+                node_labels=s.node_enabled and s.sync_labels,
             )
             ok = ok and synced is not None
         self._last_pass = now

@@ -9,13 +9,14 @@ from typing import Any
 
 import structlog
 
-from felixpy.controllers import cluster
+from felixpy.controllers import cluster, sync_plan
 from felixpy.controllers.metrics import ControllerMetrics
 from felixpy.controllers.sync_plan import Write, endpoint_labels, mirror
 from felixpy.datastore.errors import AlreadyExists, Conflict, NotFound
 from felixpy.resources.base import Resource
 from felixpy.resources.endpoint import WorkloadEndpoint
 from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
+from felixpy.resources.node import Node
 
 log = structlog.get_logger(__name__)
 
@@ -24,20 +25,43 @@ class Mirror:
     def __init__(self, *, kube: Any, backend: Any, metrics: ControllerMetrics):
         self.kube, self.backend, self.metrics = kube, backend, metrics
 
-    def run_once(self, *, namespaces: bool, policies: bool, endpoints: bool) -> int | None:
+    def run_once(
+        self, *, namespaces: bool, policies: bool, endpoints: bool, node_labels: bool = False
+    ) -> int | None:
         """Writes made, or None when a read failed (then nothing was written)."""
         kinds = [k for k, on in ((Namespace, namespaces), (K8sNetworkPolicy, policies)) if on]
         try:
             plans = [(k, self._plan(k)) for k in kinds]
             view = cluster.read_view(self.kube) if endpoints else None
             weps = self.backend.list(WorkloadEndpoint)[0] if endpoints else []
+            kube_nodes = cluster.node_labels(self.kube) if node_labels else {}
+            nodes = self.backend.list(Node)[0] if node_labels else []
         except Exception as err:
             log.warning("sync.pass_skipped", error=str(err))
             return None
         n = sum(self._write(k, w) for k, writes in plans for w in writes)
         if view is not None:
             n += sum(self._label(w, view) for w in weps if isinstance(w, WorkloadEndpoint))
+        n += sum(
+            self._node(nd, kube_nodes[nd.name])
+            for nd in nodes
+            if isinstance(nd, Node) and nd.name in kube_nodes
+        )
         return n
+
+    def _node(self, node: Node, kube_labels: dict[str, str]) -> int:
+        got = sync_plan.node_labels(node.metadata.labels, node.metadata.annotations, kube_labels)
+        if got is None:
+            return 0
+        node.metadata.labels, node.metadata.annotations = got
+        try:
+            self.backend.update(node)
+        except (Conflict, NotFound) as err:
+            log.info("sync.write_lost", kind="Node", name=node.name, error=str(err))
+            return 0
+        self.metrics.synced.labels(kind="Node", op="labels").inc()
+        log.info("sync.written", kind="Node", name=node.name, op="labels", labels=got[0], reason="syncLabels")
+        return 1
 
     def _plan(self, kind: type[Resource]) -> list[Write]:
         desired = {(o.namespace or "", o.name): o.to_dict() for o in self.kube.list(kind)[0]}

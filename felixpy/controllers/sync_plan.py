@@ -10,11 +10,13 @@ have lost can be lost here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 SYNCED = "felixpy.io/synced-from"
+KUBE_LABELS = "projectcalico.org/kube-labels"  # the node labels last copied, as Calico records them
 SOURCE = "kubernetes"
 WEP_LABELS = (
     "projectcalico.org/namespace",
@@ -80,3 +82,21 @@ def endpoint_labels(
         WEP_LABELS[1]: orchestrator,
         WEP_LABELS[2]: service_account or "default",
     }
+
+
+def node_labels(
+    labels: Mapping[str, str], annotations: Mapping[str, str], kube_labels: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str]] | None:
+    """A Calico Node's (labels, annotations) with its Kubernetes Node's labels copied (syncLabels), or None
+    when nothing changes. Labels copied before and since removed from the Kubernetes Node go; labels set
+    on the Calico Node itself stay (Calico's rule, recorded in ``projectcalico.org/kube-labels``)."""
+    try:
+        before = json.loads(annotations.get(KUBE_LABELS) or "{}")
+    except ValueError:
+        before = {}
+    own = {k: v for k, v in labels.items() if k not in (before if isinstance(before, dict) else {})}
+    new_labels = own | dict(kube_labels)
+    new_ann = dict(annotations) | {KUBE_LABELS: json.dumps(dict(kube_labels), sort_keys=True)}
+    if new_labels == dict(labels) and new_ann == dict(annotations):
+        return None
+    return new_labels, new_ann

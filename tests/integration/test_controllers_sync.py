@@ -95,3 +95,26 @@ def test_a_failed_list_writes_nothing(kube_api, etcd_kv, etcd_backend) -> None:
         raise AssertionError("written from a pass whose lists failed")
     except NotFound:
         pass
+
+
+def test_node_labels_synced_onto_calico_nodes(kube_api, etcd_kv, etcd_backend) -> None:
+    from felixpy.resources.node import Node
+    from tests.integration.ipam_helpers import make_node
+
+    kube_api.store.create("nodes", None, {"metadata": {"name": "n1", "labels": {"zone": "a"}}})
+    make_node(etcd_backend, "n1", {"route-reflector": "true"})
+    make_node(etcd_backend, "etcd-only")
+    mirror = Mirror(
+        kube=KubernetesBackend.for_url(kube_api.url), backend=etcd_backend, metrics=ControllerMetrics()
+    )
+
+    def run() -> int | None:
+        return mirror.run_once(namespaces=False, policies=False, endpoints=False, node_labels=True)
+
+    assert run() == 1
+    assert etcd_backend.get(Node, "n1").metadata.labels == {"route-reflector": "true", "zone": "a"}
+    assert run() == 0
+    kube_api.store.patch("nodes", None, "n1", {"metadata": {"labels": {"zone": None, "rack": "r1"}}})
+    assert run() == 1
+    assert etcd_backend.get(Node, "n1").metadata.labels == {"route-reflector": "true", "rack": "r1"}
+    assert etcd_backend.get(Node, "etcd-only").metadata.labels == {}

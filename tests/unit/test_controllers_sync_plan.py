@@ -48,3 +48,16 @@ def test_endpoint_labels() -> None:
         "projectcalico.org/orchestrator": "k8s",
         "projectcalico.org/serviceaccount": "default",
     }
+
+
+def test_node_labels_copied_removed_and_own_kept() -> None:
+    from felixpy.controllers.sync_plan import KUBE_LABELS, node_labels
+
+    got = node_labels({"route-reflector": "true"}, {}, {"zone": "a"})
+    assert got is not None
+    labels, ann = got
+    assert labels == {"route-reflector": "true", "zone": "a"} and ann == {KUBE_LABELS: '{"zone": "a"}'}
+    assert node_labels(labels, ann, {"zone": "a"}) is None, "nothing to change"
+    labels2, _ = node_labels(labels, ann, {"rack": "r1"}) or ({}, {})
+    assert labels2 == {"route-reflector": "true", "rack": "r1"}, "zone was copied, now gone; own label stays"
+    assert node_labels({"x": "1"}, {KUBE_LABELS: "not json"}, {}) == ({"x": "1"}, {KUBE_LABELS: "{}"})
