@@ -18,13 +18,16 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from felixpy.controllers import hostendpoints
 from felixpy.controllers.gc_pass import GarbageCollector
 from felixpy.controllers.leader import KubeLeaseClient, LeaderElector
 from felixpy.controllers.metrics import ControllerMetrics, Health
 from felixpy.controllers.settings import ControllerSettings
 from felixpy.controllers.sync_pass import Mirror
 from felixpy.datastore.errors import DatastoreError, NotFound
+from felixpy.resources.endpoint import HostEndpoint
 from felixpy.resources.kubecontrollers import KubeControllersConfiguration
+from felixpy.resources.node import Node
 
 log = structlog.get_logger(__name__)
 
@@ -118,8 +121,23 @@ class Controllers:
                 node_labels=s.node_enabled and s.sync_labels,
             )
             ok = ok and synced is not None
+        if self.settings.node_enabled and self.elector.is_leader():
+            ok = self._auto_host_endpoints() and ok
         self._last_pass = now
         self.health.beat(ok=ok)
+
+    def _auto_host_endpoints(self) -> bool:
+        """Runs whenever the node controller does, so turning autoCreate off removes them."""
+        try:
+            nodes = [n for n in self.backend.list(Node)[0] if isinstance(n, Node)]
+            heps = [h for h in self.backend.list(HostEndpoint)[0] if isinstance(h, HostEndpoint)]
+        except Exception as err:
+            log.warning("autohep.pass_skipped", error=str(err))
+            return False
+        n = hostendpoints.sync(self.backend, nodes, heps, enabled=self.settings.auto_host_endpoints)
+        if n:
+            self.metrics.synced.labels(kind="HostEndpoint", op="auto").inc(n)
+        return True
 
     def run(self) -> None:
         tick = min(self.retry_period, 1.0)

@@ -13,6 +13,7 @@ import pytest
 from felixpy.controllers.runner import Controllers, ElectionSettings
 from felixpy.datastore.kube_kv import KubeKV
 from felixpy.datastore.kubernetes import KubernetesBackend
+from felixpy.resources.endpoint import HostEndpoint
 from felixpy.resources.kubecontrollers import KubeControllersConfiguration
 from ipam.ipam import IPAM
 from tests.fixtures import kubeapi
@@ -56,6 +57,7 @@ MAY_BE_UNUSED = {
     ("crd.projectcalico.org", "blockaffinities", "get"),
     ("crd.projectcalico.org", "ippools", "get"),
     ("crd.projectcalico.org", "kubecontrollersconfigurations", "list"),
+    ("crd.projectcalico.org", "hostendpoints", "update"),  # a node's labels or addresses change
 }
 
 
@@ -95,7 +97,15 @@ def test_controllers_work_with_exactly_the_charts_rbac() -> None:
             KubeControllersConfiguration.model_validate(
                 {
                     "metadata": {"name": "default"},
-                    "spec": {"controllers": {"node": {"reconcilerPeriod": "1s", "leakGracePeriod": "1s"}}},
+                    "spec": {
+                        "controllers": {
+                            "node": {
+                                "reconcilerPeriod": "1s",
+                                "leakGracePeriod": "1s",
+                                "hostEndpoint": {"autoCreate": "Enabled"},
+                            }
+                        }
+                    },
                 }
             )
         )
@@ -122,6 +132,11 @@ def test_controllers_work_with_exactly_the_charts_rbac() -> None:
         api.store.delete("nodes", None, "n2", None)
         wait_for(lambda: env["ipam"].affine_blocks("n2") == [], 30, "n2's affinities to be released")
         assert env["ipam"].get_assignment(ip2) is None
+        wait_for(
+            lambda: {h.name for h in admin.list(HostEndpoint)[0]} == {"n1-auto-hep"},
+            30,
+            "n2's auto HEP to go",
+        )
         time.sleep(1.0)  # one more pass with nothing to do
         mine = [a for a in api.store.audit if a["user"] == SA]
         refused = [a for a in mine if a["code"] != 200]

@@ -57,7 +57,8 @@ def test_rbac_is_exactly_what_the_controllers_do() -> None:
         ("crd.projectcalico.org", "kubecontrollersconfigurations", "get", ""),
         ("crd.projectcalico.org", "kubecontrollersconfigurations", "list", ""),
         *{
-            ("crd.projectcalico.org", "ipamblocks", v, "")
+            (CRD, r, v, "")
+            for r in ("ipamblocks", "hostendpoints")
             for v in ("get", "list", "create", "update", "delete")
         },
         *{(CRD, "blockaffinities", v, "") for v in ("get", "list", "create", "delete")},
