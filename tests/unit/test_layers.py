@@ -30,6 +30,8 @@ PURE_MODULES = (
     "bgp.filters",
     "bgp.exabgp_api",
     "bgp.exabgp_config",
+    "felixpy.controllers.gc_plan",
+    "felixpy.controllers.sync_plan",
 )
 
 
