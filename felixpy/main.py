@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
 
         try:
             sys.exit(run_controllers(dict(os.environ)))
-        except (ValueError, DatastoreError) as err:
+        except (ValueError, OSError, DatastoreError) as err:  # bad env, a port in use, no datastore
             print(f"felixpy controllers: {err}", file=sys.stderr)
             sys.exit(1)
     try:
