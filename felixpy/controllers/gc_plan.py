@@ -2,7 +2,8 @@
 
 Safety rules, each a line below and a row in tests/unit/test_controllers_gc_plan.py:
 - Nothing is planned from an incomplete view: the caller passes ``None`` when any list failed,
-  and the plan is empty and the candidate clocks are left as they were.
+  and the plan is empty and the candidate clocks are left as they were. A view with no pods or
+  no nodes at all counts as incomplete.
 - An allocation is *valid* (kept, its clock cleared) when its address is a live pod's address,
   when its handle is a live pod's handle (the CNI handle ``<network>.<containerID>``), when its
   pod exists (same UID where the allocation recorded one, on the allocation's node where both
@@ -154,7 +155,9 @@ def plan(
     grace: float,
 ) -> Plan:
     """The confirmed leaks of one pass, and the candidate clocks to carry to the next."""
-    if view is None or grace <= 0:
+    if view is None or grace <= 0 or not view.pods or not view.nodes:
+        # A cluster always has pods and nodes (these controllers run in one): an empty list is a
+        # wrong cluster or a broken API server, never a reason to free everything.
         return Plan(candidates=dict(candidates))
     out = Plan()
     ips, cids = view.pod_ips(), view.container_ids()

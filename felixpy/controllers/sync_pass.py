@@ -68,7 +68,7 @@ class Mirror:
         actual = {
             (o.namespace or "", o.name): (o.to_dict(), o.revision or "") for o in self.backend.list(kind)[0]
         }
-        return mirror(desired, actual)
+        return mirror(desired, actual, may_be_empty=kind is not Namespace)
 
     def _write(self, kind: type[Resource], w: Write) -> int:
         ns, name = w.key

@@ -42,9 +42,17 @@ def normal(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def mirror(
-    desired: Mapping[Key, dict[str, Any]], actual: Mapping[Key, tuple[dict[str, Any], str]]
+    desired: Mapping[Key, dict[str, Any]],
+    actual: Mapping[Key, tuple[dict[str, Any], str]],
+    *,
+    may_be_empty: bool = True,
 ) -> list[Write]:
-    """Writes that make ``actual`` (etcd: wire form, revision) equal ``desired`` (Kubernetes' wire form)."""
+    """Writes that make ``actual`` (etcd: wire form, revision) equal ``desired`` (Kubernetes' wire form).
+
+    ``may_be_empty=False`` (Namespaces: a cluster always has some): an empty ``desired`` writes nothing.
+    """
+    if not desired and not may_be_empty:
+        return []
     out: list[Write] = []
     for key, doc in sorted(desired.items()):
         body = _owned(doc)

@@ -45,6 +45,9 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
 
 @pytest.fixture
 def cluster_env(kube_api, etcd_kv, etcd_backend) -> Iterator[dict[str, Any]]:
+    kube_api.store.create(
+        "pods", "kube-system", {"metadata": {"name": "felixpy-controllers-0"}, "spec": {}}
+    )  # ours
     etcd_backend.create(
         KubeControllersConfiguration.model_validate(
             {

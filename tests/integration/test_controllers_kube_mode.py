@@ -30,6 +30,9 @@ kubeapi.RESOURCES.setdefault(
 
 @pytest.fixture
 def kube_env(kube_api) -> Iterator[dict[str, Any]]:
+    kube_api.store.create(
+        "pods", "kube-system", {"metadata": {"name": "felixpy-controllers-0"}, "spec": {}}
+    )  # ours
     admin = KubernetesBackend.for_url(kube_api.url)
     admin.create(
         KubeControllersConfiguration.model_validate(

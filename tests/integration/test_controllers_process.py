@@ -72,6 +72,7 @@ def test_kill_the_leader_process_the_other_takes_over(
         )
     )
     make_pool(etcd_backend, "p", "10.81.0.0/24", blockSize=28)
+    kube_api.store.create("pods", "kube-system", {"metadata": {"name": "felixpy-controllers-0"}, "spec": {}})
     kube_api.store.create("nodes", None, {"metadata": {"name": "n1"}})
     make_node(etcd_backend, "n1")
     env = {"ipam": IPAM(etcd_kv, etcd_backend, cache_seconds=0), "api": kube_api, "backend": etcd_backend}

@@ -113,6 +113,7 @@ def test_controllers_work_with_exactly_the_charts_rbac() -> None:
         env = {"api": api, "ipam": IPAM(KubeKV(admin), admin, cache_seconds=0)}
         for n in ("n1", "n2"):
             api.store.create("nodes", None, {"metadata": {"name": n}})
+        api.store.create("pods", "kube-system", {"metadata": {"name": "felixpy-controllers-0"}, "spec": {}})
         ip1 = add_pod(env, "p1", "n1", "c1")
         ip2 = add_pod(env, "p2", "n2", "c2")
         own = client(api.url, "ctl")
@@ -186,6 +187,7 @@ def test_etcd_mode_controllers_work_with_exactly_the_charts_rbac(etcd_kv, etcd_b
         env = {"api": api, "backend": etcd_backend, "ipam": ipam}
         add_node(env, "n1")
         add_node(env, "n2")
+        api.store.create("pods", "kube-system", {"metadata": {"name": "felixpy-controllers-0"}, "spec": {}})
         api.store.create("namespaces", None, {"metadata": {"name": "prod", "labels": {"env": "prod"}}})
         ip1 = add_etcd_pod(env, "p1", "n1", cid="c1")
         add_etcd_pod(env, "p2", "n2", cid="c2")

@@ -22,6 +22,7 @@ def names(backend: Any, kind: type) -> set[str]:
 
 def test_namespaces_policies_and_pod_labels_mirrored(kube_api, etcd_kv, etcd_backend) -> None:
     store = kube_api.store
+    store.create("namespaces", None, {"metadata": {"name": "default"}})
     store.create("namespaces", None, {"metadata": {"name": "prod", "labels": {"env": "prod"}}})
     store.create(
         "networkpolicies.networking.k8s.io",
@@ -33,7 +34,7 @@ def test_namespaces_policies_and_pod_labels_mirrored(kube_api, etcd_kv, etcd_bac
         kube=KubernetesBackend.for_url(kube_api.url), backend=etcd_backend, metrics=ControllerMetrics()
     )
     run = lambda: mirror.run_once(namespaces=True, policies=True, endpoints=True)  # noqa: E731
-    assert run() == 2
+    assert run() == 3
     assert etcd_backend.get(Namespace, "prod").metadata.labels == {"env": "prod"}
     assert etcd_backend.get(K8sNetworkPolicy, "deny", "prod").spec.policy_types == ["Ingress"]
     assert run() == 0, "a repeated pass writes nothing"
@@ -45,7 +46,9 @@ def test_namespaces_policies_and_pod_labels_mirrored(kube_api, etcd_kv, etcd_bac
     assert "deny" not in names(etcd_backend, K8sNetworkPolicy)
     assert "handmade" in names(etcd_backend, Namespace), "objects not mirrored from Kubernetes are left alone"
     store.delete("namespaces", None, "prod", None)
-    assert run() == 1 and "prod" not in names(etcd_backend, Namespace)
+    assert run() == 1 and names(etcd_backend, Namespace) == {"default", "handmade"}
+    store.delete("namespaces", None, "default", None)
+    assert run() == 0, "an empty namespace list is not trusted: nothing deleted"
 
 
 def test_pod_labels_reach_their_workload_endpoint(kube_api, etcd_kv, etcd_backend) -> None:

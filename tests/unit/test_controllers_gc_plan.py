@@ -28,8 +28,12 @@ def alloc(ip: str, handle: str = "k8s-pod-network.c1", **attrs: str) -> Allocati
     return Allocation(ip, handle, {k: v for k, v in base.items() if v})
 
 
+SELF = LivePod("kube-system", "felixpy-controllers-0", "u0", "n0")  # a cluster always has a pod: ours
+
+
 def view(*pods: LivePod, nodes: tuple[str, ...] = (N1,)) -> ClusterView:
-    return ClusterView(pods={(p.namespace, p.name): p for p in pods}, nodes=frozenset(nodes))
+    every = (SELF, *pods)
+    return ClusterView(pods={(p.namespace, p.name): p for p in every}, nodes=frozenset({*nodes, "n0"}))
 
 
 ROWS = [
@@ -144,3 +148,10 @@ def test_unknown_owner_blocks_node_cleanup() -> None:
     odd = alloc("10.0.0.7", "manual", node="gone", namespace="", pod="")
     p = run([odd], view(), {"node/gone": 0.0}, 100.0, nodes=["gone"])
     assert p.addresses == [] and p.nodes == []
+
+
+def test_an_empty_pod_or_node_list_is_not_trusted() -> None:
+    a = alloc("10.0.0.1")
+    assert run([a], ClusterView(pods={}, nodes=frozenset({N1})), {a.key: 0.0}, 100.0).addresses == []
+    only_pods = ClusterView(pods={("default", "x"): pod("x")}, nodes=frozenset())
+    assert run([a], only_pods, {a.key: 0.0, "node/n1": 0.0}, 100.0, nodes=[N1]).nodes == []

@@ -61,3 +61,9 @@ def test_node_labels_copied_removed_and_own_kept() -> None:
     labels2, _ = node_labels(labels, ann, {"rack": "r1"}) or ({}, {})
     assert labels2 == {"route-reflector": "true", "rack": "r1"}, "zone was copied, now gone; own label stays"
     assert node_labels({"x": "1"}, {KUBE_LABELS: "not json"}, {}) == ({"x": "1"}, {KUBE_LABELS: "{}"})
+
+
+def test_an_empty_namespace_list_deletes_nothing() -> None:
+    actual = {("", "a"): (ns("a", synced=True), "1")}
+    assert mirror({}, actual, may_be_empty=False) == []
+    assert [w.op for w in mirror({}, actual)] == ["delete"], "policies may really all be gone"
