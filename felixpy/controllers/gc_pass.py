@@ -19,7 +19,7 @@ import structlog
 from felixpy.controllers import cluster
 from felixpy.controllers.gc_plan import Allocation, ClusterView, Endpoint, Plan, invalid_reason, plan
 from felixpy.controllers.metrics import ControllerMetrics
-from felixpy.datastore.errors import NotFound
+from felixpy.datastore.errors import Conflict, NotFound
 from felixpy.resources.endpoint import WorkloadEndpoint
 from felixpy.resources.node import Node
 from ipam.ipam import IPAM
@@ -137,8 +137,9 @@ class GarbageCollector:
             self.metrics.released.labels(kind="affinity", reason="node-deleted").inc()
         if self.etcd_mode:
             try:
-                self.backend.delete(Node, node)
+                current = self.backend.get(Node, node)
+                self.backend.delete(Node, node, revision=current.revision)  # CAS: not a re-registered one
                 self.metrics.released.labels(kind="node", reason="node-deleted").inc()
-            except NotFound:
+            except (NotFound, Conflict):
                 pass
         log.info("gc.node_released", node=node, blocks=blocks, reason="node-deleted")
