@@ -1,5 +1,5 @@
-"""`felixpy`: the agent's command line (`felixpy node [--route-reflector]`, `felixpy install-cni`,
-`felixpy version`).
+"""`felixpy`: the agent's command line (`felixpy node [--route-reflector]`, `felixpy controllers`,
+`felixpy install-cni`, `felixpy version`).
 
 Settings are built once here from the environment (calico-node's variables) and passed down.
 """
@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     node = sub.add_parser("node", help="run the node agent (env: NODENAME, ETCD_ENDPOINTS, IP, FELIX_*, ...)")
     node.add_argument("--route-reflector", action="store_true", help="BGP route reflector only")
+    sub.add_parser(
+        "controllers",
+        help="run the cluster controllers: IPAM garbage collection, node cleanup (env: KUBECONFIG, "
+        "DATASTORE_TYPE, ETCD_ENDPOINTS, POD_NAME, POD_NAMESPACE, LOG_LEVEL)",
+    )
     sub.add_parser("version", help="print the version")
     sub.add_parser(
         "install-cni", help="install the CNI plugins and network config (env: CNI_NETWORK_CONFIG, ...)"
@@ -46,6 +51,16 @@ def main(argv: list[str] | None = None) -> None:
         from felixpy.kube.install_cni import main as install_cni
 
         sys.exit(install_cni())
+    if args.command == "controllers":
+        logs.configure(os.environ.get("LOG_LEVEL", "info"))
+        from felixpy.controllers.runner import run_controllers
+        from felixpy.datastore.errors import DatastoreError
+
+        try:
+            sys.exit(run_controllers(dict(os.environ)))
+        except (ValueError, OSError, DatastoreError) as err:  # bad env, a port in use, no datastore
+            print(f"felixpy controllers: {err}", file=sys.stderr)
+            sys.exit(1)
     try:
         settings = Settings.from_env(os.environ, route_reflector=args.route_reflector)
     except ValueError as err:  # pydantic's ValidationError too: one line per bad field, no traceback

@@ -152,6 +152,35 @@ class Releaser:
             return [str(block.address(o)) for o in ords]
         raise RetriesExhausted(f"releasing in block {cidr}: lost the compare-and-swap race {RETRIES} times")
 
+    def release_if_owned(self, ip: str, handle_id: str) -> bool:
+        """Release ``ip`` only while ``handle_id`` still holds it; True when this call released it.
+
+        The owner check and the release are one compare-and-swap on the block, so an address freed
+        and handed to another pod since the caller looked is never taken from that pod.
+        """
+        addr = ipaddress.ip_address(ip)
+        for _ in range(RETRIES):
+            found = self._blocks_containing(addr)
+            if not found:
+                return False
+            block, brev = found[0]
+            attr = block.attribute_of(block.ordinal(addr))
+            if attr is None or (attr.handle_id or "") != handle_id:
+                return False
+            new, per_handle = block.release([block.ordinal(addr)])
+            ops = [self._block_write(new, brev)]
+            for hid, n in per_handle.items():
+                got = self.store.get_handle(hid) if hid else None
+                if got is not None:
+                    ops.append(self.store.handle_write(got[0].remove(str(block.cidr), n), got[1]))
+            try:
+                r = self.store.kv.txn(ops)
+            except Conflict:
+                continue
+            self._blocks[str(block.cidr)] = (new, r)
+            return True
+        raise RetriesExhausted(f"releasing {ip}: lost the compare-and-swap race {RETRIES} times")
+
     # ---- affinities and nodes ------------------------------------------------------------------
     def release_affinity(self, block_cidr: str, node: str, *, must_be_empty: bool = True) -> None:
         """Drop ``node``'s claim on a block: an empty block is deleted, a non-empty one kept un-owned."""

@@ -9,17 +9,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 from pyetcd import etcdrpc
 
 from felixpy.datastore.errors import Compacted, DatastoreError, Unavailable
-from felixpy.datastore.etcd import _Session, _token_expired, map_rpc_error, prefix_end
+from felixpy.datastore.etcd_session import _Session, _token_expired, map_rpc_error, prefix_end
 from felixpy.datastore.kv import WatchEvent
 
-if TYPE_CHECKING:
-    from felixpy.datastore.etcd import EtcdKV
+
+class WatchOwner(Protocol):
+    """What a watch uses of its client (`EtcdKV`): settings, sessions, and being forgotten."""
+
+    timeout: float
+    failover_timeout: float
+    endpoints: Any
+
+    def _session(self) -> _Session: ...
+    def _renew(self, session: _Session) -> None: ...
+    def _drop(self, session: _Session, reason: str) -> None: ...
+    def _forget(self, watch: EtcdWatch) -> None: ...
 
 log = logging.getLogger("felixpy.datastore.etcd")
 
@@ -37,7 +47,7 @@ class EtcdWatch:
     (StopIteration) only after ``close()``, which is safe from any thread.
     """
 
-    def __init__(self, kv: EtcdKV, prefix: str, start_revision: int, *, prev_kv: bool = True):
+    def __init__(self, kv: WatchOwner, prefix: str, start_revision: int, *, prev_kv: bool = True):
         self._kv = kv
         self._closed = threading.Event()
         self._call: Any = None

@@ -21,6 +21,7 @@ from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPeer
 from felixpy.resources.endpoint import HostEndpoint
 from felixpy.resources.felixconfig import FelixConfiguration
 from felixpy.resources.ippool import IPPool
+from felixpy.resources.kubecontrollers import KubeControllersConfiguration
 from felixpy.resources.policy import GlobalNetworkPolicy, NetworkPolicy
 from felixpy.resources.tier import Tier
 
@@ -39,6 +40,7 @@ CRD_KINDS: tuple[type[Resource], ...] = (
     Tier,
     HostEndpoint,
     FelixConfiguration,
+    KubeControllersConfiguration,
 )
 
 # IPAM objects: schemaless specs (their JSON is IPAM's own, see ipam/), CAS on resourceVersion.

@@ -8,6 +8,7 @@ from felixpy.resources.endpoint import HostEndpoint, WorkloadEndpoint
 from felixpy.resources.felixconfig import FelixConfiguration
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
+from felixpy.resources.kubecontrollers import KubeControllersConfiguration
 from felixpy.resources.node import Node
 from felixpy.resources.policy import GlobalNetworkPolicy, NetworkPolicy
 from felixpy.resources.tier import Tier
@@ -24,6 +25,7 @@ ALL_KINDS: tuple[type[Resource], ...] = (
     GlobalNetworkPolicy,
     Tier,
     FelixConfiguration,
+    KubeControllersConfiguration,
     K8sNetworkPolicy,
     Namespace,
 )

@@ -35,6 +35,8 @@ PURE_MODULES = (
     "bgp.filters",
     "bgp.exabgp_api",
     "bgp.exabgp_config",
+    "felixpy.controllers.gc_plan",
+    "felixpy.controllers.sync_plan",
 )
 
 
@@ -76,6 +78,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "plain data and the selector language",
         (
             "felixpy.logs",
+            "felixpy.private_files",  # explicit file modes (a leaf: imports nothing of the project)
             "felixpy.dataplane.model",  # Chain, Rule, IpSet, RouteTarget: written by policy and calc
             "felixpy.dataplane.names",  # interface names (kube.convert, policy, the drivers)
             "policy.tokens",
@@ -88,6 +91,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "pure logic",
         (
             "felixpy.calc",
+            "felixpy.controllers.gc_plan",
+            "felixpy.controllers.sync_plan",
             "policy",
             *(f"ipam.{m}" for m in ("block", "allocator", "pools", "report", "selectors", "errors")),
             *(
@@ -108,6 +113,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "status",
                     "fib",
                     "wire",
+                    "limits",
                 )
             ),
         ),
@@ -119,12 +125,14 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "felixpy.dataplane",
             "felixpy.node",
             "felixpy.cni",
+            "felixpy.controllers",  # the passes, the lease, the cluster reader
             *(f"ipam.{m}" for m in ("store", "ipam", "tunnel", "release")),
             "ipam.plugin",  # the IPAM commands; the agent serves them too (felixpy.cni.ipam_service)
             *(
                 f"bgp.{m}"
                 for m in (
                     "netlink",
+                    "metrics",
                     "channel",
                     "speaker",
                     "service",
@@ -142,6 +150,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "felixpy.main",
             "felixpy.interpreter",
             "felixpy.ctl",
+            "felixpy.controllers.runner",
             "felixpy.lab",
             "felixpy.kube.install_cni",
         ),
