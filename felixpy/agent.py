@@ -40,6 +40,7 @@ from felixpy.node import startup
 from felixpy.node.config_watch import ROUTE_REFLECTOR_FIELDS, ConfigWatch, params_digest
 from felixpy.node.dataplane import FamilyPolicies, LinuxDataplane, PolicyDriver
 from felixpy.node.encap import EncapDriver, EncapSettings
+from felixpy.node.felix_metrics import FelixCollector
 from felixpy.node.health import HealthServer, Metrics
 from felixpy.node.settings import FelixParams, Settings
 from felixpy.node.sync import SyncSources
@@ -83,6 +84,15 @@ class Agent:
     writer_thread: threading.Thread | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.metrics.registry.register(
+            FelixCollector(
+                self.settings.nodename,
+                self.sources.syncer,
+                self.writer.graph,
+                self.dataplane,
+                failures=lambda: self.metrics.felix_failures,
+            )
+        )
         if self.bgp is not None and hasattr(self.bgp, "counters"):
             from bgp.metrics import BGPCollector
 
@@ -186,9 +196,13 @@ class Agent:
 def _on_commit(metrics: Metrics, dataplane: LinuxDataplane) -> Callable[[float, bool, int], None]:
     def observe(seconds: float, ok: bool, n_updates: int) -> None:
         metrics.apply_seconds.observe(seconds)
+        metrics.felix_apply_seconds.observe(seconds)
+        if n_updates:  # 0 = a deferred flush, no messages
+            metrics.felix_batch_size.observe(n_updates)
         metrics.local_endpoints.set(len(dataplane.endpoints))
         if not ok:
             metrics.errors.labels("dataplane_apply").inc()
+            metrics.felix_failures += 1
 
     return observe
 
