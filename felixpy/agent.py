@@ -84,15 +84,6 @@ class Agent:
     writer_thread: threading.Thread | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.metrics.registry.register(
-            FelixCollector(
-                self.settings.nodename,
-                self.sources.syncer,
-                self.writer.graph,
-                self.dataplane,
-                failures=lambda: self.metrics.felix_failures,
-            )
-        )
         if self.bgp is not None and hasattr(self.bgp, "counters"):
             from bgp.metrics import BGPCollector
 
@@ -378,6 +369,16 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
 
 
 def _serve_http(agent: Agent) -> None:
+    # Felix's felix_* families, read from this agent's state at scrape time (felixpy.node.felix_metrics).
+    agent.metrics.registry.register(
+        FelixCollector(
+            agent.settings.nodename,
+            agent.sources.syncer,
+            agent.writer.graph,
+            agent.dataplane,
+            failures=lambda: agent.metrics.felix_failures,
+        )
+    )
     params = agent.params
     if params.healthEnabled:
         HealthServer(params.healthHost, params.healthPort, live=agent.live, ready=agent.ready).start()
