@@ -165,6 +165,9 @@ class FelixCollector(Collector):
         yield GaugeMetricFamily(
             "felix_cluster_num_hosts", "Calico nodes in the cluster", value=len(self.graph._nodes)
         )
+        routes = getattr(self.dataplane, "routes", None)
+        if routes is not None:
+            yield route_families(routes.table, tuple(routes._desired))
         drivers = policy_drivers(getattr(self.dataplane, "policy", None))
         if drivers:
             yield from self._policy_families(drivers)
@@ -193,6 +196,23 @@ class FelixCollector(Collector):
             yield GaugeMetricFamily(name, doc, value=value)
         yield from iptables_families(drivers)
         yield from ipset_families(drivers[0].ipsets)  # one IpsetWriter shared by both families
+
+
+def route_table_counts(table: int, destinations: Iterable[str]) -> dict[str, int]:
+    """Felix's ``table`` label ("IPv4:254") -> routes the agent manages there."""
+    out = {f"IPv4:{table}": 0, f"IPv6:{table}": 0}
+    for dst in destinations:
+        out[f"IPv{6 if ':' in dst else 4}:{table}"] += 1
+    return out
+
+
+def route_families(table: int, destinations: Iterable[str]) -> Metric:
+    family = GaugeMetricFamily(
+        "felix_route_table_num_routes", "Routes the agent manages in the routing table", labels=["table"]
+    )
+    for label, n in sorted(route_table_counts(table, destinations).items()):
+        family.add_metric([label], n)
+    return family
 
 
 def iptables_families(drivers: Sequence[Any]) -> Iterator[Metric]:

@@ -115,6 +115,7 @@ def test_metrics_carry_felix_names_for_a_pod_and_a_policy(env: NodeEnv) -> None:
         assert _value(text, "felix_iptables_rules", '{ip_version="4",table="filter"}') > 0
         assert _value(text, "felix_ipsets_calico", '{ip_version="4"}') >= 1
         assert _value(text, "felix_int_dataplane_apply_time_seconds_count") > 0
+        assert _value(text, "felix_route_table_num_routes", '{table="IPv4:254"}') >= 1  # the pod's /32
         assert metric(text, "felix_host", '{host="' + env.nodename + '"}') == 1.0
         assert _value(text, "process_resident_memory_bytes") > 0
         assert _value(text, "process_open_fds") > 0

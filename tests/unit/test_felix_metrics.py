@@ -22,6 +22,7 @@ from felixpy.node.felix_metrics import (
     policy_counts,
     resync_state,
     resyncs_started,
+    route_table_counts,
     table_counts,
 )
 from felixpy.node.health import Metrics
@@ -84,6 +85,8 @@ def test_pure_counts() -> None:
     assert [resync_state(s) for s in (None, "wait-for-ready", "resync", "in-sync")] == [1, 1, 2, 3]
     assert resyncs_started(None, 0) == 0 and resyncs_started("in-sync", 0) == 1
     assert resyncs_started("resync", 2) == 3
+    dsts = ["10.0.0.1/32", "10.0.1.0/26", "fd00::1/128"]
+    assert route_table_counts(254, dsts) == {"IPv4:254": 2, "IPv6:254": 1}
 
 
 def test_policy_counts_local_and_cluster() -> None:
