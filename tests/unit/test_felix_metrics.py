@@ -177,3 +177,26 @@ def test_exposition_uses_felix_bare_counter_names_with_their_type() -> None:
         "# TYPE felixpy_errors_total counter" in text or "felixpy_errors" in text
     )  # felixpy's own untouched
     assert "# TYPE felixpy_cni_requests_total counter" in text
+
+
+def test_grafana_dashboard_queries_only_names_the_agent_exports() -> None:
+    """charts/felixpy/dashboards/felixpy.json: every felix_*/process_* name a panel queries is in a scrape."""
+    import json
+    import re
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "charts/felixpy/dashboards/felixpy.json"
+    dashboard = json.loads(path.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    queried = {m for e in exprs for m in re.findall(r"\b((?:felix|process)_[a-z_]+)", e)}
+    assert len(queried) >= 10
+
+    compiler = _compiler()
+    driver = PolicyDriver(compiler, IptablesWriter(RestoreBackend("nft")), IpsetWriter())
+    dataplane = SimpleNamespace(policy=driver, routes=SimpleNamespace(table=254, _desired={"10.0.0.1/32": 1}))
+    metrics = Metrics()
+    metrics.felix_apply_seconds.observe(0.01)
+    syncer = SimpleNamespace(status="in-sync", resyncs=0)
+    metrics.registry.register(FelixCollector("n1", syncer, SimpleNamespace(_nodes={}), dataplane))
+    exported = {line.split("{")[0].split(" ")[0] for line in _text(metrics).splitlines() if line[:1] != "#"}
+    assert not queried - exported, sorted(queried - exported)
