@@ -41,8 +41,8 @@ FELIX_COUNTERS = frozenset(
 )
 
 
-def counter(name: str, doc: str, labels: Sequence[str] = (), value: float | None = None) -> Metric:
-    """A counter family whose samples carry Felix's bare name (no ``_total``)."""
+def counter(name: str, doc: str, value: float | None = None) -> Metric:
+    """A counter family whose samples carry Felix's bare name (no ``_total``); labelled samples: add()."""
     assert name in FELIX_COUNTERS, name
     metric = Metric(name, doc, "counter")
     if value is not None:
