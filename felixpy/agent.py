@@ -40,6 +40,7 @@ from felixpy.node import startup
 from felixpy.node.config_watch import ROUTE_REFLECTOR_FIELDS, ConfigWatch, params_digest
 from felixpy.node.dataplane import FamilyPolicies, LinuxDataplane, PolicyDriver
 from felixpy.node.encap import EncapDriver, EncapSettings
+from felixpy.node.felix_metrics import FelixCollector
 from felixpy.node.health import HealthServer, Metrics
 from felixpy.node.settings import FelixParams, Settings
 from felixpy.node.sync import SyncSources
@@ -186,9 +187,13 @@ class Agent:
 def _on_commit(metrics: Metrics, dataplane: LinuxDataplane) -> Callable[[float, bool, int], None]:
     def observe(seconds: float, ok: bool, n_updates: int) -> None:
         metrics.apply_seconds.observe(seconds)
+        metrics.felix_apply_seconds.observe(seconds)
+        if n_updates:  # 0 = a deferred flush, no messages
+            metrics.felix_batch_size.observe(n_updates)
         metrics.local_endpoints.set(len(dataplane.endpoints))
         if not ok:
             metrics.errors.labels("dataplane_apply").inc()
+            metrics.felix_failures += 1
 
     return observe
 
@@ -364,6 +369,16 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
 
 
 def _serve_http(agent: Agent) -> None:
+    # Felix's felix_* families, read from this agent's state at scrape time (felixpy.node.felix_metrics).
+    agent.metrics.registry.register(
+        FelixCollector(
+            agent.settings.nodename,
+            agent.sources.syncer,
+            agent.writer.graph,
+            agent.dataplane,
+            failures=lambda: agent.metrics.felix_failures,
+        )
+    )
     params = agent.params
     if params.healthEnabled:
         HealthServer(params.healthHost, params.healthPort, live=agent.live, ready=agent.ready).start()

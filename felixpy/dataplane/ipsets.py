@@ -20,6 +20,7 @@ import structlog
 from felixpy.dataplane.errors import DataplaneError
 from felixpy.dataplane.model import IpSet
 from felixpy.dataplane.procs import run
+from felixpy.dataplane.toolstats import ToolStats
 
 log = structlog.get_logger(__name__)
 OWNED_PREFIXES = ("cali40", "cali60")
@@ -103,6 +104,7 @@ class IpsetWriter:
         # cached view of the kernel the others are known to match (no re-normalising of thousands
         # of members on every one-set change).
         self._dirty: set[str] | None = None
+        self.stats = ToolStats()  # felix_ipset_{calls,errors,lines_executed}
 
     def set_ipsets(self, sets: Iterable[IpSet]) -> None:
         self._desired = {s.name: _checked(s) for s in sets}
@@ -150,7 +152,8 @@ class IpsetWriter:
         gone = []
         for name in plan_deletions(self._desired, actual):
             try:
-                run(["ipset", "destroy", name], netns=self.netns)
+                with self.stats.call("ipset"):
+                    run(["ipset", "destroy", name], netns=self.netns)
             except DataplaneError as exc:  # still referenced by a rule: retry next time
                 log.warning("ipset.destroy_failed", set=name, error=str(exc))
                 continue
@@ -161,12 +164,16 @@ class IpsetWriter:
 
     def _read(self) -> dict[str, KernelSet]:
         if self._actual is None:
-            self._actual = parse_save(run(["ipset", "save"], netns=self.netns))
+            with self.stats.call("ipset"):
+                text = run(["ipset", "save"], netns=self.netns)
+            self._actual = parse_save(text)
         return self._actual
 
     def _restore(self, lines: list[str]) -> None:
         try:
-            run(["ipset", "restore"], netns=self.netns, input="\n".join(lines) + "\n")
+            with self.stats.call("ipset"):
+                run(["ipset", "restore"], netns=self.netns, input="\n".join(lines) + "\n")
+            self.stats.add_lines("ipset", len(lines))
         except DataplaneError:
             self._actual = None  # unknown state: re-read next time
             raise

@@ -30,6 +30,7 @@ from felixpy.dataplane.iptables_render import (
 from felixpy.dataplane.iptc_rules import build_rule
 from felixpy.dataplane.procs import run
 from felixpy.dataplane.sysctl import netns_path
+from felixpy.dataplane.toolstats import ToolStats
 
 Mode = Literal["legacy", "nft"]
 BackendKind = Literal["auto", "legacy", "nft", "python-iptables"]
@@ -56,19 +57,25 @@ class RestoreBackend:
         self.name = f"{mode}-restore"
         self.ipv6 = ipv6
         self.netns = netns
+        self.stats = ToolStats()  # felix_iptables_{restore,save}_{calls,errors}, _lines_executed
 
     def read(self, table: str) -> TableState:
-        text = run([tool(self.mode, "save", ipv6=self.ipv6), "-t", table], netns=self.netns)
+        with self.stats.call("save"):
+            text = run([tool(self.mode, "save", ipv6=self.ipv6), "-t", table], netns=self.netns)
         return parse_save(text).get(table, {})
 
     def read_all(self) -> dict[str, TableState]:
         """Every table in one save: iptables-nft-save fetches the whole ruleset even for ``-t raw``
         (0.35 s at 48k rules), so a resync reading four tables one by one pays that four times."""
-        return parse_save(run([tool(self.mode, "save", ipv6=self.ipv6)], netns=self.netns))
+        with self.stats.call("save"):
+            text = run([tool(self.mode, "save", ipv6=self.ipv6)], netns=self.netns)
+        return parse_save(text)
 
     def write(self, table: str, ops: Sequence[Op]) -> None:
         argv = [tool(self.mode, "restore", ipv6=self.ipv6), "--noflush", "--wait", "10"]
-        run(argv, netns=self.netns, input=render_restore(table, ops))
+        with self.stats.call("restore"):
+            run(argv, netns=self.netns, input=render_restore(table, ops))
+        self.stats.add_lines("restore", len(ops), table)
 
 
 _IPTC_LOCK = threading.Lock()  # python-iptables caches Table objects process-wide

@@ -13,13 +13,35 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    Summary,
+)
+
+from felixpy.node.felix_metrics import exposition
+
+TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"  # what Felix's /metrics answers with
 
 
 class Metrics:
+    """felixpy's own ``felixpy_*`` families, Felix's ``felix_*`` ones that are observed at a call site
+    (the rest are read at scrape time: felixpy.node.felix_metrics) and ``process_*``."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, fds…
+        self.felix_apply_seconds = Summary(
+            "felix_int_dataplane_apply_time_seconds", "Time to apply one dataplane update", registry=r
+        )
+        self.felix_failures = 0  # felix_int_dataplane_failures (FelixCollector); the writer thread adds
+        self.felix_batch_size = Summary(
+            "felix_int_dataplane_msg_batch_size", "Messages per dataplane batch", registry=r
+        )
         self.local_endpoints = Gauge("felixpy_local_endpoints", "Workload endpoints on this node", registry=r)
         self.in_sync = Gauge(
             "felixpy_datastore_in_sync", "1 when the datastore snapshot is complete", registry=r
@@ -48,8 +70,29 @@ class Metrics:
             "felixpy_cni_requests", "CNI requests by command and outcome", ["command", "outcome"], registry=r
         )
 
-    def serve(self, host: str, port: int) -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int) -> ThreadingHTTPServer:
+        """``/metrics`` in text format 0.0.4 as Felix serves it (felix_metrics.exposition)."""
+        registry = self.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] not in ("/metrics", "/"):
+                    self.send_error(404)
+                    return
+                body = exposition(registry)
+                self.send_response(200)
+                self.send_header("Content-Type", TEXT_0_0_4)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        httpd = ThreadingHTTPServer((host, port), Handler)
+        httpd.daemon_threads = True
+        threading.Thread(target=httpd.serve_forever, name="felixpy-metrics", daemon=True).start()
+        return httpd
 
 
 def _handler(live: Callable[[], bool], ready: Callable[[], bool]) -> type[BaseHTTPRequestHandler]:

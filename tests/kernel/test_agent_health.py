@@ -66,3 +66,68 @@ def test_metrics_count_endpoints_sync_state_and_dataplane_applies(env: NodeEnv) 
         return metric(http_get(env, 9091, "/metrics")[1], "felixpy_local_endpoints") == before - 2
 
     _wait(endpoints_gone, 15, "felixpy_local_endpoints to drop by the deleted pods")
+
+
+def _value(text: str, name: str, labels: str = "") -> float:
+    return metric(text, name, labels) or 0.0
+
+
+def test_metrics_carry_felix_names_for_a_pod_and_a_policy(env: NodeEnv) -> None:  # noqa: F811
+    """What a Felix dashboard or alert queries: felix_* names with Felix's types, and process_*."""
+    base = http_get(env, 9091, "/metrics")[1]
+    pod = env.pod("fm0")
+    rc, result = env.cni("ADD", pod, "felix-metrics", extra_args=";K8S_POD_LABELS=felix-metrics=yes")
+    assert rc == 0, result
+    policy = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "felix-metrics", "namespace": "default"},
+        "spec": {
+            "selector": "felix-metrics == 'yes'",
+            "types": ["Ingress"],
+            "ingress": [{"action": "Allow", "source": {"selector": "role == 'scraper'"}}],
+        },
+    }
+    key = "/calico/resources/v3/projectcalico.org/networkpolicies/default/felix-metrics"
+    env.etcdctl("put", key, json.dumps(policy))
+    try:
+
+        def counted() -> bool:
+            text = http_get(env, 9091, "/metrics")[1]
+            return (
+                _value(text, "felix_active_local_policies") >= _value(base, "felix_active_local_policies") + 1
+                and _value(text, "felix_active_local_endpoints") >= 1
+            )
+
+        _wait(counted, 20, "felix_active_local_policies to count the policy selecting the pod")
+        text = http_get(env, 9091, "/metrics")[1]
+        assert _value(text, "felix_active_local_endpoints") >= 1
+        assert _value(text, "felix_cluster_num_workload_endpoints") >= 1
+        assert _value(text, "felix_cluster_num_policies") >= 1
+        assert _value(text, "felix_active_local_selectors") >= 1  # role == 'scraper'
+        assert _value(text, "felix_cluster_num_hosts") >= 1
+        assert _value(text, "felix_resync_state") == 3
+        assert _value(text, "felix_resyncs_started") >= 1
+        assert _value(text, "felix_iptables_restore_calls") > 0
+        assert _value(text, "felix_iptables_save_calls") > 0
+        assert _value(text, "felix_ipset_calls") > 0
+        assert _value(text, "felix_iptables_chains", '{ip_version="4",table="filter"}') > 0
+        assert _value(text, "felix_iptables_rules", '{ip_version="4",table="filter"}') > 0
+        assert _value(text, "felix_ipsets_calico", '{ip_version="4"}') >= 1
+        assert _value(text, "felix_int_dataplane_apply_time_seconds_count") > 0
+        assert _value(text, "felix_route_table_num_routes", '{table="IPv4:254"}') >= 1  # the pod's /32
+        assert metric(text, "felix_host", '{host="' + env.nodename + '"}') == 1.0
+        assert _value(text, "process_resident_memory_bytes") > 0
+        assert _value(text, "process_open_fds") > 0
+        # Felix's exact exposition: bare counter names, typed counter, no _total
+        assert "# TYPE felix_iptables_restore_calls counter" in text
+        assert "felix_iptables_restore_calls_total" not in text
+    finally:
+        env.etcdctl("del", key)
+        env.cni("DEL", pod, "felix-metrics")
+
+    def policy_gone() -> bool:
+        text = http_get(env, 9091, "/metrics")[1]
+        return _value(text, "felix_active_local_policies") == _value(base, "felix_active_local_policies")
+
+    _wait(policy_gone, 20, "felix_active_local_policies to drop back after the policy's deletion")

@@ -1,0 +1,278 @@
+"""Felix's metric families (``felix_*``), under Felix's names, types and label names.
+
+Read at scrape time from the agent's own state (the syncer, the calculation graph, the policy
+compilers, the iptables/ipset writers' :class:`~felixpy.dataplane.toolstats.ToolStats`). Dicts
+are copied with ``tuple(d.values())`` (one C call under the GIL) before counting, so a scrape
+never iterates a dict the writer thread is changing. The counting itself is pure (the functions
+below the collector) and unit-tested. docs/operations.md §Metrics lists what is and is not exported.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from policy.ipsets import NamedPortSet, SelectorSet
+
+# felix_resync_state: Felix's values for its syncer states.
+RESYNC_STATE = {"wait-for-ready": 1, "resync": 2, "in-sync": 3}
+
+# Felix's counters have no ``_total`` suffix (Go's client does not add one); prometheus_client
+# would append it. These are exported under their bare name: see counter() and exposition().
+FELIX_COUNTERS = frozenset(
+    {
+        "felix_resyncs_started",
+        "felix_int_dataplane_failures",
+        "felix_iptables_lines_executed",
+        "felix_iptables_restore_calls",
+        "felix_iptables_restore_errors",
+        "felix_iptables_save_calls",
+        "felix_iptables_save_errors",
+        "felix_ipset_calls",
+        "felix_ipset_errors",
+        "felix_ipset_lines_executed",
+    }
+)
+
+
+def counter(name: str, doc: str, value: float | None = None) -> Metric:
+    """A counter family whose samples carry Felix's bare name (no ``_total``); labelled samples: add()."""
+    assert name in FELIX_COUNTERS, name
+    metric = Metric(name, doc, "counter")
+    if value is not None:
+        metric.add_sample(name, {}, value)
+    return metric
+
+
+def add(metric: Metric, labels: Mapping[str, str], value: float) -> None:
+    metric.add_sample(metric.name, dict(labels), value)
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """Prometheus text format 0.0.4, as Felix serves it: the HELP/TYPE lines of FELIX_COUNTERS
+    carry the bare name their samples have (prometheus_client writes ``<name>_total`` there)."""
+    out = []
+    for line in generate_latest(registry).decode().split("\n"):
+        if line.startswith(("# HELP ", "# TYPE ")):
+            head, name, rest = line[:7], *line[7:].partition(" ")[::2]
+            if name.endswith("_total") and name[:-6] in FELIX_COUNTERS:
+                line = f"{head}{name[:-6]} {rest}"
+        out.append(line)
+    return "\n".join(out).encode()
+
+
+@dataclass(frozen=True)
+class PolicyCounts:
+    """What one policy compiler knows: the cluster's endpoints and policies, and the local ones."""
+
+    workload_endpoints: int
+    host_endpoints: int
+    policies: int
+    tiers: int
+    local_endpoints: int
+    local_policies: int
+    local_selectors: int
+
+
+def resync_state(status: str | None) -> int:
+    return RESYNC_STATE.get(status or "wait-for-ready", 1)
+
+
+def resyncs_started(status: str | None, resyncs: int) -> int:
+    """The first snapshot is a resync too (Felix counts it); then one per lost watch / compaction."""
+    return (0 if status is None else 1) + resyncs
+
+
+def endpoint_counts(endpoints: Sequence[Any]) -> tuple[int, int]:
+    """(workload endpoints, host endpoints) among policy Endpoints (``host=True`` for a HostEndpoint)."""
+    hosts = sum(1 for ep in endpoints if getattr(ep, "host", False))
+    return len(endpoints) - hosts, hosts
+
+
+def table_counts(chains: Iterable[Any]) -> dict[str, tuple[int, int]]:
+    """table -> (chains, rules) for the chains the agent programs."""
+    n_chains: Counter[str] = Counter()
+    n_rules: Counter[str] = Counter()
+    for chain in chains:
+        n_chains[chain.table] += 1
+        n_rules[chain.table] += len(chain.rules)
+    return {t: (n_chains[t], n_rules[t]) for t in n_chains}
+
+
+def selector_count(specs: Iterable[Any]) -> int:
+    """Active selectors: the selector and named-port sets the local policies use (not CIDR sets)."""
+    return sum(1 for s in specs if isinstance(s, SelectorSet | NamedPortSet))
+
+
+def policy_counts(compiler: Any) -> PolicyCounts:
+    workloads, hosts = endpoint_counts(tuple(compiler._endpoints.values()))
+    return PolicyCounts(
+        workload_endpoints=workloads,
+        host_endpoints=hosts,
+        policies=len(compiler._policies),
+        tiers=len(compiler.tiers._tiers),
+        local_endpoints=len(compiler._local),
+        local_policies=sum(1 for sel in tuple(compiler._selected.values()) if sel),
+        local_selectors=selector_count(tuple(compiler._sets._specs.values())),
+    )
+
+
+def policy_drivers(policy: Any) -> list[Any]:
+    """The PolicyDriver(s) behind the dataplane's policy (one per IP version), or none."""
+    if policy is None:
+        return []
+    return list(getattr(policy, "drivers", (policy,)))
+
+
+class FelixCollector(Collector):
+    """``felix_*`` families for one agent; registered on the agent's registry."""
+
+    def __init__(
+        self, nodename: str, syncer: Any, graph: Any, dataplane: Any, failures: Callable[[], int] = lambda: 0
+    ) -> None:
+        self.nodename = nodename
+        self.failures = failures
+        self.syncer = syncer
+        self.graph = graph
+        self.dataplane = dataplane
+
+    def collect(self) -> Iterator[Metric]:
+        host = GaugeMetricFamily(
+            "felix_host", "Configured Felix hostname (as a label), value 1", labels=["host"]
+        )
+        host.add_metric([self.nodename], 1)
+        yield host
+        status, resyncs = self.syncer.status, self.syncer.resyncs
+        yield GaugeMetricFamily(
+            "felix_resync_state",
+            "Datastore sync state: 1 waiting for the datastore, 2 resync in progress, 3 in sync",
+            value=resync_state(status),
+        )
+        yield counter(
+            "felix_resyncs_started",
+            "Resyncs started with the datastore",
+            value=resyncs_started(status, resyncs),
+        )
+        yield counter(
+            "felix_int_dataplane_failures", "Failed dataplane updates (retried)", value=self.failures()
+        )
+        yield GaugeMetricFamily(
+            "felix_cluster_num_hosts", "Calico nodes in the cluster", value=len(self.graph._nodes)
+        )
+        routes = getattr(self.dataplane, "routes", None)
+        if routes is not None:
+            yield route_families(routes.table, tuple(routes._desired))
+        drivers = policy_drivers(getattr(self.dataplane, "policy", None))
+        if drivers:
+            yield from self._policy_families(drivers)
+        else:  # no policy compiler: local endpoints from the dataplane itself
+            yield GaugeMetricFamily(
+                "felix_active_local_endpoints",
+                "Local endpoints (workload and host)",
+                value=len(getattr(self.dataplane, "endpoints", ())),
+            )
+
+    def _policy_families(self, drivers: Sequence[Any]) -> Iterator[Metric]:
+        counts = policy_counts(drivers[0].compiler)  # every family's compiler sees the same inputs
+        gauges = {
+            "felix_cluster_num_workload_endpoints": (
+                "Workload endpoints in the cluster",
+                counts.workload_endpoints,
+            ),
+            "felix_cluster_num_host_endpoints": ("Host endpoints in the cluster", counts.host_endpoints),
+            "felix_cluster_num_policies": ("Policies in the cluster", counts.policies),
+            "felix_cluster_num_tiers": ("Tiers in the cluster", counts.tiers),
+            "felix_active_local_endpoints": ("Local endpoints (workload and host)", counts.local_endpoints),
+            "felix_active_local_policies": ("Policies that select a local endpoint", counts.local_policies),
+            "felix_active_local_selectors": ("Active rule selectors", counts.local_selectors),
+        }
+        for name, (doc, value) in gauges.items():
+            yield GaugeMetricFamily(name, doc, value=value)
+        yield from iptables_families(drivers)
+        yield from ipset_families(drivers[0].ipsets)  # one IpsetWriter shared by both families
+
+
+def route_table_counts(table: int, destinations: Iterable[str]) -> dict[str, int]:
+    """Felix's ``table`` label ("IPv4:254") -> routes the agent manages there."""
+    out = {f"IPv4:{table}": 0, f"IPv6:{table}": 0}
+    for dst in destinations:
+        out[f"IPv{6 if ':' in dst else 4}:{table}"] += 1
+    return out
+
+
+def route_families(table: int, destinations: Iterable[str]) -> Metric:
+    family = GaugeMetricFamily(
+        "felix_route_table_num_routes", "Routes the agent manages in the routing table", labels=["table"]
+    )
+    for label, n in sorted(route_table_counts(table, destinations).items()):
+        family.add_metric([label], n)
+    return family
+
+
+def iptables_families(drivers: Sequence[Any]) -> Iterator[Metric]:
+    chains = GaugeMetricFamily(
+        "felix_iptables_chains", "Active iptables chains", labels=["ip_version", "table"]
+    )
+    rules = GaugeMetricFamily("felix_iptables_rules", "Active iptables rules", labels=["ip_version", "table"])
+    lines = counter("felix_iptables_lines_executed", "iptables rule updates executed")
+    calls: Counter[str] = Counter()
+    for driver in drivers:
+        version = str(driver.compiler.version)
+        for table, (n_chains, n_rules) in sorted(
+            table_counts(tuple(driver.compiler._chains.values())).items()
+        ):
+            chains.add_metric([version, table], n_chains)
+            rules.add_metric([version, table], n_rules)
+        stats = getattr(driver.iptables.backend, "stats", None)
+        if stats is None:  # python-iptables: no iptables-restore/-save processes to count
+            continue
+        for table, n in sorted(stats.lines("restore").items()):
+            add(lines, {"ip_version": version, "table": table}, n)
+        for action in ("restore", "save"):
+            calls[f"{action}_calls"] += stats.calls(action)
+            calls[f"{action}_errors"] += stats.errors(action)
+    yield chains
+    yield rules
+    yield lines
+    docs = {
+        "restore_calls": "iptables-restore calls",
+        "restore_errors": "iptables-restore failures",
+        "save_calls": "iptables-save calls",
+        "save_errors": "iptables-save failures",
+    }
+    for key, doc in docs.items():
+        yield counter(f"felix_iptables_{key}", doc, value=calls[key])
+
+
+def ipset_families(ipsets: Any) -> Iterator[Metric]:
+    stats = ipsets.stats
+    yield counter("felix_ipset_calls", "ipset commands run", value=stats.calls("ipset"))
+    yield counter("felix_ipset_errors", "ipset commands that failed", value=stats.errors("ipset"))
+    yield counter(
+        "felix_ipset_lines_executed", "ipset restore lines executed", value=sum(stats.lines("ipset").values())
+    )
+    by_version = ipset_versions(tuple(ipsets._desired))
+    calico = GaugeMetricFamily("felix_ipsets_calico", "Calico-owned IP sets", labels=["ip_version"])
+    for version, n in sorted(by_version.items()):
+        calico.add_metric([version], n)
+    yield calico
+    yield GaugeMetricFamily(
+        "felix_ipsets_total", "IP sets programmed by the agent", value=sum(by_version.values())
+    )
+
+
+def ipset_versions(names: Iterable[str]) -> Mapping[str, int]:
+    """ip_version -> sets, from the owned-set prefixes (``cali40`` IPv4, ``cali60`` IPv6)."""
+    out = {"4": 0, "6": 0}
+    for name in names:
+        if name.startswith("cali40"):
+            out["4"] += 1
+        elif name.startswith("cali60"):
+            out["6"] += 1
+    return out

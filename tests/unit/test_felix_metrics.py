@@ -1,0 +1,202 @@
+"""Felix's metric families (felixpy.node.felix_metrics): the counting, and the names, types and labels
+a Prometheus scrape of the agent's registry shows (dashboards and alerts built for Felix match them)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from felixpy.dataplane.ipsets import IpsetWriter
+from felixpy.dataplane.iptables import IptablesWriter
+from felixpy.dataplane.iptables_backend import RestoreBackend
+from felixpy.dataplane.model import Chain, Rule
+from felixpy.dataplane.toolstats import ToolStats
+from felixpy.node.felix_metrics import (
+    FELIX_COUNTERS,
+    FelixCollector,
+    endpoint_counts,
+    exposition,
+    ipset_versions,
+    policy_counts,
+    resync_state,
+    resyncs_started,
+    route_table_counts,
+    table_counts,
+)
+from felixpy.node.health import Metrics
+from felixpy.node.policy_driver import PolicyDriver
+from policy.compiler import PolicyCompiler
+from policy.model import Endpoint, EntityMatch, Policy, PolicyRule
+from policy.selector import parse
+
+
+def _ep(name: str, ip: str, *, node: str = "n1", labels: dict[str, str] | None = None) -> Endpoint:
+    return Endpoint(
+        key=f"x/{name}",
+        namespace="x",
+        labels=labels or {"app": name},
+        ips=(ip,),
+        iface=f"cali{name}",
+        node=node,
+    )
+
+
+def _policy(pid: str, selector: str, rules: tuple[PolicyRule, ...] = ()) -> Policy:
+    return Policy(id=pid, selector=parse(selector), types=frozenset({"Ingress"}), ingress=rules)
+
+
+FROM_WEB = PolicyRule("Allow", source=EntityMatch(selector=parse("app == 'web'")))
+FROM_NET = PolicyRule("Allow", source=EntityMatch(nets=("192.0.2.0/24",)))
+
+
+def _compiler() -> PolicyCompiler:
+    c = PolicyCompiler("n1")
+    c.update_endpoint(_ep("web", "10.0.0.1"))
+    c.update_endpoint(_ep("db", "10.0.0.2"))
+    c.update_endpoint(_ep("web2", "10.0.1.1", node="n2", labels={"app": "web"}))
+    c.update_policy(_policy("gnp/db", "app == 'db'", (FROM_WEB, FROM_NET)))
+    c.update_policy(_policy("gnp/elsewhere", "app == 'nothing-here'", (FROM_WEB,)))
+    c.dirty()
+    return c
+
+
+def test_tool_stats_count_calls_errors_and_lines_per_table() -> None:
+    s = ToolStats()
+    with s.call("restore"):
+        pass
+    with pytest.raises(RuntimeError), s.call("restore"):
+        raise RuntimeError("exit status 1")
+    s.add_lines("restore", 3, "filter")
+    s.add_lines("restore", 2, "filter")
+    s.add_lines("restore", 1, "raw")
+    assert (s.calls("restore"), s.errors("restore")) == (2, 1)
+    assert (s.calls("save"), s.errors("save")) == (0, 0)
+    assert s.lines("restore") == {"filter": 5, "raw": 1}
+
+
+def test_pure_counts() -> None:
+    eps = (SimpleNamespace(host=False), SimpleNamespace(host=True), SimpleNamespace(host=False))
+    assert endpoint_counts(eps) == (2, 1)
+    chains = [Chain("a", (Rule("-j ACCEPT"),) * 2), Chain("b"), Chain("c", (Rule("-j DROP"),), table="raw")]
+    assert table_counts(chains) == {"filter": (2, 2), "raw": (1, 1)}
+    assert ipset_versions(["cali40s:x", "cali40all-ipam-pools", "cali60s:y", "other"]) == {"4": 2, "6": 1}
+    assert [resync_state(s) for s in (None, "wait-for-ready", "resync", "in-sync")] == [1, 1, 2, 3]
+    assert resyncs_started(None, 0) == 0 and resyncs_started("in-sync", 0) == 1
+    assert resyncs_started("resync", 2) == 3
+    dsts = ["10.0.0.1/32", "10.0.1.0/26", "fd00::1/128"]
+    assert route_table_counts(254, dsts) == {"IPv4:254": 2, "IPv6:254": 1}
+
+
+def test_policy_counts_local_and_cluster() -> None:
+    counts = policy_counts(_compiler())
+    assert (counts.workload_endpoints, counts.host_endpoints) == (3, 0)
+    assert counts.policies == 2  # both, whether or not they select here
+    assert counts.local_endpoints == 2  # web and db on n1; web2 is on n2
+    assert counts.local_policies == 1  # gnp/elsewhere selects nothing on this node
+    assert counts.local_selectors == 1  # app == 'web' (the CIDR set is not a selector)
+    assert counts.tiers >= 1  # the built-in default tier
+
+
+def _text(metrics: Metrics) -> str:
+    return exposition(metrics.registry).decode()
+
+
+def _scrape(metrics: Metrics) -> dict[str, tuple[str, list[tuple[str, dict[str, str], float]]]]:
+    text = _text(metrics)
+    return {
+        f.name: (f.type, [(s.name, s.labels, s.value) for s in f.samples])
+        for f in text_string_to_metric_families(text)
+    }
+
+
+def test_collector_exports_felix_names_types_and_labels() -> None:
+    compiler = _compiler()
+    backend = RestoreBackend("nft")
+    driver = PolicyDriver(compiler, IptablesWriter(backend), IpsetWriter())
+    with backend.stats.call("restore"):
+        backend.stats.add_lines("restore", 4, "filter")
+    syncer = SimpleNamespace(status="in-sync", resyncs=1)
+    graph = SimpleNamespace(_nodes={"n1": object(), "n2": object()})
+    metrics = Metrics()
+    metrics.registry.register(FelixCollector("n1", syncer, graph, SimpleNamespace(policy=driver)))
+    fams = _scrape(metrics)
+
+    def value(name: str, labels: dict[str, str] | None = None) -> float:
+        samples = fams[name][1]
+        return next(v for n, lab, v in samples if lab == (labels or {}) and not n.endswith("_created"))
+
+    assert fams["felix_host"][1][0][1] == {"host": "n1"}
+    assert value("felix_resync_state") == 3
+    assert fams["felix_resyncs_started"][0] == "counter" and value("felix_resyncs_started") == 2
+    assert value("felix_cluster_num_hosts") == 2
+    assert value("felix_cluster_num_workload_endpoints") == 3
+    assert value("felix_cluster_num_policies") == 2
+    assert value("felix_active_local_endpoints") == 2
+    assert value("felix_active_local_policies") == 1
+    assert value("felix_active_local_selectors") == 1
+    assert value("felix_iptables_restore_calls") == 1 and value("felix_iptables_restore_errors") == 0
+    assert value("felix_iptables_lines_executed", {"ip_version": "4", "table": "filter"}) == 4
+    assert value("felix_iptables_chains", {"ip_version": "4", "table": "filter"}) > 0
+    assert value("felix_iptables_rules", {"ip_version": "4", "table": "filter"}) > 0
+    assert value("felix_ipset_calls") == 0
+    assert fams["felix_int_dataplane_apply_time_seconds"][0] == "summary"
+    assert fams["felix_int_dataplane_failures"][0] == "counter"
+    assert value("process_resident_memory_bytes") > 0
+    assert "felixpy_local_endpoints" in fams  # felixpy's own families stay
+
+
+def test_collector_without_policy_counts_dataplane_endpoints() -> None:
+    metrics = Metrics()
+    dataplane = SimpleNamespace(policy=None, endpoints={"a": 1, "b": 2})
+    syncer = SimpleNamespace(status=None, resyncs=0)
+    metrics.registry.register(FelixCollector("rr1", syncer, SimpleNamespace(_nodes={}), dataplane))
+    fams = _scrape(metrics)
+    assert fams["felix_active_local_endpoints"][1][0][2] == 2
+    assert fams["felix_resync_state"][1][0][2] == 1
+    assert "felix_iptables_restore_calls" not in fams
+
+
+def test_exposition_uses_felix_bare_counter_names_with_their_type() -> None:
+    """Felix (Go client, text 0.0.4) writes ``felix_iptables_restore_calls`` with ``# TYPE … counter``;
+    prometheus_client would write ``…_total``: a dashboard's query would match nothing."""
+    compiler = _compiler()
+    driver = PolicyDriver(compiler, IptablesWriter(RestoreBackend("nft")), IpsetWriter())
+    metrics = Metrics()
+    syncer = SimpleNamespace(status="in-sync", resyncs=0)
+    metrics.registry.register(
+        FelixCollector("n1", syncer, SimpleNamespace(_nodes={}), SimpleNamespace(policy=driver))
+    )
+    text = _text(metrics)
+    for name in FELIX_COUNTERS:
+        assert f"# TYPE {name} counter\n" in text, name
+        assert f"{name}_total" not in text, name
+    assert "\nfelix_iptables_restore_calls 0.0\n" in text
+    assert (
+        "# TYPE felixpy_errors_total counter" in text or "felixpy_errors" in text
+    )  # felixpy's own untouched
+    assert "# TYPE felixpy_cni_requests_total counter" in text
+
+
+def test_grafana_dashboard_queries_only_names_the_agent_exports() -> None:
+    """charts/felixpy/dashboards/felixpy.json: every felix_*/process_* name a panel queries is in a scrape."""
+    import json
+    import re
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "charts/felixpy/dashboards/felixpy.json"
+    dashboard = json.loads(path.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    queried = {m for e in exprs for m in re.findall(r"\b((?:felix|process)_[a-z_]+)", e)}
+    assert len(queried) >= 10
+
+    compiler = _compiler()
+    driver = PolicyDriver(compiler, IptablesWriter(RestoreBackend("nft")), IpsetWriter())
+    dataplane = SimpleNamespace(policy=driver, routes=SimpleNamespace(table=254, _desired={"10.0.0.1/32": 1}))
+    metrics = Metrics()
+    metrics.felix_apply_seconds.observe(0.01)
+    syncer = SimpleNamespace(status="in-sync", resyncs=0)
+    metrics.registry.register(FelixCollector("n1", syncer, SimpleNamespace(_nodes={}), dataplane))
+    exported = {line.split("{")[0].split(" ")[0] for line in _text(metrics).splitlines() if line[:1] != "#"}
+    assert not queried - exported, sorted(queried - exported)
