@@ -7,7 +7,7 @@
 
 The etcd and the stand-in are started here and stopped at the end, even on failure.
 
-    .venv/bin/python bench/controllers_gc.py [--pods 1000]
+    .venv/bin/python -m bench.controllers_gc [--pods 1000]
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from felixpy.controllers.gc_pass import GarbageCollector
 from felixpy.controllers.gc_plan import Allocation, ClusterView, LivePod, plan

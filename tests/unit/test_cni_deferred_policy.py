@@ -220,7 +220,9 @@ def test_writer_flushes_deferred_work_within_the_bound_even_when_never_idle() ->
                 break
             time.sleep(0.01)
         assert flushed_at is not None, "deferred work never flushed while the writer stayed busy"
-        assert 0.25 <= flushed_at < 1.5, flushed_at
+        # bound 0.3 s; the upper limit leaves room for a loaded machine's scheduling (never-idle would
+        # mean never flushed: the 30 s idle deferral)
+        assert 0.25 <= flushed_at < 3.0, flushed_at
         assert policy.additive[0] is True
     finally:
         stop.set()

@@ -51,7 +51,7 @@ def test_metrics_enabled_by_value_with_their_own_host_and_port() -> None:
 
 def test_route_reflectors_get_the_same_listener_settings() -> None:
     docs = render({"routeReflector": {"enabled": True}})
-    (dep,) = by_kind(docs, "Deployment")
+    (dep,) = [d for d in by_kind(docs, "Deployment") if "controllers" not in d["metadata"]["name"]]
     (rr,) = dep["spec"]["template"]["spec"]["containers"]
     env = _env(rr)
     assert env["FELIX_HEALTHHOST"] == "127.0.0.1"
