@@ -1,6 +1,6 @@
 """felixctl benchmark: large applies, and refusing a file over the document limit (issue 12).
 
-    .venv/bin/python bench/felixctl.py [--policies 10000] [--oversized 335357]
+    .venv/bin/python -m bench.felixctl [--policies 10000] [--oversized 335357]
 
 Starts its own etcd on loopback (temp dir, removed at the end) and prints one JSON line per
 figure: {"name", "value", "unit", "reference": {...}}. Each felixctl runs as the real command in
@@ -23,8 +23,6 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from felixpy.datastore.etcd import EtcdKV
 from felixpy.datastore.resources import ROOT
