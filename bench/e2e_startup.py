@@ -47,6 +47,7 @@ from bench.e2e_node import (
     summary,
     wait,
 )
+from felixpy.dataplane.sysctl import host_veth_sysctls
 
 PODS = (("pinga", "10.241.1.1"), ("pingb", "10.241.1.2"))
 
@@ -76,14 +77,18 @@ def programmed(n: int, ipt: str = "iptables") -> bool:
 
 
 def wire_pods(node: Node) -> list[str]:
-    """Two pod namespaces, each a veth to the node (Calico's plumbing: /32 address, default route
-    via 169.254.1.1 on the link), and their WorkloadEndpoints."""
+    """Two pod namespaces plumbed as the CNI ADD plumbs them, without calling it: a veth to the
+    node (host side sysctls; pod side /32 address, default route via 169.254.1.1 on the link),
+    and their WorkloadEndpoints."""
     names = []
     for tag, ip in PODS:
         ns, iface = f"{node.prefix}-{tag}", f"cali{tag}"
         sh("ip", "netns", "add", ns)
         sh("ip", "link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns", ns)
         sh("ip", "link", "set", iface, "up")
+        # what the CNI ADD sets on the host side (felixpy.dataplane.sysctl.host_veth_sysctls)
+        for key, value in host_veth_sysctls(iface).items():
+            Path("/proc/sys", key).write_text(value)
         for cmd in (
             "link set lo up",
             "link set eth0 up",
@@ -94,7 +99,7 @@ def wire_pods(node: Node) -> list[str]:
             sh("ip", "-n", ns, *cmd.split())
         node.put_wep(tag, iface, ip, {"app": "ping"})
         names.append(ns)
-    sh("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
     return names
 
 

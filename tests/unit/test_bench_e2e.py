@@ -7,6 +7,7 @@ Their kernel parts (a node namespace, etcd, the real agent) need root and are ru
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,25 @@ def test_flags_parse_and_bad_flags_give_one_line() -> None:
     assert (args.n, args.m, args.restarts, args.bgp) == (3, 10, 2, True)
     assert e2e_dataplane.main(["--size", "huge"]) == 2
     assert e2e_startup.main(["--restarts", "0"]) == 2
+
+
+def test_plot_groups_sizes_and_writes_one_png_per_figure(tmp_path: Path) -> None:
+    from bench import plot
+
+    common = {"name": "e2e_wep_to_route", "n": 20, "unit": "ms"}
+    big = {**common, "value": 40, "p50": 40, "p99": 90, "endpoints": 500, "policies": 250}
+    small = {**common, "value": 30, "p50": 30, "p99": 70, "endpoints": 100, "policies": 50}
+    lines = [
+        "# a comment line from a benchmark",
+        json.dumps(big),
+        json.dumps(small),
+        json.dumps({"name": "no_size", "value": 1, "unit": "s"}),
+        "not json",
+    ]
+    records = plot.read_records(lines)
+    assert list(records) == ["e2e_wep_to_route"]
+    want = {"p50": ([100, 500], [30.0, 40.0]), "p99": ([100, 500], [70.0, 90.0])}
+    assert plot.series(records["e2e_wep_to_route"]) == want
+    pytest.importorskip("matplotlib", reason="matplotlib (dev extra) draws the PNGs")
+    (png,) = plot.plot(tmp_path, records)
+    assert png.name == "e2e_wep_to_route.png" and png.read_bytes()[:4] == b"\x89PNG"
