@@ -97,3 +97,20 @@ def test_plot_groups_sizes_and_writes_one_png_per_figure(tmp_path: Path) -> None
     pytest.importorskip("matplotlib", reason="matplotlib (dev extra) draws the PNGs")
     (png,) = plot.plot(tmp_path, records)
     assert png.name == "e2e_wep_to_route.png" and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bgp_mesh_convergence_counts_the_session_time_once() -> None:
+    from bench import bench_bgp
+
+    setup, converged = bench_bgp.mesh_figures(10, t_up=1.3, t_routes=2.1)
+    assert (setup["name"], setup["value"], setup["nodes"]) == ("bgp_mesh_setup", 1.3, 10)
+    assert "45 sessions" in setup["reference"]
+    # both times run from the same start(): converged is t_routes, not t_up + t_routes
+    assert (converged["name"], converged["value"]) == ("bgp_mesh_converged", 2.1)
+
+
+def test_bird_is_timed_only_once_the_sources_session_is_up_too() -> None:
+    from bench import bench_bgp
+
+    socks = bench_bgp.sessions_before_timing("src.ctl", ["c0.ctl", "c1.ctl"])
+    assert socks == ["src.ctl", "c0.ctl", "c1.ctl"]
