@@ -205,7 +205,7 @@ class Node:
             return False
         return True
 
-    def put_wep(self, name: str, iface: str, ip: str, labels: dict[str, str]) -> None:
+    def put_wep(self, name: str, iface: str, ip: str, labels: dict[str, str], node: str = NODE) -> None:
         from felixpy.datastore.resources import encode
         from felixpy.resources import WorkloadEndpoint
 
@@ -213,7 +213,7 @@ class Node:
             {
                 "metadata": {"name": name, "namespace": "bench", "labels": labels},
                 "spec": {
-                    "node": NODE, "pod": name, "endpoint": "eth0", "interfaceName": iface,
+                    "node": node, "pod": name, "endpoint": "eth0", "interfaceName": iface,
                     "ipNetworks": [f"{ip}/32"], "profiles": ["kns.bench"],
                 },
             }
@@ -242,6 +242,17 @@ class Node:
             self.put_wep(f"ep{i}", iface, endpoint_ip(i), endpoint_labels(i))
         for j in range(policies):
             self.put_policy(f"pol{j}", policy_spec(j))
+
+    def load_remote(self, count: int) -> None:
+        """``count`` endpoints of 50 other nodes (no veth: the agent keeps them for selectors)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def put(i: int) -> None:
+            ip = f"10.243.{i // 250}.{i % 250 + 1}"
+            self.put_wep(f"rm{i}", f"calirm{i:05d}", ip, endpoint_labels(i), node=f"remote-{i % 50}")
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(put, range(count)))
 
     # the agent
     def exec_agent(self, **extra: str) -> float:

@@ -1,7 +1,7 @@
 """Start-up and restart of the real agent, from outside it: exec -> ready -> fully programmed.
 
     .venv/bin/python -m bench.e2e_startup [--size small|x1|x5|x10] [--restarts 8] [--bgp]
-                                          [--endpoints N] [--policies M]
+                                          [--endpoints N] [--policies M] [--remote R]
 
 Root only. A node namespace with etcd (bench/e2e_node.py) holds N local endpoints (WorkloadEndpoints
 in etcd, each with a host-side ``cali*`` veth made beforehand) and M GlobalNetworkPolicies before the
@@ -19,9 +19,10 @@ policy selects them). Then, each timed from the exec of ``felixpy node``:
                            each restart (reference: packets sent)
 
 The first start is on an empty kernel (one sample: e2e_start_*); restarts give p50/p99 over
-``--restarts``. Left out: remote endpoints and learned BGP routes (``--bgp`` starts the speaker with
-no peer); the Kubernetes API; IPv6; CNI and pod creation; established TCP flows (ping is ICMP, so
-conntrack state is not what keeps it going); the kernel's state at a cold boot (the first start
+``--restarts``. Left out: learned BGP routes (``--bgp`` starts the speaker with no peer);
+remote endpoints unless ``--remote`` (endpoints of 50 other nodes, no veth); the Kubernetes API;
+IPv6; CNI and pod creation; established TCP flows (ping is ICMP, so conntrack state is not what
+keeps it going); the kernel's state at a cold boot (the first start
 only has empty tables, not a fresh kernel).
 """
 
@@ -57,6 +58,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--size", default="small", help="small (20/10), x1 (100/50), x5, x10 (1000/500)")
     ap.add_argument("--endpoints", type=int, help="override the size's endpoint count")
     ap.add_argument("--policies", type=int, help="override the size's policy count")
+    ap.add_argument("--remote", type=int, default=0, help="endpoints of other nodes (issue 15: 10,000)")
     ap.add_argument("--restarts", type=int, default=8, help="restarts timed, each with a ping flow")
     ap.add_argument("--bgp", action="store_true", help="start the BGP speaker too (no peers)")
     ap.add_argument("--in-ns", action="store_true", help=argparse.SUPPRESS)
@@ -64,6 +66,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.n, args.m = size_of(args.size, args.endpoints, args.policies)
     if args.restarts < 1:
         raise ValueError("--restarts must be >= 1")
+    if args.remote < 0:
+        raise ValueError("--remote must be >= 0")
     return args
 
 
@@ -115,12 +119,19 @@ def start_timed(node: Node, n: int, extra: dict[str, str]) -> tuple[float, float
 
 def inner(args: argparse.Namespace) -> int:
     extra = {"CALICO_NETWORKING_BACKEND": "bird"} if args.bgp else {}
-    size = {"endpoints": args.n, "policies": args.m, "size": args.size, "bgp": args.bgp}
+    size = {
+        "endpoints": args.n,
+        "policies": args.m,
+        "remote": args.remote,
+        "size": args.size,
+        "bgp": args.bgp,
+    }
     with tempfile.TemporaryDirectory(prefix="fpe-st-") as tmp:
         node = Node(Path(tmp))
         try:
             node.start_etcd()
             node.load(args.n, args.m)
+            node.load_remote(args.remote)
             pods = wire_pods(node)
             t_ready, t_prog = start_timed(node, args.n, extra)
             emit(summary("e2e_start_ready", [t_ready], "s", "goal <= 2 s (with 1,000 endpoints)", **size))

@@ -75,6 +75,8 @@ def test_flags_parse_and_bad_flags_give_one_line() -> None:
     assert (args.n, args.m, args.restarts, args.bgp) == (3, 10, 2, True)
     assert e2e_dataplane.main(["--size", "huge"]) == 2
     assert e2e_startup.main(["--restarts", "0"]) == 2
+    assert e2e_startup.main(["--remote", "-1"]) == 2
+    assert e2e_startup.parse_args(["--remote", "10000"]).remote == 10000
 
 
 def test_plot_groups_sizes_and_writes_one_png_per_figure(tmp_path: Path) -> None:
