@@ -1,0 +1,190 @@
+"""Start-up and restart of the real agent, from outside it: exec -> ready -> fully programmed.
+
+    .venv/bin/python -m bench.e2e_startup [--size small|x1|x5|x10] [--restarts 8] [--bgp]
+                                          [--endpoints N] [--policies M] [--remote R]
+
+Root only. A node namespace with etcd (bench/e2e_node.py) holds N local endpoints (WorkloadEndpoints
+in etcd, each with a host-side ``cali*`` veth made beforehand) and M GlobalNetworkPolicies before the
+agent starts, plus two pods with real namespaces and addresses (WorkloadEndpoints labelled so no
+policy selects them). Then, each timed from the exec of ``felixpy node``:
+
+  e2e_start_ready          exec -> ``/readiness`` answers 200 (polled every 20 ms)
+  e2e_start_programmed     exec -> every endpoint's /32 route and its ``cali-tw-`` chain in the
+                           kernel (``ip route show``, ``iptables-save -t filter``; polled)
+  e2e_start_rss_agent      the agent's RSS 5 s after it is programmed (MB)
+  e2e_start_rss_speaker    RSS of the agent's children (ExaBGP with ``--bgp``; 0 without)
+  e2e_restart_*            the same two times for ``--restarts`` restarts (SIGTERM, wait for the
+                           exit, exec again) on the kernel state the last agent left
+  e2e_restart_ping_lost    packets lost by a ``ping -i 0.01`` between the two pods running across
+                           each restart (reference: packets sent)
+
+The first start is on an empty kernel (one sample: e2e_start_*); restarts give p50/p99 over
+``--restarts``. Left out: learned BGP routes (``--bgp`` starts the speaker with no peer);
+remote endpoints unless ``--remote`` (endpoints of 50 other nodes, no veth); the Kubernetes API;
+IPv6; CNI and pod creation; established TCP flows (ping is ICMP, so conntrack state is not what
+keeps it going); the kernel's state at a cold boot (the first start
+only has empty tables, not a fresh kernel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.e2e_node import (
+    Node,
+    descendants,
+    emit,
+    outer,
+    parse_ping,
+    rss_mb,
+    sh,
+    size_of,
+    summary,
+    wait,
+)
+from felixpy.dataplane.sysctl import host_veth_sysctls
+
+PODS = (("pinga", "10.241.1.1"), ("pingb", "10.241.1.2"))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.e2e_startup", description=__doc__.split("\n")[0])
+    ap.add_argument("--size", default="small", help="small (20/10), x1 (100/50), x5, x10 (1000/500)")
+    ap.add_argument("--endpoints", type=int, help="override the size's endpoint count")
+    ap.add_argument("--policies", type=int, help="override the size's policy count")
+    ap.add_argument("--remote", type=int, default=0, help="endpoints of other nodes (issue 15: 10,000)")
+    ap.add_argument("--restarts", type=int, default=8, help="restarts timed, each with a ping flow")
+    ap.add_argument("--bgp", action="store_true", help="start the BGP speaker too (no peers)")
+    ap.add_argument("--in-ns", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    args.n, args.m = size_of(args.size, args.endpoints, args.policies)
+    if args.restarts < 1:
+        raise ValueError("--restarts must be >= 1")
+    if args.remote < 0:
+        raise ValueError("--remote must be >= 0")
+    return args
+
+
+def programmed(n: int, ipt: str = "iptables") -> bool:
+    """Every endpoint's /32 route and its to-workload chain are in the kernel."""
+    routes = sh("ip", "-4", "route", "show", "proto", "80", check=False).stdout
+    if sum(f"dev calie{i:05d} " in routes for i in range(n)) < n:
+        return False
+    chains = sh(f"{ipt}-save", "-t", "filter", check=False).stdout
+    return all(f":cali-tw-calie{i:05d} " in chains for i in range(n))
+
+
+def wire_pods(node: Node) -> list[str]:
+    """Two pod namespaces plumbed as the CNI ADD plumbs them, without calling it: a veth to the
+    node (host side sysctls; pod side /32 address, default route via 169.254.1.1 on the link),
+    and their WorkloadEndpoints."""
+    names = []
+    for tag, ip in PODS:
+        ns, iface = f"{node.prefix}-{tag}", f"cali{tag}"
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        sh("ip", "link", "set", iface, "up")
+        # what the CNI ADD sets on the host side (felixpy.dataplane.sysctl.host_veth_sysctls)
+        for key, value in host_veth_sysctls(iface).items():
+            Path("/proc/sys", key).write_text(value)
+        for cmd in (
+            "link set lo up",
+            "link set eth0 up",
+            f"addr add {ip}/32 dev eth0",
+            "route add 169.254.1.1 dev eth0 scope link",
+            "route add default via 169.254.1.1 dev eth0",
+        ):
+            sh("ip", "-n", ns, *cmd.split())
+        node.put_wep(tag, iface, ip, {"app": "ping"})
+        names.append(ns)
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+    return names
+
+
+def start_timed(node: Node, n: int, extra: dict[str, str]) -> tuple[float, float]:
+    """Exec the agent; seconds from the exec to ready and to fully programmed."""
+    start = node.exec_agent(**extra)
+    wait(node.ready, 300, "readiness", interval=0.02)
+    t_ready = time.perf_counter() - start
+    ipt = node.iptables()
+    wait(lambda: programmed(n, ipt), 300, "every route and chain", interval=0.05)
+    return t_ready, time.perf_counter() - start
+
+
+def inner(args: argparse.Namespace) -> int:
+    extra = {"CALICO_NETWORKING_BACKEND": "bird"} if args.bgp else {}
+    size = {
+        "endpoints": args.n,
+        "policies": args.m,
+        "remote": args.remote,
+        "size": args.size,
+        "bgp": args.bgp,
+    }
+    with tempfile.TemporaryDirectory(prefix="fpe-st-") as tmp:
+        node = Node(Path(tmp))
+        try:
+            node.start_etcd()
+            node.load(args.n, args.m)
+            node.load_remote(args.remote)
+            pods = wire_pods(node)
+            t_ready, t_prog = start_timed(node, args.n, extra)
+            emit(summary("e2e_start_ready", [t_ready], "s", "goal <= 2 s (with 1,000 endpoints)", **size))
+            emit(
+                summary("e2e_start_programmed", [t_prog], "s", "goal <= 2 s; exec -> routes + chains", **size)
+            )
+            time.sleep(5)
+            assert node.agent is not None
+            agent_rss = rss_mb(node.agent.pid)
+            kids = descendants(node.agent.pid)
+            emit(summary("e2e_start_rss_agent", [agent_rss], "MB", "goal <= 150 MB (x10 size)", **size))
+            emit(summary("e2e_start_rss_speaker", [sum(map(rss_mb, kids)) if kids else 0.0], "MB",
+                         f"{len(kids)} child process(es) of the agent", **size))  # fmt: skip
+            src = pods[0]
+            one_ping = ("ip", "netns", "exec", src, "ping", "-c", "1", "-W", "1", PODS[1][1])
+            wait(lambda: " 1 received" in sh(*one_ping, check=False).stdout, 60, "pod A reaches pod B", 0.2)
+            ready, prog, lost, sent = [], [], [], []
+            for _ in range(args.restarts):
+                ping = subprocess.Popen(
+                    ["ip", "netns", "exec", src, "ping", "-n", "-i", "0.01", PODS[1][1]],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                )  # fmt: skip
+                time.sleep(1)
+                node.stop_agent(signal.SIGTERM)
+                r, p = start_timed(node, args.n, extra)
+                time.sleep(1)
+                ping.send_signal(signal.SIGINT)
+                out, _ = ping.communicate(timeout=30)
+                tx, rx = parse_ping(out)
+                ready.append(r)
+                prog.append(p)
+                lost.append(tx - rx)
+                sent.append(tx)
+            emit(summary("e2e_restart_ready", ready, "s", "SIGTERM'd agent replaced; exec -> 200", **size))
+            emit(summary("e2e_restart_programmed", prog, "s", "exec -> routes + chains present", **size))
+            sent_note = f"goal 0; of {sum(sent)} sent at 100/s across {len(sent)} restarts"
+            emit(summary("e2e_restart_ping_lost", lost, "packets", sent_note, **size))
+        finally:
+            node.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parse_args(argv)
+    except ValueError as exc:
+        print(f"bench.e2e_startup: {exc}", file=sys.stderr)
+        return 2
+    if args.in_ns:
+        return inner(args)
+    return outer("e2e_startup", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

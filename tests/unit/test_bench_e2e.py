@@ -1,0 +1,118 @@
+"""The end-to-end benchmarks' pure parts: sizes and flags, percentiles, the JSON record, ping parsing.
+
+Their kernel parts (a node namespace, etcd, the real agent) need root and are run by hand
+(docs/performance.md); this keeps the modules importable and their arithmetic right.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import e2e_dataplane, e2e_node, e2e_startup
+
+
+def test_sizes_are_the_issues_x1_x5_x10_and_counts_override() -> None:
+    assert e2e_node.size_of("x1") == (100, 50)
+    assert e2e_node.size_of("x5") == (500, 250)
+    assert e2e_node.size_of("x10") == (1000, 500)
+    assert e2e_node.size_of("x10", endpoints=7) == (7, 500)
+    assert e2e_node.size_of("small", policies=0) == (20, 0)
+
+
+@pytest.mark.parametrize(("size", "n", "m"), [("x3", None, None), ("x1", 0, None), ("x1", None, -1)])
+def test_bad_sizes_are_refused_with_the_flag_named(size: str, n: int | None, m: int | None) -> None:
+    with pytest.raises(ValueError, match="--"):
+        e2e_node.size_of(size, n, m)
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    samples = [float(x) for x in range(1, 101)]  # 1..100
+    assert e2e_node.pct(samples, 0.5) == 50
+    assert e2e_node.pct(samples, 0.99) == 99
+    assert e2e_node.pct(list(reversed(samples)), 0.99) == 99
+    assert e2e_node.pct([3.0], 0.99) == 3.0
+    # 20 samples: p99 is the largest, not an interpolation below it
+    assert e2e_node.pct([float(x) for x in range(20)], 0.99) == 19
+    with pytest.raises(ValueError):
+        e2e_node.pct([], 0.5)
+
+
+def test_summary_is_one_json_line_with_p50_p99_n_and_load() -> None:
+    rec = e2e_node.summary("x", [5.0, 1.0, 9.0, 3.0], "ms", "ref", endpoints=4)
+    line = json.loads(json.dumps(rec))
+    assert line["name"] == "x" and line["unit"] == "ms" and line["reference"] == "ref"
+    assert line["value"] == line["p50"] == 3.0
+    assert (line["p99"], line["min"], line["max"], line["n"]) == (9.0, 1.0, 9.0, 4)
+    assert line["endpoints"] == 4 and isinstance(line["load1"], float)
+
+
+def test_ping_summary_is_parsed_and_garbage_refused() -> None:
+    out = "...\n--- 10.241.1.2 ping statistics ---\n412 packets transmitted, 409 received, 0.7% packet loss\n"
+    assert e2e_node.parse_ping(out) == (412, 409)
+    errs = "5 packets transmitted, 3 received, +2 errors, 40% packet loss, time 40ms"
+    assert e2e_node.parse_ping(errs) == (5, 3)
+    with pytest.raises(ValueError):
+        e2e_node.parse_ping("ping: connect: Network is unreachable")
+
+
+def test_preloaded_policies_select_local_endpoints_and_admit_a_service() -> None:
+    from policy.selector import parse
+
+    spec = e2e_node.policy_spec(13)
+    assert parse(spec["selector"]).matches(e2e_node.endpoint_labels(3))
+    source = spec["ingress"][0]["source"]["selector"]
+    assert parse(source).matches(e2e_node.endpoint_labels(13))
+    assert e2e_node.endpoint_ip(0) != e2e_node.endpoint_ip(250)
+
+
+def test_flags_parse_and_bad_flags_give_one_line() -> None:
+    args = e2e_dataplane.parse_args(["--size", "x5", "--samples", "30"])
+    assert (args.n, args.m, args.samples, args.in_ns) == (500, 250, 30, False)
+    args = e2e_startup.parse_args(["--endpoints", "3", "--restarts", "2", "--bgp"])
+    assert (args.n, args.m, args.restarts, args.bgp) == (3, 10, 2, True)
+    assert e2e_dataplane.main(["--size", "huge"]) == 2
+    assert e2e_startup.main(["--restarts", "0"]) == 2
+    assert e2e_startup.main(["--remote", "-1"]) == 2
+    assert e2e_startup.parse_args(["--remote", "10000"]).remote == 10000
+
+
+def test_plot_groups_sizes_and_writes_one_png_per_figure(tmp_path: Path) -> None:
+    from bench import plot
+
+    common = {"name": "e2e_wep_to_route", "n": 20, "unit": "ms"}
+    big = {**common, "value": 40, "p50": 40, "p99": 90, "endpoints": 500, "policies": 250}
+    small = {**common, "value": 30, "p50": 30, "p99": 70, "endpoints": 100, "policies": 50}
+    lines = [
+        "# a comment line from a benchmark",
+        json.dumps(big),
+        json.dumps(small),
+        json.dumps({"name": "no_size", "value": 1, "unit": "s"}),
+        "not json",
+    ]
+    records = plot.read_records(lines)
+    assert list(records) == ["e2e_wep_to_route"]
+    want = {"p50": ([100, 500], [30.0, 40.0]), "p99": ([100, 500], [70.0, 90.0])}
+    assert plot.series(records["e2e_wep_to_route"]) == want
+    pytest.importorskip("matplotlib", reason="matplotlib (dev extra) draws the PNGs")
+    (png,) = plot.plot(tmp_path, records)
+    assert png.name == "e2e_wep_to_route.png" and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bgp_mesh_convergence_counts_the_session_time_once() -> None:
+    from bench import bench_bgp
+
+    setup, converged = bench_bgp.mesh_figures(10, t_up=1.3, t_routes=2.1)
+    assert (setup["name"], setup["value"], setup["nodes"]) == ("bgp_mesh_setup", 1.3, 10)
+    assert "45 sessions" in setup["reference"]
+    # both times run from the same start(): converged is t_routes, not t_up + t_routes
+    assert (converged["name"], converged["value"]) == ("bgp_mesh_converged", 2.1)
+
+
+def test_bird_is_timed_only_once_the_sources_session_is_up_too() -> None:
+    from bench import bench_bgp
+
+    socks = bench_bgp.sessions_before_timing("src.ctl", ["c0.ctl", "c1.ctl"])
+    assert socks == ["src.ctl", "c0.ctl", "c1.ctl"]
