@@ -41,6 +41,7 @@ class ApiChannel:
             os.unlink(self.path)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(self.path)
+        os.chmod(self.path, 0o600)  # before listen(): nobody else can connect, at any moment
         server.listen(2)
         server.settimeout(0.5)
         self._server = server

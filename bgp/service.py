@@ -28,6 +28,7 @@ from bgp.speaker import Speaker, SpeakerSettings
 from bgp.status import PeerStatus, write_status
 from bgp.topology import DEFAULT_PORT, SecretResolver, compute_peers, hashed_router_id, local_asn
 from felixpy.dataplane.model import RTPROT_FELIXPY_BGP
+from felixpy.private_files import private_dir
 from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPeer
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.node import Node
@@ -130,7 +131,7 @@ class BGPService:
     ) -> None:
         self.node_name = node_name
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.run_dir)  # 0700: it holds exabgp.conf (MD5 passwords)
         self._resolve_secret = resolve_secret
         self._speeds = (reactor_speed, min(reactor_speed, reflector_reactor_speed))
         settings = SpeakerSettings(self.run_dir, netns=netns, reactor_speed=reactor_speed)

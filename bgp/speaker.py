@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bgp.exabgp_config import exabgp_env, render_config
 from bgp.topology import PeerSpec
+from felixpy.private_files import PRIVATE, SECRET, log_file, write_file
 
 log = logging.getLogger(__name__)
 BACKOFF_START = 0.5
@@ -71,9 +72,7 @@ class Speaker:
                 return
             bind_changed = new_bind != self._bind
             self._config, self._bind = text, new_bind
-            tmp = self.config_path.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(self.config_path)
+            write_file(self.config_path, text, SECRET)  # holds the peers' MD5 passwords
             proc = self._proc
         if proc is None or proc.poll() is not None:
             return
@@ -135,8 +134,7 @@ class Speaker:
         env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")])
         )
-        logfile = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        try:
+        with log_file(self.log_path) as logfile:
             proc = subprocess.Popen(
                 self._argv(),
                 env=env,
@@ -145,9 +143,7 @@ class Speaker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        finally:
-            logfile.close()
-        self.pid_path.write_text(str(proc.pid))
+        write_file(self.pid_path, str(proc.pid), PRIVATE)
         return proc
 
     def _supervise(self) -> None:

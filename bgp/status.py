@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from felixpy.private_files import PRIVATE, write_file
+
 STATUS_FILE = "bgp-status.json"
 BGP_STATE_INFO = {"up": "Established", "connected": "OpenSent", "down": "Active", "": "Active"}
 
@@ -49,9 +51,7 @@ def write_status(run_dir: Path, peers: list[PeerStatus], *, running: bool = True
         "peers": [asdict(p) for p in peers],
     }
     path = Path(run_dir) / STATUS_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(path)
+    write_file(path, json.dumps(doc, indent=1), PRIVATE)
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:

@@ -40,6 +40,7 @@ from felixpy.node.health import HealthServer, Metrics
 from felixpy.node.settings import FelixParams, Settings
 from felixpy.node.sync import SyncSources
 from felixpy.node.writer import Writer
+from felixpy.private_files import private_dir
 from ipam.ipam import IPAM
 
 log = structlog.get_logger(__name__)
@@ -267,6 +268,8 @@ def _intervals(params: FelixParams) -> dict[str, float]:
 
 def _startup(settings: Settings, env: dict[str, str]) -> tuple[Any, Any, IPAM, Any, FelixParams]:
     """calico-node's start-up steps; returns (kv, backend, ipam, node address, params)."""
+    # The run directory holds cni.sock, exabgp.conf (MD5 passwords), logs and status: 0700, first.
+    private_dir(settings.run_dir)
     # Raw keys for IPAM (etcd, or IPAM CRDs) and typed resources (etcd layout, or the Kubernetes API).
     kv, backend = connect(DatastoreConfig.from_env(env))
     ipam = IPAM(kv, backend)
@@ -352,7 +355,7 @@ def _serve_http(agent: Agent) -> None:
     if params.healthEnabled:
         HealthServer(params.healthHost, params.healthPort, live=agent.live, ready=agent.ready).start()
     if params.prometheusMetricsEnabled:
-        agent.metrics.serve(params.healthHost, params.prometheusMetricsPort)
+        agent.metrics.serve(params.prometheusMetricsHost, params.prometheusMetricsPort)
 
 
 def run_node(settings: Settings, env: dict[str, str]) -> int:

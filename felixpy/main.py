@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:  # pydantic's ValidationError too: one line per bad field, no traceback
         print(f"felixpy: invalid setting: {_one_line(err)}", file=sys.stderr)
         sys.exit(2)
+    # Files are written with explicit modes (felixpy.private_files); this umask covers what our
+    # children (ExaBGP) create themselves: nothing the agent or they write is world-readable.
+    os.umask(0o027)
     logs.configure(settings.log_level)
     from felixpy.agent import run_node
     from felixpy.datastore.errors import DatastoreError

@@ -8,7 +8,14 @@ from typing import Any
 
 from felixpy.ctl.connect import open_backend
 from felixpy.ctl.output import print_objects
-from felixpy.ctl.resource_cmds import DEFAULT_NAMESPACE, CommandError, add_common, load_objects, resolve_kind
+from felixpy.ctl.resource_cmds import (
+    DEFAULT_NAMESPACE,
+    CommandError,
+    add_common,
+    check_names,
+    load_objects,
+    resolve_kind,
+)
 from felixpy.datastore.backend import Backend
 from felixpy.datastore.errors import NotFound
 from felixpy.resources.base import Resource
@@ -33,6 +40,7 @@ def targets(args: argparse.Namespace) -> tuple[type[Resource] | None, list[Targe
     if args.all_namespaces and args.names:
         raise CommandError("a resource cannot be fetched by name across all namespaces (-A); use -n")
     namespace = (args.namespace or DEFAULT_NAMESPACE) if kind.NAMESPACED else None
+    check_names(kind, list(args.names), namespace if args.namespace else None)
     return kind, [(kind, name, namespace) for name in args.names]
 
 

@@ -8,6 +8,10 @@ handler takes the parsed ``argparse.Namespace`` (``args.config`` is the ``--conf
 None, see `felixpy.ctl.connect`) and returns the exit code.
 
 Exit codes: 0 success, 1 failure (message on stderr), 2 bad usage.
+
+No traceback reaches the user: every failure is one line on stderr. An exception nobody
+anticipated is reported as ``unexpected error: <type>: <message>`` and its traceback goes to
+the debug log (``--log-level debug``, or the file named by ``FELIXCTL_DEBUG_LOG``).
 """
 
 from __future__ import annotations
@@ -16,15 +20,19 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from felixpy.ctl import get_cmd, resource_cmds
+from felixpy.ctl.batch import BatchError
 from felixpy.ctl.connect import ConfigError
+from felixpy.ctl.limits import LimitError
 from felixpy.datastore.errors import DatastoreError, Unavailable
 from felixpy.resources.base import ResourceError
 
 PLUGINS = ("felixpy.ctl.ipam_cmd", "felixpy.ctl.node_cmd")
+log = logging.getLogger("felixctl")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,10 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging(args.log_level)
     try:
         return int(args.func(args))
-    except (ResourceError, resource_cmds.CommandError, ConfigError) as exc:
+    except (ResourceError, resource_cmds.CommandError, ConfigError, LimitError, BatchError) as exc:
         return fail(str(exc))
     except Unavailable as exc:
         return fail(f"cannot reach the datastore: {exc}")
@@ -67,6 +75,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `felixctl get ... | head`
         return 0
+    except RecursionError:
+        log.debug("recursion limit reached", exc_info=True)
+        return fail("input nested too deeply")
+    except MemoryError:
+        return fail("out of memory; split the input into smaller files")
+    except Exception as exc:  # the guard: whatever it was, one line, the details in the debug log
+        log.debug("unexpected error", exc_info=True)
+        text = " ".join(str(exc).split())[:300]
+        return fail(f"unexpected error: {type(exc).__name__}: {text} (details: --log-level debug)")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    path = os.environ.get("FELIXCTL_DEBUG_LOG")
+    if path:
+        try:
+            handler = logging.FileHandler(path)
+        except OSError as exc:
+            print(f"felixctl: warning: cannot open {path}: {exc.strerror}", file=sys.stderr)
+            return
+        handler.setLevel(logging.DEBUG)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG)
+        for other in root.handlers:
+            if other is not handler:
+                other.setLevel(level.upper())
 
 
 def fail(message: str) -> int:

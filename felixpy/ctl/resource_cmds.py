@@ -1,10 +1,12 @@
 """felixctl apply / create / replace / delete: resources from files, or by kind and name.
 
-Every document of a file is parsed and validated before anything is written: one bad
-document means nothing changes. `create` first checks that none of the resources exist,
-and `replace` that all of them do (with the given resourceVersion, when one is given), so a
-refusal there also writes nothing. A datastore failure part-way through a batch (a race)
-reports how many were written before it.
+Input is bounded (`felixpy.ctl.limits`: size, document count, nesting) and every document is
+parsed and validated before anything is written: one bad document means nothing changes.
+Then every write is planned and checked against etcd's limits (`felixpy.ctl.write_plan`):
+`create` refuses if any resource exists, `replace` if any is missing or stale, any verb if a
+document is larger than one etcd request. The writes are all-or-nothing (`felixpy.ctl.batch`):
+one etcd transaction when they fit in one, else consecutive transactions rolled back on a
+failure, and the message says which.
 """
 
 from __future__ import annotations
@@ -13,35 +15,30 @@ import argparse
 import sys
 from typing import Any
 
+from felixpy.ctl import batch, write_plan
+from felixpy.ctl.batch import Outcome
 from felixpy.ctl.connect import open_backend
+from felixpy.ctl.limits import Limits, add_limit_flags, read_source
 from felixpy.ctl.pool_guard import PoolInUseError, guard_pool_deletes
 from felixpy.ctl.tier_guard import check_policy_tiers, guard_tier_deletes
 from felixpy.datastore.backend import Backend
-from felixpy.datastore.errors import AlreadyExists, Conflict, DatastoreError, NotFound
+from felixpy.datastore.errors import NotFound
+from felixpy.datastore.resources import KVBackend, encode
 from felixpy.resources.base import Resource, ResourceError
 from felixpy.resources.fields import FieldError
 from felixpy.resources.ippool import IPPool, check_pool_against
+from felixpy.resources.names import check_dns_label
 from felixpy.resources.parse import parse_documents
 from felixpy.resources.registry import kind_by_name
 from felixpy.resources.tier import Tier
 
 PAST = {"apply": "applied", "create": "created", "replace": "replaced", "delete": "deleted"}
 DEFAULT_NAMESPACE = "default"
+WRITE_ATTEMPTS = 5  # a resource changed between plan and transaction: plan again
 
 
 class CommandError(Exception):
     """A user-facing failure: printed as ``Failed to execute command: <message>``, exit code 1."""
-
-
-def read_source(filename: str) -> str:
-    """The text of ``filename``, or of stdin for ``-``."""
-    if filename == "-":
-        return sys.stdin.read()
-    try:
-        with open(filename, encoding="utf-8") as f:
-            return f.read()
-    except OSError as exc:
-        raise CommandError(f"cannot read {filename}: {exc.strerror or exc}") from None
 
 
 def label(obj: Resource) -> str:
@@ -51,7 +48,8 @@ def label(obj: Resource) -> str:
 
 def load_objects(args: argparse.Namespace) -> list[Resource]:
     """Parse ``-f`` and give namespaced objects their namespace (-n, else `default`)."""
-    objs = parse_documents(read_source(args.filename))
+    limits = Limits.from_args(args)
+    objs = parse_documents(read_source(args.filename, limits), max_documents=limits.max_documents)
     wanted = getattr(args, "namespace", None)
     for index, obj in enumerate(objs, start=1):
         if not type(obj).NAMESPACED:
@@ -72,6 +70,21 @@ def resolve_kind(name: str) -> type[Resource]:
     return kind
 
 
+def check_names(kind: type[Resource], names: list[str], namespace: str | None) -> None:
+    """Names (and the namespace) given on the command line obey the kind's rules, before any lookup."""
+    if namespace is not None:
+        try:
+            check_dns_label(namespace, what="namespace")
+        except FieldError as exc:
+            raise CommandError(f"invalid namespace given with -n: {exc.reason}") from None
+    for name in names:
+        try:
+            kind.check_name(name)
+        except FieldError as exc:
+            shown = name if len(name) <= 60 else name[:57] + "..."
+            raise CommandError(f"invalid {kind.KIND} name {shown!r}: {exc.reason}") from None
+
+
 def summary(verb: str, objs: list[Resource]) -> str:
     kinds = {o.KIND for o in objs}
     what = f"'{next(iter(kinds))}' " if len(kinds) == 1 else ""
@@ -85,8 +98,9 @@ def _exists(backend: Backend, obj: Resource) -> Resource | None:
         return None
 
 
-def precheck(backend: Backend, objs: list[Resource], verb: str) -> None:
-    """Refuse the whole batch, before any write, when create/replace/delete cannot succeed."""
+def precheck(backend: Backend, objs: list[Resource], verb: str, *, existence: bool = True) -> None:
+    """Refuse the whole batch, before any write, when create/replace/delete cannot succeed
+    (``existence=False``: the write plan checks existence and revisions itself)."""
     if verb != "delete":
         check_pools(backend, objs)
         check_policy_tiers(backend, objs)
@@ -96,7 +110,7 @@ def precheck(backend: Backend, objs: list[Resource], verb: str) -> None:
         if verb == "create" and key in seen:
             raise CommandError(f"document {index}: {label(obj)} appears more than once")
         seen.add(key)
-        if verb not in ("create", "replace"):
+        if verb not in ("create", "replace") or not existence:
             continue
         current = _exists(backend, obj)
         if verb == "create" and current is not None:
@@ -152,50 +166,71 @@ def write_one(backend: Backend, obj: Resource, verb: str) -> None:
         backend.update(obj)
 
 
-def explain(exc: DatastoreError, obj: Resource, backend: Backend) -> str:
-    if isinstance(exc, AlreadyExists):
-        return f"resource already exists: {label(obj)}"
-    if isinstance(exc, NotFound):
-        return f"resource does not exist: {label(obj)}"
-    if isinstance(exc, Conflict) and obj.metadata.resource_version:
-        return stale(obj, _exists(backend, obj))
-    return f"{label(obj)}: {exc}"
-
-
 def write_all(args: argparse.Namespace, verb: str, objs: list[Resource]) -> int:
+    """Check, then write every resource or none (see the module docstring)."""
     skip_missing = getattr(args, "skip_not_found", False)
+    limits = Limits.from_args(args)
     with open_backend(args) as backend:
-        precheck(backend, objs, verb)
+        etcd = isinstance(backend, KVBackend)
+        precheck(backend, objs, verb, existence=not etcd)
         if verb == "delete":
             _guard(args, backend, [o for o in objs if isinstance(o, IPPool)])
             guard_tier_deletes(backend, objs)
-        done: list[Resource] = []
-        for obj in objs:
-            try:
-                write_one(backend, obj, verb)
-            except NotFound:
-                if verb == "delete" and skip_missing:
-                    continue
-                if not done:
-                    raise CommandError(explain(NotFound(), obj, backend)) from None
-                return partial(verb, done, objs, explain(NotFound(), obj, backend))
-            except (DatastoreError, ValueError) as exc:
-                if isinstance(exc, DatastoreError):
-                    reason = explain(exc, obj, backend)
-                else:
-                    reason = f"{label(obj)}: {exc}"
-                if not done:
-                    raise CommandError(reason) from None
-                return partial(verb, done, objs, reason)
-            done.append(obj)
-    print(f"Successfully {PAST[verb]} {summary(verb, done)}")
+        if etcd:
+            assert isinstance(backend, KVBackend)
+            done, outcome = _write_etcd(backend, objs, verb, skip_missing=skip_missing, limits=limits)
+        else:
+            done, outcome = _write_api(backend, objs, verb, skip_missing=skip_missing, limits=limits)
+    how = ""
+    if outcome.transactions > 1:  # a failure would have rolled the earlier transactions back
+        how = f" ({outcome.how}, all or nothing by rollback)"
+    print(f"Successfully {PAST[verb]} {summary(verb, done)}{how}")
     return 0
 
 
-def partial(verb: str, done: list[Resource], objs: list[Resource], reason: str) -> int:
-    print(f"Partial success: {PAST[verb]} the first {len(done)} out of {summary(verb, objs)}:")
-    print(f"Hit error: {reason}", file=sys.stderr)
-    return 1
+def _write_etcd(
+    backend: KVBackend, objs: list[Resource], verb: str, *, skip_missing: bool, limits: Limits
+) -> tuple[list[Resource], Outcome]:
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            writes = write_plan.plan(backend.kv, objs, verb, skip_missing=skip_missing)
+            write_plan.check_sizes(writes, limits)
+        except write_plan.PlanError as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            outcome = batch.commit(backend.kv, writes, limits)
+        except batch.RaceError:
+            if attempt == WRITE_ATTEMPTS:
+                raise
+            continue
+        planned = {w.index for w in writes}
+        done = [o for i, o in enumerate(objs, start=1) if i in planned] if verb == "delete" else objs
+        return done, outcome
+    raise AssertionError("unreachable")
+
+
+def _write_api(
+    backend: Backend, objs: list[Resource], verb: str, *, skip_missing: bool, limits: Limits
+) -> tuple[list[Resource], Outcome]:
+    """Kubernetes mode: sizes checked, then one resource at a time, undone on a failure."""
+    room = limits.etcd_max_request_bytes - write_plan.TXN_OVERHEAD
+    steps: list[batch.BackendStep] = []
+    for index, obj in enumerate(objs, start=1):
+        key, value = encode(obj)
+        size = write_plan.request_size(key, value)
+        if size > room:
+            raise CommandError(
+                f"document {index}: {label(obj)} is {size:,} bytes stored; the datastore accepts at most "
+                f"{limits.etcd_max_request_bytes:,} bytes in one request"
+            )
+        before = _exists(backend, obj)
+        if before is None and verb == "delete":
+            if skip_missing:
+                continue
+            raise CommandError(f"document {index}: resource does not exist: {label(obj)}")
+        steps.append(batch.BackendStep(obj, before))
+    outcome = batch.commit_backend(backend, steps, verb, lambda obj: write_one(backend, obj, verb))
+    return [s.obj for s in steps], outcome
 
 
 def run_file_verb(args: argparse.Namespace) -> int:
@@ -221,6 +256,7 @@ def run_delete(args: argparse.Namespace) -> int:
         raise CommandError("delete needs -f FILE, or a resource type and at least one name")
     kind = resolve_kind(args.kind)
     namespace = (args.namespace or DEFAULT_NAMESPACE) if kind.NAMESPACED else None
+    check_names(kind, list(args.names), namespace)
     deleted = 0
     with open_backend(args) as backend:
         if kind is IPPool:
@@ -264,6 +300,7 @@ def register(subparsers: Any) -> None:
         p = subparsers.add_parser(verb, help=text, description=text)
         p.add_argument("-f", "--filename", required=True, help="YAML or JSON file, '-' for stdin")
         add_common(p)
+        add_limit_flags(p)
         p.set_defaults(func=run_file_verb, verb=verb)
     p = subparsers.add_parser("delete", help="delete resources by file or by kind and name")
     p.add_argument("kind", nargs="?", help="resource type, e.g. ippool, bgppeer, gnp")
@@ -271,4 +308,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("-f", "--filename", help="YAML or JSON file, '-' for stdin")
     p.add_argument("--skip-not-found", action="store_true", help="do not fail on resources that do not exist")
     add_common(p)
+    add_limit_flags(p)
     p.set_defaults(func=run_delete, verb="delete")

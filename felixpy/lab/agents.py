@@ -12,8 +12,10 @@ from felixpy.lab.plan import NodePlan, Plan
 from felixpy.lab.procs import alive, spawn
 from felixpy.lab.shell import GiveUp, Progress, in_netns, run, wait_until
 from felixpy.lab.state import ProcRecord
+from felixpy.private_files import private_dir
 
 HEALTH_PORT = 9099
+METRICS_PORT = 9091
 _HTTP_PROBE = (
     "import sys, urllib.request\n"
     "try:\n"
@@ -32,8 +34,14 @@ def agent_env(names: LabNames, plan: Plan, node: NodePlan) -> dict[str, str]:
         "FELIXPY_RUN_DIR": str(names.node_dir(node.name)),
         "CALICO_NETWORKING_BACKEND": "bird",
         "NO_DEFAULT_POOLS": "true",
-        "FELIX_HEALTHPORT": str(HEALTH_PORT),
+        # Set here, not left to defaults: readiness is probed on 127.0.0.1 inside the node's namespace,
+        # and metrics are there for whoever runs `felixpy-lab exec NODE -- curl 127.0.0.1:9091/metrics`.
+        "FELIX_HEALTHENABLED": "true",
         "FELIX_HEALTHHOST": "127.0.0.1",
+        "FELIX_HEALTHPORT": str(HEALTH_PORT),
+        "FELIX_PROMETHEUSMETRICSENABLED": "true",
+        "FELIX_PROMETHEUSMETRICSHOST": "127.0.0.1",
+        "FELIX_PROMETHEUSMETRICSPORT": str(METRICS_PORT),
         "FELIXPY_LOG_LEVEL": "info",
     }
     if plan.options.tor == "bird":
@@ -47,7 +55,7 @@ def start(names: LabNames, plan: Plan, node: NodePlan) -> ProcRecord:
         raise LabError("felixpy console script not found (pip install -e .)")
     argv = [binary, "node"] + (["--route-reflector"] if node.role == "route-reflector" else [])
     run_dir = names.node_dir(node.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(run_dir)  # the agent's run dir: exabgp.conf (MD5 passwords), cni.sock, logs
     return spawn(
         names, role="agent", netns=node.netns, argv=argv, log=run_dir / "agent.log",
         env=agent_env(names, plan, node), cwd=run_dir,

@@ -17,6 +17,7 @@ from felixpy.lab.plan import ETCD_GW, TOR_AS, NodePlan, Plan
 from felixpy.lab.procs import alive, spawn
 from felixpy.lab.shell import GiveUp, in_netns, run, wait_until
 from felixpy.lab.state import ProcRecord
+from felixpy.private_files import SECRET, write_file
 
 
 def _protocol(node: NodePlan) -> str:
@@ -60,7 +61,7 @@ def start(names: LabNames, plan: Plan) -> ProcRecord:
     if binary is None:
         raise LabError("bird not found (Debian: apt-get install bird2)")
     conf = names.run_dir / "bird.conf"
-    conf.write_text(render_config(plan, str(names.run_dir / "bird.log")))
+    write_file(conf, render_config(plan, str(names.run_dir / "bird.log")), SECRET)  # peers' passwords, if any
     argv = [binary, "-f", "-c", str(conf), "-s", socket_path(names)]
     return spawn(names, role="bird", netns=names.fabric, argv=argv, log=names.run_dir / "bird.out")
 

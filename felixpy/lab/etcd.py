@@ -9,6 +9,7 @@ from felixpy.lab.plan import ETCD_ADDR, ETCD_PORT, Plan
 from felixpy.lab.procs import alive, spawn
 from felixpy.lab.shell import GiveUp, in_netns, run, wait_until
 from felixpy.lab.state import ProcRecord
+from felixpy.private_files import private_dir
 
 
 def etcd_binary() -> str:
@@ -21,7 +22,7 @@ def etcd_binary() -> str:
 def start(names: LabNames) -> ProcRecord:
     """Start etcd in ``<lab>-etcd``; data in the lab's run dir (tmpfs)."""
     data = names.etcd_dir
-    data.mkdir(parents=True, exist_ok=True)
+    private_dir(data)  # etcd wants 0700 too; it holds BGPPeer passwords
     argv = [
         etcd_binary(),
         "--name", names.name,

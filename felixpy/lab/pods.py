@@ -19,6 +19,7 @@ from felixpy.lab.ports import NamedPort
 from felixpy.lab.procs import lab_env, spawn, stop
 from felixpy.lab.shell import in_netns, run
 from felixpy.lab.state import LabState, PodRecord
+from felixpy.private_files import private_dir
 
 CNI_VERSION = "1.0.0"
 NETWORK = "k8s-pod-network"
@@ -70,7 +71,7 @@ def cni_plugin(names: LabNames) -> Path:
     """The plugin as a node has it after `felixpy install-cni`: the static forwarder, type ``felixpy``."""
     target = names.run_dir / "cni-bin" / "felixpy"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         install_cni.install_own_plugins(target.parent)
     return target
 

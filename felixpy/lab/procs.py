@@ -20,6 +20,7 @@ from pathlib import Path
 from felixpy.lab.names import TAG_ENV, LabError, LabNames
 from felixpy.lab.shell import in_netns, run
 from felixpy.lab.state import ProcRecord
+from felixpy.private_files import log_file, private_dir
 
 
 def lab_env(names: LabNames, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -41,13 +42,13 @@ def spawn(
     cwd: Path | None = None,
 ) -> ProcRecord:
     """Start ``argv`` in the background inside ``netns``; return its record."""
-    log.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(log.parent)
     full = in_netns(netns, *argv)
-    with open(log, "ab") as out:
+    with log_file(log) as out:  # 0640; umask 027: what the child creates itself is not world-readable
         try:
             proc = subprocess.Popen(
                 full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=lab_env(names, env), cwd=cwd, start_new_session=True,
+                env=lab_env(names, env), cwd=cwd, start_new_session=True, umask=0o027,
             )
         except FileNotFoundError as exc:
             raise LabError(f"cannot start {role}: {exc}") from exc

@@ -20,6 +20,7 @@ from typing import Any
 
 from felixpy.lab.names import RUN_ROOT, LabError, LabNames
 from felixpy.lab.plan import Plan
+from felixpy.private_files import PRIVATE, SECRET, open_log, private_dir, write_file
 
 
 @dataclass
@@ -81,10 +82,8 @@ class LabState:
 
 def save(names: LabNames, state: LabState) -> None:
     """Atomically replace the state file."""
-    names.run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = names.state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state.to_json(), indent=1))
-    os.replace(tmp, names.state_file)
+    private_dir(names.run_dir)
+    write_file(names.state_file, json.dumps(state.to_json(), indent=1), PRIVATE)
 
 
 def load(names: LabNames) -> LabState:
@@ -109,7 +108,7 @@ def try_load(names: LabNames) -> LabState | None:
 def locked(names: LabNames, timeout: float = 60.0) -> Iterator[None]:
     """Hold the lab's lock (bounded wait)."""
     RUN_ROOT.mkdir(parents=True, exist_ok=True)
-    with open(names.lock_file, "a+") as fh:
+    with os.fdopen(open_log(names.lock_file, SECRET), "a") as fh:
         deadline = time.monotonic() + timeout
         while True:
             try:

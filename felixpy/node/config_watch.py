@@ -33,7 +33,14 @@ NOT_RESTARTING = frozenset({"logSeverityScreen"})
 # A route reflector (`felixpy node --route-reflector`) programs no workload dataplane; of the
 # parameters it only uses the health and metrics endpoints.
 ROUTE_REFLECTOR_FIELDS = frozenset(
-    {"healthEnabled", "healthPort", "healthHost", "prometheusMetricsEnabled", "prometheusMetricsPort"}
+    {
+        "healthEnabled",
+        "healthPort",
+        "healthHost",
+        "prometheusMetricsEnabled",
+        "prometheusMetricsHost",
+        "prometheusMetricsPort",
+    }
 )
 
 

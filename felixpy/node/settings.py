@@ -7,6 +7,7 @@ Built once in main and passed down. Felix parameters resolve, highest first:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -72,11 +73,15 @@ class FelixParams(BaseModel):
     vxlanPort: int = 4789
     interfacePrefix: str = "cali"
     ipv6Support: bool = True  # ip6tables policy and IPv6 forwarding (Felix's FELIX_IPV6SUPPORT)
+    # Health and metrics are two listeners, each with its own host and port. Health is on loopback
+    # (the kubelet probes a hostNetwork pod on 127.0.0.1), metrics are off unless asked for, as in
+    # Felix; when enabled they too stay on loopback unless FELIX_PROMETHEUSMETRICSHOST says otherwise.
     healthEnabled: bool = True
-    healthPort: int = 9099
-    healthHost: str = "0.0.0.0"
-    prometheusMetricsEnabled: bool = True
-    prometheusMetricsPort: int = 9091
+    healthHost: str = "127.0.0.1"
+    healthPort: int = Field(default=9099, ge=1, le=65535)
+    prometheusMetricsEnabled: bool = False
+    prometheusMetricsHost: str = "127.0.0.1"
+    prometheusMetricsPort: int = Field(default=9091, ge=1, le=65535)
     logSeverityScreen: str = "Info"
     defaultEndpointToHostAction: Literal["DROP", "ACCEPT", "RETURN"] = "DROP"
     # Host ports never blocked by host endpoint policy. FelixConfiguration: [{protocol, port}, ...];
@@ -85,6 +90,18 @@ class FelixParams(BaseModel):
     failsafeOutboundHostPorts: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_OUT
     # "Any": honour workload endpoints' allowSpoofedSourcePrefixes (exceptions to the raw RPF check).
     workloadSourceSpoofing: Literal["Disabled", "Any"] = "Disabled"
+
+    @field_validator("healthHost", "prometheusMetricsHost")
+    @classmethod
+    def _listen_host(cls, value: str) -> str:
+        """An IP address to bind ("" = every address, as Felix reads an empty host)."""
+        text = value.strip()
+        if text == "":
+            return "0.0.0.0"
+        if text == "localhost":
+            return "127.0.0.1"
+        ipaddress.ip_address(text)  # ValueError names the bad value
+        return text
 
     @field_validator("defaultEndpointToHostAction", mode="before")
     @classmethod

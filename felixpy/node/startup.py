@@ -15,6 +15,7 @@ from pyroute2 import IPRoute
 from felixpy.datastore.errors import AlreadyExists, Conflict, NotFound
 from felixpy.node import autodetect
 from felixpy.node.settings import FelixParams, Settings
+from felixpy.private_files import PRIVATE, private_dir, write_file
 from felixpy.resources import FelixConfiguration, IPPool, Node
 
 log = structlog.get_logger(__name__)
@@ -190,11 +191,8 @@ def pod_mtu(params: FelixParams, mtu: int, kinds: set[str]) -> int:
 
 
 def write_mtu_file(path: str, mtu: int) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{mtu}\n")
-    os.replace(tmp, path)
+    private_dir(os.path.dirname(path))
+    write_file(path, f"{mtu}\n", PRIVATE)
     log.info("mtu.written", path=path, mtu=mtu, reason="pod veth MTU for the CNI handler")
 
 

@@ -47,6 +47,7 @@ class FelixConfigurationSpec(Model):
     health_port: int | None = None
     health_host: str | None = None
     prometheus_metrics_enabled: bool | None = None
+    prometheus_metrics_host: str | None = None
     prometheus_metrics_port: int | None = None
     device_route_protocol: int | None = None
     route_table_range: dict[str, int] | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from felixpy.resources.base import Resource, ResourceError
 from felixpy.resources.fields import FieldError
 from felixpy.resources.registry import ALL_KINDS, kind_for
+from felixpy.resources.shape import MAX_DEPTH, check_shape
 
 _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
@@ -48,11 +50,64 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."),
 )
 
+
+
+def _fast_loader() -> type[Any]:
+    """libyaml's parser (events made in C) under PyYAML's own composer and constructor, with the
+    resolvers above: about 3 times faster than `_Loader` on large inputs, same documents. Not libyaml's
+    composer: it recurses on the C stack, so a deeply nested input could crash the process, where
+    PyYAML's composer ends in a RecursionError that `load_yaml` reports. `_Loader` without libyaml."""
+    cparser = getattr(getattr(yaml, "cyaml", None), "CParser", None)
+    if cparser is None:
+        return _Loader
+    composer = yaml.composer.Composer
+
+    class FastLoader(cparser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):  # type: ignore[misc, valid-type]
+        yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+        def __init__(self, stream: str) -> None:
+            cparser.__init__(self, stream)  # type: ignore[misc]
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            composer.__init__(self)
+
+        check_node = composer.check_node
+        get_node = composer.get_node
+        get_single_node = composer.get_single_node
+        compose_document = composer.compose_document
+        compose_node = composer.compose_node
+        compose_scalar_node = composer.compose_scalar_node
+        compose_sequence_node = composer.compose_sequence_node
+        compose_mapping_node = composer.compose_mapping_node
+
+    return FastLoader
+
+
+_FastLoader = _fast_loader()
 _TYPE_TAGS = {"int", "str", "float", "bool", "list", "dict", "none"}
 
 
-def load_yaml(text: str) -> list[Any]:
-    """Every document in ``text`` (YAML or JSON), empty documents dropped. Raises ResourceError."""
+def load_yaml(text: str, *, max_documents: int | None = None) -> list[Any]:
+    """Every document in ``text`` (YAML or JSON), empty documents dropped. Raises ResourceError.
+
+    Bounded: decoding stops as soon as more than ``max_documents`` resources (items of a List
+    counting one each) have been seen, and every document's nesting and alias expansion is
+    checked (`felixpy.resources.shape`), so a hostile input costs time and memory in proportion
+    to the limits, not to what it claims to hold.
+    """
+    budget = 4 * len(text) + 10_000
+    try:
+        return list(_bounded(_decode(text), max_documents, budget))
+    except RecursionError:
+        raise ResourceError(f"nested more than {MAX_DEPTH} levels deep") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ResourceError(f"invalid YAML{where}: {problem}") from None
+
+
+def _decode(text: str) -> Iterator[Any]:
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
         try:
@@ -60,14 +115,22 @@ def load_yaml(text: str) -> list[Any]:
         except json.JSONDecodeError:
             pass  # flow-style YAML also starts with { or [
         else:
-            return data if isinstance(data, list) else [data]
-    try:
-        return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ResourceError(f"invalid YAML{where}: {problem}") from None
+            yield from data if isinstance(data, list) else [data]
+            return
+    yield from (doc for doc in yaml.load_all(text, Loader=_FastLoader) if doc is not None)
+
+
+def _bounded(docs: Iterator[Any], max_documents: int | None, budget: int) -> Iterator[Any]:
+    count = 0
+    for index, doc in enumerate(docs, start=1):
+        check_shape(doc, max_nodes=budget, index=index)
+        count += len(doc["items"] or []) if is_list(doc) and isinstance(doc["items"], list) else 1
+        if max_documents is not None and count > max_documents:
+            raise ResourceError(
+                f"more than {max_documents:,} resources in one input, the limit "
+                "(--max-documents or FELIXCTL_MAX_DOCUMENTS); split it into several files"
+            )
+        yield doc
 
 
 def is_list(doc: Any) -> bool:
@@ -88,9 +151,9 @@ def flatten(docs: list[Any]) -> list[Any]:
     return out
 
 
-def parse_documents(text: str) -> list[Resource]:
+def parse_documents(text: str, *, max_documents: int | None = None) -> list[Resource]:
     """Parse and validate every resource in ``text``; the first invalid one raises ResourceError."""
-    docs = flatten(load_yaml(text))
+    docs = flatten(load_yaml(text, max_documents=max_documents))
     return [parse_document(doc, index=i) for i, doc in enumerate(docs, start=1)]
 
 

@@ -116,6 +116,12 @@ class NodeEnv:
             "FELIXPY_RUN_DIR": str(self.run_dir),
             "FELIX_ROUTEREFRESHINTERVAL": "2",
             "FELIXPY_LOG_LEVEL": "info",
+            # what these tests probe: health (the default, on loopback) and metrics (off by default)
+            "FELIX_HEALTHHOST": "127.0.0.1",
+            "FELIX_HEALTHPORT": "9099",
+            "FELIX_PROMETHEUSMETRICSENABLED": "true",
+            "FELIX_PROMETHEUSMETRICSHOST": "127.0.0.1",
+            "FELIX_PROMETHEUSMETRICSPORT": "9091",
             **extra,
         }
         log = open(self.run_dir / "agent.log", "ab")  # noqa: SIM115 (handed to the child)

@@ -40,8 +40,18 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
       fieldPath: spec.nodeName
 - name: FELIX_LOGSEVERITYSCREEN
   value: {{ .Values.logSeverity | quote }}
+- name: FELIX_HEALTHENABLED
+  value: "true"
+- name: FELIX_HEALTHHOST
+  value: {{ .Values.healthHost | quote }}
 - name: FELIX_HEALTHPORT
   value: {{ .Values.healthPort | quote }}
+- name: FELIX_PROMETHEUSMETRICSENABLED
+  value: {{ .Values.prometheusMetricsEnabled | quote }}
+- name: FELIX_PROMETHEUSMETRICSHOST
+  value: {{ .Values.prometheusMetricsHost | quote }}
+- name: FELIX_PROMETHEUSMETRICSPORT
+  value: {{ .Values.prometheusMetricsPort | quote }}
 {{- end -}}
 
 {{- define "felixpy.etcdTLSVolumeMount" -}}
@@ -66,7 +76,7 @@ livenessProbe:
   httpGet:
     path: /liveness
     port: {{ .Values.healthPort }}
-    host: localhost
+    host: 127.0.0.1
   periodSeconds: 10
   initialDelaySeconds: 10
   failureThreshold: 6
@@ -75,7 +85,7 @@ readinessProbe:
   httpGet:
     path: /readiness
     port: {{ .Values.healthPort }}
-    host: localhost
+    host: 127.0.0.1
   periodSeconds: 10
   timeoutSeconds: 10
 {{- end -}}
