@@ -60,7 +60,7 @@ FILE_CASES: dict[str, tuple[bytes, str]] = {
     "json-100-deep-in-spec": (nested_json(100).encode(), "document 1: nested more than 64 levels deep"),
     "yaml-alias-bomb": (alias_bomb().encode(), "document 1: expands to more than"),
     "yaml-self-reference": (b"&a [*a]\n", "nested more than 64 levels deep"),
-    "not-a-mapping": (b"- 1\n- 2\n", "document 1: a resource must be a mapping, not list"),
+    "not-a-mapping": (b"- 1\n- 2\n", "document 1: a resource must be a mapping, not int"),
     "bad-name-slash": (
         b'{"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "a/b"},'
         b' "spec": {"cidr": "10.0.0.0/16"}}',
