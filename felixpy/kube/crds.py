@@ -22,6 +22,7 @@ from felixpy.resources.endpoint import HostEndpoint
 from felixpy.resources.felixconfig import FelixConfiguration
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.policy import GlobalNetworkPolicy, NetworkPolicy
+from felixpy.resources.stored import STORED_KINDS, ClusterInformation
 from felixpy.resources.tier import Tier
 
 GROUP = "crd.projectcalico.org"
@@ -39,6 +40,8 @@ CRD_KINDS: tuple[type[Resource], ...] = (
     Tier,
     HostEndpoint,
     FelixConfiguration,
+    # ClusterInformation keeps the schemaless CRD of IPAM_KINDS below (the agent's IPAM writes it too).
+    *(k for k in STORED_KINDS if k is not ClusterInformation),
 )
 
 # IPAM objects: schemaless specs (their JSON is IPAM's own, see ipam/), CAS on resourceVersion.

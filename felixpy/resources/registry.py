@@ -10,6 +10,7 @@ from felixpy.resources.ippool import IPPool
 from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
 from felixpy.resources.node import Node
 from felixpy.resources.policy import GlobalNetworkPolicy, NetworkPolicy
+from felixpy.resources.stored import STORED_KINDS
 from felixpy.resources.tier import Tier
 
 ALL_KINDS: tuple[type[Resource], ...] = (
@@ -26,6 +27,7 @@ ALL_KINDS: tuple[type[Resource], ...] = (
     FelixConfiguration,
     K8sNetworkPolicy,
     Namespace,
+    *STORED_KINDS,
 )
 
 _BY_API_KIND: dict[tuple[str, str], type[Resource]] = {(k.API_VERSION, k.KIND): k for k in ALL_KINDS}
