@@ -26,7 +26,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from felixpy.ctl import get_cmd, resource_cmds
+from felixpy.ctl import edit_cmds, get_cmd, resource_cmds
 from felixpy.ctl.batch import BatchError
 from felixpy.ctl.connect import ConfigError
 from felixpy.ctl.formats import FormatError
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     resource_cmds.register(sub)
     get_cmd.register(sub)
+    edit_cmds.register(sub)
     for name in PLUGINS:
         if importlib.util.find_spec(name) is None:
             continue

@@ -18,6 +18,7 @@ from typing import Any
 from felixpy.ctl import batch, write_plan
 from felixpy.ctl.batch import Outcome
 from felixpy.ctl.connect import open_backend
+from felixpy.ctl.honoured import unhonoured
 from felixpy.ctl.limits import Limits, add_limit_flags
 from felixpy.ctl.pool_guard import PoolInUseError, guard_pool_deletes
 from felixpy.ctl.sources import read_sources
@@ -256,7 +257,19 @@ def run_file_verb(args: argparse.Namespace) -> int:
     objs = load_objects(args)
     if not objs:
         raise CommandError(f"no resources specified in {'stdin' if args.filename == '-' else args.filename}")
-    return write_all(args, args.verb, objs)
+    code = write_all(args, args.verb, objs)
+    if args.verb != "delete":
+        warn_unhonoured(objs)
+    return code
+
+
+def warn_unhonoured(objs: list[Resource]) -> None:
+    """Nothing accepted silently: name each stored field felixpy does not act on (stderr)."""
+    for obj in objs:
+        fields = unhonoured(obj)
+        if fields:
+            print(f"Warning: {label(obj)}: stored but not acted on by felixpy: {', '.join(fields)}",
+                  file=sys.stderr)  # fmt: skip
 
 
 def _guard(args: argparse.Namespace, backend: Backend, targets: list[Any]) -> None:
