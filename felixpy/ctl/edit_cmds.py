@@ -244,7 +244,7 @@ def run_version(args: argparse.Namespace) -> int:
     try:
         with open_backend(args) as backend:
             info = backend.get(ClusterInformation, "default")
-            cluster = getattr(info.spec, "calico_version", None) or "unknown"
+            cluster = getattr(getattr(info, "spec", None), "calico_version", None) or "unknown"
     except (NotFound, DatastoreError, ResourceError, OSError):
         pass
     print(f"Cluster Version:   {cluster}")
