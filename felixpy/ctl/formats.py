@@ -16,6 +16,7 @@ pipelines, variables) is refused with one line naming it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from collections.abc import Sequence
@@ -35,7 +36,10 @@ def check_format(value: str) -> str:
     """argparse ``type=`` for ``-o``: the plain formats and the prefixed ones."""
     if value in ("ps", "table", "wide", "yaml", "json", "name") or value.startswith(PREFIXES):
         return value
-    raise ValueError(value)
+    raise argparse.ArgumentTypeError(
+        f"unknown output format {value!r}: use ps, wide, yaml, json, name, custom-columns=..., "
+        "go-template=..."
+    )
 
 
 def lookup(data: Any, path: str) -> Any:

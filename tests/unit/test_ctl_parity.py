@@ -3,6 +3,7 @@ and the table of FelixConfiguration/BGPConfiguration fields felixpy acts on."""
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def test_go_template_subset() -> None:
         with pytest.raises(FormatError, match=word):
             go_template(bad, data)
     assert check_format("name") == "name"
-    with pytest.raises(ValueError):
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown output format"):
         check_format("jsonpath={.x}")
 
 
