@@ -15,6 +15,7 @@ import argparse
 import copy
 import json
 import sys
+from importlib import metadata
 from typing import Any
 
 from felixpy.ctl.connect import open_backend
@@ -237,9 +238,11 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_version(args: argparse.Namespace) -> int:
-    from felixpy.main import version
-
-    print(f"Client Version:    {version()}")
+    try:
+        client = metadata.version("felixpy")
+    except metadata.PackageNotFoundError:
+        client = "unknown"
+    print(f"Client Version:    {client}")
     cluster = "unknown"
     try:
         with open_backend(args) as backend:
