@@ -25,6 +25,7 @@ from felixpy.ctl.resource_cmds import (
     DEFAULT_NAMESPACE,
     CommandError,
     add_common,
+    add_input_flags,
     check_names,
     label,
     load_objects,
@@ -228,7 +229,7 @@ def run_label(args: argparse.Namespace) -> int:
 
 def run_validate(args: argparse.Namespace) -> int:
     objs = load_objects(args)
-    if not objs:
+    if not objs and not args.skip_empty:
         raise CommandError("no resources specified")
     for obj in objs:
         for field in unhonoured(obj):
@@ -274,7 +275,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run_label)
     p = subparsers.add_parser("validate", help="check resources in a file; writes nothing")
     p.add_argument("-f", "--filename", required=True, help="YAML or JSON file or directory, '-' for stdin")
-    p.add_argument("-R", "--recursive", action="store_true", help="with a directory: its sub-directories too")
+    add_input_flags(p)
     add_common(p)
     add_limit_flags(p)
     p.set_defaults(func=run_validate)

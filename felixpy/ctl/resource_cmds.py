@@ -52,7 +52,9 @@ def load_objects(args: argparse.Namespace) -> list[Resource]:
     """Parse ``-f`` and give namespaced objects their namespace (-n, else `default`)."""
     limits = Limits.from_args(args)
     objs: list[Resource] = []
-    sources = read_sources(args.filename, limits, recursive=getattr(args, "recursive", False))
+    sources = read_sources(
+        args.filename, limits, recursive=getattr(args, "recursive", False), skip_empty=_skip_empty(args)
+    )
     for path, text in sources:
         try:
             objs += parse_documents(text, max_documents=limits.max_documents)
@@ -256,11 +258,18 @@ def _write_api(
 def run_file_verb(args: argparse.Namespace) -> int:
     objs = load_objects(args)
     if not objs:
+        if _skip_empty(args):
+            print(f"Successfully {PAST[args.verb]} 0 resource(s)")
+            return 0
         raise CommandError(f"no resources specified in {'stdin' if args.filename == '-' else args.filename}")
     code = write_all(args, args.verb, objs)
     if args.verb != "delete":
         warn_unhonoured(objs)
     return code
+
+
+def _skip_empty(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "skip_empty", False))
 
 
 def warn_unhonoured(objs: list[Resource]) -> None:
@@ -314,6 +323,15 @@ def run_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_input_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-R", "--recursive", action="store_true", help="with a directory: its sub-directories too"
+    )
+    parser.add_argument(
+        "--skip-empty", action="store_true", help="do not fail when the files or directory hold no resources"
+    )
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c", "--config", default=argparse.SUPPRESS, help="datastore config file (calicoctl.cfg form)"
@@ -333,9 +351,7 @@ def register(subparsers: Any) -> None:
         p.add_argument(
             "-f", "--filename", required=True, help="YAML or JSON file or directory, '-' for stdin"
         )
-        p.add_argument(
-            "-R", "--recursive", action="store_true", help="with a directory: its sub-directories too"
-        )
+        add_input_flags(p)
         if verb == "create":
             p.add_argument("--skip-exists", action="store_true", help="skip resources that already exist")
         add_common(p)
@@ -345,7 +361,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("kind", nargs="?", help="resource type, e.g. ippool, bgppeer, gnp")
     p.add_argument("names", nargs="*", help="resource names")
     p.add_argument("-f", "--filename", help="YAML or JSON file or directory, '-' for stdin")
-    p.add_argument("-R", "--recursive", action="store_true", help="with a directory: its sub-directories too")
+    add_input_flags(p)
     p.add_argument(
         "-s", "--skip-not-exists", "--skip-not-found", dest="skip_not_found", action="store_true",
         help="do not fail on resources that do not exist",

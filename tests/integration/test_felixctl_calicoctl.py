@@ -74,6 +74,8 @@ def test_input_shapes(ctl: Ctl, etcd_kv: KV, tmp_path: Path) -> None:  # noqa: F
     (tmp_path / "README.md").write_text("# not a manifest")
     (tmp_path / "ns" / "netset.yml").write_text(NETSET)
     ctl("validate", "-f", str(tmp_path))
+    (tmp_path / "empty").mkdir()
+    assert "Successfully applied 0" in ctl("apply", "-f", str(tmp_path / "empty"), "--skip-empty").stdout
     out = ctl("create", "-f", str(tmp_path)).stdout
     assert "Successfully created 5 resource(s)" in out and "networksets/prod/partners" not in keys(etcd_kv)
     out = ctl("create", "-f", str(tmp_path), "-R", "--skip-exists").stdout

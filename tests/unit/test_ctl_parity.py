@@ -62,6 +62,7 @@ def test_directory_input_recursive_and_not(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(LimitError, match="add -R"):
         input_files(str(tmp_path / "empty"))
+    assert input_files(str(tmp_path / "empty"), skip_empty=True) == []  # --skip-empty
 
 
 def test_flags_in_any_position() -> None:
