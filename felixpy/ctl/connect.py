@@ -3,7 +3,7 @@
 Where the settings come from, first match wins:
   1. ``--config FILE`` (calicoctl.cfg form, ``kind: CalicoAPIConfig``);
   2. the environment, when ``DATASTORE_TYPE`` or ``ETCD_ENDPOINTS`` is set;
-  3. ``/etc/felixpy/felixctl.cfg`` when it exists;
+  3. ``/etc/felixpy/felixctl.cfg`` when it exists, else Calico's ``/etc/calico/calicoctl.cfg``;
   4. the environment's defaults (etcd at http://127.0.0.1:2379).
 
 Sub-commands get an ``argparse.Namespace`` with ``config`` set and use::
@@ -27,6 +27,7 @@ from felixpy.datastore.config import DatastoreConfig, connect_backend, connect_k
 from felixpy.datastore.kv import KV
 
 DEFAULT_CONFIG = Path("/etc/felixpy/felixctl.cfg")
+CALICO_CONFIG = Path("/etc/calico/calicoctl.cfg")  # calicoctl's default, honoured beside felixpy's own
 _ENV_KEYS = ("DATASTORE_TYPE", "ETCD_ENDPOINTS")
 
 
@@ -36,8 +37,8 @@ class ConfigError(Exception):
 
 def datastore_config(args: argparse.Namespace) -> DatastoreConfig:
     path = getattr(args, "config", None)
-    if not path and not any(os.environ.get(k) for k in _ENV_KEYS) and DEFAULT_CONFIG.is_file():
-        path = str(DEFAULT_CONFIG)
+    if not path and not any(os.environ.get(k) for k in _ENV_KEYS):
+        path = next((str(p) for p in (DEFAULT_CONFIG, CALICO_CONFIG) if p.is_file()), None)
     try:
         return DatastoreConfig.load(path)
     except OSError as exc:

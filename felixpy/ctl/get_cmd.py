@@ -7,7 +7,8 @@ import sys
 from typing import Any
 
 from felixpy.ctl.connect import open_backend
-from felixpy.ctl.output import print_objects
+from felixpy.ctl.formats import PREFIXES, check_format, custom_columns, go_template
+from felixpy.ctl.output import as_list, print_objects
 from felixpy.ctl.resource_cmds import (
     DEFAULT_NAMESPACE,
     CommandError,
@@ -22,7 +23,6 @@ from felixpy.resources.base import Resource
 from felixpy.resources.bgp import BGPConfiguration
 from felixpy.resources.node import Node
 
-OUTPUTS = ("ps", "table", "wide", "yaml", "json")
 Target = tuple[type[Resource], str, str | None]
 
 
@@ -80,11 +80,36 @@ def run_get(args: argparse.Namespace) -> int:
             found.sort(key=lambda o: (o.namespace or "", o.name))
         context = context_for(backend, kind, fmt)
     if found or not wanted:
+        if args.output == "name" or args.output.startswith(PREFIXES):
+            print_scripted(args.output, found, single=len(wanted) == 1, kind=kind, revision=revision,
+                           all_namespaces=args.all_namespaces)  # fmt: skip
+            return 1 if missing else 0
         print_objects(
             found, fmt, single=len(wanted) == 1, all_namespaces=args.all_namespaces, kind=kind,
             revision=revision, context=context,
         )  # fmt: skip
     return 1 if missing else 0
+
+
+def print_scripted(fmt: str, found: list[Resource], *, single: bool, kind: type[Resource] | None,
+                   revision: int | None, all_namespaces: bool) -> None:  # fmt: skip
+    """-o name, custom-columns=..., go-template=... (see felixpy.ctl.formats)."""
+    if fmt == "name":
+        for obj in found:
+            print(f"{obj.namespace}/{obj.name}" if all_namespaces and obj.namespace else obj.name)
+        return
+    head, _, value = fmt.partition("=")
+    if head == "custom-columns":
+        print(custom_columns(value, [o.to_dict() for o in found]))
+        return
+    if head == "go-template-file":
+        try:
+            with open(value, encoding="utf-8") as f:
+                value = f.read(1024 * 1024)
+        except OSError as exc:
+            raise CommandError(f"cannot read template file {value}: {exc.strerror or exc}") from None
+    data = found[0].to_dict() if single and len(found) == 1 else as_list(found, kind=kind, revision=revision)
+    sys.stdout.write(go_template(value, data))
 
 
 def register(subparsers: Any) -> None:
@@ -93,6 +118,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("names", nargs="*", help="resource names (default: all)")
     p.add_argument("-f", "--filename", help="get the resources named in this file ('-' for stdin)")
     p.add_argument("-A", "--all-namespaces", action="store_true", help="namespaced kinds in every namespace")
-    p.add_argument("-o", "--output", choices=OUTPUTS, default="ps", help="ps (default), wide, yaml, json")
+    p.add_argument(
+        "-o", "--output", type=check_format, default="ps", metavar="FORMAT",
+        help="ps (default), wide, yaml, json, name, custom-columns=H:.path,..., go-template=T",
+    )  # fmt: skip
     add_common(p)
     p.set_defaults(func=run_get)

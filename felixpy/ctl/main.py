@@ -7,7 +7,9 @@ Sub-commands register themselves on the argparse sub-parsers: resource verbs her
 handler takes the parsed ``argparse.Namespace`` (``args.config`` is the ``--config`` file or
 None, see `felixpy.ctl.connect`) and returns the exit code.
 
-Exit codes: 0 success, 1 failure (message on stderr), 2 bad usage.
+Exit codes, as calicoctl's: 0 success, 1 failure (message on stderr, ``Failed to execute
+command: ...``), 2 bad usage (argparse's message). Flags may come anywhere after the verb
+(`parse`).
 
 No traceback reaches the user: every failure is one line on stderr. An exception nobody
 anticipated is reported as ``unexpected error: <type>: <message>`` and its traceback goes to
@@ -24,9 +26,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from felixpy.ctl import get_cmd, resource_cmds
+from felixpy.ctl import edit_cmds, get_cmd, resource_cmds
 from felixpy.ctl.batch import BatchError
 from felixpy.ctl.connect import ConfigError
+from felixpy.ctl.formats import FormatError
 from felixpy.ctl.limits import LimitError
 from felixpy.datastore.errors import DatastoreError, Unavailable
 from felixpy.resources.base import ResourceError
@@ -48,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     resource_cmds.register(sub)
     get_cmd.register(sub)
+    edit_cmds.register(sub)
     for name in PLUGINS:
         if importlib.util.find_spec(name) is None:
             continue
@@ -61,11 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     _configure_logging(args.log_level)
     try:
         return int(args.func(args))
-    except (ResourceError, resource_cmds.CommandError, ConfigError, LimitError, BatchError) as exc:
+    except (
+        ResourceError,
+        resource_cmds.CommandError,
+        ConfigError,
+        LimitError,
+        BatchError,
+        FormatError,
+    ) as exc:
         return fail(str(exc))
     except Unavailable as exc:
         return fail(f"cannot reach the datastore: {exc}")
@@ -84,6 +95,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("unexpected error", exc_info=True)
         text = " ".join(str(exc).split())[:300]
         return fail(f"unexpected error: {type(exc).__name__}: {text} (details: --log-level debug)")
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Flags in any position, as calicoctl takes them: ``get ippool -o yaml NAME`` as well as
+    ``get -o yaml ippool NAME``. argparse stops filling a command's positionals at the first
+    flag; the names after it come back unrecognised and are appended to ``names`` here."""
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    stray = [a for a in extra if a.startswith("-") and a != "-"]
+    if stray or not hasattr(args, "names"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if hasattr(args, "kind") and not args.kind:
+        args.kind, extra = extra[0], extra[1:]
+    args.names = [*(args.names or []), *extra]
+    return args
 
 
 def _configure_logging(level: str) -> None:

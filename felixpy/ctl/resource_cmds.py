@@ -18,8 +18,10 @@ from typing import Any
 from felixpy.ctl import batch, write_plan
 from felixpy.ctl.batch import Outcome
 from felixpy.ctl.connect import open_backend
-from felixpy.ctl.limits import Limits, add_limit_flags, read_source
+from felixpy.ctl.honoured import unhonoured
+from felixpy.ctl.limits import Limits, add_limit_flags
 from felixpy.ctl.pool_guard import PoolInUseError, guard_pool_deletes
+from felixpy.ctl.sources import read_sources
 from felixpy.ctl.tier_guard import check_policy_tiers, guard_tier_deletes
 from felixpy.datastore.backend import Backend
 from felixpy.datastore.errors import NotFound
@@ -49,7 +51,22 @@ def label(obj: Resource) -> str:
 def load_objects(args: argparse.Namespace) -> list[Resource]:
     """Parse ``-f`` and give namespaced objects their namespace (-n, else `default`)."""
     limits = Limits.from_args(args)
-    objs = parse_documents(read_source(args.filename, limits), max_documents=limits.max_documents)
+    objs: list[Resource] = []
+    sources = read_sources(
+        args.filename, limits, recursive=getattr(args, "recursive", False), skip_empty=_skip_empty(args)
+    )
+    for path, text in sources:
+        try:
+            objs += parse_documents(text, max_documents=limits.max_documents)
+        except ResourceError as exc:
+            if len(sources) == 1:
+                raise
+            raise CommandError(f"{path}: {exc}") from None
+        if len(objs) > limits.max_documents:
+            raise CommandError(
+                f"more than {limits.max_documents:,} resources in the files of {args.filename}, the limit "
+                "(--max-documents or FELIXCTL_MAX_DOCUMENTS)"
+            )
     wanted = getattr(args, "namespace", None)
     for index, obj in enumerate(objs, start=1):
         if not type(obj).NAMESPACED:
@@ -168,11 +185,12 @@ def write_one(backend: Backend, obj: Resource, verb: str) -> None:
 
 def write_all(args: argparse.Namespace, verb: str, objs: list[Resource]) -> int:
     """Check, then write every resource or none (see the module docstring)."""
-    skip_missing = getattr(args, "skip_not_found", False)
+    # delete -s: skip what does not exist; create --skip-exists: skip what exists
+    skip_missing = getattr(args, "skip_not_found", False) or getattr(args, "skip_exists", False)
     limits = Limits.from_args(args)
     with open_backend(args) as backend:
         etcd = isinstance(backend, KVBackend)
-        precheck(backend, objs, verb, existence=not etcd)
+        precheck(backend, objs, verb, existence=not etcd and not skip_missing)
         if verb == "delete":
             _guard(args, backend, [o for o in objs if isinstance(o, IPPool)])
             guard_tier_deletes(backend, objs)
@@ -204,7 +222,9 @@ def _write_etcd(
                 raise
             continue
         planned = {w.index for w in writes}
-        done = [o for i, o in enumerate(objs, start=1) if i in planned] if verb == "delete" else objs
+        done = (
+            [o for i, o in enumerate(objs, start=1) if i in planned] if verb in ("delete", "create") else objs
+        )
         return done, outcome
     raise AssertionError("unreachable")
 
@@ -224,6 +244,8 @@ def _write_api(
                 f"{limits.etcd_max_request_bytes:,} bytes in one request"
             )
         before = _exists(backend, obj)
+        if before is not None and verb == "create" and skip_missing:
+            continue
         if before is None and verb == "delete":
             if skip_missing:
                 continue
@@ -236,8 +258,27 @@ def _write_api(
 def run_file_verb(args: argparse.Namespace) -> int:
     objs = load_objects(args)
     if not objs:
+        if _skip_empty(args):
+            print(f"Successfully {PAST[args.verb]} 0 resource(s)")
+            return 0
         raise CommandError(f"no resources specified in {'stdin' if args.filename == '-' else args.filename}")
-    return write_all(args, args.verb, objs)
+    code = write_all(args, args.verb, objs)
+    if args.verb != "delete":
+        warn_unhonoured(objs)
+    return code
+
+
+def _skip_empty(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "skip_empty", False))
+
+
+def warn_unhonoured(objs: list[Resource]) -> None:
+    """Nothing accepted silently: name each stored field felixpy does not act on (stderr)."""
+    for obj in objs:
+        fields = unhonoured(obj)
+        if fields:
+            print(f"Warning: {label(obj)}: stored but not acted on by felixpy: {', '.join(fields)}",
+                  file=sys.stderr)  # fmt: skip
 
 
 def _guard(args: argparse.Namespace, backend: Backend, targets: list[Any]) -> None:
@@ -282,6 +323,15 @@ def run_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_input_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-R", "--recursive", action="store_true", help="with a directory: its sub-directories too"
+    )
+    parser.add_argument(
+        "--skip-empty", action="store_true", help="do not fail when the files or directory hold no resources"
+    )
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c", "--config", default=argparse.SUPPRESS, help="datastore config file (calicoctl.cfg form)"
@@ -298,15 +348,24 @@ def register(subparsers: Any) -> None:
     }
     for verb, text in helps.items():
         p = subparsers.add_parser(verb, help=text, description=text)
-        p.add_argument("-f", "--filename", required=True, help="YAML or JSON file, '-' for stdin")
+        p.add_argument(
+            "-f", "--filename", required=True, help="YAML or JSON file or directory, '-' for stdin"
+        )
+        add_input_flags(p)
+        if verb == "create":
+            p.add_argument("--skip-exists", action="store_true", help="skip resources that already exist")
         add_common(p)
         add_limit_flags(p)
         p.set_defaults(func=run_file_verb, verb=verb)
     p = subparsers.add_parser("delete", help="delete resources by file or by kind and name")
     p.add_argument("kind", nargs="?", help="resource type, e.g. ippool, bgppeer, gnp")
     p.add_argument("names", nargs="*", help="resource names")
-    p.add_argument("-f", "--filename", help="YAML or JSON file, '-' for stdin")
-    p.add_argument("--skip-not-found", action="store_true", help="do not fail on resources that do not exist")
+    p.add_argument("-f", "--filename", help="YAML or JSON file or directory, '-' for stdin")
+    add_input_flags(p)
+    p.add_argument(
+        "-s", "--skip-not-exists", "--skip-not-found", dest="skip_not_found", action="store_true",
+        help="do not fail on resources that do not exist",
+    )  # fmt: skip
     add_common(p)
     add_limit_flags(p)
     p.set_defaults(func=run_delete, verb="delete")

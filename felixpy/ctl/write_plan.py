@@ -98,6 +98,8 @@ def plan(kv: KV, objs: list[Resource], verb: str, *, skip_missing: bool = False)
             by_key[key] = Write(index, label, "delete", key, b"", found.mod_revision, found)
             continue
         if verb == "create" and found is not None:
+            if skip_missing:  # create --skip-exists
+                continue
             raise PlanError(f"document {index}: resource already exists: {label}")
         if verb == "replace" and found is None:
             raise PlanError(f"document {index}: resource does not exist: {label}")

@@ -23,6 +23,7 @@ from felixpy.resources.felixconfig import FelixConfiguration
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.kubecontrollers import KubeControllersConfiguration
 from felixpy.resources.policy import GlobalNetworkPolicy, NetworkPolicy
+from felixpy.resources.stored import STORED_KINDS, ClusterInformation
 from felixpy.resources.tier import Tier
 
 GROUP = "crd.projectcalico.org"
@@ -41,6 +42,8 @@ CRD_KINDS: tuple[type[Resource], ...] = (
     HostEndpoint,
     FelixConfiguration,
     KubeControllersConfiguration,
+    # ClusterInformation keeps the schemaless CRD of IPAM_KINDS below (the agent's IPAM writes it too).
+    *(k for k in STORED_KINDS if k is not ClusterInformation),
 )
 
 # IPAM objects: schemaless specs (their JSON is IPAM's own, see ipam/), CAS on resourceVersion.

@@ -1,4 +1,5 @@
-"""Text → resources: YAML or JSON, one or many documents, `kind: List` wrappers, into models.
+"""Text → resources: YAML or JSON, one or many documents, `kind: List` wrappers and YAML list
+documents (``- apiVersion: ...`` items, as in Calico's docs), into models.
 
 Every failure is a `ResourceError` saying where (document index, kind, name), what (the
 dotted field path, list positions as ``[i]``) and why. Documents are numbered from 1 in
@@ -117,7 +118,11 @@ def _decode(text: str) -> Iterator[Any]:
         else:
             yield from data if isinstance(data, list) else [data]
             return
-    yield from (doc for doc in yaml.load_all(text, Loader=_FastLoader) if doc is not None)
+    for doc in yaml.load_all(text, Loader=_FastLoader):
+        if isinstance(doc, list):  # a YAML list document (`- apiVersion: ...`): each item a resource
+            yield from (item for item in doc if item is not None)
+        elif doc is not None:
+            yield doc
 
 
 def _bounded(docs: Iterator[Any], max_documents: int | None, budget: int) -> Iterator[Any]:

@@ -11,6 +11,7 @@ from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
 from felixpy.resources.kubecontrollers import KubeControllersConfiguration
 from felixpy.resources.node import Node
 from felixpy.resources.policy import GlobalNetworkPolicy, NetworkPolicy
+from felixpy.resources.stored import STORED_KINDS
 from felixpy.resources.tier import Tier
 
 ALL_KINDS: tuple[type[Resource], ...] = (
@@ -28,6 +29,7 @@ ALL_KINDS: tuple[type[Resource], ...] = (
     KubeControllersConfiguration,
     K8sNetworkPolicy,
     Namespace,
+    *STORED_KINDS,
 )
 
 _BY_API_KIND: dict[tuple[str, str], type[Resource]] = {(k.API_VERSION, k.KIND): k for k in ALL_KINDS}

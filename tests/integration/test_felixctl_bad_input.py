@@ -60,7 +60,7 @@ FILE_CASES: dict[str, tuple[bytes, str]] = {
     "json-100-deep-in-spec": (nested_json(100).encode(), "document 1: nested more than 64 levels deep"),
     "yaml-alias-bomb": (alias_bomb().encode(), "document 1: expands to more than"),
     "yaml-self-reference": (b"&a [*a]\n", "nested more than 64 levels deep"),
-    "not-a-mapping": (b"- 1\n- 2\n", "document 1: a resource must be a mapping, not list"),
+    "not-a-mapping": (b"- 1\n- 2\n", "document 1: a resource must be a mapping, not int"),
     "bad-name-slash": (
         b'{"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "a/b"},'
         b' "spec": {"cidr": "10.0.0.0/16"}}',
@@ -125,7 +125,8 @@ def test_workload_endpoint_names_and_namespaces_have_their_own_rules(ctl: Ctl) -
 def test_unreadable_input_is_one_line(ctl: Ctl, tmp_path: Path) -> None:  # noqa: F811
     missing = failure(ctl("apply", "-f", str(tmp_path / "missing.yaml"), rc=1))
     assert missing.endswith("No such file or directory")
-    assert failure(ctl("apply", "-f", str(tmp_path), rc=1)).endswith("Is a directory")
+    # a directory is input (its manifests, as calicoctl); one without any is one line naming it
+    assert failure(ctl("apply", "-f", str(tmp_path), rc=1)).startswith("no *.yaml, *.yml or *.json files")
 
 
 def test_unexpected_exception_is_one_line_with_the_traceback_in_the_debug_log(

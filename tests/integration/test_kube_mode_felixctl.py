@@ -163,3 +163,42 @@ def test_ipam_show_counts_kubernetes_allocations(ctl: Ctl, kube: KubeAPI) -> Non
     assert shown[1][:2] == ["IP", "Pool"] and shown[1][2:6] == ["10.72.0.0/24", "256", "3", "(1%)"]
     blocks = [r for r in shown if r[0] == "Block"]
     assert len(blocks) == 1 and blocks[0][1:4] == [ipam.affine_blocks("node-a")[0], "16", "3"]
+
+
+NEW_KINDS = """
+- apiVersion: projectcalico.org/v3
+  kind: GlobalNetworkSet
+  metadata: {name: blocked, labels: {role: blocked}}
+  spec: {nets: [192.0.2.0/24]}
+- apiVersion: projectcalico.org/v3
+  kind: NetworkSet
+  metadata: {name: partners, namespace: prod}
+  spec: {nets: [203.0.113.0/24]}
+- apiVersion: projectcalico.org/v3
+  kind: IPAMConfiguration
+  metadata: {name: default}
+  spec: {strictAffinity: true}
+- apiVersion: projectcalico.org/v3
+  kind: IPReservation
+  metadata: {name: keep}
+  spec: {reservedCIDRs: [10.72.0.0/28]}
+"""
+
+
+def test_network_sets_and_ipam_kinds_as_crds(ctl: Ctl, kube: KubeAPI) -> None:
+    """A YAML list document of the stored-only kinds, in Kubernetes mode: each a crd.projectcalico.org
+    object, read back with Calico's defaults, patched and labelled like any other kind."""
+    assert "Successfully applied 4 resource(s)" in ctl("apply", "-f", "-", stdin=NEW_KINDS)
+    assert names(kube, "globalnetworksets") == ["blocked"] and names(kube, "ipreservations") == ["keep"]
+    stored = kube.store.get(CRD.format("networksets"), "prod", "partners")
+    assert stored["apiVersion"] == "crd.projectcalico.org/v1" and stored["spec"]["nets"] == ["203.0.113.0/24"]
+    ipam = yaml.safe_load(ctl("get", "ipamconfiguration", "-o", "yaml", "default"))
+    assert ipam["spec"] == {"strictAffinity": True, "maxBlocksPerHost": 0, "autoAllocateBlocks": True}
+    ctl("patch", "ipamconfiguration", "default", "-p", '{"spec": {"maxBlocksPerHost": 8}}')
+    assert kube.store.get(CRD.format("ipamconfigurations"), None, "default")["spec"]["maxBlocksPerHost"] == 8
+    ctl("label", "globalnetworkset", "blocked", "zone=a")
+    assert ctl("get", "gns", "-o", "custom-columns=NAME:.metadata.name,ZONE:.metadata.labels.zone") == (
+        "NAME      ZONE\nblocked   a\n"
+    )
+    ctl("delete", "-f", "-", stdin=NEW_KINDS)
+    assert names(kube, "globalnetworksets") == names(kube, "ipreservations") == []

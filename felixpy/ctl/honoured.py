@@ -1,0 +1,78 @@
+"""Which FelixConfiguration and BGPConfiguration fields felixpy acts on, and which it only stores.
+
+A Calico user's FelixConfiguration applies unchanged (felixpy accepts every Felix parameter), but
+a field felixpy does not act on must not be accepted silently: ``felixctl apply`` warns naming
+each, ``felixctl validate`` lists them, and docs/operations.md has the table `field_table`
+renders (a test checks it is current).
+
+FelixConfiguration: the honoured fields are exactly `felixpy.node.settings.FelixParams`' (the
+parameters the agent resolves and uses). BGPConfiguration: those `bgp/` reads (listed here; the
+BGP service is the only reader).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from felixpy.node.settings import FelixParams
+from felixpy.resources.base import Model, Resource
+from felixpy.resources.bgp import BGPConfiguration, BGPConfigurationSpec
+from felixpy.resources.felixconfig import FelixConfiguration, FelixConfigurationSpec
+
+FELIX_HONOURED: frozenset[str] = frozenset(FelixParams.model_fields)
+BGP_HONOURED: frozenset[str] = frozenset(
+    {
+        "asNumber",
+        "nodeToNodeMeshEnabled",
+        "listenPort",
+        "nodeMeshPassword",
+        "nodeMeshMaxRestartTime",
+        "communities",
+        "prefixAdvertisements",
+        "serviceClusterIPs",
+        "serviceExternalIPs",
+        "serviceLoadBalancerIPs",
+        "importDefaultRoute",
+        "ecmp",
+    }
+)
+HONOURED: dict[str, frozenset[str]] = {"FelixConfiguration": FELIX_HONOURED, "BGPConfiguration": BGP_HONOURED}
+_SPECS: dict[str, type[Model]] = {
+    "FelixConfiguration": FelixConfigurationSpec,
+    "BGPConfiguration": BGPConfigurationSpec,
+}
+
+
+def _alias(spec: type[Model], name: str) -> str:
+    info = spec.model_fields[name]
+    return info.alias or name
+
+
+def known_fields(kind: str) -> list[str]:
+    """Every field of ``kind``'s spec felixpy names: the model's typed fields and the honoured ones."""
+    spec = _SPECS[kind]
+    names = {_alias(spec, n) for n in spec.model_fields} | HONOURED[kind]
+    return sorted(names, key=str.lower)
+
+
+def unhonoured(obj: Resource) -> list[str]:
+    """``spec.<field>`` of each field set in ``obj`` that felixpy stores but does not act on."""
+    honoured = HONOURED.get(obj.KIND)
+    if honoured is None:
+        return []
+    spec: Any = getattr(obj, "spec", None)
+    if spec is None:
+        return []
+    given = spec.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
+    return [f"spec.{name}" for name in given if name not in honoured]
+
+
+def field_table() -> str:
+    """The Markdown table of every FelixConfiguration and BGPConfiguration field felixpy names."""
+    lines = ["| Kind | Field | felixpy |", "|---|---|---|"]
+    for kind in (FelixConfiguration.KIND, BGPConfiguration.KIND):
+        for name in known_fields(kind):
+            acted = "honoured" if name in HONOURED[kind] else "stored, not acted on (apply warns)"
+            lines.append(f"| {kind} | `{name}` | {acted} |")
+    lines.append("| FelixConfiguration | any other Felix parameter | stored, not acted on (apply warns) |")
+    return "\n".join(lines)

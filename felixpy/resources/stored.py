@@ -1,0 +1,131 @@
+"""Calico kinds felixpy stores and validates with Calico's names and defaults, but does not (yet)
+act on: their documents apply, round-trip and show in ``felixctl get`` as Calico's do.
+
+GlobalNetworkSet / NetworkSet (namespaced): ``spec.nets``, a list of CIDRs (a bare address is a
+/32 or /128). felixpy's policy does not match network sets yet (a documented gap: a selector
+naming a set's labels matches no set).
+IPReservation: ``spec.reservedCIDRs``; felixpy's IPAM does not consult it yet.
+IPAMConfiguration: one resource named ``default``: ``strictAffinity`` (false),
+``maxBlocksPerHost`` (0, no limit), ``autoAllocateBlocks`` (true).
+Profile: ``ingress``/``egress`` rules as a policy's, ``labelsToApply``.
+CalicoNodeStatus: ``spec.node``, ``spec.classes`` (Agent, BGP, Routes), ``updatePeriodSeconds``;
+``status`` kept as written (the agent does not fill it in yet).
+ClusterInformation: ``default``: clusterGUID, clusterType, calicoVersion, datastoreReady, variant;
+``felixctl version`` reads its calicoVersion.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from felixpy.resources.base import Model, Resource
+from felixpy.resources.fields import FieldError, Net
+from felixpy.resources.policy import Rule
+
+
+class NetworkSetSpec(Model):
+    nets: list[Net] = Field(default_factory=list)
+
+
+class GlobalNetworkSet(Resource):
+    KIND: ClassVar[str] = "GlobalNetworkSet"
+    PLURAL: ClassVar[str] = "globalnetworksets"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("globalnetworkset", "gns")
+    spec: NetworkSetSpec = Field(default_factory=NetworkSetSpec)
+
+
+class NetworkSet(Resource):
+    KIND: ClassVar[str] = "NetworkSet"
+    PLURAL: ClassVar[str] = "networksets"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("networkset", "netset", "netsets")
+    NAMESPACED: ClassVar[bool] = True
+    spec: NetworkSetSpec = Field(default_factory=NetworkSetSpec)
+
+
+class IPReservationSpec(Model):
+    reserved_cidrs: list[Net] = Field(default_factory=list, alias="reservedCIDRs")
+
+
+class IPReservation(Resource):
+    KIND: ClassVar[str] = "IPReservation"
+    PLURAL: ClassVar[str] = "ipreservations"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("ipreservation",)
+    spec: IPReservationSpec = Field(default_factory=IPReservationSpec)
+
+
+class IPAMConfigurationSpec(Model):
+    strict_affinity: bool = False
+    max_blocks_per_host: int = Field(default=0, ge=0, le=2**31 - 1)
+    auto_allocate_blocks: bool = True
+
+
+class IPAMConfiguration(Resource):
+    KIND: ClassVar[str] = "IPAMConfiguration"
+    PLURAL: ClassVar[str] = "ipamconfigurations"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("ipamconfiguration", "ipamconfig")
+    spec: IPAMConfigurationSpec = Field(default_factory=IPAMConfigurationSpec)
+
+    @classmethod
+    def check_name(cls, name: str) -> None:
+        if name != "default":
+            raise FieldError(f"must be 'default' (there is one IPAMConfiguration), not {name!r}")
+
+
+class ProfileSpec(Model):
+    ingress: list[Rule] = Field(default_factory=list)
+    egress: list[Rule] = Field(default_factory=list)
+    labels_to_apply: dict[str, str] = Field(default_factory=dict)
+
+
+class Profile(Resource):
+    KIND: ClassVar[str] = "Profile"
+    PLURAL: ClassVar[str] = "profiles"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("profile", "pro", "pros")
+    spec: ProfileSpec = Field(default_factory=ProfileSpec)
+
+
+class CalicoNodeStatusSpec(Model):
+    node: str | None = None
+    classes: list[Literal["Agent", "BGP", "Routes"]] = Field(default_factory=list)
+    update_period_seconds: int | None = Field(default=None, ge=0)
+
+
+class CalicoNodeStatus(Resource):
+    KIND: ClassVar[str] = "CalicoNodeStatus"
+    PLURAL: ClassVar[str] = "caliconodestatuses"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("caliconodestatus", "cns")
+    spec: CalicoNodeStatusSpec = Field(default_factory=CalicoNodeStatusSpec)
+    status: dict[str, Any] | None = None
+
+
+class ClusterInformationSpec(Model):
+    cluster_guid: str | None = Field(default=None, alias="clusterGUID")
+    cluster_type: str | None = None
+    calico_version: str | None = None
+    datastore_ready: bool | None = None
+    variant: str | None = None
+
+
+class ClusterInformation(Resource):
+    KIND: ClassVar[str] = "ClusterInformation"
+    PLURAL: ClassVar[str] = "clusterinformations"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("clusterinformation", "clusterinfo")
+    spec: ClusterInformationSpec = Field(default_factory=ClusterInformationSpec)
+
+    @classmethod
+    def check_name(cls, name: str) -> None:
+        if name != "default":
+            raise FieldError(f"must be 'default' (there is one ClusterInformation), not {name!r}")
+
+
+STORED_KINDS: tuple[type[Resource], ...] = (
+    GlobalNetworkSet,
+    NetworkSet,
+    IPReservation,
+    IPAMConfiguration,
+    Profile,
+    CalicoNodeStatus,
+    ClusterInformation,
+)
