@@ -24,6 +24,7 @@ import structlog
 from felixpy import interpreter
 from felixpy.calc.graph import CalcGraph
 from felixpy.cni.handler import CNIHandler
+from felixpy.cni.ipam_service import IpamService
 from felixpy.cni.server import CNIServer
 from felixpy.dataplane.links import WorkloadLinks
 from felixpy.dataplane.netlink import IPRouteNetlink
@@ -298,6 +299,7 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
     startup.ensure_tunnel_addresses(ipam, settings.nodename, kinds)
     mtu = startup.host_mtu(address.iface if address else "")
     startup.write_mtu_file(settings.mtu_path, startup.pod_mtu(params, mtu, kinds))
+    startup.write_nodename_file(settings.state_dir, settings.nodename)
     enable_ip_forwarding(ipv6=_ipv6_enabled(params))
 
     metrics = Metrics()
@@ -327,8 +329,12 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
         policy=policy,
     )
 
+    ipam_service = IpamService(nodename=settings.nodename, ipam=ipam)
+
     def handle(request: dict[str, Any]) -> dict[str, Any]:
-        answer = handler.handle(request)
+        # /opt/cni/bin/felixpy-ipam (the forwarder under that name) asks for IPAM only.
+        serve = ipam_service.handle if request.get("plugin") == "ipam" else handler.handle
+        answer = serve(request)
         metrics.cni_requests.labels(str(request.get("command")), "error" if "error" in answer else "ok").inc()
         return answer
 

@@ -22,6 +22,13 @@ def version() -> str:
         return "unknown"
 
 
+def _one_line(err: ValueError) -> str:
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors())
+    return str(err)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="felixpy", description="Calico-style Kubernetes networking agent")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -39,7 +46,11 @@ def main(argv: list[str] | None = None) -> None:
         from felixpy.kube.install_cni import main as install_cni
 
         sys.exit(install_cni())
-    settings = Settings.from_env(os.environ, route_reflector=args.route_reflector)
+    try:
+        settings = Settings.from_env(os.environ, route_reflector=args.route_reflector)
+    except ValueError as err:  # pydantic's ValidationError too: one line per bad field, no traceback
+        print(f"felixpy: invalid setting: {_one_line(err)}", file=sys.stderr)
+        sys.exit(2)
     logs.configure(settings.log_level)
     from felixpy.agent import run_node
 

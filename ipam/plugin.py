@@ -21,6 +21,10 @@ Error codes (CNI spec): 1 incompatible version, 4 invalid environment, 6 decode 
 7 invalid network config (missing field, unknown or unusable pool), 11 try again later
 (datastore unreachable, CAS contention), 100 pool exhausted, 999 anything else.
 Imports stay light until a datastore is needed: VERSION and config errors cost ~nothing.
+
+On a node, ``/opt/cni/bin/felixpy-ipam`` is the static forwarder instead (``felixpy install-cni``):
+the agent answers with these same functions over its own IPAM and datastore (either kind), see
+``felixpy.cni.ipam_service``. This console script stays for hosts with the venv and etcd access.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any, TextIO
 
 SUPPORTED = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]
 DEFAULT_NETWORK = "k8s-pod-network"
-NODENAME_FILE = "/var/lib/calico/nodename"
+NODENAME_FILES = ("/var/lib/felixpy/nodename", "/var/lib/calico/nodename")  # felixpy's agent writes the first
 
 
 class CNIError(Exception):
@@ -56,10 +60,11 @@ def _truthy(value: Any, default: bool) -> bool:
     raise CNIError(7, f"invalid boolean {value!r} in network config")
 
 
-def parse_config(raw: str) -> dict[str, Any]:
-    """The merged plugin config (top level overridden by "ipam"), validated; raises CNIError."""
+def parse_config(raw: str | dict[str, Any], *, standalone: bool = True) -> dict[str, Any]:
+    """The merged plugin config (top level overridden by "ipam"), validated; raises CNIError.
+    ``standalone=False``: served by the agent, which brings its own datastore."""
     try:
-        doc = json.loads(raw)
+        doc = json.loads(raw) if isinstance(raw, str) else raw
     except ValueError as exc:
         raise CNIError(6, "failed to decode network config", str(exc)) from None
     if not isinstance(doc, dict):
@@ -72,9 +77,9 @@ def parse_config(raw: str) -> dict[str, Any]:
     conf = {k: v for k, v in doc.items() if k != "ipam"}
     if isinstance(doc.get("ipam"), dict):
         conf.update(doc["ipam"])
-    if conf.get("datastore_type", "etcdv3") != "etcdv3":
+    if standalone and conf.get("datastore_type", "etcdv3") != "etcdv3":
         raise CNIError(7, f"datastore_type {conf['datastore_type']!r} is not supported by felixpy-ipam")
-    if not (conf.get("etcd_endpoints") or os.environ.get("ETCD_ENDPOINTS")):
+    if standalone and not (conf.get("etcd_endpoints") or os.environ.get("ETCD_ENDPOINTS")):
         raise CNIError(7, "network config is missing the required field etcd_endpoints")
     for key in ("ipv4_pools", "ipv6_pools"):
         pools = conf.get(key, [])
@@ -102,14 +107,14 @@ def _nodename(conf: Mapping[str, Any]) -> str:
     k8s = conf.get("kubernetes")
     if isinstance(k8s, dict) and k8s.get("node_name"):
         return str(k8s["node_name"])
-    path = conf.get("nodename_file") or NODENAME_FILE
-    try:
-        with open(path) as f:
-            name = f.read().strip()
-        if name:
-            return name
-    except OSError:
-        pass
+    for path in [conf["nodename_file"]] if conf.get("nodename_file") else NODENAME_FILES:
+        try:
+            with open(path) as f:
+                name = f.read().strip()
+            if name:
+                return name
+        except OSError:
+            pass
     return socket.gethostname()
 
 
@@ -150,9 +155,9 @@ def _result(version: str, ipam: Any, addrs: list[str]) -> dict[str, Any]:
     return {"cniVersion": version, "ips": ips, "dns": {}}
 
 
-def cmd_add(conf: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+def cmd_add(conf: dict[str, Any], env: Mapping[str, str], ipam: Any = None) -> dict[str, Any]:
     _require(env, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
-    ipam = _connect(conf)
+    ipam = ipam or _connect(conf)
     handle = _handle(conf, env)
     held = ipam.assignments_for_handle(handle)
     if not held:
@@ -171,18 +176,18 @@ def cmd_add(conf: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     return _result(conf["cniVersion"], ipam, held)
 
 
-def cmd_del(conf: dict[str, Any], env: Mapping[str, str]) -> None:
+def cmd_del(conf: dict[str, Any], env: Mapping[str, str], ipam: Any = None) -> None:
     _require(env, "CNI_CONTAINERID", "CNI_IFNAME")
-    ipam = _connect(conf)
+    ipam = ipam or _connect(conf)
     ipam.release_by_handle(_handle(conf, env))
     args = _cni_args(env)
     if args.get("K8S_POD_NAME") and args.get("K8S_POD_NAMESPACE"):
         ipam.release_by_handle(f"{args['K8S_POD_NAMESPACE']}.{args['K8S_POD_NAME']}")
 
 
-def cmd_check(conf: dict[str, Any], env: Mapping[str, str]) -> None:
+def cmd_check(conf: dict[str, Any], env: Mapping[str, str], ipam: Any = None) -> None:
     _require(env, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
-    ipam = _connect(conf)
+    ipam = ipam or _connect(conf)
     held = set(ipam.assignments_for_handle(_handle(conf, env)))
     if not held:
         raise CNIError(3, f"container {env['CNI_CONTAINERID']} holds no address")
@@ -193,7 +198,7 @@ def cmd_check(conf: dict[str, Any], env: Mapping[str, str]) -> None:
             raise CNIError(999, f"address {addr} of the previous result is not assigned to this container")
 
 
-def _map_exception(exc: Exception) -> CNIError:
+def map_exception(exc: Exception) -> CNIError:
     from felixpy.datastore.errors import DatastoreError, Unavailable
     from ipam import errors
 
@@ -229,7 +234,7 @@ def run(env: Mapping[str, str], stdin: TextIO, stdout: TextIO) -> int:
         except CNIError:
             raise
         except Exception as exc:
-            raise _map_exception(exc) from exc
+            raise map_exception(exc) from exc
         return 0
     except CNIError as err:
         json.dump({"cniVersion": version, "code": err.code, "msg": err.msg, "details": err.details}, stdout)

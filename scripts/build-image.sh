@@ -100,7 +100,7 @@ fi
 CA=${FELIXPY_BUILD_CA:-/etc/ssl/certs/ca-certificates.crt}
 BUD=(buildah bud --isolation chroot --layers=false --build-arg "BASE=$BASE_IMAGE" -t "$TAG" -f Dockerfile)
 if [ -f "$CA" ]; then
-    BUD+=(--volume "$CA:/run/felixpy-build/ca.crt:ro" --build-arg PIP_CERT=/run/felixpy-build/ca.crt)
+    BUD+=(--volume "$CA:/run/felixpy-build/ca.crt:ro" --build-arg BUILD_CA_CERT=/run/felixpy-build/ca.crt)
 fi
 bud() {  # the whole log in $CACHE/bud.log; its end on the terminal when it fails
     "${BUD[@]}" . >"$CACHE/bud.log" 2>&1 || { rc=$?; tail -40 "$CACHE/bud.log" >&2; return "$rc"; }

@@ -10,6 +10,7 @@ apt-get update -q >/dev/null
 apt-get install -y -q --no-install-recommends \
     etcd-server etcd-client iptables ipset iproute2 iputils-ping bird2 frr gobgpd \
     containernetworking-plugins conntrack ethtool iperf3 socat kmod procps openssl python3-venv \
+    gcc libc6-dev binutils \
     >/dev/null
 # Building the node image without a registry or a daemon (scripts/build-image.sh): a debootstrap'd base and
 # `buildah bud --isolation chroot`; the emulated-node e2e test runs the image from its root filesystem.
@@ -24,4 +25,6 @@ echo "felixpy install: venv .venv with felixpy[dev] ..."
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e ".[dev]"
+# The static CNI forwarder and bundle launcher install-cni puts on hosts (gcc -static; .venv/libexec/felixpy).
+.venv/bin/python -m felixpy.cni.forwarder
 echo "felixpy install: done"

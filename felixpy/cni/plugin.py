@@ -88,6 +88,13 @@ def loads(text: str) -> Any:
         obj, end = _C_CODEC[0](text, 0)
     except StopIteration as exc:
         raise ValueError(f"expecting a JSON value at offset {exc.value}") from None
+    except ValueError:
+        raise
+    except Exception:  # _json reports some errors through json.decoder, absent under -S: json words them
+        import json
+
+        json.loads(text)
+        raise ValueError("invalid JSON") from None
     if end != len(text):
         raise ValueError(f"extra data at offset {end}")
     return obj

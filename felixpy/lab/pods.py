@@ -67,12 +67,11 @@ def network_config(names: LabNames, st: LabState, node: str, labels: dict[str, s
 
 
 def cni_plugin(names: LabNames) -> Path:
-    """The plugin as a node has it after `felixpy install-cni`: the ``-IS`` launcher of type ``felixpy``."""
+    """The plugin as a node has it after `felixpy install-cni`: the static forwarder, type ``felixpy``."""
     target = names.run_dir / "cni-bin" / "felixpy"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(install_cni.launcher("felixpy-cni"))
-        target.chmod(0o755)
+        install_cni.install_own_plugins(target.parent)
     return target
 
 

@@ -122,6 +122,18 @@ class FelixParams(BaseModel):
         return cls(**values)
 
 
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """``true``/``false`` (also 1/0, yes/no, any case); unset or empty = default; else one clear error."""
+    value = (env.get(name) or "").strip().lower()
+    if not value:
+        return default
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{name}: expected true or false, not {env[name]!r}")
+
+
 class Settings(BaseModel):
     """What `felixpy node` reads from its environment."""
 
@@ -141,10 +153,16 @@ class Settings(BaseModel):
     default_pool_ipip: str = "Never"
     default_pool_vxlan: str = "Never"
     default_pool_block_size: int = 26
+    default_pool_nat_outgoing: bool = True
+    default_pool_node_selector: str = "all()"
     default_pool_v6_cidr: str | None = None  # CALICO_IPV6POOL_CIDR: no IPv6 pool unless set
     default_pool_v6_block_size: int = 122
+    default_pool_v6_vxlan: str = "Never"
+    default_pool_v6_nat_outgoing: bool = False
+    default_pool_v6_node_selector: str = "all()"
     no_default_pools: bool = False
     run_dir: str = "/var/run/felixpy"
+    state_dir: str = "/var/lib/felixpy"  # FELIXPY_STATE_DIR: the nodename file for the CNI plugins
     log_level: str = "info"
     route_reflector: bool = False
     rr_cluster_id: str | None = None  # ROUTE_REFLECTOR_CLUSTER_ID (--route-reflector mode)
@@ -187,10 +205,16 @@ class Settings(BaseModel):
             default_pool_ipip=get("CALICO_IPV4POOL_IPIP", "Never"),
             default_pool_vxlan=get("CALICO_IPV4POOL_VXLAN", "Never"),
             default_pool_block_size=int(get("CALICO_IPV4POOL_BLOCK_SIZE", 26)),
+            default_pool_nat_outgoing=env_bool(env, "CALICO_IPV4POOL_NAT_OUTGOING", True),
+            default_pool_node_selector=get("CALICO_IPV4POOL_NODE_SELECTOR", "all()"),
             default_pool_v6_cidr=get("CALICO_IPV6POOL_CIDR"),
             default_pool_v6_block_size=int(get("CALICO_IPV6POOL_BLOCK_SIZE", 122)),
+            default_pool_v6_vxlan=get("CALICO_IPV6POOL_VXLAN", "Never"),
+            default_pool_v6_nat_outgoing=env_bool(env, "CALICO_IPV6POOL_NAT_OUTGOING", False),
+            default_pool_v6_node_selector=get("CALICO_IPV6POOL_NODE_SELECTOR", "all()"),
             no_default_pools=str(get("NO_DEFAULT_POOLS", "false")).lower() in ("true", "1", "yes"),
             run_dir=get("FELIXPY_RUN_DIR", "/var/run/felixpy"),
+            state_dir=get("FELIXPY_STATE_DIR", "/var/lib/felixpy"),
             log_level=get("FELIXPY_LOG_LEVEL", get("FELIX_LOGSEVERITYSCREEN", "info")).lower(),
             route_reflector=route_reflector,
             rr_cluster_id=get("ROUTE_REFLECTOR_CLUSTER_ID"),

@@ -117,15 +117,17 @@ def default_pools(settings: Settings) -> list[IPPool]:
         "blockSize": settings.default_pool_block_size,
         "ipipMode": settings.default_pool_ipip,
         "vxlanMode": settings.default_pool_vxlan,
-        "natOutgoing": True,
-        "nodeSelector": "all()",
+        "natOutgoing": settings.default_pool_nat_outgoing,
+        "nodeSelector": settings.default_pool_node_selector,
     }
     specs = [("default-ipv4-ippool", v4)]
     if settings.default_pool_v6_cidr:
         v6 = {
             "cidr": settings.default_pool_v6_cidr,
             "blockSize": settings.default_pool_v6_block_size,
-            "nodeSelector": "all()",
+            "vxlanMode": settings.default_pool_v6_vxlan,
+            "natOutgoing": settings.default_pool_v6_nat_outgoing,
+            "nodeSelector": settings.default_pool_v6_node_selector,
         }
         specs.append(("default-ipv6-ippool", v6))
     return [IPPool.model_validate({"metadata": {"name": name}, "spec": spec}) for name, spec in specs]
@@ -194,3 +196,15 @@ def write_mtu_file(path: str, mtu: int) -> None:
         f.write(f"{mtu}\n")
     os.replace(tmp, path)
     log.info("mtu.written", path=path, mtu=mtu, reason="pod veth MTU for the CNI handler")
+
+
+def write_nodename_file(state_dir: str, nodename: str) -> None:
+    """``<state dir>/nodename``, as calico-node writes /var/lib/calico/nodename: the CNI IPAM plugin
+    reads it when its configuration names no node."""
+    os.makedirs(state_dir, exist_ok=True)
+    path = os.path.join(state_dir, "nodename")
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(nodename)
+    os.replace(tmp, path)
+    log.info("nodename.written", path=path, node=nodename, reason="for the CNI plugins on this host")
