@@ -25,7 +25,6 @@ CACHE=${FELIXPY_IMAGE_CACHE:-/var/cache/felixpy-image}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 MAX_AGE_DAYS=${FELIXPY_BASE_MAX_AGE_DAYS:-7}
 SUITE=bookworm
-BASE_TAR="$CACHE/debian-$SUITE-minbase.tar"
 BASE_IMAGE="localhost/felixpy-base:$SUITE"
 
 say() { printf 'build-image: %s\n' "$*" >&2; }
@@ -65,7 +64,20 @@ EOF
     printf 'Acquire::Check-Valid-Until "false";\n' >"$root/etc/apt/apt.conf.d/99felixpy-snapshot"
     printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \
         >"$root/etc/apt/apt.conf.d/99felixpy-no-recommends"
-    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+    # As bookworm-slim: no documentation, manual pages or translations, now or from later installs.
+    cat >"$root/etc/dpkg/dpkg.cfg.d/01-felixpy-slim" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+path-exclude /usr/share/lintian/*
+EOF
+    find "$root/usr/share/doc" -mindepth 2 ! -name copyright ! -type d -delete
+    find "$root/usr/share/man" "$root/usr/share/info" -mindepth 1 -delete
+    find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/*
     tar --numeric-owner -C "$root" -cf "$BASE_TAR.tmp" .
     mv "$BASE_TAR.tmp" "$BASE_TAR"
 }
@@ -79,7 +91,11 @@ import_base() {
     buildah commit --quiet --rm "$ctr" "$BASE_IMAGE" >/dev/null
 }
 
+# The cached tarball is named by the recipe that made it: a changed recipe makes a new base.
+RECIPE=$(declare -f make_base_tarball | sha256sum | cut -c1-12)
+BASE_TAR="$CACHE/debian-$SUITE-minbase-$RECIPE.tar"
 mkdir -p "$CACHE"
+find "$CACHE" -maxdepth 1 -name "debian-$SUITE-minbase-*.tar" ! -name "${BASE_TAR##*/}" -delete
 if [ -f "$BASE_TAR" ] && [ -z "$(find "$BASE_TAR" -mtime +"$MAX_AGE_DAYS")" ]; then
     say "debootstrap base: cached $BASE_TAR"
     SECONDS_OF[debootstrap]=0
@@ -98,7 +114,7 @@ else
 fi
 
 CA=${FELIXPY_BUILD_CA:-/etc/ssl/certs/ca-certificates.crt}
-BUD=(buildah bud --isolation chroot --layers=false --build-arg "BASE=$BASE_IMAGE" -t "$TAG" -f Dockerfile)
+BUD=(buildah bud --isolation chroot --layers --force-rm --build-arg "BASE=$BASE_IMAGE" -t "$TAG" -f Dockerfile)
 if [ -f "$CA" ]; then
     BUD+=(--volume "$CA:/run/felixpy-build/ca.crt:ro" --build-arg BUILD_CA_CERT=/run/felixpy-build/ca.crt)
 fi
@@ -107,11 +123,17 @@ bud() {  # the whole log in $CACHE/bud.log; its end on the terminal when it fail
 }
 step bud 1800 bash -c "$(declare -f bud); $(declare -p BUD CACHE); bud"
 
-SIZE=$(buildah inspect --type image --format '{{.Size}}' "$TAG" 2>/dev/null || true)
-if ! [[ "$SIZE" =~ ^[0-9]+$ ]]; then
-    # The image's size is the sum of its layers' uncompressed sizes.
-    SIZE=$(buildah images --json "$TAG" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["size"])')
-fi
+# The image's size: the bytes of its root filesystem (what a node stores once the layers are unpacked).
+measure() {
+    local ctr mnt
+    ctr=$(buildah from --pull-never "$TAG")
+    mnt=$(buildah mount "$ctr")
+    du -sb "$mnt" | cut -f1
+    buildah umount "$ctr" >/dev/null
+    buildah rm "$ctr" >/dev/null
+}
+SIZE=$(timeout 120 bash -c "$(declare -f measure); $(declare -p TAG); measure")
+[[ "$SIZE" =~ ^[0-9]+$ ]] || die "could not measure the image's size"
 say "image $TAG: $SIZE bytes ($(( SIZE / 1024 / 1024 )) MiB); seconds: debootstrap ${SECONDS_OF[debootstrap]}, import ${SECONDS_OF[import]}, bud ${SECONDS_OF[bud]}"
 if [ -n "${FELIXPY_IMAGE_REPORT:-}" ]; then
     printf '{"tag": "%s", "size_bytes": %s, "seconds": {"debootstrap": %s, "import": %s, "bud": %s}}\n' \

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.kubelet import CREATES, SA_DIR, Container, Mount
+from tests.fixtures.cniruntime import Runtime
 
 REAL_FROM_MACHINE = ("/lib/modules", "/var/run/netns", "/run/netns")
 
@@ -232,52 +233,19 @@ def run_to_completion(rc: RunningContainer, *, timeout: float) -> int:
         raise
 
 
-@dataclass
-class CniResult:
-    returncode: int
-    out: dict[str, Any]
-    stderr: str
+# The kernel's filesystems every Linux host has, mounted into the host root for each plugin run
+# (in a mount namespace of that run alone); the shell runs before the chroot, from the machine.
+_HOST_KERNEL_FS = (
+    'mount -t proc proc "$0/proc" && mount --rbind /sys "$0/sys" && mount --rbind /dev "$0/dev" '
+    '&& exec chroot "$0" "$@"'
+)
 
 
-def cni_chain(
-    host: HostRoot, *, netns: str, conflist: dict[str, Any], command: str, container_id: str, pod_netns: str,
-    pod: tuple[str, str], timeout: float = 60,
-) -> list[CniResult]:
-    """As libcni runs a network configuration list: each plugin from the host's CNI bin directory
-    (chrooted into the node's host root: only what the host has), in the node's network namespace,
-    the list's name and cniVersion injected, each ADD given the previous result (DEL in reverse)."""
-    plugins = list(conflist["plugins"])
-    if command == "DEL":
-        plugins.reverse()
-    prev: dict[str, Any] | None = None
-    results = []
-    for plugin in plugins:
-        conf = dict(plugin, name=conflist["name"], cniVersion=conflist["cniVersion"])
-        conf.pop("capabilities", None)
-        if prev is not None and command == "ADD":
-            conf["prevResult"] = prev
-        env = {
-            "CNI_COMMAND": command,
-            "CNI_CONTAINERID": container_id,
-            "CNI_NETNS": pod_netns,
-            "CNI_IFNAME": "eth0",
-            "CNI_PATH": "/opt/cni/bin",
-            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod[0]};K8S_POD_NAME={pod[1]};"
-                        f"K8S_POD_INFRA_CONTAINER_ID={container_id}",
-            "PATH": "/opt/cni/bin",
-        }
-        binary = f"/opt/cni/bin/{plugin['type']}"
-        proc = subprocess.run(
-            ["ip", "netns", "exec", netns, "chroot", str(host.path), binary],
-            input=json.dumps(conf), env=env, capture_output=True, text=True, timeout=timeout, check=False,
-        )
-        try:
-            out = json.loads(proc.stdout) if proc.stdout.strip() else {}
-        except json.JSONDecodeError:
-            out = {"unparsed": proc.stdout[:500]}
-        results.append(CniResult(proc.returncode, out, proc.stderr))
-        if proc.returncode != 0:
-            break
-        if command == "ADD":
-            prev = out
-    return results
+def cni_runtime(host: HostRoot, *, netns: str, conflist: dict[str, Any]) -> Runtime:
+    """libcni over the node's host: plugins from the host's /opt/cni/bin, each run chrooted into the
+    host root (only what the host has, plus /proc, /sys, /dev) inside the node's network namespace."""
+    for d in ("proc", "sys", "dev"):
+        (host.path / d).mkdir(exist_ok=True)
+    prefix = ("ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private", "--",
+              "/bin/sh", "-c", _HOST_KERNEL_FS, str(host.path))
+    return Runtime(bin_dir=Path("/opt/cni/bin"), conflist=conflist, exec_prefix=prefix)
