@@ -23,6 +23,7 @@ import os
 import shlex
 import shutil
 import signal
+import struct
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,35 @@ def within(root: Path, path: str, *, max_links: int = 40) -> str:
             continue
         out.append(part)
     return "/".join(out)
+
+
+def host_runnable(host: HostRoot, binary: Path) -> str | None:
+    """Why ``binary`` (a file in the host root) cannot run on that host, or None.
+
+    A script needs its interpreter on the host; an ELF with a program interpreter (dynamic) needs
+    that loader on the host; a static ELF needs nothing.
+    """
+    data = binary.read_bytes()
+    if data.startswith(b"#!"):
+        interp = data[2:].split(b"\n", 1)[0].strip().split()[0].decode()
+        if not host.resolve(interp).exists():
+            return f"it is a script for {interp}, which the host does not have"
+        return None
+    if data[:4] != b"\x7fELF":
+        return "it is neither a script nor an ELF binary"
+    # ELF64 little-endian: program headers; PT_INTERP (3) names the dynamic loader.
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    for i in range(phnum):
+        off = phoff + i * phentsize
+        p_type, = struct.unpack_from("<I", data, off)
+        if p_type == 3:
+            p_offset, = struct.unpack_from("<Q", data, off + 8)
+            p_filesz, = struct.unpack_from("<Q", data, off + 32)
+            loader = data[p_offset:p_offset + p_filesz].rstrip(b"\0").decode()
+            if not host.resolve(loader).exists():
+                return f"it is dynamically linked against {loader}, which the host does not have"
+    return None
 
 
 def _mount_script(root: Path, upper: Path, image: Path, binds: list[tuple[Path, Mount]], sa: Path) -> str:

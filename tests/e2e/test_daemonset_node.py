@@ -19,7 +19,6 @@ import ipaddress
 import json
 import secrets
 import shutil
-import struct
 import subprocess
 import sys
 import time
@@ -120,35 +119,6 @@ def _wait(what: str, check: Any, timeout: float, node: EmulatedNode | None = Non
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}: {last}\n{tail}")
 
 
-def host_runnable(host: runtime.HostRoot, binary: Path) -> str | None:
-    """Why ``binary`` (a file in the host root) cannot run on that host, or None.
-
-    A script needs its interpreter on the host; an ELF with a program interpreter (dynamic) needs
-    that loader on the host; a static ELF needs nothing.
-    """
-    data = binary.read_bytes()
-    if data.startswith(b"#!"):
-        interp = data[2:].split(b"\n", 1)[0].strip().split()[0].decode()
-        if not host.resolve(interp).exists():
-            return f"it is a script for {interp}, which the host does not have"
-        return None
-    if data[:4] != b"\x7fELF":
-        return "it is neither a script nor an ELF binary"
-    # ELF64 little-endian: program headers; PT_INTERP (3) names the dynamic loader.
-    phoff, = struct.unpack_from("<Q", data, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-    for i in range(phnum):
-        off = phoff + i * phentsize
-        p_type, = struct.unpack_from("<I", data, off)
-        if p_type == 3:
-            p_offset, = struct.unpack_from("<Q", data, off + 8)
-            p_filesz, = struct.unpack_from("<Q", data, off + 32)
-            loader = data[p_offset:p_offset + p_filesz].rstrip(b"\0").decode()
-            if not host.resolve(loader).exists():
-                return f"it is dynamically linked against {loader}, which the host does not have"
-    return None
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     for why in (missing_prerequisites(), chart.helm_missing()):
@@ -220,7 +190,7 @@ def test_the_host_has_no_python_and_the_installed_plugins_need_none(cluster: Clu
     gaps = {}
     # What the runtime executes: every file directly in the CNI bin directory.
     for binary in sorted(p for p in node.host.resolve("/opt/cni/bin").iterdir() if p.is_file()):
-        why = host_runnable(node.host, binary)
+        why = runtime.host_runnable(node.host, binary)
         if why:
             gaps[binary.name] = why
     assert gaps == {}, "installed plugins that cannot run on a host without Python"

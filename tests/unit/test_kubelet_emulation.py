@@ -3,13 +3,14 @@ path resolution inside an image (tests/e2e/runtime.within): what the emulated-no
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.e2e import chart_render as chart
 from tests.e2e import kubelet
-from tests.e2e.runtime import within
+from tests.e2e.runtime import HostRoot, host_runnable, within
 
 ENDPOINT = "http://10.98.0.2:2379"
 IMAGE = {"Env": ["PATH=/opt/felixpy/venv/bin:/usr/bin:/bin", "FELIXPY_RUN_DIR=/image/default"],
@@ -94,3 +95,28 @@ def test_paths_resolve_inside_the_image_not_on_the_machine(tmp_path: Path) -> No
     (tmp_path / "loop").symlink_to("loop")
     with pytest.raises(OSError, match="too many symbolic links"):
         within(tmp_path, "/loop/x")
+
+
+def test_host_runnable_tells_static_from_dynamic_and_scripts(tmp_path: Path) -> None:
+    """On a host root with nothing in it: a static binary runs, a dynamic one or a script does not."""
+    from felixpy.cni import forwarder
+
+    try:
+        static = forwarder.binary("felixpy-cni")
+    except forwarder.ForwarderMissing as exc:
+        pytest.skip(str(exc))
+    host = HostRoot(tmp_path / "host")
+    (host.path / "bin").mkdir(parents=True)
+    for name, src in (("static", static), ("dynamic", Path("/bin/ls"))):
+        shutil.copyfile(src, host.path / "bin" / name)
+    script = host.path / "bin" / "script"
+    script.write_text("#!/opt/felixpy/venv/bin/python3 -IS\nprint()\n")
+    assert host_runnable(host, host.path / "bin" / "static") is None
+    dynamic = host_runnable(host, host.path / "bin" / "dynamic") or ""
+    assert "dynamically linked against /lib64/ld-linux" in dynamic
+    assert host_runnable(host, script) == (
+        "it is a script for /opt/felixpy/venv/bin/python3, which the host does not have")
+    # Given the interpreter on the host, the script is runnable.
+    (host.path / "opt/felixpy/venv/bin").mkdir(parents=True)
+    (host.path / "opt/felixpy/venv/bin/python3").touch()
+    assert host_runnable(host, script) is None
