@@ -56,7 +56,8 @@ ARG DEBIAN_FRONTEND=noninteractive
 RUN set -eu; \
     apt-get update; \
     apt-get install -y --no-install-recommends python3 iptables ipset iproute2 ethtool; \
-    rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/share/doc/* /usr/share/man/*
+    apt-get clean; \
+    rm -rf /var/lib/apt/lists/*
 COPY --from=builder /opt/felixpy /opt/felixpy
 # install-cni copies the reference plugins the conflist chains from here (CNI_PLUGIN_SOURCE_DIR, Debian's path).
 COPY --from=builder /out/cni/ /usr/lib/cni/
