@@ -147,6 +147,7 @@ class Agent:
             self.bgp.start()
         while not self.stop.wait(0.5):
             self.metrics.in_sync.set(1 if self.writer.in_sync.is_set() else 0)
+            self.metrics.orphaned_endpoints.set(len(getattr(self.dataplane, "orphans", ())))
             failure = self.failure()
             if failure is not None:
                 log.error("agent.exiting", reason=failure)

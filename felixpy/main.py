@@ -53,8 +53,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     logs.configure(settings.log_level)
     from felixpy.agent import run_node
+    from felixpy.datastore.errors import DatastoreError
 
-    sys.exit(run_node(settings, dict(os.environ)))
+    try:
+        sys.exit(run_node(settings, dict(os.environ)))
+    except DatastoreError as err:  # at start-up (a refused or unreachable datastore): one line, exit 1
+        print(f"felixpy: start-up failed: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

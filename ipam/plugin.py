@@ -17,6 +17,9 @@ narrows them to /32 on the pod and adds the link-local default route itself. The
 is ``<network name>.<CNI_CONTAINERID>``, so a repeated ADD returns the same addresses and
 DEL of an unknown container succeeds.
 
+Before the datastore is touched, CNI_CONTAINERID, CNI_IFNAME, CNI_NETNS (must exist for ADD and
+CHECK, not for DEL) and the network name are checked (felixpy.cni.validate).
+
 Error codes (CNI spec): 1 incompatible version, 4 invalid environment, 6 decode failure,
 7 invalid network config (missing field, unknown or unusable pool), 11 try again later
 (datastore unreachable, CAS contention), 100 pool exhausted, 999 anything else.
@@ -124,6 +127,23 @@ def _require(env: Mapping[str, str], *names: str) -> None:
             raise CNIError(4, f"required environment variable {n} is not set")
 
 
+def _validate(command: str, conf: Mapping[str, Any], env: Mapping[str, str]) -> None:
+    """Container ID, interface name, netns (must exist for ADD/CHECK) and network name, before any
+    datastore is touched (felixpy.cni.validate): codes 4 / 7 naming the variable or field."""
+    from felixpy.cni.validate import InvalidInput, check_request
+
+    try:
+        check_request(
+            command,
+            container_id=env.get("CNI_CONTAINERID", ""),
+            ifname=env.get("CNI_IFNAME", ""),
+            netns=env.get("CNI_NETNS", ""),
+            network=str(conf.get("name") or DEFAULT_NETWORK),
+        )
+    except InvalidInput as exc:
+        raise CNIError(exc.code, exc.msg) from None
+
+
 def _connect(conf: Mapping[str, Any]) -> Any:
     from felixpy.datastore.config import DatastoreConfig, connect_kv
     from felixpy.datastore.resources import KVBackend
@@ -157,6 +177,7 @@ def _result(version: str, ipam: Any, addrs: list[str]) -> dict[str, Any]:
 
 def cmd_add(conf: dict[str, Any], env: Mapping[str, str], ipam: Any = None) -> dict[str, Any]:
     _require(env, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
+    _validate("ADD", conf, env)
     ipam = ipam or _connect(conf)
     handle = _handle(conf, env)
     held = ipam.assignments_for_handle(handle)
@@ -178,6 +199,7 @@ def cmd_add(conf: dict[str, Any], env: Mapping[str, str], ipam: Any = None) -> d
 
 def cmd_del(conf: dict[str, Any], env: Mapping[str, str], ipam: Any = None) -> None:
     _require(env, "CNI_CONTAINERID", "CNI_IFNAME")
+    _validate("DEL", conf, env)
     ipam = ipam or _connect(conf)
     ipam.release_by_handle(_handle(conf, env))
     args = _cni_args(env)
@@ -187,6 +209,7 @@ def cmd_del(conf: dict[str, Any], env: Mapping[str, str], ipam: Any = None) -> N
 
 def cmd_check(conf: dict[str, Any], env: Mapping[str, str], ipam: Any = None) -> None:
     _require(env, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
+    _validate("CHECK", conf, env)
     ipam = ipam or _connect(conf)
     held = set(ipam.assignments_for_handle(_handle(conf, env)))
     if not held:

@@ -73,11 +73,17 @@ class CheckReport:
     not_allocated: list[dict[str, str]] = field(default_factory=list)
     orphan_blocks: list[dict[str, str]] = field(default_factory=list)
     handle_problems: list[dict[str, Any]] = field(default_factory=list)
+    # endpoints whose interface is gone on the node that checked (their addresses stay allocated)
+    orphaned_endpoints: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def problems(self) -> int:
         return (
-            len(self.leaked) + len(self.not_allocated) + len(self.orphan_blocks) + len(self.handle_problems)
+            len(self.leaked)
+            + len(self.not_allocated)
+            + len(self.orphan_blocks)
+            + len(self.handle_problems)
+            + len(self.orphaned_endpoints)
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -89,6 +95,7 @@ class CheckReport:
             "inUseButNotAllocated": self.not_allocated,
             "blocksWithoutNode": self.orphan_blocks,
             "handleProblems": self.handle_problems,
+            "orphanedEndpoints": self.orphaned_endpoints,
             "problems": self.problems,
         }
 

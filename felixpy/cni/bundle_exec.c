@@ -6,7 +6,7 @@
  *     <dir>/felixpy-bundle/lib/ld.so --library-path <dir>/felixpy-bundle/lib --argv0 <argv[0]>
  *         <dir>/felixpy-bundle/<name> <argv[1..]>
  *
- * where <dir>/<name> is this file as the kernel found it (/proc/self/exe): the plugin with the
+ * where <dir>/<name> is this file as the kernel found it (/proc/self/exe, else an absolute argv[0]): the plugin with the
  * image's own loader and libraries, whatever the host has. Environment and stdin/stdout pass through.
  * Exit 1 with a CNI error on stdout when the bundle is missing.
  */
@@ -21,6 +21,11 @@
 int main(int argc, char **argv) {
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0 && argc > 0 && argv[0][0] == '/' && strlen(argv[0]) < sizeof self) {
+        /* no /proc (a bare chroot): the runtime runs plugins by their absolute path */
+        strcpy(self, argv[0]);
+        n = (ssize_t)strlen(self);
+    }
     if (n <= 0) {
         printf("{\"cniVersion\": \"1.0.0\", \"code\": 5, \"msg\": \"felixpy bundle launcher: cannot read "
                "/proc/self/exe\", \"details\": \"%s\"}\n", strerror(errno));

@@ -338,7 +338,9 @@ static int cni_error(struct buf *out, int code, const char *msg, const char *det
     return 1;
 }
 
-static int read_all(int fd, struct buf *b, size_t limit) {
+/* Read to EOF, or (line != 0) to the first newline: the agent's answer is one line, and waiting for
+ * its close would wait for the answering thread to be scheduled again. */
+static int read_all(int fd, struct buf *b, size_t limit, int line) {
     char chunk[65536];
     for (;;) {
         ssize_t n = read(fd, chunk, sizeof chunk);
@@ -348,7 +350,7 @@ static int read_all(int fd, struct buf *b, size_t limit) {
         }
         if (n == 0) return 0;
         put(b, chunk, (size_t)n);
-        if (b->n >= limit) return 0;
+        if (b->n >= limit || (line && memchr(chunk, '\n', (size_t)n))) return 0;
     }
 }
 
@@ -443,12 +445,12 @@ static int call_agent(const char *path, const char *payload, size_t len, double 
     }
     size_t sent = 0;
     while (sent < len) {
-        ssize_t n = write(fd, payload + sent, len - sent);
+        ssize_t n = send(fd, payload + sent, len - sent, MSG_NOSIGNAL); /* an agent gone: EPIPE, not SIGPIPE */
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) goto io_error;
         sent += (size_t)n;
     }
-    if (read_all(fd, answer, MAX_ANSWER) < 0) goto io_error;
+    if (read_all(fd, answer, MAX_ANSWER, 1) < 0) goto io_error;
     close(fd);
     return 0;
 io_error:
@@ -482,7 +484,9 @@ static int invoke(const char *mode, const char *command, struct buf *in, struct 
     *logpath = want("log_file_path", ipam_mode);
     *logmax = want("log_file_max_size", ipam_mode);
     const char *version = want("cniVersion", 0);
-    if (version && *version && strlen(version) < sizeof g_version) strcpy(g_version, version);
+    int supported = 0;
+    for (int i = 0; VERSIONS[i]; i++) supported |= version && strcmp(version, VERSIONS[i]) == 0;
+    if (supported) strcpy(g_version, version); /* errors answer in the caller's version when it is one */
     if (strcmp(command, "ADD") && strcmp(command, "DEL") && strcmp(command, "CHECK")) {
         struct buf m = {0};
         puts_(&m, "unknown CNI_COMMAND ");
@@ -511,10 +515,7 @@ static int invoke(const char *mode, const char *command, struct buf *in, struct 
         free(d.p);
         return 1;
     }
-    int supported = 0;
-    for (int i = 0; VERSIONS[i]; i++) supported |= version && strcmp(version, VERSIONS[i]) == 0;
     if (!supported) {
-        strcpy(g_version, "1.0.0");
         char msg[128];
         snprintf(msg, sizeof msg, "unsupported cniVersion '%.64s'", version ? version : "");
         return cni_error(out, ERR_INCOMPATIBLE_VERSION, msg, "supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0");
@@ -595,7 +596,7 @@ int main(int argc, char **argv) {
     struct buf in = {0}, out = {0};
     const char *logpath = NULL, *logmax = NULL;
     int code;
-    if (read_all(0, &in, MAX_INPUT) < 0)
+    if (read_all(0, &in, MAX_INPUT, 0) < 0)
         code = cni_error(&out, ERR_IO, "cannot read the network configuration", strerror(errno));
     else if (in.n >= MAX_INPUT)
         code = cni_error(&out, ERR_INVALID_CONFIG, "network configuration is larger than 16 MiB", "");

@@ -28,6 +28,7 @@ from felixpy.cni.request import (
     parse_request,
     wep_name,
 )
+from felixpy.cni.validate import InvalidInput, check_request
 from felixpy.dataplane.errors import NetnsNotFound
 from felixpy.dataplane.links import HOST_VETH_MAC, VethSpec, delete_container_iface, host_addresses
 from felixpy.dataplane.names import veth_name_for_container, veth_name_for_workload
@@ -36,10 +37,12 @@ from felixpy.datastore.errors import AlreadyExists, Conflict, DatastoreError, No
 from felixpy.datastore.resources import KVBackend, resource_key
 from felixpy.node.writer import ResourceMsg, Writer
 from felixpy.resources import WorkloadEndpoint
+from felixpy.resources.fields import FieldError
+from felixpy.resources.names import check_dns_label, check_wep_name
 
 log = structlog.get_logger(__name__)
 _steps: threading.local = threading.local()
-ERR_CONTAINER_UNKNOWN, ERR_INVALID_CONFIG, ERR_TRY_AGAIN = 3, 7, 11
+ERR_CONTAINER_UNKNOWN, ERR_INVALID_ENV, ERR_INVALID_CONFIG, ERR_TRY_AGAIN = 3, 4, 7, 11
 ERR_INTERNAL, ERR_IPAM, ERR_CHECK = 100, 101, 102
 DELETE_RETRIES = 10
 
@@ -54,6 +57,22 @@ def step(name: str) -> Iterator[None]:
         ms = getattr(_steps, "ms", None)
         if ms is not None:
             ms[name] = round(ms.get(name, 0.0) + (time.perf_counter() - start) * 1000, 2)
+
+
+def validate_request(req: CNIRequest) -> None:
+    """The request's identifiers (felixpy.cni.validate) before anything is allocated or stored:
+    whatever forwards requests to the agent, the agent checks them itself."""
+    try:
+        check_request(
+            req.command,
+            container_id=req.container_id,
+            ifname=req.ifname,
+            netns=req.netns,
+            network=req.network,
+            exists=lambda netns: os.path.exists(netns_path(netns)),
+        )
+    except InvalidInput as exc:
+        raise HandlerError(exc.code, exc.msg) from None
 
 
 class CNIHandler:
@@ -87,6 +106,7 @@ class CNIHandler:
             op = {"ADD": self.add, "DEL": self.delete, "CHECK": self.check}.get(req.command)
             if op is None:
                 raise HandlerError(4, f"unknown CNI command {req.command!r}")
+            validate_request(req)
             result = op(req)
             log.info(
                 "cni.done",
@@ -117,6 +137,16 @@ class CNIHandler:
         workload = req.pod or req.container_id
         return req.namespace, wep_name(self.nodename, req.orchestrator, workload, req.ifname)
 
+    def _check_names(self, req: CNIRequest) -> None:
+        """The endpoint's namespace and name (from K8S_POD_NAMESPACE / K8S_POD_NAME in CNI_ARGS) are
+        valid resource names: checked before IPAM, not found out when the endpoint is written."""
+        ns, name = self.wep_key(req)
+        try:
+            check_dns_label(ns, "K8S_POD_NAMESPACE")
+            check_wep_name(name)
+        except FieldError as exc:
+            raise HandlerError(ERR_INVALID_ENV, f"CNI_ARGS: {exc.reason}") from None
+
     def mtu(self, req: CNIRequest) -> int:
         if req.config.get("mtu"):
             return int(req.config["mtu"])
@@ -128,8 +158,7 @@ class CNIHandler:
 
     # ---- ADD ----------------------------------------------------------------------------
     def add(self, req: CNIRequest) -> dict[str, Any]:
-        if not req.netns or not os.path.exists(netns_path(req.netns)):
-            raise HandlerError(ERR_CONTAINER_UNKNOWN, f"network namespace {req.netns!r} does not exist")
+        self._check_names(req)
         self._wait_in_sync()
         with step("ipam"):
             addresses, fresh = self._addresses(req)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from felixpy.ctl.connect import open_backend, open_kv
+from felixpy.ctl.node_check import find_orphans, local_nodename
 from felixpy.ctl.output import print_table
 from felixpy.datastore.errors import DatastoreError, NotFound
 from felixpy.resources.endpoint import WorkloadEndpoint
@@ -108,7 +109,7 @@ def _show_ip(ipam: IPAM, ip: str) -> int:
 
 
 # ---- ipam check / release / gc ---------------------------------------------------------------------
-def _check(ipam: IPAM, verbose: bool = True) -> report.CheckReport:
+def _check(ipam: IPAM, verbose: bool = True, local_node: str | None = None) -> report.CheckReport:
     say = print if verbose else (lambda *_: None)
     say("Loading all IPAM blocks...")
     blocks = [b for b, _ in ipam.store.list_blocks()]
@@ -125,12 +126,16 @@ def _check(ipam: IPAM, verbose: bool = True) -> report.CheckReport:
         nodes={n.metadata.name for n in nodes},
     )
     say(f"Workloads and nodes are using {rep.in_use} IPs.")
+    if local_node is not None and local_node in {n.metadata.name for n in nodes}:
+        # Only this host's kernel can tell whether an endpoint's interface is still there.
+        say(f"Checking the workload endpoints of this node ({local_node}) for a missing interface...")
+        rep.orphaned_endpoints = find_orphans(weps, local_node)
     return rep
 
 
 def check(args: argparse.Namespace) -> int:
     with _ipam(args) as ipam:
-        rep = _check(ipam)
+        rep = _check(ipam, local_node=local_nodename(args.node))
     for a in rep.leaked:
         print(f"  {a.ip} leaked: allocated (handle {a.handle}) but used by no workload endpoint or node")
     for m in rep.not_allocated:
@@ -139,6 +144,11 @@ def check(args: argparse.Namespace) -> int:
         print(f"  block {o['block']} is affine to node {o['node']}, which does not exist")
     for h in rep.handle_problems:
         print(f"  handle {h['handle']} records {h['recorded']} but the blocks hold {h['actual']}")
+    for o in rep.orphaned_endpoints:
+        print(
+            f"  endpoint {o['namespace']}/{o['name']} on node {o['node']} holds {', '.join(o['addresses'])} "
+            f"but its {o['problem']}; the pod's CNI DEL (retried by the runtime) releases them"
+        )
     if args.output:
         with open(args.output, "w") as f:
             json.dump(rep.to_json(), f, indent=2)
@@ -265,8 +275,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--show-configuration", action="store_true")
     p.add_argument("--ip", help="show the owner of this address")
     p.set_defaults(func=_guard(show))
-    p = sub.add_parser("check", help="find leaked addresses, unallocated in-use addresses, orphan blocks")
+    p = sub.add_parser(
+        "check",
+        help="find leaked addresses, unallocated in-use addresses, orphan blocks, and this node's "
+        "endpoints whose interface is gone",
+    )
     p.add_argument("-o", "--output", help="write a JSON report to this file")
+    p.add_argument("--node", default=None, help="this node's name, for the interface check ($NODENAME)")
     p.set_defaults(func=_guard(check))
     p = sub.add_parser("release", help="release one address, or the leaks of a check report")
     g = p.add_mutually_exclusive_group(required=True)

@@ -1,4 +1,5 @@
-"""``felixctl node status``: is the agent running, and its BGP sessions, in calicoctl's shape.
+"""``felixctl node status``: is the agent running, and its BGP sessions, in calicoctl's shape;
+``felixctl node check``: this node's orphaned workload endpoints (felixpy.ctl.node_check).
 
 Reads ``bgp-status.json``, which the agent's BGP service keeps in its run directory
 (``--run-dir``, else ``$FELIXPY_RUN_DIR``, else /var/run/felixpy; a ``bgp/`` subdirectory
@@ -13,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from bgp.status import STATUS_FILE, agent_alive, format_peers, read_status
+from felixpy.ctl import node_check
 
 DEFAULT_RUN_DIR = "/var/run/felixpy"
 
 
 def register(subparsers: Any) -> None:
-    node = subparsers.add_parser("node", help="node commands (status)")
+    node = subparsers.add_parser("node", help="node commands (status, check)")
     node_sub = node.add_subparsers(dest="node_command", metavar="SUBCOMMAND")
     node_sub.required = True
     status = node_sub.add_parser("status", help="show the agent's state and its BGP sessions")
@@ -26,6 +28,7 @@ def register(subparsers: Any) -> None:
         "--run-dir", default=None, help="the agent's run directory (default $FELIXPY_RUN_DIR)"
     )
     status.set_defaults(func=status_command)
+    node_check.register(node_sub)
 
 
 def find_status_dir(run_dir: str | None) -> Path:

@@ -211,6 +211,16 @@ class KubernetesBackend:
         self, kind: type[Resource], name: str, namespace: str | None = None, revision: str | None = None
     ) -> Resource:
         current = self.get(kind, name, namespace)
+        if kind is WorkloadEndpoint:
+            # the CNI DEL of a pod: the pod stays Kubernetes'; its Calico annotations go (as Calico does)
+            assert isinstance(current, WorkloadEndpoint)
+            gone = {a: None for a in (convert.ANN_POD_IP, convert.ANN_POD_IPS, convert.ANN_CONTAINER_ID)}
+            patch: dict[str, Any] = {"metadata": {"annotations": gone}}
+            if revision:
+                patch["metadata"]["resourceVersion"] = revision
+            path = api_path(kind, current.namespace, current.spec.pod) + "/status"
+            self._json("PATCH", path, body=patch, content_type="application/merge-patch+json")
+            return current
         if convert.is_native(kind):
             raise DatastoreError(
                 f"{kind.KIND} objects are owned by Kubernetes in this mode; delete the "
@@ -231,7 +241,10 @@ class KubernetesBackend:
         kind = type(obj)
         if kind is WorkloadEndpoint:
             assert isinstance(obj, WorkloadEndpoint)
-            patch, path = convert.wep_to_pod_patch(obj), api_path(kind, obj.namespace, obj.spec.pod)
+            # through the status subresource, as Calico's CNI plugin writes its pod annotations: the
+            # node agent's RBAC then needs pods/status patch, not the right to change any pod's spec
+            patch = convert.wep_to_pod_patch(obj)
+            path = api_path(kind, obj.namespace, obj.spec.pod) + "/status"
         elif kind is Node:
             assert isinstance(obj, Node)
             patch, path = convert.node_to_k8s_patch(obj), api_path(kind, None, obj.name)

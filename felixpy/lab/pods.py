@@ -185,23 +185,43 @@ def _start_responder(names: LabNames, pod: PodRecord) -> state.ProcRecord:
 
 
 def delete(names: LabNames, ref: str) -> None:
-    """CNI DEL, stop the pod's processes, delete its namespace, forget it."""
+    """Stop the pod's processes, CNI DEL, then delete its namespace and forget it.
+
+    A failed DEL (the agent down, say) keeps the pod, marked ``deleting``, with its namespace, as a
+    container runtime keeps a sandbox whose network teardown failed: :class:`LabError` says so, and
+    the next ``pod del`` of it retries the DEL.
+    """
     ns, name = parse_pod_ref(ref)
     st = state.load(names)
     pod = st.pod(ns, name)
     if pod is None:
         raise LabError(f"no pod {ns}/{name}")
+    role = f"responder:{ns}/{name}"
+    stop([p.pid for p in st.processes if p.role == role])
     try:
         _cni(names, st, pod, "DEL")
-    finally:
-        role = f"responder:{ns}/{name}"
-        stop([p.pid for p in st.processes if p.role == role])
-        topology.delete_netns(pod.netns)
-        with state.locked(names):
-            st = state.load(names)
+    except LabError as exc:
+        _update(names, ns, name, role, keep=True)
+        raise LabError(
+            f"{exc}; pod {ns}/{name} is kept (marked deleting, its namespace too): "
+            f"run 'felixpy-lab pod del {ns}/{name}' again to retry"
+        ) from exc
+    topology.delete_netns(pod.netns)
+    _update(names, ns, name, role, keep=False)
+
+
+def _update(names: LabNames, ns: str, name: str, role: str, *, keep: bool) -> None:
+    """Forget the pod's processes; mark the pod deleting (``keep``) or forget it too."""
+    with state.locked(names):
+        st = state.load(names)
+        if keep:
+            for p in st.pods:
+                if (p.namespace, p.name) == (ns, name):
+                    p.deleting, p.serve = True, []
+        else:
             st.pods = [p for p in st.pods if (p.namespace, p.name) != (ns, name)]
-            st.processes = [p for p in st.processes if p.role != role]
-            state.save(names, st)
+        st.processes = [p for p in st.processes if p.role != role]
+        state.save(names, st)
 
 
 def add_namespace(names: LabNames, name: str, labels: dict[str, str]) -> None:

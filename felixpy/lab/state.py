@@ -42,6 +42,7 @@ class PodRecord:
     container_id: str = ""
     serve: list[int] = field(default_factory=list)
     ports: list[dict[str, Any]] = field(default_factory=list)  # named ports: {name, protocol, port}
+    deleting: bool = False  # its CNI DEL failed: kept (with its namespace) until a `pod del` succeeds
 
 
 @dataclass

@@ -31,7 +31,7 @@ def to_json(names: LabNames, st: LabState) -> dict[str, Any]:
         ],
         "pods": [
             {"namespace": p.namespace, "name": p.name, "labels": p.labels, "node": p.node, "netns": p.netns,
-             "ip": p.ip, "serve": p.serve, "ports": p.ports}
+             "ip": p.ip, "serve": p.serve, "ports": p.ports, "deleting": p.deleting}
             for p in st.pods
         ],
         "namespaces": st.namespaces,
@@ -71,7 +71,8 @@ def to_text(names: LabNames, st: LabState, *, bgp: bool = True) -> str:
     ]
     out.append(_table(["NODE", "ROLE", "NETNS", "ADDRESS", "RACK", "AS", "BGP SESSIONS"], node_rows))
     pod_rows = [
-        [f"{p.namespace}/{p.name}", p.node, p.ip or "-", ",".join(f"{k}={v}" for k, v in p.labels.items()),
+        [f"{p.namespace}/{p.name}" + (" (deleting)" if p.deleting else ""), p.node, p.ip or "-",
+         ",".join(f"{k}={v}" for k, v in p.labels.items()),
          ",".join(map(str, p.serve)) or "-", _ports_text(p.ports)]
         for p in st.pods
     ]

@@ -22,7 +22,8 @@ a :class:`FamilyPolicies` of an iptables and an ip6tables driver.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import socket
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -41,6 +42,8 @@ from felixpy.calc.model import (
     VtepUpdate,
 )
 from felixpy.dataplane.model import RouteTarget
+from felixpy.dataplane.netlink import normalise_cidr
+from felixpy.node.orphans import Orphans
 
 log = structlog.get_logger(__name__)
 
@@ -108,6 +111,15 @@ def _only_local_removals(updates: list[Update], gone: set[tuple[str, str]]) -> b
     )
 
 
+def iface_exists(name: str) -> bool:
+    """Whether a network interface of this name exists in the calling thread's namespace."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
 def route_target(route: Route) -> RouteTarget:
     if route.kind == "local":
         return RouteTarget.device(route.iface or "")
@@ -129,6 +141,7 @@ class LinuxDataplane:
         encap: Any | None = None,
         policy: PolicyDriver | None = None,
         bgp_sink: Any | None = None,
+        iface_exists: Callable[[str], bool] = iface_exists,
     ) -> None:
         self.routes = routes  # felixpy.dataplane.routes.RouteTable
         self.links = links  # felixpy.dataplane.links.WorkloadLinks
@@ -142,9 +155,18 @@ class LinuxDataplane:
         self._policy_urgent = False  # this batch has policy input that must be in before commit returns
         self._policy_deferred = False  # endpoint removals not yet written to iptables
         self._gone: set[tuple[str, str]] = set()  # local endpoints removed since the last policy commit
+        self.orphans = Orphans(iface_exists)  # local endpoints whose interface is gone (routes withheld)
 
     def _on_route(self, u: RouteUpdate) -> None:
         self._ipip_routes.discard(u.dst)
+        orphan = self.orphans.withholding(u.dst)
+        if orphan is not None:  # no interface to route to: keep it out of the table until there is
+            dst = normalise_cidr(u.dst)
+            if u.route is None:
+                orphan.withheld.pop(dst, None)
+            else:
+                orphan.withheld[dst] = route_target(u.route)
+            return
         if u.route is None:
             self.routes.remove_route(u.dst)
             return
@@ -160,6 +182,9 @@ class LinuxDataplane:
             if isinstance(u, RouteUpdate):
                 self._on_route(u)
             elif isinstance(u, EndpointUpdate):
+                if u.key in self.orphans:
+                    why = "endpoint deleted" if u.endpoint is None else "endpoint updated"
+                    self._restore_orphan(u.key, why)
                 if u.endpoint is None:
                     if self.endpoints.pop(u.key, None) is not None:
                         self._gone.add(u.key)
@@ -189,9 +214,10 @@ class LinuxDataplane:
             if self.encap.ipip_usable is False:
                 for dst in self._ipip_routes:  # no tunl0 on this kernel: never ask for them
                     self.routes.remove_route(dst)
+        self._revive_orphans()
         stats = self.routes.start() if not self._started else self.routes.apply()
         self._started = True
-        ok = ok and not stats.failed
+        ok = ok and not self._unexplained(stats.failed)
         if self.policy is not None and (self._policy_urgent or not self._policy_deferred):
             ok = self._commit_policy(additive=self._policy_urgent) and ok
         return ok
@@ -223,7 +249,9 @@ class LinuxDataplane:
                 self.encap.resync()
                 self.encap.apply()
             self._repair_sysctls()
+            self._revive_orphans()
             stats = self.routes.resync()
+            self._unexplained(stats.failed)
             if stats.replaced or stats.deleted:
                 log.info(
                     "dataplane.resync",
@@ -234,6 +262,29 @@ class LinuxDataplane:
                 )
         elif self.policy is not None:
             self.policy.resync(what)
+
+    def _unexplained(self, failed: list[str]) -> list[str]:
+        """Route failures not explained by an orphan: endpoints whose interface is gone become orphans
+        (their routes withheld, so the table stops retrying them); the rest are real failures."""
+        if not failed:
+            return failed
+        for _, orphan in self.orphans.find(failed, self.endpoints, self.routes.desired):
+            for dst in orphan.withheld:
+                self.routes.remove_route(dst)
+        return [dst for dst in failed if self.orphans.withholding(dst) is None]
+
+    def _revive_orphans(self) -> None:
+        """Orphans whose interface exists again (a re-ADD of the pod, say) get their routes back: one
+        name lookup per orphan, so every commit can afford it."""
+        if self.orphans:
+            for key in self.orphans.revived():
+                self._restore_orphan(key, "its interface exists again")
+
+    def _restore_orphan(self, key: tuple[str, str], reason: str) -> None:
+        orphan = self.orphans.forget(key, reason=reason)
+        if orphan is not None:
+            for dst, target in orphan.withheld.items():
+                self.routes.set_route(dst, target)
 
     def _repair_sysctls(self) -> None:
         repair = getattr(self.links, "repair_sysctls", None)

@@ -1,6 +1,7 @@
 """Health (`/liveness`, `/readiness`) and Prometheus metrics, each on its own HTTP port.
 
-Ready = the datastore is in sync and the last dataplane commit fully succeeded. Live = the
+Ready = the datastore is in sync and the last dataplane commit fully succeeded (routes of orphaned
+endpoints, whose interface is gone, do not count: felixpy.node.orphans). Live = the
 agent's threads are running (a dead thread ends the process anyway: crash-only).
 Every agent gets its own metrics registry, so tests can run several in one process.
 """
@@ -36,6 +37,11 @@ class Metrics:
         self.config_restarts = Counter(
             "felixpy_config_restarts",
             "In-place restarts of the agent for a FelixConfiguration change (kept across the exec)",
+            registry=r,
+        )
+        self.orphaned_endpoints = Gauge(
+            "felixpy_orphaned_endpoints",
+            "Workload endpoints on this node whose interface (and pod netns) is gone, awaiting a CNI DEL",
             registry=r,
         )
         self.cni_requests = Counter(

@@ -37,7 +37,7 @@ def cni(command: str, config: dict | str, container: str = "c1", **extra_env: st
     env.update(
         CNI_COMMAND=command,
         CNI_CONTAINERID=container,
-        CNI_NETNS=f"/var/run/netns/{container}",
+        CNI_NETNS=f"/proc/{os.getpid()}/ns/net",  # ADD and CHECK need a namespace that exists
         CNI_IFNAME="eth0",
         CNI_PATH="/opt/cni/bin",
         CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1",
@@ -83,6 +83,28 @@ def test_add_is_idempotent_and_del_releases(pool, etcd_endpoints, etcd_kv) -> No
     assert cni("DEL", conf(etcd_endpoints), container="never-added")[0] == 0, (
         "DEL of unknown container succeeds"
     )
+
+
+def test_bad_input_allocates_nothing(pool, etcd_endpoints, etcd_kv) -> None:
+    """A missing netns, an odd container ID or interface name: refused (code 4, the variable named)
+    before the datastore is touched; a DEL whose netns is already gone still releases."""
+    cases = [
+        (
+            {"CNI_NETNS": "/var/run/netns/no-such-pod"},
+            "CNI_NETNS '/var/run/netns/no-such-pod' does not exist",
+        ),
+        ({"CNI_CONTAINERID": "c1; touch /tmp/x"}, "CNI_CONTAINERID 'c1; touch /tmp/x' is invalid"),
+        ({"CNI_CONTAINERID": "../../../x"}, "CNI_CONTAINERID '../../../x' is invalid"),
+        ({"CNI_IFNAME": "i" * 20}, "is 20 bytes long (the kernel allows at most 15)"),
+    ]
+    for env, message in cases:
+        rc, out = cni("ADD", conf(etcd_endpoints), **env)
+        assert rc == 1 and out["code"] == 4 and message in out["msg"], out
+    assert _ipam_keys(etcd_kv) == [], "nothing allocated, no block claimed"
+    rc, out = cni("ADD", conf(etcd_endpoints))
+    assert rc == 0, out
+    rc, _ = cni("DEL", conf(etcd_endpoints), CNI_NETNS="/var/run/netns/removed-by-the-runtime")
+    assert rc == 0 and assert_consistent(etcd_kv) == {}
 
 
 def test_0_4_0_result_and_nested_ipam_section(pool, etcd_endpoints, etcd_kv) -> None:

@@ -148,10 +148,11 @@ def test_ipam_plugin_is_served_by_the_agent(node: tuple[NodeEnv, Netns, Runtime]
         },
         ("ip", "netns", "exec", env.node.name),
     )
-    first = ipam_only.add("cid-ipam", "/var/run/netns/whatever")
-    again = ipam_only.add("cid-ipam", "/var/run/netns/whatever")
+    pod = env.pod("pod-ipam")  # the namespace must exist for ADD (the agent checks CNI_NETNS)
+    first = ipam_only.add("cid-ipam", pod.path)
+    again = ipam_only.add("cid-ipam", pod.path)
     assert first == again and first["ips"][0]["address"].startswith("10.244.")
     assert first["ips"][0]["address"].endswith("/26")  # the block's prefix, as Calico IPAM returns
     assert env.keys("/calico/ipam/v2/handle/k8s-pod-network.cid-ipam")
-    ipam_only.delete("cid-ipam", "/var/run/netns/whatever")
+    ipam_only.delete("cid-ipam", pod.path)
     assert not env.keys("/calico/ipam/v2/handle/k8s-pod-network.cid-ipam")

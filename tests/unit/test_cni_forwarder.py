@@ -93,6 +93,9 @@ def test_static_and_tiny(plugins: dict[str, Path]) -> None:
         ({"CNI_COMMAND": "ADD"}, json.dumps({"cniVersion": "1.0.0"})),
         ({"CNI_COMMAND": "DEL", "CNI_IFNAME": "eth0"}, json.dumps({"cniVersion": "1.0.0"})),
         (ENV, json.dumps({"cniVersion": "9.9.9"})),
+        ({"CNI_COMMAND": "ADD"}, json.dumps({"cniVersion": "9.9.9"})),
+        ({"CNI_COMMAND": "CHECK"}, json.dumps({"cniVersion": "0.3.1"})),
+        (ENV, json.dumps({"cniVersion": 1.0})),
         (ENV, json.dumps({"name": "no version"})),
         ({**ENV, "CNI_COMMAND": "NOPE"}, json.dumps({"cniVersion": "1.0.0"})),
         (ENV, "[1, 2]"),
@@ -169,6 +172,54 @@ def test_ipam_name_asks_the_agent_for_ipam_only(plugins: dict[str, Path], agent:
     assert seen[0]["plugin"] == "ipam" and seen[0]["config"]["type"] == "bridge"
     rc, out, _ = run(plugins["c"], {**ENV, "FELIXPY_RUN_DIR": run_dir}, conf)  # as felixpy: top level only
     assert rc == 0 and "plugin" not in seen[1]
+
+
+def test_agent_that_hangs_up_at_once_is_an_io_error_not_a_signal(
+    plugins: dict[str, Path], tmp_path: Path
+) -> None:
+    path = str(tmp_path / "cni.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    t = threading.Thread(target=lambda: srv.accept()[0].close(), daemon=True)
+    t.start()
+    try:
+        big = json.dumps({"cniVersion": "1.0.0", "agent_socket": path, "pad": "x" * (4 << 20)})
+        rc, out, _ = run(plugins["c"], ENV, big)
+        assert rc == 1 and out["code"] in (5, 11) and path in out["msg"]
+    finally:
+        t.join(5)
+        srv.close()
+
+
+def test_answer_line_is_enough_without_waiting_for_the_close(
+    plugins: dict[str, Path], tmp_path: Path
+) -> None:
+    """The agent's thread may close its end late (a busy interpreter): the line is the answer."""
+    path = str(tmp_path / "cni.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    release = threading.Event()
+
+    def serve() -> None:
+        conn = srv.accept()[0]
+        conn.recv(65536)
+        conn.sendall(b'0 {"cniVersion": "1.0.0", "ips": []}\n')
+        release.wait(10)
+        conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        started = time.monotonic()
+        rc, out, _ = run(plugins["c"], ENV, json.dumps({"cniVersion": "1.0.0", "agent_socket": path}))
+        assert rc == 0 and out == {"cniVersion": "1.0.0", "ips": []}
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+        t.join(5)
+        srv.close()
 
 
 def test_agent_that_never_answers_is_code_11_after_the_timeout(

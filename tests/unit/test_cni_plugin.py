@@ -204,8 +204,8 @@ def test_without_the_c_accelerator_the_json_module_does_the_same(monkeypatch) ->
 
 
 def test_installed_launcher_loads_only_c_modules(tmp_path: Path) -> None:
-    """What `felixpy install-cni` writes runs with -IS, loads the plugin file alone and never imports
-    json, re, socket, os or the felixpy package (its __init__ imports os)."""
+    """The stdlib plugin's launcher (install_cni.launcher) runs with -IS, loads the plugin file alone
+    and never imports json, re, socket, os or the felixpy package (its __init__ imports os)."""
     from felixpy.kube.install_cni import launcher
 
     path = tmp_path / "felixpy"

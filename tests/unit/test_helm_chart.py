@@ -135,7 +135,10 @@ def test_route_reflector_deployment_only_when_enabled_and_spread_over_dedicated_
     (dep,) = by_kind(docs, "Deployment")
     pod = dep["spec"]["template"]["spec"]
     assert dep["spec"]["replicas"] == 3
-    assert pod["nodeSelector"] == {"node-role.felixpy.io/route-reflector": "true"}
+    assert pod["nodeSelector"] == {
+        "kubernetes.io/os": "linux",
+        "node-role.felixpy.io/route-reflector": "true",
+    }
     assert pod["tolerations"][0]["value"] == "rr"
     anti = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
     assert anti["topologyKey"] == "kubernetes.io/hostname"

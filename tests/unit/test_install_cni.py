@@ -157,6 +157,16 @@ def test_installed_plugins_run_on_a_host_without_python_or_libc(host: tuple[Path
         proc = _chroot_run(root, plugin, {"CNI_COMMAND": "VERSION"})
         assert proc.returncode == 0, (plugin, proc.stdout, proc.stderr)
         assert "1.0.0" in json.loads(proc.stdout)["supportedVersions"]
+    # without /proc (a bare chroot) the launcher finds its bundle from its absolute path
+    bare = subprocess.run(
+        [str(shutil.which("chroot")), str(root), "/opt/cni/bin/portmap"],
+        env={"CNI_COMMAND": "VERSION"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert bare.returncode == 0 and "1.0.0" in bare.stdout, bare.stdout + bare.stderr
     # no agent on this host: code 11 at once, naming the socket of the chart's run directory
     env = {
         "CNI_COMMAND": "ADD",
