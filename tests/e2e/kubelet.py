@@ -149,6 +149,7 @@ def probe(raw: dict[str, Any]) -> Probe:
 def container(
     workload: dict[str, Any], name: str, docs: list[dict[str, Any]], *, node: str, host_ip: str,
     image_config: dict[str, Any], secrets: dict[str, dict[str, str]] | None = None,
+    service_env: dict[str, str] | None = None,
 ) -> Container:
     """The container ``name`` (init or regular) of ``workload`` as its node's kubelet would run it."""
     spec = pod_spec(workload)
@@ -165,6 +166,8 @@ def container(
     if not argv:
         raise SpecError(f"container {name!r} has no command and the image no entrypoint or cmd")
     env = dict(kv.split("=", 1) for kv in image_config.get("Env") or [])
+    # The kubelet's service variables (KUBERNETES_SERVICE_HOST/PORT: how in-cluster clients find the API).
+    env.update(service_env or {})
     pod_name = f"{workload['metadata']['name']}-{node}"
     env.update(resolve_env(c.get("env") or [], docs, namespace=workload["metadata"]["namespace"], node=node,
                            pod=pod_name, host_ip=host_ip, secrets=secrets or {}))

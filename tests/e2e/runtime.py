@@ -217,7 +217,7 @@ class RunningContainer:
 
 def start(
     c: Container, *, image: ImageRoot, host: HostRoot, netns: str, workdir: Path, token: str,
-    secrets: dict[str, dict[str, str]] | None = None,
+    secrets: dict[str, dict[str, str]] | None = None, cluster_ca: Path | None = None,
 ) -> RunningContainer:
     """Start ``c`` as the runtime would (see the module's docstring); returns at once."""
     base = workdir / c.name
@@ -229,6 +229,8 @@ def start(
     (sa / "token").write_text(token)
     (sa / "namespace").write_text("kube-system")
     (sa / "token").chmod(0o600)
+    if cluster_ca is not None:
+        shutil.copyfile(cluster_ca, sa / "ca.crt")
     binds = []
     for m in c.mounts:
         if m.secret is not None:

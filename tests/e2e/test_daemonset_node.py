@@ -33,8 +33,8 @@ from felixpy.dataplane.model import RTPROT_FELIXPY_BGP
 from felixpy.lab import state as lab_state
 from felixpy.lab.agents import established, parse_node_status
 from felixpy.lab.testing import LabCLI, missing_prerequisites
+from tests.e2e import apiserver, image_prereqs, kubelet, runtime
 from tests.e2e import chart_render as chart
-from tests.e2e import image_prereqs, kubelet, runtime
 from tests.fixtures.cniruntime import Runtime
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
@@ -66,6 +66,9 @@ class Cluster:
     image: runtime.ImageRoot
     nodes: list[EmulatedNode]
     conflist_name: str
+    datastore: str
+    api: apiserver.APIServer | None
+    user: str
 
 
 def _skip(reason: str) -> None:
@@ -119,9 +122,21 @@ def _wait(what: str, check: Any, timeout: float, node: EmulatedNode | None = Non
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}: {last}\n{tail}")
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    for why in (missing_prerequisites(), chart.helm_missing()):
+SA_USER = "system:serviceaccount:{namespace}:{name}"
+PODS_PER_NODE = 2
+
+
+def _pod_names(node: str) -> list[str]:
+    return [f"{node}-p{i}" for i in range(1, PODS_PER_NODE + 1)]
+
+
+@pytest.fixture(scope="module", params=["etcdv3", "kubernetes"])
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Two emulated nodes; the datastore is the lab's etcd, or the RBAC-enforcing stand-in API reached
+    in-cluster (TLS, the pod's ServiceAccount token and the cluster CA)."""
+    datastore = request.param
+    for why in (missing_prerequisites(), chart.helm_missing(),
+                None if shutil.which("socat") and shutil.which("openssl") else "socat or openssl is missing"):
         if why:
             _skip(why)
     built = image_prereqs.node_image()
@@ -134,32 +149,50 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     lab = LabCLI.unique("dsn")
     nodes: list[EmulatedNode] = []
     image = runtime.ImageRoot(built.tag)
+    api: apiserver.APIServer | None = None
     try:
         lab.ok("up", "--nodes", "2", "--no-agents", timeout=120)
         plan = lab_state.load(lab.names).plan
-        docs = chart.render({"datastore": {"type": "etcdv3", "etcd": {"endpoints": plan.etcd_endpoint}}})
+        values: dict[str, Any] = {"datastore": {"type": datastore}}
+        if datastore == "etcdv3":
+            values["datastore"]["etcd"] = {"endpoints": plan.etcd_endpoint}
+        docs = chart.render(values)
         ds = chart.find(docs, "DaemonSet", DAEMONSET)
         spec = kubelet.pod_spec(ds)
         assert spec.get("hostNetwork") is True, "the emulation runs the pod in the node's network namespace"
+        namespace = ds["metadata"]["namespace"]
+        user = SA_USER.format(namespace=namespace, name=spec["serviceAccountName"])
+        tokens = {n.name: secrets.token_urlsafe(32) for n in plan.nodes}
+        service_env: dict[str, str] = {}
+        if datastore == "kubernetes":
+            api_host = plan.etcd_endpoint.split("//", 1)[1].rsplit(":", 1)[0]
+            objects = apiserver.cluster_objects(
+                docs, {n.name: n.address for n in plan.nodes},
+                {pod: n.name for n in plan.nodes for pod in _pod_names(n.name)}, namespace)
+            api = apiserver.start(netns=lab.names.etcd, address=api_host, work=work / "api", docs=docs,
+                                  tokens={t: user for t in tokens.values()}, objects=objects)
+            service_env = {"KUBERNETES_SERVICE_HOST": api_host, "KUBERNETES_SERVICE_PORT": str(api.port),
+                           "KUBERNETES_PORT": f"tcp://{api_host}:{api.port}"}
         image.__enter__()
         for n in plan.nodes:
             host = runtime.HostRoot(work / n.name / "host")
             host.path.mkdir(parents=True)
-            token = secrets.token_urlsafe(32)
-            common = {"node": n.name, "host_ip": n.address, "image_config": image.config}
-            init = kubelet.container(ds, INIT, docs, **common)
-            where = {"image": image, "host": host, "netns": n.netns, "workdir": work / n.name, "token": token}
-            rc = runtime.start(init, **where)
+            common: dict[str, Any] = {"node": n.name, "host_ip": n.address, "image_config": image.config,
+                                      "service_env": service_env}
+            where: dict[str, Any] = {"image": image, "host": host, "netns": n.netns, "workdir": work / n.name,
+                                     "token": tokens[n.name], "cluster_ca": api.ca if api else None}
+            rc = runtime.start(kubelet.container(ds, INIT, docs, **common), **where)
             init_exit = runtime.run_to_completion(rc, timeout=120)
             ctr = runtime.start(kubelet.container(ds, NODE, docs, **common), **where)
             nodes.append(EmulatedNode(n.name, n.netns, n.address, host, ctr, init_exit, rc.log.read_text()))
         init_env = kubelet.container(ds, INIT, docs, node="x", host_ip="", image_config={}).env
-        conf_name = init_env["CNI_CONF_NAME"]
-        yield Cluster(lab, docs, ds, image, nodes, conf_name)
+        yield Cluster(lab, docs, ds, image, nodes, init_env["CNI_CONF_NAME"], datastore, api, user)
     finally:
         for node in nodes:
             node.container.stop(grace=20)
         image.__exit__()
+        if api is not None:
+            api.stop()
         down = lab.down()
         shutil.rmtree(work, ignore_errors=True)
         assert down.returncode == 0, down.stdout + down.stderr
@@ -248,8 +281,8 @@ def test_pods_from_the_host_plugin_ping_across_nodes_over_bgp_routes(cluster: Cl
     for node in cluster.nodes:
         _ready(cluster, node)
     for node in cluster.nodes:
-        for i in (1, 2):
-            _add_pod(cluster, node, f"{node.name}-p{i}")
+        for pod in _pod_names(node.name):
+            _add_pod(cluster, node, pod)
     a, b = cluster.nodes
     for src_node, dst_node in ((a, b), (b, a)):
         for src, _ in src_node.pods.values():
@@ -278,3 +311,16 @@ def test_pods_from_the_host_plugin_ping_across_nodes_over_bgp_routes(cluster: Cl
             _cni(cluster, node).delete(ctr, f"/var/run/netns/{netns}", args=_cni_args(pod, ctr))
             subprocess.run(["ip", "netns", "del", netns], check=False, timeout=10)
             del node.pods[pod]
+
+
+def test_kubernetes_mode_every_request_was_the_pods_and_was_granted(cluster: Cluster) -> None:
+    """In-cluster, each agent's requests carried its ServiceAccount's token, and none was refused by
+    the rendered RBAC (the stand-in answers 401/403 as a cluster does)."""
+    if cluster.api is None:
+        _skip("the etcd datastore has no API server to audit")
+    for node in cluster.nodes:
+        _ready(cluster, node)
+    rows = [json.loads(line) for line in cluster.api.audit.read_text().splitlines() if line.strip()]
+    assert rows, "the agents made no request to the API"
+    assert {r["user"] for r in rows} == {cluster.user}
+    assert cluster.api.refused() == []
