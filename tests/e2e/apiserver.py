@@ -111,7 +111,7 @@ def start(*, netns: str, address: str, work: Path, docs: list[dict[str, Any]], t
             "--listen", f"127.0.0.1:{LOOPBACK_PORT}", "--rbac", str(rbac), "--objects", str(objs),
             "--audit", str(api.audit)]
     for token, user in tokens.items():
-        argv += ["--token", f"{token}={user}"]
+        argv.append(f"--token={token}={user}")
     with api.log.open("ab") as log:
         api.procs.append(subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True))
