@@ -15,6 +15,7 @@ rendered DaemonSet and ConfigMap.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import json
 import secrets
@@ -34,7 +35,7 @@ from felixpy.lab import state as lab_state
 from felixpy.lab.agents import established, parse_node_status
 from felixpy.lab.testing import LabCLI, missing_prerequisites
 from tests.e2e import apiserver, image_prereqs, kubelet, runtime
-from tests.e2e import chart_render as chart
+from tests.fixtures import chart
 from tests.fixtures.cniruntime import Runtime
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
@@ -135,7 +136,8 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     """Two emulated nodes; the datastore is the lab's etcd, or the RBAC-enforcing stand-in API reached
     in-cluster (TLS, the pod's ServiceAccount token and the cluster CA)."""
     datastore = request.param
-    for why in (missing_prerequisites(), chart.helm_missing(),
+    for why in (missing_prerequisites(),
+                None if importlib.util.find_spec("helm_python") else "helm-python-sdk is not installed",
                 None if shutil.which("socat") and shutil.which("openssl") else "socat or openssl is missing"):
         if why:
             _skip(why)

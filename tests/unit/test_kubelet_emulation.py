@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import chart_render as chart
 from tests.e2e import kubelet
 from tests.e2e.runtime import HostRoot, host_runnable, within
+from tests.fixtures import chart
 
 ENDPOINT = "http://10.98.0.2:2379"
 IMAGE = {"Env": ["PATH=/opt/felixpy/venv/bin:/usr/bin:/bin", "FELIXPY_RUN_DIR=/image/default"],
@@ -19,9 +19,6 @@ IMAGE = {"Env": ["PATH=/opt/felixpy/venv/bin:/usr/bin:/bin", "FELIXPY_RUN_DIR=/i
 
 @pytest.fixture(scope="module")
 def docs() -> list[dict]:
-    why = chart.helm_missing()
-    if why:
-        pytest.skip(why)
     return chart.render({"datastore": {"type": "etcdv3", "etcd": {"endpoints": ENDPOINT}}})
 
 
