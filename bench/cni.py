@@ -10,7 +10,8 @@ its loopback, the real ``felixpy node`` with BGP off and policy on) and measures
                           ``felixpy install-cni`` writes (the static forwarder); ``--plugin python``
                           times the stdlib plugin's ``-IS`` launcher, ``--plugin entrypoint`` the
                           venv's console script.
-  cni_add_felixpy         the ADD alone of those cycles (p50/p99 ms)
+  cni_add_felixpy         the ADD alone of those cycles (p50/p99 ms); cni_add_agent_p50: the agent's
+                          own ADD (its cni.done line), cni_add_outside_agent_p50: the rest
   cni_phase_*             per phase of those cycles (netns add, ADD, DEL, netns del; p50 ms), both
   cni_drift_*             median of the last 20 cycles / median of the first 20 (growth check)
   cni_add_del_reference   the same cycle with /usr/lib/cni ``bridge`` + ``host-local`` (no agent);
@@ -257,6 +258,15 @@ def install_plugin(b: Bench, kind: str) -> str:
     return str(b.tmp / "cni-bin" / "felixpy")
 
 
+def agent_seconds(log: Path, command: str, prefix: str) -> list[float]:
+    """The agent's ``cni.done seconds=`` of ``command`` for containers whose ID starts with ``prefix``."""
+    import re
+
+    pattern = re.compile(rf"event='cni.done' command='{command}' container='{prefix}[^']*' seconds=([0-9.]+)")
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return [float(m.group(1)) for m in pattern.finditer(text)]
+
+
 def run_cni(b: Bench, cycles: int, plugin: str) -> None:
     """ADD+DEL cycles and their ADD phase, ours and the reference interleaved (one of each per
     round, so load changes hit both alike); p50 and p99 of each, and the ratios."""
@@ -285,6 +295,16 @@ def run_cni(b: Bench, cycles: int, plugin: str) -> None:
         if len(vals) >= 40:
             drift = statistics.median(vals[-20:]) / statistics.median(vals[:20])
             emit(f"cni_drift_{name}", drift, "x", "median of the last 20 cycles / the first 20")
+    agent_add = agent_seconds(b.tmp / "agent.log", "ADD", "fx")
+    if agent_add:
+        p50 = statistics.median(agent_add) * 1000
+        emit("cni_add_agent_p50", p50, "ms", "the agent's own ADD (cni.done seconds) in those cycles")
+        emit(
+            "cni_add_outside_agent_p50",
+            statistics.median(r["add"] for r in fx) - p50,
+            "ms",
+            "ADD phase p50 minus the agent's: ip netns exec, the plugin process, the socket",
+        )
     goals = {"add_del": "goal <= 1.5 (1.2)", "add": "goal <= 2 (1.5)"}
     for figure, key in (("add_del", "total"), ("add", "add")):
         for q, label in ((0.5, "p50"), (0.99, "p99")):
