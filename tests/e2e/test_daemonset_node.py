@@ -1,13 +1,17 @@
 """Two nodes emulated from the rendered chart, end to end, on the node image built by buildah.
 
 For each of two lab nodes the test acts as the kubelet and the container runtime would
-(tests/e2e/kubelet.py, tests/e2e/runtime.py): it renders the chart with Helm's engine (etcd
-datastore: the lab's etcd), runs the DaemonSet's init container and then its node container from the
+(tests/e2e/kubelet.py, tests/e2e/runtime.py): it renders the chart with Helm's engine, runs the
+DaemonSet's init container and then its node container from the
 built image's root filesystem, in the node's network namespace, with the rendered command, env and
 hostPath volumes (bound from a per-node "host" directory) and a ServiceAccount token; then, as the
 runtime, it runs the CNI plugin that the init container installed, from the node's host root (no
 Python there), for two pods per node. Pods ping across nodes over BGP-learned routes; the rendered
 liveness and readiness probes answer; ``felixctl`` inside the image works.
+
+Twice: with the lab's etcd as datastore, and with the Kubernetes datastore, where the API is the
+RBAC-enforcing stand-in behind TLS (tests/e2e/apiserver.py) reached in-cluster with each pod's
+ServiceAccount token; there every request must be the pods' and granted by the rendered RBAC.
 
 Nothing of the spec is written here by hand: command, env, volumes and probes come from the
 rendered DaemonSet and ConfigMap.
@@ -43,7 +47,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 DAEMONSET = "felixpy-node"
 INIT, NODE = "install-cni", "felixpy-node"
 READY_TIMEOUT = 240.0
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
