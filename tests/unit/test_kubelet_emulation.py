@@ -4,11 +4,12 @@ path resolution inside an image (tests/e2e/runtime.within): what the emulated-no
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.e2e import kubelet
+from tests.e2e import apiserver, kubelet
 from tests.e2e.runtime import HostRoot, host_runnable, within
 from tests.fixtures import chart
 
@@ -117,3 +118,30 @@ def test_host_runnable_tells_static_from_dynamic_and_scripts(tmp_path: Path) -> 
     (host.path / "opt/felixpy/venv/bin").mkdir(parents=True)
     (host.path / "opt/felixpy/venv/bin/python3").touch()
     assert host_runnable(host, script) is None
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_the_api_certificate_is_for_its_address_and_signed_by_the_cluster_ca(tmp_path: Path) -> None:
+    ca, crt, _ = apiserver.make_tls(tmp_path, "10.98.0.2")
+    verify = subprocess.run(["openssl", "verify", "-CAfile", str(ca), str(crt)], capture_output=True,
+                            text=True, timeout=30, check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    text = subprocess.run(["openssl", "x509", "-in", str(crt), "-noout", "-text"], capture_output=True,
+                          text=True, timeout=30, check=True).stdout
+    assert "IP Address:10.98.0.2" in text
+
+
+def test_the_api_is_preloaded_as_a_cluster_is_when_the_daemonset_starts(docs: list[dict]) -> None:
+    objects = apiserver.cluster_objects(docs, {"node1": "10.99.1.10"}, {"web": "node1"}, "kube-system")
+    by_resource: dict[str, list[dict]] = {}
+    for o in objects:
+        by_resource.setdefault(o["resource"], []).append(o)
+    assert [o["object"]["metadata"]["name"] for o in by_resource["namespaces"]] == ["default", "kube-system"]
+    assert by_resource["nodes"][0]["object"]["status"]["addresses"] == [
+        {"type": "InternalIP", "address": "10.99.1.10"}]
+    assert by_resource["pods"][0]["object"]["spec"]["nodeName"] == "node1"
+    # With the Kubernetes datastore the chart's BGP resources are CRD objects helm applies: preloaded.
+    kube_docs = chart.render({})
+    crs = apiserver.cluster_objects(kube_docs, {}, {}, "kube-system")
+    assert [(o["resource"], o["object"]["metadata"]["name"]) for o in crs if "crd" in o["resource"]] == [
+        ("bgpconfigurations.crd.projectcalico.org", "default")]
