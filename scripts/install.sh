@@ -12,6 +12,10 @@ apt-get install -y -q --no-install-recommends \
     containernetworking-plugins conntrack ethtool iperf3 socat kmod procps openssl python3-venv \
     gcc libc6-dev binutils \
     >/dev/null
+# Building the node image without a registry or a daemon (scripts/build-image.sh): a debootstrap'd base and
+# `buildah bud --isolation chroot`; the emulated-node e2e test runs the image from its root filesystem.
+echo "felixpy install: image build tools (buildah, debootstrap) ..."
+apt-get install -y -q --no-install-recommends buildah crun fuse-overlayfs debootstrap >/dev/null
 # The Debian etcd/bird/frr packages start system services; felixpy starts its own instances.
 for svc in etcd bird frr; do
     if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
