@@ -34,6 +34,9 @@ BGP_HONOURED: frozenset[str] = frozenset(
         "serviceLoadBalancerIPs",
         "importDefaultRoute",
         "ecmp",
+        "nodePeerMaxPrefixes",
+        "nodePeerMaxPrefixesAction",
+        "maxASPathLength",
     }
 )
 HONOURED: dict[str, frozenset[str]] = {"FelixConfiguration": FELIX_HONOURED, "BGPConfiguration": BGP_HONOURED}
