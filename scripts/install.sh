@@ -10,6 +10,7 @@ apt-get update -q >/dev/null
 apt-get install -y -q --no-install-recommends \
     etcd-server etcd-client iptables ipset iproute2 iputils-ping bird2 frr gobgpd \
     containernetworking-plugins conntrack ethtool iperf3 socat kmod procps openssl python3-venv \
+    wireguard-tools tcpdump \
     >/dev/null
 # The Debian etcd/bird/frr packages start system services; felixpy starts its own instances.
 for svc in etcd bird frr; do
