@@ -52,6 +52,7 @@ class PeerState:
     endpoint: str | None  # "ip:port"
     allowed_ips: tuple[str, ...]
     keepalive: int
+    rx_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +72,13 @@ def parse_dump(text: str) -> DeviceState:
     priv, pub, port, mark = (lines[0] + ["", "", "0", "off"])[:4]
     peers = {}
     for cols in lines[1:]:
-        key, _psk, endpoint, allowed, _hs, _rx, _tx, keepalive = (cols + [""] * 8)[:8]
+        key, _psk, endpoint, allowed, _hs, rx, _tx, keepalive = (cols + [""] * 8)[:8]
         peers[key] = PeerState(
             public_key=key,
             endpoint=None if endpoint == "(none)" else endpoint,
             allowed_ips=tuple(sorted(a for a in allowed.split(",") if a and a != "(none)")),
             keepalive=0 if keepalive in ("off", "") else int(keepalive),
+            rx_bytes=int(rx or 0),
         )
     return DeviceState(
         private_key=None if priv == "(none)" else priv,

@@ -13,8 +13,9 @@
 
 Disabled (or turned off): the published key is cleared first, the rule goes (traffic takes the
 main table at once), and the device, which still decrypts what peers send until they have seen
-the key go, is deleted ``DRAIN_SECONDS`` later, so established flows are not cut while the
-cluster learns.
+the key go (or, mid-restart themselves, have turned WireGuard off too), is deleted once it has
+received nothing for ``DRAIN_SECONDS`` (at the latest ``DRAIN_MAX_SECONDS``), so established
+flows are not cut while the cluster learns. The check runs on every batch and route refresh.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from felixpy.dataplane import wireguard as drv
 from felixpy.dataplane.errors import DataplaneError
 
 log = structlog.get_logger(__name__)
-DRAIN_SECONDS = 10.0
+DRAIN_SECONDS = 10.0  # the device goes once it has decrypted nothing for this long...
+DRAIN_MAX_SECONDS = 120.0  # ...or at the latest this long after WireGuard was turned off
 Publish = Callable[[str | None], None]  # writes (or clears) this node's status.wireguardPublicKey
 
 
@@ -61,6 +63,8 @@ class WireguardDriver:
         self.public_key: str | None = None
         self._seen_published = False  # our key has come back on our Node at least once
         self._disabled_since: float | None = None
+        self._drain_rx = 0
+        self._drain_quiet_since = 0.0
         self._dirty = True
 
     # ---- inputs ----------------------------------------------------------------------------
@@ -147,12 +151,17 @@ class WireguardDriver:
             if not drv.device_exists(self.cfg.interface_name, netns=self.netns):
                 self._dirty, self._disabled_since = False, None
                 return True
-            if self._disabled_since is None:
-                self._disabled_since = self.clock()
-            if self.clock() - self._disabled_since >= DRAIN_SECONDS:
+            now = self.clock()
+            state = drv.read_device(self.cfg.interface_name, netns=self.netns)
+            rx = sum(p.rx_bytes for p in state.peers.values())
+            if self._disabled_since is None or rx != self._drain_rx:
+                self._disabled_since = self._disabled_since if self._disabled_since is not None else now
+                self._drain_rx, self._drain_quiet_since = rx, now
+            quiet = now - self._drain_quiet_since >= DRAIN_SECONDS
+            if quiet or now - self._disabled_since >= DRAIN_MAX_SECONDS:
                 drv.delete_device(self.cfg.interface_name, netns=self.netns)
                 _remove(self.conf_path)
-                self._dirty = False
+                self._dirty, self._disabled_since = False, None
                 return True
         except (DataplaneError, OSError) as exc:
             log.warning("wireguard.cleanup_failed", error=str(exc), reason="will retry")
