@@ -19,9 +19,11 @@ directory and never leaves the node.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from pyroute2.netlink.exceptions import NetlinkError
@@ -36,7 +38,7 @@ WG_PORT = 51820
 WG_FWMARK = 0x200000
 WG_TABLE = 1
 WG_RULE_PRIORITY = 99
-RTN_UNICAST, RTN_THROW = 1, 9
+RTN_THROW = 9
 RT_SCOPE_LINK = 253
 RTPROT_FELIXPY = 80
 FIB_RULE_INVERT = 0x2
@@ -197,9 +199,11 @@ def sync_table(
     written = removed = 0
     with open_iproute(netns) as ipr:
         have: dict[str, str] = {}
+        found: dict[str, Any] = {}
         for r in ipr.get_routes(family=socket.AF_INET, table=table):
             dst = f"{r.get_attr('RTA_DST') or '0.0.0.0'}/{r['dst_len']}"
             have[dst] = "throw" if r["type"] == RTN_THROW else "dev"
+            found[dst] = r
         idx = ipr.link_lookup(ifname=device) if any(k == "dev" for k in routes.values()) else [0]
         for dst, kind in sorted(routes.items()):
             if have.get(dst) == kind:
@@ -214,13 +218,20 @@ def sync_table(
             log.info("wireguard.route_set", dst=dst, table=table, kind=kind,
                      reason="peer's allowed CIDR" if kind == "dev" else "not a WireGuard peer")
             written += 1
-        for dst, kind in sorted(have.items()):
+        for dst in sorted(have):
             if dst in routes:
                 continue
             net, plen = dst.split("/")
-            with contextlib.suppress(NetlinkError):
-                ipr.route("del", dst=net, dst_len=int(plen), table=table,
-                          type=RTN_THROW if kind == "throw" else RTN_UNICAST)
+            r = found[dst]
+            match: dict[str, Any] = {"dst": net, "dst_len": int(plen), "table": table, "type": r["type"],
+                                     "scope": r["scope"], "proto": r["proto"]}
+            if r.get_attr("RTA_OIF"):
+                match["oif"] = r.get_attr("RTA_OIF")
+            try:
+                ipr.route("del", **match)
+            except NetlinkError as exc:
+                if exc.code not in (errno.ENOENT, errno.ESRCH):
+                    raise
             log.info("wireguard.route_removed", dst=dst, table=table, reason="no longer wanted")
             removed += 1
     return written, removed

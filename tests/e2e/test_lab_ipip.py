@@ -1,4 +1,5 @@
-"""IPIP labs on a kernel with ``ipip``: ``Always`` and ``CrossSubnet`` pools, and policy over tunl0.
+"""IPIP lab on a kernel with ``ipip``: an ``Always`` pool, and policy over tunl0 (``CrossSubnet``:
+test_lab_wireguard.py's first phase, one lab less in the VM stage).
 
 These run in the VM stage (``scripts/vm-tests.sh``, marker ``vm``), where the kernel has the
 module and ``FELIXPY_REQUIRE_KERNEL_FEATURES=ipip`` makes a missing module a failure. On a host
@@ -150,30 +151,6 @@ def test_ipip_always_every_remote_block_over_tunl0_and_policy_applies() -> None:
         assert m["x/p0"]["x/p2"] and m["x/p2"]["x/p1"], m  # the rest untouched
         lab.ok("ctl", "--", "delete", "-f", str(path), timeout=t(60))
         assert wait_for(lambda: matrix(lab)["x/p2"]["x/p0"] is True, t(60)), matrix(lab)
-    down = lab.down()
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert leftovers(lab.names).empty()
-    assert root_snapshot() == before
-
-
-def test_ipip_crosssubnet_tunnels_only_across_racks() -> None:
-    before = root_snapshot()
-    with LabCLI.unique("ipc", timeout=t(240)) as lab:
-        up_with_pods(lab, "--cross-subnet")
-        table = all_connected(lab, t(60))
-        assert all(all(r.values()) for r in table.values()), table
-        assert_tunl0_as_calico(lab, "node1")
-        racks = {n["name"]: n["rack"] for n in lab.status()["nodes"]}
-        addr = {n["name"]: n["address"] for n in lab.status()["nodes"]}
-        routes = node_run(lab, "node1", "ip", "route")
-        pods = {p["node"]: p["ip"] for p in lab.status()["pods"]}
-        for node in ("node2", "node3"):
-            line = next(r for r in routes.splitlines()
-                        if "/" in r.split()[0] and _contains(r.split()[0], pods[node]))
-            if racks[node] == racks["node1"]:  # same rack: direct on eth0, no tunnel
-                assert re.search(rf"via {re.escape(addr[node])} dev eth0", line), line
-            else:  # other rack: IPIP to the node's address, onlink
-                assert re.search(rf"via {re.escape(addr[node])} dev tunl0 .*onlink", line), line
     down = lab.down()
     assert down.returncode == 0, down.stdout + down.stderr
     assert leftovers(lab.names).empty()

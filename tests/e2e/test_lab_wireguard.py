@@ -94,10 +94,10 @@ def felix_config(enabled: bool) -> dict:
             "spec": {"wireguardEnabled": enabled, "routeRefreshInterval": "5s"}}
 
 
-def capture(netns: str, action: Callable[[], None]) -> str:
+def capture(netns: str, action: Callable[[], None], etcd_host: str) -> str:
     """tcpdump -A on every interface of ``netns`` while ``action`` runs (BGP and etcd left out)."""
     argv = ["ip", "netns", "exec", netns, "tcpdump", "-l", "-n", "-i", "any", "-A",
-            "ip and not tcp port 179 and not tcp port 2379"]
+            f"ip and not tcp port 179 and not host {etcd_host}"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(t(0.5) + 1)
@@ -158,7 +158,8 @@ def test_ipip_crosssubnet_then_wireguard_on_rotate_off() -> None:
                               pods[dst]["ip"], timeout=t(30))
             matrix(lab)
 
-        dump = capture(lab.names.fabric, send)
+        etcd_host = status["datastore"]["endpoints"][0].split("//")[-1].rsplit(":", 1)[0]
+        dump = capture(lab.names.fabric, send, etcd_host)
         packets = [line for line in dump.splitlines() if re.match(r"^\d\d:\d\d:\d\d\.\d+ ", line)]
         assert any(".51820: UDP" in p for p in packets), dump[-3000:]
         pod_ips = [p["ip"] for p in pods.values()]
