@@ -99,3 +99,27 @@ def test_ipip_tunl0_made_as_the_agent_does_and_carries_traffic(netns):
     ensure_ipip("10.66.0.1", mtu=1400, netns=a.name)
     out = a.run("ip", "addr", "show", "tunl0")
     assert "mtu 1400" in out and "10.66.0.99" not in out
+
+
+def test_wireguard_table_and_rule_converge_and_go(netns):
+    """The WireGuard table and rule without WireGuard itself (a veth stands in for the device)."""
+    from felixpy.dataplane.wireguard import delete_rule, ensure_rule, sync_table
+
+    ns = netns("wgtable")
+    ns.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+    ns.run("ip", "link", "set", "eth0", "up")
+    ns.run("ip", "route", "add", "10.9.0.0/24", "dev", "eth0", "table", "1")  # someone's leftover
+    want = {"10.244.1.0/26": "dev", "10.244.0.0/26": "throw"}
+    assert sync_table(want, device="eth0", table=1, netns=ns.name) == (2, 1)
+    assert sync_table(want, device="eth0", table=1, netns=ns.name) == (0, 0)
+    table = ns.run("ip", "route", "show", "table", "1")
+    assert "10.244.1.0/26 dev eth0 proto 80 scope link" in table and "throw 10.244.0.0/26" in table
+    assert ensure_rule(table=1, priority=99, fwmark=0x200000, netns=ns.name)
+    assert not ensure_rule(table=1, priority=99, fwmark=0x200000, netns=ns.name)
+    assert "99:\tnot from all fwmark 0x200000/0x200000 lookup 1" in ns.run("ip", "rule")
+    ns.run("ip", "route", "del", "10.244.1.0/26", "table", "1")  # drift: repaired
+    assert sync_table(want, device="eth0", table=1, netns=ns.name) == (1, 0)
+    assert sync_table({}, device="eth0", table=1, netns=ns.name) == (0, 2)
+    assert ns.run("ip", "route", "show", "table", "1").strip() == ""
+    assert delete_rule(table=1, priority=99, netns=ns.name)
+    assert "lookup 1" not in ns.run("ip", "rule")
