@@ -33,6 +33,7 @@ def _two_nodes(netns):
 
 
 def test_vxlan_device_and_fdb_carry_traffic_between_nodes(netns):
+    require_kernel("vxlan")
     a, b = _two_nodes(netns)
     for ns, name in ((a, "node-a"), (b, "node-b")):
         ip, tunnel = NODES[name]
@@ -58,6 +59,7 @@ def test_vxlan_device_and_fdb_carry_traffic_between_nodes(netns):
 
 
 def test_vxlan_reconfigure_and_stale_vteps_removed(netns):
+    require_kernel("vxlan")
     a, _ = _two_nodes(netns)
     cfg = VxlanConfig(parent="eth0", parent_ip="192.168.90.1", address="10.66.0.1", mac=vtep_mac("node-a"))
     first = ensure_vxlan(cfg, netns=a.name)
