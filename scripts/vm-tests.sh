@@ -11,7 +11,8 @@
 # 1 = a test failed or the stage timed out. The VM's whole console is kept in $VM_LOG.
 # Knobs: VM_STAGE_TIMEOUT (s, default 1500), VM_TEST_TIMEOUT (s per test, 1200), VM_TIME_SCALE
 # (multiplies the tests' own waits, default 10: TCG is ~30x slower), VM_KVM=1 to try KVM,
-# VM_KERNEL=/boot/vmlinuz-..., VM_CPUS (2), VM_MEMORY (4G).
+# VM_KERNEL=/boot/vmlinuz-..., VM_CPUS (2), VM_MEMORY (4G). FELIXPY_VM_LABS=1 adds the IPIP and
+# WireGuard labs (tests/e2e/test_lab_ipip.py, test_lab_wireguard.py; not yet shown green in the VM).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -63,6 +64,7 @@ kvm=(--disable-kvm)
 # ---- inside the VM ----------------------------------------------------------------------------
 inner="echo VM-BOOTED \$(uname -r); cd '$ROOT' && \
 FELIXPY_REQUIRE_KERNEL_FEATURES=ipip,wireguard FELIXPY_TIME_SCALE=${VM_TIME_SCALE:-10} \
+FELIXPY_VM_LABS=${FELIXPY_VM_LABS:-0} \
 .venv/bin/pytest $SELECT -p no:cacheprovider --timeout $TEST_TIMEOUT -ra -v; echo VM-PYTEST-EXIT=\$?"
 
 : >"$LOG"  # then appended to (O_APPEND: QEMU's and the guest's writes never overwrite each other)

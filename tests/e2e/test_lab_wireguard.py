@@ -50,6 +50,11 @@ def _prerequisites() -> None:
         print(f"skipping: {reason}")
         pytest.skip(reason)
     require_kernel("ipip", "wireguard")
+    if os.environ.get("FELIXPY_VM_LABS") != "1":
+        reason = ("lab not yet shown green in the VM stage (issue 18: it outlasted the stage under load); "
+                  "FELIXPY_VM_LABS=1 runs it")
+        print(f"skipping: {reason}")
+        pytest.skip(reason)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, every: float = 0.5) -> bool:
