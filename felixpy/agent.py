@@ -244,7 +244,26 @@ def _ipv6_enabled(params: FelixParams) -> bool:
     return params.ipv6Support and ipv6_available()
 
 
-def _encap_driver(params: FelixParams, address: Any | None, mtu: int) -> EncapDriver:
+def _wireguard_driver(settings: Settings, params: FelixParams, backend: Any, mtu: int) -> Any:
+    from felixpy.calc.wireguard import WireguardConfig
+    from felixpy.node.wireguard import WireguardDriver, node_key_publisher
+
+    cfg = WireguardConfig(
+        enabled=params.wireguardEnabled,
+        listening_port=params.wireguardListeningPort,
+        interface_name=params.wireguardInterfaceName,
+        mtu=params.wireguardMTU,
+        routing_rule_priority=params.wireguardRoutingRulePriority,
+        host_encryption=params.wireguardHostEncryptionEnabled,
+        keepalive=int(params.wireguardKeepAlive),
+    )
+    publish = node_key_publisher(backend, settings.nodename)
+    return WireguardDriver(
+        cfg, nodename=settings.nodename, host_mtu=mtu, run_dir=settings.run_dir, publish=publish
+    )
+
+
+def _encap_driver(params: FelixParams, address: Any | None, mtu: int, wireguard: Any = None) -> EncapDriver:
     return EncapDriver(
         EncapSettings(
             parent=address.iface if address else "",
@@ -254,7 +273,8 @@ def _encap_driver(params: FelixParams, address: Any | None, mtu: int) -> EncapDr
             vxlan_port=params.vxlanPort,
             vxlan_mtu=params.vxlanMTU,
             ipip_mtu=params.ipipMTU,
-        )
+        ),
+        wireguard=wireguard,
     )
 
 
@@ -333,11 +353,11 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
     dataplane = LinuxDataplane(
         routes=RouteTable(IPRouteNetlink()),
         links=links,
-        encap=_encap_driver(params, address, mtu),
+        encap=_encap_driver(params, address, mtu, _wireguard_driver(settings, params, backend, mtu)),
         policy=policy,
         bgp_sink=BGPSink(bgp) if bgp is not None else None,
     )
-    graph = CalcGraph(settings.nodename, ipip_routes=not settings.bgp_enabled)
+    graph = CalcGraph(settings.nodename, ipip_routes=not settings.bgp_enabled, wireguard=True)
     writer = Writer(graph, dataplane, intervals=_intervals(params), on_commit=_on_commit(metrics, dataplane))
     handler = CNIHandler(
         nodename=settings.nodename,

@@ -11,6 +11,7 @@ apt-get install -y -q --no-install-recommends \
     etcd-server etcd-client iptables ipset iproute2 iputils-ping bird2 frr gobgpd \
     containernetworking-plugins conntrack ethtool iperf3 socat kmod procps openssl python3-venv \
     gcc libc6-dev binutils \
+    wireguard-tools tcpdump \
     >/dev/null
 # Building the node image without a registry or a daemon (scripts/build-image.sh): a debootstrap'd base and
 # `buildah bud --isolation chroot`; the emulated-node e2e test runs the image from its root filesystem.

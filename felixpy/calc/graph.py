@@ -29,6 +29,7 @@ from felixpy.calc.model import (
     VtepUpdate,
 )
 from felixpy.calc.vxlan import vtep_mac
+from felixpy.calc.wireguard import WireguardCalc
 
 Key = tuple[str, str]
 # Kinds forwarded unchanged to the policy compiler / BGP service.
@@ -61,9 +62,11 @@ class CalcGraph:
     """``ipip_routes``: also compute remote-block routes of IPIP pools (when no BGP speaker
     programs them, e.g. ``CALICO_NETWORKING_BACKEND=none``); VXLAN routes are always computed."""
 
-    def __init__(self, nodename: str, *, ipip_routes: bool = False) -> None:
+    def __init__(self, nodename: str, *, ipip_routes: bool = False, wireguard: bool = False) -> None:
         self.nodename = nodename
         self.ipip_routes = ipip_routes
+        # WireGuard peers/routing inputs (felixpy.calc.wireguard), emitted only when asked for
+        self._wireguard = WireguardCalc() if wireguard else None
         self._weps: dict[Key, Any] = {}
         self._nodes: dict[str, Any] = {}
         self._pools: dict[str, Any] = {}
@@ -93,6 +96,8 @@ class CalcGraph:
             self._on_wep(key, obj)
         elif kind == "Node":
             self._on_node(key[1], obj)
+            if self._wireguard is not None:
+                self._wireguard.on_node(key[1], obj)
         elif kind == "IPPool":
             self._pools.pop(key[1], None)
             if obj is not None:
@@ -106,6 +111,8 @@ class CalcGraph:
         else:
             self._blocks[cidr] = node
         self._recompute_block(cidr)
+        if self._wireguard is not None:
+            self._wireguard.on_block(cidr, node)
 
     # ---- outputs ------------------------------------------------------------------------
     def flush(self) -> list[Update]:
@@ -120,6 +127,8 @@ class CalcGraph:
         out += [InputUpdate(kind, key, obj) for (kind, key), obj in self._inputs.items()]
         self._inputs.clear()
         out += _diff(self._dirty_vteps, self._vteps, self._emitted_vteps, VtepUpdate)
+        if self._wireguard is not None:
+            out += self._wireguard.flush()
         out += _diff(self._dirty_eps, self._endpoints, self._emitted_eps, EndpointUpdate)
         out += _diff(self._dirty_routes, self._routes, self._emitted_routes, RouteUpdate)
         return out

@@ -85,6 +85,24 @@ class VtepUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class WgNode:
+    """What WireGuard needs to know of a node (felixpy.calc.wireguard)."""
+
+    name: str
+    ip: str | None
+    public_key: str | None
+    interface_addr: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WireguardUpdate:
+    """Every node's WireGuard identity and every block's owner: a coalesced snapshot."""
+
+    nodes: tuple[WgNode, ...]
+    blocks: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class EncapUpdate:
     encap: Encap
 
@@ -115,7 +133,10 @@ class InSync:
     pass
 
 
-Update = EndpointUpdate | RouteUpdate | VtepUpdate | EncapUpdate | InputUpdate | BlocksUpdate | InSync
+Update = (
+    EndpointUpdate | RouteUpdate | VtepUpdate | EncapUpdate | WireguardUpdate | InputUpdate | BlocksUpdate
+    | InSync
+)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ A kernel without the ``ipip``/``vxlan`` link kinds raises :class:`EncapUnsupport
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import socket
 from collections.abc import Iterable
@@ -78,18 +79,34 @@ def _set_single_address(ipr: IPRoute, idx: int, address: str, reason: str) -> No
         log.info("encap.address_added", index=idx, address=f"{address}/32", reason=reason)
 
 
+def _create_tunl0(ipr: IPRoute) -> int:
+    """Make tunl0 appear, as Calico does: ask for an ``ipip`` link named tunl0.
+
+    Where the ``ipip`` module is not loaded yet, the request loads it, the module creates its
+    fallback device ``tunl0`` in every namespace, and the request itself then answers EEXIST:
+    that is success, the device we asked for is there. Any other error (``Operation not
+    supported``, unknown link kind) means this kernel has no IPIP.
+    """
+    try:
+        ipr.link("add", ifname=IPIP_DEVICE, kind="ipip")
+        reason = "IPIP pool in use"
+    except NetlinkError as exc:
+        if exc.code != errno.EEXIST:
+            raise EncapUnsupported(f"cannot create {IPIP_DEVICE} (ipip module?): {exc}") from exc
+        reason = "IPIP pool in use (the ipip module's fallback device)"
+    idx = _index(ipr, IPIP_DEVICE)
+    if idx is None:
+        raise EncapUnsupported(f"{IPIP_DEVICE} did not appear after creating it")
+    log.info("encap.device_created", device=IPIP_DEVICE, reason=reason)
+    return idx
+
+
 def ensure_ipip(address: str, *, mtu: int = 1440, netns: str | None = None) -> int:
     """tunl0 up with ``address``/32 and ``mtu``; returns its ifindex."""
     with open_iproute(netns) as ipr:
         idx = _index(ipr, IPIP_DEVICE)
         if idx is None:
-            try:
-                ipr.link("add", ifname=IPIP_DEVICE, kind="ipip")
-            except NetlinkError as exc:
-                raise EncapUnsupported(f"cannot create {IPIP_DEVICE} (ipip module?): {exc}") from exc
-            idx = _index(ipr, IPIP_DEVICE)
-            assert idx is not None
-            log.info("encap.device_created", device=IPIP_DEVICE, reason="IPIP pool in use")
+            idx = _create_tunl0(ipr)
         ipr.link("set", index=idx, mtu=mtu, state="up")
         _set_single_address(ipr, idx, address, "IPIP tunnel address")
         return idx

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -12,6 +13,9 @@ from typing import TextIO
 from felixpy.lab.names import LabError
 
 DEFAULT_TIMEOUT = 30.0
+# Every command timeout and wait below is multiplied by FELIXPY_TIME_SCALE (default 1): the VM stage
+# (scripts/vm-tests.sh) runs labs under QEMU's TCG, ~30x slower than the host.
+TIME_SCALE = max(1.0, float(os.environ.get("FELIXPY_TIME_SCALE", "1") or 1))
 
 
 class GiveUp(LabError):
@@ -27,6 +31,7 @@ def run(
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` to completion; raise :class:`LabError` on failure when ``check``."""
+    timeout *= TIME_SCALE
     try:
         proc = subprocess.run(
             list(argv), capture_output=True, text=True, timeout=timeout, input=input, env=env, check=False
@@ -82,6 +87,7 @@ def wait_until(
     what: str,
 ) -> None:
     """Call ``check()`` until it returns truthy, at most ``timeout`` seconds; raise on expiry."""
+    timeout *= TIME_SCALE
     deadline = time.monotonic() + timeout
     last_error = ""
     while time.monotonic() < deadline:

@@ -40,6 +40,7 @@ from felixpy.calc.model import (
     RouteUpdate,
     Update,
     VtepUpdate,
+    WireguardUpdate,
 )
 from felixpy.dataplane.model import RouteTarget
 from felixpy.dataplane.netlink import normalise_cidr
@@ -195,7 +196,7 @@ class LinuxDataplane:
                         self._gone.add(u.key)
                 else:
                     self.endpoints[u.key] = u.endpoint
-            elif isinstance(u, EncapUpdate | VtepUpdate) and self.encap is not None:
+            elif isinstance(u, EncapUpdate | VtepUpdate | WireguardUpdate) and self.encap is not None:
                 self.encap.on_update(u)
             elif isinstance(u, InSync):
                 self._pending_sweep = True

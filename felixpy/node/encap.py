@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from felixpy.calc.model import Encap, EncapUpdate, Vtep, VtepUpdate
+from felixpy.calc.model import Encap, EncapUpdate, Vtep, VtepUpdate, WireguardUpdate
 from felixpy.dataplane import encap as drv
 from felixpy.dataplane.errors import DataplaneError
 
@@ -48,6 +48,7 @@ class EncapDriver:
         ensure_vxlan: Callable[..., int] = drv.ensure_vxlan,
         ensure_ipip: Callable[..., int] = drv.ensure_ipip,
         delete_device: Callable[..., bool] = drv.delete_device,
+        wireguard: Any | None = None,
     ) -> None:
         self.settings = settings
         self.netns = netns
@@ -55,13 +56,17 @@ class EncapDriver:
         self._ensure_vxlan, self._ensure_ipip, self._delete = ensure_vxlan, ensure_ipip, delete_device
         self.encap = Encap()
         self.vteps: dict[str, Vtep] = {}
+        self.wireguard = wireguard  # felixpy.node.wireguard.WireguardDriver
         self.ipip_usable: bool | None = None  # None: not tried yet
         self.vxlan_ready = False
         self._devices_dirty = True
         self._fdb_dirty = True
 
-    def on_update(self, u: EncapUpdate | VtepUpdate) -> None:
-        if isinstance(u, EncapUpdate):
+    def on_update(self, u: EncapUpdate | VtepUpdate | WireguardUpdate) -> None:
+        if isinstance(u, WireguardUpdate):
+            if self.wireguard is not None:
+                self.wireguard.on_update(u)
+        elif isinstance(u, EncapUpdate):
             self._devices_dirty = self._devices_dirty or u.encap != self.encap
             self.encap = u.encap
         elif u.vtep is None:
@@ -73,6 +78,8 @@ class EncapDriver:
     def resync(self) -> None:
         """Re-assert devices and VTEP entries (drift repair on the route refresh timer)."""
         self._devices_dirty = self._fdb_dirty = True
+        if self.wireguard is not None:
+            self.wireguard.resync()
 
     def apply(self) -> bool:
         ok = True
@@ -82,6 +89,8 @@ class EncapDriver:
             self._devices_dirty = not ok
         if self.vxlan_ready and self._fdb_dirty:
             ok = self._apply_fdb() and ok
+        if self.wireguard is not None:
+            ok = self.wireguard.apply() and ok
         return ok
 
     # ---- VXLAN ----------------------------------------------------------------------------

@@ -90,6 +90,14 @@ class FelixParams(BaseModel):
     failsafeOutboundHostPorts: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_OUT
     # "Any": honour workload endpoints' allowSpoofedSourcePrefixes (exceptions to the raw RPF check).
     workloadSourceSpoofing: Literal["Disabled", "Any"] = "Disabled"
+    # WireGuard (Calico's names and defaults; felixpy.node.wireguard). IPv6 WireGuard is not built.
+    wireguardEnabled: bool = False
+    wireguardListeningPort: int = 51820
+    wireguardInterfaceName: str = "wireguard.cali"
+    wireguardMTU: int = 0  # 0 = host MTU - 60
+    wireguardRoutingRulePriority: int = 99
+    wireguardHostEncryptionEnabled: bool = False
+    wireguardKeepAlive: float = 0.0  # seconds (FelixConfiguration: a duration), 0 = off
 
     @field_validator("healthHost", "prometheusMetricsHost")
     @classmethod

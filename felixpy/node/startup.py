@@ -22,7 +22,7 @@ from ipam.tunnel import tunnel_address
 
 log = structlog.get_logger(__name__)
 CAS_RETRIES = 20
-OVERHEAD = {"ipip": 20, "vxlan": 50}
+OVERHEAD = {"ipip": 20, "vxlan": 50, "wireguard": 60}
 
 
 def node_address(settings: Settings) -> autodetect.HostAddress | None:
@@ -186,10 +186,13 @@ def host_mtu(host_iface: str) -> int:
 
 
 def pod_mtu(params: FelixParams, mtu: int, kinds: set[str]) -> int:
-    """FELIX_VETHMTU if set, else the host MTU minus the largest overhead in use (Felix's rule)."""
+    """FELIX_VETHMTU if set, else the smallest MTU of the encapsulations in use (Felix's rule): each
+    its configured MTU (ipipMTU, vxlanMTU, wireguardMTU) or the host MTU minus its overhead."""
     if params.vethMTU:
         return params.vethMTU
-    return mtu - max((OVERHEAD[k] for k in kinds), default=0)
+    configured = {"ipip": params.ipipMTU, "vxlan": params.vxlanMTU, "wireguard": params.wireguardMTU}
+    used = set(kinds) | ({"wireguard"} if params.wireguardEnabled else set())
+    return min((configured[k] or mtu - OVERHEAD[k] for k in used if k in OVERHEAD), default=mtu)
 
 
 def write_mtu_file(path: str, mtu: int) -> None:

@@ -52,6 +52,14 @@ class FelixConfigurationSpec(Model):
     device_route_protocol: int | None = None
     route_table_range: dict[str, int] | None = None
     workload_source_spoofing: Literal["Disabled", "Any"] | None = None  # default Disabled
+    wireguard_enabled: bool | None = None  # WireGuard encryption of pod traffic (IPv4)
+    wireguard_enabled_v6: bool | None = Field(default=None, alias="wireguardEnabledV6")
+    wireguard_listening_port: int | None = Field(default=None, ge=1, le=65535)  # default 51820
+    wireguard_interface_name: str | None = Field(default=None, min_length=1, max_length=15)
+    wireguard_mtu: int | None = Field(default=None, alias="wireguardMTU", ge=0)  # 0 = host MTU - 60
+    wireguard_routing_rule_priority: int | None = Field(default=None, ge=1, le=32765)  # default 99
+    wireguard_host_encryption_enabled: bool | None = None
+    wireguard_keep_alive: str | None = None  # duration, "0" = off
 
 
 class FelixConfiguration(Resource):

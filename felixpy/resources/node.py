@@ -30,6 +30,11 @@ class NodeAddress(Model):
     type: str | None = None
 
 
+class NodeWireguardSpec(Model):
+    interface_ipv4_address: IPv4Address | None = Field(default=None, alias="interfaceIPv4Address")
+    interface_ipv6_address: IPAddress | None = Field(default=None, alias="interfaceIPv6Address")
+
+
 class NodeSpec(Model):
     bgp: NodeBGPSpec | None = None
     ipv4_vxlan_tunnel_addr: IPv4Address | None = Field(default=None, alias="ipv4VXLANTunnelAddr")
@@ -38,10 +43,14 @@ class NodeSpec(Model):
     vxlan_tunnel_mac_addr_v6: MAC | None = Field(default=None, alias="vxlanTunnelMACAddrV6")
     orch_refs: list[OrchRef] = Field(default_factory=list)
     addresses: list[NodeAddress] = Field(default_factory=list)
+    wireguard: NodeWireguardSpec | None = None
 
 
 class NodeStatus(Model):
     pod_cid_rs: list[CIDR] = Field(default_factory=list, alias="podCIDRs")
+    # written by the node's agent once its WireGuard device has a key ("" / absent: no WireGuard)
+    wireguard_public_key: str | None = Field(default=None, alias="wireguardPublicKey")
+    wireguard_public_key_v6: str | None = Field(default=None, alias="wireguardPublicKeyV6")
 
 
 class Node(Resource):

@@ -7,7 +7,6 @@ context manager), then checks that nothing of it is left, in the root namespace 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -18,6 +17,7 @@ import pytest
 
 from felixpy.lab.down import leftovers
 from felixpy.lab.testing import LabCLI, missing_prerequisites, root_snapshot
+from tests.fixtures.kernel_features import require_kernel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -245,26 +245,10 @@ def test_demo_runs_end_to_end_and_cleans_up() -> None:
     assert proc.returncode == 0 and "policy enforced as expected" in out, out[-3000:]
 
 
-def _kernel_supports(kind: str) -> bool:
-    """Can a ``kind`` link be made here? Tried in a throwaway namespace, never the root one."""
-    ns = f"lab-probe-{kind}-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
-    try:
-        extra = ["id", "4096", "dstport", "4789"] if kind == "vxlan" else []
-        made = subprocess.run(["ip", "-n", ns, "link", "add", "t0", "type", kind, *extra],
-                              capture_output=True, timeout=10)
-        shown = subprocess.run(["ip", "-n", ns, "link", "show", "t0"], capture_output=True, timeout=10)
-        return made.returncode == 0 and shown.returncode == 0
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], timeout=10)
-
-
-@pytest.mark.parametrize("encap", ["vxlan", "ipip"])
+@pytest.mark.parametrize("encap", ["vxlan"])  # IPIP: tests/e2e/test_lab_ipip.py (the VM stage)
 def test_encapsulation_across_racks(encap: str) -> None:
     """No ToR: the fabric knows no pod routes, so cross-rack pod traffic must be encapsulated."""
-    if not _kernel_supports(encap):
-        print(f"skipping: this kernel cannot create {encap} links")
-        pytest.skip(f"kernel without {encap}")
+    require_kernel(encap)
     before = root_snapshot()
     with LabCLI.unique(encap[:3]) as lab:
         lab.ok("up", "--nodes", "3", "--racks", "2", "--encap", encap, "--cross-subnet", "--timeout", "60")

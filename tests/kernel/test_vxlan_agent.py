@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from felixpy.calc.vxlan import vtep_mac
+from tests.fixtures.kernel_features import require_kernel
 from tests.fixtures.netns import Netns, delete_netns
 from tests.kernel.test_agent_cni import NodeEnv, _ns, _wait
 
@@ -127,6 +128,7 @@ def _cluster(mode: str, layout: list[tuple[str, str, str, dict[str, str]]]) -> I
     if os.geteuid() != 0 or not shutil.which("etcd"):
         print("skipping: needs root and the etcd binary")
         pytest.skip("needs root and etcd")
+    require_kernel("vxlan")
     cluster = _fabric(Path(tempfile.mkdtemp(prefix="felixpy-vxlan-")))
     try:
         _start_etcd(cluster)

@@ -1,0 +1,258 @@
+"""The WireGuard device ``wireguard.cali``: link, key, peers, routing table and rule.
+
+Calico's shapes (reference wave 2 §2): the device listens on ``wireguardListeningPort`` (51820)
+and marks its own UDP with the WireGuard fwmark (0x200000); the policy rule at priority
+``wireguardRoutingRulePriority`` (99) sends everything *not* carrying that mark to the WireGuard
+table (1), which routes each programmed peer's allowed CIDRs ``dev wireguard.cali`` and
+``throw``s the blocks of nodes that are not (they fall back to the main table: plain routing,
+IPIP or VXLAN).
+
+Keys and peers go through Debian's ``wireguard-tools`` (``wg``), not pyroute2's ``WireGuard``:
+pyroute2 0.9 has no key generation (Curve25519 would need another Python dependency) and its
+generic-netlink socket has no ``netns`` argument, while ``wg`` runs under ``nsenter`` like the
+other tools, generates keys, applies a whole desired configuration as a diff (``wg syncconf``
+keeps sessions of unchanged peers) and prints the device as a stable tab-separated ``dump``.
+The configuration file, which holds the private key, is written 0600 in the agent's run
+directory and never leaves the node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pyroute2.netlink.exceptions import NetlinkError
+
+from felixpy.dataplane.errors import CommandFailed, DataplaneError
+from felixpy.dataplane.netlink import open_iproute
+from felixpy.dataplane.procs import run
+
+log = structlog.get_logger(__name__)
+WG_DEVICE = "wireguard.cali"
+WG_PORT = 51820
+WG_FWMARK = 0x200000
+WG_TABLE = 1
+WG_RULE_PRIORITY = 99
+RTN_THROW = 9
+RT_SCOPE_LINK = 253
+RTPROT_FELIXPY = 80
+FIB_RULE_INVERT = 0x2
+
+
+class WireguardUnsupported(DataplaneError):
+    """The kernel has no WireGuard (module missing) or ``wg`` is not installed."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerState:
+    public_key: str
+    endpoint: str | None  # "ip:port"
+    allowed_ips: tuple[str, ...]
+    keepalive: int
+    rx_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    private_key: str | None
+    public_key: str | None
+    listen_port: int
+    fwmark: int
+    peers: dict[str, PeerState] = field(default_factory=dict)
+
+
+def parse_dump(text: str) -> DeviceState:
+    """``wg show <dev> dump``: the device line, then one line per peer (tab separated)."""
+    lines = [line.split("\t") for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise DataplaneError("wg show dump printed nothing")
+    priv, pub, port, mark = (lines[0] + ["", "", "0", "off"])[:4]
+    peers = {}
+    for cols in lines[1:]:
+        key, _psk, endpoint, allowed, _hs, rx, _tx, keepalive = (cols + [""] * 8)[:8]
+        peers[key] = PeerState(
+            public_key=key,
+            endpoint=None if endpoint == "(none)" else endpoint,
+            allowed_ips=tuple(sorted(a for a in allowed.split(",") if a and a != "(none)")),
+            keepalive=0 if keepalive in ("off", "") else int(keepalive),
+            rx_bytes=int(rx or 0),
+        )
+    return DeviceState(
+        private_key=None if priv == "(none)" else priv,
+        public_key=None if pub == "(none)" else pub,
+        listen_port=int(port or 0),
+        fwmark=0 if mark in ("off", "") else int(mark, 16),
+        peers=peers,
+    )
+
+
+def _wg(argv: list[str], *, netns: str | None = None, input: str | None = None) -> str:
+    try:
+        return run(["wg", *argv], netns=netns, input=input, timeout=30)
+    except FileNotFoundError as exc:
+        raise WireguardUnsupported("wireguard-tools (wg) is not installed") from exc
+    except CommandFailed as exc:
+        if "Protocol not supported" in exc.stderr or "not supported" in exc.stderr.lower():
+            raise WireguardUnsupported(f"kernel without wireguard: {exc.stderr.strip()}") from exc
+        raise
+
+
+def genkey() -> str:
+    return _wg(["genkey"]).strip()
+
+
+def pubkey(private_key: str) -> str:
+    return _wg(["pubkey"], input=private_key + "\n").strip()
+
+
+def read_device(name: str = WG_DEVICE, *, netns: str | None = None) -> DeviceState:
+    return parse_dump(_wg(["show", name, "dump"], netns=netns))
+
+
+def ensure_device(name: str = WG_DEVICE, *, mtu: int, netns: str | None = None) -> int:
+    """The WireGuard link exists, up, with ``mtu``; returns its ifindex."""
+    with open_iproute(netns) as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            try:
+                ipr.link("add", ifname=name, kind="wireguard")
+            except NetlinkError as exc:
+                raise WireguardUnsupported(f"cannot create {name} (wireguard module?): {exc}") from exc
+            found = ipr.link_lookup(ifname=name)
+            log.info("wireguard.device_created", device=name, reason="WireGuard enabled")
+        idx = int(found[0])
+        ipr.link("set", index=idx, mtu=mtu, state="up")
+        return idx
+
+
+def device_exists(name: str = WG_DEVICE, *, netns: str | None = None) -> bool:
+    with open_iproute(netns) as ipr:
+        return bool(ipr.link_lookup(ifname=name))
+
+
+def delete_device(name: str = WG_DEVICE, *, netns: str | None = None) -> bool:
+    with open_iproute(netns) as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            return False
+        ipr.link("del", index=found[0])
+    log.info("wireguard.device_deleted", device=name, reason="WireGuard disabled")
+    return True
+
+
+def write_private(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` created 0600 (never readable by others, not even briefly)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def sync_config(name: str, conf_path: str, conf_text: str, *, netns: str | None = None) -> None:
+    """Make the device exactly ``conf_text`` (wg-quick-free syntax), peers added/removed as a diff."""
+    write_private(conf_path, conf_text)
+    _wg(["syncconf", name, conf_path], netns=netns)
+
+
+# ---- routing table and rule ------------------------------------------------------------------
+def ensure_rule(*, table: int, priority: int, fwmark: int, netns: str | None = None) -> bool:
+    """``not from all fwmark <m>/<m> lookup <table>`` at ``priority``; True when it was added."""
+    with open_iproute(netns) as ipr:
+        for rule in ipr.get_rules(family=socket.AF_INET):
+            if (rule.get_attr("FRA_PRIORITY") == priority and rule.get_attr("FRA_TABLE") == table
+                    and rule.get_attr("FRA_FWMARK") == fwmark and rule["flags"] & FIB_RULE_INVERT):
+                return False
+        ipr.rule("add", family=socket.AF_INET, table=table, priority=priority, fwmark=fwmark,
+                 fwmask=fwmark, flags=FIB_RULE_INVERT)
+    log.info("wireguard.rule_added", priority=priority, table=table, fwmark=hex(fwmark),
+             reason="unmarked traffic consults the WireGuard table")
+    return True
+
+
+def delete_rule(*, table: int, priority: int, netns: str | None = None) -> bool:
+    removed = False
+    with open_iproute(netns) as ipr:
+        for rule in ipr.get_rules(family=socket.AF_INET):
+            if rule.get_attr("FRA_PRIORITY") == priority and rule.get_attr("FRA_TABLE") == table:
+                ipr.rule("del", family=socket.AF_INET, table=table, priority=priority,
+                         fwmark=rule.get_attr("FRA_FWMARK"), fwmask=rule.get_attr("FRA_FWMASK"),
+                         flags=rule["flags"])
+                removed = True
+    if removed:
+        log.info("wireguard.rule_removed", priority=priority, table=table, reason="WireGuard disabled")
+    return removed
+
+
+def sync_table(
+    routes: dict[str, str], *, device: str, table: int, netns: str | None = None
+) -> tuple[int, int]:
+    """Table ``table`` holds exactly ``routes`` (cidr -> "dev" | "throw"); returns (written, removed)."""
+    written = removed = 0
+    with open_iproute(netns) as ipr:
+        have: dict[str, str] = {}
+        found: dict[str, Any] = {}
+        for r in ipr.get_routes(family=socket.AF_INET, table=table):
+            dst = f"{r.get_attr('RTA_DST') or '0.0.0.0'}/{r['dst_len']}"
+            have[dst] = "throw" if r["type"] == RTN_THROW else "dev"
+            found[dst] = r
+        idx = ipr.link_lookup(ifname=device) if any(k == "dev" for k in routes.values()) else [0]
+        for dst, kind in sorted(routes.items()):
+            if have.get(dst) == kind:
+                continue
+            net, plen = dst.split("/")
+            if kind == "throw":
+                ipr.route("replace", dst=net, dst_len=int(plen), table=table, type=RTN_THROW,
+                          proto=RTPROT_FELIXPY)
+            else:
+                ipr.route("replace", dst=net, dst_len=int(plen), table=table, oif=idx[0],
+                          scope=RT_SCOPE_LINK, proto=RTPROT_FELIXPY)
+            log.info("wireguard.route_set", dst=dst, table=table, kind=kind,
+                     reason="peer's allowed CIDR" if kind == "dev" else "not a WireGuard peer")
+            written += 1
+        for dst in sorted(have):
+            if dst in routes:
+                continue
+            net, plen = dst.split("/")
+            r = found[dst]
+            match: dict[str, Any] = {"dst": net, "dst_len": int(plen), "table": table, "type": r["type"],
+                                     "scope": r["scope"], "proto": r["proto"]}
+            if r.get_attr("RTA_OIF"):
+                match["oif"] = r.get_attr("RTA_OIF")
+            try:
+                ipr.route("del", **match)
+            except NetlinkError as exc:
+                if exc.code not in (errno.ENOENT, errno.ESRCH):
+                    raise
+            log.info("wireguard.route_removed", dst=dst, table=table, reason="no longer wanted")
+            removed += 1
+    return written, removed
+
+
+def probe_device(netns: str, run_dir: str = "/run/felixpy-probe") -> None:
+    """Make a WireGuard device and key it as the agent does (the kernel feature probe)."""
+    name = "wgprobe0"
+    try:
+        ensure_device(name, mtu=1420, netns=netns)
+        key = genkey()
+        conf = os.path.join(run_dir, f"{netns}.conf")
+        try:
+            sync_config(name, conf, f"[Interface]\nPrivateKey = {key}\nListenPort = {WG_PORT}\n", netns=netns)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(conf)
+        if read_device(name, netns=netns).public_key != pubkey(key):
+            raise WireguardUnsupported("the device did not take its key")
+    except CommandFailed as exc:
+        raise WireguardUnsupported(str(exc)) from exc
+    finally:
+        with contextlib.suppress(DataplaneError, NetlinkError):
+            delete_device(name, netns=netns)

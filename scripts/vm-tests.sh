@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The VM stage: the kernel-gated tests (pytest marker `vm`: IPIP, WireGuard) inside a real Debian
+# kernel booted with virtme-ng over this checkout, because the CI host's kernel may lack ipip and
+# wireguard. Inside the VM FELIXPY_REQUIRE_KERNEL_FEATURES=ipip,wireguard turns "kernel lacks X"
+# from a skip into a failure.
+#
+#   bash scripts/vm-tests.sh                 # the whole stage (what .ci/run calls)
+#   VM_TESTS='-k ipip' bash scripts/vm-tests.sh   # another selection inside the VM
+#
+# Exit: 0 = tests passed, or the VM cannot boot here (one "vm-tests: SKIPPED: <why>" line);
+# 1 = a test failed or the stage timed out. The VM's whole console is kept in $VM_LOG.
+# Knobs: VM_STAGE_TIMEOUT (s, default 1500), VM_TEST_TIMEOUT (s per test, 1200), VM_TIME_SCALE
+# (multiplies the tests' own waits, default 10: TCG is ~30x slower), VM_KVM=1 to try KVM,
+# VM_KERNEL=/boot/vmlinuz-..., VM_CPUS (2), VM_MEMORY (4G). FELIXPY_VM_LABS=1 adds the IPIP and
+# WireGuard labs (tests/e2e/test_lab_ipip.py, test_lab_wireguard.py; not yet shown green in the VM).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+LOG=${VM_LOG:-$ROOT/.vm/vm-tests.log}
+STAGE_TIMEOUT=${VM_STAGE_TIMEOUT:-1500}
+TEST_TIMEOUT=${VM_TEST_TIMEOUT:-1200}
+# Collecting the whole tree under TCG takes minutes: only the files holding `vm` tests are named.
+VM_FILES="tests/kernel/test_dataplane_encap.py tests/kernel/test_bgp_fib.py tests/kernel/test_wireguard_kernel.py
+tests/e2e/test_lab_ipip.py tests/e2e/test_lab_wireguard.py"
+files=$(for f in $VM_FILES; do [[ -f $f ]] && echo -n "$f "; done)
+SELECT=${VM_TESTS:--m vm $files}
+mkdir -p "$(dirname "$LOG")"
+started=$(date +%s)
+
+skip() { echo "vm-tests: SKIPPED: $*"; exit 0; }
+say() { echo "vm-tests: $*"; }
+
+# ---- what the stage needs -------------------------------------------------------------------
+need_apt=()
+command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
+ls /boot/vmlinuz-* >/dev/null 2>&1 || need_apt+=(linux-image-amd64)
+command -v busybox >/dev/null || need_apt+=(busybox-static)  # virtme-ng's initramfs
+command -v wg >/dev/null || need_apt+=(wireguard-tools)
+command -v tcpdump >/dev/null || need_apt+=(tcpdump)
+if ((${#need_apt[@]})); then
+    say "installing ${need_apt[*]} (apt)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}" \
+        >>"$LOG.install" 2>&1 || skip "apt-get install ${need_apt[*]} failed (see $LOG.install)"
+fi
+if [[ ! -x .venv-vm/bin/vng ]]; then
+    say "installing virtme-ng into .venv-vm (pip)"
+    { python3 -m venv .venv-vm && .venv-vm/bin/pip install -q virtme-ng; } >>"$LOG.install" 2>&1 \
+        || skip "pip install virtme-ng failed (see $LOG.install)"
+fi
+[[ -x .venv/bin/pytest ]] || skip "no .venv with pytest in $ROOT (run scripts/install.sh first)"
+
+KERNEL=${VM_KERNEL:-$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)}
+[[ -r $KERNEL ]] || skip "no kernel image to boot (/boot/vmlinuz-*)"
+version=${KERNEL#/boot/vmlinuz-}
+[[ -d /lib/modules/$version ]] || skip "kernel $version has no /lib/modules/$version"
+for mod in ipip wireguard; do
+    find "/lib/modules/$version" -name "$mod.ko*" | grep -q . \
+        || grep -q "CONFIG_$(tr a-z A-Z <<<"$mod")=y" "/boot/config-$version" 2>/dev/null \
+        || skip "kernel $version has no $mod module"
+done
+kvm=(--disable-kvm)
+[[ ${VM_KVM:-0} == 1 && -w /dev/kvm ]] && kvm=()
+
+# ---- inside the VM ----------------------------------------------------------------------------
+inner="echo VM-BOOTED \$(uname -r); cd '$ROOT' && \
+FELIXPY_REQUIRE_KERNEL_FEATURES=ipip,wireguard FELIXPY_TIME_SCALE=${VM_TIME_SCALE:-10} \
+FELIXPY_VM_LABS=${FELIXPY_VM_LABS:-0} \
+.venv/bin/pytest $SELECT -p no:cacheprovider --timeout $TEST_TIMEOUT -ra -v; echo VM-PYTEST-EXIT=\$?"
+
+: >"$LOG"  # then appended to (O_APPEND: QEMU's and the guest's writes never overwrite each other)
+say "booting $KERNEL (${kvm[*]:-kvm}) over $ROOT; console -> $LOG (stage limit ${STAGE_TIMEOUT}s)"
+PATH=$ROOT/.venv-vm/bin:$PATH timeout --kill-after=30 "$STAGE_TIMEOUT" \
+    vng -r "$KERNEL" "${kvm[@]}" --user root --cpus "${VM_CPUS:-2}" --memory "${VM_MEMORY:-4G}" \
+    --rwdir "$ROOT" -- "$inner" >>"$LOG" 2>&1 </dev/null
+rc=$?
+elapsed=$(($(date +%s) - started))
+tail -n 60 "$LOG"
+
+if ! grep -q 'VM-BOOTED [0-9]' "$LOG"; then
+    ((rc == 124)) && skip "the VM did not boot within ${STAGE_TIMEOUT}s (console in $LOG)"
+    skip "the VM could not boot here (vng exit $rc after ${elapsed}s; console in $LOG)"
+fi
+result=$(grep -o 'VM-PYTEST-EXIT=[0-9]*' "$LOG" | tail -n 1)
+if [[ -z $result ]]; then
+    say "FAILED: the tests did not finish within ${STAGE_TIMEOUT}s (vng exit $rc; console in $LOG)"
+    exit 1
+fi
+code=${result#VM-PYTEST-EXIT=}
+summary=$(grep -E '^(=+ .*(passed|failed|error).* =+)$' "$LOG" | tail -n 1)
+if [[ $code == 0 ]]; then
+    say "passed in ${elapsed}s: $summary"
+    exit 0
+fi
+say "FAILED (pytest exit $code) in ${elapsed}s: $summary"
+exit 1

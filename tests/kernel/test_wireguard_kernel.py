@@ -1,0 +1,170 @@
+"""The WireGuard driver on a real kernel: two node namespaces, keys, peers, table, rule, rotation, off.
+
+Each "node" is a namespace with eth0 (a veth to the other) and a workload address of its block on
+``lo``; the main table routes the other block plainly over eth0, as BGP would. The driver runs as
+the agent runs it, with a recording publisher standing in for the Node status write.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from felixpy.calc.model import WgNode, WireguardUpdate
+from felixpy.calc.wireguard import WireguardConfig
+from felixpy.node import wireguard as wgdrv
+from felixpy.node.wireguard import WireguardDriver
+from tests.fixtures.kernel_features import require_kernel
+
+pytestmark = [pytest.mark.kernel, pytest.mark.vm]
+NODES = {"node-a": ("192.168.91.1", "10.244.0.0/26", "10.244.0.1"),
+         "node-b": ("192.168.91.2", "10.244.1.0/26", "10.244.1.1")}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def nodes(netns, tmp_path: Path) -> Iterator[dict]:  # type: ignore[no-untyped-def]
+    require_kernel("wireguard")
+    a, b = netns("wga"), netns("wgb")
+    a.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b.name)
+    published: dict[str, str | None] = {}
+    out = {}
+    for ns, (name, (ip, _block, wl)) in zip((a, b), NODES.items(), strict=True):
+        ns.run("ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        ns.run("ip", "link", "set", "eth0", "up")
+        ns.run("ip", "addr", "add", f"{wl}/32", "dev", "lo")
+        clock = Clock()
+
+        def publish(key: str | None, name: str = name) -> None:
+            published[name] = key
+
+        driver = WireguardDriver(WireguardConfig(enabled=True, keepalive=0), nodename=name, host_mtu=1500,
+                                 run_dir=str(tmp_path / name), publish=publish, netns=ns.name, clock=clock)
+        out[name] = {"ns": ns, "driver": driver, "clock": clock}
+    for name, other in (("node-a", "node-b"), ("node-b", "node-a")):
+        out[name]["ns"].run("ip", "route", "add", NODES[other][1], "via", NODES[other][0], "dev", "eth0")
+    yield {"nodes": out, "published": published}
+
+
+def snapshot(published: dict[str, str | None]) -> WireguardUpdate:
+    return WireguardUpdate(
+        nodes=tuple(WgNode(n, ip, published.get(n)) for n, (ip, _, _) in NODES.items()),
+        blocks=tuple((block, n) for n, (_, block, _) in NODES.items()),
+    )
+
+
+def converge(env: dict, rounds: int = 3) -> None:
+    """Each driver sees the keys the others published (what the datastore round trip does)."""
+    for _ in range(rounds):
+        for node in env["nodes"].values():
+            node["driver"].on_update(snapshot(env["published"]))
+            assert node["driver"].apply()
+
+
+def ping(env: dict, src: str = "node-a", dst: str = "node-b") -> bool:
+    ns = env["nodes"][src]["ns"]
+    proc = subprocess.run(["ip", "netns", "exec", ns.name, "ping", "-c1", "-W2", "-I", NODES[src][2],
+                           NODES[dst][2]], capture_output=True, timeout=30)
+    return proc.returncode == 0
+
+
+def captured_on_b(env: dict, action) -> str:  # type: ignore[no-untyped-def]
+    """tcpdump on node-b's eth0 while ``action`` runs: one line per packet, payload in ASCII."""
+    ns = env["nodes"]["node-b"]["ns"]
+    proc = subprocess.Popen(["ip", "netns", "exec", ns.name, "tcpdump", "-l", "-n", "-i", "eth0", "-A", "ip"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        action()
+        time.sleep(1.0)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    return out
+
+
+def test_peers_table_rule_key_and_encrypted_traffic(nodes: dict) -> None:
+    env = nodes
+    converge(env)
+    a = env["nodes"]["node-a"]
+    assert env["published"]["node-a"] and env["published"]["node-b"]
+    show = a["ns"].run("wg", "show", "wireguard.cali", "dump").splitlines()
+    assert show[0].split("\t")[1:] == [env["published"]["node-a"], "51820", "0x200000"]
+    peer = show[1].split("\t")
+    assert peer[0] == env["published"]["node-b"]
+    assert (peer[2], peer[3]) == ("192.168.91.2:51820", "10.244.1.0/26")
+    assert "99:\tnot from all fwmark 0x200000/0x200000 lookup 1" in a["ns"].run("ip", "rule")
+    table = a["ns"].run("ip", "route", "show", "table", "1")
+    assert "10.244.1.0/26 dev wireguard.cali" in table and "throw 10.244.0.0/26" in table
+    assert "mtu 1440" in a["ns"].run("ip", "link", "show", "wireguard.cali")
+    conf = Path(a["driver"].conf_path)
+    assert stat.S_IMODE(os.stat(conf).st_mode) == 0o600
+    # traffic: only WireGuard UDP on the wire, the marker never in clear
+    marker = "FELIXPY-CLEARTEXT-MARKER"
+
+    def send() -> None:
+        for _ in range(3):
+            subprocess.run(["ip", "netns", "exec", a["ns"].name, "ping", "-c1", "-W2", "-p",
+                            marker.encode()[:16].hex(), "-I", "10.244.0.1", "10.244.1.1"],
+                           capture_output=True, timeout=30)
+
+    assert ping(env)
+    dump = captured_on_b(env, send)
+    packets = [line for line in dump.splitlines() if " IP " in line]
+    assert packets, dump
+    assert all("51820" in line and "UDP" in line for line in packets), packets
+    assert "ICMP" not in dump and marker[:16] not in dump
+
+
+def test_rotation_when_the_published_key_is_removed(nodes: dict) -> None:
+    env = nodes
+    converge(env)
+    assert ping(env)
+    old = env["published"]["node-b"]
+    env["published"]["node-b"] = None  # an operator removes node-b's key from its Node
+    converge(env)
+    new = env["published"]["node-b"]
+    assert new and new != old
+    assert env["nodes"]["node-b"]["ns"].run("wg", "show", "wireguard.cali", "public-key").strip() == new
+    assert new in env["nodes"]["node-a"]["ns"].run("wg", "show", "wireguard.cali", "peers")
+    deadline = time.monotonic() + 10
+    while not ping(env) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ping(env)
+
+
+def test_turning_it_off_clears_key_and_rule_then_drains_the_device(nodes: dict) -> None:
+    env = nodes
+    converge(env)
+    for node in env["nodes"].values():
+        d: WireguardDriver = node["driver"]
+        node["driver"] = WireguardDriver(WireguardConfig(enabled=False), nodename=d.nodename, host_mtu=1500,
+                                         run_dir=os.path.dirname(os.path.dirname(d.conf_path)),
+                                         publish=d.publish, netns=d.netns, clock=node["clock"])
+    converge(env, rounds=1)
+    assert env["published"] == {"node-a": None, "node-b": None}
+    a = env["nodes"]["node-a"]
+    assert "lookup 1" not in a["ns"].run("ip", "rule")
+    assert a["ns"].run("ip", "route", "show", "table", "1").strip() == ""
+    assert "wireguard.cali" in a["ns"].run("ip", "link")  # still draining
+    assert ping(env)  # plain routing now
+    for node in env["nodes"].values():
+        node["clock"].now += wgdrv.DRAIN_SECONDS
+        node["driver"].resync()
+        assert node["driver"].apply()
+    assert "wireguard.cali" not in a["ns"].run("ip", "link")
+    assert not Path(a["driver"].conf_path).exists()
+    assert ping(env)

@@ -1,0 +1,128 @@
+"""WireGuard's pure parts: peers, allowed IPs, the routing plan, the device config, MTU, calc."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from pydantic import ValidationError
+
+from felixpy.calc.graph import CalcGraph
+from felixpy.calc.model import WgNode, WireguardUpdate
+from felixpy.calc.wireguard import WireguardConfig, device_mtu, plan, render_config, valid_key
+from felixpy.node.settings import FelixParams
+from felixpy.node.startup import pod_mtu
+from felixpy.resources import FelixConfiguration, Node
+
+K1, K2, K3 = (base64.b64encode(bytes([i]) * 32).decode() for i in (1, 2, 3))
+CFG = WireguardConfig(enabled=True)
+BLOCKS = (("10.244.0.0/26", "node1"), ("10.244.1.0/26", "node2"), ("10.244.1.64/26", "node2"),
+          ("10.244.2.0/26", "node3"))
+
+
+def snap(*nodes: WgNode) -> WireguardUpdate:
+    return WireguardUpdate(nodes=nodes, blocks=BLOCKS)
+
+
+def test_a_peer_per_keyed_node_with_its_blocks_and_interface_address() -> None:
+    p = plan("node1", snap(WgNode("node1", "10.99.1.10", K1), WgNode("node2", "10.99.1.11", K2, "10.244.1.1"),
+                           WgNode("node3", "10.99.2.10", K3)), CFG)
+    assert [(x.node, x.public_key, x.endpoint, x.allowed_ips) for x in p.peers] == [
+        ("node2", K2, "10.99.1.11:51820", ("10.244.1.0/26", "10.244.1.1/32", "10.244.1.64/26")),
+        ("node3", K3, "10.99.2.10:51820", ("10.244.2.0/26",)),
+    ]
+    assert p.routes == {"10.244.0.0/26": "throw", "10.244.1.0/26": "dev", "10.244.1.1/32": "dev",
+                        "10.244.1.64/26": "dev", "10.244.2.0/26": "dev"}
+
+
+def test_node_without_wireguard_is_reached_unencrypted() -> None:
+    p = plan("node1", snap(WgNode("node1", "10.99.1.10", K1), WgNode("node2", "10.99.1.11", K2),
+                           WgNode("node3", "10.99.2.10", None)), CFG)
+    assert [x.node for x in p.peers] == ["node2"]
+    assert p.routes["10.244.2.0/26"] == "throw"  # main table: plain routing / IPIP / VXLAN
+
+
+@pytest.mark.parametrize("bad", ["", "not base64!", base64.b64encode(b"short").decode(),
+                                 base64.b64encode(bytes(32)).decode()])
+def test_invalid_keys_program_no_peer(bad: str) -> None:
+    assert not valid_key(bad)
+    p = plan("node1", snap(WgNode("node2", "10.99.1.11", bad)), CFG)
+    assert p.peers == () and p.routes["10.244.1.0/26"] == "throw"
+
+
+def test_a_key_two_nodes_claim_programs_neither() -> None:
+    p = plan("node1", snap(WgNode("node2", "10.99.1.11", K2), WgNode("node3", "10.99.2.10", K2)), CFG)
+    assert p.peers == ()
+    assert {p.routes[c] for c in ("10.244.1.0/26", "10.244.2.0/26")} == {"throw"}
+
+
+def test_node_without_address_programs_no_peer() -> None:
+    assert plan("node1", snap(WgNode("node2", None, K2)), CFG).peers == ()
+
+
+def test_host_encryption_adds_the_node_address_and_options_reach_the_config() -> None:
+    cfg = WireguardConfig(enabled=True, host_encryption=True, keepalive=25, listening_port=51999)
+    p = plan("node1", snap(WgNode("node2", "10.99.1.11", K2)), cfg)
+    assert "10.99.1.11/32" in p.peers[0].allowed_ips and p.routes["10.99.1.11/32"] == "dev"
+    text = render_config("PRIVATE", p, cfg)
+    assert text.splitlines()[:4] == ["[Interface]", "PrivateKey = PRIVATE", "ListenPort = 51999",
+                                     "FwMark = 0x200000"]
+    assert f"PublicKey = {K2}" in text and "Endpoint = 10.99.1.11:51999" in text
+    assert "PersistentKeepalive = 25" in text
+    assert "AllowedIPs = 10.244.1.0/26, 10.244.1.64/26, 10.99.1.11/32" in text
+
+
+def test_mtu_accounting() -> None:
+    assert device_mtu(CFG, 1500) == 1440 and device_mtu(WireguardConfig(mtu=1380), 1500) == 1380
+    wg = FelixParams(wireguardEnabled=True)
+    assert pod_mtu(wg, 1500, set()) == 1440
+    assert pod_mtu(wg, 1500, {"ipip"}) == 1440 and pod_mtu(wg, 1500, {"vxlan"}) == 1440
+    assert pod_mtu(FelixParams(), 1500, {"ipip"}) == 1480 and pod_mtu(FelixParams(), 1500, {"vxlan"}) == 1450
+    assert pod_mtu(FelixParams(ipipMTU=1440), 1500, {"ipip"}) == 1440  # ipipMTU honoured
+    assert pod_mtu(FelixParams(wireguardEnabled=True, wireguardMTU=1400), 9000, {"vxlan"}) == 1400
+    assert pod_mtu(FelixParams(), 1500, set()) == 1500
+
+
+def node(name: str, ip: str, key: str | None = None) -> Node:
+    doc: dict = {"metadata": {"name": name}, "spec": {"bgp": {"ipv4Address": f"{ip}/24"}}}
+    if key:
+        doc["status"] = {"wireguardPublicKey": key}
+    return Node.model_validate(doc)
+
+
+def test_calc_emits_a_snapshot_only_when_wireguard_inputs_change() -> None:
+    g = CalcGraph("node1", wireguard=True)
+    g.on_resource("Node", ("", "node1"), node("node1", "10.99.1.10", K1))
+    g.on_resource("Node", ("", "node2"), node("node2", "10.99.1.11"))
+    g.on_block("10.244.1.0/26", "node2")
+    (u,) = [x for x in g.flush() if isinstance(x, WireguardUpdate)]
+    assert u.nodes == (WgNode("node1", "10.99.1.10", K1), WgNode("node2", "10.99.1.11", None))
+    assert u.blocks == (("10.244.1.0/26", "node2"),)
+    assert not [x for x in g.flush() if isinstance(x, WireguardUpdate)]
+    g.on_resource("Node", ("", "node2"), node("node2", "10.99.1.11", K2))  # node2 publishes its key
+    (u,) = [x for x in g.flush() if isinstance(x, WireguardUpdate)]
+    assert [p.node for p in plan("node1", u, CFG).peers] == ["node2"]
+    g.on_resource("Node", ("", "node2"), None)
+    (u,) = [x for x in g.flush() if isinstance(x, WireguardUpdate)]
+    assert plan("node1", u, CFG).peers == ()
+    assert not [x for x in CalcGraph("node1").flush() if isinstance(x, WireguardUpdate)]  # off by default
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("wireguardListeningPort", 70000), ("wireguardListeningPort", 0), ("wireguardRoutingRulePriority", 40000),
+    ("wireguardMTU", -1)])
+def test_felixconfiguration_rejects_bad_wireguard_values(field: str, value: int) -> None:
+    with pytest.raises(ValidationError) as info:
+        FelixConfiguration.model_validate({"metadata": {"name": "default"}, "spec": {field: value}})
+    assert field in str(info.value)
+
+
+def test_felixconfiguration_wireguard_fields_resolve_to_params() -> None:
+    spec = {"wireguardEnabled": True, "wireguardKeepAlive": "25s", "wireguardMTU": 1400,
+            "wireguardInterfaceName": "wg.test", "wireguardRoutingRulePriority": 98}
+    fc = FelixConfiguration.model_validate({"metadata": {"name": "default"}, "spec": spec})
+    params = FelixParams.resolve({}, None, fc.spec.model_dump(by_alias=True, exclude_none=True))
+    assert (params.wireguardEnabled, params.wireguardKeepAlive, params.wireguardMTU) == (True, 25.0, 1400)
+    assert (params.wireguardInterfaceName, params.wireguardRoutingRulePriority) == ("wg.test", 98)
+    defaults = FelixParams()
+    assert (defaults.wireguardListeningPort, defaults.wireguardInterfaceName) == (51820, "wireguard.cali")
