@@ -8,7 +8,7 @@ import os
 import subprocess
 
 from felixpy.lab import pods, ports, state
-from felixpy.lab.names import DEFAULT_NAME, LabError, LabNames, check_name
+from felixpy.lab.names import DEFAULT_NAME, LabError, LabNames, name_arg
 
 Parser = argparse.ArgumentParser
 Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]
@@ -118,7 +118,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--name", default=argparse.SUPPRESS, type=check_name,
+    p.add_argument("--name", default=argparse.SUPPRESS, type=name_arg,
                    help=f"lab name (default {DEFAULT_NAME})")
     return p
 

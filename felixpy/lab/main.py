@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from felixpy.lab import cli_more
 from felixpy.lab.cli_more import Parser, Subparsers
-from felixpy.lab.names import DEFAULT_NAME, LabError, LabNames, check_name
+from felixpy.lab.names import DEFAULT_NAME, LabError, LabNames, name_arg
 from felixpy.lab.plan import Options
 from felixpy.lab.shell import Progress
 
@@ -63,7 +63,7 @@ def _add_up(sub: Subparsers, common: Parser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="felixpy-lab", description=__doc__.splitlines()[0])
-    ap.add_argument("--name", default=DEFAULT_NAME, type=check_name, help="lab name and namespace prefix")
+    ap.add_argument("--name", default=DEFAULT_NAME, type=name_arg, help="lab name and namespace prefix")
     sub = ap.add_subparsers(dest="command", required=True)
     common = cli_more.common_parser()
     _add_up(sub, common)

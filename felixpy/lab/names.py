@@ -8,6 +8,7 @@ lets ``down`` find leftovers by prefix alone.
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,14 @@ def check_name(name: str) -> str:
     if not _NAME_RE.match(name) or name in _RESERVED:
         raise LabError(f"invalid lab name {name!r}: 1-8 chars [a-z0-9], starting with a letter, not 'fpt'")
     return name
+
+
+def name_arg(name: str) -> str:
+    """``check_name`` for argparse: a bad name is a usage error (one line, exit 2), not a traceback."""
+    try:
+        return check_name(name)
+    except LabError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @dataclass(frozen=True)
