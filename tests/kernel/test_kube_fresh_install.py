@@ -62,10 +62,21 @@ def _objects() -> list[dict[str, Any]]:
     ]
 
 
-def _grants(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+def _grants(docs: list[dict[str, Any]], account: str = "felixpy-node") -> set[tuple[str, str, str]]:
+    """Every (verb, group, resource) the rendered roles bound to ``account`` grant (the chart's other
+    ServiceAccounts, e.g. the controllers', have their own roles and tests)."""
+    bound = {
+        (doc["roleRef"]["kind"], doc["roleRef"]["name"])
+        for doc in docs
+        if doc["kind"] in ("ClusterRoleBinding", "RoleBinding")
+        and any(
+            sub.get("kind") == "ServiceAccount" and sub.get("name") == account
+            for sub in doc.get("subjects") or []
+        )
+    }
     out = set()
     for doc in docs:
-        if doc["kind"] in ("ClusterRole", "Role") and doc["metadata"]["name"].startswith("felixpy-"):
+        if (doc["kind"], doc["metadata"]["name"]) in bound:
             for rule in doc["rules"]:
                 for group in rule["apiGroups"]:
                     for resource in rule["resources"]:
