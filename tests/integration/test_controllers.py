@@ -23,6 +23,7 @@ from felixpy.resources.endpoint import WorkloadEndpoint
 from felixpy.resources.kubecontrollers import KubeControllersConfiguration
 from felixpy.resources.node import Node
 from ipam.ipam import IPAM
+from ipam.tunnel import tunnel_address
 from tests.fixtures import kubeapi
 from tests.integration.ipam_helpers import assert_consistent, make_node, make_pool
 
@@ -290,7 +291,7 @@ def test_deleted_node_blocks_affinities_tunnel_and_node_released(cluster_env) ->
     add_node(env, "n1")
     add_node(env, "n2")
     ipam = env["ipam"]
-    tunnel = ipam.tunnel_address("n2", "ipip")
+    tunnel = tunnel_address(ipam, "n2", "ipip")
     ip_gone = add_pod(env, "p-on-n2", "n2", cid="c2")
     ip_live = add_pod(env, "p-on-n1", "n1", cid="c1")
     assert ipam.affine_blocks("n2")
