@@ -63,7 +63,7 @@ def _cni(command: str, conf: dict, container: str, env: dict[str, str]) -> tuple
     cni_env = {
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": container,
-        "CNI_NETNS": f"/var/run/netns/{container}",
+        "CNI_NETNS": "/proc/self/ns/net",  # must exist for ADD; IPAM alone never enters it
         "CNI_IFNAME": "eth0",
         "CNI_PATH": "/opt/cni/bin",
     }
