@@ -60,7 +60,7 @@ FELIX = """\
 apiVersion: projectcalico.org/v3
 kind: FelixConfiguration
 metadata: {name: default}
-spec: {vethMTU: 1400, bpfEnabled: false, wireguardEnabled: true}
+spec: {vethMTU: 1400, bpfEnabled: false, chainInsertMode: Append}
 """
 
 
@@ -141,9 +141,9 @@ def test_patch_label_validate_warn(ctl: Ctl, etcd_kv: KV) -> None:  # noqa: F811
     # nothing accepted silently: validate lists, apply warns (exit 0), both name each field
     before = keys(etcd_kv)
     out = ctl("validate", "-f", "-", stdin=FELIX).stdout
-    assert "spec.wireguardEnabled: stored but not acted on" in out and "spec.vethMTU" not in out
+    assert "spec.chainInsertMode: stored but not acted on" in out and "spec.vethMTU" not in out
     assert keys(etcd_kv) == before  # validate writes nothing
     err = ctl("apply", "-f", "-", stdin=FELIX).stderr
     assert "Warning: FelixConfiguration 'default': stored but not acted on by felixpy:" in err
-    assert "spec.wireguardEnabled" in err and "spec.vethMTU" not in err
+    assert "spec.chainInsertMode" in err and "spec.vethMTU" not in err
     assert "felixconfigurations/default" in keys(etcd_kv)
