@@ -34,7 +34,7 @@ from felixpy.datastore.kv import TxnOp
 
 # (mod_revision, value) of a key at a revision, or None when absent then.
 ReadAt = Callable[[str, int], "tuple[int, bytes] | None"]
-SCAN_LIMIT = 512
+SCAN_LIMIT = 4096
 
 
 class OutcomeUnknown(Unavailable):
