@@ -36,7 +36,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -110,7 +110,13 @@ def _nodename(conf: Mapping[str, Any]) -> str:
     k8s = conf.get("kubernetes")
     if isinstance(k8s, dict) and k8s.get("node_name"):
         return str(k8s["node_name"])
-    for path in [conf["nodename_file"]] if conf.get("nodename_file") else NODENAME_FILES:
+    return nodename_from_files([conf["nodename_file"]] if conf.get("nodename_file") else NODENAME_FILES)
+
+
+def nodename_from_files(paths: Sequence[str] = NODENAME_FILES) -> str:
+    """The first non-empty node name file (the agent writes felixpy's; Calico's is read too), else the
+    host name."""
+    for path in paths:
         try:
             with open(path) as f:
                 name = f.read().strip()

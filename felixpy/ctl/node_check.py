@@ -23,8 +23,7 @@ from typing import Any
 from felixpy.ctl.connect import open_backend
 from felixpy.ctl.output import dump_json, dump_yaml, print_table
 from felixpy.resources.endpoint import WorkloadEndpoint
-
-NODENAME_FILE = "/var/lib/calico/nodename"
+from ipam.plugin import NODENAME_FILES, nodename_from_files
 
 
 def local_nodename(explicit: str | None = None, env: dict[str, str] | None = None) -> str:
@@ -32,14 +31,7 @@ def local_nodename(explicit: str | None = None, env: dict[str, str] | None = Non
     for name in (explicit, env.get("NODENAME"), env.get("FELIX_FELIXHOSTNAME")):
         if name:
             return name
-    try:
-        with open(NODENAME_FILE) as f:
-            name = f.read().strip()
-        if name:
-            return name
-    except OSError:
-        pass
-    return socket.gethostname()
+    return nodename_from_files(NODENAME_FILES)
 
 
 def iface_exists(name: str) -> bool:

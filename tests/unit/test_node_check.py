@@ -56,7 +56,7 @@ def test_local_nodename_order(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) ->
     assert node_check.local_nodename(None, {"FELIX_FELIXHOSTNAME": "f"}) == "f"
     nodefile = tmp_path / "nodename"
     nodefile.write_text("from-file\n")
-    monkeypatch.setattr(node_check, "NODENAME_FILE", str(nodefile))
+    monkeypatch.setattr(node_check, "NODENAME_FILES", (str(nodefile),))
     assert node_check.local_nodename(None, {}) == "from-file"
 
 
