@@ -32,6 +32,10 @@ def agent_env(names: LabNames, plan: Plan, node: NodePlan) -> dict[str, str]:
         "ETCD_ENDPOINTS": plan.etcd_endpoint,
         "IP": node.cidr,
         "FELIXPY_RUN_DIR": str(names.node_dir(node.name)),
+        # The nodename file for the CNI plugins goes in the node's own directory: the lab's nodes share
+        # the host's filesystem, and /var/lib/felixpy/nodename there would name a lab node to every
+        # felixctl run on the host (`ipam check` would then look for that node's interfaces here).
+        "FELIXPY_STATE_DIR": str(names.node_dir(node.name)),
         "CALICO_NETWORKING_BACKEND": "bird",
         "NO_DEFAULT_POOLS": "true",
         # Set here, not left to defaults: readiness is probed on 127.0.0.1 inside the node's namespace,
