@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from felixpy.datastore.errors import Conflict, NotFound
+from felixpy.datastore.etcd_outcome import OutcomeUnknown
 from felixpy.datastore.kv import KV, TxnOp
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.node import Node
@@ -44,6 +45,7 @@ from ipam.store import IPAMStore
 log = logging.getLogger(__name__)
 
 RETRIES = 100
+UNKNOWN_RETRIES = 5  # writes of one block whose outcome etcd could not tell, before giving up
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +265,7 @@ class IPAM(Releaser):
     ) -> list[tuple[str, str]]:
         """CAS loop: take up to ``k`` addresses of one block for ``hs``'s handle."""
         key = str(cidr)
+        unknown = 0
         for attempt in range(RETRIES):
             cur = self._read_block(cidr, fresh=fresh or attempt > 0)
             if cur is None:
@@ -280,10 +283,32 @@ class IPAM(Releaser):
                 self._blocks.pop(key, None)
                 hs.reload(self.store)
                 continue
+            except OutcomeUnknown as err:
+                # The answer was lost and etcd's history could not tell: read the block and handle
+                # back (linearizable reads, made after the write's fate was sealed) to learn it.
+                unknown += 1
+                self._blocks.pop(key, None)
+                hs.reload(self.store)
+                if self._landed(cidr, hs.handle.id, ords):
+                    log.warning("block %s: lost answer resolved by reading back: the write landed", cidr)
+                    return [(str(new.address(o)), key) for o in ords]
+                log.warning("block %s: lost answer resolved by reading back: not written (%s)", cidr, err)
+                if unknown >= UNKNOWN_RETRIES:
+                    raise
+                continue
             self._blocks[key] = (new, r)
             hs.handle, hs.revision = handle, r
             return [(str(new.address(o)), key) for o in ords]
         raise RetriesExhausted(f"block {cidr}: lost the compare-and-swap race {RETRIES} times")
+
+    def _landed(self, cidr: IPNetwork, handle_id: str, ords: Sequence[int]) -> bool:
+        """Whether a write of ``ords`` to ``handle_id`` applied: the block, read now, holds each of them
+        for that handle (block and handle change in one transaction, and handle IDs are per workload)."""
+        cur = self._read_block(cidr, fresh=True)
+        if cur is None:
+            return False
+        held = cur[0]
+        return all((a := held.attribute_of(o)) is not None and a.handle_id == handle_id for o in ords)
 
     def _claim(self, node: str, pools: list[PoolView]) -> IPNetwork | None:
         """Claim a free block for ``node``: block and affinity created in one transaction."""
@@ -306,11 +331,27 @@ class IPAM(Releaser):
                     if self._repair_claim(node, block):
                         return cidr
                     continue
+                except OutcomeUnknown as err:
+                    existing.add(str(cidr))
+                    if self._claimed(node, cidr):  # read back: ours (or this node's all the same)
+                        log.warning("node %s: lost answer of the claim of %s: it landed", node, cidr)
+                        self._affine.pop((node, cidr.version), None)
+                        return cidr
+                    log.warning("node %s: lost answer of the claim of %s: not written (%s)", node, cidr, err)
+                    continue
                 log.info("node %s claimed block %s of pool %s", node, cidr, pool.name)
                 self._blocks[str(cidr)] = (block, r)
                 self._affine.setdefault((node, cidr.version), []).append(cidr)
                 return cidr
         return None
+
+    def _claimed(self, node: str, cidr: IPNetwork) -> bool:
+        cur = self._read_block(cidr, fresh=True)
+        return (
+            cur is not None
+            and cur[0].affine_node() == node
+            and self.store.get_affinity(node, cidr) is not None
+        )
 
     def _repair_claim(self, node: str, block: Block) -> bool:
         """An affinity left without its block (an older, non-atomic writer crashed): recreate the block."""
