@@ -205,6 +205,8 @@ def cmd_add(conf: dict[str, Any], env: Mapping[str, str], ipam: Any = None) -> d
         attrs = {"node": node, "timestamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")}
         if args.get("K8S_POD_NAME"):
             attrs.update(namespace=args.get("K8S_POD_NAMESPACE", ""), pod=args["K8S_POD_NAME"])
+        if args.get("K8S_POD_UID"):
+            attrs["uid"] = args["K8S_POD_UID"]  # the GC tells a re-created pod of the same name by it
         v4 = conf["assign_ipv4"]
         v6 = conf["assign_ipv6"]
         pools = (conf.get("ipv4_pools", []) if v4 else []) + (conf.get("ipv6_pools", []) if v6 else [])

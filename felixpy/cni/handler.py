@@ -189,6 +189,8 @@ class CNIHandler:
         attrs = {"node": self.nodename, "namespace": req.namespace, "timestamp": str(time.time())}
         if req.pod:
             attrs["pod"] = req.pod
+        if req.args.get("K8S_POD_UID"):
+            attrs["uid"] = req.args["K8S_POD_UID"]  # the GC tells a re-created pod of the same name by it
         try:
             got = self.ipam.auto_assign(
                 req.handle_id,

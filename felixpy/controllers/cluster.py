@@ -53,6 +53,8 @@ def live_pod(obj: dict[str, Any]) -> LivePod:
         container_id=ann.get(ANN_CONTAINER_ID) or "",
         labels=dict(meta.get("labels") or {}),
         service_account=spec.get("serviceAccountName") or "",
+        phase=str(status.get("phase") or ""),
+        reason=str(status.get("reason") or ""),
     )
 
 

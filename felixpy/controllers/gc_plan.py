@@ -9,6 +9,9 @@ Safety rules, each a line below and a row in tests/unit/test_controllers_gc_plan
   pod exists (same UID where the allocation recorded one, on the allocation's node where both
   are known), when it has no pod/namespace attributes (unknown owner: never collected), or when
   it is a tunnel address of a node that exists.
+- A pod in a terminal phase (Failed — Evicted among them — or Succeeded) holds nothing: its addresses
+  and container ID count for no allocation, and its own allocations are invalid though the Pod object
+  remains (Calico's rule: finished pods have no IPs). A Running or Pending pod is never one.
 - An invalid allocation becomes a *candidate*; it is *confirmed* only once it has stayed invalid
   for longer than the grace period, measured from the first pass that saw it invalid.
 - A handle is released only when every one of its addresses is confirmed.
@@ -38,6 +41,9 @@ TUNNEL_HANDLE_PREFIXES = (
 )
 
 
+TERMINAL_PHASES = frozenset({"Failed", "Succeeded"})
+
+
 @dataclass(frozen=True, slots=True)
 class Allocation:
     ip: str
@@ -63,6 +69,12 @@ class LivePod:
     container_id: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
     service_account: str = ""
+    phase: str = ""  # status.phase; "" when not reported yet (a new pod: live)
+    reason: str = ""  # status.reason ("Evicted")
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +100,11 @@ class ClusterView:
     nodes: frozenset[str]
 
     def pod_ips(self) -> dict[str, LivePod]:
-        return {ip: p for p in self.pods.values() for ip in p.ips}
+        """The addresses live pods hold (a terminal pod's status keeps its podIP: it holds nothing)."""
+        return {ip: p for p in self.pods.values() if not p.terminal for ip in p.ips}
 
     def container_ids(self) -> frozenset[str]:
-        return frozenset(p.container_id for p in self.pods.values() if p.container_id)
+        return frozenset(p.container_id for p in self.pods.values() if p.container_id and not p.terminal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +142,8 @@ def invalid_reason(
     uid = a.attrs.get("uid") or a.attrs.get("podUID") or ""
     if uid and live.uid and uid != live.uid:
         return "pod-replaced"
+    if live.terminal:
+        return "pod-evicted" if live.reason == "Evicted" else f"pod-{live.phase.lower()}"
     if node and live.node and node != live.node and live.ips:
         return "pod-on-other-node"
     return None

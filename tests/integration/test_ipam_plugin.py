@@ -40,7 +40,7 @@ def cni(command: str, config: dict | str, container: str = "c1", **extra_env: st
         CNI_NETNS=f"/proc/{os.getpid()}/ns/net",  # ADD and CHECK need a namespace that exists
         CNI_IFNAME="eth0",
         CNI_PATH="/opt/cni/bin",
-        CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1",
+        CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1;K8S_POD_UID=5f0c-uid-1",
     )
     env.update(extra_env)
     stdin = config if isinstance(config, str) else json.dumps(config)
@@ -74,7 +74,9 @@ def test_add_is_idempotent_and_del_releases(pool, etcd_endpoints, etcd_kv) -> No
     assert rc == 0 and again["ips"] == out["ips"], "repeated ADD returns the same address"
     assert assert_consistent(etcd_kv) == {addr.split("/")[0]: "k8s-pod-network.c1"}
     block = json.loads(etcd_kv.list("/calico/ipam/v2/assignment/")[0][0].value)
-    assert block["attributes"][0]["secondary"]["pod"] == "web-1"
+    owner = block["attributes"][0]["secondary"]
+    assert owner["pod"] == "web-1" and owner["namespace"] == "default" and owner["node"] == "node1"
+    assert owner["uid"] == "5f0c-uid-1" and owner["timestamp"], "the GC keys on the pod's UID"
     assert cni("CHECK", conf(etcd_endpoints))[0] == 0
     rc, _ = cni("DEL", conf(etcd_endpoints))
     assert rc == 0 and assert_consistent(etcd_kv) == {}

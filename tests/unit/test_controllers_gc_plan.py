@@ -18,8 +18,10 @@ def pod(
     node: str = N1,
     ips: tuple[str, ...] = (),
     cid: str = "",
+    phase: str = "",
+    reason: str = "",
 ) -> LivePod:
-    return LivePod(ns, name, uid, node, frozenset(ips), cid)
+    return LivePod(ns, name, uid, node, frozenset(ips), cid, phase=phase, reason=reason)
 
 
 def alloc(ip: str, handle: str = "k8s-pod-network.c1", **attrs: str) -> Allocation:
@@ -59,6 +61,45 @@ ROWS = [
         "pod-on-other-node",
     ),
     ("pod on another node, no IP yet", alloc("10.0.0.1"), view(pod("p1", node="n2"), nodes=(N1, "n2")), None),
+    ("pod Running", alloc("10.0.0.1"), view(pod("p1", ips=("10.0.0.1",), phase="Running")), None),
+    ("pod Pending, no IP yet", alloc("10.0.0.1"), view(pod("p1", phase="Pending")), None),
+    (
+        "pod Failed/Evicted, object remains",
+        alloc("10.0.0.1"),
+        view(pod("p1", ips=("10.0.0.1",), phase="Failed", reason="Evicted")),
+        "pod-evicted",
+    ),
+    ("pod Failed", alloc("10.0.0.1"), view(pod("p1", ips=("10.0.0.1",), phase="Failed")), "pod-failed"),
+    (
+        "pod Succeeded",
+        alloc("10.0.0.1"),
+        view(pod("p1", ips=("10.0.0.1",), phase="Succeeded")),
+        "pod-succeeded",
+    ),
+    (
+        "a finished pod's handle is not kept by its container ID",
+        alloc("10.0.0.1", "net.c9"),
+        view(pod("p1", cid="c9", phase="Succeeded")),
+        "pod-succeeded",
+    ),
+    (
+        "finished pod's address now a Running pod's",
+        alloc("10.0.0.1"),
+        view(pod("p1", ips=("10.0.0.1",), phase="Failed"), pod("p2", ips=("10.0.0.1",), phase="Running")),
+        None,
+    ),
+    (
+        "same name re-created (other UID), new pod Pending",
+        alloc("10.0.0.1", uid="old"),
+        view(pod("p1", uid="new", phase="Pending")),
+        "pod-replaced",
+    ),
+    (
+        "the re-created pod's own allocation",
+        alloc("10.0.0.2", uid="new"),
+        view(pod("p1", uid="new", phase="Pending")),
+        None,
+    ),
     (
         "tunnel, node exists",
         alloc("10.0.0.1", "ipip-tunnel-addr-n1", namespace="", pod="", type="ipipTunnelAddress"),
