@@ -118,6 +118,7 @@ class PolicyCompiler:
         self._endpoints: dict[str, Endpoint] = {}
         self._views: dict[str, dict[str, str]] = {}
         self._ns_labels: dict[str, dict[str, str]] = {}
+        self._sa_labels: dict[tuple[str, str], dict[str, str]] = {}  # (namespace, name) → labels
         self._local: dict[str, str] = {}  # local endpoint key → interface (workloads and hosts)
         self._hep_keys: set[str] = set()  # the local host endpoints among them
         self._selected: dict[str, set[str]] = {}  # policy id → local endpoint keys it selects
@@ -345,6 +346,18 @@ class PolicyCompiler:
     def remove_namespace(self, name: str) -> None:
         self.update_namespace_labels(name, None)
 
+    def update_service_account_labels(
+        self, namespace: str, name: str, labels: Mapping[str, str] | None
+    ) -> None:
+        """Set (or, with None, forget) a ServiceAccount's labels and re-index the endpoints running as it."""
+        if labels is None:
+            self._sa_labels.pop((namespace, name), None)
+        else:
+            self._sa_labels[(namespace, name)] = dict(labels)
+        for key, ep in list(self._endpoints.items()):
+            if ep.namespace == namespace and ep.service_account == name:
+                self._reindex(key)
+
     def _reindex(self, key: str) -> None:
         ep = self._endpoints.get(key)
         view = None
@@ -352,7 +365,8 @@ class PolicyCompiler:
             self._views.pop(key, None)
         else:
             ns_labels = self._ns_labels.get(ep.namespace) if ep.namespace else None
-            view = self._views[key] = label_view(ep, ns_labels)
+            sa_labels = self._sa_labels.get((ep.namespace or "", ep.service_account or ""))
+            view = self._views[key] = label_view(ep, ns_labels, sa_labels)
         self._sets.update_endpoint(key, ep, view)
         is_local = ep is not None and ep.node == self.node and bool(ep.iface)
         old_pids = self._ep_policies.get(key, set())

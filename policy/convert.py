@@ -31,9 +31,11 @@ from felixpy.resources.policy import Rule as CalicoRule
 from felixpy.resources.registry import kind_for
 from policy.model import (
     ANY,
+    NAMESPACE_NAME_LABEL,
     PORT_PROTOCOLS,
     PROTOCOL_NUMBERS,
     SERVICE_ACCOUNT_LABEL,
+    SERVICE_ACCOUNT_PREFIX,
     Direction,
     Endpoint,
     EntityMatch,
@@ -134,6 +136,16 @@ def namespace_selector(text_or_ast: str | Selector) -> Selector:
     if "global()" in sel.canonical():
         return map_labels(sel, lambda k: "pcns." + k)
     return and_(Has(NAMESPACE_LABEL), map_labels(sel, lambda k: "pcns." + k))
+
+
+def service_account_selector(text_or_ast: str | Selector) -> Selector:
+    """A serviceAccounts.selector / serviceAccountSelector over the endpoint view's ``pcsa.`` labels:
+    only endpoints that run as a ServiceAccount can match (``all()`` = any of them)."""
+    sel = parse(text_or_ast) if isinstance(text_or_ast, str) else text_or_ast
+    return and_(
+        Has(SERVICE_ACCOUNT_PREFIX + NAMESPACE_NAME_LABEL),
+        map_labels(sel, lambda k: SERVICE_ACCOUNT_PREFIX + k),
+    )
 
 
 def in_namespace(namespace: str) -> Selector:
@@ -237,6 +249,8 @@ def from_calico(res: NetworkPolicy | GlobalNetworkPolicy) -> Policy:
         selector = and_(in_namespace(ns), selector)
     elif isinstance(res, GlobalNetworkPolicy) and res.spec.namespace_selector:
         selector = and_(namespace_selector(res.spec.namespace_selector), selector)
+    if spec.service_account_selector:
+        selector = and_(service_account_selector(spec.service_account_selector), selector)
     if spec.types:
         types = frozenset(spec.types)
     elif spec.egress and not spec.ingress:
@@ -307,10 +321,13 @@ def _entity(e: EntityRule, ns: str | None) -> EntityMatch:
     sel = parse(e.selector) if e.selector else None
     not_sel = parse(e.not_selector) if e.not_selector else None
     if e.service_accounts is not None:
+        sas: list[Selector] = []
+        if e.service_accounts.names:
+            sas.append(In(SERVICE_ACCOUNT_LABEL, frozenset(e.service_accounts.names)))
         if e.service_accounts.selector:
-            raise ConversionError("serviceAccounts.selector is not supported")
-        sa = In(SERVICE_ACCOUNT_LABEL, frozenset(e.service_accounts.names))
-        sel = and_(sel, sa) if sel is not None else sa
+            sas.append(service_account_selector(e.service_accounts.selector))
+        for sa in sas:
+            sel = and_(sel, sa) if sel is not None else sa
     scope: Selector | None = None
     if e.namespace_selector:
         scope = namespace_selector(e.namespace_selector)

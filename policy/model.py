@@ -10,7 +10,10 @@ endpoint's *label view* (``label_view``) is its own labels plus:
 
 - ``projectcalico.org/namespace: <ns>`` (namespaced endpoints only),
 - ``projectcalico.org/serviceaccount: <sa>`` when it has one,
-- each label ``k: v`` of its Namespace as ``pcns.k: v``, and ``pcns.projectcalico.org/name: <ns>``.
+- each label ``k: v`` of its Namespace as ``pcns.k: v``, and ``pcns.projectcalico.org/name: <ns>``,
+- each label ``k: v`` of its ServiceAccount as ``pcsa.k: v``, and ``pcsa.projectcalico.org/name: <sa>``
+  (Calico's ``ksa.<ns>.<sa>`` profile labels); a ``serviceAccounts.selector`` or a policy's
+  ``serviceAccountSelector`` is rewritten over the ``pcsa.`` labels as a namespaceSelector is.
 
 A namespaceSelector ``env == "prod"`` is rewritten to
 ``(has(projectcalico.org/namespace) && pcns.env == "prod")``; ``all()`` becomes
@@ -34,6 +37,7 @@ Direction = Literal["Ingress", "Egress"]
 SERVICE_ACCOUNT_LABEL = "projectcalico.org/serviceaccount"
 NAMESPACE_PREFIX = "pcns."
 NAMESPACE_NAME_LABEL = "projectcalico.org/name"
+SERVICE_ACCOUNT_PREFIX = "pcsa."
 
 PROTOCOL_NUMBERS: dict[str, int] = {
     "icmp": 1,
@@ -176,7 +180,11 @@ class Endpoint:
         return None
 
 
-def label_view(ep: Endpoint, namespace_labels: Mapping[str, str] | None) -> dict[str, str]:
+def label_view(
+    ep: Endpoint,
+    namespace_labels: Mapping[str, str] | None,
+    service_account_labels: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """The labels selectors are evaluated against (see the module docstring)."""
     view = dict(ep.labels)
     if ep.namespace is not None:
@@ -186,4 +194,7 @@ def label_view(ep: Endpoint, namespace_labels: Mapping[str, str] | None) -> dict
         view[NAMESPACE_PREFIX + NAMESPACE_NAME_LABEL] = ep.namespace
     if ep.service_account:
         view[SERVICE_ACCOUNT_LABEL] = ep.service_account
+        for k, v in (service_account_labels or {}).items():
+            view[SERVICE_ACCOUNT_PREFIX + k] = v
+        view[SERVICE_ACCOUNT_PREFIX + NAMESPACE_NAME_LABEL] = ep.service_account
     return view

@@ -40,6 +40,7 @@ PASSTHROUGH_KINDS = frozenset(
         "Tier",
         "K8sNetworkPolicy",
         "Namespace",
+        "ServiceAccount",
         "Profile",
         "HostEndpoint",
         "IPPool",

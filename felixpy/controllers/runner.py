@@ -119,6 +119,7 @@ class Controllers:
                 policies=s.policy_enabled,
                 endpoints=s.workload_endpoint_enabled,
                 node_labels=s.node_enabled and s.sync_labels,
+                service_accounts=s.service_account_enabled,
             )
             ok = ok and synced is not None
         if self.settings.node_enabled and self.elector.is_leader():

@@ -20,6 +20,7 @@ class ControllerSettings:
     auto_host_endpoints: bool = False
     workload_endpoint_enabled: bool = True
     namespace_enabled: bool = True
+    service_account_enabled: bool = True
     policy_enabled: bool = True
     health_checks: bool = True
     metrics_port: int = DEFAULT_METRICS_PORT  # 0 disables
@@ -47,6 +48,7 @@ class ControllerSettings:
             ),
             workload_endpoint_enabled=wep is not None,
             namespace_enabled=spec.controllers.namespace is not None,
+            service_account_enabled=spec.controllers.service_account is not None,
             policy_enabled=spec.controllers.policy is not None,
             health_checks=spec.health_checks == "Enabled",
             metrics_port=DEFAULT_METRICS_PORT

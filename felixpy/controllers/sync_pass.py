@@ -1,5 +1,6 @@
-"""etcd mode: mirror the Kubernetes API into etcd — Namespaces (namespaceSelectors), networking.k8s.io
-NetworkPolicies, and Pod labels onto their WorkloadEndpoints. A full list-and-diff each pass
+"""etcd mode: mirror the Kubernetes API into etcd — Namespaces (namespaceSelectors), ServiceAccounts
+(serviceAccountSelectors: Calico's ``ksa.<ns>.<sa>`` profiles), networking.k8s.io NetworkPolicies, and
+Pod labels onto their WorkloadEndpoints. A full list-and-diff each pass
 (felixpy.controllers.sync_plan), every write compare-and-swap; a lost race waits for the next pass.
 Any read error skips the pass: nothing is deleted from a partial view."""
 
@@ -15,7 +16,7 @@ from felixpy.controllers.sync_plan import Write, endpoint_labels, mirror
 from felixpy.datastore.errors import AlreadyExists, Conflict, NotFound
 from felixpy.resources.base import Resource
 from felixpy.resources.endpoint import WorkloadEndpoint
-from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
+from felixpy.resources.k8s import K8sNetworkPolicy, Namespace, ServiceAccount
 from felixpy.resources.node import Node
 
 log = structlog.get_logger(__name__)
@@ -26,10 +27,24 @@ class Mirror:
         self.kube, self.backend, self.metrics = kube, backend, metrics
 
     def run_once(
-        self, *, namespaces: bool, policies: bool, endpoints: bool, node_labels: bool = False
+        self,
+        *,
+        namespaces: bool,
+        policies: bool,
+        endpoints: bool,
+        node_labels: bool = False,
+        service_accounts: bool = False,
     ) -> int | None:
         """Writes made, or None when a read failed (then nothing was written)."""
-        kinds = [k for k, on in ((Namespace, namespaces), (K8sNetworkPolicy, policies)) if on]
+        kinds = [
+            k
+            for k, on in (
+                (Namespace, namespaces),
+                (ServiceAccount, service_accounts),
+                (K8sNetworkPolicy, policies),
+            )
+            if on
+        ]
         try:
             plans = [(k, self._plan(k)) for k in kinds]
             view = cluster.read_view(self.kube) if endpoints else None
@@ -68,7 +83,8 @@ class Mirror:
         actual = {
             (o.namespace or "", o.name): (o.to_dict(), o.revision or "") for o in self.backend.list(kind)[0]
         }
-        return mirror(desired, actual, may_be_empty=kind is not Namespace)
+        # A cluster always has Namespaces and ServiceAccounts (`default`): none listed is a broken answer.
+        return mirror(desired, actual, may_be_empty=kind not in (Namespace, ServiceAccount))
 
     def _write(self, kind: type[Resource], w: Write) -> int:
         ns, name = w.key
@@ -97,6 +113,7 @@ class Mirror:
             kind=kind.KIND,
             name=f"{ns}/{name}" if ns else name,
             op=w.op,
+            labels=((w.body or {}).get("metadata") or {}).get("labels", {}) if w.op != "delete" else None,
             reason="mirror of Kubernetes",
         )
         return 1

@@ -73,12 +73,10 @@ def _owned(doc: Mapping[str, Any]) -> dict[str, Any]:
     meta = doc.get("metadata") or {}
     keep = {k: meta[k] for k in ("name", "namespace", "labels") if meta.get(k)}
     keep["annotations"] = {**(meta.get("annotations") or {}), SYNCED: SOURCE}
-    return {
-        "apiVersion": doc.get("apiVersion"),
-        "kind": doc.get("kind"),
-        "metadata": keep,
-        "spec": doc.get("spec") or {},
-    }
+    out: dict[str, Any] = {"apiVersion": doc.get("apiVersion"), "kind": doc.get("kind"), "metadata": keep}
+    if "spec" in doc:  # a ServiceAccount has none
+        out["spec"] = doc.get("spec") or {}
+    return out
 
 
 def endpoint_labels(

@@ -26,7 +26,7 @@ from felixpy.datastore.errors import AlreadyExists, Compacted, Conflict, Datasto
 from felixpy.kube import convert
 from felixpy.resources.base import Resource
 from felixpy.resources.endpoint import WorkloadEndpoint
-from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
+from felixpy.resources.k8s import K8sNetworkPolicy, Namespace, ServiceAccount
 from felixpy.resources.node import Node
 
 LIST_PAGE = 500
@@ -43,6 +43,8 @@ def api_path(kind: type[Resource], namespace: str | None = None, name: str | Non
         base, plural = "/api/v1", "nodes"
     elif kind is Namespace:
         base, plural = "/api/v1", "namespaces"
+    elif kind is ServiceAccount:
+        base, plural = "/api/v1", "serviceaccounts"
     elif kind is K8sNetworkPolicy:
         base, plural = "/apis/networking.k8s.io/v1", "networkpolicies"
     else:

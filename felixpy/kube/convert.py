@@ -22,7 +22,7 @@ from typing import Any
 from felixpy.dataplane.names import veth_name_for_workload
 from felixpy.resources.base import Resource
 from felixpy.resources.endpoint import WorkloadEndpoint
-from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
+from felixpy.resources.k8s import K8sNetworkPolicy, Namespace, ServiceAccount
 from felixpy.resources.names import wep_name
 from felixpy.resources.node import Node
 
@@ -216,6 +216,8 @@ def crd_to_resource(kind: type[Resource], obj: dict[str, Any]) -> Resource:
     data.pop("status", None)
     if kind is Namespace:
         data["spec"] = {k: v for k, v in (obj.get("spec") or {}).items() if k == "finalizers"}
+    if kind is ServiceAccount:  # name and labels only: its secrets and token settings are not ours
+        data = {k: data[k] for k in ("apiVersion", "kind", "metadata") if k in data}
     return kind.model_validate(data)
 
 

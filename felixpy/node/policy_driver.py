@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from felixpy.dataplane.ipsets import IpsetWriter
     from felixpy.dataplane.iptables import IptablesWriter
     from felixpy.resources import HostEndpoint, IPPool, WorkloadEndpoint
-    from felixpy.resources.k8s import Namespace
+    from felixpy.resources.k8s import Namespace, ServiceAccount
     from policy.chains import Hook as PolicyHook
     from policy.compiler import Changes, PolicyCompiler
     from policy.convert import AnyPolicy
@@ -152,6 +152,9 @@ class PolicyDriver:
                 c.remove_namespace(name)
             else:
                 c.update_namespace(cast("Namespace", u.obj))
+        elif u.kind == "ServiceAccount":
+            labels = None if u.obj is None else dict(cast("ServiceAccount", u.obj).metadata.labels)
+            c.update_service_account_labels(ns or "default", name, labels)
         elif u.kind == "IPPool":
             if u.obj is None:
                 c.remove_pool(name)

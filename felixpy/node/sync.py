@@ -32,6 +32,7 @@ from felixpy.resources import (
     NetworkPolicy,
     Node,
     Resource,
+    ServiceAccount,
     Tier,
     WorkloadEndpoint,
 )
@@ -52,6 +53,7 @@ SYNCED_KINDS: list[type[Resource]] = [
     GlobalNetworkPolicy,
     K8sNetworkPolicy,
     Namespace,
+    ServiceAccount,
     HostEndpoint,
 ]
 

@@ -5,7 +5,7 @@ from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPeer
 from felixpy.resources.endpoint import HostEndpoint, WorkloadEndpoint
 from felixpy.resources.felixconfig import FelixConfiguration
 from felixpy.resources.ippool import IPPool
-from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
+from felixpy.resources.k8s import K8sNetworkPolicy, Namespace, ServiceAccount
 from felixpy.resources.node import Node
 from felixpy.resources.policy import GlobalNetworkPolicy, NetworkPolicy
 from felixpy.resources.tier import Tier
@@ -25,6 +25,7 @@ __all__ = [
     "ObjectMeta",
     "Resource",
     "ResourceError",
+    "ServiceAccount",
     "Tier",
     "WorkloadEndpoint",
 ]

@@ -1,4 +1,4 @@
-"""Kubernetes kinds felixpy reads: networking.k8s.io/v1 NetworkPolicy and v1 Namespace."""
+"""Kubernetes kinds felixpy reads: networking.k8s.io/v1 NetworkPolicy, v1 Namespace and v1 ServiceAccount."""
 
 from __future__ import annotations
 
@@ -127,3 +127,15 @@ class Namespace(Resource):
     @classmethod
     def check_name(cls, name: str) -> None:
         check_dns_label(name)
+
+
+class ServiceAccount(Resource):
+    """A v1 ServiceAccount: only its name and labels matter here (Calico's ``ksa.<ns>.<sa>`` profile:
+    the labels reach endpoints running as it as ``pcsa.<key>``, for serviceAccountSelectors). Its
+    secrets and token settings are not kept."""
+
+    API_VERSION: ClassVar[str] = "v1"
+    KIND: ClassVar[str] = "ServiceAccount"
+    PLURAL: ClassVar[str] = "serviceaccounts"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("serviceaccount", "serviceaccounts", "sa")
+    NAMESPACED: ClassVar[bool] = True

@@ -7,7 +7,7 @@ from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPeer
 from felixpy.resources.endpoint import HostEndpoint, WorkloadEndpoint
 from felixpy.resources.felixconfig import FelixConfiguration
 from felixpy.resources.ippool import IPPool
-from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
+from felixpy.resources.k8s import K8sNetworkPolicy, Namespace, ServiceAccount
 from felixpy.resources.kubecontrollers import KubeControllersConfiguration
 from felixpy.resources.node import Node
 from felixpy.resources.policy import GlobalNetworkPolicy, NetworkPolicy
@@ -29,6 +29,7 @@ ALL_KINDS: tuple[type[Resource], ...] = (
     KubeControllersConfiguration,
     K8sNetworkPolicy,
     Namespace,
+    ServiceAccount,
     *STORED_KINDS,
 )
 

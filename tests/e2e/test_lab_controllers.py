@@ -11,7 +11,11 @@ Namespaces and the NetworkPolicy into etcd; the agents program them. Probed betw
 2. once the controllers run, it is blocked (the NetworkPolicy mirrored; ``x`` has no label);
 3. ``x`` labelled ``team=blue`` through the API server → allowed;
 4. the label removed through the API server → blocked again;
-5. the NetworkPolicy deleted from the API server → allowed (the mirror's delete propagates).
+5. the NetworkPolicy deleted from the API server → allowed (the mirror's delete propagates);
+6. a Calico NetworkPolicy in ``y`` admitting only pods that run as a ServiceAccount labelled
+   ``team=green`` (``serviceAccounts.selector``) → blocked (``x/default`` has no label);
+7. the ServiceAccount ``x/default`` labelled ``team=green`` through the API server → allowed (its labels
+   reach the endpoint as ``pcsa.team``, Calico's ``ksa.x.default`` profile).
 
 No request of the controllers was refused (401/403). Every wait polls with a deadline.
 """
@@ -64,6 +68,21 @@ POLICY = {
         "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}]}],
     },
 }
+SA_POLICY = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "from-green-service-accounts", "namespace": "y"},
+    "spec": {
+        "selector": "all()",
+        "types": ["Ingress"],
+        "ingress": [
+            {
+                "action": "Allow",
+                "source": {"namespaceSelector": "all()", "serviceAccounts": {"selector": "team == 'green'"}},
+            }
+        ],
+    },
+}
 KCC = {
     "apiVersion": "projectcalico.org/v3",
     "kind": "KubeControllersConfiguration",
@@ -76,6 +95,7 @@ KCC = {
         "controllers": {
             "node": {"reconcilerPeriod": "1s", "leakGracePeriod": "0s", "syncLabels": "Disabled"},
             "namespace": {},
+            "serviceAccount": {},
             "policy": {},
         },
     },
@@ -110,6 +130,10 @@ def _objects() -> list[dict[str, Any]]:
         for n in ("default", "kube-system", "x", "y")
     ]
     out += [{"resource": "nodes", "object": {"metadata": {"name": n}}} for n in ("node1", "node2")]
+    out += [
+        {"resource": "serviceaccounts", "namespace": n, "object": {"metadata": {"name": "default"}}}
+        for n in ("default", "kube-system", "x", "y")
+    ]
     out.append(
         {
             "resource": "pods",
@@ -300,5 +324,16 @@ def test_namespace_label_through_the_api_changes_the_kernel_verdict(lab_and_clus
 
     cluster.api("DELETE", "/apis/networking.k8s.io/v1/namespaces/y/networkpolicies/from-blue-teams")
     verdict(True, "the NetworkPolicy deleted from the API server -> its mirror goes, allowed")
+
+    sa_policy = cluster.work / "sa-policy.yaml"
+    sa_policy.write_text(yaml.safe_dump(SA_POLICY))
+    lab.ok("ctl", "--", "apply", "-f", str(sa_policy), timeout=60)
+    verdict(False, "a policy admitting only ServiceAccounts labelled team=green -> x/default is not")
+    stored_sa = json.loads(lab.ok("ctl", "--", "get", "serviceaccount", "default", "-n", "x", "-o", "json"))
+    assert stored_sa["metadata"]["annotations"].get("felixpy.io/synced-from") == "kubernetes", stored_sa
+    cluster.api(
+        "PATCH", "/api/v1/namespaces/x/serviceaccounts/default", {"metadata": {"labels": {"team": "green"}}}
+    )
+    verdict(True, "ServiceAccount x/default labelled team=green through the API server -> allowed")
 
     assert cluster.refused() == [], f"the controllers were refused: {cluster.refused()[:3]}"

@@ -176,6 +176,7 @@ def test_etcd_mode_controllers_work_with_exactly_the_charts_rbac(etcd_kv, etcd_b
                             "node": {"reconcilerPeriod": "1s", "leakGracePeriod": "1s"},
                             "workloadEndpoint": {},
                             "namespace": {},
+                            "serviceAccount": {},
                             "policy": {},
                         }
                     },
@@ -189,6 +190,7 @@ def test_etcd_mode_controllers_work_with_exactly_the_charts_rbac(etcd_kv, etcd_b
         add_node(env, "n2")
         api.store.create("pods", "kube-system", {"metadata": {"name": "felixpy-controllers-0"}, "spec": {}})
         api.store.create("namespaces", None, {"metadata": {"name": "prod", "labels": {"env": "prod"}}})
+        api.store.create("serviceaccounts", "prod", {"metadata": {"name": "default"}})
         ip1 = add_etcd_pod(env, "p1", "n1", cid="c1")
         add_etcd_pod(env, "p2", "n2", cid="c2")
         own = client(api.url, "ctl")

@@ -121,3 +121,34 @@ def test_node_labels_synced_onto_calico_nodes(kube_api, etcd_kv, etcd_backend) -
     assert run() == 1
     assert etcd_backend.get(Node, "n1").metadata.labels == {"route-reflector": "true", "rack": "r1"}
     assert etcd_backend.get(Node, "etcd-only").metadata.labels == {}
+
+
+def test_service_accounts_mirrored_with_their_labels(kube_api, etcd_kv, etcd_backend) -> None:
+    """ServiceAccounts (Calico's ``ksa.<ns>.<sa>`` profiles): name and labels, never their secrets."""
+    from felixpy.resources.k8s import ServiceAccount
+
+    store = kube_api.store
+    store.create("serviceaccounts", "x", {"metadata": {"name": "default"}})
+    store.create(
+        "serviceaccounts",
+        "x",
+        {"metadata": {"name": "builder", "labels": {"team": "blue"}}, "secrets": [{"name": "builder-token"}]},
+    )
+    mirror = Mirror(
+        kube=KubernetesBackend.for_url(kube_api.url), backend=etcd_backend, metrics=ControllerMetrics()
+    )
+
+    def run() -> int | None:
+        return mirror.run_once(namespaces=False, policies=False, endpoints=False, service_accounts=True)
+
+    assert run() == 2
+    got = etcd_backend.get(ServiceAccount, "builder", "x")
+    assert got.metadata.labels == {"team": "blue"} and "secrets" not in got.to_dict()
+    assert run() == 0, "a repeated pass writes nothing"
+    store.patch("serviceaccounts", "x", "builder", {"metadata": {"labels": {"team": "red"}}})
+    assert run() == 1 and etcd_backend.get(ServiceAccount, "builder", "x").metadata.labels == {"team": "red"}
+    store.delete("serviceaccounts", "x", "builder", None)
+    assert run() == 1 and names(etcd_backend, ServiceAccount) == {"default"}
+    assert mirror.run_once(namespaces=False, policies=False, endpoints=False) == 0, "off unless asked"
+    store.delete("serviceaccounts", "x", "default", None)
+    assert run() == 0, "an empty ServiceAccount list is not trusted: nothing deleted"

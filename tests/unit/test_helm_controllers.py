@@ -71,6 +71,7 @@ def test_rbac_is_exactly_what_the_controllers_do() -> None:
         ("", "nodes", "get", ""),
         ("", "nodes", "list", ""),
         ("", "namespaces", "list", ""),
+        ("", "serviceaccounts", "list", ""),
         ("networking.k8s.io", "networkpolicies", "list", ""),
     }, "etcd mode: IPAM lives in etcd, the API server is only read"
     lease = named(etcd, "Role", "felixpy-controllers-lease")

@@ -132,4 +132,5 @@ def test_endpoint_from_wep_and_label_view() -> None:
         "pcns.env": "prod",
         "pcns.projectcalico.org/name": "x",
         "projectcalico.org/serviceaccount": "sa",
+        "pcsa.projectcalico.org/name": "sa",
     }
