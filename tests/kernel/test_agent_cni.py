@@ -330,6 +330,30 @@ def test_labels_from_cni_args_reach_the_endpoint(env: NodeEnv) -> None:
     assert doc["metadata"]["labels"]["projectcalico.org/serviceaccount"] == "default"
 
 
+def test_allocation_records_its_pod_with_uid(env: NodeEnv) -> None:
+    """The GC's keys: Calico's attributes, and the pod's UID (a re-created pod of the same name differs)."""
+    pod = env.pod("pod-u")
+    rc, res = env.cni("ADD", pod, "u", extra_args=";K8S_POD_UID=0f1e2d3c-uid")
+    assert rc == 0, res
+    blocks = env.etcdctl("get", "--print-value-only", "--prefix", "/calico/ipam/v2/assignment/").stdout
+    owners = [
+        a["secondary"]
+        for line in blocks.splitlines()
+        if line.strip()
+        for a in json.loads(line)["attributes"]
+        if a.get("handle_id") == "k8s-pod-network.cid-u"
+    ]
+    assert len(owners) == 1, owners
+    (owner,) = owners
+    assert (owner["namespace"], owner["pod"], owner["node"], owner["uid"]) == (
+        "default",
+        "u",
+        "node1",
+        "0f1e2d3c-uid",
+    )
+    assert float(owner["timestamp"]) > 0
+
+
 def test_del_removes_iface_route_allocation_endpoint(env: NodeEnv) -> None:
     from felixpy.dataplane.names import veth_name_for_workload
 
