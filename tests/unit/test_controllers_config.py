@@ -41,6 +41,14 @@ def test_parses_and_gives_settings() -> None:
         True,
     )
     assert s.gc_interval == 1.0, "at least two passes per grace period"
+    assert s.service_account_enabled and s.namespace_enabled and s.policy_enabled
+
+
+def test_service_account_controller_off_when_its_block_is_left_out() -> None:
+    [kcc] = parse_documents(DOC.replace("    serviceAccount: {reconcilerPeriod: 5m}\n", ""))
+    s = ControllerSettings.from_resource(kcc)  # type: ignore[arg-type]
+    assert not s.service_account_enabled and s.namespace_enabled
+    assert ControllerSettings().service_account_enabled, "on by default (no resource), as Calico"
 
 
 def test_defaults_without_a_resource_and_node_block_left_out() -> None:
