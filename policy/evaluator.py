@@ -72,10 +72,12 @@ class Evaluator:
         tiers: Iterable[Any] = (),
         failsafe_in: Iterable[tuple[str, int]] = DEFAULT_FAILSAFE_IN,
         failsafe_out: Iterable[tuple[str, int]] = DEFAULT_FAILSAFE_OUT,
+        service_accounts: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
     ):
         self.endpoints = list(endpoints)
         self.policies = list(policies)
         self.namespaces = dict(namespaces or {})
+        self.service_accounts = dict(service_accounts or {})  # (namespace, name) → labels
         self.tiers = Tiers(tiers, orders=tier_orders)  # Tier resources or TierInfos; `default` built in
         self.failsafe_in = _failsafe_set(failsafe_in)
         self.failsafe_out = _failsafe_set(failsafe_out)
@@ -108,7 +110,9 @@ class Evaluator:
 
     def view(self, ep: Endpoint) -> dict[str, str]:
         ns_labels = self.namespaces.get(ep.namespace) if ep.namespace else None
-        return label_view(ep, ns_labels)
+        return label_view(
+            ep, ns_labels, self.service_accounts.get((ep.namespace or "", ep.service_account or ""))
+        )
 
     # ------------------------------------------------------------------------- verdicts
 

@@ -110,3 +110,10 @@ def test_service_account_labels_change_the_selected_set() -> None:
     assert c.dirty().ipsets[name].members == frozenset({"10.0.0.1", "10.0.0.2"})
     c.update_service_account_labels("x", "builder", None)  # the ServiceAccount deleted
     assert c.dirty().ipsets[name].members == frozenset({"10.0.0.2"})
+
+
+def test_the_reference_evaluator_sees_the_same_labels() -> None:
+    from policy.evaluator import Evaluator
+
+    ev = Evaluator([WEB, DB], [], {"x": {}}, service_accounts={("x", "builder"): {"team": "blue"}})
+    assert ev.view(WEB)["pcsa.team"] == "blue" and "pcsa.team" not in ev.view(DB)
