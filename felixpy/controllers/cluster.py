@@ -81,10 +81,6 @@ def get_pod(kube: Any, namespace: str, name: str) -> LivePod | None:
         return None
 
 
-def pod_exists(kube: Any, namespace: str, name: str) -> bool:
-    return get_pod(kube, namespace, name) is not None
-
-
 def node_exists(kube: Any, name: str) -> bool:
     try:
         kube._json("GET", f"/api/v1/nodes/{name}")

@@ -17,7 +17,15 @@ from typing import Any
 import structlog
 
 from felixpy.controllers import cluster
-from felixpy.controllers.gc_plan import Allocation, ClusterView, Endpoint, Plan, invalid_reason, plan
+from felixpy.controllers.gc_plan import (
+    Allocation,
+    ClusterView,
+    Endpoint,
+    Plan,
+    invalid_reason,
+    plan,
+    terminal_reason,
+)
 from felixpy.controllers.metrics import ControllerMetrics
 from felixpy.datastore.errors import Conflict, NotFound
 from felixpy.resources.endpoint import WorkloadEndpoint
@@ -106,8 +114,9 @@ class GarbageCollector:
                 self.metrics.released.labels(kind="address", reason=r.reason).inc()
                 log.info("gc.released", ip=r.what, handle=r.handle, reason=r.reason)
         for ep, reason in p.endpoints:
-            if cluster.pod_exists(self.kube, ep.namespace, ep.pod):
-                continue
+            live = cluster.get_pod(self.kube, ep.namespace, ep.pod)
+            if live is not None and terminal_reason(live) is None:
+                continue  # the pod exists (again) and has not finished
             try:
                 self.backend.delete(WorkloadEndpoint, ep.name, ep.namespace, revision=ep.revision)
             except NotFound:

@@ -11,7 +11,8 @@ Safety rules, each a line below and a row in tests/unit/test_controllers_gc_plan
   it is a tunnel address of a node that exists.
 - A pod in a terminal phase (Failed — Evicted among them — or Succeeded) holds nothing: its addresses
   and container ID count for no allocation, and its own allocations are invalid though the Pod object
-  remains (Calico's rule: finished pods have no IPs). A Running or Pending pod is never one.
+  remains (Calico's rule: finished pods have no IPs), and so is its WorkloadEndpoint (etcd mode; Calico's
+  Kubernetes datastore shows no endpoint for a finished pod). A Running or Pending pod is never one.
 - An invalid allocation becomes a *candidate*; it is *confirmed* only once it has stayed invalid
   for longer than the grace period, measured from the first pass that saw it invalid.
 - A handle is released only when every one of its addresses is confirmed.
@@ -143,10 +144,17 @@ def invalid_reason(
     if uid and live.uid and uid != live.uid:
         return "pod-replaced"
     if live.terminal:
-        return "pod-evicted" if live.reason == "Evicted" else f"pod-{live.phase.lower()}"
+        return terminal_reason(live)
     if node and live.node and node != live.node and live.ips:
         return "pod-on-other-node"
     return None
+
+
+def terminal_reason(pod: LivePod) -> str | None:
+    """Why a pod that exists holds nothing any more (it has finished), or None while it is live."""
+    if not pod.terminal:
+        return None
+    return "pod-evicted" if pod.reason == "Evicted" else f"pod-{pod.phase.lower()}"
 
 
 def _confirm(
@@ -189,11 +197,11 @@ def plan(
         else:
             kept_nodes.update(a.attrs.get("node", "") for a, _, _ in rows)
     for ep in endpoints:
-        reason = (
-            None
-            if (ep.namespace, ep.pod) in view.pods
-            else ("pod-deleted" if ep.node in view.nodes else "node-deleted")
-        )
+        owner = view.pods.get((ep.namespace, ep.pod))
+        if owner is None:
+            reason: str | None = "pod-deleted" if ep.node in view.nodes else "node-deleted"
+        else:
+            reason = terminal_reason(owner)
         if _confirm(ep.key, reason, old=candidates, new=out.candidates, now=now, grace=grace):
             out.endpoints.append((ep, reason or ""))
     for node in sorted(set(affine_nodes)):

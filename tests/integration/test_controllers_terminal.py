@@ -5,7 +5,8 @@ object stays until someone deletes it: its allocation is freed once the grace pe
 kube-controllers rule). The allocation records its pod's UID (the CNI ADD's K8S_POD_UID), so a pod
 deleted and re-created under the same name does not keep its predecessor's address alive, while its
 own allocation — Pending, no address in its status yet — is never touched. Running and Pending pods
-keep theirs through many grace periods.
+keep theirs through many grace periods. A finished pod's WorkloadEndpoint goes too (etcd mode), a live
+one's stays.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from felixpy.kube import convert
+from felixpy.resources.endpoint import WorkloadEndpoint
 from tests.integration.test_controllers import (
     GRACE,
     NET,
@@ -38,7 +41,26 @@ def _pod(env: dict[str, Any], name: str, *, phase: str, reason: str = "", with_i
     if with_ip:
         status["podIP"] = ip  # a finished pod's status keeps its podIP
     env["api"].store.patch("pods", "default", name, {"status": status})
+    env["backend"].create(
+        WorkloadEndpoint.model_validate(
+            {
+                "metadata": {"name": convert.wep_name("n1", "k8s", name, "eth0"), "namespace": "default"},
+                "spec": {
+                    "node": "n1",
+                    "pod": name,
+                    "containerID": f"c-{name}",
+                    "ipNetworks": [f"{ip}/32"],
+                    "interfaceName": f"cali{name[:11]:0<11}",
+                    "orchestrator": "k8s",
+                },
+            }
+        )
+    )
     return ip
+
+
+def _weps(env: dict[str, Any]) -> set[str]:
+    return {w.spec.pod for w in env["backend"].list(WorkloadEndpoint)[0] if isinstance(w, WorkloadEndpoint)}
 
 
 def _alloc(env: dict[str, Any], pod: str, uid: str, *, cid: str) -> str:
@@ -78,6 +100,8 @@ def test_finished_pods_addresses_freed_after_grace_live_ones_never(cluster_env) 
     assert released_count(ctl, "address", "pod-failed") == 1
     assert released_count(ctl, "address", "pod-succeeded") == 1
     assert released_count(ctl, "address", "pod-replaced") == 1
+    wait_for(lambda: _weps(env) == {"running", "pending"}, 30, "the finished pods' WorkloadEndpoints deleted")
+    assert released_count(ctl, "endpoint", "pod-evicted") == 1
 
     base = pass_count(ctl, "ok")
     wait_for(lambda: pass_count(ctl, "ok") >= base + 4, 30, "four more passes (> 2 grace periods)")
@@ -90,3 +114,4 @@ def test_finished_pods_addresses_freed_after_grace_live_ones_never(cluster_env) 
     wait_for(lambda: not allocated(env, pending), 30, "the newly finished pod's address to be freed")
     assert time.monotonic() - finished >= GRACE, "freed before the grace period"
     assert allocated(env, running) and allocated(env, new_web)
+    wait_for(lambda: _weps(env) == {"running"}, 30, "its WorkloadEndpoint deleted too")

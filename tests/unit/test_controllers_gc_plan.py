@@ -173,6 +173,18 @@ def test_orphaned_endpoint_after_grace_only() -> None:
     assert p.endpoints == [(ep, "pod-deleted")]
 
 
+def test_a_finished_pods_endpoint_goes_after_grace_a_live_ones_never() -> None:
+    ep = Endpoint("default", "n1-k8s-p1-eth0", "p1", N1, "7")
+    for phase in ("Running", "Pending", ""):
+        p = run([], view(pod("p1", phase=phase)), {ep.key: 0.0}, 100.0, eps=[ep])
+        assert p.endpoints == [] and p.candidates == {}, phase
+    finished = view(pod("p1", phase="Failed", reason="Evicted"))
+    p = run([], finished, {}, 100.0, eps=[ep])
+    assert p.endpoints == []
+    p = run([], finished, p.candidates, 111.0, eps=[ep])
+    assert p.endpoints == [(ep, "pod-evicted")]
+
+
 def test_deleted_node_released_after_grace_unless_it_still_holds_live_addresses() -> None:
     tunnel = alloc("10.0.0.9", "ipip-tunnel-addr-gone", node="gone", namespace="", pod="")
     live = alloc("10.0.0.5", "net.c5", node="gone", pod="still")
