@@ -199,7 +199,7 @@ def plan(
     for ep in endpoints:
         owner = view.pods.get((ep.namespace, ep.pod))
         if owner is None:
-            reason: str | None = "pod-deleted" if ep.node in view.nodes else "node-deleted"
+            reason = "pod-deleted" if ep.node in view.nodes else "node-deleted"
         else:
             reason = terminal_reason(owner)
         if _confirm(ep.key, reason, old=candidates, new=out.candidates, now=now, grace=grace):
