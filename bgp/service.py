@@ -31,7 +31,7 @@ from bgp.filters import (
     service_exports,
 )
 from bgp.reflect import LocalInfo
-from bgp.route import key_inside, normalize_prefix, prefix_key
+from bgp.route import borrowed_addresses, normalize_prefix
 from bgp.speaker import Speaker, SpeakerSettings
 from bgp.status import PeerStatus, write_status
 from bgp.topology import DEFAULT_PORT, SecretResolver, compute_peers, hashed_router_id, local_asn
@@ -135,22 +135,6 @@ def build_plan(
     port = next((c.spec.listen_port for c in (node_cfg, default) if c and c.spec.listen_port), DEFAULT_PORT)
     bind = [str(ipaddress.ip_interface(a).ip) for a in addresses]
     return Plan(desired, bind, port, tuple(missing))
-
-
-def borrowed_addresses(
-    workloads: Iterable[tuple[str, str]], all_blocks: Iterable[tuple[str, str]]
-) -> dict[str, str]:
-    """Host prefix -> node, for every workload address outside its node's affine blocks."""
-    by_node: dict[str, list[tuple[int, int, int]]] = {}
-    for block, owner in all_blocks:
-        by_node.setdefault(owner, []).append(prefix_key(block))
-    out: dict[str, str] = {}
-    for owner, address in workloads:
-        host = normalize_prefix(address if "/" in address else f"{address}/{128 if ':' in address else 32}")
-        key = prefix_key(host)
-        if not any(key_inside(key, block) for block in by_node.get(owner, ())):
-            out[host] = owner
-    return out
 
 
 def node_addresses(nodes: Iterable[Node]) -> dict[str, str]:

@@ -25,6 +25,7 @@ import structlog
 from felixpy import interpreter
 from felixpy.calc.graph import CalcGraph
 from felixpy.calc.model import Update
+from felixpy.calc.policy import PolicyCalc
 from felixpy.cni.handler import CNIHandler
 from felixpy.cni.ipam_service import IpamService
 from felixpy.cni.server import CNIServer
@@ -206,24 +207,27 @@ def _bgp_service(settings: Settings) -> BGPService | None:
     return BGPService(settings.nodename, settings.run_dir)
 
 
-def _policy_driver(settings: Settings, params: FelixParams, kinds: set[str]) -> PolicyDriver | None:
-    """The policy compiler + iptables/ipset writers, or None (nothing programmed in iptables).
+def _policy(
+    settings: Settings, params: FelixParams, kinds: set[str]
+) -> tuple[PolicyCalc | None, PolicyDriver | None]:
+    """calc's policy stage (the compilers) and the iptables/ipset writers, or (None, None): nothing
+    programmed in iptables.
 
     With IPv6 support a second compiler (``version=6``) drives ip6tables and the ``cali60`` sets.
-    Both share one IpsetWriter: it owns every ``cali40``/``cali60`` set in the namespace and would
-    otherwise destroy the other family's sets as "not desired".
+    Both writers share one IpsetWriter: it owns every ``cali40``/``cali60`` set in the namespace and
+    would otherwise destroy the other family's sets as "not desired".
     """
     if not settings.policy_enabled:
-        return None
+        return None, None
     from felixpy.dataplane.ipsets import IpsetWriter
     from felixpy.dataplane.iptables import IptablesWriter
     from felixpy.dataplane.iptables_backend import make_backend
-    from felixpy.node.policy_driver import PolicyDriver
+    from felixpy.node.policy_driver import PolicyDriver as VersionDriver
     from policy.chains import ChainConfig
     from policy.compiler import PolicyCompiler
 
     ipsets = IpsetWriter()
-    drivers = []
+    compilers, drivers = [], []
     for version in (4, 6) if _ipv6_enabled(params) else (4,):
         config = ChainConfig(
             ipip_enabled="ipip" in kinds and version == 4,
@@ -235,9 +239,9 @@ def _policy_driver(settings: Settings, params: FelixParams, kinds: set[str]) -> 
             failsafe_out=params.failsafeOutboundHostPorts,
             workload_source_spoofing=params.workloadSourceSpoofing,
         )
-        compiler = PolicyCompiler(settings.nodename, config=config)
-        drivers.append(PolicyDriver(compiler, IptablesWriter(make_backend(ipv6=version == 6)), ipsets))
-    return drivers[0] if len(drivers) == 1 else FamilyPolicies(drivers)
+        compilers.append(PolicyCompiler(settings.nodename, config=config))
+        drivers.append(VersionDriver(version, IptablesWriter(make_backend(ipv6=version == 6)), ipsets))
+    return PolicyCalc(compilers), drivers[0] if len(drivers) == 1 else FamilyPolicies(drivers)
 
 
 def _ipv6_enabled(params: FelixParams) -> bool:
@@ -326,7 +330,7 @@ def build_route_reflector(settings: Settings, env: dict[str, str]) -> Agent:
     from felixpy.node.bgp_sink import BGPSink
 
     dataplane = BGPOnlyDataplane(BGPSink(bgp) if bgp is not None else None)
-    writer = Writer(CalcGraph(settings.nodename), dataplane, intervals={})
+    writer = Writer(CalcGraph(settings.nodename, bgp=bgp is not None), dataplane, intervals={})
     sources = SyncSources(kv, backend, writer)
     agent = Agent(settings, params, kv, backend, writer, dataplane, sources, Metrics(), None, bgp)
     _serve_http(agent)
@@ -349,7 +353,7 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
     bgp = _bgp_service(settings)
     from felixpy.node.bgp_sink import BGPSink
 
-    policy = _policy_driver(settings, params, kinds)
+    policy_calc, policy = _policy(settings, params, kinds)
     dataplane = LinuxDataplane(
         routes=RouteTable(IPRouteNetlink()),
         links=links,
@@ -357,7 +361,13 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
         policy=policy,
         bgp_sink=BGPSink(bgp) if bgp is not None else None,
     )
-    graph = CalcGraph(settings.nodename, ipip_routes=not settings.bgp_enabled, wireguard=True)
+    graph = CalcGraph(
+        settings.nodename,
+        ipip_routes=not settings.bgp_enabled,
+        wireguard=True,
+        policy=policy_calc,
+        bgp=bgp is not None,
+    )
     writer = Writer(graph, dataplane, intervals=_intervals(params), on_commit=_on_commit(metrics, dataplane))
     handler = CNIHandler(
         nodename=settings.nodename,

@@ -31,11 +31,14 @@ import structlog
 from felixpy.calc.model import (
     IPIP_DEVICE,
     VXLAN_DEVICE,
+    ChainsUpdate,
     EncapUpdate,
     EndpointUpdate,
-    InputUpdate,
+    HooksUpdate,
     InSync,
+    IpsetsUpdate,
     LocalEndpoint,
+    PolicyInputsUpdate,
     Route,
     RouteUpdate,
     Update,
@@ -52,10 +55,13 @@ if TYPE_CHECKING:
     from felixpy.node.encap import EncapDriver
 
 log = structlog.get_logger(__name__)
+# What the policy driver is given: local endpoints (their removal may wait), the compiled policy and
+# which inputs it came from, and InSync.
+POLICY_UPDATES = (EndpointUpdate, PolicyInputsUpdate, ChainsUpdate, IpsetsUpdate, HooksUpdate, InSync)
 
 
 class PolicyDriver(Protocol):
-    """What the agent hands policy inputs to (the policy compiler + iptables/ipset writers)."""
+    """What the agent hands calc's compiled policy to (the iptables/ipset writers)."""
 
     def on_updates(self, updates: list[Update]) -> None: ...
 
@@ -72,9 +78,9 @@ class PolicyDriver(Protocol):
 
 
 class FamilyPolicies:
-    """One policy driver per IP version (each with its own compiler and iptables/ip6tables writer)
-    behind the single :class:`PolicyDriver` the dataplane talks to. Every driver sees every update
-    and commits every batch; an endpoint is programmed once it is in all of them."""
+    """One policy driver per IP version (each with its own iptables/ip6tables writer) behind the single
+    :class:`PolicyDriver` the dataplane talks to. Every driver sees every update (and takes its own
+    version's) and commits every batch; an endpoint is programmed once it is in all of them."""
 
     def __init__(self, drivers: Sequence[PolicyDriver]) -> None:
         self.drivers = tuple(drivers)
@@ -112,7 +118,8 @@ def _only_local_removals(updates: list[Update], gone: set[tuple[str, str]]) -> b
     """
     return all(
         (isinstance(u, EndpointUpdate) and u.endpoint is None)
-        or (isinstance(u, InputUpdate) and u.kind == "WorkloadEndpoint" and u.obj is None and u.key in gone)
+        or (isinstance(u, PolicyInputsUpdate) and not u.others and u.deleted_workloads <= gone)
+        or isinstance(u, ChainsUpdate | IpsetsUpdate | HooksUpdate)  # what those inputs compiled to
         for u in updates
     )
 
@@ -201,9 +208,7 @@ class LinuxDataplane:
             elif isinstance(u, InSync):
                 self._pending_sweep = True
         if self.policy is not None:
-            policy_updates: list[Update] = [
-                u for u in updates if isinstance(u, EndpointUpdate | InputUpdate | InSync)
-            ]
+            policy_updates: list[Update] = [u for u in updates if isinstance(u, POLICY_UPDATES)]
             self._policy_urgent = self._policy_urgent or not _only_local_removals(policy_updates, self._gone)
             self._policy_deferred = self._policy_deferred or bool(policy_updates)
             self.policy.on_updates(policy_updates)

@@ -1,4 +1,9 @@
-"""Policy: calc's pass-through inputs → `policy.compiler.PolicyCompiler` → ipset and iptables writers.
+"""Policy: calc's compiled chains, ipsets and hooks (one IP version) → the ipset and iptables writers.
+
+The compilers run in calc (``felixpy.calc.policy``); this driver only writes. It keeps what calc
+emitted since its last commit, coalesced (the latest version of a chain or set wins, a removal
+cancels an earlier write), and hands it to the writers at commit time, so each IP version's
+changes are written together even though both versions share one IpsetWriter.
 
 Commit order is Felix's: ipsets created/updated first, then the chains that reference them, then
 chains removed, then ipsets no longer referenced destroyed. An endpoint counts as programmed (the
@@ -11,164 +16,96 @@ and its dispatch rule go in, while the removal of what is no longer wanted (a de
 and dispatch rule, which match only its gone interface) and the hash fix-ups wait for the next plain
 ``commit()``; :attr:`PolicyDriver.deferred` says one is due. ipsets nothing references any more are
 destroyed only then (a chain left behind may still use them); member updates are never deferred.
-
-HostEndpoints (of every node) go to the compiler like workload endpoints; it enforces those
-whose ``spec.node`` is this node (``policy.hostendpoints``).
-
-A workload endpoint's ``allowSpoofedSourcePrefixes`` is honoured only with FelixConfiguration
-``workloadSourceSpoofing: Any`` (``policy.rpf``); each time the set of endpoints whose prefixes are
-ignored changes, it is logged (``policy.source_spoofing_ignored``).
-
-Tiers go to the compiler too. A policy naming a tier that does not exist (felixctl refuses to
-create one, but it can be written around it, or its tier deleted under it) is not applied; each
-time the set of such policies changes, it is logged (``policy.tier_missing``).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
-from felixpy.calc.model import InputUpdate, Update
+from felixpy.calc.model import ChainsUpdate, HooksUpdate, IpsetsUpdate, Update
 from felixpy.dataplane.errors import DataplaneError
 from felixpy.dataplane.iptables_render import Hook
-from policy.convert import hep_key
+from felixpy.dataplane.model import Chain, IpSet, Table
 from policy.names import FROM_WL_DISPATCH, TO_WL_DISPATCH
 
 if TYPE_CHECKING:
     from felixpy.dataplane.ipsets import IpsetWriter
     from felixpy.dataplane.iptables import IptablesWriter
-    from felixpy.resources import HostEndpoint, IPPool, WorkloadEndpoint
-    from felixpy.resources.k8s import Namespace
     from policy.chains import Hook as PolicyHook
-    from policy.compiler import Changes, PolicyCompiler
-    from policy.convert import AnyPolicy
+    from policy.compiler import Changes as CompilerChanges
 
 log = structlog.get_logger(__name__)
-POLICY_KINDS = {"NetworkPolicy": "np", "GlobalNetworkPolicy": "gnp", "K8sNetworkPolicy": "knp"}
 # Where an additive commit may leave the rules of gone endpoints: the workload dispatch tree (roots
 # and their ``-<char>`` children). Such a rule matches only its own interface name.
 LEFTOVER_CHAINS = (FROM_WL_DISPATCH, TO_WL_DISPATCH)
+ChainKey = tuple[Table, str]
+
+
+@dataclass
+class Changes:
+    """What calc emitted since the last commit, coalesced: write ``chains``/``ipsets``, delete the
+    ``removed_*``; ``hooks``: the whole new set of hook rules when it changed, else None."""
+
+    chains: dict[ChainKey, Chain] = field(default_factory=dict)
+    removed_chains: set[ChainKey] = field(default_factory=set)
+    ipsets: dict[str, IpSet] = field(default_factory=dict)
+    removed_ipsets: set[str] = field(default_factory=set)
+    hooks: tuple[PolicyHook, ...] | None = None
+
+    def add(self, u: ChainsUpdate | IpsetsUpdate | HooksUpdate) -> None:
+        if isinstance(u, HooksUpdate):
+            self.hooks = u.hooks
+        elif isinstance(u, ChainsUpdate):
+            for chain in u.chains:
+                key = (chain.table, chain.name)
+                self.chains[key] = chain
+                self.removed_chains.discard(key)
+            for key in u.removed:
+                self.chains.pop(key, None)
+                self.removed_chains.add(key)
+        else:
+            for ipset in u.ipsets:
+                self.ipsets[ipset.name] = ipset
+                self.removed_ipsets.discard(ipset.name)
+            for name in u.removed:
+                self.ipsets.pop(name, None)
+                self.removed_ipsets.add(name)
 
 
 class PolicyDriver:
-    def __init__(self, compiler: PolicyCompiler, iptables: IptablesWriter, ipsets: IpsetWriter) -> None:
-        self.compiler = compiler
+    """The iptables (or ip6tables) writer of one IP version and the shared ipset writer."""
+
+    def __init__(self, version: int, iptables: IptablesWriter, ipsets: IpsetWriter) -> None:
+        self.version = version
         self.iptables = iptables
         self.ipsets = ipsets
+        self._changes = Changes()
+        self._desired: set[ChainKey] = set()  # every chain calc wants (emitted and not removed)
         self._written: set[str] = set()  # chain names in the kernel after the last good commit
         self._lock = threading.Lock()
-        self._hooks_set = False
-        self._host_ips: dict[str, str] = {}  # node name -> its IPv4 address (cali40all-hosts-net)
-        self._untiered: dict[str, str] = {}  # policy id -> missing tier, as last logged
-        self._spoof_ignored: dict[str, tuple[str, ...]] = {}  # endpoint -> ignored prefixes, as logged
 
     def on_updates(self, updates: list[Update]) -> None:
-        hosts_changed = tiering = workloads = False
         for u in updates:
-            if isinstance(u, InputUpdate):
-                if u.kind == "Node":
-                    hosts_changed = self._on_node(u.key[1], u.obj) or hosts_changed
-                else:
-                    self._on_input(u)
-                    tiering = tiering or u.kind in POLICY_KINDS or u.kind == "Tier"
-                    workloads = workloads or u.kind == "WorkloadEndpoint"
-        if hosts_changed:
-            self.compiler.set_host_ips(sorted(set(self._host_ips.values())))
-        if tiering:
-            self._log_untiered()
-        if workloads:
-            self._log_spoofing_ignored()
-
-    def _log_spoofing_ignored(self) -> None:
-        ignored = self.compiler.spoofing_ignored()
-        if ignored != self._spoof_ignored:
-            added = {k: list(v) for k, v in ignored.items() if self._spoof_ignored.get(k) != v}
-            self._spoof_ignored = ignored
-            if added:
-                log.warning(
-                    "policy.source_spoofing_ignored",
-                    endpoints=added,
-                    version=self.compiler.version,
-                    reason="allowSpoofedSourcePrefixes needs FelixConfiguration workloadSourceSpoofing: Any",
-                )
-
-    def _log_untiered(self) -> None:
-        untiered = self.compiler.policies_without_tier()
-        if untiered != self._untiered:
-            self._untiered = untiered
-            if untiered:
-                log.warning(
-                    "policy.tier_missing", policies=untiered, reason="their tier does not exist: not applied"
-                )
-            else:
-                log.info("policy.tier_missing", policies={}, reason="every policy's tier exists")
-
-    def _on_node(self, name: str, node: Any | None) -> bool:
-        """Track every node's IP (VXLAN/IPIP packets are accepted only from these)."""
-        bgp = node.spec.bgp if node is not None else None
-        ip = str(bgp.ipv4_address).split("/")[0] if bgp is not None and bgp.ipv4_address else None
-        if self._host_ips.get(name) == ip:
-            return False
-        if ip is None:
-            self._host_ips.pop(name, None)
-        else:
-            self._host_ips[name] = ip
-        return True
-
-    def _on_input(self, u: InputUpdate) -> None:
-        # InputUpdate.obj is typed ``object`` and keyed by kind (a string): the casts below name that
-        # seam, which goes when calc owns the compilers (issue 14, docs/architecture.md §Departures).
-        c = self.compiler
-        ns, name = u.key
-        if u.kind == "WorkloadEndpoint":
-            if u.obj is None:
-                c.remove_endpoint(f"{ns}/{name}")
-            else:
-                c.update_endpoint(cast("WorkloadEndpoint", u.obj))
-        elif u.kind == "HostEndpoint":
-            # Every node's: the compiler enforces only this node's (spec.node), but any host
-            # endpoint's expectedIPs belong in the selector ipsets of rules that pick it by label.
-            if u.obj is None:
-                c.remove_endpoint(hep_key(name))
-            else:
-                c.update_endpoint(cast("HostEndpoint", u.obj))
-        elif u.kind in POLICY_KINDS:
-            if u.obj is None:
-                short = POLICY_KINDS[u.kind]
-                c.remove_policy(f"{short}/{ns}/{name}" if ns else f"{short}/{name}")
-            else:
-                c.update_policy(cast("AnyPolicy", u.obj))
-        elif u.kind == "Tier":
-            if u.obj is None:
-                c.remove_tier(name)
-            else:
-                c.update_tier(u.obj)
-        elif u.kind == "Namespace":
-            if u.obj is None:
-                c.remove_namespace(name)
-            else:
-                c.update_namespace(cast("Namespace", u.obj))
-        elif u.kind == "IPPool":
-            if u.obj is None:
-                c.remove_pool(name)
-            else:
-                c.update_pool(cast("IPPool", u.obj))
+            if isinstance(u, ChainsUpdate | IpsetsUpdate | HooksUpdate) and u.version == self.version:
+                self._changes.add(u)
+                if isinstance(u, ChainsUpdate):
+                    self._desired.update((c.table, c.name) for c in u.chains)
+                    self._desired.difference_update(u.removed)
 
     def commit(self, additive: bool = False) -> bool:
-        if not self._hooks_set:
-            self.iptables.set_hooks(writer_hooks(self.compiler.hooks()))
-            self._hooks_set = True
+        changes, self._changes = self._changes, Changes()
         try:
-            write_changes(self.compiler.dirty(), self.iptables, self.ipsets, additive=additive)
+            write_changes(changes, self.iptables, self.ipsets, additive=additive)
         except DataplaneError as exc:
             log.warning("policy.commit_failed", error=str(exc), reason="will retry on the next batch")
             return False
         with self._lock:
-            self._written = {name for _, name in self.compiler.chains()}
+            self._written = {name for _, name in self._desired}
         return True
 
     @property
@@ -204,9 +141,13 @@ def writer_hooks(hooks: Iterable[PolicyHook]) -> list[Hook]:
 
 
 def write_changes(
-    changes: Changes, iptables: IptablesWriter, ipsets: IpsetWriter, *, additive: bool = False
+    changes: Changes | CompilerChanges,
+    iptables: IptablesWriter,
+    ipsets: IpsetWriter,
+    *,
+    additive: bool = False,
 ) -> None:
-    """Hand the compiler's ``Changes`` to the writers and commit them in Felix's order: ipsets first,
+    """Hand the ``Changes`` to the writers and commit them in Felix's order: ipsets first,
     then the chains that use them, then ipsets nothing references any more. Hook rules that changed
     (the raw/mangle jumps come and go with untracked/pre-DNAT policy) go with the chains, in the same
     per-table transaction, so a jump never points at a missing chain. ``additive``: iptables

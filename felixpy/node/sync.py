@@ -14,10 +14,10 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from felixpy.calc.model import InvalidConfig
 from felixpy.datastore.errors import DatastoreError
 from felixpy.datastore.kv import KV
 from felixpy.datastore.syncer import Syncer
-from felixpy.node.config_watch import InvalidConfig
 from felixpy.node.writer import BlockMsg, InSyncMsg, ResourceMsg, Writer
 from felixpy.resources import (
     BGPConfiguration,

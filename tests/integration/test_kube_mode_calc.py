@@ -242,12 +242,28 @@ class Dataplane(RecordingDataplane):
 INPUT_KINDS = ("Namespace", "K8sNetworkPolicy", "IPPool", "Node")
 
 
+class InputsGraph(CalcGraph):
+    """The calc graph, noting the policy and BGP inputs the sync delivers to it (calc consumes them)."""
+
+    def __init__(self, nodename: str) -> None:
+        super().__init__(nodename)
+        self.inputs: dict[tuple[str, tuple[str, str]], Any] = {}
+
+    def on_resource(self, kind: str, key: tuple[str, str], obj: Any | None) -> None:
+        if obj is None:
+            self.inputs.pop((kind, key), None)
+        else:
+            self.inputs[(kind, key)] = obj
+        super().on_resource(kind, key, obj)
+
+
 class Agent:
     """SyncSources → Writer → CalcGraph, exactly as felixpy.agent.build wires them."""
 
     def __init__(self, kv: Any, backend: Any):
         self.dataplane = Dataplane()
-        self.writer = RecordingWriter(CalcGraph(ME), self.dataplane)
+        self.graph = InputsGraph(ME)
+        self.writer = RecordingWriter(self.graph, self.dataplane)
         self.sources = SyncSources(kv, backend, self.writer)
         self.stop = threading.Event()
         self.writer_error: BaseException | None = None
@@ -267,8 +283,8 @@ class Agent:
         self.sources.syncer.stop(timeout=5)
 
     def inputs(self) -> dict[tuple[str, tuple[str, str]], Any]:
-        """The passthrough inputs, by model class (so a k8s and a Calico NetworkPolicy stay apart)."""
-        items = dict(self.dataplane.inputs).items()
+        """The policy and BGP inputs calc got, by model class (a k8s and a Calico NetworkPolicy apart)."""
+        items = dict(self.graph.inputs).items()
         return {(type(o).__name__, k): _summary(o) for (_, k), o in items if type(o).__name__ in INPUT_KINDS}
 
     def until(self, check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:

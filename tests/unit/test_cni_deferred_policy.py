@@ -12,7 +12,14 @@ import threading
 import time
 from typing import Any
 
-from felixpy.calc.model import EndpointUpdate, InputUpdate, LocalEndpoint, Route, RouteUpdate, Update
+from felixpy.calc.model import (
+    EndpointUpdate,
+    LocalEndpoint,
+    PolicyInputsUpdate,
+    Route,
+    RouteUpdate,
+    Update,
+)
 from felixpy.dataplane.netlink_fake import FakeNetlink
 from felixpy.dataplane.routes import RouteTable
 from felixpy.node.dataplane import LinuxDataplane
@@ -74,7 +81,7 @@ def _added(key: tuple[str, str], iface: str, ip: str) -> list[Update]:
     ep = LocalEndpoint(key[0], key[1], iface, (f"{ip}/32",))
     return [
         EndpointUpdate(key, ep),
-        InputUpdate("WorkloadEndpoint", key, object()),
+        PolicyInputsUpdate(others=True),
         RouteUpdate(f"{ip}/32", Route(f"{ip}/32", "local", iface=iface)),
     ]
 
@@ -82,7 +89,7 @@ def _added(key: tuple[str, str], iface: str, ip: str) -> list[Update]:
 def _removed(key: tuple[str, str], ip: str) -> list[Update]:
     return [
         EndpointUpdate(key, None),
-        InputUpdate("WorkloadEndpoint", key, None),
+        PolicyInputsUpdate(frozenset({key})),
         RouteUpdate(f"{ip}/32", None),
     ]
 
@@ -101,7 +108,7 @@ def test_the_datastore_echo_of_the_delete_stays_deferred() -> None:
     dp, policy, _ = _dataplane()
     dp.apply(_removed(KEY, "10.0.0.1"))
     dp.commit()
-    dp.apply([InputUpdate("WorkloadEndpoint", KEY, None)])  # the watch reports our own delete
+    dp.apply([PolicyInputsUpdate(frozenset({KEY}))])  # the watch reports our own delete
     dp.commit()
     assert policy.commits == 0 and dp.deferred
 
@@ -118,10 +125,10 @@ def test_next_batch_with_a_new_endpoint_writes_both() -> None:
 
 def test_remote_removal_and_policy_changes_commit_at_once() -> None:
     dp, policy, _ = _dataplane()
-    dp.apply([InputUpdate("WorkloadEndpoint", ("default", "node2-k8s-x-eth0"), None)])
+    dp.apply([PolicyInputsUpdate(frozenset({("default", "node2-k8s-x-eth0")}))])
     dp.commit()
     assert policy.commits == 1 and not dp.deferred, "a remote address leaves the ipsets at once"
-    dp.apply([InputUpdate("NetworkPolicy", ("default", "deny"), object())])
+    dp.apply([PolicyInputsUpdate(others=True)])
     dp.commit()
     assert policy.commits == 2 and not dp.deferred
 
@@ -186,7 +193,7 @@ def test_an_add_commits_additively_and_what_it_leaves_stays_deferred() -> None:
     dp.apply(_added(("default", "node1-k8s-b-eth0"), "calib", "10.0.0.2"))
     assert dp.commit()
     assert policy.additive == [True] and dp.deferred, "the new pod is in; the removal still waits"
-    dp.apply([InputUpdate("WorkloadEndpoint", KEY, None)])  # the datastore's echo of the DEL
+    dp.apply([PolicyInputsUpdate(frozenset({KEY}))])  # the datastore's echo of the DEL
     dp.commit()
     assert policy.commits == 1, "still only local removals: no commit"
     policy.left_behind = False
@@ -198,7 +205,9 @@ class BusyGraph(ScriptedGraph):
     """Every resource is a new remote endpoint's update: policy input that commits at once."""
 
     def on_resource(self, kind: str, key: tuple[str, str], obj: Any) -> None:
-        self.pending.append(InputUpdate("WorkloadEndpoint", key, obj))
+        self.pending.append(
+            PolicyInputsUpdate(others=True) if obj is not None else PolicyInputsUpdate(frozenset({key}))
+        )
 
 
 def test_writer_flushes_deferred_work_within_the_bound_even_when_never_idle() -> None:

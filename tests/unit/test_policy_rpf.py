@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from felixpy.calc.model import InputUpdate
+from felixpy.calc.policy import PolicyCalc
 from felixpy.kube.convert import pod_to_wep
 from felixpy.node.config_watch import invalid_fields
-from felixpy.node.policy_driver import PolicyDriver
 from felixpy.node.settings import FelixParams
 from felixpy.resources import ResourceError
 from felixpy.resources.endpoint import WorkloadEndpoint
@@ -212,11 +211,12 @@ def test_kubernetes_annotation_fills_the_field(annotation: str | None, prefixes:
 
 def test_agent_logs_endpoints_whose_prefixes_are_ignored() -> None:
     c = PolicyCompiler("n1")
-    driver = PolicyDriver(c, None, None)  # on_updates only feeds the compiler
+    calc = PolicyCalc([c])
     wep = parse_document(wep_doc(allowSpoofedSourcePrefixes=["10.70.0.0/16"]))
     with capture_logs() as logs:
-        driver.on_updates([InputUpdate("WorkloadEndpoint", ("default", "n1-k8s-pod-eth0"), wep)])
-        driver.on_updates([InputUpdate("WorkloadEndpoint", ("default", "n1-k8s-pod-eth0"), wep)])
+        for _ in range(2):
+            calc.on_resource("WorkloadEndpoint", ("default", "n1-k8s-pod-eth0"), wep)
+            calc.flush()
     logged = [e for e in logs if e["event"] == "policy.source_spoofing_ignored"]
     assert len(logged) == 1 and logged[0]["endpoints"] == {"default/n1-k8s-pod-eth0": ["10.70.0.0/16"]}
     assert "workloadSourceSpoofing: Any" in logged[0]["reason"]
