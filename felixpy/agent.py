@@ -299,6 +299,16 @@ class BGPOnlyDataplane:
     def resync(self, what: str) -> None:
         return None
 
+    @property
+    def deferred(self) -> bool:
+        return False
+
+    def commit_deferred(self) -> bool:
+        return True
+
+    def post_write_check(self) -> None:
+        return None
+
 
 def _intervals(params: FelixParams) -> dict[str, float]:
     return {

@@ -249,7 +249,7 @@ class LinuxDataplane:
         ok = self.policy.commit(additive)
         self._policy_urgent = False
         # A failed commit is retried with the next batch; an additive one may have left removals.
-        self._policy_deferred = not ok or bool(getattr(self.policy, "deferred", False))
+        self._policy_deferred = not ok or self.policy.deferred
         if not self._policy_deferred:
             self._gone.clear()
         return ok

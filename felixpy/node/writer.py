@@ -36,6 +36,9 @@ DEFERRED_MAX_SECONDS = 1.0  # ... and the longest they wait when the loop is nev
 
 
 class Dataplane(Protocol):
+    """What the loop drives. A dataplane may leave some writes for later (``deferred``) and flush
+    them when asked (``commit_deferred``); ``post_write_check`` is cheap when nothing is due."""
+
     def apply(self, updates: list[Update]) -> None: ...
 
     def commit(self) -> bool:
@@ -44,13 +47,12 @@ class Dataplane(Protocol):
 
     def resync(self, what: str) -> None: ...
 
-
-class DeferringDataplane(Dataplane, Protocol):
-    """A dataplane that may leave some writes for later (``deferred``) and flush them when asked."""
-
-    deferred: bool
+    @property
+    def deferred(self) -> bool: ...
 
     def commit_deferred(self) -> bool: ...
+
+    def post_write_check(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +151,11 @@ class Writer:
 
     def _post_write_check(self) -> None:
         """Cheap when nothing is due: the dataplane decides whether a re-read is due (Felix's schedule)."""
-        check = getattr(self.dataplane, "post_write_check", None)
-        if check is not None and self.in_sync.is_set():
-            check()
+        if self.in_sync.is_set():
+            self.dataplane.post_write_check()
 
     def _deferred(self) -> bool:
-        pending = bool(getattr(self.dataplane, "deferred", False)) and self.in_sync.is_set()
+        pending = self.dataplane.deferred and self.in_sync.is_set()
         if not pending:
             self._deferred_since = None
         elif self._deferred_since is None:
@@ -170,9 +171,8 @@ class Writer:
     def _commit_deferred(self) -> None:
         """Idle for ``deferred_seconds``, or pending for ``deferred_max_seconds``: flush alone. A failed
         flush starts both clocks again (no busy retry loop)."""
-        dataplane: DeferringDataplane = self.dataplane  # type: ignore[assignment]
         start = time.monotonic()
-        ok = dataplane.commit_deferred()
+        ok = self.dataplane.commit_deferred()
         self.applied_ok = ok
         self._busy_at = time.monotonic()
         if not ok:

@@ -166,6 +166,16 @@ class PolicyOnlyDataplane:
     def resync(self, what: str) -> None:
         pass
 
+    def post_write_check(self) -> None:
+        pass
+
+    @property
+    def deferred(self) -> bool:
+        return False
+
+    def commit_deferred(self) -> bool:
+        return True
+
     def lines(self) -> list[str] | None:
         with self.lock:
             return self.tier_lines

@@ -238,6 +238,16 @@ class Dataplane(RecordingDataplane):
     def resync(self, what: str) -> None:
         pass
 
+    def post_write_check(self) -> None:
+        pass
+
+    @property
+    def deferred(self) -> bool:
+        return False
+
+    def commit_deferred(self) -> bool:
+        return True
+
 
 INPUT_KINDS = ("Namespace", "K8sNetworkPolicy", "IPPool", "Node")
 

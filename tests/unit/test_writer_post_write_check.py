@@ -30,6 +30,13 @@ class Dataplane:
     def post_write_check(self) -> None:
         self.checks += 1
 
+    @property
+    def deferred(self) -> bool:
+        return False
+
+    def commit_deferred(self) -> bool:
+        return True
+
 
 def test_post_write_check_runs_only_once_in_sync() -> None:
     dp = Dataplane()
