@@ -35,7 +35,7 @@ from bgp.route import borrowed_addresses, normalize_prefix
 from bgp.speaker import Speaker, SpeakerSettings
 from bgp.status import PeerStatus, write_status
 from bgp.topology import DEFAULT_PORT, SecretResolver, compute_peers, hashed_router_id, local_asn
-from felixpy.dataplane.model import RTPROT_FELIXPY_BGP
+from felixpy.dataplane.kernel_objects import RTPROT_FELIXPY_BGP
 from felixpy.private_files import private_dir
 from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPeer
 from felixpy.resources.ippool import IPPool
@@ -180,7 +180,7 @@ class BGPService:
         self.channel = ApiChannel(socket_path, self._on_event)
         self._ops = route_ops
         if install_routes and route_ops is None:
-            from bgp.netlink import NetlinkRouteOps
+            from bgp.fib_netlink import NetlinkRouteOps
 
             self._ops = NetlinkRouteOps(netns=netns, protocol=route_protocol)
         fib = Fib(self._ops) if install_routes and self._ops is not None else None

@@ -24,29 +24,29 @@ import structlog
 
 from felixpy import interpreter
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.model import Update
-from felixpy.calc.policy import PolicyCalc
+from felixpy.calc.policy_stage import PolicyCalc
+from felixpy.calc.updates import Update
 from felixpy.cni.handler import CNIHandler
 from felixpy.cni.ipam_service import IpamService
 from felixpy.cni.server import CNIServer
+from felixpy.dataplane.encap_driver import EncapDriver, EncapSettings
 from felixpy.dataplane.links import WorkloadLinks
-from felixpy.dataplane.netlink import IPRouteNetlink
+from felixpy.dataplane.linux import FamilyPolicies, LinuxDataplane, PolicyDriver
+from felixpy.dataplane.netlink_ops import IPRouteNetlink
 from felixpy.dataplane.routes import RouteTable
 from felixpy.dataplane.sysctl import enable_ip_forwarding, ipv6_available
 from felixpy.datastore.backend import Backend
 from felixpy.datastore.config import DatastoreConfig, connect
 from felixpy.datastore.kv import KV
 from felixpy.datastore.tiers import ensure_default_tier
-from felixpy.node import startup
-from felixpy.node.config_watch import ROUTE_REFLECTOR_FIELDS, ConfigWatch, params_digest
-from felixpy.node.dataplane import FamilyPolicies, LinuxDataplane, PolicyDriver
-from felixpy.node.encap import EncapDriver, EncapSettings
-from felixpy.node.felix_metrics import FelixCollector
-from felixpy.node.health import HealthServer, Metrics
-from felixpy.node.settings import FelixParams, Settings
-from felixpy.node.sync import SyncSources
-from felixpy.node.writer import Writer
 from felixpy.private_files import private_dir
+from felixpy.runtime import startup
+from felixpy.runtime.config_watch import ROUTE_REFLECTOR_FIELDS, ConfigWatch, params_digest
+from felixpy.runtime.felix_metrics import FelixCollector
+from felixpy.runtime.health import HealthServer, Metrics
+from felixpy.runtime.settings import FelixParams, Settings
+from felixpy.runtime.sync import SyncSources
+from felixpy.runtime.writer import Writer
 from ipam.ipam import IPAM
 
 if TYPE_CHECKING:
@@ -219,10 +219,10 @@ def _policy(
     """
     if not settings.policy_enabled:
         return None, None
-    from felixpy.dataplane.ipsets import IpsetWriter
+    from felixpy.dataplane.ipset_writer import IpsetWriter
     from felixpy.dataplane.iptables import IptablesWriter
     from felixpy.dataplane.iptables_backend import make_backend
-    from felixpy.node.policy_driver import PolicyDriver as VersionDriver
+    from felixpy.dataplane.policy_driver import PolicyDriver as VersionDriver
     from policy.chains import ChainConfig
     from policy.compiler import PolicyCompiler
 
@@ -250,7 +250,7 @@ def _ipv6_enabled(params: FelixParams) -> bool:
 
 def _wireguard_driver(settings: Settings, params: FelixParams, backend: Any, mtu: int) -> Any:
     from felixpy.calc.wireguard import WireguardConfig
-    from felixpy.node.wireguard import WireguardDriver, node_key_publisher
+    from felixpy.dataplane.wireguard_driver import WireguardDriver, node_key_publisher
 
     cfg = WireguardConfig(
         enabled=params.wireguardEnabled,
@@ -337,7 +337,7 @@ def build_route_reflector(settings: Settings, env: dict[str, str]) -> Agent:
     """BGP only: register (cluster ID, label), sync, feed the BGP service; no CNI, routes or iptables."""
     kv, backend, _, _, params = _startup(settings, env)
     bgp = _bgp_service(settings)
-    from felixpy.node.bgp_sink import BGPSink
+    from felixpy.dataplane.bgp_sink import BGPSink
 
     dataplane = BGPOnlyDataplane(BGPSink(bgp) if bgp is not None else None)
     writer = Writer(CalcGraph(settings.nodename, bgp=bgp is not None), dataplane, intervals={})
@@ -361,7 +361,7 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
     metrics = Metrics()
     links = WorkloadLinks(prefix=params.interfacePrefix)
     bgp = _bgp_service(settings)
-    from felixpy.node.bgp_sink import BGPSink
+    from felixpy.dataplane.bgp_sink import BGPSink
 
     policy_calc, policy = _policy(settings, params, kinds)
     dataplane = LinuxDataplane(
@@ -409,7 +409,7 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
 
 
 def _serve_http(agent: Agent) -> None:
-    # Felix's felix_* families, read from this agent's state at scrape time (felixpy.node.felix_metrics).
+    # Felix's felix_* families, read from this agent's state at scrape time (felixpy.runtime.felix_metrics).
     agent.metrics.registry.register(
         FelixCollector(
             agent.settings.nodename,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from bgp.route import borrowed_addresses
-from felixpy.calc.model import BGPInputs, BGPInputsUpdate
+from felixpy.calc.updates import BGPInputs, BGPInputsUpdate
 
 Key = tuple[str, str]
 _TABLES = ("nodes", "bgp_configs", "peers", "bgp_filters", "pools")

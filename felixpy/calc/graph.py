@@ -7,7 +7,7 @@ node's VTEP; a pool or this node's own Node changes everything remote, which is 
 flushed, so a batch of many events coalesces into the smallest set of changes.
 
 Two stages sit beside the routing ones and are fed by the same ``on_resource``: the policy stage
-(``felixpy.calc.policy``: the compilers, one per IP version, emitting chains, ipsets and hooks) and
+(``felixpy.calc.policy_stage``: the compilers, one per IP version, emitting chains, ipsets and hooks) and
 the BGP stage (``felixpy.calc.bgp_inputs``: one frozen snapshot of what the BGP service is given).
 FelixConfigurations leave as `FelixConfigUpdate` (the config watch restarts the agent on a change).
 """
@@ -18,7 +18,8 @@ import ipaddress
 from typing import TYPE_CHECKING, Any, cast
 
 from felixpy.calc.bgp_inputs import BGPInputsCalc
-from felixpy.calc.model import (
+from felixpy.calc.policy_stage import PolicyCalc
+from felixpy.calc.updates import (
     IPIP_DEVICE,
     VXLAN_DEVICE,
     BlocksUpdate,
@@ -35,7 +36,6 @@ from felixpy.calc.model import (
     Vtep,
     VtepUpdate,
 )
-from felixpy.calc.policy import PolicyCalc
 from felixpy.calc.vxlan import vtep_mac
 from felixpy.calc.wireguard import WireguardCalc
 

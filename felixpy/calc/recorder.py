@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from felixpy.calc.model import (
+from felixpy.calc.updates import (
     BGPInputs,
     BGPInputsUpdate,
     BlocksUpdate,
@@ -27,7 +27,7 @@ from felixpy.calc.model import (
     Update,
     VtepUpdate,
 )
-from felixpy.dataplane.model import Chain, IpSet, Table
+from felixpy.dataplane.kernel_objects import Chain, IpSet, Table
 from policy.chains import Hook
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from felixpy.dataplane.model import Chain, IpSet, Table
+from felixpy.dataplane.kernel_objects import Chain, IpSet, Table
 
 if TYPE_CHECKING:
     from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPeer

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from felixpy.calc.model import BGPInputsUpdate, Update
+from felixpy.calc.updates import BGPInputsUpdate, Update
 
 if TYPE_CHECKING:
     from bgp.service import BGPService

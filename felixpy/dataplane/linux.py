@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from felixpy.calc.model import (
+from felixpy.calc.updates import (
     IPIP_DEVICE,
     VXLAN_DEVICE,
     ChainsUpdate,
@@ -45,14 +45,14 @@ from felixpy.calc.model import (
     VtepUpdate,
     WireguardUpdate,
 )
-from felixpy.dataplane.model import RouteTarget
-from felixpy.dataplane.netlink import normalise_cidr
-from felixpy.node.orphans import Orphans
+from felixpy.dataplane.kernel_objects import RouteTarget
+from felixpy.dataplane.netlink_ops import normalise_cidr
+from felixpy.dataplane.orphans import Orphans
 
 if TYPE_CHECKING:
+    from felixpy.dataplane.encap_driver import EncapDriver
     from felixpy.dataplane.links import WorkloadLinks
     from felixpy.dataplane.routes import RouteTable
-    from felixpy.node.encap import EncapDriver
 
 log = structlog.get_logger(__name__)
 # What the policy driver is given: local endpoints (their removal may wait), the compiled policy and

@@ -1,6 +1,6 @@
 """Policy: calc's compiled chains, ipsets and hooks (one IP version) → the ipset and iptables writers.
 
-The compilers run in calc (``felixpy.calc.policy``); this driver only writes. It keeps what calc
+The compilers run in calc (``felixpy.calc.policy_stage``); this driver only writes. It keeps what calc
 emitted since its last commit, coalesced (the latest version of a chain or set wins, a removal
 cancels an earlier write), and hands it to the writers at commit time, so each IP version's
 changes are written together even though both versions share one IpsetWriter.
@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from felixpy.calc.model import ChainsUpdate, HooksUpdate, IpsetsUpdate, Update
+from felixpy.calc.updates import ChainsUpdate, HooksUpdate, IpsetsUpdate, Update
 from felixpy.dataplane.errors import DataplaneError
 from felixpy.dataplane.iptables_render import Hook
-from felixpy.dataplane.model import Chain, IpSet, Table
-from policy.names import FROM_WL_DISPATCH, TO_WL_DISPATCH
+from felixpy.dataplane.kernel_objects import Chain, IpSet, Table
+from policy.chain_names import FROM_WL_DISPATCH, TO_WL_DISPATCH
 
 if TYPE_CHECKING:
-    from felixpy.dataplane.ipsets import IpsetWriter
+    from felixpy.dataplane.ipset_writer import IpsetWriter
     from felixpy.dataplane.iptables import IptablesWriter
     from policy.chains import Hook as PolicyHook
     from policy.compiler import Changes as CompilerChanges

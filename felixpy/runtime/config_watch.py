@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from felixpy.calc.model import FelixConfigUpdate, InvalidConfig, Update
-from felixpy.node.settings import FelixParams
+from felixpy.calc.updates import FelixConfigUpdate, InvalidConfig, Update
+from felixpy.runtime.settings import FelixParams
 
 KIND = "FelixConfiguration"
 

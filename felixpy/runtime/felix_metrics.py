@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from policy.ipsets import NamedPortSet, SelectorSet
+from policy.set_specs import NamedPortSet, SelectorSet
 
 # felix_resync_state: Felix's values for its syncer states.
 RESYNC_STATE = {"wait-for-ready": 1, "resync": 2, "in-sync": 3}

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import structlog
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.model import InSync, Update
+from felixpy.calc.updates import InSync, Update
 
 log = structlog.get_logger(__name__)
 DEFERRED_SECONDS = 0.25  # idle time before writes a dataplane deferred are flushed on their own

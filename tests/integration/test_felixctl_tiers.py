@@ -14,13 +14,13 @@ import pytest
 import yaml
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.model import Update
-from felixpy.calc.policy import PolicyCalc
+from felixpy.calc.policy_stage import PolicyCalc
+from felixpy.calc.updates import Update
 from felixpy.datastore.kv import KV
 from felixpy.datastore.tiers import ensure_default_tier
-from felixpy.node.sync import SyncSources
-from felixpy.node.writer import Writer
 from felixpy.resources import WorkloadEndpoint
+from felixpy.runtime.sync import SyncSources
+from felixpy.runtime.writer import Writer
 from policy.compiler import PolicyCompiler
 from tests.fixtures.kubeapi import KubeAPI
 from tests.integration.test_felixctl import ROOT, Ctl, keys

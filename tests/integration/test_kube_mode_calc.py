@@ -20,16 +20,16 @@ from typing import Any, Protocol
 import pytest
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.model import LocalEndpoint, Route, Vtep
 from felixpy.calc.recorder import RecordingDataplane
+from felixpy.calc.updates import LocalEndpoint, Route, Vtep
 from felixpy.cni.request import wep_name
-from felixpy.dataplane.names import veth_name_for_workload
+from felixpy.dataplane.iface_names import veth_name_for_workload
 from felixpy.datastore.kube_kv import KubeKV
 from felixpy.datastore.kubernetes import KubernetesBackend
-from felixpy.node.sync import SyncSources
-from felixpy.node.writer import Msg, ResourceMsg, Writer
 from felixpy.resources import IPPool, Node, WorkloadEndpoint
 from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
+from felixpy.runtime.sync import SyncSources
+from felixpy.runtime.writer import Msg, ResourceMsg, Writer
 from tests.fixtures.kubeapi import KubeAPI
 
 pytestmark = pytest.mark.integration

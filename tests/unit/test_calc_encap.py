@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.model import Encap, EncapUpdate, Route, RouteUpdate, Vtep, VtepUpdate
 from felixpy.calc.recorder import RecordingDataplane
-from felixpy.dataplane import encap as drv
-from felixpy.node.dataplane import LinuxDataplane
-from felixpy.node.encap import EncapDriver, EncapSettings
-from felixpy.node.settings import FelixParams
-from felixpy.node.startup import pod_mtu
+from felixpy.calc.updates import Encap, EncapUpdate, Route, RouteUpdate, Vtep, VtepUpdate
+from felixpy.dataplane import tunnel_devices as drv
+from felixpy.dataplane.encap_driver import EncapDriver, EncapSettings
+from felixpy.dataplane.linux import LinuxDataplane
 from felixpy.resources import IPPool, Node
+from felixpy.runtime.settings import FelixParams
+from felixpy.runtime.startup import pod_mtu
 
 ME = "node1"
 BLOCKS = {"192.168.0.0/26": ME, "192.168.1.0/26": "node2", "192.168.2.0/26": "node3"}
@@ -231,7 +231,7 @@ def test_pod_mtu(env: dict[str, str], kinds: set[str], expected: int) -> None:
 
 
 def test_policy_calc_feeds_node_ips_to_hosts_set() -> None:
-    from felixpy.calc.policy import PolicyCalc
+    from felixpy.calc.policy_stage import PolicyCalc
     from policy.compiler import PolicyCompiler
 
     class Compiler(PolicyCompiler):

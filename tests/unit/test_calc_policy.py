@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.model import BGPInputs, BGPInputsUpdate, ChainsUpdate, IpsetsUpdate, PolicyInputsUpdate
-from felixpy.calc.policy import PolicyCalc
+from felixpy.calc.policy_stage import PolicyCalc
 from felixpy.calc.recorder import RecordingDataplane
+from felixpy.calc.updates import BGPInputs, BGPInputsUpdate, ChainsUpdate, IpsetsUpdate, PolicyInputsUpdate
 from felixpy.resources.parse import parse_document
+from policy.chain_names import ipset_name
 from policy.chains import ChainConfig
 from policy.compiler import PolicyCompiler
-from policy.names import ipset_name
 from policy.selector import parse
 from tests.unit.test_calc import ME, feed, node, pool, state, transition, wep
 

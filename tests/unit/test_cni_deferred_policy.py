@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from felixpy.calc.model import (
+from felixpy.calc.updates import (
     EndpointUpdate,
     LocalEndpoint,
     PolicyInputsUpdate,
@@ -20,10 +20,10 @@ from felixpy.calc.model import (
     RouteUpdate,
     Update,
 )
+from felixpy.dataplane.linux import LinuxDataplane
 from felixpy.dataplane.netlink_fake import FakeNetlink
 from felixpy.dataplane.routes import RouteTable
-from felixpy.node.dataplane import LinuxDataplane
-from felixpy.node.writer import ResourceMsg, Writer
+from felixpy.runtime.writer import ResourceMsg, Writer
 
 KEY = ("default", "node1-k8s-a-eth0")
 

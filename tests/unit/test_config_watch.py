@@ -1,4 +1,4 @@
-"""When a FelixConfiguration change makes the agent restart (felixpy.node.config_watch)."""
+"""When a FelixConfiguration change makes the agent restart (felixpy.runtime.config_watch)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ import json
 
 import pytest
 
-from felixpy.calc.model import FelixConfigUpdate, InvalidConfig
-from felixpy.node.config_watch import (
+from felixpy.calc.updates import FelixConfigUpdate, InvalidConfig
+from felixpy.resources import FelixConfiguration
+from felixpy.runtime.config_watch import (
     ROUTE_REFLECTOR_FIELDS,
     ConfigWatch,
     effective_changes,
     invalid_fields,
     params_digest,
 )
-from felixpy.node.settings import FelixParams
-from felixpy.node.sync import _felix_config
-from felixpy.resources import FelixConfiguration
+from felixpy.runtime.settings import FelixParams
+from felixpy.runtime.sync import _felix_config
 
 
 def config(name: str, **spec: object) -> FelixConfigUpdate:

@@ -1,4 +1,4 @@
-"""Felix's metric families (felixpy.node.felix_metrics): the counting, and the names, types and labels
+"""Felix's metric families (felixpy.runtime.felix_metrics): the counting, and the names, types and labels
 a Prometheus scrape of the agent's registry shows (dashboards and alerts built for Felix match them)."""
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from felixpy.calc.policy import PolicyCalc
-from felixpy.dataplane.ipsets import IpsetWriter
+from felixpy.calc.policy_stage import PolicyCalc
+from felixpy.dataplane.ipset_writer import IpsetWriter
 from felixpy.dataplane.iptables import IptablesWriter
 from felixpy.dataplane.iptables_backend import RestoreBackend
-from felixpy.dataplane.model import Chain, Rule
+from felixpy.dataplane.kernel_objects import Chain, Rule
+from felixpy.dataplane.policy_driver import PolicyDriver
 from felixpy.dataplane.toolstats import ToolStats
-from felixpy.node.felix_metrics import (
+from felixpy.runtime.felix_metrics import (
     FELIX_COUNTERS,
     FelixCollector,
     endpoint_counts,
@@ -26,10 +27,9 @@ from felixpy.node.felix_metrics import (
     route_table_counts,
     table_counts,
 )
-from felixpy.node.health import Metrics
-from felixpy.node.policy_driver import PolicyDriver
+from felixpy.runtime.health import Metrics
 from policy.compiler import PolicyCompiler
-from policy.model import Endpoint, EntityMatch, Policy, PolicyRule
+from policy.entities import Endpoint, EntityMatch, Policy, PolicyRule
 from policy.selector import parse
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from felixpy.calc.policy import PolicyCalc
+from felixpy.calc.policy_stage import PolicyCalc
 from felixpy.dataplane.iptables import IptablesWriter
 from felixpy.dataplane.iptables_render import jump_target, rule_body, saved_body
-from felixpy.node.policy_driver import PolicyDriver
+from felixpy.dataplane.policy_driver import PolicyDriver
+from policy.chain_names import FROM_WL_DISPATCH, TO_WL_DISPATCH, ipset_name
 from policy.compiler import PolicyCompiler
-from policy.model import Endpoint, EntityMatch, Policy, PolicyRule
-from policy.names import FROM_WL_DISPATCH, TO_WL_DISPATCH, ipset_name
+from policy.entities import Endpoint, EntityMatch, Policy, PolicyRule
 from policy.selector import parse
 from tests.unit.test_dataplane_iptables_writer import FakeKernel
 

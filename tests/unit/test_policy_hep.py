@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from felixpy.calc.policy import PolicyCalc
-from felixpy.dataplane.model import Chain, Rule
+from felixpy.calc.policy_stage import PolicyCalc
+from felixpy.dataplane.kernel_objects import Chain, Rule
 from felixpy.resources.endpoint import HostEndpoint
+from policy.chain_names import host_endpoint_chain, ipset_name, profile_chain
 from policy.compiler import PolicyCompiler
 from policy.convert import endpoint_from_hep, hep_key, policy_from_doc
+from policy.entities import Endpoint, Policy
 from policy.evaluator import Evaluator, Flow
-from policy.model import Endpoint, Policy
-from policy.names import host_endpoint_chain, ipset_name, profile_chain
 from policy.selector import parse
 
 GNP = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy"}

@@ -9,19 +9,19 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from felixpy.calc.policy import PolicyCalc
+from felixpy.calc.policy_stage import PolicyCalc
 from felixpy.kube.convert import pod_to_wep
-from felixpy.node.config_watch import invalid_fields
-from felixpy.node.settings import FelixParams
 from felixpy.resources import ResourceError
 from felixpy.resources.endpoint import WorkloadEndpoint
 from felixpy.resources.parse import parse_document
+from felixpy.runtime.config_watch import invalid_fields
+from felixpy.runtime.settings import FelixParams
+from policy.chain_names import MARK_ACCEPT, MARK_FROM_WORKLOAD, MARK_PASS, MARK_SCRATCH1
 from policy.chains import ChainConfig
 from policy.compile_hostraw import raw_prerouting_chain
 from policy.compiler import PolicyCompiler
 from policy.convert import endpoint_from_wep
-from policy.model import Endpoint
-from policy.names import MARK_ACCEPT, MARK_FROM_WORKLOAD, MARK_PASS, MARK_SCRATCH1
+from policy.entities import Endpoint
 from tests.unit.test_policy_hostraw import hep, untracked
 
 V3 = "projectcalico.org/v3"

@@ -10,8 +10,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.model import PolicyInputsUpdate
-from felixpy.calc.policy import PolicyCalc
+from felixpy.calc.policy_stage import PolicyCalc
+from felixpy.calc.updates import PolicyInputsUpdate
 from felixpy.ctl.columns import columns_for
 from felixpy.datastore.kubernetes import api_path
 from felixpy.datastore.resources import encode, parse_key, resource_key

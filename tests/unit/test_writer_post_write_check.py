@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.node.writer import InSyncMsg, Writer
+from felixpy.runtime.writer import InSyncMsg, Writer
 
 
 class Dataplane:

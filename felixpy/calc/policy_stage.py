@@ -1,7 +1,7 @@
 """Policy as a calc stage: the synced resources feed the policy compilers (one per IP version), whose
 output leaves calc as typed updates (`ChainsUpdate`, `IpsetsUpdate`, `HooksUpdate`), plus one
 `PolicyInputsUpdate` per batch saying which inputs changed (the dataplane decides from it whether a
-commit must isolate something new at once, see ``felixpy.node.dataplane``).
+commit must isolate something new at once, see ``felixpy.dataplane.linux``).
 
 What each kind means to the compilers (one table, ``_FEEDS``): workload and host endpoints (every
 node's: the compiler enforces only this node's, but any endpoint's addresses belong in the selector
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
-from felixpy.calc.model import ChainsUpdate, HooksUpdate, IpsetsUpdate, PolicyInputsUpdate, Update
+from felixpy.calc.updates import ChainsUpdate, HooksUpdate, IpsetsUpdate, PolicyInputsUpdate, Update
 from policy.convert import hep_key
 
 if TYPE_CHECKING:
