@@ -299,9 +299,8 @@ class BGPOnlyDataplane:
     def resync(self, what: str) -> None:
         return None
 
-    @property
-    def deferred(self) -> bool:
-        return False
+    def next_deadline(self) -> float | None:
+        return None
 
     def commit_deferred(self) -> bool:
         return True

@@ -5,11 +5,11 @@
 away (a CNI DEL) does not wait for iptables: the interface is gone, so its ``cali-tw/fw`` chains
 and dispatch entries are unreachable, and their removal is folded into the next batch (the next
 ADD's commit, which must write chains anyway), or flushed by the writer once it has been idle
-(``Writer.deferred_seconds``). Anything else (a new endpoint, a policy change) commits at once, so an
+(``felixpy.dataplane.deferral``). Anything else (a new endpoint, a policy change) commits at once, so an
 ADD still returns only after its isolating chains are in. That commit is additive (see
 ``policy_driver``): iptables only adds where it can (the new chains, an inserted dispatch rule) and
 the removals pending from earlier DELs stay deferred with the hash fix-ups; the writer loop flushes
-them with a plain commit once idle, and at the latest ``Writer.deferred_max_seconds`` later, however
+them with a plain commit once idle, and at the latest ``DEFERRED_MAX_SECONDS`` later, however
 busy it is. A dispatch rule left that long matches only the gone pod's interface name: an address
 the IPAM hands out again goes to a new pod's interface (new name, new chains), and a re-ADD of the
 same pod (same name) makes that rule and its chains desired again, rewritten first if they differ.
@@ -45,6 +45,7 @@ from felixpy.calc.updates import (
     VtepUpdate,
     WireguardUpdate,
 )
+from felixpy.dataplane.deferral import FlushClock
 from felixpy.dataplane.kernel_objects import RouteTarget
 from felixpy.dataplane.netlink_ops import normalise_cidr
 from felixpy.dataplane.orphans import Orphans
@@ -155,6 +156,7 @@ class LinuxDataplane:
         policy: PolicyDriver | None = None,
         bgp_sink: Callable[[list[Update]], None] | None = None,
         iface_exists: Callable[[str], bool] = iface_exists,
+        flush_clock: FlushClock | None = None,
     ) -> None:
         self.routes = routes
         self.links = links
@@ -169,6 +171,7 @@ class LinuxDataplane:
         self._policy_deferred = False  # endpoint removals not yet written to iptables
         self._gone: set[tuple[str, str]] = set()  # local endpoints removed since the last policy commit
         self.orphans = Orphans(iface_exists)  # local endpoints whose interface is gone (routes withheld)
+        self.flush_clock = flush_clock or FlushClock()  # when deferred policy writes go out alone
 
     def _on_route(self, u: RouteUpdate) -> None:
         self._ipip_routes.discard(u.dst)
@@ -231,6 +234,7 @@ class LinuxDataplane:
         ok = ok and not self._unexplained(stats.failed)
         if self.policy is not None and (self._policy_urgent or not self._policy_deferred):
             ok = self._commit_policy(additive=self._policy_urgent) and ok
+        self.flush_clock.busy()
         return ok
 
     @property
@@ -238,11 +242,17 @@ class LinuxDataplane:
         """Endpoint removals (or what an additive commit left) are waiting for a plain policy commit."""
         return self._policy_deferred
 
+    def next_deadline(self) -> float | None:
+        """When what earlier batches deferred is due to be written alone (None: nothing deferred)."""
+        return self.flush_clock.deadline(self._policy_deferred)
+
     def commit_deferred(self) -> bool:
-        """Write what earlier batches deferred (the writer calls this once it is idle)."""
+        """Write what earlier batches deferred (the writer calls this at :meth:`next_deadline`)."""
         if self.policy is None or not self._policy_deferred:
             return True
-        return self._commit_policy()
+        ok = self._commit_policy()
+        self.flush_clock.flushed(ok)
+        return ok
 
     def _commit_policy(self, additive: bool = False) -> bool:
         assert self.policy is not None

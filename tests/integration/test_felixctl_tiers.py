@@ -169,9 +169,8 @@ class PolicyOnlyDataplane:
     def post_write_check(self) -> None:
         pass
 
-    @property
-    def deferred(self) -> bool:
-        return False
+    def next_deadline(self) -> float | None:
+        return None
 
     def commit_deferred(self) -> bool:
         return True

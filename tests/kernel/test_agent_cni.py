@@ -643,8 +643,8 @@ def test_a_deleted_pods_leftover_rules_never_reach_a_new_pod_and_go_within_the_b
     linger a moment. They match only the old interface name: a new pod meets its own chains from its
     first packet (here a policy denies it), and they are gone within the writer's bound even while
     back-to-back ADDs and DELs never leave the agent idle."""
+    from felixpy.dataplane.deferral import DEFERRED_MAX_SECONDS
     from felixpy.dataplane.iface_names import veth_name_for_workload
-    from felixpy.runtime.writer import DEFERRED_MAX_SECONDS
 
     client = env.pod("pod-lc")
     assert env.cni("ADD", client, "lcl", extra_args=";K8S_POD_LABELS=role=lcl")[0] == 0

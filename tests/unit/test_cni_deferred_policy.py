@@ -20,6 +20,7 @@ from felixpy.calc.updates import (
     RouteUpdate,
     Update,
 )
+from felixpy.dataplane.deferral import FlushClock
 from felixpy.dataplane.linux import LinuxDataplane
 from felixpy.dataplane.netlink_fake import FakeNetlink
 from felixpy.dataplane.routes import RouteTable
@@ -166,7 +167,8 @@ def test_writer_flushes_deferred_work_once_idle() -> None:
     dp, policy, _ = _dataplane()
     policy.commits = -1  # the ADD below is a repeat: one more commit
     graph = ScriptedGraph({"add": _added(KEY, "calia", "10.0.0.1"), "del": _removed(KEY, "10.0.0.1")})
-    writer = Writer(graph, dp, deferred_seconds=0.05)  # type: ignore[arg-type]
+    dp.flush_clock = FlushClock(idle=0.05)
+    writer = Writer(graph, dp)  # type: ignore[arg-type]
     writer.in_sync.set()
     stop = threading.Event()
     thread = threading.Thread(target=writer.run, args=(stop,), daemon=True)
@@ -213,7 +215,8 @@ class BusyGraph(ScriptedGraph):
 def test_writer_flushes_deferred_work_within_the_bound_even_when_never_idle() -> None:
     dp, policy, _ = _dataplane()
     policy.left_behind = True  # every additive commit leaves something
-    writer = Writer(BusyGraph({}), dp, deferred_seconds=30, deferred_max_seconds=0.3)  # type: ignore[arg-type]
+    dp.flush_clock = FlushClock(idle=30, max_wait=0.3)
+    writer = Writer(BusyGraph({}), dp)  # type: ignore[arg-type]
     writer.in_sync.set()
     stop = threading.Event()
     thread = threading.Thread(target=writer.run, args=(stop,), daemon=True)

@@ -30,9 +30,8 @@ class Dataplane:
     def post_write_check(self) -> None:
         self.checks += 1
 
-    @property
-    def deferred(self) -> bool:
-        return False
+    def next_deadline(self) -> float | None:
+        return None
 
     def commit_deferred(self) -> bool:
         return True
