@@ -234,6 +234,19 @@ def test_no_module_imports_from_a_layer_above_its_own() -> None:
     assert not upward, "imports against the layers:\n" + "\n".join(upward)
 
 
+# Names issue 14 found on several modules of different jobs (names.py x4, model.py x3, ...): each was
+# renamed by its role, and none may come back as a bare name shared by two packages.
+AMBIGUOUS = ("names", "model", "encap", "netlink", "ipsets", "selectors")
+
+
+def test_modules_are_named_by_role_not_by_a_shared_generic_name() -> None:
+    found: dict[str, list[str]] = {}
+    for module in _modules():
+        found.setdefault(module.rsplit(".", 1)[-1], []).append(module)
+    shared = {name: sorted(found[name]) for name in AMBIGUOUS if len(found.get(name, ())) > 1}
+    assert not shared, f"modules sharing a generic name (name them by role): {shared}"
+
+
 def test_no_import_circles() -> None:
     graph = _imports(_modules())
     index: dict[str, int] = {}
