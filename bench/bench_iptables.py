@@ -18,7 +18,7 @@ from collections.abc import Callable
 from felixpy.dataplane.iptables import IptablesWriter
 from felixpy.dataplane.iptables_backend import make_backend
 from felixpy.dataplane.iptables_render import default_hooks
-from felixpy.dataplane.model import Chain, Rule
+from felixpy.dataplane.kernel_objects import Chain, Rule
 
 BACKENDS = ("legacy", "nft", "python-iptables")
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from policy.compiler import PolicyCompiler
 from policy.convert import policy_from_doc
-from policy.model import Endpoint, NamedPort, Policy
+from policy.entities import Endpoint, NamedPort, Policy
 from tests.fixtures.conformance_cases import block, calico, knp, peer, port
 
 N_NS, N_EP, N_POL, N_APPS = 20, 1000, 500, 50
@@ -219,7 +219,7 @@ def program(netns: str, backend: str, eps: list[Endpoint], pols: list[Policy], r
     """In-sync -> applied into ``netns``; emits compile/write/total; returns (dataplane, write s).
     Compile: the handlers, then ``dirty()`` (which renders the endpoint chains and dispatch the
     handlers deferred); write: the agent's ``write_changes`` (ipsets, iptables, ipset deletions)."""
-    from felixpy.node.policy_driver import write_changes
+    from felixpy.dataplane.policy_driver import write_changes
     from tests.kernel.policy_topology import PolicyDataplane
 
     dp = PolicyDataplane(netns, backend=backend, node="node0")  # type: ignore[arg-type]
@@ -338,8 +338,8 @@ def no_policies(dp: Any, pols: list[Policy], ref: str) -> None:
 
 def wire_pods(spaces: Any, node: Any, eps: list[Endpoint]) -> tuple[list[Endpoint], dict[int, Any]]:
     """Real pods behind the SERVER and CLIENT endpoints (whose interfaces get the real names)."""
+    from felixpy.dataplane.iface_names import veth_name_for_workload
     from felixpy.dataplane.links import VethSpec, WorkloadLinks
-    from felixpy.dataplane.names import veth_name_for_workload
 
     links = WorkloadLinks(host_netns=node.name)
     out, pods = list(eps), {}

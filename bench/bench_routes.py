@@ -28,8 +28,8 @@ from collections.abc import Callable
 
 import structlog
 
-from felixpy.dataplane.model import RouteTarget
-from felixpy.dataplane.netlink import IPRouteNetlink
+from felixpy.dataplane.kernel_objects import RouteTarget
+from felixpy.dataplane.netlink_ops import IPRouteNetlink
 from felixpy.dataplane.routes import RouteTable
 
 

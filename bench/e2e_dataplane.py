@@ -101,8 +101,8 @@ def poll_cost(fn: object, rounds: int = 20) -> list[float]:
 
 def sample_policy(node: Node, ipt: str, k: int) -> tuple[float, float]:
     """A new policy -> its rule (ms), and the put's own round trip (ms); then deleted again."""
+    from policy.chain_names import policy_chain
     from policy.convert import policy_id
-    from policy.names import policy_chain
 
     name, port = f"new{k}", 30000 + k
     chain = policy_chain(policy_id("gnp", name), "Ingress")
@@ -151,8 +151,8 @@ def start_to(start: float, pred: Callable[[], bool], what: str) -> float:
 
 
 def inner(args: argparse.Namespace) -> int:
+    from policy.chain_names import policy_chain
     from policy.convert import policy_id
-    from policy.names import policy_chain
 
     with tempfile.TemporaryDirectory(prefix="fpe-dp-") as tmp:
         node = Node(Path(tmp))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 ORIGIN_RANK = {"igp": 0, "egp": 1, "incomplete": 2}
@@ -141,3 +142,19 @@ def address_key(address: str) -> tuple[int, int]:
     except ValueError:
         return (9, 0)
     return (ip.version, int(ip))
+
+
+def borrowed_addresses(
+    workloads: Iterable[tuple[str, str]], all_blocks: Iterable[tuple[str, str]]
+) -> dict[str, str]:
+    """Host prefix -> node, for every workload address outside its node's affine blocks."""
+    by_node: dict[str, list[tuple[int, int, int]]] = {}
+    for block, owner in all_blocks:
+        by_node.setdefault(owner, []).append(prefix_key(block))
+    out: dict[str, str] = {}
+    for owner, address in workloads:
+        host = normalize_prefix(address if "/" in address else f"{address}/{128 if ':' in address else 32}")
+        key = prefix_key(host)
+        if not any(key_inside(key, block) for block in by_node.get(owner, ())):
+            out[host] = owner
+    return out

@@ -31,11 +31,11 @@ from bgp.filters import (
     service_exports,
 )
 from bgp.reflect import LocalInfo
-from bgp.route import key_inside, normalize_prefix, prefix_key
+from bgp.route import borrowed_addresses, normalize_prefix
 from bgp.speaker import Speaker, SpeakerSettings
 from bgp.status import PeerStatus, write_status
 from bgp.topology import DEFAULT_PORT, SecretResolver, compute_peers, hashed_router_id, local_asn
-from felixpy.dataplane.model import RTPROT_FELIXPY_BGP
+from felixpy.dataplane.kernel_objects import RTPROT_FELIXPY_BGP
 from felixpy.private_files import private_dir
 from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPeer
 from felixpy.resources.ippool import IPPool
@@ -137,22 +137,6 @@ def build_plan(
     return Plan(desired, bind, port, tuple(missing))
 
 
-def borrowed_addresses(
-    workloads: Iterable[tuple[str, str]], all_blocks: Iterable[tuple[str, str]]
-) -> dict[str, str]:
-    """Host prefix -> node, for every workload address outside its node's affine blocks."""
-    by_node: dict[str, list[tuple[int, int, int]]] = {}
-    for block, owner in all_blocks:
-        by_node.setdefault(owner, []).append(prefix_key(block))
-    out: dict[str, str] = {}
-    for owner, address in workloads:
-        host = normalize_prefix(address if "/" in address else f"{address}/{128 if ':' in address else 32}")
-        key = prefix_key(host)
-        if not any(key_inside(key, block) for block in by_node.get(owner, ())):
-            out[host] = owner
-    return out
-
-
 def node_addresses(nodes: Iterable[Node]) -> dict[str, str]:
     """Node address and router ID -> node name (who announced a route)."""
     out: dict[str, str] = {}
@@ -196,7 +180,7 @@ class BGPService:
         self.channel = ApiChannel(socket_path, self._on_event)
         self._ops = route_ops
         if install_routes and route_ops is None:
-            from bgp.netlink import NetlinkRouteOps
+            from bgp.fib_netlink import NetlinkRouteOps
 
             self._ops = NetlinkRouteOps(netns=netns, protocol=route_protocol)
         fib = Fib(self._ops) if install_routes and self._ops is not None else None

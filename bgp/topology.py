@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bgp.peer_filters import PeerFilter, compile_filter
-from bgp.selectors import compile_selector
+from bgp.peer_selectors import compile_selector
 from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPassword, BGPPeer
 from felixpy.resources.node import Node
 

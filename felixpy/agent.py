@@ -24,28 +24,29 @@ import structlog
 
 from felixpy import interpreter
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.model import Update
+from felixpy.calc.policy_stage import PolicyCalc
+from felixpy.calc.updates import Update
 from felixpy.cni.handler import CNIHandler
 from felixpy.cni.ipam_service import IpamService
 from felixpy.cni.server import CNIServer
+from felixpy.dataplane.encap_driver import EncapDriver, EncapSettings
 from felixpy.dataplane.links import WorkloadLinks
-from felixpy.dataplane.netlink import IPRouteNetlink
+from felixpy.dataplane.linux import FamilyPolicies, LinuxDataplane, PolicyDriver
+from felixpy.dataplane.netlink_ops import IPRouteNetlink
 from felixpy.dataplane.routes import RouteTable
 from felixpy.dataplane.sysctl import enable_ip_forwarding, ipv6_available
 from felixpy.datastore.backend import Backend
 from felixpy.datastore.config import DatastoreConfig, connect
 from felixpy.datastore.kv import KV
 from felixpy.datastore.tiers import ensure_default_tier
-from felixpy.node import startup
-from felixpy.node.config_watch import ROUTE_REFLECTOR_FIELDS, ConfigWatch, params_digest
-from felixpy.node.dataplane import FamilyPolicies, LinuxDataplane, PolicyDriver
-from felixpy.node.encap import EncapDriver, EncapSettings
-from felixpy.node.felix_metrics import FelixCollector
-from felixpy.node.health import HealthServer, Metrics
-from felixpy.node.settings import FelixParams, Settings
-from felixpy.node.sync import SyncSources
-from felixpy.node.writer import Writer
 from felixpy.private_files import private_dir
+from felixpy.runtime import startup
+from felixpy.runtime.config_watch import ROUTE_REFLECTOR_FIELDS, ConfigWatch, params_digest
+from felixpy.runtime.felix_metrics import FelixCollector
+from felixpy.runtime.health import HealthServer, Metrics
+from felixpy.runtime.settings import FelixParams, Settings
+from felixpy.runtime.sync import SyncSources
+from felixpy.runtime.writer import Writer
 from ipam.ipam import IPAM
 
 if TYPE_CHECKING:
@@ -206,24 +207,27 @@ def _bgp_service(settings: Settings) -> BGPService | None:
     return BGPService(settings.nodename, settings.run_dir)
 
 
-def _policy_driver(settings: Settings, params: FelixParams, kinds: set[str]) -> PolicyDriver | None:
-    """The policy compiler + iptables/ipset writers, or None (nothing programmed in iptables).
+def _policy(
+    settings: Settings, params: FelixParams, kinds: set[str]
+) -> tuple[PolicyCalc | None, PolicyDriver | None]:
+    """calc's policy stage (the compilers) and the iptables/ipset writers, or (None, None): nothing
+    programmed in iptables.
 
     With IPv6 support a second compiler (``version=6``) drives ip6tables and the ``cali60`` sets.
-    Both share one IpsetWriter: it owns every ``cali40``/``cali60`` set in the namespace and would
-    otherwise destroy the other family's sets as "not desired".
+    Both writers share one IpsetWriter: it owns every ``cali40``/``cali60`` set in the namespace and
+    would otherwise destroy the other family's sets as "not desired".
     """
     if not settings.policy_enabled:
-        return None
-    from felixpy.dataplane.ipsets import IpsetWriter
+        return None, None
+    from felixpy.dataplane.ipset_writer import IpsetWriter
     from felixpy.dataplane.iptables import IptablesWriter
     from felixpy.dataplane.iptables_backend import make_backend
-    from felixpy.node.policy_driver import PolicyDriver
+    from felixpy.dataplane.policy_driver import PolicyDriver as VersionDriver
     from policy.chains import ChainConfig
     from policy.compiler import PolicyCompiler
 
     ipsets = IpsetWriter()
-    drivers = []
+    compilers, drivers = [], []
     for version in (4, 6) if _ipv6_enabled(params) else (4,):
         config = ChainConfig(
             ipip_enabled="ipip" in kinds and version == 4,
@@ -235,9 +239,9 @@ def _policy_driver(settings: Settings, params: FelixParams, kinds: set[str]) -> 
             failsafe_out=params.failsafeOutboundHostPorts,
             workload_source_spoofing=params.workloadSourceSpoofing,
         )
-        compiler = PolicyCompiler(settings.nodename, config=config)
-        drivers.append(PolicyDriver(compiler, IptablesWriter(make_backend(ipv6=version == 6)), ipsets))
-    return drivers[0] if len(drivers) == 1 else FamilyPolicies(drivers)
+        compilers.append(PolicyCompiler(settings.nodename, config=config))
+        drivers.append(VersionDriver(version, IptablesWriter(make_backend(ipv6=version == 6)), ipsets))
+    return PolicyCalc(compilers), drivers[0] if len(drivers) == 1 else FamilyPolicies(drivers)
 
 
 def _ipv6_enabled(params: FelixParams) -> bool:
@@ -246,7 +250,7 @@ def _ipv6_enabled(params: FelixParams) -> bool:
 
 def _wireguard_driver(settings: Settings, params: FelixParams, backend: Any, mtu: int) -> Any:
     from felixpy.calc.wireguard import WireguardConfig
-    from felixpy.node.wireguard import WireguardDriver, node_key_publisher
+    from felixpy.dataplane.wireguard_driver import WireguardDriver, node_key_publisher
 
     cfg = WireguardConfig(
         enabled=params.wireguardEnabled,
@@ -295,6 +299,15 @@ class BGPOnlyDataplane:
     def resync(self, what: str) -> None:
         return None
 
+    def next_deadline(self) -> float | None:
+        return None
+
+    def commit_deferred(self) -> bool:
+        return True
+
+    def post_write_check(self) -> None:
+        return None
+
 
 def _intervals(params: FelixParams) -> dict[str, float]:
     return {
@@ -323,10 +336,10 @@ def build_route_reflector(settings: Settings, env: dict[str, str]) -> Agent:
     """BGP only: register (cluster ID, label), sync, feed the BGP service; no CNI, routes or iptables."""
     kv, backend, _, _, params = _startup(settings, env)
     bgp = _bgp_service(settings)
-    from felixpy.node.bgp_sink import BGPSink
+    from felixpy.dataplane.bgp_sink import BGPSink
 
     dataplane = BGPOnlyDataplane(BGPSink(bgp) if bgp is not None else None)
-    writer = Writer(CalcGraph(settings.nodename), dataplane, intervals={})
+    writer = Writer(CalcGraph(settings.nodename, bgp=bgp is not None), dataplane, intervals={})
     sources = SyncSources(kv, backend, writer)
     agent = Agent(settings, params, kv, backend, writer, dataplane, sources, Metrics(), None, bgp)
     _serve_http(agent)
@@ -347,9 +360,9 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
     metrics = Metrics()
     links = WorkloadLinks(prefix=params.interfacePrefix)
     bgp = _bgp_service(settings)
-    from felixpy.node.bgp_sink import BGPSink
+    from felixpy.dataplane.bgp_sink import BGPSink
 
-    policy = _policy_driver(settings, params, kinds)
+    policy_calc, policy = _policy(settings, params, kinds)
     dataplane = LinuxDataplane(
         routes=RouteTable(IPRouteNetlink()),
         links=links,
@@ -357,7 +370,13 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
         policy=policy,
         bgp_sink=BGPSink(bgp) if bgp is not None else None,
     )
-    graph = CalcGraph(settings.nodename, ipip_routes=not settings.bgp_enabled, wireguard=True)
+    graph = CalcGraph(
+        settings.nodename,
+        ipip_routes=not settings.bgp_enabled,
+        wireguard=True,
+        policy=policy_calc,
+        bgp=bgp is not None,
+    )
     writer = Writer(graph, dataplane, intervals=_intervals(params), on_commit=_on_commit(metrics, dataplane))
     handler = CNIHandler(
         nodename=settings.nodename,
@@ -389,7 +408,7 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
 
 
 def _serve_http(agent: Agent) -> None:
-    # Felix's felix_* families, read from this agent's state at scrape time (felixpy.node.felix_metrics).
+    # Felix's felix_* families, read from this agent's state at scrape time (felixpy.runtime.felix_metrics).
     agent.metrics.registry.register(
         FelixCollector(
             agent.settings.nodename,

@@ -12,7 +12,7 @@ import sys
 from importlib import metadata
 
 from felixpy import logs
-from felixpy.node.settings import Settings
+from felixpy.runtime.settings import Settings
 
 
 def version() -> str:

@@ -37,9 +37,9 @@ from ipam.errors import (
     PoolExhausted,
     RetriesExhausted,
 )
+from ipam.pool_selectors import matches, needs_labels
 from ipam.pools import pool_view
 from ipam.release import Releaser
-from ipam.selectors import matches, needs_labels
 from ipam.store import IPAMStore
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from felixpy.dataplane.model import Chain, Rule, Table
-from policy.names import (
+from felixpy.dataplane.kernel_objects import Chain, Rule, Table
+from policy.chain_names import (
     ALL_HOSTS_ID,
     ALL_POOLS_ID,
     FAILSAFE_IN,

@@ -48,11 +48,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from felixpy.dataplane.model import Chain, Rule, Table
-from policy.chains import RETURN_IF_ACCEPTED, ChainConfig, Hook, TierPolicies
-from policy.ipsets import SetSpec
-from policy.model import Direction, Policy
-from policy.names import (
+from felixpy.dataplane.kernel_objects import Chain, Rule, Table
+from policy.chain_names import (
     FAILSAFE_IN,
     FAILSAFE_OUT,
     FROM_HOST_ENDPOINT,
@@ -65,8 +62,11 @@ from policy.names import (
     policy_chain,
     set_mark,
 )
+from policy.chains import RETURN_IF_ACCEPTED, ChainConfig, Hook, TierPolicies
+from policy.entities import Direction, Policy
 from policy.rpf import NOT_FROM_WORKLOAD, workload_rpf_rules
 from policy.rules import render_policy
+from policy.set_specs import SetSpec
 from policy.tiers import Tiers
 
 Kind = Literal["untracked", "prednat"]

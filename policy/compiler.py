@@ -42,10 +42,18 @@ from dataclasses import dataclass, field
 from ipaddress import ip_network
 from typing import Any
 
-from felixpy.dataplane.model import Chain, IpSet, Table
+from felixpy.dataplane.kernel_objects import Chain, IpSet, Table
 from felixpy.resources.endpoint import HostEndpoint, WorkloadEndpoint
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.k8s import Namespace
+from policy.chain_names import (
+    ALL_HOSTS_ID,
+    ALL_POOLS_ID,
+    MASQ_POOLS_ID,
+    from_endpoint_chain,
+    policy_chain,
+    to_endpoint_chain,
+)
 from policy.chains import (
     ChainConfig,
     Hook,
@@ -60,24 +68,16 @@ from policy.chains import (
 )
 from policy.compile_hostraw import HostRawPolicies
 from policy.convert import AnyPolicy, convert_policy, endpoint_from_hep, endpoint_from_wep
+from policy.entities import Direction, Endpoint, Policy, label_view
 from policy.hostendpoints import (
     host_dispatch_chains,
     host_endpoint_chain_names,
     host_endpoint_chains,
     with_host_endpoints,
 )
-from policy.ipsets import SetSpec, net_set
-from policy.model import Direction, Endpoint, Policy, label_view
-from policy.names import (
-    ALL_HOSTS_ID,
-    ALL_POOLS_ID,
-    MASQ_POOLS_ID,
-    from_endpoint_chain,
-    policy_chain,
-    to_endpoint_chain,
-)
 from policy.rpf import rpf_skip_chain, version_prefixes
 from policy.rules import render_policy
+from policy.set_specs import SetSpec, net_set
 from policy.setindex import SetIndex
 from policy.tiers import Tiers, tier_info
 

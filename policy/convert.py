@@ -1,4 +1,4 @@
-"""Resources → the internal model (``policy.model``).
+"""Resources → the internal model (``policy.entities``).
 
 Kubernetes NetworkPolicy semantics implemented here:
 
@@ -29,7 +29,7 @@ from felixpy.resources.k8s import (
 from felixpy.resources.policy import EntityRule, GlobalNetworkPolicy, ICMPFields, NetworkPolicy
 from felixpy.resources.policy import Rule as CalicoRule
 from felixpy.resources.registry import kind_for
-from policy.model import (
+from policy.entities import (
     ANY,
     NAMESPACE_NAME_LABEL,
     PORT_PROTOCOLS,

@@ -14,8 +14,8 @@ from dataclasses import replace
 from typing import Literal
 
 from policy.compile_hostraw import DIRECTIONS, Kind, kind_of
+from policy.entities import PROTOCOL_NUMBERS, Direction, Endpoint, Policy
 from policy.evaluator import Evaluator, Flow
-from policy.model import PROTOCOL_NUMBERS, Direction, Endpoint, Policy
 
 Verdict = Literal["Allow", "Deny"] | None
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from policy.chains import DEFAULT_FAILSAFE_IN, DEFAULT_FAILSAFE_OUT, profile_allows_all
 from policy.convert import protocol_number
-from policy.model import (
+from policy.entities import (
     PROTOCOL_NUMBERS,
     Direction,
     Endpoint,

@@ -41,10 +41,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from felixpy.dataplane.model import Chain, Rule
-from policy.chains import ESTABLISHED, INVALID, TierPolicies, profile_rules, tier_rules
-from policy.model import Direction
-from policy.names import (
+from felixpy.dataplane.kernel_objects import Chain, Rule
+from policy.chain_names import (
     FAILSAFE_IN,
     FAILSAFE_OUT,
     FORWARD,
@@ -61,6 +59,8 @@ from policy.names import (
     mark,
     set_mark,
 )
+from policy.chains import ESTABLISHED, INVALID, TierPolicies, profile_rules, tier_rules
+from policy.entities import Direction
 
 HEP_ACCEPTED = Rule(mark(MARK_ACCEPT, MARK_ACCEPT), "-j ACCEPT", "Host endpoint policy accepted packet.")
 

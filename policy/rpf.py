@@ -3,7 +3,7 @@
 A pod may put any source address on its packets (a second address on its ``eth0``, a raw socket):
 with another pod's address it would pass every rule that allows that pod by selector or ipBlock.
 So, as in Calico, raw ``cali-PREROUTING`` marks every packet arriving on a workload interface
-(``-i cali+``) with the from-workload bit (:data:`~policy.names.MARK_FROM_WORKLOAD`), sends it
+(``-i cali+``) with the from-workload bit (:data:`~policy.chain_names.MARK_FROM_WORKLOAD`), sends it
 through ``cali-rpf-skip`` (whose ACCEPT ends the raw table for the packet: the exceptions), and
 DROPs it when ``-m rpfilter --validmark --invert`` says the route back to its source does not leave
 through the interface it came in on. A pod's own addresses pass (``<ip>/32 dev caliX``, ``/128``),
@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from ipaddress import ip_network
 
-from felixpy.dataplane.model import Chain, Rule
-from policy.names import MARK_FROM_WORKLOAD, RPF_SKIP, mark, set_mark
+from felixpy.dataplane.kernel_objects import Chain, Rule
+from policy.chain_names import MARK_FROM_WORKLOAD, RPF_SKIP, mark, set_mark
 
 FROM_WORKLOAD = mark(MARK_FROM_WORKLOAD, MARK_FROM_WORKLOAD)
 NOT_FROM_WORKLOAD = mark(0, MARK_FROM_WORKLOAD)

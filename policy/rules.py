@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import ip_network
 
-from felixpy.dataplane.model import Chain, Rule
-from policy.ipsets import NamedPortSet, NetsSet, SelectorSet, SetSpec
-from policy.model import (
+from felixpy.dataplane.kernel_objects import Chain, Rule
+from policy.chain_names import MARK_ACCEPT, MARK_PASS, MARK_SCRATCH0, mark, policy_chain, set_mark
+from policy.entities import (
     PROTOCOL_NAMES,
     Direction,
     EntityMatch,
@@ -26,8 +26,8 @@ from policy.model import (
     PolicyRule,
     PortRange,
 )
-from policy.names import MARK_ACCEPT, MARK_PASS, MARK_SCRATCH0, mark, policy_chain, set_mark
 from policy.selector import ALL
+from policy.set_specs import NamedPortSet, NetsSet, SelectorSet, SetSpec
 
 MULTIPORT_MAX = 15
 LOG_PREFIX = "calico-packet"

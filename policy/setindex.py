@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from felixpy.dataplane.model import IpSet
-from policy.ipsets import SetSpec
-from policy.model import Endpoint
+from felixpy.dataplane.kernel_objects import IpSet
+from policy.entities import Endpoint
+from policy.set_specs import SetSpec
 
 
 class SetIndex:

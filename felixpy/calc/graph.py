@@ -5,21 +5,29 @@ the derived keys the change can affect (one endpoint's routes, one block's route
 node's VTEP; a pool or this node's own Node changes everything remote, which is rare).
 `flush()` returns one update per derived key whose value differs from what was last
 flushed, so a batch of many events coalesces into the smallest set of changes.
+
+Two stages sit beside the routing ones and are fed by the same ``on_resource``: the policy stage
+(``felixpy.calc.policy_stage``: the compilers, one per IP version, emitting chains, ipsets and hooks) and
+the BGP stage (``felixpy.calc.bgp_inputs``: one frozen snapshot of what the BGP service is given).
+FelixConfigurations leave as `FelixConfigUpdate` (the config watch restarts the agent on a change).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from felixpy.calc.model import (
+from felixpy.calc.bgp_inputs import BGPInputsCalc
+from felixpy.calc.policy_stage import PolicyCalc
+from felixpy.calc.updates import (
     IPIP_DEVICE,
     VXLAN_DEVICE,
     BlocksUpdate,
     Encap,
     EncapUpdate,
     EndpointUpdate,
-    InputUpdate,
+    FelixConfigUpdate,
+    InvalidConfig,
     LocalEndpoint,
     NodeState,
     Route,
@@ -31,29 +39,10 @@ from felixpy.calc.model import (
 from felixpy.calc.vxlan import vtep_mac
 from felixpy.calc.wireguard import WireguardCalc
 
+if TYPE_CHECKING:
+    from felixpy.resources.felixconfig import FelixConfiguration
+
 Key = tuple[str, str]
-# Kinds forwarded unchanged to the policy compiler / BGP service.
-PASSTHROUGH_KINDS = frozenset(
-    {
-        "NetworkPolicy",
-        "GlobalNetworkPolicy",
-        "Tier",
-        "K8sNetworkPolicy",
-        "Namespace",
-        "ServiceAccount",
-        "Profile",
-        "HostEndpoint",
-        "IPPool",
-        "Node",
-        "BGPPeer",
-        "BGPFilter",
-        "BGPConfiguration",
-        "FelixConfiguration",
-        "WorkloadEndpoint",
-    }
-)
-
-
 def _host_cidr(ip: str) -> str:
     net = ipaddress.ip_network(ip, strict=False)
     return f"{net.network_address}/{net.max_prefixlen}"
@@ -61,11 +50,23 @@ def _host_cidr(ip: str) -> str:
 
 class CalcGraph:
     """``ipip_routes``: also compute remote-block routes of IPIP pools (when no BGP speaker
-    programs them, e.g. ``CALICO_NETWORKING_BACKEND=none``); VXLAN routes are always computed."""
+    programs them, e.g. ``CALICO_NETWORKING_BACKEND=none``); VXLAN routes are always computed.
+    ``policy``: the policy stage (its compilers), None when the agent programs no policy;
+    ``bgp``: emit the BGP service's inputs (`BGPInputsUpdate`)."""
 
-    def __init__(self, nodename: str, *, ipip_routes: bool = False, wireguard: bool = False) -> None:
+    def __init__(
+        self,
+        nodename: str,
+        *,
+        ipip_routes: bool = False,
+        wireguard: bool = False,
+        policy: PolicyCalc | None = None,
+        bgp: bool = True,
+    ) -> None:
         self.nodename = nodename
         self.ipip_routes = ipip_routes
+        self.policy = policy
+        self._bgp = BGPInputsCalc() if bgp else None
         # WireGuard peers/routing inputs (felixpy.calc.wireguard), emitted only when asked for
         self._wireguard = WireguardCalc() if wireguard else None
         self._weps: dict[Key, Any] = {}
@@ -86,14 +87,18 @@ class CalcGraph:
         self._dirty_eps: set[Key] = set()
         self._dirty_routes: set[str] = set()
         self._dirty_vteps: set[str] = set()
-        self._inputs: dict[tuple[str, Key], object | None] = {}
+        self._configs: dict[str, FelixConfiguration | InvalidConfig | None] = {}  # FelixConfigurations
 
     # ---- inputs -------------------------------------------------------------------------
     def on_resource(self, kind: str, key: Key, obj: Any | None) -> None:
         """A resource of KIND ``kind`` at (namespace or "", name) was put (obj) or deleted (None)."""
-        if kind in PASSTHROUGH_KINDS:
-            self._inputs[(kind, key)] = obj
-        if kind == "WorkloadEndpoint":
+        if self.policy is not None:
+            self.policy.on_resource(kind, key, obj)
+        if self._bgp is not None:
+            self._bgp.on_resource(kind, key, obj)
+        if kind == "FelixConfiguration":
+            self._configs[key[1]] = cast("FelixConfiguration | InvalidConfig | None", obj)
+        elif kind == "WorkloadEndpoint":
             self._on_wep(key, obj)
         elif kind == "Node":
             self._on_node(key[1], obj)
@@ -125,13 +130,19 @@ class CalcGraph:
         if blocks != self._emitted_blocks:
             self._emitted_blocks = blocks
             out.append(blocks)
-        out += [InputUpdate(kind, key, obj) for (kind, key), obj in self._inputs.items()]
-        self._inputs.clear()
+            if self._bgp is not None:
+                self._bgp.on_blocks(blocks.local_blocks, blocks.all_blocks)
+        out += [FelixConfigUpdate(name, obj) for name, obj in self._configs.items()]
+        self._configs.clear()
+        if self._bgp is not None and (bgp := self._bgp.flush()) is not None:
+            out.append(bgp)
         out += _diff(self._dirty_vteps, self._vteps, self._emitted_vteps, VtepUpdate)
         if self._wireguard is not None:
             out += self._wireguard.flush()
         out += _diff(self._dirty_eps, self._endpoints, self._emitted_eps, EndpointUpdate)
         out += _diff(self._dirty_routes, self._routes, self._emitted_routes, RouteUpdate)
+        if self.policy is not None:
+            out += self.policy.flush()
         return out
 
     def state(self) -> NodeState:

@@ -1,25 +1,34 @@
 """A dataplane that only records: applies calc updates to its own copy of the desired state.
 
 Used by the calc state-sequence tests (and handy for dry runs): after every flush the
-recorder's state must equal the graph's `state()`, which checks the deltas are complete.
+recorder's state must equal the graph's `state()`, which checks the deltas are complete. It keeps
+the policy compilers' output too (chains, ipsets and hooks per IP version), so a test can compare
+it with the compilers' whole state, and the last BGP input snapshot.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from felixpy.calc.model import (
+from felixpy.calc.updates import (
+    BGPInputs,
+    BGPInputsUpdate,
     BlocksUpdate,
+    ChainsUpdate,
     Encap,
     EncapUpdate,
     EndpointUpdate,
-    InputUpdate,
+    FelixConfigUpdate,
+    HooksUpdate,
     InSync,
+    IpsetsUpdate,
     NodeState,
     RouteUpdate,
     Update,
     VtepUpdate,
 )
+from felixpy.dataplane.kernel_objects import Chain, IpSet, Table
+from policy.chains import Hook
 
 
 class RecordingDataplane:
@@ -29,7 +38,11 @@ class RecordingDataplane:
         self.vteps: dict = {}
         self.encap = Encap()
         self.local_blocks: frozenset[str] = frozenset()
-        self.inputs: dict = {}
+        self.chains: dict[int, dict[tuple[Table, str], Chain]] = {}  # IP version -> (table, name) -> chain
+        self.ipsets: dict[int, dict[str, IpSet]] = {}  # IP version -> name -> set
+        self.hooks: dict[int, tuple[Hook, ...]] = {}
+        self.bgp: BGPInputs | None = None
+        self.configs: dict = {}
         self.in_sync = False
         self.batches: list[list[Update]] = []
 
@@ -51,8 +64,24 @@ class RecordingDataplane:
                 self.encap = encap
             case BlocksUpdate(local, _):
                 self.local_blocks = local
-            case InputUpdate(kind, key, obj):
-                _put(self.inputs, (kind, key), obj)
+            case ChainsUpdate(version, chains, removed):
+                table = self.chains.setdefault(version, {})
+                for chain in chains:
+                    table[(chain.table, chain.name)] = chain
+                for key in removed:
+                    table.pop(key, None)
+            case IpsetsUpdate(version, ipsets, removed):
+                sets = self.ipsets.setdefault(version, {})
+                for ipset in ipsets:
+                    sets[ipset.name] = ipset
+                for name in removed:
+                    sets.pop(name, None)
+            case HooksUpdate(version, hooks):
+                self.hooks[version] = hooks
+            case BGPInputsUpdate(inputs):
+                self.bgp = inputs
+            case FelixConfigUpdate(name, config):
+                _put(self.configs, name, config)
             case InSync():
                 self.in_sync = True
 

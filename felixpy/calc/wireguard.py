@@ -2,7 +2,7 @@
 
 Inputs: every Node (its address, ``status.wireguardPublicKey``, ``spec.wireguard.interfaceIPv4Address``)
 and every block's owner. :class:`WireguardCalc` follows them and emits one coalesced
-:class:`~felixpy.calc.model.WireguardUpdate` (all nodes, all blocks) when something it uses changed.
+:class:`~felixpy.calc.updates.WireguardUpdate` (all nodes, all blocks) when something it uses changed.
 
 :func:`plan` turns that snapshot and the node's own configuration into the desired device: a
 peer for every other node that has an address and a valid key claimed by no other node (Calico
@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from felixpy.calc.model import WgNode, WireguardUpdate
+from felixpy.calc.updates import WgNode, WireguardUpdate
 
 OVERHEAD_V4 = 60  # IPv4 + UDP + WireGuard header and tag
 

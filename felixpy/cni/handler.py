@@ -30,21 +30,21 @@ from felixpy.cni.request import (
 )
 from felixpy.cni.validate import InvalidInput, check_request
 from felixpy.dataplane.errors import NetnsNotFound
+from felixpy.dataplane.iface_names import veth_name_for_container, veth_name_for_workload
 from felixpy.dataplane.links import HOST_VETH_MAC, VethSpec, delete_container_iface, host_addresses
-from felixpy.dataplane.names import veth_name_for_container, veth_name_for_workload
 from felixpy.dataplane.sysctl import netns_path
 from felixpy.datastore.errors import AlreadyExists, Conflict, DatastoreError, NotFound, Unavailable
 from felixpy.datastore.resources import KVBackend, resource_key
-from felixpy.node.writer import ResourceMsg, Writer
 from felixpy.resources import WorkloadEndpoint
 from felixpy.resources.fields import FieldError
-from felixpy.resources.names import check_dns_label, check_wep_name
+from felixpy.resources.name_rules import check_dns_label, check_wep_name
+from felixpy.runtime.writer import ResourceMsg, Writer
 
 if TYPE_CHECKING:
     from felixpy.dataplane.links import WorkloadLinks
+    from felixpy.dataplane.linux import PolicyDriver
     from felixpy.datastore.backend import Backend
     from felixpy.datastore.kv import KV
-    from felixpy.node.dataplane import PolicyDriver
     from ipam.ipam import IPAM
 
 log = structlog.get_logger(__name__)

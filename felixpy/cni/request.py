@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from felixpy.resources.names import wep_name as wep_name  # re-exported: the handler and tests name it here
+from felixpy.resources.name_rules import (
+    wep_name as wep_name,  # re-exported: the handler and tests name it here
+)
 
 _ARG_KEY = re.compile(r"^(K8S_[A-Z_]+|IgnoreUnknown)$")
 LEGACY_VERSIONS = ("0.3.0", "0.3.1", "0.4.0")

@@ -178,7 +178,7 @@ def run_controllers(env: dict[str, str]) -> int:
     """`felixpy controllers`: wire the datastore, the API server, health and metrics; run until SIGTERM."""
     from felixpy.datastore.config import DatastoreConfig, connect
     from felixpy.datastore.kubernetes import KubernetesBackend
-    from felixpy.node.health import HealthServer
+    from felixpy.runtime.health import HealthServer
     from ipam.ipam import IPAM
 
     election = ElectionSettings(

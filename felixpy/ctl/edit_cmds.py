@@ -35,7 +35,7 @@ from felixpy.datastore.backend import Backend
 from felixpy.datastore.errors import DatastoreError, NotFound
 from felixpy.resources.base import Resource, ResourceError
 from felixpy.resources.fields import FieldError
-from felixpy.resources.names import check_label_key, check_label_value
+from felixpy.resources.name_rules import check_label_key, check_label_value
 from felixpy.resources.parse import parse_document
 from felixpy.resources.stored import ClusterInformation
 

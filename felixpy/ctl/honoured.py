@@ -5,7 +5,7 @@ a field felixpy does not act on must not be accepted silently: ``felixctl apply`
 each, ``felixctl validate`` lists them, and docs/operations.md has the table `field_table`
 renders (a test checks it is current).
 
-FelixConfiguration: the honoured fields are exactly `felixpy.node.settings.FelixParams`' (the
+FelixConfiguration: the honoured fields are exactly `felixpy.runtime.settings.FelixParams`' (the
 parameters the agent resolves and uses). BGPConfiguration: those `bgp/` reads (listed here; the
 BGP service is the only reader).
 """
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from felixpy.node.settings import FelixParams
 from felixpy.resources.base import Model, Resource
 from felixpy.resources.bgp import BGPConfiguration, BGPConfigurationSpec
 from felixpy.resources.felixconfig import FelixConfiguration, FelixConfigurationSpec
+from felixpy.runtime.settings import FelixParams
 
 FELIX_HONOURED: frozenset[str] = frozenset(FelixParams.model_fields)
 BGP_HONOURED: frozenset[str] = frozenset(

@@ -29,7 +29,7 @@ from felixpy.datastore.resources import KVBackend, encode
 from felixpy.resources.base import Resource, ResourceError
 from felixpy.resources.fields import FieldError
 from felixpy.resources.ippool import IPPool, check_pool_against
-from felixpy.resources.names import check_dns_label
+from felixpy.resources.name_rules import check_dns_label
 from felixpy.resources.parse import parse_documents
 from felixpy.resources.registry import kind_by_name
 from felixpy.resources.tier import Tier

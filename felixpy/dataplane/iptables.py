@@ -47,7 +47,7 @@ from felixpy.dataplane.iptables_render import (
     render_rule,
     rule_hashes,
 )
-from felixpy.dataplane.model import Chain
+from felixpy.dataplane.kernel_objects import Chain
 
 log = structlog.get_logger(__name__)
 TABLES = ("raw", "mangle", "nat", "filter")

@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from felixpy.dataplane.model import Chain, Rule, Table
+from felixpy.dataplane.kernel_objects import Chain, Rule, Table
 
 OUR_PREFIX = "cali-"
 HASH_LEN = 16

@@ -77,7 +77,7 @@ def _delete_netns(name: str) -> None:
 
 
 def _probe_ipip(ns: str) -> ProbeResult:
-    from felixpy.dataplane.encap import EncapUnsupported, ensure_ipip
+    from felixpy.dataplane.tunnel_devices import EncapUnsupported, ensure_ipip
 
     try:
         ensure_ipip("10.255.255.1", mtu=1440, netns=ns)
@@ -87,7 +87,7 @@ def _probe_ipip(ns: str) -> ProbeResult:
 
 
 def _probe_vxlan(ns: str) -> ProbeResult:
-    from felixpy.dataplane.encap import EncapUnsupported, VxlanConfig, ensure_vxlan
+    from felixpy.dataplane.tunnel_devices import EncapUnsupported, VxlanConfig, ensure_vxlan
 
     ip = ["ip", "netns", "exec", ns, "ip"]
     subprocess.run([*ip, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"],

@@ -33,8 +33,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from felixpy.dataplane.errors import DataplaneError, LinkNotFound, NetnsNotFound
-from felixpy.dataplane.names import DEFAULT_PREFIX
-from felixpy.dataplane.netlink import RT_SCOPE_LINK, open_iproute
+from felixpy.dataplane.iface_names import DEFAULT_PREFIX
+from felixpy.dataplane.netlink_ops import RT_SCOPE_LINK, open_iproute
 from felixpy.dataplane.sysctl import (
     container_v6_sysctls,
     forwarding_sysctls,

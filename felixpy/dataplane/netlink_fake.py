@@ -1,4 +1,4 @@
-"""In-memory :class:`~felixpy.dataplane.netlink.Netlink` for unit tests of the diff logic.
+"""In-memory :class:`~felixpy.dataplane.netlink_ops.Netlink` for unit tests of the diff logic.
 
 It keeps one route per (table, dst, metric) like the kernel's replace semantics, refuses routes to
 interfaces it does not know (as ENODEV would), and records every mutating call in ``calls``.
@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from felixpy.dataplane.errors import DataplaneError, LinkNotFound
-from felixpy.dataplane.model import MAIN_TABLE
-from felixpy.dataplane.netlink import KernelRoute, Link, normalise_cidr
+from felixpy.dataplane.kernel_objects import MAIN_TABLE
+from felixpy.dataplane.netlink_ops import KernelRoute, Link, normalise_cidr
 
 
 class FakeNetlink:

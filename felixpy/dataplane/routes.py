@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from felixpy.dataplane.errors import LinkNotFound
-from felixpy.dataplane.model import MAIN_TABLE, RTPROT_FELIXPY, RouteTarget
-from felixpy.dataplane.netlink import KernelRoute, Netlink, normalise_cidr
+from felixpy.dataplane.kernel_objects import MAIN_TABLE, RTPROT_FELIXPY, RouteTarget
+from felixpy.dataplane.netlink_ops import KernelRoute, Netlink, normalise_cidr
 
 log = structlog.get_logger(__name__)
 

@@ -29,7 +29,7 @@ import structlog
 from pyroute2.netlink.exceptions import NetlinkError
 
 from felixpy.dataplane.errors import CommandFailed, DataplaneError
-from felixpy.dataplane.netlink import open_iproute
+from felixpy.dataplane.netlink_ops import open_iproute
 from felixpy.dataplane.procs import run
 
 log = structlog.get_logger(__name__)

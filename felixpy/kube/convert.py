@@ -19,11 +19,11 @@ import ipaddress
 import json
 from typing import Any
 
-from felixpy.dataplane.names import veth_name_for_workload
+from felixpy.dataplane.iface_names import veth_name_for_workload
 from felixpy.resources.base import Resource
 from felixpy.resources.endpoint import WorkloadEndpoint
 from felixpy.resources.k8s import K8sNetworkPolicy, Namespace, ServiceAccount
-from felixpy.resources.names import wep_name
+from felixpy.resources.name_rules import wep_name
 from felixpy.resources.node import Node
 
 CRD_API_VERSION = "crd.projectcalico.org/v1"

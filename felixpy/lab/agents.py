@@ -7,7 +7,7 @@ import re
 import sys
 
 from felixpy.lab import ctl
-from felixpy.lab.names import LabError, LabNames
+from felixpy.lab.layout import LabError, LabNames
 from felixpy.lab.plan import NodePlan, Plan
 from felixpy.lab.procs import alive, spawn
 from felixpy.lab.shell import GiveUp, Progress, in_netns, run, wait_until

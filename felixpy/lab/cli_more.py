@@ -8,7 +8,7 @@ import os
 import subprocess
 
 from felixpy.lab import pods, ports, state
-from felixpy.lab.names import DEFAULT_NAME, LabError, LabNames, name_arg
+from felixpy.lab.layout import DEFAULT_NAME, LabError, LabNames, name_arg
 
 Parser = argparse.ArgumentParser
 Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from felixpy.lab.layout import LabNames
 from felixpy.lab.manifests import Doc, to_yaml
-from felixpy.lab.names import LabNames
 from felixpy.lab.procs import lab_env
 from felixpy.lab.shell import in_netns, run
 

@@ -13,7 +13,7 @@ import time
 
 from felixpy.lab import agents, bird, ctl, pods, probe, state
 from felixpy.lab.down import down
-from felixpy.lab.names import LabError, LabNames
+from felixpy.lab.layout import LabError, LabNames
 from felixpy.lab.plan import Options
 from felixpy.lab.shell import Progress, ns_run
 from felixpy.lab.state import LabState

@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from felixpy.lab import procs, topology
-from felixpy.lab.names import LabNames
+from felixpy.lab.layout import LabNames
 from felixpy.lab.shell import Progress, run
 from felixpy.lab.state import try_load
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from felixpy.lab.names import LabError, LabNames
+from felixpy.lab.layout import LabError, LabNames
 from felixpy.lab.plan import ETCD_ADDR, ETCD_PORT, Plan
 from felixpy.lab.procs import alive, spawn
 from felixpy.lab.shell import GiveUp, in_netns, run, wait_until

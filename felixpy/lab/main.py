@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from felixpy.lab import cli_more
 from felixpy.lab.cli_more import Parser, Subparsers
-from felixpy.lab.names import DEFAULT_NAME, LabError, LabNames, name_arg
+from felixpy.lab.layout import DEFAULT_NAME, LabError, LabNames, name_arg
 from felixpy.lab.plan import Options
 from felixpy.lab.shell import Progress
 

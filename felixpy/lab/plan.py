@@ -18,7 +18,7 @@ import ipaddress
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from felixpy.lab.names import LabError, LabNames
+from felixpy.lab.layout import LabError, LabNames
 
 Encap = Literal["none", "ipip", "vxlan"]
 Role = Literal["node", "route-reflector"]

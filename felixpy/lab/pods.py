@@ -14,7 +14,7 @@ from typing import Any
 
 from felixpy.kube import install_cni
 from felixpy.lab import ctl, manifests, ports, state, topology
-from felixpy.lab.names import NETNS_DIR, LabError, LabNames
+from felixpy.lab.layout import NETNS_DIR, LabError, LabNames
 from felixpy.lab.ports import NamedPort
 from felixpy.lab.procs import lab_env, spawn, stop
 from felixpy.lab.shell import in_netns, run

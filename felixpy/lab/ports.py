@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from felixpy.lab import ctl
-from felixpy.lab.names import LabError, LabNames
+from felixpy.lab.layout import LabError, LabNames
 from felixpy.resources.fields import FieldError, check_port_name
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from felixpy.lab.names import LabError
+from felixpy.lab.layout import LabError
 from felixpy.lab.pods import parse_pod_ref
 from felixpy.lab.shell import in_netns, run
 from felixpy.lab.state import LabState, PodRecord

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from felixpy.lab.names import TAG_ENV, LabError, LabNames
+from felixpy.lab.layout import TAG_ENV, LabError, LabNames
 from felixpy.lab.shell import in_netns, run
 from felixpy.lab.state import ProcRecord
 from felixpy.private_files import log_file, private_dir

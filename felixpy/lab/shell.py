@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TextIO
 
-from felixpy.lab.names import LabError
+from felixpy.lab.layout import LabError
 
 DEFAULT_TIMEOUT = 30.0
 # Every command timeout and wait below is multiplied by FELIXPY_TIME_SCALE (default 1): the VM stage

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from felixpy.lab.names import RUN_ROOT, LabError, LabNames
+from felixpy.lab.layout import RUN_ROOT, LabError, LabNames
 from felixpy.lab.plan import Plan
 from felixpy.private_files import PRIVATE, SECRET, open_log, private_dir, write_file
 

@@ -7,7 +7,7 @@ from importlib import resources
 from typing import Any
 
 from felixpy.lab import agents
-from felixpy.lab.names import LabNames
+from felixpy.lab.layout import LabNames
 from felixpy.lab.state import LabState
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from felixpy.lab.names import LabNames
+from felixpy.lab.layout import LabNames
 
 # Substrings marking lines of root-namespace state that would belong to a lab.
 _MARKERS = ("10.99.", "10.98.", "10.244.", "cali", "v-node", "v-rr", "v-etcd", "tunl0", "vxlan.calico")

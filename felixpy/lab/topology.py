@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from felixpy.lab.names import NETNS_DIR, LabNames
+from felixpy.lab.layout import NETNS_DIR, LabNames
 from felixpy.lab.plan import ETCD_ADDR, ETCD_GW, NodePlan, Plan, RackPlan
 from felixpy.lab.shell import Progress, run
 

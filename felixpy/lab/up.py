@@ -12,7 +12,7 @@ import shutil
 
 from felixpy.lab import agents as agent_procs
 from felixpy.lab import bird, ctl, etcd, manifests, state, topology
-from felixpy.lab.names import LabError, LabNames
+from felixpy.lab.layout import LabError, LabNames
 from felixpy.lab.plan import Options, Plan, make_plan
 from felixpy.lab.shell import Progress
 from felixpy.lab.state import LabState, ProcRecord

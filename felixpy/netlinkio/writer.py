@@ -1,7 +1,7 @@
 """RouteWriter: batched route writes and dumps over one raw rtnetlink socket.
 
 The one route writer of the agent: the dataplane's RouteTable (protocol 80, through
-``felixpy.dataplane.netlink``) and BGP's FIB (protocol 81, through ``bgp.netlink``) both send
+``felixpy.dataplane.netlink_ops``) and BGP's FIB (protocol 81, through ``bgp.fib_netlink``) both send
 their changes here. ``apply`` packs every request with ``felixpy.netlinkio.messages``, sends
 ``BATCH`` of them per ``sendmsg`` without asking for acks (an ack per route was most of the
 kernel's time) and closes each send with an acked no-op: its ack means every request before it

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from felixpy.resources.fields import FieldError
-from felixpy.resources.names import check_annotation_keys, check_dns_label, check_labels, check_subdomain
+from felixpy.resources.name_rules import check_annotation_keys, check_dns_label, check_labels, check_subdomain
 
 
 class ResourceError(ValueError):

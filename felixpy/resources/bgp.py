@@ -9,7 +9,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from felixpy.resources.base import Model, Resource
 from felixpy.resources.fields import CIDR, ASNumber, FieldError, PeerIP, Selector
-from felixpy.resources.names import check_subdomain
+from felixpy.resources.name_rules import check_subdomain
 
 
 class SecretKeyRef(Model):

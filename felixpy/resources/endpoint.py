@@ -9,7 +9,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from felixpy.resources.base import Model, Resource
 from felixpy.resources.fields import CIDR, MAC, FieldError, IPAddress, check_port_name
-from felixpy.resources.names import check_subdomain, check_wep_name
+from felixpy.resources.name_rules import check_subdomain, check_wep_name
 
 _IFACE = re.compile(r"^[A-Za-z0-9_.@:-]{1,15}$")
 

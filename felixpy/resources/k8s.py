@@ -8,7 +8,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from felixpy.resources.base import Model, Resource
 from felixpy.resources.fields import CIDR, FieldError, check_port
-from felixpy.resources.names import check_dns_label, check_label_key, check_labels
+from felixpy.resources.name_rules import check_dns_label, check_label_key, check_labels
 
 
 class LabelSelectorRequirement(Model):

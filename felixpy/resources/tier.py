@@ -30,7 +30,7 @@ from pydantic import Field, field_validator, model_validator
 
 from felixpy.resources.base import Model, Resource
 from felixpy.resources.fields import FieldError
-from felixpy.resources.names import check_dns_label
+from felixpy.resources.name_rules import check_dns_label
 
 DEFAULT_TIER = "default"
 # Calico's fixed tiers: name → (order, defaultAction).

@@ -21,10 +21,10 @@ from pathlib import Path
 import yaml
 
 from felixpy.lab.testing import LabCLI
+from policy.chain_names import policy_chain
 from policy.convert import policy_from_doc
+from policy.entities import PROTOCOL_NUMBERS, NamedPort
 from policy.evaluator import Evaluator, Flow
-from policy.model import PROTOCOL_NUMBERS, NamedPort
-from policy.names import policy_chain
 from tests.fixtures.conformance_cases import POD_KEYS, Doc, NetpolCase, Probe, namespace_labels, topology
 
 Matrix = dict[Probe, dict[tuple[str, str], bool]]

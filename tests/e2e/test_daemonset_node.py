@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from felixpy.dataplane.model import RTPROT_FELIXPY_BGP
+from felixpy.dataplane.kernel_objects import RTPROT_FELIXPY_BGP
 from felixpy.lab import state as lab_state
 from felixpy.lab.agents import established, parse_node_status
 from felixpy.lab.testing import LabCLI, missing_prerequisites

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 import yaml
 
-from felixpy.lab.names import TAG_ENV
+from felixpy.lab.layout import TAG_ENV
 from felixpy.lab.plan import ETCD_PORT
 from felixpy.lab.testing import LabCLI, missing_prerequisites
 

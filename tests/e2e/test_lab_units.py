@@ -10,7 +10,7 @@ import pytest
 from felixpy.lab import bird, manifests, probe
 from felixpy.lab.agents import expected_sessions, parse_node_status
 from felixpy.lab.demo import highlight_routes
-from felixpy.lab.names import LabError, LabNames, check_name
+from felixpy.lab.layout import LabError, LabNames, check_name
 from felixpy.lab.plan import Options, make_plan
 from felixpy.lab.pods import parse_labels, parse_pod_ref
 from felixpy.lab.state import LabState, PodRecord

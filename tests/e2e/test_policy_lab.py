@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import pytest
 
 from felixpy.lab import ports
-from felixpy.lab.names import LabError
+from felixpy.lab.layout import LabError
 from felixpy.lab.testing import LabCLI, missing_prerequisites, root_snapshot
 from tests.e2e.policy_lab_helpers import PolicyLab, all_allowed, diff_report
 from tests.fixtures.conformance_cases import (

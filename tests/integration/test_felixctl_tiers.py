@@ -1,5 +1,5 @@
 """Tiers end to end on a real etcd: felixctl (the real command line) writes and refuses them, and the
-agent's own wiring (SyncSources → Writer → CalcGraph → PolicyDriver → PolicyCompiler) follows them."""
+agent's own wiring (SyncSources → Writer → CalcGraph → its policy stage's PolicyCompiler) follows them."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import pytest
 import yaml
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.model import InputUpdate, Update
+from felixpy.calc.policy_stage import PolicyCalc
+from felixpy.calc.updates import Update
 from felixpy.datastore.kv import KV
 from felixpy.datastore.tiers import ensure_default_tier
-from felixpy.node.policy_driver import PolicyDriver
-from felixpy.node.sync import SyncSources
-from felixpy.node.writer import Writer
 from felixpy.resources import WorkloadEndpoint
+from felixpy.runtime.sync import SyncSources
+from felixpy.runtime.writer import Writer
 from policy.compiler import PolicyCompiler
 from tests.fixtures.kubeapi import KubeAPI
 from tests.integration.test_felixctl import ROOT, Ctl, keys
@@ -141,18 +141,16 @@ def test_tiers_as_crds_in_kubernetes_mode(kube_api: KubeAPI, tmp_path: Path) -> 
 
 
 class PolicyOnlyDataplane:
-    """The Writer's dataplane: calc's pass-through inputs into the real PolicyDriver and compiler; after
+    """The Writer's dataplane: calc's policy stage runs the real compiler (``compiler``); after
     each batch, the tier markers of the local endpoint's policy list chain (no kernel is written)."""
 
     def __init__(self, iface: str) -> None:
         self.iface = iface
         self.compiler = PolicyCompiler("node-a")
-        self.driver = PolicyDriver(self.compiler, None, None)
         self.lock = threading.Lock()
         self.tier_lines: list[str] | None = None
 
     def apply(self, updates: list[Update]) -> None:
-        self.driver.on_updates([u for u in updates if isinstance(u, InputUpdate)])
         chains = {name: chain for (_, name), chain in self.compiler.chains().items()}
         tw = chains.get(f"cali-tw-{self.iface}")
         lines = None
@@ -168,6 +166,15 @@ class PolicyOnlyDataplane:
     def resync(self, what: str) -> None:
         pass
 
+    def post_write_check(self) -> None:
+        pass
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def commit_deferred(self) -> bool:
+        return True
+
     def lines(self) -> list[str] | None:
         with self.lock:
             return self.tier_lines
@@ -182,7 +189,7 @@ def agent(etcd_kv: KV, etcd_backend: Any) -> Iterator[tuple[PolicyOnlyDataplane,
     })  # fmt: skip
     etcd_backend.apply(wep)
     dataplane = PolicyOnlyDataplane(IFACE)
-    writer = Writer(CalcGraph("node-a"), dataplane)
+    writer = Writer(CalcGraph("node-a", policy=PolicyCalc([dataplane.compiler])), dataplane)
     sources = SyncSources(etcd_kv, etcd_backend, writer)
     stop = threading.Event()
     threading.Thread(target=writer.run, args=(stop,), daemon=True).start()

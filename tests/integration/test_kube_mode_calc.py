@@ -20,16 +20,16 @@ from typing import Any, Protocol
 import pytest
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.model import LocalEndpoint, Route, Vtep
 from felixpy.calc.recorder import RecordingDataplane
+from felixpy.calc.updates import LocalEndpoint, Route, Vtep
 from felixpy.cni.request import wep_name
-from felixpy.dataplane.names import veth_name_for_workload
+from felixpy.dataplane.iface_names import veth_name_for_workload
 from felixpy.datastore.kube_kv import KubeKV
 from felixpy.datastore.kubernetes import KubernetesBackend
-from felixpy.node.sync import SyncSources
-from felixpy.node.writer import Msg, ResourceMsg, Writer
 from felixpy.resources import IPPool, Node, WorkloadEndpoint
 from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
+from felixpy.runtime.sync import SyncSources
+from felixpy.runtime.writer import Msg, ResourceMsg, Writer
 from tests.fixtures.kubeapi import KubeAPI
 
 pytestmark = pytest.mark.integration
@@ -238,8 +238,32 @@ class Dataplane(RecordingDataplane):
     def resync(self, what: str) -> None:
         pass
 
+    def post_write_check(self) -> None:
+        pass
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def commit_deferred(self) -> bool:
+        return True
+
 
 INPUT_KINDS = ("Namespace", "K8sNetworkPolicy", "IPPool", "Node")
+
+
+class InputsGraph(CalcGraph):
+    """The calc graph, noting the policy and BGP inputs the sync delivers to it (calc consumes them)."""
+
+    def __init__(self, nodename: str) -> None:
+        super().__init__(nodename)
+        self.inputs: dict[tuple[str, tuple[str, str]], Any] = {}
+
+    def on_resource(self, kind: str, key: tuple[str, str], obj: Any | None) -> None:
+        if obj is None:
+            self.inputs.pop((kind, key), None)
+        else:
+            self.inputs[(kind, key)] = obj
+        super().on_resource(kind, key, obj)
 
 
 class Agent:
@@ -247,7 +271,8 @@ class Agent:
 
     def __init__(self, kv: Any, backend: Any):
         self.dataplane = Dataplane()
-        self.writer = RecordingWriter(CalcGraph(ME), self.dataplane)
+        self.graph = InputsGraph(ME)
+        self.writer = RecordingWriter(self.graph, self.dataplane)
         self.sources = SyncSources(kv, backend, self.writer)
         self.stop = threading.Event()
         self.writer_error: BaseException | None = None
@@ -267,8 +292,8 @@ class Agent:
         self.sources.syncer.stop(timeout=5)
 
     def inputs(self) -> dict[tuple[str, tuple[str, str]], Any]:
-        """The passthrough inputs, by model class (so a k8s and a Calico NetworkPolicy stay apart)."""
-        items = dict(self.dataplane.inputs).items()
+        """The policy and BGP inputs calc got, by model class (a k8s and a Calico NetworkPolicy apart)."""
+        items = dict(self.graph.inputs).items()
         return {(type(o).__name__, k): _summary(o) for (_, k), o in items if type(o).__name__ in INPUT_KINDS}
 
     def until(self, check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:

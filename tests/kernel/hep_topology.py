@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from felixpy.dataplane.iptables_backend import BackendKind
 from felixpy.resources.endpoint import HostEndpoint
 from policy.convert import policy_from_doc
-from policy.model import Direction, Policy
+from policy.entities import Direction, Policy
 from tests.fixtures.netns import Netns
 from tests.kernel.policy_topology import NODE, PolicyDataplane, flush_conntrack, probe, wait_ready
 from tests.kernel.policy_topology import start_responder as topology_responder

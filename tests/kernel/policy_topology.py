@@ -34,20 +34,20 @@ from typing import Any
 
 import pytest
 
-from felixpy.dataplane.ipsets import IpsetWriter
+from felixpy.dataplane.iface_names import veth_name_for_workload
+from felixpy.dataplane.ipset_writer import IpsetWriter
 from felixpy.dataplane.iptables import IptablesWriter
 from felixpy.dataplane.iptables_backend import BackendKind, make_backend
 from felixpy.dataplane.iptables_render import Hook as WriterHook
+from felixpy.dataplane.kernel_objects import RouteTarget
 from felixpy.dataplane.links import VethSpec, WorkloadLinks
-from felixpy.dataplane.model import RouteTarget
-from felixpy.dataplane.names import veth_name_for_workload
-from felixpy.dataplane.netlink import IPRouteNetlink
+from felixpy.dataplane.netlink_ops import IPRouteNetlink
+from felixpy.dataplane.policy_driver import write_changes, writer_hooks
 from felixpy.dataplane.routes import RouteTable
 from felixpy.dataplane.sysctl import enable_ip_forwarding
-from felixpy.node.policy_driver import write_changes, writer_hooks
 from policy.compiler import Changes, PolicyCompiler
 from policy.convert import policy_from_doc
-from policy.model import Endpoint
+from policy.entities import Endpoint
 from tests.fixtures.conformance_cases import DEFAULT_IPS, POD_KEYS, Doc, Probe, namespace_labels, topology
 from tests.fixtures.netns import PREFIX, Netns, delete_netns
 

@@ -284,7 +284,7 @@ def test_two_pods_ping_each_other(env: NodeEnv) -> None:
 
 
 def test_host_side_matches_design(env: NodeEnv) -> None:
-    from felixpy.dataplane.names import veth_name_for_workload
+    from felixpy.dataplane.iface_names import veth_name_for_workload
 
     pod = env.pod("pod-c")
     rc, res = env.cni("ADD", pod, "c")
@@ -355,7 +355,7 @@ def test_allocation_records_its_pod_with_uid(env: NodeEnv) -> None:
 
 
 def test_del_removes_iface_route_allocation_endpoint(env: NodeEnv) -> None:
-    from felixpy.dataplane.names import veth_name_for_workload
+    from felixpy.dataplane.iface_names import veth_name_for_workload
 
     pod = env.pod("pod-e")
     rc, res = env.cni("ADD", pod, "e")
@@ -513,7 +513,7 @@ def _ifindex(env: NodeEnv, iface: str) -> int | None:
 
 def test_immediate_re_add_after_del_keeps_its_new_interface(env: NodeEnv) -> None:
     """The DEL queues the old host veth by index: the re-ADD's veth of the same name survives it."""
-    from felixpy.dataplane.names import veth_name_for_workload
+    from felixpy.dataplane.iface_names import veth_name_for_workload
 
     peer = env.pod("pod-rp")
     assert env.cni("ADD", peer, "rpeer")[0] == 0
@@ -542,7 +542,7 @@ def test_immediate_re_add_after_del_keeps_its_new_interface(env: NodeEnv) -> Non
 
 def test_fifty_same_pod_cycles_leave_nothing_behind(env: NodeEnv) -> None:
     """Sequential ADD/DEL of one pod name: every re-ADD races the reaper deleting the last veth."""
-    from felixpy.dataplane.names import veth_name_for_workload
+    from felixpy.dataplane.iface_names import veth_name_for_workload
 
     links_before = set(env.node.run("ip", "-o", "link", "show").split("\n"))
     handles_before = env.keys("/calico/ipam/v2/handle/")
@@ -633,7 +633,7 @@ def _first_ping(src: Netns, ip: str) -> bool:
 def test_pod_is_isolated_from_its_first_packet_even_right_after_a_del(env: NodeEnv) -> None:
     """ADD returns only once the pod's chains are in, also when a DEL of the same pod (same interface
     name) left its chain removal to a later batch."""
-    from felixpy.dataplane.names import veth_name_for_workload
+    from felixpy.dataplane.iface_names import veth_name_for_workload
 
     client, pod = env.pod("pod-i1"), env.pod("pod-i2")
     assert env.cni("ADD", client, "icl", extra_args=";K8S_POD_LABELS=role=icl")[0] == 0
@@ -667,8 +667,8 @@ def test_a_deleted_pods_leftover_rules_never_reach_a_new_pod_and_go_within_the_b
     linger a moment. They match only the old interface name: a new pod meets its own chains from its
     first packet (here a policy denies it), and they are gone within the writer's bound even while
     back-to-back ADDs and DELs never leave the agent idle."""
-    from felixpy.dataplane.names import veth_name_for_workload
-    from felixpy.node.writer import DEFERRED_MAX_SECONDS
+    from felixpy.dataplane.deferral import DEFERRED_MAX_SECONDS
+    from felixpy.dataplane.iface_names import veth_name_for_workload
 
     client = env.pod("pod-lc")
     assert env.cni("ADD", client, "lcl", extra_args=";K8S_POD_LABELS=role=lcl")[0] == 0

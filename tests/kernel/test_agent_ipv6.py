@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from felixpy.dataplane.names import veth_name_for_workload
+from felixpy.dataplane.iface_names import veth_name_for_workload
 from tests.fixtures.netns import Netns
 from tests.kernel.test_agent_cni import NodeEnv, _ns, _wait
 

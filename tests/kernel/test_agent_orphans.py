@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from felixpy.dataplane.names import veth_name_for_workload
+from felixpy.dataplane.iface_names import veth_name_for_workload
 from tests.fixtures.netns import Netns, delete_netns
 from tests.kernel.test_agent_cni import VENV_BIN, NodeEnv, _ip, _wait, running_node
 

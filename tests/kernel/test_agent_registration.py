@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 from felixpy.datastore.resources import KVBackend
-from felixpy.node import startup
-from felixpy.node.settings import Settings
 from felixpy.resources import Node
+from felixpy.runtime import startup
+from felixpy.runtime.settings import Settings
 
 KEY = "/calico/resources/v3/projectcalico.org/nodes/"
 

@@ -1,4 +1,4 @@
-"""bgp.netlink + bgp.fib against a real kernel, in a throwaway namespace."""
+"""bgp.fib_netlink + bgp.fib against a real kernel, in a throwaway namespace."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from bgp.fib import Fib, FibRoute, NextHop
-from bgp.netlink import NetlinkRouteOps
-from felixpy.dataplane.encap import ensure_ipip
+from bgp.fib_netlink import NetlinkRouteOps
+from felixpy.dataplane.tunnel_devices import ensure_ipip
 from tests.fixtures.kernel_features import require_kernel
 
 pytestmark = pytest.mark.kernel

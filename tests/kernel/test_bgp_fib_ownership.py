@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from bgp.fib import Fib, FibRoute, NextHop
-from bgp.netlink import NetlinkRouteOps
+from bgp.fib_netlink import NetlinkRouteOps
 from bgp.route import PeerInfo, Route
 
 pytestmark = pytest.mark.kernel

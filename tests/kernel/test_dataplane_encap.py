@@ -6,7 +6,10 @@ import dataclasses
 
 import pytest
 
-from felixpy.dataplane.encap import (
+from felixpy.dataplane.kernel_objects import RouteTarget
+from felixpy.dataplane.netlink_ops import IPRouteNetlink
+from felixpy.dataplane.routes import RouteTable
+from felixpy.dataplane.tunnel_devices import (
     Vtep,
     VxlanConfig,
     VxlanFdb,
@@ -14,9 +17,6 @@ from felixpy.dataplane.encap import (
     ensure_vxlan,
     vtep_mac,
 )
-from felixpy.dataplane.model import RouteTarget
-from felixpy.dataplane.netlink import IPRouteNetlink
-from felixpy.dataplane.routes import RouteTable
 from tests.fixtures.kernel_features import require_kernel
 
 pytestmark = pytest.mark.kernel

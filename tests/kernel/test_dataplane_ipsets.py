@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from felixpy.dataplane.ipsets import IpsetWriter, parse_save
-from felixpy.dataplane.model import IpSet
+from felixpy.dataplane.ipset_writer import IpsetWriter, parse_save
+from felixpy.dataplane.kernel_objects import IpSet
 
 pytestmark = pytest.mark.kernel
 

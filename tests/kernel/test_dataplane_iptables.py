@@ -9,7 +9,7 @@ import pytest
 from felixpy.dataplane.iptables import IptablesWriter
 from felixpy.dataplane.iptables_backend import detect_mode, make_backend, tool
 from felixpy.dataplane.iptables_render import Hook, rule_hashes
-from felixpy.dataplane.model import Chain, Rule
+from felixpy.dataplane.kernel_objects import Chain, Rule
 
 pytestmark = pytest.mark.kernel
 BACKENDS = ["legacy", "nft", "python-iptables"]

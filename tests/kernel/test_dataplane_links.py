@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from felixpy.dataplane.iface_names import veth_name_for_workload
+from felixpy.dataplane.kernel_objects import RouteTarget
 from felixpy.dataplane.links import HOST_VETH_MAC, VethSpec, WorkloadLinks, delete_container_iface
-from felixpy.dataplane.model import RouteTarget
-from felixpy.dataplane.names import veth_name_for_workload
-from felixpy.dataplane.netlink import IPRouteNetlink
+from felixpy.dataplane.netlink_ops import IPRouteNetlink
 from felixpy.dataplane.routes import RouteTable
 from felixpy.dataplane.sysctl import enable_ip_forwarding, read_sysctl
 

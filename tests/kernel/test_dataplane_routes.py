@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from felixpy.dataplane.model import RTPROT_FELIXPY, RTPROT_FELIXPY_BGP, RouteTarget
-from felixpy.dataplane.netlink import IPRouteNetlink
+from felixpy.dataplane.kernel_objects import RTPROT_FELIXPY, RTPROT_FELIXPY_BGP, RouteTarget
+from felixpy.dataplane.netlink_ops import IPRouteNetlink
 from felixpy.dataplane.routes import RouteTable
 
 pytestmark = pytest.mark.kernel

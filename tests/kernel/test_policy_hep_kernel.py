@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from policy.convert import endpoint_from_hep, hep_key
+from policy.entities import Direction, Policy
 from policy.evaluator import Evaluator, Flow
-from policy.model import Direction, Policy
 from tests.fixtures.netns import Netns
 from tests.kernel.hep_topology import HepShape, HostPair, gnp, host_pair
 from tests.kernel.policy_topology import probe

@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from felixpy.dataplane.iface_names import veth_name_for_workload
 from felixpy.dataplane.iptables_backend import tool
 from felixpy.dataplane.links import VethSpec, WorkloadLinks
-from felixpy.dataplane.names import veth_name_for_workload
 from policy.chains import dispatch_tree, isolated_endpoint_chains
 from policy.convert import policy_from_doc
+from policy.entities import Endpoint
 from policy.evaluator import Evaluator, Flow
-from policy.model import Endpoint
 from tests.fixtures.conformance_cases import POD_KEYS, TCP80, Doc, knp, namespace_labels, peer
 from tests.fixtures.netns import Netns
 from tests.kernel.policy_topology import (

@@ -8,10 +8,10 @@ import shutil
 import pytest
 
 from felixpy.dataplane.errors import DataplaneError
-from felixpy.dataplane.ipsets import IpsetWriter
+from felixpy.dataplane.ipset_writer import IpsetWriter
 from felixpy.dataplane.iptables_backend import RestoreBackend
 from felixpy.dataplane.iptables_render import Op
-from felixpy.dataplane.model import IpSet
+from felixpy.dataplane.kernel_objects import IpSet
 
 pytestmark = pytest.mark.kernel
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from felixpy.calc.model import WgNode, WireguardUpdate
+from felixpy.calc.updates import WgNode, WireguardUpdate
 from felixpy.calc.wireguard import WireguardConfig
-from felixpy.node import wireguard as wgdrv
-from felixpy.node.wireguard import WireguardDriver
+from felixpy.dataplane import wireguard_driver as wgdrv
+from felixpy.dataplane.wireguard_driver import WireguardDriver
 from tests.fixtures.kernel_features import require_kernel
 
 pytestmark = [pytest.mark.kernel, pytest.mark.vm]

@@ -175,7 +175,7 @@ def test_new_fields_validated_by_name(kind: str, spec: dict[str, Any], field: st
 # --- the engine -------------------------------------------------------------------------------
 class Kernel:
     """Routes by (destination, protocol): 80 = the dataplane's, 81 = BGP's (the real kernel keeps
-    them apart by metric). ``owned_elsewhere`` as bgp.netlink's."""
+    them apart by metric). ``owned_elsewhere`` as bgp.fib_netlink's."""
 
     def __init__(self, dataplane: set[str] | None = None) -> None:
         self.dataplane = set(dataplane or ())
@@ -431,7 +431,7 @@ def test_metrics_exported() -> None:
 # --- the agent's sink: workloads reach the BGP service only when they change what is borrowed ------
 def test_sink_passes_workloads_only_when_borrowed_addresses_change() -> None:
     from felixpy.calc.graph import CalcGraph
-    from felixpy.node.bgp_sink import BGPSink
+    from felixpy.dataplane.bgp_sink import BGPSink
     from felixpy.resources.endpoint import WorkloadEndpoint
 
     calls: list[dict[str, Any]] = []
@@ -499,7 +499,7 @@ def test_receive_limit_verdicts(
 
 def test_agent_registers_the_bgp_metrics() -> None:
     from felixpy.agent import Agent
-    from felixpy.node.health import Metrics
+    from felixpy.runtime.health import Metrics
 
     metrics = Metrics()
     parts: dict[str, Any] = dict.fromkeys(

@@ -415,7 +415,7 @@ def test_bgpfilter_is_a_known_kind_stored_in_calicos_etcd_layout() -> None:
 
 def test_bgpfilters_pass_through_calc_to_the_bgp_service() -> None:
     from felixpy.calc.graph import CalcGraph
-    from felixpy.node.bgp_sink import BGPSink
+    from felixpy.dataplane.bgp_sink import BGPSink
 
     calls: list[dict[str, Any]] = []
 

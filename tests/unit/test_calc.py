@@ -12,8 +12,8 @@ import itertools
 import pytest
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.model import VXLAN_DEVICE, Encap, LocalEndpoint, NodeState, Route, Vtep
 from felixpy.calc.recorder import RecordingDataplane
+from felixpy.calc.updates import VXLAN_DEVICE, Encap, LocalEndpoint, NodeState, Route, Vtep
 from felixpy.calc.vxlan import vtep_mac
 from felixpy.resources import IPPool, Node, WorkloadEndpoint
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.model import Encap, EncapUpdate, Route, RouteUpdate, Vtep, VtepUpdate
 from felixpy.calc.recorder import RecordingDataplane
-from felixpy.dataplane import encap as drv
-from felixpy.node.dataplane import LinuxDataplane
-from felixpy.node.encap import EncapDriver, EncapSettings
-from felixpy.node.settings import FelixParams
-from felixpy.node.startup import pod_mtu
+from felixpy.calc.updates import Encap, EncapUpdate, Route, RouteUpdate, Vtep, VtepUpdate
+from felixpy.dataplane import tunnel_devices as drv
+from felixpy.dataplane.encap_driver import EncapDriver, EncapSettings
+from felixpy.dataplane.linux import LinuxDataplane
 from felixpy.resources import IPPool, Node
+from felixpy.runtime.settings import FelixParams
+from felixpy.runtime.startup import pod_mtu
 
 ME = "node1"
 BLOCKS = {"192.168.0.0/26": ME, "192.168.1.0/26": "node2", "192.168.2.0/26": "node3"}
@@ -229,26 +230,26 @@ def test_pod_mtu(env: dict[str, str], kinds: set[str], expected: int) -> None:
     assert pod_mtu(FelixParams.resolve(env), 1500, kinds) == expected
 
 
-def test_policy_driver_feeds_node_ips_to_hosts_set() -> None:
-    from felixpy.calc.model import InputUpdate
-    from felixpy.node.policy_driver import PolicyDriver
+def test_policy_calc_feeds_node_ips_to_hosts_set() -> None:
+    from felixpy.calc.policy_stage import PolicyCalc
+    from policy.compiler import PolicyCompiler
 
-    class Compiler:
+    class Compiler(PolicyCompiler):
         hosts: list[list[str]] = []
 
-        def set_host_ips(self, ips: list[str]) -> None:
+        def set_host_ips(self, ips: Iterable[str]) -> None:
             self.hosts.append(list(ips))
+            super().set_host_ips(ips)
 
-    c = Compiler()
-    pd = PolicyDriver(c, None, None)
-    pd.on_updates(
-        [
-            InputUpdate("Node", ("", "a"), node("a", "10.0.0.1/24")),
-            InputUpdate("Node", ("", "b"), node("b", "10.0.0.2/24")),
-        ]
-    )
+    c = Compiler("a")
+    pc = PolicyCalc([c])
+    pc.on_resource("Node", ("", "a"), node("a", "10.0.0.1/24"))
+    pc.on_resource("Node", ("", "b"), node("b", "10.0.0.2/24"))
+    pc.flush()
     assert c.hosts == [["10.0.0.1", "10.0.0.2"]]
-    pd.on_updates([InputUpdate("Node", ("", "a"), node("a", "10.0.0.1/24"))])
+    pc.on_resource("Node", ("", "a"), node("a", "10.0.0.1/24"))
+    pc.flush()
     assert len(c.hosts) == 1  # unchanged: not re-rendered
-    pd.on_updates([InputUpdate("Node", ("", "b"), None)])
+    pc.on_resource("Node", ("", "b"), None)
+    pc.flush()
     assert c.hosts[-1] == ["10.0.0.1"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from felixpy.node.autodetect import HostAddress, pick
-from felixpy.node.settings import FelixParams, Settings, parse_duration
+from felixpy.runtime.autodetect import HostAddress, pick
+from felixpy.runtime.settings import FelixParams, Settings, parse_duration
 
 
 def test_precedence() -> None:
@@ -52,7 +52,7 @@ def test_autodetect_pick() -> None:
 
 
 def test_default_pools_per_ip_version() -> None:
-    from felixpy.node.startup import default_pools
+    from felixpy.runtime.startup import default_pools
 
     plain = default_pools(Settings.from_env({"NODENAME": "n1"}))
     assert [(p.name, p.spec.cidr, p.spec.block_size) for p in plain] == [
@@ -78,7 +78,7 @@ def test_default_pools_per_ip_version() -> None:
 
 
 def test_failsafe_ports_and_endpoint_to_host_action_resolve_like_felix() -> None:
-    from felixpy.node.settings import FelixParams
+    from felixpy.runtime.settings import FelixParams
 
     params = FelixParams.resolve(
         {"FELIX_FAILSAFEINBOUNDHOSTPORTS": "tcp:22, udp:68"},

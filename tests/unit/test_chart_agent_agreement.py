@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from felixpy.kube.install_cni import install, render_conflist
-from felixpy.node import startup
-from felixpy.node.settings import FelixParams, Settings
+from felixpy.runtime import startup
+from felixpy.runtime.settings import FelixParams, Settings
 from tests.fixtures.chart import CHART, container, container_env, find, host_paths, pod_spec, render
 
 VALUES: dict[str, Any] = {
@@ -260,7 +260,7 @@ def test_node_container_env_has_no_variable_the_agent_ignores(docs: list[dict[st
     import inspect
 
     from felixpy.datastore import config as datastore_config
-    from felixpy.node import settings as settings_module
+    from felixpy.runtime import settings as settings_module
 
     read = inspect.getsource(settings_module) + inspect.getsource(datastore_config)
     env = container_env(docs, "felixpy-node", node_name="n")

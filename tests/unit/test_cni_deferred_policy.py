@@ -12,11 +12,19 @@ import threading
 import time
 from typing import Any
 
-from felixpy.calc.model import EndpointUpdate, InputUpdate, LocalEndpoint, Route, RouteUpdate, Update
+from felixpy.calc.updates import (
+    EndpointUpdate,
+    LocalEndpoint,
+    PolicyInputsUpdate,
+    Route,
+    RouteUpdate,
+    Update,
+)
+from felixpy.dataplane.deferral import FlushClock
+from felixpy.dataplane.linux import LinuxDataplane
 from felixpy.dataplane.netlink_fake import FakeNetlink
 from felixpy.dataplane.routes import RouteTable
-from felixpy.node.dataplane import LinuxDataplane
-from felixpy.node.writer import ResourceMsg, Writer
+from felixpy.runtime.writer import ResourceMsg, Writer
 
 KEY = ("default", "node1-k8s-a-eth0")
 
@@ -74,7 +82,7 @@ def _added(key: tuple[str, str], iface: str, ip: str) -> list[Update]:
     ep = LocalEndpoint(key[0], key[1], iface, (f"{ip}/32",))
     return [
         EndpointUpdate(key, ep),
-        InputUpdate("WorkloadEndpoint", key, object()),
+        PolicyInputsUpdate(others=True),
         RouteUpdate(f"{ip}/32", Route(f"{ip}/32", "local", iface=iface)),
     ]
 
@@ -82,7 +90,7 @@ def _added(key: tuple[str, str], iface: str, ip: str) -> list[Update]:
 def _removed(key: tuple[str, str], ip: str) -> list[Update]:
     return [
         EndpointUpdate(key, None),
-        InputUpdate("WorkloadEndpoint", key, None),
+        PolicyInputsUpdate(frozenset({key})),
         RouteUpdate(f"{ip}/32", None),
     ]
 
@@ -101,7 +109,7 @@ def test_the_datastore_echo_of_the_delete_stays_deferred() -> None:
     dp, policy, _ = _dataplane()
     dp.apply(_removed(KEY, "10.0.0.1"))
     dp.commit()
-    dp.apply([InputUpdate("WorkloadEndpoint", KEY, None)])  # the watch reports our own delete
+    dp.apply([PolicyInputsUpdate(frozenset({KEY}))])  # the watch reports our own delete
     dp.commit()
     assert policy.commits == 0 and dp.deferred
 
@@ -118,10 +126,10 @@ def test_next_batch_with_a_new_endpoint_writes_both() -> None:
 
 def test_remote_removal_and_policy_changes_commit_at_once() -> None:
     dp, policy, _ = _dataplane()
-    dp.apply([InputUpdate("WorkloadEndpoint", ("default", "node2-k8s-x-eth0"), None)])
+    dp.apply([PolicyInputsUpdate(frozenset({("default", "node2-k8s-x-eth0")}))])
     dp.commit()
     assert policy.commits == 1 and not dp.deferred, "a remote address leaves the ipsets at once"
-    dp.apply([InputUpdate("NetworkPolicy", ("default", "deny"), object())])
+    dp.apply([PolicyInputsUpdate(others=True)])
     dp.commit()
     assert policy.commits == 2 and not dp.deferred
 
@@ -159,7 +167,8 @@ def test_writer_flushes_deferred_work_once_idle() -> None:
     dp, policy, _ = _dataplane()
     policy.commits = -1  # the ADD below is a repeat: one more commit
     graph = ScriptedGraph({"add": _added(KEY, "calia", "10.0.0.1"), "del": _removed(KEY, "10.0.0.1")})
-    writer = Writer(graph, dp, deferred_seconds=0.05)  # type: ignore[arg-type]
+    dp.flush_clock = FlushClock(idle=0.05)
+    writer = Writer(graph, dp)  # type: ignore[arg-type]
     writer.in_sync.set()
     stop = threading.Event()
     thread = threading.Thread(target=writer.run, args=(stop,), daemon=True)
@@ -186,7 +195,7 @@ def test_an_add_commits_additively_and_what_it_leaves_stays_deferred() -> None:
     dp.apply(_added(("default", "node1-k8s-b-eth0"), "calib", "10.0.0.2"))
     assert dp.commit()
     assert policy.additive == [True] and dp.deferred, "the new pod is in; the removal still waits"
-    dp.apply([InputUpdate("WorkloadEndpoint", KEY, None)])  # the datastore's echo of the DEL
+    dp.apply([PolicyInputsUpdate(frozenset({KEY}))])  # the datastore's echo of the DEL
     dp.commit()
     assert policy.commits == 1, "still only local removals: no commit"
     policy.left_behind = False
@@ -198,13 +207,16 @@ class BusyGraph(ScriptedGraph):
     """Every resource is a new remote endpoint's update: policy input that commits at once."""
 
     def on_resource(self, kind: str, key: tuple[str, str], obj: Any) -> None:
-        self.pending.append(InputUpdate("WorkloadEndpoint", key, obj))
+        self.pending.append(
+            PolicyInputsUpdate(others=True) if obj is not None else PolicyInputsUpdate(frozenset({key}))
+        )
 
 
 def test_writer_flushes_deferred_work_within_the_bound_even_when_never_idle() -> None:
     dp, policy, _ = _dataplane()
     policy.left_behind = True  # every additive commit leaves something
-    writer = Writer(BusyGraph({}), dp, deferred_seconds=30, deferred_max_seconds=0.3)  # type: ignore[arg-type]
+    dp.flush_clock = FlushClock(idle=30, max_wait=0.3)
+    writer = Writer(BusyGraph({}), dp)  # type: ignore[arg-type]
     writer.in_sync.set()
     stop = threading.Event()
     thread = threading.Thread(target=writer.run, args=(stop,), daemon=True)

@@ -1,4 +1,4 @@
-"""When a FelixConfiguration change makes the agent restart (felixpy.node.config_watch)."""
+"""When a FelixConfiguration change makes the agent restart (felixpy.runtime.config_watch)."""
 
 from __future__ import annotations
 
@@ -6,21 +6,20 @@ import json
 
 import pytest
 
-from felixpy.calc.model import InputUpdate
-from felixpy.node.config_watch import (
+from felixpy.calc.updates import FelixConfigUpdate, InvalidConfig
+from felixpy.resources import FelixConfiguration
+from felixpy.runtime.config_watch import (
     ROUTE_REFLECTOR_FIELDS,
     ConfigWatch,
-    InvalidConfig,
     effective_changes,
     invalid_fields,
     params_digest,
 )
-from felixpy.node.settings import FelixParams
-from felixpy.node.sync import _felix_config
-from felixpy.resources import FelixConfiguration
+from felixpy.runtime.settings import FelixParams
+from felixpy.runtime.sync import _felix_config
 
 
-def config(name: str, **spec: object) -> InputUpdate:
+def config(name: str, **spec: object) -> FelixConfigUpdate:
     obj = FelixConfiguration.model_validate(
         {
             "apiVersion": "projectcalico.org/v3",
@@ -29,11 +28,11 @@ def config(name: str, **spec: object) -> InputUpdate:
             "spec": spec,
         }
     )
-    return InputUpdate("FelixConfiguration", ("", name), obj)
+    return FelixConfigUpdate(name, obj)
 
 
-def deleted(name: str) -> InputUpdate:
-    return InputUpdate("FelixConfiguration", ("", name), None)
+def deleted(name: str) -> FelixConfigUpdate:
+    return FelixConfigUpdate(name, None)
 
 
 def watch(env: dict[str, str] | None = None, **running: object) -> ConfigWatch:
@@ -192,7 +191,7 @@ def test_a_resource_that_does_not_validate_reaches_the_watch_as_invalid() -> Non
     obj = _felix_config(Event())
     assert isinstance(obj, InvalidConfig) and "failsafeInboundHostPorts" in obj.error
     w = watch()
-    w.on_updates([InputUpdate("FelixConfiguration", ("", "default"), obj)], now=0.0)
+    w.on_updates([FelixConfigUpdate("default", obj)], now=0.0)
     check = w.check(now=2.0)
     assert check is not None and not check.restart and check.error is not None
     assert "failsafeInboundHostPorts" in check.error

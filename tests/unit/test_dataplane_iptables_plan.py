@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from felixpy.dataplane.ipsets import KernelSet, normalise_member, plan_deletions, plan_updates
+from felixpy.dataplane.ipset_writer import KernelSet, normalise_member, plan_deletions, plan_updates
 from felixpy.dataplane.iptables_render import (
     Hook,
     Op,
@@ -17,7 +17,7 @@ from felixpy.dataplane.iptables_render import (
     rule_hashes,
     saved_body,
 )
-from felixpy.dataplane.model import Chain, IpSet, Rule
+from felixpy.dataplane.kernel_objects import Chain, IpSet, Rule
 
 JUMP_FWD = Rule(action="--jump cali-FORWARD")
 

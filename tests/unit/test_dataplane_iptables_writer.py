@@ -29,7 +29,7 @@ from felixpy.dataplane.iptables_render import (
     rule_hashes,
     saved_body,
 )
-from felixpy.dataplane.model import Chain, Rule
+from felixpy.dataplane.kernel_objects import Chain, Rule
 
 _HASH = re.compile(r"cali:([A-Za-z0-9_-]{16})")
 HOOK = Hook("filter", "FORWARD", Rule(action="--jump cali-FORWARD"))

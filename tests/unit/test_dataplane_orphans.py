@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from structlog.testing import capture_logs
 
-from felixpy.calc.model import EndpointUpdate, LocalEndpoint, Route, RouteUpdate, Update
+from felixpy.calc.updates import EndpointUpdate, LocalEndpoint, Route, RouteUpdate, Update
 from felixpy.dataplane.errors import DataplaneError
-from felixpy.dataplane.netlink import KernelRoute
+from felixpy.dataplane.linux import LinuxDataplane
 from felixpy.dataplane.netlink_fake import FakeNetlink
+from felixpy.dataplane.netlink_ops import KernelRoute
 from felixpy.dataplane.routes import RouteTable
-from felixpy.node.dataplane import LinuxDataplane
 
 GONE = ("default", "node1-k8s-gone-eth0")
 LIVE = ("default", "node1-k8s-live-eth0")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from felixpy.dataplane.model import RouteTarget
-from felixpy.dataplane.names import veth_name_for_container, veth_name_for_workload
-from felixpy.dataplane.netlink import KernelRoute
+from felixpy.dataplane.iface_names import veth_name_for_container, veth_name_for_workload
+from felixpy.dataplane.kernel_objects import RouteTarget
 from felixpy.dataplane.netlink_fake import FakeNetlink
+from felixpy.dataplane.netlink_ops import KernelRoute
 from felixpy.dataplane.routes import RouteTable, plan_routes
 
 

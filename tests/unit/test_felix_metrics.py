@@ -1,4 +1,4 @@
-"""Felix's metric families (felixpy.node.felix_metrics): the counting, and the names, types and labels
+"""Felix's metric families (felixpy.runtime.felix_metrics): the counting, and the names, types and labels
 a Prometheus scrape of the agent's registry shows (dashboards and alerts built for Felix match them)."""
 
 from __future__ import annotations
@@ -8,12 +8,14 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from felixpy.dataplane.ipsets import IpsetWriter
+from felixpy.calc.policy_stage import PolicyCalc
+from felixpy.dataplane.ipset_writer import IpsetWriter
 from felixpy.dataplane.iptables import IptablesWriter
 from felixpy.dataplane.iptables_backend import RestoreBackend
-from felixpy.dataplane.model import Chain, Rule
+from felixpy.dataplane.kernel_objects import Chain, Rule
+from felixpy.dataplane.policy_driver import PolicyDriver
 from felixpy.dataplane.toolstats import ToolStats
-from felixpy.node.felix_metrics import (
+from felixpy.runtime.felix_metrics import (
     FELIX_COUNTERS,
     FelixCollector,
     endpoint_counts,
@@ -25,10 +27,9 @@ from felixpy.node.felix_metrics import (
     route_table_counts,
     table_counts,
 )
-from felixpy.node.health import Metrics
-from felixpy.node.policy_driver import PolicyDriver
+from felixpy.runtime.health import Metrics
 from policy.compiler import PolicyCompiler
-from policy.model import Endpoint, EntityMatch, Policy, PolicyRule
+from policy.entities import Endpoint, EntityMatch, Policy, PolicyRule
 from policy.selector import parse
 
 
@@ -99,6 +100,10 @@ def test_policy_counts_local_and_cluster() -> None:
     assert counts.tiers >= 1  # the built-in default tier
 
 
+def _graph(compiler: PolicyCompiler) -> SimpleNamespace:
+    return SimpleNamespace(_nodes={}, policy=PolicyCalc([compiler]))
+
+
 def _text(metrics: Metrics) -> str:
     return exposition(metrics.registry).decode()
 
@@ -114,11 +119,11 @@ def _scrape(metrics: Metrics) -> dict[str, tuple[str, list[tuple[str, dict[str, 
 def test_collector_exports_felix_names_types_and_labels() -> None:
     compiler = _compiler()
     backend = RestoreBackend("nft")
-    driver = PolicyDriver(compiler, IptablesWriter(backend), IpsetWriter())
+    driver = PolicyDriver(4, IptablesWriter(backend), IpsetWriter())
     with backend.stats.call("restore"):
         backend.stats.add_lines("restore", 4, "filter")
     syncer = SimpleNamespace(status="in-sync", resyncs=1)
-    graph = SimpleNamespace(_nodes={"n1": object(), "n2": object()})
+    graph = SimpleNamespace(_nodes={"n1": object(), "n2": object()}, policy=PolicyCalc([compiler]))
     metrics = Metrics()
     metrics.registry.register(FelixCollector("n1", syncer, graph, SimpleNamespace(policy=driver)))
     fams = _scrape(metrics)
@@ -162,11 +167,11 @@ def test_exposition_uses_felix_bare_counter_names_with_their_type() -> None:
     """Felix (Go client, text 0.0.4) writes ``felix_iptables_restore_calls`` with ``# TYPE … counter``;
     prometheus_client would write ``…_total``: a dashboard's query would match nothing."""
     compiler = _compiler()
-    driver = PolicyDriver(compiler, IptablesWriter(RestoreBackend("nft")), IpsetWriter())
+    driver = PolicyDriver(4, IptablesWriter(RestoreBackend("nft")), IpsetWriter())
     metrics = Metrics()
     syncer = SimpleNamespace(status="in-sync", resyncs=0)
     metrics.registry.register(
-        FelixCollector("n1", syncer, SimpleNamespace(_nodes={}), SimpleNamespace(policy=driver))
+        FelixCollector("n1", syncer, _graph(compiler), SimpleNamespace(policy=driver))
     )
     text = _text(metrics)
     for name in FELIX_COUNTERS:
@@ -192,11 +197,12 @@ def test_grafana_dashboard_queries_only_names_the_agent_exports() -> None:
     assert len(queried) >= 10
 
     compiler = _compiler()
-    driver = PolicyDriver(compiler, IptablesWriter(RestoreBackend("nft")), IpsetWriter())
+    driver = PolicyDriver(4, IptablesWriter(RestoreBackend("nft")), IpsetWriter())
     dataplane = SimpleNamespace(policy=driver, routes=SimpleNamespace(table=254, _desired={"10.0.0.1/32": 1}))
     metrics = Metrics()
     metrics.felix_apply_seconds.observe(0.01)
     syncer = SimpleNamespace(status="in-sync", resyncs=0)
-    metrics.registry.register(FelixCollector("n1", syncer, SimpleNamespace(_nodes={}), dataplane))
+    graph = SimpleNamespace(_nodes={}, policy=PolicyCalc([compiler]))
+    metrics.registry.register(FelixCollector("n1", syncer, graph, dataplane))
     exported = {line.split("{")[0].split(" ")[0] for line in _text(metrics).splitlines() if line[:1] != "#"}
     assert not queried - exported, sorted(queried - exported)

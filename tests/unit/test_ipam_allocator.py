@@ -13,8 +13,8 @@ from ipam import allocator
 from ipam.allocator import IPAMConfig, PoolView
 from ipam.block import Block
 from ipam.errors import NoUsablePool, PoolImmutableField, PoolInUse, PoolNotFound, PoolOverlap
+from ipam.pool_selectors import matches
 from ipam.pools import check_pool_create, check_pool_delete, check_pool_update, pool_view
-from ipam.selectors import matches
 
 
 def pv(name: str, cidr: str, bs: int = 26, **kw: object) -> PoolView:

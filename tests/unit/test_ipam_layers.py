@@ -24,7 +24,8 @@ def _loaded(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["ipam.block", "ipam.allocator", "ipam.report", "ipam.selectors", "ipam.errors", "ipam.pools"]
+    "module",
+    ["ipam.block", "ipam.allocator", "ipam.report", "ipam.pool_selectors", "ipam.errors", "ipam.pools"],
 )
 def test_pure_ipam_module_loads_no_io_library(module: str) -> None:
     bad = sorted(m for m in _loaded(module) for lib in IO_LIBS if m == lib or m.startswith(lib + "."))

@@ -7,7 +7,7 @@ the host took a lab node for "this node" and reported that node's (namespaced) i
 from __future__ import annotations
 
 from felixpy.lab.agents import agent_env
-from felixpy.lab.names import LabNames
+from felixpy.lab.layout import LabNames
 from felixpy.lab.plan import Options, make_plan
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from felixpy.node.config_watch import ROUTE_REFLECTOR_FIELDS
-from felixpy.node.settings import FelixParams
 from felixpy.resources.parse import parse_documents
+from felixpy.runtime.config_watch import ROUTE_REFLECTOR_FIELDS
+from felixpy.runtime.settings import FelixParams
 
 
 def test_defaults_bind_health_to_loopback_and_leave_metrics_off() -> None:

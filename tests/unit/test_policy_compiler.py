@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from felixpy.dataplane.model import Chain, Rule
+from felixpy.dataplane.kernel_objects import Chain, Rule
+from policy.chain_names import ipset_name, length_limited, policy_chain
 from policy.chains import (
     ChainConfig,
     TierPolicies,
@@ -12,8 +13,7 @@ from policy.chains import (
     policy_list_chain,
 )
 from policy.compiler import PolicyCompiler
-from policy.model import Endpoint, EntityMatch, NamedPort, Policy, PolicyRule, PortRange
-from policy.names import ipset_name, length_limited, policy_chain
+from policy.entities import Endpoint, EntityMatch, NamedPort, Policy, PolicyRule, PortRange
 from policy.rules import render_policy
 from policy.selector import parse
 

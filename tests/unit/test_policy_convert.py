@@ -6,7 +6,7 @@ import pytest
 
 from felixpy.resources.endpoint import WorkloadEndpoint
 from policy.convert import ConversionError, endpoint_from_wep, policy_from_doc
-from policy.model import NamedPort, PortRange, label_view
+from policy.entities import NamedPort, PortRange, label_view
 from tests.fixtures.conformance_cases import calico, knp, peer, port
 
 

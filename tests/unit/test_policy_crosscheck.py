@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from felixpy.dataplane.model import Chain, IpSet
+from felixpy.dataplane.kernel_objects import Chain, IpSet
 from policy.chains import Hook
 from policy.compiler import PolicyCompiler
 from policy.convert import policy_from_doc, protocol_number
+from policy.entities import PROTOCOL_NAMES, Endpoint
 from policy.evaluator import Evaluator, Flow
-from policy.model import PROTOCOL_NAMES, Endpoint
 from tests.fixtures.conformance_cases import (
     CASES,
     DEFAULT_IPS,

@@ -1,4 +1,4 @@
-"""PolicyDriver with the real policy compiler and IptablesWriter over an in-memory kernel.
+"""PolicyDriver fed by calc's policy stage (the real compiler) and IptablesWriter over an in-memory kernel.
 
 A pod added while an earlier DEL's removals are still pending goes in with an insert-only
 transaction (its chains, its dispatch rules); the deleted pod's dispatch rules, chains and the
@@ -12,12 +12,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from felixpy.calc.policy_stage import PolicyCalc
 from felixpy.dataplane.iptables import IptablesWriter
 from felixpy.dataplane.iptables_render import jump_target, rule_body, saved_body
-from felixpy.node.policy_driver import PolicyDriver
+from felixpy.dataplane.policy_driver import PolicyDriver
+from policy.chain_names import FROM_WL_DISPATCH, TO_WL_DISPATCH, ipset_name
 from policy.compiler import PolicyCompiler
-from policy.model import Endpoint, EntityMatch, Policy, PolicyRule
-from policy.names import FROM_WL_DISPATCH, TO_WL_DISPATCH, ipset_name
+from policy.entities import Endpoint, EntityMatch, Policy, PolicyRule
 from policy.selector import parse
 from tests.unit.test_dataplane_iptables_writer import FakeKernel
 
@@ -76,10 +77,28 @@ def _ep(name: str, ip: str, app: str) -> Endpoint:
     )
 
 
-def _setup() -> tuple[Kernel, Ipsets, PolicyCompiler, PolicyDriver]:
+class Pipeline:
+    """calc's policy stage, then the driver: what the writer loop does with one batch."""
+
+    def __init__(self, compiler: PolicyCompiler, driver: PolicyDriver) -> None:
+        self.calc, self.driver = PolicyCalc([compiler]), driver
+
+    def commit(self, additive: bool = False) -> bool:
+        self.driver.on_updates(self.calc.flush())
+        return self.driver.commit(additive)
+
+    @property
+    def deferred(self) -> bool:
+        return self.driver.deferred
+
+    def endpoint_programmed(self, iface: str) -> bool:
+        return self.driver.endpoint_programmed(iface)
+
+
+def _setup() -> tuple[Kernel, Ipsets, PolicyCompiler, Pipeline]:
     kernel, ipsets = Kernel(), Ipsets()
     compiler = PolicyCompiler("n1")
-    driver = PolicyDriver(compiler, IptablesWriter(kernel), ipsets)
+    driver = Pipeline(compiler, PolicyDriver(4, IptablesWriter(kernel), ipsets))  # type: ignore[arg-type]
     # db pods accept only from web pods: the policy's rule uses an ipset of the web pods' addresses
     allow_web = PolicyRule("Allow", source=EntityMatch(selector=parse("app == 'web'")))
     compiler.update_policy(

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from felixpy.calc.model import InputUpdate
-from felixpy.dataplane.model import Chain, Rule
-from felixpy.node.policy_driver import PolicyDriver
+from felixpy.calc.policy_stage import PolicyCalc
+from felixpy.dataplane.kernel_objects import Chain, Rule
 from felixpy.resources.endpoint import HostEndpoint
+from policy.chain_names import host_endpoint_chain, ipset_name, profile_chain
 from policy.compiler import PolicyCompiler
 from policy.convert import endpoint_from_hep, hep_key, policy_from_doc
+from policy.entities import Endpoint, Policy
 from policy.evaluator import Evaluator, Flow
-from policy.model import Endpoint, Policy
-from policy.names import host_endpoint_chain, ipset_name, profile_chain
 from policy.selector import parse
 
 GNP = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy"}
@@ -163,12 +162,12 @@ def test_remote_host_endpoint_only_feeds_ipsets() -> None:
     assert c.ipsets()[ipset_name(parse(sel).unique_id)].members == frozenset({"10.0.9.9"})
 
 
-def test_policy_driver_feeds_host_endpoints() -> None:
+def test_policy_calc_feeds_host_endpoints() -> None:
     c = PolicyCompiler("n1")
-    driver = PolicyDriver(c, iptables=None, ipsets=None)
-    driver.on_updates([InputUpdate("HostEndpoint", ("", "h1"), hep("h1"))])
+    calc = PolicyCalc([c])
+    calc.on_resource("HostEndpoint", ("", "h1"), hep("h1"))
     assert ("filter", "cali-fh-eth0") in c.chains()
-    driver.on_updates([InputUpdate("HostEndpoint", ("", "h1"), None)])
+    calc.on_resource("HostEndpoint", ("", "h1"), None)
     assert ("filter", "cali-fh-eth0") not in c.chains()
 
 

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from felixpy.dataplane.model import Chain
-from felixpy.node.policy_driver import write_changes
+from felixpy.dataplane.kernel_objects import Chain
+from felixpy.dataplane.policy_driver import write_changes
 from felixpy.resources import ResourceError
 from felixpy.resources.endpoint import HostEndpoint
 from felixpy.resources.parse import parse_document
+from policy.chain_names import ipset_name
 from policy.chains import ChainConfig, hooks
 from policy.compile_hostraw import (
     mangle_static_chains,
@@ -21,10 +22,9 @@ from policy.compile_hostraw import (
 )
 from policy.compiler import PolicyCompiler
 from policy.convert import endpoint_from_hep, hep_key, policy_from_doc, protocol_number
+from policy.entities import Endpoint, Policy
 from policy.evaluate_hostraw import exchange_allowed, prefilter_verdict
 from policy.evaluator import Evaluator, Flow
-from policy.model import Endpoint, Policy
-from policy.names import ipset_name
 from policy.selector import parse
 from tests.unit.test_policy_crosscheck import Interpreter, Packet, _in_range
 

@@ -7,7 +7,7 @@ import re
 from policy.chains import ChainConfig, dispatch_tree, static_chains
 from policy.compiler import PolicyCompiler
 from policy.convert import policy_from_doc
-from policy.model import Endpoint, PolicyRule
+from policy.entities import Endpoint, PolicyRule
 from policy.rules import PORTABLE_PROTOCOL_NAMES, _proto
 from tests.fixtures.conformance_cases import CASES, namespace_labels, topology
 

@@ -9,20 +9,19 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from felixpy.calc.model import InputUpdate
+from felixpy.calc.policy_stage import PolicyCalc
 from felixpy.kube.convert import pod_to_wep
-from felixpy.node.config_watch import invalid_fields
-from felixpy.node.policy_driver import PolicyDriver
-from felixpy.node.settings import FelixParams
 from felixpy.resources import ResourceError
 from felixpy.resources.endpoint import WorkloadEndpoint
 from felixpy.resources.parse import parse_document
+from felixpy.runtime.config_watch import invalid_fields
+from felixpy.runtime.settings import FelixParams
+from policy.chain_names import MARK_ACCEPT, MARK_FROM_WORKLOAD, MARK_PASS, MARK_SCRATCH1
 from policy.chains import ChainConfig
 from policy.compile_hostraw import raw_prerouting_chain
 from policy.compiler import PolicyCompiler
 from policy.convert import endpoint_from_wep
-from policy.model import Endpoint
-from policy.names import MARK_ACCEPT, MARK_FROM_WORKLOAD, MARK_PASS, MARK_SCRATCH1
+from policy.entities import Endpoint
 from tests.unit.test_policy_hostraw import hep, untracked
 
 V3 = "projectcalico.org/v3"
@@ -212,11 +211,12 @@ def test_kubernetes_annotation_fills_the_field(annotation: str | None, prefixes:
 
 def test_agent_logs_endpoints_whose_prefixes_are_ignored() -> None:
     c = PolicyCompiler("n1")
-    driver = PolicyDriver(c, None, None)  # on_updates only feeds the compiler
+    calc = PolicyCalc([c])
     wep = parse_document(wep_doc(allowSpoofedSourcePrefixes=["10.70.0.0/16"]))
     with capture_logs() as logs:
-        driver.on_updates([InputUpdate("WorkloadEndpoint", ("default", "n1-k8s-pod-eth0"), wep)])
-        driver.on_updates([InputUpdate("WorkloadEndpoint", ("default", "n1-k8s-pod-eth0"), wep)])
+        for _ in range(2):
+            calc.on_resource("WorkloadEndpoint", ("default", "n1-k8s-pod-eth0"), wep)
+            calc.flush()
     logged = [e for e in logs if e["event"] == "policy.source_spoofing_ignored"]
     assert len(logged) == 1 and logged[0]["endpoints"] == {"default/n1-k8s-pod-eth0": ["10.70.0.0/16"]}
     assert "workloadSourceSpoofing: Any" in logged[0]["reason"]

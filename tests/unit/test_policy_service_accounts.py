@@ -5,10 +5,10 @@ ServiceAccount re-indexes the endpoints running as it."""
 
 from __future__ import annotations
 
+from policy.chain_names import ipset_name
 from policy.compiler import PolicyCompiler
 from policy.convert import policy_from_doc
-from policy.model import Endpoint, label_view
-from policy.names import ipset_name
+from policy.entities import Endpoint, label_view
 
 WEB = Endpoint(
     key="x/web",

@@ -10,13 +10,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.model import InputUpdate
+from felixpy.calc.policy_stage import PolicyCalc
+from felixpy.calc.updates import PolicyInputsUpdate
 from felixpy.ctl.columns import columns_for
 from felixpy.datastore.kubernetes import api_path
 from felixpy.datastore.resources import encode, parse_key, resource_key
 from felixpy.datastore.tiers import default_tier
 from felixpy.kube import convert, crds
-from felixpy.node.policy_driver import PolicyDriver
 from felixpy.resources import GlobalNetworkPolicy, ResourceError, Tier
 from felixpy.resources.parse import parse_document
 from felixpy.resources.registry import kind_by_name
@@ -239,16 +239,15 @@ def missing_logged(logs: list[Any]) -> list[Any]:
     return [e["policies"] for e in logs if e["event"] == "policy.tier_missing"]
 
 
-def feed(graph: CalcGraph, driver: PolicyDriver, kind: str, name: str, obj: Any) -> None:
+def feed(graph: CalcGraph, driver: None, kind: str, name: str, obj: Any) -> None:
     graph.on_resource(kind, ("", name), obj)
     updates = graph.flush()
-    assert any(isinstance(u, InputUpdate) and u.kind == kind for u in updates)
-    driver.on_updates(updates)
+    assert any(isinstance(u, PolicyInputsUpdate) and u.others for u in updates)
 
 
 def test_tier_updates_flow_from_calc_to_the_compiler() -> None:
-    graph, compiler = CalcGraph("node1"), PolicyCompiler("node1")
-    driver = PolicyDriver(compiler, None, None)  # on_updates only feeds the compiler
+    compiler = PolicyCompiler("node1")
+    graph, driver = CalcGraph("node1", policy=PolicyCalc([compiler])), None  # calc feeds the compiler
     for ep in topology():
         compiler.update_endpoint(ep)
     with capture_logs() as logs:

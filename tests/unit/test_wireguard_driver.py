@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from felixpy.calc.model import WgNode, WireguardUpdate
+from felixpy.calc.updates import WgNode, WireguardUpdate
 from felixpy.calc.wireguard import WireguardConfig
 from felixpy.dataplane import wireguard as real
-from felixpy.node import wireguard as wgnode
-from felixpy.node.wireguard import DRAIN_MAX_SECONDS, DRAIN_SECONDS, WireguardDriver
+from felixpy.dataplane import wireguard_driver as wgnode
+from felixpy.dataplane.wireguard_driver import DRAIN_MAX_SECONDS, DRAIN_SECONDS, WireguardDriver
 
 _keys = itertools.count(1)
 

@@ -8,11 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.model import WgNode, WireguardUpdate
+from felixpy.calc.updates import WgNode, WireguardUpdate
 from felixpy.calc.wireguard import WireguardConfig, device_mtu, plan, render_config, valid_key
-from felixpy.node.settings import FelixParams
-from felixpy.node.startup import pod_mtu
 from felixpy.resources import FelixConfiguration, Node
+from felixpy.runtime.settings import FelixParams
+from felixpy.runtime.startup import pod_mtu
 
 K1, K2, K3 = (base64.b64encode(bytes([i]) * 32).decode() for i in (1, 2, 3))
 CFG = WireguardConfig(enabled=True)

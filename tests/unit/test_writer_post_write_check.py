@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.node.writer import InSyncMsg, Writer
+from felixpy.runtime.writer import InSyncMsg, Writer
 
 
 class Dataplane:
@@ -29,6 +29,12 @@ class Dataplane:
 
     def post_write_check(self) -> None:
         self.checks += 1
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def commit_deferred(self) -> bool:
+        return True
 
 
 def test_post_write_check_runs_only_once_in_sync() -> None:

@@ -1,7 +1,7 @@
 """Health (`/liveness`, `/readiness`) and Prometheus metrics, each on its own HTTP port.
 
 Ready = the datastore is in sync and the last dataplane commit fully succeeded (routes of orphaned
-endpoints, whose interface is gone, do not count: felixpy.node.orphans). Live = the
+endpoints, whose interface is gone, do not count: felixpy.dataplane.orphans). Live = the
 agent's threads are running (a dead thread ends the process anyway: crash-only).
 Every agent gets its own metrics registry, so tests can run several in one process.
 """
@@ -22,14 +22,14 @@ from prometheus_client import (
     Summary,
 )
 
-from felixpy.node.felix_metrics import exposition
+from felixpy.runtime.felix_metrics import exposition
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"  # what Felix's /metrics answers with
 
 
 class Metrics:
     """felixpy's own ``felixpy_*`` families, Felix's ``felix_*`` ones that are observed at a call site
-    (the rest are read at scrape time: felixpy.node.felix_metrics) and ``process_*``."""
+    (the rest are read at scrape time: felixpy.runtime.felix_metrics) and ``process_*``."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

@@ -19,7 +19,7 @@ import threading
 
 from bgp import rtnl
 from bgp.fib import FibRoute
-from felixpy.dataplane.model import RTPROT_FELIXPY, RTPROT_FELIXPY_BGP
+from felixpy.dataplane.kernel_objects import RTPROT_FELIXPY, RTPROT_FELIXPY_BGP
 from felixpy.netlinkio.messages import Route
 from felixpy.netlinkio.writer import RouteWriter, route_socket
 

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 
-from felixpy.dataplane.model import IpSet
-from policy.model import PROTOCOL_NAMES, Endpoint
-from policy.names import ipset_name, named_port_set_id, nets_set_id
+from felixpy.dataplane.kernel_objects import IpSet
+from policy.chain_names import ipset_name, named_port_set_id, nets_set_id
+from policy.entities import PROTOCOL_NAMES, Endpoint
 from policy.selector import Selector
 
 

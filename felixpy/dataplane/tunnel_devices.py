@@ -21,7 +21,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from felixpy.dataplane.errors import DataplaneError, LinkNotFound
-from felixpy.dataplane.netlink import open_iproute
+from felixpy.dataplane.netlink_ops import open_iproute
 from felixpy.dataplane.procs import run
 
 log = structlog.get_logger(__name__)

@@ -5,11 +5,11 @@
 away (a CNI DEL) does not wait for iptables: the interface is gone, so its ``cali-tw/fw`` chains
 and dispatch entries are unreachable, and their removal is folded into the next batch (the next
 ADD's commit, which must write chains anyway), or flushed by the writer once it has been idle
-(``Writer.deferred_seconds``). Anything else (a new endpoint, a policy change) commits at once, so an
+(``felixpy.dataplane.deferral``). Anything else (a new endpoint, a policy change) commits at once, so an
 ADD still returns only after its isolating chains are in. That commit is additive (see
 ``policy_driver``): iptables only adds where it can (the new chains, an inserted dispatch rule) and
 the removals pending from earlier DELs stay deferred with the hash fix-ups; the writer loop flushes
-them with a plain commit once idle, and at the latest ``Writer.deferred_max_seconds`` later, however
+them with a plain commit once idle, and at the latest ``DEFERRED_MAX_SECONDS`` later, however
 busy it is. A dispatch rule left that long matches only the gone pod's interface name: an address
 the IPAM hands out again goes to a new pod's interface (new name, new chains), and a re-ADD of the
 same pod (same name) makes that rule and its chains desired again, rewritten first if they differ.
@@ -28,34 +28,41 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from felixpy.calc.model import (
+from felixpy.calc.updates import (
     IPIP_DEVICE,
     VXLAN_DEVICE,
+    ChainsUpdate,
     EncapUpdate,
     EndpointUpdate,
-    InputUpdate,
+    HooksUpdate,
     InSync,
+    IpsetsUpdate,
     LocalEndpoint,
+    PolicyInputsUpdate,
     Route,
     RouteUpdate,
     Update,
     VtepUpdate,
     WireguardUpdate,
 )
-from felixpy.dataplane.model import RouteTarget
-from felixpy.dataplane.netlink import normalise_cidr
-from felixpy.node.orphans import Orphans
+from felixpy.dataplane.deferral import FlushClock
+from felixpy.dataplane.kernel_objects import RouteTarget
+from felixpy.dataplane.netlink_ops import normalise_cidr
+from felixpy.dataplane.orphans import Orphans
 
 if TYPE_CHECKING:
+    from felixpy.dataplane.encap_driver import EncapDriver
     from felixpy.dataplane.links import WorkloadLinks
     from felixpy.dataplane.routes import RouteTable
-    from felixpy.node.encap import EncapDriver
 
 log = structlog.get_logger(__name__)
+# What the policy driver is given: local endpoints (their removal may wait), the compiled policy and
+# which inputs it came from, and InSync.
+POLICY_UPDATES = (EndpointUpdate, PolicyInputsUpdate, ChainsUpdate, IpsetsUpdate, HooksUpdate, InSync)
 
 
 class PolicyDriver(Protocol):
-    """What the agent hands policy inputs to (the policy compiler + iptables/ipset writers)."""
+    """What the agent hands calc's compiled policy to (the iptables/ipset writers)."""
 
     def on_updates(self, updates: list[Update]) -> None: ...
 
@@ -72,9 +79,9 @@ class PolicyDriver(Protocol):
 
 
 class FamilyPolicies:
-    """One policy driver per IP version (each with its own compiler and iptables/ip6tables writer)
-    behind the single :class:`PolicyDriver` the dataplane talks to. Every driver sees every update
-    and commits every batch; an endpoint is programmed once it is in all of them."""
+    """One policy driver per IP version (each with its own iptables/ip6tables writer) behind the single
+    :class:`PolicyDriver` the dataplane talks to. Every driver sees every update (and takes its own
+    version's) and commits every batch; an endpoint is programmed once it is in all of them."""
 
     def __init__(self, drivers: Sequence[PolicyDriver]) -> None:
         self.drivers = tuple(drivers)
@@ -112,7 +119,8 @@ def _only_local_removals(updates: list[Update], gone: set[tuple[str, str]]) -> b
     """
     return all(
         (isinstance(u, EndpointUpdate) and u.endpoint is None)
-        or (isinstance(u, InputUpdate) and u.kind == "WorkloadEndpoint" and u.obj is None and u.key in gone)
+        or (isinstance(u, PolicyInputsUpdate) and not u.others and u.deleted_workloads <= gone)
+        or isinstance(u, ChainsUpdate | IpsetsUpdate | HooksUpdate)  # what those inputs compiled to
         for u in updates
     )
 
@@ -148,6 +156,7 @@ class LinuxDataplane:
         policy: PolicyDriver | None = None,
         bgp_sink: Callable[[list[Update]], None] | None = None,
         iface_exists: Callable[[str], bool] = iface_exists,
+        flush_clock: FlushClock | None = None,
     ) -> None:
         self.routes = routes
         self.links = links
@@ -162,6 +171,7 @@ class LinuxDataplane:
         self._policy_deferred = False  # endpoint removals not yet written to iptables
         self._gone: set[tuple[str, str]] = set()  # local endpoints removed since the last policy commit
         self.orphans = Orphans(iface_exists)  # local endpoints whose interface is gone (routes withheld)
+        self.flush_clock = flush_clock or FlushClock()  # when deferred policy writes go out alone
 
     def _on_route(self, u: RouteUpdate) -> None:
         self._ipip_routes.discard(u.dst)
@@ -201,9 +211,7 @@ class LinuxDataplane:
             elif isinstance(u, InSync):
                 self._pending_sweep = True
         if self.policy is not None:
-            policy_updates: list[Update] = [
-                u for u in updates if isinstance(u, EndpointUpdate | InputUpdate | InSync)
-            ]
+            policy_updates: list[Update] = [u for u in updates if isinstance(u, POLICY_UPDATES)]
             self._policy_urgent = self._policy_urgent or not _only_local_removals(policy_updates, self._gone)
             self._policy_deferred = self._policy_deferred or bool(policy_updates)
             self.policy.on_updates(policy_updates)
@@ -226,6 +234,7 @@ class LinuxDataplane:
         ok = ok and not self._unexplained(stats.failed)
         if self.policy is not None and (self._policy_urgent or not self._policy_deferred):
             ok = self._commit_policy(additive=self._policy_urgent) and ok
+        self.flush_clock.busy()
         return ok
 
     @property
@@ -233,18 +242,24 @@ class LinuxDataplane:
         """Endpoint removals (or what an additive commit left) are waiting for a plain policy commit."""
         return self._policy_deferred
 
+    def next_deadline(self) -> float | None:
+        """When what earlier batches deferred is due to be written alone (None: nothing deferred)."""
+        return self.flush_clock.deadline(self._policy_deferred)
+
     def commit_deferred(self) -> bool:
-        """Write what earlier batches deferred (the writer calls this once it is idle)."""
+        """Write what earlier batches deferred (the writer calls this at :meth:`next_deadline`)."""
         if self.policy is None or not self._policy_deferred:
             return True
-        return self._commit_policy()
+        ok = self._commit_policy()
+        self.flush_clock.flushed(ok)
+        return ok
 
     def _commit_policy(self, additive: bool = False) -> bool:
         assert self.policy is not None
         ok = self.policy.commit(additive)
         self._policy_urgent = False
         # A failed commit is retried with the next batch; an additive one may have left removals.
-        self._policy_deferred = not ok or bool(getattr(self.policy, "deferred", False))
+        self._policy_deferred = not ok or self.policy.deferred
         if not self._policy_deferred:
             self._gone.clear()
         return ok

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from felixpy.calc.model import LocalEndpoint
+from felixpy.calc.updates import LocalEndpoint
 
 log = structlog.get_logger(__name__)
 

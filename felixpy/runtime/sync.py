@@ -14,11 +14,10 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from felixpy.calc.updates import InvalidConfig
 from felixpy.datastore.errors import DatastoreError
 from felixpy.datastore.kv import KV
 from felixpy.datastore.syncer import Syncer
-from felixpy.node.config_watch import InvalidConfig
-from felixpy.node.writer import BlockMsg, InSyncMsg, ResourceMsg, Writer
 from felixpy.resources import (
     BGPConfiguration,
     BGPFilter,
@@ -36,6 +35,7 @@ from felixpy.resources import (
     Tier,
     WorkloadEndpoint,
 )
+from felixpy.runtime.writer import BlockMsg, InSyncMsg, ResourceMsg, Writer
 
 log = structlog.get_logger(__name__)
 

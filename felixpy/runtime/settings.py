@@ -90,7 +90,7 @@ class FelixParams(BaseModel):
     failsafeOutboundHostPorts: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_OUT
     # "Any": honour workload endpoints' allowSpoofedSourcePrefixes (exceptions to the raw RPF check).
     workloadSourceSpoofing: Literal["Disabled", "Any"] = "Disabled"
-    # WireGuard (Calico's names and defaults; felixpy.node.wireguard). IPv6 WireGuard is not built.
+    # WireGuard (Calico's names and defaults; felixpy.dataplane.wireguard_driver). No IPv6 WireGuard.
     wireguardEnabled: bool = False
     wireguardListeningPort: int = 51820
     wireguardInterfaceName: str = "wireguard.cali"

@@ -22,7 +22,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from felixpy.dataplane.errors import DataplaneError, LinkNotFound
-from felixpy.dataplane.model import MAIN_TABLE, RouteTarget
+from felixpy.dataplane.kernel_objects import MAIN_TABLE, RouteTarget
 from felixpy.dataplane.sysctl import run_in_netns
 from felixpy.netlinkio.messages import RTN_BLACKHOLE, RTN_UNICAST, Hop, Route
 from felixpy.netlinkio.writer import RouteWriter, route_socket

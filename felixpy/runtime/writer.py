@@ -10,10 +10,9 @@ an ADD returns with its route programmed; an older event about the same endpoint
 the syncer afterwards is ignored, so a lagging watch cannot undo a newer local write.
 
 A dataplane may defer part of a commit (endpoint removals' iptables work, and what an additive
-commit left, see ``LinuxDataplane``): the deferred writes go out with the next batch that commits
-them, or alone once the queue has been idle for ``deferred_seconds``, and in any case no later than
-``deferred_max_seconds`` after they were first seen pending: a loop that never goes idle (pods
-added back to back) still flushes them right after its current batch.
+commit left, see ``felixpy.dataplane.linux``): it says when they are due (``next_deadline``, its
+``felixpy.dataplane.deferral.FlushClock``), and the loop wakes up then and asks it to write them
+(``commit_deferred``); nothing else of the deferral is the loop's business.
 """
 
 from __future__ import annotations
@@ -28,14 +27,16 @@ from typing import Any, Protocol
 import structlog
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.model import InSync, Update
+from felixpy.calc.updates import InSync, Update
 
 log = structlog.get_logger(__name__)
-DEFERRED_SECONDS = 0.25  # idle time before writes a dataplane deferred are flushed on their own
-DEFERRED_MAX_SECONDS = 1.0  # ... and the longest they wait when the loop is never idle
 
 
 class Dataplane(Protocol):
+    """What the loop drives. A dataplane may leave some writes for later: ``next_deadline`` says when
+    they are due (None: nothing is), ``commit_deferred`` writes them; ``post_write_check`` is cheap
+    when nothing is due."""
+
     def apply(self, updates: list[Update]) -> None: ...
 
     def commit(self) -> bool:
@@ -44,13 +45,11 @@ class Dataplane(Protocol):
 
     def resync(self, what: str) -> None: ...
 
-
-class DeferringDataplane(Dataplane, Protocol):
-    """A dataplane that may leave some writes for later (``deferred``) and flush them when asked."""
-
-    deferred: bool
+    def next_deadline(self) -> float | None: ...
 
     def commit_deferred(self) -> bool: ...
+
+    def post_write_check(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +100,6 @@ class Writer:
         intervals: dict[str, float] | None = None,
         max_batch: int = 2000,
         on_commit: Callable[[float, bool, int], None] | None = None,
-        deferred_seconds: float = DEFERRED_SECONDS,
-        deferred_max_seconds: float = DEFERRED_MAX_SECONDS,
     ) -> None:
         self.graph = graph
         self.dataplane = dataplane
@@ -110,10 +107,6 @@ class Writer:
         self.max_batch = max_batch
         self.on_commit = on_commit
         self.on_updates: Callable[[list[Update]], None] | None = None  # sees every batch first
-        self.deferred_seconds = deferred_seconds
-        self.deferred_max_seconds = deferred_max_seconds
-        self._deferred_since: float | None = None  # when the dataplane was first seen with deferred work
-        self._busy_at = 0.0  # when the loop last processed a batch (or tried a flush)
         self.in_sync = threading.Event()
         self.applied_ok = False
         self._queue: queue.Queue[Msg] = queue.Queue()
@@ -141,49 +134,33 @@ class Writer:
             batch = self._take_batch()
             if batch:
                 self._process(batch)
-                self._busy_at = time.monotonic()
-            if self._deferred() and time.monotonic() >= self._flush_at():
+            deadline = self._flush_deadline()
+            if deadline is not None and time.monotonic() >= deadline:
                 self._commit_deferred()
             self._due_resyncs()
             self._post_write_check()
 
     def _post_write_check(self) -> None:
         """Cheap when nothing is due: the dataplane decides whether a re-read is due (Felix's schedule)."""
-        check = getattr(self.dataplane, "post_write_check", None)
-        if check is not None and self.in_sync.is_set():
-            check()
+        if self.in_sync.is_set():
+            self.dataplane.post_write_check()
 
-    def _deferred(self) -> bool:
-        pending = bool(getattr(self.dataplane, "deferred", False)) and self.in_sync.is_set()
-        if not pending:
-            self._deferred_since = None
-        elif self._deferred_since is None:
-            self._deferred_since = time.monotonic()
-        return pending
-
-    def _flush_at(self) -> float:
-        """When deferred writes go out: once the loop was idle ``deferred_seconds``, at the latest
-        ``deferred_max_seconds`` after they were first seen (call after ``_deferred()`` is True)."""
-        since = self._deferred_since if self._deferred_since is not None else time.monotonic()
-        return min(self._busy_at + self.deferred_seconds, since + self.deferred_max_seconds)
+    def _flush_deadline(self) -> float | None:
+        """When the dataplane's deferred writes are due (never before in-sync)."""
+        return self.dataplane.next_deadline() if self.in_sync.is_set() else None
 
     def _commit_deferred(self) -> None:
-        """Idle for ``deferred_seconds``, or pending for ``deferred_max_seconds``: flush alone. A failed
-        flush starts both clocks again (no busy retry loop)."""
-        dataplane: DeferringDataplane = self.dataplane  # type: ignore[assignment]
         start = time.monotonic()
-        ok = dataplane.commit_deferred()
+        ok = self.dataplane.commit_deferred()
         self.applied_ok = ok
-        self._busy_at = time.monotonic()
-        if not ok:
-            self._deferred_since = self._busy_at
         if self.on_commit is not None:
             self.on_commit(time.monotonic() - start, ok, 0)
 
     def _take_batch(self) -> list[Msg]:
         timeout = max(0.0, min(self._next_resync.values(), default=time.monotonic() + 1) - time.monotonic())
-        if self._deferred():
-            timeout = min(timeout, max(0.0, self._flush_at() - time.monotonic()))
+        deadline = self._flush_deadline()
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
         try:
             first = self._queue.get(timeout=min(timeout, 1.0))
         except queue.Empty:

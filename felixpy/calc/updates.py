@@ -9,7 +9,16 @@ used in tests — applies those updates to its own copy of the desired state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from felixpy.dataplane.kernel_objects import Chain, IpSet, Table
+
+if TYPE_CHECKING:
+    from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPeer
+    from felixpy.resources.felixconfig import FelixConfiguration
+    from felixpy.resources.ippool import IPPool
+    from felixpy.resources.node import Node
+    from policy.chains import Hook
 
 RouteKind = Literal["local", "blackhole", "vxlan", "ipip", "direct"]
 
@@ -108,16 +117,80 @@ class EncapUpdate:
 
 
 @dataclass(frozen=True, slots=True)
-class InputUpdate:
-    """A raw resource the policy compiler / BGP service consume, passed through unchanged.
+class ChainsUpdate:
+    """The policy compiler of IP version ``version`` changed chains: write ``chains``, delete ``removed``."""
 
-    ``kind`` is the resource KIND (NetworkPolicy, Namespace, IPPool, BGPPeer, ...),
-    ``obj`` the resource (None when deleted). Kept as Any-typed to stay free of those APIs.
-    """
+    version: int
+    chains: tuple[Chain, ...]
+    removed: frozenset[tuple[Table, str]] = frozenset()
 
-    kind: str
-    key: tuple[str, str]
-    obj: object | None
+
+@dataclass(frozen=True, slots=True)
+class IpsetsUpdate:
+    """The policy compiler of IP version ``version`` changed ipsets: write ``ipsets``, destroy ``removed``."""
+
+    version: int
+    ipsets: tuple[IpSet, ...]
+    removed: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class HooksUpdate:
+    """The whole set of hook rules (jumps from the kernel's chains into ours) of one IP version."""
+
+    version: int
+    hooks: tuple[Hook, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInputsUpdate:
+    """Which policy inputs a batch changed, so the dataplane can tell what must be in the kernel before
+    the commit returns: ``deleted_workloads`` (any node's WorkloadEndpoints deleted) and ``others``
+    (any other policy input: an endpoint added or changed, a policy, a tier, a namespace, a pool, a
+    node's address). A batch of only local endpoints going away has nothing new to isolate."""
+
+    deleted_workloads: frozenset[tuple[str, str]] = frozenset()
+    others: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BGPInputs:
+    """Everything the BGP service is given: one frozen snapshot, emitted whole when any part changed.
+
+    ``workloads``: every WorkloadEndpoint address as (node, address); ``all_blocks``: (block, node).
+    The snapshot is re-emitted for a workload change only when it changes the set of borrowed
+    addresses (an address used on a node other than its block's owner)."""
+
+    nodes: tuple[Node, ...] = ()
+    bgp_configs: tuple[BGPConfiguration, ...] = ()
+    peers: tuple[BGPPeer, ...] = ()
+    bgp_filters: tuple[BGPFilter, ...] = ()
+    pools: tuple[IPPool, ...] = ()
+    local_blocks: tuple[str, ...] = ()
+    workloads: tuple[tuple[str, str], ...] = ()
+    all_blocks: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BGPInputsUpdate:
+    inputs: BGPInputs
+
+
+@dataclass(frozen=True)
+class InvalidConfig:
+    """A FelixConfiguration the datastore holds that does not validate; the sync passes this in
+    place of the model (the agent must not crash on it)."""
+
+    name: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class FelixConfigUpdate:
+    """A FelixConfiguration (by name) as the datastore holds it, or None when deleted."""
+
+    name: str
+    config: FelixConfiguration | InvalidConfig | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +207,8 @@ class InSync:
 
 
 Update = (
-    EndpointUpdate | RouteUpdate | VtepUpdate | EncapUpdate | WireguardUpdate | InputUpdate | BlocksUpdate
-    | InSync
+    EndpointUpdate | RouteUpdate | VtepUpdate | EncapUpdate | WireguardUpdate | BlocksUpdate | InSync
+    | ChainsUpdate | IpsetsUpdate | HooksUpdate | PolicyInputsUpdate | BGPInputsUpdate | FelixConfigUpdate
 )
 
 

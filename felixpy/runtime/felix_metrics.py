@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from policy.ipsets import NamedPortSet, SelectorSet
+from policy.set_specs import NamedPortSet, SelectorSet
 
 # felix_resync_state: Felix's values for its syncer states.
 RESYNC_STATE = {"wait-for-ready": 1, "resync": 2, "in-sync": 3}
@@ -169,8 +169,9 @@ class FelixCollector(Collector):
         if routes is not None:
             yield route_families(routes.table, tuple(routes._desired))
         drivers = policy_drivers(getattr(self.dataplane, "policy", None))
-        if drivers:
-            yield from self._policy_families(drivers)
+        policy = getattr(self.graph, "policy", None)
+        if drivers and policy is not None:
+            yield from self._policy_families(policy.compilers, drivers)
         else:  # no policy compiler: local endpoints from the dataplane itself
             yield GaugeMetricFamily(
                 "felix_active_local_endpoints",
@@ -178,8 +179,8 @@ class FelixCollector(Collector):
                 value=len(getattr(self.dataplane, "endpoints", ())),
             )
 
-    def _policy_families(self, drivers: Sequence[Any]) -> Iterator[Metric]:
-        counts = policy_counts(drivers[0].compiler)  # every family's compiler sees the same inputs
+    def _policy_families(self, compilers: Sequence[Any], drivers: Sequence[Any]) -> Iterator[Metric]:
+        counts = policy_counts(compilers[0])  # every family's compiler sees the same inputs
         gauges = {
             "felix_cluster_num_workload_endpoints": (
                 "Workload endpoints in the cluster",
@@ -194,7 +195,7 @@ class FelixCollector(Collector):
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(name, doc, value=value)
-        yield from iptables_families(drivers)
+        yield from iptables_families(compilers, drivers)
         yield from ipset_families(drivers[0].ipsets)  # one IpsetWriter shared by both families
 
 
@@ -215,7 +216,9 @@ def route_families(table: int, destinations: Iterable[str]) -> Metric:
     return family
 
 
-def iptables_families(drivers: Sequence[Any]) -> Iterator[Metric]:
+def iptables_families(compilers: Sequence[Any], drivers: Sequence[Any]) -> Iterator[Metric]:
+    """Chains and rules per table of each IP version's compiler (calc), calls of its writer."""
+    by_version = {compiler.version: compiler for compiler in compilers}
     chains = GaugeMetricFamily(
         "felix_iptables_chains", "Active iptables chains", labels=["ip_version", "table"]
     )
@@ -223,9 +226,9 @@ def iptables_families(drivers: Sequence[Any]) -> Iterator[Metric]:
     lines = counter("felix_iptables_lines_executed", "iptables rule updates executed")
     calls: Counter[str] = Counter()
     for driver in drivers:
-        version = str(driver.compiler.version)
+        version = str(driver.version)
         for table, (n_chains, n_rules) in sorted(
-            table_counts(tuple(driver.compiler._chains.values())).items()
+            table_counts(tuple(by_version[driver.version]._chains.values())).items()
         ):
             chains.add_metric([version, table], n_chains)
             rules.add_metric([version, table], n_rules)

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from felixpy.calc.model import InputUpdate, Update
-from felixpy.node.settings import FelixParams
+from felixpy.calc.updates import FelixConfigUpdate, InvalidConfig, Update
+from felixpy.runtime.settings import FelixParams
 
 KIND = "FelixConfiguration"
 
@@ -42,15 +42,6 @@ ROUTE_REFLECTOR_FIELDS = frozenset(
         "prometheusMetricsPort",
     }
 )
-
-
-@dataclass(frozen=True)
-class InvalidConfig:
-    """A FelixConfiguration the datastore holds that does not validate; the sync passes this in
-    place of the model (the agent must not crash on it)."""
-
-    name: str
-    error: str
 
 
 @dataclass(frozen=True)
@@ -151,20 +142,20 @@ class ConfigWatch:
     def on_updates(self, updates: Iterable[Update], now: float) -> None:
         """Feed every batch the writer applies (only FelixConfiguration inputs are looked at)."""
         for u in updates:
-            if not isinstance(u, InputUpdate) or u.kind != KIND:
+            if not isinstance(u, FelixConfigUpdate):
                 continue
-            name = u.key[1]
+            name = u.name
             self._updated.add(name)
             self._last_update = now
             if name not in self.names():
                 continue  # another node's: noted (the check says it was seen), never used
             self._invalid.pop(name, None)
-            if u.obj is None:
+            if u.config is None:
                 self._specs.pop(name, None)
-            elif isinstance(u.obj, InvalidConfig):
-                self._invalid[name] = u.obj.error
+            elif isinstance(u.config, InvalidConfig):
+                self._invalid[name] = u.config.error
             else:
-                spec: Any = getattr(u.obj, "spec", None)
+                spec: Any = getattr(u.config, "spec", None)
                 self._specs[name] = spec.model_dump(by_alias=True, exclude_none=True) if spec else {}
 
     def wanted(self) -> FelixParams:

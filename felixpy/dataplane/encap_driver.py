@@ -19,8 +19,8 @@ from typing import Any
 
 import structlog
 
-from felixpy.calc.model import Encap, EncapUpdate, Vtep, VtepUpdate, WireguardUpdate
-from felixpy.dataplane import encap as drv
+from felixpy.calc.updates import Encap, EncapUpdate, Vtep, VtepUpdate, WireguardUpdate
+from felixpy.dataplane import tunnel_devices as drv
 from felixpy.dataplane.errors import DataplaneError
 
 log = structlog.get_logger(__name__)
@@ -56,7 +56,7 @@ class EncapDriver:
         self._ensure_vxlan, self._ensure_ipip, self._delete = ensure_vxlan, ensure_ipip, delete_device
         self.encap = Encap()
         self.vteps: dict[str, Vtep] = {}
-        self.wireguard = wireguard  # felixpy.node.wireguard.WireguardDriver
+        self.wireguard = wireguard  # felixpy.dataplane.wireguard_driver.WireguardDriver
         self.ipip_usable: bool | None = None  # None: not tried yet
         self.vxlan_ready = False
         self._devices_dirty = True

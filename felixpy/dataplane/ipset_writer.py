@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import structlog
 
 from felixpy.dataplane.errors import DataplaneError
-from felixpy.dataplane.model import IpSet
+from felixpy.dataplane.kernel_objects import IpSet
 from felixpy.dataplane.procs import run
 from felixpy.dataplane.toolstats import ToolStats
 

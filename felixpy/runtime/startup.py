@@ -13,10 +13,10 @@ import structlog
 from pyroute2 import IPRoute
 
 from felixpy.datastore.errors import AlreadyExists, Conflict, NotFound
-from felixpy.node import autodetect
-from felixpy.node.settings import FelixParams, Settings
 from felixpy.private_files import PRIVATE, private_dir, write_file
 from felixpy.resources import FelixConfiguration, IPPool, Node
+from felixpy.runtime import autodetect
+from felixpy.runtime.settings import FelixParams, Settings
 from ipam.ipam import IPAM
 from ipam.tunnel import tunnel_address
 

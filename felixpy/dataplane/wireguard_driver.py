@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 
 from felixpy.calc import wireguard as wgcalc
-from felixpy.calc.model import WgNode, WireguardUpdate
+from felixpy.calc.updates import WgNode, WireguardUpdate
 from felixpy.dataplane import wireguard as drv
 from felixpy.dataplane.errors import DataplaneError
 

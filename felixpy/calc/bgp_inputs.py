@@ -1,0 +1,86 @@
+"""The BGP service's inputs as a calc stage: Nodes, BGPConfigurations, BGPPeers, BGPFilters, IPPools,
+this node's blocks, every block's affinity and every WorkloadEndpoint's node and addresses, emitted
+as one frozen `BGPInputs` snapshot per batch that changed any of them.
+
+Workload addresses only count when they change the set of borrowed addresses (an address used on
+a node other than its block's): the BGP import policy protects those, the blocks protect the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bgp.route import borrowed_addresses
+from felixpy.calc.updates import BGPInputs, BGPInputsUpdate
+
+Key = tuple[str, str]
+_TABLES = ("nodes", "bgp_configs", "peers", "bgp_filters", "pools")
+_KIND_TABLE = {
+    "Node": "nodes",
+    "BGPConfiguration": "bgp_configs",
+    "BGPPeer": "peers",
+    "BGPFilter": "bgp_filters",
+    "IPPool": "pools",
+}
+
+
+class BGPInputsCalc:
+    def __init__(self) -> None:
+        self._tables: dict[str, dict[Key, Any]] = {name: {} for name in _TABLES}
+        self._local_blocks: frozenset[str] = frozenset()
+        self._all_blocks: tuple[tuple[str, str], ...] = ()
+        self._workloads: dict[Key, tuple[tuple[str, str], ...]] = {}  # key -> ((node, ip), ...)
+        self._borrowed: dict[str, str] = {}  # what the last snapshot's workloads said was borrowed
+        self._changed = False
+        self._workloads_changed = False
+
+    def on_resource(self, kind: str, key: Key, obj: Any | None) -> None:
+        if kind == "WorkloadEndpoint":
+            self._workloads_changed = self._on_workload(key, obj) or self._workloads_changed
+            return
+        table = _KIND_TABLE.get(kind)
+        if table is None:
+            return
+        if obj is None:
+            self._tables[table].pop(key, None)
+        else:
+            self._tables[table][key] = obj
+        self._changed = True
+
+    def on_blocks(self, local_blocks: frozenset[str], all_blocks: tuple[tuple[str, str], ...]) -> None:
+        self._local_blocks = local_blocks
+        self._all_blocks = all_blocks
+        self._changed = True
+
+    def _on_workload(self, key: Key, obj: Any | None) -> bool:
+        """Remember a WorkloadEndpoint's (node, address) pairs; True when they changed."""
+        old = self._workloads.pop(key, ())
+        if obj is not None:
+            spec = obj.spec
+            self._workloads[key] = tuple((spec.node, str(net).split("/")[0]) for net in spec.ip_networks)
+        return self._workloads.get(key, ()) != old
+
+    def flush(self) -> BGPInputsUpdate | None:
+        changed = self._changed
+        pairs: tuple[tuple[str, str], ...] = ()
+        if self._workloads_changed or changed:
+            pairs = tuple(pair for pairs in self._workloads.values() for pair in pairs)
+            borrowed = borrowed_addresses(pairs, self._all_blocks)
+            changed = changed or borrowed != self._borrowed  # a pod in its node's block changes nothing
+            self._borrowed = borrowed
+        self._changed = self._workloads_changed = False
+        if not changed:
+            return None
+        t = self._tables
+        return BGPInputsUpdate(
+            BGPInputs(
+                nodes=tuple(t["nodes"].values()),
+                bgp_configs=tuple(t["bgp_configs"].values()),
+                peers=tuple(t["peers"].values()),
+                bgp_filters=tuple(t["bgp_filters"].values()),
+                pools=tuple(t["pools"].values()),
+                local_blocks=tuple(sorted(self._local_blocks)),
+                workloads=pairs,
+                all_blocks=self._all_blocks,
+            )
+        )
