@@ -28,6 +28,7 @@ new session gets the whole table again. A session that cannot do wire falls back
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
@@ -38,7 +39,7 @@ from typing import TypeVar
 
 from bgp import exabgp_api as api
 from bgp import limits, peer_filters
-from bgp.advertiser import Advertiser, outbound
+from bgp.advertiser import Advertiser, filter_advert, outbound
 from bgp.fib import Fib, Resolver
 from bgp.filters import (
     ImportPolicy,
@@ -132,8 +133,11 @@ class Engine:
         now: float = 0.0,
         wall: Callable[[], float] = time.time,
         wire: bool = False,
+        interface_of: Callable[[str], str] | None = None,
     ) -> None:
         self._send = send
+        # the interface a next hop is reached over (BGPFilter interface rules); None: unknown
+        self.interface_of = interface_of
         self._wire_enabled = wire
         self._wall = wall
         self.fib = fib
@@ -202,11 +206,33 @@ class Engine:
             if spec is None:
                 continue
             for route in routes.values():
-                self._import(peer, route, self._reason(spec, route))
+                reason, kept = self._reason(spec, route)
+                self._import(peer, kept, reason)
 
-    def _reason(self, spec: PeerSpec, route: Route) -> str | None:
+    def _facts(self, spec: PeerSpec, route: Route) -> peer_filters.RouteFacts:
+        lookup = self.interface_of
+        return peer_filters.facts_of(
+            route.attrs,
+            learned=True,
+            ebgp=spec.ebgp,
+            version=6 if ":" in route.prefix else 4,
+            interface=None if lookup is None else functools.partial(lookup, route.next_hop),
+        )
+
+    def _filtered(self, spec: PeerSpec, route: Route) -> tuple[str | None, Route]:
+        """The session's BGPFilter import rules on a route felixpy's checks accepted: (why they
+        refuse it or None, the route after the deciding Accept rule's operations)."""
+        reason, attrs = peer_filters.import_decision(
+            spec.route_filter, route.prefix, route.attrs, self._facts(spec, route)
+        )
+        if attrs is not route.attrs:
+            route = Route(route.prefix, route.next_hop, self._intern(attrs), route.source, route.stale)
+        return reason, route
+
+    def _reason(self, spec: PeerSpec, route: Route) -> tuple[str | None, Route]:
         """Why a route from ``spec``'s session is refused: felixpy's checks, then the session's
-        BGPFilter import rules (which can refuse more, never accept what the checks refused)."""
+        BGPFilter import rules (which can refuse more, never accept what the checks refused);
+        and the route as stored (after the rules' operations)."""
         assert self.desired is not None
         policy = self.desired.import_policy
         reason = import_reason(
@@ -217,7 +243,9 @@ class Engine:
             max_as_path=spec.max_as_path,
             peer_node=spec.peer_node,
         )
-        return reason or peer_filters.import_reason(spec.route_filter, route.prefix)
+        if reason is not None or spec.route_filter is None:
+            return reason, route
+        return self._filtered(spec, route)
 
     # --- events --------------------------------------------------------------------------
     def handle(self, event: api.Event, now: float) -> None:
@@ -365,7 +393,7 @@ class Engine:
                 reasons = prefix_reasons(prefixes, policy, announcers=who)
             for route, reason in zip(routes, reasons, strict=True):
                 if reason is None and rules is not None:
-                    reason = peer_filters.import_reason(rules, route.prefix)
+                    reason, route = self._filtered(spec, route)
                 if reason is None:
                     accepted.append(route)
                     continue
@@ -569,7 +597,14 @@ class Engine:
         whole: list[_Group] = []
         for prefix, best in classes.each:
             out[prefix] = outbound(
-                prefix, spec, to_peer, exports=d.exports, best=best, pools=d.pools, local=d.local
+                prefix,
+                spec,
+                to_peer,
+                exports=d.exports,
+                best=best,
+                pools=d.pools,
+                local=d.local,
+                interface_of=self.interface_of,
             )
         rules = spec.route_filter if spec.route_filter is not None and spec.route_filter.exports else None
         for best, members in classes.groups.values():
@@ -587,8 +622,18 @@ class Engine:
             if advert is None or rules is None:
                 whole.append((advert, members))
                 continue
+            route = best[0]
             for prefix in members:  # export rules depend on the prefix: each member on its own
-                out[prefix] = advert if peer_filters.export_allowed(rules, prefix, learned=True) else None
+                out[prefix] = filter_advert(
+                    rules,
+                    prefix,
+                    spec,
+                    route.attrs,
+                    advert,
+                    learned=True,
+                    next_hop=route.next_hop,
+                    interface_of=self.interface_of,
+                )
         return out, whole
 
     def _wire_candidate(self, spec: PeerSpec) -> bool:
