@@ -122,6 +122,9 @@ class Advertiser:
     def sent(self, peer: str) -> dict[str, Advert]:
         return dict(self._sent.get(peer, {}))
 
+    def count(self, peer: str) -> int:
+        return len(self._sent.get(peer, ()))
+
     def known(self, peer: str) -> bool:
         return peer in self._sent
 

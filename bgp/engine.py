@@ -33,7 +33,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from typing import TypeVar
 
@@ -109,6 +109,9 @@ class _Session:
     wire: bool | None = None  # decided when the session comes up; None = not (yet) up
     over_limit: bool = False  # received more than maxPrefixes (logged once per crossing)
     torn_down: bool = False  # we closed it (receive limit): ignore what it still sends
+    hold_time: int = 0  # the peer's OPEN offer
+    capabilities: tuple[str, ...] = ()  # the peer's OPEN
+    established: int = 0  # times the session reached up
 
 
 _Singles = dict[str, tuple[str, PathAttrs] | None]  # prefix -> advert (None: not to this peer)
@@ -157,6 +160,8 @@ class Engine:
         # ("notification_down", peer) sessions whose routes went at once
         self.counters: Counter[tuple[str, ...]] = Counter()
         self.disabled: set[str] = set()  # sessions shut by a Disable receive limit
+        # peer -> prefix -> why the route it sent is refused (what it sent and we keep out)
+        self.rejected: dict[str, dict[str, str]] = {}
         self.disabled_changed = False
 
     # --- configuration -------------------------------------------------------------------
@@ -197,6 +202,7 @@ class Engine:
         self.sessions.pop(address, None)
         self._exa_known.discard(address)
         self._raw.pop(address, None)
+        self.rejected.pop(address, None)
         self.rib.drop_peer(address)
         self.adv.forget(address)
 
@@ -257,6 +263,7 @@ class Engine:
             session = self.sessions.get(event.peer)
             if session is not None:
                 session.router_id, session.gr_time = event.router_id, event.graceful_restart_time
+                session.hold_time, session.capabilities = event.hold_time, event.capabilities
         elif isinstance(event, api.Negotiated):
             session = self.sessions.get(event.peer)
             if session is not None:
@@ -303,6 +310,7 @@ class Engine:
             log.info("bgp peer %s reconnected while disabled (receive limit): closed again", event.peer)
             return
         if event.state == "up":
+            session.established += 1
             session.local = event.local or session.local
             session.wire = session.wire_ok
             session.torn_down = session.over_limit = False
@@ -327,6 +335,7 @@ class Engine:
     def _go_stale(self, address: str, session: _Session, now: float, *, graceful: bool = True) -> None:
         if not graceful:
             count = len(self._raw.pop(address, {}))
+            self.rejected.pop(address, None)
             self.rib.drop_peer(address)
             session.stale_until = None
             log.info(
@@ -341,6 +350,7 @@ class Engine:
             log.info("bgp peer %s down: keeping %d routes stale for %ss", address, count, session.gr_time)
         else:
             self._raw.pop(address, None)
+            self.rejected.pop(address, None)
             self.rib.drop_peer(address)
 
     def _on_update(self, update: api.Update) -> None:
@@ -352,11 +362,13 @@ class Engine:
             PeerInfo(update.peer, session.router_id, spec.peer_as, spec.local_as, spec.rr_client)
         )
         raw = self._raw.setdefault(update.peer, {})
+        rejected = self.rejected.setdefault(update.peer, {})
         self.status_changed = True
         norm = _as_is if update.canonical else normalize_prefix
         for prefix in update.withdraw:
             prefix = norm(prefix)
             raw.pop(prefix, None)
+            rejected.pop(prefix, None)
             self.rib.withdraw(update.peer, prefix)
         policy = self.desired.import_policy
         # the same for every prefix of the update (one update comes from one session)
@@ -396,7 +408,10 @@ class Engine:
                     reason, route = self._filtered(spec, route)
                 if reason is None:
                     accepted.append(route)
+                    if rejected:
+                        rejected.pop(route.prefix, None)
                     continue
+                rejected[route.prefix] = reason
                 self.rib.withdraw(update.peer, route.prefix)
                 refused[reason_kind(reason)] += 1
                 if len(examples) < LOG_EXAMPLES:
@@ -443,6 +458,7 @@ class Engine:
     def _tear_down(self, spec: PeerSpec, session: _Session, *, disable: bool) -> None:
         """Close a session that broke its receive limit: its routes go now, never stale."""
         count = len(self._raw.pop(spec.address, {}))
+        self.rejected.pop(spec.address, None)
         self.rib.drop_peer(spec.address)
         session.torn_down, session.stale_until = True, None
         self._send([api.teardown_command(spec.address, CEASE_MAX_PREFIXES)])
@@ -469,9 +485,12 @@ class Engine:
 
     def _import(self, peer: str, route: Route, reason: str | None) -> None:
         """Re-filter one route already received (``_refilter``): refusals are not counted again."""
+        rejected = self.rejected.setdefault(peer, {})
         if reason is None:
+            rejected.pop(route.prefix, None)
             self.rib.update(route)
         else:
+            rejected[route.prefix] = reason
             log.debug("bgp route %s from %s refused: %s", route.prefix, peer, reason)
             self.rib.withdraw(peer, route.prefix)
 
@@ -714,18 +733,98 @@ class Engine:
             s = self.sessions.get(spec.address, _Session())
             kind = spec.type + (" (RR client)" if spec.rr_client else "")
             disabled = spec.address in self.disabled
+            received = len(self._raw.get(spec.address, {}))
+            rejected = self.rejected.get(spec.address, {})
+            status = peer_status(
+                spec.address,
+                kind=kind,
+                name=spec.name,
+                exa_state="down" if disabled else s.state,
+                since=s.since,
+                reason="disabled: receive limit (maxPrefixes) exceeded" if disabled else s.reason,
+                routes=received,
+            )
             out.append(
-                peer_status(
-                    spec.address,
-                    kind=kind,
-                    name=spec.name,
-                    exa_state="down" if disabled else s.state,
-                    since=s.since,
-                    reason="disabled: receive limit (maxPrefixes) exceeded" if disabled else s.reason,
-                    routes=len(self._raw.get(spec.address, {})),
+                replace(
+                    status,
+                    routes_accepted=received - len(rejected),
+                    routes_rejected=dict(Counter(reason_kind(r) for r in rejected.values())),
+                    routes_advertised=self.adv.count(spec.address),
+                    established=s.established,
+                    hold_time=s.hold_time,
+                    capabilities=s.capabilities,
+                    graceful_restart=_gr_state(spec, s, self._wall_now()),
+                    peer_as=spec.peer_as,
+                    local_as=spec.local_as,
+                    router_id=s.router_id,
                 )
             )
         return out
+
+    def _wall_now(self) -> float:
+        return self._wall()
+
+    def routes_view(self, *, limit: int = 5000) -> dict[str, object]:
+        """What ``felixctl node routes`` prints: per peer, what it sent (accepted or refused with
+        the reason, and whether it is the best path), what we advertise to it; and what this node
+        installed in the kernel. At most ``limit`` routes per list (``truncated`` says so)."""
+        best = self.rib.best_map()
+        peers: list[dict[str, object]] = []
+        specs = self.desired.peers if self.desired is not None else ()
+        for spec in specs:
+            raw = self._raw.get(spec.address, {})
+            rejected = self.rejected.get(spec.address, {})
+            received = []
+            for prefix in sorted(raw)[:limit]:
+                route = raw[prefix]
+                reason = rejected.get(prefix)
+                won = any(r.source.address == spec.address for r in best.get(prefix, ()))
+                received.append(
+                    {
+                        "prefix": prefix,
+                        "nextHop": route.next_hop,
+                        "asPath": list(route.attrs.as_path),
+                        "communities": [*route.attrs.communities, *route.attrs.large_communities],
+                        "status": "rejected" if reason else ("best" if won else "accepted"),
+                        "reason": reason or "",
+                        "stale": route.stale,
+                    }
+                )
+            sent = self.adv.sent(spec.address)
+            advertised = [
+                {
+                    "prefix": prefix,
+                    "nextHop": hop,
+                    "asPath": list(attrs.as_path),
+                    "communities": [*attrs.communities, *attrs.large_communities],
+                }
+                for prefix, (hop, attrs) in sorted(sent.items())[:limit]
+            ]
+            peers.append(
+                {
+                    "peer": spec.address,
+                    "name": spec.name,
+                    "received": received,
+                    "advertised": advertised,
+                    "truncated": len(raw) > limit or len(sent) > limit,
+                }
+            )
+        kernel: list[dict[str, object]] = []
+        if self.fib is not None:
+            for dst, fib_route in sorted(self.fib.applied().items())[:limit]:
+                hops = [h.gateway + (f" dev {h.dev}" if h.dev else "") for h in fib_route.hops]
+                winners = sorted({r.source.address for r in best.get(dst, ())})
+                kernel.append({"prefix": dst, "via": hops, "from": winners})
+        return {"peers": peers, "kernel": kernel}
+
+
+def _gr_state(spec: PeerSpec, session: _Session, now: float) -> str:
+    """Graceful restart, as ``node status --detail`` says it."""
+    if session.stale_until is not None:
+        return f"peer restarting: its routes kept as stale (up to {session.gr_time}s)"
+    if session.gr_time is None:
+        return "not offered by the peer" if session.state == "up" else ""
+    return f"negotiated: peer restart time {session.gr_time}s, ours {spec.graceful_restart_time}s"
 
 
 def _as_is(prefix: str) -> str:

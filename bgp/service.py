@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bgp import exabgp_api as api
@@ -33,7 +33,7 @@ from bgp.filters import (
 from bgp.reflect import LocalInfo
 from bgp.route import key_inside, normalize_prefix, prefix_key
 from bgp.speaker import Speaker, SpeakerSettings
-from bgp.status import PeerStatus, write_status
+from bgp.status import PeerStatus, write_routes, write_status
 from bgp.topology import DEFAULT_PORT, SecretResolver, compute_peers, hashed_router_id, local_asn
 from felixpy.dataplane.model import RTPROT_FELIXPY_BGP
 from felixpy.private_files import private_dir
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS = 30.0
 REFLECTOR_REACTOR_SPEED = 0.1  # 4 clients x 10,000 routes: 4.5 s at 0.3, 3.2 s at 0.1 (docs/perf-bgp.md)
 SOCKET_NAME = "bgp-api.sock"
+ROUTES_VIEW_SECONDS = 2.0  # the routes view (bgp-routes.json) is rewritten at most this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +213,8 @@ class BGPService:
         self._counters: dict[tuple[str, ...], int] = {}
         self._received: dict[str, int] = {}
         self._fib_refused = 0
+        self._view_dirty = True
+        self._next_view = 0.0
 
     # --- public API ----------------------------------------------------------------------
     def update(
@@ -317,6 +320,15 @@ class BGPService:
                     break
             self._process(batch)
             now = time.monotonic()
+            if batch:
+                self._view_dirty = True
+            if self._view_dirty and now >= self._next_view:
+                self._view_dirty = False
+                self._next_view = now + ROUTES_VIEW_SECONDS
+                try:
+                    write_routes(self.run_dir, self.engine.routes_view())
+                except OSError as exc:
+                    log.warning("bgp routes view not written: %s", exc)
             if now >= next_resync and self.engine.fib is not None:
                 self.engine.fib.resync()
                 next_resync = now + RESYNC_SECONDS
@@ -342,7 +354,11 @@ class BGPService:
             self._fib_refused = fib.refused_owned if fib is not None else 0
         if self.engine.status_changed:
             self.engine.status_changed = False
-            status = self.engine.status()
+            ours = self.speaker.settings.hold_time
+            status = [
+                replace(s, hold_time=min(s.hold_time, ours) if s.hold_time else 0)
+                for s in self.engine.status()
+            ]
             with self._lock:
                 self._status = status
                 self._received = {s.address: s.routes_received for s in status}
