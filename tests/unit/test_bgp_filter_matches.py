@@ -94,8 +94,8 @@ def test_each_match_alone_and_together_v6(
     direction: str, match: dict[str, Any], facts: RouteFacts, expected: bool
 ) -> None:
     if "cidr" in match:
-        match = {**match, "cidr": match["cidr"].replace("10.65.0.0/16", "fd00::/16").replace("10.66.0.0/16",
-                                                                                               "fd01::/16")}  # fmt: skip
+        v6 = {"10.65.0.0/16": "fd00::/16", "10.66.0.0/16": "fd01::/16"}
+        match = {**match, "cidr": v6[match["cidr"]]}
     if match.get("priority") == 32:
         match = {**match, "priority": LEARNED_PRIORITY[6]}
         facts = RouteFacts(**{**{f: getattr(facts, f) for f in RouteFacts.__slots__}, "priority": (
@@ -119,7 +119,7 @@ def test_source_remote_peers_matches_learned_routes_only() -> None:
 def test_learned_priority_is_the_kernel_metric_routes_are_installed_at() -> None:
     from bgp.rtnl import bgp_metric
 
-    assert LEARNED_PRIORITY == {4: bgp_metric("10.0.0.0/8"), 6: bgp_metric("fd00::/8")}
+    assert {4: bgp_metric("10.0.0.0/8"), 6: bgp_metric("fd00::/8")} == LEARNED_PRIORITY
     assert facts_of(PathAttrs(), learned=True, ebgp=False, version=4).priority == 32
     assert facts_of(PathAttrs(), learned=False, ebgp=False, version=4).priority is None
 
@@ -155,15 +155,19 @@ def test_which_rule_decided_is_named_in_the_reason() -> None:
 
 # --- operations -------------------------------------------------------------------------------------
 def op_rule(*ops: dict[str, Any], direction: str = "importV4", **match: Any) -> Any:
-    pf, _ = compile_filter(["f"], {"f": bgp_filter("f", **{direction: [{"action": "Accept", "operations": list(ops),
-                                                                        **match}]})})  # fmt: skip
+    rule = {"action": "Accept", "operations": list(ops), **match}
+    pf, _ = compile_filter(["f"], {"f": bgp_filter("f", **{direction: [rule]})})
     assert pf is not None
     return pf
 
 
 def test_operations_apply_in_order_and_add_a_community_once() -> None:
-    pf = op_rule({"addCommunity": {"value": "65000:7"}}, {"prependASPath": {"prefix": [65000, 65000]}},
-                 {"addCommunity": {"value": "65000:1:2"}}, {"addCommunity": {"value": "65000:7"}})  # fmt: skip
+    pf = op_rule(
+        {"addCommunity": {"value": "65000:7"}},
+        {"prependASPath": {"prefix": [65000, 65000]}},
+        {"addCommunity": {"value": "65000:1:2"}},
+        {"addCommunity": {"value": "65000:7"}},
+    )
     attrs = PathAttrs(as_path=(65001,), communities=("1:1",))
     reason, out = import_decision(pf, V4, attrs)
     assert reason is None
@@ -174,7 +178,8 @@ def test_operations_apply_in_order_and_add_a_community_once() -> None:
 def test_a_rule_that_does_not_decide_changes_nothing() -> None:
     pf = op_rule({"addCommunity": {"value": "65000:7"}}, peerType="iBGP")
     attrs = PathAttrs(as_path=(65001,))
-    assert import_decision(pf, V4, attrs, facts_of(attrs, learned=True, ebgp=True, version=4)) == (None, attrs)
+    facts = facts_of(attrs, learned=True, ebgp=True, version=4)
+    assert import_decision(pf, V4, attrs, facts) == (None, attrs)
 
 
 def test_prepend_towards_ebgp_keeps_our_as_first() -> None:

@@ -18,8 +18,8 @@ from bgp.filters import ImportPolicy, PoolInfo, import_reason, reason_kind
 from bgp.metrics import BGPCollector
 from bgp.route import PathAttrs, PeerInfo, Route
 from bgp.service import borrowed_addresses, build_plan
-from bgp.topology import compute_peers
 from bgp.status import PeerStatus
+from bgp.topology import compute_peers
 from felixpy.resources import ResourceError
 from felixpy.resources.base import ObjectMeta
 from felixpy.resources.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec

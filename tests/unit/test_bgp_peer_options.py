@@ -74,10 +74,12 @@ BAD = [
     ("operation-two", {"importV4": [rule(action="Accept", operations=[
         {"addCommunity": {"value": "1:2"}, "prependASPath": {"prefix": [65000]}}])]},
      "spec.importV4[0].operations[0]", "exactly one"),
-    ("operation-community", {"exportV4": [rule(action="Accept", operations=[{"addCommunity": {"value": "x"}}])]},
+    ("operation-community", {"exportV4": [rule(action="Accept", operations=[
+        {"addCommunity": {"value": "x"}}])]},
      "spec.exportV4[0].operations[0].addCommunity.value", "not a community"),
     ("operation-prepend-empty", {"exportV4": [rule(action="Accept", operations=[
-        {"prependASPath": {"prefix": []}}])]}, "spec.exportV4[0].operations[0].prependASPath.prefix", "at least 1"),
+        {"prependASPath": {"prefix": []}}])]},
+     "spec.exportV4[0].operations[0].prependASPath.prefix", "at least 1"),
     ("set-priority", {"importV4": [rule(action="Accept", operations=[{"setPriority": {"value": 1}}])]},
      "spec.importV4[0].operations[0].setPriority", "not supported"),
     ("operation-unknown", {"importV4": [rule(action="Accept", operations=[{"setMed": {"value": 1}}])]},
