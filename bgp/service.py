@@ -30,6 +30,7 @@ from bgp.filters import (
     service_cidrs,
     service_exports,
 )
+from bgp.nexthop_iface import NextHopInterfaces
 from bgp.reflect import LocalInfo
 from bgp.route import key_inside, normalize_prefix, prefix_key
 from bgp.speaker import Speaker, SpeakerSettings
@@ -202,7 +203,13 @@ class BGPService:
             self._ops = NetlinkRouteOps(netns=netns, protocol=route_protocol)
         fib = Fib(self._ops) if install_routes and self._ops is not None else None
         self._wire_reflector = wire_reflector
-        self.engine = Engine(self.channel.send, fib, now=time.monotonic(), wire=wire_reflector)
+        self.engine = Engine(
+            self.channel.send,
+            fib,
+            now=time.monotonic(),
+            wire=wire_reflector,
+            interface_of=NextHopInterfaces(netns),
+        )
         self._queue: queue.Queue[tuple[str, object]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()

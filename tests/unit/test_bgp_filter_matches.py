@@ -245,3 +245,13 @@ def test_engine_import_operations_and_interface_and_peer_type() -> None:
     best = dict(engine.rib.best_routes())
     assert best["10.65.5.0/26"][0].attrs == PathAttrs(as_path=(65001,))
     assert sorted(kernel.table) == ["10.65.5.0/26", "10.65.6.0/26", "10.65.7.0/26", "10.65.8.0/26"]
+
+
+def test_next_hop_interface_from_the_kernel_is_cached() -> None:
+    from bgp.nexthop_iface import NextHopInterfaces
+
+    lookup = NextHopInterfaces()
+    assert lookup("127.0.0.1") == "lo"
+    lookup._cache["127.0.0.1"] = (float("inf"), "cached")
+    assert lookup("127.0.0.1") == "cached"  # asked once per next hop (per TTL)
+    assert NextHopInterfaces(netns="felixpy-no-such-netns")("127.0.0.1") == ""  # a failed lookup: none

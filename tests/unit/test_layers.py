@@ -132,6 +132,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                 f"bgp.{m}"
                 for m in (
                     "netlink",
+                    "nexthop_iface",
                     "metrics",
                     "channel",
                     "speaker",
