@@ -815,7 +815,8 @@ class Engine:
                 hops = [h.gateway + (f" dev {h.dev}" if h.dev else "") for h in fib_route.hops]
                 winners = sorted({r.source.address for r in best.get(dst, ())})
                 kernel.append({"prefix": dst, "via": hops, "from": winners})
-        return {"peers": peers, "kernel": kernel}
+        exports = sorted(self.desired.exports)[:limit] if self.desired is not None else []
+        return {"peers": peers, "kernel": kernel, "exports": exports}
 
 
 def _gr_state(spec: PeerSpec, session: _Session, now: float) -> str:

@@ -222,6 +222,9 @@ class BGPService:
         self._fib_refused = 0
         self._view_dirty = True
         self._next_view = 0.0
+        self._view: dict[str, object] | None = None  # the last routes view written
+        self.started_at = 0.0  # wall time of start()
+        self.configured_at = 0.0  # wall time of the last update()
 
     # --- public API ----------------------------------------------------------------------
     def update(
@@ -264,6 +267,7 @@ class BGPService:
         # and ExaBGP's per-route Python would make it 30-50x slower than BIRD: UPDATEs as bytes
         self.speaker.settings.wire = self._wire_reflector and reflector
         self._plan = plan
+        self.configured_at = time.time()
         self._configure_speaker(plan)
         self._queue.put(("plan", plan))
 
@@ -274,6 +278,7 @@ class BGPService:
         self.speaker.configure(peers, bind=plan.bind, port=plan.port)
 
     def start(self) -> None:
+        self.started_at = time.time()
         self.channel.start()
         self.speaker.start()
         self._thread = threading.Thread(target=self._loop, name="bgp-service", daemon=True)
@@ -291,6 +296,26 @@ class BGPService:
     def status(self) -> list[PeerStatus]:
         with self._lock:
             return list(self._status)
+
+    def routes_view(self) -> dict[str, object] | None:
+        """The last routes view (``Engine.routes_view``), None before the first."""
+        with self._lock:
+            return self._view
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopping.is_set()
+
+    @property
+    def router_id(self) -> str:
+        plan = self._plan
+        return plan.desired.local.router_id if plan is not None else ""
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        """The IP versions this node speaks BGP on (its addresses)."""
+        plan = self._plan
+        return tuple(sorted({6 if ":" in a else 4 for a in plan.bind})) if plan is not None else ()
 
     def counters(self) -> tuple[dict[tuple[str, ...], int], dict[str, int], int]:
         """(engine counters, prefixes received per peer, FIB refusals) as of the last batch."""
@@ -332,8 +357,11 @@ class BGPService:
             if self._view_dirty and now >= self._next_view:
                 self._view_dirty = False
                 self._next_view = now + ROUTES_VIEW_SECONDS
+                view = self.engine.routes_view()
+                with self._lock:
+                    self._view = view
                 try:
-                    write_routes(self.run_dir, self.engine.routes_view())
+                    write_routes(self.run_dir, view)
                 except OSError as exc:
                     log.warning("bgp routes view not written: %s", exc)
             if now >= next_resync and self.engine.fib is not None:

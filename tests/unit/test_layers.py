@@ -111,6 +111,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "engine",
                     "selectors",
                     "status",
+                    "node_status",
                     "fib",
                     "wire",
                     "limits",
