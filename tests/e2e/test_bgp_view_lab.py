@@ -10,6 +10,8 @@ import json
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,7 +53,18 @@ def metric(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def test_metrics_and_node_routes_on_a_two_node_lab() -> None:
+NODE_STATUS = """apiVersion: projectcalico.org/v3
+kind: CalicoNodeStatus
+metadata:
+  name: node1-status
+spec:
+  node: node1
+  classes: [Agent, BGP, Routes]
+  updatePeriodSeconds: 2
+"""
+
+
+def test_metrics_and_node_routes_on_a_two_node_lab(tmp_path: Path) -> None:
     with LabCLI.unique("bgpv") as lab:
         lab.ok("up", "--nodes", "2", "--timeout", "120", timeout=200)
         for i, node in enumerate(["node1", "node2"]):
@@ -102,3 +115,31 @@ def test_metrics_and_node_routes_on_a_two_node_lab() -> None:
         assert (metric(text, "felixpy_bgp_prefixes_advertised", peer=peer) or 0) >= 1
         for family in ("felixpy_bgp_prefixes_rejected", "felixpy_bgp_routes_refused_total"):
             assert f"# TYPE {family.removesuffix('_total')}" in text, family
+
+        # CalicoNodeStatus naming node1: its agent fills it in, Calico's shape
+        manifest = tmp_path / "cns.yaml"
+        manifest.write_text(NODE_STATUS)
+        lab.ok("ctl", "--", "apply", "-f", str(manifest), timeout=60)
+
+        def node_status() -> dict[str, Any]:
+            out = lab.run("ctl", "--", "get", "caliconodestatus", "node1-status", "-o", "json", timeout=60)
+            return (json.loads(out.stdout).get("status") or {}) if out.returncode == 0 else {}
+
+        def peer_listed() -> bool:
+            peers = node_status().get("bgp", {}).get("peersV4", [])
+            return any(p["peerIP"] == peer and p["state"] == "Established" for p in peers)
+
+        wait_for(peer_listed, "node1's CalicoNodeStatus lists node2 Established")
+        status = node_status()
+        assert status["agent"]["birdV4"]["state"] == "Ready"
+        assert status["agent"]["birdV4"]["routerID"] == address["node1"]
+        assert status["bgp"]["numberEstablishedV4"] == 1 and status["bgp"]["peersV4"][0]["type"] == "NodeMesh"
+        fib = [r for r in status["routes"]["routesV4"] if r["type"] == "FIB"]
+        assert {
+            "destination": block["node2"],
+            "learnedFrom": {"sourceType": "NodeMesh", "peerIP": peer},
+        }.items() <= {
+            k: v for r in fib if r["destination"] == block["node2"] for k, v in r.items()
+        }.items(), fib
+        first = status["lastUpdated"]
+        wait_for(lambda: node_status().get("lastUpdated") != first, "a refresh after updatePeriodSeconds", 30)
