@@ -34,7 +34,7 @@ from bgp.nexthop_iface import NextHopInterfaces
 from bgp.reflect import LocalInfo
 from bgp.route import key_inside, normalize_prefix, prefix_key
 from bgp.speaker import Speaker, SpeakerSettings
-from bgp.status import PeerStatus, write_routes, write_status
+from bgp.status import ROUTES_REQUEST, PeerStatus, write_routes, write_status
 from bgp.topology import DEFAULT_PORT, SecretResolver, compute_peers, hashed_router_id, local_asn
 from felixpy.dataplane.model import RTPROT_FELIXPY_BGP
 from felixpy.private_files import private_dir
@@ -46,7 +46,14 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS = 30.0
 REFLECTOR_REACTOR_SPEED = 0.1  # 4 clients x 10,000 routes: 4.5 s at 0.3, 3.2 s at 0.1 (docs/perf-bgp.md)
 SOCKET_NAME = "bgp-api.sock"
-ROUTES_VIEW_SECONDS = 2.0  # the routes view (bgp-routes.json) is rewritten at most this often
+# The routes view (bgp-routes.json, felixctl node routes; CalicoNodeStatus Routes) is built only on
+# request — felixctl touches ROUTES_REQUEST in the run directory, the CalicoNodeStatus writer asks in
+# process — so a busy reflector spends nothing on it otherwise: a request is answered within
+# ROUTES_REQUEST_SECONDS; while someone asked in the last ROUTES_INTEREST_SECONDS, changes are
+# written at most every ROUTES_VIEW_SECONDS.
+ROUTES_VIEW_SECONDS = 2.0
+ROUTES_REQUEST_SECONDS = 0.5
+ROUTES_INTEREST_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +228,9 @@ class BGPService:
         self._received: dict[str, int] = {}
         self._fib_refused = 0
         self._view_dirty = True
-        self._next_view = 0.0
+        self._view_mono = -ROUTES_VIEW_SECONDS  # monotonic time of the last view written
+        self._view_wall = 0.0  # its wall time ("updated")
+        self._asked = 0.0  # wall time of the last in-process request
         self._view: dict[str, object] | None = None  # the last routes view written
         self.started_at = 0.0  # wall time of start()
         self.configured_at = 0.0  # wall time of the last update()
@@ -302,6 +311,33 @@ class BGPService:
         with self._lock:
             return self._view
 
+    def fresh_routes_view(self, timeout: float = 3.0) -> dict[str, object] | None:
+        """Ask the service thread for a view and wait (bounded) for one built after the request;
+        the last one if none came in time."""
+        asked = time.time()
+        with self._lock:
+            self._asked = max(self._asked, asked)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.running:
+            with self._lock:
+                if self._view_wall >= asked:
+                    return self._view
+            time.sleep(0.05)
+        return self.routes_view()
+
+    def _view_due(self, now: float) -> bool:
+        """Whether to build and write the routes view now (see ROUTES_VIEW_SECONDS)."""
+        try:
+            asked = (self.run_dir / ROUTES_REQUEST).stat().st_mtime
+        except OSError:
+            asked = 0.0
+        with self._lock:
+            asked = max(asked, self._asked)
+        if asked >= self._view_wall and now - self._view_mono >= ROUTES_REQUEST_SECONDS:
+            return True
+        interested = time.time() - asked < ROUTES_INTEREST_SECONDS
+        return self._view_dirty and interested and now - self._view_mono >= ROUTES_VIEW_SECONDS
+
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and not self._stopping.is_set()
@@ -354,16 +390,17 @@ class BGPService:
             now = time.monotonic()
             if batch:
                 self._view_dirty = True
-            if self._view_dirty and now >= self._next_view:
+            if self._view_due(now):
                 self._view_dirty = False
-                self._next_view = now + ROUTES_VIEW_SECONDS
+                self._view_mono = now
                 view = self.engine.routes_view()
-                with self._lock:
-                    self._view = view
+                wall = time.time()
                 try:
-                    write_routes(self.run_dir, view)
+                    write_routes(self.run_dir, view, updated=wall)
                 except OSError as exc:
                     log.warning("bgp routes view not written: %s", exc)
+                with self._lock:
+                    self._view, self._view_wall = view, wall
             if now >= next_resync and self.engine.fib is not None:
                 self.engine.fib.resync()
                 next_resync = now + RESYNC_SECONDS

@@ -81,11 +81,12 @@ def read_status(run_dir: Path) -> dict[str, Any] | None:
 
 
 ROUTES_FILE = "bgp-routes.json"
+ROUTES_REQUEST = "bgp-routes.request"  # felixctl node routes touches it to ask for a fresh view
 
 
-def write_routes(run_dir: Path, view: dict[str, Any]) -> None:
+def write_routes(run_dir: Path, view: dict[str, Any], *, updated: float | None = None) -> None:
     """The routes view (``Engine.routes_view``) for ``felixctl node routes``."""
-    doc = {"pid": os.getpid(), "updated": time.time(), **view}
+    doc = {"pid": os.getpid(), "updated": time.time() if updated is None else updated, **view}
     write_file(Path(run_dir) / ROUTES_FILE, json.dumps(doc, indent=1), PRIVATE)
 
 

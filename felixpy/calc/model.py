@@ -134,7 +134,13 @@ class InSync:
 
 
 Update = (
-    EndpointUpdate | RouteUpdate | VtepUpdate | EncapUpdate | WireguardUpdate | InputUpdate | BlocksUpdate
+    EndpointUpdate
+    | RouteUpdate
+    | VtepUpdate
+    | EncapUpdate
+    | WireguardUpdate
+    | InputUpdate
+    | BlocksUpdate
     | InSync
 )
 

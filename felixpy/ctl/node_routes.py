@@ -4,8 +4,9 @@ Both read what the agent's BGP service keeps in its run directory (the status ch
 ``felixctl node status`` already reads): ``bgp-status.json`` (sessions, with hold time,
 capabilities, graceful-restart state and counters) and ``bgp-routes.json`` (per peer: every
 route it sent — the best path, accepted, or rejected with the reason — and what we advertise
-to it; the routes felixpy's BGP installed in the kernel). The routes file is rewritten at most
-every 2 seconds (``bgp.service.ROUTES_VIEW_SECONDS``) and lists at most 5,000 routes per list.
+to it; the routes felixpy's BGP installed in the kernel). The agent builds that view only when
+asked: ``node routes`` touches ``bgp-routes.request`` and waits (at most 10 s) for a view written
+after it (``--cached``: print the last one as it is). At most 5,000 routes per list.
 
 Output: tables by default (``-o wide`` adds communities), ``-o json`` / ``-o yaml`` for the
 documents themselves. Exit 1 when the agent is not running.
@@ -14,14 +15,18 @@ documents themselves. Exit 1 when the agent is not running.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
-from bgp.status import PeerStatus, agent_alive, read_routes, read_status
+from bgp.status import ROUTES_REQUEST, PeerStatus, agent_alive, read_routes, read_status
 from felixpy.ctl.output import dump_json, dump_yaml, format_table
 
 OUTPUTS = ("table", "wide", "json", "yaml")
+REFRESH_TIMEOUT = 10.0  # how long node routes waits for the agent's fresh view
 NOT_RUNNING = "felixpy is not running."
 
 
@@ -36,6 +41,11 @@ def register(node_sub: Any, find_dir: Any) -> None:
     routes.add_argument("--peer", default=None, help="only this peer (its address)")
     routes.add_argument("--prefix", default=None, help="only this prefix")
     routes.add_argument("-o", "--output", default="table", choices=OUTPUTS, help="output format")
+    routes.add_argument(
+        "--cached",
+        action="store_true",
+        help="print the last view written; do not ask the agent for a fresh one",
+    )
     routes.set_defaults(func=lambda args: routes_command(args, find_dir))
 
 
@@ -137,12 +147,41 @@ def select(view: dict[str, Any], *, peer: str | None, prefix: str | None) -> dic
     return {"updated": _utc(float(view.get("updated", 0))), "peers": peers, "kernel": kernel}
 
 
+def fresh_view(where: Path, timeout: float = REFRESH_TIMEOUT) -> dict[str, Any] | None:
+    """Ask the agent for a view now (touch the request file) and wait, bounded, for one written
+    after the request; the last one (with a note on stderr) when none comes in time."""
+    asked = time.time()
+    request = where / ROUTES_REQUEST
+    try:
+        request.touch()
+        os.utime(request, (asked, asked))
+    except OSError as exc:
+        print(
+            f"warning: cannot ask the agent for a fresh view ({exc}); showing the last one", file=sys.stderr
+        )
+        return read_routes(where)
+    deadline = time.monotonic() + timeout
+    view = read_routes(where)
+    while time.monotonic() < deadline:
+        if view is not None and float(view.get("updated", 0)) >= asked:
+            return view
+        time.sleep(0.1)
+        view = read_routes(where)
+    if view is not None:
+        print(
+            f"warning: the agent did not refresh its routes view within {timeout:g}s; "
+            f"showing the one from {_utc(float(view.get('updated', 0)))}",
+            file=sys.stderr,
+        )
+    return view
+
+
 def routes_command(args: argparse.Namespace, find_dir: Any) -> int:
     where = find_dir(args.run_dir)
     if not agent_alive(read_status(where)):
         print(NOT_RUNNING)
         return 1
-    view = read_routes(where)
+    view = read_routes(where) if args.cached else fresh_view(where)
     if view is None:
         print("felixpy's BGP has not written its routes view yet (bgp-routes.json); try again in a moment.")
         return 1

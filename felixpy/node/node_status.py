@@ -125,7 +125,7 @@ class NodeStatusReporter:
             started=bgp.started_at,
             configured=bgp.configured_at,
             peers=bgp.status(),
-            view=bgp.routes_view(),
+            view=bgp.fresh_routes_view() if "Routes" in obj.spec.classes else None,
         )
         updated = obj.model_copy(update={"status": status})
         stored = self.backend.update(updated)

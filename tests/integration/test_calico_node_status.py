@@ -38,7 +38,7 @@ class EngineBGP:
     def status(self) -> list[Any]:
         return self.engine.status()
 
-    def routes_view(self) -> dict[str, object]:
+    def fresh_routes_view(self) -> dict[str, object]:
         return self.engine.routes_view()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import yaml
 
 from bgp import exabgp_api as api
 from bgp.route import PathAttrs
-from bgp.status import ROUTES_FILE, write_routes, write_status
+from bgp.status import ROUTES_FILE, ROUTES_REQUEST, write_routes, write_status
 from felixpy.ctl import node_cmd
 from tests.unit.test_bgp_peer_options import TOR, bgp_filter, make, peer
 
@@ -108,14 +109,15 @@ def run_dir(tmp_path: Path) -> Path:
     ids=["routes", "routes-wide-peer", "routes-prefix", "status-detail"],
 )
 def test_golden(run_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], name: str) -> None:
-    code, out = run([*argv, "--run-dir", str(run_dir)], capsys)
+    cached = ["--cached"] if argv[1] == "routes" else []
+    code, out = run([*argv, *cached, "--run-dir", str(run_dir)], capsys)
     assert code == 0
     golden(name, out)
 
 
 def test_json_and_yaml_carry_the_same_documents(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _, as_json = run(["node", "routes", "-o", "json", "--run-dir", str(run_dir)], capsys)
-    _, as_yaml = run(["node", "routes", "-o", "yaml", "--run-dir", str(run_dir)], capsys)
+    _, as_json = run(["node", "routes", "--cached", "-o", "json", "--run-dir", str(run_dir)], capsys)
+    _, as_yaml = run(["node", "routes", "--cached", "-o", "yaml", "--run-dir", str(run_dir)], capsys)
     assert json.loads(as_json) == yaml.safe_load(as_yaml)
     doc = json.loads(as_json)
     tor = next(p for p in doc["peers"] if p["peer"] == TOR)
@@ -135,11 +137,37 @@ def test_json_and_yaml_carry_the_same_documents(run_dir: Path, capsys: pytest.Ca
 
 
 def test_errors_say_what_is_wrong(run_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out = run(["node", "routes", "--peer", "203.0.113.1", "--run-dir", str(run_dir)], capsys)
+    code, out = run(
+        ["node", "routes", "--cached", "--peer", "203.0.113.1", "--run-dir", str(run_dir)], capsys
+    )
     assert code == 1 and out.startswith("error: --peer: 203.0.113.1 is not a BGP peer of this node")
     (run_dir / ROUTES_FILE).unlink()
-    code, out = run(["node", "routes", "--run-dir", str(run_dir)], capsys)
+    code, out = run(["node", "routes", "--cached", "--run-dir", str(run_dir)], capsys)
     assert code == 1 and "has not written its routes view yet" in out
     empty = tmp_path / "none"
     empty.mkdir()
     assert run(["node", "routes", "--run-dir", str(empty)], capsys) == (1, "felixpy is not running.\n")
+
+
+def test_node_routes_asks_the_agent_for_a_fresh_view(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --cached: the request file is touched, and a view older than it is not taken as the
+    answer; no answer within the bound shows the last view with a warning naming its time."""
+    from felixpy.ctl.node_routes import fresh_view
+
+    old = json.loads((run_dir / ROUTES_FILE).read_text())
+    old["updated"] = 1.0
+    (run_dir / ROUTES_FILE).write_text(json.dumps(old))
+    started = time.monotonic()
+    view = fresh_view(run_dir, timeout=0.5)
+    assert time.monotonic() - started >= 0.5  # it waited for a fresher one
+    assert view is not None and view["updated"] == 1.0
+    assert (run_dir / ROUTES_REQUEST).stat().st_mtime > 1.0
+    assert "did not refresh its routes view within 0.5s; showing the one from 1970-01-01T00:00:01Z" in (
+        capsys.readouterr().err
+    )
+    # an answer written after the request is taken at once
+    old["updated"] = time.time() + 1
+    (run_dir / ROUTES_FILE).write_text(json.dumps(old))
+    assert fresh_view(run_dir, timeout=5.0) == old
