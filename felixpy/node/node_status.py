@@ -133,12 +133,14 @@ class NodeStatusReporter:
         with self._lock:
             if obj.metadata.name in self._objs:
                 self._objs[obj.metadata.name] = stored
-        log.info(
+        first = self._specs.get(obj.metadata.name) != obj.spec.model_dump()
+        bgp_status = status.get("bgp", {})
+        (log.info if first else log.debug)(
             "node_status.written",
             name=obj.metadata.name,
             classes=list(obj.spec.classes),
-            peers=len(status.get("bgp", {}).get("peersV4", []))
-            + len(status.get("bgp", {}).get("peersV6", [])),
-            reason="CalicoNodeStatus for this node"
-            + (" (periodic)" if self._specs.get(obj.metadata.name) else ""),
+            peers=len(bgp_status.get("peersV4", [])) + len(bgp_status.get("peersV6", [])),
+            reason="new or changed CalicoNodeStatus for this node"
+            if first
+            else "updatePeriodSeconds elapsed",
         )

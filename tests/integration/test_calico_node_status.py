@@ -67,6 +67,24 @@ def reporter(etcd_backend: KVBackend) -> Iterator[NodeStatusReporter]:
         r.stop()
 
 
+def test_kubernetes_mode_too(kube_api: Any) -> None:
+    """The same reporter through the Kubernetes datastore (the stand-in API server, CRD objects)."""
+    from felixpy.datastore.kubernetes import KubernetesBackend
+
+    backend = KubernetesBackend.for_url(kube_api.url)
+    r = NodeStatusReporter(backend, "a", EngineBGP(), tick=0.2).start()
+    try:
+        backend.create(cns("mine", "a", ["BGP"], 1))
+        wait_for(
+            lambda: backend.get(CalicoNodeStatus, "mine").status is not None, "status in Kubernetes mode"
+        )  # type: ignore[attr-defined]
+        status = backend.get(CalicoNodeStatus, "mine").status  # type: ignore[attr-defined]
+        assert status["bgp"]["numberEstablishedV4"] == 2
+        assert r.failure() is None
+    finally:
+        r.stop()
+
+
 def stored(backend: KVBackend, name: str) -> CalicoNodeStatus:
     obj = backend.get(CalicoNodeStatus, name)
     assert isinstance(obj, CalicoNodeStatus)
