@@ -13,6 +13,10 @@ On export, of our three blocks:
 * 10.65.3.0/26: Accept with the large community 64512:1:2.
 BIRD's ``show route all`` shows the communities and the path; our kernel has exactly the two
 accepted prefixes; ``felixctl node routes`` names the deciding rule of each refusal.
+
+The same over an IPv6 session (importV6/exportV6): a large community and a cidr/prefixLength
+reject on import; a peerType reject, an asPathPrefix rule that must not match our own exports, and
+prependASPath on export.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ from pathlib import Path
 import pytest
 
 from bgp.service import BGPService
+from felixpy.resources.base import ObjectMeta
+from felixpy.resources.bgp import BGPPeer, BGPPeerSpec
+from felixpy.resources.ippool import IPPool, IPPoolSpec
+from felixpy.resources.node import Node, NodeBGPSpec, NodeSpec
 from tests.e2e.test_bgp_exabgp import POOL, Bird, Segment, kernel_routes, node, services, wait_for
 from tests.e2e.test_bgp_filters_bird import BIRD_AS, OUR_AS, bgp_filter, tor
 
@@ -162,5 +170,103 @@ def test_every_match_and_operation_against_bird(
         assert "Hold time:          90s" in detail.stdout, detail.stdout  # BIRD offers 240, ours is 90
         assert re.search(r"Capabilities: .*graceful restart", detail.stdout), detail.stdout
         assert "received 5, accepted 2, rejected 3 (rejected by BGPFilter tor-filter: 3)" in detail.stdout
+    finally:
+        bird.stop()
+
+
+BIRD6_CONF = f"""router id 10.0.0.3;
+protocol device {{ }}
+protocol static st6 {{
+    ipv6;
+    route fd00:65:0:5::/122 blackhole;
+    route fd00:65:0:6::/122 blackhole;
+    route fd00:65:0:7::/122 blackhole;
+}}
+protocol bgp felix {{
+    local fd99:1::3 as {BIRD_AS};
+    neighbor fd99:1::2 as {OUR_AS};
+    direct;
+    connect retry time 1;
+    error wait time 1, 5;
+    ipv6 {{
+        import all;
+        export filter {{
+            if proto != "st6" then reject;
+            if net = fd00:65:0:6::/122 then bgp_large_community.add(({BIRD_AS}, 6, 66));
+            accept;
+        }};
+    }};
+}}
+"""
+
+FILTER6 = bgp_filter(
+    "tor6",
+    {
+        "importV6": [
+            {"action": "Reject", "communities": {"values": [f"{BIRD_AS}:6:66"]}},
+            {
+                "action": "Reject",
+                "cidr": "fd00:65:0:7::/64",
+                "matchOperator": "In",
+                "prefixLength": {"min": 120},
+            },
+        ],
+        "exportV6": [
+            {"action": "Reject", "peerType": "eBGP", "cidr": "fd00:65:0:1::/122", "matchOperator": "Equal"},
+            {
+                "action": "Accept",
+                "asPathPrefix": [OUR_AS],  # never: our own exports have no AS_PATH yet
+                "operations": [{"addCommunity": {"value": f"{OUR_AS}:99"}}],
+            },
+            {"action": "Accept", "operations": [{"prependASPath": {"prefix": [65100]}}]},
+        ],
+    },
+)
+
+
+def test_v6_rules_against_bird(
+    netns: Callable[..., object], services: Callable[..., BGPService], tmp_path: Path
+) -> None:
+    seg = Segment(netns)
+    ns_b, ns_c = seg.attach("b", "10.0.0.2/24"), seg.attach("c", "10.0.0.3/24")
+    for ns, address in ((ns_b, "fd99:1::2/64"), (ns_c, "fd99:1::3/64")):
+        ns.run("ip", "-6", "addr", "add", address, "dev", "eth0", "nodad")
+    bird = Bird(ns_c, tmp_path / "bird", BIRD6_CONF)
+    try:
+        b = services("b", ns_b)
+        me = Node(metadata=ObjectMeta(name="b"), spec=NodeSpec(bgp=NodeBGPSpec(ipv6_address="fd99:1::2/64")))
+        pool6 = IPPool(metadata=ObjectMeta(name="v6"), spec=IPPoolSpec(cidr="fd00:65::/48"))
+        tor6 = BGPPeer(
+            metadata=ObjectMeta(name="tor6"),
+            spec=BGPPeerSpec(peer_ip="fd99:1::3", as_number=BIRD_AS, filters=["tor6"]),
+        )
+        b.update(
+            nodes=[me],
+            bgp_configs=[],
+            peers=[tor6],
+            pools=[POOL, pool6],
+            local_blocks=["fd00:65::/122", "fd00:65:0:1::/122"],
+            bgp_filters=[FILTER6],
+        )
+        b.start()
+
+        def v6_routes() -> str:
+            return ns_b.run("ip", "-6", "route", "show", "proto", "81")
+
+        wait_for(lambda: b.status() and b.status()[0].routes_received == 3, "BIRD's three v6 routes received")
+        wait_for(
+            lambda: "fd00:65:0:5::/122 via fd99:1::3" in v6_routes(), "the unfiltered /122 in our kernel"
+        )
+        routes = v6_routes()
+        assert "fd00:65:0:6::" not in routes and "fd00:65:0:7::" not in routes, routes
+        wait_for(
+            lambda: "fd00:65::/122" in bird.cli("show", "route", "protocol", "felix"), "our block at BIRD"
+        )
+        ours = bird.cli("show", "route", "fd00:65::/122", "all")
+        assert f"BGP.as_path: {OUR_AS} 65100" in ours, ours  # prepended after our own AS
+        assert f"({OUR_AS},99)" not in ours, ours  # the asPathPrefix rule did not match
+        assert "fd00:65:0:1::/122" not in bird.cli("show", "route", "protocol", "felix")
+        reasons = {s.address: s.routes_rejected for s in b.status()}
+        assert reasons == {"fd99:1::3": {"rejected by BGPFilter tor6": 2}}, reasons
     finally:
         bird.stop()
