@@ -778,7 +778,8 @@ class Engine:
             for prefix in sorted(raw)[:limit]:
                 route = raw[prefix]
                 reason = rejected.get(prefix)
-                won = any(r.source.address == spec.address for r in best.get(prefix, ()))
+                winners = sorted({r.source.address or "this node" for r in best.get(prefix, ())})
+                won = spec.address in winners
                 received.append(
                     {
                         "prefix": prefix,
@@ -787,6 +788,7 @@ class Engine:
                         "communities": [*route.attrs.communities, *route.attrs.large_communities],
                         "status": "rejected" if reason else ("best" if won else "accepted"),
                         "reason": reason or "",
+                        "bestFrom": [] if reason else winners,  # whose path won (accepted, not best)
                         "stale": route.stale,
                     }
                 )

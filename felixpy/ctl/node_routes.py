@@ -15,6 +15,7 @@ documents themselves. Exit 1 when the agent is not running.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 import time
@@ -109,7 +110,10 @@ def render_routes(view: dict[str, Any], *, wide: bool = False) -> str:
         rows = []
         for r in peer["received"]:
             status = r["status"] + (" (stale)" if r.get("stale") else "")
-            row = [r["prefix"], r["nextHop"], _path(r), status, r["reason"] or "-"]
+            why = r["reason"]
+            if not why and r["status"] == "accepted" and r.get("bestFrom"):
+                why = "best path from " + ", ".join(r["bestFrom"])
+            row = [r["prefix"], r["nextHop"], _path(r), status, why or "-"]
             if wide:
                 row.insert(3, _communities(r))
             rows.append(row)
@@ -185,6 +189,12 @@ def routes_command(args: argparse.Namespace, find_dir: Any) -> int:
     if view is None:
         print("felixpy's BGP has not written its routes view yet (bgp-routes.json); try again in a moment.")
         return 1
+    if args.prefix is not None:
+        try:
+            args.prefix = str(ipaddress.ip_network(args.prefix, strict=False))
+        except ValueError:
+            print(f"error: --prefix: {args.prefix!r} is not a CIDR (e.g. 10.65.1.0/26)")
+            return 1
     known = [p["peer"] for p in view.get("peers", [])]
     if args.peer is not None and args.peer not in known:
         print(

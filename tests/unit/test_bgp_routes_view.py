@@ -137,9 +137,12 @@ def test_json_and_yaml_carry_the_same_documents(run_dir: Path, capsys: pytest.Ca
 
 
 def test_errors_say_what_is_wrong(run_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out = run(
-        ["node", "routes", "--cached", "--peer", "203.0.113.1", "--run-dir", str(run_dir)], capsys
-    )
+    cached = ["node", "routes", "--cached", "--run-dir", str(run_dir)]
+    code, out = run([*cached, "--prefix", "10.65/26"], capsys)
+    assert (code, out) == (1, "error: --prefix: '10.65/26' is not a CIDR (e.g. 10.65.1.0/26)\n")
+    code, out = run([*cached, "--prefix", "10.65.6.7/26"], capsys)
+    assert code == 0 and "10.65.6.0/26" in out  # host bits are dropped, as ip route does
+    code, out = run([*cached, "--peer", "203.0.113.1"], capsys)
     assert code == 1 and out.startswith("error: --peer: 203.0.113.1 is not a BGP peer of this node")
     (run_dir / ROUTES_FILE).unlink()
     code, out = run(["node", "routes", "--cached", "--run-dir", str(run_dir)], capsys)
