@@ -112,6 +112,9 @@ class _Session:
     hold_time: int = 0  # the peer's OPEN offer
     capabilities: tuple[str, ...] = ()  # the peer's OPEN
     established: int = 0  # times the session reached up
+    # graceful restart: what the peer had sent when it went down and has not sent again since
+    # (what End-of-RIB or the restart time then removes from what it sent, not only from the RIB)
+    stale_raw: set[str] | None = None
 
 
 _Singles = dict[str, tuple[str, PathAttrs] | None]  # prefix -> advert (None: not to this peer)
@@ -337,7 +340,7 @@ class Engine:
             count = len(self._raw.pop(address, {}))
             self.rejected.pop(address, None)
             self.rib.drop_peer(address)
-            session.stale_until = None
+            session.stale_until, session.stale_raw = None, None
             log.info(
                 "bgp peer %s down (%s): %d routes removed at once (no graceful restart after a NOTIFICATION)",
                 address,
@@ -345,6 +348,7 @@ class Engine:
                 count,
             )
         elif session.gr_time:
+            session.stale_raw = set(self._raw.get(address, {}))
             count = self.rib.mark_stale(address)
             session.stale_until = now + session.gr_time
             log.info("bgp peer %s down: keeping %d routes stale for %ss", address, count, session.gr_time)
@@ -369,6 +373,8 @@ class Engine:
             prefix = norm(prefix)
             raw.pop(prefix, None)
             rejected.pop(prefix, None)
+            if session.stale_raw:
+                session.stale_raw.discard(prefix)
             self.rib.withdraw(update.peer, prefix)
         policy = self.desired.import_policy
         # the same for every prefix of the update (one update comes from one session)
@@ -393,7 +399,10 @@ class Engine:
         if kept is None:
             return
         accepted: list[Route] = []
+        stale = session.stale_raw
         for next_hop, prefixes in kept:
+            if stale:
+                stale.difference_update(prefixes)
             routes = [Route(prefix, next_hop, attrs, source) for prefix in prefixes]
             raw.update(zip(prefixes, routes, strict=True))
             if loop is not None:
@@ -498,8 +507,20 @@ class Engine:
         session = self.sessions.get(peer)
         if session is not None:
             session.stale_until = None
+            self._forget_stale(peer, session)
         swept = self.rib.sweep_stale(peer)
         log.info("bgp End-of-RIB from %s (%d stale routes removed)", peer, swept)
+
+    def _forget_stale(self, peer: str, session: _Session) -> None:
+        """What the peer did not send again after a graceful restart is gone from what it sent
+        too: nothing a later re-filter could bring back, nothing ``node routes`` still lists."""
+        stale, session.stale_raw = session.stale_raw, None
+        raw, rejected = self._raw.get(peer, {}), self.rejected.get(peer, {})
+        for prefix in stale or ():
+            raw.pop(prefix, None)
+            rejected.pop(prefix, None)
+        if stale:
+            self.status_changed = True
 
     # --- time ----------------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -507,6 +528,7 @@ class Engine:
             if session.stale_until is not None and now >= session.stale_until:
                 session.stale_until = None
                 log.info("bgp graceful restart time for %s expired", address)
+                self._forget_stale(address, session)
                 self.rib.sweep_stale(address)
         if self.fib is not None and self._adopt_until and (now >= self._adopt_until or self._all_up()):
             self._adopt_until = 0.0
@@ -774,6 +796,7 @@ class Engine:
         for spec in specs:
             raw = self._raw.get(spec.address, {})
             rejected = self.rejected.get(spec.address, {})
+            stale = self.sessions[spec.address].stale_raw or set() if spec.address in self.sessions else set()
             received = []
             for prefix in sorted(raw)[:limit]:
                 route = raw[prefix]
@@ -789,7 +812,7 @@ class Engine:
                         "status": "rejected" if reason else ("best" if won else "accepted"),
                         "reason": reason or "",
                         "bestFrom": [] if reason else winners,  # whose path won (accepted, not best)
-                        "stale": route.stale,
+                        "stale": prefix in stale,
                     }
                 )
             sent = self.adv.sent(spec.address)

@@ -174,3 +174,26 @@ def test_node_routes_asks_the_agent_for_a_fresh_view(
     old["updated"] = time.time() + 1
     (run_dir / ROUTES_FILE).write_text(json.dumps(old))
     assert fresh_view(run_dir, timeout=5.0) == old
+
+
+def test_graceful_restart_leaves_nothing_the_peer_did_not_send_again() -> None:
+    """Routes the peer did not re-send before End-of-RIB go from what it sent too: not listed by
+    node routes, not counted, and not brought back by a later re-filter (the filter removed)."""
+    from tests.unit.test_bgp_peer_options import desired
+
+    engine = scenario()
+    engine.handle(api.StateChange(TOR, "down", "connection closed"), 0)  # no NOTIFICATION: stale
+    view = {r["prefix"]: r for p in engine.routes_view()["peers"] if p["peer"] == TOR for r in p["received"]}
+    assert view["10.65.5.0/26"]["stale"] and view["10.65.7.0/26"]["stale"]
+    engine.handle(api.StateChange(TOR, "up"), 1)
+    engine.handle(
+        api.Update(TOR, 65001, PathAttrs(as_path=(65001,)), (api.Announce("10.65.5.0/26", TOR),)), 1
+    )
+    engine.handle(api.EndOfRib(TOR, "ipv4 unicast"), 1)
+    engine.flush()
+    view = {r["prefix"]: r for p in engine.routes_view()["peers"] if p["peer"] == TOR for r in p["received"]}
+    assert list(view) == ["10.65.5.0/26"] and not view["10.65.5.0/26"]["stale"]
+    tor = next(s for s in engine.status() if s.address == TOR)
+    assert (tor.routes_received, tor.routes_rejected) == (1, {})
+    engine.configure(desired([peer("tor", peer_ip=TOR, as_number=65001)], [], ["10.65.0.0/26"]))
+    assert {p for p, _ in engine.rib.best_routes()} == {"10.65.5.0/26", "10.65.6.0/26"}  # 6.0: the mesh's
