@@ -134,13 +134,7 @@ class InSync:
 
 
 Update = (
-    EndpointUpdate
-    | RouteUpdate
-    | VtepUpdate
-    | EncapUpdate
-    | WireguardUpdate
-    | InputUpdate
-    | BlocksUpdate
+    EndpointUpdate | RouteUpdate | VtepUpdate | EncapUpdate | WireguardUpdate | InputUpdate | BlocksUpdate
     | InSync
 )
 

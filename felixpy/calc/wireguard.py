@@ -94,15 +94,8 @@ def plan(me: str, update: WireguardUpdate, cfg: WireguardConfig) -> WgPlan:
                 routes[cidr] = "throw"  # no WireGuard there: unencrypted over the main table
             continue
         assert node.public_key is not None and node.ip is not None
-        peers.append(
-            WgPeer(
-                name,
-                node.public_key,
-                f"{node.ip}:{cfg.listening_port}",
-                tuple(sorted(allowed)),
-                cfg.keepalive,
-            )
-        )
+        peers.append(WgPeer(name, node.public_key, f"{node.ip}:{cfg.listening_port}",
+                            tuple(sorted(allowed)), cfg.keepalive))
         for cidr in allowed:
             routes[cidr] = "dev"
     return WgPlan(tuple(peers), routes)
@@ -110,12 +103,8 @@ def plan(me: str, update: WireguardUpdate, cfg: WireguardConfig) -> WgPlan:
 
 def render_config(private_key: str, wg_plan: WgPlan, cfg: WireguardConfig) -> str:
     """The device as ``wg syncconf`` reads it (holds the private key: written 0600 only)."""
-    lines = [
-        "[Interface]",
-        f"PrivateKey = {private_key}",
-        f"ListenPort = {cfg.listening_port}",
-        f"FwMark = {cfg.fwmark:#x}",
-    ]
+    lines = ["[Interface]", f"PrivateKey = {private_key}", f"ListenPort = {cfg.listening_port}",
+             f"FwMark = {cfg.fwmark:#x}"]
     for p in wg_plan.peers:
         lines += ["", "[Peer]", f"PublicKey = {p.public_key}", f"Endpoint = {p.endpoint}"]
         if p.allowed_ips:

@@ -117,12 +117,9 @@ def _vxlan_matches(msg: object, cfg: VxlanConfig, parent_idx: int) -> bool:
     data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
     if info is None or info.get_attr("IFLA_INFO_KIND") != "vxlan" or data is None:
         return False
-    return (
-        data.get_attr("IFLA_VXLAN_ID"),
-        data.get_attr("IFLA_VXLAN_PORT"),
-        data.get_attr("IFLA_VXLAN_LOCAL"),
-        data.get_attr("IFLA_VXLAN_LINK"),
-    ) == (cfg.vni, cfg.port, cfg.parent_ip, parent_idx)
+    return (data.get_attr("IFLA_VXLAN_ID"), data.get_attr("IFLA_VXLAN_PORT"),
+            data.get_attr("IFLA_VXLAN_LOCAL"), data.get_attr("IFLA_VXLAN_LINK")) == (
+        cfg.vni, cfg.port, cfg.parent_ip, parent_idx)
 
 
 def ensure_vxlan(cfg: VxlanConfig, *, netns: str | None = None) -> int:
@@ -138,29 +135,14 @@ def ensure_vxlan(cfg: VxlanConfig, *, netns: str | None = None) -> int:
             idx = None
         if idx is None:
             try:
-                ipr.link(
-                    "add",
-                    ifname=VXLAN_DEVICE,
-                    kind="vxlan",
-                    vxlan_id=cfg.vni,
-                    vxlan_port=cfg.port,
-                    vxlan_local=cfg.parent_ip,
-                    vxlan_link=parent_idx,
-                    vxlan_learning=0,
-                )
+                ipr.link("add", ifname=VXLAN_DEVICE, kind="vxlan", vxlan_id=cfg.vni, vxlan_port=cfg.port,
+                         vxlan_local=cfg.parent_ip, vxlan_link=parent_idx, vxlan_learning=0)
             except NetlinkError as exc:
                 raise EncapUnsupported(f"cannot create {VXLAN_DEVICE} (vxlan module?): {exc}") from exc
             idx = _index(ipr, VXLAN_DEVICE)
             assert idx is not None
-            log.info(
-                "encap.device_created",
-                device=VXLAN_DEVICE,
-                vni=cfg.vni,
-                port=cfg.port,
-                local=cfg.parent_ip,
-                parent=cfg.parent,
-                reason="VXLAN pool in use",
-            )
+            log.info("encap.device_created", device=VXLAN_DEVICE, vni=cfg.vni, port=cfg.port,
+                     local=cfg.parent_ip, parent=cfg.parent, reason="VXLAN pool in use")
         ipr.link("set", index=idx, address=cfg.mac, mtu=cfg.mtu, state="up")
         _set_single_address(ipr, idx, cfg.address, "VXLAN tunnel address")
     run(["ethtool", "-K", VXLAN_DEVICE, "tx-checksum-ip-generic", "off"], netns=netns)
@@ -194,16 +176,11 @@ class VxlanFdb:
             idx = _index(ipr, self.device)
             if idx is None:
                 raise LinkNotFound(self.device)
-            neigh = {
-                n.get_attr("NDA_DST"): str(n.get_attr("NDA_LLADDR"))
-                for n in ipr.get_neighbours(ifindex=idx, family=socket.AF_INET)
-                if n["state"] & NUD_PERMANENT
-            }
-            fdb = {
-                str(f.get_attr("NDA_LLADDR")): f.get_attr("NDA_DST")
-                for f in ipr.fdb("dump", ifindex=idx)
-                if f.get_attr("NDA_DST")
-            }
+            neigh = {n.get_attr("NDA_DST"): str(n.get_attr("NDA_LLADDR"))
+                     for n in ipr.get_neighbours(ifindex=idx, family=socket.AF_INET)
+                     if n["state"] & NUD_PERMANENT}
+            fdb = {str(f.get_attr("NDA_LLADDR")): f.get_attr("NDA_DST")
+                   for f in ipr.fdb("dump", ifindex=idx) if f.get_attr("NDA_DST")}
             added = self._write(ipr, idx, neigh, fdb)
             removed = self._remove(ipr, idx, neigh, fdb)
         return added, removed
@@ -216,9 +193,8 @@ class VxlanFdb:
                 log.info("vxlan.neigh_set", ip=v.tunnel_ip, mac=v.mac, reason="remote VTEP")
                 n += 1
             if fdb.get(v.mac) != v.node_ip:
-                ipr.fdb(
-                    "replace", ifindex=idx, lladdr=v.mac, dst=v.node_ip, state=NUD_PERMANENT, flags=NTF_SELF
-                )
+                ipr.fdb("replace", ifindex=idx, lladdr=v.mac, dst=v.node_ip,
+                        state=NUD_PERMANENT, flags=NTF_SELF)
                 log.info("vxlan.fdb_set", mac=v.mac, dst=v.node_ip, reason="remote VTEP")
                 n += 1
         return n

@@ -138,15 +138,10 @@ class IpsetWriter:
             self._restore(lines)
             for name in changed:
                 s = self._desired[name]
-                log.info(
-                    "ipset.written",
-                    set=name,
-                    members=len(s.members),
-                    reason="new" if name not in actual else "members changed (swap)",
-                )
-                actual[name] = KernelSet(
-                    name, s.set_type, s.family, frozenset(normalise_member(m) for m in s.members)
-                )
+                log.info("ipset.written", set=name, members=len(s.members),
+                         reason="new" if name not in actual else "members changed (swap)")
+                actual[name] = KernelSet(name, s.set_type, s.family,
+                                         frozenset(normalise_member(m) for m in s.members))
             for name in [n for n in actual if n.startswith(TEMP_PREFIXES)]:
                 del actual[name]
         self._dirty = set()

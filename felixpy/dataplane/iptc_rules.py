@@ -11,16 +11,11 @@ import shlex
 from typing import Any
 
 _RULE_FIELDS = {
-    "-p": "protocol",
-    "--protocol": "protocol",
-    "-s": "src",
-    "--source": "src",
-    "-d": "dst",
-    "--destination": "dst",
-    "-i": "in_interface",
-    "--in-interface": "in_interface",
-    "-o": "out_interface",
-    "--out-interface": "out_interface",
+    "-p": "protocol", "--protocol": "protocol",
+    "-s": "src", "--source": "src",
+    "-d": "dst", "--destination": "dst",
+    "-i": "in_interface", "--in-interface": "in_interface",
+    "-o": "out_interface", "--out-interface": "out_interface",
 }
 
 

@@ -90,22 +90,13 @@ def _probe_vxlan(ns: str) -> ProbeResult:
     from felixpy.dataplane.encap import EncapUnsupported, VxlanConfig, ensure_vxlan
 
     ip = ["ip", "netns", "exec", ns, "ip"]
-    subprocess.run(
-        [*ip, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    subprocess.run(
-        [*ip, "addr", "add", "10.255.255.2/24", "dev", "eth0"], check=True, capture_output=True, timeout=30
-    )
+    subprocess.run([*ip, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"],
+                   check=True, capture_output=True, timeout=30)
+    subprocess.run([*ip, "addr", "add", "10.255.255.2/24", "dev", "eth0"], check=True,
+                   capture_output=True, timeout=30)
     try:
-        ensure_vxlan(
-            VxlanConfig(
-                parent="eth0", parent_ip="10.255.255.2", address="10.255.254.1", mac="66:00:00:00:00:01"
-            ),
-            netns=ns,
-        )
+        ensure_vxlan(VxlanConfig(parent="eth0", parent_ip="10.255.255.2", address="10.255.254.1",
+                                 mac="66:00:00:00:00:01"), netns=ns)
     except EncapUnsupported as exc:
         return classify("vxlan", str(exc))
     except subprocess.CalledProcessError as exc:  # ethtool

@@ -112,23 +112,13 @@ class WorkloadLinks:
                 _delete_link(ipr, spec.host_ifname)
                 log.info("veth.deleted", iface=spec.host_ifname, reason="stale veth before re-ADD")
             ipr.link(
-                "add",
-                ifname=spec.host_ifname,
-                kind="veth",
-                address=HOST_VETH_MAC,
-                mtu=spec.mtu,
+                "add", ifname=spec.host_ifname, kind="veth", address=HOST_VETH_MAC, mtu=spec.mtu,
                 peer={"ifname": spec.container_ifname, "net_ns_fd": path, "mtu": spec.mtu},
             )
             host_mac = self._configure_host(ipr, spec, addresses)
         container_mac = _configure_container(path, spec.container_ifname, addresses)
-        log.info(
-            "veth.created",
-            iface=spec.host_ifname,
-            netns=spec.netns,
-            addresses=list(addresses),
-            mtu=spec.mtu,
-            reason="workload added",
-        )
+        log.info("veth.created", iface=spec.host_ifname, netns=spec.netns, addresses=list(addresses),
+                 mtu=spec.mtu, reason="workload added")
         return VethResult(spec.host_ifname, host_mac, spec.container_ifname, container_mac, addresses)
 
     def _configure_host(self, ipr: IPRoute, spec: VethSpec, addresses: tuple[str, ...]) -> str:
@@ -138,8 +128,7 @@ class WorkloadLinks:
         families = {ipaddress.ip_interface(a).version for a in addresses}
         write_sysctls(
             host_veth_sysctls(spec.host_ifname, ipv4=4 in families or not families, ipv6=6 in families),
-            netns=self.host_netns,
-            reason=f"host side of workload veth {spec.host_ifname}",
+            netns=self.host_netns, reason=f"host side of workload veth {spec.host_ifname}",
         )
         ipr.link("set", index=idx, state="up")
         return mac
@@ -241,22 +230,11 @@ class LinkReaper:
                 log.warning("veth.delete_failed", iface=name, index=index, attempt=attempt, error=str(exc))
                 time.sleep(0.05 * attempt)
                 continue
-            log.info(
-                "veth.deleted",
-                iface=name,
-                index=index,
-                already_gone=gone,
-                reason=reason,
-                ms=round((time.monotonic() - start) * 1000, 1),
-            )
+            log.info("veth.deleted", iface=name, index=index, already_gone=gone, reason=reason,
+                     ms=round((time.monotonic() - start) * 1000, 1))
             return
-        log.error(
-            "veth.delete_abandoned",
-            iface=name,
-            index=index,
-            attempts=self.attempts,
-            reason="left to the start-up sweep",
-        )
+        log.error("veth.delete_abandoned", iface=name, index=index, attempts=self.attempts,
+                  reason="left to the start-up sweep")
 
 
 def delete_container_iface(netns: str, ifname: str = "eth0") -> bool:
@@ -282,14 +260,8 @@ def _configure_container(path: str, ifname: str, addresses: tuple[str, ...]) -> 
         for addr in addresses:
             ip, plen = addr.split("/")
             family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-            ipr.addr(
-                "add",
-                index=idx,
-                address=ip,
-                prefixlen=int(plen),
-                family=family,
-                flags=IFA_F_NODAD if family == socket.AF_INET6 else 0,
-            )
+            ipr.addr("add", index=idx, address=ip, prefixlen=int(plen), family=family,
+                     flags=IFA_F_NODAD if family == socket.AF_INET6 else 0)
         ipr.link("set", index=idx, state="up")
         if any(":" not in a for a in addresses):
             ipr.route("replace", dst=f"{GATEWAY_V4}/32", oif=idx, scope=RT_SCOPE_LINK)

@@ -107,13 +107,8 @@ def repair_sysctls(
 
     fixed = body() if netns is None else run_in_netns(netns, body)
     if fixed:
-        log.info(
-            "sysctl.repaired",
-            netns=netns,
-            values={k: v[1] for k, v in fixed.items()},
-            found={k: v[0] for k, v in fixed.items()},
-            reason=reason,
-        )
+        log.info("sysctl.repaired", netns=netns, values={k: v[1] for k, v in fixed.items()},
+                 found={k: v[0] for k, v in fixed.items()}, reason=reason)
     return fixed
 
 

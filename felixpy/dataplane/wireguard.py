@@ -168,29 +168,13 @@ def ensure_rule(*, table: int, priority: int, fwmark: int, netns: str | None = N
     """``not from all fwmark <m>/<m> lookup <table>`` at ``priority``; True when it was added."""
     with open_iproute(netns) as ipr:
         for rule in ipr.get_rules(family=socket.AF_INET):
-            if (
-                rule.get_attr("FRA_PRIORITY") == priority
-                and rule.get_attr("FRA_TABLE") == table
-                and rule.get_attr("FRA_FWMARK") == fwmark
-                and rule["flags"] & FIB_RULE_INVERT
-            ):
+            if (rule.get_attr("FRA_PRIORITY") == priority and rule.get_attr("FRA_TABLE") == table
+                    and rule.get_attr("FRA_FWMARK") == fwmark and rule["flags"] & FIB_RULE_INVERT):
                 return False
-        ipr.rule(
-            "add",
-            family=socket.AF_INET,
-            table=table,
-            priority=priority,
-            fwmark=fwmark,
-            fwmask=fwmark,
-            flags=FIB_RULE_INVERT,
-        )
-    log.info(
-        "wireguard.rule_added",
-        priority=priority,
-        table=table,
-        fwmark=hex(fwmark),
-        reason="unmarked traffic consults the WireGuard table",
-    )
+        ipr.rule("add", family=socket.AF_INET, table=table, priority=priority, fwmark=fwmark,
+                 fwmask=fwmark, flags=FIB_RULE_INVERT)
+    log.info("wireguard.rule_added", priority=priority, table=table, fwmark=hex(fwmark),
+             reason="unmarked traffic consults the WireGuard table")
     return True
 
 
@@ -199,15 +183,9 @@ def delete_rule(*, table: int, priority: int, netns: str | None = None) -> bool:
     with open_iproute(netns) as ipr:
         for rule in ipr.get_rules(family=socket.AF_INET):
             if rule.get_attr("FRA_PRIORITY") == priority and rule.get_attr("FRA_TABLE") == table:
-                ipr.rule(
-                    "del",
-                    family=socket.AF_INET,
-                    table=table,
-                    priority=priority,
-                    fwmark=rule.get_attr("FRA_FWMARK"),
-                    fwmask=rule.get_attr("FRA_FWMASK"),
-                    flags=rule["flags"],
-                )
+                ipr.rule("del", family=socket.AF_INET, table=table, priority=priority,
+                         fwmark=rule.get_attr("FRA_FWMARK"), fwmask=rule.get_attr("FRA_FWMASK"),
+                         flags=rule["flags"])
                 removed = True
     if removed:
         log.info("wireguard.rule_removed", priority=priority, table=table, reason="WireGuard disabled")
@@ -232,40 +210,21 @@ def sync_table(
                 continue
             net, plen = dst.split("/")
             if kind == "throw":
-                ipr.route(
-                    "replace", dst=net, dst_len=int(plen), table=table, type=RTN_THROW, proto=RTPROT_FELIXPY
-                )
+                ipr.route("replace", dst=net, dst_len=int(plen), table=table, type=RTN_THROW,
+                          proto=RTPROT_FELIXPY)
             else:
-                ipr.route(
-                    "replace",
-                    dst=net,
-                    dst_len=int(plen),
-                    table=table,
-                    oif=idx[0],
-                    scope=RT_SCOPE_LINK,
-                    proto=RTPROT_FELIXPY,
-                )
-            log.info(
-                "wireguard.route_set",
-                dst=dst,
-                table=table,
-                kind=kind,
-                reason="peer's allowed CIDR" if kind == "dev" else "not a WireGuard peer",
-            )
+                ipr.route("replace", dst=net, dst_len=int(plen), table=table, oif=idx[0],
+                          scope=RT_SCOPE_LINK, proto=RTPROT_FELIXPY)
+            log.info("wireguard.route_set", dst=dst, table=table, kind=kind,
+                     reason="peer's allowed CIDR" if kind == "dev" else "not a WireGuard peer")
             written += 1
         for dst in sorted(have):
             if dst in routes:
                 continue
             net, plen = dst.split("/")
             r = found[dst]
-            match: dict[str, Any] = {
-                "dst": net,
-                "dst_len": int(plen),
-                "table": table,
-                "type": r["type"],
-                "scope": r["scope"],
-                "proto": r["proto"],
-            }
+            match: dict[str, Any] = {"dst": net, "dst_len": int(plen), "table": table, "type": r["type"],
+                                     "scope": r["scope"], "proto": r["proto"]}
             if r.get_attr("RTA_OIF"):
                 match["oif"] = r.get_attr("RTA_OIF")
             try:

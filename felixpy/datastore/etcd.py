@@ -391,3 +391,5 @@ def _cas_failure(key: str, resp: Any) -> DatastoreError:
     """A failed CAS txn whose failure branch read the key: absent → NotFound, else Conflict."""
     found = resp.responses and resp.responses[0].response_range.kvs
     return Conflict(key) if found else NotFound(key)
+
+

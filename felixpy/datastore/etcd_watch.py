@@ -31,7 +31,6 @@ class WatchOwner(Protocol):
     def _drop(self, session: _Session, reason: str) -> None: ...
     def _forget(self, watch: EtcdWatch) -> None: ...
 
-
 log = logging.getLogger("felixpy.datastore.etcd")
 
 

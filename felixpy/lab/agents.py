@@ -61,13 +61,8 @@ def start(names: LabNames, plan: Plan, node: NodePlan) -> ProcRecord:
     run_dir = names.node_dir(node.name)
     private_dir(run_dir)  # the agent's run dir: exabgp.conf (MD5 passwords), cni.sock, logs
     return spawn(
-        names,
-        role="agent",
-        netns=node.netns,
-        argv=argv,
-        log=run_dir / "agent.log",
-        env=agent_env(names, plan, node),
-        cwd=run_dir,
+        names, role="agent", netns=node.netns, argv=argv, log=run_dir / "agent.log",
+        env=agent_env(names, plan, node), cwd=run_dir,
     )
 
 
@@ -114,13 +109,8 @@ def status_rows(names: LabNames, node: NodePlan) -> list[dict[str, str]]:
     if not doc.get("running", True):
         return []
     return [
-        {
-            "peer": str(p.get("address", "")),
-            "type": str(p.get("type", "")),
-            "state": str(p.get("state", "")),
-            "since": str(p.get("since", "")),
-            "info": str(p.get("info", "")),
-        }
+        {"peer": str(p.get("address", "")), "type": str(p.get("type", "")), "state": str(p.get("state", "")),
+         "since": str(p.get("since", "")), "info": str(p.get("info", ""))}
         for p in doc.get("peers", [])
     ]
 

@@ -23,28 +23,10 @@ def _cmd_pod_add(args: argparse.Namespace) -> int:
     named = ports.parse_ports(args.ports)
     if args.named_serve:
         named = ports.merge(named, ports.serve_names(serve))
-    pod = pods.add(
-        _names(args),
-        args.pod,
-        node=args.node,
-        labels=pods.parse_labels(args.labels),
-        serve=serve,
-        named_ports=named,
-    )
-    print(
-        json.dumps(
-            {
-                "namespace": pod.namespace,
-                "name": pod.name,
-                "node": pod.node,
-                "ip": pod.ip,
-                "netns": pod.netns,
-                "labels": pod.labels,
-                "serve": pod.serve,
-                "ports": pod.ports,
-            }
-        )
-    )
+    pod = pods.add(_names(args), args.pod, node=args.node, labels=pods.parse_labels(args.labels), serve=serve,
+                   named_ports=named)
+    print(json.dumps({"namespace": pod.namespace, "name": pod.name, "node": pod.node, "ip": pod.ip,
+                      "netns": pod.netns, "labels": pod.labels, "serve": pod.serve, "ports": pod.ports}))
     return 0
 
 
@@ -136,9 +118,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument(
-        "--name", default=argparse.SUPPRESS, type=name_arg, help=f"lab name (default {DEFAULT_NAME})"
-    )
+    p.add_argument("--name", default=argparse.SUPPRESS, type=name_arg,
+                   help=f"lab name (default {DEFAULT_NAME})")
     return p
 
 
@@ -150,17 +131,10 @@ def _add_pod(sub: Subparsers, common: Parser) -> None:
     add.add_argument("--node", required=True)
     add.add_argument("--labels", default="", help="k=v,k2=v2")
     add.add_argument("--serve", default="", help="ports for TCP+UDP responders, e.g. 80,81")
-    add.add_argument(
-        "--ports",
-        default="",
-        metavar="NAME=PORT/PROTO,...",
-        help="named container ports on the pod's WorkloadEndpoint, e.g. http=80/tcp,dns=53/udp",
-    )
-    add.add_argument(
-        "--named-serve",
-        action="store_true",
-        help="also name every --serve port serve-<port>-<tcp|udp> (the netpol e2e names)",
-    )
+    add.add_argument("--ports", default="", metavar="NAME=PORT/PROTO,...",
+                     help="named container ports on the pod's WorkloadEndpoint, e.g. http=80/tcp,dns=53/udp")
+    add.add_argument("--named-serve", action="store_true",
+                     help="also name every --serve port serve-<port>-<tcp|udp> (the netpol e2e names)")
     add.set_defaults(func=_cmd_pod_add)
     dele = psub.add_parser("del", help="felixpy-cni DEL and delete the pod", parents=[common])
     dele.add_argument("pod", metavar="NS/NAME")
@@ -174,9 +148,8 @@ def _add_pod(sub: Subparsers, common: Parser) -> None:
 
 
 def _add_probe(sub: Subparsers, common: Parser) -> None:
-    p = sub.add_parser(
-        "probe", help="connect SRC -> DST:PORT (exit 0 connected, 1 blocked)", parents=[common]
-    )
+    p = sub.add_parser("probe", help="connect SRC -> DST:PORT (exit 0 connected, 1 blocked)",
+                       parents=[common])
     p.add_argument("src", nargs="?", metavar="SRC")
     p.add_argument("dst", nargs="?", metavar="DST")
     p.add_argument("port", nargs="?", metavar="PORT")
@@ -193,9 +166,8 @@ def add_commands(sub: Subparsers) -> None:
     common = common_parser()
     _add_pod(sub, common)
     _add_probe(sub, common)
-    ex = sub.add_parser(
-        "exec", help="run a command in a pod's (NS/NAME) or node's namespace", parents=[common]
-    )
+    ex = sub.add_parser("exec", help="run a command in a pod's (NS/NAME) or node's namespace",
+                        parents=[common])
     ex.add_argument("target", metavar="NS/NAME|NODE")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
     ex.set_defaults(func=_cmd_exec)

@@ -31,14 +31,8 @@ def datastore_env(names: LabNames, endpoint: str) -> dict[str, str]:
 
 
 def felixctl(
-    names: LabNames,
-    endpoint: str,
-    args: list[str],
-    *,
-    input: str | None = None,
-    timeout: float = 30.0,
-    netns: str | None = None,
-    check: bool = True,
+    names: LabNames, endpoint: str, args: list[str], *, input: str | None = None, timeout: float = 30.0,
+    netns: str | None = None, check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``felixctl ARGS`` inside ``netns`` (default: the etcd namespace)."""
     binary = tool("felixctl") or "felixctl"

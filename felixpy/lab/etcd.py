@@ -34,24 +34,15 @@ def start(names: LabNames, plan: Plan) -> list[ProcRecord]:
         data.mkdir(parents=True, exist_ok=True)
         argv = [
             etcd_binary(),
-            "--name",
-            f"m{i}",
-            "--data-dir",
-            str(data),
-            "--listen-client-urls",
-            f"http://{addr}:{ETCD_PORT}",
-            "--advertise-client-urls",
-            f"http://{addr}:{ETCD_PORT}",
-            "--listen-peer-urls",
-            f"http://{addr}:{PEER_PORT}",
-            "--initial-advertise-peer-urls",
-            f"http://{addr}:{PEER_PORT}",
-            "--initial-cluster",
-            cluster,
-            "--initial-cluster-token",
-            names.name,
-            "--log-level",
-            "warn",
+            "--name", f"m{i}",
+            "--data-dir", str(data),
+            "--listen-client-urls", f"http://{addr}:{ETCD_PORT}",
+            "--advertise-client-urls", f"http://{addr}:{ETCD_PORT}",
+            "--listen-peer-urls", f"http://{addr}:{PEER_PORT}",
+            "--initial-advertise-peer-urls", f"http://{addr}:{PEER_PORT}",
+            "--initial-cluster", cluster,
+            "--initial-cluster-token", names.name,
+            "--log-level", "warn",
         ]
         log = names.run_dir / f"etcd-m{i}.log"
         out.append(spawn(names, role=f"etcd-m{i}", netns=names.etcd, argv=argv, log=log))
@@ -63,22 +54,14 @@ def _start_single(names: LabNames) -> ProcRecord:
     private_dir(data)  # etcd wants 0700 too; it holds BGPPeer passwords
     argv = [
         etcd_binary(),
-        "--name",
-        names.name,
-        "--data-dir",
-        str(data),
-        "--listen-client-urls",
-        f"http://{ETCD_ADDR}:{ETCD_PORT},http://127.0.0.1:{ETCD_PORT}",
-        "--advertise-client-urls",
-        f"http://{ETCD_ADDR}:{ETCD_PORT}",
-        "--listen-peer-urls",
-        "http://127.0.0.1:2380",
-        "--initial-advertise-peer-urls",
-        "http://127.0.0.1:2380",
-        "--initial-cluster",
-        f"{names.name}=http://127.0.0.1:2380",
-        "--log-level",
-        "warn",
+        "--name", names.name,
+        "--data-dir", str(data),
+        "--listen-client-urls", f"http://{ETCD_ADDR}:{ETCD_PORT},http://127.0.0.1:{ETCD_PORT}",
+        "--advertise-client-urls", f"http://{ETCD_ADDR}:{ETCD_PORT}",
+        "--listen-peer-urls", "http://127.0.0.1:2380",
+        "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+        "--initial-cluster", f"{names.name}=http://127.0.0.1:2380",
+        "--log-level", "warn",
     ]
     return spawn(names, role="etcd", netns=names.etcd, argv=argv, log=names.run_dir / "etcd.log")
 
@@ -86,20 +69,9 @@ def _start_single(names: LabNames) -> ProcRecord:
 def healthy_from(netns: str, endpoint: str) -> bool:
     """True if ``etcdctl endpoint health`` against ``endpoint`` succeeds from inside ``netns``."""
     proc = run(
-        in_netns(
-            netns,
-            "etcdctl",
-            "--endpoints",
-            endpoint,
-            "--dial-timeout",
-            "1s",
-            "--command-timeout",
-            "2s",
-            "endpoint",
-            "health",
-        ),
-        check=False,
-        timeout=10,
+        in_netns(netns, "etcdctl", "--endpoints", endpoint, "--dial-timeout", "1s",
+                 "--command-timeout", "2s", "endpoint", "health"),
+        check=False, timeout=10,
     )
     return proc.returncode == 0
 

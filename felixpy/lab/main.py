@@ -22,25 +22,15 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from felixpy.lab.up import up
 
     opts = Options(
-        name=args.name,
-        nodes=args.nodes,
-        racks=args.racks,
-        tor=args.tor,
-        route_reflectors=args.route_reflectors,
-        encap=args.encap,
-        cross_subnet=args.cross_subnet,
-        pool=args.pool,
-        block_size=args.block_size,
-        etcd_members=args.etcd_members,
+        name=args.name, nodes=args.nodes, racks=args.racks, tor=args.tor,
+        route_reflectors=args.route_reflectors, encap=args.encap, cross_subnet=args.cross_subnet,
+        pool=args.pool, block_size=args.block_size, etcd_members=args.etcd_members,
     )
     try:
         up(opts, Progress(), wait=not args.no_wait, timeout=args.timeout, agents=not args.no_agents)
     except LabError:
-        print(
-            f"up failed; logs in {LabNames(args.name).run_dir}; clean up with "
-            f"'felixpy-lab down --name {args.name}'",
-            file=sys.stderr,
-        )
+        print(f"up failed; logs in {LabNames(args.name).run_dir}; clean up with "
+              f"'felixpy-lab down --name {args.name}'", file=sys.stderr)
         raise
     return 0
 
@@ -56,21 +46,15 @@ def _add_up(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("up", help="build a lab and start the agents", parents=[common])
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--racks", type=int, default=1, help="subnets routed by the fabric (1 = one L2 segment)")
-    p.add_argument(
-        "--tor", choices=["none", "bird"], default="none", help="BIRD top-of-rack router, eBGP, AS per rack"
-    )
+    p.add_argument("--tor", choices=["none", "bird"], default="none",
+                   help="BIRD top-of-rack router, eBGP, AS per rack")
     p.add_argument("--route-reflectors", type=int, default=0, metavar="K")
     p.add_argument("--encap", choices=["none", "ipip", "vxlan"], default="none")
     p.add_argument("--cross-subnet", action="store_true", help="encapsulate only between subnets")
     p.add_argument("--pool", default="10.244.0.0/16")
     p.add_argument("--block-size", type=int, default=26)
-    p.add_argument(
-        "--etcd-members",
-        type=int,
-        default=1,
-        choices=[1, 3, 5],
-        help="etcd cluster size; ETCD_ENDPOINTS lists every member",
-    )
+    p.add_argument("--etcd-members", type=int, default=1, choices=[1, 3, 5],
+                   help="etcd cluster size; ETCD_ENDPOINTS lists every member")
     p.add_argument("--timeout", type=float, default=120.0, help="bound on waiting for convergence")
     p.add_argument("--no-wait", action="store_true", help="do not wait for readiness and BGP")
     p.add_argument("--no-agents", action="store_true", help="network and datastore only (no felixpy node)")

@@ -81,28 +81,24 @@ def node_resource(plan: Plan, node: NodePlan) -> Doc:
 def bgp_peers(plan: Plan) -> list[Doc]:
     peers: list[Doc] = []
     if plan.options.route_reflectors:
-        peers.append(
-            {
-                "apiVersion": CALICO,
-                "kind": "BGPPeer",
-                "metadata": _meta("peer-with-route-reflectors"),
-                "spec": {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"},
-            }
-        )
+        peers.append({
+            "apiVersion": CALICO,
+            "kind": "BGPPeer",
+            "metadata": _meta("peer-with-route-reflectors"),
+            "spec": {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"},
+        })
     if plan.options.tor == "bird":
         for rack in plan.racks:
-            peers.append(
-                {
-                    "apiVersion": CALICO,
-                    "kind": "BGPPeer",
-                    "metadata": _meta(f"rack{rack.index}-tor"),
-                    "spec": {
-                        "nodeSelector": f"rack == 'rack{rack.index}'",
-                        "peerIP": rack.gateway,
-                        "asNumber": TOR_AS,
-                    },
-                }
-            )
+            peers.append({
+                "apiVersion": CALICO,
+                "kind": "BGPPeer",
+                "metadata": _meta(f"rack{rack.index}-tor"),
+                "spec": {
+                    "nodeSelector": f"rack == 'rack{rack.index}'",
+                    "peerIP": rack.gateway,
+                    "asNumber": TOR_AS,
+                },
+            })
     return peers
 
 

@@ -171,15 +171,8 @@ def make_plan(opts: Options) -> Plan:
         rp = racks[rack - 1]
         nodes.append(
             NodePlan(
-                name=name,
-                netns=names.node(name),
-                rack=rack,
-                address=f"10.99.{rack}.{10 + slot}",
-                prefixlen=24,
-                gateway=rp.gateway,
-                role=role,
-                asn=rp.asn,
-                fabric_if=f"v-{name}",
+                name=name, netns=names.node(name), rack=rack, address=f"10.99.{rack}.{10 + slot}",
+                prefixlen=24, gateway=rp.gateway, role=role, asn=rp.asn, fabric_if=f"v-{name}",
             )
         )
     return Plan(options=opts, racks=racks, nodes=nodes)

@@ -81,26 +81,20 @@ def _cni(names: LabNames, st: LabState, pod: PodRecord, command: str) -> dict[st
     """Run the CNI plugin's COMMAND for ``pod`` inside its node's namespace; return its JSON."""
     plugin = str(cni_plugin(names))
     labels_arg = ",".join(f"{k}={v}" for k, v in pod.labels.items())
-    env = lab_env(
-        names,
-        {
-            "CNI_COMMAND": command,
-            "CNI_CONTAINERID": pod.container_id,
-            "CNI_NETNS": str(NETNS_DIR / pod.netns),
-            "CNI_IFNAME": "eth0",
-            "CNI_PATH": f"{Path(plugin).parent}:/usr/lib/cni",
-            "CNI_ARGS": (
-                f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};"
-                f"K8S_POD_INFRA_CONTAINER_ID={pod.container_id};K8S_POD_LABELS={labels_arg}"
-            ),
-            "FELIXPY_RUN_DIR": str(names.node_dir(pod.node)),
-        },
-    )
+    env = lab_env(names, {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": pod.container_id,
+        "CNI_NETNS": str(NETNS_DIR / pod.netns),
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": f"{Path(plugin).parent}:/usr/lib/cni",
+        "CNI_ARGS": (f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};"
+                     f"K8S_POD_INFRA_CONTAINER_ID={pod.container_id};K8S_POD_LABELS={labels_arg}"),
+        "FELIXPY_RUN_DIR": str(names.node_dir(pod.node)),
+    })
     config = network_config(names, st, pod.node, pod.labels)
     node_ns = st.plan.node(pod.node).netns
-    proc = run(
-        in_netns(node_ns, plugin), input=json.dumps(config), env=env, timeout=CNI_TIMEOUT + 10, check=False
-    )
+    proc = run(in_netns(node_ns, plugin), input=json.dumps(config), env=env, timeout=CNI_TIMEOUT + 10,
+               check=False)
     try:
         out = json.loads(proc.stdout) if proc.stdout.strip() else {}
     except json.JSONDecodeError as exc:
@@ -127,26 +121,15 @@ def _new_pod(names: LabNames, ns: str, name: str, node: str, labels: dict[str, s
             raise LabError(f"{node} is a route reflector: it runs no workloads")
         if st.pod(ns, name) is not None:
             raise LabError(f"pod {ns}/{name} already exists")
-        pod = PodRecord(
-            namespace=ns,
-            name=name,
-            node=node,
-            netns=names.pod(ns, name),
-            labels=labels,
-            container_id=container_id(names, ns, name),
-        )
+        pod = PodRecord(namespace=ns, name=name, node=node, netns=names.pod(ns, name), labels=labels,
+                        container_id=container_id(names, ns, name))
         st.pods.append(pod)
         state.save(names, st)
     return pod
 
 
 def add(
-    names: LabNames,
-    ref: str,
-    *,
-    node: str,
-    labels: dict[str, str],
-    serve: list[int],
+    names: LabNames, ref: str, *, node: str, labels: dict[str, str], serve: list[int],
     named_ports: list[NamedPort] | None = None,
 ) -> PodRecord:
     """Create the pod's namespace, run CNI ADD, publish its named ports, start responders."""
@@ -175,14 +158,8 @@ def _publish_ports(names: LabNames, pod: PodRecord, named_ports: list[NamedPort]
     """Put the ports on the pod's WorkloadEndpoint; on failure undo the pod (CNI DEL, forget)."""
     st = state.load(names)
     try:
-        ports.publish(
-            names,
-            st.plan.etcd_endpoint,
-            namespace=pod.namespace,
-            pod=pod.name,
-            node=pod.node,
-            ports=named_ports,
-        )
+        ports.publish(names, st.plan.etcd_endpoint, namespace=pod.namespace, pod=pod.name, node=pod.node,
+                      ports=named_ports)
     except LabError:
         try:
             _cni(names, st, pod, "DEL")

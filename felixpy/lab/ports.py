@@ -66,8 +66,7 @@ def serve_names(serve: list[int]) -> list[NamedPort]:
     """The names the Kubernetes netpol e2e pods give their ports: ``serve-80-tcp``, ``serve-80-udp``…"""
     return [
         NamedPort(name=f"serve-{port}-{proto.lower()}", protocol=proto, port=port)
-        for port in serve
-        for proto in ("TCP", "UDP")
+        for port in serve for proto in ("TCP", "UDP")
     ]
 
 
@@ -94,9 +93,8 @@ def find_wep(listing: dict[str, Any], *, pod: str, node: str) -> dict[str, Any] 
     return None
 
 
-def publish(
-    names: LabNames, endpoint: str, *, namespace: str, pod: str, node: str, ports: list[NamedPort]
-) -> None:
+def publish(names: LabNames, endpoint: str, *, namespace: str, pod: str, node: str,
+            ports: list[NamedPort]) -> None:
     """Set ``spec.ports`` of the pod's WorkloadEndpoint (bounded retries on CAS conflicts)."""
     last = ""
     for attempt in range(PUBLISH_ATTEMPTS):

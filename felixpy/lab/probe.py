@@ -34,16 +34,8 @@ class Result:
     error: str
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "from": self.src,
-            "to": self.dst,
-            "ip": self.ip,
-            "port": self.port,
-            "proto": self.proto,
-            "connected": self.connected,
-            "ms": self.ms,
-            "error": self.error,
-        }
+        return {"from": self.src, "to": self.dst, "ip": self.ip, "port": self.port, "proto": self.proto,
+                "connected": self.connected, "ms": self.ms, "error": self.error}
 
 
 def pod_key(pod: PodRecord) -> str:

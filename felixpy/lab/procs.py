@@ -47,14 +47,8 @@ def spawn(
     with log_file(log) as out:  # 0640; umask 027: what the child creates itself is not world-readable
         try:
             proc = subprocess.Popen(
-                full,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=lab_env(names, env),
-                cwd=cwd,
-                start_new_session=True,
-                umask=0o027,
+                full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=lab_env(names, env), cwd=cwd, start_new_session=True, umask=0o027,
             )
         except FileNotFoundError as exc:
             raise LabError(f"cannot start {role}: {exc}") from exc

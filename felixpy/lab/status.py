@@ -21,39 +21,20 @@ def to_json(names: LabNames, st: LabState) -> dict[str, Any]:
         "name": st.name,
         "phase": st.phase,
         "datastore": {
-            "type": "etcdv3",
-            "endpoints": plan.etcd_endpoints,
-            "netns": names.etcd,
+            "type": "etcdv3", "endpoints": plan.etcd_endpoints, "netns": names.etcd,
             "members": [{"role": p.role, "pid": p.pid} for p in st.processes if p.role.startswith("etcd")],
         },
         "fabric": names.fabric,
         "options": plan.to_json()["options"],
         "nodes": [
-            {
-                "name": n.name,
-                "netns": n.netns,
-                "address": n.address,
-                "prefixlen": n.prefixlen,
-                "rack": n.rack,
-                "asn": n.asn,
-                "role": n.role,
-                "run_dir": str(names.node_dir(n.name)),
-                "bgp": agents.status_rows(names, n),
-            }
+            {"name": n.name, "netns": n.netns, "address": n.address, "prefixlen": n.prefixlen, "rack": n.rack,
+             "asn": n.asn, "role": n.role, "run_dir": str(names.node_dir(n.name)),
+             "bgp": agents.status_rows(names, n)}
             for n in plan.nodes
         ],
         "pods": [
-            {
-                "namespace": p.namespace,
-                "name": p.name,
-                "labels": p.labels,
-                "node": p.node,
-                "netns": p.netns,
-                "ip": p.ip,
-                "serve": p.serve,
-                "ports": p.ports,
-                "deleting": p.deleting,
-            }
+            {"namespace": p.namespace, "name": p.name, "labels": p.labels, "node": p.node, "netns": p.netns,
+             "ip": p.ip, "serve": p.serve, "ports": p.ports, "deleting": p.deleting}
             for p in st.pods
         ],
         "namespaces": st.namespaces,
@@ -63,10 +44,8 @@ def to_json(names: LabNames, st: LabState) -> dict[str, Any]:
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-
     def fmt(cells: list[str]) -> str:
         return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
     return "\n".join([line, fmt(headers), line, *(fmt(r) for r in rows), line])
 
 
@@ -89,27 +68,15 @@ def to_text(names: LabNames, st: LabState, *, bgp: bool = True) -> str:
     plan = st.plan
     out = [f"lab {st.name} ({st.phase}); etcd {plan.etcd_endpoint} in {names.etcd}; fabric {names.fabric}"]
     node_rows = [
-        [
-            n.name,
-            n.role,
-            n.netns,
-            n.cidr,
-            str(n.rack),
-            str(n.asn),
-            _bgp_summary(names, st, n.name) if bgp else "-",
-        ]
+        [n.name, n.role, n.netns, n.cidr, str(n.rack), str(n.asn),
+         _bgp_summary(names, st, n.name) if bgp else "-"]
         for n in plan.nodes
     ]
     out.append(_table(["NODE", "ROLE", "NETNS", "ADDRESS", "RACK", "AS", "BGP SESSIONS"], node_rows))
     pod_rows = [
-        [
-            f"{p.namespace}/{p.name}" + (" (deleting)" if p.deleting else ""),
-            p.node,
-            p.ip or "-",
-            ",".join(f"{k}={v}" for k, v in p.labels.items()),
-            ",".join(map(str, p.serve)) or "-",
-            _ports_text(p.ports),
-        ]
+        [f"{p.namespace}/{p.name}" + (" (deleting)" if p.deleting else ""), p.node, p.ip or "-",
+         ",".join(f"{k}={v}" for k, v in p.labels.items()),
+         ",".join(map(str, p.serve)) or "-", _ports_text(p.ports)]
         for p in st.pods
     ]
     headers = ["POD", "NODE", "IP", "LABELS", "SERVES", "PORTS"]

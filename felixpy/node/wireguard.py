@@ -92,11 +92,8 @@ class WireguardDriver:
             self._apply_enabled()
         except drv.WireguardUnsupported as exc:
             self.usable = False
-            log.error(
-                "wireguard.unsupported",
-                error=str(exc),
-                reason="kernel or tools without WireGuard: pod traffic stays unencrypted",
-            )
+            log.error("wireguard.unsupported", error=str(exc),
+                      reason="kernel or tools without WireGuard: pod traffic stays unencrypted")
             self._publish(None)
             return True
         except (DataplaneError, OSError) as exc:
@@ -112,13 +109,11 @@ class WireguardDriver:
         state = drv.read_device(cfg.interface_name, netns=self.netns)
         private = self._private_key(state)
         plan = wgcalc.plan(self.nodename, self.snapshot, cfg)
-        drv.sync_config(
-            cfg.interface_name, self.conf_path, wgcalc.render_config(private, plan, cfg), netns=self.netns
-        )
+        drv.sync_config(cfg.interface_name, self.conf_path, wgcalc.render_config(private, plan, cfg),
+                        netns=self.netns)
         drv.sync_table(plan.routes, device=cfg.interface_name, table=cfg.table, netns=self.netns)
-        drv.ensure_rule(
-            table=cfg.table, priority=cfg.routing_rule_priority, fwmark=cfg.fwmark, netns=self.netns
-        )
+        drv.ensure_rule(table=cfg.table, priority=cfg.routing_rule_priority, fwmark=cfg.fwmark,
+                        netns=self.netns)
         self._disabled_since = None
         log.debug("wireguard.applied", peers=[p.node for p in plan.peers], routes=len(plan.routes))
         assert self.public_key is not None
@@ -139,12 +134,8 @@ class WireguardDriver:
         private = drv.genkey()
         self.public_key = drv.pubkey(private)
         self._seen_published = False
-        log.info(
-            "wireguard.key_generated",
-            device=self.cfg.interface_name,
-            public_key=self.public_key,
-            reason="published key removed from the Node" if removed else "device has no key",
-        )
+        log.info("wireguard.key_generated", device=self.cfg.interface_name, public_key=self.public_key,
+                 reason="published key removed from the Node" if removed else "device has no key")
         return private
 
     def _apply_disabled(self) -> bool:
@@ -179,22 +170,15 @@ class WireguardDriver:
 
     def pending(self) -> bool:
         """A device still draining after WireGuard was turned off (the writer should come back)."""
-        return (
-            not self.cfg.enabled
-            and self._disabled_since is not None
-            and self.clock() - self._disabled_since < DRAIN_SECONDS
-        )
+        return not self.cfg.enabled and self._disabled_since is not None and \
+            self.clock() - self._disabled_since < DRAIN_SECONDS
 
     def _publish(self, key: str | None) -> None:
         if self.publish is None:
             return
         self.publish(key)
-        log.info(
-            "wireguard.key_published" if key else "wireguard.key_cleared",
-            node=self.nodename,
-            public_key=key or "",
-            reason="Node status.wireguardPublicKey",
-        )
+        log.info("wireguard.key_published" if key else "wireguard.key_cleared", node=self.nodename,
+                 public_key=key or "", reason="Node status.wireguardPublicKey")
 
 
 def _remove(path: str) -> None:

@@ -151,7 +151,12 @@ def _port_number(port: int) -> int:
 
 def check_port_name(value: Any) -> str:
     text = _text(value, "a port name")
-    if len(text) > 15 or not _PORT_NAME.match(text) or "--" in text or not any(c.isalpha() for c in text):
+    if (
+        len(text) > 15
+        or not _PORT_NAME.match(text)
+        or "--" in text
+        or not any(c.isalpha() for c in text)
+    ):
         raise FieldError(
             f"'{text}' is not a port number, range or valid port name "
             "(names: up to 15 lower-case letters, digits and '-', at least one letter)"

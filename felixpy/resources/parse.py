@@ -52,6 +52,7 @@ _Loader.add_implicit_resolver(
 )
 
 
+
 def _fast_loader() -> type[Any]:
     """libyaml's parser (events made in C) under PyYAML's own composer and constructor, with the
     resolvers above: about 3 times faster than `_Loader` on large inputs, same documents. Not libyaml's
@@ -175,9 +176,8 @@ def parse_document(doc: Any, index: int | None = None) -> Resource:
     except FieldError as exc:  # raised outside pydantic's wrapping (model_post_init)
         raise ResourceError(exc.reason, field=exc.field, kind=cls.KIND, name=name, index=index) from None
     if not obj.metadata.name:
-        raise ResourceError(
-            "required: every resource needs a name", field="metadata.name", kind=cls.KIND, index=index
-        )
+        raise ResourceError("required: every resource needs a name", field="metadata.name", kind=cls.KIND,
+                            index=index)
     return obj
 
 
@@ -198,9 +198,8 @@ def _kind_of(doc: dict[str, Any], index: int | None) -> type[Resource]:
     raise ResourceError(f"unknown kind '{kind}' (known: {known})", field="kind", kind=kind, index=index)
 
 
-def from_validation_error(
-    exc: ValidationError, *, kind: str = "", name: str = "", index: int | None = None
-) -> ResourceError:
+def from_validation_error(exc: ValidationError, *, kind: str = "", name: str = "",
+                          index: int | None = None) -> ResourceError:
     """The first problem pydantic found, as a ResourceError with the field's dotted path."""
     errors = exc.errors()
     first = errors[0]
