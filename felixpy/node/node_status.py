@@ -25,6 +25,7 @@ from felixpy.resources.stored import CalicoNodeStatus
 
 log = structlog.get_logger(__name__)
 TICK = 1.0  # how often due resources are looked at (seconds)
+RESTART_SECONDS = 30.0  # a failed watch (no CRD, no RBAC grant yet) is started again after this
 
 
 def _version() -> str:
@@ -48,7 +49,11 @@ class NodeStatusReporter:
         self._specs: dict[str, Any] = {}  # name -> spec last written for
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.syncer = Syncer(backend, [CalicoNodeStatus], on_updates=self._on_updates)
+        self.syncer = self._new_syncer()
+        self._syncer_failed_at: float | None = None
+
+    def _new_syncer(self) -> Syncer:
+        return Syncer(self.backend, [CalicoNodeStatus], on_updates=self._on_updates)
 
     def start(self) -> NodeStatusReporter:
         self.syncer.start()
@@ -63,7 +68,26 @@ class NodeStatusReporter:
             self._thread.join(timeout)
 
     def failure(self) -> BaseException | None:
-        return self.error or self.syncer.error
+        """A crash of the reporter itself (its watch failing is retried, not a failure)."""
+        return self.error
+
+    def _check_syncer(self, now: float) -> None:
+        """CalicoNodeStatus is not worth the agent's life: a watch that failed (the kind missing
+        in Kubernetes mode, RBAC not granting it yet) is logged and started again later."""
+        error = self.syncer.error
+        if error is None:
+            return
+        if self._syncer_failed_at is None:
+            self._syncer_failed_at = now
+            log.warning(
+                "node_status.watch_failed",
+                error=repr(error),
+                action=f"CalicoNodeStatus not reported; watching again in {RESTART_SECONDS:.0f}s",
+            )
+        elif now - self._syncer_failed_at >= RESTART_SECONDS:
+            self._syncer_failed_at = None
+            self.syncer.stop(timeout=1.0)
+            self.syncer = self._new_syncer().start()
 
     def _on_updates(self, events: list[Any]) -> None:
         with self._lock:
@@ -81,7 +105,9 @@ class NodeStatusReporter:
     def _main(self) -> None:
         try:
             while not self._stop.wait(self.tick):
-                self.write_due(time.monotonic())
+                now = time.monotonic()
+                self._check_syncer(now)
+                self.write_due(now)
         except BaseException as exc:  # crash-only: the agent's main loop sees it
             self.error = exc
             log.exception("node_status.crashed")
@@ -104,6 +130,9 @@ class NodeStatusReporter:
                 continue
             except DatastoreError as exc:
                 log.warning("node_status.write_failed", name=name, error=str(exc), action="retrying")
+                continue
+            except Exception as exc:  # a bug here must not take the agent down: say so, go on
+                log.error("node_status.build_failed", name=name, error=repr(exc), action="retrying")
                 continue
             written += 1
             period = obj.spec.update_period_seconds or 0

@@ -144,3 +144,20 @@ def test_a_concurrent_edit_is_kept(etcd_backend: KVBackend, reporter: NodeStatus
     wait_for(lambda: stored(etcd_backend, "x").status != obj.status, "a refresh after the edit")
     assert stored(etcd_backend, "x").metadata.labels == {"team": "net"}
     assert reporter.failure() is None
+
+
+def test_a_cluster_without_the_kind_does_not_stop_the_agent(
+    kube_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No caliconodestatuses CRD (an older install): the watch keeps retrying with its backoff and
+    the reporter never counts as a failure of the agent (CalicoNodeStatus is not worth its life)."""
+    from felixpy.datastore.kubernetes import KubernetesBackend
+    from tests.fixtures import kubeapi
+
+    monkeypatch.delitem(kubeapi.RESOURCES, "caliconodestatuses.crd.projectcalico.org")
+    r = NodeStatusReporter(KubernetesBackend.for_url(kube_api.url), "a", EngineBGP(), tick=0.1).start()
+    try:
+        wait_for(lambda: r.syncer.resyncs >= 2, "the watch retried")
+        assert r.failure() is None and r.syncer.alive and r.writes == 0
+    finally:
+        r.stop()
