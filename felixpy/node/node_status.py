@@ -132,7 +132,10 @@ class NodeStatusReporter:
                 log.warning("node_status.write_failed", name=name, error=str(exc), action="retrying")
                 continue
             except Exception as exc:  # a bug here must not take the agent down: say so, go on
-                log.error("node_status.build_failed", name=name, error=repr(exc), action="retrying")
+                log.error("node_status.build_failed", name=name, error=repr(exc), action="retrying in 30s")
+                with self._lock:
+                    if name in self._due:
+                        self._due[name] = now + RESTART_SECONDS
                 continue
             written += 1
             period = obj.spec.update_period_seconds or 0
