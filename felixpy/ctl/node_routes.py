@@ -55,10 +55,15 @@ def _utc(ts: float) -> str:
 
 
 # --- node status --detail / -o ----------------------------------------------------------------------
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.capitalize() for w in rest)
+
+
 def status_document(doc: dict[str, Any]) -> dict[str, Any]:
     peers = []
     for p in doc["peers"]:
-        item = asdict(p)
+        item = {_camel(k): v for k, v in asdict(p).items()}  # camelCase, as the routes view
         item["capabilities"] = list(p.capabilities)
         item["sinceTime"] = _utc(p.since)
         peers.append(item)

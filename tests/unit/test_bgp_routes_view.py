@@ -132,8 +132,8 @@ def test_json_and_yaml_carry_the_same_documents(run_dir: Path, capsys: pytest.Ca
     status = json.loads(status_json)
     assert status == yaml.safe_load(status_yaml)
     tor_status = next(p for p in status["peers"] if p["address"] == TOR)
-    assert tor_status["routes_rejected"] == {"own block": 1, "rejected by BGPFilter tor-in": 1}
-    assert tor_status["hold_time"] == 90
+    assert tor_status["routesRejected"] == {"own block": 1, "rejected by BGPFilter tor-in": 1}
+    assert (tor_status["holdTime"], tor_status["routesReceived"], tor_status["peerAs"]) == (90, 4, 65001)
 
 
 def test_errors_say_what_is_wrong(run_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
