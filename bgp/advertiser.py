@@ -14,12 +14,12 @@ from __future__ import annotations
 import functools
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from bgp import wire
 from bgp.exabgp_api import announce_commands, wire_commands, withdraw_commands
 from bgp.filters import PoolInfo, exportable
-from bgp.peer_filters import export_allowed
+from bgp.peer_filters import PeerFilter, export_rule, facts_of, operate
 from bgp.reflect import NEXT_HOP_SELF, LocalInfo, reflect
 from bgp.route import PathAttrs, PeerInfo, Route, family_of
 from bgp.topology import PeerSpec
@@ -39,16 +39,19 @@ def outbound(
     local: LocalInfo,
     is_exportable: bool | None = None,
     filtered: bool = True,
+    interface_of: Callable[[str], str] | None = None,
 ) -> Advert | None:
     """``is_exportable``: ``exportable(prefix, pools)`` when the caller already knows it.
-    ``filtered=False``: leave the session's export rules out (the caller applies them)."""
+    ``filtered=False``: leave the session's export rules out (the caller applies them).
+    ``interface_of``: the interface a next hop is reached over (BGPFilter ``interface`` rules)."""
     if family_of(prefix) not in peer.families:
         return None
     rules = peer.route_filter if filtered else None
     if prefix in exports:
-        if rules is not None and not export_allowed(rules, prefix, learned=False):
-            return None
-        return (NEXT_HOP_SELF, exports[prefix])
+        own: Advert = (NEXT_HOP_SELF, exports[prefix])
+        if rules is None:
+            return own
+        return filter_advert(rules, prefix, peer, exports[prefix], own, learned=False)
     if not best:
         return None
     if not (exportable(prefix, pools) if is_exportable is None else is_exportable):
@@ -56,9 +59,44 @@ def outbound(
     route = best[0]
     keep = peer.keep_original_next_hop
     advert = _reflected(route.next_hop, route.attrs, route.source, to_peer, local, keep)
-    if advert is not None and rules is not None and not export_allowed(rules, prefix, learned=True):
-        return None
+    if advert is not None and rules is not None:
+        advert = filter_advert(
+            rules,
+            prefix,
+            peer,
+            route.attrs,
+            advert,
+            learned=True,
+            next_hop=route.next_hop,
+            interface_of=interface_of,
+        )
     return advert
+
+
+def filter_advert(
+    rules: PeerFilter,
+    prefix: str,
+    peer: PeerSpec,
+    attrs: PathAttrs,
+    advert: Advert,
+    *,
+    learned: bool,
+    next_hop: str = "",
+    interface_of: Callable[[str], str] | None = None,
+) -> Advert | None:
+    """The session's export rules on one advert: None when rejected, else the advert after the
+    deciding Accept rule's operations. They match the route as it is here (``attrs``: before this
+    node's AS is prepended towards eBGP)."""
+    lookup = None if interface_of is None or not next_hop else functools.partial(interface_of, next_hop)
+    facts = facts_of(
+        attrs, learned=learned, ebgp=peer.ebgp, version=6 if ":" in prefix else 4, interface=lookup
+    )
+    allowed, rule = export_rule(rules, prefix, facts, learned=learned)
+    if not allowed:
+        return None
+    if rule is None or not rule.operates:
+        return advert
+    return (advert[0], operate(rule, advert[1], ebgp_as=peer.local_as if peer.ebgp else None))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -83,6 +121,9 @@ class Advertiser:
 
     def sent(self, peer: str) -> dict[str, Advert]:
         return dict(self._sent.get(peer, {}))
+
+    def count(self, peer: str) -> int:
+        return len(self._sent.get(peer, ()))
 
     def known(self, peer: str) -> bool:
         return peer in self._sent

@@ -28,17 +28,18 @@ new session gets the whole table again. A session that cannot do wire falls back
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from typing import TypeVar
 
 from bgp import exabgp_api as api
 from bgp import limits, peer_filters
-from bgp.advertiser import Advertiser, outbound
+from bgp.advertiser import Advertiser, filter_advert, outbound
 from bgp.fib import Fib, Resolver
 from bgp.filters import (
     ImportPolicy,
@@ -108,6 +109,12 @@ class _Session:
     wire: bool | None = None  # decided when the session comes up; None = not (yet) up
     over_limit: bool = False  # received more than maxPrefixes (logged once per crossing)
     torn_down: bool = False  # we closed it (receive limit): ignore what it still sends
+    hold_time: int = 0  # the peer's OPEN offer
+    capabilities: tuple[str, ...] = ()  # the peer's OPEN
+    established: int = 0  # times the session reached up
+    # graceful restart: what the peer had sent when it went down and has not sent again since
+    # (what End-of-RIB or the restart time then removes from what it sent, not only from the RIB)
+    stale_raw: set[str] | None = None
 
 
 _Singles = dict[str, tuple[str, PathAttrs] | None]  # prefix -> advert (None: not to this peer)
@@ -132,8 +139,11 @@ class Engine:
         now: float = 0.0,
         wall: Callable[[], float] = time.time,
         wire: bool = False,
+        interface_of: Callable[[str], str] | None = None,
     ) -> None:
         self._send = send
+        # the interface a next hop is reached over (BGPFilter interface rules); None: unknown
+        self.interface_of = interface_of
         self._wire_enabled = wire
         self._wall = wall
         self.fib = fib
@@ -153,6 +163,8 @@ class Engine:
         # ("notification_down", peer) sessions whose routes went at once
         self.counters: Counter[tuple[str, ...]] = Counter()
         self.disabled: set[str] = set()  # sessions shut by a Disable receive limit
+        # peer -> prefix -> why the route it sent is refused (what it sent and we keep out)
+        self.rejected: dict[str, dict[str, str]] = {}
         self.disabled_changed = False
 
     # --- configuration -------------------------------------------------------------------
@@ -193,6 +205,7 @@ class Engine:
         self.sessions.pop(address, None)
         self._exa_known.discard(address)
         self._raw.pop(address, None)
+        self.rejected.pop(address, None)
         self.rib.drop_peer(address)
         self.adv.forget(address)
 
@@ -202,11 +215,33 @@ class Engine:
             if spec is None:
                 continue
             for route in routes.values():
-                self._import(peer, route, self._reason(spec, route))
+                reason, kept = self._reason(spec, route)
+                self._import(peer, kept, reason)
 
-    def _reason(self, spec: PeerSpec, route: Route) -> str | None:
+    def _facts(self, spec: PeerSpec, route: Route) -> peer_filters.RouteFacts:
+        lookup = self.interface_of
+        return peer_filters.facts_of(
+            route.attrs,
+            learned=True,
+            ebgp=spec.ebgp,
+            version=6 if ":" in route.prefix else 4,
+            interface=None if lookup is None else functools.partial(lookup, route.next_hop),
+        )
+
+    def _filtered(self, spec: PeerSpec, route: Route) -> tuple[str | None, Route]:
+        """The session's BGPFilter import rules on a route felixpy's checks accepted: (why they
+        refuse it or None, the route after the deciding Accept rule's operations)."""
+        reason, attrs = peer_filters.import_decision(
+            spec.route_filter, route.prefix, route.attrs, self._facts(spec, route)
+        )
+        if attrs is not route.attrs:
+            route = Route(route.prefix, route.next_hop, self._intern(attrs), route.source, route.stale)
+        return reason, route
+
+    def _reason(self, spec: PeerSpec, route: Route) -> tuple[str | None, Route]:
         """Why a route from ``spec``'s session is refused: felixpy's checks, then the session's
-        BGPFilter import rules (which can refuse more, never accept what the checks refused)."""
+        BGPFilter import rules (which can refuse more, never accept what the checks refused);
+        and the route as stored (after the rules' operations)."""
         assert self.desired is not None
         policy = self.desired.import_policy
         reason = import_reason(
@@ -217,7 +252,9 @@ class Engine:
             max_as_path=spec.max_as_path,
             peer_node=spec.peer_node,
         )
-        return reason or peer_filters.import_reason(spec.route_filter, route.prefix)
+        if reason is not None or spec.route_filter is None:
+            return reason, route
+        return self._filtered(spec, route)
 
     # --- events --------------------------------------------------------------------------
     def handle(self, event: api.Event, now: float) -> None:
@@ -229,6 +266,7 @@ class Engine:
             session = self.sessions.get(event.peer)
             if session is not None:
                 session.router_id, session.gr_time = event.router_id, event.graceful_restart_time
+                session.hold_time, session.capabilities = event.hold_time, event.capabilities
         elif isinstance(event, api.Negotiated):
             session = self.sessions.get(event.peer)
             if session is not None:
@@ -275,6 +313,7 @@ class Engine:
             log.info("bgp peer %s reconnected while disabled (receive limit): closed again", event.peer)
             return
         if event.state == "up":
+            session.established += 1
             session.local = event.local or session.local
             session.wire = session.wire_ok
             session.torn_down = session.over_limit = False
@@ -299,8 +338,9 @@ class Engine:
     def _go_stale(self, address: str, session: _Session, now: float, *, graceful: bool = True) -> None:
         if not graceful:
             count = len(self._raw.pop(address, {}))
+            self.rejected.pop(address, None)
             self.rib.drop_peer(address)
-            session.stale_until = None
+            session.stale_until, session.stale_raw = None, None
             log.info(
                 "bgp peer %s down (%s): %d routes removed at once (no graceful restart after a NOTIFICATION)",
                 address,
@@ -308,11 +348,13 @@ class Engine:
                 count,
             )
         elif session.gr_time:
+            session.stale_raw = set(self._raw.get(address, {}))
             count = self.rib.mark_stale(address)
             session.stale_until = now + session.gr_time
             log.info("bgp peer %s down: keeping %d routes stale for %ss", address, count, session.gr_time)
         else:
             self._raw.pop(address, None)
+            self.rejected.pop(address, None)
             self.rib.drop_peer(address)
 
     def _on_update(self, update: api.Update) -> None:
@@ -324,11 +366,15 @@ class Engine:
             PeerInfo(update.peer, session.router_id, spec.peer_as, spec.local_as, spec.rr_client)
         )
         raw = self._raw.setdefault(update.peer, {})
+        rejected = self.rejected.setdefault(update.peer, {})
         self.status_changed = True
         norm = _as_is if update.canonical else normalize_prefix
         for prefix in update.withdraw:
             prefix = norm(prefix)
             raw.pop(prefix, None)
+            rejected.pop(prefix, None)
+            if session.stale_raw:
+                session.stale_raw.discard(prefix)
             self.rib.withdraw(update.peer, prefix)
         policy = self.desired.import_policy
         # the same for every prefix of the update (one update comes from one session)
@@ -353,7 +399,10 @@ class Engine:
         if kept is None:
             return
         accepted: list[Route] = []
+        stale = session.stale_raw
         for next_hop, prefixes in kept:
+            if stale:
+                stale.difference_update(prefixes)
             routes = [Route(prefix, next_hop, attrs, source) for prefix in prefixes]
             raw.update(zip(prefixes, routes, strict=True))
             if loop is not None:
@@ -365,10 +414,13 @@ class Engine:
                 reasons = prefix_reasons(prefixes, policy, announcers=who)
             for route, reason in zip(routes, reasons, strict=True):
                 if reason is None and rules is not None:
-                    reason = peer_filters.import_reason(rules, route.prefix)
+                    reason, route = self._filtered(spec, route)
                 if reason is None:
                     accepted.append(route)
+                    if rejected:
+                        rejected.pop(route.prefix, None)
                     continue
+                rejected[route.prefix] = reason
                 self.rib.withdraw(update.peer, route.prefix)
                 refused[reason_kind(reason)] += 1
                 if len(examples) < LOG_EXAMPLES:
@@ -415,6 +467,7 @@ class Engine:
     def _tear_down(self, spec: PeerSpec, session: _Session, *, disable: bool) -> None:
         """Close a session that broke its receive limit: its routes go now, never stale."""
         count = len(self._raw.pop(spec.address, {}))
+        self.rejected.pop(spec.address, None)
         self.rib.drop_peer(spec.address)
         session.torn_down, session.stale_until = True, None
         self._send([api.teardown_command(spec.address, CEASE_MAX_PREFIXES)])
@@ -441,9 +494,12 @@ class Engine:
 
     def _import(self, peer: str, route: Route, reason: str | None) -> None:
         """Re-filter one route already received (``_refilter``): refusals are not counted again."""
+        rejected = self.rejected.setdefault(peer, {})
         if reason is None:
+            rejected.pop(route.prefix, None)
             self.rib.update(route)
         else:
+            rejected[route.prefix] = reason
             log.debug("bgp route %s from %s refused: %s", route.prefix, peer, reason)
             self.rib.withdraw(peer, route.prefix)
 
@@ -451,8 +507,20 @@ class Engine:
         session = self.sessions.get(peer)
         if session is not None:
             session.stale_until = None
+            self._forget_stale(peer, session)
         swept = self.rib.sweep_stale(peer)
         log.info("bgp End-of-RIB from %s (%d stale routes removed)", peer, swept)
+
+    def _forget_stale(self, peer: str, session: _Session) -> None:
+        """What the peer did not send again after a graceful restart is gone from what it sent
+        too: nothing a later re-filter could bring back, nothing ``node routes`` still lists."""
+        stale, session.stale_raw = session.stale_raw, None
+        raw, rejected = self._raw.get(peer, {}), self.rejected.get(peer, {})
+        for prefix in stale or ():
+            raw.pop(prefix, None)
+            rejected.pop(prefix, None)
+        if stale:
+            self.status_changed = True
 
     # --- time ----------------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -460,6 +528,7 @@ class Engine:
             if session.stale_until is not None and now >= session.stale_until:
                 session.stale_until = None
                 log.info("bgp graceful restart time for %s expired", address)
+                self._forget_stale(address, session)
                 self.rib.sweep_stale(address)
         if self.fib is not None and self._adopt_until and (now >= self._adopt_until or self._all_up()):
             self._adopt_until = 0.0
@@ -569,7 +638,14 @@ class Engine:
         whole: list[_Group] = []
         for prefix, best in classes.each:
             out[prefix] = outbound(
-                prefix, spec, to_peer, exports=d.exports, best=best, pools=d.pools, local=d.local
+                prefix,
+                spec,
+                to_peer,
+                exports=d.exports,
+                best=best,
+                pools=d.pools,
+                local=d.local,
+                interface_of=self.interface_of,
             )
         rules = spec.route_filter if spec.route_filter is not None and spec.route_filter.exports else None
         for best, members in classes.groups.values():
@@ -587,8 +663,18 @@ class Engine:
             if advert is None or rules is None:
                 whole.append((advert, members))
                 continue
+            route = best[0]
             for prefix in members:  # export rules depend on the prefix: each member on its own
-                out[prefix] = advert if peer_filters.export_allowed(rules, prefix, learned=True) else None
+                out[prefix] = filter_advert(
+                    rules,
+                    prefix,
+                    spec,
+                    route.attrs,
+                    advert,
+                    learned=True,
+                    next_hop=route.next_hop,
+                    interface_of=self.interface_of,
+                )
         return out, whole
 
     def _wire_candidate(self, spec: PeerSpec) -> bool:
@@ -669,18 +755,102 @@ class Engine:
             s = self.sessions.get(spec.address, _Session())
             kind = spec.type + (" (RR client)" if spec.rr_client else "")
             disabled = spec.address in self.disabled
+            received = len(self._raw.get(spec.address, {}))
+            rejected = self.rejected.get(spec.address, {})
+            status = peer_status(
+                spec.address,
+                kind=kind,
+                name=spec.name,
+                exa_state="down" if disabled else s.state,
+                since=s.since,
+                reason="disabled: receive limit (maxPrefixes) exceeded" if disabled else s.reason,
+                routes=received,
+            )
             out.append(
-                peer_status(
-                    spec.address,
-                    kind=kind,
-                    name=spec.name,
-                    exa_state="down" if disabled else s.state,
-                    since=s.since,
-                    reason="disabled: receive limit (maxPrefixes) exceeded" if disabled else s.reason,
-                    routes=len(self._raw.get(spec.address, {})),
+                replace(
+                    status,
+                    routes_accepted=received - len(rejected),
+                    routes_rejected=dict(Counter(reason_kind(r) for r in rejected.values())),
+                    routes_advertised=self.adv.count(spec.address),
+                    established=s.established,
+                    hold_time=s.hold_time,
+                    capabilities=s.capabilities,
+                    graceful_restart=_gr_state(spec, s, self._wall_now()),
+                    peer_as=spec.peer_as,
+                    local_as=spec.local_as,
+                    router_id=s.router_id,
                 )
             )
         return out
+
+    def _wall_now(self) -> float:
+        return self._wall()
+
+    def routes_view(self, *, limit: int = 5000) -> dict[str, object]:
+        """What ``felixctl node routes`` prints: per peer, what it sent (accepted or refused with
+        the reason, and whether it is the best path), what we advertise to it; and what this node
+        installed in the kernel. At most ``limit`` routes per list (``truncated`` says so)."""
+        best = self.rib.best_map()
+        peers: list[dict[str, object]] = []
+        specs = self.desired.peers if self.desired is not None else ()
+        for spec in specs:
+            raw = self._raw.get(spec.address, {})
+            rejected = self.rejected.get(spec.address, {})
+            stale = self.sessions[spec.address].stale_raw or set() if spec.address in self.sessions else set()
+            received = []
+            for prefix in sorted(raw)[:limit]:
+                route = raw[prefix]
+                reason = rejected.get(prefix)
+                winners = sorted({r.source.address or "this node" for r in best.get(prefix, ())})
+                won = spec.address in winners
+                received.append(
+                    {
+                        "prefix": prefix,
+                        "nextHop": route.next_hop,
+                        "asPath": list(route.attrs.as_path),
+                        "communities": [*route.attrs.communities, *route.attrs.large_communities],
+                        "status": "rejected" if reason else ("best" if won else "accepted"),
+                        "reason": reason or "",
+                        "bestFrom": [] if reason else winners,  # whose path won (accepted, not best)
+                        "stale": prefix in stale,
+                    }
+                )
+            sent = self.adv.sent(spec.address)
+            advertised = [
+                {
+                    "prefix": prefix,
+                    "nextHop": hop,
+                    "asPath": list(attrs.as_path),
+                    "communities": [*attrs.communities, *attrs.large_communities],
+                }
+                for prefix, (hop, attrs) in sorted(sent.items())[:limit]
+            ]
+            peers.append(
+                {
+                    "peer": spec.address,
+                    "name": spec.name,
+                    "received": received,
+                    "advertised": advertised,
+                    "truncated": len(raw) > limit or len(sent) > limit,
+                }
+            )
+        kernel: list[dict[str, object]] = []
+        if self.fib is not None:
+            for dst, fib_route in sorted(self.fib.applied().items())[:limit]:
+                hops = [h.gateway + (f" dev {h.dev}" if h.dev else "") for h in fib_route.hops]
+                winners = sorted({r.source.address for r in best.get(dst, ())})
+                kernel.append({"prefix": dst, "via": hops, "from": winners})
+        exports = sorted(self.desired.exports)[:limit] if self.desired is not None else []
+        return {"peers": peers, "kernel": kernel, "exports": exports}
+
+
+def _gr_state(spec: PeerSpec, session: _Session, now: float) -> str:
+    """Graceful restart, as ``node status --detail`` says it."""
+    if session.stale_until is not None:
+        return f"peer restarting: its routes kept as stale (up to {session.gr_time}s)"
+    if session.gr_time is None:
+        return "not offered by the peer" if session.state == "up" else ""
+    return f"negotiated: peer restart time {session.gr_time}s, ours {spec.graceful_restart_time}s"
 
 
 def _as_is(prefix: str) -> str:

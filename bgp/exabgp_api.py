@@ -47,6 +47,8 @@ class Open:
     router_id: str
     asn: int
     graceful_restart_time: int | None  # None: the peer did not offer graceful restart
+    hold_time: int = 0  # the peer's offer (the session uses the smaller of both sides')
+    capabilities: tuple[str, ...] = ()  # the peer's, by ExaBGP's names ("asn4", "route-refresh", ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,10 +177,21 @@ def _wire_update(peer: str, peer_as: int, message: dict[str, Any]) -> Event:
 
 def _open(peer: str, open_msg: dict[str, Any]) -> Open:
     gr_time = None
+    names: list[str] = []
     for cap in open_msg.get("capabilities", {}).values():
-        if isinstance(cap, dict) and cap.get("name") == "graceful restart":
+        if not isinstance(cap, dict):
+            continue
+        name = str(cap.get("name", ""))
+        if name == "graceful restart":
             gr_time = int(cap.get("time", 0))
-    return Open(peer, str(open_msg.get("router_id", "")), int(open_msg.get("asn", 0)), gr_time)
+        if name == "multiprotocol":
+            names += [f"multiprotocol {f}" for f in cap.get("families", [])]
+        elif name and name not in names:
+            names.append(name)
+    hold = int(open_msg.get("hold_time", 0) or 0)
+    return Open(
+        peer, str(open_msg.get("router_id", "")), int(open_msg.get("asn", 0)), gr_time, hold, tuple(names)
+    )
 
 
 def parse_attributes(attr: dict[str, Any]) -> PathAttrs:

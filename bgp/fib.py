@@ -109,6 +109,10 @@ class Fib:
     def desired(self) -> dict[str, FibRoute]:
         return dict(self._desired)
 
+    def applied(self) -> dict[str, FibRoute]:
+        """What the kernel holds of ours, as last written or read (``felixctl node routes``)."""
+        return dict(self._applied)
+
     def apply(self) -> int:
         """Write staged differences; returns the number of kernel changes."""
         dirty, self._dirty = sorted(self._dirty), set()

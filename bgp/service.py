@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bgp import exabgp_api as api
@@ -30,10 +30,11 @@ from bgp.filters import (
     service_cidrs,
     service_exports,
 )
+from bgp.nexthop_iface import NextHopInterfaces
 from bgp.reflect import LocalInfo
 from bgp.route import borrowed_addresses, normalize_prefix
 from bgp.speaker import Speaker, SpeakerSettings
-from bgp.status import PeerStatus, write_status
+from bgp.status import ROUTES_REQUEST, PeerStatus, write_routes, write_status
 from bgp.topology import DEFAULT_PORT, SecretResolver, compute_peers, hashed_router_id, local_asn
 from felixpy.dataplane.kernel_objects import RTPROT_FELIXPY_BGP
 from felixpy.private_files import private_dir
@@ -45,6 +46,14 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS = 30.0
 REFLECTOR_REACTOR_SPEED = 0.1  # 4 clients x 10,000 routes: 4.5 s at 0.3, 3.2 s at 0.1 (docs/perf-bgp.md)
 SOCKET_NAME = "bgp-api.sock"
+# The routes view (bgp-routes.json, felixctl node routes; CalicoNodeStatus Routes) is built only on
+# request — felixctl touches ROUTES_REQUEST in the run directory, the CalicoNodeStatus writer asks in
+# process — so a busy reflector spends nothing on it otherwise: a request is answered within
+# ROUTES_REQUEST_SECONDS; while someone asked in the last ROUTES_INTEREST_SECONDS, changes are
+# written at most every ROUTES_VIEW_SECONDS.
+ROUTES_VIEW_SECONDS = 2.0
+ROUTES_REQUEST_SECONDS = 0.5
+ROUTES_INTEREST_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +194,13 @@ class BGPService:
             self._ops = NetlinkRouteOps(netns=netns, protocol=route_protocol)
         fib = Fib(self._ops) if install_routes and self._ops is not None else None
         self._wire_reflector = wire_reflector
-        self.engine = Engine(self.channel.send, fib, now=time.monotonic(), wire=wire_reflector)
+        self.engine = Engine(
+            self.channel.send,
+            fib,
+            now=time.monotonic(),
+            wire=wire_reflector,
+            interface_of=NextHopInterfaces(netns),
+        )
         self._queue: queue.Queue[tuple[str, object]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -196,6 +211,13 @@ class BGPService:
         self._counters: dict[tuple[str, ...], int] = {}
         self._received: dict[str, int] = {}
         self._fib_refused = 0
+        self._view_dirty = True
+        self._view_mono = -ROUTES_VIEW_SECONDS  # monotonic time of the last view written
+        self._view_wall = 0.0  # its wall time ("updated")
+        self._asked = 0.0  # wall time of the last in-process request
+        self._view: dict[str, object] | None = None  # the last routes view written
+        self.started_at = 0.0  # wall time of start()
+        self.configured_at = 0.0  # wall time of the last update()
 
     # --- public API ----------------------------------------------------------------------
     def update(
@@ -238,6 +260,7 @@ class BGPService:
         # and ExaBGP's per-route Python would make it 30-50x slower than BIRD: UPDATEs as bytes
         self.speaker.settings.wire = self._wire_reflector and reflector
         self._plan = plan
+        self.configured_at = time.time()
         self._configure_speaker(plan)
         self._queue.put(("plan", plan))
 
@@ -248,6 +271,7 @@ class BGPService:
         self.speaker.configure(peers, bind=plan.bind, port=plan.port)
 
     def start(self) -> None:
+        self.started_at = time.time()
         self.channel.start()
         self.speaker.start()
         self._thread = threading.Thread(target=self._loop, name="bgp-service", daemon=True)
@@ -265,6 +289,53 @@ class BGPService:
     def status(self) -> list[PeerStatus]:
         with self._lock:
             return list(self._status)
+
+    def routes_view(self) -> dict[str, object] | None:
+        """The last routes view (``Engine.routes_view``), None before the first."""
+        with self._lock:
+            return self._view
+
+    def fresh_routes_view(self, timeout: float = 3.0) -> dict[str, object] | None:
+        """Ask the service thread for a view and wait (bounded) for one built after the request;
+        the last one if none came in time."""
+        asked = time.time()
+        with self._lock:
+            self._asked = max(self._asked, asked)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.running:
+            with self._lock:
+                if self._view_wall >= asked:
+                    return self._view
+            time.sleep(0.05)
+        return self.routes_view()
+
+    def _view_due(self, now: float) -> bool:
+        """Whether to build and write the routes view now (see ROUTES_VIEW_SECONDS)."""
+        try:
+            asked = (self.run_dir / ROUTES_REQUEST).stat().st_mtime
+        except OSError:
+            asked = 0.0
+        with self._lock:
+            asked = max(asked, self._asked)
+        if asked >= self._view_wall and now - self._view_mono >= ROUTES_REQUEST_SECONDS:
+            return True
+        interested = time.time() - asked < ROUTES_INTEREST_SECONDS
+        return self._view_dirty and interested and now - self._view_mono >= ROUTES_VIEW_SECONDS
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopping.is_set()
+
+    @property
+    def router_id(self) -> str:
+        plan = self._plan
+        return plan.desired.local.router_id if plan is not None else ""
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        """The IP versions this node speaks BGP on (its addresses)."""
+        plan = self._plan
+        return tuple(sorted({6 if ":" in a else 4 for a in plan.bind})) if plan is not None else ()
 
     def counters(self) -> tuple[dict[tuple[str, ...], int], dict[str, int], int]:
         """(engine counters, prefixes received per peer, FIB refusals) as of the last batch."""
@@ -301,6 +372,19 @@ class BGPService:
                     break
             self._process(batch)
             now = time.monotonic()
+            if batch:
+                self._view_dirty = True
+            if self._view_due(now):
+                self._view_dirty = False
+                self._view_mono = now
+                view = self.engine.routes_view()
+                wall = time.time()
+                try:
+                    write_routes(self.run_dir, view, updated=wall)
+                except OSError as exc:
+                    log.warning("bgp routes view not written: %s", exc)
+                with self._lock:
+                    self._view, self._view_wall = view, wall
             if now >= next_resync and self.engine.fib is not None:
                 self.engine.fib.resync()
                 next_resync = now + RESYNC_SECONDS
@@ -326,7 +410,11 @@ class BGPService:
             self._fib_refused = fib.refused_owned if fib is not None else 0
         if self.engine.status_changed:
             self.engine.status_changed = False
-            status = self.engine.status()
+            ours = self.speaker.settings.hold_time
+            status = [
+                replace(s, hold_time=min(s.hold_time, ours) if s.hold_time else 0)
+                for s in self.engine.status()
+            ]
             with self._lock:
                 self._status = status
                 self._received = {s.address: s.routes_received for s in status}

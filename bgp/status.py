@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,17 @@ class PeerStatus:
     info: str  # BGP state: Established | Active | OpenSent ... (+ reason)
     name: str = ""
     routes_received: int = 0
+    # the detail (felixctl node status --detail, node routes, metrics, CalicoNodeStatus)
+    routes_accepted: int = 0
+    routes_rejected: dict[str, int] = field(default_factory=dict)  # by kind of reason
+    routes_advertised: int = 0
+    established: int = 0  # times the session reached Established since the agent started
+    hold_time: int = 0  # the peer's offer (the session uses the smaller of it and ours)
+    capabilities: tuple[str, ...] = ()  # the peer's OPEN
+    graceful_restart: str = ""
+    peer_as: int = 0
+    local_as: int = 0
+    router_id: str = ""
 
     @property
     def family(self) -> int:
@@ -59,8 +70,32 @@ def read_status(run_dir: Path) -> dict[str, Any] | None:
         doc = json.loads((Path(run_dir) / STATUS_FILE).read_text())
     except (OSError, ValueError):
         return None
-    doc["peers"] = [PeerStatus(**p) for p in doc.get("peers", [])]
+    known = set(PeerStatus.__dataclass_fields__)
+    peers: list[PeerStatus] = []
+    for p in doc.get("peers", []):
+        fields: dict[str, Any] = {k: v for k, v in p.items() if k in known}
+        fields["capabilities"] = tuple(fields.get("capabilities", ()))
+        peers.append(PeerStatus(**fields))
+    doc["peers"] = peers
     return doc
+
+
+ROUTES_FILE = "bgp-routes.json"
+ROUTES_REQUEST = "bgp-routes.request"  # felixctl node routes touches it to ask for a fresh view
+
+
+def write_routes(run_dir: Path, view: dict[str, Any], *, updated: float | None = None) -> None:
+    """The routes view (``Engine.routes_view``) for ``felixctl node routes``."""
+    doc = {"pid": os.getpid(), "updated": time.time() if updated is None else updated, **view}
+    write_file(Path(run_dir) / ROUTES_FILE, json.dumps(doc, indent=1), PRIVATE)
+
+
+def read_routes(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads((Path(run_dir) / ROUTES_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def agent_alive(doc: dict[str, Any] | None) -> bool:

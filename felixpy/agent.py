@@ -83,6 +83,7 @@ class Agent:
     restart: ConfigRestart | None = None  # set when run() returned to exec again: the config changed
     terminated: bool = False  # a SIGTERM/SIGINT came: exit, even if a config restart was due
     writer_thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    node_status: Any = field(default=None, init=False, repr=False)  # CalicoNodeStatus writer (with BGP)
 
     def __post_init__(self) -> None:
         if self.bgp is not None and hasattr(self.bgp, "counters"):
@@ -144,6 +145,8 @@ class Agent:
         if self.writer_error is not None:
             return f"writer: {self.writer_error!r}"
         err = self.sources.error()
+        if err is None and self.node_status is not None and self.node_status.failure() is not None:
+            return f"CalicoNodeStatus writer: {self.node_status.failure()!r}"
         return None if err is None else f"datastore sync: {err!r}"
 
     def _writer_main(self) -> None:
@@ -161,6 +164,9 @@ class Agent:
             self.cni.start()
         if self.bgp is not None:
             self.bgp.start()
+            from felixpy.runtime.node_status import NodeStatusReporter
+
+            self.node_status = NodeStatusReporter(self.backend, self.settings.nodename, self.bgp).start()
         while not self.stop.wait(0.5):
             self.metrics.in_sync.set(1 if self.writer.in_sync.is_set() else 0)
             self.metrics.orphaned_endpoints.set(len(getattr(self.dataplane, "orphans", ())))
@@ -178,6 +184,8 @@ class Agent:
         self.stop.set()
         if self.cni is not None:
             self.cni.stop()
+        if self.node_status is not None:
+            self.node_status.stop()
         if self.bgp is not None:
             self.bgp.stop(graceful=graceful)
         self.sources.syncer.stop(timeout=2.0)

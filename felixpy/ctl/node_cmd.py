@@ -1,4 +1,5 @@
-"""``felixctl node status``: is the agent running, and its BGP sessions, in calicoctl's shape;
+"""``felixctl node status``: is the agent running, and its BGP sessions, in calicoctl's shape
+(``--detail``, ``-o json|yaml``: felixpy.ctl.node_routes; ``felixctl node routes`` is there too);
 ``felixctl node check``: this node's orphaned workload endpoints (felixpy.ctl.node_check).
 
 Reads ``bgp-status.json``, which the agent's BGP service keeps in its run directory
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bgp.status import STATUS_FILE, agent_alive, format_peers, read_status
-from felixpy.ctl import node_check
+from felixpy.ctl import node_check, node_routes
+from felixpy.ctl.output import dump_json, dump_yaml
 
 DEFAULT_RUN_DIR = "/var/run/felixpy"
 
@@ -27,8 +29,15 @@ def register(subparsers: Any) -> None:
     status.add_argument(
         "--run-dir", default=None, help="the agent's run directory (default $FELIXPY_RUN_DIR)"
     )
+    status.add_argument(
+        "--detail",
+        action="store_true",
+        help="per session: hold time, capabilities, graceful restart, counters",
+    )
+    status.add_argument("-o", "--output", default="table", choices=("table", "json", "yaml"))
     status.set_defaults(func=status_command)
     node_check.register(node_sub)
+    node_routes.register(node_sub, find_status_dir)
 
 
 def find_status_dir(run_dir: str | None) -> Path:
@@ -52,6 +61,16 @@ def render_status(doc: dict[str, Any] | None) -> tuple[str, int]:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    text, code = render_status(read_status(find_status_dir(args.run_dir)))
+    doc = read_status(find_status_dir(args.run_dir))
+    output = getattr(args, "output", "table")
+    if output != "table" and agent_alive(doc):
+        assert doc is not None
+        data = node_routes.status_document(doc)
+        print(dump_json(data) if output == "json" else dump_yaml(data), end="\n" if output == "json" else "")
+        return 0
+    text, code = render_status(doc)
+    if code == 0 and getattr(args, "detail", False):
+        assert doc is not None
+        text += "\n" + node_routes.render_detail(doc["peers"]) + "\n"
     print(text)
     return code

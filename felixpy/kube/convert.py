@@ -213,7 +213,8 @@ def crd_to_resource(kind: type[Resource], obj: dict[str, Any]) -> Resource:
         "generation",
     )
     data["metadata"] = {k: v for k, v in meta.items() if k in keep and v is not None}
-    data.pop("status", None)
+    if "status" not in kind.model_fields:  # kinds with a status (CalicoNodeStatus) keep it
+        data.pop("status", None)
     if kind is Namespace:
         data["spec"] = {k: v for k, v in (obj.get("spec") or {}).items() if k == "finalizers"}
     if kind is ServiceAccount:  # name and labels only: its secrets and token settings are not ours

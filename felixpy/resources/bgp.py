@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Any, ClassVar, Literal
+import re
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
@@ -89,21 +90,79 @@ class BGPFilterPrefixLength(Model):
     max: int | None = Field(default=None, ge=0, le=128)
 
 
-# Fields of Calico's BGPFilter rules that felixpy does not implement: refused by name rather than ignored,
-# because a filter that silently matched more (or less) than its author wrote is worse than none.
-_UNSUPPORTED_RULE_FIELDS = {
-    "interface": "felixpy exports IP pool blocks and learned routes, not interface routes",
-    "peer_type": "",
-    "communities": "",
-    "as_path_prefix": "",
-    "priority": "",
-    "operations": "",
-}
+MAX_ROUTE_PRIORITY = 2147483646
+# Calico's BGPFilter interface match: an interface name, ``*`` matching any run of characters
+_IFACE_PATTERN = re.compile(r"^[A-Za-z0-9_.*-]{1,64}$")
+
+
+def _check_community(value: str) -> str:
+    """``aa:nn`` (standard, each 0..65535) or ``aa:nn:mm`` (large, each 0..4294967295)."""
+    parts = value.split(":") if isinstance(value, str) else []
+    top = {2: 65535, 3: 4294967295}.get(len(parts))
+    if top is None or not all(p.isdigit() and int(p) <= top for p in parts):
+        raise FieldError(
+            f"{value!r} is not a community: 'aa:nn' (each 0..65535) or 'aa:nn:mm' (each 0..4294967295)"
+        )
+    return ":".join(str(int(p)) for p in parts)
+
+
+Community_ = Annotated[str, AfterValidator(_check_community)]
+
+
+class BGPFilterCommunityMatch(Model):
+    values: list[Community_] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one(self) -> BGPFilterCommunityMatch:
+        if len(self.values) != 1:
+            raise FieldError(f"exactly one community is supported (as in Calico), got {len(self.values)}",
+                             field="values")  # fmt: skip
+        return self
+
+
+class BGPFilterAddCommunity(Model):
+    value: Community_
+
+
+class BGPFilterPrependASPath(Model):
+    prefix: list[ASNumber] = Field(min_length=1)
+
+
+class BGPFilterSetPriority(Model):
+    value: int = Field(ge=1, le=MAX_ROUTE_PRIORITY)
+
+
+class BGPFilterOperation(Model):
+    """Exactly one of ``addCommunity``, ``prependASPath``, ``setPriority``."""
+
+    add_community: BGPFilterAddCommunity | None = None
+    prepend_as_path: BGPFilterPrependASPath | None = Field(default=None, alias="prependASPath")
+    set_priority: BGPFilterSetPriority | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BGPFilterOperation:
+        given = [
+            n for n in ("add_community", "prepend_as_path", "set_priority") if getattr(self, n) is not None
+        ]
+        if len(given) != 1:
+            raise FieldError(
+                "an operation is exactly one of addCommunity, prependASPath, setPriority"
+                + (f" (got {len(given)})" if given else "")
+            )
+        if self.set_priority is not None:
+            raise FieldError(
+                "not supported by felixpy: routes learned over BGP are installed at one kernel metric per "
+                "IP version (32 for IPv4, 1056 for IPv6); remove it",
+                field="setPriority",
+            )
+        return self
 
 
 class BGPFilterRule(Model):
-    """One rule of a BGPFilter list. ``cidr`` + ``matchOperator`` (both or neither), ``prefixLength``
-    (needs ``cidr``), ``source: RemotePeers`` (export lists only), ``action``."""
+    """One rule of a BGPFilter list: ``action`` and any of the matches, all of which must hold —
+    ``cidr`` + ``matchOperator`` (both or neither), ``prefixLength`` (needs ``cidr``),
+    ``source: RemotePeers`` (export lists only), ``interface``, ``peerType``, ``communities``,
+    ``asPathPrefix``, ``priority`` — and ``operations`` (``Accept`` rules only)."""
 
     cidr: CIDR | None = None
     match_operator: Literal["Equal", "NotEqual", "In", "NotIn"] | None = None
@@ -111,19 +170,24 @@ class BGPFilterRule(Model):
     source: Literal["RemotePeers"] | None = None
     action: Literal["Accept", "Reject"]
     interface: str | None = None
-    peer_type: Any = None
-    communities: Any = None
-    as_path_prefix: Any = Field(default=None, alias="asPathPrefix")
-    priority: Any = None
-    operations: Any = None
+    peer_type: Literal["eBGP", "iBGP"] | None = None
+    communities: BGPFilterCommunityMatch | None = None
+    as_path_prefix: list[ASNumber] | None = Field(default=None, alias="asPathPrefix")
+    priority: int | None = Field(default=None, ge=1, le=MAX_ROUTE_PRIORITY)
+    operations: list[BGPFilterOperation] | None = None
+
+    @field_validator("interface")
+    @classmethod
+    def _interface(cls, value: str | None) -> str | None:
+        if value is not None and not _IFACE_PATTERN.match(value):
+            raise FieldError(
+                f"{value!r} is not an interface name pattern"
+                " (letters, digits, '_', '.', '-'; '*' is a wildcard)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> BGPFilterRule:
-        for name, why in _UNSUPPORTED_RULE_FIELDS.items():
-            if getattr(self, name) is not None:
-                field = BGPFilterRule.model_fields[name].alias or name
-                detail = f": {why}" if why else ""
-                raise FieldError(f"not supported by felixpy{detail}; remove it", field=field)
         if (self.cidr is None) != (self.match_operator is None):
             missing = "matchOperator" if self.match_operator is None else "cidr"
             raise FieldError("cidr and matchOperator must both be set or both be left out", field=missing)
@@ -133,6 +197,10 @@ class BGPFilterRule(Model):
             low, high = self.prefix_length.min, self.prefix_length.max
             if low is not None and high is not None and low > high:
                 raise FieldError(f"min {low} is larger than max {high}", field="prefixLength")
+        if self.as_path_prefix is not None and not self.as_path_prefix:
+            raise FieldError("must name at least one AS number", field="asPathPrefix")
+        if self.operations and self.action != "Accept":
+            raise FieldError("only Accept rules can have operations", field="operations")
         return self
 
 

@@ -9,7 +9,7 @@ IPAMConfiguration: one resource named ``default``: ``strictAffinity`` (false),
 ``maxBlocksPerHost`` (0, no limit), ``autoAllocateBlocks`` (true).
 Profile: ``ingress``/``egress`` rules as a policy's, ``labelsToApply``.
 CalicoNodeStatus: ``spec.node``, ``spec.classes`` (Agent, BGP, Routes), ``updatePeriodSeconds``;
-``status`` kept as written (the agent does not fill it in yet).
+``status`` is written by the agent of ``spec.node`` (felixpy.runtime.node_status, Calico's shape).
 ClusterInformation: ``default``: clusterGUID, clusterType, calicoVersion, datastoreReady, variant;
 ``felixctl version`` reads its calicoVersion.
 """

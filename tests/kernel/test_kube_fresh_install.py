@@ -44,6 +44,7 @@ NOT_EXERCISED = {
     ("delete", "crd.projectcalico.org", "ipamblocks"): "IPAM: an emptied borrowed block (release.py)",
     ("update", "crd.projectcalico.org", "ipamhandles"): "IPAM: a second address for one handle",
     ("list", "crd.projectcalico.org", "ipamconfigs"): "KubeKV.revision() after an empty transaction",
+    ("update", "crd.projectcalico.org", "caliconodestatuses"): "CalicoNodeStatus of the node (node_status)",
 }
 
 

@@ -112,7 +112,9 @@ def test_parse_key_facts() -> None:
     assert [a.prefix for a in update.announce] == ["10.160.0.0/26", "10.160.0.64/26", "fd00:220::/64"]
     assert update.announce[2].next_hop == "fd99:1::2"
     opened = api.parse_line(first[5])
-    assert opened == api.Open("10.99.1.2", "10.99.1.2", 64512, 120)  # the PEER's router id, from the OPEN
+    assert opened == api.Open(  # the PEER's router id, from the OPEN
+        "10.99.1.2", "10.99.1.2", 64512, 120, 90, ("multiprotocol ipv4/unicast", "graceful restart", "asn4")
+    )
 
 
 def test_command_formatting_golden() -> None:

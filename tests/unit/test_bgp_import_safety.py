@@ -18,6 +18,7 @@ from bgp.filters import ImportPolicy, PoolInfo, import_reason, reason_kind
 from bgp.metrics import BGPCollector
 from bgp.route import PathAttrs, PeerInfo, Route
 from bgp.service import borrowed_addresses, build_plan
+from bgp.status import PeerStatus
 from bgp.topology import compute_peers
 from felixpy.resources import ResourceError
 from felixpy.resources.base import ObjectMeta
@@ -416,6 +417,13 @@ class _Service:
             4,
         )
 
+    def status(self) -> list[PeerStatus]:
+        return [
+            PeerStatus(TOR, "global", "up", 1700000000.0, "Established", "tor", 7, routes_accepted=4,
+                       routes_rejected={"local workload": 3}, routes_advertised=2, established=1),
+            PeerStatus(B, "node-to-node mesh", "start", 1700000001.0, "Active Connect", "", 0),
+        ]  # fmt: skip
+
 
 def test_metrics_exported() -> None:
     registry = CollectorRegistry()
@@ -426,6 +434,21 @@ def test_metrics_exported() -> None:
     assert f'felixpy_bgp_notification_closes_total{{peer="{B}"}} 2.0' in text
     assert "felixpy_bgp_fib_refused_total 4.0" in text
     assert f'felixpy_bgp_received_prefixes{{peer="{TOR}"}} 7.0' in text
+    # per session, from the service's status
+    for line in (
+        'felixpy_bgp_sessions{state="Established"} 1.0',
+        'felixpy_bgp_sessions{state="Active"} 1.0',
+        'felixpy_bgp_sessions{state="Idle"} 0.0',
+        f'felixpy_bgp_session_up{{peer="{TOR}"}} 1.0',
+        f'felixpy_bgp_session_up{{peer="{B}"}} 0.0',
+        f'felixpy_bgp_session_last_change_timestamp_seconds{{peer="{TOR}"}} 1.7e+09',
+        f'felixpy_bgp_session_established_total{{peer="{TOR}"}} 1.0',
+        f'felixpy_bgp_prefixes_received{{peer="{TOR}"}} 7.0',
+        f'felixpy_bgp_prefixes_accepted{{peer="{TOR}"}} 4.0',
+        f'felixpy_bgp_prefixes_rejected{{peer="{TOR}",reason="local workload"}} 3.0',
+        f'felixpy_bgp_prefixes_advertised{{peer="{TOR}"}} 2.0',
+    ):
+        assert line in text, line
 
 
 # --- the agent's sink: workloads reach the BGP service only when they change what is borrowed ------

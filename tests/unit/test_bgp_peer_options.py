@@ -51,15 +51,39 @@ def peer_doc(**spec: Any) -> dict[str, Any]:
 
 BAD = [
     # (id, spec of a BGPFilter or a whole document, field named, words in the reason)
-    ("interface", {"exportV4": [rule(interface="*.calico")]}, "spec.exportV4[0].interface", "not supported"),
-    ("peer-type", {"importV4": [rule(peerType="eBGP")]}, "spec.importV4[0].peerType", "not supported"),
-    ("communities", {"importV4": [rule(communities={"values": ["1:2"]})]}, "spec.importV4[0].communities",
-     "not supported"),
-    ("as-path-prefix", {"exportV6": [{"action": "Reject", "asPathPrefix": [65001]}]},
-     "spec.exportV6[0].asPathPrefix", "not supported"),
-    ("priority", {"importV4": [rule(priority=5)]}, "spec.importV4[0].priority", "not supported"),
-    ("operations", {"importV4": [rule(action="Accept", operations=[{"setPriority": 1}])]},
-     "spec.importV4[0].operations", "not supported"),
+    ("interface", {"exportV4": [rule(interface="eth 0")]}, "spec.exportV4[0].interface", "interface name"),
+    ("peer-type", {"importV4": [rule(peerType="ebgp")]}, "spec.importV4[0].peerType", "'iBGP'"),
+    ("communities-two", {"importV4": [rule(communities={"values": ["1:2", "3:4"]})]},
+     "spec.importV4[0].communities.values", "exactly one"),
+    ("communities-none", {"importV4": [rule(communities={"values": []})]},
+     "spec.importV4[0].communities.values", "exactly one"),
+    ("community-range", {"importV4": [rule(communities={"values": ["1:65536"]})]},
+     "spec.importV4[0].communities.values[0]", "not a community"),
+    ("community-shape", {"importV4": [rule(communities={"values": ["no-export"]})]},
+     "spec.importV4[0].communities.values[0]", "aa:nn"),
+    ("as-path-prefix-empty", {"exportV6": [{"action": "Reject", "asPathPrefix": []}]},
+     "spec.exportV6[0].asPathPrefix", "at least one"),
+    ("as-path-prefix-asn", {"exportV6": [{"action": "Reject", "asPathPrefix": [0]}]},
+     "spec.exportV6[0].asPathPrefix[0]", "out of range"),
+    ("priority-low", {"importV4": [rule(priority=0)]}, "spec.importV4[0].priority", "1"),
+    ("priority-high", {"importV4": [rule(priority=2147483647)]}, "spec.importV4[0].priority", "2147483646"),
+    ("operations-on-reject", {"importV4": [rule(operations=[{"addCommunity": {"value": "1:2"}}])]},
+     "spec.importV4[0].operations", "only Accept"),
+    ("operation-empty", {"importV4": [rule(action="Accept", operations=[{}])]},
+     "spec.importV4[0].operations[0]", "exactly one"),
+    ("operation-two", {"importV4": [rule(action="Accept", operations=[
+        {"addCommunity": {"value": "1:2"}, "prependASPath": {"prefix": [65000]}}])]},
+     "spec.importV4[0].operations[0]", "exactly one"),
+    ("operation-community", {"exportV4": [rule(action="Accept", operations=[
+        {"addCommunity": {"value": "x"}}])]},
+     "spec.exportV4[0].operations[0].addCommunity.value", "not a community"),
+    ("operation-prepend-empty", {"exportV4": [rule(action="Accept", operations=[
+        {"prependASPath": {"prefix": []}}])]},
+     "spec.exportV4[0].operations[0].prependASPath.prefix", "at least 1"),
+    ("set-priority", {"importV4": [rule(action="Accept", operations=[{"setPriority": {"value": 1}}])]},
+     "spec.importV4[0].operations[0].setPriority", "not supported"),
+    ("operation-unknown", {"importV4": [rule(action="Accept", operations=[{"setMed": {"value": 1}}])]},
+     "spec.importV4[0].operations[0].setMed", "unknown field"),
     ("unknown-field", {"importV4": [rule(cdir="10.0.0.0/8")]}, "spec.importV4[0].cdir", "unknown field"),
     ("cidr-without-operator", {"importV4": [{"action": "Reject", "cidr": "10.0.0.0/8"}]},
      "spec.importV4[0].matchOperator", "both"),
@@ -181,7 +205,7 @@ def test_first_match_wins_and_no_match_leaves_the_default() -> None:
         importV6=[{"action": "Reject", "cidr": "fd00::/8", "matchOperator": "In"}],
     )
     assert import_reason(pf, "10.65.1.0/26") is None  # accepted by rule 1 before rule 2 could reject
-    assert import_reason(pf, "10.65.1.64/26") == "rejected by BGPFilter f"
+    assert import_reason(pf, "10.65.1.64/26") == "rejected by BGPFilter f: importV4[1]"
     assert import_reason(pf, "10.66.0.0/26") is None
     assert import_reason(pf, "fd00::/64") is not None and import_reason(pf, "2001:db8::/64") is None
     assert verdict(pf.import_v4, k("10.99.0.0/16")) is True

@@ -111,6 +111,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "engine",
                     "peer_selectors",
                     "status",
+                    "node_status",
                     "fib",
                     "wire",
                     "limits",
@@ -131,6 +132,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                 f"bgp.{m}"
                 for m in (
                     "fib_netlink",
+                    "nexthop_iface",
                     "metrics",
                     "channel",
                     "speaker",
