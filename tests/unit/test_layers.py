@@ -35,6 +35,8 @@ PURE_MODULES = (
     "bgp.filters",
     "bgp.exabgp_api",
     "bgp.exabgp_config",
+    "bgp.bfd_packet",
+    "bgp.bfd_session",
     "felixpy.controllers.gc_plan",
     "felixpy.controllers.sync_plan",
 )
@@ -114,6 +116,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "fib",
                     "wire",
                     "limits",
+                    "bfd_packet",
+                    "bfd_session",
                 )
             ),
         ),
