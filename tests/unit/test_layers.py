@@ -143,6 +143,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "bridge",
                     "exabgp_launch",
                     "exabgp_wire",
+                    "bfd_daemon",
+                    "bfd_client",
                 )
             ),
         ),
