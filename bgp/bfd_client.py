@@ -57,6 +57,7 @@ class BfdClient:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._stopping = threading.Event()
+        self._kick = threading.Event()  # sessions to run: start a daemon now rather than after the backoff
         self._thread: threading.Thread | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self.spawned = 0
@@ -68,7 +69,8 @@ class BfdClient:
             if sessions == self._sessions:
                 return
             self._sessions = sessions
-        self._send({"op": "configure", "sessions": sessions})
+        if not self._send({"op": "configure", "sessions": sessions}):
+            self._kick.set()
 
     def start(self) -> None:
         self._stopping.clear()
@@ -78,6 +80,7 @@ class BfdClient:
     def stop(self) -> None:
         """Disconnect; the daemon keeps running (and keeps the sessions Up)."""
         self._stopping.set()
+        self._kick.set()
         with self._lock:
             sock, self._sock = self._sock, None
         if sock is not None:
@@ -172,9 +175,12 @@ class BfdClient:
         while not self._stopping.is_set():
             sock = self._connect()
             if sock is None:
-                if self.daemon_pid() is None:
+                if self.daemon_pid() is None and self._sessions:  # no daemon until a session needs one
                     self._spawn()
-                self._stopping.wait(backoff)
+                self._kick.wait(backoff)
+                if self._kick.is_set():
+                    self._kick.clear()
+                    backoff = 0.05
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = 0.1

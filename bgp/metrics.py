@@ -17,6 +17,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bgp import bfd_metrics
+
 
 class BGPCollector(Collector):
     def __init__(self, service: Any) -> None:
@@ -57,3 +59,4 @@ class BGPCollector(Collector):
         for peer, count in sorted(received.items()):
             gauge.add_metric([peer], count)
         yield from (refused, limits, notified, fib, gauge)
+        yield from bfd_metrics.collect(self._service)  # issue 19

@@ -37,6 +37,9 @@ PURE_MODULES = (
     "bgp.exabgp_config",
     "bgp.bfd_packet",
     "bgp.bfd_session",
+    "bgp.bfd_config",
+    "bgp.bfd_gate",
+    "bgp.bfd_status",
     "felixpy.controllers.gc_plan",
     "felixpy.controllers.sync_plan",
 )
@@ -118,6 +121,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "limits",
                     "bfd_packet",
                     "bfd_session",
+                    "bfd_config",
+                    "bfd_gate",
+                    "bfd_status",
                 )
             ),
         ),
@@ -145,6 +151,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "exabgp_wire",
                     "bfd_daemon",
                     "bfd_client",
+                    "bfd_metrics",
                 )
             ),
         ),
