@@ -56,7 +56,7 @@ def _add_up(sub: Subparsers, common: Parser) -> None:
     p.add_argument("--etcd-members", type=int, default=1, choices=[1, 3, 5],
                    help="etcd cluster size; ETCD_ENDPOINTS lists every member")
     p.add_argument("--no-bfd", action="store_true",
-                   help="no BFD: node sessions and the BIRD ToR rely on BGP hold timers (and graceful restart)")
+                   help="no BFD: node sessions and the BIRD ToR rely on BGP hold timers")
     p.add_argument("--timeout", type=float, default=120.0, help="bound on waiting for convergence")
     p.add_argument("--no-wait", action="store_true", help="do not wait for readiness and BGP")
     p.add_argument("--no-agents", action="store_true", help="network and datastore only (no felixpy node)")

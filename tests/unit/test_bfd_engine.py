@@ -214,3 +214,37 @@ def test_agent_side_restart_keeps_routes_when_bfd_stays_up() -> None:
     engine.handle(api.BridgeNote(0), 1)  # ExaBGP restarted: routes stale, BFD still Up
     engine.flush()
     assert list(kernel.table) == ["10.65.2.0/26"]
+
+
+# ---------------------------------------------------------------------------- status, metrics
+class _Service:
+    def counters(self) -> tuple[dict[tuple[str, ...], int], dict[str, int], int]:
+        return {("bfd_down", PEER): 2}, {}, 0
+
+    def bfd_status(self) -> list[dict[str, Any]]:
+        return [{"peer": PEER, "state": "Down", "failures": 2, "held": "until BFD is Up"}]
+
+    def bfd_drops(self) -> dict[str, int]:
+        return {"ttl": 3}
+
+
+def test_metrics_and_node_status_show_bfd() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from bgp.metrics import BGPCollector
+    from felixpy.ctl.node_cmd import render_status
+
+    registry = CollectorRegistry()
+    registry.register(BGPCollector(_Service()))
+    text = generate_latest(registry).decode()
+    assert f'felixpy_bfd_session_up{{peer="{PEER}"}} 0.0' in text
+    assert f'felixpy_bfd_session_state{{peer="{PEER}"}} 1.0' in text
+    assert f'felixpy_bfd_failures_total{{peer="{PEER}"}} 2.0' in text
+    assert f'felixpy_bfd_routes_held{{peer="{PEER}"}} 1.0' in text
+    assert 'felixpy_bfd_packets_dropped_total{reason="ttl"} 3.0' in text
+    doc = {"pid": 1, "running": True, "peers": [], "bfd": _Service().bfd_status()}
+    import os
+
+    doc["pid"] = os.getpid()
+    out, code = render_status(doc)
+    assert code == 0 and "BFD status" in out and "routes held until BFD is Up" in out
