@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 what = (
                     "BFD 300 ms x 3 (hold-down 0 s)"
                     if mode == "bfd"
-                    else "no BFD: hold time 3 s + graceful-restart time 3 s (defaults 90 s + 120 s)"
+                    else "no BFD: hold time 3 s (default 90 s)"
                 )
                 for p in (50, 99):
                     emit(

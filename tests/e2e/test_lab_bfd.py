@@ -243,3 +243,44 @@ def test_mesh_lab_hard_cut_leaves_every_other_node_within_a_second() -> None:
         )
         assert set(took) == {"node2", "node3"}, took
         assert max(took.values()) <= BOUND, took
+
+
+def test_tor_lab_without_bfd_for_the_record() -> None:
+    """(b) The same hard cut with ``--no-bfd``: the ToR's hold timer (30 s in the lab) decides; printed."""
+    with LabCLI.unique("nob") as lab:
+        lab.ok("up", "--nodes", "2", "--tor", "bird", "--no-bfd", "--timeout", "180", timeout=400)
+        names = lab.names
+        n1, n2 = (_node(names, f"node{i}") for i in (1, 2))
+        pods = _pods(lab, ["node1"])
+        _wait(
+            lambda: _block_of(pods["node1"]["ip"], _proto81(n2.netns)) is not None, "node1's block on node2"
+        )
+        block = _block_of(pods["node1"]["ip"], _proto81(n2.netns))
+        assert block is not None
+        assert "BFD status" not in lab.ok(
+            "exec",
+            "node2",
+            "--",
+            "env",
+            f"FELIXPY_RUN_DIR={names.node_dir('node2')}",
+            str(Path(sys.executable).parent / "felixctl"),
+            "node",
+            "status",
+            timeout=30,
+        )
+        cut = _cut_hard(lab, n1)
+        took = _gone(
+            {
+                "node2": lambda: block not in _proto81(n2.netns),
+                "bird-tor": lambda: block not in _kernel(names.fabric),
+            },
+            cut,
+            timeout=200,
+        )
+        print(
+            "\nwithout BFD (tor lab, BIRD hold time 30 s, graceful restart on): node1's block gone after "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(took.items()))
+            + f"; load {os.getloadavg()[0]:.1f}"
+        )
+        assert set(took) == {"node2", "bird-tor"}, took
+        assert min(took.values()) > BOUND  # what BFD saves: nothing noticed the death for the hold time
