@@ -189,3 +189,31 @@ def test_multihop_through_a_router_and_direct_only_mode(netns: Callable[..., Any
         for cl in clients:
             cl.stop()
             cl.stop_daemon()
+
+
+def test_ipv6_single_hop(netns: Callable[..., Any], tmp_path: Path) -> None:
+    a, b = netns("bf6a"), netns("bf6b")
+    a.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b.name)
+    for ns, addr in ((a, "fd77::1/64"), (b, "fd77::2/64")):
+        ns.run("ip", "addr", "add", addr, "dev", "eth0", "nodad")
+        ns.run("ip", "link", "set", "eth0", "up")
+    ia, ib = Inbox(), Inbox()
+    clients = []
+    try:
+        for ns, name, inbox, peer, local in (
+            (a, "a", ia, "fd77::2", "fd77::1"),
+            (b, "b", ib, "fd77::1", "fd77::2"),
+        ):
+            (tmp_path / name).mkdir(mode=0o700)
+            cl = BfdClient(tmp_path / name, inbox, netns=ns.name)
+            cl.start()
+            cl.configure([{"peer": peer, "local": local, **FAST}])
+            clients.append(cl)
+        ia.state("fd77::2", "Up", 20)
+        mark = len(ia.messages)
+        b.run("ip", "link", "set", "eth0", "down")
+        assert ia.state("fd77::2", "Down", 5, mark)["diag_text"] == "control detection time expired"
+    finally:
+        for cl in clients:
+            cl.stop()
+            cl.stop_daemon()
