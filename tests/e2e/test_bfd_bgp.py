@@ -186,3 +186,87 @@ def test_bird_with_bfd_on_drops_a_dead_nodes_routes(
 
 def kernel_routes_any(ns: object) -> str:
     return ns.run("ip", "route", "show")  # type: ignore[attr-defined,no-any-return]
+
+
+RR_CLIENT_CONF = """router id 10.0.0.3;
+protocol device { }
+protocol kernel { ipv4 { import none; export all; }; }
+protocol static st { ipv4; route 10.65.9.0/26 blackhole; }
+protocol bfd {
+    interface "*" { min rx interval 300 ms; min tx interval 300 ms; multiplier 3; };
+}
+protocol bgp felix {
+    local 10.0.0.3 as 64512;
+    neighbor 10.0.0.1 as 64512;
+    direct;
+    graceful restart on;
+    bfd on;
+    ipv4 { gateway direct; import all; export where proto = "st"; };
+}
+"""
+
+
+def test_route_reflector_with_a_bird_client_running_bfd(
+    netns: Callable[..., object], services: Callable[..., BGPService], tmp_path: Path
+) -> None:
+    """A felixpy reflector, a felixpy client and a BIRD 2 client (``bfd on``): a client cut off hard
+    leaves the other client's table via the reflector within about a second, both ways round."""
+    from felixpy.resources.bgp import BGPConfiguration, BGPConfigurationSpec
+
+    if shutil.which("bird") is None:
+        print("skipping: BIRD 2 is not installed")
+        pytest.skip("bird not installed")
+    seg = Segment(netns)
+    ns_r, ns_a, ns_c = (seg.attach(t, f"10.0.0.{i}/24") for i, t in ((1, "r"), (2, "a"), (3, "c")))
+    nodes = [node("r", "10.0.0.1", labels={"rr": "true"}, cluster_id="244.0.0.1"), node("a", "10.0.0.2")]
+    configs = [
+        BGPConfiguration(
+            metadata=ObjectMeta(name="default"), spec=BGPConfigurationSpec(node_to_node_mesh_enabled=False)
+        )
+    ]
+    peers = [
+        BGPPeer(
+            metadata=ObjectMeta(name="to-rr"),
+            spec=BGPPeerSpec(node_selector="all()", peer_selector="rr == 'true'"),
+        ),
+        BGPPeer(
+            metadata=ObjectMeta(name="bird"),
+            spec=BGPPeerSpec(node="r", peer_ip="10.0.0.3", as_number=64512, failure_detection_mode="BFD"),
+        ),
+    ]
+    bird = Bird(ns_c, tmp_path / "bird", RR_CLIENT_CONF)
+    try:
+        rr, a = services("r", ns_r), services("a", ns_a)
+        rr.update(nodes=nodes, bgp_configs=configs, peers=peers, pools=[POOL], local_blocks=[])
+        a.update(nodes=nodes, bgp_configs=configs, peers=peers, pools=[POOL], local_blocks=["10.65.0.0/26"])
+        rr.start()
+        a.start()
+        wait_for(lambda: "10.65.0.0/26 via 10.0.0.2" in kernel_routes_any(ns_c), "a's block at BIRD", 30)
+        wait_for(lambda: "10.65.9.0/26 via 10.0.0.3" in kernel_routes(ns_a), "BIRD's route on a", 30)
+        wait_for(lambda: bfd_up(rr, 2), "the reflector's two BFD sessions Up", 30)
+        wait_for(lambda: " up " in f" {bird.cli('show', 'bfd', 'sessions').lower()} ", "BIRD's BFD Up", 30)
+        # the BIRD client dies: the reflector drops its route, the felixpy client loses it
+        seg.switch.run("ip", "link", "set", "p3", "down")  # type: ignore[attr-defined]
+        bird.proc.kill()
+        start = time.monotonic()
+        took = gone_within({"a": lambda: "10.65.9.0/26" not in kernel_routes(ns_a)}, timeout=10)
+        print(
+            f"\nBIRD client cut off: its route left the felixpy client after {took.get('a', -1):.2f} s"
+        )
+        assert "a" in took and took["a"] <= BOUND, f"after {time.monotonic() - start:.1f}s"
+        # and the felixpy client dies: BIRD (back) loses its block through the reflector
+        seg.switch.run("ip", "link", "set", "p3", "up")  # type: ignore[attr-defined]
+        bird = Bird(ns_c, tmp_path / "bird2", RR_CLIENT_CONF)
+        wait_for(
+            lambda: "10.65.0.0/26 via 10.0.0.2" in kernel_routes_any(ns_c), "a's block at BIRD again", 60
+        )
+        seg.switch.run("ip", "link", "set", "p2", "down")  # type: ignore[attr-defined]
+        kill_everything_in(ns_a)
+        took = gone_within({"bird": lambda: "10.65.0.0/26" not in kernel_routes_any(ns_c)}, timeout=10)
+        print(
+            f"felixpy client cut off: its block left BIRD (via the reflector) after "
+            f"{took.get('bird', -1) * 1000:.0f} ms"
+        )
+        assert "bird" in took and took["bird"] <= BOUND
+    finally:
+        bird.stop()
