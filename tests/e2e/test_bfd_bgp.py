@@ -250,9 +250,7 @@ def test_route_reflector_with_a_bird_client_running_bfd(
         bird.proc.kill()
         start = time.monotonic()
         took = gone_within({"a": lambda: "10.65.9.0/26" not in kernel_routes(ns_a)}, timeout=10)
-        print(
-            f"\nBIRD client cut off: its route left the felixpy client after {took.get('a', -1):.2f} s"
-        )
+        print(f"\nBIRD client cut off: its route left the felixpy client after {took.get('a', -1):.2f} s")
         assert "a" in took and took["a"] <= BOUND, f"after {time.monotonic() - start:.1f}s"
         # and the felixpy client dies: BIRD (back) loses its block through the reflector
         seg.switch.run("ip", "link", "set", "p3", "up")  # type: ignore[attr-defined]
@@ -270,3 +268,104 @@ def test_route_reflector_with_a_bird_client_running_bfd(
         assert "bird" in took and took["bird"] <= BOUND
     finally:
         bird.stop()
+
+
+FRR_CONF = """frr defaults traditional
+hostname frr
+router bgp 65001
+ bgp router-id 10.0.0.5
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor 10.0.0.1 remote-as 64512
+ neighbor 10.0.0.1 bfd
+ address-family ipv4 unicast
+  network 10.65.9.0/26
+ exit-address-family
+!
+"""
+
+
+def test_frr_bgpd_with_bfd_drops_a_dead_nodes_routes(
+    netns: Callable[..., object], services: Callable[..., BGPService]
+) -> None:
+    """FRR (zebra + bfdd + bgpd, ``neighbor ... bfd``): the node's BFD session comes Up with the one
+    bgpd registered, and a node cut off hard leaves FRR's kernel (zebra) within about a second."""
+    import tempfile
+
+    from felixpy.resources.bgp import BGPPeer as Peer
+
+    daemons = ("zebra", "bfdd", "bgpd")
+    if any(not Path(f"/usr/lib/frr/{d}").exists() for d in daemons) or shutil.which("vtysh") is None:
+        print("skipping: FRR (zebra, bfdd, bgpd, vtysh) is not installed")
+        pytest.skip("frr not installed")
+    seg = Segment(netns)
+    ns_a, ns_f = seg.attach("a", "10.0.0.1/24"), seg.attach("frr", "10.0.0.5/24")
+    work = Path(tempfile.mkdtemp(prefix="fpt-frr-"))  # FRR runs as the frr user: not under pytest's 0700 dir
+    os.chmod(work, 0o777)
+    (work / "frr.conf").write_text(FRR_CONF)
+    procs = []
+    try:
+        for d in daemons:
+            argv = [
+                "ip",
+                "netns",
+                "exec",
+                ns_f.name,
+                f"/usr/lib/frr/{d}",
+                "-f",
+                str(work / "frr.conf"),  # type: ignore[attr-defined]
+                "-i",
+                str(work / f"{d}.pid"),
+                "-z",
+                str(work / "zserv.api"),
+                "--vty_socket",
+                str(work),
+                "-u",
+                "frr",
+                "-g",
+                "frr",
+                "--log",
+                "stdout",
+            ]
+            if d == "bfdd":
+                argv += ["--bfdctl", str(work / "bfdd.sock")]
+            procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_for(lambda d=d: (work / f"{d}.vty").exists(), f"FRR {d}", 20)
+        a = services("a", ns_a)
+        frr = Peer(
+            metadata=ObjectMeta(name="frr"),
+            spec=BGPPeerSpec(
+                peer_ip="10.0.0.5", as_number=65001, failure_detection_mode="BFDIfDirectlyConnected"
+            ),
+        )
+        a.update(
+            nodes=[node("a", "10.0.0.1")],
+            bgp_configs=[],
+            peers=[frr],
+            pools=[POOL],
+            local_blocks=["10.65.0.0/26"],
+        )
+        a.start()
+
+        def vtysh(cmd: str) -> str:
+            return subprocess.run(
+                ["ip", "netns", "exec", ns_f.name, "vtysh", "--vty_socket", str(work), "-c", cmd],  # type: ignore[attr-defined]
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout
+
+        wait_for(lambda: "10.65.0.0/26" in kernel_routes_any(ns_f), "a's block in FRR's kernel (zebra)", 60)
+        wait_for(lambda: "10.65.9.0/26 via 10.0.0.5" in kernel_routes(ns_a), "FRR's route on a", 30)
+        wait_for(lambda: bfd_up(a, 1), "BFD Up with FRR", 30)
+        wait_for(lambda: '"status":"up"' in vtysh("show bfd peers json").replace(" ", ""), "FRR's BFD up", 30)
+        seg.switch.run("ip", "link", "set", "p1", "down")  # type: ignore[attr-defined]
+        kill_everything_in(ns_a)
+        took = gone_within({"frr": lambda: "10.65.0.0/26" not in kernel_routes_any(ns_f)}, timeout=10)
+        print(f"\nFRR (neighbor bfd) removed the dead node's block after {took.get('frr', -1):.2f} s")
+        assert "frr" in took and took["frr"] <= BOUND
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
