@@ -205,8 +205,7 @@ class Daemon:
     def _rx_socket(self, fam: int, multihop: bool) -> None:
         if (fam, multihop) in self._rx:
             return
-        sock = socket.socket(fam, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock = socket.socket(fam, socket.SOCK_DGRAM)  # no SO_REUSEADDR: a second BFD daemon must fail here
         if fam == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
         else:
@@ -409,6 +408,8 @@ class Daemon:
 
     async def run(self) -> None:
         path = Path(self.socket_path)
+        if _answers(path):
+            raise SystemExit(f"felixpy-bfd: another daemon already serves {path}")
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         old = os.umask(0o177)
@@ -432,6 +433,18 @@ class Daemon:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         log.info("bfd daemon stopped")
+
+
+def _answers(path: Path) -> bool:
+    """Whether a daemon is listening on ``path`` (never take over a live daemon's socket)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -217,3 +218,22 @@ def test_ipv6_single_hop(netns: Callable[..., Any], tmp_path: Path) -> None:
         for cl in clients:
             cl.stop()
             cl.stop_daemon()
+
+
+def test_a_second_daemon_never_takes_over_a_live_ones_socket(pair: dict[str, Any]) -> None:
+    ia = Inbox()
+    ca = pair["client"](pair["a"], "a", ia)
+    ca.configure([{"peer": "10.77.0.2", **FAST}])
+    hello = ia.wait(lambda d: "hello" in d, 15)
+    sock = pair["tmp"] / "a" / "bfd.sock"
+    out = pair["a"].run(
+        "sh",
+        "-c",
+        f"cd {Path(__file__).resolve().parents[2]} && "
+        f"{sys.executable} -m bgp.bfd_daemon --socket {sock} 2>&1; echo rc=$?",
+        check=False,
+    )
+    assert "another daemon already serves" in out and "rc=1" in out
+    assert ca.daemon_pid() == hello["hello"]["pid"]  # the first one still runs and still owns the socket
+    mark = len(ia.messages)
+    assert ia.status(10, mark)[0]["peer"] == "10.77.0.2"
