@@ -224,6 +224,5 @@ class Session:
             self.diag = diag
             if old == UP:
                 self._set_idle(now)
-        if new == ADMIN_DOWN:
-            self.next_tx = now  # tell the peer at once
+        self.next_tx = min(self.next_tx, now)  # tell the peer at once: it converges a packet sooner
         return [Change(old, new, self.diag, self.remote_cpi)]

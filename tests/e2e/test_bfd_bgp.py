@@ -173,7 +173,7 @@ def test_bird_with_bfd_on_drops_a_dead_nodes_routes(
             lambda: "10.65.0.0/26 via 10.0.0.1" in kernel_routes_any(ns_r), "a's block in BIRD's kernel", 30
         )
         wait_for(lambda: bfd_up(a, 1), "BFD Up with BIRD", 30)
-        assert " up " in f" {bird.cli('show', 'bfd', 'sessions').lower()} "
+        wait_for(lambda: " up " in f" {bird.cli('show', 'bfd', 'sessions').lower()} ", "BIRD's BFD Up", 30)
         seg.switch.run("ip", "link", "set", "p1", "down")  # type: ignore[attr-defined]
         kill_everything_in(ns_a)
         took = gone_within({"bird": lambda: "10.65.0.0/26" not in kernel_routes_any(ns_r)}, timeout=10)

@@ -263,3 +263,11 @@ def test_c_bit_is_sent_and_the_peers_is_reported() -> None:
     assert change.remote_cpi
     [down] = s.receive(pkt(DOWN, yours=0, cpi=False), 0.1)
     assert not down.remote_cpi
+
+
+def test_a_state_change_is_told_to_the_peer_at_once() -> None:
+    s = session()
+    s.due(0.0)  # the first idle packet; the next is ~1 s away
+    s.receive(pkt(INIT), 0.1)
+    sent = s.due(0.1)
+    assert s.state == UP and sent is not None and sent.state == UP
