@@ -72,7 +72,9 @@ class BfdGate:
                 for row in doc["status"]:
                     p = self.peers.get(row["peer"])
                     if p is not None:
-                        self._set(p, row["state"], row.get("since", 0.0), row.get("diag", ""), now)
+                        self._set(
+                            p, row["state"], row.get("since", 0.0), row.get("diag", ""), now, row["peer"]
+                        )
                         p.remote_cpi = bool(row.get("remote_cpi"))
             self.changed = True
             return []
@@ -86,18 +88,26 @@ class BfdGate:
         old, new = doc.get("old", ""), doc["state"]
         self.changed = True
         if old == "Up" and new == "Down" and doc.get("remote_state") != "AdminDown":
-            self._set(p, new, doc.get("time", 0.0), doc.get("diag_text", ""), now)
+            self._set(p, new, doc.get("time", 0.0), doc.get("diag_text", ""), now, peer)
             p.failed, p.hold_until = True, None
             p.failures = [t for t in p.failures if now - t < WINDOW] + [now]
             p.total_failures += 1
             return [Failure(peer, p.remote_cpi, f"BFD down: {p.diag}")]
-        self._set(p, new, doc.get("time", 0.0), doc.get("diag_text", ""), now)
+        self._set(p, new, doc.get("time", 0.0), doc.get("diag_text", ""), now, peer)
         return []
 
-    def _set(self, p: PeerBfd, state: str, since: float, diag: str, now: float) -> None:
+    def _set(self, p: PeerBfd, state: str, since: float, diag: str, now: float, peer: str = "") -> None:
         p.state, p.since, p.diag = state, since, diag
         if state == "Up" and p.failed and p.hold_until is None:
-            p.hold_until = now + self.hold_for(p, now)
+            hold = self.hold_for(p, now)
+            p.hold_until = now + hold
+            log.info(
+                "bfd %s Up again: its routes held %.1fs more (flap damping: %d failures in %.0f min)",
+                peer or "peer",
+                hold,
+                sum(1 for t in p.failures if now - t < WINDOW),
+                WINDOW / 60,
+            )
 
     def hold_for(self, p: PeerBfd, now: float) -> float:
         recent = sum(1 for t in p.failures if now - t < WINDOW)
