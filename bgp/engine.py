@@ -40,6 +40,7 @@ from typing import TypeVar
 from bgp import exabgp_api as api
 from bgp import limits, peer_filters
 from bgp.advertiser import Advertiser, filter_advert, outbound
+from bgp.bfd_gate import BfdGate, Failure
 from bgp.fib import Fib, Resolver
 from bgp.filters import (
     ImportPolicy,
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 ADOPT_TIMEOUT = 120.0
 INTERNED_MAX = 10_000  # distinct attribute sets kept for interning (then start over)
 CEASE_MAX_PREFIXES = 1  # RFC 4486 Cease subcode: maximum number of prefixes reached
+CEASE_ADMIN_RESET = 4  # RFC 4486 Cease subcode: administrative reset (a BFD failure)
 LOG_EXAMPLES = 5  # refused prefixes named in a refusal log line
 # refusals that protect this node (logged as warnings); the others (outside the pools, BGPFilter
 # rules, loops) are ordinary and logged at debug level
@@ -166,6 +168,7 @@ class Engine:
         # peer -> prefix -> why the route it sent is refused (what it sent and we keep out)
         self.rejected: dict[str, dict[str, str]] = {}
         self.disabled_changed = False
+        self.bfd_gate = BfdGate()  # BFD failures, held routes, flap damping (issue 19)
 
     # --- configuration -------------------------------------------------------------------
     def configure(self, desired: Desired) -> None:
@@ -185,8 +188,11 @@ class Engine:
             self._forget_peer(gone)
         for peer in current - set(self.sessions):
             self.sessions[peer] = _Session()
+        released = self.bfd_gate.configure({p.address: p.bfd.hold_down for p in desired.peers if p.bfd})
         if old is None or old.import_policy != desired.import_policy or _peers_changed(old, desired):
             self._refilter()
+        for address in released:
+            self._bfd_release(address, "BFD no longer configured")
         if self.fib is not None and (old is None or old.resolver != desired.resolver):
             self.fib.resolver = desired.resolver
             for prefix, best in self.rib.best_routes():
@@ -212,7 +218,7 @@ class Engine:
     def _refilter(self) -> None:
         for peer, routes in self._raw.items():
             spec = self._specs.get(peer)
-            if spec is None:
+            if spec is None or self.bfd_gate.holds(peer):
                 continue
             for route in routes.values():
                 reason, kept = self._reason(spec, route)
@@ -425,7 +431,7 @@ class Engine:
                 refused[reason_kind(reason)] += 1
                 if len(examples) < LOG_EXAMPLES:
                     examples.append(f"{route.prefix} ({reason})")
-        self.rib.update_many(update.peer, accepted)
+        self.rib.update_many(update.peer, [] if self.bfd_gate.holds(update.peer) else accepted)
         if refused:
             self._refused(update.peer, refused, examples)
 
@@ -522,6 +528,58 @@ class Engine:
         if stale:
             self.status_changed = True
 
+    # --- BFD (issue 19; bgp.bfd_gate decides) ---------------------------------------------
+    def bfd_message(self, doc: dict[str, object], now: float) -> None:
+        """A message from the BFD daemon: a failure takes the peer's routes out of the kernel now."""
+        for failure in self.bfd_gate.handle(doc, now):
+            self._bfd_failed(failure)
+        if self.bfd_gate.changed:
+            self.bfd_gate.changed = False
+            self.status_changed = True
+
+    def _bfd_failed(self, failure: Failure) -> None:
+        """RFC 5882 §4.3: forwarding to the peer is gone, so no graceful restart for its routes -
+        unless a restart is already under way and the peer's BFD shares fate with its control
+        plane (C bit clear): then its Down is likely a side effect and the stale routes stay."""
+        address = failure.peer
+        session = self.sessions.get(address)
+        if session is None:
+            return
+        self.counters[("bfd_down", address)] += 1
+        restarting = session.state != "up" and session.stale_until is not None
+        if restarting and not failure.remote_cpi:
+            log.warning(
+                "bgp peer %s: %s during its graceful restart, C bit clear: stale routes kept",
+                address,
+                failure.reason,
+            )
+            return
+        count = len(self._raw.pop(address, {}))
+        self.rejected.pop(address, None)
+        self.rib.drop_peer(address)
+        session.stale_until = None
+        if session.state == "up":
+            session.torn_down = True
+            self._send([api.teardown_command(address, CEASE_ADMIN_RESET)])
+        log.warning(
+            "bgp peer %s: %s: %d routes removed at once, session %s; routes held until BFD is Up "
+            "and the hold-down passed",
+            address,
+            failure.reason,
+            count,
+            "closed" if session.state == "up" else "was not established",
+        )
+
+    def _bfd_release(self, address: str, why: str) -> None:
+        spec = self._specs.get(address)
+        routes = list(self._raw.get(address, {}).values())
+        if spec is not None:
+            for route in routes:
+                reason, kept = self._reason(spec, route)
+                self._import(address, kept, reason)
+        log.info("bgp peer %s: %s: %d received routes back in use", address, why, len(routes))
+        self.status_changed = True
+
     # --- time ----------------------------------------------------------------------------
     def tick(self, now: float) -> None:
         for address, session in self.sessions.items():
@@ -530,6 +588,8 @@ class Engine:
                 log.info("bgp graceful restart time for %s expired", address)
                 self._forget_stale(address, session)
                 self.rib.sweep_stale(address)
+        for address in self.bfd_gate.due(now):
+            self._bfd_release(address, "BFD Up and hold-down passed")
         if self.fib is not None and self._adopt_until and (now >= self._adopt_until or self._all_up()):
             self._adopt_until = 0.0
             self.fib.release_adopted()

@@ -28,6 +28,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bgp import bfd_metrics
+
 
 class BGPCollector(Collector):
     def __init__(self, service: Any) -> None:
@@ -69,6 +71,7 @@ class BGPCollector(Collector):
             gauge.add_metric([peer], count)
         yield from (refused, limits, notified, fib, gauge)
         yield from session_metrics(self._service.status())
+        yield from bfd_metrics.collect(self._service)  # issue 19
 
 
 SESSION_STATES = ("Established", "OpenSent", "OpenConfirm", "Connect", "Active", "Idle")

@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bgp import exabgp_api as api
+from bgp.bfd_client import BfdClient
+from bgp.bfd_config import daemon_sessions
 from bgp.channel import ApiChannel
 from bgp.engine import Desired, Engine
 from bgp.fib import Fib, Resolver, RouteOps
@@ -218,6 +220,10 @@ class BGPService:
         self._view: dict[str, object] | None = None  # the last routes view written
         self.started_at = 0.0  # wall time of start()
         self.configured_at = 0.0  # wall time of the last update()
+        # BFD (issue 19): its own process, kept across our restarts (bgp.bfd_client)
+        self.bfd = BfdClient(self.run_dir, self._on_bfd, netns=netns)
+        self._bfd_rows: list[dict[str, object]] = []
+        self._bfd_drops: dict[str, int] = {}
 
     # --- public API ----------------------------------------------------------------------
     def update(
@@ -262,6 +268,7 @@ class BGPService:
         self._plan = plan
         self.configured_at = time.time()
         self._configure_speaker(plan)
+        self.bfd.configure(daemon_sessions(plan.desired.peers))
         self._queue.put(("plan", plan))
 
     def _configure_speaker(self, plan: Plan) -> None:
@@ -274,17 +281,24 @@ class BGPService:
         self.started_at = time.time()
         self.channel.start()
         self.speaker.start()
+        self.bfd.start()
         self._thread = threading.Thread(target=self._loop, name="bgp-service", daemon=True)
         self._thread.start()
 
-    def stop(self, graceful: bool = True) -> None:
-        """End ExaBGP (with graceful restart negotiated, peers keep our routes), keep kernel routes."""
+    def stop(self, graceful: bool = True, *, stop_bfd: bool = False) -> None:
+        """End ExaBGP (with graceful restart negotiated, peers keep our routes), keep kernel routes.
+
+        The BFD daemon keeps running (its sessions stay Up: a restart stays hitless) unless
+        ``stop_bfd`` (it then tells its peers AdminDown, which is not a failure to them)."""
         self._stopping.set()
         self.speaker.stop(timeout=5.0 if graceful else 0.5)
+        self.bfd.stop()
+        if stop_bfd:
+            self.bfd.stop_daemon()
         self.channel.stop()
         if self._thread is not None:
             self._thread.join(5.0)
-        write_status(self.run_dir, self.status(), running=False)
+        write_status(self.run_dir, self.status(), running=False, bfd=self.bfd_status())
 
     def status(self) -> list[PeerStatus]:
         with self._lock:
@@ -336,6 +350,15 @@ class BGPService:
         """The IP versions this node speaks BGP on (its addresses)."""
         plan = self._plan
         return tuple(sorted({6 if ":" in a else 4 for a in plan.bind})) if plan is not None else ()
+    def bfd_status(self) -> list[dict[str, object]]:
+        """Per-peer BFD rows (bgp.bfd_gate.BfdGate.rows) as of the last batch."""
+        with self._lock:
+            return list(self._bfd_rows)
+
+    def bfd_drops(self) -> dict[str, int]:
+        """BFD packets the daemon dropped, by reason."""
+        with self._lock:
+            return dict(self._bfd_drops)
 
     def counters(self) -> tuple[dict[tuple[str, ...], int], dict[str, int], int]:
         """(engine counters, prefixes received per peer, FIB refusals) as of the last batch."""
@@ -354,6 +377,9 @@ class BGPService:
     # --- service thread ------------------------------------------------------------------
     def _on_event(self, event: api.Event) -> None:
         self._queue.put(("event", event))
+
+    def _on_bfd(self, doc: dict[str, object]) -> None:
+        self._queue.put(("bfd", doc))
 
     def _loop(self) -> None:
         if self.engine.fib is not None:
@@ -395,6 +421,8 @@ class BGPService:
             if kind == "plan":
                 assert isinstance(payload, Plan)
                 self.engine.configure(payload.desired)
+            elif kind == "bfd":
+                self.engine.bfd_message(payload, now)  # type: ignore[arg-type]
             else:
                 self.engine.handle(payload, now)  # type: ignore[arg-type]
         self.engine.flush()
@@ -415,7 +443,9 @@ class BGPService:
                 replace(s, hold_time=min(s.hold_time, ours) if s.hold_time else 0)
                 for s in self.engine.status()
             ]
+            bfd_rows = self.engine.bfd_gate.rows(now)
             with self._lock:
                 self._status = status
                 self._received = {s.address: s.routes_received for s in status}
-            write_status(self.run_dir, status)
+                self._bfd_rows, self._bfd_drops = bfd_rows, dict(self.engine.bfd_gate.drops)
+            write_status(self.run_dir, status, bfd=bfd_rows)

@@ -54,13 +54,17 @@ def peer_status(
     return PeerStatus(address, kind, "up" if exa_state == "up" else "start", since, info, name, routes)
 
 
-def write_status(run_dir: Path, peers: list[PeerStatus], *, running: bool = True) -> None:
-    doc = {
+def write_status(
+    run_dir: Path, peers: list[PeerStatus], *, running: bool = True, bfd: list[dict[str, Any]] | None = None
+) -> None:
+    doc: dict[str, Any] = {
         "pid": os.getpid(),
         "running": running,
         "updated": time.time(),
         "peers": [asdict(p) for p in peers],
     }
+    if bfd:  # per-peer BFD rows (bgp.bfd_gate), printed by felixctl node status (issue 19)
+        doc["bfd"] = bfd
     path = Path(run_dir) / STATUS_FILE
     write_file(path, json.dumps(doc, indent=1), PRIVATE)
 

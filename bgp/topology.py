@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from bgp import bfd_config
+from bgp.bfd_config import BfdSpec
 from bgp.peer_filters import PeerFilter, compile_filter
 from bgp.peer_selectors import compile_selector
 from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPassword, BGPPeer
@@ -72,6 +74,7 @@ class PeerSpec:
     max_prefixes: int = 0  # receive limit (0: none)
     max_prefixes_action: str = DEFAULT_MAX_PREFIXES_ACTION  # Warn | Block | Restart | Disable
     max_as_path: int | None = None  # None: the import policy's (BGPConfiguration maxASPathLength)
+    bfd: BfdSpec | None = None  # BFD on this session (bgp.bfd_config)
 
     @property
     def ebgp(self) -> bool:
@@ -101,6 +104,7 @@ class _Ctx:
     resolve_secret: SecretResolver | None
     filters: dict[str, BGPFilter]
     node_limit: tuple[int, str] = (DEFAULT_NODE_MAX_PREFIXES, DEFAULT_MAX_PREFIXES_ACTION)
+    default_cfg: BGPConfiguration | None = None
 
 
 def parse_asn(value: str | int | None, default: int | None = None) -> int | None:
@@ -215,6 +219,8 @@ def _session(
     port = port or (peer_node.port if peer_node else DEFAULT_PORT)
     local = me.address(version)
     limit, action = extra.pop("max_prefixes", None), extra.pop("max_prefixes_action", None)
+    request: Any = extra.pop("bfd_request", (None, None))  # the BGPPeer's (failureDetectionMode, bfd)
+    extra["bfd"] = bfd_config.resolve(*request, node=peer_node is not None, config=ctx.default_cfg)
     if limit is None:  # the BGPPeer sets none: the node default for nodes, else no limit
         limit, default_action = ctx.node_limit if peer_node is not None else (0, DEFAULT_MAX_PREFIXES_ACTION)
         action = action or default_action
@@ -273,6 +279,7 @@ def _peer_extra(ctx: _Ctx, peer: BGPPeer) -> dict[str, Any]:
         "max_prefixes": spec.max_prefixes,
         "max_prefixes_action": spec.max_prefixes_action,
         "max_as_path": spec.max_as_path_length,
+        "bfd_request": (spec.failure_detection_mode, spec.bfd),
     }
 
 
@@ -360,6 +367,7 @@ def compute_peers(
         resolve_secret=resolve_secret,
         filters={f.metadata.name: f for f in bgp_filters},
         node_limit=node_limit(default_cfg),
+        default_cfg=default_cfg,
     )
     sessions = _mesh(ctx, default_cfg)
     ordered = sorted(peers, key=lambda p: (bool(p.spec.node or p.spec.node_selector), p.metadata.name))

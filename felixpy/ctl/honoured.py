@@ -37,6 +37,8 @@ BGP_HONOURED: frozenset[str] = frozenset(
         "nodePeerMaxPrefixes",
         "nodePeerMaxPrefixesAction",
         "maxASPathLength",
+        "nodePeerFailureDetectionMode",  # BFD (issue 19)
+        "nodePeerBFD",
     }
 )
 HONOURED: dict[str, frozenset[str]] = {"FelixConfiguration": FELIX_HONOURED, "BGPConfiguration": BGP_HONOURED}

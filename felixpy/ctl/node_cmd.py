@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bgp.bfd_status import format_bfd
 from bgp.status import STATUS_FILE, agent_alive, format_peers, read_status
 from felixpy.ctl import node_check, node_routes
 from felixpy.ctl.output import dump_json, dump_yaml
@@ -57,6 +58,8 @@ def render_status(doc: dict[str, Any] | None) -> tuple[str, int]:
     parts = ["felixpy is running.", "", "IPv4 BGP status", format_peers(peers, 4), ""]
     if any(p.family == 6 for p in peers):
         parts += ["IPv6 BGP status", format_peers(peers, 6), ""]
+    if doc.get("bfd"):
+        parts += ["BFD status", format_bfd(doc["bfd"]), ""]
     return "\n".join(parts), 0
 
 

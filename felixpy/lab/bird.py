@@ -20,7 +20,7 @@ from felixpy.lab.state import ProcRecord
 from felixpy.private_files import SECRET, write_file
 
 
-def _protocol(node: NodePlan) -> str:
+def _protocol(node: NodePlan, *, bfd: bool = False) -> str:
     local = node.gateway
     return (
         f"protocol bgp n_{node.name} {{\n"
@@ -28,6 +28,7 @@ def _protocol(node: NodePlan) -> str:
         f"    neighbor {node.address} as {node.asn};\n"
         "    hold time 30;\n"
         "    graceful restart on;\n"
+        f"{'    bfd on;' + chr(10) if bfd else ''}"
         "    ipv4 {\n"
         "        import all;\n"
         "        export filter {\n"
@@ -49,7 +50,13 @@ def render_config(plan: Plan, log_path: str) -> str:
         "    merge paths on;\n"
         "}\n"
     )
-    return head + "".join(_protocol(n) for n in plan.nodes)
+    if plan.options.bfd:  # felixpy's defaults: 300 ms x 3 (BIRD's own are 10 ms rx, 100 ms tx, x 5)
+        head += (
+            "protocol bfd {\n"
+            '    interface "*" { min rx interval 300 ms; min tx interval 300 ms; multiplier 3; };\n'
+            "}\n"
+        )
+    return head + "".join(_protocol(n, bfd=plan.options.bfd) for n in plan.nodes)
 
 
 def socket_path(names: LabNames) -> str:

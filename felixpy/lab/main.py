@@ -24,7 +24,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     opts = Options(
         name=args.name, nodes=args.nodes, racks=args.racks, tor=args.tor,
         route_reflectors=args.route_reflectors, encap=args.encap, cross_subnet=args.cross_subnet,
-        pool=args.pool, block_size=args.block_size, etcd_members=args.etcd_members,
+        pool=args.pool, block_size=args.block_size, etcd_members=args.etcd_members, bfd=not args.no_bfd,
     )
     try:
         up(opts, Progress(), wait=not args.no_wait, timeout=args.timeout, agents=not args.no_agents)
@@ -55,6 +55,8 @@ def _add_up(sub: Subparsers, common: Parser) -> None:
     p.add_argument("--block-size", type=int, default=26)
     p.add_argument("--etcd-members", type=int, default=1, choices=[1, 3, 5],
                    help="etcd cluster size; ETCD_ENDPOINTS lists every member")
+    p.add_argument("--no-bfd", action="store_true",
+                   help="no BFD: node sessions and the BIRD ToR rely on BGP hold timers")
     p.add_argument("--timeout", type=float, default=120.0, help="bound on waiting for convergence")
     p.add_argument("--no-wait", action="store_true", help="do not wait for readiness and BGP")
     p.add_argument("--no-agents", action="store_true", help="network and datastore only (no felixpy node)")

@@ -53,6 +53,7 @@ def bgp_configuration(plan: Plan) -> Doc:
             "nodeToNodeMeshEnabled": mesh_enabled(plan),
             "asNumber": DEFAULT_AS,
             "logSeverityScreen": "Info",
+            **({} if plan.options.bfd else {"nodePeerFailureDetectionMode": "None"}),
         },
     }
 
@@ -97,6 +98,7 @@ def bgp_peers(plan: Plan) -> list[Doc]:
                     "nodeSelector": f"rack == 'rack{rack.index}'",
                     "peerIP": rack.gateway,
                     "asNumber": TOR_AS,
+                    **({"failureDetectionMode": "BFDIfDirectlyConnected"} if plan.options.bfd else {}),
                 },
             })
     return peers

@@ -50,6 +50,7 @@ class Options:
     pool: str = "10.244.0.0/16"
     block_size: int = 26
     etcd_members: int = 1
+    bfd: bool = True  # BFD on node sessions (the default) and between the nodes and a BIRD ToR
 
 
 @dataclass(frozen=True)

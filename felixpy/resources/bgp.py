@@ -28,6 +28,50 @@ MAX_PREFIXES_CAP = 10_000_000
 MAX_AS_PATH_CAP = 1000
 MaxPrefixesAction = Literal["Warn", "Block", "Restart", "Disable"]
 
+# BFD (issue 19): Calico Enterprise's BGPPeer failureDetectionMode, plus "BFD" (felixpy: single-hop
+# when the peer is on a link, else RFC 5883 multihop); timers named after Calico Enterprise's
+# BFDConfiguration (BIRD: min rx / min tx / idle tx interval, multiplier)
+FailureDetectionMode = Literal["None", "BFDIfDirectlyConnected", "BFD"]
+BFD_LIMITS = {  # field -> (lowest, highest) seconds
+    "minimumRecvInterval": (0.01, 60.0),
+    "minimumSendInterval": (0.01, 60.0),
+    "idleSendInterval": (1.0, 60.0),
+    "holdDownTime": (0.0, 600.0),
+}
+
+
+class BFDSettings(Model):
+    """Unset fields: the BGPConfiguration's ``nodePeerBFD``, then 300ms, 300ms, 1s, 3, 5s."""
+
+    minimum_recv_interval: str | None = None
+    minimum_send_interval: str | None = None
+    idle_send_interval: str | None = None
+    multiplier: int | None = Field(default=None, ge=1, le=255)
+    # felixpy: flap damping, the first hold-down before a failed peer's routes come back (doubled
+    # for each further failure within 10 minutes, at most 64x; "0s" turns damping off)
+    hold_down_time: str | None = None
+
+    @model_validator(mode="after")
+    def _durations(self) -> BFDSettings:
+        from felixpy.resources.kubecontrollers import parse_duration
+
+        for name, (low, high) in BFD_LIMITS.items():
+            text = getattr(self, to_snake(name))
+            if text is None:
+                continue
+            try:
+                seconds = parse_duration(text)
+            except ValueError as err:
+                raise FieldError(str(err), field=name) from None
+            if not low <= seconds <= high:
+                raise FieldError(f"{text!r} is outside {low:g}s..{high:g}s", field=name)
+        return self
+
+
+def to_snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name)
+
+
 BGPFilterName = Annotated[str, AfterValidator(lambda name: check_subdomain(name, what="BGPFilter name"))]
 
 
@@ -59,6 +103,10 @@ class BGPPeerSpec(Model):
     max_prefixes_action: MaxPrefixesAction | None = None  # unset: Restart
     # received routes whose AS_PATH is longer than this are refused (unset: the BGPConfiguration's)
     max_as_path_length: int | None = Field(default=None, ge=1, le=MAX_AS_PATH_CAP, alias="maxASPathLength")
+    # BFD on this session (unset: the BGPConfiguration's nodePeerFailureDetectionMode when the peer
+    # is a node, else None) and its timers
+    failure_detection_mode: FailureDetectionMode | None = None
+    bfd: BFDSettings | None = None
 
     @field_validator("node")
     @classmethod
@@ -285,6 +333,10 @@ class BGPConfigurationSpec(Model):
     node_peer_max_prefixes: int | None = Field(default=None, ge=0, le=MAX_PREFIXES_CAP)
     node_peer_max_prefixes_action: MaxPrefixesAction | None = None
     max_as_path_length: int | None = Field(default=None, ge=1, le=MAX_AS_PATH_CAP, alias="maxASPathLength")
+    # felixpy (issue 19): BFD on every session whose other end is a node (mesh, route reflectors,
+    # peerSelector peerings) unless its BGPPeer says otherwise (unset: "BFD"), and the timers
+    node_peer_failure_detection_mode: FailureDetectionMode | None = None
+    node_peer_bfd: BFDSettings | None = Field(default=None, alias="nodePeerBFD")
 
 
 class BGPConfiguration(Resource):

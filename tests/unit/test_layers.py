@@ -35,6 +35,11 @@ PURE_MODULES = (
     "bgp.filters",
     "bgp.exabgp_api",
     "bgp.exabgp_config",
+    "bgp.bfd_packet",
+    "bgp.bfd_session",
+    "bgp.bfd_config",
+    "bgp.bfd_gate",
+    "bgp.bfd_status",
     "felixpy.controllers.gc_plan",
     "felixpy.controllers.sync_plan",
 )
@@ -115,6 +120,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "fib",
                     "wire",
                     "limits",
+                    "bfd_packet",
+                    "bfd_session",
+                    "bfd_config",
+                    "bfd_gate",
+                    "bfd_status",
                 )
             ),
         ),
@@ -140,6 +150,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "bridge",
                     "exabgp_launch",
                     "exabgp_wire",
+                    "bfd_daemon",
+                    "bfd_client",
+                    "bfd_metrics",
                 )
             ),
         ),
