@@ -39,6 +39,7 @@ from felixpy.node.writer import ResourceMsg, Writer
 from felixpy.resources import WorkloadEndpoint
 from felixpy.resources.fields import FieldError
 from felixpy.resources.names import check_dns_label, check_wep_name
+from ipam.errors import HandleExists
 
 if TYPE_CHECKING:
     from felixpy.dataplane.links import WorkloadLinks
@@ -182,30 +183,38 @@ class CNIHandler:
             raise HandlerError(ERR_TRY_AGAIN, "agent not in sync with the datastore yet")
 
     def _addresses(self, req: CNIRequest) -> tuple[list[str], bool]:
-        held = self.ipam.assignments_for_handle(req.handle_id)
-        if held:
-            return list(host_addresses(held)), False
+        """The container's addresses and whether they are fresh. A fresh ADD does not read its
+        handle first: the assignment creates it in the block's transaction and reports one that
+        exists already (HandleExists, nothing assigned): a repeated ADD, answered what it holds."""
         wanted = ipam_options(req.config)
         attrs = {"node": self.nodename, "namespace": req.namespace, "timestamp": str(time.time())}
         if req.pod:
             attrs["pod"] = req.pod
-        try:
-            got = self.ipam.auto_assign(
-                req.handle_id,
-                node=self.nodename,
-                num_v4=wanted.num_v4,
-                num_v6=wanted.num_v6,
-                attrs=attrs,
-                pools=list(wanted.pools) or None,
-            )
-        except DatastoreError:
-            raise
-        except Exception as exc:
-            raise HandlerError(
-                ERR_IPAM, f"IPAM could not assign an address: {exc}", type(exc).__name__
-            ) from exc
-        log.info("cni.ipam_assigned", handle=req.handle_id, addresses=got.v4 + got.v6)
-        return list(host_addresses(got.v4 + got.v6)), True
+        for new_handle in (True, False):
+            try:
+                got = self.ipam.auto_assign(
+                    req.handle_id,
+                    node=self.nodename,
+                    num_v4=wanted.num_v4,
+                    num_v6=wanted.num_v6,
+                    attrs=attrs,
+                    pools=list(wanted.pools) or None,
+                    new_handle=new_handle,
+                )
+            except HandleExists:
+                held = self.ipam.assignments_for_handle(req.handle_id)
+                if held:
+                    return list(host_addresses(held)), False
+                continue  # a handle holding nothing: assign into it
+            except DatastoreError:
+                raise
+            except Exception as exc:
+                raise HandlerError(
+                    ERR_IPAM, f"IPAM could not assign an address: {exc}", type(exc).__name__
+                ) from exc
+            log.info("cni.ipam_assigned", handle=req.handle_id, addresses=got.v4 + got.v6)
+            return list(host_addresses(got.v4 + got.v6)), True
+        raise HandlerError(ERR_TRY_AGAIN, f"IPAM handle {req.handle_id} changed under the ADD")
 
     def _intact_mac(self, req: CNIRequest, iface: str, addresses: list[str]) -> str | None:
         """On a repeated ADD: the pod side's MAC when both sides are still as we left them."""
