@@ -68,6 +68,14 @@ class VethSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Pair:
+    """A veth pair made, its pod side not yet addressed (see WorkloadLinks.make_pair)."""
+
+    spec: VethSpec
+    pod_index: int  # the pod side's ifindex in the pod's namespace (0: not known, looked up)
+
+
+@dataclass(frozen=True, slots=True)
 class VethResult:
     host_ifname: str
     host_mac: str
@@ -110,9 +118,18 @@ class WorkloadLinks:
         to /proc/sys directly; (3) the host side up; (4) in the pod's namespace (a socket opened
         there by a short setns thread), the addresses, link up, the gateway and default routes and
         the pod side's MAC, all in one send. No child process, no pyroute2.
+
+        Steps 1-3 (:meth:`make_pair`) need only the address families, not the addresses: the CNI
+        handler runs them while IPAM chooses the addresses, then step 4 (:meth:`address_pod`).
         """
-        path = netns_path(spec.netns)
         addresses = host_addresses(spec.addresses)
+        families = frozenset(ipaddress.ip_interface(a).version for a in addresses)
+        return self.address_pod(self.make_pair(spec, families), addresses)
+
+    def make_pair(self, spec: VethSpec, families: frozenset[int]) -> Pair:
+        """Steps 1-3 of :meth:`create` (``spec.addresses`` unused): the pair, the host side's
+        sysctls for ``families`` (IP versions; none = IPv4's), the host side up."""
+        path = netns_path(spec.netns)
         try:
             netns_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -126,7 +143,6 @@ class WorkloadLinks:
                     raise DataplaneError(
                         f"{spec.host_ifname}: MAC reads back {host_link.mac}, wanted {HOST_VETH_MAC}"
                     )
-                families = {ipaddress.ip_interface(a).version for a in addresses}
                 wanted = host_veth_sysctls(
                     spec.host_ifname, ipv4=4 in families or not families, ipv6=6 in families
                 )
@@ -139,13 +155,32 @@ class WorkloadLinks:
             raise DataplaneError(f"veth {spec.host_ifname}: {exc}") from exc
         finally:
             os.close(netns_fd)
+        return Pair(spec, host_link.peer_index)
+
+    def address_pod(self, pair: Pair, addresses: tuple[str, ...]) -> VethResult:
+        """Step 4 of :meth:`create`: the pod side's addresses (host addresses), up, routes."""
+        spec = pair.spec
+        addresses = host_addresses(addresses)
         try:
-            container_mac = _configure_container(path, spec.container_ifname, addresses, host_link.peer_index)
+            container_mac = _configure_container(
+                netns_path(spec.netns), spec.container_ifname, addresses, pair.pod_index
+            )
         except veth.NetlinkFailure as exc:
             raise DataplaneError(f"pod side {spec.container_ifname} in {spec.netns}: {exc}") from exc
         log.info("veth.created", iface=spec.host_ifname, netns=spec.netns, addresses=list(addresses),
                  mtu=spec.mtu, reason="workload added")
         return VethResult(spec.host_ifname, HOST_VETH_MAC, spec.container_ifname, container_mac, addresses)
+
+    def exists(self, host_ifname: str) -> bool:
+        """Whether ``host_ifname`` is an interface of the node namespace (one RTM_GETLINK)."""
+        with self._conversation(self.host_netns) as conv:
+            seq = conv.seq()
+            codes, links = conv.run([veth.Request(veth.pack_get_link(seq=seq, name=host_ifname), "get")])
+        if seq in links:
+            return True
+        if codes.get(seq) not in (0, errno.ENODEV):
+            raise DataplaneError(f"looking up {host_ifname}: errno {codes.get(seq)}")
+        return False
 
     @staticmethod
     def _conversation(netns: str | None) -> veth.Conversation:
