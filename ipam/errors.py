@@ -62,6 +62,11 @@ class NodeNotFound(IPAMError):
     pass
 
 
+class HandleExists(IPAMError):
+    """An assignment asked for a new handle (``auto_assign(new_handle=True)``) and the handle was
+    already there: nothing was assigned; read what it holds (a repeated request)."""
+
+
 class RetriesExhausted(IPAMError):
     """Retryable: too many compare-and-swap conflicts in a row."""
 

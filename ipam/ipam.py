@@ -33,6 +33,7 @@ from ipam.block import Block, Handle, IPNetwork
 from ipam.errors import (
     AddressInUse,
     AddressNotInPool,
+    HandleExists,
     IPAMError,
     PoolExhausted,
     RetriesExhausted,
@@ -73,13 +74,17 @@ class Assignment:
 class _HandleState:
     """The handle as this operation last saw it; starts as 'absent' (optimistic create)."""
 
-    def __init__(self, handle_id: str):
+    def __init__(self, handle_id: str, *, must_be_new: bool = False):
         self.handle = Handle(handle_id)
         self.revision: int | None = None
+        self.must_be_new = must_be_new  # a handle found on reload that this operation did not write
+        self.written = False  # this operation wrote the handle at least once
 
     def reload(self, store: IPAMStore) -> None:
         got = store.get_handle(self.handle.id)
         self.handle, self.revision = (Handle(self.handle.id), None) if got is None else got
+        if got is not None and self.must_be_new and not self.written:
+            raise HandleExists(f"handle {self.handle.id} already exists")
 
 
 class IPAM(Releaser):
@@ -129,8 +134,14 @@ class IPAM(Releaser):
         attrs: Mapping[str, str] | None = None,
         pools: Sequence[str] | None = None,
         intended_use: str = "Workload",
+        new_handle: bool = False,
     ) -> AssignResult:
         """Assign ``num_v4`` + ``num_v6`` addresses to ``handle_id`` for a workload on ``node``.
+
+        ``new_handle``: the caller expects no handle ``handle_id`` yet and has not read it (the
+        handle is created in the block's transaction anyway); if one exists, HandleExists is
+        raised with nothing assigned, so the caller reads what it holds (a repeated CNI ADD)
+        without paying that read on every fresh one.
 
         ``pools``: pool names or CIDRs to restrict to (both versions). All or nothing: if any
         address cannot be found, what was taken is released and PoolExhausted/NoUsablePool raised.
@@ -141,6 +152,7 @@ class IPAM(Releaser):
                 if n > 0:
                     got += self._assign_version(
                         handle_id,
+                        must_be_new=new_handle and not got,
                         node=node,
                         n=n,
                         version=version,
@@ -157,6 +169,7 @@ class IPAM(Releaser):
         self,
         handle_id: str,
         *,
+        must_be_new: bool = False,
         node: str,
         n: int,
         version: int,
@@ -165,7 +178,7 @@ class IPAM(Releaser):
         use: str,
     ) -> list[tuple[str, str]]:
         usable = self._usable(version, node, use, requested)
-        hs = _HandleState(handle_id)
+        hs = _HandleState(handle_id, must_be_new=must_be_new)
         got: list[tuple[str, str]] = []
         try:
             for fresh in (False, True):
@@ -297,7 +310,7 @@ class IPAM(Releaser):
                     raise
                 continue
             self._blocks[key] = (new, r)
-            hs.handle, hs.revision = handle, r
+            hs.handle, hs.revision, hs.written = handle, r, True
             return [(str(new.address(o)), key) for o in ords]
         raise RetriesExhausted(f"block {cidr}: lost the compare-and-swap race {RETRIES} times")
 

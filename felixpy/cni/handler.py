@@ -11,11 +11,13 @@ assignment of a fresh ADD fails, the addresses are released.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import structlog
 
@@ -39,6 +41,7 @@ from felixpy.resources import WorkloadEndpoint
 from felixpy.resources.fields import FieldError
 from felixpy.resources.name_rules import check_dns_label, check_wep_name
 from felixpy.runtime.writer import ResourceMsg, Writer
+from ipam.errors import HandleExists
 
 if TYPE_CHECKING:
     from felixpy.dataplane.links import WorkloadLinks
@@ -52,6 +55,25 @@ _steps: threading.local = threading.local()
 ERR_CONTAINER_UNKNOWN, ERR_INVALID_ENV, ERR_INVALID_CONFIG, ERR_TRY_AGAIN = 3, 4, 7, 11
 ERR_INTERNAL, ERR_IPAM, ERR_CHECK = 100, 101, 102
 DELETE_RETRIES = 10
+T = TypeVar("T")
+
+
+def _in_thread(fn: Callable[..., T], *args: Any) -> Future[tuple[T, float]]:
+    """``fn(*args)`` in a helper thread that ends with it (nothing stays behind per request), and
+    how long it took (milliseconds, for the ``cni.done`` steps)."""
+    done: Future[tuple[T, float]] = Future()
+
+    def body() -> None:
+        start = time.perf_counter()
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed to the caller
+            done.set_exception(exc)
+        else:
+            done.set_result((result, round((time.perf_counter() - start) * 1000, 2)))
+
+    threading.Thread(target=body, name="felixpy-cni-ipam", daemon=True).start()
+    return done
 
 
 @contextlib.contextmanager
@@ -165,16 +187,61 @@ class CNIHandler:
 
     # ---- ADD ----------------------------------------------------------------------------
     def add(self, req: CNIRequest) -> dict[str, Any]:
+        """IPAM, the veth, the endpoint written, its route and chains programmed: then the result."""
         self._check_names(req)
         self._wait_in_sync()
+        iface = self.host_iface(req)
+        if not self.links.exists(iface):  # no host side: the pair is made while IPAM assigns
+            return self._add_overlapped(req, iface)
         with step("ipam"):
             addresses, fresh = self._addresses(req)
         try:
             return self._plumb_and_record(req, addresses, fresh=fresh)
         except BaseException:
             if fresh:
-                self.ipam.release_by_handle(req.handle_id)
-                log.info("cni.ipam_released", handle=req.handle_id, reason="ADD failed after assignment")
+                self._release(req, "ADD failed after assignment")
+            raise
+
+    def _release(self, req: CNIRequest, reason: str) -> None:
+        self.ipam.release_by_handle(req.handle_id)
+        log.info("cni.ipam_released", handle=req.handle_id, reason=reason)
+
+    def _add_overlapped(self, req: CNIRequest, iface: str) -> dict[str, Any]:
+        """A pod without a host veth (a fresh ADD, or one whose interface is gone): IPAM (etcd round
+        trips) runs in a helper thread while this one makes the veth pair for the address families
+        the config asks for; the pod side gets its addresses once IPAM answers. Whatever fails, the
+        other half is undone: a fresh assignment released, a pair made deleted."""
+        wanted = ipam_options(req.config)
+        families = frozenset(v for v, n in ((4, wanted.num_v4), (6, wanted.num_v6)) if n > 0)
+        assigned = _in_thread(self._addresses, req)
+        spec = VethSpec(iface, req.netns, (), req.ifname, self.mtu(req))
+        try:
+            with step("veth"):
+                pair = self.links.make_pair(spec, families)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                (_addresses, fresh), _ms = assigned.result(self.timeout)
+                if fresh:
+                    self._release(req, "ADD failed making the veth")
+            if isinstance(exc, NetnsNotFound):
+                raise HandlerError(ERR_CONTAINER_UNKNOWN, str(exc)) from exc
+            raise
+        try:
+            (addresses, fresh), ms = assigned.result(self.timeout)
+        except BaseException:
+            self.links.delete(iface, reason="ADD failed in IPAM")
+            raise
+        _steps.ms["ipam"] = ms
+        try:
+            got: set[int] = {ipaddress.ip_interface(a).version for a in addresses}
+            if got != set(families or {4}):  # held addresses of another shape: their sysctls
+                self.links.repair_sysctls({iface: got})
+            with step("veth"):
+                mac = self.links.address_pod(pair, tuple(addresses)).container_mac
+            return self._record(req, iface, addresses, mac)
+        except BaseException:
+            if fresh:
+                self._release(req, "ADD failed after assignment")
             raise
 
     def _wait_in_sync(self) -> None:
@@ -182,32 +249,40 @@ class CNIHandler:
             raise HandlerError(ERR_TRY_AGAIN, "agent not in sync with the datastore yet")
 
     def _addresses(self, req: CNIRequest) -> tuple[list[str], bool]:
-        held = self.ipam.assignments_for_handle(req.handle_id)
-        if held:
-            return list(host_addresses(held)), False
+        """The container's addresses and whether they are fresh. A fresh ADD does not read its
+        handle first: the assignment creates it in the block's transaction and reports one that
+        exists already (HandleExists, nothing assigned): a repeated ADD, answered what it holds."""
         wanted = ipam_options(req.config)
         attrs = {"node": self.nodename, "namespace": req.namespace, "timestamp": str(time.time())}
         if req.pod:
             attrs["pod"] = req.pod
         if req.args.get("K8S_POD_UID"):
             attrs["uid"] = req.args["K8S_POD_UID"]  # the GC tells a re-created pod of the same name by it
-        try:
-            got = self.ipam.auto_assign(
-                req.handle_id,
-                node=self.nodename,
-                num_v4=wanted.num_v4,
-                num_v6=wanted.num_v6,
-                attrs=attrs,
-                pools=list(wanted.pools) or None,
-            )
-        except DatastoreError:
-            raise
-        except Exception as exc:
-            raise HandlerError(
-                ERR_IPAM, f"IPAM could not assign an address: {exc}", type(exc).__name__
-            ) from exc
-        log.info("cni.ipam_assigned", handle=req.handle_id, addresses=got.v4 + got.v6)
-        return list(host_addresses(got.v4 + got.v6)), True
+        for new_handle in (True, False):
+            try:
+                got = self.ipam.auto_assign(
+                    req.handle_id,
+                    node=self.nodename,
+                    num_v4=wanted.num_v4,
+                    num_v6=wanted.num_v6,
+                    attrs=attrs,
+                    pools=list(wanted.pools) or None,
+                    new_handle=new_handle,
+                )
+            except HandleExists:
+                held = self.ipam.assignments_for_handle(req.handle_id)
+                if held:
+                    return list(host_addresses(held)), False
+                continue  # a handle holding nothing: assign into it
+            except DatastoreError:
+                raise
+            except Exception as exc:
+                raise HandlerError(
+                    ERR_IPAM, f"IPAM could not assign an address: {exc}", type(exc).__name__
+                ) from exc
+            log.info("cni.ipam_assigned", handle=req.handle_id, addresses=got.v4 + got.v6)
+            return list(host_addresses(got.v4 + got.v6)), True
+        raise HandlerError(ERR_TRY_AGAIN, f"IPAM handle {req.handle_id} changed under the ADD")
 
     def _intact_mac(self, req: CNIRequest, iface: str, addresses: list[str]) -> str | None:
         """On a repeated ADD: the pod side's MAC when both sides are still as we left them."""
@@ -229,6 +304,10 @@ class CNIHandler:
             except NetnsNotFound as exc:
                 raise HandlerError(ERR_CONTAINER_UNKNOWN, str(exc)) from exc
             mac = veth.container_mac
+        return self._record(req, iface, addresses, mac)
+
+    def _record(self, req: CNIRequest, iface: str, addresses: list[str], mac: str) -> dict[str, Any]:
+        """The endpoint written and programmed (its route and chains in): the ADD's result."""
         with step("wep_write"):
             wep = self._write_wep(req, iface, addresses, mac)
         with step("dataplane"):

@@ -32,17 +32,21 @@ import structlog
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from felixpy.dataplane.errors import DataplaneError, LinkNotFound, NetnsNotFound
+from felixpy.dataplane.errors import DataplaneError, NetnsNotFound
 from felixpy.dataplane.iface_names import DEFAULT_PREFIX
-from felixpy.dataplane.netlink_ops import RT_SCOPE_LINK, open_iproute
+from felixpy.dataplane.netlink_ops import open_iproute
 from felixpy.dataplane.sysctl import (
     container_v6_sysctls,
     forwarding_sysctls,
     host_veth_sysctls,
     netns_path,
     repair_sysctls,
+    run_in_netns,
     write_sysctls,
 )
+from felixpy.dataplane.sysctl import write_here as _write_sysctls_here
+from felixpy.netlinkio import veth
+from felixpy.netlinkio.messages import Hop, Route
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +65,14 @@ class VethSpec:
     addresses: tuple[str, ...]
     container_ifname: str = "eth0"
     mtu: int = 1500
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """A veth pair made, its pod side not yet addressed (see WorkloadLinks.make_pair)."""
+
+    spec: VethSpec
+    pod_index: int  # the pod side's ifindex in the pod's namespace (0: not known, looked up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,38 +112,80 @@ class WorkloadLinks:
     def create(self, spec: VethSpec) -> VethResult:
         """Idempotent: an existing host veth of the same name (stale ADD) is deleted first.
 
-        Both namespaces are reached over netlink sockets (the pod's through a setns helper
-        thread, see ``open_iproute``): no child process, ~10 requests in all.
+        Raw rtnetlink (``felixpy.netlinkio.veth``), one round trip per step: (1) in the node
+        namespace, delete a stale veth of that name, create the pair (the pod side made straight
+        in the pod's namespace) and read the host side back; (2) the host side's sysctls, written
+        to /proc/sys directly; (3) the host side up; (4) in the pod's namespace (a socket opened
+        there by a short setns thread), the addresses, link up, the gateway and default routes and
+        the pod side's MAC, all in one send. No child process, no pyroute2.
+
+        Steps 1-3 (:meth:`make_pair`) need only the address families, not the addresses: the CNI
+        handler runs them while IPAM chooses the addresses, then step 4 (:meth:`address_pod`).
         """
-        path = netns_path(spec.netns)
-        if not os.path.exists(path):
-            raise NetnsNotFound(path)
         addresses = host_addresses(spec.addresses)
-        with open_iproute(self.host_netns) as ipr:
-            if ipr.link_lookup(ifname=spec.host_ifname):
-                _delete_link(ipr, spec.host_ifname)
-                log.info("veth.deleted", iface=spec.host_ifname, reason="stale veth before re-ADD")
-            ipr.link(
-                "add", ifname=spec.host_ifname, kind="veth", address=HOST_VETH_MAC, mtu=spec.mtu,
-                peer={"ifname": spec.container_ifname, "net_ns_fd": path, "mtu": spec.mtu},
+        families = frozenset(ipaddress.ip_interface(a).version for a in addresses)
+        return self.address_pod(self.make_pair(spec, families), addresses)
+
+    def make_pair(self, spec: VethSpec, families: frozenset[int]) -> Pair:
+        """Steps 1-3 of :meth:`create` (``spec.addresses`` unused): the pair, the host side's
+        sysctls for ``families`` (IP versions; none = IPv4's), the host side up."""
+        path = netns_path(spec.netns)
+        try:
+            netns_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NetnsNotFound(path) from None
+        try:
+            with self._conversation(self.host_netns) as host:
+                deleted, host_link = _create_pair(host, spec, netns_fd)
+                if deleted:
+                    log.info("veth.deleted", iface=spec.host_ifname, reason="stale veth before re-ADD")
+                if host_link.mac != HOST_VETH_MAC:
+                    raise DataplaneError(
+                        f"{spec.host_ifname}: MAC reads back {host_link.mac}, wanted {HOST_VETH_MAC}"
+                    )
+                wanted = host_veth_sysctls(
+                    spec.host_ifname, ipv4=4 in families or not families, ipv6=6 in families
+                )
+                write_sysctls(
+                    wanted, netns=self.host_netns, reason=f"host side of workload veth {spec.host_ifname}",
+                )
+                host.check([veth.Request(veth.pack_set_up(seq=host.seq(), index=host_link.index),
+                                         f"set {spec.host_ifname} up")])
+        except veth.NetlinkFailure as exc:
+            raise DataplaneError(f"veth {spec.host_ifname}: {exc}") from exc
+        finally:
+            os.close(netns_fd)
+        return Pair(spec, host_link.peer_index)
+
+    def address_pod(self, pair: Pair, addresses: tuple[str, ...]) -> VethResult:
+        """Step 4 of :meth:`create`: the pod side's addresses (host addresses), up, routes."""
+        spec = pair.spec
+        addresses = host_addresses(addresses)
+        try:
+            container_mac = _configure_container(
+                netns_path(spec.netns), spec.container_ifname, addresses, pair.pod_index
             )
-            host_mac = self._configure_host(ipr, spec, addresses)
-        container_mac = _configure_container(path, spec.container_ifname, addresses)
+        except veth.NetlinkFailure as exc:
+            raise DataplaneError(f"pod side {spec.container_ifname} in {spec.netns}: {exc}") from exc
         log.info("veth.created", iface=spec.host_ifname, netns=spec.netns, addresses=list(addresses),
                  mtu=spec.mtu, reason="workload added")
-        return VethResult(spec.host_ifname, host_mac, spec.container_ifname, container_mac, addresses)
+        return VethResult(spec.host_ifname, HOST_VETH_MAC, spec.container_ifname, container_mac, addresses)
 
-    def _configure_host(self, ipr: IPRoute, spec: VethSpec, addresses: tuple[str, ...]) -> str:
-        idx, mac = _index_and_mac(ipr, spec.host_ifname)
-        if mac != HOST_VETH_MAC:
-            raise DataplaneError(f"{spec.host_ifname}: MAC reads back {mac}, wanted {HOST_VETH_MAC}")
-        families = {ipaddress.ip_interface(a).version for a in addresses}
-        write_sysctls(
-            host_veth_sysctls(spec.host_ifname, ipv4=4 in families or not families, ipv6=6 in families),
-            netns=self.host_netns, reason=f"host side of workload veth {spec.host_ifname}",
-        )
-        ipr.link("set", index=idx, state="up")
-        return mac
+    def exists(self, host_ifname: str) -> bool:
+        """Whether ``host_ifname`` is an interface of the node namespace (one RTM_GETLINK)."""
+        with self._conversation(self.host_netns) as conv:
+            seq = conv.seq()
+            codes, links = conv.run([veth.Request(veth.pack_get_link(seq=seq, name=host_ifname), "get")])
+        if seq in links:
+            return True
+        if codes.get(seq) not in (0, errno.ENODEV):
+            raise DataplaneError(f"looking up {host_ifname}: errno {codes.get(seq)}")
+        return False
+
+    @staticmethod
+    def _conversation(netns: str | None) -> veth.Conversation:
+        sock = run_in_netns(netns, veth.route_socket) if netns else veth.route_socket()
+        return veth.Conversation(sock)
 
     def repair_sysctls(self, endpoints: Mapping[str, set[int]]) -> int:
         """Re-assert the host side's sysctls of these veths ({iface: IP versions}) and forwarding;
@@ -153,12 +207,16 @@ class WorkloadLinks:
     def delete_later(self, host_ifname: str, *, reason: str = "workload removed") -> int | None:
         """Queue the host side for deletion by its *index* (a re-ADD reuses the name); the kernel's
         unregister (~20 ms) then happens off the caller's path. Returns the index, None if absent."""
-        with open_iproute(self.host_netns) as ipr:
-            found = ipr.link_lookup(ifname=host_ifname)
-        if not found:
+        with self._conversation(self.host_netns) as conv:
+            seq = conv.seq()
+            codes, links = conv.run([veth.Request(veth.pack_get_link(seq=seq, name=host_ifname), "get")])
+        if seq not in links:
+            if codes.get(seq) not in (0, errno.ENODEV):
+                raise DataplaneError(f"looking up {host_ifname}: errno {codes.get(seq)}")
             return None
-        self.reaper.submit(int(found[0]), host_ifname, reason=reason)
-        return int(found[0])
+        index = veth.parse_link(links[seq]).index
+        self.reaper.submit(index, host_ifname, reason=reason)
+        return index
 
     def names(self) -> list[str]:
         """Names of the workload interfaces (``<prefix>*`` veths) in the node namespace."""
@@ -252,34 +310,62 @@ def delete_container_iface(netns: str, ifname: str = "eth0") -> bool:
     return True
 
 
-def _configure_container(path: str, ifname: str, addresses: tuple[str, ...]) -> str:
-    if any(":" in a for a in addresses):  # before the address: a disabled stack refuses it
-        write_sysctls(container_v6_sysctls(ifname), netns=path, reason="pod has an IPv6 address")
-    with open_iproute(path) as ipr:
-        idx, mac = _index_and_mac(ipr, ifname)
-        for addr in addresses:
-            ip, plen = addr.split("/")
-            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-            ipr.addr("add", index=idx, address=ip, prefixlen=int(plen), family=family,
-                     flags=IFA_F_NODAD if family == socket.AF_INET6 else 0)
-        ipr.link("set", index=idx, state="up")
+def _create_pair(host: veth.Conversation, spec: VethSpec, netns_fd: int) -> tuple[bool, veth.LinkInfo]:
+    """One send in the node namespace: delete a stale ``host_ifname``, create the pair, read the
+    host side back. Returns (a stale one was deleted, the host side)."""
+    delete, create, read = host.seq(), host.seq(), host.seq()
+    links = host.check([
+        veth.Request(veth.pack_del_link(seq=delete, name=spec.host_ifname), "delete stale veth",
+                     done_on=(errno.ENODEV,)),
+        veth.Request(veth.pack_new_veth(seq=create, name=spec.host_ifname, mac=HOST_VETH_MAC, mtu=spec.mtu,
+                                        peer=spec.container_ifname, peer_netns_fd=netns_fd),
+                     f"create veth {spec.host_ifname} (peer {spec.container_ifname})"),
+        veth.Request(veth.pack_get_link(seq=read, name=spec.host_ifname), f"read {spec.host_ifname}"),
+    ])
+    return host.last_codes.get(delete) == 0, veth.parse_link(links[read])
+
+
+def _configure_container(path: str, ifname: str, addresses: tuple[str, ...], index: int) -> str:
+    """The pod side, in one send from a socket in the pod's namespace: addresses, up, routes, and its
+    MAC read back. ``index`` is the pod side's ifindex (the host side's IFLA_LINK); 0: looked up."""
+    v6 = any(":" in a for a in addresses)
+
+    def open_there() -> socket.socket:
+        if v6:  # before the address: a disabled stack refuses it
+            _write_sysctls_here(container_v6_sysctls(ifname))
+        return veth.route_socket()
+
+    with veth.Conversation(run_in_netns(path, open_there)) as pod:
+        if v6:
+            log.info("sysctl.set", netns=path, values=container_v6_sysctls(ifname),
+                     reason="pod has an IPv6 address")
+        if not index:
+            seq = pod.seq()
+            links = pod.check([veth.Request(veth.pack_get_link(seq=seq, name=ifname), f"read {ifname}")])
+            index = veth.parse_link(links[seq]).index
+        requests = [
+            veth.Request(
+                veth.pack_new_addr(seq=pod.seq(), index=index, address=addr,
+                                   flags=IFA_F_NODAD if ":" in addr else 0),
+                f"add address {addr}",
+            )
+            for addr in addresses
+        ]
+        requests.append(veth.Request(veth.pack_set_up(seq=pod.seq(), index=index), f"set {ifname} up"))
+        routes: list[Route] = []
         if any(":" not in a for a in addresses):
-            ipr.route("replace", dst=f"{GATEWAY_V4}/32", oif=idx, scope=RT_SCOPE_LINK)
-            ipr.route("replace", dst="0.0.0.0/0", gateway=GATEWAY_V4, oif=idx)
-        if any(":" in a for a in addresses):
-            ipr.route("replace", dst="::/0", gateway=GATEWAY_V6, oif=idx, family=socket.AF_INET6)
-        return mac
-
-
-def _index_and_mac(ipr: IPRoute, name: str) -> tuple[int, str]:
-    """One RTM_GETLINK: the interface's index and MAC (LinkNotFound when it is not there)."""
-    try:
-        link = ipr.link("get", ifname=name)[0]
-    except NetlinkError as exc:
-        if exc.code == errno.ENODEV:
-            raise LinkNotFound(name) from exc
-        raise
-    return int(link["index"]), str(link.get_attr("IFLA_ADDRESS"))
+            routes.append(Route(f"{GATEWAY_V4}/32", (Hop(dev=ifname),), veth.RTPROT_BOOT))
+            routes.append(Route("0.0.0.0/0", (Hop(GATEWAY_V4, ifname),), veth.RTPROT_BOOT))
+        if v6:
+            routes.append(Route("::/0", (Hop(GATEWAY_V6, ifname),), veth.RTPROT_BOOT))
+        requests += [
+            veth.Request(veth.pack_route(seq=pod.seq(), route=r, index=index), f"route {r.dst}")
+            for r in routes
+        ]
+        read = pod.seq()
+        requests.append(veth.Request(veth.pack_get_link(seq=read, index=index), f"read {ifname}"))
+        links = pod.check(requests)
+        return veth.parse_link(links[read]).mac
 
 
 def _delete_index(ipr: IPRoute, index: int) -> bool:

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -78,21 +79,47 @@ class PolicyDriver(Protocol):
     def endpoint_programmed(self, iface: str) -> bool: ...
 
 
-class FamilyPolicies:
-    """One policy driver per IP version (each with its own iptables/ip6tables writer) behind the single
-    :class:`PolicyDriver` the dataplane talks to. Every driver sees every update (and takes its own
-    version's) and commits every batch; an endpoint is programmed once it is in all of them."""
+class FamilyDriver(PolicyDriver, Protocol):
+    """A policy driver whose commit comes in steps (``felixpy.dataplane.policy_driver.PolicyDriver``):
+    ``commit(a)`` is ``finish(write_iptables(prepare(a)))``; a step's state is opaque here."""
 
-    def __init__(self, drivers: Sequence[PolicyDriver]) -> None:
+    def prepare(self, additive: bool = False) -> Any: ...
+
+    def write_iptables(self, step: Any) -> Any: ...
+
+    def finish(self, step: Any) -> bool: ...
+
+
+class FamilyPolicies:
+    """One policy driver per IP version (each with its own compiler and iptables/ip6tables writer)
+    behind the single :class:`PolicyDriver` the dataplane talks to. Every driver sees every update
+    and commits every batch; an endpoint is programmed once it is in all of them.
+
+    A commit runs the drivers' steps side by side where they are independent: each driver's
+    ``prepare`` in turn (they share one ipset writer), then their iptables writes at once (an
+    iptables-restore and an ip6tables-restore: separate processes and tables, so a CNI ADD waits
+    for the slower of the two, not their sum), then each ``finish`` in turn (ipsets no longer
+    referenced go only once every family's chains stopped using them)."""
+
+    def __init__(self, drivers: Sequence[FamilyDriver]) -> None:
         self.drivers = tuple(drivers)
+        self._pool: ThreadPoolExecutor | None = None
 
     def on_updates(self, updates: list[Update]) -> None:
         for driver in self.drivers:
             driver.on_updates(updates)
 
     def commit(self, additive: bool = False) -> bool:
-        results = [driver.commit(additive) for driver in self.drivers]  # no short cut: each retries alone
-        return all(results)
+        steps = [driver.prepare(additive) for driver in self.drivers]  # no short cut: each retries alone
+        if self._pool is None:
+            workers = max(1, len(self.drivers) - 1)
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="felixpy-policy")
+        others = [
+            self._pool.submit(driver.write_iptables, step)
+            for driver, step in zip(self.drivers[1:], steps[1:], strict=True)
+        ]
+        steps = [self.drivers[0].write_iptables(steps[0]), *(f.result() for f in others)]
+        return all([driver.finish(step) for driver, step in zip(self.drivers, steps, strict=True)])
 
     @property
     def deferred(self) -> bool:

@@ -98,15 +98,45 @@ class PolicyDriver:
                     self._desired.difference_update(u.removed)
 
     def commit(self, additive: bool = False) -> bool:
+        return self.finish(self.write_iptables(self.prepare(additive)))
+
+    # The three steps of a commit, for FamilyPolicies: every family's ``prepare`` (the shared ipset
+    # writer), then their ``write_iptables`` at once (each its own iptables-restore), then every
+    # ``finish`` (ipsets nothing references any more, once every family's chains are written).
+    def prepare(self, additive: bool = False) -> _Commit:
+        """Hand calc's changes to the writers and write the ipsets they need."""
         changes, self._changes = self._changes, Changes()
         try:
-            write_changes(changes, self.iptables, self.ipsets, additive=additive)
+            stage_changes(changes, self.iptables, self.ipsets)
         except DataplaneError as exc:
-            log.warning("policy.commit_failed", error=str(exc), reason="will retry on the next batch")
+            return self._failed(_Commit(additive), exc)
+        return _Commit(additive, ok=True)
+
+    def write_iptables(self, step: _Commit) -> _Commit:
+        if step.ok:
+            try:
+                write_iptables(self.iptables, additive=step.additive)
+            except DataplaneError as exc:
+                return self._failed(step, exc)
+        return step
+
+    def finish(self, step: _Commit) -> bool:
+        if not step.ok:
             return False
+        try:
+            if not (step.additive and self.iptables.pending):  # leftovers may still use such sets
+                self.ipsets.apply_deletions()
+        except DataplaneError as exc:
+            return self._failed(step, exc).ok
         with self._lock:
             self._written = {name for _, name in self._desired}
         return True
+
+    @staticmethod
+    def _failed(step: _Commit, exc: DataplaneError) -> _Commit:
+        log.warning("policy.commit_failed", error=str(exc), reason="will retry on the next batch")
+        step.ok = False
+        return step
 
     @property
     def deferred(self) -> bool:
@@ -135,6 +165,15 @@ class PolicyDriver:
             return f"cali-tw-{iface}" in self._written and f"cali-fw-{iface}" in self._written
 
 
+class _Commit:
+    """Where one driver's commit stands between its steps."""
+
+    __slots__ = ("additive", "ok")
+
+    def __init__(self, additive: bool, *, ok: bool = False) -> None:
+        self.additive, self.ok = additive, ok
+
+
 def writer_hooks(hooks: Iterable[PolicyHook]) -> list[Hook]:
     """The compiler's hooks (``position``) in the writer's shape (``append``)."""
     return [Hook(h.table, h.chain, h.rule, append=h.position == "append") for h in hooks]
@@ -153,6 +192,14 @@ def write_changes(
     per-table transaction, so a jump never points at a missing chain. ``additive``: iptables
     insert-only where possible; ipsets are then destroyed only once nothing was left behind (the
     module doc). Raises DataplaneError."""
+    stage_changes(changes, iptables, ipsets)
+    write_iptables(iptables, additive=additive)
+    if not (additive and iptables.pending):  # chains left for the next plain commit may still use sets
+        ipsets.apply_deletions()
+
+
+def stage_changes(changes: Changes | CompilerChanges, iptables: IptablesWriter, ipsets: IpsetWriter) -> None:
+    """The first step of :func:`write_changes`: the writers told, the ipsets written."""
     if changes.hooks is not None:
         iptables.set_hooks(writer_hooks(changes.hooks))
     for ipset in changes.ipsets.values():
@@ -164,10 +211,11 @@ def write_changes(
     for name in changes.removed_ipsets:
         ipsets.remove_ipset(name)
     ipsets.apply_updates()
+
+
+def write_iptables(iptables: IptablesWriter, *, additive: bool) -> None:
+    """The second step: the chains (insert-only where possible when ``additive``)."""
     if additive:
         iptables.apply(additive=True, leftover_chains=LEFTOVER_CHAINS)
-        if iptables.pending:
-            return  # chains left for the next plain commit may still use sets no longer wanted
     else:
         iptables.apply()
-    ipsets.apply_deletions()

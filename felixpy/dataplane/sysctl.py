@@ -71,6 +71,12 @@ def _write_all(values: Mapping[str, str | int]) -> None:
             f.write(f"{value}\n")
 
 
+def write_here(values: Mapping[str, str | int]) -> None:
+    """Write ``values`` in the calling thread's namespace, unlogged (for a caller already inside a
+    :func:`run_in_netns` body, which logs what it wrote itself)."""
+    _write_all(values)
+
+
 def _read(key: str) -> str:
     with open(f"{PROC_SYS}/{key}") as f:
         return f.read().strip()

@@ -11,6 +11,7 @@ from ipam.allocator import IPAMConfig
 from ipam.errors import (
     AddressInUse,
     BlockNotEmpty,
+    HandleExists,
     NodeNotFound,
     NodeStillExists,
     NoUsablePool,
@@ -70,6 +71,24 @@ def test_dual_stack_and_release_by_handle(ipam, etcd_backend, etcd_kv) -> None:
     assert etcd_kv.get("/calico/ipam/v2/handle/h") is None
     assert ipam.release_by_handle("h") == [], "releasing twice is not an error"
     assert ipam.get_assignment(r.v4[0]) is None
+    assert_consistent(etcd_kv)
+
+
+def test_new_handle_assigns_unread_and_a_repeat_changes_nothing(ipam, etcd_backend, etcd_kv) -> None:
+    """A CNI ADD assigns with ``new_handle=True`` (no handle read first); a repeated ADD of the same
+    container gets HandleExists and its one address stays its only one. Dual stack: the IPv6 step
+    adds to the handle the IPv4 step just created."""
+    make_pool(etcd_backend, "v4", "10.10.0.0/24")
+    make_pool(etcd_backend, "v6", "fd00:10::/120")
+    r = ipam.auto_assign("k8s-pod-network.n1", node="n1", num_v4=1, num_v6=1, new_handle=True)
+    assert len(r.v4) == 1 and len(r.v6) == 1
+    with pytest.raises(HandleExists):
+        ipam.auto_assign("k8s-pod-network.n1", node="n1", num_v4=1, num_v6=1, new_handle=True)
+    assert ipam.assignments_for_handle("k8s-pod-network.n1") == r.v4 + r.v6
+    fresh = IPAM(etcd_kv, etcd_backend, cache_seconds=0)  # another agent: no cached block either
+    with pytest.raises(HandleExists):
+        fresh.auto_assign("k8s-pod-network.n1", node="n1", new_handle=True)
+    assert ipam.assignments_for_handle("k8s-pod-network.n1") == r.v4 + r.v6
     assert_consistent(etcd_kv)
 
 

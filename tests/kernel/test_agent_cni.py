@@ -375,6 +375,25 @@ def test_del_removes_iface_route_allocation_endpoint(env: NodeEnv) -> None:
     assert rc == 0
 
 
+def test_add_failing_in_ipam_leaves_no_veth_and_no_handle(env: NodeEnv) -> None:
+    """The veth pair is made while IPAM assigns: when IPAM refuses (no such pool), the ADD fails with
+    the IPAM code and the pair it made is gone again, nothing is held, and a later ADD works."""
+    from felixpy.dataplane.iface_names import veth_name_for_workload
+
+    pod = env.pod("pod-nopool")
+    iface = veth_name_for_workload("default", "nopool")
+    rc, out = env.cni("ADD", pod, "nopool", ipam={"ipv4_pools": ["no-such-pool"]})
+    assert rc != 0 and out is not None and out["code"] == 101, out
+    assert env.node.run("ip", "link", "show", iface, check=False) == ""
+    assert "eth0" not in pod.run("ip", "link")
+    assert env.keys("/calico/ipam/v2/handle/k8s-pod-network.cid-nopool") == []
+    assert not any(k.endswith("node1-k8s-nopool-eth0") for k in env.keys("/calico/resources/v3/"))
+    rc, res = env.cni("ADD", pod, "nopool")
+    assert rc == 0, res
+    assert f"dev {iface}" in env.node.run("ip", "route", "show", f"{_ip(res)}/32")
+    assert env.cni("DEL", pod, "nopool")[0] == 0
+
+
 def test_check_detects_missing_route_and_resync_restores_it(env: NodeEnv) -> None:
     pod = env.pod("pod-f")
     rc, res = env.cni("ADD", pod, "f")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from felixpy.dataplane.errors import DataplaneError
 from felixpy.dataplane.iface_names import veth_name_for_workload
 from felixpy.dataplane.kernel_objects import RouteTarget
 from felixpy.dataplane.links import HOST_VETH_MAC, VethSpec, WorkloadLinks, delete_container_iface
@@ -77,3 +78,27 @@ def test_create_is_idempotent_and_stale_ifaces_removed(netns):
     assert delete_container_iface(pods["pod-a"].path) is True
     assert links.names() == []
     assert links.delete(name_a) is False
+
+
+def test_a_refused_create_names_the_request_and_leaves_no_host_side(netns):
+    """The pod already has an ``eth0`` (not ours): the kernel refuses the pair as a whole; the error
+    names what was refused, and no half-made host side is left behind."""
+    node, pod = netns("node"), netns("pod-taken")
+    pod.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0")
+    links = WorkloadLinks(host_netns=node.name)
+    with pytest.raises(DataplaneError, match=r"create veth calitaken0.*EEXIST"):
+        links.create(VethSpec(host_ifname="calitaken0", netns=pod.path, addresses=("10.65.0.9",)))
+    assert "calitaken0" not in node.run("ip", "link")
+    assert "eth0@other0" in pod.run("ip", "link", "show", "eth0")  # the pod's own interface untouched
+
+
+def test_pod_side_gets_its_v6_address_without_dad_and_a_v6_default(netns):
+    node, pod = netns("node"), netns("pod-v6")
+    links = WorkloadLinks(host_netns=node.name)
+    spec = VethSpec(host_ifname="calisix0", netns=pod.path, addresses=("10.65.0.7", "fd00:65::7"))
+    res = links.create(spec)
+    assert res.addresses == ("10.65.0.7/32", "fd00:65::7/128")
+    ours = [line for line in pod.run("ip", "-6", "addr", "show", "eth0").splitlines() if "fd00:65::7" in line]
+    assert len(ours) == 1 and "/128" in ours[0] and "tentative" not in ours[0]
+    assert "default via fe80::ecee:eeff:feee:eeee dev eth0" in pod.run("ip", "-6", "route")
+    assert res.container_mac in pod.run("ip", "link", "show", "eth0")

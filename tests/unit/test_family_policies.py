@@ -1,0 +1,55 @@
+"""FamilyPolicies commits the IPv4 and IPv6 policy drivers' iptables writes side by side (a CNI ADD
+waits for the slower restore, not the sum), with the shared-ipset steps before and after in turn."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from felixpy.dataplane.linux import FamilyPolicies
+
+BOUND = 10.0  # seconds: generous, the waits end as soon as the other side arrives
+
+
+class StepDriver:
+    def __init__(self, name: str, log: list[str], started: dict[str, threading.Event], ok: bool = True):
+        self.name, self.log, self.started, self.ok = name, log, started, ok
+        self.lock = threading.Lock()
+
+    def _note(self, what: str) -> None:
+        with self.lock:
+            self.log.append(f"{what} {self.name}")
+
+    def prepare(self, additive: bool = False) -> Any:
+        self._note("prepare")
+        return {"additive": additive}
+
+    def write_iptables(self, step: Any) -> Any:
+        self.started[self.name].set()
+        other = "v6" if self.name == "v4" else "v4"
+        # Both writes are under way at once, or this wait runs out (and says so below).
+        step["overlapped"] = self.started[other].wait(BOUND)
+        self._note("iptables")
+        return step
+
+    def finish(self, step: Any) -> bool:
+        self._note("finish")
+        return self.ok and step["overlapped"]
+
+
+def test_iptables_writes_of_both_families_overlap_and_shared_steps_come_in_turn() -> None:
+    log: list[str] = []
+    started = {"v4": threading.Event(), "v6": threading.Event()}
+    family = FamilyPolicies([StepDriver("v4", log, started), StepDriver("v6", log, started)])  # type: ignore[list-item]
+    assert family.commit(additive=True) is True, "each write saw the other under way"
+    assert log[:2] == ["prepare v4", "prepare v6"]
+    assert sorted(log[2:4]) == ["iptables v4", "iptables v6"]
+    assert log[4:] == ["finish v4", "finish v6"], "ipset deletions only after every family's chains"
+
+
+def test_one_family_failing_fails_the_commit_and_the_other_still_finishes() -> None:
+    log: list[str] = []
+    started = {"v4": threading.Event(), "v6": threading.Event()}
+    family = FamilyPolicies([StepDriver("v4", log, started, ok=False), StepDriver("v6", log, started)])  # type: ignore[list-item]
+    assert family.commit() is False
+    assert log[-2:] == ["finish v4", "finish v6"]
