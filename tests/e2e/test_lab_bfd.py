@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from felixpy.lab.names import LabNames
+from felixpy.lab.layout import LabNames
 
 from felixpy.lab import agents, state
 from felixpy.lab.plan import NodePlan
