@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from felixpy.lab.layout import LabNames
 
 from felixpy.lab import agents, state
+from felixpy.lab.layout import LabNames
 from felixpy.lab.plan import NodePlan
 from felixpy.lab.testing import LabCLI, missing_prerequisites
 
