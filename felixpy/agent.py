@@ -44,6 +44,7 @@ from felixpy.node.felix_metrics import FelixCollector
 from felixpy.node.health import HealthServer, Metrics
 from felixpy.node.settings import FelixParams, Settings
 from felixpy.node.sync import SyncSources
+from felixpy.node.wireguard_metrics import WireguardCollector
 from felixpy.node.writer import Writer
 from felixpy.private_files import private_dir
 from ipam.ipam import IPAM
@@ -399,6 +400,10 @@ def _serve_http(agent: Agent) -> None:
             failures=lambda: agent.metrics.felix_failures,
         )
     )
+    # Calico's wireguard_* families, while WireGuard is on (felixpy.node.wireguard_metrics).
+    encap = getattr(agent.dataplane, "encap", None)  # none on a BGP-only node
+    wireguard = getattr(encap, "wireguard", None)
+    agent.metrics.registry.register(WireguardCollector(agent.settings.nodename, wireguard))
     params = agent.params
     if params.healthEnabled:
         HealthServer(params.healthHost, params.healthPort, live=agent.live, ready=agent.ready).start()

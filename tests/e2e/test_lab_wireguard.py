@@ -29,6 +29,7 @@ import re
 import select
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ from typing import Any
 import pytest
 import yaml
 
+from felixpy.lab.agents import METRICS_PORT
 from felixpy.lab.down import leftovers
 from felixpy.lab.testing import LabCLI, missing_prerequisites, root_snapshot
 from tests.fixtures.kernel_features import require_kernel
@@ -220,6 +222,21 @@ def test_3_between_nodes_only_udp_to_51820_no_cleartext(lab: WgLab) -> None:
         assert ".51820: UDP" in p, p
     assert MARKER not in dump
     phase(f"capture: {len(packets)} packets in the fabric, all UDP to 51820", since)
+
+
+def test_3b_calicos_wireguard_metrics_per_peer(lab: WgLab) -> None:
+    """node1's /metrics: wireguard_meta with its published key; bytes and a handshake per peer."""
+    url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+    text = in_ns(lab.node_ns["node1"], sys.executable, "-c",
+                 f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).read().decode())")
+    meta = [line for line in text.splitlines() if line.startswith("wireguard_meta{")]
+    assert len(meta) == 1 and f'public_key="{lab.published["node1"]}"' in meta[0], text[-3000:]
+    assert 'iface="wireguard.cali"' in meta[0] and 'listen_port="51820"' in meta[0], meta
+    for family in ("wireguard_bytes_rcvd", "wireguard_bytes_sent", "wireguard_latest_handshake_seconds"):
+        values = {re.search(r'peer_key="([^"]+)"', line).group(1): float(line.rsplit(" ", 1)[1])  # type: ignore[union-attr]
+                  for line in text.splitlines() if line.startswith(family + "{")}
+        assert set(values) == {lab.published["node2"], lab.published["node3"]}, (family, values)
+        assert all(v > 0 for v in values.values()), (family, values)  # test 3's pings went to both
 
 
 def test_4_a_node_key_rotated_connectivity_back(lab: WgLab) -> None:
