@@ -80,13 +80,17 @@ class LabCLI:
         argv = [self.binary, "--name", self.name, *args]
         limit = timeout or self.timeout
         started = time.monotonic()
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=limit, check=False)
-        if TRACE:  # the VM stage: where a slow lab spends its time, live in the console log
+        # The VM stage (TRACE): where a slow lab spends its time, live in the console log; up's and
+        # down's own progress lines (each step and its time) go straight there as they happen.
+        live = TRACE and bool(args) and args[0] in ("up", "down")
+        proc = subprocess.run(argv, stdout=None if live else subprocess.PIPE, stderr=subprocess.STDOUT if live
+                              else subprocess.PIPE, text=True, timeout=limit, check=False)
+        if TRACE:
             took = time.monotonic() - started
             cmd = " ".join(args)[:90]
             print(f"[lab-trace] felixpy-lab {cmd} -> {proc.returncode} in {took:.1f}s", flush=True)
-            if args and args[0] in ("up", "down"):
-                print(proc.stdout + proc.stderr, flush=True)
+        if live:
+            proc.stdout, proc.stderr = "", ""
         return proc
 
     def ok(self, *args: str, timeout: float | None = None) -> str:
