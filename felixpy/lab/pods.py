@@ -17,7 +17,7 @@ from felixpy.lab import ctl, manifests, ports, state, topology
 from felixpy.lab.names import NETNS_DIR, LabError, LabNames
 from felixpy.lab.ports import NamedPort
 from felixpy.lab.procs import lab_env, spawn, stop
-from felixpy.lab.shell import in_netns, run
+from felixpy.lab.shell import TIME_SCALE, in_netns, run
 from felixpy.lab.state import LabState, PodRecord
 from felixpy.private_files import private_dir
 
@@ -63,7 +63,7 @@ def network_config(names: LabNames, st: LabState, node: str, labels: dict[str, s
         "ipam": {"type": "felixpy-ipam"},
         "policy": {"type": "k8s"},
         "runtimeConfig": {"labels": labels},
-        "timeout_seconds": CNI_TIMEOUT,
+        "timeout_seconds": CNI_TIMEOUT * TIME_SCALE,  # the VM stage's TCG: the agent answers slower
     }
 
 
