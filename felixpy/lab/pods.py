@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from felixpy.kube import install_cni
 from felixpy.lab import ctl, manifests, ports, state, topology
 from felixpy.lab.names import NETNS_DIR, LabError, LabNames
 from felixpy.lab.ports import NamedPort
@@ -71,6 +70,8 @@ def cni_plugin(names: LabNames) -> Path:
     """The plugin as a node has it after `felixpy install-cni`: the static forwarder, type ``felixpy``."""
     target = names.run_dir / "cni-bin" / "felixpy"
     if not target.exists():
+        from felixpy.kube import install_cni  # once per lab; kept off every command's start-up
+
         private_dir(target.parent)
         for plugin in install_cni.install_own_plugins(target.parent):
             plugin.chmod(0o700)  # run by root, as a runtime does; nothing in the lab is world-readable
