@@ -76,6 +76,15 @@ class IpipLab:
         return json.loads(out)["tables"]["80/tcp"]  # type: ignore[no-any-return]
 
 
+def agent_logs(cli: LabCLI, lines: int = 25) -> str:
+    """The last lines of every agent's log (the lab's run dir; inside the VM only the console is kept)."""
+    out = []
+    for log in sorted(cli.names.run_dir.glob("*/agent.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        out.append(f"--- {log}\n" + "\n".join(tail))
+    return "\n".join(out)
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[IpipLab]:
     reason = missing_prerequisites()
@@ -93,6 +102,12 @@ def lab() -> Iterator[IpipLab]:
                        timeout=t(60))
         env.status = env.cli.status()
         phase("lab up + 3 pods", started)
+    except BaseException as exc:
+        print(f"\n[lab-timing] ipip: setup failed after {time.monotonic() - started:.1f}s: {exc}", flush=True)
+        print(agent_logs(env.cli), flush=True)
+        env.cli.down()
+        raise
+    try:
         yield env
     finally:
         env.cli.down()  # again after test_down_leaves_nothing: a no-op then

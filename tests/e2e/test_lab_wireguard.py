@@ -117,6 +117,15 @@ def felix_config(enabled: bool) -> dict:
             "spec": {"wireguardEnabled": enabled, "routeRefreshInterval": "5s", "ipipMTU": IPIP_MTU}}
 
 
+def agent_logs(cli: LabCLI, lines: int = 25) -> str:
+    """The last lines of every agent's log (the lab's run dir; inside the VM only the console is kept)."""
+    out = []
+    for log in sorted(cli.names.run_dir.glob("*/agent.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        out.append(f"--- {log}\n" + "\n".join(tail))
+    return "\n".join(out)
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[WgLab]:
     reason = missing_prerequisites("tcpdump", "wg", "ping")
@@ -139,6 +148,13 @@ def lab() -> Iterator[WgLab]:
         env.pods = {p["node"]: p for p in status["pods"]}
         env.etcd_host = status["datastore"]["endpoints"][0].split("//")[-1].rsplit(":", 1)[0]
         phase("lab up + 3 pods", started)
+    except BaseException as exc:
+        took = time.monotonic() - started
+        print(f"\n[lab-timing] wireguard: setup failed after {took:.1f}s: {exc}", flush=True)
+        print(agent_logs(env.cli), flush=True)
+        env.cli.down()
+        raise
+    try:
         yield env
     finally:
         env.cli.down()  # again after test_down_leaves_nothing: a no-op then
