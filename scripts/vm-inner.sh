@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs INSIDE the VM that scripts/vm-tests.sh boots (Debian's kernel, this checkout over --rwdir):
+# the kernel-level `vm` tests first, then the IPIP and the WireGuard lab at once (two pytest
+# processes: the VM's two vCPUs are busy together, the labs use unique names and touch nothing of
+# the root namespace). Each lab's output goes to .vm/<module>.log in the checkout as it happens
+# (kept on the host even when the stage times out) and is copied to the console when it ends.
+# Prints VM-PYTEST-EXIT=<worst exit> last. VM_TESTS=<pytest args> runs just that selection instead.
+set -u
+cd "$(dirname "$0")/.."
+echo "VM-BOOTED $(uname -r)"
+export FELIXPY_REQUIRE_KERNEL_FEATURES=ipip,wireguard FELIXPY_TIME_SCALE=${VM_TIME_SCALE:-10} FELIXPY_LAB_TRACE=1
+pytest=(.venv/bin/pytest -p no:cacheprovider --timeout "${VM_TEST_TIMEOUT:-1200}" -ra -v -s --durations=0)
+started=$(date +%s)
+
+if [[ -n ${VM_TESTS:-} ]]; then
+    # shellcheck disable=SC2086  # a pytest selection, split as words on purpose
+    "${pytest[@]}" $VM_TESTS
+    echo "VM-PYTEST-EXIT=$?"
+    exit 0
+fi
+
+kernel=() labs=()
+for f in tests/kernel/test_dataplane_encap.py tests/kernel/test_bgp_fib.py tests/kernel/test_wireguard_kernel.py; do
+    [[ -f $f ]] && kernel+=("$f")
+done
+for f in tests/e2e/test_lab_ipip.py tests/e2e/test_lab_wireguard.py; do
+    [[ -f $f ]] && labs+=("$f")
+done
+
+"${pytest[@]}" -m vm "${kernel[@]}"
+worst=$?
+echo "VM-PART kernel tests: exit $worst after $(($(date +%s) - started))s"
+
+pids=() logs=()
+for f in "${labs[@]}"; do
+    log=.vm/$(basename "$f" .py).log
+    "${pytest[@]}" -m vm "$f" >"$log" 2>&1 &
+    pids+=("$!") logs+=("$log")
+    echo "VM-PART $f started, output in $log"
+done
+for i in "${!pids[@]}"; do
+    wait "${pids[$i]}"
+    rc=$?
+    echo "==================== ${logs[$i]} ===================="
+    cat "${logs[$i]}"
+    echo "VM-PART ${logs[$i]}: exit $rc after $(($(date +%s) - started))s"
+    ((rc > worst)) && worst=$rc
+done
+echo "VM-PYTEST-EXIT=$worst"
