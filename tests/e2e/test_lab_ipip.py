@@ -95,7 +95,7 @@ def lab() -> Iterator[IpipLab]:
     started = time.monotonic()
     env = IpipLab(LabCLI.unique("ipa", timeout=t(240)), root_snapshot(), started)
     try:
-        env.cli.ok("up", "--nodes", "2", "--encap", "ipip", "--timeout", "60", timeout=t(300))
+        env.cli.ok("up", "--nodes", "2", "--encap", "ipip", "--timeout", "150", timeout=t(400))
         phase("lab up (2 nodes, one subnet, IPIP Always)", started)
         for pod, node in PODS.items():
             env.cli.ok("pod", "add", pod, "--node", node, "--labels", f"app={pod[2:]}", "--serve", "80",

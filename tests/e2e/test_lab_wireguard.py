@@ -137,7 +137,7 @@ def lab() -> Iterator[WgLab]:
     env = WgLab(LabCLI.unique("wg", timeout=t(240)), root_snapshot(), started)
     try:
         env.cli.ok("up", "--nodes", "3", "--racks", "2", "--encap", "ipip", "--cross-subnet",
-                   "--timeout", "60", timeout=t(300))
+                   "--timeout", "150", timeout=t(400))
         phase("lab up (3 nodes, 2 racks, IPIP CrossSubnet)", started)
         for i, node in enumerate(NODES):
             env.cli.ok("pod", "add", f"x/p{i}", "--node", node, "--serve", "80", timeout=t(60))
