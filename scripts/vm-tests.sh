@@ -9,10 +9,10 @@
 #
 # Exit: 0 = tests passed, or the VM cannot boot here (one "vm-tests: SKIPPED: <why>" line);
 # 1 = a test failed or the stage timed out. The VM's whole console is kept in $VM_LOG.
-# Inside (scripts/vm-inner.sh): the kernel-level tests, then the two labs at once
+# Inside (scripts/vm-inner.sh): the kernel-level tests, then the two labs one after the other
 # (tests/e2e/test_lab_ipip.py: IPIP Always + policy; test_lab_wireguard.py: IPIP CrossSubnet +
-# WireGuard on/rotate/off/metrics), each lab built once for its module, each into .vm/<module>.log
-# as it runs. pytest runs with -s: each phase prints "[lab-timing] ..." with its time.
+# WireGuard on/rotate/off/metrics), each lab built once for its module, each also into
+# .vm/<module>.log as it runs. pytest runs with -s: each phase prints "[lab-timing] ..." with its time.
 # Knobs: VM_STAGE_TIMEOUT (s, default 2100: the whole stage, boot and labs included, stays inside
 # 35 min), VM_TEST_TIMEOUT (s per test, 1200; the lab modules set their own), VM_TIME_SCALE
 # (multiplies the tests' own waits, default 10: TCG is ~30x slower), VM_KVM=1 to try KVM,
@@ -61,7 +61,7 @@ kvm=(--disable-kvm)
 [[ ${VM_KVM:-0} == 1 && -w /dev/kvm ]] && kvm=()
 
 # ---- inside the VM ----------------------------------------------------------------------------
-# scripts/vm-inner.sh: the kernel-level tests, then both labs at once (their logs in .vm/ as they run)
+# scripts/vm-inner.sh: the kernel-level tests, then the labs (their logs also in .vm/ as they run)
 inner="cd '$ROOT' && VM_TESTS=$(printf %q "${VM_TESTS:-}") VM_TIME_SCALE=${VM_TIME_SCALE:-10} \
 VM_TEST_TIMEOUT=$TEST_TIMEOUT bash scripts/vm-inner.sh"
 
