@@ -16,8 +16,8 @@
 # Knobs: VM_STAGE_TIMEOUT (s, default 2100: the whole stage, boot and labs included, stays inside
 # 35 min), VM_TEST_TIMEOUT (s per test, 1200; the lab modules set their own), VM_TIME_SCALE
 # (multiplies the tests' own waits, default 10: TCG is ~30x slower), VM_KVM=1 to try KVM,
-# VM_KERNEL=/boot/vmlinuz-..., VM_CPUS (2), VM_MEMORY (4G), VM_LABS (the labs run: "ipip" by
-# default; "ipip wireguard" adds the WireGuard lab, not yet shown green in the VM).
+# VM_KERNEL=/boot/vmlinuz-..., VM_CPUS (2), VM_MEMORY (4G), VM_LABS (the labs run, "ipip" and/or
+# "wireguard": none by default until each has been shown green in the VM; see docs/operations.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -63,7 +63,7 @@ kvm=(--disable-kvm)
 
 # ---- inside the VM ----------------------------------------------------------------------------
 # scripts/vm-inner.sh: the kernel-level tests, then the labs (their logs also in .vm/ as they run)
-inner="cd '$ROOT' && VM_TESTS=$(printf %q "${VM_TESTS:-}") VM_LABS=$(printf %q "${VM_LABS:-ipip}") \
+inner="cd '$ROOT' && VM_TESTS=$(printf %q "${VM_TESTS:-}") VM_LABS=$(printf %q "${VM_LABS:-}") \
 VM_TIME_SCALE=${VM_TIME_SCALE:-10} VM_TEST_TIMEOUT=$TEST_TIMEOUT bash scripts/vm-inner.sh"
 
 rm -f "$ROOT"/.vm/test_lab_*.log  # the labs' logs of an earlier run
