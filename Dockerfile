@@ -7,7 +7,8 @@
 # Two stages. The builder has what only the build needs (gcc, python3-dev for python-iptables' small C
 # library, python3-venv, the whole containernetworking-plugins package); the runtime stage gets the venv
 # with the static CNI binaries, `portmap`, and the kernel tools the agent runs: iptables, ipset,
-# iproute2, ethtool. Every RUN is `set -eu`: no step hides a failure.
+# iproute2, ethtool, and wireguard-tools (`wg`: WireGuard keys and peers when FelixConfiguration
+# wireguardEnabled is true). Every RUN is `set -eu`: no step hides a failure.
 ARG BASE=debian:bookworm-slim
 
 FROM ${BASE} AS builder
@@ -55,7 +56,7 @@ FROM ${BASE}
 ARG DEBIAN_FRONTEND=noninteractive
 RUN set -eu; \
     apt-get update; \
-    apt-get install -y --no-install-recommends python3 iptables ipset iproute2 ethtool; \
+    apt-get install -y --no-install-recommends python3 iptables ipset iproute2 ethtool wireguard-tools; \
     apt-get clean; \
     rm -rf /var/lib/apt/lists/*
 COPY --from=builder /opt/felixpy /opt/felixpy
@@ -66,7 +67,7 @@ RUN set -eu; \
         ln -s "/opt/felixpy/venv/bin/$tool" "/usr/local/bin/$tool"; \
     done; \
     felixpy --help >/dev/null; felixctl --help >/dev/null; exabgp version >/dev/null; \
-    iptables --version; command -v ipset; ip -V; CNI_COMMAND=VERSION /usr/lib/cni/portmap; \
+    iptables --version; command -v ipset; ip -V; wg --version; CNI_COMMAND=VERSION /usr/lib/cni/portmap; \
     test -x /opt/felixpy/venv/libexec/felixpy/felixpy-cni; \
     test -x /opt/felixpy/venv/libexec/felixpy/felixpy-bundle-exec
 

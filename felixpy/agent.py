@@ -46,6 +46,7 @@ from felixpy.runtime.felix_metrics import FelixCollector
 from felixpy.runtime.health import HealthServer, Metrics
 from felixpy.runtime.settings import FelixParams, Settings
 from felixpy.runtime.sync import SyncSources
+from felixpy.runtime.wireguard_metrics import WireguardCollector
 from felixpy.runtime.writer import Writer
 from ipam.ipam import IPAM
 
@@ -426,6 +427,10 @@ def _serve_http(agent: Agent) -> None:
             failures=lambda: agent.metrics.felix_failures,
         )
     )
+    # Calico's wireguard_* families, while WireGuard is on (felixpy.runtime.wireguard_metrics).
+    encap = getattr(agent.dataplane, "encap", None)  # none on a BGP-only node
+    wireguard = getattr(encap, "wireguard", None)
+    agent.metrics.registry.register(WireguardCollector(agent.settings.nodename, wireguard))
     params = agent.params
     if params.healthEnabled:
         HealthServer(params.healthHost, params.healthPort, live=agent.live, ready=agent.ready).start()

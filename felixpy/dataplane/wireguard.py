@@ -55,6 +55,8 @@ class PeerState:
     allowed_ips: tuple[str, ...]
     keepalive: int
     rx_bytes: int = 0
+    tx_bytes: int = 0
+    latest_handshake: int = 0  # Unix seconds, 0: none yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +76,15 @@ def parse_dump(text: str) -> DeviceState:
     priv, pub, port, mark = (lines[0] + ["", "", "0", "off"])[:4]
     peers = {}
     for cols in lines[1:]:
-        key, _psk, endpoint, allowed, _hs, rx, _tx, keepalive = (cols + [""] * 8)[:8]
+        key, _psk, endpoint, allowed, handshake, rx, tx, keepalive = (cols + [""] * 8)[:8]
         peers[key] = PeerState(
             public_key=key,
             endpoint=None if endpoint == "(none)" else endpoint,
             allowed_ips=tuple(sorted(a for a in allowed.split(",") if a and a != "(none)")),
             keepalive=0 if keepalive in ("off", "") else int(keepalive),
             rx_bytes=int(rx or 0),
+            tx_bytes=int(tx or 0),
+            latest_handshake=int(handshake or 0),
         )
     return DeviceState(
         private_key=None if priv == "(none)" else priv,

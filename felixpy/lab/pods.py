@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from felixpy.kube import install_cni
 from felixpy.lab import ctl, manifests, ports, state, topology
 from felixpy.lab.layout import NETNS_DIR, LabError, LabNames
 from felixpy.lab.ports import NamedPort
 from felixpy.lab.procs import lab_env, spawn, stop
-from felixpy.lab.shell import in_netns, run
+from felixpy.lab.shell import TIME_SCALE, in_netns, run
 from felixpy.lab.state import LabState, PodRecord
 from felixpy.private_files import private_dir
 
@@ -63,7 +62,7 @@ def network_config(names: LabNames, st: LabState, node: str, labels: dict[str, s
         "ipam": {"type": "felixpy-ipam"},
         "policy": {"type": "k8s"},
         "runtimeConfig": {"labels": labels},
-        "timeout_seconds": CNI_TIMEOUT,
+        "timeout_seconds": CNI_TIMEOUT * TIME_SCALE,  # the VM stage's TCG: the agent answers slower
     }
 
 
@@ -71,6 +70,8 @@ def cni_plugin(names: LabNames) -> Path:
     """The plugin as a node has it after `felixpy install-cni`: the static forwarder, type ``felixpy``."""
     target = names.run_dir / "cni-bin" / "felixpy"
     if not target.exists():
+        from felixpy.kube import install_cni  # once per lab; kept off every command's start-up
+
         private_dir(target.parent)
         for plugin in install_cni.install_own_plugins(target.parent):
             plugin.chmod(0o700)  # run by root, as a runtime does; nothing in the lab is world-readable

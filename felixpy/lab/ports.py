@@ -18,7 +18,6 @@ from typing import Any
 
 from felixpy.lab import ctl
 from felixpy.lab.layout import LabError, LabNames
-from felixpy.resources.fields import FieldError, check_port_name
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 PUBLISH_ATTEMPTS = 5
@@ -45,6 +44,10 @@ def parse_one(item: str) -> NamedPort:
     proto = (proto or "tcp").upper()
     if not sep or not number.isdigit() or not 1 <= int(number) <= 65535 or proto not in PROTOCOLS:
         raise LabError(f"bad port {item!r}: want name=port/proto, e.g. http=80/tcp")
+    # felixpy.resources loads pydantic and builds every model: seconds under the VM stage's TCG, paid by
+    # every felixpy-lab command if imported at the top, and needed only here
+    from felixpy.resources.fields import FieldError, check_port_name
+
     try:
         check_port_name(name)
     except FieldError as exc:

@@ -19,11 +19,17 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from felixpy.lab.layout import LabNames
+
+# The VM stage runs labs under QEMU's TCG (~30x slower): the fixed waits below scale as the lab's own do.
+TIME_SCALE = max(1.0, float(os.environ.get("FELIXPY_TIME_SCALE", "1") or 1))
+# FELIXPY_LAB_TRACE=1 (set by the VM stage): every felixpy-lab command and its time printed (pytest -s).
+TRACE = os.environ.get("FELIXPY_LAB_TRACE") == "1"
 
 # Substrings marking lines of root-namespace state that would belong to a lab.
 _MARKERS = ("10.99.", "10.98.", "10.244.", "cali", "v-node", "v-rr", "v-etcd", "tunl0", "vxlan.calico")
@@ -73,7 +79,19 @@ class LabCLI:
     def run(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         argv = [self.binary, "--name", self.name, *args]
         limit = timeout or self.timeout
-        return subprocess.run(argv, capture_output=True, text=True, timeout=limit, check=False)
+        started = time.monotonic()
+        # The VM stage (TRACE): where a slow lab spends its time, live in the console log; up's and
+        # down's own progress lines (each step and its time) go straight there as they happen.
+        live = TRACE and bool(args) and args[0] in ("up", "down")
+        proc = subprocess.run(argv, stdout=None if live else subprocess.PIPE, stderr=subprocess.STDOUT if live
+                              else subprocess.PIPE, text=True, timeout=limit, check=False)
+        if TRACE:
+            took = time.monotonic() - started
+            cmd = " ".join(args)[:90]
+            print(f"[lab-trace] felixpy-lab {cmd} -> {proc.returncode} in {took:.1f}s", flush=True)
+        if live:
+            proc.stdout, proc.stderr = "", ""
+        return proc
 
     def ok(self, *args: str, timeout: float | None = None) -> str:
         proc = self.run(*args, timeout=timeout)
@@ -87,12 +105,12 @@ class LabCLI:
 
         from felixpy.lab.status import schema
 
-        doc: dict[str, Any] = json.loads(self.ok("status", "-o", "json", timeout=60))
+        doc: dict[str, Any] = json.loads(self.ok("status", "-o", "json", timeout=60 * TIME_SCALE))
         jsonschema.validate(doc, schema())
         return doc
 
     def down(self) -> subprocess.CompletedProcess[str]:
-        return self.run("down", timeout=120)
+        return self.run("down", timeout=120 * TIME_SCALE)
 
     def __enter__(self) -> LabCLI:
         return self

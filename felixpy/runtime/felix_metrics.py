@@ -39,11 +39,13 @@ FELIX_COUNTERS = frozenset(
         "felix_ipset_lines_executed",
     }
 )
+# Calico's WireGuard counters (felixpy.runtime.wireguard_metrics), bare-named too.
+BARE_COUNTERS = FELIX_COUNTERS | {"wireguard_bytes_rcvd", "wireguard_bytes_sent"}
 
 
 def counter(name: str, doc: str, value: float | None = None) -> Metric:
     """A counter family whose samples carry Felix's bare name (no ``_total``); labelled samples: add()."""
-    assert name in FELIX_COUNTERS, name
+    assert name in BARE_COUNTERS, name
     metric = Metric(name, doc, "counter")
     if value is not None:
         metric.add_sample(name, {}, value)
@@ -61,7 +63,7 @@ def exposition(registry: CollectorRegistry) -> bytes:
     for line in generate_latest(registry).decode().split("\n"):
         if line.startswith(("# HELP ", "# TYPE ")):
             head, name, rest = line[:7], *line[7:].partition(" ")[::2]
-            if name.endswith("_total") and name[:-6] in FELIX_COUNTERS:
+            if name.endswith("_total") and name[:-6] in BARE_COUNTERS:
                 line = f"{head}{name[:-6]} {rest}"
         out.append(line)
     return "\n".join(out).encode()

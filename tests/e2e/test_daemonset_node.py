@@ -259,6 +259,16 @@ def test_felixctl_inside_the_image_sees_both_nodes_and_their_bgp_sessions(cluste
     assert {n.name for n in cluster.nodes} <= names
 
 
+def test_the_image_has_wireguard_tools_for_wireguard_enabled(cluster: Cluster) -> None:
+    """``wireguardEnabled: true`` needs ``wg`` in the node container: it makes the node's key pair."""
+    node = cluster.nodes[0]
+    got = node.container.exec(["sh", "-c", "wg --version && wg genkey | wg pubkey"])
+    assert got.returncode == 0, got.stdout + got.stderr
+    version, key = got.stdout.split("\n")[:2]
+    assert version.startswith("wireguard-tools"), got.stdout
+    assert len(key) == 44 and key.endswith("="), got.stdout  # a base64 Curve25519 public key
+
+
 def _cni(cluster: Cluster, node: EmulatedNode) -> Runtime:
     if node.cni is None:
         conflist = json.loads(node.host.resolve(f"/etc/cni/net.d/{cluster.conflist_name}").read_text())
