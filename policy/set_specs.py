@@ -3,7 +3,8 @@
 Three kinds, each a frozen value whose ``name`` is a hash of what it means, so every rule
 that means the same thing shares one set:
 
-- ``SelectorSet``: addresses of endpoints whose label view matches a selector (``hash:net``);
+- ``SelectorSet``: addresses of endpoints, and nets of network sets, whose label view matches a
+  selector (``hash:net``);
 - ``NamedPortSet``: ``ip,proto:port`` of endpoints matching a selector that have a named
   port of that name and protocol (``hash:ip,port``);
 - ``NetsSet``: a fixed CIDR list, used when a rule has more than one CIDR (``hash:net``).
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_network
 
 from felixpy.dataplane.kernel_objects import IpSet
 from policy.chain_names import ipset_name, named_port_set_id, nets_set_id
@@ -38,7 +39,7 @@ def _family(version: int) -> str:
 
 
 def _ips(ep: Endpoint, version: int) -> list[str]:
-    return [ip for ip in ep.ips if ip_address(ip).version == version]
+    return [ip for ip in ep.ips if ip_network(ip, strict=False).version == version]
 
 
 @dataclass(frozen=True, slots=True)
