@@ -28,6 +28,15 @@ def member_address(addr: str) -> str:
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
+def net_members(addr: str) -> tuple[str, ...]:
+    """``member_address``, except that a /0 is its two /1 halves: ``hash:net`` refuses a prefix length
+    of 0 (as Felix, which splits it the same way)."""
+    net = ip_network(addr, strict=False)
+    if net.prefixlen == 0:
+        return tuple(str(half) for half in net.subnets(prefixlen_diff=1))
+    return (member_address(addr),)
+
+
 def net_set(set_id: str, addrs: Iterable[str], version: int) -> IpSet:
     """A well-known ``hash:net`` set (pools, hosts) of the addresses/CIDRs of this IP version."""
     members = frozenset(member_address(a) for a in addrs if ip_network(a).version == version)
@@ -54,7 +63,7 @@ class SelectorSet:
     def members_of(self, ep: Endpoint, view: Mapping[str, str]) -> frozenset[str]:
         if not self.selector.matches(view):
             return frozenset()
-        return frozenset(member_address(ip) for ip in _ips(ep, self.version))
+        return frozenset(m for ip in _ips(ep, self.version) for m in net_members(ip))
 
     def empty(self) -> IpSet:
         return IpSet(self.name, "hash:net", _family(self.version))  # type: ignore[arg-type]
@@ -96,7 +105,7 @@ class NetsSet:
         return frozenset()
 
     def static(self) -> IpSet:
-        members = frozenset(member_address(n) for n in self.nets)
+        members = frozenset(m for n in self.nets for m in net_members(n))
         return IpSet(self.name, "hash:net", _family(self.version), members)  # type: ignore[arg-type]
 
     def empty(self) -> IpSet:

@@ -3,7 +3,8 @@
 A GlobalNetworkPolicy on x/a allows ingress only from ``role == 'trusted'``; no pod has that label,
 only a GlobalNetworkSet does. Traffic from an address inside the set's nets reaches x/a, from outside
 it is dropped; changing the set's nets (an ipset member change, no chain rewritten) flips the verdict,
-and the reference evaluator agrees with the kernel every time.
+a set of 0.0.0.0/0 lets everyone in, deleting the set nobody; the reference evaluator agrees with the
+kernel every time.
 """
 
 from __future__ import annotations
@@ -82,6 +83,13 @@ def test_policy_allows_only_the_network_sets_nets(topo: PolicyTopology, legacy: 
         assert len(changes.ipsets) == 1
         want = oracle_column(topo, second)
         assert [s for s, ok in want.items() if ok] == ["x/a", "x/b", "z/b", "z/c"]
+        assert kernel_column(topo, want) == want
+
+        everyone = trusted(["0.0.0.0/0"])  # hash:net refuses /0: written as its two /1 halves
+        dp.compiler.update_network_set(everyone)
+        dp.apply()
+        want = oracle_column(topo, everyone)
+        assert all(want.values())
         assert kernel_column(topo, want) == want
 
         dp.compiler.remove_network_set(network_set_key(None, "trusted"))

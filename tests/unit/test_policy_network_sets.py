@@ -242,3 +242,10 @@ def test_calc_feeds_network_sets_to_the_compilers() -> None:
     calc.on_resource("GlobalNetworkSet", ("", "dbs"), None)
     sets = {s.name: s for u in calc.flush() if isinstance(u, IpsetsUpdate) for s in u.ipsets}
     assert sets[DB_SET].members == frozenset()
+
+
+def test_a_default_route_set_is_split_for_hash_net() -> None:
+    """``hash:net`` refuses /0: a set holding 0.0.0.0/0 (a common "the internet" set) becomes two /1s."""
+    c = compiler(policy("GlobalNetworkPolicy", "role == 'db'"))
+    c.update_network_set(gns("internet", ["0.0.0.0/0"]))
+    assert c.dirty().ipsets[DB_SET].members == frozenset({"0.0.0.0/1", "128.0.0.0/1"})
