@@ -30,6 +30,14 @@ Local workload endpoints' ``allowSpoofedSourcePrefixes`` (of this compiler's IP 
 (``policy.rpf``), when ``ChainConfig.workload_source_spoofing`` is ``Any``; otherwise they are
 ignored and ``spoofing_ignored`` lists them. The chain is rendered at ``dirty()``, once per batch.
 
+Network sets (``update_network_set``/``remove_network_set``, GlobalNetworkSet and NetworkSet) are
+label-selectable members of the selector ipsets: a rule ``selector``/``notSelector`` matching a set's
+label view (a NetworkSet's carries its namespace, as a workload's does, so a namespaced policy's rules
+see only its own namespace's sets unless a namespaceSelector says otherwise; a GlobalNetworkSet has
+no namespace, so only GlobalNetworkPolicy rules and ``namespaceSelector: global()`` reach it) puts the
+set's ``nets`` of this IP version in the rule's ``hash:net`` ipset. A set's change (labels, nets,
+removal, its namespace's labels) only changes ipset members: no chain is re-rendered.
+
 Tiers (``update_tier``/``remove_tier``, see ``policy.tiers``) order the policies and end them; a
 policy whose tier does not exist applies to nothing (``policies_without_tier`` lists them) until
 the tier is created.
@@ -37,6 +45,7 @@ the tier is created.
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import ip_network
@@ -46,6 +55,7 @@ from felixpy.dataplane.kernel_objects import Chain, IpSet, Table
 from felixpy.resources.endpoint import HostEndpoint, WorkloadEndpoint
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.k8s import Namespace
+from felixpy.resources.stored import GlobalNetworkSet, NetworkSet
 from policy.chain_names import (
     ALL_HOSTS_ID,
     ALL_POOLS_ID,
@@ -67,7 +77,13 @@ from policy.chains import (
     static_chains,
 )
 from policy.compile_hostraw import HostRawPolicies
-from policy.convert import AnyPolicy, convert_policy, endpoint_from_hep, endpoint_from_wep
+from policy.convert import (
+    AnyPolicy,
+    convert_policy,
+    endpoint_from_hep,
+    endpoint_from_network_set,
+    endpoint_from_wep,
+)
 from policy.entities import Direction, Endpoint, Policy, label_view
 from policy.hostendpoints import (
     host_dispatch_chains,
@@ -116,6 +132,8 @@ class PolicyCompiler:
         self.tiers = Tiers(tiers, orders=tier_orders)  # Tier resources or TierInfos; `default` built in
         self._policies: dict[str, Policy] = {}
         self._endpoints: dict[str, Endpoint] = {}
+        self._netsets: dict[str, Endpoint] = {}  # network set key → the set as an Endpoint
+        self._members = ChainMap(self._endpoints, self._netsets)  # what selector ipsets draw from
         self._views: dict[str, dict[str, str]] = {}
         self._ns_labels: dict[str, dict[str, str]] = {}
         self._sa_labels: dict[tuple[str, str], dict[str, str]] = {}  # (namespace, name) → labels
@@ -302,7 +320,7 @@ class PolicyCompiler:
             else:
                 self._drop(("filter", policy_chain(p.id, direction)))
         for spec in sets:
-            self._sets.acquire(spec, self._endpoints, self._views)
+            self._sets.acquire(spec, self._members, self._views)
         for spec in self._policy_sets.get(p.id, frozenset()):
             self._sets.release(spec)
         self._policy_sets[p.id] = frozenset(sets)
@@ -330,6 +348,27 @@ class PolicyCompiler:
         del self._endpoints[key]
         self._reindex(key)
 
+    def update_network_set(self, netset: Endpoint | GlobalNetworkSet | NetworkSet) -> None:
+        """A GlobalNetworkSet or NetworkSet created or changed (remove it with ``remove_network_set``)."""
+        ep = netset if isinstance(netset, Endpoint) else endpoint_from_network_set(netset)
+        self._netsets[ep.key] = ep
+        self._reindex_network_set(ep.key)
+
+    def remove_network_set(self, key: str) -> None:
+        """Forget the network set ``key`` (``policy.convert.network_set_key``)."""
+        if self._netsets.pop(key, None) is not None:
+            self._reindex_network_set(key)
+
+    def _reindex_network_set(self, key: str) -> None:
+        """A network set's view changed: only the members of the ipsets in use change."""
+        ep = self._netsets.get(key)
+        view = None
+        if ep is None:
+            self._views.pop(key, None)
+        else:
+            view = self._views[key] = label_view(ep, self._ns_labels.get(ep.namespace or ""))
+        self._sets.update_endpoint(key, ep, view)
+
     def update_namespace(self, namespace: Namespace) -> None:
         self.update_namespace_labels(namespace.name, namespace.metadata.labels)
 
@@ -342,6 +381,9 @@ class PolicyCompiler:
         for key, ep in list(self._endpoints.items()):
             if ep.namespace == name:
                 self._reindex(key)
+        for key, ep in list(self._netsets.items()):
+            if ep.namespace == name:
+                self._reindex_network_set(key)
 
     def remove_namespace(self, name: str) -> None:
         self.update_namespace_labels(name, None)
@@ -576,7 +618,7 @@ class PolicyCompiler:
         if delta is None:
             return
         for spec in delta.acquire:
-            self._sets.acquire(spec, self._endpoints, self._views)
+            self._sets.acquire(spec, self._members, self._views)
         for chain in delta.put:
             self._put(chain)
         for key in delta.drop:

@@ -29,6 +29,7 @@ from felixpy.resources.k8s import (
 from felixpy.resources.policy import EntityRule, GlobalNetworkPolicy, ICMPFields, NetworkPolicy
 from felixpy.resources.policy import Rule as CalicoRule
 from felixpy.resources.registry import kind_for
+from felixpy.resources.stored import GlobalNetworkSet, NetworkSet
 from policy.entities import (
     ANY,
     NAMESPACE_NAME_LABEL,
@@ -385,6 +386,24 @@ def endpoint_from_hep(hep: HostEndpoint) -> Endpoint:
 
 def hep_key(name: str) -> str:
     return f"hep:{name}"
+
+
+def network_set_key(namespace: str | None, name: str) -> str:
+    """``gns:<name>`` for a GlobalNetworkSet, ``netset:<ns>/<name>`` for a NetworkSet."""
+    return f"netset:{namespace}/{name}" if namespace else f"gns:{name}"
+
+
+def endpoint_from_network_set(netset: GlobalNetworkSet | NetworkSet) -> Endpoint:
+    """A network set as policy sees it: its labels (a NetworkSet also gets its namespace's, as a
+    workload does) and its ``nets`` in place of addresses; no node, so never enforced on."""
+    namespace = (netset.namespace or "default") if isinstance(netset, NetworkSet) else None
+    return Endpoint(
+        key=network_set_key(namespace, netset.name),
+        namespace=namespace,
+        labels=dict(netset.metadata.labels),
+        ips=tuple(str(ip_network(n, strict=False)) for n in netset.spec.nets),
+        network_set=True,
+    )
 
 
 def _named_ports(ports: Iterable[EndpointPort]) -> Iterable[NamedPort]:

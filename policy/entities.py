@@ -158,7 +158,10 @@ class Endpoint:
     Workload endpoints: ``key`` is ``<namespace>/<name>``. Host endpoints (``host=True``):
     ``key`` is ``hep:<name>`` (``:`` cannot appear in a namespace, so the keys never clash),
     ``namespace`` is None, ``ips`` are its ``expectedIPs`` and ``iface`` its ``interfaceName``
-    (``"*"``: every interface of the host).
+    (``"*"``: every interface of the host). Network sets (``network_set=True``): ``key`` is
+    ``gns:<name>`` (GlobalNetworkSet, no namespace) or ``netset:<ns>/<name>`` (NetworkSet), ``ips``
+    are its ``nets`` (CIDRs); they have no node or interface, so they only ever feed the selector
+    ipsets of rules (Calico's label index treats them as endpoints; reference 5.2 of calico-wave2).
     """
 
     key: str
@@ -171,6 +174,7 @@ class Endpoint:
     profiles: tuple[str, ...] = ()
     service_account: str | None = None
     host: bool = False
+    network_set: bool = False  # a (Global)NetworkSet: ``ips`` are its nets (CIDRs); never enforced on
     allowed_source_prefixes: tuple[str, ...] = ()  # allowSpoofedSourcePrefixes (workloads; policy.rpf)
 
     def named_port(self, name: str, protocol: int) -> int | None:

@@ -13,6 +13,11 @@ defaultAction (Deny, or Pass: on to the next tier); a policy whose tier does not
 to nothing (``policy.tiers``); when no tier applies (or all passed) the endpoint's profiles
 decide: a Kubernetes namespace profile ``kns.<ns>`` allows everything, any other profile
 allows nothing. A pod talking to its own address never leaves the pod and is always allowed.
+
+Network sets (``Endpoint.network_set``, passed among the endpoints) own no address and are never
+enforced on; a rule ``selector`` matches an address when the endpoint at it matches, or when a network
+set whose nets contain it matches; a ``notSelector`` rejects it when either matches (the address is
+in the rule's selector ipset either way).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from policy.entities import (
     PolicyRule,
     label_view,
 )
+from policy.selector import Selector
 from policy.tiers import Tiers
 
 
@@ -74,7 +80,9 @@ class Evaluator:
         failsafe_out: Iterable[tuple[str, int]] = DEFAULT_FAILSAFE_OUT,
         service_accounts: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
     ):
-        self.endpoints = list(endpoints)
+        given = list(endpoints)
+        self.endpoints = [e for e in given if not e.network_set]
+        self.network_sets = [e for e in given if e.network_set]
         self.policies = list(policies)
         self.namespaces = dict(namespaces or {})
         self.service_accounts = dict(service_accounts or {})  # (namespace, name) → labels
@@ -192,13 +200,21 @@ class Evaluator:
         if any(_in_net(addr, n) for n in m.not_nets):
             return False
         ep = self.endpoint_at(ip)
-        if m.selector is not None and (ep is None or not m.selector.matches(self.view(ep))):
+        if m.selector is not None and not self._selected(m.selector, ep, addr):
             return False
-        if m.not_selector is not None and ep is not None and m.not_selector.matches(self.view(ep)):
+        if m.not_selector is not None and self._selected(m.not_selector, ep, addr):
             return False
         if m.ports and not any(_port_matches(p, port, proto, ep) for p in m.ports):
             return False
         return not any(_port_matches(p, port, proto, ep) for p in m.not_ports)
+
+    def _selected(self, selector: Selector, ep: Endpoint | None, addr: object) -> bool:
+        """``addr`` is in ``selector``'s ipset: the endpoint at it, or a network set holding it, matches."""
+        if ep is not None and selector.matches(self.view(ep)):
+            return True
+        return any(
+            any(_in_net(addr, n) for n in s.ips) and selector.matches(self.view(s)) for s in self.network_sets
+        )
 
 
 def _failsafe_set(ports: Iterable[tuple[str, int]]) -> frozenset[tuple[int, int]]:
@@ -206,7 +222,7 @@ def _failsafe_set(ports: Iterable[tuple[str, int]]) -> frozenset[tuple[int, int]
 
 
 def _in_net(addr: object, net: str) -> bool:
-    n = ip_network(net)
+    n = ip_network(net, strict=False)
     return getattr(addr, "version", 0) == n.version and addr in n
 
 

@@ -3,7 +3,8 @@
 Three kinds, each a frozen value whose ``name`` is a hash of what it means, so every rule
 that means the same thing shares one set:
 
-- ``SelectorSet``: addresses of endpoints whose label view matches a selector (``hash:net``);
+- ``SelectorSet``: addresses of endpoints, and nets of network sets, whose label view matches a
+  selector (``hash:net``);
 - ``NamedPortSet``: ``ip,proto:port`` of endpoints matching a selector that have a named
   port of that name and protocol (``hash:ip,port``);
 - ``NetsSet``: a fixed CIDR list, used when a rule has more than one CIDR (``hash:net``).
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_network
 
 from felixpy.dataplane.kernel_objects import IpSet
 from policy.chain_names import ipset_name, named_port_set_id, nets_set_id
@@ -27,6 +28,15 @@ def member_address(addr: str) -> str:
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
+def net_members(addr: str) -> tuple[str, ...]:
+    """``member_address``, except that a /0 is its two /1 halves: ``hash:net`` refuses a prefix length
+    of 0 (as Felix, which splits it the same way)."""
+    net = ip_network(addr, strict=False)
+    if net.prefixlen == 0:
+        return tuple(str(half) for half in net.subnets(prefixlen_diff=1))
+    return (member_address(addr),)
+
+
 def net_set(set_id: str, addrs: Iterable[str], version: int) -> IpSet:
     """A well-known ``hash:net`` set (pools, hosts) of the addresses/CIDRs of this IP version."""
     members = frozenset(member_address(a) for a in addrs if ip_network(a).version == version)
@@ -38,7 +48,7 @@ def _family(version: int) -> str:
 
 
 def _ips(ep: Endpoint, version: int) -> list[str]:
-    return [ip for ip in ep.ips if ip_address(ip).version == version]
+    return [ip for ip in ep.ips if ip_network(ip, strict=False).version == version]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +63,7 @@ class SelectorSet:
     def members_of(self, ep: Endpoint, view: Mapping[str, str]) -> frozenset[str]:
         if not self.selector.matches(view):
             return frozenset()
-        return frozenset(member_address(ip) for ip in _ips(ep, self.version))
+        return frozenset(m for ip in _ips(ep, self.version) for m in net_members(ip))
 
     def empty(self) -> IpSet:
         return IpSet(self.name, "hash:net", _family(self.version))  # type: ignore[arg-type]
@@ -95,7 +105,7 @@ class NetsSet:
         return frozenset()
 
     def static(self) -> IpSet:
-        members = frozenset(member_address(n) for n in self.nets)
+        members = frozenset(m for n in self.nets for m in net_members(n))
         return IpSet(self.name, "hash:net", _family(self.version), members)  # type: ignore[arg-type]
 
     def empty(self) -> IpSet:

@@ -5,7 +5,9 @@ commit must isolate something new at once, see ``felixpy.dataplane.linux``).
 
 What each kind means to the compilers (one table, ``_FEEDS``): workload and host endpoints (every
 node's: the compiler enforces only this node's, but any endpoint's addresses belong in the selector
-ipsets of rules that pick it by label), the three policy kinds, tiers, namespaces, IP pools, and every
+ipsets of rules that pick it by label), GlobalNetworkSets and NetworkSets (their nets join the selector
+ipsets of the rules whose selectors match their labels), the three policy kinds, tiers, namespaces, IP
+pools, and every
 node's IPv4 address (``cali40all-hosts-net``: VXLAN/IPIP packets are accepted only from these).
 
 A workload endpoint's ``allowSpoofedSourcePrefixes`` is honoured only with FelixConfiguration
@@ -23,11 +25,12 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 
 from felixpy.calc.updates import ChainsUpdate, HooksUpdate, IpsetsUpdate, PolicyInputsUpdate, Update
-from policy.convert import hep_key
+from policy.convert import hep_key, network_set_key
 
 if TYPE_CHECKING:
     from felixpy.resources import HostEndpoint, IPPool, Node, WorkloadEndpoint
     from felixpy.resources.k8s import Namespace, ServiceAccount
+    from felixpy.resources.stored import GlobalNetworkSet, NetworkSet
     from policy.compiler import PolicyCompiler
     from policy.convert import AnyPolicy
 
@@ -83,6 +86,13 @@ def _feed_service_account(c: PolicyCompiler, key: Key, obj: Any | None) -> None:
     c.update_service_account_labels(key[0] or "default", key[1], labels)
 
 
+def _feed_network_set(c: PolicyCompiler, key: Key, obj: Any | None) -> None:
+    if obj is None:
+        c.remove_network_set(network_set_key(key[0] or None, key[1]))
+    else:
+        c.update_network_set(cast("GlobalNetworkSet | NetworkSet", obj))
+
+
 def _feed_pool(c: PolicyCompiler, key: Key, obj: Any | None) -> None:
     if obj is None:
         c.remove_pool(key[1])
@@ -99,6 +109,8 @@ _FEEDS: dict[str, Callable[[PolicyCompiler, Key, Any | None], None]] = {
     "Namespace": _feed_namespace,
     "ServiceAccount": _feed_service_account,
     "IPPool": _feed_pool,
+    "GlobalNetworkSet": _feed_network_set,
+    "NetworkSet": _feed_network_set,
 }
 
 

@@ -1,9 +1,10 @@
-"""Calico kinds felixpy stores and validates with Calico's names and defaults, but does not (yet)
-act on: their documents apply, round-trip and show in ``felixctl get`` as Calico's do.
+"""Calico kinds beside the main ones, with Calico's names, defaults and validation: their documents
+apply, round-trip and show in ``felixctl get`` as Calico's do.
 
 GlobalNetworkSet / NetworkSet (namespaced): ``spec.nets``, a list of CIDRs (a bare address is a
-/32 or /128). felixpy's policy does not match network sets yet (a documented gap: a selector
-naming a set's labels matches no set).
+/32 or /128; host bits set, a bad prefix length or a non-address is refused naming ``spec.nets[i]``).
+Enforced: rule selectors match them by their labels and their nets join the rule's selector ipset
+(``policy.compiler``, fed by ``felixpy.calc.policy_stage``).
 IPReservation: ``spec.reservedCIDRs``; felixpy's IPAM does not consult it yet.
 IPAMConfiguration: one resource named ``default``: ``strictAffinity`` (false),
 ``maxBlocksPerHost`` (0, no limit), ``autoAllocateBlocks`` (true).

@@ -35,6 +35,7 @@ from felixpy.resources import (
     Tier,
     WorkloadEndpoint,
 )
+from felixpy.resources.stored import GlobalNetworkSet, NetworkSet
 from felixpy.runtime.writer import BlockMsg, InSyncMsg, ResourceMsg, Writer
 
 log = structlog.get_logger(__name__)
@@ -55,6 +56,8 @@ SYNCED_KINDS: list[type[Resource]] = [
     Namespace,
     ServiceAccount,
     HostEndpoint,
+    GlobalNetworkSet,  # rule selectors match network sets: their nets join the selector ipsets
+    NetworkSet,
 ]
 
 
