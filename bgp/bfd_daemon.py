@@ -334,7 +334,7 @@ class Daemon:
                 self._open(entry, now)
         if self._clients:
             self._alone_since = now
-        elif now - self._alone_since > self.orphan_timeout:
+        elif self.orphan_timeout > 0 and now - self._alone_since > self.orphan_timeout:
             log.warning("bfd: no agent for %.0fs; telling peers AdminDown and exiting", self.orphan_timeout)
             self._stop.set()
 
@@ -455,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         "--orphan-timeout",
         type=float,
         default=ORPHAN_TIMEOUT,
-        help="exit (peers told AdminDown) after this many seconds without a client",
+        help="exit (peers told AdminDown) after this many seconds without a client; 0 = never "
+        "(a sidecar container: its pod, not the agent, bounds its life)",
     )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
