@@ -447,7 +447,8 @@ def _answers(path: Path) -> bool:
         probe.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """``felixpy-bfd``'s command line (the Helm chart's sidecar command is checked against it)."""
     parser = argparse.ArgumentParser(prog="felixpy-bfd", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, help="control socket (created 0600)")
     parser.add_argument("--pid-file", help="write our pid here")
@@ -459,6 +460,11 @@ def main(argv: list[str] | None = None) -> int:
         "(a sidecar container: its pod, not the agent, bounds its life)",
     )
     parser.add_argument("--log-level", default="info")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     from felixpy import logs
 
