@@ -120,6 +120,8 @@ def test_daemonset_runs_privileged_on_host_network_with_probes_and_cni_install(
     bfd_sidecar = name != "vxlan"  # on by default; not rendered without BGP
     assert list(containers) == (["felixpy-node", "felixpy-bfd"] if bfd_sidecar else ["felixpy-node"])
     agent = containers["felixpy-node"]
+    annotations = ds["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["kubectl.kubernetes.io/default-container"] == "felixpy-node"  # kubectl exec
     assert agent["command"] == ["felixpy", "node"]
     assert agent["securityContext"]["privileged"] is True
     agent_env = {e["name"]: e.get("value") for e in agent["env"]}
