@@ -390,3 +390,5 @@ def test_node_container_restart_keeps_the_bfd_sidecar_daemon_and_its_sessions_up
     assert ok, f"{b.name}'s BFD session to {a.name} went down across the restart: {rows}"
     failures_after = {r["peer"]: r["failures"] for r in _bfd_rows(b)}
     assert failures_after == failures_before, (failures_before, failures_after)
+    print(f"\nBFD daemon pid {pid} kept across {a.name}'s node-container restart; {b.name}'s BFD rows: "
+          f"{json.dumps(_bfd_rows(b))}")
