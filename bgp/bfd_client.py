@@ -5,6 +5,13 @@ sessions stay Up while the agent (or ExaBGP) restarts, and the next agent adopts
 daemon through its socket (``<run_dir>/bfd.sock``). When the socket does not answer, a daemon is
 started (``python -m bgp.bfd_daemon``, in ``netns`` when given) with backoff.
 
+``external`` (``FELIXPY_BFD_EXTERNAL=true``; the Helm chart's ``bfd`` sidecar container): another
+container runs the daemon on the shared run directory, so a restart of the agent's container does
+not end it. The client then never starts one and never signals one (its pid, in the sidecar's pid
+namespace, means nothing here): it waits for the socket, and when nothing answers for
+``external_wait`` seconds while sessions are wanted it logs one error naming the socket and keeps
+retrying (``external_missing`` is then true).
+
 Thread ``bgp-bfd`` connects, sends the desired sessions (again after every reconnection), turns
 every line into a call of ``on_message`` (hello with a status snapshot, state events, status
 replies) and asks for status every ``STATUS_SECONDS``.
@@ -34,6 +41,8 @@ PID_NAME = "bfd.pid"
 LOG_NAME = "bfd.log"
 STATUS_SECONDS = 2.0
 BACKOFF_MAX = 10.0
+EXTERNAL_BACKOFF_MAX = 2.0  # a connect attempt is cheap; the sidecar's daemon is adopted within 2 s
+EXTERNAL_WAIT = 30.0  # seconds without the sidecar's daemon before the error is logged
 
 
 class BfdClient:
@@ -45,6 +54,8 @@ class BfdClient:
         netns: str | None = None,
         python: str = sys.executable,
         orphan_timeout: float | None = None,
+        external: bool = False,
+        external_wait: float = EXTERNAL_WAIT,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.socket_path = self.run_dir / SOCKET_NAME
@@ -62,6 +73,9 @@ class BfdClient:
         self._proc: subprocess.Popen[bytes] | None = None
         self.spawned = 0
         self.connected = threading.Event()
+        self.external = external
+        self.external_wait = external_wait
+        self.external_missing = False  # external, sessions wanted, no daemon for external_wait seconds
 
     # --- public --------------------------------------------------------------------------
     def configure(self, sessions: list[dict[str, Any]]) -> None:
@@ -99,7 +113,10 @@ class BfdClient:
         return pid
 
     def stop_daemon(self, timeout: float = 5.0) -> None:
-        """End the daemon (its peers are told AdminDown): uninstall, tests."""
+        """End the daemon (its peers are told AdminDown): uninstall, tests. Not an external one."""
+        if self.external:
+            log.info("bfd daemon is external (FELIXPY_BFD_EXTERNAL): left running; its container owns it")
+            return
         pid = self.daemon_pid()
         if pid is None:
             return
@@ -172,18 +189,29 @@ class BfdClient:
 
     def _run(self) -> None:
         backoff = 0.1
+        if self.external:
+            log.info(
+                "bfd daemon is external (FELIXPY_BFD_EXTERNAL): waiting for it on %s; not starting one",
+                self.socket_path,
+            )
+        missing_since: float | None = None  # external: since when sessions are wanted and nothing answers
         while not self._stopping.is_set():
             sock = self._connect()
             if sock is None:
-                if self.daemon_pid() is None and self._sessions:  # no daemon until a session needs one
+                if self.external:
+                    missing_since = self._external_missing(missing_since)
+                elif self.daemon_pid() is None and self._sessions:  # no daemon until a session needs one
                     self._spawn()
                 self._kick.wait(backoff)
                 if self._kick.is_set():
                     self._kick.clear()
                     backoff = 0.05
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                backoff = min(backoff * 2, EXTERNAL_BACKOFF_MAX if self.external else BACKOFF_MAX)
                 continue
             backoff = 0.1
+            if self.external_missing:
+                log.info("bfd daemon (external) answers again on %s", self.socket_path)
+            missing_since, self.external_missing = None, False
             with self._lock:
                 self._sock = sock
                 sessions = self._sessions
@@ -201,6 +229,24 @@ class BfdClient:
                 sock.close()
             if not self._stopping.is_set():
                 log.warning("bfd daemon connection lost; reconnecting")
+
+    def _external_missing(self, since: float | None) -> float | None:
+        """Bounded wait for the sidecar's daemon: one error after ``external_wait`` s, then retries."""
+        if not self._sessions:
+            return None  # nothing to run yet: not missing
+        now = time.monotonic()
+        if since is None:
+            return now
+        if not self.external_missing and now - since >= self.external_wait:
+            self.external_missing = True
+            log.error(
+                "bfd daemon (external, FELIXPY_BFD_EXTERNAL) does not answer on %s after %.0fs: "
+                "BFD sessions are not running; is the bfd sidecar container up and sharing the run "
+                "directory? Retrying",
+                self.socket_path,
+                now - since,
+            )
+        return since
 
     def _read(self, sock: socket.socket) -> None:
         sock.settimeout(STATUS_SECONDS)

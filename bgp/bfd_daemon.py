@@ -334,7 +334,7 @@ class Daemon:
                 self._open(entry, now)
         if self._clients:
             self._alone_since = now
-        elif now - self._alone_since > self.orphan_timeout:
+        elif self.orphan_timeout > 0 and now - self._alone_since > self.orphan_timeout:
             log.warning("bfd: no agent for %.0fs; telling peers AdminDown and exiting", self.orphan_timeout)
             self._stop.set()
 
@@ -447,7 +447,8 @@ def _answers(path: Path) -> bool:
         probe.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """``felixpy-bfd``'s command line (the Helm chart's sidecar command is checked against it)."""
     parser = argparse.ArgumentParser(prog="felixpy-bfd", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, help="control socket (created 0600)")
     parser.add_argument("--pid-file", help="write our pid here")
@@ -455,9 +456,15 @@ def main(argv: list[str] | None = None) -> int:
         "--orphan-timeout",
         type=float,
         default=ORPHAN_TIMEOUT,
-        help="exit (peers told AdminDown) after this many seconds without a client",
+        help="exit (peers told AdminDown) after this many seconds without a client; 0 = never "
+        "(a sidecar container: its pod, not the agent, bounds its life)",
     )
     parser.add_argument("--log-level", default="info")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     from felixpy import logs
 

@@ -177,6 +177,7 @@ class BGPService:
         exabgp: str | None = None,
         resolve_secret: SecretResolver | None = None,
         wire_reflector: bool = True,
+        bfd_external: bool = False,
     ) -> None:
         self.node_name = node_name
         self.run_dir = Path(run_dir)
@@ -221,7 +222,7 @@ class BGPService:
         self.started_at = 0.0  # wall time of start()
         self.configured_at = 0.0  # wall time of the last update()
         # BFD (issue 19): its own process, kept across our restarts (bgp.bfd_client)
-        self.bfd = BfdClient(self.run_dir, self._on_bfd, netns=netns)
+        self.bfd = BfdClient(self.run_dir, self._on_bfd, netns=netns, external=bfd_external)
         self._bfd_rows: list[dict[str, object]] = []
         self._bfd_drops: dict[str, int] = {}
 

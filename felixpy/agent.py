@@ -213,7 +213,7 @@ def _bgp_service(settings: Settings) -> BGPService | None:
         return None
     from bgp.service import BGPService
 
-    return BGPService(settings.nodename, settings.run_dir)
+    return BGPService(settings.nodename, settings.run_dir, bfd_external=settings.bfd_external)
 
 
 def _policy(

@@ -193,6 +193,7 @@ class Settings(BaseModel):
     rr_cluster_id: str | None = None  # ROUTE_REFLECTOR_CLUSTER_ID (--route-reflector mode)
     rr_label: str | None = None  # ROUTE_REFLECTOR_LABEL: <label>=true on our Node
     policy_enabled: bool = True  # FELIXPY_POLICY=off: program nothing in iptables/ipsets
+    bfd_external: bool = False  # FELIXPY_BFD_EXTERNAL: adopt the bfd sidecar's daemon, never start one
     env: dict[str, str] = Field(default_factory=dict, repr=False)  # FELIX_* for FelixParams
 
     @property
@@ -245,5 +246,6 @@ class Settings(BaseModel):
             rr_cluster_id=get("ROUTE_REFLECTOR_CLUSTER_ID"),
             rr_label=get("ROUTE_REFLECTOR_LABEL"),
             policy_enabled=str(get("FELIXPY_POLICY", "on")).lower() not in ("off", "false", "0"),
+            bfd_external=env_bool(env, "FELIXPY_BFD_EXTERNAL", False),
             env={k: v for k, v in env.items() if k.startswith("FELIX_")},
         )

@@ -13,6 +13,9 @@ Twice: with the lab's etcd as datastore, and with the Kubernetes datastore, wher
 RBAC-enforcing stand-in behind TLS (tests/e2e/apiserver.py) reached in-cluster with each pod's
 ServiceAccount token; there every request must be the pods' and granted by the rendered RBAC.
 
+The DaemonSet's other containers (the felixpy-bfd sidecar) run beside the node container; restarting
+the node container leaves the BFD daemon (same pid) and its sessions Up.
+
 Nothing of the spec is written here by hand: command, env, volumes and probes come from the
 rendered DaemonSet and ConfigMap.
 """
@@ -45,7 +48,7 @@ from tests.fixtures.cniruntime import Runtime
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
 DAEMONSET = "felixpy-node"
-INIT, NODE = "install-cni", "felixpy-node"
+INIT, NODE, BFD = "install-cni", "felixpy-node", "felixpy-bfd"
 READY_TIMEOUT = 240.0
 
 
@@ -60,6 +63,8 @@ class EmulatedNode:
     init_log: str
     pods: dict[str, tuple[str, str]] = field(default_factory=dict)  # pod name -> (its netns, its IP)
     cni: Runtime | None = None
+    sidecars: dict[str, runtime.RunningContainer] = field(default_factory=dict)  # the pod's other containers
+    restart: Any = None  # () -> RunningContainer: the node container started again, as the kubelet would
 
 
 @dataclass
@@ -188,13 +193,22 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
                                      "token": tokens[n.name], "cluster_ca": api.ca if api else None}
             rc = runtime.start(kubelet.container(ds, INIT, docs, **common), **where)
             init_exit = runtime.run_to_completion(rc, timeout=120)
-            ctr = runtime.start(kubelet.container(ds, NODE, docs, **common), **where)
-            nodes.append(EmulatedNode(n.name, n.netns, n.address, host, ctr, init_exit, rc.log.read_text()))
+            node_spec = kubelet.container(ds, NODE, docs, **common)
+            ctr = runtime.start(node_spec, **where)
+            node = EmulatedNode(n.name, n.netns, n.address, host, ctr, init_exit, rc.log.read_text())
+            node.restart = lambda node_spec=node_spec, where=where: runtime.start(node_spec, **where)
+            nodes.append(node)
+            for other in spec["containers"]:
+                if other["name"] != NODE:
+                    node.sidecars[other["name"]] = runtime.start(
+                        kubelet.container(ds, other["name"], docs, **common), **where)
         init_env = kubelet.container(ds, INIT, docs, node="x", host_ip="", image_config={}).env
         yield Cluster(lab, docs, ds, image, nodes, init_env["CNI_CONF_NAME"], datastore, api, user)
     finally:
         for node in nodes:
             node.container.stop(grace=20)
+            for sidecar in node.sidecars.values():
+                sidecar.stop(grace=20)
         image.__exit__()
         if api is not None:
             api.stop()
@@ -339,3 +353,52 @@ def test_kubernetes_mode_every_request_was_the_pods_and_was_granted(cluster: Clu
     assert rows, "the agents made no request to the API"
     assert {r["user"] for r in rows} == {cluster.user}
     assert cluster.api.refused() == []
+
+
+def _bfd_rows(node: EmulatedNode) -> list[dict[str, Any]]:
+    """BFD rows of the agent's bgp-status.json (what felixctl node status prints), from the host's run dir."""
+    try:
+        doc = json.loads(node.host.resolve("/var/run/felixpy/bgp-status.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return list(doc.get("bfd") or [])
+
+
+def _bfd_up(node: EmulatedNode) -> tuple[bool, str]:
+    rows = _bfd_rows(node)
+    return bool(rows) and all(r["state"] == "Up" for r in rows), json.dumps(rows)
+
+
+@pytest.mark.parametrize("cluster", ["etcdv3"], indirect=True)
+def test_node_container_restart_keeps_the_bfd_sidecar_daemon_and_its_sessions_up(cluster: Cluster) -> None:
+    """Restarting the agent's container (SIGTERM, then started again) leaves the sidecar's BFD daemon:
+    the same pid, adopted by the new agent (never a second daemon), and the peer's BFD session to
+    this node never fails, so the peer keeps this node's routes (graceful restart)."""
+    if BFD not in cluster.nodes[0].sidecars:
+        _skip("the chart renders no felixpy-bfd container (bfd.sidecar.enabled is false)")
+    for node in cluster.nodes:
+        _ready(cluster, node)
+    a, b = cluster.nodes
+    for node in cluster.nodes:
+        _wait(f"{node.name}: BFD sessions Up", lambda node=node: _bfd_up(node), READY_TIMEOUT, node)
+    sidecar = a.sidecars[BFD]
+    cmdline = Path(f"/proc/{sidecar.pid}/cmdline").read_bytes().split(b"\0")
+    assert any(part.endswith(b"felixpy-bfd") for part in cmdline), cmdline  # the container's process is it
+    pid = sidecar.pid
+    failures_before = {r["peer"]: r["failures"] for r in _bfd_rows(b)}
+    a.container.stop(grace=20)
+    old_log = a.container.log.read_text()
+    assert "bfd daemon started" not in old_log, "the agent started a daemon of its own beside the sidecar's"
+    a.container = a.restart()
+    _ready(cluster, a)
+    _wait(f"{a.name}: BFD sessions Up after the restart", lambda: _bfd_up(a), READY_TIMEOUT, a)
+    assert sidecar.proc.poll() is None and sidecar.pid == pid, "the BFD daemon did not outlive the agent"
+    new_log = a.container.log.read_text()
+    assert "waiting for it on" in new_log and "bfd daemon connected" in new_log, new_log[-3000:]
+    assert "bfd daemon started" not in new_log
+    ok, rows = _bfd_up(b)
+    assert ok, f"{b.name}'s BFD session to {a.name} went down across the restart: {rows}"
+    failures_after = {r["peer"]: r["failures"] for r in _bfd_rows(b)}
+    assert failures_after == failures_before, (failures_before, failures_after)
+    print(f"\nBFD daemon pid {pid} kept across {a.name}'s node-container restart; {b.name}'s BFD rows: "
+          f"{json.dumps(_bfd_rows(b))}")

@@ -191,6 +191,7 @@ SAMPLES: dict[str, Any] = {
     "routeReflector.tolerations": [{"operator": "Exists"}],
     "node.tolerations": [{"key": "x", "operator": "Exists"}],
     "node.resources": {"requests": {"cpu": "1"}},
+    "bfd.sidecar.resources": {"requests": {"cpu": "1"}},
 }
 
 
@@ -274,3 +275,25 @@ def test_node_container_env_has_no_variable_the_agent_ignores(docs: list[dict[st
     ]
     assert not ignored, f"set by the chart, read by nothing: {ignored}"
     assert find(docs, "ConfigMap", "felixpy-config")["data"]["veth_mtu"] == "1400"
+
+
+def test_bfd_sidecar_serves_the_socket_the_agent_adopts(docs: list[dict[str, Any]]) -> None:
+    """The sidecar's daemon listens where the agent's client looks (<FELIXPY_RUN_DIR>/bfd.sock) on the
+    same host directory, with flags the daemon's own parser accepts, and the agent is told not to
+    start a daemon of its own."""
+    from bgp import bfd_client, bfd_daemon
+
+    settings = Settings.from_env(container_env(docs, "felixpy-node", node_name="n"))
+    assert settings.bfd_external is True
+    sidecar, node, paths = container(docs, "felixpy-bfd"), container(docs, "felixpy-node"), host_paths(docs)
+    assert sidecar["command"][0] == "felixpy-bfd"
+    parsed = vars(bfd_daemon.build_parser().parse_args(sidecar["command"][1:]))
+    assert parsed["socket"] == f"{settings.run_dir}/{bfd_client.SOCKET_NAME}"
+    assert parsed["orphan_timeout"] == 0, "the pod, not the agent, bounds the sidecar's life"
+    assert parsed["log_level"] == "debug"  # logSeverity reaches the sidecar too
+    mount = {m["mountPath"]: paths[m["name"]] for m in sidecar["volumeMounts"]}
+    node_mounts = {m["mountPath"]: paths.get(m["name"]) for m in node["volumeMounts"]}
+    assert mount[settings.run_dir] == node_mounts[settings.run_dir]
+    off = Settings.from_env(container_env(render({**VALUES, "bfd": {"sidecar": {"enabled": False}}}),
+                                          "felixpy-node", node_name="n"))
+    assert off.bfd_external is False

@@ -115,9 +115,32 @@ def test_daemonset_runs_privileged_on_host_network_with_probes_and_cni_install(
     pod = ds["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True
     assert {"operator": "Exists"} in pod["tolerations"], "the agent must run on every node, tainted or not"
-    (agent,) = pod["containers"]
+    name, _ = rendered
+    containers = {c["name"]: c for c in pod["containers"]}
+    bfd_sidecar = name != "vxlan"  # on by default; not rendered without BGP
+    assert list(containers) == (["felixpy-node", "felixpy-bfd"] if bfd_sidecar else ["felixpy-node"])
+    agent = containers["felixpy-node"]
+    annotations = ds["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["kubectl.kubernetes.io/default-container"] == "felixpy-node"  # kubectl exec
     assert agent["command"] == ["felixpy", "node"]
     assert agent["securityContext"]["privileged"] is True
+    agent_env = {e["name"]: e.get("value") for e in agent["env"]}
+    if bfd_sidecar:
+        bfd = containers["felixpy-bfd"]
+        assert bfd["command"][0] == "felixpy-bfd" and agent_env["FELIXPY_BFD_EXTERNAL"] == "true"
+        # least privilege: no capability at all (UDP above 1024, TTL per socket), read-only root
+        assert bfd["securityContext"] == {
+            "runAsUser": 0,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        assert bfd["resources"]["requests"] and [m["mountPath"] for m in bfd["volumeMounts"]] == [
+            "/var/run/felixpy"
+        ]
+        assert "livenessProbe" not in bfd, "a liveness restart of the BFD daemon is the outage it avoids"
+    else:
+        assert "FELIXPY_BFD_EXTERNAL" not in agent_env
     assert agent["livenessProbe"]["httpGet"]["path"] == "/liveness"
     assert agent["readinessProbe"]["httpGet"]["path"] == "/readiness"
     assert agent["livenessProbe"]["httpGet"]["port"] == 9099
@@ -219,3 +242,9 @@ def test_crd_schema_rejects_what_the_model_rejects(kind: str, spec: dict[str, An
     with pytest.raises(jsonschema.ValidationError) as err:
         jsonschema.validate(doc, crd_schemas()[kind])
     assert field in err.value.message or field in "/".join(map(str, err.value.path))
+
+
+def test_bfd_sidecar_off_leaves_the_daemon_to_the_agent() -> None:
+    (ds,) = by_kind(render({"bfd": {"sidecar": {"enabled": False}}}), "DaemonSet")
+    (agent,) = ds["spec"]["template"]["spec"]["containers"]
+    assert "FELIXPY_BFD_EXTERNAL" not in {e["name"] for e in agent["env"]}

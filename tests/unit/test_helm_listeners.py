@@ -15,7 +15,7 @@ def _env(container: dict[str, Any]) -> dict[str, str]:
 
 def _agent(docs: list[dict[str, Any]]) -> dict[str, Any]:
     (ds,) = by_kind(docs, "DaemonSet")
-    (agent,) = ds["spec"]["template"]["spec"]["containers"]
+    (agent,) = [c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "felixpy-node"]
     return agent
 
 
