@@ -4,9 +4,11 @@ act on: their documents apply, round-trip and show in ``felixctl get`` as Calico
 GlobalNetworkSet / NetworkSet (namespaced): ``spec.nets``, a list of CIDRs (a bare address is a
 /32 or /128). felixpy's policy does not match network sets yet (a documented gap: a selector
 naming a set's labels matches no set).
-IPReservation: ``spec.reservedCIDRs``; felixpy's IPAM does not consult it yet.
+IPReservation: ``spec.reservedCIDRs``; enforced by felixpy's IPAM (ipam.reservations).
 IPAMConfiguration: one resource named ``default``: ``strictAffinity`` (false),
-``maxBlocksPerHost`` (0, no limit), ``autoAllocateBlocks`` (true).
+``maxBlocksPerHost`` (0: 20 with strict affinity, else no limit), ``autoAllocateBlocks`` (true);
+enforced by felixpy's IPAM. As Calico validates it: maxBlocksPerHost > 0 needs strictAffinity, and
+strictAffinity and autoAllocateBlocks cannot both be false (a node could get no address at all).
 Profile: ``ingress``/``egress`` rules as a policy's, ``labelsToApply``.
 CalicoNodeStatus: ``spec.node``, ``spec.classes`` (Agent, BGP, Routes), ``updatePeriodSeconds``;
 ``status`` kept as written (the agent does not fill it in yet).
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from felixpy.resources.base import Model, Resource
 from felixpy.resources.fields import FieldError, Net
@@ -59,6 +61,19 @@ class IPAMConfigurationSpec(Model):
     strict_affinity: bool = False
     max_blocks_per_host: int = Field(default=0, ge=0, le=2**31 - 1)
     auto_allocate_blocks: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IPAMConfigurationSpec:
+        if self.max_blocks_per_host > 0 and not self.strict_affinity:
+            raise FieldError(
+                "maxBlocksPerHost can only be set with strictAffinity: true (without it a node borrows)",
+                field="maxBlocksPerHost",
+            )
+        if not self.strict_affinity and not self.auto_allocate_blocks:
+            raise FieldError(
+                "strictAffinity and autoAllocateBlocks cannot both be false", field="autoAllocateBlocks"
+            )
+        return self
 
 
 class IPAMConfiguration(Resource):
