@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bgp.status import STATUS_FILE, agent_alive, format_peers, read_status
-from felixpy.ctl import node_check
+from felixpy.ctl import node_check, node_system
 
 DEFAULT_RUN_DIR = "/var/run/felixpy"
 
@@ -29,6 +29,7 @@ def register(subparsers: Any) -> None:
     )
     status.set_defaults(func=status_command)
     node_check.register(node_sub)
+    node_system.register(node_sub, status_text=status_text)
 
 
 def find_status_dir(run_dir: str | None) -> Path:
@@ -49,6 +50,11 @@ def render_status(doc: dict[str, Any] | None) -> tuple[str, int]:
     if any(p.family == 6 for p in peers):
         parts += ["IPv6 BGP status", format_peers(peers, 6), ""]
     return "\n".join(parts), 0
+
+
+def status_text(run_dir: str | None) -> str:
+    """What ``node status`` prints (``node diags`` records it)."""
+    return render_status(read_status(find_status_dir(run_dir)))[0] + "\n"
 
 
 def status_command(args: argparse.Namespace) -> int:
