@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from felixpy.resources.base import Model, Resource
-from felixpy.resources.fields import FieldError, Net
+from felixpy.resources.fields import FieldError, Net, NetAsWritten
 from felixpy.resources.policy import Rule
 
 
@@ -47,7 +47,7 @@ class NetworkSet(Resource):
 
 
 class IPReservationSpec(Model):
-    reserved_cidrs: list[Net] = Field(default_factory=list, alias="reservedCIDRs")
+    reserved_cidrs: list[NetAsWritten] = Field(default_factory=list, alias="reservedCIDRs")
 
 
 class IPReservation(Resource):
