@@ -26,6 +26,7 @@ from felixpy.datastore.errors import DatastoreError, NotFound
 from felixpy.resources.base import Resource
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.parse import parse_document
+from ipam.errors import IPAMError
 from ipam.ipam import IPAM
 from ipam.pools import pool_view, split_cidr
 
@@ -41,6 +42,19 @@ def _bool(text: str) -> bool:
     raise CommandError(f"invalid value {text!r} for --strictaffinity: use true or false")
 
 
+def _ipam_errors(fn: Any) -> Any:
+    """IPAM's refusals (a pool check, lost races) as one line, like every felixctl failure."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(fn(args))
+        except IPAMError as exc:
+            raise CommandError(str(exc)) from None
+
+    return run
+
+
+@_ipam_errors
 def run_configure(args: argparse.Namespace) -> int:
     strict = None if args.strictaffinity is None else _bool(args.strictaffinity)
     max_blocks = None
@@ -87,6 +101,7 @@ def _child_name(parent: str, index: int) -> str:
     return name if len(name) <= MAX_NAME else f"split-{parent[:245]}-{index}"
 
 
+@_ipam_errors
 def run_split(args: argparse.Namespace) -> int:
     if not args.cidr and not args.name:
         raise CommandError("no name or CIDR provided: give --name or --cidr of the IP pool to split")

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from felixpy.ctl.resource_cmds import CommandError
+
 COMMAND_TIMEOUT_S = 30
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_LOG_BYTES = 256 * 1024 * 1024
@@ -105,7 +107,7 @@ def collect(args: argparse.Namespace, say: Callable[[str], None] = print) -> Pat
     stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
     out_dir = Path(args.output_dir or ".")
     if not out_dir.is_dir():
-        raise OSError(f"--output-dir {out_dir} is not a directory")
+        raise CommandError(f"--output-dir {out_dir} is not a directory")
     archive = out_dir / f"diags-{stamp}.tar.gz"
     with tempfile.TemporaryDirectory(prefix="felixpy-diags-") as tmp:
         root = Path(tmp) / f"diags-{stamp}"
@@ -136,7 +138,10 @@ def collect(args: argparse.Namespace, say: Callable[[str], None] = print) -> Pat
 def run_diags(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("Warning: not root: iptables, ipset and some other dumps will only hold their error")
-    archive = collect(args)
+    try:
+        archive = collect(args)
+    except OSError as exc:  # the archive or the temporary directory could not be written
+        raise CommandError(f"cannot write the diagnostics archive: {exc.strerror or exc}") from None
     print(f"Diags saved to {archive}")
     return 0
 
@@ -379,6 +384,8 @@ def check_clock(now: float | None = None, synced: bool | None = None) -> list[Ch
 def run_checksystem(args: argparse.Namespace) -> int:
     release = platform.release()
     checks = [check_kernel_version(release)]
+    if args.kernel_config and not os.access(args.kernel_config, os.R_OK):
+        checks.append(Check("kernel config", False, f"{args.kernel_config} cannot be read (-f)"))
     checks += check_modules(KernelFacts.read(release, args.kernel_config))
     checks += check_sysctls()
     checks += check_tools()

@@ -279,3 +279,21 @@ def test_convert(ctl: Ctl, etcd_kv: KV) -> None:  # noqa: F811
         proc = ctl("convert", "-f", "-", stdin=stdin, rc=1)
         assert message in proc.stderr, proc.stderr
         no_traceback(proc)
+
+
+def test_bad_input_is_one_line(ctl: Ctl, etcd_kv: KV, tmp_path: Path) -> None:  # noqa: F811
+    for argv, rc, message in (
+        (["node", "diags", "--output-dir", str(tmp_path / "nope")], 1, "is not a directory"),
+        (["datastore", "migrate", "import", "-f", str(tmp_path / "nope")], 1, "cannot read"),
+        (["convert", "-f", str(tmp_path / "nope")], 1, "cannot read"),
+        (["ipam", "configure", "--max-blocks-per-host=-3", "--strictaffinity=true"], 1,
+         "field 'spec.maxBlocksPerHost'"),
+        (["datastore", "migrate"], 2, "required: SUBCOMMAND"),
+        (["ipam", "split", "2", "--name", "a", "--cidr", "10.0.0.0/8"], 2, "not allowed with argument"),
+    ):  # fmt: skip
+        proc = ctl(*argv, rc=rc)
+        assert message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert ctl("node", "checksystem", "-f", str(tmp_path / "nope"), rc=1).stdout.splitlines()[1] == (
+        f"FAIL  kernel config: {tmp_path / 'nope'} cannot be read (-f)"
+    )
