@@ -146,3 +146,29 @@ def test_locked_datastore_assigns_nothing(ipam: IPAM, etcd_backend: Any) -> None
         ipam.auto_assign("a", node="n1")
     with pytest.raises(DatastoreLocked):
         ipam.assign_ip("10.55.0.3", "b", node="n1")
+
+
+def test_kubernetes_mode_reservation_config_and_lock(kube_api: Any) -> None:
+    """The same enforcement over the Kubernetes datastore (stand-in API server): IPReservation,
+    IPAMConfiguration and ClusterInformation as CRDs, IPAM's records over KubeKV."""
+    from felixpy.datastore.kube_kv import KubeKV
+    from felixpy.datastore.kubernetes import KubernetesBackend
+
+    backend = KubernetesBackend.for_url(kube_api.url)
+    ipam = IPAM(KubeKV(backend), backend, cache_seconds=0)
+    make_pool(backend, "p", "10.57.0.0/28", blockSize=29)
+    reserve(backend, "low", "10.57.0.0/30")
+    got = ipam.auto_assign("a", node="n1", num_v4=12).v4  # 16 addresses, 4 reserved: all the others
+    assert len(set(got)) == 12 and not any(inside(a, "10.57.0.0/30") for a in got)
+    with pytest.raises(AddressReserved):
+        ipam.assign_ip("10.57.0.1", "b", node="n1")
+    ipam.release_ips(got)
+    ipam.set_config(strict_affinity=True)
+    with pytest.raises(PoolExhausted, match="strictAffinity forbids borrowing"):
+        ipam.auto_assign("d", node="n3")  # both blocks are n1's (and n2 has none)
+    backend.create(parse_document({
+        "apiVersion": "projectcalico.org/v3", "kind": "ClusterInformation", "metadata": {"name": "default"},
+        "spec": {"datastoreReady": False},
+    }))  # fmt: skip
+    with pytest.raises(DatastoreLocked):
+        ipam.auto_assign("e", node="n1")
