@@ -63,6 +63,10 @@ def test_ipam_configure(ctl: Ctl, etcd_kv: KV) -> None:  # noqa: F811
     assert any(line.split() == ["MaxBlocksPerHost", "5"] for line in table.splitlines())
     got = yaml.safe_load(ctl("get", "ipamconfiguration", "default", "-o", "yaml").stdout)["spec"]
     assert got == {"strictAffinity": True, "maxBlocksPerHost": 5, "autoAllocateBlocks": True}
+    assert [r.split() for r in ctl("get", "ipamconfig").stdout.splitlines()] == [
+        ["NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS"], ["default", "true", "true"]]  # fmt: skip
+    wide = ctl("get", "ipamconfig", "-o", "wide").stdout.splitlines()
+    assert wide[1].split() == ["default", "true", "true", "5"]
     for argv, message in (
         (["--strictaffinity=maybe"], "invalid value 'maybe' for --strictaffinity"),
         (["--max-blocks-per-host=many"], "invalid value 'many' for --max-blocks-per-host"),
@@ -144,6 +148,9 @@ def test_datastore_migrate(ctl: Ctl, etcd_kv: KV, etcd_backend: Any, tmp_path: P
     ctl("datastore", "migrate", "lock")
     info = yaml.safe_load(ctl("get", "clusterinformation", "default", "-o", "yaml").stdout)
     assert info["spec"]["datastoreReady"] is False
+    table = ctl("get", "clusterinfo").stdout.splitlines()
+    assert table[0].split() == ["NAME", "CLUSTERGUID", "CLUSTERTYPE", "CALICOVERSION", "DATASTOREREADY"]
+    assert table[1].split() == ["default", "false"]
     export = ctl("datastore", "migrate", "export")
     assert export.stderr == "Exported 6 resource(s) and 4 IPAM key(s).\n"
     v3, info_part, ipam_part = export.stdout.split("===\n")
