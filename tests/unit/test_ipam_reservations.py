@@ -132,3 +132,14 @@ def test_v3_passes_through_and_unknown_is_named() -> None:
                  "spec": {"ipip": {"enabled": True, "mode": "sometimes"}}})  # fmt: skip
     with pytest.raises(ConvertError, match="a resource must be a mapping"):
         convert(["x"])
+
+
+def test_cni_error_codes_for_the_new_refusals() -> None:
+    from ipam import errors
+    from ipam.plugin import map_exception
+
+    locked = map_exception(errors.DatastoreLocked("the datastore is locked"))
+    assert (locked.code, locked.details) == (11, "the datastore is locked")
+    reserved = map_exception(errors.AddressReserved("10.0.0.1 is reserved by IPReservation 'gw'"))
+    assert reserved.code == 999 and "reserved by IPReservation 'gw'" in reserved.details
+    assert map_exception(errors.BlockLimitReached("at maxBlocksPerHost")).code == 100
