@@ -98,8 +98,12 @@ def show(args: argparse.Namespace) -> int:
 
 def _show_ip(ipam: IPAM, ip: str) -> int:
     a = ipam.get_assignment(ip)
+    held_by = ipam.reservations(fresh=True).reserving(ip)
+    reserved = f"{ip} is reserved by IPReservation {held_by.name!r} ({held_by.net})" if held_by else None
     if a is None:
         print(f"{ip} is not assigned")
+        if reserved:
+            print(f"{reserved}: IPAM never assigns it")
         return 1
     print(f"IP {ip} is in use")
     print(f"Handle ID: {a.handle_id}")
@@ -107,6 +111,8 @@ def _show_ip(ipam: IPAM, ip: str) -> int:
     print("Active Owner Attributes:")
     for k in sorted(a.attrs):
         print(f"  {k}: {a.attrs[k]}")
+    if reserved:
+        print(f"{reserved} (allocated before the reservation; kept)")
     return 0
 
 

@@ -133,8 +133,18 @@ def test_ipam_check_lists_allocations_in_a_reservation(ctl: Ctl, etcd_kv: KV, et
     ) in out
     got = ipam.auto_assign("after", node="n1", num_v4=4).v4
     assert not {"10.60.0.0", "10.60.0.2", "10.60.0.3"} & set(got)
+    shown = ctl("ipam", "show", "--ip", "10.60.0.1").stdout.splitlines()
+    assert shown[0] == "IP 10.60.0.1 is in use" and shown[1] == "Handle ID: before"
+    assert shown[-1] == (
+        "10.60.0.1 is reserved by IPReservation 'keep' (10.60.0.0/30) (allocated before the reservation; "
+        "kept)"
+    )
     proc = ctl("ipam", "release", "--ip", "10.60.0.1")
     assert proc.stdout == "Successfully released IP address 10.60.0.1\n"
+    assert ctl("ipam", "show", "--ip", "10.60.0.1", rc=1).stdout.splitlines() == [
+        "10.60.0.1 is not assigned",
+        "10.60.0.1 is reserved by IPReservation 'keep' (10.60.0.0/30): IPAM never assigns it",
+    ]
 
 
 def test_datastore_migrate(ctl: Ctl, etcd_kv: KV, etcd_backend: Any, tmp_path: Path) -> None:  # noqa: F811
