@@ -39,6 +39,7 @@ from felixpy.node.writer import ResourceMsg, Writer
 from felixpy.resources import WorkloadEndpoint
 from felixpy.resources.fields import FieldError
 from felixpy.resources.names import check_dns_label, check_wep_name
+from ipam.errors import DatastoreLocked
 
 if TYPE_CHECKING:
     from felixpy.dataplane.links import WorkloadLinks
@@ -200,6 +201,8 @@ class CNIHandler:
             )
         except DatastoreError:
             raise
+        except DatastoreLocked as exc:  # datastore migration: the runtime retries the ADD later
+            raise HandlerError(ERR_TRY_AGAIN, str(exc), type(exc).__name__) from exc
         except Exception as exc:
             raise HandlerError(
                 ERR_IPAM, f"IPAM could not assign an address: {exc}", type(exc).__name__
