@@ -116,10 +116,19 @@ class Block:
 
     # ---- transitions ---------------------------------------------------------------------------
     def assign(
-        self, n: int, handle_id: str | None, attrs: Mapping[str, str] | None = None
+        self,
+        n: int,
+        handle_id: str | None,
+        attrs: Mapping[str, str] | None = None,
+        *,
+        skip: frozenset[int] = frozenset(),
     ) -> tuple[Block, list[int]]:
-        """Take up to ``n`` ordinals from the head of ``unallocated``; returns (new block, ordinals)."""
-        take = list(self.unallocated[: max(n, 0)])
+        """Take up to ``n`` ordinals from the head of ``unallocated``, passing over those in ``skip``
+        (reserved: they stay free, in place); returns (new block, ordinals)."""
+        if skip:
+            take = [o for o in self.unallocated if o not in skip][: max(n, 0)]
+        else:
+            take = list(self.unallocated[: max(n, 0)])
         if not take:
             return self, []
         return self._mark(take, handle_id, attrs or {}), take

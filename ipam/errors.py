@@ -6,6 +6,9 @@ IPAMError
 ├── PoolNotFound           a requested pool (CIDR or name) does not exist
 ├── AddressNotInPool       an explicit address lies in no IP pool
 ├── AddressInUse           an explicit address is already assigned
+├── AddressReserved        an explicit address lies in an IPReservation
+├── DatastoreLocked        ClusterInformation datastoreReady is false (felixctl datastore migrate lock)
+├── BlockLimitReached      strictAffinity/maxBlocksPerHost: the node may claim no further block
 ├── AddressNotAssigned     release/lookup of a free address (felixctl reports it; release_ips ignores it)
 ├── BlockNotEmpty          release_affinity(must_be_empty=True) on a block that still holds addresses
 ├── NodeStillExists        gc_node refused: the Node resource is still there
@@ -43,6 +46,18 @@ class AddressNotInPool(IPAMError):
 
 
 class AddressInUse(IPAMError):
+    pass
+
+
+class AddressReserved(IPAMError):
+    pass
+
+
+class DatastoreLocked(IPAMError):
+    pass
+
+
+class BlockLimitReached(IPAMError):
     pass
 
 

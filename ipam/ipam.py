@@ -8,8 +8,16 @@ can never hand out the same address: the second CAS on the block fails.
 
 Blocks read earlier by this client are kept in an optimistic cache (Block objects are
 immutable); a write from a stale copy fails its CAS and the block is re-read, so the cache
-saves round trips and never correctness. Pools and node labels are cached for
+saves round trips and never correctness. Pools, IPReservations and node labels are cached for
 ``cache_seconds`` (default 1 s).
+
+IPAMConfiguration (the v3 resource ``default``; else the IPAM config key Calico's tools write;
+else Calico's defaults) decides three things: ``strictAffinity`` forbids borrowing from other
+nodes' blocks (and an explicit address in another node's block), ``maxBlocksPerHost`` caps the
+blocks one node may hold (20 with strict affinity when unset), ``autoAllocateBlocks: false`` stops
+auto-assign claiming new blocks. IPReservations are skipped on every path (ipam.reservations).
+While ClusterInformation ``default`` says ``datastoreReady: false`` (``felixctl datastore migrate
+lock``) no address is handed out (DatastoreLocked), as Calico's IPAM plugin refuses; releases go on.
 """
 
 from __future__ import annotations
@@ -22,17 +30,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from felixpy.datastore.errors import Conflict, NotFound
+from felixpy.datastore.errors import AlreadyExists, Conflict, NotFound
 from felixpy.datastore.etcd_outcome import OutcomeUnknown
 from felixpy.datastore.kv import KV, TxnOp
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.node import Node
+from felixpy.resources.parse import parse_document
+from felixpy.resources.stored import ClusterInformation, IPAMConfiguration, IPReservation
 from ipam import allocator
 from ipam.allocator import IPAMConfig, PoolView
 from ipam.block import Block, Handle, IPNetwork
 from ipam.errors import (
     AddressInUse,
     AddressNotInPool,
+    AddressReserved,
+    BlockLimitReached,
+    DatastoreLocked,
     HandleExists,
     IPAMError,
     PoolExhausted,
@@ -41,6 +54,7 @@ from ipam.errors import (
 from ipam.pool_selectors import matches, needs_labels
 from ipam.pools import pool_view
 from ipam.release import Releaser
+from ipam.reservations import Reservations
 from ipam.store import IPAMStore
 
 log = logging.getLogger(__name__)
@@ -95,6 +109,8 @@ class IPAM(Releaser):
         self.cache_seconds = cache_seconds
         self._affine: dict[tuple[str, int], list[IPNetwork]] = {}
         self._pool_cache: tuple[float, list[PoolView]] | None = None
+        self._reserved_cache: tuple[float, Reservations] | None = None
+        self._ready_cache: tuple[float, bool] | None = None
         self._labels: dict[str, tuple[float, dict[str, str]]] = {}
 
     # ---- pools and nodes -----------------------------------------------------------------------
@@ -104,6 +120,33 @@ class IPAM(Releaser):
             items, _ = self.backend.list(IPPool)
             self._pool_cache = (now, [pool_view(p) for p in items])
         return self._pool_cache[1]
+
+    def reservations(self, *, fresh: bool = False) -> Reservations:
+        """Every IPReservation's reservedCIDRs (cached like the pools)."""
+        now = time.monotonic()
+        hit = self._reserved_cache
+        if fresh or hit is None or now - hit[0] > self.cache_seconds:
+            items, _ = self.backend.list(IPReservation)
+            pairs = [(r.metadata.name, str(c)) for r in items for c in r.spec.reserved_cidrs]
+            hit = self._reserved_cache = (now, Reservations.of(pairs))
+        return hit[1]
+
+    def check_ready(self, *, fresh: bool = False) -> None:
+        """Raise DatastoreLocked while ClusterInformation ``default`` has ``datastoreReady: false``."""
+        now = time.monotonic()
+        hit = self._ready_cache
+        if fresh or hit is None or now - hit[0] > self.cache_seconds:
+            try:
+                info = self.backend.get(ClusterInformation, "default")
+                ready = info.spec.datastore_ready is not False
+            except NotFound:
+                ready = True
+            hit = self._ready_cache = (now, ready)
+        if not hit[1]:
+            raise DatastoreLocked(
+                "the datastore is locked (ClusterInformation default datastoreReady: false, e.g. during "
+                "`felixctl datastore migrate`): no address is assigned until it is unlocked"
+            )
 
     def _node_labels(self, node: str) -> dict[str, str]:
         now = time.monotonic()
@@ -146,6 +189,7 @@ class IPAM(Releaser):
         ``pools``: pool names or CIDRs to restrict to (both versions). All or nothing: if any
         address cannot be found, what was taken is released and PoolExhausted/NoUsablePool raised.
         """
+        self.check_ready()
         got: list[tuple[str, str]] = []
         try:
             for version, n in ((4, num_v4), (6, num_v6)):
@@ -185,7 +229,7 @@ class IPAM(Releaser):
                 got += self._from_affine(hs, node, n - len(got), usable, attrs, fresh=fresh)
                 if len(got) >= n:
                     return got
-            config = self.store.get_config()
+            config = self.config()
             got += self._from_new_blocks(hs, node, n - len(got), usable, attrs, config)
             if len(got) < n and not config.strict_affinity:
                 got += self._from_borrowed(hs, node, n - len(got), usable, attrs)
@@ -244,6 +288,7 @@ class IPAM(Releaser):
         while config.auto_allocate_blocks and len(got) < need:
             limit = config.block_limit
             if limit is not None and len(self._affine_cidrs(node, pools[0].version, fresh=True)) >= limit:
+                log.info("node %s holds %d block(s), its maxBlocksPerHost: claims no more", node, limit)
                 break
             cidr = self._claim(node, pools)
             if cidr is None:
@@ -286,7 +331,9 @@ class IPAM(Releaser):
             block, rev = cur
             if block.deleted or not block.free_count or (owner is not None and block.affine_node() != owner):
                 return []
-            new, ords = block.assign(k, hs.handle.id, attrs)
+            new, ords = block.assign(k, hs.handle.id, attrs, skip=self.reservations().ordinals(cidr))
+            if not ords:  # every free address here is reserved
+                return []
             handle = hs.handle.add(key, len(ords))
             try:
                 r = self.kv.txn(
@@ -326,9 +373,10 @@ class IPAM(Releaser):
     def _claim(self, node: str, pools: list[PoolView]) -> IPNetwork | None:
         """Claim a free block for ``node``: block and affinity created in one transaction."""
         existing = self.store.block_cidrs(pools[0].version)
+        reserved = self.reservations()
         for pool in pools:
             for cidr in allocator.candidate_blocks(pool, node):
-                if str(cidr) in existing:
+                if str(cidr) in existing or (reserved and reserved.wholly_reserved(cidr)):
                     continue
                 block = Block.new(
                     cidr,
@@ -385,15 +433,19 @@ class IPAM(Releaser):
     ) -> str:
         """Assign exactly ``addr``; returns its block CIDR. Claims the block for ``node`` if unclaimed."""
         ip = ipaddress.ip_address(addr)
+        self.check_ready()
         pool = allocator.pool_of(ip, self.pools(fresh=True))
         if pool is None:
             raise AddressNotInPool(f"{addr} is not in any IP pool")
+        held_by = self.reservations(fresh=True).reserving(ip)
+        if held_by is not None:
+            raise AddressReserved(f"{addr} is reserved by IPReservation {held_by.name!r} ({held_by.net})")
         cidr = allocator.block_for_address(pool, ip)
-        strict = self.store.get_config().strict_affinity
+        config = self.config()
         hs = _HandleState(handle_id)
         hs.reload(self.store)
         for _ in range(RETRIES):
-            ops = self._assign_ip_ops(ip, cidr, hs, dict(attrs or {}), node=node, strict=strict)
+            ops = self._assign_ip_ops(ip, cidr, hs, dict(attrs or {}), node=node, config=config)
             try:
                 self.kv.txn(ops)
             except Conflict:
@@ -404,11 +456,25 @@ class IPAM(Releaser):
         raise RetriesExhausted(f"assigning {addr}: lost the compare-and-swap race {RETRIES} times")
 
     def _assign_ip_ops(
-        self, ip: Any, cidr: IPNetwork, hs: _HandleState, attrs: dict[str, str], *, node: str, strict: bool
+        self,
+        ip: Any,
+        cidr: IPNetwork,
+        hs: _HandleState,
+        attrs: dict[str, str],
+        *,
+        node: str,
+        config: IPAMConfig,
     ) -> list[TxnOp]:
+        strict = config.strict_affinity
         handle_op = self.store.handle_write(hs.handle.add(str(cidr), 1), hs.revision)
         cur = self.store.get_block(cidr)
         if cur is None:
+            limit = config.block_limit
+            if limit is not None and len(self._affine_cidrs(node, cidr.version, fresh=True)) >= limit:
+                raise BlockLimitReached(
+                    f"{ip} needs a new block {cidr} for node {node!r}, which already holds {limit} block(s) "
+                    f"(IPAMConfiguration maxBlocksPerHost)"
+                )
             block = Block.new(cidr, affinity=f"host:{node}", sequence_number=time.time_ns())
             new = block.assign_ordinal(block.ordinal(ip), handle_id=hs.handle.id, attrs=attrs)
             return [self.store.block_create(new), self.store.affinity_create(node, cidr), handle_op]
@@ -448,7 +514,56 @@ class IPAM(Releaser):
         return [str(a.cidr) for a in self.store.list_affinities(node) if a.state == "confirmed"]
 
     def config(self) -> IPAMConfig:
-        return self.store.get_config()
+        """The IPAMConfiguration resource ``default``, else the IPAM config key, else Calico's defaults."""
+        try:
+            res = self.backend.get(IPAMConfiguration, "default")
+        except NotFound:
+            return self.store.get_config()
+        s = res.spec
+        return IPAMConfig(s.strict_affinity, s.auto_allocate_blocks, s.max_blocks_per_host)
+
+    def set_config(
+        self, *, strict_affinity: bool | None = None, max_blocks_per_host: int | None = None
+    ) -> IPAMConfig:
+        """Change the IPAMConfiguration ``default`` (created if absent; compare-and-swap), validated as
+        a resource, and mirror it into the IPAM config key. Returns what is now in force."""
+        for _ in range(RETRIES):
+            try:
+                cur = self.backend.get(IPAMConfiguration, "default")
+                doc = cur.to_dict()
+            except NotFound:
+                cur = None
+                old = self.store.get_config()
+                doc = {
+                    "apiVersion": "projectcalico.org/v3",
+                    "kind": "IPAMConfiguration",
+                    "metadata": {"name": "default"},
+                    "spec": {
+                        "strictAffinity": old.strict_affinity,
+                        "autoAllocateBlocks": old.auto_allocate_blocks,
+                        "maxBlocksPerHost": old.max_blocks_per_host,
+                    },
+                }
+            spec = doc.setdefault("spec", {})
+            if strict_affinity is not None:
+                spec["strictAffinity"] = strict_affinity
+            if max_blocks_per_host is not None:
+                spec["maxBlocksPerHost"] = max_blocks_per_host
+            new = parse_document(doc)
+            assert isinstance(new, IPAMConfiguration)
+            try:
+                if cur is None:
+                    self.backend.create(new)
+                else:
+                    self.backend.update(new)
+            except (Conflict, AlreadyExists):
+                continue
+            s = new.spec
+            config = IPAMConfig(s.strict_affinity, s.auto_allocate_blocks, s.max_blocks_per_host)
+            self.store.set_config(config)
+            log.info("IPAM configuration now %s", config.to_json())
+            return config
+        raise RetriesExhausted(f"IPAMConfiguration default: lost the compare-and-swap race {RETRIES} times")
 
     def pool_usage(self, pool_cidr: str) -> tuple[int, int]:
         """(addresses in use, blocks) inside ``pool_cidr``: what the pool checks need."""

@@ -22,7 +22,9 @@ CHECK, not for DEL) and the network name are checked (felixpy.cni.validate).
 
 Error codes (CNI spec): 1 incompatible version, 4 invalid environment, 6 decode failure,
 7 invalid network config (missing field, unknown or unusable pool), 11 try again later
-(datastore unreachable, CAS contention), 100 pool exhausted, 999 anything else.
+(datastore unreachable, CAS contention, datastore locked for migration), 100 pool exhausted (or the
+node at its maxBlocksPerHost), 999 anything else (a requested address reserved, in use or in no pool:
+the message says which).
 Imports stay light until a datastore is needed: VERSION and config errors cost ~nothing.
 
 On a node, ``/opt/cni/bin/felixpy-ipam`` is the static forwarder instead (``felixpy install-cni``):
@@ -249,6 +251,12 @@ def map_exception(exc: Exception) -> CNIError:
         return CNIError(100, "no free IP address", str(exc))
     if isinstance(exc, errors.PoolNotFound | errors.NoUsablePool):
         return CNIError(7, "invalid network config: no usable IP pool", str(exc))
+    if isinstance(exc, errors.DatastoreLocked):
+        return CNIError(11, "datastore locked (datastoreReady: false); try again later", str(exc))
+    if isinstance(exc, errors.AddressReserved | errors.AddressInUse | errors.AddressNotInPool):
+        return CNIError(999, "requested IP address cannot be assigned", str(exc))
+    if isinstance(exc, errors.BlockLimitReached):
+        return CNIError(100, "no free IP address", str(exc))
     if isinstance(exc, Unavailable | errors.RetriesExhausted):
         return CNIError(11, "datastore busy or unreachable; try again later", str(exc))
     if isinstance(exc, DatastoreError):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from felixpy.resources.ippool import IPPool
 from ipam.allocator import DEFAULT_BLOCK_SIZE, PoolView
-from ipam.errors import PoolImmutableField, PoolInUse, PoolOverlap
+from ipam.errors import PoolCheckError, PoolImmutableField, PoolInUse, PoolOverlap
 
 
 def pool_view(pool: IPPool) -> PoolView:
@@ -68,3 +68,25 @@ def check_pool_delete(pool: IPPool, *, in_use: int) -> None:
             f"IPPool {pool.metadata.name!r} ({pool.spec.cidr}) has {in_use} address(es) in use; "
             f"disable it first (spec.disabled: true), then delete it"
         )
+
+
+def split_cidr(pool_cidr: str, parts: int, block_size: int) -> list[str]:
+    """The ``parts`` equal child CIDRs of ``pool_cidr`` (``felixctl ipam split``), in address order.
+
+    As calicoctl: ``parts`` must be a power of two greater than 1 and the pool large enough; and each
+    child must still hold at least one block of the pool's ``blockSize`` (an IPPool smaller than its
+    block size is invalid).
+    """
+    if parts < 2 or parts & (parts - 1):
+        raise PoolCheckError(f"the number of pools must be a power of 2 greater than 1, not {parts}")
+    net = ipaddress.ip_network(pool_cidr, strict=False)
+    extra = parts.bit_length() - 1
+    new_prefix = net.prefixlen + extra
+    if new_prefix > net.max_prefixlen:
+        raise PoolCheckError(f"the CIDR {net} is not large enough to be split into {parts} parts")
+    if new_prefix > block_size:
+        raise PoolCheckError(
+            f"splitting {net} into {parts} gives /{new_prefix} pools, smaller than the pool's blockSize "
+            f"/{block_size}: each pool must hold at least one block"
+        )
+    return [str(c) for c in net.subnets(prefixlen_diff=extra)]

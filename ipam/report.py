@@ -75,6 +75,8 @@ class CheckReport:
     handle_problems: list[dict[str, Any]] = field(default_factory=list)
     # endpoints whose interface is gone on the node that checked (their addresses stay allocated)
     orphaned_endpoints: list[dict[str, Any]] = field(default_factory=list)
+    # allocations inside an IPReservation: kept (as Calico keeps them), listed, not counted as problems
+    in_reservation: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def problems(self) -> int:
@@ -96,6 +98,7 @@ class CheckReport:
             "blocksWithoutNode": self.orphan_blocks,
             "handleProblems": self.handle_problems,
             "orphanedEndpoints": self.orphaned_endpoints,
+            "allocatedInReservation": self.in_reservation,
             "problems": self.problems,
         }
 

@@ -41,7 +41,7 @@ from felixpy.resources import WorkloadEndpoint
 from felixpy.resources.fields import FieldError
 from felixpy.resources.name_rules import check_dns_label, check_wep_name
 from felixpy.runtime.writer import ResourceMsg, Writer
-from ipam.errors import HandleExists
+from ipam.errors import DatastoreLocked, HandleExists
 
 if TYPE_CHECKING:
     from felixpy.dataplane.links import WorkloadLinks
@@ -276,6 +276,8 @@ class CNIHandler:
                 continue  # a handle holding nothing: assign into it
             except DatastoreError:
                 raise
+            except DatastoreLocked as exc:  # datastore migration: the runtime retries the ADD later
+                raise HandlerError(ERR_TRY_AGAIN, str(exc), type(exc).__name__) from exc
             except Exception as exc:
                 raise HandlerError(
                     ERR_IPAM, f"IPAM could not assign an address: {exc}", type(exc).__name__

@@ -15,6 +15,7 @@ from felixpy.resources.endpoint import HostEndpoint, WorkloadEndpoint
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.node import Node
 from felixpy.resources.policy import GlobalNetworkPolicy, NetworkPolicy
+from felixpy.resources.stored import ClusterInformation, IPAMConfiguration
 from felixpy.resources.tier import Tier
 
 DEFAULT_ASN = 64512
@@ -111,6 +112,21 @@ def _hep(wide: bool) -> Columns:
     ]  # fmt: skip
 
 
+def _ipamconfig(wide: bool) -> Columns:
+    headers = ["NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS"] + (["MAXBLOCKSPERHOST"] if wide else [])
+    return headers, lambda o, c: [
+        o.name, _text(o.spec.strict_affinity), _text(o.spec.auto_allocate_blocks),
+        *([_text(o.spec.max_blocks_per_host)] if wide else []),
+    ]  # fmt: skip
+
+
+def _clusterinfo(wide: bool) -> Columns:
+    return ["NAME", "CLUSTERGUID", "CLUSTERTYPE", "CALICOVERSION", "DATASTOREREADY"], lambda o, c: [
+        o.name, _text(o.spec.cluster_guid), _text(o.spec.cluster_type), _text(o.spec.calico_version),
+        _text(o.spec.datastore_ready),
+    ]  # fmt: skip
+
+
 _BY_KIND: dict[type[Resource], Callable[[bool], Columns]] = {
     IPPool: _pool,
     Node: _node,
@@ -121,6 +137,8 @@ _BY_KIND: dict[type[Resource], Callable[[bool], Columns]] = {
     Tier: _tier,
     WorkloadEndpoint: _wep,
     HostEndpoint: _hep,
+    IPAMConfiguration: _ipamconfig,
+    ClusterInformation: _clusterinfo,
 }
 
 

@@ -1,4 +1,5 @@
-"""felixctl ipam show / check / release / gc, and felixctl ippool list / create / enable / disable / delete.
+"""felixctl ipam show / check / release / gc, and felixctl ippool list / create / enable / disable / delete
+(ipam configure and split: felixpy.ctl.ipam_admin).
 
 Output follows calicoctl: `ipam show` prints GROUPING | CIDR | IPS TOTAL | IPS IN USE | IPS FREE
 with numbers as ``%.5g`` and ``N (P%)``; `ipam show --ip` prints ``IP <a> is in use`` and its
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from felixpy.ctl import ipam_admin
 from felixpy.ctl.connect import open_backend, open_kv
 from felixpy.ctl.node_check import find_orphans, local_nodename
 from felixpy.ctl.output import print_table
@@ -96,8 +98,12 @@ def show(args: argparse.Namespace) -> int:
 
 def _show_ip(ipam: IPAM, ip: str) -> int:
     a = ipam.get_assignment(ip)
+    held_by = ipam.reservations(fresh=True).reserving(ip)
+    reserved = f"{ip} is reserved by IPReservation {held_by.name!r} ({held_by.net})" if held_by else None
     if a is None:
         print(f"{ip} is not assigned")
+        if reserved:
+            print(f"{reserved}: IPAM never assigns it")
         return 1
     print(f"IP {ip} is in use")
     print(f"Handle ID: {a.handle_id}")
@@ -105,6 +111,8 @@ def _show_ip(ipam: IPAM, ip: str) -> int:
     print("Active Owner Attributes:")
     for k in sorted(a.attrs):
         print(f"  {k}: {a.attrs[k]}")
+    if reserved:
+        print(f"{reserved} (allocated before the reservation; kept)")
     return 0
 
 
@@ -125,6 +133,10 @@ def _check(ipam: IPAM, verbose: bool = True, local_node: str | None = None) -> r
         tunnel_ips=report.tunnel_ip_map(nodes),
         nodes={n.metadata.name for n in nodes},
     )
+    rep.in_reservation = [
+        {"ip": ip, "reservation": name, "handle": handle}
+        for ip, name, handle in ipam.reservations(fresh=True).allocated_inside(blocks)
+    ]
     say(f"Workloads and nodes are using {rep.in_use} IPs.")
     if local_node is not None and local_node in {n.metadata.name for n in nodes}:
         # Only this host's kernel can tell whether an endpoint's interface is still there.
@@ -148,6 +160,11 @@ def check(args: argparse.Namespace) -> int:
         print(
             f"  endpoint {o['namespace']}/{o['name']} on node {o['node']} holds {', '.join(o['addresses'])} "
             f"but its {o['problem']}; the pod's CNI DEL (retried by the runtime) releases them"
+        )
+    for r in rep.in_reservation:
+        print(
+            f"  {r['ip']} is allocated (handle {r['handle']}) inside IPReservation {r['reservation']!r}: "
+            f"kept; no new allocation gets a reserved address"
         )
     if args.output:
         with open(args.output, "w") as f:
@@ -291,6 +308,7 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("gc", help="release what deleted nodes still hold")
     p.add_argument("--node", help="only this (deleted) node")
     p.set_defaults(func=_guard(gc))
+    ipam_admin.register(sub)
     _register_ippool(subparsers)
 
 

@@ -34,7 +34,12 @@ from felixpy.ctl.limits import LimitError
 from felixpy.datastore.errors import DatastoreError, Unavailable
 from felixpy.resources.base import ResourceError
 
-PLUGINS = ("felixpy.ctl.ipam_cmd", "felixpy.ctl.node_cmd")
+PLUGINS = (
+    "felixpy.ctl.ipam_cmd",
+    "felixpy.ctl.node_cmd",
+    "felixpy.ctl.datastore_cmd",
+    "felixpy.ctl.convert_cmd",
+)
 log = logging.getLogger("felixctl")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from bgp.bfd_status import format_bfd
 from bgp.status import STATUS_FILE, agent_alive, format_peers, read_status
-from felixpy.ctl import node_check, node_routes
+from felixpy.ctl import node_check, node_routes, node_system
 from felixpy.ctl.output import dump_json, dump_yaml
 
 DEFAULT_RUN_DIR = "/var/run/felixpy"
@@ -39,6 +39,7 @@ def register(subparsers: Any) -> None:
     status.set_defaults(func=status_command)
     node_check.register(node_sub)
     node_routes.register(node_sub, find_status_dir)
+    node_system.register(node_sub, status_text=status_text)
 
 
 def find_status_dir(run_dir: str | None) -> Path:
@@ -61,6 +62,11 @@ def render_status(doc: dict[str, Any] | None) -> tuple[str, int]:
     if doc.get("bfd"):
         parts += ["BFD status", format_bfd(doc["bfd"]), ""]
     return "\n".join(parts), 0
+
+
+def status_text(run_dir: str | None) -> str:
+    """What ``node status`` prints (``node diags`` records it)."""
+    return render_status(read_status(find_status_dir(run_dir)))[0] + "\n"
 
 
 def status_command(args: argparse.Namespace) -> int:

@@ -69,6 +69,13 @@ def check_net(value: Any) -> str:
     return str(ipaddress.ip_network(check_ip(text)))
 
 
+def check_net_as_written(value: Any) -> str:
+    """As check_net, but the text is kept as written ("10.0.0.5" stays "10.0.0.5"), as Calico stores
+    IPReservation reservedCIDRs."""
+    check_net(value)
+    return str(value).strip()
+
+
 def check_ip(value: Any) -> str:
     text = _text(value, "an IP address").strip()
     try:
@@ -228,6 +235,7 @@ def check_peer_ip(value: Any) -> str:
 
 CIDR = Annotated[str, BeforeValidator(check_cidr)]
 Net = Annotated[str, BeforeValidator(check_net)]
+NetAsWritten = Annotated[str, BeforeValidator(check_net_as_written)]
 IPAddress = Annotated[str, BeforeValidator(check_ip)]
 IPv4Address = Annotated[str, BeforeValidator(check_ipv4)]
 IPv4Interface = Annotated[str, BeforeValidator(lambda v: check_interface(v, 4))]

@@ -5,9 +5,11 @@ GlobalNetworkSet / NetworkSet (namespaced): ``spec.nets``, a list of CIDRs (a ba
 /32 or /128; host bits set, a bad prefix length or a non-address is refused naming ``spec.nets[i]``).
 Enforced: rule selectors match them by their labels and their nets join the rule's selector ipset
 (``policy.compiler``, fed by ``felixpy.calc.policy_stage``).
-IPReservation: ``spec.reservedCIDRs``; felixpy's IPAM does not consult it yet.
+IPReservation: ``spec.reservedCIDRs``; enforced by felixpy's IPAM (ipam.reservations).
 IPAMConfiguration: one resource named ``default``: ``strictAffinity`` (false),
-``maxBlocksPerHost`` (0, no limit), ``autoAllocateBlocks`` (true).
+``maxBlocksPerHost`` (0: 20 with strict affinity, else no limit), ``autoAllocateBlocks`` (true);
+enforced by felixpy's IPAM. As Calico validates it: maxBlocksPerHost > 0 needs strictAffinity, and
+strictAffinity and autoAllocateBlocks cannot both be false (a node could get no address at all).
 Profile: ``ingress``/``egress`` rules as a policy's, ``labelsToApply``.
 CalicoNodeStatus: ``spec.node``, ``spec.classes`` (Agent, BGP, Routes), ``updatePeriodSeconds``;
 ``status`` is written by the agent of ``spec.node`` (felixpy.runtime.node_status, Calico's shape).
@@ -19,10 +21,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from felixpy.resources.base import Model, Resource
-from felixpy.resources.fields import FieldError, Net
+from felixpy.resources.fields import FieldError, Net, NetAsWritten
 from felixpy.resources.policy import Rule
 
 
@@ -46,7 +48,7 @@ class NetworkSet(Resource):
 
 
 class IPReservationSpec(Model):
-    reserved_cidrs: list[Net] = Field(default_factory=list, alias="reservedCIDRs")
+    reserved_cidrs: list[NetAsWritten] = Field(default_factory=list, alias="reservedCIDRs")
 
 
 class IPReservation(Resource):
@@ -60,6 +62,19 @@ class IPAMConfigurationSpec(Model):
     strict_affinity: bool = False
     max_blocks_per_host: int = Field(default=0, ge=0, le=2**31 - 1)
     auto_allocate_blocks: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IPAMConfigurationSpec:
+        if self.max_blocks_per_host > 0 and not self.strict_affinity:
+            raise FieldError(
+                "maxBlocksPerHost can only be set with strictAffinity: true (without it a node borrows)",
+                field="maxBlocksPerHost",
+            )
+        if not self.strict_affinity and not self.auto_allocate_blocks:
+            raise FieldError(
+                "strictAffinity and autoAllocateBlocks cannot both be false", field="autoAllocateBlocks"
+            )
+        return self
 
 
 class IPAMConfiguration(Resource):

@@ -228,3 +228,24 @@ def test_ipam_plugin_del_for_gone_netns_goes_on_to_the_datastore() -> None:
     unreachable, so the answer is 'try again', not an input error)."""
     rc, out = _ipam("DEL", CNI_NETNS="/var/run/netns/missing-pod")
     assert rc == 1 and out["code"] == 11, out
+
+
+def test_agent_handler_locked_datastore_is_try_again() -> None:
+    """While `felixctl datastore migrate lock` holds, an ADD's address request answers 11 (try again
+    later), the runtime's cue to retry, with IPAM's reason."""
+    from felixpy.cni.handler import HandlerError
+    from felixpy.cni.request import parse_request
+    from ipam.errors import DatastoreLocked
+
+    class LockedIPAM:
+        def assignments_for_handle(self, handle: str) -> list[str]:
+            return []
+
+        def auto_assign(self, *args: Any, **kwargs: Any) -> Any:
+            raise DatastoreLocked("the datastore is locked (datastoreReady: false)")
+
+    handler = _handler()
+    handler.ipam = LockedIPAM()  # type: ignore[assignment]
+    with pytest.raises(HandlerError) as err:
+        handler._addresses(parse_request(_raw("ADD")))
+    assert err.value.code == 11 and "datastoreReady: false" in err.value.msg

@@ -28,6 +28,7 @@ PURE_PACKAGES = ("policy", "felixpy.calc")
 PURE_MODULES = (
     "ipam.block",
     "ipam.allocator",
+    "ipam.reservations",
     "bgp.topology",
     "bgp.bestpath",
     "bgp.rib",
@@ -100,6 +101,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "felixpy.controllers.sync_plan",
             "policy",
             *(f"ipam.{m}" for m in ("block", "allocator", "pools", "report", "pool_selectors", "errors")),
+            "ipam.reservations",  # IPReservation: which ordinals no allocation may take
             *(
                 f"bgp.{m}"
                 for m in (
