@@ -160,7 +160,7 @@ def measure(lab: LabCLI, nodes: int, bfd: bool, seconds: float) -> None:
 
 def run_one(tag: str, nodes: int, bfd: bool, seconds: float, settle: float, timeout: float) -> None:
     lab = LabCLI(f"{tag}{nodes}{'b' if bfd else 'n'}", timeout=timeout + 60)
-    lab.down()
+    lab.run("down", timeout=timeout)  # a 30-node lab under load takes more than LabCLI.down's 120 s
     try:
         args = ["up", "--nodes", str(nodes), "--timeout", str(int(timeout))]
         if not bfd:
@@ -169,7 +169,7 @@ def run_one(tag: str, nodes: int, bfd: bool, seconds: float, settle: float, time
         time.sleep(settle)  # let start-up work (initial UPDATEs, status writes) finish before the window
         measure(lab, nodes, bfd, seconds)
     finally:
-        lab.down()
+        lab.run("down", timeout=timeout)
 
 
 def main() -> None:
