@@ -11,6 +11,12 @@ rewrites NEXT_HOP — and shares the rest, as ExaBGP already does between the NL
 anything else runs unpatched. With ``FELIXPY_BGP_WIRE=1`` (route reflectors) it also installs
 ``bgp.exabgp_wire``: UPDATEs pass as bytes between the agent and the socket. Everything else is
 ExaBGP's own ``main``.
+
+A second patch lets a slow reactor (``exabgp.reactor.speed`` > 1, for low idle CPU) keep its
+burst throughput: the main loop sleeps up to speed/100 s in ``poll()`` whenever it has nothing
+to do *by its own account*, and it does not count the API commands it has queued but not run
+yet (``Reactor.asynchronous``, at most 50 steps per turn). With work queued the poll does not
+wait; with none it waits as ExaBGP would (peer sockets and API pipes still wake it at once).
 """
 
 from __future__ import annotations
@@ -53,12 +59,36 @@ def patch() -> bool:
     return True
 
 
+_ORIGINAL_WAIT: Any = None  # ExaBGP's own Reactor._wait_for_io, once patched
+
+
+def _wait_for_io(self: Any, sleeptime: int) -> Any:
+    if not self.asynchronous.ready():  # queued API work left: take the next turn now, not in speed/100 s
+        sleeptime = 0
+    return _ORIGINAL_WAIT(self, sleeptime)
+
+
+def patch_reactor() -> bool:
+    """Do not sleep in poll() while API commands are queued (5.0.15's loop only)."""
+    from exabgp.reactor.loop import Reactor
+    from exabgp.version import version
+
+    global _ORIGINAL_WAIT
+    if version not in PATCHED_VERSIONS or not hasattr(Reactor, "_wait_for_io"):
+        return False
+    if Reactor._wait_for_io is not _wait_for_io:
+        _ORIGINAL_WAIT = Reactor._wait_for_io
+    Reactor._wait_for_io = _wait_for_io
+    return True
+
+
 def main() -> int:
     # ExaBGP finds its etc/ from argv[0] (at import): look like the venv's own script
     sys.argv[0] = str(Path(sys.executable).with_name("exabgp"))
     from exabgp.application.main import main as exabgp_main
 
     patch()
+    patch_reactor()
     from bgp import exabgp_wire
 
     if exabgp_wire.enabled():

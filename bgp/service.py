@@ -47,6 +47,10 @@ from felixpy.resources.node import Node
 log = logging.getLogger(__name__)
 RESYNC_SECONDS = 30.0
 REFLECTOR_REACTOR_SPEED = 0.1  # 4 clients x 10,000 routes: 4.5 s at 0.3, 3.2 s at 0.1 (docs/perf-bgp.md)
+# Other nodes: ExaBGP's loop wakes every speed/100 s and runs every peer each time, so its idle CPU
+# grows with wake rate x peers. IO (peer sockets, API pipe) wakes it at once and queued API work
+# never waits (bgp.exabgp_launch), so this bounds only timers and accepting connections (docs/performance.md).
+NODE_REACTOR_SPEED = 5.0
 SOCKET_NAME = "bgp-api.sock"
 # The routes view (bgp-routes.json, felixctl node routes; CalicoNodeStatus Routes) is built only on
 # request — felixctl touches ROUTES_REQUEST in the run directory, the CalicoNodeStatus writer asks in
@@ -172,7 +176,7 @@ class BGPService:
         route_protocol: int = RTPROT_FELIXPY_BGP,
         install_routes: bool = True,
         route_ops: RouteOps | None = None,
-        reactor_speed: float = 1.0,
+        reactor_speed: float = NODE_REACTOR_SPEED,
         reflector_reactor_speed: float = REFLECTOR_REACTOR_SPEED,
         exabgp: str | None = None,
         resolve_secret: SecretResolver | None = None,

@@ -13,6 +13,14 @@ Threads: the BGP service parses ExaBGP's output in a reader thread and decides i
 CPython's 5 ms switch interval, a reader holding the GIL made the decision thread wait up to
 5 ms at each hand-over. At 0.5 ms the reflection benchmark's median went 89 -> 77 ms (6
 interleaved runs each, bench/bench_bgp.py --only reflect with BENCH_SWITCH).
+
+gRPC (the etcd client): a thread waiting for the next message of a watch stream wakes every
+0.1 s (``grpc._common.MAXIMUM_WAIT_TIMEOUT``) so that a *main* thread blocked in gRPC still runs
+its signal handlers. The agent's watches run in their own threads, and a message still wakes
+its waiter at once (the condition is notified), so the timeout only sets how often three idle
+watch threads spin: 1 s instead of 0.1 s took ~30 wake-ups a second off an idle agent
+(bench/idle.py, docs/performance.md "Footprint"). A main thread in a gRPC call (start-up)
+handles SIGTERM within 1 s instead of 0.1 s; tune() runs after start-up, which keeps 0.1 s.
 """
 
 from __future__ import annotations
@@ -22,9 +30,23 @@ import sys
 
 YOUNG_GENERATION = 20_000  # allocations between young collections (CPython default: 700)
 SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another waits (default 0.005)
+GRPC_WAIT_SLICE = 1.0  # seconds between an idle gRPC waiter's wake-ups (grpc's default: 0.1)
 
 
 def tune() -> None:
     gc.freeze()
     gc.set_threshold(YOUNG_GENERATION, 50, 100)
     sys.setswitchinterval(SWITCH_INTERVAL)
+    slow_grpc_waits(GRPC_WAIT_SLICE)
+
+
+def slow_grpc_waits(seconds: float) -> bool:
+    """Set how often an idle gRPC waiter wakes; False when this grpc has no such setting."""
+    try:
+        from grpc import _common as grpc_common
+    except ImportError:  # the kubernetes datastore does not need grpc
+        return False
+    if not isinstance(getattr(grpc_common, "MAXIMUM_WAIT_TIMEOUT", None), float):
+        return False
+    grpc_common.MAXIMUM_WAIT_TIMEOUT = seconds
+    return True

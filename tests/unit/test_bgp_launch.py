@@ -79,3 +79,44 @@ def test_other_versions_run_unpatched(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(exabgp.version, "version", "9.9.9")
     assert exabgp_launch.patch() is False
     assert Neighbor.remove_self is original
+
+
+class _Queue:
+    def __init__(self, queued: bool) -> None:
+        self.queued = queued
+
+    def ready(self) -> bool:
+        return not self.queued
+
+
+def test_reactor_takes_queued_api_work_without_sleeping() -> None:
+    from exabgp.reactor.loop import Reactor
+
+    original = Reactor._wait_for_io
+    asked: list[int] = []
+
+    def fake_wait(self: Any, sleeptime: int) -> Iterator[int]:
+        asked.append(sleeptime)
+        return iter(())
+
+    try:
+        Reactor._wait_for_io = fake_wait
+        assert exabgp_launch.patch_reactor() is True
+        reactor = Reactor.__new__(Reactor)  # only the attribute the patch reads
+        reactor.asynchronous = _Queue(queued=True)
+        list(reactor._wait_for_io(50))
+        reactor.asynchronous = _Queue(queued=False)
+        list(reactor._wait_for_io(50))
+        assert asked == [0, 50]  # commands waiting: poll without a timeout; none: ExaBGP's own sleep
+    finally:
+        Reactor._wait_for_io = original
+
+
+def test_reactor_left_alone_on_other_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    import exabgp.version
+    from exabgp.reactor.loop import Reactor
+
+    original = Reactor._wait_for_io
+    monkeypatch.setattr(exabgp.version, "version", "9.9.9")
+    assert exabgp_launch.patch_reactor() is False
+    assert Reactor._wait_for_io is original
