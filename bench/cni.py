@@ -150,6 +150,7 @@ class Bench:
             "CALICO_NETWORKING_BACKEND": "none",
             "CALICO_IPV4POOL_CIDR": "10.240.0.0/14",
             "FELIXPY_RUN_DIR": str(self.tmp / "run"),
+            "FELIXPY_STATE_DIR": str(self.tmp / "run"),  # not the host's /var/lib/felixpy
             "FELIXPY_LOG_LEVEL": "info",
         }
         log = open(self.tmp / "agent.log", "ab")  # noqa: SIM115 (handed to the child)

@@ -260,7 +260,8 @@ class Node:
         env = {
             "PATH": os.environ["PATH"], "NODENAME": NODE, "ETCD_ENDPOINTS": ETCD_URL, "IP": NODE_IP,
             "CALICO_NETWORKING_BACKEND": "none", "CALICO_IPV4POOL_CIDR": "10.240.0.0/14",
-            "FELIXPY_RUN_DIR": str(self.work / "run"), "FELIXPY_LOG_LEVEL": "info",
+            "FELIXPY_RUN_DIR": str(self.work / "run"), "FELIXPY_STATE_DIR": str(self.work / "run"),
+            "FELIXPY_LOG_LEVEL": "info",
             "FELIX_HEALTHHOST": "127.0.0.1", "FELIX_HEALTHPORT": "9099", **extra,
         }  # fmt: skip
         log = open(self.work / "agent.log", "ab")  # noqa: SIM115 (handed to the child)
