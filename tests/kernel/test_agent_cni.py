@@ -114,7 +114,7 @@ class NodeEnv:
             "CALICO_NETWORKING_BACKEND": "none",
             "CALICO_IPV4POOL_CIDR": "10.244.0.0/16",
             "FELIXPY_RUN_DIR": str(self.run_dir),
-            "FELIXPY_STATE_DIR": str(self.run_dir),  # the nodename file stays here, not in the host's /var/lib
+            "FELIXPY_STATE_DIR": str(self.run_dir),  # the nodename file here, not in the host's /var/lib
             "FELIX_ROUTEREFRESHINTERVAL": "2",
             "FELIXPY_LOG_LEVEL": "info",
             # what these tests probe: health (the default, on loopback) and metrics (off by default)
