@@ -273,7 +273,9 @@ def test_hostile_bird_peer_never_takes_a_pod_and_is_cut_off_past_its_limit() -> 
             assert summary, out
             sent, got = map(int, summary.groups())
             print("ping:", out.strip().splitlines()[-2])
-            assert sent > 50 and got >= sent - 1, out  # at most the one in flight at the interrupt
+            # pings ran through every step (the steps take 10-40 s, load-dependent), none lost but the one
+            # in flight at the interrupt
+            assert sent >= 20 and got >= sent - 1, out
 
 
 def _upper_half(pool: str) -> str:
