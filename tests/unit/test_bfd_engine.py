@@ -94,7 +94,7 @@ def test_route_reflector_sessions_default_on_and_daemon_config() -> None:
 )
 def test_bad_bfd_fields_name_the_field_and_reason(spec: str, message: str) -> None:
     head = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: x}\n"
-    doc = head + f"spec: {{peerIP: 1.2.3.4, asNumber: 1, {spec}}}"
+    doc = head + f"spec: {{peerIP: 192.0.2.4, asNumber: 1, {spec}}}"
     with pytest.raises(Exception) as err:
         parse_documents(doc)
     assert message in str(err.value)
