@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from felixpy.lab.testing import LabCLI, missing_prerequisites
+from tests.fixtures import waiting
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -33,12 +34,7 @@ def _prerequisites() -> None:
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    waiting.wait_for(check, what, timeout, every=0.5)
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:

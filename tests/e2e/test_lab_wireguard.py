@@ -43,6 +43,7 @@ import yaml
 from felixpy.lab.agents import METRICS_PORT
 from felixpy.lab.down import leftovers
 from felixpy.lab.testing import LabCLI, missing_prerequisites, root_snapshot
+from tests.fixtures import waiting
 from tests.fixtures.kernel_features import require_kernel
 
 SCALE = float(os.environ.get("FELIXPY_TIME_SCALE", "1"))
@@ -64,12 +65,7 @@ def phase(what: str, since: float) -> None:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, every: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return predicate()
+    return waiting.eventually(predicate, timeout, every)
 
 
 def in_ns(netns: str, *argv: str, timeout: float = 30) -> str:

@@ -19,6 +19,7 @@ from felixpy.datastore.resources import KVBackend
 from felixpy.resources.base import ObjectMeta
 from felixpy.resources.stored import CalicoNodeStatus, CalicoNodeStatusSpec
 from felixpy.runtime.node_status import NodeStatusReporter
+from tests.fixtures import waiting
 from tests.unit.test_bgp_peer_options import TOR, make, peer
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,12 +51,7 @@ def cns(name: str, node: str, classes: list[str], period: int) -> CalicoNodeStat
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    waiting.wait_for(check, what, timeout, every=0.1)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from bgp.bfd_client import BfdClient
+from tests.fixtures import waiting
 from tests.kernel.test_bfd_daemon import FAST, Inbox
 
 pytestmark = pytest.mark.kernel
@@ -44,12 +44,8 @@ FRR_CONF = """bfd
 """
 
 
-def wait_for(pred: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    waiting.wait_for(check, what, timeout, every=0.1)
 
 
 @pytest.fixture
