@@ -476,6 +476,7 @@ class Engine:
         self.rejected.pop(spec.address, None)
         self.rib.drop_peer(spec.address)
         session.torn_down, session.stale_until = True, None
+        self.status_changed = True
         self._send([api.teardown_command(spec.address, CEASE_MAX_PREFIXES)])
         if disable:
             self.disabled.add(spec.address)

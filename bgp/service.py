@@ -46,6 +46,9 @@ from felixpy.resources.node import Node
 
 log = logging.getLogger(__name__)
 RESYNC_SECONDS = 30.0
+# the status file is rewritten at least this often: an agent that overlapped its predecessor
+# (which writes running=False as it stops) still shows as running within this time
+STATUS_REWRITE_SECONDS = 10.0
 REFLECTOR_REACTOR_SPEED = 0.1  # 4 clients x 10,000 routes: 4.5 s at 0.3, 3.2 s at 0.1 (docs/perf-bgp.md)
 # Other nodes: ExaBGP's loop wakes every speed/100 s and runs every peer each time, so its idle CPU
 # grows with wake rate x peers. IO (peer sockets, API pipe) wakes it at once and queued API work
@@ -212,6 +215,7 @@ class BGPService:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._status: list[PeerStatus] = []
+        self._status_written = 0.0  # monotonic time of the last status file write
         self._lock = threading.Lock()
         self._missing_filters: tuple[str, ...] = ()
         self._plan: Plan | None = None
@@ -284,6 +288,13 @@ class BGPService:
 
     def start(self) -> None:
         self.started_at = time.time()
+        # `felixctl node status` answers "running" from the first moment (no sessions yet), not
+        # from the previous agent's file (its pid, or running=False after a SIGTERM)
+        try:
+            write_status(self.run_dir, self.status(), bfd=self.bfd_status())
+        except OSError as exc:
+            log.warning("bgp status file not written at start: %s", exc)
+        self._status_written = time.monotonic()
         self.channel.start()
         self.speaker.start()
         self.bfd.start()
@@ -441,8 +452,9 @@ class BGPService:
         with self._lock:
             self._counters = dict(self.engine.counters)
             self._fib_refused = fib.refused_owned if fib is not None else 0
-        if self.engine.status_changed:
+        if self.engine.status_changed or now - self._status_written >= STATUS_REWRITE_SECONDS:
             self.engine.status_changed = False
+            self._status_written = now
             ours = self.speaker.settings.hold_time
             status = [
                 replace(s, hold_time=min(s.hold_time, ours) if s.hold_time else 0)

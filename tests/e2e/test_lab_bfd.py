@@ -76,6 +76,15 @@ def _cut_hard(lab: LabCLI, node: NodePlan) -> float:
     return cut
 
 
+def _gone_pid(pid: int) -> bool:
+    """Whether process ``pid`` has exited (or is a zombie waiting for its parent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state == "Z"
+
+
 def _gone(checks: dict[str, Callable[[], bool]], cut: float, timeout: float = 15.0) -> dict[str, float]:
     took: dict[str, float] = {}
     while len(took) < len(checks) and time.monotonic() - cut < timeout:
@@ -146,6 +155,7 @@ def test_tor_lab_agent_restarts_keep_bfd_up_and_a_hard_cut_is_gone_in_a_second()
             st = state.load(names)
             rec = [p for p in st.processes if p.role == "agent" and p.netns == n1.netns][-1]
             os.kill(rec.pid, sig)
+            old = rec.pid
             stopped = time.monotonic()
             new = None
             missing: list[float] = []  # sample times node2 lacked node1's block
@@ -158,18 +168,18 @@ def test_tor_lab_agent_restarts_keep_bfd_up_and_a_hard_cut_is_gone_in_a_second()
                 present = block in _proto81(n2.netns)
                 if not present:
                     missing.append(now)
-                if new is None and now >= 3.0:  # a supervisor's restart delay
+                if new is None and now >= 3.0 and _gone_pid(old):  # restart delay; kubelet waits for the exit
                     new = agents.start(names, st.plan, n1)
                     st.processes.append(new)
                     state.save(names, st)
-                elif new is not None and present and now > 5.0 and agents.agent_ready(n1):
-                    break
+                elif new is not None and present and now > 5.0 and _gone_pid(old) and agents.agent_ready(n1):
+                    break  # the new agent's readiness (the old one answers while it stops)
                 time.sleep(0.1)
             gap = f"{missing[0]:.1f}-{missing[-1]:.1f}s" if missing else "none"
             print(f"\nagent {sig.name} + restart: node2 without node1's block: {gap}; BFD Up throughout")
             assert (names.node_dir("node1") / "bfd.pid").read_text().strip() == bfd_pid  # the same daemon
             assert not [t for t in missing if t < 3.0], f"routes lost while the agent was down ({sig.name})"
-        text = lab.ok(
+        status_argv = (
             "exec",
             "node1",
             "--",
@@ -178,8 +188,10 @@ def test_tor_lab_agent_restarts_keep_bfd_up_and_a_hard_cut_is_gone_in_a_second()
             str(Path(sys.executable).parent / "felixctl"),
             "node",
             "status",
-            timeout=30,
         )
+        # the new agent writes its status as it starts; under load that can trail its readiness
+        _wait(lambda: lab.run(*status_argv, timeout=30).returncode == 0, "node1's `node status` answers", 30)
+        text = lab.ok(*status_argv, timeout=30)
         print("\n" + text)
         assert "BFD status" in text and "Up" in text.split("BFD status", 1)[1]
 
