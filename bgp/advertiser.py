@@ -109,6 +109,8 @@ def _reflected(
     return None if route is None else (route.next_hop, route.attrs)
 
 
+# what ExaBGP holds after it answered ``error``: equal to no real advert, not None (not "nothing")
+UNCERTAIN: Advert = ("", PathAttrs())
 ENCODED_CACHE_BYTES = 8 << 20  # hex of encoded groups kept for the next peers (a few MB)
 
 
@@ -133,6 +135,17 @@ class Advertiser:
 
     def forget_all(self) -> None:
         self._sent.clear()
+
+    def mark_uncertain(self, peer: str, prefixes: Iterable[str] | None) -> list[str]:
+        """ExaBGP refused a command for ``peer``: what it holds for ``prefixes`` (None: for every
+        prefix sent) is unknown. They are recorded as sent with an advert equal to none, so the
+        next ``plan`` withdraws each again if unwanted and announces it again if wanted.
+        Returns the prefixes marked."""
+        sent = self._sent.setdefault(peer, {})
+        marked = list(sent) if prefixes is None else list(prefixes)
+        for prefix in marked:
+            sent[prefix] = UNCERTAIN
+        return marked
 
     def plan(
         self,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import os
 import socket
 import sys
 import threading
@@ -20,6 +21,27 @@ import time
 
 BUFFER_LINES = 200_000
 RETRY_SECONDS = 0.2
+# Fault injection for tests: "TEXT:N" - the first N commands containing TEXT reach ExaBGP as a
+# command for a neighbour it does not have, which it really answers with ``error`` (in order,
+# as it answers any command). Unset in production; the agent cannot tell it from a real refusal.
+REFUSE_ENV = "FELIXPY_BRIDGE_REFUSE"
+UNKNOWN_NEIGHBOR_COMMAND = b"neighbor 192.0.2.254 withdraw route 192.0.2.0/24\n"
+
+
+class Refusals:
+    def __init__(self, text: bytes = b"", count: int = 0) -> None:
+        self.text, self.left = text, count
+
+    @classmethod
+    def from_env(cls, value: str) -> Refusals:
+        text, _, count = value.rpartition(":")
+        return cls(text.encode(), int(count)) if text and count.isdigit() else cls()
+
+    def rewrite(self, line: bytes) -> bytes:
+        if self.left > 0 and self.text in line:
+            self.left -= 1
+            return UNKNOWN_NEIGHBOR_COMMAND
+        return line
 
 
 class Bridge:
@@ -30,6 +52,7 @@ class Bridge:
         self._dropped = 0
         self._cond = threading.Condition()
         self._eof = False
+        self.refuse = Refusals.from_env(os.environ.get(REFUSE_ENV, ""))
 
     def read_stdin(self, stream: object) -> None:
         """Always drain ExaBGP's output into the buffer; never blocks on the agent."""
@@ -82,7 +105,7 @@ class Bridge:
         """Agent → ExaBGP: copy lines to stdout until the agent goes away."""
         with sock.makefile("rb") as reader:
             for line in reader:
-                out.write(line)  # type: ignore[attr-defined]
+                out.write(self.refuse.rewrite(line))  # type: ignore[attr-defined]
                 out.flush()  # type: ignore[attr-defined]
 
     def serve(self, out: object) -> None:

@@ -1,9 +1,11 @@
 """The agent's end of the bridge: a unix-socket server, a reader and a flow-controlled writer.
 
 The bridge (``bgp.bridge``, run by ExaBGP) connects here. Lines from ExaBGP are parsed into
-events and handed to ``on_event`` (from the reader thread); ``done``/``error`` acks only open
-the writer's window: at most ``window`` commands are un-acknowledged at any time, which keeps
-ExaBGP's internal queue short and its pipes from filling.
+events and handed to ``on_event`` (from the reader thread); ``done``/``error`` acks open the
+writer's window: at most ``window`` commands are un-acknowledged at any time, which keeps
+ExaBGP's internal queue short and its pipes from filling. ExaBGP answers commands in order, so
+each ack is paired with the oldest command in flight; an ``error`` reaches ``on_event`` as
+``CommandFailed(command)`` (the engine re-sends what that command was for).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 
-from bgp.exabgp_api import Ack, Event, parse_line
+from bgp.exabgp_api import Ack, CommandFailed, Event, parse_line
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW = 256
@@ -30,6 +32,7 @@ class ApiChannel:
         self._cond = threading.Condition()
         self._pending: collections.deque[str] = collections.deque()
         self._outstanding = 0
+        self._inflight: collections.deque[str] = collections.deque()  # sent, not yet acknowledged
         self._conn: socket.socket | None = None
         self._stop = threading.Event()
         self._server: socket.socket | None = None
@@ -90,6 +93,7 @@ class ApiChannel:
             conn.settimeout(None)
             with self._cond:
                 old, self._conn, self._outstanding = self._conn, conn, 0
+                self._inflight.clear()  # their acks went with the old connection
                 self._cond.notify_all()
             if old is not None:
                 with contextlib.suppress(OSError):
@@ -107,6 +111,7 @@ class ApiChannel:
             if self._conn is conn:
                 self._conn = None
                 self._outstanding = 0
+                self._inflight.clear()
             self._cond.notify_all()
         log.info("bgp bridge disconnected")
 
@@ -115,11 +120,16 @@ class ApiChannel:
         if isinstance(event, Ack):
             with self._cond:
                 self._outstanding = max(0, self._outstanding - 1)
+                command = self._inflight.popleft() if self._inflight else None
                 if not event.ok:
                     self.errors += 1
-                    log.warning("exabgp answered error to a command (%d so far)", self.errors)
                 self._cond.notify_all()
-            return
+            if event.ok:
+                return
+            log.warning("exabgp answered error to a command (%d so far): %.160s", self.errors, command or "?")
+            if command is None:
+                return
+            event = CommandFailed(command)
         try:
             self._on_event(event)
         except Exception:  # a handler bug must not kill the reader (and with it ExaBGP's pipe)
@@ -138,6 +148,7 @@ class ApiChannel:
                 room = self._window - self._outstanding
                 batch = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
                 self._outstanding += len(batch)
+                self._inflight.extend(batch)  # before they are written: an ack can come at once
             try:
                 assert conn is not None
                 conn.sendall("".join(line + "\n" for line in batch).encode())

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from typing import TypeVar
 
+from bgp import command_errors, limits, peer_filters
 from bgp import exabgp_api as api
-from bgp import limits, peer_filters
 from bgp.advertiser import Advertiser, filter_advert, outbound
 from bgp.bfd_gate import BfdGate, Failure
 from bgp.fib import Fib, Resolver
@@ -64,6 +64,7 @@ INTERNED_MAX = 10_000  # distinct attribute sets kept for interning (then start 
 CEASE_MAX_PREFIXES = 1  # RFC 4486 Cease subcode: maximum number of prefixes reached
 CEASE_ADMIN_RESET = 4  # RFC 4486 Cease subcode: administrative reset (a BFD failure)
 LOG_EXAMPLES = 5  # refused prefixes named in a refusal log line
+COMMAND_RESENDS = 5  # re-sends per session a minute after ExaBGP answered error
 # refusals that protect this node (logged as warnings); the others (outside the pools, BGPFilter
 # rules, loops) are ordinary and logged at debug level
 PROTECTIVE = frozenset(
@@ -169,6 +170,7 @@ class Engine:
         self.rejected: dict[str, dict[str, str]] = {}
         self.disabled_changed = False
         self.bfd_gate = BfdGate()  # BFD failures, held routes, flap damping (issue 19)
+        self._resends: dict[str, list[float]] = {}  # peer -> when refused commands were re-sent
 
     # --- configuration -------------------------------------------------------------------
     def configure(self, desired: Desired) -> None:
@@ -286,11 +288,47 @@ class Engine:
             if session is not None and session.wire and self.desired is not None:
                 log.info("bgp route refresh from %s: resending the whole table", event.peer)
                 self._announce_all(event.peer, resend=True)
+        elif isinstance(event, api.CommandFailed):
+            self._on_command_failed(event.command, now)
         elif isinstance(event, api.Other) and event.text == "wire-error":
             # RFC 7606 would treat it as a withdraw; we cannot know its prefixes, so we keep what we have
             log.error(
                 "bgp UPDATE from %s could not be decoded: %s", event.data.get("peer"), event.data.get("error")
             )
+
+    def _on_command_failed(self, command: str, now: float) -> None:
+        """ExaBGP refused a command: what it holds for the routes it named is unknown. Re-send,
+        for those routes only, what is wanted now (a newer command for one of them is never
+        undone), at most ``COMMAND_RESENDS`` times per session a minute."""
+        failed = command_errors.classify(command)
+        for peer in failed.peers:
+            self.counters[("command_error", peer)] += 1
+        if failed.kind not in ("routes", "eor") or self.desired is None or not self._hello:
+            log.warning("bgp: exabgp answered error to %r: nothing to re-send", command[:160])
+            return
+        redo: list[str] = []
+        for peer in failed.peers:
+            if peer not in self._exa_known or peer not in self._specs:
+                continue
+            recent = [t for t in self._resends.get(peer, []) if now - t < 60.0]
+            if len(recent) >= COMMAND_RESENDS:
+                log.error("bgp peer %s: exabgp keeps refusing commands; not re-sent: %.160s", peer, command)
+                continue
+            self._resends[peer] = [*recent, now]
+            redo.append(peer)
+            if failed.kind == "eor":
+                self._send([api.eor_command(peer, failed.family)])
+            else:
+                self._dirty.update(self.adv.mark_uncertain(peer, failed.prefixes))
+        if redo:
+            what = "every route" if failed.prefixes is None else f"{len(failed.prefixes or ())} prefixes"
+            log.warning(
+                "bgp: exabgp answered error to a %s command for %s (%s): re-sending what is wanted now",
+                failed.kind,
+                ", ".join(redo),
+                failed.family or what,
+            )
+            self.flush()
 
     def _on_hello(self, note: api.BridgeNote, now: float) -> None:
         log.info("bgp bridge connected (dropped=%d): re-announcing everything", note.dropped)

@@ -101,13 +101,30 @@ class BridgeNote:
 
 
 @dataclass(frozen=True, slots=True)
+class CommandFailed:
+    """ExaBGP answered ``error`` to ``command`` (paired by ``bgp.channel``): it changed nothing."""
+
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
 class Other:
     text: str
     data: dict[str, Any] = field(default_factory=dict)
 
 
 Event = (
-    Ack | StateChange | Negotiated | Open | Update | RouteRefresh | EndOfRib | Shutdown | BridgeNote | Other
+    Ack
+    | StateChange
+    | Negotiated
+    | Open
+    | Update
+    | RouteRefresh
+    | EndOfRib
+    | Shutdown
+    | BridgeNote
+    | CommandFailed
+    | Other
 )
 
 

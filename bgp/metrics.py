@@ -5,6 +5,8 @@ kind of reason (``bgp.filters.reason_kind``: "local workload", "covers IP pool",
 "AS path too long", "outside IP pools", ...). ``felixpy_bgp_max_prefixes_exceeded_total{peer,action}``:
 times a session went past its receive limit. ``felixpy_bgp_notification_closes_total{peer}``:
 sessions that ended with a NOTIFICATION, whose routes went at once (no graceful restart).
+``felixpy_bgp_command_errors_total{peer}``: API commands ExaBGP answered with ``error`` (the
+engine re-sends what each was for, ``bgp.command_errors``).
 ``felixpy_bgp_fib_refused_total``: learned host routes not installed because the dataplane owns
 the destination. ``felixpy_bgp_received_prefixes{peer}``: what each session has sent and kept.
 
@@ -52,6 +54,11 @@ class BGPCollector(Collector):
             "BGP sessions that ended with a NOTIFICATION: their routes were removed at once",
             labels=["peer"],
         )
+        refusals = CounterMetricFamily(
+            "felixpy_bgp_command_errors",
+            "API commands ExaBGP answered with error, by peer (what they were for is re-sent)",
+            labels=["peer"],
+        )
         for key, value in sorted(counters.items()):
             if key[0] == "refused":
                 refused.add_metric([key[1], key[2]], value)
@@ -59,6 +66,8 @@ class BGPCollector(Collector):
                 limits.add_metric([key[1], key[2]], value)
             elif key[0] == "notification_down":
                 notified.add_metric([key[1]], value)
+            elif key[0] == "command_error":
+                refusals.add_metric([key[1]], value)
         fib = CounterMetricFamily(
             "felixpy_bgp_fib_refused",
             "Learned host routes not installed because the dataplane owns the destination",
@@ -69,7 +78,7 @@ class BGPCollector(Collector):
         )
         for peer, count in sorted(received.items()):
             gauge.add_metric([peer], count)
-        yield from (refused, limits, notified, fib, gauge)
+        yield from (refused, limits, notified, refusals, fib, gauge)
         yield from session_metrics(self._service.status())
         yield from bfd_metrics.collect(self._service)  # issue 19
 

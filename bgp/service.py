@@ -366,6 +366,7 @@ class BGPService:
         """The IP versions this node speaks BGP on (its addresses)."""
         plan = self._plan
         return tuple(sorted({6 if ":" in a else 4 for a in plan.bind})) if plan is not None else ()
+
     def bfd_status(self) -> list[dict[str, object]]:
         """Per-peer BFD rows (bgp.bfd_gate.BfdGate.rows) as of the last batch."""
         with self._lock:

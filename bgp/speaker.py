@@ -42,6 +42,7 @@ class SpeakerSettings:
     log_level: str = "INFO"
     hold_time: int = 90
     wire: bool = False  # raw UPDATEs on iBGP sessions (bgp.exabgp_wire), route reflectors
+    env: dict[str, str] = field(default_factory=dict)  # more environment for ExaBGP (tests)
 
 
 class Speaker:
@@ -131,6 +132,7 @@ class Speaker:
                 reactor_speed=self.settings.reactor_speed,
             )
         )
+        env.update(self.settings.env)
         env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")])
         )

@@ -277,3 +277,27 @@ def test_peer_set_change_and_agent_restart_are_hitless(
     # the restart's End-of-RIB has cleared the stale flags: a withdrawal still works
     a2.update(nodes=nodes, bgp_configs=[], peers=[], pools=[POOL], local_blocks=[])
     wait_for(lambda: "10.65.0.0/26" not in kernel_routes(ns_b), "withdrawal after the restart")
+
+
+def test_withdrawal_arrives_after_exabgp_answers_error(
+    netns: Callable[..., object], services: Callable[..., BGPService]
+) -> None:
+    """Issue 15 (reflection: "no lost update"): ExaBGP answers ``error`` to the withdrawal of A's
+    block (A's bridge hands ExaBGP a command for a neighbour it does not have instead: a real
+    refusal, in order); A re-sends it and the route leaves B's kernel all the same."""
+    from bgp.bridge import REFUSE_ENV
+
+    seg = Segment(netns)
+    ns_a, ns_b = seg.attach("a", "10.0.0.1/24"), seg.attach("b", "10.0.0.2/24")
+    nodes = [node("a", "10.0.0.1"), node("b", "10.0.0.2")]
+    a, b = services("a", ns_a), services("b", ns_b)
+    a.speaker.settings.env[REFUSE_ENV] = " withdraw :1"
+    for svc, blocks in ((a, ["10.65.0.0/26", "10.65.0.64/26"]), (b, ["10.65.1.0/26"])):
+        svc.update(nodes=nodes, bgp_configs=[], peers=[], pools=[POOL], local_blocks=blocks)
+        svc.start()
+    wait_for(lambda: "10.65.0.64/26 via 10.0.0.1 dev eth0" in kernel_routes(ns_b), "A's blocks in B's kernel")
+
+    a.update(nodes=nodes, bgp_configs=[], peers=[], pools=[POOL], local_blocks=["10.65.0.0/26"])
+    wait_for(lambda: a.counters()[0].get(("command_error", "10.0.0.2"), 0) == 1, "ExaBGP's error answer at A")
+    wait_for(lambda: "10.65.0.64/26" not in kernel_routes(ns_b), "the withdrawal reaching B's kernel")
+    assert "10.65.0.0/26 via 10.0.0.1 dev eth0" in kernel_routes(ns_b)  # the other block untouched

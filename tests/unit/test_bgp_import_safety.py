@@ -412,6 +412,7 @@ class _Service:
                 ("refused", TOR, "local workload"): 3,
                 ("max_prefixes", TOR, "Restart"): 1,
                 ("notification_down", B): 2,
+                ("command_error", B): 3,
             },
             {TOR: 7},
             4,
@@ -432,6 +433,7 @@ def test_metrics_exported() -> None:
     assert f'felixpy_bgp_routes_refused_total{{peer="{TOR}",reason="local workload"}} 3.0' in text
     assert f'felixpy_bgp_max_prefixes_exceeded_total{{action="Restart",peer="{TOR}"}} 1.0' in text
     assert f'felixpy_bgp_notification_closes_total{{peer="{B}"}} 2.0' in text
+    assert f'felixpy_bgp_command_errors_total{{peer="{B}"}} 3.0' in text
     assert "felixpy_bgp_fib_refused_total 4.0" in text
     assert f'felixpy_bgp_received_prefixes{{peer="{TOR}"}} 7.0' in text
     # per session, from the service's status
