@@ -38,7 +38,6 @@ from felixpy.calc.updates import (
     HooksUpdate,
     InSync,
     IpsetsUpdate,
-    LocalEndpoint,
     PolicyInputsUpdate,
     Route,
     RouteUpdate,
@@ -50,6 +49,7 @@ from felixpy.dataplane.deferral import FlushClock
 from felixpy.dataplane.kernel_objects import RouteTarget
 from felixpy.dataplane.netlink_ops import normalise_cidr
 from felixpy.dataplane.orphans import Orphans
+from policy.entities import Endpoint
 
 if TYPE_CHECKING:
     from felixpy.dataplane.encap_driver import EncapDriver
@@ -190,7 +190,7 @@ class LinuxDataplane:
         self.encap = encap
         self.policy = policy
         self.bgp_sink = bgp_sink
-        self.endpoints: dict[tuple[str, str], LocalEndpoint] = {}
+        self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self._pending_sweep = False
         self._started = False
         self._ipip_routes: set[str] = set()  # routes over tunl0 (dropped if the kernel has no ipip)
@@ -340,7 +340,8 @@ class LinuxDataplane:
             return
         families: dict[str, set[int]] = {}
         for ep in self.endpoints.values():
-            families.setdefault(ep.iface, set()).update(6 if ":" in ip else 4 for ip in ep.ips)
+            if ep.iface:
+                families.setdefault(ep.iface, set()).update(6 if ":" in ip else 4 for ip in ep.ips)
         try:
             repair(families)
         except OSError as exc:  # a veth or the namespace gone meanwhile: the next refresh tries again
@@ -352,7 +353,7 @@ class LinuxDataplane:
             self.policy.post_write_check()
 
     def wanted_ifaces(self) -> set[str]:
-        return {ep.iface for ep in self.endpoints.values()}
+        return {ep.iface for ep in self.endpoints.values() if ep.iface}
 
     def _sweep_links(self) -> None:
         removed = self.links.remove_stale(self.wanted_ifaces())
