@@ -365,6 +365,9 @@ def endpoint_from_wep(wep: WorkloadEndpoint) -> Endpoint:
         profiles=tuple(spec.profiles) or (f"kns.{ns}",),
         service_account=spec.service_account_name,
         allowed_source_prefixes=tuple(spec.allow_spoofed_source_prefixes),
+        mac=spec.mac,
+        pod=spec.pod,
+        container_id=spec.container_id,
     )
 
 

@@ -153,7 +153,8 @@ class NamedPort:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """An endpoint as policy sees it.
+    """An endpoint, the one model of it: what the policy compilers select and enforce on, and the local
+    workload endpoints calc hands the dataplane (``felixpy.calc.updates.EndpointUpdate``).
 
     Workload endpoints: ``key`` is ``<namespace>/<name>``. Host endpoints (``host=True``):
     ``key`` is ``hep:<name>`` (``:`` cannot appear in a namespace, so the keys never clash),
@@ -176,6 +177,21 @@ class Endpoint:
     host: bool = False
     network_set: bool = False  # a (Global)NetworkSet: ``ips`` are its nets (CIDRs); never enforced on
     allowed_source_prefixes: tuple[str, ...] = ()  # allowSpoofedSourcePrefixes (workloads; policy.rpf)
+    # What the dataplane keeps of a workload endpoint (calc's endpoint deltas, the orphan report).
+    mac: str | None = None
+    pod: str | None = None
+    container_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Its own name: the key without namespace or kind prefix (``default/a`` → ``a``)."""
+        return self.key.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+
+    @property
+    def nets(self) -> tuple[str, ...]:
+        """Its addresses as host CIDRs, as routes name them (``10.0.0.1/32``, ``fd00::1/128``); a network
+        set's nets as they are."""
+        return tuple(ip if "/" in ip else f"{ip}/{128 if ':' in ip else 32}" for ip in self.ips)
 
     def named_port(self, name: str, protocol: int) -> int | None:
         for p in self.ports:

@@ -28,7 +28,6 @@ from felixpy.calc.updates import (
     EndpointUpdate,
     FelixConfigUpdate,
     InvalidConfig,
-    LocalEndpoint,
     NodeState,
     Route,
     RouteUpdate,
@@ -38,14 +37,13 @@ from felixpy.calc.updates import (
 )
 from felixpy.calc.vxlan import vtep_mac
 from felixpy.calc.wireguard import WireguardCalc
+from policy.convert import endpoint_from_wep
+from policy.entities import Endpoint
 
 if TYPE_CHECKING:
     from felixpy.resources.felixconfig import FelixConfiguration
 
 Key = tuple[str, str]
-def _host_cidr(ip: str) -> str:
-    net = ipaddress.ip_network(ip, strict=False)
-    return f"{net.network_address}/{net.max_prefixlen}"
 
 
 class CalcGraph:
@@ -75,11 +73,11 @@ class CalcGraph:
         self._blocks: dict[str, str] = {}  # block cidr -> affine node
         self._ip_owners: dict[str, set[Key]] = {}
         # Derived desired state and what was last flushed.
-        self._endpoints: dict[Key, LocalEndpoint] = {}
+        self._endpoints: dict[Key, Endpoint] = {}
         self._routes: dict[str, Route] = {}
         self._vteps: dict[str, Vtep] = {}
         self._encap = Encap()
-        self._emitted_eps: dict[Key, LocalEndpoint] = {}
+        self._emitted_eps: dict[Key, Endpoint] = {}
         self._emitted_routes: dict[str, Route] = {}
         self._emitted_vteps: dict[str, Vtep] = {}
         self._emitted_encap: Encap | None = None
@@ -160,14 +158,14 @@ class CalcGraph:
         self._weps.pop(key, None)
         if obj is not None and obj.spec.node == self.nodename:
             self._weps[key] = obj
-            self._endpoints[key] = _local_endpoint(key, obj)
+            self._endpoints[key] = _local_endpoint(obj)
         new = self._endpoints.get(key)
         if old != new:
             self._dirty_eps.add(key)
-        for ip in old.ips if old else ():
+        for ip in old.nets if old else ():
             self._ip_owners.get(ip, set()).discard(key)
             self._recompute_ip(ip)
-        for ip in new.ips if new else ():
+        for ip in new.nets if new else ():
             self._ip_owners.setdefault(ip, set()).add(key)
             self._recompute_ip(ip)
 
@@ -178,7 +176,7 @@ class CalcGraph:
             self._set_route(ip, None)
             return
         owner = self._endpoints[min(owners)]
-        reason = f"workload {owner.namespace}/{owner.name}"
+        reason = f"workload {owner.key}"
         self._set_route(ip, Route(dst=ip, kind="local", iface=owner.iface, reason=reason))
 
     # ---- nodes, pools, blocks -----------------------------------------------------------
@@ -302,19 +300,9 @@ class CalcGraph:
             self._routes[dst] = route
 
 
-def _local_endpoint(key: Key, wep: Any) -> LocalEndpoint:
-    spec = wep.spec
-    return LocalEndpoint(
-        namespace=key[0],
-        name=key[1],
-        iface=spec.interface_name,
-        ips=tuple(sorted(_host_cidr(ip) for ip in spec.ip_networks)),
-        mac=spec.mac,
-        labels=tuple(sorted(wep.metadata.labels.items())),
-        profiles=tuple(spec.profiles),
-        pod=spec.pod,
-        container_id=spec.container_id,
-    )
+def _local_endpoint(wep: Any) -> Endpoint:
+    """The one endpoint model, as the policy compilers build it too (``policy.convert``)."""
+    return endpoint_from_wep(wep)
 
 
 def _same_subnet(local_cidr: str | None, remote_ip: str) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from felixpy.dataplane.kernel_objects import Chain, IpSet, Table
+from policy.entities import Endpoint
 
 if TYPE_CHECKING:
     from felixpy.resources.bgp import BGPConfiguration, BGPFilter, BGPPeer
@@ -24,21 +25,6 @@ RouteKind = Literal["local", "blackhole", "vxlan", "ipip", "direct"]
 
 VXLAN_DEVICE = "vxlan.calico"
 IPIP_DEVICE = "tunl0"
-
-
-@dataclass(frozen=True, slots=True)
-class LocalEndpoint:
-    """A workload endpoint on this node, as the dataplane needs it."""
-
-    namespace: str
-    name: str
-    iface: str
-    ips: tuple[str, ...]  # CIDRs, /32 or /128
-    mac: str | None = None
-    labels: tuple[tuple[str, str], ...] = ()
-    profiles: tuple[str, ...] = ()
-    pod: str | None = None
-    container_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +63,11 @@ class Encap:
 
 @dataclass(frozen=True, slots=True)
 class EndpointUpdate:
+    """A workload endpoint on this node, in the one endpoint model (``policy.entities.Endpoint``, as the
+    policy compilers see it), or None when it is gone."""
+
     key: tuple[str, str]  # (namespace, name)
-    endpoint: LocalEndpoint | None
+    endpoint: Endpoint | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +205,7 @@ Update = (
 class NodeState:
     """The whole desired state (compared in tests; the dataplane only ever sees deltas)."""
 
-    endpoints: dict[tuple[str, str], LocalEndpoint] = field(default_factory=dict)
+    endpoints: dict[tuple[str, str], Endpoint] = field(default_factory=dict)
     routes: dict[str, Route] = field(default_factory=dict)
     vteps: dict[str, Vtep] = field(default_factory=dict)
     encap: Encap = field(default_factory=Encap)

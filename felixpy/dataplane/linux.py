@@ -13,6 +13,11 @@ them with a plain commit once idle, and at the latest ``DEFERRED_MAX_SECONDS`` l
 busy it is. A dispatch rule left that long matches only the gone pod's interface name: an address
 the IPAM hands out again goes to a new pod's interface (new name, new chains), and a re-ADD of the
 same pod (same name) makes that rule and its chains desired again, rewritten first if they differ.
+Commit order is Felix's: routes that go are removed first, then policy is written (ipsets, then
+iptables, then ipsets nothing references any more, see ``policy_driver``), then the routes that
+are new or changed. So a new pod's route appears only once its ``cali-tw/fw`` chains exist, and a
+gone pod's route leaves before its chains do. While a policy commit has failed, routes are not added
+(the commit that writes policy adds them: the next batch, or ``commit_deferred``).
 The first commit after in-sync is the start-up
 sweep: routes of our protocol that nothing wants are removed by the RouteTable, and ``cali*``
 veths without a workload endpoint are deleted. Policy (iptables/ipsets) is handed to an optional
@@ -38,7 +43,6 @@ from felixpy.calc.updates import (
     HooksUpdate,
     InSync,
     IpsetsUpdate,
-    LocalEndpoint,
     PolicyInputsUpdate,
     Route,
     RouteUpdate,
@@ -50,6 +54,7 @@ from felixpy.dataplane.deferral import FlushClock
 from felixpy.dataplane.kernel_objects import RouteTarget
 from felixpy.dataplane.netlink_ops import normalise_cidr
 from felixpy.dataplane.orphans import Orphans
+from policy.entities import Endpoint
 
 if TYPE_CHECKING:
     from felixpy.dataplane.encap_driver import EncapDriver
@@ -190,12 +195,13 @@ class LinuxDataplane:
         self.encap = encap
         self.policy = policy
         self.bgp_sink = bgp_sink
-        self.endpoints: dict[tuple[str, str], LocalEndpoint] = {}
+        self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self._pending_sweep = False
         self._started = False
         self._ipip_routes: set[str] = set()  # routes over tunl0 (dropped if the kernel has no ipip)
         self._policy_urgent = False  # this batch has policy input that must be in before commit returns
         self._policy_deferred = False  # endpoint removals not yet written to iptables
+        self._policy_failed = False  # the last policy commit failed: routes are not added until one succeeds
         self._gone: set[tuple[str, str]] = set()  # local endpoints removed since the last policy commit
         self.orphans = Orphans(iface_exists)  # local endpoints whose interface is gone (routes withheld)
         self.flush_clock = flush_clock or FlushClock()  # when deferred policy writes go out alone
@@ -256,13 +262,24 @@ class LinuxDataplane:
                 for dst in self._ipip_routes:  # no tunl0 on this kernel: never ask for them
                     self.routes.remove_route(dst)
         self._revive_orphans()
-        stats = self.routes.start() if not self._started else self.routes.apply()
-        self._started = True
-        ok = ok and not self._unexplained(stats.failed)
+        if self._started:  # routes that go leave before their endpoints' chains do
+            ok = self._write_routes(removals_only=True) and ok
         if self.policy is not None and (self._policy_urgent or not self._policy_deferred):
             ok = self._commit_policy(additive=self._policy_urgent) and ok
+        ok = self._write_routes() and ok  # new routes only once the chains they lead to exist
         self.flush_clock.busy()
         return ok
+
+    def _write_routes(self, *, removals_only: bool = False) -> bool:
+        """The route table's pending changes (the first time: the start-up sweep of our protocol).
+        While a policy commit has failed, routes are not added: a new endpoint's route would lead
+        to an interface whose chains are missing. They go with the commit that writes policy."""
+        if self._policy_failed and not removals_only:
+            log.info("route.held", reason="the last policy commit failed: routes wait for their chains")
+            return False
+        stats = self.routes.apply(removals_only=removals_only) if self._started else self.routes.start()
+        self._started = True
+        return not self._unexplained(stats.failed)
 
     @property
     def deferred(self) -> bool:
@@ -279,11 +296,14 @@ class LinuxDataplane:
             return True
         ok = self._commit_policy()
         self.flush_clock.flushed(ok)
+        if ok and self._started:
+            ok = self._write_routes()  # routes held back by an earlier failed commit
         return ok
 
     def _commit_policy(self, additive: bool = False) -> bool:
         assert self.policy is not None
         ok = self.policy.commit(additive)
+        self._policy_failed = not ok
         self._policy_urgent = False
         # A failed commit is retried with the next batch; an additive one may have left removals.
         self._policy_deferred = not ok or self.policy.deferred
@@ -298,6 +318,8 @@ class LinuxDataplane:
                 self.encap.apply()
             self._repair_sysctls()
             self._revive_orphans()
+            if self._policy_failed:  # as in commit: no route before its chains
+                return
             stats = self.routes.resync()
             self._unexplained(stats.failed)
             if stats.replaced or stats.deleted:
@@ -340,7 +362,8 @@ class LinuxDataplane:
             return
         families: dict[str, set[int]] = {}
         for ep in self.endpoints.values():
-            families.setdefault(ep.iface, set()).update(6 if ":" in ip else 4 for ip in ep.ips)
+            if ep.iface:
+                families.setdefault(ep.iface, set()).update(6 if ":" in ip else 4 for ip in ep.ips)
         try:
             repair(families)
         except OSError as exc:  # a veth or the namespace gone meanwhile: the next refresh tries again
@@ -352,7 +375,7 @@ class LinuxDataplane:
             self.policy.post_write_check()
 
     def wanted_ifaces(self) -> set[str]:
-        return {ep.iface for ep in self.endpoints.values()}
+        return {ep.iface for ep in self.endpoints.values() if ep.iface}
 
     def _sweep_links(self) -> None:
         removed = self.links.remove_stale(self.wanted_ifaces())

@@ -22,14 +22,14 @@ from typing import Any
 
 import structlog
 
-from felixpy.calc.updates import LocalEndpoint
+from policy.entities import Endpoint
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass
 class Orphan:
-    endpoint: LocalEndpoint
+    endpoint: Endpoint
     since: float  # time.time() when found
     withheld: dict[str, Any] = field(default_factory=dict)  # dst -> route target kept out of the table
 
@@ -39,7 +39,7 @@ class Orphan:
             "namespace": ep.namespace,
             "name": ep.name,
             "interface": ep.iface,
-            "addresses": list(ep.ips),
+            "addresses": list(ep.nets),
             "containerID": ep.container_id,
             "pod": ep.pod,
             "since": self.since,
@@ -54,8 +54,8 @@ def _cidr(dst: str) -> str:
         return dst
 
 
-def _dst_index(endpoints: Mapping[tuple[str, str], LocalEndpoint]) -> dict[str, tuple[str, str]]:
-    return {_cidr(ip): key for key, ep in endpoints.items() for ip in ep.ips}
+def _dst_index(endpoints: Mapping[tuple[str, str], Endpoint]) -> dict[str, tuple[str, str]]:
+    return {_cidr(ip): key for key, ep in endpoints.items() for ip in ep.nets}
 
 
 class Orphans:
@@ -87,7 +87,7 @@ class Orphans:
     def find(
         self,
         failed: Iterable[str],
-        endpoints: Mapping[tuple[str, str], LocalEndpoint],
+        endpoints: Mapping[tuple[str, str], Endpoint],
         desired: Mapping[str, Any],
     ) -> list[tuple[tuple[str, str], Orphan]]:
         """New orphans among the endpoints whose routes just failed: those whose interface is gone.
@@ -100,17 +100,17 @@ class Orphans:
             if key is None or key in self.by_key:
                 continue
             ep = endpoints[key]
-            if self.iface_exists(ep.iface):
+            if self.iface_exists(ep.iface or ""):
                 continue  # some other failure: not ours to hide
-            dsts = [_cidr(ip) for ip in ep.ips]
+            dsts = [_cidr(ip) for ip in ep.nets]
             orphan = Orphan(ep, time.time(), {d: desired[d] for d in dsts if d in desired})
             self.by_key[key] = orphan
             found.append((key, orphan))
             log.warning(
                 "endpoint.orphaned",
-                endpoint=f"{ep.namespace}/{ep.name}",
+                endpoint=ep.key,
                 iface=ep.iface,
-                addresses=list(ep.ips),
+                addresses=list(ep.nets),
                 container=ep.container_id,
                 reason=f"host interface {ep.iface} is gone (the pod's network namespace was removed "
                 "without a CNI DEL reaching the agent)",
@@ -125,13 +125,13 @@ class Orphans:
             ep = orphan.endpoint
             log.info(
                 "endpoint.orphan_cleared",
-                endpoint=f"{ep.namespace}/{ep.name}",
+                endpoint=ep.key,
                 iface=ep.iface,
-                addresses=list(ep.ips),
+                addresses=list(ep.nets),
                 reason=reason,
             )
         return orphan
 
     def revived(self) -> list[tuple[str, str]]:
         """Orphans whose interface exists again (a periodic check; the caller restores them)."""
-        return [key for key, o in self.by_key.items() if self.iface_exists(o.endpoint.iface)]
+        return [key for key, o in self.by_key.items() if self.iface_exists(o.endpoint.iface or "")]

@@ -124,8 +124,10 @@ class RouteTable:
         self._dirty = True
         return self.apply()
 
-    def apply(self) -> ApplyStats:
-        """Write the difference between desired and (cached) actual; no-op when nothing changed."""
+    def apply(self, *, removals_only: bool = False) -> ApplyStats:
+        """Write the difference between desired and (cached) actual; no-op when nothing changed.
+        ``removals_only``: delete what is no longer wanted and leave additions and replacements for
+        the next ``apply`` (the dataplane removes routes before the chains of their endpoints)."""
         stats = ApplyStats()
         if not self._dirty:
             return stats
@@ -133,9 +135,12 @@ class RouteTable:
             routes = self._nl.list_routes(proto=self.proto, table=self.table)
             self._actual = {(r.dst, r.metric): r for r in routes}
         plan = plan_routes(self._desired, list(self._actual.values()))
+        left = bool(plan.replace) and removals_only
+        if left:
+            plan = RoutePlan(delete=plan.delete)
         if not plan.empty:
             self._write(plan, stats)
-        self._dirty = bool(stats.failed)  # retry failed routes (e.g. interface not there yet)
+        self._dirty = left or bool(stats.failed)  # retry failed routes (e.g. interface not there yet)
         return stats
 
     def _write(self, plan: RoutePlan, stats: ApplyStats) -> None:

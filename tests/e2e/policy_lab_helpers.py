@@ -25,6 +25,7 @@ from policy.chain_names import policy_chain
 from policy.convert import policy_from_doc
 from policy.entities import PROTOCOL_NUMBERS, NamedPort
 from policy.evaluator import Evaluator, Flow
+from tests.fixtures import waiting
 from tests.fixtures.conformance_cases import POD_KEYS, Doc, NetpolCase, Probe, namespace_labels, topology
 
 Matrix = dict[Probe, dict[tuple[str, str], bool]]
@@ -163,13 +164,7 @@ def expected_chains(docs: Iterable[Doc]) -> set[str]:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.3) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+    return waiting.eventually(predicate, timeout, interval)
 
 
 def all_allowed(probes: Sequence[Probe]) -> Matrix:

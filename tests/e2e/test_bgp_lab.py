@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from felixpy.lab.testing import LabCLI, missing_prerequisites
+from tests.fixtures import waiting
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -35,12 +36,7 @@ def _prerequisites() -> None:
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    waiting.wait_for(check, what, timeout, every=0.2)
 
 
 def kernel(lab: LabCLI, node: str) -> str:

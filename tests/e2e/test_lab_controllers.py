@@ -38,6 +38,7 @@ import yaml
 from felixpy.lab.layout import TAG_ENV
 from felixpy.lab.plan import ETCD_PORT
 from felixpy.lab.testing import LabCLI, missing_prerequisites
+from tests.fixtures import waiting
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -262,12 +263,7 @@ class Cluster:
 
 
 def wait(cond: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    waiting.wait_for(cond, what, timeout, every=0.5)
 
 
 @pytest.fixture

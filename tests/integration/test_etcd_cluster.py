@@ -14,6 +14,7 @@ from pyetcd import etcdrpc
 from felixpy.datastore.errors import Unavailable
 from felixpy.datastore.etcd import EtcdKV
 from felixpy.datastore.kv import TxnOp, WatchEvent
+from tests.fixtures import waiting
 from tests.fixtures.etcd import running_etcd
 from tests.fixtures.etcd_cluster import EtcdCluster
 from tests.fixtures.tcp_proxy import ReplyDroppingProxy
@@ -242,11 +243,7 @@ def test_expired_token_is_renewed_for_requests_and_watches(
 
 
 def _wait(pred, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.05)
+    waiting.wait_for(pred, "the condition", timeout, every=0.05)
 
 
 def test_a_member_behind_the_seen_revision_is_not_trusted_for_a_watch_resume(tmp_path: Path) -> None:

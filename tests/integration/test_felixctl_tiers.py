@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from felixpy.resources import WorkloadEndpoint
 from felixpy.runtime.sync import SyncSources
 from felixpy.runtime.writer import Writer
 from policy.compiler import PolicyCompiler
+from tests.fixtures import waiting
 from tests.fixtures.kubeapi import KubeAPI
 from tests.integration.test_felixctl import ROOT, Ctl, keys
 
@@ -202,13 +202,11 @@ def agent(etcd_kv: KV, etcd_backend: Any) -> Iterator[tuple[PolicyOnlyDataplane,
 
 
 def until(check: Callable[[], bool], sources: SyncSources, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:  # a sync error fails at once, not at the deadline
         assert sources.error() is None, sources.error()
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+        return check()
+
+    waiting.wait_for(ready, what, timeout, every=0.05)
 
 
 def test_tier_changes_reach_the_compiler(

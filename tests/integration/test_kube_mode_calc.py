@@ -21,7 +21,7 @@ import pytest
 
 from felixpy.calc.graph import CalcGraph
 from felixpy.calc.recorder import RecordingDataplane
-from felixpy.calc.updates import LocalEndpoint, Route, Vtep
+from felixpy.calc.updates import Route, Vtep
 from felixpy.cni.request import wep_name
 from felixpy.dataplane.iface_names import veth_name_for_workload
 from felixpy.datastore.kube_kv import KubeKV
@@ -30,6 +30,7 @@ from felixpy.resources import IPPool, Node, WorkloadEndpoint
 from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
 from felixpy.runtime.sync import SyncSources
 from felixpy.runtime.writer import Msg, ResourceMsg, Writer
+from policy.entities import Endpoint
 from tests.fixtures.kubeapi import KubeAPI
 
 pytestmark = pytest.mark.integration
@@ -203,14 +204,16 @@ def _calico_wep(pod: str, node: str, ip: str, labels: dict[str, str]) -> Workloa
     return WorkloadEndpoint.model_validate({"metadata": meta, "spec": spec})
 
 
-def expected_endpoint(pod: str, ip: str, labels: dict[str, str]) -> LocalEndpoint:
-    return LocalEndpoint(
+def expected_endpoint(pod: str, ip: str, labels: dict[str, str]) -> Endpoint:
+    return Endpoint(
+        key=f"shop/{wep_name(ME, 'k8s', pod, 'eth0')}",
         namespace="shop",
-        name=wep_name(ME, "k8s", pod, "eth0"),
         iface=veth_name_for_workload("shop", pod),
-        ips=(f"{ip}/32",),
-        labels=tuple(sorted(_wep_labels(labels).items())),
+        ips=(ip,),
+        labels=_wep_labels(labels),
+        node=ME,
         profiles=("kns.shop", "ksa.shop.default"),
+        service_account="default",
         pod=pod,
         container_id=f"cid-{pod}",
     )
@@ -333,7 +336,7 @@ def world(request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, Any, Any]]:
     yield KubeCluster(api, backend), KubeKV(backend), backend
 
 
-def local(*eps: tuple[str, str, dict[str, str]]) -> tuple[dict[Any, LocalEndpoint], dict[str, Route]]:
+def local(*eps: tuple[str, str, dict[str, str]]) -> tuple[dict[Any, Endpoint], dict[str, Route]]:
     endpoints = {
         ("shop", wep_name(ME, "k8s", p, "eth0")): expected_endpoint(p, ip, lab) for p, ip, lab in eps
     }

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from felixpy.kube.install_cni import elf_interpreter, install
+from tests.fixtures import waiting
 from tests.fixtures.netns import PREFIX, Netns, delete_netns
 
 pytestmark = pytest.mark.kernel
@@ -215,12 +216,7 @@ class NodeEnv:
 
 
 def _wait(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    waiting.wait_for(pred, what, timeout, every=0.2)
 
 
 @contextlib.contextmanager

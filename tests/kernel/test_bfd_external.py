@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from bgp.bfd_client import BfdClient
+from tests.fixtures import waiting
 from tests.kernel.test_bfd_daemon import CALM, Inbox
 
 pytestmark = pytest.mark.kernel
@@ -30,12 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _wait(what: str, pred: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    waiting.wait_for(pred, what, timeout, every=0.05)
 
 
 @pytest.fixture

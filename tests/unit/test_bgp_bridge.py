@@ -14,6 +14,7 @@ from pathlib import Path
 from bgp import exabgp_api as api
 from bgp.bridge import Bridge
 from bgp.channel import ApiChannel
+from tests.fixtures import waiting
 
 
 class Out(io.RawIOBase):
@@ -28,12 +29,7 @@ class Out(io.RawIOBase):
 
 
 def wait_for(check, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out")
+    waiting.wait_for(check, "the condition", timeout, every=0.02)
 
 
 def test_bridge_buffers_while_agent_away_then_relays_both_ways(tmp_path: Path) -> None:

@@ -13,9 +13,10 @@ import pytest
 
 from felixpy.calc.graph import CalcGraph
 from felixpy.calc.recorder import RecordingDataplane
-from felixpy.calc.updates import VXLAN_DEVICE, Encap, LocalEndpoint, NodeState, Route, Vtep
+from felixpy.calc.updates import VXLAN_DEVICE, Encap, NodeState, Route, Vtep
 from felixpy.calc.vxlan import vtep_mac
 from felixpy.resources import IPPool, Node, WorkloadEndpoint
+from policy.entities import Endpoint
 
 ME = "node1"
 
@@ -45,10 +46,16 @@ def wep_ds(name: str, *ips: str) -> WorkloadEndpoint:
     return WorkloadEndpoint.model_validate(doc)
 
 
-def ep_ds(name: str, *ips: str) -> LocalEndpoint:
-    nets = tuple(sorted(f"{ip}/{128 if ':' in ip else 32}" for ip in ips))
-    return LocalEndpoint(
-        "default", name, f"cali{name}", nets, labels=(("app", name),), profiles=("kns.default",), pod=name
+def ep_ds(name: str, *ips: str) -> Endpoint:
+    return Endpoint(
+        f"default/{name}",
+        "default",
+        iface=f"cali{name}",
+        ips=ips,
+        labels={"app": name},
+        node=ME,
+        profiles=("kns.default",),
+        pod=name,
     )
 
 
@@ -67,13 +74,14 @@ def pool(cidr: str, vxlan: str = "Never", name: str = "default-pool") -> IPPool:
     return IPPool.model_validate({"metadata": {"name": name}, "spec": {"cidr": cidr, "vxlanMode": vxlan}})
 
 
-def ep(name: str, ip: str, ns: str = "default") -> LocalEndpoint:
-    return LocalEndpoint(
+def ep(name: str, ip: str, ns: str = "default") -> Endpoint:
+    return Endpoint(
+        key=f"{ns}/{name}",
         namespace=ns,
-        name=name,
         iface=f"cali{name}",
-        ips=(f"{ip}/32",),
-        labels=(("app", name),),
+        ips=(ip,),
+        labels={"app": name},
+        node=ME,
         profiles=(f"kns.{ns}",),
         pod=name,
     )

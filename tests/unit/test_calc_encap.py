@@ -210,7 +210,7 @@ class FakeRoutes:
     def start(self) -> Any:
         return self.apply()
 
-    def apply(self) -> Any:
+    def apply(self, *, removals_only: bool = False) -> Any:
         from felixpy.dataplane.routes import ApplyStats
 
         return ApplyStats()

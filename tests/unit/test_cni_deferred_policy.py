@@ -14,7 +14,6 @@ from typing import Any
 
 from felixpy.calc.updates import (
     EndpointUpdate,
-    LocalEndpoint,
     PolicyInputsUpdate,
     Route,
     RouteUpdate,
@@ -25,6 +24,7 @@ from felixpy.dataplane.linux import LinuxDataplane
 from felixpy.dataplane.netlink_fake import FakeNetlink
 from felixpy.dataplane.routes import RouteTable
 from felixpy.runtime.writer import ResourceMsg, Writer
+from policy.entities import Endpoint
 
 KEY = ("default", "node1-k8s-a-eth0")
 
@@ -79,7 +79,7 @@ def _dataplane() -> tuple[LinuxDataplane, RecordingPolicy, FakeNetlink]:
 
 
 def _added(key: tuple[str, str], iface: str, ip: str) -> list[Update]:
-    ep = LocalEndpoint(key[0], key[1], iface, (f"{ip}/32",))
+    ep = Endpoint(f"{key[0]}/{key[1]}", key[0], iface=iface, ips=(ip,))
     return [
         EndpointUpdate(key, ep),
         PolicyInputsUpdate(others=True),

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from felixpy.cni.server import BACKLOG, CNIServer
+from tests.fixtures import waiting
 
 REQUEST = {
     "command": "ADD",
@@ -56,12 +57,7 @@ def idle(path: str, n: int) -> list[socket.socket]:
 
 
 def _wait(pred: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    waiting.wait_for(pred, what, timeout, every=0.05)
 
 
 def test_300_idle_connections_do_not_stop_a_request(tmp_path: Path) -> None:

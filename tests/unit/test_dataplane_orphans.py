@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from structlog.testing import capture_logs
 
-from felixpy.calc.updates import EndpointUpdate, LocalEndpoint, Route, RouteUpdate, Update
+from felixpy.calc.updates import EndpointUpdate, Route, RouteUpdate, Update
 from felixpy.dataplane.errors import DataplaneError
 from felixpy.dataplane.linux import LinuxDataplane
 from felixpy.dataplane.netlink_fake import FakeNetlink
 from felixpy.dataplane.netlink_ops import KernelRoute
 from felixpy.dataplane.routes import RouteTable
+from policy.entities import Endpoint
 
 GONE = ("default", "node1-k8s-gone-eth0")
 LIVE = ("default", "node1-k8s-live-eth0")
@@ -25,7 +26,8 @@ class NoLinks:
 
 
 def _added(key: tuple[str, str], iface: str, *ips: str) -> list[Update]:
-    ep = LocalEndpoint(key[0], key[1], iface, ips, container_id="c-" + key[1])
+    addresses = tuple(ip.split("/")[0] for ip in ips)
+    ep = Endpoint(f"{key[0]}/{key[1]}", key[0], iface=iface, ips=addresses, container_id="c-" + key[1])
     updates: list[Update] = [EndpointUpdate(key, ep)]
     updates += [RouteUpdate(ip, Route(ip, "local", iface=iface)) for ip in ips]
     return updates
