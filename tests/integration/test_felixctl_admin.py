@@ -175,7 +175,17 @@ def test_datastore_migrate(ctl: Ctl, etcd_kv: KV, etcd_backend: Any, tmp_path: P
     ]
     assert all("resourceVersion" not in d["metadata"] for d in docs)
     assert json.loads(info_part)["spec"]["datastoreReady"] is False
-    assert len(json.loads(ipam_part)["keys"]) == 4  # block, affinity, handle, config: what IPAM wrote
+    ipam = json.loads(ipam_part)  # calicoctl's shape: what IPAM wrote, one entry per key
+    assert sorted(ipam) == ["block_affinities", "blocks", "config", "handles"]
+    (block,) = ipam["blocks"]
+    cidr = block["Value"]["cidr"]  # the block IPAM claimed, 10.60.0.x/28
+    assert block["Key"] == "/calico/ipam/v2/assignment/ipv4/block/" + cidr.replace("/", "-")
+    assert block["TTL"] == 0
+    assert [e["Key"] for e in ipam["block_affinities"]] == [
+        "/calico/ipam/v2/host/n1/ipv4/block/" + cidr.replace("/", "-")]  # fmt: skip
+    assert [e["Key"] for e in ipam["handles"]] == ["/calico/ipam/v2/handle/h"]
+    assert ipam["config"]["Key"] == "/calico/ipam/v2/config" and ipam["config"]["Value"]["strict_affinity"]
+    assert ipam["block_affinities"][0]["Value"]["state"] == "confirmed"
     path = tmp_path / "export.txt"
     path.write_text(export.stdout)
     # importing into a non-empty (here: the same, locked) datastore is refused
