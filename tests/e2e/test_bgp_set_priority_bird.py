@@ -16,6 +16,7 @@ import pytest
 from bgp.service import BGPService
 from tests.e2e.test_bgp_exabgp import POOL, Bird, Segment, kernel_routes, node, services, wait_for
 from tests.e2e.test_bgp_filters_bird import BIRD_AS, bgp_filter, tor
+from tests.e2e.test_bgp_filters_full_bird import felixctl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 __all__ = ["services"]  # the fixture, re-used from test_bgp_exabgp
@@ -79,6 +80,12 @@ def test_set_priority_sets_the_kernel_metric_of_routes_from_bird(
         b.start()
         want = {"10.65.5.0/26": ["32"], "10.65.6.0/26": ["512"]}
         wait_for(lambda: metrics(ns_b) == want, f"the tagged route at metric 512 (got {metrics(ns_b)})")
+
+        def shown() -> str:  # felixctl node routes, from the service's run directory
+            out = felixctl("node", "routes", "--run-dir", str(tmp_path / "b"), "--prefix", "10.65.6.0/26")
+            return out.stdout if out.returncode == 0 else ""
+
+        wait_for(lambda: "512 (setPriority)" in shown(), f"node routes shows the metric (got {shown()!r})")
         configure([prio_filter(700)])
         want = {"10.65.5.0/26": ["32"], "10.65.6.0/26": ["700"]}
         wait_for(lambda: metrics(ns_b) == want, f"one route, at the new metric 700 (got {metrics(ns_b)})")
