@@ -938,7 +938,8 @@ class Engine:
             for dst, fib_route in sorted(self.fib.applied().items())[:limit]:
                 hops = [h.gateway + (f" dev {h.dev}" if h.dev else "") for h in fib_route.hops]
                 winners = sorted({r.source.address for r in best.get(dst, ())})
-                kernel.append({"prefix": dst, "via": hops, "from": winners})
+                # metric: None = the default BGP metric, else a BGPFilter setPriority's
+                kernel.append({"prefix": dst, "via": hops, "from": winners, "metric": fib_route.metric})
         exports = sorted(self.desired.exports)[:limit] if self.desired is not None else []
         return {"peers": peers, "kernel": kernel, "exports": exports}
 

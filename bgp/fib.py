@@ -4,6 +4,9 @@
 does: pools in VXLAN mode are skipped (the agent programs those from the datastore); IPIP
 ``Always`` routes, and ``CrossSubnet`` ones whose next hop is outside this node's subnet,
 go ``via <node> dev tunl0 onlink``; everything else goes ``via <next hop>`` directly.
+The route's kernel metric is ``bgp.rtnl.BGP_METRIC`` unless a BGPFilter import rule's
+``setPriority`` chose another for the best path (``PathAttrs.priority``, Calico's ``krt_metric``);
+a metric change is written as the route at the new metric, then the old one deleted.
 ``Fib`` keeps desired vs applied state, writes only differences, and re-reads the kernel on
 ``resync`` to repair drift. Routes found at startup (a previous agent's) are adopted and
 kept until ``release_adopted`` — after peers re-sent their tables — so a restart is hitless.
@@ -28,6 +31,11 @@ from bgp.route import Route
 
 log = logging.getLogger(__name__)
 TUNNEL_DEV = "tunl0"
+# The metric the dataplane's own routes have (the kernel's default: 0 for IPv4, 1024 for IPv6). A
+# setPriority of that value would let a BGP replace overwrite one of them: such a route goes in at
+# the default BGP metric instead (logged once per prefix).
+DATAPLANE_METRIC = {4: 0, 6: 1024}
+_warned_metric: set[str] = set()
 BULK_THRESHOLD = 16  # from this many changes on, use the ops' batched path when it has one
 
 
@@ -42,6 +50,7 @@ class NextHop:
 class FibRoute:
     dst: str
     hops: tuple[NextHop, ...]
+    metric: int | None = None  # None: the family's default (bgp.rtnl.BGP_METRIC)
 
 
 class RouteOps(Protocol):
@@ -80,7 +89,19 @@ class Resolver:
         if pool is not None and pool.vxlan_mode != "Never":
             return None
         hops = tuple(sorted({self.hop(r, pool) for r in routes}))
-        return FibRoute(prefix, hops)
+        # The best path's priority: ECMP members share one kernel route, as BIRD merges them.
+        metric = routes[0].attrs.priority
+        if metric is not None and metric == DATAPLANE_METRIC[6 if ":" in prefix else 4]:
+            if prefix not in _warned_metric and len(_warned_metric) < 10_000:
+                _warned_metric.add(prefix)
+                log.warning(
+                    "bgp route %s: BGPFilter setPriority %d is the dataplane's own route metric; "
+                    "installed at the default BGP metric instead, so it can never replace a workload route",
+                    prefix,
+                    metric,
+                )
+            metric = None
+        return FibRoute(prefix, hops, metric)
 
 
 class Fib:
@@ -168,7 +189,12 @@ class Fib:
                 self.ops.replace_route(want)
                 self._applied[prefix] = want
                 self._adopted.discard(prefix)
-                log.info("bgp route installed %s via %s", prefix, [h.gateway for h in want.hops])
+                log.info(
+                    "bgp route installed %s via %s%s",
+                    prefix,
+                    [h.gateway for h in want.hops],
+                    "" if want.metric is None else f" metric {want.metric} (BGPFilter setPriority)",
+                )
                 return 1
             if want is None and (have is not None) and prefix not in self._adopted:
                 self.ops.del_route(prefix)

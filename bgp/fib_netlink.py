@@ -5,7 +5,8 @@ The writes and dumps go through the agent's one batched route writer
 namespace; ``bgp.rtnl`` converts FIB routes to and from the kernel's. ENOENT/ESRCH on delete
 count as done; failures come back per route.
 
-Ownership (issue 12): routes go in with ``rtnl.BGP_METRIC`` and our protocol, so a replace can
+Ownership (issue 12): routes go in with ``rtnl.BGP_METRIC`` (or a BGPFilter setPriority's metric)
+and our protocol, so a replace can
 never overwrite the dataplane's workload routes (protocol 80, metric 0 / 1024) and a delete
 (protocol-scoped) never removes one; ``owned_elsewhere`` tells ``Fib`` which host routes the
 dataplane has, so BGP does not even shadow them.
@@ -61,26 +62,35 @@ class NetlinkRouteOps:
         self.protocol = protocol
         self.dataplane_protocol = dataplane_protocol
         self._writer = RouteWriter(_netlink_socket(netns))
-        self._legacy: dict[str, int] = {}  # our routes found at another metric -> that metric
+        self._metric: dict[str, int] = {}  # the metric each of our routes has in the kernel
 
     def close(self) -> None:
         self._writer.close()
 
     def apply_many(self, replace: list[FibRoute], delete: list[str]) -> list[tuple[str, int]]:
-        """Many changes in batches. Returns (dst, errno) failures. A route a previous version left at
-        another metric is deleted (at that metric) when the route is rewritten."""
-        deletes = [Route(dst, protocol=self.protocol) for dst in delete]
-        for dst in delete:
-            self._legacy.pop(dst, None)
-        for route in replace:
-            legacy = self._legacy.pop(route.dst, None)
-            if legacy is not None:  # a previous version's route at another metric: it must not stay
-                deletes.append(Route(route.dst, protocol=self.protocol, metric=legacy))
+        """Many changes in batches. Returns (dst, errno) failures. A route whose metric changes (a
+        setPriority, or a previous version's metric 0) is written at the new metric first, then the
+        old one is deleted at its metric: the destination always has a route."""
         failed = self._writer.apply(
             replace=[rtnl.to_kernel(r, protocol=self.protocol) for r in replace],
-            delete=deletes,
+            delete=[Route(dst, protocol=self.protocol) for dst in delete],
         )
-        return [(route.dst, code) for route, code in failed]
+        failures = [(route.dst, code) for route, code in failed]
+        bad = {dst for dst, _code in failures}
+        for dst in delete:
+            if dst not in bad:
+                self._metric.pop(dst, None)
+        retire: list[Route] = []
+        for route in replace:
+            if route.dst in bad:
+                continue
+            new, old = rtnl.fib_metric(route), self._metric.get(route.dst)
+            if old is not None and old != new:
+                retire.append(Route(route.dst, protocol=self.protocol, metric=old))
+            self._metric[route.dst] = new
+        if retire:
+            failures += [(r.dst, code) for r, code in self._writer.apply(delete=retire)]
+        return failures
 
     def replace_route(self, route: FibRoute) -> None:
         failed = self.apply_many([route], [])
@@ -93,17 +103,15 @@ class NetlinkRouteOps:
             raise OSError(failed[0][1], f"route del {dst}: errno {failed[0][1]}")
 
     def list_routes(self) -> dict[str, FibRoute]:
-        """Our protocol's routes in the main table, both families (one dump each). Those at another
-        metric than ``rtnl.BGP_METRIC`` (a previous version's, metric 0) are kept in use as they are
-        and deleted when the route is next rewritten, so a restart stays hitless."""
+        """Our protocol's routes in the main table, both families (one dump each). Those at metric 0
+        (a previous version's) are kept in use as they are and deleted when the route is next
+        rewritten, so a restart stays hitless; any other metric is a setPriority's."""
         found: dict[str, FibRoute] = {}
-        legacy: dict[str, int] = {}
+        metrics: dict[str, int] = {}
         for route, _kind in self._writer.list_routes(protocol=self.protocol):
             found[route.dst] = rtnl.from_kernel(route)
-            metric = route.metric or 0
-            if metric != rtnl.bgp_metric(route.dst):
-                legacy[route.dst] = metric
-        self._legacy = legacy
+            metrics[route.dst] = route.metric or 0
+        self._metric = metrics
         return found
 
     def owned_elsewhere(self, dsts: list[str]) -> set[str]:

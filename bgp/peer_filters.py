@@ -27,13 +27,16 @@ Matching (Calico's definitions; every match a rule sets must hold):
 * ``asPathPrefix``: the route's AS_PATH starts with these AS numbers (on export: as the route is
   before this node prepends its own AS towards an eBGP peer);
 * ``priority``: the kernel metric of the route: a learned route's is the one felixpy installs it
-  at (``LEARNED_PRIORITY``: 32 for IPv4, 1056 for IPv6); the node's own exports have none.
+  at (``LEARNED_PRIORITY``: 32 for IPv4, 1056 for IPv6, unless an import rule's ``setPriority``
+  chose another); the node's own exports have none.
 
 Operations (Accept rules): ``addCommunity`` adds a community; ``prependASPath`` prepends AS
-numbers to AS_PATH. On import they change the route as stored (what best path sees and what is
-passed on); on export only what that peer receives (towards eBGP the node's own AS still comes
-first, as BIRD's ``bgp_path.prepend`` in an export filter). ``setPriority`` is refused at
-validation (``felixpy.resources.bgp``).
+numbers to AS_PATH; ``setPriority`` sets the route's kernel metric (Calico renders it as BIRD's
+``krt_metric = N``). On import they change the route as stored (what best path sees and what is
+passed on), and ``setPriority`` the metric the route is installed at in the kernel (``bgp.fib``;
+the last ``setPriority`` of a rule wins); on export only what that peer receives (towards eBGP the
+node's own AS still comes first, as BIRD's ``bgp_path.prepend`` in an export filter), where
+``setPriority`` changes nothing: BGP carries no kernel metric (as in BIRD).
 
 A refusal reads ``"rejected by BGPFilter <name>: <list>[<index>]"``: the kind before ``": "``
 (``bgp.filters.reason_kind``) labels the refusal metric, the rest says which rule.
@@ -73,7 +76,7 @@ def facts_of(
         ebgp,
         (*attrs.communities, *attrs.large_communities),
         attrs.as_path,
-        LEARNED_PRIORITY[version] if learned else None,
+        (LEARNED_PRIORITY[version] if attrs.priority is None else attrs.priority) if learned else None,
         interface if learned else None,
     )
 
@@ -97,6 +100,7 @@ class FilterRule:
     priority: int | None = None
     add_communities: tuple[str, ...] = ()  # operations, in order
     prepend: tuple[int, ...] = ()
+    set_priority: int | None = None  # setPriority (the last one of the rule's operations)
     origin: str = ""  # "<BGPFilter name>: <list>[<index>]"
 
     def matches(self, key: PrefixKey, facts: RouteFacts | None = None, *, learned: bool = True) -> bool:
@@ -129,7 +133,7 @@ class FilterRule:
 
     @property
     def operates(self) -> bool:
-        return bool(self.add_communities or self.prepend)
+        return bool(self.add_communities or self.prepend or self.set_priority is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +246,10 @@ def operate(rule: FilterRule | None, attrs: PathAttrs, *, ebgp_as: int | None = 
             path = (ebgp_as, *rule.prepend, *rest)
         else:
             path = (*rule.prepend, *path)
-    return replace(attrs, communities=tuple(standard), large_communities=tuple(large), as_path=path)
+    priority = attrs.priority if rule.set_priority is None else rule.set_priority
+    return replace(
+        attrs, communities=tuple(standard), large_communities=tuple(large), as_path=path, priority=priority
+    )
 
 
 def compile_rule(rule: BGPFilterRule, version: int, origin: str = "") -> FilterRule:
@@ -258,6 +265,9 @@ def compile_rule(rule: BGPFilterRule, version: int, origin: str = "") -> FilterR
         "add_communities": tuple(o.add_community.value for o in rule.operations or () if o.add_community),
         "prepend": tuple(
             a for o in rule.operations or () if o.prepend_as_path for a in o.prepend_as_path.prefix
+        ),
+        "set_priority": next(
+            (o.set_priority.value for o in reversed(rule.operations or ()) if o.set_priority), None
         ),
         "origin": origin,
     }

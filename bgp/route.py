@@ -24,6 +24,9 @@ class PathAttrs:
     large_communities: tuple[str, ...] = ()  # "a:b:c"
     originator_id: str | None = None
     cluster_list: tuple[str, ...] = ()
+    # Not a BGP attribute, never sent: the kernel metric an import rule's ``setPriority`` chose for
+    # this path (BIRD's ``krt_metric``); None = the default (``bgp.rtnl.BGP_METRIC``).
+    priority: int | None = field(default=None, repr=False)  # repr: what was received, as before
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ __all__ = [
     "RTNH_F_ONLINK",
     "bgp_metric",
     "error_code",
+    "fib_metric",
     "from_kernel",
     "messages",
     "pack_barrier",
@@ -65,15 +66,23 @@ def bgp_metric(dst: str) -> int:
     return BGP_METRIC[AF_INET6 if ":" in dst else AF_INET]
 
 
+def fib_metric(route: FibRoute) -> int:
+    """The kernel metric a FIB route goes in at: its own (BGPFilter setPriority), else the default."""
+    return bgp_metric(route.dst) if route.metric is None else route.metric
+
+
 def to_kernel(route: FibRoute, *, protocol: int, metric: int | None = None) -> _nl.Route:
-    """The kernel route for a FIB route, at ``metric`` (None: ``BGP_METRIC`` of its family)."""
+    """The kernel route for a FIB route, at ``metric`` (None: the route's own, else ``BGP_METRIC``)."""
     hops = tuple([_nl.Hop(h.gateway, h.dev, h.onlink) for h in route.hops])
-    return _nl.Route(route.dst, hops, protocol, metric=bgp_metric(route.dst) if metric is None else metric)
+    return _nl.Route(route.dst, hops, protocol, metric=fib_metric(route) if metric is None else metric)
 
 
 def from_kernel(route: _nl.Route) -> FibRoute:
+    """A kernel route of ours as a FIB route. At the default metric, or at 0 (a previous version's,
+    kept as it is until rewritten), ``metric`` is None; any other is a setPriority's."""
     hops = tuple(sorted(NextHop(h.gateway, h.dev if h.onlink else None, h.onlink) for h in route.hops))
-    return FibRoute(route.dst, hops)
+    metric = route.metric or 0
+    return FibRoute(route.dst, hops, None if metric in (0, bgp_metric(route.dst)) else metric)
 
 
 def pack_replace(

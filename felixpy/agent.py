@@ -332,6 +332,8 @@ def _startup(settings: Settings, env: dict[str, str]) -> tuple[KV, Backend, IPAM
     private_dir(settings.run_dir)
     # Raw keys for IPAM (etcd, or IPAM CRDs) and typed resources (etcd layout, or the Kubernetes API).
     kv, backend = connect(DatastoreConfig.from_env(env))
+    # Nothing is written while a migration holds the datastore (calico-node waits too).
+    startup.wait_until_unlocked(backend, settings.datastore_lock_wait)
     ipam = IPAM(kv, backend)
     address = startup.node_address(settings)
     startup.register_node(backend, settings, address.cidr if address else None)

@@ -7,13 +7,18 @@
 - ``export`` (locked datastore only) writes, on stdout, the YAML of every stored resource of the
   kinds calicoctl exports (workload endpoints, profiles and the ``knp.default.*`` policies mirrored
   from Kubernetes are left out, as calicoctl leaves them), a line ``===``, the ClusterInformation
-  as JSON, a line ``===``, then felixpy's IPAM keys (blocks, affinities, handles, config) as JSON.
+  as JSON, a line ``===``, then the IPAM data as JSON in calicoctl's shape: ``block_affinities``,
+  ``blocks``, ``handles`` (lists of ``{"Key": <etcd path>, "Value": <stored JSON>, "TTL": 0}``) and
+  ``config`` (one such entry); empty ones left out, as calicoctl leaves them out. felixpy stores
+  IPAM at Calico's paths with Calico's values, so the two tools read each other's exports.
   Server-side metadata (resourceVersion, uid, creationTimestamp) is dropped.
 - ``import -f FILE`` refuses a datastore that already holds any of those resources, a
   ClusterInformation (a locked datastore has one) or any IPAM key, as calicoctl refuses a non-empty
   target; otherwise it writes the ClusterInformation locked (clusterGUID and calicoVersion from
-  the file), creates every resource (all or nothing, as ``create``), then the IPAM keys, and
-  leaves the datastore locked for the operator to check and ``unlock``.
+  the file), creates every resource (all or nothing, as ``create``), then the IPAM keys (affinities,
+  blocks, handles, config: calicoctl's order), and leaves the datastore locked for the operator to
+  check and ``unlock``. An export in felixpy's earlier shape (``{"keys": {path: value}}``) still
+  imports.
 
 The order of kinds is calicoctl's (tiers before policies, nodes before what names nodes).
 """
@@ -52,6 +57,13 @@ from felixpy.resources.tier import Tier
 
 SEPARATOR = "===\n"
 IPAM_PREFIX = "/calico/ipam/v2/"
+# calicoctl's IPAM export: JSON name -> the key paths it holds (checked on import), in import order.
+IPAM_PARTS: tuple[tuple[str, str], ...] = (
+    ("block_affinities", IPAM_PREFIX + "host/"),
+    ("blocks", IPAM_PREFIX + "assignment/"),
+    ("handles", IPAM_PREFIX + "handle/"),
+)
+IPAM_CONFIG_KEY = IPAM_PREFIX + "config"
 K8S_POLICY_PREFIX = "knp.default."
 # calicoctl's export order, plus IPAMConfiguration (felixpy keeps it as a resource too).
 EXPORTED: tuple[type[Resource], ...] = (
@@ -172,9 +184,57 @@ def run_export(args: argparse.Namespace) -> int:
     out.write(SEPARATOR)
     out.write(json.dumps(info, indent=2) + "\n")
     out.write(SEPARATOR)
-    out.write(json.dumps({"keys": ipam}, indent=2, sort_keys=True) + "\n")
+    out.write(json.dumps(ipam_export(ipam), indent=2) + "\n")
     print(f"Exported {len(docs)} resource(s) and {len(ipam)} IPAM key(s).", file=sys.stderr)
     return 0
+
+
+def ipam_export(keys: dict[str, Any]) -> dict[str, Any]:
+    """IPAM's stored keys in calicoctl's export shape (``migrateIPAM``'s JSON)."""
+    out: dict[str, Any] = {}
+    for name, prefix in IPAM_PARTS:
+        entries = [{"Key": k, "Value": keys[k], "TTL": 0} for k in sorted(keys) if k.startswith(prefix)]
+        if entries:
+            out[name] = entries
+    if IPAM_CONFIG_KEY in keys:
+        out["config"] = {"Key": IPAM_CONFIG_KEY, "Value": keys[IPAM_CONFIG_KEY], "TTL": 0}
+    other = sorted(
+        k for k in keys if k != IPAM_CONFIG_KEY and not any(k.startswith(p) for _, p in IPAM_PARTS)
+    )
+    if other:
+        raise CommandError(
+            f"IPAM key {other[0]!r} is none of calicoctl's kinds (affinity, block, handle, config)"
+        )
+    return out
+
+
+def ipam_import(doc: Any, source: str) -> dict[str, Any]:
+    """The keys to write from an export's IPAM part: calicoctl's shape, or felixpy's earlier one."""
+    if not isinstance(doc, dict):
+        raise CommandError(f"{source}: the IPAM part must be a JSON object")
+    if "keys" in doc and isinstance(doc["keys"], dict):  # felixpy's earlier export
+        return dict(doc["keys"])
+    unknown = sorted(set(doc) - {name for name, _ in IPAM_PARTS} - {"config"})
+    if unknown:
+        raise CommandError(
+            f"{source}: unknown IPAM part {unknown[0]!r} (block_affinities, blocks, handles, config)"
+        )
+    keys: dict[str, Any] = {}
+    parts = [(name, prefix, doc.get(name) or []) for name, prefix in IPAM_PARTS]
+    if doc.get("config") is not None:
+        parts.append(("config", IPAM_CONFIG_KEY, [doc["config"]]))
+    for name, prefix, entries in parts:
+        if not isinstance(entries, list):
+            raise CommandError(f"{source}: IPAM part {name!r} must be a list")
+        for i, entry in enumerate(entries):
+            key = entry.get("Key") if isinstance(entry, dict) else None
+            if not isinstance(key, str) or not key.startswith(prefix) or "Value" not in entry:
+                raise CommandError(
+                    f"{source}: IPAM {name}[{i}] needs a Key under {prefix} and a Value, "
+                    "as calicoctl writes them"
+                )
+            keys[key] = entry["Value"]
+    return keys
 
 
 # ---- import ----------------------------------------------------------------------------------------
@@ -190,10 +250,9 @@ def split_export(text: str, source: str) -> tuple[str, dict[str, Any], dict[str,
         ipam = json.loads(parts[2])
     except ValueError as exc:
         raise CommandError(f"{source}: the ClusterInformation or IPAM part is not JSON: {exc}") from None
-    if not isinstance(info, dict) or not isinstance(ipam, dict) or not isinstance(ipam.get("keys"), dict):
-        raise CommandError(f"{source}: the ClusterInformation part must be an object and the IPAM part "
-                           "an object with 'keys'")  # fmt: skip
-    keys = ipam["keys"]
+    if not isinstance(info, dict):
+        raise CommandError(f"{source}: the ClusterInformation part must be a JSON object")
+    keys = ipam_import(ipam, source)
     bad = [k for k in keys if not isinstance(k, str) or not k.startswith(IPAM_PREFIX)]
     if bad:
         raise CommandError(f"{source}: IPAM key {bad[0]!r} is not under {IPAM_PREFIX}")
@@ -233,7 +292,7 @@ def run_import(args: argparse.Namespace) -> int:
         write_all(args, "create", objs)
     print("Importing IPAM resources")
     with open_kv(args) as kv:
-        for key in sorted(ipam_keys):
+        for key in ipam_keys:  # calicoctl's order: affinities, blocks, handles, config
             value = ipam_keys[key]
             kv.put(key, json.dumps(value, separators=(",", ":")).encode())
     print(f"Successfully applied {len(ipam_keys)} IPAM resource(s)")

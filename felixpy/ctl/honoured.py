@@ -1,4 +1,5 @@
-"""Which FelixConfiguration and BGPConfiguration fields felixpy acts on, and which it only stores.
+"""Which FelixConfiguration, BGPConfiguration and IPAMConfiguration fields felixpy acts on, and which
+it only stores.
 
 A Calico user's FelixConfiguration applies unchanged (felixpy accepts every Felix parameter), but
 a field felixpy does not act on must not be accepted silently: ``felixctl apply`` warns naming
@@ -7,17 +8,21 @@ renders (a test checks it is current).
 
 FelixConfiguration: the honoured fields are exactly `felixpy.runtime.settings.FelixParams`' (the
 parameters the agent resolves and uses). BGPConfiguration: those `bgp/` reads (listed here; the
-BGP service is the only reader).
+BGP service is the only reader). IPAMConfiguration: those IPAM's ``ipam.allocator.IPAMConfig``
+carries (what every allocation path reads).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from felixpy.resources.base import Model, Resource
 from felixpy.resources.bgp import BGPConfiguration, BGPConfigurationSpec
 from felixpy.resources.felixconfig import FelixConfiguration, FelixConfigurationSpec
+from felixpy.resources.stored import IPAMConfiguration, IPAMConfigurationSpec
 from felixpy.runtime.settings import FelixParams
+from ipam.allocator import IPAMConfig
 
 FELIX_HONOURED: frozenset[str] = frozenset(FelixParams.model_fields)
 BGP_HONOURED: frozenset[str] = frozenset(
@@ -41,10 +46,18 @@ BGP_HONOURED: frozenset[str] = frozenset(
         "nodePeerBFD",
     }
 )
-HONOURED: dict[str, frozenset[str]] = {"FelixConfiguration": FELIX_HONOURED, "BGPConfiguration": BGP_HONOURED}
+IPAM_HONOURED: frozenset[str] = frozenset(
+    IPAMConfigurationSpec.model_fields[f.name].alias or f.name for f in dataclasses.fields(IPAMConfig)
+)
+HONOURED: dict[str, frozenset[str]] = {
+    "FelixConfiguration": FELIX_HONOURED,
+    "BGPConfiguration": BGP_HONOURED,
+    "IPAMConfiguration": IPAM_HONOURED,
+}
 _SPECS: dict[str, type[Model]] = {
     "FelixConfiguration": FelixConfigurationSpec,
     "BGPConfiguration": BGPConfigurationSpec,
+    "IPAMConfiguration": IPAMConfigurationSpec,
 }
 
 
@@ -73,9 +86,10 @@ def unhonoured(obj: Resource) -> list[str]:
 
 
 def field_table() -> str:
-    """The Markdown table of every FelixConfiguration and BGPConfiguration field felixpy names."""
+    """The Markdown table of every FelixConfiguration, BGPConfiguration and IPAMConfiguration field
+    felixpy names."""
     lines = ["| Kind | Field | felixpy |", "|---|---|---|"]
-    for kind in (FelixConfiguration.KIND, BGPConfiguration.KIND):
+    for kind in (FelixConfiguration.KIND, BGPConfiguration.KIND, IPAMConfiguration.KIND):
         for name in known_fields(kind):
             acted = "honoured" if name in HONOURED[kind] else "stored, not acted on (apply warns)"
             lines.append(f"| {kind} | `{name}` | {acted} |")

@@ -133,10 +133,21 @@ def render_routes(view: dict[str, Any], *, wide: bool = False) -> str:
         if peer.get("truncated"):
             parts.append("(only the first routes are listed)")
         parts.append("")
-    kernel = [[k["prefix"], ", ".join(k["via"]), " ".join(k["from"]) or "-"] for k in view.get("kernel", [])]
+    kernel = [
+        [k["prefix"], ", ".join(k["via"]), " ".join(k["from"]) or "-", _metric(k)]
+        for k in view.get("kernel", [])
+    ]
     parts.append("Kernel routes installed by felixpy's BGP")
-    parts.append(format_table(["prefix", "via", "best path from"], kernel) if kernel else "None.")
+    parts.append(format_table(["prefix", "via", "best path from", "metric"], kernel) if kernel else "None.")
     return "\n".join(parts)
+
+
+def _metric(kernel_route: dict[str, Any]) -> str:
+    """The kernel metric: a BGPFilter setPriority's, else the default (32 IPv4, 1056 IPv6)."""
+    metric = kernel_route.get("metric")
+    if metric is not None:
+        return f"{metric} (setPriority)"
+    return "1056" if ":" in kernel_route["prefix"] else "32"
 
 
 def select(view: dict[str, Any], *, peer: str | None, prefix: str | None) -> dict[str, Any]:

@@ -197,12 +197,6 @@ class BGPFilterOperation(Model):
                 "an operation is exactly one of addCommunity, prependASPath, setPriority"
                 + (f" (got {len(given)})" if given else "")
             )
-        if self.set_priority is not None:
-            raise FieldError(
-                "not supported by felixpy: routes learned over BGP are installed at one kernel metric per "
-                "IP version (32 for IPv4, 1056 for IPv6); remove it",
-                field="setPriority",
-            )
         return self
 
 

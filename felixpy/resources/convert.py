@@ -5,7 +5,13 @@
   ``ipipMode`` Always | CrossSubnet | Never; ``nat-outgoing`` → ``natOutgoing``), ``policy`` (→
   GlobalNetworkPolicy: v1 policies were cluster-wide), ``profile`` (rules; ``labels`` →
   ``labelsToApply``; v1 tags have no v3 form and are refused by name), ``bgpPeer`` (``scope: global`` →
-  a global peer, ``scope: node`` → a peer with ``node``), ``hostEndpoint``. Rule fields are renamed as
+  a global peer, ``scope: node`` → a peer with ``node``), ``hostEndpoint``, ``node`` (the name
+  normalised as Calico's upgrade does: lower case, other characters than ``[-.a-z0-9]`` → ``-``;
+  ``bgp`` addresses, AS number, ``orchRefs``) and ``workloadEndpoint`` (named
+  ``<node>-<orchestrator>-<pod|containerID|workload>-<endpoint>``; a ``k8s`` workload ID
+  ``<namespace>.<pod>`` gives the namespace and pod, ``activeInstanceID`` the container ID;
+  ``k8s_ns.<ns>`` profiles → ``kns.<ns>``, label ``calico/k8s_ns`` → ``projectcalico.org/namespace``;
+  names changed by normalising get Calico's 8-hex-digit SHA-1 suffix). Rule fields are renamed as
   v3 spells them (``!selector`` → ``notSelector``, ``net`` → ``nets``, actions and protocols
   capitalised, ``next-tier`` → ``Pass``).
 - Kubernetes ``networking.k8s.io/v1`` NetworkPolicy → Calico NetworkPolicy ``knp.default.<name>``,
@@ -18,7 +24,12 @@ Anything else raises ConvertError naming the document, the field and the reason.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import re
 from typing import Any
+
+from felixpy.resources.name_rules import wep_name
 
 V3 = "projectcalico.org/v3"
 K8S_POLICY_ORDER = 1000.0
@@ -32,7 +43,7 @@ _IPIP_MODES = {"always": "Always", "cross-subnet": "CrossSubnet", "": "Always"}
 _POLICY_FIELDS = {
     "ingress", "egress", "order", "selector", "doNotTrack", "preDNAT", "applyOnForward", "types",
 }  # fmt: skip
-_V1_KINDS = ("ipPool", "policy", "profile", "bgpPeer", "hostEndpoint")
+_V1_KINDS = ("ipPool", "policy", "profile", "bgpPeer", "hostEndpoint", "node", "workloadEndpoint")
 
 
 class ConvertError(ValueError):
@@ -227,12 +238,127 @@ def _host_endpoint(doc: dict[str, Any]) -> dict[str, Any]:
     return _v3("HostEndpoint", v3meta, out)
 
 
+_NON_NAME = re.compile(r"[^-.a-z0-9]+")
+_DOT_DASH = re.compile(r"[.-]*[.][.-]*")
+
+
+def normalize_name(name: str) -> str:
+    """Calico's v1 → v3 name normalisation: lower case, '/' → '.', any other character outside
+    ``[-.a-z0-9]`` → '-', a run of '.' and '-' holding a '.' → one '.', no leading/trailing '.' '-'."""
+    name = _NON_NAME.sub("-", name.lower().replace("/", "."))
+    return _DOT_DASH.sub(".", name).strip(".-")
+
+
+def qualified_name(v1_name: str) -> str:
+    """``normalize_name``, plus ``-<first 8 hex digits of SHA-1 of the v1 name>`` when it changed."""
+    name = normalize_name(v1_name)
+    if name == v1_name:
+        return name
+    return f"{name}-{hashlib.sha1(v1_name.encode()).hexdigest()[:8]}"  # Calico's name suffix
+
+
+def _text(meta: dict[str, Any], key: str, where: str, why: str) -> str:
+    value = meta.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConvertError(f"required: {why}", field=f"{where}.{key}")
+    return value
+
+
+def _node(doc: dict[str, Any]) -> dict[str, Any]:
+    meta, spec = _meta(doc), _spec(doc)
+    name = normalize_name(_text(meta, "name", "metadata", "the node's name"))
+    out: dict[str, Any] = {}
+    bgp = spec.get("bgp")
+    if bgp is not None:
+        if not isinstance(bgp, dict):
+            raise ConvertError("must be a mapping", field="spec.bgp")
+        if not bgp.get("ipv4Address") and not bgp.get("ipv6Address"):
+            raise ConvertError("needs ipv4Address or ipv6Address (as Calico's converter)", field="spec.bgp")
+        out["bgp"] = {k: bgp[k] for k in ("ipv4Address", "ipv6Address", "asNumber") if bgp.get(k) is not None}
+    refs = spec.get("orchRefs")
+    if refs:
+        if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
+            raise ConvertError("must be a list of {nodeName, orchestrator}", field="spec.orchRefs")
+        out["orchRefs"] = [{k: r[k] for k in ("nodeName", "orchestrator") if k in r} for r in refs]
+    return _v3("Node", {"name": name}, out)
+
+
+def _profile_name(v1_name: str) -> str:
+    if v1_name.startswith("k8s_ns."):
+        return "kns." + v1_name.removeprefix("k8s_ns.")
+    return qualified_name(v1_name)
+
+
+def _network(value: Any, where: str) -> str:
+    try:
+        return str(ipaddress.ip_network(str(value), strict=False))  # masked, as Calico stores it
+    except ValueError:
+        raise ConvertError(f"{value!r} is not an IP network", field=where) from None
+
+
+def _workload_endpoint(doc: dict[str, Any]) -> dict[str, Any]:
+    meta, spec = _meta(doc), _spec(doc)
+    node = normalize_name(_text(meta, "node", "metadata", "the endpoint's node"))
+    orch_v1 = _text(meta, "orchestrator", "metadata", "the orchestrator (k8s, cni, libnetwork, ...)")
+    workload_v1 = _text(meta, "workload", "metadata", "the workload ID")
+    endpoint = qualified_name(str(meta.get("name") or "eth0"))
+    namespace, pod, container, workload = "default", "", "", ""
+    if orch_v1 == "k8s":
+        ns, dot, pod = workload_v1.partition(".")
+        if not dot or not ns or not pod:
+            raise ConvertError(
+                f"malformed k8s workload ID {workload_v1!r}: <namespace>.<pod> (an endpoint the Calico CNI "
+                "plugin did not add cannot be converted)",
+                field="metadata.workload",
+            )
+        namespace, container = ns, str(meta.get("activeInstanceID") or "")
+    elif orch_v1 == "cni":
+        container = workload_v1
+    elif orch_v1 == "libnetwork":
+        workload = "libnetwork"
+    else:
+        workload = qualified_name(workload_v1)
+    orchestrator = qualified_name(orch_v1)
+    out: dict[str, Any] = {"orchestrator": orchestrator, "node": node, "endpoint": endpoint}
+    for key, value in (("workload", workload), ("pod", pod), ("containerID", container)):
+        if value:
+            out[key] = value
+    nets = spec.get("ipNetworks") or []
+    out["ipNetworks"] = [_network(n, f"spec.ipNetworks[{i}]") for i, n in enumerate(nets)]
+    nats = spec.get("ipNATs") or []
+    if nats:
+        out["ipNATs"] = [{"internalIP": n.get("internalIP"), "externalIP": n.get("externalIP")} for n in nats]
+    if spec.get("profiles"):
+        out["profiles"] = [_profile_name(str(p)) for p in spec["profiles"]]
+    for key in ("interfaceName", "mac", "ipv4Gateway", "ipv6Gateway"):
+        if spec.get(key):
+            out[key] = spec[key]
+    ports = spec.get("ports") or []
+    if ports:
+        if not isinstance(ports, list) or not all(isinstance(p, dict) for p in ports):
+            raise ConvertError("must be a list of {name, protocol, port}", field="spec.ports")
+        out["ports"] = [
+            {**p, "protocol": _PROTOCOLS.get(str(p.get("protocol", "")).lower(), p.get("protocol"))}
+            for p in ports
+        ]
+    labels = dict(meta.get("labels") or {})
+    if "calico/k8s_ns" in labels:
+        labels["projectcalico.org/namespace"] = labels.pop("calico/k8s_ns")
+    name = wep_name(node, orchestrator, pod or container or workload, endpoint)
+    v3meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        v3meta["labels"] = labels
+    return _v3("WorkloadEndpoint", v3meta, out)
+
+
 _V1 = {
     "ipPool": _ip_pool,
     "policy": _policy,
     "profile": _profile,
     "bgpPeer": _bgp_peer,
     "hostEndpoint": _host_endpoint,
+    "node": _node,
+    "workloadEndpoint": _workload_endpoint,
 }
 
 

@@ -1,8 +1,9 @@
 """Calico kinds beside the main ones, with Calico's names, defaults and validation: their documents
 apply, round-trip and show in ``felixctl get`` as Calico's do.
 
-GlobalNetworkSet / NetworkSet (namespaced): ``spec.nets``, a list of CIDRs (a bare address is a
-/32 or /128; host bits set, a bad prefix length or a non-address is refused naming ``spec.nets[i]``).
+GlobalNetworkSet / NetworkSet (namespaced): ``spec.nets``, a list of CIDRs (a bare address matches
+as a /32 or /128 and is kept as written, as Calico keeps it; host bits set, a bad prefix length or a
+non-address is refused naming ``spec.nets[i]``).
 Enforced: rule selectors match them by their labels and their nets join the rule's selector ipset
 (``policy.compiler``, fed by ``felixpy.calc.policy_stage``).
 IPReservation: ``spec.reservedCIDRs``; enforced by felixpy's IPAM (ipam.reservations).
@@ -24,12 +25,12 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from felixpy.resources.base import Model, Resource
-from felixpy.resources.fields import FieldError, Net, NetAsWritten
+from felixpy.resources.fields import FieldError, NetAsWritten
 from felixpy.resources.policy import Rule
 
 
 class NetworkSetSpec(Model):
-    nets: list[Net] = Field(default_factory=list)
+    nets: list[NetAsWritten] = Field(default_factory=list)  # matched as /32 or /128, kept as written
 
 
 class GlobalNetworkSet(Resource):

@@ -80,6 +80,9 @@ class PolicyCounts:
     local_endpoints: int
     local_policies: int
     local_selectors: int
+    # felix_label_index_num_endpoints: what Felix's label index tracks, every endpoint (workload and
+    # host, local or not) and every network set (GlobalNetworkSet, NetworkSet), as Felix counts them
+    label_index_endpoints: int = 0
 
 
 def resync_state(status: str | None) -> int:
@@ -122,6 +125,7 @@ def policy_counts(compiler: Any) -> PolicyCounts:
         local_endpoints=len(compiler._local),
         local_policies=sum(1 for sel in tuple(compiler._selected.values()) if sel),
         local_selectors=selector_count(tuple(compiler._sets._specs.values())),
+        label_index_endpoints=len(compiler._endpoints) + len(compiler._netsets),
     )
 
 
@@ -194,6 +198,10 @@ class FelixCollector(Collector):
             "felix_active_local_endpoints": ("Local endpoints (workload and host)", counts.local_endpoints),
             "felix_active_local_policies": ("Policies that select a local endpoint", counts.local_policies),
             "felix_active_local_selectors": ("Active rule selectors", counts.local_selectors),
+            "felix_label_index_num_endpoints": (
+                "Endpoints and network sets tracked by the label index",
+                counts.label_index_endpoints,
+            ),
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(name, doc, value=value)

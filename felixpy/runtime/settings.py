@@ -159,6 +159,17 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ValueError(f"{name}: expected true or false, not {env[name]!r}")
 
 
+def _env_duration(env: Mapping[str, str], name: str, default: float) -> float:
+    """A duration from the environment; a bad value names the variable."""
+    value = env.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(f"{name}: {value!r} is not a duration (seconds, or like 90s, 1h)") from None
+
+
 class Settings(BaseModel):
     """What `felixpy node` reads from its environment."""
 
@@ -194,6 +205,9 @@ class Settings(BaseModel):
     rr_label: str | None = None  # ROUTE_REFLECTOR_LABEL: <label>=true on our Node
     policy_enabled: bool = True  # FELIXPY_POLICY=off: program nothing in iptables/ipsets
     bfd_external: bool = False  # FELIXPY_BFD_EXTERNAL: adopt the bfd sidecar's daemon, never start one
+    # FELIXPY_DATASTORE_LOCK_WAIT: how long start-up waits for `felixctl datastore migrate unlock`
+    # (ClusterInformation datastoreReady: false) before giving up with exit 1; 0 = do not wait.
+    datastore_lock_wait: float = Field(default=3600.0, ge=0)
     env: dict[str, str] = Field(default_factory=dict, repr=False)  # FELIX_* for FelixParams
 
     @property
@@ -247,5 +261,6 @@ class Settings(BaseModel):
             rr_label=get("ROUTE_REFLECTOR_LABEL"),
             policy_enabled=str(get("FELIXPY_POLICY", "on")).lower() not in ("off", "false", "0"),
             bfd_external=env_bool(env, "FELIXPY_BFD_EXTERNAL", False),
+            datastore_lock_wait=_env_duration(env, "FELIXPY_DATASTORE_LOCK_WAIT", 3600.0),
             env={k: v for k, v in env.items() if k.startswith("FELIX_")},
         )

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from pyroute2 import IPRoute
 
-from felixpy.datastore.errors import AlreadyExists, Conflict, NotFound
+from felixpy.datastore.errors import AlreadyExists, Conflict, DatastoreError, NotFound
 from felixpy.private_files import PRIVATE, private_dir, write_file
 from felixpy.resources import FelixConfiguration, IPPool, Node
+from felixpy.resources.stored import ClusterInformation
 from felixpy.runtime import autodetect
 from felixpy.runtime.settings import FelixParams, Settings
 from ipam.ipam import IPAM
@@ -23,6 +26,60 @@ from ipam.tunnel import tunnel_address
 log = structlog.get_logger(__name__)
 CAS_RETRIES = 20
 OVERHEAD = {"ipip": 20, "vxlan": 50, "wireguard": 60}
+
+
+LOCK_POLL_FIRST = 1.0  # seconds between reads of ClusterInformation while locked, doubling ...
+LOCK_POLL_MAX = 10.0  # ... up to this
+
+
+def datastore_locked(backend: Any) -> bool:
+    """ClusterInformation ``default`` says ``datastoreReady: false`` (absent or unset = not locked)."""
+    try:
+        info = backend.get(ClusterInformation, "default")
+    except NotFound:
+        return False
+    return info.spec.datastore_ready is False
+
+
+def wait_until_unlocked(
+    backend: Any,
+    limit: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float:
+    """Before any write, wait while the datastore is locked (``felixctl datastore migrate lock``).
+
+    calico-node does not start while a migration holds the datastore: it waits for the unlock
+    rather than register itself or claim tunnel addresses in a datastore being copied. The wait
+    is bounded by ``limit`` seconds (FELIXPY_DATASTORE_LOCK_WAIT); past it, a DatastoreError (the
+    agent exits 1 and its supervisor restarts it). Returns the seconds waited.
+    """
+    start = clock()
+    delay = LOCK_POLL_FIRST
+    logged = False
+    while datastore_locked(backend):
+        waited = clock() - start
+        if waited >= limit:
+            raise DatastoreError(
+                f"datastore locked (ClusterInformation default datastoreReady: false) for {waited:.0f}s, "
+                f"longer than FELIXPY_DATASTORE_LOCK_WAIT={limit:g}s; run `felixctl datastore migrate "
+                "unlock` once the migration is done"
+            )
+        if not logged or delay >= LOCK_POLL_MAX:
+            log.warning(
+                "datastore locked, waiting",
+                reason="ClusterInformation default datastoreReady: false (felixctl datastore migrate lock)",
+                waited_seconds=round(waited, 1),
+                limit_seconds=limit,
+            )
+            logged = True
+        sleep(min(delay, max(0.0, limit - waited)))
+        delay = min(delay * 2, LOCK_POLL_MAX)
+    waited = clock() - start
+    if logged:
+        log.info("datastore unlocked, starting", waited_seconds=round(waited, 1))
+    return waited
 
 
 def node_address(settings: Settings) -> autodetect.HostAddress | None:

@@ -175,7 +175,17 @@ def test_datastore_migrate(ctl: Ctl, etcd_kv: KV, etcd_backend: Any, tmp_path: P
     ]
     assert all("resourceVersion" not in d["metadata"] for d in docs)
     assert json.loads(info_part)["spec"]["datastoreReady"] is False
-    assert len(json.loads(ipam_part)["keys"]) == 4  # block, affinity, handle, config: what IPAM wrote
+    ipam = json.loads(ipam_part)  # calicoctl's shape: what IPAM wrote, one entry per key
+    assert sorted(ipam) == ["block_affinities", "blocks", "config", "handles"]
+    (block,) = ipam["blocks"]
+    cidr = block["Value"]["cidr"]  # the block IPAM claimed, 10.60.0.x/28
+    assert block["Key"] == "/calico/ipam/v2/assignment/ipv4/block/" + cidr.replace("/", "-")
+    assert block["TTL"] == 0
+    assert [e["Key"] for e in ipam["block_affinities"]] == [
+        "/calico/ipam/v2/host/n1/ipv4/block/" + cidr.replace("/", "-")]  # fmt: skip
+    assert [e["Key"] for e in ipam["handles"]] == ["/calico/ipam/v2/handle/h"]
+    assert ipam["config"]["Key"] == "/calico/ipam/v2/config" and ipam["config"]["Value"]["strict_affinity"]
+    assert ipam["block_affinities"][0]["Value"]["state"] == "confirmed"
     path = tmp_path / "export.txt"
     path.write_text(export.stdout)
     # importing into a non-empty (here: the same, locked) datastore is refused
@@ -285,7 +295,8 @@ def test_convert(ctl: Ctl, etcd_kv: KV) -> None:  # noqa: F811
     assert tcp[0]["destination"]["ports"] == [8080] and udp[0]["destination"]["ports"] == ["53:60"]
 
     for stdin, message in (
-        ("apiVersion: v1\nkind: workloadEndpoint\nmetadata: {name: x}\n", "v1 kind 'workloadEndpoint'"),
+        ("apiVersion: v1\nkind: workloadEndpoint\nmetadata: {name: x}\n", "field 'metadata.node': required"),
+        ("apiVersion: v1\nkind: tier\nmetadata: {name: x}\n", "v1 kind 'tier' cannot be converted"),
         ("apiVersion: v1\nkind: policy\nmetadata: {name: x}\nspec: {ingress: [{action: maybe}]}\n",
          "field 'spec.ingress[0].action': unknown action 'maybe'"),
         ("apiVersion: v1\nkind: profile\nmetadata: {name: x, tags: [a]}\n", "field 'metadata.tags'"),
@@ -314,3 +325,62 @@ def test_bad_input_is_one_line(ctl: Ctl, etcd_kv: KV, tmp_path: Path) -> None:  
     assert ctl("node", "checksystem", "-f", str(tmp_path / "nope"), rc=1).stdout.splitlines()[1] == (
         f"FAIL  kernel config: {tmp_path / 'nope'} cannot be read (-f)"
     )
+
+
+V1_NODE_WEP = """\
+apiVersion: v1
+kind: node
+metadata: {name: Rack1_Host1}
+spec:
+  bgp: {asNumber: 64512, ipv4Address: 10.0.0.5/24}
+  orchRefs: [{nodeName: rack1-host1, orchestrator: k8s}]
+---
+apiVersion: v1
+kind: workloadEndpoint
+metadata:
+  name: eth0
+  workload: prod.frontend-5gs43
+  orchestrator: k8s
+  node: rack1-host1
+  activeInstanceID: 1337495556942031415ba4bd5a5ba3b2
+  labels: {app: frontend, calico/k8s_ns: prod}
+spec:
+  interfaceName: cali0ef24ba
+  mac: ca:fe:1d:52:bb:e9
+  ipNetworks: [10.244.3.7/32]
+  profiles: [k8s_ns.prod]
+  ports: [{name: http, port: 80, protocol: tcp}]
+"""
+
+
+def test_convert_v1_node_and_workload_endpoint(ctl: Ctl, etcd_kv: KV) -> None:  # noqa: F811
+    """calicoctl converts v1 node and workloadEndpoint too (libcalico-go's upgrade converters)."""
+    node, wep = yaml.safe_load_all(ctl("convert", "-f", "-", stdin=V1_NODE_WEP).stdout)
+    assert (node["kind"], node["metadata"]["name"]) == ("Node", "rack1-host1")  # normalised, no suffix
+    assert node["spec"]["bgp"] == {"ipv4Address": "10.0.0.5/24", "asNumber": 64512}
+    assert node["spec"]["orchRefs"] == [{"nodeName": "rack1-host1", "orchestrator": "k8s"}]
+    assert wep["kind"] == "WorkloadEndpoint"
+    assert wep["metadata"]["name"] == "rack1--host1-k8s-frontend--5gs43-eth0"
+    assert wep["metadata"]["namespace"] == "prod"
+    assert wep["metadata"]["labels"] == {"app": "frontend", "projectcalico.org/namespace": "prod"}
+    spec = wep["spec"]
+    assert (spec["orchestrator"], spec["node"], spec["pod"], spec["endpoint"]) == (
+        "k8s", "rack1-host1", "frontend-5gs43", "eth0")  # fmt: skip
+    assert spec["containerID"] == "1337495556942031415ba4bd5a5ba3b2"
+    assert spec["profiles"] == ["kns.prod"] and spec["ipNetworks"] == ["10.244.3.7/32"]
+    assert spec["ports"] == [{"name": "http", "port": 80, "protocol": "TCP"}]
+    # the output applies as it is, and reads back
+    ctl("apply", "-f", "-", stdin=ctl("convert", "-f", "-", stdin=V1_NODE_WEP).stdout)
+    assert keys(etcd_kv) == [
+        "nodes/rack1-host1", "workloadendpoints/prod/rack1--host1-k8s-frontend--5gs43-eth0"]  # fmt: skip
+    got = yaml.safe_load(ctl("get", "wep", "-n", "prod", "-o", "yaml",
+                             "rack1--host1-k8s-frontend--5gs43-eth0").stdout)  # fmt: skip
+    assert got["spec"]["interfaceName"] == "cali0ef24ba"
+    bad = ctl("convert", "-f", "-", rc=1, stdin=(
+        "apiVersion: v1\nkind: workloadEndpoint\n"
+        "metadata: {name: eth0, workload: nodot, orchestrator: k8s, node: n1}\n"))  # fmt: skip
+    assert "field 'metadata.workload': malformed k8s workload ID 'nodot'" in bad.stderr
+    no_traceback(bad)
+    no_bgp_address = "apiVersion: v1\nkind: node\nmetadata: {name: n}\nspec: {bgp: {}}\n"
+    bad = ctl("convert", "-f", "-", rc=1, stdin=no_bgp_address)
+    assert "field 'spec.bgp': needs ipv4Address or ipv6Address" in bad.stderr

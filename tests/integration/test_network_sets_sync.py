@@ -94,6 +94,8 @@ def test_network_sets_fill_the_rule_ipset(world: tuple[Any, Any, Any]) -> None:
             raise AssertionError(f"{what}: {PARTNERS} is {members()}, not {sorted(want)}")
 
         until(frozenset({"192.0.2.0/24", "198.51.100.7"}), "the snapshot")
+        # The bare address matches as a /32 (above) and reads back as written, as in Calico.
+        assert backend.get(NetworkSet, "suppliers", "shop").spec.nets == ["198.51.100.7"]
         chains = dict(dataplane.chains[4])
         assert any(name == "cali-pi-gnp/from-partners" for _, name in chains)
         backend.apply(gns(["192.0.2.0/25", "203.0.113.0/24"]))

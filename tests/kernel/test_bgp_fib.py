@@ -8,6 +8,7 @@ import pytest
 
 from bgp.fib import Fib, FibRoute, NextHop
 from bgp.fib_netlink import NetlinkRouteOps
+from bgp.route import PathAttrs, PeerInfo, Route
 from felixpy.dataplane.tunnel_devices import ensure_ipip
 from tests.fixtures.kernel_features import require_kernel
 
@@ -111,4 +112,34 @@ def test_ten_thousand_routes_over_many_sends(ns_ops: tuple[object, NetlinkRouteO
     assert routes(ns).count("\n") == 10_000
     assert ops.list_routes() == {r.dst: r for r in wanted}
     assert ops.apply_many([], [r.dst for r in wanted]) == []
+    assert routes(ns) == ""
+
+
+def test_set_priority_metric_is_written_read_back_and_changed(ns_ops: tuple[object, NetlinkRouteOps]) -> None:
+    """A BGPFilter setPriority's metric goes into the kernel; a change leaves one route, at the new one."""
+    ns, ops = ns_ops
+    fib = Fib(ops)
+    fib.resync()
+    hop = (NextHop("10.0.0.2"),)
+
+    def best(priority: int | None) -> list[Route]:
+        return [Route("10.65.3.0/26", "10.0.0.2", PathAttrs(priority=priority), PeerInfo("10.0.0.2"))]
+
+    fib.stage("10.65.3.0/26", best(512))
+    fib.apply()
+    assert routes(ns).splitlines() == ["10.65.3.0/26 via 10.0.0.2 dev eth0 metric 512 "]
+    assert ops.list_routes() == {"10.65.3.0/26": FibRoute("10.65.3.0/26", hop, 512)}
+    for metric, shown in ((None, "metric 32"), (700, "metric 700")):
+        fib.stage("10.65.3.0/26", best(metric))
+        assert fib.apply() == 1
+        assert routes(ns).splitlines() == [f"10.65.3.0/26 via 10.0.0.2 dev eth0 {shown} "]
+    other = NetlinkRouteOps(netns=ns.name)  # a restarted agent adopts it at its metric
+    try:
+        restarted = Fib(other)
+        restarted.resync()
+        assert restarted.applied() == {"10.65.3.0/26": FibRoute("10.65.3.0/26", hop, 700)}
+    finally:
+        other.close()
+    fib.stage("10.65.3.0/26", [])
+    fib.apply()
     assert routes(ns) == ""

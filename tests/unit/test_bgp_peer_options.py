@@ -80,8 +80,11 @@ BAD = [
     ("operation-prepend-empty", {"exportV4": [rule(action="Accept", operations=[
         {"prependASPath": {"prefix": []}}])]},
      "spec.exportV4[0].operations[0].prependASPath.prefix", "at least 1"),
-    ("set-priority", {"importV4": [rule(action="Accept", operations=[{"setPriority": {"value": 1}}])]},
-     "spec.importV4[0].operations[0].setPriority", "not supported"),
+    ("set-priority-zero", {"importV4": [rule(action="Accept", operations=[{"setPriority": {"value": 0}}])]},
+     "spec.importV4[0].operations[0].setPriority.value", "greater than or equal to 1"),
+    ("set-priority-on-reject",
+     {"importV4": [rule(action="Reject", operations=[{"setPriority": {"value": 9}}])]},
+     "spec.importV4[0].operations", "only Accept rules"),
     ("operation-unknown", {"importV4": [rule(action="Accept", operations=[{"setMed": {"value": 1}}])]},
      "spec.importV4[0].operations[0].setMed", "unknown field"),
     ("unknown-field", {"importV4": [rule(cdir="10.0.0.0/8")]}, "spec.importV4[0].cdir", "unknown field"),

@@ -173,7 +173,8 @@ def test_stored_kinds_defaults_and_names() -> None:
         "autoAllocateBlocks": True,
     }
     gns = parse_documents(doc("GlobalNetworkSet", "g", "{nets: [10.0.0.0/8, 192.0.2.1, 2001:db8::/32]}"))[0]
-    assert gns.to_dict()["spec"]["nets"] == ["10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32"]
+    # a bare address is kept as written, as Calico keeps it (it matches as a /32)
+    assert gns.to_dict()["spec"]["nets"] == ["10.0.0.0/8", "192.0.2.1", "2001:db8::/32"]
     ns = parse_documents(doc("NetworkSet", "n", "{nets: []}", ns="prod"))[0]
     assert ns.namespace == "prod"
     shorts = {
@@ -205,3 +206,17 @@ def test_operations_table_is_current() -> None:
     assert table == field_table(), (
         "regenerate the table in docs/operations.md from felixpy.ctl.honoured.field_table()"
     )
+
+
+def test_ipam_configuration_fields_are_all_honoured_and_in_the_table() -> None:
+    """strictAffinity, maxBlocksPerHost, autoAllocateBlocks: IPAM acts on each (ipam.allocator.IPAMConfig)."""
+    from felixpy.ctl.honoured import IPAM_HONOURED, known_fields
+
+    assert {"strictAffinity", "maxBlocksPerHost", "autoAllocateBlocks"} == IPAM_HONOURED
+    assert set(known_fields("IPAMConfiguration")) == IPAM_HONOURED  # no spec field left out
+    ipam = parse_documents(
+        doc("IPAMConfiguration", "default", "{strictAffinity: true, maxBlocksPerHost: 4}")
+    )[0]
+    assert unhonoured(ipam) == []
+    for name in sorted(IPAM_HONOURED):
+        assert f"| IPAMConfiguration | `{name}` | honoured |" in field_table()

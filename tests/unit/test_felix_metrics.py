@@ -98,6 +98,29 @@ def test_policy_counts_local_and_cluster() -> None:
     assert counts.local_policies == 1  # gnp/elsewhere selects nothing on this node
     assert counts.local_selectors == 1  # app == 'web' (the CIDR set is not a selector)
     assert counts.tiers >= 1  # the built-in default tier
+    assert counts.label_index_endpoints == 3  # every endpoint, local or not
+
+
+def test_label_index_num_endpoints_counts_network_sets_as_felix_does() -> None:
+    """Felix's label index holds endpoints and network sets alike (rule selectors match both)."""
+    from felixpy.resources.stored import GlobalNetworkSet, NetworkSet
+
+    c = _compiler()
+    gns = {"metadata": {"name": "g", "labels": {"role": "x"}}, "spec": {"nets": ["192.0.2.0/24"]}}
+    c.update_network_set(GlobalNetworkSet.model_validate(gns))
+    c.update_network_set(NetworkSet.model_validate(
+        {"metadata": {"name": "n", "namespace": "x"}, "spec": {"nets": ["198.51.100.7"]}}))  # fmt: skip
+    counts = policy_counts(c)
+    assert counts.label_index_endpoints == 5
+    assert counts.workload_endpoints == 3 and counts.local_endpoints == 2  # sets are not endpoints there
+    c.remove_network_set("gns:g")
+    assert policy_counts(c).label_index_endpoints == 4
+    driver = PolicyDriver(4, IptablesWriter(RestoreBackend("nft")), IpsetWriter())
+    metrics = Metrics()
+    syncer = SimpleNamespace(status="in-sync", resyncs=0)
+    metrics.registry.register(FelixCollector("n1", syncer, _graph(c), SimpleNamespace(policy=driver)))
+    family = _scrape(metrics)["felix_label_index_num_endpoints"]
+    assert family[0] == "gauge" and family[1][0][2] == 4
 
 
 def _graph(compiler: PolicyCompiler) -> SimpleNamespace:

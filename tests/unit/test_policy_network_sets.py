@@ -3,6 +3,7 @@ the rule's selector ipset, and every change to a set only changes ipset members.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -249,3 +250,21 @@ def test_a_default_route_set_is_split_for_hash_net() -> None:
     c = compiler(policy("GlobalNetworkPolicy", "role == 'db'"))
     c.update_network_set(gns("internet", ["0.0.0.0/0"]))
     assert c.dirty().ipsets[DB_SET].members == frozenset({"0.0.0.0/1", "128.0.0.0/1"})
+
+
+@pytest.mark.parametrize("written", ["192.0.2.1", "2001:db8::7", "10.0.0.0/8", " 192.0.2.2 "])
+def test_nets_are_kept_as_written_and_match_as_host_routes(written: str) -> None:
+    """Calico keeps a bare address in ``nets`` as written (round trip) and matches it as a /32 or /128."""
+    for made in (netset("prod", "partners", [written]), gns("dbs", [written])):
+        assert made.spec.nets == [written.strip()]
+        assert made.to_dict()["spec"]["nets"] == [written.strip()]
+        want = str(ipaddress.ip_network(written.strip()))
+        assert endpoint_from_network_set(made).ips == (want,)
+
+
+def test_a_bare_address_set_fills_the_ipset_as_one_host() -> None:
+    c = PolicyCompiler("n1")
+    c.update_network_set(gns("dbs", ["192.0.2.9", "198.51.100.0/30"]))
+    c.update_endpoint(wep("prod", "api", "10.65.0.1", {"app": "api"}))
+    c.update_policy(policy("GlobalNetworkPolicy", "role == 'db'"))
+    assert c.dirty().ipsets[DB_SET].members == frozenset({"192.0.2.9", "198.51.100.0/30"})
