@@ -491,8 +491,11 @@ class PolicyCompiler:
 
     def _flush(self) -> None:
         """Do the rendering the handlers deferred (endpoint chains, dispatch), from the state now."""
+        # Endpoints with the same policies and profiles share their list chains: each distinct list
+        # is rendered once per flush (a policy selecting 100 endpoints renders one, not 100).
+        lists: dict[tuple[frozenset[str], tuple[str, ...]], tuple[Chain, Chain]] = {}
         for key in sorted(self._pending_endpoints):
-            self._render_endpoint_now(key)
+            self._render_endpoint_now(key, lists)
         self._pending_endpoints.clear()
         if self._pending_dispatch:
             self._pending_dispatch = False
@@ -502,7 +505,11 @@ class PolicyCompiler:
             self._pending_rpf = False
             self._put(rpf_skip_chain(self._spoof.values()))
 
-    def _render_endpoint_now(self, key: str) -> None:
+    def _render_endpoint_now(
+        self, key: str, lists: dict[tuple[frozenset[str], tuple[str, ...]], tuple[Chain, Chain]]
+    ) -> None:
+        """``key``'s endpoint chains; ``lists``: the list chains this flush rendered, by what decides
+        them (the endpoint's policies and profiles; tiers and config are the same within a flush)."""
         iface = self._local.get(key)
         if iface is None:
             return
@@ -510,10 +517,15 @@ class PolicyCompiler:
             self._render_host_iface(iface)
             return
         ep = self._endpoints[key]
-        policies = [self._policies[pid] for pid in self._ep_policies.get(key, ())]
-        for direction in DIRECTIONS:
-            tiers = self._tiers(policies, direction)
-            body = policy_list_chain(direction, tiers, ep.profiles, self.config)
+        group = (frozenset(self._ep_policies.get(key, ())), tuple(ep.profiles))
+        bodies = lists.get(group)
+        if bodies is None:
+            policies = [self._policies[pid] for pid in group[0]]
+            ingress, egress = (
+                policy_list_chain(d, self._tiers(policies, d), ep.profiles, self.config) for d in DIRECTIONS
+            )
+            bodies = lists[group] = (ingress, egress)
+        for direction, body in zip(DIRECTIONS, bodies, strict=True):
             self._use_list(key, direction, body)
             self._put(endpoint_chain_to(iface, direction, body))
 
@@ -523,8 +535,10 @@ class PolicyCompiler:
         if old == body.name:
             return
         self._list_of[(key, direction)] = body.name
-        self._list_refs[body.name] = self._list_refs.get(body.name, 0) + 1
-        self._put(body)
+        refs = self._list_refs.get(body.name, 0)
+        self._list_refs[body.name] = refs + 1
+        if refs == 0:  # named by its content: a list chain already in use has these very rules
+            self._put(body)
         if old is not None:
             self._unref_list(old)
 
