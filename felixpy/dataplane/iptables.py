@@ -27,7 +27,7 @@ either kind of commit.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -238,10 +238,10 @@ class IptablesWriter:
         if table in self._dirty_hooks:
             return None
         return plan_table_additive(
-            {n: d.chain for n, d in desired.items()},
+            _Chains(desired),
             [h for h in self._hooks if h.table == table],
             state,
-            expected={n: d.hashes for n, d in desired.items()},
+            expected=_Hashes(desired),
             only=self._dirty[table],
             leftover_chains=lazy,
         )
@@ -249,10 +249,10 @@ class IptablesWriter:
     def _plan(self, table: str, state: TableState, *, full: bool) -> list[Op]:
         desired = self._desired[table]
         return plan_table(
-            {n: d.chain for n, d in desired.items()},
+            _Chains(desired),
             [h for h in self._hooks if h.table == table],
             state,
-            expected={n: d.hashes for n, d in desired.items()},
+            expected=_Hashes(desired),
             only=None if full else self._dirty[table],
         )
 
@@ -283,6 +283,49 @@ class IptablesWriter:
         self._check_interval = self._check_first
         self._check_at = self._clock() + self._check_first
         return TableResult(table, len(ops), kept, deleted, read, additive, pending)
+
+
+class _Chains(Mapping[str, Chain]):
+    """The desired chains of a table as the planner reads them: a view, not a copy (a plan of the
+    few chains that changed must not cost a pass over every chain of the table)."""
+
+    __slots__ = ("_desired",)
+
+    def __init__(self, desired: dict[str, _Desired]) -> None:
+        self._desired = desired
+
+    def __getitem__(self, name: str) -> Chain:
+        return self._desired[name].chain
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._desired
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._desired)
+
+    def __len__(self) -> int:
+        return len(self._desired)
+
+
+class _Hashes(Mapping[str, list[str]]):
+    """The desired chains' rule hashes, a view like :class:`_Chains`."""
+
+    __slots__ = ("_desired",)
+
+    def __init__(self, desired: dict[str, _Desired]) -> None:
+        self._desired = desired
+
+    def __getitem__(self, name: str) -> list[str]:
+        return self._desired[name].hashes
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._desired
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._desired)
+
+    def __len__(self) -> int:
+        return len(self._desired)
 
 
 def _checked(chain: Chain) -> Chain:
