@@ -192,6 +192,7 @@ class IptablesWriter:
             additive = self._plan_additive(table, state, lazy) if lazy is not None and not fresh else None
             ops = additive if additive is not None else self._plan(table, state, full=fresh)
             scope = set(self._dirty[table]) | (set(self._desired[table]) if fresh else set())
+            started = time.monotonic()
             try:
                 if ops:
                     self.backend.write(table, ops)
@@ -213,7 +214,8 @@ class IptablesWriter:
             self._views[table] = state
             self._dirty[table] = left
             self._dirty_hooks.discard(table)
-            return self._log_result(table, ops, read=fresh, additive=additive is not None, left=left)
+            took, was_additive = time.monotonic() - started, additive is not None
+            return self._log_result(table, ops, read=fresh, additive=was_additive, left=left, took=took)
         raise AssertionError("unreachable")
 
     def _settle(self, table: str, state: TableState, scope: set[str]) -> set[str]:
@@ -257,7 +259,14 @@ class IptablesWriter:
         )
 
     def _log_result(
-        self, table: str, ops: list[Op], *, read: bool, additive: bool = False, left: set[str] | None = None
+        self,
+        table: str,
+        ops: list[Op],
+        *,
+        read: bool,
+        additive: bool = False,
+        left: set[str] | None = None,
+        took: float = 0.0,
     ) -> TableResult:
         pending = tuple(sorted(left or ()))
         if not ops:
@@ -278,6 +287,7 @@ class IptablesWriter:
             read=read,
             additive=additive,
             n_left=len(pending),
+            write_ms=round(took * 1000, 1),  # the restore (or libiptc commit) alone
             reason="chain hashes differ from desired",
         )
         self._check_interval = self._check_first
