@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from policy.selector import b64hash
 
 MAX_CHAIN_NAME = 28
@@ -43,6 +45,7 @@ MASQ_POOLS_ID = "masq-ipam-pools"
 ALL_HOSTS_ID = "all-hosts-net"
 
 
+@functools.lru_cache(maxsize=1 << 16)  # pure; the dispatch tree asks it for every endpoint on each change
 def length_limited(prefix: str, suffix: str, max_len: int = MAX_CHAIN_NAME) -> str:
     """Calico's GetLengthLimitedID: ``prefix+suffix``, or ``prefix_<hash>`` when too long."""
     if not suffix:

@@ -13,6 +13,7 @@ endpoint with the same policies and profiles, and the endpoint chain is one goto
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -267,7 +268,7 @@ def _dispatch_tree(
     root_rules: list[Rule] = []
     children: list[Chain] = []
     for char, members in sorted(groups.items()):
-        leaves = [Rule(f"{flag} {n}", f"-g {target(n)}") for n in members]  # no comment: as Calico
+        leaves = [_dispatch_leaf(flag, n, target(n)) for n in members]  # no comment: as Calico
         if len(members) == 1 or not char:
             root_rules += leaves
             continue
@@ -275,6 +276,13 @@ def _dispatch_tree(
         root_rules.append(Rule(f"{flag} {prefix}{char}+", f"-g {child}", f"{verb} {prefix}{char}*"))
         children.append(Chain(child, (*leaves, unknown)))
     return [Chain(root, (*root_rules, unknown)), *children]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _dispatch_leaf(flag: str, iface: str, chain: str) -> Rule:
+    """One interface's dispatch rule; the same object each time, so the tree re-rendered for one new
+    endpoint compares equal to the last one rule by identity, not field by field."""
+    return Rule(f"{flag} {iface}", f"-g {chain}")
 
 
 def _common_prefix(names: Sequence[str]) -> str:

@@ -93,11 +93,13 @@ from policy.hostendpoints import (
 )
 from policy.rpf import rpf_skip_chain, version_prefixes
 from policy.rules import render_policy
+from policy.selector import b64hash
 from policy.set_specs import SetSpec, net_set
 from policy.setindex import SetIndex
 from policy.tiers import Tiers, tier_info
 
 ChainKey = tuple[Table, str]
+ListGroup = tuple[frozenset[str], tuple[str, ...]]  # what decides an endpoint's list chains
 DIRECTIONS: tuple[Direction, Direction] = ("Ingress", "Egress")
 
 
@@ -160,6 +162,11 @@ class PolicyCompiler:
         self._pending_dispatch = False
         self._list_of: dict[tuple[str, Direction], str] = {}  # (endpoint key, direction) -> list chain
         self._list_refs: dict[str, int] = {}  # policy list chain -> endpoints using it
+        # A list chain is named by a hash of its rules when made, but keeps its name when every
+        # endpoint using it moves to the same new rules (rewritten in place, _move_lists_in_place):
+        # its name -> the content name (policy_list_chain's) of its rules now, and back.
+        self._list_content: dict[str, str] = {}
+        self._list_by_content: dict[str, str] = {}
         # Local workload key -> (iface, its allowSpoofedSourcePrefixes of this version), when honoured;
         # the keys whose prefixes workloadSourceSpoofing Disabled ignores -> those prefixes.
         self._spoof: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -491,9 +498,25 @@ class PolicyCompiler:
 
     def _flush(self) -> None:
         """Do the rendering the handlers deferred (endpoint chains, dispatch), from the state now."""
+        # Endpoints with the same policies and profiles share their list chains: each distinct list
+        # is rendered once per flush (a policy selecting 100 endpoints renders one, not 100).
+        lists: dict[ListGroup, tuple[Chain, Chain]] = {}
+        targets: dict[str, tuple[Chain, Chain]] = {}
         for key in sorted(self._pending_endpoints):
-            self._render_endpoint_now(key)
+            iface = self._local.get(key)
+            if iface is None:
+                continue
+            if key in self._hep_keys:
+                self._render_host_iface(iface)
+                continue
+            targets[key] = self._list_bodies(key, lists)
         self._pending_endpoints.clear()
+        self._move_lists_in_place(targets)
+        for key, bodies in targets.items():
+            iface = self._local[key]
+            for direction, body in zip(DIRECTIONS, bodies, strict=True):
+                name = self._use_list(key, direction, body)
+                self._put(endpoint_chain_to(iface, direction, body if name == body.name else Chain(name)))
         if self._pending_dispatch:
             self._pending_dispatch = False
             self._render_dispatch()
@@ -502,31 +525,71 @@ class PolicyCompiler:
             self._pending_rpf = False
             self._put(rpf_skip_chain(self._spoof.values()))
 
-    def _render_endpoint_now(self, key: str) -> None:
-        iface = self._local.get(key)
-        if iface is None:
-            return
-        if key in self._hep_keys:
-            self._render_host_iface(iface)
-            return
+    def _list_bodies(self, key: str, lists: dict[ListGroup, tuple[Chain, Chain]]) -> tuple[Chain, Chain]:
+        """The (ingress, egress) list chains local workload ``key`` wants, content-named; ``lists``:
+        those this flush rendered, by what decides them (the endpoint's policies and profiles; the
+        tiers and the config are the same within a flush)."""
         ep = self._endpoints[key]
-        policies = [self._policies[pid] for pid in self._ep_policies.get(key, ())]
-        for direction in DIRECTIONS:
-            tiers = self._tiers(policies, direction)
-            body = policy_list_chain(direction, tiers, ep.profiles, self.config)
-            self._use_list(key, direction, body)
-            self._put(endpoint_chain_to(iface, direction, body))
+        group = (frozenset(self._ep_policies.get(key, ())), tuple(ep.profiles))
+        bodies = lists.get(group)
+        if bodies is None:
+            policies = [self._policies[pid] for pid in group[0]]
+            ingress, egress = (
+                policy_list_chain(d, self._tiers(policies, d), ep.profiles, self.config) for d in DIRECTIONS
+            )
+            bodies = lists[group] = (ingress, egress)
+        return bodies
 
-    def _use_list(self, key: str, direction: Direction, body: Chain) -> None:
-        """Point ``key``'s ``direction`` at the shared ``body`` chain (reference counted)."""
+    def _move_lists_in_place(self, targets: Mapping[str, tuple[Chain, Chain]]) -> None:
+        """A list chain all of whose endpoints move to the same new rules, which no chain has yet
+        (a policy added to or removed from a group of pods alike), gets those rules under its own
+        name: one chain rewritten, none of the endpoint chains going to it (their cost would grow
+        with the group, not with the change)."""
+        movers: dict[str, list[Chain]] = {}  # list chain now -> the content-named lists its endpoints want
+        for key, bodies in targets.items():
+            for direction, body in zip(DIRECTIONS, bodies, strict=True):
+                current = self._list_of.get((key, direction))
+                if current is not None and self._list_content[current] != body.name:
+                    movers.setdefault(current, []).append(body)
+        for current, wanted in movers.items():
+            body = wanted[0]
+            if len(wanted) != self._list_refs[current] or any(b.name != body.name for b in wanted):
+                continue  # some of its endpoints stay or go elsewhere
+            if body.name in self._list_by_content:
+                continue  # a chain with these rules exists: they share it
+            del self._list_by_content[self._list_content[current]]
+            self._list_content[current] = body.name
+            self._list_by_content[body.name] = current
+            self._put(Chain(current, body.rules))
+
+    def _use_list(self, key: str, direction: Direction, body: Chain) -> str:
+        """Point ``key``'s ``direction`` at the list chain with ``body``'s rules (reference counted;
+        made, under ``body``'s name when free, if none has them); returns that chain's name."""
         old = self._list_of.get((key, direction))
-        if old == body.name:
-            return
-        self._list_of[(key, direction)] = body.name
-        self._list_refs[body.name] = self._list_refs.get(body.name, 0) + 1
-        self._put(body)
+        name = self._list_by_content.get(body.name)
+        if name is not None and old == name:
+            return name
+        if name is None:
+            name = self._free_list_name(body.name)
+            self._list_content[name] = body.name
+            self._list_by_content[body.name] = name
+        self._list_of[(key, direction)] = name
+        refs = self._list_refs.get(name, 0)
+        self._list_refs[name] = refs + 1
+        if refs == 0:
+            self._put(body if name == body.name else Chain(name, body.rules))
         if old is not None:
             self._unref_list(old)
+        return name
+
+    def _free_list_name(self, content: str) -> str:
+        """``content`` (a list chain's content name), or, when a chain rewritten in place holds that
+        name, a name derived from it that no list chain holds."""
+        name, n = content, 0
+        while name in self._list_content:
+            n += 1
+            name = content[:8] + b64hash(f"{content}#{n}")[: len(content) - 8]  # cali-tp-/cali-fp-
+        return name
 
     def _release_lists(self, key: str) -> None:
         for direction in DIRECTIONS:
@@ -538,6 +601,7 @@ class PolicyCompiler:
         self._list_refs[name] -= 1
         if self._list_refs[name] == 0:
             del self._list_refs[name]
+            del self._list_by_content[self._list_content.pop(name)]
             self._drop(("filter", name))
 
     def _tiers(self, policies: list[Policy], direction: Direction) -> list[TierPolicies]:

@@ -1,7 +1,9 @@
 """IpsetWriter: the agent's ``cali40*``/``cali60*`` sets, written through ``ipset restore``.
 
-A new set is created and filled directly. A set whose members changed is rebuilt atomically: a temp
-set (``cali4t<n>``/``cali6t<n>``) is created and filled, ``swap``ped with the live one, then the temp
+A new set is created and filled directly. A set whose members changed gets only the members that
+came and went (``del``/``add`` lines, Felix's deltas: a label change costs its own members, not the
+whole set's); a set whose type or family changed is rebuilt atomically: a temp set
+(``cali4t<n>``/``cali6t<n>``) is created and filled, ``swap``ped with the live one, then the temp
 destroyed, so iptables rules referencing the set never see it half-filled. Sets no longer desired
 are destroyed; do that after iptables stopped referencing them (``apply_updates``, then the
 iptables writer, then ``apply_deletions``; ``apply`` does both). Sets of any other name are never
@@ -68,9 +70,11 @@ def _create(name: str, s: IpSet) -> str:
 
 
 def plan_updates(
-    desired: Mapping[str, IpSet], actual: Mapping[str, KernelSet]
+    desired: Mapping[str, IpSet], actual: Mapping[str, KernelSet], *, deltas: bool = False
 ) -> tuple[list[str], list[str]]:
-    """Pure: (``ipset restore`` lines, names changed) bringing desired sets into the kernel."""
+    """Pure: (``ipset restore`` lines, names changed) bringing desired sets into the kernel.
+    ``deltas``: a set of the right type and family gets ``del``/``add`` of the members that differ
+    (each its own fact: no packet needs both at once) instead of a rebuilt temp set swapped in."""
     lines: list[str] = [f"destroy {n}" for n in sorted(actual) if n.startswith(TEMP_PREFIXES)]
     changed = []
     temp_n = 0
@@ -79,6 +83,9 @@ def plan_updates(
         have = actual.get(name)
         if have is None:
             lines += [_create(name, s)] + [f"add {name} {m}" for m in sorted(want)]
+        elif deltas and (have.set_type, have.family) == (s.set_type, s.family) and have.members != want:
+            lines += [f"del {name} {m} -exist" for m in sorted(have.members - want)]
+            lines += [f"add {name} {m} -exist" for m in sorted(want - have.members)]
         elif (have.set_type, have.family, have.members) != (s.set_type, s.family, want):
             temp = f"{'cali6t' if s.family == 'inet6' else 'cali4t'}{temp_n}"
             temp_n += 1
@@ -133,15 +140,20 @@ class IpsetWriter:
         desired = self._desired
         if self._dirty is not None:
             desired = {n: self._desired[n] for n in self._dirty if n in self._desired}
-        lines, changed = plan_updates(desired, actual)
+        lines, changed = plan_updates(desired, actual, deltas=True)
         if lines:
             self._restore(lines)
             for name in changed:
                 s = self._desired[name]
-                log.info("ipset.written", set=name, members=len(s.members),
-                         reason="new" if name not in actual else "members changed (swap)")
-                actual[name] = KernelSet(name, s.set_type, s.family,
-                                         frozenset(normalise_member(m) for m in s.members))
+                log.info(
+                    "ipset.written",
+                    set=name,
+                    members=len(s.members),
+                    reason="new" if name not in actual else "members changed",
+                )
+                actual[name] = KernelSet(
+                    name, s.set_type, s.family, frozenset(normalise_member(m) for m in s.members)
+                )
             for name in [n for n in actual if n.startswith(TEMP_PREFIXES)]:
                 del actual[name]
         self._dirty = set()

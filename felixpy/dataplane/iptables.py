@@ -27,7 +27,7 @@ either kind of commit.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -192,6 +192,7 @@ class IptablesWriter:
             additive = self._plan_additive(table, state, lazy) if lazy is not None and not fresh else None
             ops = additive if additive is not None else self._plan(table, state, full=fresh)
             scope = set(self._dirty[table]) | (set(self._desired[table]) if fresh else set())
+            started = time.monotonic()
             try:
                 if ops:
                     self.backend.write(table, ops)
@@ -213,7 +214,8 @@ class IptablesWriter:
             self._views[table] = state
             self._dirty[table] = left
             self._dirty_hooks.discard(table)
-            return self._log_result(table, ops, read=fresh, additive=additive is not None, left=left)
+            took, was_additive = time.monotonic() - started, additive is not None
+            return self._log_result(table, ops, read=fresh, additive=was_additive, left=left, took=took)
         raise AssertionError("unreachable")
 
     def _settle(self, table: str, state: TableState, scope: set[str]) -> set[str]:
@@ -238,10 +240,10 @@ class IptablesWriter:
         if table in self._dirty_hooks:
             return None
         return plan_table_additive(
-            {n: d.chain for n, d in desired.items()},
+            _Chains(desired),
             [h for h in self._hooks if h.table == table],
             state,
-            expected={n: d.hashes for n, d in desired.items()},
+            expected=_Hashes(desired),
             only=self._dirty[table],
             leftover_chains=lazy,
         )
@@ -249,15 +251,22 @@ class IptablesWriter:
     def _plan(self, table: str, state: TableState, *, full: bool) -> list[Op]:
         desired = self._desired[table]
         return plan_table(
-            {n: d.chain for n, d in desired.items()},
+            _Chains(desired),
             [h for h in self._hooks if h.table == table],
             state,
-            expected={n: d.hashes for n, d in desired.items()},
+            expected=_Hashes(desired),
             only=None if full else self._dirty[table],
         )
 
     def _log_result(
-        self, table: str, ops: list[Op], *, read: bool, additive: bool = False, left: set[str] | None = None
+        self,
+        table: str,
+        ops: list[Op],
+        *,
+        read: bool,
+        additive: bool = False,
+        left: set[str] | None = None,
+        took: float = 0.0,
     ) -> TableResult:
         pending = tuple(sorted(left or ()))
         if not ops:
@@ -278,11 +287,55 @@ class IptablesWriter:
             read=read,
             additive=additive,
             n_left=len(pending),
+            write_ms=round(took * 1000, 1),  # the restore (or libiptc commit) alone
             reason="chain hashes differ from desired",
         )
         self._check_interval = self._check_first
         self._check_at = self._clock() + self._check_first
         return TableResult(table, len(ops), kept, deleted, read, additive, pending)
+
+
+class _Chains(Mapping[str, Chain]):
+    """The desired chains of a table as the planner reads them: a view, not a copy (a plan of the
+    few chains that changed must not cost a pass over every chain of the table)."""
+
+    __slots__ = ("_desired",)
+
+    def __init__(self, desired: dict[str, _Desired]) -> None:
+        self._desired = desired
+
+    def __getitem__(self, name: str) -> Chain:
+        return self._desired[name].chain
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._desired
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._desired)
+
+    def __len__(self) -> int:
+        return len(self._desired)
+
+
+class _Hashes(Mapping[str, list[str]]):
+    """The desired chains' rule hashes, a view like :class:`_Chains`."""
+
+    __slots__ = ("_desired",)
+
+    def __init__(self, desired: dict[str, _Desired]) -> None:
+        self._desired = desired
+
+    def __getitem__(self, name: str) -> list[str]:
+        return self._desired[name].hashes
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._desired
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._desired)
+
+    def __len__(self) -> int:
+        return len(self._desired)
 
 
 def _checked(chain: Chain) -> Chain:

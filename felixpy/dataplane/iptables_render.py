@@ -212,11 +212,12 @@ def plan_table_additive(
         expected = {name: rule_hashes(name, chain.rules) for name, chain in desired.items()}
     names = set(desired) | {n for n in state if n.startswith(OUR_PREFIX)} if only is None else set(only)
     lazy = tuple(leftover_chains)
-    gone = {n for n in state if n.startswith(OUR_PREFIX) and n not in desired}
 
-    def may_stay(rule: SavedRule) -> bool:
+    def may_stay(rule: SavedRule) -> bool:  # it goes to one of our chains no longer desired
         target = jump_target(rule.spec)
-        return target is not None and target in gone and not target.startswith(lazy)
+        if target is None or target not in state or target in desired:
+            return False
+        return target.startswith(OUR_PREFIX) and not target.startswith(lazy)
 
     new = sorted(n for n in names if n in desired and n not in state)
     ops = [Op("chain", n) for n in new]

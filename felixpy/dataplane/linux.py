@@ -114,13 +114,16 @@ class FamilyPolicies:
         for driver in self.drivers:
             driver.on_updates(updates)
 
-    def commit(self, additive: bool = False) -> bool:
-        steps = [driver.prepare(additive) for driver in self.drivers]  # no short cut: each retries alone
+    def _others(self) -> ThreadPoolExecutor:
         if self._pool is None:
             workers = max(1, len(self.drivers) - 1)
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="felixpy-policy")
+        return self._pool
+
+    def commit(self, additive: bool = False) -> bool:
+        steps = [driver.prepare(additive) for driver in self.drivers]  # no short cut: each retries alone
         others = [
-            self._pool.submit(driver.write_iptables, step)
+            self._others().submit(driver.write_iptables, step)
             for driver, step in zip(self.drivers[1:], steps[1:], strict=True)
         ]
         steps = [self.drivers[0].write_iptables(steps[0]), *(f.result() for f in others)]
@@ -135,8 +138,12 @@ class FamilyPolicies:
             driver.resync(what)
 
     def post_write_check(self) -> None:
-        for driver in self.drivers:
-            driver.post_write_check()
+        """Each family's check (when due, a re-read of its whole tables) side by side, as their
+        writes are: the writer loop, and the change waiting for it, wait for the slower one."""
+        others = [self._others().submit(driver.post_write_check) for driver in self.drivers[1:]]
+        self.drivers[0].post_write_check()
+        for future in others:
+            future.result()
 
     def endpoint_programmed(self, iface: str) -> bool:
         return all(driver.endpoint_programmed(iface) for driver in self.drivers)

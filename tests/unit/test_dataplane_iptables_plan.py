@@ -142,3 +142,13 @@ def test_additive_plan_adds_only_and_gives_up_on_misplaced_hooks_or_removals():
     )
     assert saved_body(SavedRule("x" * 16, "-o calia -m comment --comment cali:" + "x" * 16)) is None
     assert jump_target('-m comment --comment "to -g x" -o calia -g cali-tw-calia') == "cali-tw-calia"
+
+
+def test_ipset_member_change_is_a_delta_when_asked():
+    desired = {"cali40a": IpSet("cali40a", members=frozenset({"10.0.0.1/32", "10.0.0.3/32"}))}
+    actual = {"cali40a": KernelSet("cali40a", "hash:net", "inet", frozenset({"10.0.0.1", "10.0.0.2"}))}
+    lines, changed = plan_updates(desired, actual, deltas=True)
+    assert changed == ["cali40a"]
+    assert lines == ["del cali40a 10.0.0.2 -exist", "add cali40a 10.0.0.3 -exist"]
+    other_type = {"cali40a": KernelSet("cali40a", "hash:ip", "inet", frozenset({"10.0.0.1"}))}
+    assert "swap cali4t0 cali40a" in plan_updates(desired, other_type, deltas=True)[0]

@@ -53,3 +53,24 @@ def test_one_family_failing_fails_the_commit_and_the_other_still_finishes() -> N
     family = FamilyPolicies([StepDriver("v4", log, started, ok=False), StepDriver("v6", log, started)])  # type: ignore[list-item]
     assert family.commit() is False
     assert log[-2:] == ["finish v4", "finish v6"]
+
+
+class CheckDriver:
+    """A driver whose post-write check waits until the other family's is under way too."""
+
+    def __init__(self, name: str, started: dict[str, threading.Event], done: list[str]) -> None:
+        self.name, self.started, self.done = name, started, done
+
+    def post_write_check(self) -> None:
+        self.started[self.name].set()
+        other = "v6" if self.name == "v4" else "v4"
+        if self.started[other].wait(BOUND):
+            self.done.append(self.name)
+
+
+def test_post_write_checks_of_both_families_overlap_and_both_end_before_it_returns() -> None:
+    started = {"v4": threading.Event(), "v6": threading.Event()}
+    done: list[str] = []
+    family = FamilyPolicies([CheckDriver("v4", started, done), CheckDriver("v6", started, done)])  # type: ignore[list-item]
+    family.post_write_check()
+    assert sorted(done) == ["v4", "v6"], "each check saw the other under way, and both ended"

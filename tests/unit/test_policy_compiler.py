@@ -362,3 +362,32 @@ def test_static_chains_and_hooks() -> None:
     failsafe = chains[("filter", "cali-failsafe-in")]
     assert failsafe.rules[0].match == "-p tcp -m tcp --dport 22"
     assert len(failsafe.rules) == 9
+
+
+def test_a_policy_for_a_whole_group_rewrites_its_list_chain_not_its_endpoint_chains() -> None:
+    """Cost grows with the change, not with the group: every endpoint of a list chain gains the same
+    policy, so that one chain is rewritten in place and none of the endpoint chains changes."""
+    c = PolicyCompiler("n1")
+    for n in range(20):
+        c.update_endpoint(_ep(f"db{n}", f"10.0.0.{n + 1}", labels={"app": "db"}))
+    c.dirty()
+    before = _list_chain(c, "cali-tw-calidb0")
+    c.update_policy(_policy(rules=(ALLOW_WEB,)))
+    changes = c.dirty()
+    assert set(changes.chains) == {("filter", "cali-pi-gnp/p"), ("filter", before.name)}
+    after = _list_chain(c, "cali-tw-calidb7")
+    assert after.name == before.name and any(r.action == "-j cali-pi-gnp/p" for r in after.rules)
+    c.remove_policy("gnp/p")
+    changes = c.dirty()
+    assert set(changes.chains) == {("filter", before.name)}
+    assert _list_chain(c, "cali-tw-calidb3") == before
+    # an endpoint leaving the group gets a chain of its own; one joining its rules shares it
+    c.update_endpoint(_ep("db0", "10.0.0.1", labels={"app": "web"}))
+    c.update_policy(_policy(selector="app == 'web'", rules=(ALLOW_WEB,)))
+    c.dirty()
+    web = _list_chain(c, "cali-tw-calidb0")
+    assert web.name != before.name and any(r.action == "-j cali-pi-gnp/p" for r in web.rules)
+    c.update_endpoint(_ep("db1", "10.0.0.2", labels={"app": "web"}))
+    changes = c.dirty()
+    assert set(changes.chains) == {("filter", "cali-tw-calidb1")}
+    assert _list_chain(c, "cali-tw-calidb1") == web

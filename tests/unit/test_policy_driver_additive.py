@@ -162,3 +162,40 @@ def test_a_new_pod_alone_is_insert_only_and_leaves_only_hash_fixups() -> None:
     assert driver.endpoint_programmed("calizz")
     driver.commit()
     assert not driver.deferred
+
+
+def test_a_policy_for_a_whole_group_is_an_insert_only_write_of_two_chains() -> None:
+    """Issue 15: the cost of a new policy is the policy's, not its group's. Ten db pods share one list
+    chain; a policy selecting all of them writes its own chain and inserts into that list chain,
+    nothing else (no endpoint chain), and the next plain commit only fixes hash comments."""
+    kernel, _, compiler, driver = _setup()
+    for n in range(2, 11):
+        compiler.update_endpoint(_ep(f"db{n}", f"10.0.1.{n}", "db"))
+    assert driver.commit() and not driver.deferred
+    kernel.writes.clear()
+    deny = PolicyRule("Deny", protocol=6)
+    compiler.update_policy(
+        Policy(
+            id="gnp/db2",
+            selector=parse("app == 'db'"),
+            types=frozenset({"Ingress"}),
+            ingress=(deny,),
+            order=5,
+        )
+    )
+    assert driver.commit(additive=True)
+    ops = [o for _, ops in kernel.writes for o in ops]
+    assert {o.kind for o in ops} <= {"chain", "insert", "append"}
+    assert {o.chain for o in ops} == {"cali-pi-gnp/db2", _list_of(kernel, "cali-tw-calidb1")}
+    _wanted_rules_in_place(kernel, compiler, set())
+    kernel.writes.clear()
+    assert driver.commit() and not driver.deferred
+    assert {o.chain for _, ops in kernel.writes for o in ops} == {_list_of(kernel, "cali-tw-calidb1")}
+    for (table, name), chain in compiler.chains().items():
+        assert len(kernel.tables[table][name]) == len(chain.rules)
+
+
+def _list_of(kernel: Kernel, endpoint_chain: str) -> str:
+    target = jump_target(kernel.tables["filter"][endpoint_chain][-1].spec)
+    assert target is not None
+    return target
