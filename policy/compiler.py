@@ -162,6 +162,7 @@ class PolicyCompiler:
         self._pending_dispatch = False
         self._list_of: dict[tuple[str, Direction], str] = {}  # (endpoint key, direction) -> list chain
         self._list_refs: dict[str, int] = {}  # policy list chain -> endpoints using it
+        self._list_memo: dict[tuple[Any, ...], Chain] | None = None  # during _flush: rendered lists
         # Local workload key -> (iface, its allowSpoofedSourcePrefixes of this version), when honoured;
         # the keys whose prefixes workloadSourceSpoofing Disabled ignores -> those prefixes.
         self._spoof: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -321,8 +322,10 @@ class PolicyCompiler:
                 sets |= used
             else:
                 self._drop(("filter", policy_chain(p.id, direction)))
-        for spec in sets:
-            self._sets.acquire(spec, self._set_candidates(spec), self._views)
+        for spec in sets:  # a set already in use is only counted: no candidates needed
+            self._sets.acquire(
+                spec, {} if spec.name in self._sets else self._set_candidates(spec), self._views
+            )
         for spec in self._policy_sets.get(p.id, frozenset()):
             self._sets.release(spec)
         self._policy_sets[p.id] = frozenset(sets)
@@ -330,9 +333,12 @@ class PolicyCompiler:
     def _local_candidates(self, selector: Selector) -> Iterable[str]:
         """The local endpoints ``selector`` may select (all of them when it has no ``==`` term)."""
         keys = self._by_label.candidates(selector)
-        if keys is None or len(keys) >= len(self._local):
-            return self._local
-        return [k for k in keys if k in self._local]
+        local = self._local
+        if keys is None:
+            return local
+        if len(keys) <= len(local):  # (the index holds remote endpoints too)
+            return [k for k in keys if k in local]
+        return [k for k in local if k in keys]
 
     def _set_candidates(self, spec: SetSpec) -> Mapping[str, Endpoint]:
         """The endpoints and network sets whose view may match ``spec``'s selector."""
@@ -340,8 +346,8 @@ class PolicyCompiler:
         keys = self._by_label.candidates(selector) if selector is not None else None
         if keys is None:
             return self._members
-        members = self._members
-        return {k: members[k] for k in keys if k in members}
+        endpoints, netsets = self._endpoints, self._netsets  # (a ChainMap's lookups are slow)
+        return {k: endpoints.get(k) or netsets[k] for k in keys if k in endpoints or k in netsets}
 
     def _deactivate(self, pid: str) -> None:
         for direction in DIRECTIONS:
@@ -513,9 +519,11 @@ class PolicyCompiler:
 
     def _flush(self) -> None:
         """Do the rendering the handlers deferred (endpoint chains, dispatch), from the state now."""
+        self._list_memo = {}  # endpoints with the same policies and profiles share a list chain
         for key in sorted(self._pending_endpoints):
             self._render_endpoint_now(key)
         self._pending_endpoints.clear()
+        self._list_memo = None
         if self._pending_dispatch:
             self._pending_dispatch = False
             self._render_dispatch()
@@ -535,7 +543,12 @@ class PolicyCompiler:
         policies = [self._policies[pid] for pid in self._ep_policies.get(key, ())]
         for direction in DIRECTIONS:
             tiers = self._tiers(policies, direction)
-            body = policy_list_chain(direction, tiers, ep.profiles, self.config)
+            memo, memo_key = self._list_memo, (direction, tuple(tiers), ep.profiles)
+            body = memo.get(memo_key) if memo is not None else None
+            if body is None:
+                body = policy_list_chain(direction, tiers, ep.profiles, self.config)
+                if memo is not None:
+                    memo[memo_key] = body
             self._use_list(key, direction, body)
             self._put(endpoint_chain_to(iface, direction, body))
 
