@@ -11,6 +11,7 @@ policy selects them). Then, each timed from the exec of ``felixpy node``:
   e2e_start_ready          exec -> ``/readiness`` answers 200 (polled every 20 ms)
   e2e_start_programmed     exec -> every endpoint's /32 route and its ``cali-tw-`` chain in the
                            kernel (``ip route show``, ``iptables-save -t filter``; polled)
+  e2e_start_cpu_agent      the agent's CPU seconds (user+sys, /proc) from exec to programmed
   e2e_start_rss_agent      the agent's RSS 5 s after it is programmed (MB)
   e2e_start_rss_speaker    RSS of the agent's children (ExaBGP with ``--bgp``; 0 without)
   e2e_restart_*            the same two times for ``--restarts`` restarts (SIGTERM, wait for the
@@ -43,6 +44,7 @@ from pathlib import Path
 
 from bench.e2e_node import (
     Node,
+    cpu_seconds,
     descendants,
     emit,
     outer,
@@ -131,14 +133,19 @@ def wire_pods(node: Node) -> list[str]:
     return names
 
 
-def start_timed(node: Node, n: int, extra: dict[str, str], learned: int = 0) -> tuple[float, float]:
-    """Exec the agent; seconds from the exec to ready and to fully programmed."""
+def start_timed(
+    node: Node, n: int, extra: dict[str, str], learned: int = 0
+) -> tuple[float, float, float]:
+    """Exec the agent; seconds from the exec to ready and to fully programmed, and the agent's CPU
+    seconds by then (what the load average does not change much)."""
     start = node.exec_agent(**extra)
     wait(node.ready, 300, "readiness", interval=0.02)
     t_ready = time.perf_counter() - start
     ipt = node.iptables()
     wait(lambda: programmed(n, ipt, learned), 300, "every route and chain", interval=0.05)
-    return t_ready, time.perf_counter() - start
+    t_prog = time.perf_counter() - start
+    assert node.agent is not None
+    return t_ready, t_prog, cpu_seconds(node.agent.pid)
 
 
 def inner(args: argparse.Namespace) -> int:
@@ -160,11 +167,12 @@ def inner(args: argparse.Namespace) -> int:
             if args.routes:
                 node.start_bgp_peer(args.routes)
             pods = wire_pods(node)
-            t_ready, t_prog = start_timed(node, args.n, extra, args.routes)
+            t_ready, t_prog, cpu = start_timed(node, args.n, extra, args.routes)
             emit(summary("e2e_start_ready", [t_ready], "s", "goal <= 2 s (with 1,000 endpoints)", **size))
             emit(
                 summary("e2e_start_programmed", [t_prog], "s", "goal <= 2 s; exec -> routes + chains", **size)
             )
+            emit(summary("e2e_start_cpu_agent", [cpu], "s", "agent CPU, exec -> programmed", **size))
             time.sleep(5)
             assert node.agent is not None
             agent_rss = rss_mb(node.agent.pid)
@@ -175,7 +183,7 @@ def inner(args: argparse.Namespace) -> int:
             src = pods[0]
             one_ping = ("ip", "netns", "exec", src, "ping", "-c", "1", "-W", "1", PODS[1][1])
             wait(lambda: " 1 received" in sh(*one_ping, check=False).stdout, 60, "pod A reaches pod B", 0.2)
-            ready, prog, lost, sent = [], [], [], []
+            ready, prog, cpus, lost, sent = [], [], [], [], []
             for _ in range(args.restarts):
                 ping = subprocess.Popen(
                     ["ip", "netns", "exec", src, "ping", "-n", "-i", "0.01", PODS[1][1]],
@@ -183,17 +191,19 @@ def inner(args: argparse.Namespace) -> int:
                 )  # fmt: skip
                 time.sleep(1)
                 node.stop_agent(signal.SIGTERM)
-                r, p = start_timed(node, args.n, extra, args.routes)
+                r, p, c = start_timed(node, args.n, extra, args.routes)
                 time.sleep(1)
                 ping.send_signal(signal.SIGINT)
                 out, _ = ping.communicate(timeout=30)
                 tx, rx = parse_ping(out)
                 ready.append(r)
                 prog.append(p)
+                cpus.append(c)
                 lost.append(tx - rx)
                 sent.append(tx)
             emit(summary("e2e_restart_ready", ready, "s", "SIGTERM'd agent replaced; exec -> 200", **size))
             emit(summary("e2e_restart_programmed", prog, "s", "exec -> routes + chains present", **size))
+            emit(summary("e2e_restart_cpu_agent", cpus, "s", "agent CPU exec -> programmed", **size))
             sent_note = f"goal 0; of {sum(sent)} sent at 100/s across {len(sent)} restarts"
             emit(summary("e2e_restart_ping_lost", lost, "packets", sent_note, **size))
         finally:
