@@ -137,6 +137,7 @@ class PolicyCompiler:
         self._members = ChainMap(self._endpoints, self._netsets)  # what selector ipsets draw from
         self._views: dict[str, dict[str, str]] = {}
         self._by_label = LabelIndex()  # over every view: the candidates of a selector (start-up cost)
+        self._by_label_local = LabelIndex()  # the same over the local endpoints' views only
         self._ns_labels: dict[str, dict[str, str]] = {}
         self._sa_labels: dict[tuple[str, str], dict[str, str]] = {}  # (namespace, name) → labels
         self._local: dict[str, str] = {}  # local endpoint key → interface (workloads and hosts)
@@ -332,13 +333,8 @@ class PolicyCompiler:
 
     def _local_candidates(self, selector: Selector) -> Iterable[str]:
         """The local endpoints ``selector`` may select (all of them when it has no ``==`` term)."""
-        keys = self._by_label.candidates(selector)
-        local = self._local
-        if keys is None:
-            return local
-        if len(keys) <= len(local):  # (the index holds remote endpoints too)
-            return [k for k in keys if k in local]
-        return [k for k in local if k in keys]
+        keys = self._by_label_local.candidates(selector)
+        return self._local if keys is None else keys
 
     def _set_candidates(self, spec: SetSpec) -> Mapping[str, Endpoint]:
         """The endpoints and network sets whose view may match ``spec``'s selector."""
@@ -439,6 +435,8 @@ class PolicyCompiler:
         self._by_label.update(key, old_view, view)
         self._sets.update_endpoint(key, ep, view)
         is_local = ep is not None and ep.node == self.node and bool(ep.iface)
+        was_local = key in self._local
+        self._by_label_local.update(key, old_view if was_local else None, view if is_local else None)
         old_pids = self._ep_policies.get(key, set())
         new_pids: set[str] = set()
         if is_local and view is not None:
@@ -540,12 +538,17 @@ class PolicyCompiler:
             self._render_host_iface(iface)
             return
         ep = self._endpoints[key]
-        policies = [self._policies[pid] for pid in self._ep_policies.get(key, ())]
+        pids = self._ep_policies.get(key, set())
+        policies: list[Policy] | None = None
+        memo = self._list_memo  # within one flush, the same policies and profiles: the same list chain
+        frozen = frozenset(pids)
         for direction in DIRECTIONS:
-            tiers = self._tiers(policies, direction)
-            memo, memo_key = self._list_memo, (direction, tuple(tiers), ep.profiles)
+            memo_key = (direction, frozen, ep.profiles)
             body = memo.get(memo_key) if memo is not None else None
             if body is None:
+                if policies is None:
+                    policies = [self._policies[pid] for pid in pids]
+                tiers = self._tiers(policies, direction)
                 body = policy_list_chain(direction, tiers, ep.profiles, self.config)
                 if memo is not None:
                     memo[memo_key] = body

@@ -50,3 +50,59 @@ def test_candidates_cover_every_match_as_views_change() -> None:
         index.update(key, views.pop(key), None)
     assert all(index.candidates(s) in (None, set()) for s in selectors)
     assert list(itertools.chain(index._index)) == []
+
+
+def test_compiler_selection_and_sets_match_a_full_scan_through_moves_and_relabels() -> None:
+    """The compiler's label-indexed selection equals the brute-force one while endpoints change
+    labels, move between this node and others, and policies come and go (start-up order first)."""
+    from policy.chain_names import ipset_name
+    from policy.compiler import PolicyCompiler
+    from policy.entities import Endpoint, EntityMatch, Policy, PolicyRule
+
+    rng = random.Random(7)
+    c = PolicyCompiler("n1")
+    eps: dict[str, Endpoint] = {}
+
+    def endpoint(i: int) -> Endpoint:
+        labels = {"app": f"a{rng.randrange(3)}", "svc": f"s{rng.randrange(2)}"}
+        node = "n1" if rng.random() < 0.5 else "n2"
+        return Endpoint(f"x/e{i}", "x", labels, (f"10.0.0.{i + 1}",), iface=f"cali{i}", node=node)
+
+    def policy(j: int) -> Policy:
+        rule = PolicyRule("Allow", source=EntityMatch(selector=parse(f"svc == 's{j % 2}'")))
+        sel = parse(f"app == 'a{j % 3}'" if j % 4 else "has(app)")
+        return Policy(id=f"gnp/p{j}", selector=sel, types=frozenset({"Ingress"}), ingress=(rule,))
+
+    for i in range(20):  # endpoints before policies, as in a start-up snapshot
+        c.update_endpoint(eps.setdefault(f"x/e{i}", endpoint(i)))
+    pols = {f"gnp/p{j}": policy(j) for j in range(8)}
+    for p in pols.values():
+        c.update_policy(p)
+    for step in range(300):
+        roll = rng.random()
+        if roll < 0.6:
+            i = rng.randrange(25)
+            ep = eps[f"x/e{i}"] = endpoint(i)
+            c.update_endpoint(ep)
+        elif roll < 0.75 and eps:
+            key = rng.choice(sorted(eps))
+            del eps[key]
+            c.remove_endpoint(key)
+        else:
+            j = rng.randrange(10)
+            if f"gnp/p{j}" in pols and rng.random() < 0.5:
+                del pols[f"gnp/p{j}"]
+                c.remove_policy(f"gnp/p{j}")
+            else:
+                c.update_policy(pols.setdefault(f"gnp/p{j}", policy(j)))
+        local = {k for k, e in eps.items() if e.node == "n1"}
+        for pid, p in pols.items():
+            want = {k for k in local if p.selector.matches(eps[k].labels)}
+            assert c._selected.get(pid, set()) == want, (step, pid)
+        ipsets = c.ipsets()
+        for svc in ("s0", "s1"):
+            name = ipset_name(parse(f"svc == '{svc}'").unique_id)
+            if name in ipsets:
+                want_ips = {e.ips[0] for e in eps.values() if e.labels.get("svc") == svc}
+                assert ipsets[name].members == want_ips, (step, svc)
+        c.dirty()
