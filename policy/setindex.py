@@ -40,9 +40,17 @@ class LabelIndex:
                     if not values:
                         del self._index[label]
         if new:
+            index = self._index
             for label, value in new.items():
-                if old is None or old.get(label) != value:
-                    self._index.setdefault(label, {}).setdefault(value, set()).add(key)
+                if old is not None and old.get(label) == value:
+                    continue
+                by_value = index.get(label)
+                if by_value is None:
+                    index[label] = {value: {key}}
+                elif (members := by_value.get(value)) is None:
+                    by_value[value] = {key}
+                else:
+                    members.add(key)
 
     def candidates(self, selector: Selector) -> set[str] | None:
         """A superset of the keys whose view ``selector`` matches (the smallest of its ``==``
