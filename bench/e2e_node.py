@@ -115,6 +115,14 @@ def policy_spec(j: int) -> dict[str, Any]:
     }
 
 
+def bird_static(n: int) -> str:
+    """A BIRD static protocol ``st`` of ``n`` /26 from 10.64.0.0 (blackholes: BIRD announces them)."""
+    routes = "".join(
+        f"  route 10.{64 + i // 1024}.{(i // 4) % 256}.{(i % 4) * 64}/26 blackhole;\n" for i in range(n)
+    )
+    return f"protocol static st {{ ipv4;\n{routes}}}\n"
+
+
 def parse_ping(out: str) -> tuple[int, int]:
     """(transmitted, received) from ping's summary line."""
     for line in out.splitlines():
@@ -243,6 +251,50 @@ class Node:
         for j in range(policies):
             self.put_policy(f"pol{j}", policy_spec(j))
 
+    def put_resource(self, obj: Any) -> None:
+        from felixpy.datastore.resources import encode
+
+        self.kv.put(*encode(obj))
+
+    def start_bgp_peer(self, routes: int) -> str:
+        """A BIRD 2 peer in its own namespace ``<prefix>-peer`` (10.78.0.2, iBGP AS 64512, graceful
+        restart) announcing ``routes`` /26 from 10.64.0.0 with itself as next hop, the global
+        BGPPeer that makes the agent's speaker peer with it and the IP pool 10.64.0.0/12 they
+        are in. Returns BIRD's control socket."""
+        from felixpy.resources import BGPPeer, IPPool
+
+        ns = f"{self.prefix}-peer"
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", "bgp0", "type", "veth", "peer", "name", "eth0", "netns", ns)
+        sh("ip", "addr", "add", "10.78.0.1/24", "dev", "bgp0")
+        sh("ip", "link", "set", "bgp0", "up")
+        for cmd in ("link set lo up", "addr add 10.78.0.2/24 dev eth0", "link set eth0 up",
+                    f"route add {NODE_IP.split('/')[0]}/32 via 10.78.0.1"):  # fmt: skip
+            sh("ip", "-n", ns, *cmd.split())
+        conf = (
+            "router id 10.78.0.2;\nprotocol device { }\n"
+            + bird_static(routes)
+            + "protocol bgp felix { local 10.78.0.2 as 64512; neighbor "
+            + NODE_IP.split("/")[0]
+            + " as 64512; multihop;\n  connect retry time 1; error wait time 1, 2; graceful restart on;\n"
+            + '  ipv4 { import none; export where proto = "st"; next hop self; }; }\n'
+        )
+        work = self.work / "bird"
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "bird.conf").write_text(conf)
+        sock = str(work / "bird.ctl")
+        self.bird = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "bird", "-f", "-c", str(work / "bird.conf"), "-s", sock],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait(lambda: Path(sock).exists(), 10, "bird's control socket", interval=0.05)
+        peer = {"metadata": {"name": "bench-bird"}, "spec": {"peerIP": "10.78.0.2", "asNumber": 64512}}
+        self.put_resource(BGPPeer.model_validate(peer))
+        # the other nodes' blocks: routes outside every IP pool would be refused (Calico's import filter)
+        pool = {"cidr": "10.64.0.0/12", "blockSize": 26, "ipipMode": "Never", "vxlanMode": "Never"}
+        self.put_resource(IPPool.model_validate({"metadata": {"name": "bench-remote"}, "spec": pool}))
+        return sock
+
     def load_remote(self, count: int) -> None:
         """``count`` endpoints of 50 other nodes (no veth: the agent keeps them for selectors)."""
         from concurrent.futures import ThreadPoolExecutor
@@ -267,6 +319,15 @@ class Node:
         log = open(self.work / "agent.log", "ab")  # noqa: SIM115 (handed to the child)
         start = time.perf_counter()
         self.agent = subprocess.Popen([str(VENV_BIN / "felixpy"), "node"], stdout=log, stderr=log, env=env)
+        spy = os.environ.get("FPE_PYSPY")  # profiling only: "<file>:<seconds>", py-spy record of the agent
+        if spy:
+            self.spied = getattr(self, "spied", 0) + 1
+            out, _, secs = spy.rpartition(":")
+            subprocess.Popen(
+                [str(VENV_BIN / "py-spy"), "record", "--nonblocking", "-r", "100", "-f", "raw", "-d", secs,
+                 "-o", f"{out}.{self.spied}", "--pid", str(self.agent.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
         log.close()
         return start
 
@@ -288,6 +349,10 @@ class Node:
 
     def close(self) -> None:
         self.stop_agent()
+        bird = getattr(self, "bird", None)
+        if bird is not None and bird.poll() is None:
+            bird.kill()
+            bird.wait(10)
         if self.etcd is not None and self.etcd.poll() is None:
             self.etcd.kill()
             self.etcd.wait(10)
@@ -308,6 +373,15 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads (not its children), from /proc/<pid>/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def descendants(pid: int) -> list[int]:

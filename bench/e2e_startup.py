@@ -11,6 +11,7 @@ policy selects them). Then, each timed from the exec of ``felixpy node``:
   e2e_start_ready          exec -> ``/readiness`` answers 200 (polled every 20 ms)
   e2e_start_programmed     exec -> every endpoint's /32 route and its ``cali-tw-`` chain in the
                            kernel (``ip route show``, ``iptables-save -t filter``; polled)
+  e2e_start_cpu_agent      the agent's CPU seconds (user+sys, /proc) from exec to programmed
   e2e_start_rss_agent      the agent's RSS 5 s after it is programmed (MB)
   e2e_start_rss_speaker    RSS of the agent's children (ExaBGP with ``--bgp``; 0 without)
   e2e_restart_*            the same two times for ``--restarts`` restarts (SIGTERM, wait for the
@@ -19,11 +20,16 @@ policy selects them). Then, each timed from the exec of ``felixpy node``:
                            each restart (reference: packets sent)
 
 The first start is on an empty kernel (one sample: e2e_start_*); restarts give p50/p99 over
-``--restarts``. Left out: learned BGP routes (``--bgp`` starts the speaker with no peer);
-remote endpoints unless ``--remote`` (endpoints of 50 other nodes, no veth); the Kubernetes API;
+``--restarts``. Remote endpoints are endpoints of 50 other nodes (no veth);
+left out: the Kubernetes API;
 IPv6; CNI and pod creation; established TCP flows (ping is ICMP, so conntrack state is not what
 keeps it going); the kernel's state at a cold boot (the first start
 only has empty tables, not a fresh kernel).
+
+Sizes (issue 15): x10 = 1,000 local endpoints, 500 policies, 10,000 remote endpoints and, with
+``--bgp``, 10,000 learned routes: a BIRD 2 peer (its own namespace, iBGP, graceful restart)
+announces that many /26 and "programmed" waits for all of them in the kernel (protocol 81).
+x1 and x5 scale remote endpoints and routes the same way (10 per local endpoint).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from pathlib import Path
 
 from bench.e2e_node import (
     Node,
+    cpu_seconds,
     descendants,
     emit,
     outer,
@@ -58,7 +65,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--size", default="small", help="small (20/10), x1 (100/50), x5, x10 (1000/500)")
     ap.add_argument("--endpoints", type=int, help="override the size's endpoint count")
     ap.add_argument("--policies", type=int, help="override the size's policy count")
-    ap.add_argument("--remote", type=int, default=0, help="endpoints of other nodes (issue 15: 10,000)")
+    ap.add_argument(
+        "--remote", type=int, help="endpoints of other nodes (default 10 per local one; issue 15: 10,000)"
+    )
+    ap.add_argument(
+        "--routes", type=int,
+        help="/26 a BIRD 2 peer announces (needs --bgp; default 10 per local endpoint with --bgp, else 0)",
+    )  # fmt: skip
     ap.add_argument("--restarts", type=int, default=8, help="restarts timed, each with a ping flow")
     ap.add_argument("--bgp", action="store_true", help="start the BGP speaker too (no peers)")
     ap.add_argument("--in-ns", action="store_true", help=argparse.SUPPRESS)
@@ -66,16 +79,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.n, args.m = size_of(args.size, args.endpoints, args.policies)
     if args.restarts < 1:
         raise ValueError("--restarts must be >= 1")
+    if args.remote is None:
+        args.remote = 10 * args.n if args.endpoints is None else 0
+    if args.routes is None:
+        args.routes = 10 * args.n if args.bgp and args.endpoints is None else 0
     if args.remote < 0:
         raise ValueError("--remote must be >= 0")
+    if args.routes < 0 or args.routes > 65536:
+        raise ValueError("--routes must be in 0..65536")
+    if args.routes and not args.bgp:
+        raise ValueError("--routes needs --bgp (the agent's speaker learns them)")
     return args
 
 
-def programmed(n: int, ipt: str = "iptables") -> bool:
-    """Every endpoint's /32 route and its to-workload chain are in the kernel."""
+def programmed(n: int, ipt: str = "iptables", learned: int = 0) -> bool:
+    """Every endpoint's /32 route and its to-workload chain are in the kernel, and ``learned``
+    BGP routes (protocol 81) of the peer's 10.64.0.0/12."""
     routes = sh("ip", "-4", "route", "show", "proto", "80", check=False).stdout
     if sum(f"dev calie{i:05d} " in routes for i in range(n)) < n:
         return False
+    if learned:
+        bgp = sh("ip", "-4", "route", "show", "proto", "81", "root", "10.64.0.0/12", check=False).stdout
+        if bgp.count("\n") < learned:
+            return False
     chains = sh(f"{ipt}-save", "-t", "filter", check=False).stdout
     return all(f":cali-tw-calie{i:05d} " in chains for i in range(n))
 
@@ -107,14 +133,19 @@ def wire_pods(node: Node) -> list[str]:
     return names
 
 
-def start_timed(node: Node, n: int, extra: dict[str, str]) -> tuple[float, float]:
-    """Exec the agent; seconds from the exec to ready and to fully programmed."""
+def start_timed(
+    node: Node, n: int, extra: dict[str, str], learned: int = 0
+) -> tuple[float, float, float]:
+    """Exec the agent; seconds from the exec to ready and to fully programmed, and the agent's CPU
+    seconds by then (what the load average does not change much)."""
     start = node.exec_agent(**extra)
     wait(node.ready, 300, "readiness", interval=0.02)
     t_ready = time.perf_counter() - start
     ipt = node.iptables()
-    wait(lambda: programmed(n, ipt), 300, "every route and chain", interval=0.05)
-    return t_ready, time.perf_counter() - start
+    wait(lambda: programmed(n, ipt, learned), 300, "every route and chain", interval=0.05)
+    t_prog = time.perf_counter() - start
+    assert node.agent is not None
+    return t_ready, t_prog, cpu_seconds(node.agent.pid)
 
 
 def inner(args: argparse.Namespace) -> int:
@@ -123,6 +154,7 @@ def inner(args: argparse.Namespace) -> int:
         "endpoints": args.n,
         "policies": args.m,
         "remote": args.remote,
+        "routes": args.routes,
         "size": args.size,
         "bgp": args.bgp,
     }
@@ -132,12 +164,15 @@ def inner(args: argparse.Namespace) -> int:
             node.start_etcd()
             node.load(args.n, args.m)
             node.load_remote(args.remote)
+            if args.routes:
+                node.start_bgp_peer(args.routes)
             pods = wire_pods(node)
-            t_ready, t_prog = start_timed(node, args.n, extra)
+            t_ready, t_prog, cpu = start_timed(node, args.n, extra, args.routes)
             emit(summary("e2e_start_ready", [t_ready], "s", "goal <= 2 s (with 1,000 endpoints)", **size))
             emit(
                 summary("e2e_start_programmed", [t_prog], "s", "goal <= 2 s; exec -> routes + chains", **size)
             )
+            emit(summary("e2e_start_cpu_agent", [cpu], "s", "agent CPU, exec -> programmed", **size))
             time.sleep(5)
             assert node.agent is not None
             agent_rss = rss_mb(node.agent.pid)
@@ -148,7 +183,7 @@ def inner(args: argparse.Namespace) -> int:
             src = pods[0]
             one_ping = ("ip", "netns", "exec", src, "ping", "-c", "1", "-W", "1", PODS[1][1])
             wait(lambda: " 1 received" in sh(*one_ping, check=False).stdout, 60, "pod A reaches pod B", 0.2)
-            ready, prog, lost, sent = [], [], [], []
+            ready, prog, cpus, lost, sent = [], [], [], [], []
             for _ in range(args.restarts):
                 ping = subprocess.Popen(
                     ["ip", "netns", "exec", src, "ping", "-n", "-i", "0.01", PODS[1][1]],
@@ -156,17 +191,19 @@ def inner(args: argparse.Namespace) -> int:
                 )  # fmt: skip
                 time.sleep(1)
                 node.stop_agent(signal.SIGTERM)
-                r, p = start_timed(node, args.n, extra)
+                r, p, c = start_timed(node, args.n, extra, args.routes)
                 time.sleep(1)
                 ping.send_signal(signal.SIGINT)
                 out, _ = ping.communicate(timeout=30)
                 tx, rx = parse_ping(out)
                 ready.append(r)
                 prog.append(p)
+                cpus.append(c)
                 lost.append(tx - rx)
                 sent.append(tx)
             emit(summary("e2e_restart_ready", ready, "s", "SIGTERM'd agent replaced; exec -> 200", **size))
             emit(summary("e2e_restart_programmed", prog, "s", "exec -> routes + chains present", **size))
+            emit(summary("e2e_restart_cpu_agent", cpus, "s", "agent CPU exec -> programmed", **size))
             sent_note = f"goal 0; of {sum(sent)} sent at 100/s across {len(sent)} restarts"
             emit(summary("e2e_restart_ping_lost", lost, "packets", sent_note, **size))
         finally:

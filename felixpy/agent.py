@@ -168,8 +168,11 @@ class Agent:
             from felixpy.runtime.node_status import NodeStatusReporter
 
             self.node_status = NodeStatusReporter(self.backend, self.settings.nodename, self.bgp).start()
+        trimmer = interpreter.HeapTrimmer()  # start-up's peak given back (felixpy.interpreter)
         while not self.stop.wait(0.5):
             self.metrics.in_sync.set(1 if self.writer.in_sync.is_set() else 0)
+            if self.writer.in_sync.is_set():
+                trimmer.poll(time.monotonic())
             self.metrics.orphaned_endpoints.set(len(getattr(self.dataplane, "orphans", ())))
             failure = self.failure()
             if failure is not None:
@@ -442,6 +445,7 @@ def _serve_http(agent: Agent) -> None:
 
 def run_node(settings: Settings, env: dict[str, str]) -> int:
     started = time.monotonic()
+    interpreter.limit_malloc_arenas()  # before the threads start (felixpy.interpreter)
     restarts = _int(env.get(RESTARTS_ENV))
     target = env.get(TARGET_ENV) or None
     agent = build(settings, env)

@@ -93,9 +93,9 @@ from policy.hostendpoints import (
 )
 from policy.rpf import rpf_skip_chain, version_prefixes
 from policy.rules import render_policy
-from policy.selector import b64hash
+from policy.selector import Selector, b64hash
 from policy.set_specs import SetSpec, net_set
-from policy.setindex import SetIndex
+from policy.setindex import LabelIndex, SetIndex
 from policy.tiers import Tiers, tier_info
 
 ChainKey = tuple[Table, str]
@@ -137,6 +137,8 @@ class PolicyCompiler:
         self._netsets: dict[str, Endpoint] = {}  # network set key → the set as an Endpoint
         self._members = ChainMap(self._endpoints, self._netsets)  # what selector ipsets draw from
         self._views: dict[str, dict[str, str]] = {}
+        self._by_label = LabelIndex()  # over every view: the candidates of a selector (start-up cost)
+        self._by_label_local = LabelIndex()  # the same over the local endpoints' views only
         self._ns_labels: dict[str, dict[str, str]] = {}
         self._sa_labels: dict[tuple[str, str], dict[str, str]] = {}  # (namespace, name) → labels
         self._local: dict[str, str] = {}  # local endpoint key → interface (workloads and hosts)
@@ -240,7 +242,7 @@ class PolicyCompiler:
             new_sel = set(old_sel)
         elif p.tier in self.tiers:
             views = self._views
-            new_sel = {k for k in self._local if p.enforced_on(views[k])}
+            new_sel = {k for k in self._local_candidates(p.selector) if p.enforced_on(views[k])}
         else:
             new_sel = set()  # its tier does not exist: not applied
         affected = old_sel ^ new_sel
@@ -326,11 +328,27 @@ class PolicyCompiler:
                 sets |= used
             else:
                 self._drop(("filter", policy_chain(p.id, direction)))
-        for spec in sets:
-            self._sets.acquire(spec, self._members, self._views)
+        for spec in sets:  # a set already in use is only counted: no candidates needed
+            self._sets.acquire(
+                spec, {} if spec.name in self._sets else self._set_candidates(spec), self._views
+            )
         for spec in self._policy_sets.get(p.id, frozenset()):
             self._sets.release(spec)
         self._policy_sets[p.id] = frozenset(sets)
+
+    def _local_candidates(self, selector: Selector) -> Iterable[str]:
+        """The local endpoints ``selector`` may select (all of them when it has no ``==`` term)."""
+        keys = self._by_label_local.candidates(selector)
+        return self._local if keys is None else keys
+
+    def _set_candidates(self, spec: SetSpec) -> Mapping[str, Endpoint]:
+        """The endpoints and network sets whose view may match ``spec``'s selector."""
+        selector = getattr(spec, "selector", None)
+        keys = self._by_label.candidates(selector) if selector is not None else None
+        if keys is None:
+            return self._members
+        endpoints, netsets = self._endpoints, self._netsets  # (a ChainMap's lookups are slow)
+        return {k: endpoints.get(k) or netsets[k] for k in keys if k in endpoints or k in netsets}
 
     def _deactivate(self, pid: str) -> None:
         for direction in DIRECTIONS:
@@ -370,10 +388,12 @@ class PolicyCompiler:
         """A network set's view changed: only the members of the ipsets in use change."""
         ep = self._netsets.get(key)
         view = None
+        old_view = self._views.get(key)
         if ep is None:
             self._views.pop(key, None)
         else:
             view = self._views[key] = label_view(ep, self._ns_labels.get(ep.namespace or ""))
+        self._by_label.update(key, old_view, view)
         self._sets.update_endpoint(key, ep, view)
 
     def update_namespace(self, namespace: Namespace) -> None:
@@ -410,14 +430,18 @@ class PolicyCompiler:
     def _reindex(self, key: str) -> None:
         ep = self._endpoints.get(key)
         view = None
+        old_view = self._views.get(key)
         if ep is None:
             self._views.pop(key, None)
         else:
             ns_labels = self._ns_labels.get(ep.namespace) if ep.namespace else None
             sa_labels = self._sa_labels.get((ep.namespace or "", ep.service_account or ""))
             view = self._views[key] = label_view(ep, ns_labels, sa_labels)
+        self._by_label.update(key, old_view, view)
         self._sets.update_endpoint(key, ep, view)
         is_local = ep is not None and ep.node == self.node and bool(ep.iface)
+        was_local = key in self._local
+        self._by_label_local.update(key, old_view if was_local else None, view if is_local else None)
         old_pids = self._ep_policies.get(key, set())
         new_pids: set[str] = set()
         if is_local and view is not None:

@@ -20,6 +20,7 @@ from ipaddress import ip_interface, ip_network
 from typing import Any
 
 from felixpy.resources.endpoint import EndpointPort, HostEndpoint, WorkloadEndpoint
+from felixpy.resources.fields import canonical_v4_host
 from felixpy.resources.k8s import (
     K8sNetworkPolicy,
     LabelSelector,
@@ -358,7 +359,7 @@ def endpoint_from_wep(wep: WorkloadEndpoint) -> Endpoint:
         key=f"{ns}/{wep.name}",
         namespace=ns,
         labels=dict(wep.metadata.labels),
-        ips=tuple(str(ip_interface(n).ip) for n in spec.ip_networks),
+        ips=tuple(n[:-3] if canonical_v4_host(n) else str(ip_interface(n).ip) for n in spec.ip_networks),
         ports=tuple(_named_ports(spec.ports)),
         iface=spec.interface_name,
         node=spec.node,

@@ -359,3 +359,16 @@ def map_labels(node: Selector, rename: Callable[[str], str]) -> Selector:
         case Or(operands):
             return Or(tuple(map_labels(o, rename) for o in operands))
     return node
+
+
+def required_equalities(node: Selector) -> list[tuple[str, str]]:
+    """``(key, value)`` pairs every match must carry: ``key == value`` terms, alone or in an
+    ``&&``. A label index (``policy.setindex.LabelIndex``) turns any of them into the only
+    candidates worth evaluating the whole selector on; empty when there is none."""
+    if isinstance(node, Compare) and node.op == "==":
+        return [(node.key, node.value)]
+    if isinstance(node, In) and not node.negated and len(node.values) == 1:
+        return [(node.key, next(iter(node.values)))]
+    if isinstance(node, And):
+        return [pair for operand in node.operands for pair in required_equalities(operand)]
+    return []

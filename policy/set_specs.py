@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from ipaddress import ip_network
 
 from felixpy.dataplane.kernel_objects import IpSet
@@ -28,6 +29,7 @@ def member_address(addr: str) -> str:
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
+@lru_cache(maxsize=1 << 14)  # an endpoint's addresses are read once per set it may join
 def net_members(addr: str) -> tuple[str, ...]:
     """``member_address``, except that a /0 is its two /1 halves: ``hash:net`` refuses a prefix length
     of 0 (as Felix, which splits it the same way)."""
@@ -47,8 +49,13 @@ def _family(version: int) -> str:
     return "inet" if version == 4 else "inet6"
 
 
+def _version(addr: str) -> int:
+    """4 or 6 of a validated address or CIDR (only IPv6's text form has a colon)."""
+    return 6 if ":" in addr else 4
+
+
 def _ips(ep: Endpoint, version: int) -> list[str]:
-    return [ip for ip in ep.ips if ip_network(ip, strict=False).version == version]
+    return [ip for ip in ep.ips if _version(ip) == version]
 
 
 @dataclass(frozen=True, slots=True)

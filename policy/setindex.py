@@ -11,7 +11,58 @@ from collections.abc import Iterable, Mapping
 
 from felixpy.dataplane.kernel_objects import IpSet
 from policy.entities import Endpoint
+from policy.selector import Selector, required_equalities
 from policy.set_specs import SetSpec
+
+
+class LabelIndex:
+    """label → value → keys of the label views holding it: the candidates of a selector with a
+    ``key == value`` term (``candidates``), so a new policy or set evaluates its selector on the
+    endpoints that can match instead of on all of them (1,000 local and 10,000 remote endpoints
+    x 500 policies at start-up). Kept in step with the views by ``update``."""
+
+    __slots__ = ("_index",)
+
+    def __init__(self) -> None:
+        self._index: dict[str, dict[str, set[str]]] = {}
+
+    def update(self, key: str, old: Mapping[str, str] | None, new: Mapping[str, str] | None) -> None:
+        """The view of ``key`` went from ``old`` to ``new`` (None: absent)."""
+        if old:
+            for label, value in old.items():
+                if new is not None and new.get(label) == value:
+                    continue
+                values = self._index[label]
+                keys = values[value]
+                keys.discard(key)
+                if not keys:
+                    del values[value]
+                    if not values:
+                        del self._index[label]
+        if new:
+            index = self._index
+            for label, value in new.items():
+                if old is not None and old.get(label) == value:
+                    continue
+                by_value = index.get(label)
+                if by_value is None:
+                    index[label] = {value: {key}}
+                elif (members := by_value.get(value)) is None:
+                    by_value[value] = {key}
+                else:
+                    members.add(key)
+
+    def candidates(self, selector: Selector) -> set[str] | None:
+        """A superset of the keys whose view ``selector`` matches (the smallest of its ``==``
+        terms' key sets), or None when it has no such term (every key is a candidate)."""
+        best: set[str] | None = None
+        for label, value in required_equalities(selector):
+            keys = self._index.get(label, {}).get(value)
+            if keys is None:
+                return set()
+            if best is None or len(keys) < len(best):
+                best = keys
+        return best
 
 
 class SetIndex:

@@ -220,14 +220,9 @@ class WorkloadLinks:
 
     def names(self) -> list[str]:
         """Names of the workload interfaces (``<prefix>*`` veths) in the node namespace."""
-        with open_iproute(self.host_netns) as ipr:
-            names = []
-            for msg in ipr.get_links():
-                name = msg.get_attr("IFLA_IFNAME")
-                info = msg.get_attr("IFLA_LINKINFO")
-                kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-                if name.startswith(self.prefix) and kind == "veth":
-                    names.append(name)
+        with self._conversation(self.host_netns) as conv:
+            links = conv.link_kinds()
+        names = [name for name, kind in links if name.startswith(self.prefix) and kind == "veth"]
         return sorted(names)
 
     def remove_stale(self, wanted: Iterable[str]) -> list[str]:

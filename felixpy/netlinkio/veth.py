@@ -157,6 +157,35 @@ def parse_link(payload: bytes) -> LinkInfo:
     return LinkInfo(index, name, mac, peer)
 
 
+def pack_dump_links(*, seq: int) -> bytes:
+    """RTM_GETLINK dump of every interface of the namespace."""
+    body = _IFINFOMSG.pack(nl.AF_UNSPEC, 0, 0, 0, 0)
+    return struct.pack("=IHHII", 16 + len(body), RTM_GETLINK, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, seq, 0) + body
+
+
+def link_name_kind(payload: bytes) -> tuple[str, str]:
+    """(name, IFLA_INFO_KIND or "") of an RTM_NEWLINK payload; reads nothing else."""
+    name = kind = ""
+    offset = _IFINFOMSG.size
+    while offset + 4 <= len(payload):
+        length, attr = struct.unpack_from("=HH", payload, offset)
+        if length < 4:
+            break
+        if attr == IFLA_IFNAME:
+            name = payload[offset + 4 : offset + length].split(b"\0", 1)[0].decode(errors="replace")
+        elif attr == IFLA_LINKINFO:
+            inner, end = offset + 4, offset + length
+            while inner + 4 <= end:
+                ilen, ikind = struct.unpack_from("=HH", payload, inner)
+                if ilen < 4:
+                    break
+                if ikind == IFLA_INFO_KIND:
+                    kind = payload[inner + 4 : inner + ilen].split(b"\0", 1)[0].decode(errors="replace")
+                inner += (ilen + 3) & ~3
+        offset += (length + 3) & ~3
+    return name, kind
+
+
 class Conversation:
     """Requests over one raw rtnetlink socket (opened by the caller, in the namespace it wants;
     owned from then on). Not thread-safe: one per step of one caller."""
@@ -194,6 +223,24 @@ class Conversation:
                     links[seq] = payload
         self.last_codes = codes
         return codes, links
+
+    def link_kinds(self) -> list[tuple[str, str]]:
+        """(name, kind) of every interface in the socket's namespace: one RTM_GETLINK dump, parsed
+        for those two attributes only (pyroute2 decodes every attribute of every link)."""
+        seq = self.seq()
+        self.sock.sendall(pack_dump_links(seq=seq))
+        out: list[tuple[str, str]] = []
+        while True:
+            for kind, got, payload in nl.messages(self.sock.recv(1 << 20)):
+                if got != seq:
+                    continue
+                if kind == nl.NLMSG_DONE:
+                    return out
+                if kind == nl.NLMSG_ERROR:
+                    code = nl.error_code(payload)
+                    raise NetlinkFailure(code, "dumping links")
+                if kind == RTM_NEWLINK:
+                    out.append(link_name_kind(payload))
 
     def check(self, requests: Sequence[Request]) -> dict[int, bytes]:
         """:meth:`run`, raising :class:`NetlinkFailure` for the first request that failed (in

@@ -35,8 +35,10 @@ def pick(addresses: list[HostAddress], method: str) -> HostAddress | None:
 
 
 def host_addresses() -> list[HostAddress]:
+    # if_nameindex, not a pyroute2 link dump: a node with thousands of veths decoded every
+    # attribute of every link just to name the few that carry an IPv4 address
+    names = dict(socket.if_nameindex())
     with IPRoute() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
         out = []
         for msg in ipr.get_addr(family=socket.AF_INET):
             if msg["scope"] != 0:  # global only

@@ -102,12 +102,16 @@ class SyncSources:
     # ---- resources ----------------------------------------------------------------------
     def _on_updates(self, events: list[Any]) -> None:
         for ev in events:
-            obj = _felix_config(ev) if ev.kind is FelixConfiguration else ev.obj if ev.type == "put" else None
             key = (ev.namespace or "", ev.name)
             kind = (
                 "K8sNetworkPolicy" if ev.kind is K8sNetworkPolicy else ev.kind.KIND
             )  # both KIND NetworkPolicy
-            self.writer.submit(ResourceMsg(kind, key, obj, ev.revision))
+            if ev.kind is FelixConfiguration:
+                self.writer.submit(ResourceMsg(kind, key, _felix_config(ev), ev.revision))
+            elif ev.type == "put":  # the model is built by the writer (ResourceMsg.event)
+                self.writer.submit(ResourceMsg(kind, key, None, ev.revision, event=ev))
+            else:
+                self.writer.submit(ResourceMsg(kind, key, None, ev.revision))
 
     def _on_status(self, status: str) -> None:
         log.info("datastore.status", status=status, source="resources")

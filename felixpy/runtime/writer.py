@@ -59,6 +59,10 @@ class ResourceMsg:
     obj: Any | None
     revision: int = 0
     local: bool = False
+    # A datastore event whose ``obj`` is built here, in the writer, when the message is processed
+    # (``obj`` is then unused): a start-up snapshot of 11,000 endpoints queued as models held
+    # them all at once, as raw JSON it holds a few MB and builds one model at a time.
+    event: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,4 +234,4 @@ class Writer:
                 if msg.revision and msg.revision < newest_local:
                     return  # stale: a CNI write newer than this event was already applied
                 del self._local_revs[ident]
-        self.graph.on_resource(msg.kind, msg.key, msg.obj)
+        self.graph.on_resource(msg.kind, msg.key, msg.obj if msg.event is None else msg.event.obj)

@@ -168,3 +168,18 @@ def test_turning_it_off_clears_key_and_rule_then_drains_the_device(nodes: dict) 
     assert "wireguard.cali" not in a["ns"].run("ip", "link")
     assert not Path(a["driver"].conf_path).exists()
     assert ping(env)
+
+
+def test_sync_table_to_nothing_removes_what_is_left_and_skips_an_empty_table(netns) -> None:  # type: ignore[no-untyped-def]
+    """WireGuard off (every start): a table with leftovers is emptied, an empty one is left alone
+    after one header-only dump; tables above 255 (RTA_TABLE) too. No WireGuard module needed."""
+    from felixpy.dataplane import wireguard as wg
+
+    ns = netns("wgt")
+    for table in (77, 1000):
+        ns.run("ip", "route", "add", "throw", "10.9.0.0/24", "table", str(table), "proto", "80")
+        ns.run("ip", "route", "add", "10.8.0.0/24", "dev", "lo", "table", str(table + 1))  # a neighbour
+        assert wg.sync_table({}, device="wg-none", table=table, netns=ns.name) == (0, 1)
+        assert ns.run("ip", "route", "show", "table", str(table)).strip() == ""
+        assert wg.sync_table({}, device="wg-none", table=table, netns=ns.name) == (0, 0)
+        assert "10.8.0.0/24" in ns.run("ip", "route", "show", "table", str(table + 1))

@@ -58,3 +58,18 @@ def test_parse_link_reads_index_name_mac_and_the_veth_peer() -> None:
         size = 4 + len(payload)
         body += struct.pack("=HH", size, kind) + payload + b"\0" * (-size & 3)
     assert veth.parse_link(body) == veth.LinkInfo(17, "cali1", "ee:ee:ee:ee:ee:ee", 2)
+
+
+def test_link_dump_request_and_name_kind_of_each_link() -> None:
+    data = veth.pack_dump_links(seq=9)
+    length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", data)
+    assert (length, kind, seq) == (len(data), veth.RTM_GETLINK, 9)
+    assert flags & 0x301 == 0x301  # REQUEST | DUMP
+    # ifinfomsg, IFLA_IFNAME, IFLA_LINKINFO { IFLA_INFO_KIND "veth" }, as the kernel sends them
+    info = struct.pack("=HH", 9, 1) + b"veth\0" + b"\0" * 3
+    body = struct.pack("=BxHiII", 0, 1, 17, 0, 0)
+    body += struct.pack("=HH", 11, 3) + b"cali01\0" + b"\0"
+    body += struct.pack("=HH", 4 + len(info), 18) + info
+    assert veth.link_name_kind(body) == ("cali01", "veth")
+    plain = struct.pack("=BxHiII", 0, 1, 1, 0, 0) + struct.pack("=HH", 7, 3) + b"lo\0" + b"\0"
+    assert veth.link_name_kind(plain) == ("lo", "")
