@@ -64,6 +64,11 @@ class ResourceMsg:
     # them all at once, as raw JSON it holds a few MB and builds one model at a time.
     event: Any = None
 
+    @property
+    def deleted(self) -> bool:
+        """The resource is gone (no model, and no event to build one from)."""
+        return self.obj is None and self.event is None
+
 
 @dataclass(frozen=True, slots=True)
 class BlockMsg:

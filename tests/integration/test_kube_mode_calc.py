@@ -423,7 +423,7 @@ def _steps(cluster: Cluster, agent: Agent) -> None:
     web = ("web", "10.80.0.5", {"app": "web", "tier": "front"})
     _expect(agent, (web, cache), inputs, "changes made across a compaction")
     agent.until(lambda: agent.sources.syncer.status == "in-sync", "in-sync after the compaction")
-    after = [(m.kind, m.key, m.obj is None) for m in agent.writer.msgs[seen:]]
+    after = [(m.kind, m.key, m.deleted) for m in agent.writer.msgs[seen:]]
     assert sorted(after) == sorted(
         [
             ("WorkloadEndpoint", ("shop", wep_name(ME, "k8s", "api", "eth0")), True),
