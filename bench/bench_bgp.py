@@ -13,7 +13,9 @@ For experiments, ``BENCH_WIRE=0`` (the reflector on text commands), ``BENCH_REAC
 and ``BENCH_EXABGP`` (a binary, e.g. stock ``exabgp`` instead of ``bgp.exabgp_launch``) change
 our reflector's ExaBGP; ``BENCH_GC_DEFAULT=1`` keeps CPython's collector and thread-switch
 settings instead of the agent's (``felixpy.interpreter``), ``BENCH_SWITCH=<seconds>`` sets the
-switch interval.
+switch interval, ``BENCH_INSTALL=1`` has our reflector install the routes in its namespace's
+kernel as well (as Calico's reflectors do; by default it does not, and BIRD's reflector here has
+no kernel protocol either).
 
     .venv/bin/python -m bench.bench_bgp [--only install,reflect,mesh] [--routes 10000] [--nodes 10]
 """
@@ -242,7 +244,7 @@ def our_reflector(rr_ns: str, work: Path) -> BGPService:
         "rr",
         work / "rr",
         netns=rr_ns,
-        install_routes=False,
+        install_routes=os.environ.get("BENCH_INSTALL") == "1",  # 1: the reflector installs what it reflects
         reflector_reactor_speed=speed,
         exabgp=exabgp,
         wire_reflector=wire_mode,
