@@ -460,6 +460,12 @@ class Engine:
                     policy, peer_node=spec.peer_node, originator_id=attrs.originator_id, next_hop=next_hop
                 )
                 reasons = prefix_reasons(prefixes, policy, announcers=who)
+            if rules is None and not any(reasons):  # all accepted (reasons are non-empty text)
+                accepted += routes
+                if rejected:
+                    for prefix in prefixes:
+                        rejected.pop(prefix, None)
+                continue
             for route, reason in zip(routes, reasons, strict=True):
                 if reason is None and rules is not None:
                     reason, route = self._filtered(spec, route)
