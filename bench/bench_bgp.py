@@ -213,8 +213,7 @@ CLIENTS = [f"10.0.1.{11 + i}" for i in range(4)]
 def reflect_setup(n: int, work: Path, fabric: Fabric) -> tuple[str, list[str], str, str]:
     """Source BIRD, 4 client BIRDs, an idle namespace per reflector.
 
-    Every BIRD logs to ``bird.log`` with millisecond stamps (route traces are switched on only
-    around a withdrawal, see ``last_removed``). Returns the source's and clients' control sockets
+    Returns the source's and clients' control sockets
     and the two reflector namespaces."""
     rr_ns = fabric.attach("rro", f"{RR_OURS}/24")
     bird_rr_ns = fabric.attach("rrb", f"{RR_BIRD}/24")
@@ -226,8 +225,7 @@ def reflect_setup(n: int, work: Path, fabric: Fabric) -> tuple[str, list[str], s
     clients = []
     for i, address in enumerate(CLIENTS):
         ns = fabric.attach(f"c{i}", f"{address}/24")
-        log_file = work / f"c{i}" / "bird.log"
-        conf = f'log "{log_file}" all;\n{LOG_STAMPS}router id {address};\n{STAMPS}protocol device {{ }}\n'
+        conf = f"router id {address};\n{STAMPS}protocol device {{ }}\n"
         for name, rr in (("p_ours", RR_OURS), ("p_bird", RR_BIRD)):
             conf += bird_session(name, address, rr, "import all; export none;")
         clients.append(start_bird(ns, work / f"c{i}", conf))
@@ -274,8 +272,6 @@ def bird_reflector_conf() -> str:
 
 
 ROUTE_TIME = re.compile(r"\[(\S+) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})")
-LOG_STAMPS = "timeformat log iso long ms;\n"
-LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) <TRACE> (\S+) > removed ")
 
 
 def bird_route_times(sock: str, protocol: str) -> list[float]:
@@ -294,27 +290,62 @@ def bird_route_times(sock: str, protocol: str) -> list[float]:
     ]
 
 
-def removed_times(log_text: str, protocol: str) -> list[float]:
-    """When each route of ``protocol`` left that BIRD's table, from its log with route traces on
-    (``debug <protocol> { routes }``: one ``<TRACE> protocol.ipv4 > removed prefix`` line per
-    route, stamped with the realtime clock in ms), in epoch seconds."""
-    return [
-        datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
-        for m in map(LOG_LINE.match, log_text.splitlines())
-        if m and m.group(2).split(".")[0] == protocol
-    ]
+KEEPALIVE_LEN = 19  # a BGP KEEPALIVE's TCP payload; anything longer from a reflector is an UPDATE here
 
 
-def time_reflection(source: str, clients: list[str], protocol: str, n: int) -> dict[str, float]:
+class Capture:
+    """tcpdump on a reflector's interface: the TCP segments it sends whose payload is longer than
+    a KEEPALIVE (so UPDATEs), stamped by the kernel as they leave (realtime clock)."""
+
+    def __init__(self, ns: str, sender: str, path: Path) -> None:
+        self.path = path
+        self.summary = ""
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "tcpdump", "--immediate-mode", "-i", "eth0", "-n", "-U", "-Z", "root",
+             "-w", str(path), f"src host {sender} and tcp"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert self.proc.stderr is not None
+        first = self.proc.stderr.readline()  # "listening on br0 ...": capturing from here on
+        if "listening" not in first:
+            self.proc.kill()
+            raise SystemExit(f"tcpdump did not start: {first.strip()}")
+
+    def stop(self) -> list[float]:
+        """Stop; the capture times of the segments, in epoch seconds."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        assert self.proc.stderr is not None
+        self.summary = " ".join(self.proc.stderr.read().split())  # tcpdump's packet counts
+        out = subprocess.run(
+            ["tcpdump", "-q", "-tt", "-n", "-r", str(self.path)], capture_output=True, text=True, timeout=60
+        ).stdout
+        times = []
+        for line in out.splitlines():
+            payload = line.rpartition(" ")[2]  # -q: "<time> IP a.port > b.port: tcp <payload length>"
+            if line[:1].isdigit() and payload.isdigit() and int(payload) > KEEPALIVE_LEN:
+                times.append(float(line.split()[0]))
+        return times
+
+
+def time_reflection(
+    source: str, clients: list[str], protocol: str, n: int, *, reflector_ns: str, reflector: str
+) -> dict[str, float]:
     """Announce: from the source importing its N static routes to the last of them reaching the
     last client, both read from BIRD's own millisecond route stamps, so the result does not
     depend on how often we poll. The poll only says when to look, and runs every
     ``ANNOUNCE_POLL`` s: our reflector shares this process (and its GIL) with the poll, BIRD's
-    does not, so a busy poll would slow only ours. Withdraw: from just before ``birdc disable st``
-    at the source to the last client's last ``removed`` route trace (BIRD's own millisecond log
-    stamps). The traces are on at the clients, for that protocol only, only while withdrawing:
-    one log line per route at each client, the same cost for both reflectors — it adds to both
-    figures and so narrows the ratio (docs/perf-bgp.md §2)."""
+    does not, so a busy poll would slow only ours. Withdraw (no stamps: a removed route leaves
+    none): from just before ``birdc disable st`` at the source to the last UPDATE segment the
+    reflector sent, as tcpdump on its interface stamps it (``Capture``); that all 4 clients lost all
+    N routes is still checked by polling. The clients' own processing of the last withdrawals is
+    left out (the same clients for both reflectors)."""
     sh("birdc", "-s", source, "enable", "st")
     wait(
         lambda: all(bird_routes(c, protocol) >= n for c in clients),
@@ -327,28 +358,21 @@ def time_reflection(source: str, clients: list[str], protocol: str, n: int) -> d
     if any(len(times) < n for times in stamped):
         raise SystemExit(f"route stamps missing: {[len(t) for t in stamped]} of {n} per client")
     last = [max(times) for times in stamped]
-    traced = [(c, protocol) for c in clients]
-    logs = [Path(sock).with_name("bird.log") for sock, _ in traced]
-    offsets = [log.stat().st_size for log in logs]
-    for sock, name in traced:
-        sh("birdc", "-s", sock, "debug", name, "{", "routes", "}")
-    t0 = time.time()  # birdc's own start-up (a few ms) counts, the same for both reflectors
-    sh("birdc", "-s", source, "disable", "st")
-    wait(
-        lambda: all(bird_routes(c, protocol) == 0 for c in clients),
-        300,
-        "withdrawn at 4 clients",
-        interval=ANNOUNCE_POLL,
-    )
-    removed = []
-    for (sock, name), log, offset in zip(traced, logs, offsets, strict=True):
-        sh("birdc", "-s", sock, "debug", name, "off")
-        with log.open() as f:
-            f.seek(offset)
-            removed.append(removed_times(f.read(), name))
-    if any(len(times) < n for times in removed):
-        raise SystemExit(f"withdraw traces missing: {[len(t) for t in removed]} of {n} per client")
-    return {"in": max(last) - start, "out": max(max(times) for times in removed) - t0}
+    capture = Capture(reflector_ns, reflector, Path(source).with_name(f"withdraw-{protocol}.pcap"))
+    try:
+        t0 = time.time()  # birdc's own start-up (a few ms) counts, the same for both reflectors
+        sh("birdc", "-s", source, "disable", "st")
+        wait(
+            lambda: all(bird_routes(c, protocol) == 0 for c in clients),
+            300,
+            "withdrawn at 4 clients",
+            interval=ANNOUNCE_POLL,
+        )
+    finally:
+        sent = capture.stop()
+    if not sent:
+        raise SystemExit(f"no UPDATE from {reflector} captured while withdrawing: {capture.summary}")
+    return {"in": max(last) - start, "out": max(sent) - t0}
 
 
 def measure_ours(rr_ns: str, source: str, clients: list[str], n: int, work: Path) -> dict[str, float]:
@@ -357,7 +381,7 @@ def measure_ours(rr_ns: str, source: str, clients: list[str], n: int, work: Path
     try:
         wait(lambda: [p.state for p in svc.status()] == ["up"] * 5, 60, "5 sessions at our reflector")
         exa_before, before = cpu_seconds(svc.speaker.pid or 0), resource.getrusage(resource.RUSAGE_SELF)
-        times = time_reflection(source, clients, "p_ours", n)
+        times = time_reflection(source, clients, "p_ours", n, reflector_ns=rr_ns, reflector=RR_OURS)
         after = resource.getrusage(resource.RUSAGE_SELF)
         return {
             **times,
@@ -376,7 +400,7 @@ def sessions_before_timing(source: str, clients: list[str]) -> list[str]:
     return [source, *clients]
 
 
-def measure_bird(source: str, clients: list[str], n: int) -> dict[str, float]:
+def measure_bird(bird_rr_ns: str, source: str, clients: list[str], n: int) -> dict[str, float]:
     """The BIRD reflector keeps running; the source's session to it is only up for its turn."""
     sh("birdc", "-s", source, "enable", "p_bird")
 
@@ -390,7 +414,7 @@ def measure_bird(source: str, clients: list[str], n: int) -> dict[str, float]:
         wait(
             lambda: established() and all(bird_routes(c, "p_bird") == 0 for c in clients), 60, "BIRD sessions"
         )
-        return time_reflection(source, clients, "p_bird", n)
+        return time_reflection(source, clients, "p_bird", n, reflector_ns=bird_rr_ns, reflector=RR_BIRD)
     finally:
         sh("birdc", "-s", source, "disable", "p_bird")
 
@@ -413,7 +437,7 @@ def run_reflect(n: int, work: Path, runs: int = 1) -> None:
         for i in range(runs):
             load = load_average()
             ours = measure_ours(rr_ns, source, clients, n, work)
-            theirs = measure_bird(source, clients, n)
+            theirs = measure_bird(bird_rr_ns, source, clients, n)
             row = {
                 "run": i + 1,
                 "load1": load,
