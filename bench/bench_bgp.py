@@ -326,12 +326,18 @@ class Capture:
         out = subprocess.run(
             ["tcpdump", "-q", "-tt", "-n", "-r", str(self.path)], capture_output=True, text=True, timeout=60
         ).stdout
-        times = []
-        for line in out.splitlines():
-            payload = line.rpartition(" ")[2]  # -q: "<time> IP a.port > b.port: tcp <payload length>"
-            if line[:1].isdigit() and payload.isdigit() and int(payload) > KEEPALIVE_LEN:
-                times.append(float(line.split()[0]))
-        return times
+        return update_times(out)
+
+
+def update_times(text: str) -> list[float]:
+    """The stamps of segments longer than a KEEPALIVE in ``tcpdump -q -tt -n -r`` output
+    (``<epoch seconds> IP a.port > b.port: tcp <payload length>``)."""
+    times = []
+    for line in text.splitlines():
+        payload = line.rpartition(" ")[2]
+        if line[:1].isdigit() and payload.isdigit() and int(payload) > KEEPALIVE_LEN:
+            times.append(float(line.split()[0]))
+    return times
 
 
 def time_reflection(
