@@ -1,13 +1,16 @@
 """The reflector's Python alone (no processes, no root): 10,000 routes from one peer through a
-route reflector's engine to 4 clients, stage by stage. One JSON line per figure.
+route reflector's engine to 4 clients, stage by stage, then the same peer withdrawing them all.
+One JSON line per figure.
 
 Stages, each in process CPU time with cold caches: ``decode`` (the JSON lines ExaBGP's wire patch
 writes → ``Update`` events), ``handle`` (import filters + RIB), ``flush`` (reflection, Adj-RIB-Out,
 UPDATE encoding, the commands for ExaBGP); and apart from the total, ``routes_view`` (what
 ``felixctl node routes`` asks the agent for: the view of every peer's routes, serialised; capped
-at 5,000 routes per list, the file write left out). The engine runs with the agent's interpreter settings
+at 5,000 routes per list, the file write left out); ``withdraw_*``: the same three stages for
+the UPDATEs withdrawing every route. The engine runs with the agent's interpreter settings
 (``felixpy.interpreter``) unless ``--gc-default``. Every client must receive every route, or the
-benchmark fails. See docs/perf-bgp.md §2.
+benchmark fails, and every client must then have lost every route. Left out: ExaBGP, the
+sockets, kernel route writes (``fib`` is None here), the service loop. See docs/perf-bgp.md §2.
 
     .venv/bin/python -m bench.bgp_engine [--routes 10000] [--runs 5] [--gc-default]
 """
@@ -59,10 +62,16 @@ def reflector() -> tuple[Engine, list[str]]:
     return engine, sent
 
 
-def exabgp_lines(prefixes: list[str]) -> list[str]:
-    """What ``bgp.exabgp_wire`` writes for the UPDATEs a peer sends with these prefixes."""
+def exabgp_lines(prefixes: list[str], *, withdraw: bool = False) -> list[str]:
+    """What ``bgp.exabgp_wire`` writes for the UPDATEs a peer sends with these prefixes
+    (announcing them, or withdrawing them)."""
     address = {"local": REFLECTOR, "peer": SOURCE}
     asn = {"local": 64512, "peer": 64512}
+    messages = (
+        wire.encode_withdraw(prefixes)
+        if withdraw
+        else wire.encode_announce(SOURCE, PathAttrs(local_pref=100), prefixes)
+    )
     return [
         json.dumps(
             {
@@ -75,7 +84,7 @@ def exabgp_lines(prefixes: list[str]) -> list[str]:
                 },
             }
         )
-        for m in wire.encode_announce(SOURCE, PathAttrs(local_pref=100), prefixes)
+        for m in messages
     ]
 
 
@@ -86,19 +95,19 @@ def cold_caches() -> None:
     route_module.normalize_prefix.cache_clear()
 
 
-def received(sent: list[str], client: str) -> set[str]:
+def received(sent: list[str], client: str, *, withdrawn: bool = False) -> set[str]:
     out: set[str] = set()
     for line in sent:
         head, found, hexes = line.partition(" felixpy-wire ")
         if found and client in head.replace(",", " ").split():
             for word in hexes.split():
-                out.update(wire.decode_update(bytes.fromhex(word)[19:]).announce)
+                update = wire.decode_update(bytes.fromhex(word)[19:])
+                out.update(update.withdraw if withdrawn else update.announce)
     return out
 
 
-def one_run(lines: list[str], prefixes: set[str]) -> dict[str, float]:
-    engine, sent = reflector()
-    cold_caches()
+def stages(engine: Engine, lines: list[str]) -> tuple[float, float, float]:
+    """Process CPU time of decode, handle and flush for these ExaBGP lines."""
     t0 = time.process_time()
     events = [api.parse_line(line) for line in lines]
     t1 = time.process_time()
@@ -107,6 +116,14 @@ def one_run(lines: list[str], prefixes: set[str]) -> dict[str, float]:
     t2 = time.process_time()
     engine.flush()
     t3 = time.process_time()
+    return t1 - t0, t2 - t1, t3 - t2
+
+
+def one_run(lines: list[str], gone: list[str], prefixes: set[str]) -> dict[str, float]:
+    engine, sent = reflector()
+    cold_caches()
+    decode, handle, flush = stages(engine, lines)
+    t3 = time.process_time()
     view = json.dumps(engine.routes_view())  # felixctl node routes: built and serialised on request
     t4 = time.process_time()
     for client in CLIENTS:
@@ -114,7 +131,24 @@ def one_run(lines: list[str], prefixes: set[str]) -> dict[str, float]:
             raise SystemExit(f"client {client} did not get every route")
     if view.count('"status": "best"') != min(len(prefixes), 5000):  # 5,000 per list at most
         raise SystemExit("the routes view does not list every route as best")
-    return {"decode": t1 - t0, "handle": t2 - t1, "flush": t3 - t2, "total": t3 - t0, "routes_view": t4 - t3}
+    sent.clear()
+    w_decode, w_handle, w_flush = stages(engine, gone)
+    for client in CLIENTS:
+        if received(sent, client, withdrawn=True) != prefixes:
+            raise SystemExit(f"client {client} did not lose every route")
+    if len(engine.rib) or any(engine.adv.count(c) for c in CLIENTS):
+        raise SystemExit("routes left in the RIB or the Adj-RIB-Out after the withdrawal")
+    return {
+        "decode": decode,
+        "handle": handle,
+        "flush": flush,
+        "total": decode + handle + flush,
+        "routes_view": t4 - t3,
+        "withdraw_decode": w_decode,
+        "withdraw_handle": w_handle,
+        "withdraw_flush": w_flush,
+        "withdraw_total": w_decode + w_handle + w_flush,
+    }
 
 
 def main() -> int:
@@ -128,11 +162,13 @@ def main() -> int:
 
         interpreter.tune()
     prefixes = [f"10.{64 + i // 1024}.{(i // 4) % 256}.{(i % 4) * 64}/26" for i in range(args.routes)]
-    lines = exabgp_lines(prefixes)
-    runs = [one_run(lines, set(prefixes)) for _ in range(args.runs)]
-    for stage in ("decode", "handle", "flush", "total", "routes_view"):
+    lines, gone = exabgp_lines(prefixes), exabgp_lines(prefixes, withdraw=True)
+    runs = [one_run(lines, gone, set(prefixes)) for _ in range(args.runs)]
+    for stage in runs[0]:
         values = sorted(r[stage] * 1000 for r in runs)
         reference = "BIRD 2: the whole reflection, network included, 15-32 ms (bench/bench_bgp.py)"
+        if stage.startswith("withdraw"):
+            reference = "BIRD 2: the whole withdrawal, network included (bench/bench_bgp.py)"
         if stage == "routes_view":  # not part of the total: only when someone asks
             reference = "only on request (felixctl node routes, CalicoNodeStatus Routes); file write left out"
         doc = {

@@ -129,6 +129,7 @@ class _Classes:
     """A set of prefixes sorted by what their adverts depend on (``Engine._classify``)."""
 
     none: list[str] = field(default_factory=list)  # never advertised (outside exportable pools)
+    gone: list[str] = field(default_factory=list)  # no best path and not ours: withdrawn from every peer
     each: list[tuple[str, tuple[Route, ...]]] = field(default_factory=list)  # ours, or no best path
     groups: dict[tuple[int, str, int, str], tuple[tuple[Route, ...], list[str]]] = field(default_factory=dict)
 
@@ -413,13 +414,16 @@ class Engine:
         rejected = self.rejected.setdefault(update.peer, {})
         self.status_changed = True
         norm = _as_is if update.canonical else normalize_prefix
-        for prefix in update.withdraw:
-            prefix = norm(prefix)
-            raw.pop(prefix, None)
-            rejected.pop(prefix, None)
+        if update.withdraw:
+            gone = update.withdraw if update.canonical else [norm(p) for p in update.withdraw]
+            for prefix in gone:
+                raw.pop(prefix, None)
+            if rejected:
+                for prefix in gone:
+                    rejected.pop(prefix, None)
             if session.stale_raw:
-                session.stale_raw.discard(prefix)
-            self.rib.withdraw(update.peer, prefix)
+                session.stale_raw.difference_update(gone)
+            self.rib.withdraw_many(update.peer, gone)
         policy = self.desired.import_policy
         # the same for every prefix of the update (one update comes from one session)
         loop = attrs_reason(
@@ -456,6 +460,12 @@ class Engine:
                     policy, peer_node=spec.peer_node, originator_id=attrs.originator_id, next_hop=next_hop
                 )
                 reasons = prefix_reasons(prefixes, policy, announcers=who)
+            if rules is None and not any(reasons):  # all accepted (reasons are non-empty text)
+                accepted += routes
+                if rejected:
+                    for prefix in prefixes:
+                        rejected.pop(prefix, None)
+                continue
             for route, reason in zip(routes, reasons, strict=True):
                 if reason is None and rules is not None:
                     reason, route = self._filtered(spec, route)
@@ -666,12 +676,16 @@ class Engine:
         classes = _Classes()
         best_of, exports, each = self.rib.best_map(), d.exports, classes.each
         learned: list[str] = []
+        gone = classes.gone
         for prefix in prefixes:
             best = best_of.get(prefix)
-            if not best or prefix in exports:
+            if prefix in exports:
                 each.append((prefix, best or ()))
+            elif not best:
+                gone.append(prefix)  # ``outbound`` says None for it towards every peer
             else:
                 learned.append(prefix)
+        gone.sort()
         groups, none = classes.groups, classes.none
         if not self._all_learned_exportable(d):
             exportable = []
@@ -734,7 +748,7 @@ class Engine:
         d = self.desired
         to_peer = self._to_peer(spec)
         out: _Singles = dict.fromkeys(classes.none)
-        whole: list[_Group] = []
+        whole: list[_Group] = [(None, classes.gone)] if classes.gone else []
         for prefix, best in classes.each:
             out[prefix] = outbound(
                 prefix,
@@ -817,9 +831,14 @@ class Engine:
         )
 
     def flush(self, *, full: bool = False) -> None:
-        """Send outbound changes for dirty prefixes (or everything) to peers ExaBGP knows."""
+        """Send outbound changes for dirty prefixes (or everything) to peers ExaBGP knows, then
+        write the kernel routes: a route reflector installs what it reflects (as Calico's do), but
+        its clients need not wait for thousands of netlink writes first."""
+        self._flush_adverts(full)
         if self.fib is not None:
             self.fib.apply()
+
+    def _flush_adverts(self, full: bool) -> None:
         if self.desired is None or not self._hello:
             return
         dirty, self._dirty = self._dirty, set()

@@ -92,6 +92,39 @@ class Rib:
             for prefix, new in changes:
                 self._on_change(prefix, new)
 
+    def withdraw_many(self, peer: str, prefixes: Iterable[str]) -> None:
+        """``withdraw`` for many prefixes from ``peer`` in one pass, changes reported as for
+        ``update_many``: a peer withdrawing a table takes one call, and a prefix left with no
+        path (the common case on a reflector) needs no best-path selection."""
+        adj = self._adj_in.get(peer)
+        if not adj:
+            return
+        by_prefix, best_of, ecmp = self._by_prefix, self._best, self.ecmp
+        changes: list[tuple[str, tuple[Route, ...]]] = []
+        for prefix in prefixes:
+            if adj.pop(prefix, None) is None:
+                continue
+            paths = by_prefix.get(prefix)
+            if paths is not None:
+                paths.pop(peer, None)
+            if not paths:
+                by_prefix.pop(prefix, None)
+                if best_of.pop(prefix, None):
+                    changes.append((prefix, ()))
+                continue
+            new = select(list(paths.values()), ecmp=ecmp)
+            old = best_of.get(prefix, ())
+            best_of[prefix] = new
+            if not _same_to_the_world(old, new):
+                changes.append((prefix, new))
+        if not changes:
+            return
+        if self._on_changes is not None:
+            self._on_changes(changes)
+        elif self._on_change is not None:
+            for prefix, new in changes:
+                self._on_change(prefix, new)
+
     def withdraw(self, peer: str, prefix: str) -> None:
         if self._adj_in.get(peer, {}).pop(prefix, None) is None:
             return

@@ -116,3 +116,31 @@ def test_bird_is_timed_only_once_the_sources_session_is_up_too() -> None:
 
     socks = bench_bgp.sessions_before_timing("src.ctl", ["c0.ctl", "c1.ctl"])
     assert socks == ["src.ctl", "c0.ctl", "c1.ctl"]
+
+
+def test_reflect_figures_give_both_directions_with_median_range_and_runs_over_3x() -> None:
+    from bench import bench_bgp
+
+    rows = [
+        {"load1": load, "ours_in": oi, "bird_in": bi, "ratio_in": oi / bi, "ours_out": oo, "bird_out": bo,
+         "ratio_out": oo / bo, "exabgp_cpu": 0.1, "agent_cpu": 0.5}
+        for load, oi, bi, oo, bo in [(1.0, 0.05, 0.025, 0.1, 0.02), (2.0, 0.04, 0.02, 0.06, 0.03),
+                                     (3.0, 0.09, 0.02, 0.05, 0.025)]
+    ]  # fmt: skip
+    figures = {f["name"]: f for f in bench_bgp.reflect_figures(rows, 10_000, 4)}
+    announce, withdraw = figures["bgp_reflect_ratio"], figures["bgp_reflect_withdraw_ratio"]
+    assert (announce["value"], announce["min"], announce["max"], announce["over_3x"]) == (2.0, 2.0, 4.5, 1)
+    assert (withdraw["value"], withdraw["over_3x"], withdraw["runs"]) == (2.0, 1, 3)
+    assert figures["bgp_reflect_withdraw_ours"]["value"] == 0.06 and announce["load1_median"] == 2.0
+
+
+def test_withdraw_capture_keeps_update_segments_and_drops_keepalives() -> None:
+    from bench import bench_bgp
+
+    out = (
+        "1796628260.100000 IP 10.0.1.1.179 > 10.0.1.11.40000: tcp 19\n"  # KEEPALIVE
+        "1796628260.120000 IP 10.0.1.1.179 > 10.0.1.11.40000: tcp 4096\n"
+        "1796628260.150500 IP 10.0.1.1.179 > 10.0.1.12.40001: tcp 1203\n"
+        "1796628260.200000 IP 10.0.1.1.179 > 10.0.1.12.40001: tcp 0\n"  # a bare ACK
+    )
+    assert bench_bgp.update_times(out) == [1796628260.12, 1796628260.1505]

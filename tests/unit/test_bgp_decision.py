@@ -225,3 +225,22 @@ def test_rib_ecmp_toggle() -> None:
     assert len(rib.best("10.65.0.0/26")) == 1
     rib.set_ecmp(True)
     assert len(rib.best("10.65.0.0/26")) == 2
+
+
+def test_rib_withdraw_many_reports_what_withdraw_would() -> None:
+    """One call for a peer withdrawing a table: a prefix with another path falls back to it, a
+    prefix with none is gone, a prefix the peer never sent changes nothing; one batch of changes."""
+    batches: list[list[tuple[str, tuple[Route, ...]]]] = []
+    rib = Rib(on_changes=batches.append)
+    kept = r(IBGP3, prefix="10.65.0.0/26")
+    rib.update_many("10.0.0.3", [kept])
+    rib.update_many(
+        "10.0.0.2", [r(IBGP, prefix="10.65.0.0/26", local_pref=200), r(IBGP, prefix="10.65.0.64/26")]
+    )
+    batches.clear()
+    rib.withdraw_many("10.0.0.2", ["10.65.0.0/26", "10.65.0.64/26", "10.65.1.0/26"])
+    assert batches == [[("10.65.0.0/26", (kept,)), ("10.65.0.64/26", ())]]
+    assert [p for p, _ in rib.best_routes()] == ["10.65.0.0/26"]
+    assert rib.adj_in("10.0.0.2") == {}
+    rib.withdraw_many("10.0.0.2", ["10.65.0.0/26"])  # nothing left from that peer: no change
+    assert len(batches) == 1

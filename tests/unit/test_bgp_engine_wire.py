@@ -275,3 +275,24 @@ def test_merge_keeps_each_peers_order_and_separates_different_payloads() -> None
     assert wire_targets(merged[0]) == (["10.0.0.3", "10.0.0.4"], ["AA", "BB"])
     text = ["neighbor 10.0.0.6 announce route 10.0.0.0/8 next-hop self"]
     assert api.merge_wire_commands([("10.0.0.6", text), ("10.0.0.5", c)]) == [*text, *c]
+
+
+def test_a_table_withdrawn_at_once_reaches_every_client_and_falls_back_where_another_path_exists() -> None:
+    """The bulk withdraw path: prefixes left with no path are withdrawn from every client in
+    one go; a prefix another client also sent goes on, now reflected from that client."""
+    engine, sent = make()
+    for peer in (SOURCE, C1, C2):
+        up(engine, peer)
+    table = [f"10.65.{i // 4}.{(i % 4) * 64}/26" for i in range(40)]
+    learn(engine, *table)
+    engine.handle(api.Update(C2, 64512, PathAttrs(local_pref=50), (api.Announce(table[7], C2),)), 0)
+    engine.flush()
+    sent.clear()
+    engine.handle(api.Update(SOURCE, 64512, PathAttrs(), withdraw=tuple(table)), 0)
+    engine.flush()
+    assert sorted(p for u in wire_updates(sent, C1) for p in u.withdraw) == sorted(set(table) - {table[7]})
+    assert [(u.announce, u.attrs.originator_id) for u in wire_updates(sent, C1) if u.announce] == [
+        ((table[7],), C2)
+    ]
+    assert all(not u.withdraw for u in wire_updates(sent, SOURCE))  # it never had them from us
+    assert engine.adv.count(C1) == 1 and engine.adv.count(C2) == 0
