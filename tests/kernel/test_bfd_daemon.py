@@ -87,6 +87,11 @@ def test_up_link_failure_detected_and_recovery(pair: dict[str, Any]) -> None:
     up = ia.state("10.77.0.2", "Up", 15)
     ib.state("10.77.0.1", "Up", 15)
     assert up["remote_cpi"] is True  # our daemon is control-plane independent
+    # Up first runs at the slow rate (RFC 5880 6.8.3: 1 s while not Up); the Poll sequence then
+    # brings in 100 ms x 3. Cut only once it has: before, detection is 3 x 1 s, and rightly so.
+    deadline = time.monotonic() + 15
+    while not (rows := ia.status(10, len(ia.messages))) or rows[0]["detect_time"] > 0.35:
+        assert time.monotonic() < deadline, f"fast intervals never negotiated: {rows}"
     mark = len(ia.messages)
     cut = time.monotonic()
     pair["b"].run("ip", "link", "set", "eth0", "down")
