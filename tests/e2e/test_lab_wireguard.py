@@ -227,6 +227,10 @@ def test_3_between_nodes_only_udp_to_51820_no_cleartext(lab: WgLab) -> None:
 
     dump = capture(lab.cli.names.fabric, send, lab.etcd_host)
     packets = [line for line in dump.splitlines() if re.match(r"^\d\d:\d\d:\d\d\.\d+ ", line)]
+    # printed at once (pytest prints failures only at the end, which a timed-out VM stage never reaches)
+    other = [p for p in packets if ".51820: UDP" not in p]
+    print(f"\n[lab-capture] {len(packets)} packets in the fabric, {len(other)} not UDP to 51820:\n"
+          + "\n".join(other[:20]), flush=True)
     assert any(".51820: UDP" in p for p in packets), dump[-3000:]
     pod_ips = [p["ip"] for p in lab.pods.values()]
     for p in packets:
