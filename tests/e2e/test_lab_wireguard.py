@@ -197,9 +197,11 @@ def test_2_wireguard_on_keys_published_peers_programmed_pods_connected(lab: WgLa
 
 
 def capture(netns: str, action: Callable[[], None], etcd_host: str) -> str:
-    """tcpdump -A on every interface of ``netns`` while ``action`` runs (BGP and etcd left out)."""
+    """tcpdump -A on every interface of ``netns`` while ``action`` runs: node-to-node control traffic
+    left out (BGP, BFD single-hop 3784 and multi-hop 4784 between node addresses: host traffic, which
+    Calico's WireGuard does not encrypt either without host encryption), and etcd."""
     argv = ["ip", "netns", "exec", netns, "tcpdump", "-l", "-n", "-i", "any", "-A",
-            f"ip and not tcp port 179 and not host {etcd_host}"]
+            f"ip and not tcp port 179 and not udp port 3784 and not udp port 4784 and not host {etcd_host}"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
