@@ -46,7 +46,7 @@ from felixpy.runtime.felix_metrics import FelixCollector
 from felixpy.runtime.health import HealthServer, Metrics
 from felixpy.runtime.settings import FelixParams, Settings
 from felixpy.runtime.sync import SyncSources
-from felixpy.runtime.wireguard_metrics import WireguardCollector
+from felixpy.runtime.wireguard_metrics import register as register_wireguard_metrics
 from felixpy.runtime.writer import Writer
 from ipam.ipam import IPAM
 
@@ -432,11 +432,13 @@ def _serve_http(agent: Agent) -> None:
             failures=lambda: agent.metrics.felix_failures,
         )
     )
-    # Calico's wireguard_* families, while WireGuard is on (felixpy.runtime.wireguard_metrics).
+    # Calico's wireguard_* families, while WireGuard is on, unless prometheusWireGuardMetricsEnabled
+    # is false (felixpy.runtime.wireguard_metrics).
     encap = getattr(agent.dataplane, "encap", None)  # none on a BGP-only node
     wireguard = getattr(encap, "wireguard", None)
-    agent.metrics.registry.register(WireguardCollector(agent.settings.nodename, wireguard))
     params = agent.params
+    register_wireguard_metrics(agent.metrics.registry, agent.settings.nodename, wireguard,
+                               enabled=params.prometheusWireGuardMetricsEnabled)
     if params.healthEnabled:
         HealthServer(params.healthHost, params.healthPort, live=agent.live, ready=agent.ready).start()
     if params.prometheusMetricsEnabled:

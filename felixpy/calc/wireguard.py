@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from felixpy.calc.updates import WgNode, WireguardUpdate
 
 OVERHEAD_V4 = 60  # IPv4 + UDP + WireGuard header and tag
+OVERHEAD_V6 = 80  # IPv6 header 20 bytes longer
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,13 @@ class WireguardConfig:
     keepalive: int = 0  # seconds, 0 = off
     table: int = 1
     fwmark: int = 0x200000
+    ipv6: bool = False  # the IPv6 device (wireguardEnabledV6): v6 node addresses, blocks and routes
+
+    @classmethod
+    def v6(cls, **fields: Any) -> WireguardConfig:
+        """Calico's IPv6 defaults: ``wg-v6.cali`` listening on 51821 (MTU host - 80 when 0)."""
+        base: dict[str, Any] = {"interface_name": "wg-v6.cali", "listening_port": 51821, "ipv6": True}
+        return cls(**(base | fields))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +76,30 @@ def valid_key(key: str | None) -> bool:
 
 
 def device_mtu(cfg: WireguardConfig, host_mtu: int) -> int:
-    return cfg.mtu or host_mtu - OVERHEAD_V4
+    return cfg.mtu or host_mtu - (OVERHEAD_V6 if cfg.ipv6 else OVERHEAD_V4)
+
+
+def _host(addr: str) -> str:
+    """An address as a host CIDR of its family: /32 or /128."""
+    return f"{addr}/{ipaddress.ip_address(addr).max_prefixlen}"
+
+
+def _endpoint(addr: str, port: int) -> str:
+    """``ip:port``, an IPv6 address in brackets (as ``wg`` reads and prints it)."""
+    return f"[{addr}]:{port}" if ipaddress.ip_address(addr).version == 6 else f"{addr}:{port}"
+
+
+def _family_of(cidr: str) -> int:
+    return ipaddress.ip_network(cidr, strict=False).version
 
 
 def plan(me: str, update: WireguardUpdate, cfg: WireguardConfig) -> WgPlan:
     nodes = {n.name: n for n in update.nodes}
+    family = 6 if cfg.ipv6 else 4
     blocks: dict[str, list[str]] = {}
     for cidr, owner in update.blocks:
-        blocks.setdefault(owner, []).append(cidr)
+        if _family_of(cidr) == family:  # each device carries its own family's blocks only
+            blocks.setdefault(owner, []).append(cidr)
     claims = Counter(n.public_key for n in update.nodes if valid_key(n.public_key))
     peers, routes = [], {}
     for name in sorted(nodes):
@@ -86,15 +111,15 @@ def plan(me: str, update: WireguardUpdate, cfg: WireguardConfig) -> WgPlan:
         usable = node.ip and valid_key(node.public_key) and claims[node.public_key] == 1
         allowed = set(blocks.get(name, ()))
         if node.interface_addr:
-            allowed.add(f"{node.interface_addr}/32")
+            allowed.add(_host(node.interface_addr))
         if cfg.host_encryption and node.ip:
-            allowed.add(f"{node.ip}/32")
+            allowed.add(_host(node.ip))
         if not usable:
             for cidr in blocks.get(name, ()):
                 routes[cidr] = "throw"  # no WireGuard there: unencrypted over the main table
             continue
         assert node.public_key is not None and node.ip is not None
-        peers.append(WgPeer(name, node.public_key, f"{node.ip}:{cfg.listening_port}",
+        peers.append(WgPeer(name, node.public_key, _endpoint(node.ip, cfg.listening_port),
                             tuple(sorted(allowed)), cfg.keepalive))
         for cidr in allowed:
             routes[cidr] = "dev"

@@ -171,46 +171,55 @@ def sync_config(name: str, conf_path: str, conf_text: str, *, netns: str | None 
 
 
 # ---- routing table and rule ------------------------------------------------------------------
-def ensure_rule(*, table: int, priority: int, fwmark: int, netns: str | None = None) -> bool:
+# ``family``: socket.AF_INET for wireguard.cali, AF_INET6 for wg-v6.cali (IPv6 rules and tables are
+# the kernel's separate ones: table 1 of IPv6 is not table 1 of IPv4).
+def ensure_rule(*, table: int, priority: int, fwmark: int, netns: str | None = None,
+                family: int = socket.AF_INET) -> bool:
     """``not from all fwmark <m>/<m> lookup <table>`` at ``priority``; True when it was added."""
     with open_iproute(netns) as ipr:
-        for rule in ipr.get_rules(family=socket.AF_INET):
+        for rule in ipr.get_rules(family=family):
             if (rule.get_attr("FRA_PRIORITY") == priority and rule.get_attr("FRA_TABLE") == table
                     and rule.get_attr("FRA_FWMARK") == fwmark and rule["flags"] & FIB_RULE_INVERT):
                 return False
-        ipr.rule("add", family=socket.AF_INET, table=table, priority=priority, fwmark=fwmark,
+        ipr.rule("add", family=family, table=table, priority=priority, fwmark=fwmark,
                  fwmask=fwmark, flags=FIB_RULE_INVERT)
-    log.info("wireguard.rule_added", priority=priority, table=table, fwmark=hex(fwmark),
+    log.info("wireguard.rule_added", priority=priority, table=table, fwmark=hex(fwmark), family=_v(family),
              reason="unmarked traffic consults the WireGuard table")
     return True
 
 
-def delete_rule(*, table: int, priority: int, netns: str | None = None) -> bool:
+def delete_rule(*, table: int, priority: int, netns: str | None = None, family: int = socket.AF_INET) -> bool:
     removed = False
     with open_iproute(netns) as ipr:
-        for rule in ipr.get_rules(family=socket.AF_INET):
+        for rule in ipr.get_rules(family=family):
             if rule.get_attr("FRA_PRIORITY") == priority and rule.get_attr("FRA_TABLE") == table:
-                ipr.rule("del", family=socket.AF_INET, table=table, priority=priority,
+                ipr.rule("del", family=family, table=table, priority=priority,
                          fwmark=rule.get_attr("FRA_FWMARK"), fwmask=rule.get_attr("FRA_FWMASK"),
                          flags=rule["flags"])
                 removed = True
     if removed:
-        log.info("wireguard.rule_removed", priority=priority, table=table, reason="WireGuard disabled")
+        log.info("wireguard.rule_removed", priority=priority, table=table, family=_v(family),
+                 reason="WireGuard disabled")
     return removed
 
 
+def _v(family: int) -> str:
+    return "ipv6" if family == socket.AF_INET6 else "ipv4"
+
+
 def sync_table(
-    routes: dict[str, str], *, device: str, table: int, netns: str | None = None
+    routes: dict[str, str], *, device: str, table: int, netns: str | None = None, family: int = socket.AF_INET
 ) -> tuple[int, int]:
     """Table ``table`` holds exactly ``routes`` (cidr -> "dev" | "throw"); returns (written, removed)."""
     written = removed = 0
-    if not routes and not _table_has_routes(table, netns):
+    if not routes and family == socket.AF_INET and not _table_has_routes(table, netns):
         return written, removed  # the usual case (WireGuard off): no pyroute2 dump of every route
+    anywhere = "::" if family == socket.AF_INET6 else "0.0.0.0"
     with open_iproute(netns) as ipr:
         have: dict[str, str] = {}
         found: dict[str, Any] = {}
-        for r in ipr.get_routes(family=socket.AF_INET, table=table):
-            dst = f"{r.get_attr('RTA_DST') or '0.0.0.0'}/{r['dst_len']}"
+        for r in ipr.get_routes(family=family, table=table):
+            dst = f"{r.get_attr('RTA_DST') or anywhere}/{r['dst_len']}"
             have[dst] = "throw" if r["type"] == RTN_THROW else "dev"
             found[dst] = r
         idx = ipr.link_lookup(ifname=device) if any(k == "dev" for k in routes.values()) else [0]
@@ -219,10 +228,10 @@ def sync_table(
                 continue
             net, plen = dst.split("/")
             if kind == "throw":
-                ipr.route("replace", dst=net, dst_len=int(plen), table=table, type=RTN_THROW,
-                          proto=RTPROT_FELIXPY)
+                ipr.route("replace", family=family, dst=net, dst_len=int(plen), table=table,
+                          type=RTN_THROW, proto=RTPROT_FELIXPY)
             else:
-                ipr.route("replace", dst=net, dst_len=int(plen), table=table, oif=idx[0],
+                ipr.route("replace", family=family, dst=net, dst_len=int(plen), table=table, oif=idx[0],
                           scope=RT_SCOPE_LINK, proto=RTPROT_FELIXPY)
             log.info("wireguard.route_set", dst=dst, table=table, kind=kind,
                      reason="peer's allowed CIDR" if kind == "dev" else "not a WireGuard peer")
@@ -232,8 +241,8 @@ def sync_table(
                 continue
             net, plen = dst.split("/")
             r = found[dst]
-            match: dict[str, Any] = {"dst": net, "dst_len": int(plen), "table": table, "type": r["type"],
-                                     "scope": r["scope"], "proto": r["proto"]}
+            match: dict[str, Any] = {"family": family, "dst": net, "dst_len": int(plen), "table": table,
+                                     "type": r["type"], "scope": r["scope"], "proto": r["proto"]}
             if r.get_attr("RTA_OIF"):
                 match["oif"] = r.get_attr("RTA_OIF")
             try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -66,6 +67,7 @@ class WireguardDriver:
         self._drain_rx = 0
         self._drain_quiet_since = 0.0
         self._dirty = True
+        self.family = socket.AF_INET6 if cfg.ipv6 else socket.AF_INET
 
     # ---- inputs ----------------------------------------------------------------------------
     def on_update(self, u: WireguardUpdate) -> None:
@@ -111,9 +113,10 @@ class WireguardDriver:
         plan = wgcalc.plan(self.nodename, self.snapshot, cfg)
         drv.sync_config(cfg.interface_name, self.conf_path, wgcalc.render_config(private, plan, cfg),
                         netns=self.netns)
-        drv.sync_table(plan.routes, device=cfg.interface_name, table=cfg.table, netns=self.netns)
+        drv.sync_table(plan.routes, device=cfg.interface_name, table=cfg.table, netns=self.netns,
+                       family=self.family)
         drv.ensure_rule(table=cfg.table, priority=cfg.routing_rule_priority, fwmark=cfg.fwmark,
-                        netns=self.netns)
+                        netns=self.netns, family=self.family)
         self._disabled_since = None
         log.debug("wireguard.applied", peers=[p.node for p in plan.peers], routes=len(plan.routes))
         assert self.public_key is not None
@@ -146,8 +149,10 @@ class WireguardDriver:
         try:
             if own is not None and own.public_key:
                 self._publish(None)
-            drv.delete_rule(table=self.cfg.table, priority=self.cfg.routing_rule_priority, netns=self.netns)
-            drv.sync_table({}, device=self.cfg.interface_name, table=self.cfg.table, netns=self.netns)
+            drv.delete_rule(table=self.cfg.table, priority=self.cfg.routing_rule_priority, netns=self.netns,
+                            family=self.family)
+            drv.sync_table({}, device=self.cfg.interface_name, table=self.cfg.table, netns=self.netns,
+                           family=self.family)
             if not drv.device_exists(self.cfg.interface_name, netns=self.netns):
                 self._dirty, self._disabled_since = False, None
                 return True

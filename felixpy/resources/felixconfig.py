@@ -49,6 +49,9 @@ class FelixConfigurationSpec(Model):
     prometheus_metrics_enabled: bool | None = None
     prometheus_metrics_host: str | None = None
     prometheus_metrics_port: int | None = None
+    prometheus_wire_guard_metrics_enabled: bool | None = Field(
+        default=None, alias="prometheusWireGuardMetricsEnabled"
+    )  # default true: wireguard_* on /metrics
     device_route_protocol: int | None = None
     route_table_range: dict[str, int] | None = None
     workload_source_spoofing: Literal["Disabled", "Any"] | None = None  # default Disabled

@@ -82,6 +82,8 @@ class FelixParams(BaseModel):
     prometheusMetricsEnabled: bool = False
     prometheusMetricsHost: str = "127.0.0.1"
     prometheusMetricsPort: int = Field(default=9091, ge=1, le=65535)
+    # Calico's wireguard_* families on /metrics (felixpy.runtime.wireguard_metrics); false drops them
+    prometheusWireGuardMetricsEnabled: bool = True
     logSeverityScreen: str = "Info"
     defaultEndpointToHostAction: Literal["DROP", "ACCEPT", "RETURN"] = "DROP"
     # Host ports never blocked by host endpoint policy. FelixConfiguration: [{protocol, port}, ...];

@@ -6,8 +6,8 @@ device in its labels ``hostname``, ``public_key``, ``iface``, ``listen_port``), 
 ``wireguard_latest_handshake_seconds`` (gauge, Unix seconds, 0 before the first handshake), each
 labelled ``hostname``, ``public_key``, ``peer_key``, ``peer_endpoint``. A scrape runs
 ``wg show <iface> dump`` in the agent's namespace; with WireGuard off, or before the device
-exists, the families are absent (as in Felix). ``prometheusWireGuardMetricsEnabled`` is not read:
-felixpy exports them whenever WireGuard is on.
+exists, the families are absent (as in Felix). FelixConfiguration ``prometheusWireGuardMetricsEnabled``
+(default true, as Felix's) false leaves them out altogether: :func:`register` adds no collector.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from felixpy.dataplane import wireguard as drv
 from felixpy.dataplane.errors import DataplaneError
@@ -63,3 +63,15 @@ class WireguardCollector(Collector):
             log.debug("wireguard.metrics_unavailable", error=str(exc))
             return
         yield from families(self.hostname, cfg.interface_name, state)
+
+
+def register(registry: CollectorRegistry, hostname: str, driver: Any, *, enabled: bool) -> bool:
+    """Adds the ``wireguard_*`` collector unless ``prometheusWireGuardMetricsEnabled`` is false.
+
+    Returns whether it was added. The parameter is read once, at start-up: a change of it restarts
+    the agent in place (``felixpy.runtime.config_watch``), as a change of any Felix parameter does."""
+    if not enabled:
+        log.info("wireguard.metrics_off", reason="prometheusWireGuardMetricsEnabled is false")
+        return False
+    registry.register(WireguardCollector(hostname, driver))
+    return True

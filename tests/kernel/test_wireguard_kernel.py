@@ -183,3 +183,99 @@ def test_sync_table_to_nothing_removes_what_is_left_and_skips_an_empty_table(net
         assert ns.run("ip", "route", "show", "table", str(table)).strip() == ""
         assert wg.sync_table({}, device="wg-none", table=table, netns=ns.name) == (0, 0)
         assert "10.8.0.0/24" in ns.run("ip", "route", "show", "table", str(table + 1))
+
+
+NODES_V6 = {"node-a": ("fd00:91::1", "fd00:244::/122", "fd00:244::1"),
+            "node-b": ("fd00:91::2", "fd00:244:0:1::/122", "fd00:244:0:1::1")}
+
+
+def test_ipv6_device_wg_v6_cali_peers_table_rule_and_encrypted_traffic(netns, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """wireguardEnabledV6 as Calico has it, at the driver level: wg-v6.cali on 51821 (MTU 1500 - 80),
+    peers at [v6]:51821, IPv6 table 1 and rule 99, only UDP 51821 on the wire; off removes it all."""
+    require_kernel("wireguard")
+    a, b = netns("wg6a"), netns("wg6b")
+    a.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b.name)
+    published: dict[str, str | None] = {}
+    drivers: dict[str, WireguardDriver] = {}
+    spaces = {"node-a": a, "node-b": b}
+    for name, (ip, _block, wl) in NODES_V6.items():
+        ns = spaces[name]
+        ns.run("ip", "-6", "addr", "add", f"{ip}/64", "dev", "eth0", "nodad")
+        ns.run("ip", "link", "set", "eth0", "up")
+        ns.run("ip", "-6", "addr", "add", f"{wl}/128", "dev", "lo", "nodad")
+
+        def publish(key: str | None, name: str = name) -> None:
+            published[name] = key
+
+        drivers[name] = WireguardDriver(WireguardConfig.v6(enabled=True), nodename=name, host_mtu=1500,
+                                        run_dir=str(tmp_path / name), publish=publish, netns=ns.name)
+    for name, other in (("node-a", "node-b"), ("node-b", "node-a")):
+        spaces[name].run("ip", "-6", "route", "add", NODES_V6[other][1], "via", NODES_V6[other][0],
+                         "dev", "eth0")
+
+    def snap() -> WireguardUpdate:
+        return WireguardUpdate(
+            nodes=tuple(WgNode(n, ip, published.get(n)) for n, (ip, _, _) in NODES_V6.items()),
+            blocks=tuple((block, n) for n, (_, block, _) in NODES_V6.items()))
+
+    for _ in range(3):
+        for d in drivers.values():
+            d.on_update(snap())
+            assert d.apply()
+    assert published["node-a"] and published["node-b"]
+    show = a.run("wg", "show", "wg-v6.cali", "dump").splitlines()
+    assert show[0].split("\t")[1:] == [published["node-a"], "51821", "0x200000"]
+    peer = show[1].split("\t")
+    assert (peer[0], peer[2], peer[3]) == (published["node-b"], "[fd00:91::2]:51821", "fd00:244:0:1::/122")
+    assert "99:\tnot from all fwmark 0x200000/0x200000 lookup 1" in a.run("ip", "-6", "rule")
+    assert "lookup 1" not in a.run("ip", "rule")  # the IPv4 rules are untouched
+    table = a.run("ip", "-6", "route", "show", "table", "1")
+    assert "fd00:244:0:1::/122 dev wg-v6.cali" in table and "throw fd00:244::/122" in table, table
+    assert "mtu 1420" in a.run("ip", "link", "show", "wg-v6.cali")
+
+    def ping6() -> bool:
+        return subprocess.run(["ip", "netns", "exec", a.name, "ping", "-6", "-c1", "-W2", "-I",
+                               NODES_V6["node-a"][2], NODES_V6["node-b"][2]],
+                              capture_output=True, timeout=30).returncode == 0
+
+    deadline = time.monotonic() + 20
+    while not ping6() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    marker = "FELIXPY-CLEARTXT"
+    proc = subprocess.Popen(["ip", "netns", "exec", b.name, "tcpdump", "-l", "-n", "-i", "eth0", "-A", "ip6"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        for _ in range(3):
+            ok = subprocess.run(["ip", "netns", "exec", a.name, "ping", "-6", "-c1", "-W2", "-p",
+                                 marker.encode().hex(), "-I", NODES_V6["node-a"][2], NODES_V6["node-b"][2]],
+                                capture_output=True, timeout=30).returncode == 0
+            assert ok
+        time.sleep(1.0)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    packets = [line for line in out.splitlines() if " IP6 " in line]
+    wg = [line for line in packets if ".51821: UDP" in line]
+    assert wg, out
+    # neighbour discovery (ICMP6 between the link addresses) is the link's own; no workload address
+    assert not any("fd00:244:" in line for line in packets), packets
+    assert marker not in out
+    # off: key cleared, IPv6 rule and table gone at once, the device after its drain
+    clock = Clock()
+    for name, d in list(drivers.items()):
+        drivers[name] = WireguardDriver(WireguardConfig.v6(enabled=False), nodename=name, host_mtu=1500,
+                                        run_dir=str(tmp_path / name), publish=d.publish, netns=d.netns,
+                                        clock=clock)
+        drivers[name].on_update(snap())
+        assert drivers[name].apply()
+    assert published == {"node-a": None, "node-b": None}
+    assert "lookup 1" not in a.run("ip", "-6", "rule")
+    assert a.run("ip", "-6", "route", "show", "table", "1").strip() == ""
+    assert "wg-v6.cali" in a.run("ip", "link")  # still draining
+    assert ping6()  # plain IPv6 routing now
+    clock.now += wgdrv.DRAIN_SECONDS
+    for d in drivers.values():
+        d.resync()
+        assert d.apply()
+    assert "wg-v6.cali" not in a.run("ip", "link") and "wg-v6.cali" not in b.run("ip", "link")

@@ -69,16 +69,17 @@ class FakeKernel:
         self.device = replace(self.device, private_key=private, public_key=self.pubkey(private))
         self.conf = text
 
-    def sync_table(self, routes: dict[str, str], *, device: str, table: int, netns: str | None = None
-                   ) -> tuple[int, int]:
+    def sync_table(self, routes: dict[str, str], *, device: str, table: int, netns: str | None = None,
+                   family: int = 2) -> tuple[int, int]:
         self.table = dict(routes)
         return len(routes), 0
 
-    def ensure_rule(self, *, table: int, priority: int, fwmark: int, netns: str | None = None) -> bool:
+    def ensure_rule(self, *, table: int, priority: int, fwmark: int, netns: str | None = None,
+                    family: int = 2) -> bool:
         added, self.rule = not self.rule, True
         return added
 
-    def delete_rule(self, *, table: int, priority: int, netns: str | None = None) -> bool:
+    def delete_rule(self, *, table: int, priority: int, netns: str | None = None, family: int = 2) -> bool:
         removed, self.rule = self.rule, False
         return removed
 

@@ -61,3 +61,51 @@ def test_nothing_exported_when_wireguard_is_off_or_has_no_driver() -> None:
     off = SimpleNamespace(cfg=WireguardConfig(enabled=False), netns=None)
     assert list(WireguardCollector("node1", off).collect()) == []
     assert list(WireguardCollector("node1", None).collect()) == []
+
+
+class _OnDriver:
+    """A driver with WireGuard on and a device whose dump is DUMP (what the collector reads)."""
+
+    cfg = WireguardConfig(enabled=True)
+    netns = None
+
+
+def test_prometheus_wireguard_metrics_enabled_false_leaves_the_families_out(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from felixpy.dataplane import wireguard as drv
+    from felixpy.resources.felixconfig import FelixConfiguration
+    from felixpy.runtime import wireguard_metrics
+    from felixpy.runtime.settings import FelixParams
+
+    monkeypatch.setattr(drv, "read_device", lambda iface, netns=None: parse_dump(DUMP))
+
+    def spec(doc: dict) -> dict:  # what the agent resolves from: the FelixConfiguration's spec
+        fc = FelixConfiguration.model_validate({"metadata": {"name": "default"}, "spec": doc})
+        return fc.spec.model_dump(by_alias=True, exclude_none=True)
+
+    default = FelixParams.resolve({}, None, spec({"wireguardEnabled": True}))
+    assert default.prometheusWireGuardMetricsEnabled is True  # Felix's default
+    off = FelixParams.resolve(
+        {}, None, spec({"wireguardEnabled": True, "prometheusWireGuardMetricsEnabled": False}))
+    assert off.prometheusWireGuardMetricsEnabled is False
+    # FELIX_PROMETHEUSWIREGUARDMETRICSENABLED wins over the FelixConfiguration, as every FELIX_* does
+    env_on = FelixParams.resolve({"FELIX_PROMETHEUSWIREGUARDMETRICSENABLED": "true"}, None,
+                                 spec({"prometheusWireGuardMetricsEnabled": False}))
+    assert env_on.prometheusWireGuardMetricsEnabled is True
+
+    for params, exported in ((default, True), (off, False)):
+        registry = CollectorRegistry()
+        added = wireguard_metrics.register(registry, "node1", _OnDriver(),
+                                           enabled=params.prometheusWireGuardMetricsEnabled)
+        text = exposition(registry).decode()
+        assert added is exported
+        assert ("wireguard_meta{" in text) is exported, text
+        assert ("wireguard_bytes_rcvd{" in text) is exported, text
+
+
+def test_prometheus_wireguard_metrics_enabled_is_honoured_not_just_stored() -> None:
+    from felixpy.ctl.honoured import unhonoured
+    from felixpy.resources.felixconfig import FelixConfiguration
+
+    fc = FelixConfiguration.model_validate(
+        {"metadata": {"name": "default"}, "spec": {"prometheusWireGuardMetricsEnabled": False}})
+    assert unhonoured(fc) == []  # felixctl apply does not warn about it

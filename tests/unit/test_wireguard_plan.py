@@ -126,3 +126,24 @@ def test_felixconfiguration_wireguard_fields_resolve_to_params() -> None:
     assert (params.wireguardInterfaceName, params.wireguardRoutingRulePriority) == ("wg.test", 98)
     defaults = FelixParams()
     assert (defaults.wireguardListeningPort, defaults.wireguardInterfaceName) == (51820, "wireguard.cali")
+
+
+def test_ipv6_device_calicos_defaults_its_own_family_bracketed_endpoints() -> None:
+    """wg-v6.cali (wireguardEnabledV6): port 51821, MTU host - 80, only IPv6 blocks, [ip]:port endpoints,
+    /128 host and interface addresses; the IPv4 device leaves the IPv6 blocks out as well."""
+    v6 = WireguardConfig.v6(enabled=True, host_encryption=True)
+    assert (v6.interface_name, v6.listening_port, v6.ipv6) == ("wg-v6.cali", 51821, True)
+    assert device_mtu(v6, 1500) == 1420 and device_mtu(CFG, 1500) == 1440
+    mixed = WireguardUpdate(
+        nodes=(WgNode("node1", "fd00:99::10", K1), WgNode("node2", "fd00:99::11", K2, "fd00:244:0:1::1")),
+        blocks=(("10.244.0.0/26", "node1"), ("fd00:244::/122", "node1"), ("10.244.1.0/26", "node2"),
+                ("fd00:244:0:1::/122", "node2")))
+    p = plan("node1", mixed, v6)
+    assert [(x.endpoint, x.allowed_ips) for x in p.peers] == [
+        ("[fd00:99::11]:51821", ("fd00:244:0:1::/122", "fd00:244:0:1::1/128", "fd00:99::11/128"))]
+    assert p.routes == {"fd00:244::/122": "throw", "fd00:244:0:1::/122": "dev", "fd00:244:0:1::1/128": "dev",
+                        "fd00:99::11/128": "dev"}
+    assert "Endpoint = [fd00:99::11]:51821" in render_config("cHJpdg==", p, v6)
+    nodes_v4 = (WgNode("node1", "10.99.1.10", K1), WgNode("node2", "10.99.1.11", K2))
+    v4 = plan("node1", WireguardUpdate(nodes=nodes_v4, blocks=mixed.blocks), CFG)
+    assert set(v4.routes) == {"10.244.0.0/26", "10.244.1.0/26"}
