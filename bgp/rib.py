@@ -84,13 +84,7 @@ class Rib:
             best_of[prefix] = new
             if not old or not _same_to_the_world(old, new):
                 changes.append((prefix, new))
-        if not changes:
-            return
-        if self._on_changes is not None:
-            self._on_changes(changes)
-        elif self._on_change is not None:
-            for prefix, new in changes:
-                self._on_change(prefix, new)
+        self._report(changes)
 
     def withdraw_many(self, peer: str, prefixes: Iterable[str]) -> None:
         """``withdraw`` for many prefixes from ``peer`` in one pass, changes reported as for
@@ -117,6 +111,10 @@ class Rib:
             best_of[prefix] = new
             if not _same_to_the_world(old, new):
                 changes.append((prefix, new))
+        self._report(changes)
+
+    def _report(self, changes: list[tuple[str, tuple[Route, ...]]]) -> None:
+        """Best-path changes of a bulk call: in one call to ``on_changes``, else one by one."""
         if not changes:
             return
         if self._on_changes is not None:

@@ -29,6 +29,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
+from typing import TypeVar
 
 import structlog
 
@@ -240,10 +242,10 @@ class IptablesWriter:
         if table in self._dirty_hooks:
             return None
         return plan_table_additive(
-            _Chains(desired),
+            _chains(desired),
             [h for h in self._hooks if h.table == table],
             state,
-            expected=_Hashes(desired),
+            expected=_hashes(desired),
             only=self._dirty[table],
             leftover_chains=lazy,
         )
@@ -251,10 +253,10 @@ class IptablesWriter:
     def _plan(self, table: str, state: TableState, *, full: bool) -> list[Op]:
         desired = self._desired[table]
         return plan_table(
-            _Chains(desired),
+            _chains(desired),
             [h for h in self._hooks if h.table == table],
             state,
-            expected=_Hashes(desired),
+            expected=_hashes(desired),
             only=None if full else self._dirty[table],
         )
 
@@ -295,38 +297,20 @@ class IptablesWriter:
         return TableResult(table, len(ops), kept, deleted, read, additive, pending)
 
 
-class _Chains(Mapping[str, Chain]):
-    """The desired chains of a table as the planner reads them: a view, not a copy (a plan of the
-    few chains that changed must not cost a pass over every chain of the table)."""
-
-    __slots__ = ("_desired",)
-
-    def __init__(self, desired: dict[str, _Desired]) -> None:
-        self._desired = desired
-
-    def __getitem__(self, name: str) -> Chain:
-        return self._desired[name].chain
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._desired
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._desired)
-
-    def __len__(self) -> int:
-        return len(self._desired)
+V = TypeVar("V")
 
 
-class _Hashes(Mapping[str, list[str]]):
-    """The desired chains' rule hashes, a view like :class:`_Chains`."""
+class _View(Mapping[str, V]):
+    """One field of the desired chains of a table, as the planner reads it: a view, not a copy (a
+    plan of the few chains that changed must not cost a pass over every chain of the table)."""
 
-    __slots__ = ("_desired",)
+    __slots__ = ("_desired", "_field")
 
-    def __init__(self, desired: dict[str, _Desired]) -> None:
-        self._desired = desired
+    def __init__(self, desired: dict[str, _Desired], field: Callable[[_Desired], V]) -> None:
+        self._desired, self._field = desired, field
 
-    def __getitem__(self, name: str) -> list[str]:
-        return self._desired[name].hashes
+    def __getitem__(self, name: str) -> V:
+        return self._field(self._desired[name])
 
     def __contains__(self, name: object) -> bool:
         return name in self._desired
@@ -336,6 +320,14 @@ class _Hashes(Mapping[str, list[str]]):
 
     def __len__(self) -> int:
         return len(self._desired)
+
+
+def _chains(desired: dict[str, _Desired]) -> _View[Chain]:
+    return _View(desired, attrgetter("chain"))
+
+
+def _hashes(desired: dict[str, _Desired]) -> _View[list[str]]:
+    return _View(desired, attrgetter("hashes"))
 
 
 def _checked(chain: Chain) -> Chain:
