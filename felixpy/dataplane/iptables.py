@@ -19,8 +19,9 @@ rules a chain lacks inserted in place, nothing replaced or deleted. That transac
 empty one does with nf_tables (~3 ms against ~12-15 ms for one that replaces or deletes, which
 waits for an RCU grace period). What it leaves (hash comments of rules after an insert, obsolete
 chains, dispatch rules of gone endpoints) stays dirty: :attr:`pending` is True until a plain
-``apply()`` (the agent's deferred flush: writer loop idle, or at most ``DEFERRED_MAX_SECONDS``
-later) or a resync rewrites it Felix's way. Every desired chain has exactly its desired rules after
+``apply()`` (the deferred flush that ``felixpy.dataplane.deferral.PolicyDeferral`` decides on:
+writer loop idle, or at most ``DEFERRED_MAX_SECONDS`` later) or a resync rewrites it Felix's way.
+Every desired chain has exactly its desired rules after
 either kind of commit.
 """
 

@@ -1,18 +1,10 @@
 """The Linux dataplane: applies calc deltas through the dataplane engineer's drivers.
 
-``apply`` only records desired state (routes into the RouteTable, endpoints into a dict);
-``commit`` writes the kernel once per batch. A batch whose only policy input is endpoints going
-away (a CNI DEL) does not wait for iptables: the interface is gone, so its ``cali-tw/fw`` chains
-and dispatch entries are unreachable, and their removal is folded into the next batch (the next
-ADD's commit, which must write chains anyway), or flushed by the writer once it has been idle
-(``felixpy.dataplane.deferral``). Anything else (a new endpoint, a policy change) commits at once, so an
-ADD still returns only after its isolating chains are in. That commit is additive (see
-``policy_driver``): iptables only adds where it can (the new chains, an inserted dispatch rule) and
-the removals pending from earlier DELs stay deferred with the hash fix-ups; the writer loop flushes
-them with a plain commit once idle, and at the latest ``DEFERRED_MAX_SECONDS`` later, however
-busy it is. A dispatch rule left that long matches only the gone pod's interface name: an address
-the IPAM hands out again goes to a new pod's interface (new name, new chains), and a re-ADD of the
-same pod (same name) makes that rule and its chains desired again, rewritten first if they differ.
+``apply`` only records desired state (routes into the RouteTable, endpoints into a dict) and hands
+the policy updates over; ``commit`` writes the kernel once per batch. Which policy writes go now
+and which wait (a CNI DEL's chains, what an insert-only commit left) is decided on the writers'
+side, by ``felixpy.dataplane.deferral.PolicyDeferral``, not here: the dataplane asks it to commit
+every batch and passes the writer loop's ``next_deadline``/``commit_deferred`` through.
 Commit order is Felix's: routes that go are removed first, then policy is written (ipsets, then
 iptables, then ipsets nothing references any more, see ``policy_driver``), then the routes that
 are new or changed. So a new pod's route appears only once its ``cali-tw/fw`` chains exist, and a
@@ -50,7 +42,7 @@ from felixpy.calc.updates import (
     VtepUpdate,
     WireguardUpdate,
 )
-from felixpy.dataplane.deferral import FlushClock
+from felixpy.dataplane.deferral import FlushClock, PolicyDeferral
 from felixpy.dataplane.kernel_objects import RouteTarget
 from felixpy.dataplane.netlink_ops import normalise_cidr
 from felixpy.dataplane.orphans import Orphans
@@ -62,8 +54,8 @@ if TYPE_CHECKING:
     from felixpy.dataplane.routes import RouteTable
 
 log = structlog.get_logger(__name__)
-# What the policy driver is given: local endpoints (their removal may wait), the compiled policy and
-# which inputs it came from, and InSync.
+# What the policy writers are given: local endpoints (their removal may wait), the compiled policy and
+# which inputs it came from (what the deferral decides by), and InSync.
 POLICY_UPDATES = (EndpointUpdate, PolicyInputsUpdate, ChainsUpdate, IpsetsUpdate, HooksUpdate, InSync)
 
 
@@ -149,21 +141,6 @@ class FamilyPolicies:
         return all(driver.endpoint_programmed(iface) for driver in self.drivers)
 
 
-def _only_local_removals(updates: list[Update], gone: set[tuple[str, str]]) -> bool:
-    """Only local endpoints going away: nothing new to isolate, so their chains can wait a batch.
-
-    ``gone``: local endpoints removed since the last policy commit (the datastore's echo of a CNI
-    DEL's own delete arrives a batch later). Remote endpoints are never deferred: their addresses
-    leave selector ipsets at once.
-    """
-    return all(
-        (isinstance(u, EndpointUpdate) and u.endpoint is None)
-        or (isinstance(u, PolicyInputsUpdate) and not u.others and u.deleted_workloads <= gone)
-        or isinstance(u, ChainsUpdate | IpsetsUpdate | HooksUpdate)  # what those inputs compiled to
-        for u in updates
-    )
-
-
 def iface_exists(name: str) -> bool:
     """Whether a network interface of this name exists in the calling thread's namespace."""
     try:
@@ -206,12 +183,9 @@ class LinuxDataplane:
         self._pending_sweep = False
         self._started = False
         self._ipip_routes: set[str] = set()  # routes over tunl0 (dropped if the kernel has no ipip)
-        self._policy_urgent = False  # this batch has policy input that must be in before commit returns
-        self._policy_deferred = False  # endpoint removals not yet written to iptables
-        self._policy_failed = False  # the last policy commit failed: routes are not added until one succeeds
-        self._gone: set[tuple[str, str]] = set()  # local endpoints removed since the last policy commit
         self.orphans = Orphans(iface_exists)  # local endpoints whose interface is gone (routes withheld)
-        self.flush_clock = flush_clock or FlushClock()  # when deferred policy writes go out alone
+        # The policy writers' front: what goes now and what waits is decided there, not here.
+        self.deferral = None if policy is None else PolicyDeferral(policy, flush_clock)
 
     def _on_route(self, u: RouteUpdate) -> None:
         self._ipip_routes.discard(u.dst)
@@ -242,19 +216,15 @@ class LinuxDataplane:
                     why = "endpoint deleted" if u.endpoint is None else "endpoint updated"
                     self._restore_orphan(u.key, why)
                 if u.endpoint is None:
-                    if self.endpoints.pop(u.key, None) is not None:
-                        self._gone.add(u.key)
+                    self.endpoints.pop(u.key, None)
                 else:
                     self.endpoints[u.key] = u.endpoint
             elif isinstance(u, EncapUpdate | VtepUpdate | WireguardUpdate) and self.encap is not None:
                 self.encap.on_update(u)
             elif isinstance(u, InSync):
                 self._pending_sweep = True
-        if self.policy is not None:
-            policy_updates: list[Update] = [u for u in updates if isinstance(u, POLICY_UPDATES)]
-            self._policy_urgent = self._policy_urgent or not _only_local_removals(policy_updates, self._gone)
-            self._policy_deferred = self._policy_deferred or bool(policy_updates)
-            self.policy.on_updates(policy_updates)
+        if self.deferral is not None:
+            self.deferral.on_updates([u for u in updates if isinstance(u, POLICY_UPDATES)])
         if self.bgp_sink is not None:
             self.bgp_sink(updates)
 
@@ -271,11 +241,14 @@ class LinuxDataplane:
         self._revive_orphans()
         if self._started:  # routes that go leave before their endpoints' chains do
             ok = self._write_routes(removals_only=True) and ok
-        if self.policy is not None and (self._policy_urgent or not self._policy_deferred):
-            ok = self._commit_policy(additive=self._policy_urgent) and ok
+        if self.deferral is not None:  # what must go now goes; the rest waits for next_deadline
+            ok = self.deferral.commit() and ok
         ok = self._write_routes() and ok  # new routes only once the chains they lead to exist
-        self.flush_clock.busy()
         return ok
+
+    @property
+    def _policy_failed(self) -> bool:
+        return self.deferral is not None and self.deferral.failed
 
     def _write_routes(self, *, removals_only: bool = False) -> bool:
         """The route table's pending changes (the first time: the start-up sweep of our protocol).
@@ -290,32 +263,30 @@ class LinuxDataplane:
 
     @property
     def deferred(self) -> bool:
-        """Endpoint removals (or what an additive commit left) are waiting for a plain policy commit."""
-        return self._policy_deferred
+        """Policy writes are waiting (endpoint removals, what an insert-only commit left, a failure)."""
+        return self.deferral is not None and self.deferral.deferred
+
+    @property
+    def flush_clock(self) -> FlushClock | None:
+        """The deferral's clock (None without policy)."""
+        return None if self.deferral is None else self.deferral.clock
+
+    @flush_clock.setter
+    def flush_clock(self, clock: FlushClock) -> None:
+        if self.deferral is not None:
+            self.deferral.clock = clock
 
     def next_deadline(self) -> float | None:
         """When what earlier batches deferred is due to be written alone (None: nothing deferred)."""
-        return self.flush_clock.deadline(self._policy_deferred)
+        return None if self.deferral is None else self.deferral.next_deadline()
 
     def commit_deferred(self) -> bool:
         """Write what earlier batches deferred (the writer calls this at :meth:`next_deadline`)."""
-        if self.policy is None or not self._policy_deferred:
+        if self.deferral is None or not self.deferral.deferred:
             return True
-        ok = self._commit_policy()
-        self.flush_clock.flushed(ok)
+        ok = self.deferral.commit_deferred()
         if ok and self._started:
             ok = self._write_routes()  # routes held back by an earlier failed commit
-        return ok
-
-    def _commit_policy(self, additive: bool = False) -> bool:
-        assert self.policy is not None
-        ok = self.policy.commit(additive)
-        self._policy_failed = not ok
-        self._policy_urgent = False
-        # A failed commit is retried with the next batch; an additive one may have left removals.
-        self._policy_deferred = not ok or self.policy.deferred
-        if not self._policy_deferred:
-            self._gone.clear()
         return ok
 
     def resync(self, what: str) -> None:

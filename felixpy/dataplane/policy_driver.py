@@ -15,7 +15,9 @@ with insert-only plans where they exist (see ``IptablesWriter.apply``): the new 
 and its dispatch rule go in, while the removal of what is no longer wanted (a deleted pod's chains
 and dispatch rule, which match only its gone interface) and the hash fix-ups wait for the next plain
 ``commit()``; :attr:`PolicyDriver.deferred` says one is due. ipsets nothing references any more are
-destroyed only then (a chain left behind may still use them); member updates are never deferred.
+destroyed only then (a chain left behind may still use them); member updates go with every commit.
+Which batch gets which kind of commit, which batch waits whole (a CNI DEL's), and when the plain
+commit runs, is decided beside the writers, by ``felixpy.dataplane.deferral.PolicyDeferral``.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ an ADD returns with its route programmed; an older event about the same endpoint
 the syncer afterwards is ignored, so a lagging watch cannot undo a newer local write.
 
 A dataplane may defer part of a commit (endpoint removals' iptables work, and what an additive
-commit left, see ``felixpy.dataplane.linux``): it says when they are due (``next_deadline``, its
-``felixpy.dataplane.deferral.FlushClock``), and the loop wakes up then and asks it to write them
+commit left; the policy writers decide that, ``felixpy.dataplane.deferral``): it says when they
+are due (``next_deadline``), and the loop wakes up then and asks it to write them
 (``commit_deferred``); nothing else of the deferral is the loop's business.
 """
 

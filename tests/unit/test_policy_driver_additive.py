@@ -129,7 +129,7 @@ def test_add_right_after_a_del_is_insert_only_and_the_flush_removes_the_rest() -
     kernel, ipsets, compiler, driver = _setup()
     web_set = ipset_name(parse("app == 'web'").unique_id)  # used by the db policy only
     assert web_set in ipsets.kernel
-    compiler.remove_endpoint("default/db1")  # the DEL: its commit is deferred by the dataplane
+    compiler.remove_endpoint("default/db1")  # the DEL: its commit is deferred (deferral.PolicyDeferral)
     compiler.update_endpoint(_ep("other1", "10.0.0.2", "other"))  # the same address, another pod
     assert driver.commit(additive=True)
     ops = [o for _, ops in kernel.writes for o in ops]
