@@ -1,7 +1,7 @@
 """Policy as a calc stage: the synced resources feed the policy compilers (one per IP version), whose
 output leaves calc as typed updates (`ChainsUpdate`, `IpsetsUpdate`, `HooksUpdate`), plus one
-`PolicyInputsUpdate` per batch saying which inputs changed (the dataplane decides from it whether a
-commit must isolate something new at once, see ``felixpy.dataplane.linux``).
+`PolicyInputsUpdate` per batch saying which inputs changed (the policy writers' deferral decides
+from it whether a batch's writes may wait, see ``felixpy.dataplane.deferral``).
 
 What each kind means to the compilers (one table, ``_FEEDS``): workload and host endpoints (every
 node's: the compiler enforces only this node's, but any endpoint's addresses belong in the selector

@@ -1,7 +1,7 @@
 """A small netlink surface for the dataplane drivers: routes and links.
 
 Drivers depend on the :class:`Netlink` protocol; kernel code uses :class:`IPRouteNetlink`, unit tests
-the in-memory :class:`felixpy.dataplane.netlink_fake.FakeNetlink`. Routes go through the agent's one
+the in-memory :class:`tests.fixtures.netlink_fake.FakeNetlink`. Routes go through the agent's one
 batched route writer (``felixpy.netlinkio.writer.RouteWriter``, shared with BGP's FIB): a whole
 ``RouteTable.apply`` is a few sends, not a pyroute2 call per route. Links are read with pyroute2
 ``IPRoute`` (never NDB: we keep our own desired/actual state). EEXIST on add and ENOENT/ESRCH on

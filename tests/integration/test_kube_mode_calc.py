@@ -20,7 +20,6 @@ from typing import Any, Protocol
 import pytest
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.recorder import RecordingDataplane
 from felixpy.calc.updates import Route, Vtep
 from felixpy.cni.request import wep_name
 from felixpy.dataplane.iface_names import veth_name_for_workload
@@ -31,6 +30,7 @@ from felixpy.resources.k8s import K8sNetworkPolicy, Namespace
 from felixpy.runtime.sync import SyncSources
 from felixpy.runtime.writer import Msg, ResourceMsg, Writer
 from policy.entities import Endpoint
+from tests.fixtures.calc_recorder import RecordingDataplane
 from tests.fixtures.kubeapi import KubeAPI
 
 pytestmark = pytest.mark.integration

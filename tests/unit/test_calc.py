@@ -12,11 +12,11 @@ import itertools
 import pytest
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.recorder import RecordingDataplane
 from felixpy.calc.updates import VXLAN_DEVICE, Encap, NodeState, Route, Vtep
 from felixpy.calc.vxlan import vtep_mac
 from felixpy.resources import IPPool, Node, WorkloadEndpoint
 from policy.entities import Endpoint
+from tests.fixtures.calc_recorder import RecordingDataplane
 
 ME = "node1"
 

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.recorder import RecordingDataplane
 from felixpy.calc.updates import Encap, EncapUpdate, Route, RouteUpdate, Vtep, VtepUpdate
 from felixpy.dataplane import tunnel_devices as drv
 from felixpy.dataplane.encap_driver import EncapDriver, EncapSettings
@@ -16,6 +15,7 @@ from felixpy.dataplane.linux import LinuxDataplane
 from felixpy.resources import IPPool, Node
 from felixpy.runtime.settings import FelixParams
 from felixpy.runtime.startup import pod_mtu
+from tests.fixtures.calc_recorder import RecordingDataplane
 
 ME = "node1"
 BLOCKS = {"192.168.0.0/26": ME, "192.168.1.0/26": "node2", "192.168.2.0/26": "node3"}

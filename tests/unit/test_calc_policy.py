@@ -17,13 +17,13 @@ import pytest
 
 from felixpy.calc.graph import CalcGraph
 from felixpy.calc.policy_stage import PolicyCalc
-from felixpy.calc.recorder import RecordingDataplane
 from felixpy.calc.updates import BGPInputs, BGPInputsUpdate, ChainsUpdate, IpsetsUpdate, PolicyInputsUpdate
 from felixpy.resources.parse import parse_document
 from policy.chain_names import ipset_name
 from policy.chains import ChainConfig
 from policy.compiler import PolicyCompiler
 from policy.selector import parse
+from tests.fixtures.calc_recorder import RecordingDataplane
 from tests.unit.test_calc import ME, feed, node, pool, state, transition, wep
 
 WEB_SET = ipset_name(parse("app == 'web1' || app == 'web1r'").unique_id)

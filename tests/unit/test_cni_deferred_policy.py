@@ -21,10 +21,10 @@ from felixpy.calc.updates import (
 )
 from felixpy.dataplane.deferral import FlushClock
 from felixpy.dataplane.linux import LinuxDataplane
-from felixpy.dataplane.netlink_fake import FakeNetlink
 from felixpy.dataplane.routes import RouteTable
 from felixpy.runtime.writer import ResourceMsg, Writer
 from policy.entities import Endpoint
+from tests.fixtures.netlink_fake import FakeNetlink
 
 KEY = ("default", "node1-k8s-a-eth0")
 

@@ -17,12 +17,12 @@ from felixpy.calc.policy_stage import PolicyCalc
 from felixpy.dataplane.errors import CommandFailed
 from felixpy.dataplane.iptables import IptablesWriter
 from felixpy.dataplane.linux import LinuxDataplane
-from felixpy.dataplane.netlink_fake import FakeNetlink
 from felixpy.dataplane.netlink_ops import KernelRoute
 from felixpy.dataplane.policy_driver import PolicyDriver
 from felixpy.dataplane.routes import RouteTable
 from policy.chains import ChainConfig
 from policy.compiler import PolicyCompiler
+from tests.fixtures.netlink_fake import FakeNetlink
 from tests.unit.test_calc import ME, pool, wep
 from tests.unit.test_calc_policy import gnp
 from tests.unit.test_policy_driver_additive import Ipsets, Kernel

@@ -11,10 +11,10 @@ from structlog.testing import capture_logs
 from felixpy.calc.updates import EndpointUpdate, Route, RouteUpdate, Update
 from felixpy.dataplane.errors import DataplaneError
 from felixpy.dataplane.linux import LinuxDataplane
-from felixpy.dataplane.netlink_fake import FakeNetlink
 from felixpy.dataplane.netlink_ops import KernelRoute
 from felixpy.dataplane.routes import RouteTable
 from policy.entities import Endpoint
+from tests.fixtures.netlink_fake import FakeNetlink
 
 GONE = ("default", "node1-k8s-gone-eth0")
 LIVE = ("default", "node1-k8s-live-eth0")

@@ -6,9 +6,9 @@ import pytest
 
 from felixpy.dataplane.iface_names import veth_name_for_container, veth_name_for_workload
 from felixpy.dataplane.kernel_objects import RouteTarget
-from felixpy.dataplane.netlink_fake import FakeNetlink
 from felixpy.dataplane.netlink_ops import KernelRoute
 from felixpy.dataplane.routes import RouteTable, plan_routes
+from tests.fixtures.netlink_fake import FakeNetlink
 
 
 def test_calico_veth_name():

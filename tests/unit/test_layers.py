@@ -180,8 +180,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "felixpy.kube.install_cni",
         ),
     ),
+    ("benchmarks", ("bench",)),  # run as python -m bench.<name>; nothing in a package imports them
 )
-PROJECT = ("felixpy", "bgp", "policy", "ipam")
+PROJECT = ("felixpy", "bgp", "policy", "ipam", "bench")
+PACKAGES = ("felixpy", "bgp", "policy", "ipam")  # what ships: no test or benchmark code in them
 
 
 def _modules() -> dict[str, Path]:
@@ -264,6 +266,24 @@ def test_modules_are_named_by_role_not_by_a_shared_generic_name() -> None:
         found.setdefault(module.rsplit(".", 1)[-1], []).append(module)
     shared = {name: sorted(found[name]) for name in AMBIGUOUS if len(found.get(name, ())) > 1}
     assert not shared, f"modules sharing a generic name (name them by role): {shared}"
+
+
+def test_shipped_packages_hold_no_test_or_benchmark_code() -> None:
+    """Test fakes, recorders and cases live under tests/, benchmarks under bench/ (issue 14): no
+    shipped module imports either, and none is named as a fake or a test aid."""
+    bad = []
+    for module, path in _modules().items():
+        if module.split(".")[0] not in PACKAGES:
+            continue
+        stem = module.rsplit(".", 1)[-1]
+        if stem.endswith(("_fake", "_cases")) or stem in ("recorder", "fakes", "conftest") or "bench" in stem:
+            bad.append(f"{module}: named as test or benchmark code")
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            bad += [f"{module} imports {n}" for n in names if n.split(".")[0] in ("tests", "bench")]
+    assert not bad, "\n".join(bad)
 
 
 def test_no_import_circles() -> None:
