@@ -42,7 +42,7 @@ from felixpy.calc.updates import (
     VtepUpdate,
     WireguardUpdate,
 )
-from felixpy.dataplane.deferral import FlushClock, PolicyDeferral
+from felixpy.dataplane.deferral import FlushClock, PolicyDeferral, PolicyWriters
 from felixpy.dataplane.kernel_objects import RouteTarget
 from felixpy.dataplane.netlink_ops import normalise_cidr
 from felixpy.dataplane.orphans import Orphans
@@ -59,15 +59,9 @@ log = structlog.get_logger(__name__)
 POLICY_UPDATES = (EndpointUpdate, PolicyInputsUpdate, ChainsUpdate, IpsetsUpdate, HooksUpdate, InSync)
 
 
-class PolicyDriver(Protocol):
-    """What the agent hands calc's compiled policy to (the iptables/ipset writers)."""
-
-    def on_updates(self, updates: list[Update]) -> None: ...
-
-    def commit(self, additive: bool = False) -> bool: ...
-
-    @property
-    def deferred(self) -> bool: ...
+class PolicyDriver(PolicyWriters, Protocol):
+    """What the agent hands calc's compiled policy to (the iptables/ipset writers); the dataplane
+    puts a :class:`PolicyDeferral` in front of it."""
 
     def resync(self, what: str) -> None: ...
 
