@@ -22,7 +22,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -51,6 +51,7 @@ from policy.entities import Endpoint
 if TYPE_CHECKING:
     from felixpy.dataplane.encap_driver import EncapDriver
     from felixpy.dataplane.links import WorkloadLinks
+    from felixpy.dataplane.policy_driver import CommitStep
     from felixpy.dataplane.routes import RouteTable
 
 log = structlog.get_logger(__name__)
@@ -72,13 +73,14 @@ class PolicyDriver(PolicyWriters, Protocol):
 
 class FamilyDriver(PolicyDriver, Protocol):
     """A policy driver whose commit comes in steps (``felixpy.dataplane.policy_driver.PolicyDriver``):
-    ``commit(a)`` is ``finish(write_iptables(prepare(a)))``; a step's state is opaque here."""
+    ``commit(a)`` is ``finish(write_iptables(prepare(a)))``; a step (``policy_driver.CommitStep``)
+    is opaque here."""
 
-    def prepare(self, additive: bool = False) -> Any: ...
+    def prepare(self, additive: bool = False) -> CommitStep: ...
 
-    def write_iptables(self, step: Any) -> Any: ...
+    def write_iptables(self, step: CommitStep) -> CommitStep: ...
 
-    def finish(self, step: Any) -> bool: ...
+    def finish(self, step: CommitStep) -> bool: ...
 
 
 class FamilyPolicies:

@@ -105,16 +105,16 @@ class PolicyDriver:
     # The three steps of a commit, for FamilyPolicies: every family's ``prepare`` (the shared ipset
     # writer), then their ``write_iptables`` at once (each its own iptables-restore), then every
     # ``finish`` (ipsets nothing references any more, once every family's chains are written).
-    def prepare(self, additive: bool = False) -> _Commit:
+    def prepare(self, additive: bool = False) -> CommitStep:
         """Hand calc's changes to the writers and write the ipsets they need."""
         changes, self._changes = self._changes, Changes()
         try:
             stage_changes(changes, self.iptables, self.ipsets)
         except DataplaneError as exc:
-            return self._failed(_Commit(additive), exc)
-        return _Commit(additive, ok=True)
+            return self._failed(CommitStep(additive), exc)
+        return CommitStep(additive, ok=True)
 
-    def write_iptables(self, step: _Commit) -> _Commit:
+    def write_iptables(self, step: CommitStep) -> CommitStep:
         if step.ok:
             try:
                 write_iptables(self.iptables, additive=step.additive)
@@ -122,7 +122,7 @@ class PolicyDriver:
                 return self._failed(step, exc)
         return step
 
-    def finish(self, step: _Commit) -> bool:
+    def finish(self, step: CommitStep) -> bool:
         if not step.ok:
             return False
         try:
@@ -135,7 +135,7 @@ class PolicyDriver:
         return True
 
     @staticmethod
-    def _failed(step: _Commit, exc: DataplaneError) -> _Commit:
+    def _failed(step: CommitStep, exc: DataplaneError) -> CommitStep:
         log.warning("policy.commit_failed", error=str(exc), reason="will retry on the next batch")
         step.ok = False
         return step
@@ -167,7 +167,7 @@ class PolicyDriver:
             return f"cali-tw-{iface}" in self._written and f"cali-fw-{iface}" in self._written
 
 
-class _Commit:
+class CommitStep:
     """Where one driver's commit stands between its steps."""
 
     __slots__ = ("additive", "ok")
