@@ -133,10 +133,11 @@ class HooksUpdate:
 
 @dataclass(frozen=True, slots=True)
 class PolicyInputsUpdate:
-    """Which policy inputs a batch changed, so the dataplane can tell what must be in the kernel before
-    the commit returns: ``deleted_workloads`` (any node's WorkloadEndpoints deleted) and ``others``
-    (any other policy input: an endpoint added or changed, a policy, a tier, a namespace, a pool, a
-    node's address). A batch of only local endpoints going away has nothing new to isolate."""
+    """Which policy inputs a batch changed, so the policy writers' deferral
+    (``felixpy.dataplane.deferral``) can tell what must be in the kernel before the commit returns:
+    ``deleted_workloads`` (any node's WorkloadEndpoints deleted) and ``others`` (any other policy
+    input: an endpoint added or changed, a policy, a tier, a namespace, a pool, a node's address).
+    A batch of only local endpoints going away has nothing new to isolate."""
 
     deleted_workloads: frozenset[tuple[str, str]] = frozenset()
     others: bool = False
