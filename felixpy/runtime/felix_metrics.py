@@ -91,7 +91,7 @@ class PolicyCounts:
     optimized_selectors: int = 0
     unoptimized_selectors: int = 0
     # felix_label_index_strategy_evals{strategy}, felix_label_index_selector_evals{result}: counts
-    # kept by the compiler's SetIndex since the agent (or its last config restart) began
+    # kept by the compiler's SetIndex since the agent process started (a config restart re-execs it)
     strategy_evals: Mapping[str, int] = field(default_factory=dict)
     selector_evals: Mapping[bool, int] = field(default_factory=dict)
 
