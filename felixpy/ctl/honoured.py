@@ -1,5 +1,5 @@
-"""Which FelixConfiguration, BGPConfiguration and IPAMConfiguration fields felixpy acts on, and which
-it only stores.
+"""Which FelixConfiguration, BGPConfiguration, IPAMConfiguration and Profile fields felixpy acts on,
+and which it only stores.
 
 A Calico user's FelixConfiguration applies unchanged (felixpy accepts every Felix parameter), but
 a field felixpy does not act on must not be accepted silently: ``felixctl apply`` warns naming
@@ -9,7 +9,10 @@ renders (a test checks it is current).
 FelixConfiguration: the honoured fields are exactly `felixpy.runtime.settings.FelixParams`' (the
 parameters the agent resolves and uses). BGPConfiguration: those `bgp/` reads (listed here; the
 BGP service is the only reader). IPAMConfiguration: those IPAM's ``ipam.allocator.IPAMConfig``
-carries (what every allocation path reads).
+carries (what every allocation path reads). Profile: none. The agent reads no Profile: a
+``kns.<ns>`` profile allows all and a namespace's (service account's) labels come from its
+Namespace (ServiceAccount) object, as Calico's generated ``kns.*``/``ksa.*`` profiles would give
+them; a stored Profile's own rules and ``labelsToApply`` change nothing, so apply names them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 from felixpy.resources.base import Model, Resource
 from felixpy.resources.bgp import BGPConfiguration, BGPConfigurationSpec
 from felixpy.resources.felixconfig import FelixConfiguration, FelixConfigurationSpec
-from felixpy.resources.stored import IPAMConfiguration, IPAMConfigurationSpec
+from felixpy.resources.stored import IPAMConfiguration, IPAMConfigurationSpec, Profile, ProfileSpec
 from felixpy.runtime.settings import FelixParams
 from ipam.allocator import IPAMConfig
 
@@ -53,11 +56,13 @@ HONOURED: dict[str, frozenset[str]] = {
     "FelixConfiguration": FELIX_HONOURED,
     "BGPConfiguration": BGP_HONOURED,
     "IPAMConfiguration": IPAM_HONOURED,
+    "Profile": frozenset(),
 }
 _SPECS: dict[str, type[Model]] = {
     "FelixConfiguration": FelixConfigurationSpec,
     "BGPConfiguration": BGPConfigurationSpec,
     "IPAMConfiguration": IPAMConfigurationSpec,
+    "Profile": ProfileSpec,
 }
 
 
@@ -86,10 +91,10 @@ def unhonoured(obj: Resource) -> list[str]:
 
 
 def field_table() -> str:
-    """The Markdown table of every FelixConfiguration, BGPConfiguration and IPAMConfiguration field
-    felixpy names."""
+    """The Markdown table of every FelixConfiguration, BGPConfiguration, IPAMConfiguration and Profile
+    field felixpy names."""
     lines = ["| Kind | Field | felixpy |", "|---|---|---|"]
-    for kind in (FelixConfiguration.KIND, BGPConfiguration.KIND, IPAMConfiguration.KIND):
+    for kind in (FelixConfiguration.KIND, BGPConfiguration.KIND, IPAMConfiguration.KIND, Profile.KIND):
         for name in known_fields(kind):
             acted = "honoured" if name in HONOURED[kind] else "stored, not acted on (apply warns)"
             lines.append(f"| {kind} | `{name}` | {acted} |")
