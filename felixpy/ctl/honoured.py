@@ -1,5 +1,5 @@
-"""Which FelixConfiguration, BGPConfiguration, IPAMConfiguration and Profile fields felixpy acts on,
-and which it only stores.
+"""Which FelixConfiguration, BGPConfiguration, BGPPeer, IPAMConfiguration and Profile fields felixpy
+acts on, and which it only stores.
 
 A Calico user's FelixConfiguration applies unchanged (felixpy accepts every Felix parameter), but
 a field felixpy does not act on must not be accepted silently: ``felixctl apply`` warns naming
@@ -8,7 +8,10 @@ renders (a test checks it is current).
 
 FelixConfiguration: the honoured fields are exactly `felixpy.runtime.settings.FelixParams`' (the
 parameters the agent resolves and uses). BGPConfiguration: those `bgp/` reads (listed here; the
-BGP service is the only reader). IPAMConfiguration: those IPAM's ``ipam.allocator.IPAMConfig``
+BGP service is the only reader). BGPPeer: those `bgp.topology` (sessions, next hop, AS, GTSM, limits,
+filters) and the BFD and BGP services read; ``keepaliveTime`` (the speaker's hold time is 90 s, its
+keepalive the speaker's default), ``reachableBy`` (no static route to the peer is added) and
+``sourceAddress: None`` are not. IPAMConfiguration: those IPAM's ``ipam.allocator.IPAMConfig``
 carries (what every allocation path reads). Profile: none. The agent reads no Profile: a
 ``kns.<ns>`` profile allows all and a namespace's (service account's) labels come from its
 Namespace (ServiceAccount) object, as Calico's generated ``kns.*``/``ksa.*`` profiles would give
@@ -21,7 +24,7 @@ import dataclasses
 from typing import Any
 
 from felixpy.resources.base import Model, Resource
-from felixpy.resources.bgp import BGPConfiguration, BGPConfigurationSpec
+from felixpy.resources.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec
 from felixpy.resources.felixconfig import FelixConfiguration, FelixConfigurationSpec
 from felixpy.resources.stored import IPAMConfiguration, IPAMConfigurationSpec, Profile, ProfileSpec
 from felixpy.runtime.settings import FelixParams
@@ -49,18 +52,43 @@ BGP_HONOURED: frozenset[str] = frozenset(
         "nodePeerBFD",
     }
 )
+BGPPEER_HONOURED: frozenset[str] = frozenset(
+    {
+        "node",
+        "nodeSelector",
+        "peerIP",
+        "peerSelector",
+        "asNumber",
+        "localASNumber",
+        "keepOriginalNextHop",
+        "nextHopMode",
+        "password",
+        "maxRestartTime",
+        "numAllowedLocalASNumbers",
+        "ttlSecurity",
+        "filters",
+        "reversePeering",
+        "maxPrefixes",  # felixpy's receive limits (issue 12)
+        "maxPrefixesAction",
+        "maxASPathLength",
+        "failureDetectionMode",  # BFD (issue 19)
+        "bfd",
+    }
+)
 IPAM_HONOURED: frozenset[str] = frozenset(
     IPAMConfigurationSpec.model_fields[f.name].alias or f.name for f in dataclasses.fields(IPAMConfig)
 )
 HONOURED: dict[str, frozenset[str]] = {
     "FelixConfiguration": FELIX_HONOURED,
     "BGPConfiguration": BGP_HONOURED,
+    "BGPPeer": BGPPEER_HONOURED,
     "IPAMConfiguration": IPAM_HONOURED,
     "Profile": frozenset(),
 }
 _SPECS: dict[str, type[Model]] = {
     "FelixConfiguration": FelixConfigurationSpec,
     "BGPConfiguration": BGPConfigurationSpec,
+    "BGPPeer": BGPPeerSpec,
     "IPAMConfiguration": IPAMConfigurationSpec,
     "Profile": ProfileSpec,
 }
@@ -91,10 +119,11 @@ def unhonoured(obj: Resource) -> list[str]:
 
 
 def field_table() -> str:
-    """The Markdown table of every FelixConfiguration, BGPConfiguration, IPAMConfiguration and Profile
-    field felixpy names."""
+    """The Markdown table of every FelixConfiguration, BGPConfiguration, BGPPeer, IPAMConfiguration and
+    Profile field felixpy names."""
     lines = ["| Kind | Field | felixpy |", "|---|---|---|"]
-    for kind in (FelixConfiguration.KIND, BGPConfiguration.KIND, IPAMConfiguration.KIND, Profile.KIND):
+    kinds = (FelixConfiguration, BGPConfiguration, BGPPeer, IPAMConfiguration, Profile)
+    for kind in (k.KIND for k in kinds):
         for name in known_fields(kind):
             acted = "honoured" if name in HONOURED[kind] else "stored, not acted on (apply warns)"
             lines.append(f"| {kind} | `{name}` | {acted} |")

@@ -198,6 +198,14 @@ def test_unhonoured_fields_are_named() -> None:
     assert sorted(unhonoured(felix)) == ["spec.bpfEnabled", "spec.chainInsertMode"]
     bgp = parse_documents(doc("BGPConfiguration", "default", "{asNumber: 64512, bindMode: NodeIP}"))[0]
     assert unhonoured(bgp) == ["spec.bindMode"]
+    peer = parse_documents(doc("BGPPeer", "tor", (
+        "{peerIP: 192.0.2.1, asNumber: 64600, keepaliveTime: 10s, reachableBy: 10.0.0.1,"
+        " sourceAddress: None, ttlSecurity: 1, maxRestartTime: 120s}"
+    )))[0]  # fmt: skip
+    assert sorted(unhonoured(peer)) == ["spec.keepaliveTime", "spec.reachableBy", "spec.sourceAddress"]
+    spec = "{peerIP: 192.0.2.1, asNumber: 1, sourceAddress: UseNodeIP}"
+    default_source = parse_documents(doc("BGPPeer", "p", spec))[0]
+    assert unhonoured(default_source) == []  # the node's address: what felixpy does
 
 
 def test_a_profiles_rules_and_labels_to_apply_are_named_as_not_acted_on() -> None:
