@@ -206,6 +206,12 @@ def test_unhonoured_fields_are_named() -> None:
     spec = "{peerIP: 192.0.2.1, asNumber: 1, sourceAddress: UseNodeIP}"
     default_source = parse_documents(doc("BGPPeer", "p", spec))[0]
     assert unhonoured(default_source) == []  # the node's address: what felixpy does
+    pool = parse_documents(doc("IPPool", "p", (
+        "{cidr: 10.9.0.0/16, natOutgoing: true, assignmentMode: Manual, namespaceSelector: \"team == 'a'\"}"
+    )))[0]  # fmt: skip
+    assert sorted(unhonoured(pool)) == ["spec.assignmentMode", "spec.namespaceSelector"]
+    automatic = parse_documents(doc("IPPool", "q", "{cidr: 10.8.0.0/16, assignmentMode: Automatic}"))[0]
+    assert unhonoured(automatic) == []  # Calico's default: what felixpy does
 
 
 def test_a_profiles_rules_and_labels_to_apply_are_named_as_not_acted_on() -> None:
