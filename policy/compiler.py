@@ -94,8 +94,8 @@ from policy.hostendpoints import (
 from policy.rpf import rpf_skip_chain, version_prefixes
 from policy.rules import render_policy
 from policy.selector import Selector, b64hash
-from policy.set_specs import SetSpec, net_set
-from policy.setindex import LabelIndex, SetIndex
+from policy.set_specs import NetsSet, SetSpec, net_set
+from policy.setindex import LabelIndex, SetIndex, scan_strategy
 from policy.tiers import Tiers, tier_info
 
 ChainKey = tuple[Table, str]
@@ -328,10 +328,8 @@ class PolicyCompiler:
                 sets |= used
             else:
                 self._drop(("filter", policy_chain(p.id, direction)))
-        for spec in sets:  # a set already in use is only counted: no candidates needed
-            self._sets.acquire(
-                spec, {} if spec.name in self._sets else self._set_candidates(spec), self._views
-            )
+        for spec in sets:
+            self._acquire(spec)
         for spec in self._policy_sets.get(p.id, frozenset()):
             self._sets.release(spec)
         self._policy_sets[p.id] = frozenset(sets)
@@ -341,14 +339,18 @@ class PolicyCompiler:
         keys = self._by_label_local.candidates(selector)
         return self._local if keys is None else keys
 
-    def _set_candidates(self, spec: SetSpec) -> Mapping[str, Endpoint]:
-        """The endpoints and network sets whose view may match ``spec``'s selector."""
-        selector = getattr(spec, "selector", None)
-        keys = self._by_label.candidates(selector) if selector is not None else None
+    def _acquire(self, spec: SetSpec) -> None:
+        """Take a reference to ``spec``; a new selector set is filled from its candidates."""
+        if spec.name in self._sets or isinstance(spec, NetsSet):  # only counted: no scan
+            self._sets.acquire(spec, {}, self._views)
+            return
+        keys = self._by_label.candidates(spec.selector)
         if keys is None:
-            return self._members
-        endpoints, netsets = self._endpoints, self._netsets  # (a ChainMap's lookups are slow)
-        return {k: endpoints.get(k) or netsets[k] for k in keys if k in endpoints or k in netsets}
+            candidates: Mapping[str, Endpoint] = self._members
+        else:
+            endpoints, netsets = self._endpoints, self._netsets  # (a ChainMap's lookups are slow)
+            candidates = {k: endpoints.get(k) or netsets[k] for k in keys if k in endpoints or k in netsets}
+        self._sets.acquire(spec, candidates, self._views, scan_strategy(keys))
 
     def _deactivate(self, pid: str) -> None:
         for direction in DIRECTIONS:
@@ -706,7 +708,7 @@ class PolicyCompiler:
         if delta is None:
             return
         for spec in delta.acquire:
-            self._sets.acquire(spec, self._members, self._views)
+            self._acquire(spec)
         for chain in delta.put:
             self._put(chain)
         for key in delta.drop:

@@ -68,8 +68,10 @@ class SelectorSet:
         return ipset_name(self.selector.unique_id, self.version)
 
     def members_of(self, ep: Endpoint, view: Mapping[str, str]) -> frozenset[str]:
-        if not self.selector.matches(view):
-            return frozenset()
+        return self.members_matched(ep) if self.selector.matches(view) else frozenset()
+
+    def members_matched(self, ep: Endpoint) -> frozenset[str]:
+        """``members_of`` an endpoint whose view the selector is known to match."""
         return frozenset(m for ip in _ips(ep, self.version) for m in net_members(ip))
 
     def empty(self) -> IpSet:
@@ -89,8 +91,12 @@ class NamedPortSet:
         return ipset_name(named_port_set_id(self.selector.unique_id, proto, self.port_name), self.version)
 
     def members_of(self, ep: Endpoint, view: Mapping[str, str]) -> frozenset[str]:
+        return self.members_matched(ep) if self.selector.matches(view) else frozenset()
+
+    def members_matched(self, ep: Endpoint) -> frozenset[str]:
+        """``members_of`` an endpoint whose view the selector is known to match."""
         port = ep.named_port(self.port_name, self.protocol)
-        if port is None or not self.selector.matches(view):
+        if port is None:
             return frozenset()
         proto = PROTOCOL_NAMES.get(self.protocol, str(self.protocol))
         return frozenset(f"{member_address(ip)},{proto}:{port}" for ip in _ips(ep, self.version))

@@ -1,8 +1,14 @@
 """Reference-counted ipsets and each endpoint's contribution to them.
 
-A set exists while at least one active policy chain references it. Adding a set scans every
-endpoint once; an endpoint change re-evaluates that endpoint against every set in use. The
-``IpSet`` values are only built for sets that changed, when the compiler is asked.
+A set exists while at least one active policy chain references it. Adding a set scans its
+candidates once (every endpoint and network set, or those a ``LabelIndex`` gives); an endpoint
+change re-evaluates that endpoint against every set in use. The ``IpSet`` values are only built
+for sets that changed, when the compiler is asked.
+
+The counts behind Felix's ``felix_label_index_strategy_evals{strategy}`` and
+``felix_label_index_selector_evals{result}`` are kept here, where the scans happen (``SetIndex``'s
+``strategy_evals`` and ``selector_evals``): one scan per new selector set, named as Felix names
+its scan strategies, and each evaluation of its selector on a candidate, by result.
 """
 
 from __future__ import annotations
@@ -12,7 +18,26 @@ from collections.abc import Iterable, Mapping
 from felixpy.dataplane.kernel_objects import IpSet
 from policy.entities import Endpoint
 from policy.selector import Selector, required_equalities
-from policy.set_specs import SetSpec
+from policy.set_specs import NamedPortSet, SelectorSet, SetSpec
+
+# Felix's names for the scan strategies felixpy's index has (the ``strategy`` label): every
+# endpoint and network set; none (a ``key == value`` term no view carries); one label value's.
+FULL_SCAN = "endpoint-full-scan"
+NO_MATCH = "endpoint-no-match"
+SINGLE_VALUE = "endpoint-single-value"
+
+
+def scan_strategy(candidates: set[str] | None) -> str:
+    """Felix's name for a scan of ``LabelIndex.candidates``' answer."""
+    if candidates is None:
+        return FULL_SCAN
+    return SINGLE_VALUE if candidates else NO_MATCH
+
+
+def optimized(selector: Selector) -> bool:
+    """The label index narrows this selector's scan (Felix's ``optimized`` label): it has a
+    ``key == value`` term; otherwise every endpoint and network set is a candidate."""
+    return bool(required_equalities(selector))
 
 
 class LabelIndex:
@@ -71,6 +96,8 @@ class SetIndex:
         self._refs: dict[str, int] = {}
         self._members: dict[str, dict[str, frozenset[str]]] = {}  # set name → endpoint key → members
         self.dirty: set[str] = set()
+        self.strategy_evals: dict[str, int] = {}  # scan strategy → scans of new selector sets
+        self.selector_evals: dict[bool, int] = {True: 0, False: 0}  # result → evaluations in them
 
     def __contains__(self, name: str) -> bool:
         return name in self._specs
@@ -79,18 +106,30 @@ class SetIndex:
         return self._specs.keys()
 
     def acquire(
-        self, spec: SetSpec, endpoints: Mapping[str, Endpoint], views: Mapping[str, Mapping[str, str]]
+        self,
+        spec: SetSpec,
+        endpoints: Mapping[str, Endpoint],
+        views: Mapping[str, Mapping[str, str]],
+        strategy: str = FULL_SCAN,
     ) -> None:
+        """One more reference to ``spec``. A new selector set evaluates its selector on
+        ``endpoints`` (its candidates, found by ``strategy``) and counts the scan."""
         name = spec.name
         self._refs[name] = self._refs.get(name, 0) + 1
         if name in self._specs:
             return
         self._specs[name] = spec
         contributions = {}
-        for key, ep in endpoints.items():
-            m = spec.members_of(ep, views[key])
-            if m:
-                contributions[key] = m
+        if isinstance(spec, SelectorSet | NamedPortSet):  # (a NetsSet: no endpoint contributes)
+            self.strategy_evals[strategy] = self.strategy_evals.get(strategy, 0) + 1
+            matches = spec.selector.matches
+            matched = [(key, ep) for key, ep in endpoints.items() if matches(views[key])]
+            self.selector_evals[True] += len(matched)
+            self.selector_evals[False] += len(endpoints) - len(matched)
+            for key, ep in matched:
+                m = spec.members_matched(ep)
+                if m:
+                    contributions[key] = m
         self._members[name] = contributions
         self.dirty.add(name)
 

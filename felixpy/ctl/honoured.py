@@ -1,5 +1,5 @@
-"""Which FelixConfiguration, BGPConfiguration and IPAMConfiguration fields felixpy acts on, and which
-it only stores.
+"""Which FelixConfiguration, BGPConfiguration, BGPPeer, IPPool, IPAMConfiguration and Profile fields
+felixpy acts on, and which it only stores.
 
 A Calico user's FelixConfiguration applies unchanged (felixpy accepts every Felix parameter), but
 a field felixpy does not act on must not be accepted silently: ``felixctl apply`` warns naming
@@ -8,8 +8,17 @@ renders (a test checks it is current).
 
 FelixConfiguration: the honoured fields are exactly `felixpy.runtime.settings.FelixParams`' (the
 parameters the agent resolves and uses). BGPConfiguration: those `bgp/` reads (listed here; the
-BGP service is the only reader). IPAMConfiguration: those IPAM's ``ipam.allocator.IPAMConfig``
-carries (what every allocation path reads).
+BGP service is the only reader). BGPPeer: those `bgp.topology` (sessions, next hop, AS, GTSM, limits,
+filters) and the BFD and BGP services read; ``keepaliveTime`` (the speaker's hold time is 90 s, its
+keepalive the speaker's default), ``reachableBy`` (no static route to the peer is added) and
+``sourceAddress: None`` are not. IPPool: those ``ipam.pools.pool_view`` gives IPAM, the encapsulation
+and NAT the dataplane reads, and ``disableBGPExport``; not ``namespaceSelector`` (a pool serves
+every namespace) nor ``assignmentMode: Manual`` (every enabled pool is used automatically).
+IPAMConfiguration: those IPAM's ``ipam.allocator.IPAMConfig``
+carries (what every allocation path reads). Profile: none. The agent reads no Profile: a
+``kns.<ns>`` profile allows all and a namespace's (service account's) labels come from its
+Namespace (ServiceAccount) object, as Calico's generated ``kns.*``/``ksa.*`` profiles would give
+them; a stored Profile's own rules and ``labelsToApply`` change nothing, so apply names them.
 """
 
 from __future__ import annotations
@@ -18,9 +27,10 @@ import dataclasses
 from typing import Any
 
 from felixpy.resources.base import Model, Resource
-from felixpy.resources.bgp import BGPConfiguration, BGPConfigurationSpec
+from felixpy.resources.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec
 from felixpy.resources.felixconfig import FelixConfiguration, FelixConfigurationSpec
-from felixpy.resources.stored import IPAMConfiguration, IPAMConfigurationSpec
+from felixpy.resources.ippool import IPPool, IPPoolSpec
+from felixpy.resources.stored import IPAMConfiguration, IPAMConfigurationSpec, Profile, ProfileSpec
 from felixpy.runtime.settings import FelixParams
 from ipam.allocator import IPAMConfig
 
@@ -46,18 +56,60 @@ BGP_HONOURED: frozenset[str] = frozenset(
         "nodePeerBFD",
     }
 )
+BGPPEER_HONOURED: frozenset[str] = frozenset(
+    {
+        "node",
+        "nodeSelector",
+        "peerIP",
+        "peerSelector",
+        "asNumber",
+        "localASNumber",
+        "keepOriginalNextHop",
+        "nextHopMode",
+        "password",
+        "maxRestartTime",
+        "numAllowedLocalASNumbers",
+        "ttlSecurity",
+        "filters",
+        "reversePeering",
+        "maxPrefixes",  # felixpy's receive limits (issue 12)
+        "maxPrefixesAction",
+        "maxASPathLength",
+        "failureDetectionMode",  # BFD (issue 19)
+        "bfd",
+    }
+)
+IPPOOL_HONOURED: frozenset[str] = frozenset(
+    {
+        "cidr",
+        "blockSize",
+        "ipipMode",
+        "vxlanMode",
+        "natOutgoing",
+        "disabled",
+        "disableBGPExport",
+        "nodeSelector",
+        "allowedUses",
+    }
+)
 IPAM_HONOURED: frozenset[str] = frozenset(
     IPAMConfigurationSpec.model_fields[f.name].alias or f.name for f in dataclasses.fields(IPAMConfig)
 )
 HONOURED: dict[str, frozenset[str]] = {
     "FelixConfiguration": FELIX_HONOURED,
     "BGPConfiguration": BGP_HONOURED,
+    "BGPPeer": BGPPEER_HONOURED,
+    "IPPool": IPPOOL_HONOURED,
     "IPAMConfiguration": IPAM_HONOURED,
+    "Profile": frozenset(),
 }
 _SPECS: dict[str, type[Model]] = {
     "FelixConfiguration": FelixConfigurationSpec,
     "BGPConfiguration": BGPConfigurationSpec,
+    "BGPPeer": BGPPeerSpec,
+    "IPPool": IPPoolSpec,
     "IPAMConfiguration": IPAMConfigurationSpec,
+    "Profile": ProfileSpec,
 }
 
 
@@ -86,10 +138,11 @@ def unhonoured(obj: Resource) -> list[str]:
 
 
 def field_table() -> str:
-    """The Markdown table of every FelixConfiguration, BGPConfiguration and IPAMConfiguration field
-    felixpy names."""
+    """The Markdown table of every FelixConfiguration, BGPConfiguration, BGPPeer, IPPool,
+    IPAMConfiguration and Profile field felixpy names."""
     lines = ["| Kind | Field | felixpy |", "|---|---|---|"]
-    for kind in (FelixConfiguration.KIND, BGPConfiguration.KIND, IPAMConfiguration.KIND):
+    kinds = (FelixConfiguration, BGPConfiguration, BGPPeer, IPPool, IPAMConfiguration, Profile)
+    for kind in (k.KIND for k in kinds):
         for name in known_fields(kind):
             acted = "honoured" if name in HONOURED[kind] else "stored, not acted on (apply warns)"
             lines.append(f"| {kind} | `{name}` | {acted} |")

@@ -39,6 +39,7 @@ PLUGINS = (
     "felixpy.ctl.node_cmd",
     "felixpy.ctl.datastore_cmd",
     "felixpy.ctl.convert_cmd",
+    "felixpy.ctl.cluster_cmd",
 )
 log = logging.getLogger("felixctl")
 

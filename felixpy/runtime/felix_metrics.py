@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import generate_latest
@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from policy.set_specs import NamedPortSet, SelectorSet
+from policy.setindex import FULL_SCAN, NO_MATCH, SINGLE_VALUE, optimized
 
 # felix_resync_state: Felix's values for its syncer states.
 RESYNC_STATE = {"wait-for-ready": 1, "resync": 2, "in-sync": 3}
@@ -37,6 +38,8 @@ FELIX_COUNTERS = frozenset(
         "felix_ipset_calls",
         "felix_ipset_errors",
         "felix_ipset_lines_executed",
+        "felix_label_index_selector_evals",
+        "felix_label_index_strategy_evals",
     }
 )
 # Calico's WireGuard counters (felixpy.runtime.wireguard_metrics), bare-named too.
@@ -83,6 +86,14 @@ class PolicyCounts:
     # felix_label_index_num_endpoints: what Felix's label index tracks, every endpoint (workload and
     # host, local or not) and every network set (GlobalNetworkSet, NetworkSet), as Felix counts them
     label_index_endpoints: int = 0
+    # felix_label_index_num_active_selectors{optimized}: the local policies' rule selectors (the
+    # felix_active_local_selectors), split by whether the label index narrows their scan
+    optimized_selectors: int = 0
+    unoptimized_selectors: int = 0
+    # felix_label_index_strategy_evals{strategy}, felix_label_index_selector_evals{result}: counts
+    # kept by the compiler's SetIndex since the agent process started (a config restart re-execs it)
+    strategy_evals: Mapping[str, int] = field(default_factory=dict)
+    selector_evals: Mapping[bool, int] = field(default_factory=dict)
 
 
 def resync_state(status: str | None) -> int:
@@ -115,8 +126,17 @@ def selector_count(specs: Iterable[Any]) -> int:
     return sum(1 for s in specs if isinstance(s, SelectorSet | NamedPortSet))
 
 
+def optimized_counts(specs: Iterable[Any]) -> tuple[int, int]:
+    """(optimized, not) among the active selectors: a selector with a ``key == value`` term is
+    scanned over that label value's holders, one without over every endpoint and network set."""
+    flags = [optimized(s.selector) for s in specs if isinstance(s, SelectorSet | NamedPortSet)]
+    return sum(flags), len(flags) - sum(flags)
+
+
 def policy_counts(compiler: Any) -> PolicyCounts:
     workloads, hosts = endpoint_counts(tuple(compiler._endpoints.values()))
+    specs = tuple(compiler._sets._specs.values())
+    opt, unopt = optimized_counts(specs)
     return PolicyCounts(
         workload_endpoints=workloads,
         host_endpoints=hosts,
@@ -124,8 +144,12 @@ def policy_counts(compiler: Any) -> PolicyCounts:
         tiers=len(compiler.tiers._tiers),
         local_endpoints=len(compiler._local),
         local_policies=sum(1 for sel in tuple(compiler._selected.values()) if sel),
-        local_selectors=selector_count(tuple(compiler._sets._specs.values())),
+        local_selectors=selector_count(specs),
         label_index_endpoints=len(compiler._endpoints) + len(compiler._netsets),
+        optimized_selectors=opt,
+        unoptimized_selectors=unopt,
+        strategy_evals=dict(compiler._sets.strategy_evals),
+        selector_evals=dict(compiler._sets.selector_evals),
     )
 
 
@@ -205,8 +229,29 @@ class FelixCollector(Collector):
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(name, doc, value=value)
+        yield from label_index_families(counts)
         yield from iptables_families(compilers, drivers)
         yield from ipset_families(drivers[0].ipsets)  # one IpsetWriter shared by both families
+
+
+def label_index_families(counts: PolicyCounts) -> Iterator[Metric]:
+    """Felix's label index families; every label value felixpy produces is always present."""
+    selectors = GaugeMetricFamily(
+        "felix_label_index_num_active_selectors",
+        "Active rule selectors, by whether the label index narrows their scan",
+        labels=["optimized"],
+    )
+    selectors.add_metric(["true"], counts.optimized_selectors)
+    selectors.add_metric(["false"], counts.unoptimized_selectors)
+    yield selectors
+    evals = counter("felix_label_index_selector_evals", "Selector evaluations in scans, by result")
+    for result in (True, False):
+        add(evals, {"result": str(result).lower()}, counts.selector_evals.get(result, 0))
+    yield evals
+    scans = counter("felix_label_index_strategy_evals", "Label index scans, by scan strategy")
+    for strategy in sorted({FULL_SCAN, NO_MATCH, SINGLE_VALUE, *counts.strategy_evals}):
+        add(scans, {"strategy": strategy}, counts.strategy_evals.get(strategy, 0))
+    yield scans
 
 
 def route_table_counts(table: int, destinations: Iterable[str]) -> dict[str, int]:

@@ -384,3 +384,39 @@ def test_convert_v1_node_and_workload_endpoint(ctl: Ctl, etcd_kv: KV) -> None:  
     no_bgp_address = "apiVersion: v1\nkind: node\nmetadata: {name: n}\nspec: {bgp: {}}\n"
     bad = ctl("convert", "-f", "-", rc=1, stdin=no_bgp_address)
     assert "field 'spec.bgp': needs ipv4Address or ipv6Address" in bad.stderr
+
+
+def test_cluster_diags_one_archive_of_the_datastore(
+    ctl: Ctl, etcd_kv: KV, tmp_path: Path, request: pytest.FixtureRequest  # noqa: F811
+) -> None:
+    """``cluster diags``: every kind as ``get -A -o yaml`` (the applied ones come back), versions, the
+    node list and IPAM, in one tar.gz; kubectl-only flags are refused, not ignored."""
+    import shutil
+    import tarfile
+
+    ctl("apply", "-f", "-", stdin=POOL + "---\n" + CLUSTER)
+    out = ctl("cluster", "diags", "--output-dir", str(tmp_path), "--skip-temp-dir-cleanup").stdout
+    assert "Recording felixctl get globalnetworksets -A -o yaml" in out
+    kept = Path(next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("Temporary")))
+    request.addfinalizer(lambda: shutil.rmtree(kept.parent, ignore_errors=True))  # the kept temp dir
+    archive = Path(out.strip().splitlines()[-1].removeprefix("Diags saved to "))
+    assert archive.parent == tmp_path and archive.name.startswith("cluster-diags-")
+    with tarfile.open(archive) as tar:
+        names = {Path(n).relative_to(kept.name).as_posix() for n in tar.getnames() if "/" in n}
+        assert {"version.txt", "nodes_wide.txt", "ipam_show_blocks.txt", "ipam_check.txt"} <= names
+
+        def read(name: str) -> str:
+            member = tar.extractfile(f"{kept.name}/{name}")
+            assert member is not None
+            return member.read().decode()
+
+        gns = read("resources/globalnetworksets.yaml")
+        assert gns.startswith("# felixctl get globalnetworksets -A -o yaml (exit code 0)\n")
+        assert "blocked" in gns and "192.0.2.0/24" in gns
+        assert "partners" in read("resources/networksets.yaml")  # namespaced: every namespace
+        assert "10.60.0.0/24" in read("resources/ippools.yaml")
+        assert "exit code 0" in read("version.txt") and "Client Version" in read("version.txt")
+    assert (kept / "resources" / "ippools.yaml").is_file()  # --skip-temp-dir-cleanup kept it
+    proc = ctl("cluster", "diags", "--since", "1h", rc=2)
+    assert "unrecognized arguments: --since" in proc.stderr
+    no_traceback(ctl("cluster", "diags", "--output-dir", str(tmp_path / "nope"), rc=1))

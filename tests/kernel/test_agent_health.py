@@ -80,15 +80,22 @@ def test_metrics_carry_felix_names_for_a_pod_and_a_policy(env: NodeEnv) -> None:
     assert rc == 0, result
     policy = {
         "apiVersion": "projectcalico.org/v3",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": "felix-metrics", "namespace": "default"},
+        "kind": "GlobalNetworkPolicy",  # (a namespaced policy's rule selectors all get a namespace == term)
+        "metadata": {"name": "felix-metrics"},
         "spec": {
             "selector": "felix-metrics == 'yes'",
             "types": ["Ingress"],
-            "ingress": [{"action": "Allow", "source": {"selector": "role == 'scraper'"}}],
+            "ingress": [
+                # the label index's three scans: no endpoint has role=scraper (no-match); the pod
+                # has felix-metrics=yes (single-value, true); `in` with two values scans every
+                # endpoint (full-scan, false on the pod)
+                {"action": "Allow", "source": {"selector": "role == 'scraper'"}},
+                {"action": "Allow", "source": {"selector": "felix-metrics == 'yes'"}},
+                {"action": "Allow", "source": {"selector": "felix-metrics in {'no', 'maybe'}"}},
+            ],
         },
     }
-    key = "/calico/resources/v3/projectcalico.org/networkpolicies/default/felix-metrics"
+    key = "/calico/resources/v3/projectcalico.org/globalnetworkpolicies/felix-metrics"
     env.etcdctl("put", key, json.dumps(policy))
     try:
 
@@ -104,7 +111,26 @@ def test_metrics_carry_felix_names_for_a_pod_and_a_policy(env: NodeEnv) -> None:
         assert _value(text, "felix_active_local_endpoints") >= 1
         assert _value(text, "felix_cluster_num_workload_endpoints") >= 1
         assert _value(text, "felix_cluster_num_policies") >= 1
-        assert _value(text, "felix_active_local_selectors") >= 1  # role == 'scraper'
+        assert _value(text, "felix_active_local_selectors") >= 3  # the three rule selectors
+        # Felix's label index families: two equality selectors, one not; a scan of each by strategy;
+        # evaluations by result (the pod matches felix-metrics == 'yes', not the `in`)
+        opt, unopt = '{optimized="true"}', '{optimized="false"}'
+        selectors = "felix_label_index_num_active_selectors"
+        assert _value(text, selectors, opt) >= _value(base, selectors, opt) + 2
+        assert _value(text, selectors, unopt) >= _value(base, selectors, unopt) + 1
+        active = _value(text, selectors, opt) + _value(text, selectors, unopt)
+        assert active == _value(text, "felix_active_local_selectors")
+        scans = "felix_label_index_strategy_evals"
+        for strategy in ("endpoint-no-match", "endpoint-single-value", "endpoint-full-scan"):
+            label = '{strategy="' + strategy + '"}'
+            assert _value(text, scans, label) >= _value(base, scans, label) + 1, strategy
+        evals = "felix_label_index_selector_evals"
+        for result in ("true", "false"):
+            label = '{result="' + result + '"}'
+            assert _value(text, evals, label) >= _value(base, evals, label) + 1, result
+        assert "# TYPE felix_label_index_strategy_evals counter" in text
+        assert "# TYPE felix_label_index_num_active_selectors gauge" in text
+        assert _value(text, "felix_label_index_num_endpoints") >= 1
         assert _value(text, "felix_cluster_num_hosts") >= 1
         assert _value(text, "felix_resync_state") == 3
         assert _value(text, "felix_resyncs_started") >= 1
@@ -128,6 +154,12 @@ def test_metrics_carry_felix_names_for_a_pod_and_a_policy(env: NodeEnv) -> None:
 
     def policy_gone() -> bool:
         text = http_get(env, 9091, "/metrics")[1]
-        return _value(text, "felix_active_local_policies") == _value(base, "felix_active_local_policies")
+        selectors = "felix_label_index_num_active_selectors"  # its selectors are no longer active
+        return _value(text, "felix_active_local_policies") == _value(
+            base, "felix_active_local_policies"
+        ) and all(
+            _value(text, selectors, label) == _value(base, selectors, label)
+            for label in ('{optimized="true"}', '{optimized="false"}')
+        )
 
-    _wait(policy_gone, 20, "felix_active_local_policies to drop back after the policy's deletion")
+    _wait(policy_gone, 20, "the policy and its selectors to leave the counts after its deletion")

@@ -198,6 +198,32 @@ def test_unhonoured_fields_are_named() -> None:
     assert sorted(unhonoured(felix)) == ["spec.bpfEnabled", "spec.chainInsertMode"]
     bgp = parse_documents(doc("BGPConfiguration", "default", "{asNumber: 64512, bindMode: NodeIP}"))[0]
     assert unhonoured(bgp) == ["spec.bindMode"]
+    peer = parse_documents(doc("BGPPeer", "tor", (
+        "{peerIP: 192.0.2.1, asNumber: 64600, keepaliveTime: 10s, reachableBy: 10.0.0.1,"
+        " sourceAddress: None, ttlSecurity: 1, maxRestartTime: 120s}"
+    )))[0]  # fmt: skip
+    assert sorted(unhonoured(peer)) == ["spec.keepaliveTime", "spec.reachableBy", "spec.sourceAddress"]
+    spec = "{peerIP: 192.0.2.1, asNumber: 1, sourceAddress: UseNodeIP}"
+    default_source = parse_documents(doc("BGPPeer", "p", spec))[0]
+    assert unhonoured(default_source) == []  # the node's address: what felixpy does
+    pool = parse_documents(doc("IPPool", "p", (
+        "{cidr: 10.9.0.0/16, natOutgoing: true, assignmentMode: Manual, namespaceSelector: \"team == 'a'\"}"
+    )))[0]  # fmt: skip
+    assert sorted(unhonoured(pool)) == ["spec.assignmentMode", "spec.namespaceSelector"]
+    automatic = parse_documents(doc("IPPool", "q", "{cidr: 10.8.0.0/16, assignmentMode: Automatic}"))[0]
+    assert unhonoured(automatic) == []  # Calico's default: what felixpy does
+
+
+def test_a_profiles_rules_and_labels_to_apply_are_named_as_not_acted_on() -> None:
+    """The agent reads no Profile (kns.* allows all; namespace labels come from the Namespace): a
+    stored Profile's rules and labelsToApply would change nothing, so apply warns and the table says so."""
+    profile = parse_documents(doc(
+        "Profile", "dev-apps", "{ingress: [{action: Deny}], egress: [{action: Allow}], labelsToApply: {a: b}}"
+    ))[0]  # fmt: skip
+    assert sorted(unhonoured(profile)) == ["spec.egress", "spec.ingress", "spec.labelsToApply"]
+    assert unhonoured(parse_documents(doc("Profile", "empty", "{}"))[0]) == []
+    for name in ("egress", "ingress", "labelsToApply"):
+        assert f"| Profile | `{name}` | stored, not acted on (apply warns) |" in field_table()
 
 
 def test_operations_table_is_current() -> None:

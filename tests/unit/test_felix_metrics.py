@@ -123,6 +123,43 @@ def test_label_index_num_endpoints_counts_network_sets_as_felix_does() -> None:
     assert family[0] == "gauge" and family[1][0][2] == 4
 
 
+def test_label_index_selectors_scans_and_evaluations_under_felix_names() -> None:
+    """felix_label_index_num_active_selectors{optimized} splits felix_active_local_selectors by whether
+    the label index narrows the selector's scan; _strategy_evals{strategy} and _selector_evals{result}
+    are Felix-typed bare counters of the scans of new selector sets and of their evaluations."""
+    c = _compiler()  # gnp/db: source app == 'web' (2 candidates, both match), and a CIDR
+    other = PolicyRule("Allow", source=EntityMatch(selector=parse("app in {'web', 'api'} && has(app)")))
+    c.update_policy(_policy("gnp/db2", "app == 'db'", (other,)))  # a full scan: web, web2 true, db false
+    none = PolicyRule("Allow", source=EntityMatch(selector=parse("role == 'absent'")))
+    c.update_policy(_policy("gnp/db3", "app == 'db'", (none,)))  # no view has role=absent: no-match
+    counts = policy_counts(c)
+    assert (counts.optimized_selectors, counts.unoptimized_selectors) == (2, 1)
+    assert counts.optimized_selectors + counts.unoptimized_selectors == counts.local_selectors
+    driver = PolicyDriver(4, IptablesWriter(RestoreBackend("nft")), IpsetWriter())
+    metrics = Metrics()
+    syncer = SimpleNamespace(status="in-sync", resyncs=0)
+    metrics.registry.register(FelixCollector("n1", syncer, _graph(c), SimpleNamespace(policy=driver)))
+    fams = _scrape(metrics)
+
+    def samples(name: str, label: str) -> dict[str, float]:
+        return {lab[label]: v for _, lab, v in fams[name][1]}
+
+    assert fams["felix_label_index_num_active_selectors"][0] == "gauge"
+    assert samples("felix_label_index_num_active_selectors", "optimized") == {"true": 2, "false": 1}
+    assert fams["felix_label_index_strategy_evals"][0] == "counter"
+    assert samples("felix_label_index_strategy_evals", "strategy") == {
+        "endpoint-single-value": 1, "endpoint-full-scan": 1, "endpoint-no-match": 1,
+    }  # fmt: skip
+    assert fams["felix_label_index_selector_evals"][0] == "counter"
+    assert samples("felix_label_index_selector_evals", "result") == {"true": 4, "false": 1}
+    text = _text(metrics)
+    assert '\nfelix_label_index_selector_evals{result="true"} 4.0\n' in text  # bare, as Felix writes it
+    c.remove_policy("gnp/db2")
+    fams = _scrape(metrics)
+    assert samples("felix_label_index_num_active_selectors", "optimized") == {"true": 2, "false": 0}
+    assert samples("felix_label_index_selector_evals", "result") == {"true": 4, "false": 1}  # counters stay
+
+
 def _graph(compiler: PolicyCompiler) -> SimpleNamespace:
     return SimpleNamespace(_nodes={}, policy=PolicyCalc([compiler]))
 

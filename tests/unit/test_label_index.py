@@ -106,3 +106,67 @@ def test_compiler_selection_and_sets_match_a_full_scan_through_moves_and_relabel
                 want_ips = {e.ips[0] for e in eps.values() if e.labels.get("svc") == svc}
                 assert ipsets[name].members == want_ips, (step, svc)
         c.dirty()
+
+
+def test_scan_strategy_and_optimized_use_felixs_names() -> None:
+    """Felix's ``strategy`` label values for the three scans felixpy's index has, and its
+    ``optimized`` flag: a selector with a ``key == value`` term is scanned over that value's holders."""
+    from policy.setindex import optimized, scan_strategy
+
+    assert scan_strategy(None) == "endpoint-full-scan"
+    assert scan_strategy(set()) == "endpoint-no-match"
+    assert scan_strategy({"x/a"}) == "endpoint-single-value"
+    for text in ("app == 'a'", "app == 'a' && has(b)", "tier in {'x'}", "has(b) && app == 'a'"):
+        assert optimized(parse(text)), text
+    for text in ("has(app)", "app != 'a'", "app in {'a', 'b'}", "all()", "app == 'a' || b == 'c'"):
+        assert not optimized(parse(text)), text
+
+
+def test_a_new_selector_set_counts_one_scan_by_strategy_and_each_evaluation_by_result() -> None:
+    """What felix_label_index_strategy_evals / _selector_evals count: one scan per new rule selector
+    set, by the strategy that found its candidates, and the selector's evaluation on each candidate
+    (endpoints and network sets), true or false. A set already in use, a CIDR list, and endpoint
+    changes scan nothing, as in Felix (which counts the scans of new IP sets only)."""
+    from policy.chain_names import ipset_name
+    from policy.compiler import PolicyCompiler
+    from policy.entities import Endpoint, EntityMatch, Policy, PolicyRule
+
+    c = PolicyCompiler("n1")
+    for name, ip, node, app in (
+        ("web", "10.0.0.1", "n1", "web"), ("db", "10.0.0.2", "n1", "db"), ("web2", "10.0.1.1", "n2", "web"),
+    ):  # fmt: skip
+        c.update_endpoint(Endpoint(f"x/{name}", "x", {"app": app}, (ip,), iface=f"cali{name}", node=node))
+    sets = c._sets
+
+    def rule(selector: str) -> PolicyRule:
+        return PolicyRule("Allow", source=EntityMatch(selector=parse(selector)))
+
+    def policy(pid: str, *rules: PolicyRule) -> Policy:
+        return Policy(id=pid, selector=parse("app == 'db'"), types=frozenset({"Ingress"}), ingress=rules)
+
+    c.update_policy(policy("gnp/eq", rule("app == 'web'")))
+    assert sets.strategy_evals == {"endpoint-single-value": 1}
+    assert sets.selector_evals == {True: 2, False: 0}  # web and web2 only: db is no candidate
+
+    c.update_policy(policy("gnp/scan", rule("has(app) && app != 'db'")))
+    assert sets.strategy_evals == {"endpoint-single-value": 1, "endpoint-full-scan": 1}
+    assert sets.selector_evals == {True: 4, False: 1}  # every endpoint: web, web2 true; db false
+
+    c.update_policy(policy("gnp/none", rule("app == 'nobody'"), PolicyRule("Allow", source=EntityMatch(
+        nets=("192.0.2.0/24", "198.51.100.0/24")))))  # fmt: skip
+    assert sets.strategy_evals == {
+        "endpoint-single-value": 1, "endpoint-full-scan": 1, "endpoint-no-match": 1,
+    }  # fmt: skip
+    assert sets.selector_evals == {True: 4, False: 1}  # no candidate; the CIDR set is no scan
+
+    c.update_policy(policy("gnp/again", rule("app == 'web'")))  # a set already in use
+    c.update_endpoint(Endpoint("x/web3", "x", {"app": "web"}, ("10.0.0.3",), iface="caliweb3", node="n1"))
+    assert sum(sets.strategy_evals.values()) == 3 and sets.selector_evals == {True: 4, False: 1}
+    members = c.ipsets()[ipset_name(parse("has(app) && app != 'db'").unique_id)].members
+    assert members == {"10.0.0.1", "10.0.1.1", "10.0.0.3"}  # the counting scan filled the set right
+
+    for pid in ("gnp/eq", "gnp/again"):
+        c.remove_policy(pid)
+    c.update_policy(policy("gnp/eq", rule("app == 'web'")))  # the set is new again: scanned again
+    assert sets.strategy_evals["endpoint-single-value"] == 2
+    assert sets.selector_evals == {True: 7, False: 1}  # web, web2, web3
