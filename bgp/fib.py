@@ -220,11 +220,6 @@ class Fib:
         self._dirty |= set(actual) | set(self._desired)
         return self.apply()
 
-    @property
-    def adopted(self) -> frozenset[str]:
-        """Routes left by a previous run, kept and not (yet) learned again."""
-        return frozenset(self._adopted)
-
     def release_adopted(self) -> int:
         """Routes left by a previous run that nobody re-announced: remove them now. Those learned
         again since are not touched (they left ``_adopted`` when staged). Returns how many went."""
