@@ -140,3 +140,21 @@ def test_end_of_rib_never_precedes_our_blocks_whatever_the_restart_order() -> No
             else:
                 engine.handle(api.StateChange(B, "down", "connection closed"), t)
         assert not any(" eor " in line for line in sent), name
+
+
+def test_a_session_disabled_by_its_receive_limit_does_not_hold_adoption() -> None:
+    from tests.unit.test_bgp_import_safety import TOR, Kernel, blocks, engine_with, tor_peer
+    from tests.unit.test_bgp_import_safety import B as MESH_B
+    from tests.unit.test_bgp_import_safety import announce as announce_as
+
+    kernel = Kernel()
+    kernel.table[Z] = LEFT[Z]  # left by the previous run
+    engine, _, _ = engine_with([tor_peer(maxPrefixes=2, maxPrefixesAction="Disable")], kernel=kernel)
+    engine.handle(api.EndOfRib(MESH_B, EOR), 1)
+    engine.tick(1)
+    assert Z in kernel.table  # the ToR has not re-sent its table
+    engine.handle(announce_as(TOR, *blocks(3), asn=65001), 2)  # over its limit: disabled
+    engine.handle(api.StateChange(TOR, "down", "closing connection"), 2)
+    assert engine.disabled == {TOR}
+    engine.tick(3)
+    assert Z not in kernel.table and not engine.adopting  # nothing will come from it: not waited for
