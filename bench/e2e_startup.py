@@ -18,13 +18,21 @@ policy selects them). Then, each timed from the exec of ``felixpy node``:
                            exit, exec again) on the kernel state the last agent left
   e2e_restart_ping_lost    packets lost by a ``ping -i 0.01`` between the two pods running across
                            each restart (reference: packets sent)
+  e2e_restart_tcp_*        an established TCP connection from pod A to pod B across each restart:
+                           one byte sent every 10 ms and echoed back; ``max_gap`` is the longest
+                           time between two echoes (ms; 10 ms when nothing stalls, a lost segment
+                           costs a retransmission timeout, >= 200 ms), ``retrans`` the segments
+                           TCP retransmitted (both ends, TCP_INFO), ``broken`` the connections
+                           that failed (reset, closed, timed out)
+  e2e_restart_tcp_bgp_*    the same to an address behind a route learned from the BIRD peer
+                           (10.64.0.1 on its loopback; only with learned routes)
 
 The first start is on an empty kernel (one sample: e2e_start_*); restarts give p50/p99 over
 ``--restarts``. Remote endpoints are endpoints of 50 other nodes (no veth);
 left out: the Kubernetes API;
-IPv6; CNI and pod creation; established TCP flows (ping is ICMP, so conntrack state is not what
-keeps it going); the kernel's state at a cold boot (the first start
-only has empty tables, not a fresh kernel).
+IPv6; CNI and pod creation; flows with real throughput (the TCP flows carry one byte each
+way every 10 ms); the kernel's state at a cold boot (the first start only has empty tables,
+not a fresh kernel).
 
 Sizes (issue 15): x10 = 1,000 local endpoints, 500 policies, 10,000 remote endpoints and, with
 ``--bgp``, 10,000 learned routes: a BIRD 2 peer (its own namespace, iBGP, graceful restart)
@@ -35,6 +43,8 @@ x1 and x5 scale remote endpoints and routes the same way (10 per local endpoint)
 from __future__ import annotations
 
 import argparse
+import json
+import select
 import signal
 import subprocess
 import sys
@@ -58,6 +68,69 @@ from bench.e2e_node import (
 from felixpy.dataplane.sysctl import host_veth_sysctls
 
 PODS = (("pinga", "10.241.1.1"), ("pingb", "10.241.1.2"))
+BEHIND_BGP = "10.64.0.1"  # in the BIRD peer's first announced /26 (bench.e2e_node.bird_static)
+FLOW_SECONDS = 900  # a TCP flow's own bound (the bench ends it long before)
+
+# An established TCP flow: the server echoes what it reads; the client sends one byte every 10 ms,
+# waits for its echo, and on SIGINT prints what it saw as JSON (both print TCP_INFO's total_retrans:
+# struct tcp_info is 8 u8 then u32s, total_retrans the 24th).
+_FLOW_COMMON = """
+import json, signal, socket, struct, sys, time
+def retrans(sock):
+    try:
+        return struct.unpack("8B24I", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[:104])[31]
+    except OSError:
+        return -1
+"""
+_FLOW_SERVER = _FLOW_COMMON + """
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2])))
+srv.listen(1)
+srv.settimeout(60)
+print("listening", flush=True)
+conn, _ = srv.accept()
+conn.settimeout(float(sys.argv[3]))
+conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+error = ""
+while True:
+    try:
+        data = conn.recv(4096)
+    except OSError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        break
+    if not data:
+        break
+    conn.sendall(data)
+print(json.dumps({"retrans": retrans(conn), "error": error}), flush=True)
+"""
+_FLOW_CLIENT = _FLOW_COMMON + """
+stop = []
+signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+print("connected", flush=True)
+sent = echoed = 0
+gap, error = 0.0, ""
+last = start = time.monotonic()
+while not stop and time.monotonic() - start < float(sys.argv[3]):
+    try:
+        sock.sendall(b"x")
+        sent += 1
+        if not sock.recv(1):
+            error = "closed by the server"
+            break
+        echoed += 1
+    except OSError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        break
+    now = time.monotonic()
+    gap, last = max(gap, now - last), now
+    time.sleep(0.01)
+out = {"sent": sent, "echoed": echoed, "max_gap": gap, "retrans": retrans(sock), "error": error}
+sock.close()
+print(json.dumps(out), flush=True)
+"""
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -148,6 +221,77 @@ def start_timed(
     return t_ready, t_prog, cpu_seconds(node.agent.pid)
 
 
+def _first_line(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
+    """The first line a flow process prints, waited for with a bound."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+    return proc.stdout.readline().strip()
+
+
+class TcpFlow:
+    """One established TCP connection from ``client_ns`` to ``ip`` (server in ``server_ns``)."""
+
+    def __init__(self, client_ns: str, server_ns: str, ip: str, port: int) -> None:
+        def run(ns: str, script: str, *argv: str) -> subprocess.Popen[str]:
+            return subprocess.Popen(
+                ["ip", "netns", "exec", ns, sys.executable, "-c", script, *argv],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+
+        self.server = run(server_ns, _FLOW_SERVER, ip, str(port), str(FLOW_SECONDS))
+        self.client: subprocess.Popen[str] | None = None
+        try:
+            if _first_line(self.server, 30, "the TCP flow's server") != "listening":
+                raise RuntimeError("the TCP flow's server did not start")
+            self.client = run(client_ns, _FLOW_CLIENT, ip, str(port), str(FLOW_SECONDS))
+            if _first_line(self.client, 30, "the TCP flow's connection") != "connected":
+                raise RuntimeError(f"the TCP flow to {ip}:{port} did not connect")
+        except BaseException:
+            self.kill()
+            raise
+
+    def finish(self) -> dict[str, float | str]:
+        """Stop the client; what both ends saw: max_gap (ms), retrans (both ends), error."""
+        assert self.client is not None
+        self.client.send_signal(signal.SIGINT)
+        client_out, _ = self.client.communicate(timeout=30)
+        server_out, _ = self.server.communicate(timeout=30)
+        seen = json.loads(client_out.strip().splitlines()[-1])
+        server = json.loads(server_out.strip().splitlines()[-1])
+        return {
+            "max_gap": seen["max_gap"] * 1000,
+            "retrans": seen["retrans"] + server["retrans"],
+            "error": seen["error"] or server["error"],
+        }
+
+    def kill(self) -> None:
+        for proc in (self.client, self.server):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+def route_to_peer_loopback(node: Node) -> None:
+    """An address behind a learned route: on the BIRD peer's loopback, with its way back to the pods."""
+    peer = f"{node.prefix}-peer"
+    sh("ip", "-n", peer, "addr", "add", f"{BEHIND_BGP}/32", "dev", "lo")
+    sh("ip", "-n", peer, "route", "add", "10.241.1.0/24", "via", "10.78.0.1")
+
+
+def emit_flows(name: str, results: list[dict[str, float | str]], size: dict[str, object]) -> None:
+    gaps = [float(r["max_gap"]) for r in results]
+    retrans = [float(r["retrans"]) for r in results]
+    broken = [r["error"] for r in results if r["error"]]
+    emit(summary(f"{name}_max_gap", gaps, "ms", "goal: no stall (10 ms between echoes)", **size))
+    emit(summary(f"{name}_retrans", retrans, "segments", "goal 0; both ends, TCP_INFO", **size))
+    emit(
+        summary(f"{name}_broken", [float(len(broken))], "connections", f"goal 0 of {len(results)}", **size)
+        | {"errors": sorted({str(e) for e in broken})}
+    )
+
+
 def inner(args: argparse.Namespace) -> int:
     extra = {"CALICO_NETWORKING_BACKEND": "bird"} if args.bgp else {}
     size = {
@@ -183,16 +327,30 @@ def inner(args: argparse.Namespace) -> int:
             src = pods[0]
             one_ping = ("ip", "netns", "exec", src, "ping", "-c", "1", "-W", "1", PODS[1][1])
             wait(lambda: " 1 received" in sh(*one_ping, check=False).stdout, 60, "pod A reaches pod B", 0.2)
+            if args.routes:
+                route_to_peer_loopback(node)
             ready, prog, cpus, lost, sent = [], [], [], [], []
-            for _ in range(args.restarts):
+            pod_flows: list[dict[str, float | str]] = []
+            bgp_flows: list[dict[str, float | str]] = []
+            for i in range(args.restarts):
                 ping = subprocess.Popen(
                     ["ip", "netns", "exec", src, "ping", "-n", "-i", "0.01", PODS[1][1]],
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 )  # fmt: skip
-                time.sleep(1)
-                node.stop_agent(signal.SIGTERM)
-                r, p, c = start_timed(node, args.n, extra, args.routes)
-                time.sleep(1)
+                flows: list[tuple[list[dict[str, float | str]], TcpFlow]] = []
+                try:
+                    flows.append((pod_flows, TcpFlow(src, pods[1], PODS[1][1], 7000 + i)))
+                    if args.routes:
+                        flows.append((bgp_flows, TcpFlow(src, f"{node.prefix}-peer", BEHIND_BGP, 7100 + i)))
+                    time.sleep(1)
+                    node.stop_agent(signal.SIGTERM)
+                    r, p, c = start_timed(node, args.n, extra, args.routes)
+                    time.sleep(1)
+                    for results, flow in flows:
+                        results.append(flow.finish())
+                finally:
+                    for _, flow in flows:
+                        flow.kill()
                 ping.send_signal(signal.SIGINT)
                 out, _ = ping.communicate(timeout=30)
                 tx, rx = parse_ping(out)
@@ -206,6 +364,9 @@ def inner(args: argparse.Namespace) -> int:
             emit(summary("e2e_restart_cpu_agent", cpus, "s", "agent CPU exec -> programmed", **size))
             sent_note = f"goal 0; of {sum(sent)} sent at 100/s across {len(sent)} restarts"
             emit(summary("e2e_restart_ping_lost", lost, "packets", sent_note, **size))
+            emit_flows("e2e_restart_tcp", pod_flows, size)
+            if bgp_flows:
+                emit_flows("e2e_restart_tcp_bgp", bgp_flows, size)
         finally:
             node.close()
     return 0

@@ -9,6 +9,14 @@ the new ExaBGP is unknown; learned routes are kept as stale; we re-announce ever
 each time a session reaches ``up``, send End-of-RIB after our routes. A peer's stale routes
 go when it sends End-of-RIB or its graceful-restart time runs out.
 
+Agent restart: the kernel routes the previous run left are adopted (``Fib``) and kept until
+every configured session has re-sent its table since this start - its End-of-RIB; for a peer
+that offered no graceful restart (End-of-RIB optional), its session up and ``ADOPT_QUIET``
+seconds without an UPDATE - or ``ADOPT_TIMEOUT`` passed (a peer that never comes back). Only
+then do the adopted routes nobody announced again leave the kernel. A session merely ``up``
+is not enough: its UPDATEs may still be on the way, and removing a route about to be learned
+again would drop the established flows through it.
+
 Graceful restart (RFC 4724) keeps a peer's routes only when its session ended without a
 NOTIFICATION: ExaBGP's ``down`` reason then says ``notification received (c,s)`` or
 ``notification sent (c,s)``, and the routes go at once. Receive limits (``maxPrefixes``, counted
@@ -59,7 +67,12 @@ from bgp.status import PeerStatus, peer_status
 from bgp.topology import PeerSpec
 
 log = logging.getLogger(__name__)
+# Routes a previous run left in the kernel are adopted until every configured session has re-sent
+# its table since this start (End-of-RIB), or at most this long (a peer that never comes back)
 ADOPT_TIMEOUT = 120.0
+# a peer that offered no graceful restart need not send End-of-RIB: its table counts as re-sent
+# once its session has been up, and has brought no UPDATE, for this long
+ADOPT_QUIET = 3.0
 INTERNED_MAX = 10_000  # distinct attribute sets kept for interning (then start over)
 CEASE_MAX_PREFIXES = 1  # RFC 4486 Cease subcode: maximum number of prefixes reached
 CEASE_ADMIN_RESET = 4  # RFC 4486 Cease subcode: administrative reset (a BFD failure)
@@ -115,6 +128,8 @@ class _Session:
     hold_time: int = 0  # the peer's OPEN offer
     capabilities: tuple[str, ...] = ()  # the peer's OPEN
     established: int = 0  # times the session reached up
+    up_at: float = 0.0  # monotonic time the session last reached up
+    update_at: float = 0.0  # monotonic time of the last UPDATE it brought
     # graceful restart: what the peer had sent when it went down and has not sent again since
     # (what End-of-RIB or the restart time then removes from what it sent, not only from the RIB)
     stale_raw: set[str] | None = None
@@ -162,6 +177,7 @@ class Engine:
         self._hello = False
         self._exa_known: set[str] = set()  # sessions the running ExaBGP has in its config
         self._adopt_until = now + ADOPT_TIMEOUT
+        self._resent: set[str] = set()  # sessions that sent End-of-RIB since this start (adoption)
         self.status_changed = True
         # ("refused", peer, reason kind) routes; ("max_prefixes", peer, action) crossings;
         # ("notification_down", peer) sessions whose routes went at once
@@ -281,6 +297,9 @@ class Engine:
             if session is not None:
                 session.wire_ok = event.asn4 and not event.add_path
         elif isinstance(event, api.Update):
+            session = self.sessions.get(event.peer)
+            if session is not None:
+                session.update_at = now
             self._on_update(event)
         elif isinstance(event, api.EndOfRib):
             self._on_eor(event.peer)
@@ -359,6 +378,7 @@ class Engine:
             return
         if event.state == "up":
             session.established += 1
+            session.up_at = now
             session.local = event.local or session.local
             session.wire = session.wire_ok
             session.torn_down = session.over_limit = False
@@ -563,6 +583,8 @@ class Engine:
         if session is not None:
             session.stale_until = None
             self._forget_stale(peer, session)
+            if self._adopt_until:
+                self._resent.add(peer)
         swept = self.rib.sweep_stale(peer)
         log.info("bgp End-of-RIB from %s (%d stale routes removed)", peer, swept)
 
@@ -639,13 +661,45 @@ class Engine:
                 self.rib.sweep_stale(address)
         for address in self.bfd_gate.due(now):
             self._bfd_release(address, "BFD Up and hold-down passed")
-        if self.fib is not None and self._adopt_until and (now >= self._adopt_until or self._all_up()):
-            self._adopt_until = 0.0
-            self.fib.release_adopted()
+        if self.fib is not None and self._adopt_until:
+            timed_out = now >= self._adopt_until
+            if timed_out or self._tables_resent(now):
+                self._adopt_until = 0.0
+                waiting = sorted(a for a, s in self.sessions.items() if not self._resent_by(a, s, now))
+                self._resent.clear()
+                released = self.fib.release_adopted()
+                log.info(
+                    "bgp routes left by the previous run: %d nobody re-announced removed (%s)",
+                    released,
+                    f"adoption timed out; no table from {', '.join(waiting)}"
+                    if timed_out and waiting
+                    else "every peer re-sent its table",
+                )
 
-    def _all_up(self) -> bool:
-        return bool(self.sessions) and all(
-            s.state == "up" and s.stale_until is None for s in self.sessions.values()
+    @property
+    def adopting(self) -> bool:
+        """Whether routes a previous run left in the kernel are still kept (see ``tick``)."""
+        return bool(self._adopt_until) and self.fib is not None
+
+    def _tables_resent(self, now: float) -> bool:
+        """Whether every configured session re-sent its table since this start: only then is a
+        route left by the previous run and not learned again really gone (``Fib.release_adopted``).
+        A session being up is not enough - its UPDATEs and End-of-RIB may still be on the way."""
+        return (
+            self.desired is not None
+            and bool(self.sessions)
+            and all(self._resent_by(address, s, now) for address, s in self.sessions.items())
+        )
+
+    def _resent_by(self, address: str, session: _Session, now: float) -> bool:
+        if address in self._resent or address in self.disabled:  # disabled: nothing will come
+            return True
+        # no graceful restart offered: End-of-RIB is optional (RFC 4724 makes it a GR duty), so
+        # up and quiet for ADOPT_QUIET stands for it; a peer that offered GR must send it
+        return (
+            session.state == "up"
+            and session.gr_time is None
+            and now - max(session.up_at, session.update_at) >= ADOPT_QUIET
         )
 
     # --- output --------------------------------------------------------------------------

@@ -9,7 +9,8 @@ The route's kernel metric is ``bgp.rtnl.BGP_METRIC`` unless a BGPFilter import r
 a metric change is written as the route at the new metric, then the old one deleted.
 ``Fib`` keeps desired vs applied state, writes only differences, and re-reads the kernel on
 ``resync`` to repair drift. Routes found at startup (a previous agent's) are adopted and
-kept until ``release_adopted`` — after peers re-sent their tables — so a restart is hitless.
+kept until ``release_adopted`` — after every peer re-sent its table (End-of-RIB, see
+``bgp.engine``) — so a restart is hitless; a route learned again before that is ours at once.
 
 Ownership: whatever best path and the filters let through, ``Fib`` never writes a host route
 (/32, /128) that the dataplane owns — the ops' ``owned_elsewhere`` answers from the kernel —
@@ -125,6 +126,8 @@ class Fib:
             self._desired.pop(prefix, None)
         else:
             self._desired[prefix] = route
+            # learned again: ours from now on, so a later withdrawal removes it at once
+            self._adopted.discard(prefix)
         self._dirty.add(prefix)
 
     def desired(self) -> dict[str, FibRoute]:
@@ -218,7 +221,10 @@ class Fib:
         return self.apply()
 
     def release_adopted(self) -> int:
-        """Routes left by a previous run that nobody re-announced: remove them now."""
+        """Routes left by a previous run that nobody re-announced: remove them now. Those learned
+        again since are not touched (they left ``_adopted`` when staged). Returns how many went."""
         released, self._adopted = self._adopted, set()
+        gone = sum(1 for p in released if self._want(p) is None and p in self._applied)
         self._dirty |= released
-        return self.apply()
+        self.apply()
+        return gone
