@@ -70,3 +70,20 @@ def test_ipv6_wireguard_table_with_nothing_is_skipped_and_a_leftover_removed(ns)
     assert wireguard.sync_table({}, **v6) == (0, 1)  # type: ignore[arg-type]
     assert ns.run("ip", "-6", "route", "show", "table", "77").strip() == ""
     assert wireguard.sync_table({}, **v6) == (0, 0)  # type: ignore[arg-type]
+
+
+def test_veth_deletes_by_name_and_by_index_are_raw_and_count_gone_as_done(ns) -> None:  # type: ignore[no-untyped-def]
+    """The CNI DEL's and the start-up sweep's deletes (felixpy.dataplane.links) without pyroute2."""
+    from felixpy.dataplane.links import WorkloadLinks, _delete_link
+
+    ns.run("ip", "link", "add", "calidel1", "type", "veth", "peer", "name", "xdel1")
+    ns.run("ip", "link", "add", "calidel2", "type", "veth", "peer", "name", "xdel2")
+    index = int(ns.run("cat", "/sys/class/net/calidel2/ifindex").strip())
+    assert _delete_link(ns.name, name="calidel1") is True
+    assert _delete_link(ns.name, name="calidel1") is False
+    assert _delete_link(ns.name, index=index) is True
+    assert _delete_link(ns.name, index=index) is False
+    links = ns.run("ip", "-o", "link")
+    assert "calidel" not in links and "xdel" not in links  # each pair went with its host side
+    ns.run("ip", "link", "add", "calidel3", "type", "veth", "peer", "name", "xdel3")
+    assert WorkloadLinks(prefix="cali", host_netns=ns.name).delete("calidel3") is True
