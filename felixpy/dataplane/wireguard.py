@@ -33,6 +33,7 @@ from felixpy.dataplane.procs import run
 from felixpy.dataplane.sysctl import run_in_netns
 from felixpy.netlinkio import messages as nl
 from felixpy.netlinkio import query
+from felixpy.netlinkio.veth import NetlinkFailure
 from felixpy.netlinkio.writer import route_socket
 
 log = structlog.get_logger(__name__)
@@ -309,5 +310,5 @@ def probe_device(netns: str, run_dir: str = "/run/felixpy-probe") -> None:
     except CommandFailed as exc:
         raise WireguardUnsupported(str(exc)) from exc
     finally:
-        with contextlib.suppress(DataplaneError, NetlinkError):
+        with contextlib.suppress(DataplaneError, NetlinkError, NetlinkFailure):  # (the raw lookup's)
             delete_device(name, netns=netns)
