@@ -151,13 +151,26 @@ def borrowed_addresses(
     workloads: Iterable[tuple[str, str]], all_blocks: Iterable[tuple[str, str]]
 ) -> dict[str, str]:
     """Host prefix -> node, for every workload address outside its node's affine blocks."""
-    by_node: dict[str, list[tuple[int, int, int]]] = {}
-    for block, owner in all_blocks:
-        by_node.setdefault(owner, []).append(prefix_key(block))
+    by_node = blocks_by_node(all_blocks)
     out: dict[str, str] = {}
     for owner, address in workloads:
-        host = normalize_prefix(address if "/" in address else f"{address}/{128 if ':' in address else 32}")
-        key = prefix_key(host)
-        if not any(key_inside(key, block) for block in by_node.get(owner, ())):
+        host = borrowed_host(owner, address, by_node)
+        if host is not None:
             out[host] = owner
     return out
+
+
+def blocks_by_node(all_blocks: Iterable[tuple[str, str]]) -> dict[str, list[PrefixKey]]:
+    by_node: dict[str, list[PrefixKey]] = {}
+    for block, owner in all_blocks:
+        by_node.setdefault(owner, []).append(prefix_key(block))
+    return by_node
+
+
+def borrowed_host(owner: str, address: str, by_node: dict[str, list[PrefixKey]]) -> str | None:
+    """The host prefix of ``address`` when it is outside every block of ``owner``, else None."""
+    host = normalize_prefix(address if "/" in address else f"{address}/{128 if ':' in address else 32}")
+    key = prefix_key(host)
+    if any(key_inside(key, block) for block in by_node.get(owner, ())):
+        return None
+    return host

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bgp.route import borrowed_addresses
+from bgp.route import PrefixKey, blocks_by_node, borrowed_host
 from felixpy.calc.updates import BGPInputs, BGPInputsUpdate
 
 Key = tuple[str, str]
@@ -31,6 +31,10 @@ class BGPInputsCalc:
         self._all_blocks: tuple[tuple[str, str], ...] = ()
         self._workloads: dict[Key, tuple[tuple[str, str], ...]] = {}  # key -> ((node, ip), ...)
         self._borrowed: dict[str, str] = {}  # what the last snapshot's workloads said was borrowed
+        # (node, address) -> its borrowed host prefix, "" when inside the node's blocks; valid for
+        # self._by_node (the blocks): a flush looks each pair up instead of parsing 11,000 addresses
+        self._memo: dict[tuple[str, str], str] = {}
+        self._by_node: dict[str, list[PrefixKey]] | None = None
         self._changed = False
         self._workloads_changed = False
 
@@ -49,6 +53,8 @@ class BGPInputsCalc:
 
     def on_blocks(self, local_blocks: frozenset[str], all_blocks: tuple[tuple[str, str], ...]) -> None:
         self._local_blocks = local_blocks
+        if all_blocks != self._all_blocks:
+            self._memo, self._by_node = {}, None
         self._all_blocks = all_blocks
         self._changed = True
 
@@ -60,12 +66,28 @@ class BGPInputsCalc:
             self._workloads[key] = tuple((spec.node, str(net).split("/")[0]) for net in spec.ip_networks)
         return self._workloads.get(key, ()) != old
 
+    def _borrowed_addresses(self, pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
+        """``bgp.route.borrowed_addresses(pairs, self._all_blocks)``, each pair's answer memoised."""
+        memo = self._memo
+        if len(memo) > 2 * len(pairs) + 1024:  # bounded: pairs of deleted endpoints go at some point
+            memo.clear()
+        if self._by_node is None:
+            self._by_node = blocks_by_node(self._all_blocks)
+        out: dict[str, str] = {}
+        for pair in pairs:
+            host = memo.get(pair)
+            if host is None:
+                host = memo[pair] = borrowed_host(pair[0], pair[1], self._by_node) or ""
+            if host:
+                out[host] = pair[0]
+        return out
+
     def flush(self) -> BGPInputsUpdate | None:
         changed = self._changed
         pairs: tuple[tuple[str, str], ...] = ()
         if self._workloads_changed or changed:
             pairs = tuple(pair for pairs in self._workloads.values() for pair in pairs)
-            borrowed = borrowed_addresses(pairs, self._all_blocks)
+            borrowed = self._borrowed_addresses(pairs)
             changed = changed or borrowed != self._borrowed  # a pod in its node's block changes nothing
             self._borrowed = borrowed
         self._changed = self._workloads_changed = False

@@ -1,14 +1,20 @@
-"""Read-only kernel checks for CNI CHECK and idempotent re-ADD (pyroute2, never writes)."""
+"""Read-only kernel checks for CNI CHECK and idempotent re-ADD (pyroute2, never writes).
+
+pyroute2 is imported by the first check, not with this module: the agent imports the CNI handler
+at start, and importing pyroute2 costs ~0.4 s of CPU and ~21 MB of RSS there.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 from dataclasses import dataclass
-
-from pyroute2 import IPRoute
+from typing import TYPE_CHECKING
 
 from felixpy.dataplane.sysctl import netns_path
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +41,15 @@ def container_iface(netns: str, ifname: str) -> IfaceInfo | None:
     path = netns_path(netns)
     if not os.path.exists(path):
         return None
+    from pyroute2 import IPRoute
+
     with IPRoute(netns=path) as ipr:
         return _iface(ipr, ifname)
 
 
 def host_iface(ifname: str) -> IfaceInfo | None:
+    from pyroute2 import IPRoute
+
     with IPRoute() as ipr:
         return _iface(ipr, ifname)
 
@@ -49,6 +59,8 @@ def host_route_to(address: str, ifname: str) -> bool:
     ip, _, plen = address.partition("/")
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     full = "128" if family == socket.AF_INET6 else "32"
+    from pyroute2 import IPRoute
+
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=ifname)
         if not found:

@@ -15,14 +15,19 @@ import hashlib
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from felixpy.dataplane.errors import DataplaneError, LinkNotFound
 from felixpy.dataplane.netlink_ops import open_iproute
 from felixpy.dataplane.procs import run
+from felixpy.dataplane.sysctl import run_in_netns
+from felixpy.netlinkio import query
+from felixpy.netlinkio.writer import route_socket
+
+if TYPE_CHECKING:  # pyroute2 is imported when a device is made or removed, not at start
+    from pyroute2 import IPRoute
 
 log = structlog.get_logger(__name__)
 IPIP_DEVICE = "tunl0"
@@ -87,6 +92,8 @@ def _create_tunl0(ipr: IPRoute) -> int:
     that is success, the device we asked for is there. Any other error (``Operation not
     supported``, unknown link kind) means this kernel has no IPIP.
     """
+    from pyroute2.netlink.exceptions import NetlinkError
+
     try:
         ipr.link("add", ifname=IPIP_DEVICE, kind="ipip")
         reason = "IPIP pool in use"
@@ -124,6 +131,8 @@ def _vxlan_matches(msg: object, cfg: VxlanConfig, parent_idx: int) -> bool:
 
 def ensure_vxlan(cfg: VxlanConfig, *, netns: str | None = None) -> int:
     """vxlan.calico as configured (recreated if VNI/port/local/parent differ); returns its ifindex."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with open_iproute(netns) as ipr:
         parent_idx = _index(ipr, cfg.parent)
         if parent_idx is None:
@@ -150,6 +159,9 @@ def ensure_vxlan(cfg: VxlanConfig, *, netns: str | None = None) -> int:
 
 
 def delete_device(name: str, *, netns: str | None = None, reason: str = "encapsulation disabled") -> bool:
+    sock = (lambda: run_in_netns(netns, route_socket)) if netns else route_socket
+    if query.link_index(name, sock=sock) is None:
+        return False  # the usual case (no such pool): one raw RTM_GETLINK, no pyroute2
     with open_iproute(netns) as ipr:
         idx = _index(ipr, name)
         if idx is None:

@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from pyroute2.netlink.exceptions import NetlinkError
 
 from felixpy.dataplane.errors import CommandFailed, DataplaneError
 from felixpy.dataplane.netlink_ops import open_iproute
 from felixpy.dataplane.procs import run
 from felixpy.dataplane.sysctl import run_in_netns
 from felixpy.netlinkio import messages as nl
+from felixpy.netlinkio import query
+from felixpy.netlinkio.veth import NetlinkFailure
 from felixpy.netlinkio.writer import route_socket
 
 log = structlog.get_logger(__name__)
@@ -123,6 +124,8 @@ def read_device(name: str = WG_DEVICE, *, netns: str | None = None) -> DeviceSta
 
 def ensure_device(name: str = WG_DEVICE, *, mtu: int, netns: str | None = None) -> int:
     """The WireGuard link exists, up, with ``mtu``; returns its ifindex."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with open_iproute(netns) as ipr:
         found = ipr.link_lookup(ifname=name)
         if not found:
@@ -137,12 +140,17 @@ def ensure_device(name: str = WG_DEVICE, *, mtu: int, netns: str | None = None) 
         return idx
 
 
+def _socket_in(netns: str | None) -> query.SocketFactory:
+    return (lambda: run_in_netns(netns, route_socket)) if netns else route_socket
+
+
 def device_exists(name: str = WG_DEVICE, *, netns: str | None = None) -> bool:
-    with open_iproute(netns) as ipr:
-        return bool(ipr.link_lookup(ifname=name))
+    return query.link_index(name, sock=_socket_in(netns)) is not None
 
 
 def delete_device(name: str = WG_DEVICE, *, netns: str | None = None) -> bool:
+    if not device_exists(name, netns=netns):
+        return False  # the usual case (WireGuard never on): no pyroute2
     with open_iproute(netns) as ipr:
         found = ipr.link_lookup(ifname=name)
         if not found:
@@ -190,6 +198,9 @@ def ensure_rule(*, table: int, priority: int, fwmark: int, netns: str | None = N
 
 def delete_rule(*, table: int, priority: int, netns: str | None = None, family: int = socket.AF_INET) -> bool:
     removed = False
+    present = query.rules(family, sock=_socket_in(netns))
+    if not any(r.priority == priority and r.table == table for r in present):
+        return removed  # the usual case (WireGuard never on): one raw rule dump, no pyroute2
     with open_iproute(netns) as ipr:
         for rule in ipr.get_rules(family=family):
             if rule.get_attr("FRA_PRIORITY") == priority and rule.get_attr("FRA_TABLE") == table:
@@ -212,8 +223,10 @@ def sync_table(
 ) -> tuple[int, int]:
     """Table ``table`` holds exactly ``routes`` (cidr -> "dev" | "throw"); returns (written, removed)."""
     written = removed = 0
-    if not routes and family == socket.AF_INET and not _table_has_routes(table, netns):
+    if not routes and not _table_has_routes(table, netns, family):
         return written, removed  # the usual case (WireGuard off): no pyroute2 dump of every route
+    from pyroute2.netlink.exceptions import NetlinkError
+
     anywhere = "::" if family == socket.AF_INET6 else "0.0.0.0"
     with open_iproute(netns) as ipr:
         have: dict[str, str] = {}
@@ -255,14 +268,14 @@ def sync_table(
     return written, removed
 
 
-def _table_has_routes(table: int, netns: str | None) -> bool:
-    """Whether IPv4 table ``table`` holds any route: one raw dump, each route's header read only
-    (pyroute2 decodes every route of every table, 10,000 BGP routes included, to filter by table)."""
+def _table_has_routes(table: int, netns: str | None, family: int = socket.AF_INET) -> bool:
+    """Whether table ``table`` of ``family`` holds any route: one raw dump, each route's header read
+    only (pyroute2 decodes every route of every table, 10,000 BGP routes included, to filter by table)."""
     compat = 252  # RT_TABLE_COMPAT: the header's table field when the table id is >= 256
     sock = run_in_netns(netns, route_socket) if netns else route_socket()
     with sock:
         sock.settimeout(10.0)
-        sock.sendall(nl.pack_dump(nl.AF_INET, seq=1))
+        sock.sendall(nl.pack_dump(nl.AF_INET6 if family == socket.AF_INET6 else nl.AF_INET, seq=1))
         while True:
             for kind, seq, payload in nl.messages(sock.recv(1 << 20)):
                 if seq != 1:
@@ -280,6 +293,8 @@ def _table_has_routes(table: int, netns: str | None) -> bool:
 
 def probe_device(netns: str, run_dir: str = "/run/felixpy-probe") -> None:
     """Make a WireGuard device and key it as the agent does (the kernel feature probe)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     name = "wgprobe0"
     try:
         ensure_device(name, mtu=1420, netns=netns)
@@ -295,5 +310,5 @@ def probe_device(netns: str, run_dir: str = "/run/felixpy-probe") -> None:
     except CommandFailed as exc:
         raise WireguardUnsupported(str(exc)) from exc
     finally:
-        with contextlib.suppress(DataplaneError, NetlinkError):
+        with contextlib.suppress(DataplaneError, NetlinkError, NetlinkFailure):  # (the raw lookup's)
             delete_device(name, netns=netns)

@@ -58,6 +58,7 @@ class Model(BaseModel):
         extra="forbid",
         validate_assignment=False,
         frozen=False,
+        defer_build=True,
     )
 
 

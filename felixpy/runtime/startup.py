@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from pyroute2 import IPRoute
 
 from felixpy.datastore.errors import AlreadyExists, Conflict, DatastoreError, NotFound
+from felixpy.netlinkio import query
 from felixpy.private_files import PRIVATE, private_dir, write_file
 from felixpy.resources import FelixConfiguration, IPPool, Node
 from felixpy.resources.stored import ClusterInformation
@@ -235,10 +235,9 @@ def felix_params(backend: Any, settings: Settings) -> FelixParams:
 def host_mtu(host_iface: str) -> int:
     """MTU of the interface holding the node's IP (1500 when unknown)."""
     if host_iface:
-        with IPRoute() as ipr:
-            idx = ipr.link_lookup(ifname=host_iface)
-            if idx:
-                return int(ipr.get_links(idx[0])[0].get_attr("IFLA_MTU"))
+        found = query.link(host_iface)  # one raw RTM_GETLINK (pyroute2 is not imported at start)
+        if found and found[1]:
+            return found[1]
     return 1500
 
 

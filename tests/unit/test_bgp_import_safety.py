@@ -534,3 +534,37 @@ def test_agent_registers_the_bgp_metrics() -> None:
     text = generate_latest(metrics.registry).decode()
     assert f'felixpy_bgp_routes_refused_total{{peer="{TOR}",reason="local workload"}} 3.0' in text
     assert "felixpy_local_endpoints" in text  # beside the agent's own
+
+
+def test_calc_memoised_borrowed_addresses_agree_with_the_pure_function_over_a_sequence() -> None:
+    """BGPInputsCalc memoises each (node, address) answer; after every step (endpoints added,
+    moved, removed, blocks re-affined) it must equal ``borrowed_addresses`` over the same state."""
+    from types import SimpleNamespace
+
+    from felixpy.calc.bgp_inputs import BGPInputsCalc
+
+    def wep(node_name: str, *ips: str) -> Any:
+        return SimpleNamespace(spec=SimpleNamespace(node=node_name, ip_networks=list(ips)))
+
+    calc = BGPInputsCalc()
+    steps: list[tuple[str, Any]] = [
+        ("blocks", (("10.65.1.0/26", "a"), ("10.65.4.0/26", "b"))),
+        ("wep", (("x", "p1"), wep("b", "10.65.4.5/32"))),
+        ("wep", (("x", "p2"), wep("b", "10.65.1.9/32"))),
+        ("wep", (("x", "p3"), wep("c", "10.66.0.1/32", "fd00::1/128"))),
+        ("wep", (("x", "p4"), wep("a", "10.65.1.9/32"))),  # the same address on another node
+        ("blocks", (("10.65.1.0/26", "b"), ("10.65.4.0/26", "b"))),  # a's block re-affined to b
+        ("wep", (("x", "p2"), None)),
+        ("wep", (("x", "p1"), wep("a", "10.65.4.5/32"))),  # moved
+        ("blocks", (("10.65.1.0/26", "a"),)),
+    ]
+    blocks: tuple[tuple[str, str], ...] = ()
+    for what, arg in steps:
+        if what == "blocks":
+            blocks = arg
+            calc.on_blocks(frozenset(), blocks)
+        else:
+            calc.on_resource("WorkloadEndpoint", *arg)
+        calc.flush()
+        pairs = tuple(pair for pairs in calc._workloads.values() for pair in pairs)
+        assert calc._borrowed == borrowed_addresses(pairs, blocks), (what, arg)

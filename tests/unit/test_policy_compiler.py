@@ -391,3 +391,44 @@ def test_a_policy_for_a_whole_group_rewrites_its_list_chain_not_its_endpoint_cha
     changes = c.dirty()
     assert set(changes.chains) == {("filter", "cali-tw-calidb1")}
     assert _list_chain(c, "cali-tw-calidb1") == web
+
+
+def test_remote_endpoints_without_an_address_of_the_version_change_nothing_that_version_emits() -> None:
+    """Each compiler leaves out other nodes' endpoints that have no address of its IP version
+    (``_inert``). Over a sequence (remote endpoints v4-only, gaining and losing an IPv6 address,
+    moving to this node, removed; a local v4-only endpoint; policies added), the IPv6 and IPv4
+    compilers emit exactly what a compiler that indexes every endpoint emits."""
+    policies = [
+        Policy(id="gnp/a", selector=parse("app == 'db'"), types=frozenset({"Ingress"}), ingress=(ALLOW_WEB,)),
+        Policy(id="gnp/b", selector=parse("all()"), types=frozenset({"Ingress"}), ingress=(
+            PolicyRule("Allow", protocol=6, source=EntityMatch(selector=parse("has(app)")),
+                       destination=EntityMatch(ports=("http",))),)),
+    ]  # fmt: skip
+    steps: list[tuple[str, object]] = [
+        ("ep", _ep("w1", "10.0.0.1", node="n2", labels={"app": "web"})),
+        ("ep", _ep("d1", "10.0.1.1", labels={"app": "db"})),  # local, IPv4 only: v6 chains still
+        ("policy", policies[0]),
+        ("ep", _ep("w2", "fd00::2", node="n2", labels={"app": "web"})),
+        ("policy", policies[1]),
+        ("ep", _ep("w1", "fd00::1", node="n2", labels={"app": "web"})),  # gains IPv6 (loses v4)
+        ("ep", _ep("w3", "10.0.0.3", node="n3", labels={"app": "web"})),
+        ("ep", _ep("w1", "10.0.0.1", node="n2", labels={"app": "web"})),  # loses it again
+        ("ep", _ep("w3", "10.0.0.3", node="n1", labels={"app": "web"})),  # moves here: local now
+        ("remove", "x/w2"),
+        ("remove", "x/w3"),
+    ]
+    for version in (4, 6):
+        fast = PolicyCompiler("n1", config=ChainConfig(version=version))
+        full = PolicyCompiler("n1", config=ChainConfig(version=version))
+        full._inert = lambda ep: False  # type: ignore[method-assign]  # the reference: index everything
+        for what, arg in steps:
+            for c in (fast, full):
+                if what == "ep":
+                    c.update_endpoint(arg)  # type: ignore[arg-type]
+                elif what == "policy":
+                    c.update_policy(arg)  # type: ignore[arg-type]
+                else:
+                    c.remove_endpoint(arg)  # type: ignore[arg-type]
+            assert fast.dirty() == full.dirty(), (version, what, arg)
+            assert fast.chains() == full.chains() and fast.ipsets() == full.ipsets(), (version, what, arg)
+    assert "x/w1" not in fast._endpoints and "x/d1" in fast._endpoints  # (the v6 one, after the loop)
