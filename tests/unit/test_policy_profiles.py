@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from felixpy.kube.convert import namespace_profile, service_account_profile
+from felixpy.resources.k8s import Namespace, ServiceAccount
 from policy.compiler import PolicyCompiler
-from policy.convert import policy_from_doc, profile_from_doc
+from policy.convert import policy_from_doc, profile_from_doc, profile_from_resource
 from policy.entities import Endpoint, Profile, label_view
 from policy.evaluator import Evaluator, Flow
 from tests.fixtures.conformance_cases import DEFAULT_IPS, namespace_labels, topology
@@ -108,3 +110,20 @@ def test_labels_to_apply_change_policy_selection_in_the_compiler() -> None:
     assert ("filter", "cali-pi-gnp/blue") in c.chains()
     c.remove_profile("teams")
     assert ("filter", "cali-pi-gnp/blue") not in c.chains()
+
+
+def test_generated_kns_and_ksa_profiles_give_the_labels_the_label_view_gives() -> None:
+    """Kubernetes mode's generated profiles (felixctl get profiles) carry exactly the pcns./pcsa. labels
+    an endpoint's label view gets from its Namespace and ServiceAccount."""
+    ns = Namespace.model_validate({"metadata": {"name": "shop", "labels": {"env": "prod"}}})
+    sa = ServiceAccount.model_validate(
+        {"metadata": {"name": "cart", "namespace": "shop", "labels": {"t": "1"}}}
+    )
+    kns, ksa = namespace_profile(ns), service_account_profile(sa)
+    assert (kns.name, ksa.name) == ("kns.shop", "ksa.shop.cart")
+    ep = Endpoint("shop/p", "shop", labels={"app": "p"}, service_account="cart")
+    view = label_view(ep, ns.metadata.labels, sa.metadata.labels)
+    generated = {**kns.spec.labels_to_apply, **ksa.spec.labels_to_apply}
+    assert generated == {k: v for k, v in view.items() if k.startswith(("pcns.", "pcsa."))}
+    allow = Evaluator([], [], profiles=[profile_from_resource(kns)])
+    assert allow.profiles_allow(["kns.shop"], "Ingress", Flow("10.0.0.1", "10.0.0.2", "TCP", 1))
