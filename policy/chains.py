@@ -227,8 +227,8 @@ def isolated_endpoint_chains(iface: str) -> tuple[Chain, Chain]:
 
 
 def profile_chains(profile: str) -> tuple[Chain, Chain]:
-    """Kubernetes namespace profiles (``kns.<ns>``) and ``projectcalico-default-allow`` allow all;
-    other profiles carry no rules."""
+    """The chains of a profile nobody stored (a stored one: ``policy.rules.render_profile``): Kubernetes
+    namespace profiles (``kns.<ns>``) and ``projectcalico-default-allow`` allow all; others carry no rules."""
     allow: tuple[Rule, ...] = ()
     if profile_allows_all(profile):
         allow = (Rule("", set_mark(MARK_ACCEPT, MARK_ACCEPT), f"Profile {profile} allows all"),)

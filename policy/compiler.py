@@ -38,6 +38,14 @@ no namespace, so only GlobalNetworkPolicy rules and ``namespaceSelector: global(
 set's ``nets`` of this IP version in the rule's ``hash:net`` ipset. A set's change (labels, nets,
 removal, its namespace's labels) only changes ipset members: no chain is re-rendered.
 
+Profiles (``update_profile``/``remove_profile``, stored ``Profile`` resources): a local endpoint's
+list chain jumps to ``cali-pri-``/``cali-pro-<profile>`` for each profile it lists (``policy.chains``);
+those chains exist while some local endpoint lists the profile, rendered from the stored profile's rules
+(``policy.rules.render_profile``, their ipsets acquired like a policy's), or, for a profile nobody
+stored, the built-in ones of ``policy.chains.profile_chains`` (``kns.<ns>`` and
+``projectcalico-default-allow`` allow all: Kubernetes mode's synthesised profiles). A stored profile's
+``labelsToApply`` joins the label view of every endpoint listing it (``policy.entities.label_view``).
+
 Tiers (``update_tier``/``remove_tier``, see ``policy.tiers``) order the policies and end them; a
 policy whose tier does not exist applies to nothing (``policies_without_tier`` lists them) until
 the tier is created.
@@ -56,12 +64,14 @@ from felixpy.resources.endpoint import HostEndpoint, WorkloadEndpoint
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.k8s import Namespace
 from felixpy.resources.stored import GlobalNetworkSet, NetworkSet
+from felixpy.resources.stored import Profile as ProfileResource
 from policy.chain_names import (
     ALL_HOSTS_ID,
     ALL_POOLS_ID,
     MASQ_POOLS_ID,
     from_endpoint_chain,
     policy_chain,
+    profile_chain,
     to_endpoint_chain,
 )
 from policy.chains import (
@@ -83,8 +93,9 @@ from policy.convert import (
     endpoint_from_hep,
     endpoint_from_network_set,
     endpoint_from_wep,
+    profile_from_resource,
 )
-from policy.entities import Direction, Endpoint, Policy, label_view
+from policy.entities import Direction, Endpoint, Policy, Profile, label_view, profile_labels
 from policy.hostendpoints import (
     host_dispatch_chains,
     host_endpoint_chain_names,
@@ -92,7 +103,7 @@ from policy.hostendpoints import (
     with_host_endpoints,
 )
 from policy.rpf import rpf_skip_chain, version_prefixes
-from policy.rules import render_policy
+from policy.rules import render_policy, render_profile
 from policy.selector import Selector, b64hash
 from policy.set_specs import NetsSet, SetSpec, net_set
 from policy.setindex import LabelIndex, SetIndex, scan_strategy
@@ -148,6 +159,8 @@ class PolicyCompiler:
         self._policy_sets: dict[str, frozenset[SetSpec]] = {}  # active policy id → sets it uses
         self._profile_refs: dict[str, int] = {}
         self._local_profiles: dict[str, tuple[str, ...]] = {}
+        self._profiles: dict[str, Profile] = {}  # stored profiles, by name
+        self._profile_sets: dict[str, frozenset[SetSpec]] = {}  # referenced profile -> sets its rules use
         self._pools: dict[str, tuple[str, bool]] = {}
         self._host_ips: frozenset[str] = frozenset()
         self._sets = SetIndex()
@@ -452,7 +465,8 @@ class PolicyCompiler:
         else:
             ns_labels = self._ns_labels.get(ep.namespace) if ep.namespace else None
             sa_labels = self._sa_labels.get((ep.namespace or "", ep.service_account or ""))
-            view = self._views[key] = label_view(ep, ns_labels, sa_labels)
+            inherited = profile_labels(ep, self._profiles) if self._profiles else ()
+            view = self._views[key] = label_view(ep, ns_labels, sa_labels, inherited)
         self._by_label.update(key, old_view, view)
         self._sets.update_endpoint(key, ep, view)
         is_local = ep is not None and ep.node == self.node and bool(ep.iface)
@@ -520,18 +534,69 @@ class PolicyCompiler:
                 self._spoof[key] = new
             self._pending_rpf = True
 
+    # ------------------------------------------------------------------------------ profiles
+
+    def update_profile(self, profile: Profile | ProfileResource) -> None:
+        """A stored Profile created or changed: its chains re-rendered if a local endpoint lists it, the
+        endpoints listing it re-indexed if its ``labelsToApply`` changed."""
+        p = profile if isinstance(profile, Profile) else profile_from_resource(profile)
+        old = self._profiles.get(p.name)
+        self._profiles[p.name] = p
+        if p.name in self._profile_refs and (
+            old is None or (old.ingress, old.egress) != (p.ingress, p.egress)
+        ):
+            self._render_profile(p.name)
+        if (old.labels if old is not None else {}) != p.labels:
+            self._reindex_listing(p.name)
+
+    def remove_profile(self, name: str) -> None:
+        """A stored Profile deleted: a ``kns.*`` name falls back to the built-in allow-all, others to none."""
+        old = self._profiles.pop(name, None)
+        if old is None:
+            return
+        if name in self._profile_refs:
+            self._render_profile(name)
+        if old.labels:
+            self._reindex_listing(name)
+
+    def _reindex_listing(self, name: str) -> None:
+        for key, ep in list(self._endpoints.items()):
+            if name in ep.profiles:
+                self._reindex(key)
+
     def _ref_profiles(self, profiles: Iterable[str], delta: int) -> None:
         for profile in profiles:
-            n = self._profile_refs.get(profile, 0) + delta
-            chains = profile_chains(profile)
+            before = self._profile_refs.get(profile, 0)
+            n = before + delta
             if n == 0:
                 del self._profile_refs[profile]
-                for c in chains:
-                    self._drop(("filter", c.name))
+                for direction in DIRECTIONS:
+                    self._drop(("filter", profile_chain(profile, direction)))
+                for spec in self._profile_sets.pop(profile, frozenset()):
+                    self._sets.release(spec)
             else:
                 self._profile_refs[profile] = n
-                for c in chains:
-                    self._put(c)
+                if before == 0:
+                    self._render_profile(profile)
+
+    def _render_profile(self, name: str) -> None:
+        """(Re)render a referenced profile's chains; acquire new sets before releasing old ones."""
+        stored = self._profiles.get(name)
+        sets: set[SetSpec] = set()
+        if stored is None:
+            chains: tuple[Chain, ...] = profile_chains(name)
+        else:
+            rendered = [render_profile(stored, d, self.version) for d in DIRECTIONS]
+            chains = tuple(c for c, _ in rendered)
+            for _, used in rendered:
+                sets |= used
+        for chain in chains:
+            self._put(chain)
+        for spec in sets:
+            self._acquire(spec)
+        for spec in self._profile_sets.get(name, frozenset()):
+            self._sets.release(spec)
+        self._profile_sets[name] = frozenset(sets)
 
     def _render_endpoint(self, key: str) -> None:
         self._pending_endpoints.add(key)

@@ -31,6 +31,7 @@ from felixpy.resources.policy import EntityRule, GlobalNetworkPolicy, ICMPFields
 from felixpy.resources.policy import Rule as CalicoRule
 from felixpy.resources.registry import kind_for
 from felixpy.resources.stored import GlobalNetworkSet, NetworkSet
+from felixpy.resources.stored import Profile as ProfileResource
 from policy.entities import (
     ANY,
     NAMESPACE_NAME_LABEL,
@@ -47,6 +48,7 @@ from policy.entities import (
     PolicyRule,
     Port,
     PortRange,
+    Profile,
 )
 from policy.selector import (
     ALL,
@@ -273,6 +275,23 @@ def from_calico(res: NetworkPolicy | GlobalNetworkPolicy) -> Policy:
         namespace=ns,
         **_host_flags(res),
     )
+
+
+def profile_from_resource(res: ProfileResource) -> Profile:
+    """A stored Profile → ``Profile``: its rules as a GlobalNetworkPolicy's (cluster-wide selectors),
+    its ``labelsToApply``."""
+    spec = res.spec
+    return Profile(
+        name=res.name,
+        ingress=tuple(_calico_rule(r, None) for r in spec.ingress),
+        egress=tuple(_calico_rule(r, None) for r in spec.egress),
+        labels=dict(spec.labels_to_apply),
+    )
+
+
+def profile_from_doc(doc: Mapping[str, Any]) -> Profile:
+    """A Profile document as written in YAML → ``Profile``."""
+    return profile_from_resource(ProfileResource.model_validate(doc))
 
 
 def _host_flags(res: NetworkPolicy | GlobalNetworkPolicy) -> dict[str, bool]:

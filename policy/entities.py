@@ -14,6 +14,9 @@ endpoint's *label view* (``label_view``) is its own labels plus:
 - each label ``k: v`` of its ServiceAccount as ``pcsa.k: v``, and ``pcsa.projectcalico.org/name: <sa>``
   (Calico's ``ksa.<ns>.<sa>`` profile labels); a ``serviceAccounts.selector`` or a policy's
   ``serviceAccountSelector`` is rewritten over the ``pcsa.`` labels as a namespaceSelector is.
+- the ``labelsToApply`` of each stored Profile the endpoint lists (``Endpoint.profiles``), for the
+  keys none of the above set (the endpoint's own labels win; between profiles, the first listed wins,
+  as Calico's label inheritance looks parents up in order).
 
 A namespaceSelector ``env == "prod"`` is rewritten to
 ``(has(projectcalico.org/namespace) && pcns.env == "prod")``; ``all()`` becomes
@@ -25,7 +28,7 @@ ANDed with ``projectcalico.org/namespace == "<policy ns>"``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -144,6 +147,22 @@ class Policy:
         return self.filter_table and self.selector.matches(labels)
 
 
+@dataclass(frozen=True)
+class Profile:
+    """A stored Profile (``projectcalico.org/v3``): rules an endpoint listing it falls through to when no
+    policy decided (``cali-pri-<name>``/``cali-pro-<name>``) and ``labelsToApply`` it inherits. Rules are
+    Calico rules of a cluster-wide scope (as a GlobalNetworkPolicy's: no namespace is ANDed in).
+    First matching rule: Allow accepts, Deny drops, Pass and no match go on to the next profile."""
+
+    name: str
+    ingress: tuple[PolicyRule, ...] = ()
+    egress: tuple[PolicyRule, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def rules(self, direction: Direction) -> tuple[PolicyRule, ...]:
+        return self.ingress if direction == "Ingress" else self.egress
+
+
 @dataclass(frozen=True, slots=True)
 class NamedPort:
     name: str
@@ -204,6 +223,7 @@ def label_view(
     ep: Endpoint,
     namespace_labels: Mapping[str, str] | None,
     service_account_labels: Mapping[str, str] | None = None,
+    profile_labels: Iterable[Mapping[str, str]] = (),
 ) -> dict[str, str]:
     """The labels selectors are evaluated against (see the module docstring)."""
     view = dict(ep.labels)
@@ -217,4 +237,12 @@ def label_view(
         for k, v in (service_account_labels or {}).items():
             view[SERVICE_ACCOUNT_PREFIX + k] = v
         view[SERVICE_ACCOUNT_PREFIX + NAMESPACE_NAME_LABEL] = ep.service_account
+    for labels in profile_labels:
+        for k, v in labels.items():
+            view.setdefault(k, v)
     return view
+
+
+def profile_labels(ep: Endpoint, profiles: Mapping[str, Profile]) -> list[Mapping[str, str]]:
+    """The ``labelsToApply`` of the stored profiles ``ep`` lists, in its order (``label_view``'s input)."""
+    return [p.labels for p in (profiles.get(name) for name in ep.profiles) if p is not None and p.labels]

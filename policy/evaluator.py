@@ -11,8 +11,12 @@ rule wins; Allow ends the direction allowed, Deny denied, Pass skips to the next
 goes on; a tier with an applicable policy where no rule decided ends with the tier's
 defaultAction (Deny, or Pass: on to the next tier); a policy whose tier does not exist applies
 to nothing (``policy.tiers``); when no tier applies (or all passed) the endpoint's profiles
-decide: a Kubernetes namespace profile ``kns.<ns>`` allows everything, any other profile
-allows nothing. A pod talking to its own address never leaves the pod and is always allowed.
+decide, in the order the endpoint lists them: a stored profile (``profiles``) by its rules (first
+matching rule: Allow allows, Deny denies, Pass or no match: the next profile), an unstored one by
+name (a Kubernetes namespace profile ``kns.<ns>`` or ``projectcalico-default-allow`` allows
+everything, any other nothing); no profile allowed: denied. A stored profile's ``labelsToApply``
+join the label view of the endpoints listing it (``policy.entities.label_view``). A pod talking
+to its own address never leaves the pod and is always allowed.
 
 Network sets (``Endpoint.network_set``, passed among the endpoints) own no address and are never
 enforced on; a rule ``selector`` matches an address when the endpoint at it matches, or when a network
@@ -37,7 +41,9 @@ from policy.entities import (
     IcmpMatch,
     Policy,
     PolicyRule,
+    Profile,
     label_view,
+    profile_labels,
 )
 from policy.selector import Selector
 from policy.tiers import Tiers
@@ -62,11 +68,6 @@ class Flow:
         return num
 
 
-def profile_allows(profiles: Iterable[str]) -> bool:
-    """``kns.<ns>`` and ``projectcalico-default-allow`` allow all; others carry no rules here."""
-    return any(profile_allows_all(p) for p in profiles)
-
-
 class Evaluator:
     def __init__(
         self,
@@ -79,6 +80,7 @@ class Evaluator:
         failsafe_in: Iterable[tuple[str, int]] = DEFAULT_FAILSAFE_IN,
         failsafe_out: Iterable[tuple[str, int]] = DEFAULT_FAILSAFE_OUT,
         service_accounts: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
+        profiles: Iterable[Profile] = (),
     ):
         given = list(endpoints)
         self.endpoints = [e for e in given if not e.network_set]
@@ -86,6 +88,7 @@ class Evaluator:
         self.policies = list(policies)
         self.namespaces = dict(namespaces or {})
         self.service_accounts = dict(service_accounts or {})  # (namespace, name) → labels
+        self.profiles = {p.name: p for p in profiles}  # stored profiles
         self.tiers = Tiers(tiers, orders=tier_orders)  # Tier resources or TierInfos; `default` built in
         self.failsafe_in = _failsafe_set(failsafe_in)
         self.failsafe_out = _failsafe_set(failsafe_out)
@@ -119,7 +122,10 @@ class Evaluator:
     def view(self, ep: Endpoint) -> dict[str, str]:
         ns_labels = self.namespaces.get(ep.namespace) if ep.namespace else None
         return label_view(
-            ep, ns_labels, self.service_accounts.get((ep.namespace or "", ep.service_account or ""))
+            ep,
+            ns_labels,
+            self.service_accounts.get((ep.namespace or "", ep.service_account or "")),
+            profile_labels(ep, self.profiles),
         )
 
     # ------------------------------------------------------------------------- verdicts
@@ -146,7 +152,7 @@ class Evaluator:
             verdict = self._tier_verdict(tier, direction, flow)
             if verdict != "Pass":
                 return verdict == "Allow"
-        return forwarded or profile_allows(hep.profiles)
+        return forwarded or self.profiles_allow(hep.profiles, direction, flow)
 
     def applicable(
         self, ep: Endpoint, direction: Direction, *, forwarded: bool = False
@@ -165,7 +171,22 @@ class Evaluator:
             verdict = self._tier_verdict(tier, direction, flow)
             if verdict != "Pass":
                 return verdict == "Allow"
-        return profile_allows(ep.profiles)
+        return self.profiles_allow(ep.profiles, direction, flow)
+
+    def profiles_allow(self, names: Iterable[str], direction: Direction, flow: Flow) -> bool:
+        """The endpoint's profiles, in order, decide what no policy did (see the module docstring)."""
+        for name in names:
+            stored = self.profiles.get(name)
+            if stored is None:
+                if profile_allows_all(name):
+                    return True
+                continue
+            for rule in stored.rules(direction):
+                if rule.action != "Log" and self.rule_matches(rule, flow):
+                    if rule.action == "Pass":
+                        break
+                    return rule.action == "Allow"
+        return False
 
     def _tier_verdict(self, tier: list[Policy], direction: Direction, flow: Flow) -> str:
         for policy in tier:

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from ipaddress import ip_network
 
 from felixpy.dataplane.kernel_objects import Chain, Rule
-from policy.chain_names import MARK_ACCEPT, MARK_PASS, MARK_SCRATCH0, mark, policy_chain, set_mark
+from policy.chain_names import (
+    MARK_ACCEPT,
+    MARK_PASS,
+    MARK_SCRATCH0,
+    mark,
+    policy_chain,
+    profile_chain,
+    set_mark,
+)
 from policy.entities import (
     PROTOCOL_NAMES,
     Direction,
@@ -25,6 +33,7 @@ from policy.entities import (
     Policy,
     PolicyRule,
     PortRange,
+    Profile,
 )
 from policy.selector import ALL
 from policy.set_specs import NamedPortSet, NetsSet, SelectorSet, SetSpec
@@ -64,6 +73,26 @@ def render_policy(
         chain_comment = f"Policy {policy.id} {direction.lower()}"
         rules[0] = Rule(first.match, first.action, "; ".join(c for c in (first.comment, chain_comment) if c))
     return Chain(policy_chain(policy.id, direction), tuple(rules)), frozenset(ctx.sets)
+
+
+def render_profile(
+    profile: Profile, direction: Direction, version: int = 4
+) -> tuple[Chain, frozenset[SetSpec]]:
+    """A stored profile's ``cali-pri-<name>`` (Ingress) / ``cali-pro-<name>`` (Egress) chain and the
+    ipsets its rules reference: its rules as a policy's (Allow sets the accept bit and returns, which
+    the endpoint's list chain turns into "Return if profile accepted"; Deny drops; Pass and falling off
+    the end go on to the next profile)."""
+    ctx = _Ctx(version, set())
+    rules: list[Rule] = []
+    for rule in profile.rules(direction):
+        rules += render_rule(rule, ctx, rule.comment)
+    while rules and rules[-1].action == "-j RETURN":
+        rules.pop()
+    if rules:
+        first = rules[0]
+        chain_comment = f"Profile {profile.name} {direction.lower()}"
+        rules[0] = Rule(first.match, first.action, "; ".join(c for c in (first.comment, chain_comment) if c))
+    return Chain(profile_chain(profile.name, direction), tuple(rules)), frozenset(ctx.sets)
 
 
 def render_rule(rule: PolicyRule, ctx: _Ctx, comment: str) -> list[Rule]:

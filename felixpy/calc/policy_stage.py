@@ -6,8 +6,9 @@ from it whether a batch's writes may wait, see ``felixpy.dataplane.deferral``).
 What each kind means to the compilers (one table, ``_FEEDS``): workload and host endpoints (every
 node's: the compiler enforces only this node's, but any endpoint's addresses belong in the selector
 ipsets of rules that pick it by label), GlobalNetworkSets and NetworkSets (their nets join the selector
-ipsets of the rules whose selectors match their labels), the three policy kinds, tiers, namespaces, IP
-pools, and every
+ipsets of the rules whose selectors match their labels), stored Profiles (their rules decide what no
+policy did for the endpoints listing them, their ``labelsToApply`` join those endpoints' labels), the
+three policy kinds, tiers, namespaces, IP pools, and every
 node's IPv4 address (``cali40all-hosts-net``: VXLAN/IPIP packets are accepted only from these).
 
 A workload endpoint's ``allowSpoofedSourcePrefixes`` is honoured only with FelixConfiguration
@@ -30,7 +31,7 @@ from policy.convert import convert_policy, endpoint_from_wep, hep_key, network_s
 if TYPE_CHECKING:
     from felixpy.resources import HostEndpoint, IPPool, Node, WorkloadEndpoint
     from felixpy.resources.k8s import Namespace, ServiceAccount
-    from felixpy.resources.stored import GlobalNetworkSet, NetworkSet
+    from felixpy.resources.stored import GlobalNetworkSet, NetworkSet, Profile
     from policy.compiler import PolicyCompiler
     from policy.convert import AnyPolicy
 
@@ -93,6 +94,13 @@ def _feed_network_set(c: PolicyCompiler, key: Key, obj: Any | None) -> None:
         c.update_network_set(cast("GlobalNetworkSet | NetworkSet", obj))
 
 
+def _feed_profile(c: PolicyCompiler, key: Key, obj: Any | None) -> None:
+    if obj is None:
+        c.remove_profile(key[1])
+    else:
+        c.update_profile(cast("Profile", obj))
+
+
 def _feed_pool(c: PolicyCompiler, key: Key, obj: Any | None) -> None:
     if obj is None:
         c.remove_pool(key[1])
@@ -111,6 +119,7 @@ _FEEDS: dict[str, Callable[[PolicyCompiler, Key, Any | None], None]] = {
     "IPPool": _feed_pool,
     "GlobalNetworkSet": _feed_network_set,
     "NetworkSet": _feed_network_set,
+    "Profile": _feed_profile,
 }
 
 

@@ -15,10 +15,11 @@ keepalive the speaker's default), ``reachableBy`` (no static route to the peer i
 and NAT the dataplane reads, and ``disableBGPExport``; not ``namespaceSelector`` (a pool serves
 every namespace) nor ``assignmentMode: Manual`` (every enabled pool is used automatically).
 IPAMConfiguration: those IPAM's ``ipam.allocator.IPAMConfig``
-carries (what every allocation path reads). Profile: none. The agent reads no Profile: a
-``kns.<ns>`` profile allows all and a namespace's (service account's) labels come from its
-Namespace (ServiceAccount) object, as Calico's generated ``kns.*``/``ksa.*`` profiles would give
-them; a stored Profile's own rules and ``labelsToApply`` change nothing, so apply names them.
+carries (what every allocation path reads). Profile: all of them. A stored Profile's ``ingress``/
+``egress`` rules decide for the endpoints listing it what no policy did (``cali-pri-``/``cali-pro-``
+chains) and its ``labelsToApply`` join those endpoints' labels (``policy.compiler``). In Kubernetes
+mode Profiles are not stored: ``kns.*``/``ksa.*`` are generated from Namespaces and ServiceAccounts
+(read-only, ``felixpy.datastore.kubernetes``).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ HONOURED: dict[str, frozenset[str]] = {
     "BGPPeer": BGPPEER_HONOURED,
     "IPPool": IPPOOL_HONOURED,
     "IPAMConfiguration": IPAM_HONOURED,
-    "Profile": frozenset(),
+    "Profile": frozenset({"ingress", "egress", "labelsToApply"}),
 }
 _SPECS: dict[str, type[Model]] = {
     "FelixConfiguration": FelixConfigurationSpec,

@@ -28,6 +28,7 @@ from felixpy.resources.base import Resource
 from felixpy.resources.endpoint import WorkloadEndpoint
 from felixpy.resources.k8s import K8sNetworkPolicy, Namespace, ServiceAccount
 from felixpy.resources.node import Node
+from felixpy.resources.stored import Profile
 
 LIST_PAGE = 500
 WATCH_TIMEOUT_S = 240
@@ -61,7 +62,17 @@ def pod_name_of_wep(name: str) -> str:
     return parts[2].replace("\0", "-")
 
 
+PROFILES_READ_ONLY = (
+    "Profile objects are generated from Namespaces (kns.<namespace>) and ServiceAccounts "
+    "(ksa.<namespace>.<serviceaccount>) in Kubernetes mode and cannot be written; "
+    "label the Namespace or ServiceAccount instead"
+)
+
+
 class KubernetesBackend:
+    # Kinds this backend generates from others instead of storing (the agent syncs their sources).
+    SYNTHESISED_KINDS: frozenset[str] = frozenset({"Profile"})
+
     def __init__(self, api_client: Any, *, interface_prefix: str = "cali"):
         self.api = api_client
         self.interface_prefix = interface_prefix
@@ -132,6 +143,8 @@ class KubernetesBackend:
         return convert.crd_to_resource(kind, obj)
 
     def get(self, kind: type[Resource], name: str, namespace: str | None = None) -> Resource:
+        if kind is Profile:
+            return self._get_profile(name)
         k8s_name = pod_name_of_wep(name) if kind is WorkloadEndpoint else name
         ns = (namespace or "default") if kind.NAMESPACED else None
         obj = self._from_k8s(kind, self._json("GET", api_path(kind, ns, k8s_name)))
@@ -140,6 +153,8 @@ class KubernetesBackend:
         return obj
 
     def list(self, kind: type[Resource], namespace: str | None = None) -> tuple[list[Resource], int]:
+        if kind is Profile:
+            return self._list_profiles()
         out: list[Resource] = []
         token: str | None = None
         for _ in range(100_000):
@@ -172,16 +187,45 @@ class KubernetesBackend:
         ]
         return events, rev
 
+    def _get_profile(self, name: str) -> Profile:
+        """A generated profile: ``kns.<ns>``, ``ksa.<ns>.<sa>`` or ``projectcalico-default-allow``."""
+        if name == convert.DEFAULT_ALLOW_PROFILE:
+            return convert.default_allow_profile()
+        if name.startswith(convert.NAMESPACE_PROFILE_PREFIX):
+            ns = self.get(Namespace, name[len(convert.NAMESPACE_PROFILE_PREFIX) :])
+            assert isinstance(ns, Namespace)
+            return convert.namespace_profile(ns)
+        ns_name, dot, sa_name = name[len(convert.SA_PROFILE_PREFIX) :].partition(".")
+        if name.startswith(convert.SA_PROFILE_PREFIX) and dot and ns_name and sa_name:
+            sa = self.get(ServiceAccount, sa_name, ns_name)
+            assert isinstance(sa, ServiceAccount)
+            return convert.service_account_profile(sa)
+        raise NotFound(
+            f"Profile {name} not found (Kubernetes mode has kns.*, ksa.* and {convert.DEFAULT_ALLOW_PROFILE})"
+        )
+
+    def _list_profiles(self) -> tuple[builtins.list[Resource], int]:
+        namespaces, ns_rev = self.list(Namespace)
+        accounts, sa_rev = self.list(ServiceAccount)
+        out: builtins.list[Resource] = [convert.default_allow_profile()]
+        out += [convert.namespace_profile(ns) for ns in namespaces if isinstance(ns, Namespace)]
+        out += [convert.service_account_profile(sa) for sa in accounts if isinstance(sa, ServiceAccount)]
+        return out, max(ns_rev, sa_rev)
+
     # -- writes -----------------------------------------------------------------------------------
 
     def create(self, obj: Resource) -> Resource:
         kind = type(obj)
+        if kind is Profile:
+            raise DatastoreError(PROFILES_READ_ONLY)
         if convert.is_native(kind):
             return self._patch_native(obj, create=True)
         return self._store(kind, "POST", api_path(kind, obj.namespace), convert.resource_to_crd(obj))
 
     def update(self, obj: Resource) -> Resource:
         kind = type(obj)
+        if kind is Profile:
+            raise DatastoreError(PROFILES_READ_ONLY)
         if not obj.metadata.resource_version:
             raise Conflict(f"{kind.KIND} {obj.name}: update needs metadata.resourceVersion")
         if convert.is_native(kind):
@@ -191,6 +235,8 @@ class KubernetesBackend:
 
     def apply(self, obj: Resource) -> Resource:
         kind = type(obj)
+        if kind is Profile:
+            raise DatastoreError(PROFILES_READ_ONLY)
         if convert.is_native(kind):
             return self._patch_native(obj)
         for _ in range(5):
@@ -212,6 +258,8 @@ class KubernetesBackend:
     def delete(
         self, kind: type[Resource], name: str, namespace: str | None = None, revision: str | None = None
     ) -> Resource:
+        if kind is Profile:
+            raise DatastoreError(PROFILES_READ_ONLY)
         current = self.get(kind, name, namespace)
         if kind is WorkloadEndpoint:
             # the CNI DEL of a pod: the pod stays Kubernetes'; its Calico annotations go (as Calico does)

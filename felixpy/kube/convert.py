@@ -9,6 +9,11 @@
   no IP and finished pods are not endpoints.
 - Node ↔ Node: BGP fields in `projectcalico.org/*` annotations, labels as they are.
 - Namespace, networking.k8s.io/v1 NetworkPolicy: the same shape in both worlds.
+- Namespace → Profile ``kns.<ns>`` (ingress and egress Allow; labelsToApply ``pcns.<key>`` of the
+  namespace's labels and ``pcns.projectcalico.org/name: <ns>``), ServiceAccount → Profile
+  ``ksa.<ns>.<sa>`` (no rules; labelsToApply ``pcsa.<key>`` and ``pcsa.projectcalico.org/name: <sa>``),
+  and the static ``projectcalico-default-allow``: generated, read-only (Calico's backend synthesises
+  them the same way; the label prefixes are the ones ``policy.entities`` gives endpoints).
 - Calico kinds: stored as `crd.projectcalico.org/v1` objects with the v3 spec unchanged.
 """
 
@@ -25,6 +30,7 @@ from felixpy.resources.endpoint import WorkloadEndpoint
 from felixpy.resources.k8s import K8sNetworkPolicy, Namespace, ServiceAccount
 from felixpy.resources.name_rules import wep_name
 from felixpy.resources.node import Node
+from felixpy.resources.stored import Profile
 
 CRD_API_VERSION = "crd.projectcalico.org/v1"
 V3 = "projectcalico.org/v3"
@@ -195,6 +201,44 @@ def node_to_k8s_patch(node: Node) -> dict[str, Any]:
 
 def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+PROFILE_NS_PREFIX = "pcns."  # = policy.entities.NAMESPACE_PREFIX (a test keeps them equal)
+PROFILE_SA_PREFIX = "pcsa."  # = policy.entities.SERVICE_ACCOUNT_PREFIX
+PROFILE_NAME_LABEL = "projectcalico.org/name"
+NAMESPACE_PROFILE_PREFIX = "kns."
+SA_PROFILE_PREFIX = "ksa."
+DEFAULT_ALLOW_PROFILE = "projectcalico-default-allow"
+_ALLOW_ALL = [{"action": "Allow"}]
+
+
+def _profile(name: str, source: Resource | None, spec: dict[str, Any]) -> Profile:
+    meta: dict[str, Any] = {"name": name}
+    if source is not None:
+        src = source.metadata
+        meta |= {k: v for k, v in (("uid", src.uid), ("resourceVersion", src.resource_version)) if v}
+        if src.creation_timestamp:
+            meta["creationTimestamp"] = src.creation_timestamp
+    return Profile.model_validate({"apiVersion": V3, "kind": "Profile", "metadata": meta, "spec": spec})
+
+
+def namespace_profile(ns: Namespace) -> Profile:
+    """The ``kns.<ns>`` profile of a Namespace: allow all, its labels re-prefixed."""
+    labels = {PROFILE_NS_PREFIX + k: v for k, v in ns.metadata.labels.items()}
+    labels[PROFILE_NS_PREFIX + PROFILE_NAME_LABEL] = ns.name
+    spec = {"ingress": _ALLOW_ALL, "egress": _ALLOW_ALL, "labelsToApply": labels}
+    return _profile(NAMESPACE_PROFILE_PREFIX + ns.name, ns, spec)
+
+
+def service_account_profile(sa: ServiceAccount) -> Profile:
+    """The ``ksa.<ns>.<sa>`` profile of a ServiceAccount: no rules, its labels re-prefixed."""
+    labels = {PROFILE_SA_PREFIX + k: v for k, v in sa.metadata.labels.items()}
+    labels[PROFILE_SA_PREFIX + PROFILE_NAME_LABEL] = sa.name
+    return _profile(f"{SA_PROFILE_PREFIX}{sa.namespace}.{sa.name}", sa, {"labelsToApply": labels})
+
+
+def default_allow_profile() -> Profile:
+    return _profile(DEFAULT_ALLOW_PROFILE, None, {"ingress": _ALLOW_ALL, "egress": _ALLOW_ALL})
 
 
 def crd_to_resource(kind: type[Resource], obj: dict[str, Any]) -> Resource:

@@ -35,7 +35,7 @@ from felixpy.resources import (
     Tier,
     WorkloadEndpoint,
 )
-from felixpy.resources.stored import GlobalNetworkSet, NetworkSet
+from felixpy.resources.stored import GlobalNetworkSet, NetworkSet, Profile
 from felixpy.runtime.writer import BlockMsg, InSyncMsg, ResourceMsg, Writer
 
 log = structlog.get_logger(__name__)
@@ -44,6 +44,7 @@ HOST_PREFIX = "/calico/ipam/v2/host/"
 SYNCED_KINDS: list[type[Resource]] = [
     IPPool,
     Node,
+    Profile,  # before the endpoints: a snapshot's endpoints then find their profiles' labelsToApply
     WorkloadEndpoint,
     BGPConfiguration,
     BGPPeer,
@@ -79,7 +80,11 @@ class SyncSources:
     def __init__(self, kv: KV, backend: Any, writer: Writer) -> None:
         self.kv = kv
         self.writer = writer
-        self.syncer = Syncer(backend, SYNCED_KINDS, on_updates=self._on_updates, on_status=self._on_status)
+        # A backend that synthesises a kind (Kubernetes mode: kns./ksa. Profiles from Namespaces and
+        # ServiceAccounts, which are synced themselves) does not have it synced.
+        synthesised: frozenset[str] = getattr(backend, "SYNTHESISED_KINDS", frozenset())
+        kinds = [k for k in SYNCED_KINDS if k.KIND not in synthesised]
+        self.syncer = Syncer(backend, kinds, on_updates=self._on_updates, on_status=self._on_status)
         self._resources_synced = False
         self._blocks_synced = False
         self._lock = threading.Lock()

@@ -226,3 +226,40 @@ def test_cluster_diags_in_kubernetes_mode(ctl: Ctl, kube: KubeAPI, tmp_path: Pat
     assert "partners" in files["resources/networksets.yaml"]
     assert "keep" in files["resources/ipreservations.yaml"]
     assert len([n for n in files if n.startswith("resources/")]) >= 20  # every kind felixctl knows
+
+
+def test_profiles_are_generated_from_namespaces_and_service_accounts(ctl: Ctl, kube: KubeAPI) -> None:
+    """felixctl get profiles in Kubernetes mode lists Calico's generated profiles: kns.<ns> (allow all,
+    the namespace's labels as pcns.*), ksa.<ns>.<sa> (its labels as pcsa.*) and
+    projectcalico-default-allow; every write of a Profile is refused naming the kind, changing nothing."""
+    kube.store.create("namespaces", None, {"metadata": {"name": "shop", "labels": {"env": "prod"}}})
+    kube.store.create("serviceaccounts", "shop", {"metadata": {"name": "cart", "labels": {"team": "t1"}}})
+
+    listed = [r[0] for r in rows(ctl("get", "profiles"))]
+    assert listed[0] == "NAME"
+    assert {"kns.shop", "ksa.shop.cart", "projectcalico-default-allow"} <= set(listed[1:])
+    kns = yaml.safe_load(ctl("get", "profile", "kns.shop", "-o", "yaml"))
+    assert kns["spec"]["labelsToApply"] == {"pcns.env": "prod", "pcns.projectcalico.org/name": "shop"}
+    assert [r["action"] for r in kns["spec"]["ingress"] + kns["spec"]["egress"]] == ["Allow", "Allow"]
+    assert not any(
+        r["source"].get("selector") or r["destination"].get("nets") for r in kns["spec"]["ingress"]
+    )
+    ksa = json.loads(ctl("get", "profile", "ksa.shop.cart", "-o", "json"))
+    assert ksa["spec"]["labelsToApply"] == {"pcsa.team": "t1", "pcsa.projectcalico.org/name": "cart"}
+    assert not ksa["spec"].get("ingress") and not ksa["spec"].get("egress")
+    ctl("get", "profile", "kns.nowhere", rc=1)
+
+    doc = "apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: mine}\nspec: {}\n"
+    proc = subprocess.run(
+        [FELIXCTL, "apply", "-f", "-"], input=doc, env=ctl.env, capture_output=True, text=True, timeout=60
+    )
+    assert (
+        proc.returncode != 0 and "Profile objects are generated from Namespaces" in proc.stderr + proc.stdout
+    )
+    proc = subprocess.run(
+        [FELIXCTL, "delete", "profile", "kns.shop"], env=ctl.env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0 and "Profile objects are generated" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert kube.store.list(CRD.format("profiles"), None)[0] == []
+    assert kube.store.get("namespaces", None, "shop")["metadata"]["name"] == "shop"

@@ -11,6 +11,7 @@ selects a local endpoint).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,9 +19,11 @@ import pytest
 from felixpy.calc.graph import CalcGraph
 from felixpy.calc.policy_stage import PolicyCalc
 from felixpy.calc.updates import BGPInputs, BGPInputsUpdate, ChainsUpdate, IpsetsUpdate, PolicyInputsUpdate
+from felixpy.dataplane.kernel_objects import Chain
+from felixpy.resources import WorkloadEndpoint
 from felixpy.resources.parse import parse_document
-from policy.chain_names import ipset_name
-from policy.chains import ChainConfig
+from policy.chain_names import POLICY_LIST_FROM, POLICY_LIST_TO, ipset_name
+from policy.chains import ChainConfig, policy_list_chain_name
 from policy.compiler import PolicyCompiler
 from policy.selector import parse
 from tests.fixtures.calc_recorder import RecordingDataplane
@@ -68,6 +71,35 @@ SCENARIOS: dict[str, list[tuple[dict, tuple[set[str], set[str], dict[str, set[st
         (state(), (set(), {"cali-tw-caliweb1", "cali-pi-gnp/db"}, {})),
     ],
 }
+# A stored Profile: its chains while a local endpoint lists it (an unstored name gets empty ones), its
+# labelsToApply in the endpoint's labels (the policy selecting team == 'blue' applies only with it).
+_APP1 = wep("app1", "10.0.0.13").to_dict()
+APP1 = WorkloadEndpoint.model_validate(
+    {**_APP1, "spec": {**_APP1["spec"], "profiles": ["kns.default", "teams"]}}
+)
+TEAMS = parse_document(
+    {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "Profile",
+        "metadata": {"name": "teams"},
+        "spec": {
+            "labelsToApply": {"team": "blue"},
+            "ingress": [{"action": "Allow", "protocol": "TCP", "source": {"selector": "app == 'db1'"}}],
+        },
+    }
+)
+BLUE_POLICY = gnp("blue", "team == 'blue'", "app == 'db1'")
+SCENARIOS["profiles"] = [
+    (
+        state(APP1, POOL),
+        ({"cali-tw-caliapp1", "cali-pri-teams", "cali-pro-teams"}, {"cali-pi-gnp/blue"}, {}),
+    ),
+    (state(APP1, POOL, BLUE_POLICY), ({"cali-pri-teams"}, {"cali-pi-gnp/blue"}, {})),
+    (state(APP1, POOL, BLUE_POLICY, TEAMS), ({"cali-pri-teams", "cali-pi-gnp/blue"}, set(), {})),
+    (state(APP1, POOL, TEAMS), ({"cali-pri-teams"}, {"cali-pi-gnp/blue"}, {})),
+    (state(POOL, TEAMS), (set(), {"cali-pri-teams", "cali-pro-teams", "cali-tw-caliapp1"}, {})),
+]
+
 # The selector set of DB_POLICY's source holds every web endpoint's address, local or remote.
 SET_MEMBERS = {3: {"10.0.0.11"}, 4: {"10.0.0.11", "10.0.1.11"}, 5: {"10.0.1.11"}}
 
@@ -86,7 +118,37 @@ def _squashed(desired: dict) -> RecordingDataplane:
     return rec
 
 
-def _check(step: int, rec: RecordingDataplane, calc: PolicyCalc, desired: dict, facts: tuple) -> None:
+def _by_content(chains: dict[Any, Chain]) -> dict[Any, Chain]:
+    """The chains with each policy list chain renamed to the name its rules give it."""
+    renamed: dict[str, str] = {}
+    for (_, name), chain in chains.items():
+        if name.startswith((POLICY_LIST_TO, POLICY_LIST_FROM)):
+            direction = "Ingress" if name.startswith(POLICY_LIST_TO) else "Egress"
+            renamed[name] = policy_list_chain_name(direction, chain.rules)
+    out: dict[Any, Chain] = {}
+    for (table, name), chain in chains.items():
+        rules = tuple(
+            replace(r, action=f"-g {renamed[r.action[3:]]}") if r.action[3:] in renamed else r
+            for r in chain.rules
+        )
+        new = renamed.get(name, name)
+        out[(table, new)] = replace(chain, name=new, rules=rules)
+    return out
+
+
+def _check(
+    step: int,
+    rec: RecordingDataplane,
+    calc: PolicyCalc,
+    desired: dict,
+    facts: tuple,
+    set_members: dict[int, set[str]] = SET_MEMBERS,
+    *,
+    list_names: bool = True,
+) -> None:
+    """``list_names=False``: the policy list chains are compared by their rules, not their names (a
+    list chain all of whose endpoints move to new rules is rewritten under its old name, so after a
+    history its name differs from a fresh calc's)."""
     present, absent, _ = facts
     for compiler in calc.compilers:
         v = compiler.version
@@ -94,13 +156,18 @@ def _check(step: int, rec: RecordingDataplane, calc: PolicyCalc, desired: dict, 
         assert rec.ipsets.get(v, {}) == compiler.ipsets(), f"IPv{v} ipsets: recorder != compiler"
         assert rec.hooks[v] == compiler.hooks()
     squashed = _squashed(desired)
-    assert rec.chains == squashed.chains and rec.ipsets == squashed.ipsets and rec.hooks == squashed.hooks
+    rec_chains, squashed_chains = rec.chains, squashed.chains
+    if not list_names:
+        rec_chains = {v: _by_content(c) for v, c in rec.chains.items()}
+        squashed_chains = {v: _by_content(c) for v, c in squashed.chains.items()}
+    assert rec_chains == squashed_chains
+    assert rec.ipsets == squashed.ipsets and rec.hooks == squashed.hooks
     names = {name for _, name in rec.chains[4]}
     assert present <= names, present - names
     assert not absent & names, absent & names
     members = {str(m) for m in rec.ipsets[4][WEB_SET].members} if WEB_SET in rec.ipsets[4] else None
-    if step in SET_MEMBERS:
-        assert members is not None and {m.split("/")[0] for m in members} == SET_MEMBERS[step]
+    if step in set_members:
+        assert members is not None and {m.split("/")[0] for m in members} == set_members[step]
     elif "cali-pi-gnp/db" not in names:
         assert WEB_SET not in rec.ipsets[4], "a set exists only while a programmed policy uses it"
 
@@ -122,6 +189,32 @@ def test_policy_state_sequence(order: str) -> None:
                 rec.apply(graph.flush())
         rec.apply(graph.flush())
         _check(step, rec, calc, desired, facts)
+        current = desired
+
+
+@pytest.mark.parametrize("order", ["forward", "reversed", "split", "inner-reversed"])
+def test_profile_state_sequence(order: str) -> None:
+    """A stored Profile through calc: its chains and its labelsToApply (policy selection) follow the
+    datastore in any order of arrival; the profile's selector set exists while its chains do."""
+    steps = list(enumerate(SCENARIOS["profiles"]))
+    if order == "reversed":
+        steps.reverse()
+    graph, calc = _graph()
+    rec, current = RecordingDataplane(), state()
+    db_set = ipset_name(parse("app == 'db1'").unique_id)
+    for step, (desired, facts) in steps:
+        ups = transition(current, desired)
+        if order == "inner-reversed":
+            ups.reverse()
+        for k, v in ups:
+            feed(graph, k, v)
+            if order == "split":
+                rec.apply(graph.flush())
+        rec.apply(graph.flush())
+        _check(step, rec, calc, desired, facts, set_members={}, list_names=False)
+        names = {name for _, name in rec.chains[4]}
+        stored_and_used = ("Profile", "", "teams") in desired and "cali-pri-teams" in names
+        assert (db_set in rec.ipsets[4]) == (stored_and_used or "cali-pi-gnp/blue" in names)
         current = desired
 
 

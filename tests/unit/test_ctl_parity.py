@@ -214,16 +214,15 @@ def test_unhonoured_fields_are_named() -> None:
     assert unhonoured(automatic) == []  # Calico's default: what felixpy does
 
 
-def test_a_profiles_rules_and_labels_to_apply_are_named_as_not_acted_on() -> None:
-    """The agent reads no Profile (kns.* allows all; namespace labels come from the Namespace): a
-    stored Profile's rules and labelsToApply would change nothing, so apply warns and the table says so."""
+def test_a_profiles_rules_and_labels_to_apply_are_honoured() -> None:
+    """The agent enforces a stored Profile's rules and applies its labelsToApply: apply does not warn
+    and the table says so."""
     profile = parse_documents(doc(
         "Profile", "dev-apps", "{ingress: [{action: Deny}], egress: [{action: Allow}], labelsToApply: {a: b}}"
     ))[0]  # fmt: skip
-    assert sorted(unhonoured(profile)) == ["spec.egress", "spec.ingress", "spec.labelsToApply"]
-    assert unhonoured(parse_documents(doc("Profile", "empty", "{}"))[0]) == []
+    assert unhonoured(profile) == []
     for name in ("egress", "ingress", "labelsToApply"):
-        assert f"| Profile | `{name}` | stored, not acted on (apply warns) |" in field_table()
+        assert f"| Profile | `{name}` | honoured |" in field_table()
 
 
 def test_operations_table_is_current() -> None:

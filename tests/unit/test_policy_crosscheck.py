@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 import shlex
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from functools import cache
 from ipaddress import ip_address, ip_network
 from typing import Any
@@ -21,8 +22,8 @@ from felixpy.dataplane.kernel_objects import Chain, IpSet
 from felixpy.resources.stored import GlobalNetworkSet, NetworkSet
 from policy.chains import Hook
 from policy.compiler import PolicyCompiler
-from policy.convert import endpoint_from_network_set, policy_from_doc, protocol_number
-from policy.entities import PROTOCOL_NAMES, Endpoint
+from policy.convert import endpoint_from_network_set, policy_from_doc, profile_from_doc, protocol_number
+from policy.entities import PROTOCOL_NAMES, Endpoint, Profile
 from policy.evaluator import Evaluator, Flow
 from tests.fixtures.conformance_cases import (
     CASES,
@@ -168,11 +169,19 @@ def _in_range(p: int, r: str) -> bool:
 class Cluster:
     """One compiler per node, fed the same resources; packets cross the nodes' FORWARD chains."""
 
-    def __init__(self, endpoints: list[Endpoint], policies: list[Any], namespaces: dict[str, dict[str, str]]):
+    def __init__(
+        self,
+        endpoints: list[Endpoint],
+        policies: list[Any],
+        namespaces: dict[str, dict[str, str]],
+        profiles: Sequence[Profile] = (),
+    ):
         self.endpoints = {ip: ep for ep in endpoints if not ep.network_set for ip in ep.ips}
         nodes = sorted({ep.node or "node1" for ep in endpoints if not ep.network_set})
         self.compilers = {n: PolicyCompiler(n) for n in nodes}
         for c in self.compilers.values():
+            for profile in profiles:
+                c.update_profile(profile)
             for ns, labels in namespaces.items():
                 c.update_namespace_labels(ns, labels)
             for ep in endpoints:
@@ -355,3 +364,42 @@ def test_random_scenarios_with_network_sets_agree_with_evaluator(seed: int) -> N
         if flow.src_ip == flow.dst_ip:
             continue
         assert cluster.allowed(flow) == oracle.allowed(flow), (flow, policies)
+
+
+def _random_profile(rng: random.Random, name: str) -> Profile:
+    spec: dict[str, Any] = {
+        "ingress": [_random_calico_rule(rng) for _ in range(rng.randint(0, 3))],
+        "egress": [_random_calico_rule(rng) for _ in range(rng.randint(0, 3))],
+    }
+    if rng.random() < 0.6:
+        spec["labelsToApply"] = rng.choice([{"team": "blue"}, {"team": "red", "pod": "c"}, {"app": "web"}])
+    return profile_from_doc({"kind": "Profile", "metadata": {"name": name}, "spec": spec})
+
+
+PROFILE_SELECTORS = ["team == 'blue'", "app == 'web' && pod != 'a'", "has(team)"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_scenarios_with_profiles_agree_with_evaluator(seed: int) -> None:
+    """Stored profiles' rules (cali-pri-/cali-pro- chains, reached when no tier decided) and their
+    labelsToApply (in the label view policy selectors see) agree with the evaluator."""
+    rng = random.Random(2000 + seed)
+    names = ["p0", "p1", "kns.y"]  # a stored kns.y replaces the built-in allow-all
+    profiles = [_random_profile(rng, n) for n in names]
+    policies = [policy_from_doc(_random_policy(rng, i)) for i in range(rng.randint(0, 3))]
+    for i in range(rng.randint(0, 2)):
+        rules = [_random_calico_rule(rng) for _ in range(rng.randint(1, 2))]
+        doc = {"selector": rng.choice(PROFILE_SELECTORS), "ingress": rules, "egress": rules}
+        policies.append(policy_from_doc(calico("GlobalNetworkPolicy", f"pl{i}", doc)))
+    nodes = {key: rng.choice(["node1", "node2"]) for key in POD_KEYS}
+    endpoints = [
+        replace(ep, profiles=tuple(rng.sample([*ep.profiles, *names[:2]], rng.randint(0, 3))))
+        for ep in topology(node_of=nodes)
+    ]
+    cluster = Cluster(endpoints, policies, namespace_labels(), profiles)
+    oracle = Evaluator(endpoints, policies, namespace_labels(), profiles=profiles)
+    for _ in range(60):
+        flow = _random_flow(rng)
+        if flow.src_ip == flow.dst_ip:
+            continue
+        assert cluster.allowed(flow) == oracle.allowed(flow), (flow, policies, profiles)
