@@ -92,11 +92,11 @@ class _Wakeups:
 
         self.epoll = select.epoll()
         self.listening: dict[int, Any] = {}
-        self.pipe_r, pipe_w = os.pipe()
+        self.pipe_r, self.pipe_w = os.pipe()
         os.set_blocking(self.pipe_r, False)
-        os.set_blocking(pipe_w, False)
+        os.set_blocking(self.pipe_w, False)
         try:
-            signal.set_wakeup_fd(pipe_w, warn_on_full_buffer=False)
+            signal.set_wakeup_fd(self.pipe_w, warn_on_full_buffer=False)
             self.epoll.register(self.pipe_r, select.EPOLLIN)
         except ValueError:  # not the main thread (tests): signals are then not ExaBGP's to take
             pass
