@@ -142,11 +142,11 @@ def _idle_wait_ms(reactor: Any) -> float | None:
     for peer in reactor._peers.values():
         if peer.stopping() or peer._teardown:
             return None
+        if peer.neighbor["passive"] and not peer.proto:
+            continue  # not run by the loop at all until a connection comes in (listener)
         if peer.generator:
             if peer.fsm == FSM.ESTABLISHED:
                 continue
-            if peer.neighbor["passive"] and not peer.proto:
-                continue  # not run by the loop at all until a connection comes in (listener)
             return None  # connecting, OPEN/KEEPALIVE exchange: ExaBGP polls these by its timer
         if peer.generator is None and peer._restart:  # waiting out the reconnect back-off
             wait = min(wait, max(0.0, (peer._delay._time - now) * 1000.0) + 1.0)

@@ -93,6 +93,8 @@ def test_idle_sleep_only_when_every_running_peer_is_established(reactor: Any) ->
     assert exabgp_launch._idle_wait_ms(reactor) is None
     reactor._peers["c"] = _Peer(FSM.IDLE, passive=True, proto=None)  # waits for the listener
     assert exabgp_launch._idle_wait_ms(reactor) == exabgp_launch.IDLE_WAIT_MS
+    reactor._peers["c"] = _Peer(FSM.IDLE, passive=True, proto=None, generator=None)  # a peer node down
+    assert exabgp_launch._idle_wait_ms(reactor) == exabgp_launch.IDLE_WAIT_MS
     reactor._peers["c"] = _Peer(FSM.IDLE, generator=None, retry_at=time.time() + 0.3)  # back-off
     assert 250 <= (exabgp_launch._idle_wait_ms(reactor) or 0) <= 301
     reactor._peers["a"]._teardown = 6
