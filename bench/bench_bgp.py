@@ -283,8 +283,11 @@ def bird_route_times(sock: str, protocol: str) -> list[float]:
         text=True,
         timeout=60,
     ).stdout
+    # fromisoformat (C) reads BIRD's "YYYY-MM-DD HH:MM:SS.mmm" as strptime did, 50x faster: with
+    # strptime the 50,000 stamps of a run took ~2 s of this process's CPU (which hosts our
+    # reflector), between announce and withdraw, and filled the printed agent_cpu.
     return [
-        datetime.strptime(m.group(2), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        datetime.fromisoformat(m.group(2)).timestamp()
         for m in ROUTE_TIME.finditer(out)
         if m.group(1) == protocol
     ]

@@ -1,6 +1,6 @@
 """Benchmark: idle CPU and memory of every lab node's agent, ExaBGP and BFD daemon (root only).
 
-    .venv/bin/python -m bench.idle [--nodes 3,10,30] [--bfd on,off] [--seconds 60] [--settle 15]
+    .venv/bin/python -m bench.idle [--nodes 3,5,10] [--bfd on,off] [--seconds 60] [--settle 15]
 
 For each node count and BFD setting: ``felixpy-lab up --nodes N`` (a full iBGP mesh, every
 agent ready and every session Established; ``--no-bfd`` for BFD off), a settle pause, then
@@ -16,6 +16,12 @@ and printed as % of one core, the median over the nodes (min and max alongside),
 RSS (VmRSS at the end of the window) of each group, the number of Established peers and the
 load average. CPU time is what the process was given, so it holds on a loaded machine far
 better than a wall-clock percentage does (a loaded scheduler still adds cache misses).
+
+After the sizes of one BFD setting, ``idle_cpu_growth`` fits the per-node medians (agent +
+speaker, the goal's sum) to ``a + b x peers`` by least squares and prints ``b`` (% of a core per
+peer), ``a``, and the line's value at 29 peers (a 30-node full mesh): an extrapolation, labelled
+as one. Labs here stop at 10 nodes (a 30-node lab took this shared 2-CPU machine to load 434 in
+session 5, and the machine's rules since allow at most 10), hence the default sizes.
 
 Leaves out: etcd (one for the whole lab, not per node), the kernel's own work for the
 veths/bridges and BFD packets outside process context (softirq), pods and their
@@ -110,7 +116,8 @@ def lab_nodes(names: LabNames, count: int) -> list[NodePlan]:
     return [n for n in plan.nodes if n.role != "route-reflector"][:count]
 
 
-def measure(lab: LabCLI, nodes: int, bfd: bool, seconds: float) -> None:
+def measure(lab: LabCLI, nodes: int, bfd: bool, seconds: float) -> tuple[float, float] | None:
+    """Print the figures; (peers, agent + speaker % per node) for the growth fit, or None."""
     plan_nodes = lab_nodes(lab.names, nodes)
     samples = [NodeSample(n.name, netns_pids(n.netns)) for n in plan_nodes]
     t0 = time.monotonic()
@@ -156,9 +163,32 @@ def measure(lab: LabCLI, nodes: int, bfd: bool, seconds: float) -> None:
             rec["rss_mb"] = round(statistics.median(rss[g]), 1)
             rec["rss_mb_max"] = round(max(rss[g]), 1)
         print(json.dumps(rec), flush=True)
+    goal = [a + s for a, s in zip(pct["agent"], pct["speaker"], strict=True)]
+    return (float(statistics.median(peers)), statistics.median(goal)) if goal else None
 
 
-def run_one(tag: str, nodes: int, bfd: bool, seconds: float, settle: float, timeout: float) -> None:
+def print_growth(points: list[tuple[float, float]], bfd: bool) -> None:
+    """Least-squares line through (peers, agent + speaker %) over the sizes run."""
+    if len({p for p, _ in points}) < 2:
+        return
+    n = len(points)
+    mx = sum(p for p, _ in points) / n
+    my = sum(v for _, v in points) / n
+    slope = sum((p - mx) * (v - my) for p, v in points) / sum((p - mx) ** 2 for p, _ in points)
+    base = my - slope * mx
+    rec = {
+        "name": "idle_cpu_growth", "value": round(slope, 4), "unit": "% of a core per node per peer",
+        "intercept": round(base, 3), "at_29_peers_extrapolated": round(base + slope * 29, 3),
+        "points": [[p, round(v, 3)] for p, v in points], "bfd": bfd,
+        "reference": "goal (issue 15): agent + speaker <= 0.5 % per node at 30 nodes, linear in peers",
+        "load": [round(x, 2) for x in os.getloadavg()],
+    }
+    print(json.dumps(rec), flush=True)
+
+
+def run_one(
+    tag: str, nodes: int, bfd: bool, seconds: float, settle: float, timeout: float
+) -> tuple[float, float] | None:
     lab = LabCLI(f"{tag}{nodes}{'b' if bfd else 'n'}", timeout=timeout + 60)
     lab.run("down", timeout=timeout)  # a 30-node lab under load takes more than LabCLI.down's 120 s
     try:
@@ -167,14 +197,14 @@ def run_one(tag: str, nodes: int, bfd: bool, seconds: float, settle: float, time
             args.append("--no-bfd")
         lab.ok(*args)
         time.sleep(settle)  # let start-up work (initial UPDATEs, status writes) finish before the window
-        measure(lab, nodes, bfd, seconds)
+        return measure(lab, nodes, bfd, seconds)
     finally:
         lab.run("down", timeout=timeout)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--nodes", default="3,10,30")
+    ap.add_argument("--nodes", default="3,5,10", help="lab sizes (at most 10 on a shared machine)")
     ap.add_argument("--bfd", default="on,off", help="on, off or both (on,off)")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--settle", type=float, default=15.0)
@@ -186,11 +216,18 @@ def main() -> None:
     reason = missing_prerequisites()
     if reason:
         sys.exit(f"bench/idle.py: {reason}")
+    settings = args.bfd.split(",")
+    for b in settings:
+        if b not in ("on", "off"):
+            sys.exit(f"bench/idle.py: --bfd: {b!r} is neither on nor off")
+    points: dict[str, list[tuple[float, float]]] = {b: [] for b in settings}
     for n in (int(x) for x in args.nodes.split(",")):
-        for b in args.bfd.split(","):
-            if b not in ("on", "off"):
-                sys.exit(f"bench/idle.py: --bfd: {b!r} is neither on nor off")
-            run_one(args.tag, n, b == "on", args.seconds, args.settle, args.timeout)
+        for b in settings:
+            point = run_one(args.tag, n, b == "on", args.seconds, args.settle, args.timeout)
+            if point is not None:
+                points[b].append(point)
+    for b in settings:
+        print_growth(points[b], b == "on")
 
 
 if __name__ == "__main__":

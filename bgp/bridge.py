@@ -21,6 +21,7 @@ import time
 
 BUFFER_LINES = 200_000
 RETRY_SECONDS = 0.2
+IDLE_WAIT_SECONDS = 30.0
 # Fault injection for tests: "TEXT:N" - the first N commands containing TEXT reach ExaBGP as a
 # command for a neighbour it does not have, which it really answers with ``error`` (in order,
 # as it answers any command). Unset in production; the agent cannot tell it from a real refusal.
@@ -89,7 +90,9 @@ class Bridge:
                 while not self._lines and not self._eof:
                     if closed.is_set():
                         raise OSError("agent went away")
-                    self._cond.wait(0.2)
+                    # woken by a line, by stdin's end, or by the relay when the agent goes away
+                    # (_relay_safely): the timeout is only a bound, not a poll (idle CPU)
+                    self._cond.wait(IDLE_WAIT_SECONDS)
                 if not self._lines and self._eof:
                     return
                 batch = list(self._lines)
@@ -129,6 +132,8 @@ class Bridge:
         with contextlib.suppress(OSError, ValueError):
             self.relay_commands(sock, out)
         closed.set()
+        with self._cond:
+            self._cond.notify_all()  # the pump waits on the buffer: tell it the agent went away
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
 

@@ -22,6 +22,9 @@ from bgp.exabgp_api import Ack, CommandFailed, Event, parse_line
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW = 256
+# The accept and writer threads are woken by what they wait for (a connection; a command, an ack,
+# a connection change, stop()); this is only the bound on each wait, not a poll (idle CPU).
+IDLE_WAIT_SECONDS = 30.0
 
 
 class ApiChannel:
@@ -46,7 +49,7 @@ class ApiChannel:
         server.bind(self.path)
         os.chmod(self.path, 0o600)  # before listen(): nobody else can connect, at any moment
         server.listen(2)
-        server.settimeout(0.5)
+        server.settimeout(IDLE_WAIT_SECONDS)
         self._server = server
         threading.Thread(target=self._accept_loop, name="bgp-api-accept", daemon=True).start()
         threading.Thread(target=self._write_loop, name="bgp-api-writer", daemon=True).start()
@@ -59,6 +62,8 @@ class ApiChannel:
                 with contextlib.suppress(OSError):
                     self._conn.shutdown(socket.SHUT_RDWR)
         if self._server is not None:
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept thread now
             self._server.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
@@ -141,7 +146,7 @@ class ApiChannel:
                 while not self._stop.is_set() and (
                     self._conn is None or not self._pending or self._outstanding >= self._window
                 ):
-                    self._cond.wait(0.5)
+                    self._cond.wait(IDLE_WAIT_SECONDS)
                 if self._stop.is_set():
                     return
                 conn = self._conn

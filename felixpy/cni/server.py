@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from felixpy import servers
 from felixpy.cni.plugin import SUPPORTED_VERSIONS
 
 log = structlog.get_logger(__name__)
@@ -184,13 +185,13 @@ class CNIServer(socketserver.ThreadingUnixStreamServer):
             self._open -= 1
 
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, name="felixpy-cni-server", daemon=True)
+        thread = threading.Thread(target=servers.serve, args=(self,), name="felixpy-cni-server", daemon=True)
         thread.start()
         log.info("cni.listening", socket=self.path)
         return thread
 
     def stop(self) -> None:
-        self.shutdown()
+        servers.shutdown(self)
         self.server_close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)

@@ -22,6 +22,7 @@ from prometheus_client import (
     Summary,
 )
 
+from felixpy import servers
 from felixpy.runtime.felix_metrics import exposition
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"  # what Felix's /metrics answers with
@@ -91,7 +92,7 @@ class Metrics:
 
         httpd = ThreadingHTTPServer((host, port), Handler)
         httpd.daemon_threads = True
-        threading.Thread(target=httpd.serve_forever, name="felixpy-metrics", daemon=True).start()
+        threading.Thread(target=servers.serve, args=(httpd,), name="felixpy-metrics", daemon=True).start()
         return httpd
 
 
@@ -127,8 +128,8 @@ class HealthServer:
         return int(self.httpd.server_address[1])
 
     def start(self) -> None:
-        threading.Thread(target=self.httpd.serve_forever, name="felixpy-health", daemon=True).start()
+        threading.Thread(target=servers.serve, args=(self.httpd,), name="felixpy-health", daemon=True).start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        servers.shutdown(self.httpd)
         self.httpd.server_close()

@@ -86,6 +86,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "felixpy.logs",
             "felixpy.private_files",  # explicit file modes (a leaf: imports nothing of the project)
+            "felixpy.servers",  # socketserver loops with a long poll (a leaf: imports nothing of the project)
             "felixpy.dataplane.kernel_objects",  # Chain, Rule, IpSet, RouteTarget: written by policy and calc
             "felixpy.dataplane.iface_names",  # interface names (kube.convert, policy, the drivers)
             "policy.tokens",
