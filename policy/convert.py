@@ -11,11 +11,19 @@ Kubernetes NetworkPolicy semantics implemented here:
   ``namespaceSelector: {}`` every namespace; ``ipBlock`` is ``cidr`` minus ``except``;
 - ports default to TCP, may be named (resolved per endpoint) and have an ``endPort``;
 - the result lives in tier ``default`` with order 1000.
+
+Calico rule matches felixpy cannot enforce (``http``: application-layer policy; ``source.services`` /
+``destination.services``: Service matches) never make conversion fail (one stored policy must not
+stop the agent); the rule fails closed instead (`UNSUPPORTED_EFFECT`): an Allow or Pass rule never
+matches (it is left out), a Deny or Log rule is kept without that part (it matches a superset).
+`unenforced` names each such part, for the agent's log and metric and for ``felixctl``'s warnings.
+A policy that cannot be converted at all (`ConversionError`) is replaced by `deny_all_stand_in`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from ipaddress import ip_interface, ip_network
 from typing import Any
 
@@ -69,6 +77,42 @@ AnyPolicy = K8sNetworkPolicy | NetworkPolicy | GlobalNetworkPolicy
 
 class ConversionError(ValueError):
     """A resource cannot be expressed in the policy model (bad port, unsupported match...)."""
+
+
+# Rule matches felixpy does not enforce: metric reason -> why (docs/architecture.md, Departures).
+HTTP_MATCH = "http_match"
+SERVICE_MATCH = "service_match"
+UNSUPPORTED_REASONS: dict[str, str] = {
+    HTTP_MATCH: "HTTP (L7) matches need application-layer policy, which felixpy does not implement",
+    SERVICE_MATCH: "Service matches are not implemented",
+}
+# What becomes of a rule with such a match, by its action (fail closed).
+UNSUPPORTED_EFFECT: dict[str, str] = {
+    "Allow": "the rule never allows",
+    "Pass": "the rule never passes",
+    "Deny": "the rule denies without that match (a superset)",
+    "Log": "the rule logs without that match (a superset)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Unenforced:
+    """One part of a policy rule felixpy does not enforce as written."""
+
+    policy: str  # policy id
+    direction: Direction
+    index: int  # the rule's index in spec.ingress / spec.egress
+    field: str  # spec.ingress[0].destination.services
+    reason: str  # HTTP_MATCH | SERVICE_MATCH
+    action: str
+
+    @property
+    def message(self) -> str:
+        """``<field>: not enforced by felixpy (<why>); <effect>``."""
+        return (
+            f"{self.field}: not enforced by felixpy ({UNSUPPORTED_REASONS[self.reason]}); "
+            f"{UNSUPPORTED_EFFECT[self.action]}"
+        )
 
 
 def policy_id(kind: str, name: str, namespace: str | None = None) -> str:
@@ -162,10 +206,7 @@ def in_namespace(namespace: str) -> Selector:
 def from_k8s(res: K8sNetworkPolicy) -> Policy:
     ns = res.namespace or "default"
     spec = res.spec
-    if spec.policy_types:
-        types = frozenset(spec.policy_types)
-    else:
-        types = frozenset(("Ingress", "Egress") if spec.egress else ("Ingress",))
+    types = _k8s_types(res)
     ingress: list[PolicyRule] = []
     egress: list[PolicyRule] = []
     if "Ingress" in types:
@@ -177,7 +218,7 @@ def from_k8s(res: K8sNetworkPolicy) -> Policy:
     return Policy(
         id=policy_id("knp", res.name, ns),
         selector=and_(in_namespace(ns), from_label_selector(spec.pod_selector)),
-        types=types,  # type: ignore[arg-type]
+        types=types,
         ingress=tuple(ingress),
         egress=tuple(egress),
         tier="default",
@@ -255,21 +296,14 @@ def from_calico(res: NetworkPolicy | GlobalNetworkPolicy) -> Policy:
         selector = and_(namespace_selector(res.spec.namespace_selector), selector)
     if spec.service_account_selector:
         selector = and_(service_account_selector(spec.service_account_selector), selector)
-    if spec.types:
-        types = frozenset(spec.types)
-    elif spec.egress and not spec.ingress:
-        types = frozenset(("Egress",))
-    elif spec.egress:
-        types = frozenset(("Ingress", "Egress"))
-    else:
-        types = frozenset(("Ingress",))
+    types = _calico_types(res)
     kind = "np" if ns is not None else "gnp"
     return Policy(
         id=policy_id(kind, res.name, ns),
         selector=selector,
-        types=types,  # type: ignore[arg-type]
-        ingress=tuple(_calico_rule(r, ns) for r in spec.ingress) if "Ingress" in types else (),
-        egress=tuple(_calico_rule(r, ns) for r in spec.egress) if "Egress" in types else (),
+        types=types,
+        ingress=_calico_rules(spec.ingress, ns) if "Ingress" in types else (),
+        egress=_calico_rules(spec.egress, ns) if "Egress" in types else (),
         tier=spec.tier or "default",
         order=spec.order,
         namespace=ns,
@@ -283,8 +317,8 @@ def profile_from_resource(res: ProfileResource) -> Profile:
     spec = res.spec
     return Profile(
         name=res.name,
-        ingress=tuple(_calico_rule(r, None) for r in spec.ingress),
-        egress=tuple(_calico_rule(r, None) for r in spec.egress),
+        ingress=_calico_rules(spec.ingress, None),
+        egress=_calico_rules(spec.egress, None),
         labels=dict(spec.labels_to_apply),
     )
 
@@ -292,6 +326,85 @@ def profile_from_resource(res: ProfileResource) -> Profile:
 def profile_from_doc(doc: Mapping[str, Any]) -> Profile:
     """A Profile document as written in YAML → ``Profile``."""
     return profile_from_resource(ProfileResource.model_validate(doc))
+
+
+def _calico_types(res: NetworkPolicy | GlobalNetworkPolicy) -> frozenset[Direction]:
+    spec = res.spec
+    if spec.types:
+        return frozenset(spec.types)
+    if spec.egress and not spec.ingress:
+        return frozenset(("Egress",))
+    if spec.egress:
+        return frozenset(("Ingress", "Egress"))
+    return frozenset(("Ingress",))
+
+
+def _k8s_types(res: K8sNetworkPolicy) -> frozenset[Direction]:
+    spec = res.spec
+    if spec.policy_types:
+        return frozenset(spec.policy_types)  # type: ignore[arg-type]
+    return frozenset(("Ingress", "Egress") if spec.egress else ("Ingress",))
+
+
+def _calico_rules(rules: Sequence[CalicoRule], ns: str | None) -> tuple[PolicyRule, ...]:
+    """The rules felixpy enforces: an Allow/Pass rule with an unsupported match is left out."""
+    out = []
+    for r in rules:
+        converted = _calico_rule(r, ns)
+        if converted is not None:
+            out.append(converted)
+    return tuple(out)
+
+
+def unsupported_parts(rule: CalicoRule) -> list[tuple[str, str]]:
+    """(field within the rule, reason) of each match felixpy does not enforce."""
+    parts = [("http", HTTP_MATCH)] if rule.http is not None else []
+    for side in ("source", "destination"):
+        if getattr(rule, side).services is not None:
+            parts.append((f"{side}.services", SERVICE_MATCH))
+    return parts
+
+
+def unenforced(res: AnyPolicy) -> list[Unenforced]:
+    """Each rule part of ``res`` felixpy does not enforce as written (rules of a direction the
+    policy does not apply to are not enforced at all, and not listed)."""
+    if isinstance(res, K8sNetworkPolicy):
+        return []
+    ns = res.namespace if isinstance(res, NetworkPolicy) else None
+    pid = policy_id("np" if ns is not None else "gnp", res.name, ns)
+    types = _calico_types(res)
+    out: list[Unenforced] = []
+    for direction, rules in (("Ingress", res.spec.ingress), ("Egress", res.spec.egress)):
+        if direction not in types:
+            continue
+        for i, rule in enumerate(rules):
+            for part, reason in unsupported_parts(rule):
+                field = f"spec.{direction.lower()}[{i}].{part}"
+                out.append(Unenforced(pid, direction, i, field, reason, rule.action))  # type: ignore[arg-type]
+    return out
+
+
+def deny_all_stand_in(res: AnyPolicy) -> Policy:
+    """What stands for a policy that cannot be converted (and had no earlier version): the same
+    selection, tier, order and types, with one rule that denies everything in each direction
+    (fail closed). Raises `ConversionError` (or the selector's ValueError) when even its selection
+    cannot be converted."""
+    if isinstance(res, K8sNetworkPolicy):
+        types = _k8s_types(res)
+        bare: AnyPolicy = res.model_copy(
+            update={"spec": res.spec.model_copy(update={"ingress": None, "egress": None})}
+        )
+    else:
+        types = _calico_types(res)
+        bare = res.model_copy(update={"spec": res.spec.model_copy(update={"ingress": [], "egress": []})})
+    p = convert_policy(bare)
+    deny = (PolicyRule("Deny"),)
+    return replace(
+        p,
+        types=types,
+        ingress=deny if "Ingress" in types else (),
+        egress=deny if "Egress" in types else (),
+    )
 
 
 def _host_flags(res: NetworkPolicy | GlobalNetworkPolicy) -> dict[str, bool]:
@@ -305,9 +418,12 @@ def _host_flags(res: NetworkPolicy | GlobalNetworkPolicy) -> dict[str, bool]:
     }
 
 
-def _calico_rule(rule: CalicoRule, ns: str | None) -> PolicyRule:
-    if rule.http is not None:
-        raise ConversionError("HTTP (L7) matches are not supported")
+def _calico_rule(rule: CalicoRule, ns: str | None) -> PolicyRule | None:
+    """The rule as felixpy enforces it; None for an Allow/Pass rule with an unsupported match
+    (it never matches). A Deny/Log rule's unsupported matches are ignored (``http`` simply, and
+    ``services`` by `_entity`): it matches a superset."""
+    if unsupported_parts(rule) and rule.action in ("Allow", "Pass"):
+        return None
     protocol = protocol_number(rule.protocol)
     src, dst = _entity(rule.source, ns), _entity(rule.destination, ns)
     if (src.ports or src.not_ports or dst.ports or dst.not_ports) and protocol not in PORT_PROTOCOLS:
@@ -337,8 +453,7 @@ def _icmp(f: ICMPFields | None) -> IcmpMatch | None:
 
 
 def _entity(e: EntityRule, ns: str | None) -> EntityMatch:
-    if e.services is not None:
-        raise ConversionError("service matches are not supported")
+    """One side of a rule (a ``services`` match is left out: see `_calico_rule`)."""
     sel = parse(e.selector) if e.selector else None
     not_sel = parse(e.not_selector) if e.not_selector else None
     if e.service_accounts is not None:

@@ -16,6 +16,14 @@ A workload endpoint's ``allowSpoofedSourcePrefixes`` is honoured only with Felix
 ignored changes, it is logged (``policy.source_spoofing_ignored``). A policy naming a tier that does
 not exist is not applied; each time the set of such policies changes, it is logged
 (``policy.tier_missing``).
+
+A policy is never refused here (one stored policy must not stop the agent): each rule part felixpy
+does not enforce as written (``http``, ``services``) is logged once per change of the policy
+(``policy.rule_unenforced``: policy, rule index, field, reason, what the rule does instead) and
+counted (`PolicyCalc.unenforced_counts`, the ``felixpy_policy_rules_unenforced`` gauge); the rule
+fails closed (``policy.convert``). A policy that cannot be converted at all (``policy.unconvertible``)
+keeps its previously programmed version, or, if it has none, stands as a policy that denies
+everything its selected endpoints send/receive in its tier (``policy.convert.deny_all_stand_in``).
 """
 
 from __future__ import annotations
@@ -26,7 +34,15 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 
 from felixpy.calc.updates import ChainsUpdate, HooksUpdate, IpsetsUpdate, PolicyInputsUpdate, Update
-from policy.convert import convert_policy, endpoint_from_wep, hep_key, network_set_key
+from policy.convert import (
+    Unenforced,
+    convert_policy,
+    deny_all_stand_in,
+    endpoint_from_wep,
+    hep_key,
+    network_set_key,
+    unenforced,
+)
 
 if TYPE_CHECKING:
     from felixpy.resources import HostEndpoint, IPPool, Node, WorkloadEndpoint
@@ -34,6 +50,7 @@ if TYPE_CHECKING:
     from felixpy.resources.stored import GlobalNetworkSet, NetworkSet, Profile
     from policy.compiler import PolicyCompiler
     from policy.convert import AnyPolicy
+    from policy.entities import Policy
 
 log = structlog.get_logger(__name__)
 Key = tuple[str, str]
@@ -56,12 +73,9 @@ def _feed_hep(c: PolicyCompiler, key: Key, obj: Any | None) -> None:
 
 
 def _policy_feed(kind: str) -> Callable[[PolicyCompiler, Key, Any | None], None]:
-    short = POLICY_IDS[kind]
-
     def feed(c: PolicyCompiler, key: Key, obj: Any | None) -> None:
         if obj is None:
-            ns, name = key
-            c.remove_policy(f"{short}/{ns}/{name}" if ns else f"{short}/{name}")
+            c.remove_policy(_policy_id(kind, key))
         else:
             c.update_policy(cast("AnyPolicy", obj))
 
@@ -142,6 +156,9 @@ class PolicyCalc:
         self._deleted_workloads: set[Key] = set()
         self._others = False
         self._tiering = self._workloads = self._hosts = False
+        self._unenforced: dict[str, tuple[Unenforced, ...]] = {}  # policy id -> its unenforced parts
+        self._unconvertible: dict[str, str] = {}  # policy id -> why it cannot be converted
+        self._programmed: set[str] = set()  # policy ids given to the compilers
 
     def on_resource(self, kind: str, key: Key, obj: Any | None) -> None:
         if kind == "Node":
@@ -151,7 +168,16 @@ class PolicyCalc:
         feed = _FEEDS.get(kind)
         if feed is None:
             return
-        if obj is not None and len(self.compilers) > 1:
+        if kind in POLICY_IDS:
+            pid = _policy_id(kind, key)
+            if obj is None:
+                self._forget_policy(pid)
+            else:
+                obj = self._policy_model(pid, cast("AnyPolicy", obj))
+                if obj is None:
+                    return  # unconvertible: its previous version stays
+                self._programmed.add(pid)
+        elif obj is not None and len(self.compilers) > 1:
             obj = _shared_model(kind, obj)
         for compiler in self.compilers:
             feed(compiler, key, obj)
@@ -161,6 +187,69 @@ class PolicyCalc:
             self._others = True
         self._tiering = self._tiering or kind in POLICY_IDS or kind == "Tier"
         self._workloads = self._workloads or kind == "WorkloadEndpoint"
+
+    def _policy_model(self, pid: str, res: AnyPolicy) -> Policy | None:
+        """The policy as the compilers get it; None to keep its previous version (fail closed)."""
+        self._note_unenforced(pid, tuple(unenforced(res)))
+        try:
+            model = convert_policy(res)
+        except ValueError as exc:  # ConversionError, or a selector the parser refuses
+            keep = pid in self._programmed
+            if self._unconvertible.get(pid) != str(exc):
+                log.error(
+                    "policy.unconvertible",
+                    policy=pid,
+                    reason=str(exc),
+                    action="previous version kept" if keep else "its endpoints denied everything in its tier",
+                )
+            self._unconvertible[pid] = str(exc)
+            if keep:
+                return None
+            try:
+                return deny_all_stand_in(res)
+            except ValueError as again:
+                log.error("policy.unconvertible", policy=pid, reason=str(again), action="not applied")
+                return None
+        if self._unconvertible.pop(pid, None) is not None:
+            log.info("policy.unconvertible", policy=pid, reason="converts now", action="applied")
+        return model
+
+    def _note_unenforced(self, pid: str, notes: tuple[Unenforced, ...]) -> None:
+        """Log the policy's unenforced rule parts when they change."""
+        if self._unenforced.get(pid, ()) == notes:
+            return
+        if notes:
+            self._unenforced[pid] = notes
+            for n in notes:
+                log.warning(
+                    "policy.rule_unenforced",
+                    policy=pid,
+                    direction=n.direction,
+                    rule=n.index,
+                    field=n.field,
+                    reason=n.reason,
+                    action=n.action,
+                    effect=n.message.rsplit("; ", 1)[-1],
+                )
+        else:
+            self._unenforced.pop(pid, None)
+            log.info("policy.rule_unenforced", policy=pid, reason="every rule is enforced as written now")
+
+    def _forget_policy(self, pid: str) -> None:
+        self._programmed.discard(pid)
+        self._unconvertible.pop(pid, None)
+        self._unenforced.pop(pid, None)
+
+    def unenforced_counts(self) -> dict[str, int]:
+        """Reason -> rule parts not enforced as written, over every policy (safe from another thread)."""
+        counts: dict[str, int] = {}
+        for notes in tuple(self._unenforced.values()):
+            for n in notes:
+                counts[n.reason] = counts.get(n.reason, 0) + 1
+        return counts
+
+    def unconvertible_count(self) -> int:
+        return len(self._unconvertible)
 
     def _on_node(self, name: str, node: Node | None) -> bool:
         """Track every node's IP; True when it changed."""
@@ -193,13 +282,18 @@ class PolicyCalc:
         return out
 
 
+def _policy_id(kind: str, key: Key) -> str:
+    ns, name = key
+    short = POLICY_IDS[kind]
+    return f"{short}/{ns}/{name}" if ns else f"{short}/{name}"
+
+
 def _shared_model(kind: str, obj: Any) -> Any:
-    """A workload endpoint or policy converted once for every compiler (each would convert it again:
-    with IPv6, 11,000 endpoints at start-up made 22,000 models); the compilers take either form."""
+    """A workload endpoint converted once for every compiler (each would convert it again: with IPv6,
+    11,000 endpoints at start-up made 22,000 models); the compilers take either form. Policies are
+    always converted here (`PolicyCalc._policy_model`)."""
     if kind == "WorkloadEndpoint":
         return endpoint_from_wep(cast("WorkloadEndpoint", obj))
-    if kind in POLICY_IDS:
-        return convert_policy(cast("AnyPolicy", obj))
     return obj
 
 

@@ -19,7 +19,7 @@ from importlib import metadata
 from typing import Any
 
 from felixpy.ctl.connect import open_backend
-from felixpy.ctl.honoured import unhonoured
+from felixpy.ctl.honoured import policy_rule_warnings, unhonoured
 from felixpy.ctl.limits import add_limit_flags
 from felixpy.ctl.resource_cmds import (
     DEFAULT_NAMESPACE,
@@ -187,6 +187,8 @@ def run_patch(args: argparse.Namespace) -> int:
     print(f"Successfully patched 1 '{kind.KIND}' resource")
     for field in unhonoured(obj):
         print(f"Warning: {label(obj)}: stored but not acted on by felixpy: {field}", file=sys.stderr)
+    for warning in policy_rule_warnings(obj):
+        print(f"Warning: {label(obj)}: {warning}", file=sys.stderr)
     return 0
 
 
@@ -234,6 +236,8 @@ def run_validate(args: argparse.Namespace) -> int:
     for obj in objs:
         for field in unhonoured(obj):
             print(f"{label(obj)}: {field}: stored but not acted on by felixpy")
+        for warning in policy_rule_warnings(obj):
+            print(f"{label(obj)}: {warning}")
     print(f"Successfully validated {len(objs)} resource(s)")
     return 0
 

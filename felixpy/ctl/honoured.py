@@ -20,6 +20,10 @@ carries (what every allocation path reads). Profile: all of them. A stored Profi
 chains) and its ``labelsToApply`` join those endpoints' labels (``policy.compiler``). In Kubernetes
 mode Profiles are not stored: ``kns.*``/``ksa.*`` are generated from Namespaces and ServiceAccounts
 (read-only, ``felixpy.datastore.kubernetes``).
+
+Policy rules: a NetworkPolicy/GlobalNetworkPolicy rule match felixpy does not enforce (``http``,
+``source.services``, ``destination.services``) is stored as Calico would accept it, and named with
+what the rule does instead (`policy_rule_warnings`; the rule fails closed, ``policy.convert``).
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from felixpy.resources.base import Model, Resource
 from felixpy.resources.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec
 from felixpy.resources.felixconfig import FelixConfiguration, FelixConfigurationSpec
 from felixpy.resources.ippool import IPPool, IPPoolSpec
+from felixpy.resources.policy import GlobalNetworkPolicy, NetworkPolicy
 from felixpy.resources.stored import IPAMConfiguration, IPAMConfigurationSpec, Profile, ProfileSpec
 from felixpy.runtime.settings import FelixParams
 from ipam.allocator import IPAMConfig
+from policy.convert import unenforced
 
 FELIX_HONOURED: frozenset[str] = frozenset(FelixParams.model_fields)
 BGP_HONOURED: frozenset[str] = frozenset(
@@ -136,6 +142,14 @@ def unhonoured(obj: Resource) -> list[str]:
         return []
     given = spec.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
     return [f"spec.{name}" for name in given if name not in honoured]
+
+
+def policy_rule_warnings(obj: Resource) -> list[str]:
+    """``spec.ingress[0].http: not enforced by felixpy (...); the rule never allows`` for each rule
+    match of a Calico policy felixpy does not enforce as written."""
+    if not isinstance(obj, NetworkPolicy | GlobalNetworkPolicy):
+        return []
+    return [n.message for n in unenforced(obj)]
 
 
 def field_table() -> str:

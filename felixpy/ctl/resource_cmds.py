@@ -18,7 +18,7 @@ from typing import Any
 from felixpy.ctl import batch, write_plan
 from felixpy.ctl.batch import Outcome
 from felixpy.ctl.connect import open_backend
-from felixpy.ctl.honoured import unhonoured
+from felixpy.ctl.honoured import policy_rule_warnings, unhonoured
 from felixpy.ctl.limits import Limits, add_limit_flags
 from felixpy.ctl.pool_guard import PoolInUseError, guard_pool_deletes
 from felixpy.ctl.sources import read_sources
@@ -279,6 +279,8 @@ def warn_unhonoured(objs: list[Resource]) -> None:
         if fields:
             print(f"Warning: {label(obj)}: stored but not acted on by felixpy: {', '.join(fields)}",
                   file=sys.stderr)  # fmt: skip
+        for warning in policy_rule_warnings(obj):
+            print(f"Warning: {label(obj)}: {warning}", file=sys.stderr)
 
 
 def _guard(args: argparse.Namespace, backend: Backend, targets: list[Any]) -> None:

@@ -18,6 +18,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from policy.convert import UNSUPPORTED_REASONS
 from policy.set_specs import NamedPortSet, SelectorSet
 from policy.setindex import FULL_SCAN, NO_MATCH, SINGLE_VALUE, optimized
 
@@ -200,6 +201,8 @@ class FelixCollector(Collector):
             yield route_families(routes.table, tuple(routes._desired))
         drivers = policy_drivers(getattr(self.dataplane, "policy", None))
         policy = getattr(self.graph, "policy", None)
+        if policy is not None:
+            yield from unenforced_families(policy.unenforced_counts(), policy.unconvertible_count())
         if drivers and policy is not None:
             yield from self._policy_families(policy.compilers, drivers)
         else:  # no policy compiler: local endpoints from the dataplane itself
@@ -232,6 +235,24 @@ class FelixCollector(Collector):
         yield from label_index_families(counts)
         yield from iptables_families(compilers, drivers)
         yield from ipset_families(drivers[0].ipsets)  # one IpsetWriter shared by both families
+
+
+def unenforced_families(counts: Mapping[str, int], unconvertible: int) -> Iterator[Metric]:
+    """felixpy's own: the policy rule parts it does not enforce as written (they fail closed), by
+    reason (every reason always present), and the policies it cannot convert at all."""
+    rules = GaugeMetricFamily(
+        "felixpy_policy_rules_unenforced",
+        "Policy rule matches felixpy does not enforce as written (the rule fails closed), by reason",
+        labels=["reason"],
+    )
+    for reason in sorted({*UNSUPPORTED_REASONS, *counts}):
+        rules.add_metric([reason], counts.get(reason, 0))
+    yield rules
+    yield GaugeMetricFamily(
+        "felixpy_policies_unconvertible",
+        "Policies felixpy cannot convert (previous version kept, or a deny-all stand-in)",
+        value=unconvertible,
+    )
 
 
 def label_index_families(counts: PolicyCounts) -> Iterator[Metric]:

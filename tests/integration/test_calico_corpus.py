@@ -159,3 +159,19 @@ def test_corpus_kubernetes(kube_api: KubeAPI, tmp_path: Path, capsys: pytest.Cap
 
     assert os.path.exists(path)
     run_corpus(run, run_rc, "kubernetes", capsys)
+
+
+def test_every_accepted_policy_converts_and_its_unenforced_matches_are_named() -> None:
+    """What apply accepts, the agent can program: no accepted policy makes conversion raise (the agent
+    once crashed on ``http``/``services`` rules); the corpus's rules with such matches are named."""
+    from felixpy.resources.parse import parse_document
+    from policy.convert import convert_policy, unenforced
+
+    kinds = ("NetworkPolicy", "GlobalNetworkPolicy")
+    policies = [parse_document(d) for d in accepted() if d["kind"] in kinds]
+    named = []
+    for p in policies:
+        convert_policy(p)
+        named += [n.field for n in unenforced(p)]
+    print(f"calico corpus: {len(policies)} policies convert; not enforced as written: {named}")
+    assert named, "the corpus has http/services rules: they must be named"

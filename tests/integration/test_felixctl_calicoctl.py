@@ -152,3 +152,34 @@ def test_patch_label_validate_warn(ctl: Ctl, etcd_kv: KV) -> None:  # noqa: F811
     profile += "spec: {ingress: [{action: Deny}], labelsToApply: {team: dev}}\n"
     assert "not acted on" not in ctl("validate", "-f", "-", stdin=profile).stdout
     assert "not acted on" not in ctl("apply", "-f", "-", stdin=profile).stderr
+
+
+HTTP_POLICY = """\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: api-get}
+spec:
+  selector: app == 'api'
+  ingress:
+  - {action: Allow, protocol: TCP, destination: {ports: [80]}, http: {methods: [GET]}}
+  egress:
+  - {action: Deny, destination: {services: {name: db, namespace: prod}}}
+  - {action: Allow}
+"""
+
+
+def test_unenforced_policy_matches_are_named_and_stored(ctl: Ctl, etcd_kv: KV) -> None:  # noqa: F811
+    """A policy rule with ``http`` or ``services`` is accepted as Calico accepts it, and validate/apply
+    name each such match with what the rule does instead (it fails closed)."""
+    http = "spec.ingress[0].http: not enforced by felixpy (HTTP (L7) matches need application-layer "
+    http += "policy, which felixpy does not implement); the rule never allows"
+    service = "spec.egress[0].destination.services: not enforced by felixpy (Service matches are not "
+    service += "implemented); the rule denies without that match (a superset)"
+    out = ctl("validate", "-f", "-", stdin=HTTP_POLICY).stdout
+    assert f"GlobalNetworkPolicy 'api-get': {http}" in out and service in out
+    assert "Successfully validated 1 resource(s)" in out
+    proc = ctl("apply", "-f", "-", stdin=HTTP_POLICY)
+    assert proc.stdout.startswith("Successfully applied 1 ")
+    assert f"Warning: GlobalNetworkPolicy 'api-get': {http}" in proc.stderr and service in proc.stderr
+    assert "egress[1]" not in proc.stderr
+    assert "globalnetworkpolicies/api-get" in keys(etcd_kv)

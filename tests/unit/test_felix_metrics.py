@@ -210,6 +210,10 @@ def test_collector_exports_felix_names_types_and_labels() -> None:
     assert fams["felix_int_dataplane_failures"][0] == "counter"
     assert value("process_resident_memory_bytes") > 0
     assert "felixpy_local_endpoints" in fams  # felixpy's own families stay
+    # rule matches felixpy does not enforce (tests/unit/test_policy_unsupported.py): every reason present
+    assert value("felixpy_policy_rules_unenforced", {"reason": "http_match"}) == 0
+    assert value("felixpy_policy_rules_unenforced", {"reason": "service_match"}) == 0
+    assert value("felixpy_policies_unconvertible") == 0
 
 
 def test_collector_without_policy_counts_dataplane_endpoints() -> None:
