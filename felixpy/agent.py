@@ -430,6 +430,7 @@ def _serve_http(agent: Agent) -> None:
             agent.writer.graph,
             agent.dataplane,
             failures=lambda: agent.metrics.felix_failures,
+            writer_stats=agent.writer.stats,
         )
     )
     # Calico's wireguard_* families, while WireGuard is on, unless prometheusWireGuardMetricsEnabled

@@ -15,6 +15,7 @@ IPv4 and IPv6 go through the same path; the family comes from each destination.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -94,6 +95,10 @@ class RouteTable:
         self._actual: dict[tuple[str, int | None], KernelRoute] | None = None
         self._dirty = True
         self._log = log.bind(proto=proto, table=table)
+        # felix_route_table_resync_seconds (a summary): full resyncs (kernel re-read and write) and
+        # their total time; only the writer thread adds, a scrape reads
+        self.resyncs = 0
+        self.resync_seconds = 0.0
 
     # --- desired state (memory only) ------------------------------------------------------
     def set_desired(self, routes: Mapping[str, RouteTarget]) -> None:
@@ -122,7 +127,12 @@ class RouteTable:
         """Forget the cached kernel view and converge again (repairs routes changed by hand)."""
         self._actual = None
         self._dirty = True
-        return self.apply()
+        start = time.monotonic()
+        try:
+            return self.apply()
+        finally:
+            self.resyncs += 1
+            self.resync_seconds += time.monotonic() - start
 
     def apply(self, *, removals_only: bool = False) -> ApplyStats:
         """Write the difference between desired and (cached) actual; no-op when nothing changed.

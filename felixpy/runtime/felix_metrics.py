@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from policy.convert import UNSUPPORTED_REASONS
@@ -41,6 +41,9 @@ FELIX_COUNTERS = frozenset(
         "felix_ipset_lines_executed",
         "felix_label_index_selector_evals",
         "felix_label_index_strategy_evals",
+        "felix_calc_graph_updates_processed",
+        "felix_calc_graph_output_events",
+        "felix_int_dataplane_messages",
     }
 )
 # Calico's WireGuard counters (felixpy.runtime.wireguard_metrics), bare-named too.
@@ -95,6 +98,9 @@ class PolicyCounts:
     # kept by the compiler's SetIndex since the agent process started (a config restart re-execs it)
     strategy_evals: Mapping[str, int] = field(default_factory=dict)
     selector_evals: Mapping[bool, int] = field(default_factory=dict)
+    # felix_cluster_num_profiles: the Profiles the compiler holds (stored ones in etcd mode; in
+    # Kubernetes mode the generated kns.<ns> / ksa.<ns>.<sa> ones and the default-allow profile)
+    profiles: int = 0
 
 
 def resync_state(status: str | None) -> int:
@@ -151,6 +157,7 @@ def policy_counts(compiler: Any) -> PolicyCounts:
         unoptimized_selectors=unopt,
         strategy_evals=dict(compiler._sets.strategy_evals),
         selector_evals=dict(compiler._sets.selector_evals),
+        profiles=len(compiler._profiles),
     )
 
 
@@ -165,9 +172,16 @@ class FelixCollector(Collector):
     """``felix_*`` families for one agent; registered on the agent's registry."""
 
     def __init__(
-        self, nodename: str, syncer: Any, graph: Any, dataplane: Any, failures: Callable[[], int] = lambda: 0
+        self,
+        nodename: str,
+        syncer: Any,
+        graph: Any,
+        dataplane: Any,
+        failures: Callable[[], int] = lambda: 0,
+        writer_stats: Any = None,
     ) -> None:
         self.nodename = nodename
+        self.writer_stats = writer_stats  # felixpy.runtime.writer.WriterStats, None: no writer loop
         self.failures = failures
         self.syncer = syncer
         self.graph = graph
@@ -196,9 +210,18 @@ class FelixCollector(Collector):
         yield GaugeMetricFamily(
             "felix_cluster_num_hosts", "Calico nodes in the cluster", value=len(self.graph._nodes)
         )
+        if self.writer_stats is not None:
+            yield from writer_families(self.writer_stats)
         routes = getattr(self.dataplane, "routes", None)
         if routes is not None:
             yield route_families(routes.table, tuple(routes._desired))
+            yield route_iface_family(routes.table, tuple(routes._desired.items()))
+            yield SummaryMetricFamily(
+                "felix_route_table_resync_seconds",
+                "Time to resync the routing table (kernel re-read and write)",
+                count_value=getattr(routes, "resyncs", 0),
+                sum_value=getattr(routes, "resync_seconds", 0.0),
+            )
         drivers = policy_drivers(getattr(self.dataplane, "policy", None))
         policy = getattr(self.graph, "policy", None)
         if policy is not None:
@@ -222,6 +245,7 @@ class FelixCollector(Collector):
             "felix_cluster_num_host_endpoints": ("Host endpoints in the cluster", counts.host_endpoints),
             "felix_cluster_num_policies": ("Policies in the cluster", counts.policies),
             "felix_cluster_num_tiers": ("Tiers in the cluster", counts.tiers),
+            "felix_cluster_num_profiles": ("Profiles in the cluster", counts.profiles),
             "felix_active_local_endpoints": ("Local endpoints (workload and host)", counts.local_endpoints),
             "felix_active_local_policies": ("Policies that select a local endpoint", counts.local_policies),
             "felix_active_local_selectors": ("Active rule selectors", counts.local_selectors),
@@ -281,6 +305,49 @@ def route_table_counts(table: int, destinations: Iterable[str]) -> dict[str, int
     for dst in destinations:
         out[f"IPv{6 if ':' in dst else 4}:{table}"] += 1
     return out
+
+
+def writer_families(stats: Any) -> Iterator[Metric]:
+    """Felix's calculation-graph and dataplane-message families, from the writer loop's counts.
+    ``type`` values are felixpy's names (resource kinds fed to the graph; update classes applied)."""
+    yield SummaryMetricFamily(
+        "felix_calc_graph_update_time_seconds",
+        "Seconds to update the calculation graph for each batch of datastore updates",
+        count_value=stats.calc_batches,
+        sum_value=stats.calc_seconds,
+    )
+    processed = counter(
+        "felix_calc_graph_updates_processed", "Datastore updates processed by the calculation graph"
+    )
+    for kind, n in sorted(tuple(stats.updates_processed.items())):
+        add(processed, {"type": kind}, n)
+    yield processed
+    yield counter(
+        "felix_calc_graph_output_events", "Events emitted by the calculation graph", value=stats.output_events
+    )
+    messages = counter("felix_int_dataplane_messages", "Dataplane messages by type")
+    for kind, n in sorted(tuple(stats.dataplane_messages.items())):
+        add(messages, {"type": kind}, n)
+    yield messages
+
+
+def route_iface_counts(table: int, routes: Iterable[tuple[str, Any]]) -> dict[str, int]:
+    """Felix's ``table`` label -> interfaces the agent's routes there go out of (blackhole and
+    unreachable routes have none)."""
+    devs: dict[str, set[str]] = {f"IPv4:{table}": set(), f"IPv6:{table}": set()}
+    for dst, target in routes:
+        if getattr(target, "dev", ""):
+            devs[f"IPv{6 if ':' in dst else 4}:{table}"].add(target.dev)
+    return {label: len(names) for label, names in devs.items()}
+
+
+def route_iface_family(table: int, routes: Iterable[tuple[str, Any]]) -> Metric:
+    family = GaugeMetricFamily(
+        "felix_route_table_num_ifaces", "Interfaces the agent's routes in the table use", labels=["table"]
+    )
+    for label, n in sorted(route_iface_counts(table, routes).items()):
+        family.add_metric([label], n)
+    return family
 
 
 def route_families(table: int, destinations: Iterable[str]) -> Metric:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -100,6 +101,20 @@ class Waiter:
 Msg = ResourceMsg | BlockMsg | InSyncMsg | ResyncMsg | Waiter
 
 
+@dataclass(slots=True)
+class WriterStats:
+    """What the loop counts for Felix's ``felix_calc_graph_*`` and ``felix_int_dataplane_messages``
+    (felixpy.runtime.felix_metrics reads them at scrape time). Kept per batch: two clock reads per
+    batch that fed the graph, one dict increment per message and per update (no lock: only the
+    writer thread writes, a scrape copies with one C call)."""
+
+    updates_processed: Counter[str] = field(default_factory=Counter)  # datastore updates, by kind
+    calc_batches: int = 0  # batches of datastore updates fed to the graph (summary count)
+    calc_seconds: float = 0.0  # time spent feeding them (summary sum)
+    output_events: int = 0  # updates the graph emitted (flush), InSync included
+    dataplane_messages: Counter[str] = field(default_factory=Counter)  # updates applied, by type
+
+
 class Writer:
     def __init__(
         self,
@@ -118,6 +133,7 @@ class Writer:
         self.on_updates: Callable[[list[Update]], None] | None = None  # sees every batch first
         self.in_sync = threading.Event()
         self.applied_ok = False
+        self.stats = WriterStats()
         self._queue: queue.Queue[Msg] = queue.Queue()
         self._local_revs: dict[tuple[str, str, str], int] = {}
         self._next_resync = {what: time.monotonic() + every for what, every in self.intervals.items()}
@@ -192,17 +208,27 @@ class Writer:
     def _process(self, batch: list[Msg]) -> None:
         waiters = []
         just_synced = False
+        fed = self.stats.updates_processed
+        n_fed = 0
+        start = time.monotonic()
         for msg in batch:
             if isinstance(msg, Waiter):
                 waiters.append(msg)
             elif isinstance(msg, ResourceMsg):
+                fed[msg.kind] += 1
+                n_fed += 1
                 self._on_resource(msg)
             elif isinstance(msg, BlockMsg):
+                fed["Block"] += 1
+                n_fed += 1
                 self.graph.on_block(msg.cidr, msg.node)
             elif isinstance(msg, InSyncMsg):
                 just_synced = not self.in_sync.is_set()
             elif isinstance(msg, ResyncMsg) and self.in_sync.is_set():
                 self.dataplane.resync(msg.what)
+        if n_fed:  # one observation per batch, as Felix observes one per OnUpdates call
+            self.stats.calc_batches += 1
+            self.stats.calc_seconds += time.monotonic() - start
         if just_synced:
             log.info("datastore.in_sync", reason="snapshot complete; programming the dataplane")
         if not (self.in_sync.is_set() or just_synced):
@@ -215,6 +241,10 @@ class Writer:
         updates = self.graph.flush()
         if just_synced:
             updates.append(InSync())
+        self.stats.output_events += len(updates)
+        messages = self.stats.dataplane_messages
+        for update in updates:
+            messages[type(update).__name__] += 1
         start = time.monotonic()
         if self.on_updates is not None:
             self.on_updates(updates)

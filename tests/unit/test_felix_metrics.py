@@ -234,8 +234,11 @@ def test_exposition_uses_felix_bare_counter_names_with_their_type() -> None:
     driver = PolicyDriver(4, IptablesWriter(RestoreBackend("nft")), IpsetWriter())
     metrics = Metrics()
     syncer = SimpleNamespace(status="in-sync", resyncs=0)
+    from felixpy.runtime.writer import WriterStats
+
+    dataplane = SimpleNamespace(policy=driver)
     metrics.registry.register(
-        FelixCollector("n1", syncer, _graph(compiler), SimpleNamespace(policy=driver))
+        FelixCollector("n1", syncer, _graph(compiler), dataplane, writer_stats=WriterStats())
     )
     text = _text(metrics)
     for name in FELIX_COUNTERS:
@@ -270,3 +273,132 @@ def test_grafana_dashboard_queries_only_names_the_agent_exports() -> None:
     metrics.registry.register(FelixCollector("n1", syncer, graph, dataplane))
     exported = {line.split("{")[0].split(" ")[0] for line in _text(metrics).splitlines() if line[:1] != "#"}
     assert not queried - exported, sorted(queried - exported)
+
+
+def test_profiles_counted_as_felix_cluster_num_profiles() -> None:
+    """felix_cluster_num_profiles: the Profiles the agent holds (stored in etcd mode; generated
+    kns./ksa. ones in Kubernetes mode, fed to the compiler the same way)."""
+    from felixpy.resources.stored import Profile
+
+    c = _compiler()
+    for name in ("kns.x", "ksa.x.default"):
+        c.update_profile(Profile.model_validate({"metadata": {"name": name}, "spec": {}}))
+    assert policy_counts(c).profiles == 2
+    driver = PolicyDriver(4, IptablesWriter(RestoreBackend("nft")), IpsetWriter())
+    metrics = Metrics()
+    syncer = SimpleNamespace(status="in-sync", resyncs=0)
+    metrics.registry.register(FelixCollector("n1", syncer, _graph(c), SimpleNamespace(policy=driver)))
+    assert _scrape(metrics)["felix_cluster_num_profiles"] == (
+        "gauge",
+        [("felix_cluster_num_profiles", {}, 2)],
+    )
+    c.remove_profile("kns.x")
+    assert _scrape(metrics)["felix_cluster_num_profiles"][1][0][2] == 1
+
+
+class _NullDataplane:
+    """The writer loop's dataplane, doing nothing (the loop's counting is what is under test)."""
+
+    def __init__(self) -> None:
+        self.applied: list[object] = []
+
+    def apply(self, updates: list[object]) -> None:
+        self.applied.extend(updates)
+
+    def commit(self) -> bool:
+        return True
+
+    def resync(self, what: str) -> None:
+        pass
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def commit_deferred(self) -> bool:
+        return True
+
+    def post_write_check(self) -> None:
+        pass
+
+
+def test_writer_loop_counts_calc_graph_and_dataplane_messages_per_batch() -> None:
+    """felix_calc_graph_updates_processed{type} counts datastore updates by kind,
+    felix_calc_graph_update_time_seconds observes once per batch, felix_calc_graph_output_events counts
+    what the graph emitted and felix_int_dataplane_messages{type} the same updates by class."""
+    from felixpy.calc.graph import CalcGraph
+    from felixpy.resources.node import Node
+    from felixpy.runtime.writer import BlockMsg, InSyncMsg, ResourceMsg, Writer
+
+    dataplane = _NullDataplane()
+    writer = Writer(CalcGraph("n1"), dataplane)
+    node = Node.model_validate({"metadata": {"name": "n2"}, "spec": {"bgp": {"ipv4Address": "192.0.2.2/24"}}})
+    writer._process([ResourceMsg("Node", ("", "n2"), node), BlockMsg("10.0.1.0/26", "n2"), InSyncMsg()])
+    writer._process([BlockMsg("10.0.2.0/26", "n2")])
+    stats = writer.stats
+    assert dict(stats.updates_processed) == {"Node": 1, "Block": 2}
+    assert stats.calc_batches == 2 and stats.calc_seconds > 0
+    assert stats.output_events == len(dataplane.applied) > 0
+    assert sum(stats.dataplane_messages.values()) == stats.output_events
+    assert stats.dataplane_messages["InSync"] == 1
+
+    metrics = Metrics()
+    syncer = SimpleNamespace(status="in-sync", resyncs=0)
+    collector = FelixCollector("n1", syncer, SimpleNamespace(_nodes={}), None, writer_stats=stats)
+    metrics.registry.register(collector)
+    fams = _scrape(metrics)
+    processed = fams["felix_calc_graph_updates_processed"]
+    assert processed[0] == "counter"
+    assert {lab["type"]: v for _, lab, v in processed[1]} == {"Node": 1, "Block": 2}
+    update_time = fams["felix_calc_graph_update_time_seconds"]
+    assert update_time[0] == "summary"
+    assert {n: v for n, _, v in update_time[1]}["felix_calc_graph_update_time_seconds_count"] == 2
+    assert fams["felix_calc_graph_output_events"][0] == "counter"
+    messages = {lab["type"]: v for _, lab, v in fams["felix_int_dataplane_messages"][1]}
+    assert messages["InSync"] == 1 and sum(messages.values()) == stats.output_events
+    text = _text(metrics)
+    assert "# TYPE felix_int_dataplane_messages counter\n" in text
+    assert '\nfelix_calc_graph_updates_processed{type="Node"} 1.0\n' in text  # bare, as Felix writes it
+    assert f"\nfelix_calc_graph_output_events {float(stats.output_events)}\n" in text
+
+
+def test_route_table_ifaces_and_resync_time() -> None:
+    """felix_route_table_num_ifaces{table}: interfaces the agent's routes use (a blackhole has none);
+    felix_route_table_resync_seconds: one observation per full resync of the table."""
+    from felixpy.dataplane.kernel_objects import RouteTarget
+    from felixpy.dataplane.routes import RouteTable
+    from felixpy.runtime.felix_metrics import route_iface_counts
+
+    routes = [
+        ("10.0.0.1/32", RouteTarget.device("cali1")),
+        ("10.0.0.2/32", RouteTarget.device("cali2")),
+        ("10.0.0.3/32", RouteTarget.device("cali2")),
+        ("10.0.1.0/26", RouteTarget.blackhole()),
+        ("fd00::1/128", RouteTarget.device("cali1")),
+    ]
+    assert route_iface_counts(254, routes) == {"IPv4:254": 2, "IPv6:254": 1}
+
+    class _Netlink:
+        def list_routes(self, **_: object) -> list[object]:
+            return []
+
+        def apply_routes(self, **_: object) -> list[object]:
+            return []
+
+    table = RouteTable(_Netlink())  # type: ignore[arg-type]
+    for dst, target in routes:
+        table.set_route(dst, target)
+    table.start()
+    table.resync()
+    assert table.resyncs == 2 and table.resync_seconds > 0
+    metrics = Metrics()
+    syncer = SimpleNamespace(status="in-sync", resyncs=0)
+    dataplane = SimpleNamespace(policy=None, endpoints={}, routes=table)
+    metrics.registry.register(FelixCollector("n1", syncer, SimpleNamespace(_nodes={}), dataplane))
+    fams = _scrape(metrics)
+    assert fams["felix_route_table_num_ifaces"][0] == "gauge"
+    assert {lab["table"]: v for _, lab, v in fams["felix_route_table_num_ifaces"][1]} == {
+        "IPv4:254": 2, "IPv6:254": 1,
+    }  # fmt: skip
+    resync = {n: v for n, _, v in fams["felix_route_table_resync_seconds"][1]}
+    assert fams["felix_route_table_resync_seconds"][0] == "summary"
+    assert resync["felix_route_table_resync_seconds_count"] == 2
