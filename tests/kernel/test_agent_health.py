@@ -97,13 +97,19 @@ def test_metrics_carry_felix_names_for_a_pod_and_a_policy(env: NodeEnv) -> None:
     }
     key = "/calico/resources/v3/projectcalico.org/globalnetworkpolicies/felix-metrics"
     env.etcdctl("put", key, json.dumps(policy))
+    profile = {"apiVersion": "projectcalico.org/v3", "kind": "Profile", "metadata": {"name": "felix-metrics"},
+               "spec": {}}  # fmt: skip
+    profile_key = "/calico/resources/v3/projectcalico.org/profiles/felix-metrics"
+    env.etcdctl("put", profile_key, json.dumps(profile))
     try:
+        profiles = "felix_cluster_num_profiles"
 
         def counted() -> bool:
             text = http_get(env, 9091, "/metrics")[1]
             return (
                 _value(text, "felix_active_local_policies") >= _value(base, "felix_active_local_policies") + 1
                 and _value(text, "felix_active_local_endpoints") >= 1
+                and _value(text, profiles) >= _value(base, profiles) + 1
             )
 
         _wait(counted, 20, "felix_active_local_policies to count the policy selecting the pod")
@@ -148,7 +154,25 @@ def test_metrics_carry_felix_names_for_a_pod_and_a_policy(env: NodeEnv) -> None:
         # Felix's exact exposition: bare counter names, typed counter, no _total
         assert "# TYPE felix_iptables_restore_calls counter" in text
         assert "felix_iptables_restore_calls_total" not in text
+        # the calculation graph and the dataplane messages, counted by the writer loop per batch:
+        # the pod's endpoint and the policy went through the graph; the endpoint reached the dataplane
+        processed = "felix_calc_graph_updates_processed"
+        for kind in ("WorkloadEndpoint", "GlobalNetworkPolicy", "Profile"):
+            label = '{type="' + kind + '"}'
+            assert _value(text, processed, label) >= _value(base, processed, label) + 1, kind
+        assert "# TYPE felix_calc_graph_updates_processed counter" in text
+        batches = "felix_calc_graph_update_time_seconds_count"
+        assert _value(text, batches) > _value(base, batches)
+        assert "# TYPE felix_calc_graph_update_time_seconds summary" in text
+        assert _value(text, "felix_calc_graph_output_events") > _value(base, "felix_calc_graph_output_events")
+        messages, ep = "felix_int_dataplane_messages", '{type="EndpointUpdate"}'
+        assert _value(text, messages, ep) >= _value(base, messages, ep) + 1
+        assert "# TYPE felix_int_dataplane_messages counter" in text
+        assert "# TYPE felix_cluster_num_profiles gauge" in text
+        assert _value(text, "felix_route_table_num_ifaces", '{table="IPv4:254"}') >= 1  # the pod's cali veth
+        assert _value(text, "felix_route_table_resync_seconds_count") >= 1  # the start-up sync at least
     finally:
+        env.etcdctl("del", profile_key)
         env.etcdctl("del", key)
         env.cni("DEL", pod, "felix-metrics")
 
