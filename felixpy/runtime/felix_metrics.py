@@ -98,8 +98,8 @@ class PolicyCounts:
     # kept by the compiler's SetIndex since the agent process started (a config restart re-execs it)
     strategy_evals: Mapping[str, int] = field(default_factory=dict)
     selector_evals: Mapping[bool, int] = field(default_factory=dict)
-    # felix_cluster_num_profiles: the Profiles the compiler holds (stored ones in etcd mode; in
-    # Kubernetes mode the generated kns.<ns> / ksa.<ns>.<sa> ones and the default-allow profile)
+    # felix_cluster_num_profiles: the Profiles the compiler holds: stored ones (etcd mode) and, for
+    # each Namespace and ServiceAccount it holds (Kubernetes mode), kns.<ns> / ksa.<ns>.<sa>
     profiles: int = 0
 
 
@@ -140,6 +140,17 @@ def optimized_counts(specs: Iterable[Any]) -> tuple[int, int]:
     return sum(flags), len(flags) - sum(flags)
 
 
+def profile_count(
+    stored: Iterable[str], namespaces: Iterable[str], service_accounts: Iterable[tuple[str, str]]
+) -> int:
+    """Distinct profile names: the stored ones, ``kns.<ns>`` per Namespace and ``ksa.<ns>.<sa>`` per
+    ServiceAccount (Kubernetes mode generates these from them; a stored one of the same name is one)."""
+    names = set(stored)
+    names.update(f"kns.{ns}" for ns in namespaces)
+    names.update(f"ksa.{ns}.{sa}" for ns, sa in service_accounts)
+    return len(names)
+
+
 def policy_counts(compiler: Any) -> PolicyCounts:
     workloads, hosts = endpoint_counts(tuple(compiler._endpoints.values()))
     specs = tuple(compiler._sets._specs.values())
@@ -157,7 +168,9 @@ def policy_counts(compiler: Any) -> PolicyCounts:
         unoptimized_selectors=unopt,
         strategy_evals=dict(compiler._sets.strategy_evals),
         selector_evals=dict(compiler._sets.selector_evals),
-        profiles=len(compiler._profiles),
+        profiles=profile_count(
+            tuple(compiler._profiles), tuple(compiler._ns_labels), tuple(compiler._sa_labels)
+        ),
     )
 
 

@@ -100,8 +100,8 @@ def test_metrics_carry_felix_names_for_a_pod_and_a_policy(env: NodeEnv) -> None:
     profile = {"apiVersion": "projectcalico.org/v3", "kind": "Profile", "metadata": {"name": "felix-metrics"},
                "spec": {}}  # fmt: skip
     profile_key = "/calico/resources/v3/projectcalico.org/profiles/felix-metrics"
-    env.etcdctl("put", profile_key, json.dumps(profile))
     try:
+        env.etcdctl("put", profile_key, json.dumps(profile))
         profiles = "felix_cluster_num_profiles"
 
         def counted() -> bool:

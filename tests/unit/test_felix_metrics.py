@@ -294,6 +294,13 @@ def test_profiles_counted_as_felix_cluster_num_profiles() -> None:
     )
     c.remove_profile("kns.x")
     assert _scrape(metrics)["felix_cluster_num_profiles"][1][0][2] == 1
+    # Kubernetes mode: a Namespace is kns.<ns>, a ServiceAccount ksa.<ns>.<sa> (one name counted once)
+    c.update_namespace_labels("x", {"team": "a"})
+    c.update_namespace_labels("y", {})
+    c.update_service_account_labels("x", "default", {})
+    assert _scrape(metrics)["felix_cluster_num_profiles"][1][0][2] == 3  # kns.x, kns.y, ksa.x.default
+    c.remove_namespace("y")
+    assert _scrape(metrics)["felix_cluster_num_profiles"][1][0][2] == 2
 
 
 class _NullDataplane:
