@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -52,6 +52,9 @@ from ipam.ipam import IPAM
 
 if TYPE_CHECKING:
     from bgp.service import BGPService
+    from felixpy.dataplane.wireguard_driver import WireguardDriver
+    from felixpy.runtime.autodetect import HostAddress
+    from felixpy.runtime.node_status import NodeStatusReporter
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +87,7 @@ class Agent:
     restart: ConfigRestart | None = None  # set when run() returned to exec again: the config changed
     terminated: bool = False  # a SIGTERM/SIGINT came: exit, even if a config restart was due
     writer_thread: threading.Thread | None = field(default=None, init=False, repr=False)
-    node_status: Any = field(default=None, init=False, repr=False)  # CalicoNodeStatus writer (with BGP)
+    node_status: NodeStatusReporter | None = field(default=None, init=False, repr=False)  # (with BGP)
 
     def __post_init__(self) -> None:
         if self.bgp is not None and hasattr(self.bgp, "counters"):
@@ -260,7 +263,7 @@ def _ipv6_enabled(params: FelixParams) -> bool:
     return params.ipv6Support and ipv6_available()
 
 
-def _wireguard_driver(settings: Settings, params: FelixParams, backend: Any, mtu: int) -> Any:
+def _wireguard_driver(settings: Settings, params: FelixParams, backend: Backend, mtu: int) -> WireguardDriver:
     from felixpy.calc.wireguard import WireguardConfig
     from felixpy.dataplane.wireguard_driver import WireguardDriver, node_key_publisher
 
@@ -279,7 +282,9 @@ def _wireguard_driver(settings: Settings, params: FelixParams, backend: Any, mtu
     )
 
 
-def _encap_driver(params: FelixParams, address: Any | None, mtu: int, wireguard: Any = None) -> EncapDriver:
+def _encap_driver(
+    params: FelixParams, address: HostAddress | None, mtu: int, wireguard: WireguardDriver | None = None
+) -> EncapDriver:
     return EncapDriver(
         EncapSettings(
             parent=address.iface if address else "",
@@ -299,7 +304,7 @@ class BGPOnlyDataplane:
 
     def __init__(self, bgp_sink: Callable[[list[Update]], None] | None) -> None:
         self.bgp_sink = bgp_sink
-        self.endpoints: dict[Any, Any] = {}
+        self.endpoints: dict[tuple[str, str], object] = {}
 
     def apply(self, updates: list[Update]) -> None:
         if self.bgp_sink is not None:
@@ -329,7 +334,9 @@ def _intervals(params: FelixParams) -> dict[str, float]:
     }
 
 
-def _startup(settings: Settings, env: dict[str, str]) -> tuple[KV, Backend, IPAM, Any, FelixParams]:
+def _startup(
+    settings: Settings, env: dict[str, str]
+) -> tuple[KV, Backend, IPAM, HostAddress | None, FelixParams]:
     """calico-node's start-up steps; returns (kv, backend, ipam, node address, params)."""
     # The run directory holds cni.sock, exabgp.conf (MD5 passwords), logs and status: 0700, first.
     private_dir(settings.run_dir)
@@ -406,7 +413,7 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
 
     ipam_service = IpamService(nodename=settings.nodename, ipam=ipam)
 
-    def handle(request: dict[str, Any]) -> dict[str, Any]:
+    def handle(request: dict[str, object]) -> dict[str, object]:
         # /opt/cni/bin/felixpy-ipam (the forwarder under that name) asks for IPAM only.
         serve = ipam_service.handle if request.get("plugin") == "ipam" else handler.handle
         answer = serve(request)

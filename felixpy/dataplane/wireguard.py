@@ -19,11 +19,9 @@ directory and never leaves the node.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
@@ -33,8 +31,9 @@ from felixpy.dataplane.procs import run
 from felixpy.dataplane.sysctl import run_in_netns
 from felixpy.netlinkio import messages as nl
 from felixpy.netlinkio import query
+from felixpy.netlinkio.messages import Hop, Route
 from felixpy.netlinkio.veth import NetlinkFailure
-from felixpy.netlinkio.writer import route_socket
+from felixpy.netlinkio.writer import RouteWriter, route_socket
 
 log = structlog.get_logger(__name__)
 WG_DEVICE = "wireguard.cali"
@@ -221,51 +220,50 @@ def _v(family: int) -> str:
 def sync_table(
     routes: dict[str, str], *, device: str, table: int, netns: str | None = None, family: int = socket.AF_INET
 ) -> tuple[int, int]:
-    """Table ``table`` holds exactly ``routes`` (cidr -> "dev" | "throw"); returns (written, removed)."""
+    """Table ``table`` holds exactly ``routes`` (cidr -> "dev" | "throw"); returns (written, removed).
+
+    Written through the agent's one batched route writer (``felixpy.netlinkio.writer``): one dump,
+    then every change in one send. A route the kernel refused raises DataplaneError naming it."""
     written = removed = 0
     if not routes and not _table_has_routes(table, netns, family):
-        return written, removed  # the usual case (WireGuard off): no pyroute2 dump of every route
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    anywhere = "::" if family == socket.AF_INET6 else "0.0.0.0"
-    with open_iproute(netns) as ipr:
-        have: dict[str, str] = {}
-        found: dict[str, Any] = {}
-        for r in ipr.get_routes(family=family, table=table):
-            dst = f"{r.get_attr('RTA_DST') or anywhere}/{r['dst_len']}"
-            have[dst] = "throw" if r["type"] == RTN_THROW else "dev"
-            found[dst] = r
-        idx = ipr.link_lookup(ifname=device) if any(k == "dev" for k in routes.values()) else [0]
-        for dst, kind in sorted(routes.items()):
-            if have.get(dst) == kind:
-                continue
-            net, plen = dst.split("/")
-            if kind == "throw":
-                ipr.route("replace", family=family, dst=net, dst_len=int(plen), table=table,
-                          type=RTN_THROW, proto=RTPROT_FELIXPY)
-            else:
-                ipr.route("replace", family=family, dst=net, dst_len=int(plen), table=table, oif=idx[0],
-                          scope=RT_SCOPE_LINK, proto=RTPROT_FELIXPY)
-            log.info("wireguard.route_set", dst=dst, table=table, kind=kind,
-                     reason="peer's allowed CIDR" if kind == "dev" else "not a WireGuard peer")
+        return written, removed  # the usual case (WireGuard off): one header-only dump, nothing else
+    v6 = family == socket.AF_INET6
+    writer = RouteWriter(run_in_netns(netns, route_socket) if netns else route_socket())
+    try:
+        listed = writer.list_routes(protocol=None, table=table)
+        have = {r.dst: r for r, _kind in listed if (":" in r.dst) == v6}
+        want = {
+            dst: Route(dst, () if kind == "throw" else (Hop(dev=device),), RTPROT_FELIXPY, table,
+                       throw=kind == "throw")
+            for dst, kind in routes.items()
+        }
+        replace = [r for dst, r in sorted(want.items()) if not _same(have.get(dst), r)]
+        delete = [r for dst, r in sorted(have.items()) if dst not in want]
+        failures = writer.apply(delete=delete, replace=replace)
+    finally:
+        writer.close()
+    failed = {route.dst for route, _code in failures}
+    for route in replace:
+        if route.dst not in failed:
+            kind = "throw" if route.throw else "dev"
+            log.info("wireguard.route_set", dst=route.dst, table=table, kind=kind,
+                     reason="not a WireGuard peer" if route.throw else "peer's allowed CIDR")
             written += 1
-        for dst in sorted(have):
-            if dst in routes:
-                continue
-            net, plen = dst.split("/")
-            r = found[dst]
-            match: dict[str, Any] = {"family": family, "dst": net, "dst_len": int(plen), "table": table,
-                                     "type": r["type"], "scope": r["scope"], "proto": r["proto"]}
-            if r.get_attr("RTA_OIF"):
-                match["oif"] = r.get_attr("RTA_OIF")
-            try:
-                ipr.route("del", **match)
-            except NetlinkError as exc:
-                if exc.code not in (errno.ENOENT, errno.ESRCH):
-                    raise
-            log.info("wireguard.route_removed", dst=dst, table=table, reason="no longer wanted")
+    for route in delete:
+        if route.dst not in failed:
+            log.info("wireguard.route_removed", dst=route.dst, table=table, reason="no longer wanted")
             removed += 1
+    if failures:
+        detail = ", ".join(f"{route.dst}: {os.strerror(code)}" for route, code in failures)
+        raise DataplaneError(f"WireGuard table {table}: routes not written: {detail}")
     return written, removed
+
+
+def _same(have: Route | None, want: Route) -> bool:
+    """Whether the route in the table already is the wanted one (its kind, and its device)."""
+    if have is None or have.throw != want.throw or have.blackhole:
+        return False
+    return want.throw or [h.dev for h in have.hops] == [h.dev for h in want.hops]
 
 
 def _table_has_routes(table: int, netns: str | None, family: int = socket.AF_INET) -> bool:

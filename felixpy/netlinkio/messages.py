@@ -48,6 +48,7 @@ RT_SCOPE_LINK = 253
 RT_SCOPE_NOWHERE = 255
 RTN_UNICAST = 1
 RTN_BLACKHOLE = 6
+RTN_THROW = 9
 MAIN_TABLE = 254
 
 _NLMSGHDR = struct.Struct("=IHHII")
@@ -71,8 +72,9 @@ class Hop(NamedTuple):  # tuples, not frozen dataclasses: thousands are built pe
 
 
 class Route(NamedTuple):
-    """A kernel route. ``dst`` is a CIDR; ``hops`` is empty for a blackhole; ``metric`` None lets
-    the kernel choose (0 for IPv4, 1024 for IPv6)."""
+    """A kernel route. ``dst`` is a CIDR; ``hops`` is empty for a blackhole and a throw (the lookup
+    goes on in the next rule's table, as the WireGuard table does for nodes that are not peers);
+    ``metric`` None lets the kernel choose (0 for IPv4, 1024 for IPv6)."""
 
     dst: str
     hops: tuple[Hop, ...] = ()
@@ -80,6 +82,7 @@ class Route(NamedTuple):
     table: int = MAIN_TABLE
     metric: int | None = None
     blackhole: bool = False
+    throw: bool = False
 
 
 class Prefix(NamedTuple):  # a tuple: one is built per route packed (10,000 at a BGP start)
@@ -140,9 +143,11 @@ def pack_replace(route: Route, *, seq: int, index_of: IndexOf, ack: bool = True)
     attrs += _attr(RTA_DST, dst.packed)
     if route.metric is not None:
         attrs += _attr(RTA_PRIORITY, _U32.pack(route.metric))
-    rtm_flags, scope, kind = 0, RT_SCOPE_UNIVERSE, RTN_BLACKHOLE if route.blackhole else RTN_UNICAST
-    if route.blackhole:
-        pass
+    rtm_flags, scope, kind = 0, RT_SCOPE_UNIVERSE, RTN_UNICAST
+    if route.blackhole or route.throw:
+        if route.hops or (route.blackhole and route.throw):
+            raise ValueError(f"route {route.dst}: a blackhole or throw route has no next hop")
+        kind = RTN_BLACKHOLE if route.blackhole else RTN_THROW
     elif len(route.hops) == 1:
         hop = route.hops[0]
         payload, ifindex, rtm_flags = _hop_attrs(hop, index_of)
@@ -291,7 +296,7 @@ def _hop(family: int, gateway: bytes, ifindex: int, flags: int, name_of: NameOf)
 
 
 def parse_route(payload: bytes, *, name_of: NameOf) -> tuple[Route, int]:
-    """One RTM_NEWROUTE payload → (Route, route type: RTN_UNICAST, RTN_BLACKHOLE, …)."""
+    """One RTM_NEWROUTE payload → (Route, route type: RTN_UNICAST, RTN_BLACKHOLE, RTN_THROW, …)."""
     family, dst_len, _src, _tos, rtm_table, proto, _scope, kind, flags = _RTMSG.unpack_from(payload)
     attrs = _attrs(payload, _RTMSG.size)
     table = int(_U32.unpack(attrs[RTA_TABLE])[0]) if RTA_TABLE in attrs else rtm_table
@@ -302,8 +307,8 @@ def parse_route(payload: bytes, *, name_of: NameOf) -> tuple[Route, int]:
     hops: tuple[Hop, ...] = ()
     if RTA_MULTIPATH in attrs:
         hops = _nexthops(family, attrs[RTA_MULTIPATH], name_of)
-    elif kind != RTN_BLACKHOLE:
+    elif kind not in (RTN_BLACKHOLE, RTN_THROW):  # (IPv6 gives both ``dev lo``: not a next hop)
         oif = int(_I32.unpack(attrs[RTA_OIF])[0]) if RTA_OIF in attrs else 0
         hops = (_hop(family, attrs.get(RTA_GATEWAY, b""), oif, flags, name_of),)
-    route = Route(prefix, hops, proto, table, metric, blackhole=kind == RTN_BLACKHOLE)
-    return route, kind
+    blackhole, throw = kind == RTN_BLACKHOLE, kind == RTN_THROW
+    return Route(prefix, hops, proto, table, metric, blackhole=blackhole, throw=throw), kind

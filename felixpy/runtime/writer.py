@@ -23,12 +23,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.calc.updates import InSync, Update
+from felixpy.calc.updates import InSync, InvalidConfig, Update
+
+if TYPE_CHECKING:
+    from felixpy.datastore.backend import ResourceEvent
+    from felixpy.resources.base import Resource
 
 log = structlog.get_logger(__name__)
 
@@ -57,13 +61,13 @@ class Dataplane(Protocol):
 class ResourceMsg:
     kind: str
     key: tuple[str, str]
-    obj: Any | None
+    obj: Resource | InvalidConfig | None  # InvalidConfig: a FelixConfiguration that does not validate
     revision: int = 0
     local: bool = False
     # A datastore event whose ``obj`` is built here, in the writer, when the message is processed
     # (``obj`` is then unused): a start-up snapshot of 11,000 endpoints queued as models held
     # them all at once, as raw JSON it holds a few MB and builds one model at a time.
-    event: Any = None
+    event: ResourceEvent | None = None
 
     @property
     def deleted(self) -> bool:

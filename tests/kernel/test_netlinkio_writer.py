@@ -7,7 +7,7 @@ import errno
 import pytest
 
 from felixpy.dataplane.sysctl import run_in_netns
-from felixpy.netlinkio.messages import RTN_BLACKHOLE, RTN_UNICAST, Hop, Route
+from felixpy.netlinkio.messages import RTN_BLACKHOLE, RTN_THROW, RTN_UNICAST, Hop, Route
 from felixpy.netlinkio.writer import RouteWriter, route_socket
 
 pytestmark = pytest.mark.kernel
@@ -88,3 +88,38 @@ def test_a_recreated_interface_is_found_by_name_again(node):
     ns.run("ip", "link", "set", "cali1", "up")
     assert writer.apply(replace=[Route("10.70.0.9/32", (Hop(dev="cali1"),), 80)]) == []
     assert _ours(writer)["10.70.0.9/32"][0].hops == (Hop(dev="cali1"),)
+
+
+def test_throw_routes_in_a_dedicated_table_read_back_replace_and_go(node):
+    """The WireGuard table's shapes (felixpy.dataplane.wireguard.sync_table): ``throw`` and ``dev``
+    routes in their own table, both families, read back as written and deleted by the same writer."""
+    ns, writer = node
+    routes = [
+        Route("10.244.0.0/26", (), 80, 7, throw=True),
+        Route("10.244.1.0/26", (Hop(dev="cali1"),), 80, 7),
+        Route("fd00:44::/122", (), 80, 7, metric=1024, throw=True),
+        Route("fd00:45::/122", (Hop(dev="cali1"),), 80, 7, metric=1024),
+    ]
+    assert writer.apply(replace=routes) == []
+    found = _ours(writer, table=7)
+    assert {dst: route for dst, (route, _kind) in found.items()} == {r.dst: r for r in routes}
+    assert found["10.244.0.0/26"][1] == RTN_THROW and found["fd00:44::/122"][1] == RTN_THROW
+    assert "throw 10.244.0.0/26 proto 80" in ns.run("ip", "route", "show", "table", "7")
+    v6 = ns.run("ip", "-6", "route", "show", "table", "7").splitlines()
+    assert any(line.startswith("throw fd00:44::/122 ") and " proto 80 " in line for line in v6)  # (dev lo)
+    assert _ours(writer) == {}  # nothing leaked into the main table
+    # a node that stops being a peer: its dev route becomes a throw in place (one replace)
+    assert writer.apply(replace=[Route("10.244.1.0/26", (), 80, 7, throw=True)]) == []
+    now_throw = Route("10.244.1.0/26", (), 80, 7, throw=True)
+    assert _ours(writer, table=7)["10.244.1.0/26"] == (now_throw, RTN_THROW)
+    assert writer.apply(delete=[r for r, _kind in found.values()]) == []
+    assert _ours(writer, table=7) == {}
+    assert ns.run("ip", "route", "show", "table", "7").strip() == ""
+    assert ns.run("ip", "-6", "route", "show", "table", "7").strip() == ""
+
+
+def test_a_throw_route_with_a_next_hop_is_refused_without_being_sent(node):
+    _ns, writer = node
+    bad = Route("10.244.2.0/26", (Hop(dev="cali1"),), 80, 7, throw=True)
+    assert writer.apply(replace=[bad]) == [(bad, errno.EINVAL)]
+    assert _ours(writer, table=7) == {}

@@ -83,3 +83,26 @@ def test_link_lookup_by_name_and_index() -> None:
     assert by_index["index"] == 9 and by_index.get_attr("IFLA_IFNAME") is None
     answer = nl.pack_get_link(seq=5, name="vxlan.calico")[16:]
     assert nl.parse_link(answer) == (0, "vxlan.calico")
+
+
+def test_throw_route_in_a_small_table_has_no_next_hop_and_round_trips() -> None:
+    """The WireGuard table's ``throw`` (RTN_THROW): universe scope, no RTA_OIF, table in the header."""
+    route = Route("10.244.0.0/26", (), 80, table=1, throw=True)
+    packed = nl.pack_replace(route, seq=5, index_of=INDEX.__getitem__)
+    msg = decode(packed)
+    expected = (nl.RTN_THROW, 1, nl.RT_SCOPE_UNIVERSE, 80)
+    assert (msg["type"], msg["table"], msg["scope"], msg["proto"]) == expected
+    assert msg.get_attr("RTA_OIF") is None and msg.get_attr("RTA_TABLE") is None
+    assert nl.parse_route(packed[16:], name_of=str) == (route, nl.RTN_THROW)
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        Route("10.244.0.0/26", (Hop(dev="cali1"),), 80, table=1, throw=True),
+        Route("10.244.0.0/26", (), 80, table=1, throw=True, blackhole=True),
+    ],
+)
+def test_a_throw_route_with_a_hop_or_also_a_blackhole_is_refused(route: Route) -> None:
+    with pytest.raises(ValueError, match="no next hop"):
+        nl.pack_replace(route, seq=1, index_of=INDEX.__getitem__)
