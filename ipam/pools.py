@@ -36,7 +36,7 @@ def check_pool_create(existing_pools: Sequence[IPPool], new: IPPool) -> None:
         if p.metadata.name == new.metadata.name:
             continue
         other = ipaddress.ip_network(p.spec.cidr, strict=False)
-        if other.version == net.version and net.overlaps(other):  # type: ignore[arg-type]
+        if other.version == net.version and net.overlaps(other):
             raise PoolOverlap(
                 f"IPPool {new.metadata.name!r} ({net}) overlaps IPPool {p.metadata.name!r} ({other})"
             )

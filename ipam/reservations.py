@@ -51,7 +51,7 @@ class Reservations:
         base = int(block.network_address)
         last = int(block.broadcast_address)
         for r in self.items:
-            if r.net.version != block.version or not r.net.overlaps(block):  # type: ignore[arg-type]
+            if r.net.version != block.version or not r.net.overlaps(block):
                 continue
             lo = max(base, int(r.net.network_address))
             hi = min(last, int(r.net.broadcast_address))

@@ -63,7 +63,7 @@ def tunnel_address(ipam: IPAM, node: str, kind: str = "ipip") -> str:
 
 def _get_node(ipam: IPAM, node: str) -> Node:
     try:
-        return ipam.backend.get(Node, node)  # type: ignore[no-any-return]
+        return ipam.backend.get(Node, node)
     except NotFound:
         raise NodeNotFound(f"node {node!r} has no Node resource") from None
 

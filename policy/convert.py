@@ -125,7 +125,7 @@ def policy_from_doc(doc: Mapping[str, Any]) -> Policy:
     cls = kind_for(str(doc.get("apiVersion", "")), str(doc.get("kind", "")))
     if cls not in (K8sNetworkPolicy, NetworkPolicy, GlobalNetworkPolicy):
         raise ConversionError(f"not a policy document: {doc.get('apiVersion')} {doc.get('kind')}")
-    return convert_policy(cls.model_validate(doc))  # type: ignore[union-attr,arg-type]
+    return convert_policy(cls.model_validate(doc))
 
 
 def convert_policy(res: AnyPolicy) -> Policy:
@@ -342,7 +342,7 @@ def _calico_types(res: NetworkPolicy | GlobalNetworkPolicy) -> frozenset[Directi
 def _k8s_types(res: K8sNetworkPolicy) -> frozenset[Direction]:
     spec = res.spec
     if spec.policy_types:
-        return frozenset(spec.policy_types)  # type: ignore[arg-type]
+        return frozenset(spec.policy_types)
     return frozenset(("Ingress", "Egress") if spec.egress else ("Ingress",))
 
 
@@ -380,7 +380,7 @@ def unenforced(res: AnyPolicy) -> list[Unenforced]:
         for i, rule in enumerate(rules):
             for part, reason in unsupported_parts(rule):
                 field = f"spec.{direction.lower()}[{i}].{part}"
-                out.append(Unenforced(pid, direction, i, field, reason, rule.action))  # type: ignore[arg-type]
+                out.append(Unenforced(pid, direction, i, field, reason, rule.action))
     return out
 
 

@@ -92,7 +92,7 @@ def _find_pool(backend: Any, name: str | None, cidr: str | None) -> IPPool:
         raise CommandError(f"--cidr {cidr!r} is not a CIDR") from None
     for p in backend.list(IPPool)[0]:
         if ipaddress.ip_network(p.spec.cidr, strict=False) == wanted:
-            return p  # type: ignore[no-any-return]
+            return p
     raise CommandError(f"unable to find IP pool covering the specified CIDR {cidr}")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from felixpy.resources.base import Resource
 
@@ -26,24 +26,27 @@ class ResourceEvent:
     revision: int
 
 
+R = TypeVar("R", bound=Resource)
+
+
 class Backend(Protocol):
-    def get(self, kind: type[Resource], name: str, namespace: str | None = None) -> Resource:
+    def get(self, kind: type[R], name: str, namespace: str | None = None) -> R:
         """Raises NotFound."""
         ...
 
-    def list(self, kind: type[Resource], namespace: str | None = None) -> tuple[builtins.list[Resource], int]:
+    def list(self, kind: type[R], namespace: str | None = None) -> tuple[builtins.list[R], int]:
         """Objects of ``kind`` (in ``namespace``, or all namespaces when None) and the list revision."""
         ...
 
-    def create(self, obj: Resource) -> Resource:
+    def create(self, obj: R) -> R:
         """Raises AlreadyExists. Returns the stored object with metadata.resourceVersion set."""
         ...
 
-    def update(self, obj: Resource) -> Resource:
+    def update(self, obj: R) -> R:
         """CAS on obj.metadata.resource_version (required). Raises Conflict or NotFound."""
         ...
 
-    def apply(self, obj: Resource) -> Resource:
+    def apply(self, obj: R) -> R:
         """Create or replace, ignoring the revision (what `felixctl apply` does)."""
         ...
 

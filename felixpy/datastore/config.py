@@ -140,7 +140,7 @@ def connect(config: DatastoreConfig) -> tuple[KV, Backend]:
         backend = _kubernetes_backend(config)
         from felixpy.datastore.kube_kv import KubeKV
 
-        return KubeKV(backend), backend  # type: ignore[return-value]
+        return KubeKV(backend), backend
     from felixpy.datastore.resources import KVBackend
 
     kv = connect_kv(config)
@@ -149,7 +149,7 @@ def connect(config: DatastoreConfig) -> tuple[KV, Backend]:
 
 def connect_backend(config: DatastoreConfig) -> Backend:
     if config.datastore_type == "kubernetes":
-        return _kubernetes_backend(config)  # type: ignore[return-value]
+        return _kubernetes_backend(config)
     from felixpy.datastore.resources import KVBackend
 
     return KVBackend(connect_kv(config))

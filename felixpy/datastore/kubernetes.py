@@ -19,9 +19,9 @@ import json
 import queue
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
-from felixpy.datastore.backend import ResourceEvent
+from felixpy.datastore.backend import R, ResourceEvent
 from felixpy.datastore.errors import AlreadyExists, Compacted, Conflict, DatastoreError, NotFound, Unavailable
 from felixpy.kube import convert
 from felixpy.resources.base import Resource
@@ -142,19 +142,19 @@ class KubernetesBackend:
             return convert.k8s_node_to_node(obj)
         return convert.crd_to_resource(kind, obj)
 
-    def get(self, kind: type[Resource], name: str, namespace: str | None = None) -> Resource:
+    def get(self, kind: type[R], name: str, namespace: str | None = None) -> R:
         if kind is Profile:
-            return self._get_profile(name)
+            return cast("R", self._get_profile(name))
         k8s_name = pod_name_of_wep(name) if kind is WorkloadEndpoint else name
         ns = (namespace or "default") if kind.NAMESPACED else None
         obj = self._from_k8s(kind, self._json("GET", api_path(kind, ns, k8s_name)))
         if obj is None:
             raise NotFound(f"{kind.KIND} {name} not found (the pod has no address yet)")
-        return obj
+        return cast("R", obj)
 
-    def list(self, kind: type[Resource], namespace: str | None = None) -> tuple[list[Resource], int]:
+    def list(self, kind: type[R], namespace: str | None = None) -> tuple[list[R], int]:
         if kind is Profile:
-            return self._list_profiles()
+            return cast("tuple[list[R], int]", self._list_profiles())
         out: list[Resource] = []
         token: str | None = None
         for _ in range(100_000):
@@ -162,7 +162,7 @@ class KubernetesBackend:
             out += [r for r in (self._from_k8s(kind, o) for o in page.get("items", [])) if r is not None]
             token = page.get("metadata", {}).get("continue")
             if not token:
-                return out, int(page["metadata"]["resourceVersion"])
+                return cast("tuple[list[R], int]", (out, int(page["metadata"]["resourceVersion"])))
         raise DatastoreError(f"listing {kind.KIND} did not finish")
 
     def list_events(
@@ -214,31 +214,32 @@ class KubernetesBackend:
 
     # -- writes -----------------------------------------------------------------------------------
 
-    def create(self, obj: Resource) -> Resource:
+    def create(self, obj: R) -> R:
         kind = type(obj)
         if kind is Profile:
             raise DatastoreError(PROFILES_READ_ONLY)
         if convert.is_native(kind):
-            return self._patch_native(obj, create=True)
-        return self._store(kind, "POST", api_path(kind, obj.namespace), convert.resource_to_crd(obj))
+            return cast("R", self._patch_native(obj, create=True))
+        body = convert.resource_to_crd(obj)
+        return cast("R", self._store(kind, "POST", api_path(kind, obj.namespace), body))
 
-    def update(self, obj: Resource) -> Resource:
+    def update(self, obj: R) -> R:
         kind = type(obj)
         if kind is Profile:
             raise DatastoreError(PROFILES_READ_ONLY)
         if not obj.metadata.resource_version:
             raise Conflict(f"{kind.KIND} {obj.name}: update needs metadata.resourceVersion")
         if convert.is_native(kind):
-            return self._patch_native(obj)
+            return cast("R", self._patch_native(obj))
         body = convert.resource_to_crd(obj)
-        return self._store(kind, "PUT", api_path(kind, obj.namespace, obj.name), body)
+        return cast("R", self._store(kind, "PUT", api_path(kind, obj.namespace, obj.name), body))
 
-    def apply(self, obj: Resource) -> Resource:
+    def apply(self, obj: R) -> R:
         kind = type(obj)
         if kind is Profile:
             raise DatastoreError(PROFILES_READ_ONLY)
         if convert.is_native(kind):
-            return self._patch_native(obj)
+            return cast("R", self._patch_native(obj))
         for _ in range(5):
             try:
                 current = self.get(kind, obj.name, obj.namespace)

@@ -20,9 +20,9 @@ import inspect
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from felixpy.datastore.backend import ResourceEvent
+from felixpy.datastore.backend import R, ResourceEvent
 from felixpy.datastore.errors import AlreadyExists, Conflict, NotFound
 from felixpy.datastore.kv import KV, KeyValue, WatchEvent
 from felixpy.resources.base import Resource
@@ -116,7 +116,7 @@ class LazyResourceEvent(ResourceEvent):
         setattr_(self, "_raw", raw)
         setattr_(self, "_model", None)
 
-    @property  # type: ignore[override]
+    @property
     def obj(self) -> Resource | None:
         model = self._model
         if model is None and self._raw:
@@ -192,20 +192,20 @@ class KVBackend:
         self.kv = kv
         self._can_pin = "revision" in inspect.signature(kv.list).parameters
 
-    def get(self, kind: type[Resource], name: str, namespace: str | None = None) -> Resource:
+    def get(self, kind: type[R], name: str, namespace: str | None = None) -> R:
         kv = self.kv.get(resource_key(kind, name, namespace))
         if kv is None:
             raise NotFound(f"{kind.KIND} {_label(name, namespace, kind)} not found")
-        return decode(kind, kv.value, kv.mod_revision)
+        return cast("R", decode(kind, kv.value, kv.mod_revision))
 
-    def list(self, kind: type[Resource], namespace: str | None = None) -> tuple[builtins.list[Resource], int]:
+    def list(self, kind: type[R], namespace: str | None = None) -> tuple[builtins.list[R], int]:
         kvs, rev = self.kv.list(kind_prefix(kind, namespace))
         out = []
         for kv in kvs:
             parsed = parse_key(kv.key)
             if parsed is not None and parsed[0] is kind:
                 out.append(decode(kind, kv.value, kv.mod_revision))
-        return out, rev
+        return cast("tuple[list[R], int]", (out, rev))
 
     def list_events(
         self, kind: type[Resource], revision: int | None = None
@@ -228,7 +228,7 @@ class KVBackend:
             events.append(new("put", kind, name, ns, kv.value, kv.mod_revision))
         return events, rev
 
-    def create(self, obj: Resource) -> Resource:
+    def create(self, obj: R) -> R:
         data = obj.to_dict()
         meta = data.setdefault("metadata", {})
         meta.setdefault("uid", str(uuid.uuid4()))
@@ -236,16 +236,16 @@ class KVBackend:
         stored = type(obj).model_validate(data)
         key, value = encode(stored)
         rev = self.kv.create(key, value)
-        return decode(type(obj), value, rev)
+        return cast("R", decode(type(obj), value, rev))
 
-    def update(self, obj: Resource) -> Resource:
+    def update(self, obj: R) -> R:
         if not obj.metadata.resource_version:
             raise ValueError(f"update of {obj.kind} {obj.name!r} needs metadata.resourceVersion")
         key, value = encode(obj)
         rev = self.kv.update(key, value, int(obj.metadata.resource_version))
-        return decode(type(obj), value, rev)
+        return cast("R", decode(type(obj), value, rev))
 
-    def apply(self, obj: Resource) -> Resource:
+    def apply(self, obj: R) -> R:
         kind = type(obj)
         for _ in range(APPLY_RETRIES):
             try:

@@ -9,7 +9,7 @@ import ipaddress
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -23,6 +23,9 @@ from felixpy.runtime.settings import FelixParams, Settings
 from ipam.ipam import IPAM
 from ipam.tunnel import tunnel_address
 
+if TYPE_CHECKING:
+    from felixpy.datastore.backend import Backend
+
 log = structlog.get_logger(__name__)
 CAS_RETRIES = 20
 OVERHEAD = {"ipip": 20, "vxlan": 50, "wireguard": 60}
@@ -32,7 +35,7 @@ LOCK_POLL_FIRST = 1.0  # seconds between reads of ClusterInformation while locke
 LOCK_POLL_MAX = 10.0  # ... up to this
 
 
-def datastore_locked(backend: Any) -> bool:
+def datastore_locked(backend: Backend) -> bool:
     """ClusterInformation ``default`` says ``datastoreReady: false`` (absent or unset = not locked)."""
     try:
         info = backend.get(ClusterInformation, "default")
@@ -42,7 +45,7 @@ def datastore_locked(backend: Any) -> bool:
 
 
 def wait_until_unlocked(
-    backend: Any,
+    backend: Backend,
     limit: float,
     *,
     clock: Callable[[], float] = time.monotonic,
@@ -101,7 +104,7 @@ def node_address(settings: Settings) -> autodetect.HostAddress | None:
     return match[0] if match else autodetect.HostAddress("", ip)
 
 
-def register_node(backend: Any, settings: Settings, address: str | None) -> Node:
+def register_node(backend: Backend, settings: Settings, address: str | None) -> Node:
     """Create or update our Node with spec.bgp.ipv4Address / asNumber (CAS, retried)."""
     for _ in range(CAS_RETRIES):
         try:
@@ -112,15 +115,15 @@ def register_node(backend: Any, settings: Settings, address: str | None) -> Node
             try:
                 created = backend.create(node)
                 log.info("node.registered", node=settings.nodename, address=address, reason="first start")
-                return created  # type: ignore[no-any-return]
+                return created
             except AlreadyExists:
                 continue
         if not _set_identity(node, settings, address):
-            return node  # type: ignore[no-any-return]
+            return node
         try:
             updated = backend.update(node)
             log.info("node.updated", node=settings.nodename, address=address, reason="address/AS/RR changed")
-            return updated  # type: ignore[no-any-return]
+            return updated
         except Conflict:
             continue
     raise Conflict(f"could not register node {settings.nodename}: too many concurrent updates")
@@ -158,7 +161,7 @@ def _set_bgp(node: Node, settings: Settings, address: str | None) -> bool:
     return True
 
 
-def ensure_default_pool(backend: Any, settings: Settings) -> None:
+def ensure_default_pool(backend: Backend, settings: Settings) -> None:
     """calico-node's default pools: an IPv4 one when no IPv4 pool exists (CALICO_IPV4POOL_*), and
     an IPv6 one when CALICO_IPV6POOL_CIDR is set and no IPv6 pool exists; NO_DEFAULT_POOLS: none."""
     if settings.no_default_pools:
@@ -193,7 +196,7 @@ def default_pools(settings: Settings) -> list[IPPool]:
     return [IPPool.model_validate({"metadata": {"name": name}, "spec": spec}) for name, spec in specs]
 
 
-def _create_pool(backend: Any, pool: IPPool) -> None:
+def _create_pool(backend: Backend, pool: IPPool) -> None:
     try:
         backend.create(pool)
         log.info("ippool.created", pool=pool.name, cidr=pool.spec.cidr, reason="no pool of its IP version")
@@ -201,7 +204,7 @@ def _create_pool(backend: Any, pool: IPPool) -> None:
         pass
 
 
-def encap_kinds(backend: Any) -> set[str]:
+def encap_kinds(backend: Backend) -> set[str]:
     pools, _ = backend.list(IPPool)
     out = set()
     for p in pools:
@@ -222,10 +225,10 @@ def ensure_tunnel_addresses(ipam: IPAM, nodename: str, kinds: set[str]) -> dict[
     return out
 
 
-def felix_params(backend: Any, settings: Settings) -> FelixParams:
+def felix_params(backend: Backend, settings: Settings) -> FelixParams:
     def spec_of(name: str) -> dict[str, Any]:
         try:
-            return backend.get(FelixConfiguration, name).spec.model_dump(by_alias=True, exclude_none=True)  # type: ignore[no-any-return]
+            return backend.get(FelixConfiguration, name).spec.model_dump(by_alias=True, exclude_none=True)
         except NotFound:
             return {}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import ValidationError
@@ -37,6 +37,9 @@ from felixpy.resources import (
 )
 from felixpy.resources.stored import GlobalNetworkSet, NetworkSet, Profile
 from felixpy.runtime.writer import BlockMsg, InSyncMsg, ResourceMsg, Writer
+
+if TYPE_CHECKING:
+    from felixpy.datastore.backend import Backend
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +80,7 @@ def parse_affinity(key: str, value: bytes) -> tuple[str, str, bool] | None:
 
 
 class SyncSources:
-    def __init__(self, kv: KV, backend: Any, writer: Writer) -> None:
+    def __init__(self, kv: KV, backend: Backend, writer: Writer) -> None:
         self.kv = kv
         self.writer = writer
         # A backend that synthesises a kind (Kubernetes mode: kns./ksa. Profiles from Namespaces and
