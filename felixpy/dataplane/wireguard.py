@@ -212,7 +212,7 @@ def sync_table(
 ) -> tuple[int, int]:
     """Table ``table`` holds exactly ``routes`` (cidr -> "dev" | "throw"); returns (written, removed)."""
     written = removed = 0
-    if not routes and family == socket.AF_INET and not _table_has_routes(table, netns):
+    if not routes and not _table_has_routes(table, netns, family):
         return written, removed  # the usual case (WireGuard off): no pyroute2 dump of every route
     anywhere = "::" if family == socket.AF_INET6 else "0.0.0.0"
     with open_iproute(netns) as ipr:
@@ -255,14 +255,14 @@ def sync_table(
     return written, removed
 
 
-def _table_has_routes(table: int, netns: str | None) -> bool:
-    """Whether IPv4 table ``table`` holds any route: one raw dump, each route's header read only
-    (pyroute2 decodes every route of every table, 10,000 BGP routes included, to filter by table)."""
+def _table_has_routes(table: int, netns: str | None, family: int = socket.AF_INET) -> bool:
+    """Whether table ``table`` of ``family`` holds any route: one raw dump, each route's header read
+    only (pyroute2 decodes every route of every table, 10,000 BGP routes included, to filter by table)."""
     compat = 252  # RT_TABLE_COMPAT: the header's table field when the table id is >= 256
     sock = run_in_netns(netns, route_socket) if netns else route_socket()
     with sock:
         sock.settimeout(10.0)
-        sock.sendall(nl.pack_dump(nl.AF_INET, seq=1))
+        sock.sendall(nl.pack_dump(nl.AF_INET6 if family == socket.AF_INET6 else nl.AF_INET, seq=1))
         while True:
             for kind, seq, payload in nl.messages(sock.recv(1 << 20)):
                 if seq != 1:

@@ -52,7 +52,7 @@ def nodes(netns, tmp_path: Path) -> Iterator[dict]:  # type: ignore[no-untyped-d
             published[name] = key
 
         driver = WireguardDriver(WireguardConfig(enabled=True, keepalive=0), nodename=name, host_mtu=1500,
-                                 run_dir=str(tmp_path / name), publish=publish, netns=ns.name, clock=clock)
+                                 key_dir=str(tmp_path / name), publish=publish, netns=ns.name, clock=clock)
         out[name] = {"ns": ns, "driver": driver, "clock": clock}
     for name, other in (("node-a", "node-b"), ("node-b", "node-a")):
         out[name]["ns"].run("ip", "route", "add", NODES[other][1], "via", NODES[other][0], "dev", "eth0")
@@ -152,7 +152,7 @@ def test_turning_it_off_clears_key_and_rule_then_drains_the_device(nodes: dict) 
     for node in env["nodes"].values():
         d: WireguardDriver = node["driver"]
         node["driver"] = WireguardDriver(WireguardConfig(enabled=False), nodename=d.nodename, host_mtu=1500,
-                                         run_dir=os.path.dirname(os.path.dirname(d.conf_path)),
+                                         key_dir=os.path.dirname(os.path.dirname(d.conf_path)),
                                          publish=d.publish, netns=d.netns, clock=node["clock"])
     converge(env, rounds=1)
     assert env["published"] == {"node-a": None, "node-b": None}
@@ -208,7 +208,7 @@ def test_ipv6_device_wg_v6_cali_peers_table_rule_and_encrypted_traffic(netns, tm
             published[name] = key
 
         drivers[name] = WireguardDriver(WireguardConfig.v6(enabled=True), nodename=name, host_mtu=1500,
-                                        run_dir=str(tmp_path / name), publish=publish, netns=ns.name)
+                                        key_dir=str(tmp_path / name), publish=publish, netns=ns.name)
     for name, other in (("node-a", "node-b"), ("node-b", "node-a")):
         spaces[name].run("ip", "-6", "route", "add", NODES_V6[other][1], "via", NODES_V6[other][0],
                          "dev", "eth0")
@@ -265,7 +265,7 @@ def test_ipv6_device_wg_v6_cali_peers_table_rule_and_encrypted_traffic(netns, tm
     clock = Clock()
     for name, d in list(drivers.items()):
         drivers[name] = WireguardDriver(WireguardConfig.v6(enabled=False), nodename=name, host_mtu=1500,
-                                        run_dir=str(tmp_path / name), publish=d.publish, netns=d.netns,
+                                        key_dir=str(tmp_path / name), publish=d.publish, netns=d.netns,
                                         clock=clock)
         drivers[name].on_update(snap())
         assert drivers[name].apply()
