@@ -8,6 +8,7 @@ the agent runs it, with a recording publisher standing in for the Node status wr
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import time
@@ -172,7 +173,8 @@ def test_turning_it_off_clears_key_and_rule_then_drains_the_device(nodes: dict) 
 
 def test_sync_table_to_nothing_removes_what_is_left_and_skips_an_empty_table(netns) -> None:  # type: ignore[no-untyped-def]
     """WireGuard off (every start): a table with leftovers is emptied, an empty one is left alone
-    after one header-only dump; tables above 255 (RTA_TABLE) too. No WireGuard module needed."""
+    after one header-only dump; tables above 255 (RTA_TABLE) too; IPv4 and IPv6. No WireGuard module
+    needed."""
     from felixpy.dataplane import wireguard as wg
 
     ns = netns("wgt")
@@ -183,6 +185,15 @@ def test_sync_table_to_nothing_removes_what_is_left_and_skips_an_empty_table(net
         assert ns.run("ip", "route", "show", "table", str(table)).strip() == ""
         assert wg.sync_table({}, device="wg-none", table=table, netns=ns.name) == (0, 0)
         assert "10.8.0.0/24" in ns.run("ip", "route", "show", "table", str(table + 1))
+    # the same for an IPv6 table (wg-v6.cali off: table 2 of IPv6), IPv4's table of that id left alone
+    ns.run("ip", "route", "add", "throw", "10.9.0.0/24", "table", "2")
+    for table in (2, 1002):
+        ns.run("ip", "-6", "route", "add", "throw", "fd00:9::/64", "table", str(table), "proto", "80")
+        v6 = socket.AF_INET6
+        assert wg.sync_table({}, device="wg-none", table=table, netns=ns.name, family=v6) == (0, 1)
+        assert ns.run("ip", "-6", "route", "show", "table", str(table)).strip() == ""
+        assert wg.sync_table({}, device="wg-none", table=table, netns=ns.name, family=v6) == (0, 0)
+    assert "throw 10.9.0.0/24" in ns.run("ip", "route", "show", "table", "2")
 
 
 NODES_V6 = {"node-a": ("fd00:91::1", "fd00:244::/122", "fd00:244::1"),
@@ -191,7 +202,7 @@ NODES_V6 = {"node-a": ("fd00:91::1", "fd00:244::/122", "fd00:244::1"),
 
 def test_ipv6_device_wg_v6_cali_peers_table_rule_and_encrypted_traffic(netns, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """wireguardEnabledV6 as Calico has it, at the driver level: wg-v6.cali on 51821 (MTU 1500 - 80),
-    peers at [v6]:51821, IPv6 table 1 and rule 99, only UDP 51821 on the wire; off removes it all."""
+    peers at [v6]:51821, IPv6 table 2 and rule 99, only UDP 51821 on the wire; off removes it all."""
     require_kernel("wireguard")
     a, b = netns("wg6a"), netns("wg6b")
     a.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b.name)
@@ -215,7 +226,8 @@ def test_ipv6_device_wg_v6_cali_peers_table_rule_and_encrypted_traffic(netns, tm
 
     def snap() -> WireguardUpdate:
         return WireguardUpdate(
-            nodes=tuple(WgNode(n, ip, published.get(n)) for n, (ip, _, _) in NODES_V6.items()),
+            nodes=tuple(WgNode(n, None, None, ip6=ip, public_key_v6=published.get(n))
+                        for n, (ip, _, _) in NODES_V6.items()),
             blocks=tuple((block, n) for n, (_, block, _) in NODES_V6.items()))
 
     for _ in range(3):
@@ -227,9 +239,9 @@ def test_ipv6_device_wg_v6_cali_peers_table_rule_and_encrypted_traffic(netns, tm
     assert show[0].split("\t")[1:] == [published["node-a"], "51821", "0x200000"]
     peer = show[1].split("\t")
     assert (peer[0], peer[2], peer[3]) == (published["node-b"], "[fd00:91::2]:51821", "fd00:244:0:1::/122")
-    assert "99:\tnot from all fwmark 0x200000/0x200000 lookup 1" in a.run("ip", "-6", "rule")
-    assert "lookup 1" not in a.run("ip", "rule")  # the IPv4 rules are untouched
-    table = a.run("ip", "-6", "route", "show", "table", "1")
+    assert "99:\tnot from all fwmark 0x200000/0x200000 lookup 2" in a.run("ip", "-6", "rule")
+    assert "lookup 2" not in a.run("ip", "rule")  # the IPv4 rules are untouched
+    table = a.run("ip", "-6", "route", "show", "table", "2")
     assert "fd00:244:0:1::/122 dev wg-v6.cali" in table and "throw fd00:244::/122" in table, table
     assert "mtu 1420" in a.run("ip", "link", "show", "wg-v6.cali")
 
@@ -270,8 +282,8 @@ def test_ipv6_device_wg_v6_cali_peers_table_rule_and_encrypted_traffic(netns, tm
         drivers[name].on_update(snap())
         assert drivers[name].apply()
     assert published == {"node-a": None, "node-b": None}
-    assert "lookup 1" not in a.run("ip", "-6", "rule")
-    assert a.run("ip", "-6", "route", "show", "table", "1").strip() == ""
+    assert "lookup 2" not in a.run("ip", "-6", "rule")
+    assert a.run("ip", "-6", "route", "show", "table", "2").strip() == ""
     assert "wg-v6.cali" in a.run("ip", "link")  # still draining
     assert ping6()  # plain IPv6 routing now
     clock.now += wgdrv.DRAIN_SECONDS
@@ -279,3 +291,147 @@ def test_ipv6_device_wg_v6_cali_peers_table_rule_and_encrypted_traffic(netns, tm
         d.resync()
         assert d.apply()
     assert "wg-v6.cali" not in a.run("ip", "link") and "wg-v6.cali" not in b.run("ip", "link")
+
+
+DUAL = {"node-a": ("192.168.92.1", "fd00:92::1", "10.246.0.0/26", "10.246.0.1", "fd00:246::/122",
+                   "fd00:246::1"),
+        "node-b": ("192.168.92.2", "fd00:92::2", "10.246.1.0/26", "10.246.1.1", "fd00:246:0:1::/122",
+                   "fd00:246:0:1::1")}
+
+
+def test_dual_stack_agent_drives_wireguard_cali_and_wg_v6_cali_each_with_its_own_key(netns, tmp_path: Path
+                                                                                     ) -> None:  # type: ignore[no-untyped-def]
+    """wireguardEnabled and wireguardEnabledV6 together, as the agent runs them: Node resources through
+    the calc (IPv4 and IPv6 addresses, status.wireguardPublicKey and status.wireguardPublicKeyV6) into
+    two drivers per node. Each device has its own key pair (private keys 0600 under the state dir),
+    IPv4 table 1 and IPv6 table 2; both families' pod traffic is encrypted (only UDP 51820/51821 on the
+    wire). Turning IPv6 off clears only the IPv6 key and leaves IPv4 encrypted."""
+    from felixpy.calc.wireguard import WireguardCalc
+    from felixpy.resources.node import Node
+
+    require_kernel("wireguard")
+    a, b = netns("wgda"), netns("wgdb")
+    spaces = {"node-a": a, "node-b": b}
+    a.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b.name)
+    status: dict[str, dict[str, str | None]] = {n: {} for n in DUAL}
+    drivers: dict[str, dict[str, WireguardDriver]] = {}
+    clock = Clock()
+    for name, (ip, ip6, _b4, wl4, _b6, wl6) in DUAL.items():
+        ns = spaces[name]
+        ns.run("ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        ns.run("ip", "-6", "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
+        ns.run("ip", "link", "set", "eth0", "up")
+        ns.run("ip", "addr", "add", f"{wl4}/32", "dev", "lo")
+        ns.run("ip", "-6", "addr", "add", f"{wl6}/128", "dev", "lo", "nodad")
+
+        def publisher(field: str, name: str = name):  # type: ignore[no-untyped-def]
+            def publish(key: str | None) -> None:  # stands in for the CAS write of the Node's status
+                status[name][field] = key
+            return publish
+
+        drivers[name] = {
+            "v4": WireguardDriver(WireguardConfig(enabled=True), nodename=name, host_mtu=1500,
+                                  key_dir=str(tmp_path / name), publish=publisher("wireguardPublicKey"),
+                                  netns=ns.name, clock=clock),
+            "v6": WireguardDriver(WireguardConfig.v6(enabled=True), nodename=name, host_mtu=1500,
+                                  key_dir=str(tmp_path / name), publish=publisher("wireguardPublicKeyV6"),
+                                  netns=ns.name, clock=clock)}
+    for name, other in (("node-a", "node-b"), ("node-b", "node-a")):
+        spaces[name].run("ip", "route", "add", DUAL[other][2], "via", DUAL[other][0], "dev", "eth0")
+        spaces[name].run("ip", "-6", "route", "add", DUAL[other][4], "via", DUAL[other][1], "dev", "eth0")
+
+    def snapshot() -> WireguardUpdate:
+        calc = WireguardCalc()
+        for name, (ip, ip6, b4, _wl4, b6, _wl6) in DUAL.items():
+            calc.on_node(name, Node.model_validate({
+                "metadata": {"name": name},
+                "spec": {"bgp": {"ipv4Address": f"{ip}/24", "ipv6Address": f"{ip6}/64"}},
+                "status": {k: v for k, v in status[name].items() if v}}))
+            calc.on_block(b4, name)
+            calc.on_block(b6, name)
+        (u,) = calc.flush()
+        return u
+
+    def converge() -> None:
+        for _ in range(3):
+            for pair in drivers.values():
+                for d in pair.values():
+                    d.on_update(snapshot())
+                    assert d.apply()
+
+    converge()
+    for name in DUAL:
+        k4, k6 = status[name]["wireguardPublicKey"], status[name]["wireguardPublicKeyV6"]
+        assert k4 and k6 and k4 != k6, status  # a key pair per device
+        for dev, key in (("wireguard.cali", k4), ("wg-v6.cali", k6)):
+            assert spaces[name].run("wg", "show", dev, "public-key").strip() == key
+            conf = tmp_path / name / "wireguard" / f"{dev}.conf"
+            assert stat.S_IMODE(os.stat(conf).st_mode) == 0o600
+    peer4 = a.run("wg", "show", "wireguard.cali", "dump").splitlines()[1].split("\t")
+    peer6 = a.run("wg", "show", "wg-v6.cali", "dump").splitlines()[1].split("\t")
+    assert (peer4[0], peer4[2], peer4[3]) == (status["node-b"]["wireguardPublicKey"], "192.168.92.2:51820",
+                                              "10.246.1.0/26")
+    assert (peer6[0], peer6[2], peer6[3]) == (status["node-b"]["wireguardPublicKeyV6"], "[fd00:92::2]:51821",
+                                              "fd00:246:0:1::/122")
+    assert "lookup 1" in a.run("ip", "rule") and "lookup 2" in a.run("ip", "-6", "rule")
+    assert "10.246.1.0/26 dev wireguard.cali" in a.run("ip", "route", "show", "table", "1")
+    assert "fd00:246:0:1::/122 dev wg-v6.cali" in a.run("ip", "-6", "route", "show", "table", "2")
+
+    def ping(v6: bool, marker: str = "") -> bool:
+        src, dst = (DUAL["node-a"][5], DUAL["node-b"][5]) if v6 else (DUAL["node-a"][3], DUAL["node-b"][3])
+        pattern = ["-p", marker.encode().hex()] if marker else []
+        argv = ["ip", "netns", "exec", a.name, "ping", "-6" if v6 else "-4", "-c1", "-W2", *pattern,
+                "-I", src, dst]
+        return subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
+
+    def until(ok, what: str) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 20
+        while not ok():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.5)
+
+    until(lambda: ping(False) and ping(True), "pod addresses answer over both devices")
+    marker = "FELIXPY-DUALSTAK"
+
+    def capture(action) -> str:  # type: ignore[no-untyped-def]
+        proc = subprocess.Popen(["ip", "netns", "exec", b.name, "tcpdump", "-l", "-n", "-i", "eth0", "-A",
+                                 "ip or ip6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.5)
+            action()
+            time.sleep(1.0)
+        finally:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=20)
+        return out
+
+    def both() -> None:
+        for _ in range(3):
+            assert ping(False, marker) and ping(True, marker)
+
+    out = capture(both)
+    packets = [line for line in out.splitlines() if " IP " in line or " IP6 " in line]
+    assert any(".51820: UDP" in line for line in packets), out
+    assert any(".51821: UDP" in line for line in packets), out
+    assert not any("10.246." in line or "fd00:246:" in line for line in packets), packets
+    assert marker not in out
+    # wireguardEnabledV6 off on both nodes: only the IPv6 key, rule and table go; IPv4 stays encrypted
+    for name, pair in drivers.items():
+        pair["v6"] = WireguardDriver(WireguardConfig.v6(enabled=False), nodename=name, host_mtu=1500,
+                                     key_dir=str(tmp_path / name), publish=pair["v6"].publish,
+                                     netns=spaces[name].name, clock=clock)
+    converge()
+    assert all(status[n]["wireguardPublicKeyV6"] is None and status[n]["wireguardPublicKey"] for n in DUAL)
+    assert "lookup 2" not in a.run("ip", "-6", "rule") and "lookup 1" in a.run("ip", "rule")
+    assert a.run("wg", "show", "wireguard.cali", "peers").strip() == status["node-b"]["wireguardPublicKey"]
+    until(lambda: ping(True), "IPv6 pod traffic over the main table once wg-v6.cali is off")
+    out = capture(lambda: [ping(False, marker) for _ in range(2)])
+    v4 = [line for line in out.splitlines() if " IP " in line]
+    assert v4 and all(".51820: UDP" in line for line in v4), v4
+    assert marker not in out
+    clock.now += wgdrv.DRAIN_SECONDS
+    for pair in drivers.values():
+        pair["v6"].resync()
+        assert pair["v6"].apply()
+    assert "wg-v6.cali" not in a.run("ip", "link") and "wireguard.cali" in a.run("ip", "link")
+    assert not (tmp_path / "node-a" / "wireguard" / "wg-v6.cali.conf").exists()
