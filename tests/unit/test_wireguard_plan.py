@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 
 import pytest
 from pydantic import ValidationError
@@ -237,3 +238,47 @@ def test_pod_mtu_with_ipv6_wireguard_takes_its_80_bytes() -> None:
     assert pod_mtu(FelixParams(wireguardEnabledV6=True), 1500, set()) == 1420
     assert pod_mtu(FelixParams(wireguardEnabled=True, wireguardEnabledV6=True), 9000, {"ipip"}) == 8920
     assert pod_mtu(FelixParams(wireguardEnabledV6=True, wireguardMTUV6=1300), 1500, {"vxlan"}) == 1300
+
+
+def test_crosssubnet_two_racks_wireguard_peers_on_both_racks_ipip_only_for_nodes_without_it() -> None:
+    """IPIP CrossSubnet and WireGuard both on, two racks (Calico's shape, reference wave 2 §2.3/§2.5):
+    the main table keeps the CrossSubnet routes (same rack direct on eth0, other rack via tunl0 onlink),
+    and the WireGuard table, consulted first by the ``not fwmark`` rule, sends every WireGuard peer's
+    blocks over the device whichever rack it is in; only a node without a key (here in the other rack)
+    is thrown back to the main table, so its traffic is IPIP, unencrypted. The encrypted UDP goes to
+    node addresses, which no pool route covers: it is routed plainly, never IPIP in IPIP. Pod MTU:
+    the smallest of IPIP's and WireGuard's (1440)."""
+    from felixpy.calc.recorder import RecordingDataplane
+    from felixpy.resources import IPPool
+
+    g, rec = CalcGraph("node1", ipip_routes=True, wireguard=True), RecordingDataplane()
+    for name, ip, key in (("node1", "10.0.0.1", K1), ("node2", "10.0.0.2", K2),  # rack 1
+                          ("node3", "10.0.9.3", K3), ("node4", "10.0.9.4", None)):  # rack 2
+        doc: dict = {"metadata": {"name": name}, "spec": {"bgp": {"ipv4Address": f"{ip}/24"}}}
+        if key:
+            doc["status"] = {"wireguardPublicKey": key}
+        g.on_resource("Node", ("", name), Node.model_validate(doc))
+    g.on_resource("IPPool", ("", "p"), IPPool.model_validate(
+        {"metadata": {"name": "p"}, "spec": {"cidr": "192.168.0.0/16", "ipipMode": "CrossSubnet"}}))
+    blocks = {"192.168.0.0/26": "node1", "192.168.1.0/26": "node2", "192.168.3.0/26": "node3",
+              "192.168.4.0/26": "node4"}
+    for cidr, owner in blocks.items():
+        g.on_block(cidr, owner)
+    batch = g.flush()
+    rec.apply(batch)
+    (u,) = [x for x in batch if isinstance(x, WireguardUpdate)]
+    main = {dst: (r.kind, r.iface, r.gateway, r.onlink) for dst, r in rec.routes.items()}
+    assert main["192.168.1.0/26"] == ("direct", None, "10.0.0.2", False)  # same rack: native
+    assert main["192.168.3.0/26"] == ("ipip", "tunl0", "10.0.9.3", True)  # other rack: IPIP
+    assert main["192.168.4.0/26"] == ("ipip", "tunl0", "10.0.9.4", True)
+    p = plan("node1", u, CFG)
+    assert [(x.node, x.endpoint) for x in p.peers] == [("node2", "10.0.0.2:51820"),
+                                                       ("node3", "10.0.9.3:51820")]
+    assert p.routes == {"192.168.0.0/26": "throw",  # our own pods: main table
+                        "192.168.1.0/26": "dev",  # same rack: encrypted, not native
+                        "192.168.3.0/26": "dev",  # other rack: encrypted, not IPIP
+                        "192.168.4.0/26": "throw"}  # no key: main table's tunl0 route, unencrypted
+    endpoints = [ipaddress.ip_address(x.endpoint.split(":")[0]) for x in p.peers]
+    assert not any(e in ipaddress.ip_network(dst) for e in endpoints for dst in [*main, *p.routes])
+    assert pod_mtu(FelixParams(wireguardEnabled=True), 1500, {"ipip"}) == 1440
+    assert device_mtu(CFG, 1500) == 1440
