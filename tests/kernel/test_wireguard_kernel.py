@@ -435,3 +435,125 @@ def test_dual_stack_agent_drives_wireguard_cali_and_wg_v6_cali_each_with_its_own
         assert pair["v6"].apply()
     assert "wg-v6.cali" not in a.run("ip", "link") and "wireguard.cali" in a.run("ip", "link")
     assert not (tmp_path / "node-a" / "wireguard" / "wg-v6.cali.conf").exists()
+
+
+# two racks: rack 1 (192.168.95.0/24, a bridge in the router) holds node-a and node-b, rack 2
+# (192.168.96.0/24) node-c; the router knows node addresses only, never pod blocks
+RACKS = {"node-a": ("192.168.95.1", "192.168.95.254", "10.247.0.0/26", "10.247.0.1"),
+         "node-b": ("192.168.95.2", "192.168.95.254", "10.247.1.0/26", "10.247.1.1"),
+         "node-c": ("192.168.96.3", "192.168.96.254", "10.247.2.0/26", "10.247.2.1")}
+
+
+def test_crosssubnet_two_racks_wireguard_encrypts_both_racks_and_a_node_without_it_gets_ipip(
+        netns, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """IPIP CrossSubnet routes in the main table (same rack direct on eth0, other rack via tunl0
+    onlink) and WireGuard on, as Calico combines them: a capture in the router sees only UDP 51820
+    between nodes, same rack and across racks (no IPIP, no pod address, no payload in clear). When
+    node-c turns WireGuard off, its blocks are thrown back to the main table: node-a reaches it
+    over tunl0 (IPIP through the router, unencrypted, as Calico does for nodes without WireGuard)
+    while node-a to node-b stays encrypted."""
+    import re
+
+    from felixpy.dataplane.tunnel_devices import ensure_ipip
+
+    require_kernel("ipip", "wireguard")
+    r = netns("wgr")
+    spaces = {name: netns(f"wg{name[-1]}") for name in RACKS}
+    r.run("ip", "link", "add", "br1", "type", "bridge")
+    r.run("ip", "addr", "add", "192.168.95.254/24", "dev", "br1")
+    r.run("ip", "link", "set", "br1", "up")
+    r.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    for name, (ip, gw, _block, wl) in RACKS.items():
+        ns, port = spaces[name], f"r{name[-1]}"
+        r.run("ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.name)
+        if name == "node-c":
+            r.run("ip", "addr", "add", f"{gw}/24", "dev", port)
+        else:
+            r.run("ip", "link", "set", port, "master", "br1")
+        r.run("ip", "link", "set", port, "up")
+        ns.run("ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        ns.run("ip", "link", "set", "eth0", "up")
+        ns.run("ip", "route", "add", "default", "via", gw)
+        ns.run("ip", "addr", "add", f"{wl}/32", "dev", "lo")
+        ensure_ipip(wl.rsplit(".", 1)[0] + ".62", mtu=1480, netns=ns.name)
+    for name, (ip, _gw, _block, _wl) in RACKS.items():  # CrossSubnet: what calc plans for each node
+        subnet = ip.rsplit(".", 1)[0]
+        for other, (oip, _ogw, oblock, _owl) in RACKS.items():
+            if other == name:
+                continue
+            if oip.rsplit(".", 1)[0] == subnet:
+                spaces[name].run("ip", "route", "add", oblock, "via", oip, "dev", "eth0")
+            else:
+                spaces[name].run("ip", "route", "add", oblock, "via", oip, "dev", "tunl0", "onlink")
+    published: dict[str, str | None] = {}
+    clock = Clock()
+    drivers = {}
+    for name in RACKS:
+        def publish(key: str | None, name: str = name) -> None:
+            published[name] = key
+
+        drivers[name] = WireguardDriver(WireguardConfig(enabled=True), nodename=name, host_mtu=1500,
+                                        key_dir=str(tmp_path / name), publish=publish,
+                                        netns=spaces[name].name, clock=clock)
+
+    def converge() -> None:
+        for _ in range(3):
+            snap = WireguardUpdate(
+                nodes=tuple(WgNode(n, ip, published.get(n)) for n, (ip, _, _, _) in RACKS.items()),
+                blocks=tuple((block, n) for n, (_, _, block, _) in RACKS.items()))
+            for d in drivers.values():
+                d.on_update(snap)
+                assert d.apply()
+
+    def ping(dst: str, marker: str = "") -> bool:
+        pattern = ["-p", marker.encode().hex()] if marker else []
+        return subprocess.run(["ip", "netns", "exec", spaces["node-a"].name, "ping", "-c1", "-W2", *pattern,
+                               "-I", RACKS["node-a"][3], RACKS[dst][3]], capture_output=True,
+                              timeout=30).returncode == 0
+
+    def until(ok, what: str) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 20
+        while not ok():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.5)
+
+    def in_router(action) -> list[str]:  # type: ignore[no-untyped-def]
+        argv = ["ip", "netns", "exec", r.name, "tcpdump", "-l", "-n", "-i", "any", "-A", "ip"]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.5)
+            action()
+            time.sleep(1.0)
+        finally:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=20)
+        return out.splitlines()
+
+    converge()
+    assert all(published.get(n) for n in RACKS), published
+    table = spaces["node-a"].run("ip", "route", "show", "table", "1")
+    assert "10.247.1.0/26 dev wireguard.cali" in table and "10.247.2.0/26 dev wireguard.cali" in table, table
+    until(lambda: ping("node-b") and ping("node-c"), "pods reachable in both racks over WireGuard")
+    marker = "FELIXPY-TWORACKS"
+    lines = in_router(lambda: [ping(dst, marker) for dst in ("node-b", "node-c") for _ in range(2)])
+    packets = [line for line in lines if re.match(r"^\d\d:\d\d:\d\d\.\d+ ", line)]
+    assert any("192.168.95.2.51820: UDP" in p for p in packets), packets  # same rack
+    assert any("192.168.96.3.51820: UDP" in p for p in packets), packets  # other rack, via the router
+    assert all(".51820: UDP" in p for p in packets), packets
+    assert not any("10.247." in p for p in packets) and marker not in "\n".join(lines)
+    # node-c without WireGuard: its key goes, node-a/-b throw its block to the main table (tunl0)
+    drivers["node-c"] = WireguardDriver(WireguardConfig(enabled=False), nodename="node-c", host_mtu=1500,
+                                        key_dir=str(tmp_path / "node-c"), publish=drivers["node-c"].publish,
+                                        netns=spaces["node-c"].name, clock=clock)
+    converge()
+    assert published["node-c"] is None
+    assert "throw 10.247.2.0/26" in spaces["node-a"].run("ip", "route", "show", "table", "1")
+    until(lambda: ping("node-c"), "node-c reachable over IPIP once it has no WireGuard")
+    lines = in_router(lambda: [ping(dst, marker) for dst in ("node-b", "node-c") for _ in range(2)])
+    packets = [line for line in lines if re.match(r"^\d\d:\d\d:\d\d\.\d+ ", line)]
+    ipip = [p for p in packets if "192.168.95.1 > 192.168.96.3: IP 10.247.0.1 > 10.247.2.1" in p]
+    assert ipip, packets  # IPIP through the router, the pod addresses inside
+    rack1 = [p for p in packets if re.search(r"192\.168\.95\.2\b", p)]
+    assert rack1 and all(".51820: UDP" in p for p in rack1), rack1  # node-a <-> node-b still encrypted
+    assert not any("10.247.1." in p for p in packets)
+    assert marker in "\n".join(lines)  # to node-c in clear, as Calico's traffic to a non-WireGuard node
