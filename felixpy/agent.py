@@ -458,7 +458,8 @@ def _serve_http(agent: Agent) -> None:
     # Calico's wireguard_* families, while WireGuard is on, unless prometheusWireGuardMetricsEnabled
     # is false (felixpy.runtime.wireguard_metrics).
     encap = getattr(agent.dataplane, "encap", None)  # none on a BGP-only node
-    wireguard = getattr(encap, "wireguard", None)
+    drivers = getattr(encap, "wireguard_drivers", None)
+    wireguard = drivers() if drivers is not None else None  # IPv4's and IPv6's
     params = agent.params
     register_wireguard_metrics(agent.metrics.registry, agent.settings.nodename, wireguard,
                                enabled=params.prometheusWireGuardMetricsEnabled)
