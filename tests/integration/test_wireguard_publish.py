@@ -12,7 +12,7 @@ import base64
 from felixpy.calc.wireguard import WireguardCalc
 from felixpy.dataplane.wireguard_driver import node_key_publisher
 from felixpy.datastore.resources import KVBackend
-from felixpy.resources.node import Node
+from felixpy.resources.node import Node, NodeBGPSpec
 
 K4, K6 = (base64.b64encode(bytes([i]) * 32).decode() for i in (4, 6))
 
@@ -36,3 +36,35 @@ def test_each_family_publishes_and_clears_its_own_field(etcd_backend: KVBackend)
     v6(None)  # already clear: no write
     assert etcd_backend.get(Node, "node1").status.wireguard_public_key == K4  # type: ignore[union-attr]
     node_key_publisher(etcd_backend, "gone", ipv6=True)(K6)  # no such Node: nothing written, no error
+
+
+def test_kubernetes_datastore_keeps_both_keys_in_calicos_node_annotations(kube_api) -> None:  # type: ignore[no-untyped-def]
+    """Kubernetes mode: the keys and WireGuard device addresses are annotations on the k8s Node,
+    under Calico's names (projectcalico.org/WireguardPublicKey, ...V6,
+    IPv4/IPv6WireguardInterfaceAddr); a BGP field written later (register_node) leaves them be."""
+    from felixpy.datastore.kubernetes import KubernetesBackend
+
+    backend = KubernetesBackend.for_url(kube_api.url)
+    kube_api.store.create("nodes", None, {"metadata": {"name": "node1", "annotations": {
+        "projectcalico.org/IPv6WireguardInterfaceAddr": "fd00:245::1"}}})
+    node_key_publisher(backend, "node1")(K4)
+    node_key_publisher(backend, "node1", ipv6=True)(K6)
+    ann = kube_api.store.get("nodes", None, "node1")["metadata"]["annotations"]
+    assert ann["projectcalico.org/WireguardPublicKey"] == K4
+    assert ann["projectcalico.org/WireguardPublicKeyV6"] == K6
+    node = backend.get(Node, "node1")
+    assert node.spec.wireguard is not None
+    assert str(node.spec.wireguard.interface_ipv6_address) == "fd00:245::1"
+    bgp = NodeBGPSpec.model_validate({"ipv6Address": "fd00:99::10/64"})
+    node.spec = node.spec.model_copy(update={"bgp": bgp})
+    backend.update(node)
+    calc = WireguardCalc()
+    calc.on_node("node1", backend.get(Node, "node1"))
+    (u,) = calc.flush()
+    n = u.nodes[0]
+    assert (n.public_key, n.public_key_v6, n.ip6, n.interface_addr_v6) == (K4, K6, "fd00:99::10",
+                                                                          "fd00:245::1")
+    node_key_publisher(backend, "node1", ipv6=True)(None)
+    ann = kube_api.store.get("nodes", None, "node1")["metadata"]["annotations"]
+    assert "projectcalico.org/WireguardPublicKeyV6" not in ann
+    assert ann["projectcalico.org/WireguardPublicKey"] == K4
