@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -263,27 +263,48 @@ def _ipv6_enabled(params: FelixParams) -> bool:
     return params.ipv6Support and ipv6_available()
 
 
-def _wireguard_driver(settings: Settings, params: FelixParams, backend: Backend, mtu: int) -> WireguardDriver:
+def _wireguard_driver(
+    settings: Settings, params: FelixParams, backend: Backend, mtu: int, *, ipv6: bool = False
+) -> WireguardDriver:
+    """The WireGuard driver of one family: ``wireguard.cali`` (wireguardEnabled) or, ``ipv6``,
+    ``wg-v6.cali`` (wireguardEnabledV6) with its own key, published as ``status.wireguardPublicKeyV6``.
+    The private key's file is under FELIXPY_STATE_DIR (0600)."""
     from felixpy.calc.wireguard import WireguardConfig
     from felixpy.dataplane.wireguard_driver import WireguardDriver, node_key_publisher
 
-    cfg = WireguardConfig(
-        enabled=params.wireguardEnabled,
-        listening_port=params.wireguardListeningPort,
-        interface_name=params.wireguardInterfaceName,
-        mtu=params.wireguardMTU,
-        routing_rule_priority=params.wireguardRoutingRulePriority,
-        host_encryption=params.wireguardHostEncryptionEnabled,
-        keepalive=int(params.wireguardKeepAlive),
-    )
-    publish = node_key_publisher(backend, settings.nodename)
+    shared: dict[str, Any] = {
+        "routing_rule_priority": params.wireguardRoutingRulePriority,
+        "host_encryption": params.wireguardHostEncryptionEnabled,
+        "keepalive": int(params.wireguardKeepAlive),
+    }
+    if ipv6:
+        cfg = WireguardConfig.v6(
+            enabled=params.wireguardEnabledV6,
+            listening_port=params.wireguardListeningPortV6,
+            interface_name=params.wireguardInterfaceNameV6,
+            mtu=params.wireguardMTUV6,
+            **shared,
+        )
+    else:
+        cfg = WireguardConfig(
+            enabled=params.wireguardEnabled,
+            listening_port=params.wireguardListeningPort,
+            interface_name=params.wireguardInterfaceName,
+            mtu=params.wireguardMTU,
+            **shared,
+        )
+    publish = node_key_publisher(backend, settings.nodename, ipv6=ipv6)
     return WireguardDriver(
-        cfg, nodename=settings.nodename, host_mtu=mtu, run_dir=settings.run_dir, publish=publish
+        cfg, nodename=settings.nodename, host_mtu=mtu, key_dir=settings.state_dir, publish=publish
     )
 
 
 def _encap_driver(
-    params: FelixParams, address: HostAddress | None, mtu: int, wireguard: WireguardDriver | None = None
+    params: FelixParams,
+    address: HostAddress | None,
+    mtu: int,
+    wireguard: WireguardDriver | None = None,
+    wireguard_v6: WireguardDriver | None = None,
 ) -> EncapDriver:
     return EncapDriver(
         EncapSettings(
@@ -296,6 +317,7 @@ def _encap_driver(
             ipip_mtu=params.ipipMTU,
         ),
         wireguard=wireguard,
+        wireguard_v6=wireguard_v6,
     )
 
 
@@ -387,7 +409,12 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
     dataplane = LinuxDataplane(
         routes=RouteTable(IPRouteNetlink()),
         links=links,
-        encap=_encap_driver(params, address, mtu, _wireguard_driver(settings, params, backend, mtu)),
+        encap=_encap_driver(
+            params, address, mtu, _wireguard_driver(settings, params, backend, mtu),
+            # wg-v6.cali: on when asked; else only to clean up after it, where the host has IPv6
+            _wireguard_driver(settings, params, backend, mtu, ipv6=True)
+            if params.wireguardEnabledV6 or _ipv6_enabled(params) else None,
+        ),
         policy=policy,
         bgp_sink=BGPSink(bgp) if bgp is not None else None,
     )
@@ -443,7 +470,8 @@ def _serve_http(agent: Agent) -> None:
     # Calico's wireguard_* families, while WireGuard is on, unless prometheusWireGuardMetricsEnabled
     # is false (felixpy.runtime.wireguard_metrics).
     encap = getattr(agent.dataplane, "encap", None)  # none on a BGP-only node
-    wireguard = getattr(encap, "wireguard", None)
+    drivers = getattr(encap, "wireguard_drivers", None)
+    wireguard = drivers() if drivers is not None else None  # IPv4's and IPv6's
     params = agent.params
     register_wireguard_metrics(agent.metrics.registry, agent.settings.nodename, wireguard,
                                enabled=params.prometheusWireGuardMetricsEnabled)

@@ -48,6 +48,12 @@ if [[ ! -x .venv-vm/bin/vng ]]; then
         || skip "pip install virtme-ng failed (see $LOG.install)"
 fi
 [[ -x .venv/bin/pytest ]] || skip "no .venv with pytest in $ROOT (run scripts/install.sh first)"
+# The CNI forwarders (static C binaries the labs' pods use) are built here when missing or stale:
+# in the VM, gcc -static under TCG took over its 120 s bound (a fresh .venv failed the WireGuard
+# lab's setup that way in session 7).
+.venv/bin/python -c 'from felixpy.cni import forwarder
+for name in forwarder.SOURCES: forwarder.binary(name)' >>"$LOG.install" 2>&1 \
+    || say "could not build the CNI forwarders on the host (see $LOG.install); the VM will try"
 
 KERNEL=${VM_KERNEL:-$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)}
 [[ -r $KERNEL ]] || skip "no kernel image to boot (/boot/vmlinuz-*)"

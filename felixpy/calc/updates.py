@@ -84,12 +84,17 @@ class VtepUpdate:
 
 @dataclass(frozen=True, slots=True)
 class WgNode:
-    """What WireGuard needs to know of a node (felixpy.calc.wireguard)."""
+    """What WireGuard needs to know of a node (felixpy.calc.wireguard): each family's address,
+    published key (``status.wireguardPublicKey`` / ``status.wireguardPublicKeyV6``) and device
+    address (``spec.wireguard.interfaceIPv4Address`` / ``interfaceIPv6Address``)."""
 
     name: str
     ip: str | None
     public_key: str | None
     interface_addr: str | None = None
+    ip6: str | None = None
+    public_key_v6: str | None = None
+    interface_addr_v6: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

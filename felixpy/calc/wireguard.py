@@ -1,6 +1,7 @@
 """WireGuard peers and routing plan (pure), as Calico's Felix has them.
 
-Inputs: every Node (its address, ``status.wireguardPublicKey``, ``spec.wireguard.interfaceIPv4Address``)
+Inputs: every Node (its IPv4 and IPv6 addresses, ``status.wireguardPublicKey`` and
+``status.wireguardPublicKeyV6``, ``spec.wireguard.interfaceIPv4Address`` / ``interfaceIPv6Address``)
 and every block's owner. :class:`WireguardCalc` follows them and emits one coalesced
 :class:`~felixpy.calc.updates.WireguardUpdate` (all nodes, all blocks) when something it uses changed.
 
@@ -44,8 +45,9 @@ class WireguardConfig:
 
     @classmethod
     def v6(cls, **fields: Any) -> WireguardConfig:
-        """Calico's IPv6 defaults: ``wg-v6.cali`` listening on 51821 (MTU host - 80 when 0)."""
-        base: dict[str, Any] = {"interface_name": "wg-v6.cali", "listening_port": 51821, "ipv6": True}
+        """Calico's IPv6 defaults: ``wg-v6.cali`` listening on 51821, table 2 (MTU host - 80 when 0)."""
+        base: dict[str, Any] = {"interface_name": "wg-v6.cali", "listening_port": 51821, "ipv6": True,
+                                "table": 2}  # Calico's index allocator: v4 takes table 1, v6 table 2
         return cls(**(base | fields))
 
 
@@ -93,14 +95,22 @@ def _family_of(cidr: str) -> int:
     return ipaddress.ip_network(cidr, strict=False).version
 
 
+def family_view(node: WgNode, ipv6: bool) -> WgNode:
+    """``node`` as one device sees it: the IPv6 device reads the node's IPv6 address, its
+    ``wireguardPublicKeyV6`` and its IPv6 device address in the places of the IPv4 ones."""
+    if not ipv6:
+        return node
+    return WgNode(node.name, node.ip6, node.public_key_v6, node.interface_addr_v6)
+
+
 def plan(me: str, update: WireguardUpdate, cfg: WireguardConfig) -> WgPlan:
-    nodes = {n.name: n for n in update.nodes}
+    nodes = {n.name: family_view(n, cfg.ipv6) for n in update.nodes}
     family = 6 if cfg.ipv6 else 4
     blocks: dict[str, list[str]] = {}
     for cidr, owner in update.blocks:
         if _family_of(cidr) == family:  # each device carries its own family's blocks only
             blocks.setdefault(owner, []).append(cidr)
-    claims = Counter(n.public_key for n in update.nodes if valid_key(n.public_key))
+    claims = Counter(n.public_key for n in nodes.values() if valid_key(n.public_key))
     peers, routes = [], {}
     for name in sorted(nodes):
         node = nodes[name]
@@ -153,12 +163,16 @@ class WireguardCalc:
             return
         spec, status = obj.spec, obj.status
         ip = spec.bgp.ipv4_address if spec.bgp is not None else None
+        ip6 = spec.bgp.ipv6_address if spec.bgp is not None else None
         wg = getattr(spec, "wireguard", None)
         self._nodes[name] = WgNode(
             name=name,
             ip=str(ip).split("/")[0] if ip else None,
             public_key=getattr(status, "wireguard_public_key", None) or None,
             interface_addr=str(wg.interface_ipv4_address) if wg and wg.interface_ipv4_address else None,
+            ip6=str(ip6).split("/")[0] if ip6 else None,
+            public_key_v6=getattr(status, "wireguard_public_key_v6", None) or None,
+            interface_addr_v6=str(wg.interface_ipv6_address) if wg and wg.interface_ipv6_address else None,
         )
 
     def on_block(self, cidr: str, node: str | None) -> None:

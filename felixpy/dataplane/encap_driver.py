@@ -49,6 +49,7 @@ class EncapDriver:
         ensure_ipip: Callable[..., int] = drv.ensure_ipip,
         delete_device: Callable[..., bool] = drv.delete_device,
         wireguard: Any | None = None,
+        wireguard_v6: Any | None = None,
     ) -> None:
         self.settings = settings
         self.netns = netns
@@ -57,6 +58,7 @@ class EncapDriver:
         self.encap = Encap()
         self.vteps: dict[str, Vtep] = {}
         self.wireguard = wireguard  # felixpy.dataplane.wireguard_driver.WireguardDriver
+        self.wireguard_v6 = wireguard_v6  # the same for wg-v6.cali (wireguardEnabledV6)
         self.ipip_usable: bool | None = None  # None: not tried yet
         self.vxlan_ready = False
         self._devices_dirty = True
@@ -64,8 +66,8 @@ class EncapDriver:
 
     def on_update(self, u: EncapUpdate | VtepUpdate | WireguardUpdate) -> None:
         if isinstance(u, WireguardUpdate):
-            if self.wireguard is not None:
-                self.wireguard.on_update(u)
+            for wg in self.wireguard_drivers():
+                wg.on_update(u)
         elif isinstance(u, EncapUpdate):
             self._devices_dirty = self._devices_dirty or u.encap != self.encap
             self.encap = u.encap
@@ -78,8 +80,8 @@ class EncapDriver:
     def resync(self) -> None:
         """Re-assert devices and VTEP entries (drift repair on the route refresh timer)."""
         self._devices_dirty = self._fdb_dirty = True
-        if self.wireguard is not None:
-            self.wireguard.resync()
+        for wg in self.wireguard_drivers():
+            wg.resync()
 
     def apply(self) -> bool:
         ok = True
@@ -89,9 +91,13 @@ class EncapDriver:
             self._devices_dirty = not ok
         if self.vxlan_ready and self._fdb_dirty:
             ok = self._apply_fdb() and ok
-        if self.wireguard is not None:
-            ok = self.wireguard.apply() and ok
+        for wg in self.wireguard_drivers():
+            ok = wg.apply() and ok
         return ok
+
+    def wireguard_drivers(self) -> list[Any]:
+        """The WireGuard drivers there are: IPv4's, then IPv6's (each decides on its own)."""
+        return [wg for wg in (self.wireguard, self.wireguard_v6) if wg is not None]
 
     # ---- VXLAN ----------------------------------------------------------------------------
     def _apply_vxlan(self) -> bool:

@@ -6,10 +6,15 @@
   ``wireguardListeningPort``, fwmark 0x200000 on its own UDP;
 - its key pair: made on the node (``wg genkey``) when the device has none (first enable, device
   recreated, e.g. after a reboot) or when the key this node published was removed from its Node
-  (an operator's rotation); the private key stays in the kernel and in a 0600 file in the
-  agent's run directory, the public key is published as the Node's ``status.wireguardPublicKey``
-  (compare-and-swap);
+  (an operator's rotation); the private key stays in the kernel and in a 0600 file under the
+  agent's state directory (``FELIXPY_STATE_DIR``/wireguard/<device>.conf), the public key is
+  published as the Node's ``status.wireguardPublicKey`` (compare-and-swap);
 - peers, WireGuard table routes and the ``not fwmark`` rule from :func:`felixpy.calc.wireguard.plan`.
+
+The agent runs two of these when asked: ``wireguardEnabled`` drives ``wireguard.cali`` (IPv4 node
+addresses and blocks, table 1), ``wireguardEnabledV6`` drives ``wg-v6.cali`` (IPv6 addresses and
+blocks, table 2, port 51821), each with its own key pair, published as ``status.wireguardPublicKey``
+and ``status.wireguardPublicKeyV6`` respectively (Calico's fields). ``cfg.ipv6`` picks the family.
 
 Disabled (or turned off): the published key is cleared first, the rule goes (traffic takes the
 main table at once), and the device, which still decrypts what peers send until they have seen
@@ -37,7 +42,7 @@ from felixpy.dataplane.errors import DataplaneError
 log = structlog.get_logger(__name__)
 DRAIN_SECONDS = 10.0  # the device goes once it has decrypted nothing for this long...
 DRAIN_MAX_SECONDS = 120.0  # ...or at the latest this long after WireGuard was turned off
-Publish = Callable[[str | None], None]  # writes (or clears) this node's status.wireguardPublicKey
+Publish = Callable[[str | None], None]  # writes (or clears) this node's status.wireguardPublicKey[V6]
 
 
 class WireguardDriver:
@@ -47,7 +52,7 @@ class WireguardDriver:
         *,
         nodename: str,
         host_mtu: int,
-        run_dir: str,
+        key_dir: str,
         publish: Publish | None = None,
         netns: str | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -55,7 +60,8 @@ class WireguardDriver:
         self.cfg = cfg
         self.nodename = nodename
         self.host_mtu = host_mtu
-        self.conf_path = os.path.join(run_dir, "wireguard", f"{cfg.interface_name}.conf")
+        # the device's config, private key included (0600): FELIXPY_STATE_DIR/wireguard/<device>.conf
+        self.conf_path = os.path.join(key_dir, "wireguard", f"{cfg.interface_name}.conf")
         self.publish = publish
         self.netns = netns
         self.clock = clock
@@ -82,7 +88,13 @@ class WireguardDriver:
         self._dirty = True
 
     def own_node(self) -> WgNode | None:
-        return next((n for n in self.snapshot.nodes if n.name == self.nodename), None)
+        """Our Node as this device sees it (the IPv6 device: its v6 address and ``wireguardPublicKeyV6``)."""
+        own = next((n for n in self.snapshot.nodes if n.name == self.nodename), None)
+        return None if own is None else wgcalc.family_view(own, self.cfg.ipv6)
+
+    @property
+    def key_field(self) -> str:
+        return "status.wireguardPublicKeyV6" if self.cfg.ipv6 else "status.wireguardPublicKey"
 
     # ---- apply -----------------------------------------------------------------------------
     def apply(self) -> bool:
@@ -183,7 +195,7 @@ class WireguardDriver:
             return
         self.publish(key)
         log.info("wireguard.key_published" if key else "wireguard.key_cleared", node=self.nodename,
-                 public_key=key or "", reason="Node status.wireguardPublicKey")
+                 device=self.cfg.interface_name, public_key=key or "", reason=f"Node {self.key_field}")
 
 
 def _remove(path: str) -> None:
@@ -191,10 +203,13 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
-def node_key_publisher(backend: Any, nodename: str, retries: int = 5) -> Publish:
-    """CAS-writes ``status.wireguardPublicKey`` of our Node (cleared with None)."""
+def node_key_publisher(backend: Any, nodename: str, retries: int = 5, *, ipv6: bool = False) -> Publish:
+    """CAS-writes ``status.wireguardPublicKey`` of our Node (``ipv6``: ``status.wireguardPublicKeyV6``;
+    cleared with None). Only that one field changes: the other family's key is left as it is."""
     from felixpy.datastore.errors import Conflict, NotFound
     from felixpy.resources.node import Node, NodeStatus
+
+    field = "wireguard_public_key_v6" if ipv6 else "wireguard_public_key"
 
     def publish(key: str | None) -> None:
         for _ in range(retries):
@@ -203,9 +218,9 @@ def node_key_publisher(backend: Any, nodename: str, retries: int = 5) -> Publish
             except NotFound:
                 return
             status = node.status if node.status is not None else NodeStatus()
-            if (status.wireguard_public_key or None) == (key or None):
+            if (getattr(status, field) or None) == (key or None):
                 return
-            node.status = status.model_copy(update={"wireguard_public_key": key or None})
+            node.status = status.model_copy(update={field: key or None})
             try:
                 backend.update(node)
                 return

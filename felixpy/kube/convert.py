@@ -52,6 +52,14 @@ NODE_ANNOTATIONS = {
     "bgp.routeReflectorClusterID": "projectcalico.org/RouteReflectorClusterID",
     "ipv4VXLANTunnelAddr": "projectcalico.org/IPv4VXLANTunnelAddr",
     "vxlanTunnelMACAddr": "projectcalico.org/VXLANTunnelMACAddr",
+    "wireguard.interfaceIPv4Address": "projectcalico.org/IPv4WireguardInterfaceAddr",
+    "wireguard.interfaceIPv6Address": "projectcalico.org/IPv6WireguardInterfaceAddr",
+}
+# Node.status field ↔ annotation: the WireGuard public keys each node's agent publishes (Calico's
+# KDD storage, reference wave 2 §2.2)
+NODE_STATUS_ANNOTATIONS = {
+    "wireguardPublicKey": "projectcalico.org/WireguardPublicKey",
+    "wireguardPublicKeyV6": "projectcalico.org/WireguardPublicKeyV6",
 }
 
 
@@ -179,23 +187,28 @@ def k8s_node_to_node(obj: dict[str, Any]) -> Node:
     addresses = (obj.get("status") or {}).get("addresses") or []
     spec["addresses"] = [{"address": a["address"], "type": a.get("type")} for a in addresses]
     spec["orchRefs"] = [{"nodeName": meta["name"], "orchestrator": "k8s"}]
-    return Node.model_validate(
-        {
-            "metadata": {
-                "name": meta["name"],
-                "labels": meta.get("labels") or {},
-                "resourceVersion": meta.get("resourceVersion"),
-                "uid": meta.get("uid"),
-            },
-            "spec": spec,
-        }
-    )
+    doc: dict[str, Any] = {
+        "metadata": {
+            "name": meta["name"],
+            "labels": meta.get("labels") or {},
+            "resourceVersion": meta.get("resourceVersion"),
+            "uid": meta.get("uid"),
+        },
+        "spec": spec,
+    }
+    status = {field: ann[key] for field, key in NODE_STATUS_ANNOTATIONS.items() if ann.get(key)}
+    if status:
+        doc["status"] = status
+    return Node.model_validate(doc)
 
 
 def node_to_k8s_patch(node: Node) -> dict[str, Any]:
-    """Merge patch writing the Node's BGP fields as annotations (absent fields removed) and its labels."""
-    spec = node.to_dict().get("spec", {})
+    """Merge patch writing the Node's BGP and WireGuard fields as annotations (absent fields removed)
+    and its labels."""
+    doc = node.to_dict()
+    spec, status = doc.get("spec", {}), doc.get("status") or {}
     annotations = {key: _str_or_none(_get_dotted(spec, field)) for field, key in NODE_ANNOTATIONS.items()}
+    annotations |= {key: status.get(field) or None for field, key in NODE_STATUS_ANNOTATIONS.items()}
     return {"metadata": {"annotations": annotations, "labels": dict(node.metadata.labels)}}
 
 

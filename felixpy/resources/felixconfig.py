@@ -63,6 +63,12 @@ class FelixConfigurationSpec(Model):
     wireguard_routing_rule_priority: int | None = Field(default=None, ge=1, le=32765)  # default 99
     wireguard_host_encryption_enabled: bool | None = None
     wireguard_keep_alive: str | None = None  # duration, "0" = off
+    # the IPv6 device (wireguardEnabledV6), Calico's names: defaults 51821, wg-v6.cali, 0 = host MTU - 80
+    wireguard_listening_port_v6: int | None = Field(default=None, alias="wireguardListeningPortV6", ge=1,
+                                                    le=65535)
+    wireguard_interface_name_v6: str | None = Field(default=None, alias="wireguardInterfaceNameV6",
+                                                    min_length=1, max_length=15)
+    wireguard_mtu_v6: int | None = Field(default=None, alias="wireguardMTUV6", ge=0)
 
 
 class FelixConfiguration(Resource):

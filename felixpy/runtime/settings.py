@@ -92,7 +92,7 @@ class FelixParams(BaseModel):
     failsafeOutboundHostPorts: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_OUT
     # "Any": honour workload endpoints' allowSpoofedSourcePrefixes (exceptions to the raw RPF check).
     workloadSourceSpoofing: Literal["Disabled", "Any"] = "Disabled"
-    # WireGuard (Calico's names and defaults; felixpy.dataplane.wireguard_driver). No IPv6 WireGuard.
+    # WireGuard (Calico's names and defaults; felixpy.dataplane.wireguard_driver), IPv4 then IPv6
     wireguardEnabled: bool = False
     wireguardListeningPort: int = 51820
     wireguardInterfaceName: str = "wireguard.cali"
@@ -100,6 +100,10 @@ class FelixParams(BaseModel):
     wireguardRoutingRulePriority: int = 99
     wireguardHostEncryptionEnabled: bool = False
     wireguardKeepAlive: float = 0.0  # seconds (FelixConfiguration: a duration), 0 = off
+    wireguardEnabledV6: bool = False  # wg-v6.cali: IPv6 pod traffic, its own key (wireguardPublicKeyV6)
+    wireguardListeningPortV6: int = 51821
+    wireguardInterfaceNameV6: str = "wg-v6.cali"
+    wireguardMTUV6: int = 0  # 0 = host MTU - 80
 
     @field_validator("healthHost", "prometheusMetricsHost")
     @classmethod

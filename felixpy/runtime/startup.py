@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 CAS_RETRIES = 20
-OVERHEAD = {"ipip": 20, "vxlan": 50, "wireguard": 60}
+OVERHEAD = {"ipip": 20, "vxlan": 50, "wireguard": 60, "wireguard-v6": 80}
 
 
 LOCK_POLL_FIRST = 1.0  # seconds between reads of ClusterInformation while locked, doubling ...
@@ -246,11 +246,14 @@ def host_mtu(host_iface: str) -> int:
 
 def pod_mtu(params: FelixParams, mtu: int, kinds: set[str]) -> int:
     """FELIX_VETHMTU if set, else the smallest MTU of the encapsulations in use (Felix's rule): each
-    its configured MTU (ipipMTU, vxlanMTU, wireguardMTU) or the host MTU minus its overhead."""
+    its configured MTU (ipipMTU, vxlanMTU, wireguardMTU, wireguardMTUV6) or the host MTU minus its
+    overhead."""
     if params.vethMTU:
         return params.vethMTU
-    configured = {"ipip": params.ipipMTU, "vxlan": params.vxlanMTU, "wireguard": params.wireguardMTU}
+    configured = {"ipip": params.ipipMTU, "vxlan": params.vxlanMTU, "wireguard": params.wireguardMTU,
+                  "wireguard-v6": params.wireguardMTUV6}
     used = set(kinds) | ({"wireguard"} if params.wireguardEnabled else set())
+    used |= {"wireguard-v6"} if params.wireguardEnabledV6 else set()
     return min((configured[k] or mtu - OVERHEAD[k] for k in used if k in OVERHEAD), default=mtu)
 
 

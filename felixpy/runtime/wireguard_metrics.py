@@ -29,40 +29,52 @@ PEER_LABELS = ("hostname", "public_key", "peer_key", "peer_endpoint")
 
 def families(hostname: str, iface: str, state: drv.DeviceState) -> list[Metric]:
     """The four families for one device (pure: unit-tested on a parsed dump)."""
-    own = state.public_key or ""
+    return devices_families(hostname, [(iface, state)])
+
+
+def devices_families(hostname: str, devices: list[tuple[str, drv.DeviceState]]) -> list[Metric]:
+    """The four families, one series set per device: ``wireguard.cali`` and ``wg-v6.cali`` side by
+    side in the same families (each device its own ``wireguard_meta``, told apart by ``iface``; its
+    peers by ``public_key``, the device's own key)."""
     meta = GaugeMetricFamily("wireguard_meta", "WireGuard device (value 1; the device in its labels)",
                              labels=["hostname", "public_key", "iface", "listen_port"])
-    meta.add_metric([hostname, own, iface, str(state.listen_port)], 1)
     rcvd = counter("wireguard_bytes_rcvd", "Bytes received from the peer")
     sent = counter("wireguard_bytes_sent", "Bytes sent to the peer")
     handshake = GaugeMetricFamily("wireguard_latest_handshake_seconds",
                                   "Latest handshake with the peer, Unix seconds (0: none yet)",
                                   labels=list(PEER_LABELS))
-    for key, peer in sorted(state.peers.items()):
-        labels = dict(zip(PEER_LABELS, (hostname, own, key, peer.endpoint or ""), strict=True))
-        add(rcvd, labels, peer.rx_bytes)
-        add(sent, labels, peer.tx_bytes)
-        handshake.add_metric(list(labels.values()), peer.latest_handshake)
+    for iface, state in devices:
+        own = state.public_key or ""
+        meta.add_metric([hostname, own, iface, str(state.listen_port)], 1)
+        for key, peer in sorted(state.peers.items()):
+            labels = dict(zip(PEER_LABELS, (hostname, own, key, peer.endpoint or ""), strict=True))
+            add(rcvd, labels, peer.rx_bytes)
+            add(sent, labels, peer.tx_bytes)
+            handshake.add_metric(list(labels.values()), peer.latest_handshake)
     return [meta, rcvd, sent, handshake]
 
 
 class WireguardCollector(Collector):
-    """``wireguard_*`` for the agent's WireGuard driver (``dataplane.wireguard_driver``)."""
+    """``wireguard_*`` for the agent's WireGuard drivers (``dataplane.wireguard_driver``): one, or a
+    list (IPv4's and IPv6's); each device that is on and exists is exported."""
 
     def __init__(self, hostname: str, driver: Any) -> None:
         self.hostname = hostname
-        self.driver = driver
+        given = driver if isinstance(driver, list | tuple) else [driver]
+        self.drivers = [d for d in given if d is not None]
 
     def collect(self) -> Iterator[Metric]:
-        cfg = getattr(self.driver, "cfg", None)
-        if cfg is None or not cfg.enabled:
-            return
-        try:
-            state = drv.read_device(cfg.interface_name, netns=self.driver.netns)
-        except (DataplaneError, OSError) as exc:  # no device yet (or being rebuilt): nothing to export
-            log.debug("wireguard.metrics_unavailable", error=str(exc))
-            return
-        yield from families(self.hostname, cfg.interface_name, state)
+        devices = []
+        for d in self.drivers:
+            cfg = getattr(d, "cfg", None)
+            if cfg is None or not cfg.enabled:
+                continue
+            try:
+                devices.append((cfg.interface_name, drv.read_device(cfg.interface_name, netns=d.netns)))
+            except (DataplaneError, OSError) as exc:  # no device yet (or being rebuilt): nothing to export
+                log.debug("wireguard.metrics_unavailable", device=cfg.interface_name, error=str(exc))
+        if devices:
+            yield from devices_families(self.hostname, devices)
 
 
 def register(registry: CollectorRegistry, hostname: str, driver: Any, *, enabled: bool) -> bool:

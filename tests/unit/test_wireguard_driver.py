@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -72,11 +73,13 @@ class FakeKernel:
     def sync_table(self, routes: dict[str, str], *, device: str, table: int, netns: str | None = None,
                    family: int = 2) -> tuple[int, int]:
         self.table = dict(routes)
+        self.where = (device, table, family)
         return len(routes), 0
 
     def ensure_rule(self, *, table: int, priority: int, fwmark: int, netns: str | None = None,
                     family: int = 2) -> bool:
         added, self.rule = not self.rule, True
+        self.rule_at = (priority, table, family)
         return added
 
     def delete_rule(self, *, table: int, priority: int, netns: str | None = None, family: int = 2) -> bool:
@@ -112,7 +115,7 @@ def driver(tmp_path: Path, *, enabled: bool = True, clock: Clock | None = None
            ) -> tuple[WireguardDriver, list[str | None]]:
     published: list[str | None] = []
     d = WireguardDriver(WireguardConfig(enabled=enabled), nodename="node1", host_mtu=1500,
-                        run_dir=str(tmp_path), publish=published.append, clock=clock or Clock())
+                        key_dir=str(tmp_path), publish=published.append, clock=clock or Clock())
     return d, published
 
 
@@ -206,3 +209,86 @@ def test_kernel_without_wireguard_keeps_going_unencrypted(tmp_path: Path,
     d, published = driver(tmp_path)
     d.on_update(snap("stale"))
     assert d.apply() and d.usable is False and published == [None]
+
+
+def test_ipv6_driver_reads_and_publishes_wireguard_public_key_v6(kernel: FakeKernel, tmp_path: Path) -> None:
+    """The wg-v6.cali driver (wireguardEnabledV6): peers on IPv6 addresses and keys, IPv6 table 2,
+    its key compared with our Node's wireguardPublicKeyV6 (the IPv4 key there is not its own)."""
+    published: list[str | None] = []
+    d = WireguardDriver(WireguardConfig.v6(enabled=True), nodename="node1", host_mtu=1500,
+                        key_dir=str(tmp_path), publish=published.append, clock=Clock())
+    assert d.key_field == "status.wireguardPublicKeyV6"
+    assert d.conf_path == str(tmp_path / "wireguard" / "wg-v6.cali.conf")
+
+    def snap6(own_v6: str | None) -> WireguardUpdate:
+        return WireguardUpdate(
+            nodes=(WgNode("node1", "10.99.1.10", OTHER, ip6="fd00:99::10", public_key_v6=own_v6),
+                   WgNode("node2", "10.99.1.11", None, ip6="fd00:99::11", public_key_v6=OTHER)),
+            blocks=(("10.244.0.0/26", "node1"), ("fd00:244::/122", "node1"), ("fd00:244:0:1::/122", "node2")))
+
+    d.on_update(snap6(None))
+    assert d.apply()
+    key = published[-1]
+    assert key and key != OTHER and kernel.mtu == 1420
+    assert kernel.where == ("wg-v6.cali", 2, socket.AF_INET6) and kernel.rule_at == (99, 2, socket.AF_INET6)
+    assert kernel.table == {"fd00:244::/122": "throw", "fd00:244:0:1::/122": "dev"}
+    assert "Endpoint = [fd00:99::11]:51821" in kernel.conf and "ListenPort = 51821" in kernel.conf
+    d.on_update(snap6(key))  # our IPv6 key came back: nothing more to publish, no new key
+    d.resync()
+    assert d.apply() and published == [key] and kernel.device.public_key == key  # type: ignore[union-attr]
+    d.on_update(snap6(None))  # an operator removed wireguardPublicKeyV6: a new IPv6 pair
+    assert d.apply() and published[-1] not in (None, key)
+
+
+def test_encap_driver_runs_both_wireguard_drivers(kernel: FakeKernel, tmp_path: Path) -> None:
+    """One calc snapshot reaches both devices' drivers; each applies, resyncs and fails on its own."""
+    from felixpy.dataplane.encap_driver import EncapDriver, EncapSettings
+
+    seen: list[tuple[str, str]] = []
+
+    class Recorder:
+        def __init__(self, name: str, ok: bool = True) -> None:
+            self.name, self.ok = name, ok
+
+        def on_update(self, u: WireguardUpdate) -> None:
+            seen.append((self.name, "update"))
+
+        def resync(self) -> None:
+            seen.append((self.name, "resync"))
+
+        def apply(self) -> bool:
+            seen.append((self.name, "apply"))
+            return self.ok
+
+    v4, v6 = Recorder("v4"), Recorder("v6", ok=False)
+    e = EncapDriver(EncapSettings(parent="", parent_ip="", host_mtu=1500), wireguard=v4, wireguard_v6=v6,
+                    ensure_vxlan=lambda *a, **k: 0, ensure_ipip=lambda *a, **k: 0,
+                    delete_device=lambda *a, **k: False, fdb=object())
+    e.on_update(snap(None))
+    e.resync()
+    assert not e.apply()  # the IPv6 device failed: the batch is retried...
+    assert seen == [("v4", "update"), ("v6", "update"), ("v4", "resync"), ("v6", "resync"),
+                    ("v4", "apply"), ("v6", "apply")]  # ...and the IPv4 device was applied all the same
+    assert e.wireguard_drivers() == [v4, v6]
+    assert EncapDriver(EncapSettings(parent="", parent_ip="", host_mtu=1500), wireguard=v4,
+                       fdb=object()).wireguard_drivers() == [v4]
+
+
+def test_agent_builds_the_ipv6_driver_from_the_v6_parameters(tmp_path: Path) -> None:
+    """FelixConfiguration's *V6 fields make wg-v6.cali's config; the shared ones (rule priority,
+    keep-alive, host encryption) apply to both; the private key's file is under FELIXPY_STATE_DIR."""
+    from felixpy.agent import _wireguard_driver
+    from felixpy.runtime.settings import FelixParams, Settings
+
+    settings = Settings(nodename="node1", run_dir=str(tmp_path / "run"), state_dir=str(tmp_path / "state"))
+    params = FelixParams(wireguardEnabled=True, wireguardEnabledV6=True, wireguardListeningPortV6=51999,
+                         wireguardInterfaceNameV6="wg6.test", wireguardMTUV6=1300,
+                         wireguardRoutingRulePriority=98, wireguardKeepAlive=25.0)
+    v6 = _wireguard_driver(settings, params, backend=None, mtu=1500, ipv6=True)
+    assert (v6.cfg.enabled, v6.cfg.ipv6, v6.cfg.interface_name, v6.cfg.listening_port, v6.cfg.mtu,
+            v6.cfg.table) == (True, True, "wg6.test", 51999, 1300, 2)
+    assert (v6.cfg.routing_rule_priority, v6.cfg.keepalive) == (98, 25)
+    assert v6.conf_path == str(tmp_path / "state" / "wireguard" / "wg6.test.conf")
+    v4 = _wireguard_driver(settings, params, backend=None, mtu=1500)
+    assert (v4.cfg.ipv6, v4.cfg.interface_name, v4.cfg.listening_port, v4.cfg.table) == (
+        False, "wireguard.cali", 51820, 1)

@@ -109,3 +109,43 @@ def test_prometheus_wireguard_metrics_enabled_is_honoured_not_just_stored() -> N
     fc = FelixConfiguration.model_validate(
         {"metadata": {"name": "default"}, "spec": {"prometheusWireGuardMetricsEnabled": False}})
     assert unhonoured(fc) == []  # felixctl apply does not warn about it
+
+
+DUMP_V6 = (
+    "cHJpdmF0ZTY=\tT3duVjY=\t51821\t0x200000\n"
+    "UGVlcjY=\t(none)\t[fd00:99::11]:51821\tfd00:244:0:1::/122\t1765000001\t11\t22\t0\n"
+)
+
+
+def test_both_devices_in_the_same_families_told_apart_by_iface_and_own_key(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """wireguardEnabled and wireguardEnabledV6: one collector over both drivers, each device a
+    wireguard_meta series (iface, listen_port) and its peers' series under its own public_key; a
+    device that is off (or not there yet) is left out, the other still exported."""
+    from felixpy.dataplane import wireguard as drv
+
+    dumps = {"wireguard.cali": DUMP, "wg-v6.cali": DUMP_V6}
+
+    def read(iface: str, netns: str | None = None) -> object:
+        if iface not in dumps:
+            raise drv.DataplaneError(f"no device {iface}")
+        return parse_dump(dumps[iface])
+
+    monkeypatch.setattr(drv, "read_device", read)
+    v4 = SimpleNamespace(cfg=WireguardConfig(enabled=True), netns=None)
+    v6 = SimpleNamespace(cfg=WireguardConfig.v6(enabled=True), netns=None)
+    text = scrape(*WireguardCollector("node1", [v4, v6]).collect())
+    parsed = {f.name: f for f in text_string_to_metric_families(text)}
+    assert sorted((s.labels["iface"], s.labels["listen_port"], s.labels["public_key"])
+                  for s in parsed["wireguard_meta"].samples) == [
+        ("wg-v6.cali", "51821", "T3duVjY="), ("wireguard.cali", "51820", "T3duS2V5")]
+    rcvd = {(s.labels["public_key"], s.labels["peer_endpoint"]): s.value
+            for s in parsed["wireguard_bytes_rcvd"].samples}
+    assert rcvd[("T3duVjY=", "[fd00:99::11]:51821")] == 11 and rcvd[("T3duS2V5", "10.99.1.11:51820")] == 1234
+    off6 = SimpleNamespace(cfg=WireguardConfig.v6(enabled=False), netns=None)
+    only4 = list(WireguardCollector("node1", [v4, off6]).collect())
+    assert [s.labels["iface"] for s in only4[0].samples] == ["wireguard.cali"]
+    del dumps["wireguard.cali"]  # the IPv4 device being rebuilt: the IPv6 one is still exported
+    meta = next(iter(WireguardCollector("node1", [v4, v6]).collect()))
+    assert [s.labels["iface"] for s in meta.samples] == ["wg-v6.cali"]
+    dumps.clear()
+    assert list(WireguardCollector("node1", [v4, v6]).collect()) == []
