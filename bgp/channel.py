@@ -56,17 +56,19 @@ class ApiChannel:
 
     def stop(self) -> None:
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-            if self._conn is not None:
-                with contextlib.suppress(OSError):
-                    self._conn.shutdown(socket.SHUT_RDWR)
+        # Stop listening before dropping the connection: the bridge reconnects as soon as it sees
+        # the connection go, and must not land in this listener's backlog (lines sent there are lost).
         if self._server is not None:
             with contextlib.suppress(OSError):
                 self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept thread now
             self._server.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+        with self._cond:
+            self._cond.notify_all()
+            if self._conn is not None:
+                with contextlib.suppress(OSError):
+                    self._conn.shutdown(socket.SHUT_RDWR)
 
     @property
     def connected(self) -> bool:
