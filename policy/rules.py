@@ -11,7 +11,7 @@ several through a ``NetsSet``; selectors through ``SelectorSet``s; negations wit
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import ip_network
 
@@ -62,17 +62,10 @@ def render_policy(
     match the kernel stores and, on legacy, copies with the whole table on every change);
     ``trim_returns`` (the filter table) drops the RETURNs at the end of the chain, which falling
     off the end does anyway."""
-    ctx = _Ctx(version, set())
-    rules: list[Rule] = []
-    for rule in policy.rules(direction):
-        rules += render_rule(rule, ctx, rule.comment)
-    while trim_returns and rules and rules[-1].action == "-j RETURN":
-        rules.pop()
-    if rules:
-        first = rules[0]
-        chain_comment = f"Policy {policy.id} {direction.lower()}"
-        rules[0] = Rule(first.match, first.action, "; ".join(c for c in (first.comment, chain_comment) if c))
-    return Chain(policy_chain(policy.id, direction), tuple(rules)), frozenset(ctx.sets)
+    comment = f"Policy {policy.id} {direction.lower()}"
+    return _render_chain(
+        policy_chain(policy.id, direction), policy.rules(direction), comment, version, trim_returns
+    )
 
 
 def render_profile(
@@ -82,17 +75,25 @@ def render_profile(
     ipsets its rules reference: its rules as a policy's (Allow sets the accept bit and returns, which
     the endpoint's list chain turns into "Return if profile accepted"; Deny drops; Pass and falling off
     the end go on to the next profile)."""
+    comment = f"Profile {profile.name} {direction.lower()}"
+    name = profile_chain(profile.name, direction)
+    return _render_chain(name, profile.rules(direction), comment, version, trim_returns=True)
+
+
+def _render_chain(
+    name: str, source: Iterable[PolicyRule], chain_comment: str, version: int, trim_returns: bool
+) -> tuple[Chain, frozenset[SetSpec]]:
+    """Rules rendered in order, each with its own comment, the chain's comment on the first rule."""
     ctx = _Ctx(version, set())
     rules: list[Rule] = []
-    for rule in profile.rules(direction):
+    for rule in source:
         rules += render_rule(rule, ctx, rule.comment)
-    while rules and rules[-1].action == "-j RETURN":
+    while trim_returns and rules and rules[-1].action == "-j RETURN":
         rules.pop()
     if rules:
         first = rules[0]
-        chain_comment = f"Profile {profile.name} {direction.lower()}"
         rules[0] = Rule(first.match, first.action, "; ".join(c for c in (first.comment, chain_comment) if c))
-    return Chain(profile_chain(profile.name, direction), tuple(rules)), frozenset(ctx.sets)
+    return Chain(name, tuple(rules)), frozenset(ctx.sets)
 
 
 def render_rule(rule: PolicyRule, ctx: _Ctx, comment: str) -> list[Rule]:
