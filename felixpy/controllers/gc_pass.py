@@ -28,7 +28,10 @@ from felixpy.controllers.gc_plan import (
 )
 from felixpy.controllers.metrics import ControllerMetrics
 from felixpy.datastore.errors import Conflict, NotFound
+from felixpy.resources.base import Resource
+from felixpy.resources.bgp import BGPConfiguration, BGPPeer
 from felixpy.resources.endpoint import WorkloadEndpoint
+from felixpy.resources.felixconfig import FelixConfiguration
 from felixpy.resources.node import Node
 from ipam.ipam import IPAM
 
@@ -144,11 +147,33 @@ class GarbageCollector:
             self.ipam.release_affinity(str(aff.cidr), node, must_be_empty=False)
             blocks.append(str(aff.cidr))
             self.metrics.released.labels(kind="affinity", reason="node-deleted").inc()
+        bgp: list[str] = []
         if self.etcd_mode:
+            bgp = self._release_node_bgp_state(node)
             try:
                 current = self.backend.get(Node, node)
                 self.backend.delete(Node, node, revision=current.revision)  # CAS: not a re-registered one
                 self.metrics.released.labels(kind="node", reason="node-deleted").inc()
             except (NotFound, Conflict):
                 pass
-        log.info("gc.node_released", node=node, blocks=blocks, reason="node-deleted")
+        log.info("gc.node_released", node=node, blocks=blocks, bgp_and_config=bgp, reason="node-deleted")
+
+    def _release_node_bgp_state(self, node: str) -> list[str]:
+        """etcd mode, as Calico's Node deletion: the BGPPeers that name the node in ``spec.node``, and its
+        ``node.<name>`` BGPConfiguration and FelixConfiguration. Each delete is a CAS on what was read."""
+        gone: list[tuple[type[Resource], str]] = [
+            (BGPPeer, p.name)
+            for p in self.backend.list(BGPPeer)[0]
+            if isinstance(p, BGPPeer) and p.spec.node == node
+        ]
+        gone += [(BGPConfiguration, f"node.{node}"), (FelixConfiguration, f"node.{node}")]
+        done = []
+        for kind, name in gone:
+            try:
+                current = self.backend.get(kind, name)
+                self.backend.delete(kind, name, revision=current.revision)
+            except (NotFound, Conflict):
+                continue
+            self.metrics.released.labels(kind=kind.KIND, reason="node-deleted").inc()
+            done.append(f"{kind.KIND}/{name}")
+        return done

@@ -6,12 +6,14 @@ Grace period 2 s, a pass every second, Lease 3 s; every wait polls with a bound.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from felixpy.controllers import cluster
 from felixpy.controllers.runner import Controllers, ElectionSettings
@@ -19,7 +21,9 @@ from felixpy.ctl.ipam_cmd import _check
 from felixpy.datastore.errors import NotFound
 from felixpy.datastore.kubernetes import KubernetesBackend
 from felixpy.kube import convert
+from felixpy.resources.bgp import BGPConfiguration, BGPPeer
 from felixpy.resources.endpoint import WorkloadEndpoint
+from felixpy.resources.felixconfig import FelixConfiguration
 from felixpy.resources.kubecontrollers import KubeControllersConfiguration
 from felixpy.resources.node import Node
 from ipam.ipam import IPAM
@@ -86,7 +90,9 @@ def cluster_env(kube_api, etcd_kv, etcd_backend) -> Iterator[dict[str, Any]]:
 
     env["start"] = start
     try:
-        yield env
+        with capture_logs() as logs:
+            env["logs"] = logs
+            yield env
     finally:
         for ctl, t in started:
             ctl.stop(graceful=False)
@@ -161,6 +167,7 @@ def test_deleted_pod_freed_only_after_grace_never_while_it_exists(cluster_env) -
     add_node(env, "n1")
     ip1 = add_pod(env, "p1", "n1", cid="c1")
     ip2 = add_pod(env, "p2", "n1", cid="c2")
+    logs = env["logs"]
     ctl = env["start"]("a")
     wait_for(ctl.elector.is_leader, 10, "the only replica to lead")
 
@@ -182,6 +189,11 @@ def test_deleted_pod_freed_only_after_grace_never_while_it_exists(cluster_env) -
     wait_for(lambda: _check(env["ipam"], verbose=False).problems == 0, 10, "felixctl ipam check to be clean")
     assert released_count(ctl, "address", "pod-deleted") == 1
     assert released_count(ctl, "endpoint", "pod-deleted") == 1
+    # Each release is logged with its reason (one line per address, one per endpoint).
+    assert [(e["ip"], e["reason"]) for e in logs if e["event"] == "gc.released"] == [(ip1, "pod-deleted")]
+    assert [(e["pod"], e["reason"]) for e in logs if e["event"] == "gc.endpoint_deleted"] == [
+        ("p1", "pod-deleted")
+    ]
     assert_consistent(env["kv"])
 
 
@@ -294,7 +306,20 @@ def test_deleted_node_blocks_affinities_tunnel_and_node_released(cluster_env) ->
     tunnel = tunnel_address(ipam, "n2", "ipip")
     ip_gone = add_pod(env, "p-on-n2", "n2", cid="c2")
     ip_live = add_pod(env, "p-on-n1", "n1", cid="c1")
-    assert ipam.affine_blocks("n2")
+    n2_blocks = ipam.affine_blocks("n2")
+    assert n2_blocks
+    # The node's BGP state (as Calico's Node deletion removes it), beside what must stay.
+    b = env["backend"]
+    for name, spec in (
+        ("n2-tor", {"node": "n2", "peerIP": "192.0.2.1", "asNumber": 65001}),
+        ("n1-tor", {"node": "n1", "peerIP": "192.0.2.2", "asNumber": 65001}),
+        ("global", {"peerIP": "192.0.2.3", "asNumber": 65002}),
+        ("racks", {"nodeSelector": "all()", "peerIP": "192.0.2.4", "asNumber": 65003}),
+    ):
+        b.create(BGPPeer.model_validate({"metadata": {"name": name}, "spec": spec}))
+    for n in ("n1", "n2"):
+        b.create(BGPConfiguration.model_validate({"metadata": {"name": f"node.{n}"}, "spec": {}}))
+        b.create(FelixConfiguration.model_validate({"metadata": {"name": f"node.{n}"}, "spec": {}}))
     ctl = env["start"]("a")
     wait_for(ctl.elector.is_leader, 10, "the replica to lead")
     env["api"].store.delete("pods", "default", "p-on-n2", None)
@@ -304,7 +329,24 @@ def test_deleted_node_blocks_affinities_tunnel_and_node_released(cluster_env) ->
     with pytest.raises(NotFound):
         env["backend"].get(Node, "n2")  # its BGP state and tunnel address fields went with it
     assert env["backend"].get(Node, "n1")
+    for cidr in n2_blocks:  # emptied by the releases, then deleted with the affinity
+        assert ipam.store.get_block(ipaddress.ip_network(cidr)) is None, f"n2's empty block {cidr} was kept"
+    assert {p.name for p in b.list(BGPPeer)[0]} == {"n1-tor", "global", "racks"}, "n2's BGPPeer goes"
+    assert {c.name for c in b.list(BGPConfiguration)[0]} == {"node.n1"}
+    assert {c.name for c in b.list(FelixConfiguration)[0]} == {"node.n1"}
     wait_for(lambda: _check(ipam, verbose=False).problems == 0, 10, "felixctl ipam check to be clean")
     assert released_count(ctl, "address", "node-deleted") == 2
-    assert released_count(ctl, "affinity", "node-deleted") >= 1
+    assert released_count(ctl, "affinity", "node-deleted") == len(n2_blocks)
+    for kind in ("node", "BGPPeer", "BGPConfiguration", "FelixConfiguration"):
+        assert released_count(ctl, kind, "node-deleted") == 1, kind
+    (line,) = [e for e in env["logs"] if e["event"] == "gc.node_released"]
+    assert line["node"] == "n2" and line["reason"] == "node-deleted"
+    assert sorted(line["blocks"]) == sorted(map(str, n2_blocks))
+    assert sorted(line["bgp_and_config"]) == [
+        "BGPConfiguration/node.n2",
+        "BGPPeer/n2-tor",
+        "FelixConfiguration/node.n2",
+    ]
+    released = sorted(e["ip"] for e in env["logs"] if e["event"] == "gc.released")
+    assert released == sorted([tunnel, ip_gone]), "each released address logged"
     assert_consistent(env["kv"])
