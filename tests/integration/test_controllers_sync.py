@@ -100,6 +100,48 @@ def test_a_failed_list_writes_nothing(kube_api, etcd_kv, etcd_backend) -> None:
         pass
 
 
+def test_resync_after_a_broken_connection_loses_and_repeats_nothing(kube_api, etcd_kv, etcd_backend) -> None:
+    """The API server unreachable for a while (every list fails) while objects change: nothing is written
+    meanwhile, the first pass after it writes each change exactly once, the next pass writes nothing."""
+    store = kube_api.store
+    store.create("namespaces", None, {"metadata": {"name": "prod", "labels": {"env": "prod"}}})
+    store.create("namespaces", None, {"metadata": {"name": "old"}})
+    store.create("namespaces", None, {"metadata": {"name": "default"}})
+    mirror = Mirror(
+        kube=KubernetesBackend.for_url(kube_api.url), backend=etcd_backend, metrics=ControllerMetrics()
+    )
+
+    def run() -> int | None:
+        return mirror.run_once(namespaces=True, policies=True, endpoints=False)
+
+    assert run() == 3 and run() == 0
+    real = store.list
+
+    def broken(resource: str, ns: str | None):
+        raise kubeapi.ApiError(503, "ServiceUnavailable", "the connection was broken")
+
+    store.list = broken
+    try:
+        assert run() is None
+        store.patch("namespaces", None, "prod", {"metadata": {"labels": {"env": "staging"}}})
+        store.delete("namespaces", None, "old", None)
+        store.create(
+            "networkpolicies.networking.k8s.io",
+            "prod",
+            {"metadata": {"name": "deny"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}},
+        )
+        assert run() is None
+        assert etcd_backend.get(Namespace, "prod").metadata.labels == {"env": "prod"}, "written while broken"
+        assert "old" in names(etcd_backend, Namespace)
+    finally:
+        store.list = real
+    assert run() == 3, "each change made during the break written once (label, delete, create)"
+    assert etcd_backend.get(Namespace, "prod").metadata.labels == {"env": "staging"}
+    assert names(etcd_backend, Namespace) == {"default", "prod"}
+    assert names(etcd_backend, K8sNetworkPolicy) == {"deny"}
+    assert run() == 0, "nothing repeated"
+
+
 def test_node_labels_synced_onto_calico_nodes(kube_api, etcd_kv, etcd_backend) -> None:
     from felixpy.resources.node import Node
     from tests.integration.ipam_helpers import make_node
