@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,73 @@ def test_kill_the_leader_process_the_other_takes_over(
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=10)
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return int(r.status), r.read().decode()
+    except urllib.error.HTTPError as err:
+        return int(err.code), ""
+    except OSError:
+        return 0, ""
+
+
+def test_health_and_metrics_served_as_the_agents(
+    tmp_path, kube_api, etcd_kv, etcd_backend, etcd_endpoints
+) -> None:
+    """One real process: /liveness and /readiness on HEALTH_PORT, Prometheus text on the
+    KubeControllersConfiguration's prometheusMetricsPort, with the leader gauge and the release counter."""
+    metrics_port, health_port = free_port(), free_port()
+    etcd_backend.create(
+        KubeControllersConfiguration.model_validate(
+            {
+                "metadata": {"name": "default"},
+                "spec": {
+                    "prometheusMetricsPort": metrics_port,
+                    "controllers": {"node": {"reconcilerPeriod": "1s", "leakGracePeriod": "1s"}},
+                },
+            }
+        )
+    )
+    make_pool(etcd_backend, "p", "10.82.0.0/24", blockSize=28)
+    # An empty pod list is never trusted: the controllers' own pod keeps it non-empty.
+    kube_api.store.create("pods", "kube-system", {"metadata": {"name": "ctl-m"}, "spec": {}})
+    kube_api.store.create("nodes", None, {"metadata": {"name": "n1"}})
+    make_node(etcd_backend, "n1")
+    env = {"ipam": IPAM(etcd_kv, etcd_backend, cache_seconds=0), "api": kube_api, "backend": etcd_backend}
+    penv = {
+        **os.environ,
+        "DATASTORE_TYPE": "etcdv3",
+        "ETCD_ENDPOINTS": etcd_endpoints,
+        "KUBECONFIG": str(kubeconfig(tmp_path, kube_api.url)),
+        "POD_NAME": "ctl-m",
+        "POD_NAMESPACE": "kube-system",
+        "HEALTH_PORT": str(health_port),
+        "LEADER_ELECTION_LEASE_DURATION": str(LEASE_S),
+        "LEADER_ELECTION_RENEW_DEADLINE": "3",
+        "LEADER_ELECTION_RETRY_PERIOD": "0.5",
+    }
+    with open(tmp_path / "ctl-m.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "felixpy.main", "controllers"], env=penv, stdout=log, stderr=log
+        )
+    base = f"http://127.0.0.1:{metrics_port}/metrics"
+    try:
+        wait_for(lambda: _get(f"http://127.0.0.1:{health_port}/liveness")[0] == 200, 60, "liveness")
+        wait_for(lambda: _get(f"http://127.0.0.1:{health_port}/readiness")[0] == 200, 60, "readiness")
+        wait_for(lambda: "felixpy_controllers_is_leader 1.0" in _get(base)[1], 60, "the leader gauge at 1")
+        ip = add_pod(env, "p1", "n1", cid="c1")
+        kube_api.store.delete("pods", "default", "p1", None)
+        wait_for(lambda: env["ipam"].get_assignment(ip) is None, 60, "the leak to be freed")
+        line = 'felixpy_controllers_ipam_released_total{kind="address",reason="pod-deleted"} 1.0'
+        wait_for(lambda: line in _get(base)[1], 10, "the release to be counted on /metrics")
+        assert 'felixpy_controllers_gc_passes_total{outcome="ok"}' in _get(base)[1]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 0, (tmp_path / "ctl-m.log").read_text()[-2000:]
