@@ -44,6 +44,29 @@ def test_parses_and_gives_settings() -> None:
     assert s.service_account_enabled and s.namespace_enabled and s.policy_enabled
 
 
+def test_every_controller_block_and_node_field_read() -> None:
+    """Calico's KubeControllersConfiguration fields, each reaching the setting it drives."""
+    [kcc] = parse_documents(DOC)
+    s = ControllerSettings.from_resource(kcc)  # type: ignore[arg-type]
+    assert s.node_enabled and s.workload_endpoint_enabled and not s.auto_host_endpoints
+    assert s.health_checks and s.log_severity == "Info"
+    text = DOC.replace("autoCreate: Disabled", "autoCreate: Enabled").replace(
+        "syncLabels: Enabled", "syncLabels: Disabled"
+    )
+    [kcc] = parse_documents(text.replace("healthChecks: Enabled", "healthChecks: Disabled"))
+    s = ControllerSettings.from_resource(kcc)  # type: ignore[arg-type]
+    assert s.auto_host_endpoints and not s.sync_labels and not s.health_checks
+    for block, attr in (
+        ("    policy: {reconcilerPeriod: 5m}\n", "policy_enabled"),
+        ("    workloadEndpoint: {reconcilerPeriod: 5m}\n", "workload_endpoint_enabled"),
+        ("    namespace: {reconcilerPeriod: 5m}\n", "namespace_enabled"),
+    ):
+        [kcc] = parse_documents(DOC.replace(block, ""))
+        assert not getattr(ControllerSettings.from_resource(kcc), attr), f"{attr}: its block left out"  # type: ignore[arg-type]
+    [kcc] = parse_documents(DOC.replace("prometheusMetricsPort: 9094", "prometheusMetricsPort: 0"))
+    assert ControllerSettings.from_resource(kcc).metrics_port == 0  # type: ignore[arg-type]
+
+
 def test_service_account_controller_off_when_its_block_is_left_out() -> None:
     [kcc] = parse_documents(DOC.replace("    serviceAccount: {reconcilerPeriod: 5m}\n", ""))
     s = ControllerSettings.from_resource(kcc)  # type: ignore[arg-type]
