@@ -34,6 +34,7 @@ from felixpy.netlinkio import query
 from felixpy.netlinkio.messages import Hop, Route
 from felixpy.netlinkio.veth import NetlinkFailure
 from felixpy.netlinkio.writer import RouteWriter, route_socket
+from felixpy.private_files import SECRET, private_dir, write_file
 
 log = structlog.get_logger(__name__)
 WG_DEVICE = "wireguard.cali"
@@ -160,15 +161,12 @@ def delete_device(name: str = WG_DEVICE, *, netns: str | None = None) -> bool:
 
 
 def write_private(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` created 0600 (never readable by others, not even briefly)."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Write ``text`` (it holds the private key) to ``path``: 0600 from its first byte, in a 0700
+    directory (created so, or an existing one tightened), whatever the umask (issue 12)."""
+    directory = os.path.dirname(path)
+    if directory:
+        private_dir(directory)
+    write_file(path, text, SECRET)
 
 
 def sync_config(name: str, conf_path: str, conf_text: str, *, netns: str | None = None) -> None:

@@ -4,10 +4,12 @@ Two nodes in a full mesh (real agents, ExaBGP, etcd, pods through the CNI); a BI
 fabric namespace peers with both (eBGP, graceful restart on) through a global BGPPeer with
 ``maxPrefixes: 10000``, ``maxPrefixesAction: Disable``. BIRD then announces, one after another:
 the /32s of node1's two pods; the whole pool and both its halves; node2's pod's /32 — none of it
-reaches either node's kernel, each refusal is logged. An ordinary route is installed and goes at once
-when BIRD closes the sessions with a Cease (no 120 s of graceful restart). 20,000 routes past the
-limit: the sessions are closed, nothing of it stays. Pings a→b (same node), a→c and c→a run from
-the first announcement to the last and every one is answered.
+reaches either node's kernel, each refusal is logged. An ordinary route is installed; graceful restart
+is negotiated on both sessions and applies where it should (BIRD killed: no NOTIFICATION, the route is
+kept stale until BIRD is back); it goes at once when BIRD closes the sessions with a Cease (no 120 s
+of graceful restart). 20,000 routes past the limit: the sessions are closed, nothing of it stays.
+Pings a→b (same node), a→c and c→a run from the first announcement to the last and every one is
+answered; the fabric (BIRD's side) has no route to any pod, so a hostile route taken would lose them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -110,6 +113,12 @@ class HostileBird:
         table = self.birdc("show", "protocols")
         return all(re.search(rf"^{name}\s.*Established", table, re.M) for name in self.nodes)
 
+    def kill(self) -> None:
+        """SIGKILL: the sessions drop without a NOTIFICATION (what graceful restart is for)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -197,6 +206,12 @@ def test_hostile_bird_peer_never_takes_a_pod_and_is_cut_off_past_its_limit() -> 
             c_block = str(ipaddress.ip_network(f"{ips['x/c']}/26", strict=False))
             wait_for(lambda: a_block in kernel(lab, "node2"), "node1's block at node2")
             wait_for(lambda: c_block in kernel(lab, "node1"), "node2's block at node1")
+            for pod in ("x/a", "x/b", "x/c"):  # where a hostile route would send the pings, they die
+                fabric = subprocess.run(
+                    ["ip", "netns", "exec", lab.names.fabric, "ip", "route", "get", ips[pod]],
+                    capture_output=True, text=True, timeout=30, check=False,
+                )  # fmt: skip
+                assert fabric.returncode != 0 and "unreachable" in fabric.stderr, (pod, fabric)
             pings = [ping(lab, "x/a", ips["x/b"]), ping(lab, "x/a", ips["x/c"]), ping(lab, "x/c", ips["x/a"])]
             time.sleep(2)
 
@@ -227,6 +242,24 @@ def test_hostile_bird_peer_never_takes_a_pod_and_is_cut_off_past_its_limit() -> 
             bird.announce([ordinary])
             for node in nodes:
                 wait_for(in_kernel(lab, node, f"{ordinary} via {BIRD_IP}"), f"{ordinary} at {node}")
+            for node in nodes:  # graceful restart is on for these sessions: the Cease below is no no-op
+                wait_for(gr_state(lab, node, "negotiated"), f"graceful restart negotiated at {node}", 30)
+            # the control: BIRD killed (no NOTIFICATION) -> the route is kept stale, in the kernel
+            bird.kill()
+            for node in nodes:
+                wait_for(gr_state(lab, node, "peer restarting"), f"{node} keeps BIRD's routes stale", 30)
+                assert re.search(rf"bgp peer {re.escape(BIRD_IP)} down: keeping \d+ routes stale",
+                                 agent_log(lab, node)), node  # fmt: skip
+            for _ in range(6):
+                for node in nodes:
+                    assert f"{ordinary} via {BIRD_IP}" in kernel(lab, node), ("stale route kept", node)
+                time.sleep(0.5)
+            bird.start([ordinary])
+            wait_for(bird.established, "sessions with the restarted BIRD", 90)
+            for node in nodes:
+                wait_for(gr_state(lab, node, "negotiated"), f"{node} done with BIRD's restart", 60)
+                wait_for(in_kernel(lab, node, f"{ordinary} via {BIRD_IP}"), f"{ordinary} at {node} again")
+            print("BIRD killed: its route kept stale on both nodes until it was back (graceful restart)")
             out = bird.birdc("disable", '"p_*"')  # BGP only: a Cease on each session, no withdrawals first
             assert out.count("disabled") == len(sessions), out
             took = max(
@@ -240,9 +273,17 @@ def test_hostile_bird_peer_never_takes_a_pod_and_is_cut_off_past_its_limit() -> 
             wait_for(bird.established, "sessions with BIRD again", 90)
 
             # 5. 20,000 routes past the limit of 10,000: the sessions are closed and stay closed
-            bird.announce(spare_blocks(20_000))
-            for node in nodes:
-                wait_for(in_log(lab, node, "receive limit"), f"{node} cuts BIRD off", 240)
+            netns = {n["name"]: n["netns"] for n in status["nodes"]}
+            peaks, done = dict.fromkeys(nodes, 0), threading.Event()
+            sampler = threading.Thread(target=sample_peaks, args=(netns, peaks, done), daemon=True)
+            sampler.start()  # how many of them were ever in a kernel, printed (the limit's figure)
+            try:
+                bird.announce(spare_blocks(20_000))
+                for node in nodes:
+                    wait_for(in_log(lab, node, "receive limit"), f"{node} cuts BIRD off", 240)
+            finally:
+                done.set()
+                sampler.join(30)
             for node in nodes:
                 took = wait_for(in_kernel(lab, node, "10.128.", present=False), f"none of them at {node}", 30)
                 print(f"{node}: the limit's routes left the kernel {took:.1f}s after the cut-off was logged")
@@ -255,6 +296,8 @@ def test_hostile_bird_peer_never_takes_a_pod_and_is_cut_off_past_its_limit() -> 
                     assert "10.128." not in kernel(lab, node), node
                 time.sleep(0.5)
             print("20,000 routes past the limit: both sessions closed (Disable), none of them installed")
+            print(f"most of them in a kernel at one sample before the cut-off (limit 10,000): {peaks}")
+            assert all(0 <= peak <= 10_000 for peak in peaks.values()), peaks
         except AssertionError:
             for node in nodes:  # what the agents said about BIRD's session, for the failure report
                 lines = [
@@ -292,6 +335,23 @@ def _upper_half(pool: str) -> str:
 
 def in_kernel(lab: LabCLI, node: str, text: str, *, present: bool = True) -> Callable[[], bool]:
     return lambda: (text in kernel(lab, node)) == present
+
+
+def sample_peaks(netns: dict[str, str], peaks: dict[str, int], done: threading.Event) -> None:
+    """The largest number of the spare pool's routes seen in each node's kernel, until ``done``
+    (bounded by the caller's wait)."""
+    while not done.is_set():
+        for node, ns in netns.items():
+            out = subprocess.run(["ip", "netns", "exec", ns, "ip", "-4", "route", "show", "proto", "81"],
+                                 capture_output=True, text=True, timeout=30, check=False).stdout  # fmt: skip
+            peaks[node] = max(peaks[node], sum(line.startswith("10.128.") for line in out.splitlines()))
+        done.wait(0.2)
+
+
+def gr_state(lab: LabCLI, node: str, state: str) -> Callable[[], bool]:
+    """Whether the node's status says this of graceful restart with BIRD (``negotiated: ...`` or
+    ``peer restarting: ...``, as ``felixctl node status --detail`` prints it)."""
+    return lambda: str(bgp_status(lab, node).get("graceful_restart", "")).startswith(state)
 
 
 def has_received(lab: LabCLI, node: str, count: int) -> Callable[[], bool]:

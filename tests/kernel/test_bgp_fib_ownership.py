@@ -8,9 +8,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from bgp import exabgp_api as api
+from bgp.engine import Engine
 from bgp.fib import Fib, FibRoute, NextHop
 from bgp.fib_netlink import NetlinkRouteOps
-from bgp.route import PeerInfo, Route
+from bgp.route import PathAttrs, PeerInfo, Route
+from bgp.service import build_plan
+from felixpy.resources.base import ObjectMeta
+from felixpy.resources.ippool import IPPool, IPPoolSpec
+from felixpy.resources.node import Node, NodeBGPSpec, NodeSpec
 
 pytestmark = pytest.mark.kernel
 
@@ -121,3 +127,43 @@ def test_previous_versions_metric_0_route_is_kept_then_retired_on_rewrite(
     fib.stage("10.65.9.0/26", [])
     fib.apply()
     assert ns.run("ip", "route", "show", "proto", "81") == ""
+
+
+def _node(name: str, ip: str) -> Node:
+    return Node(metadata=ObjectMeta(name=name), spec=NodeSpec(bgp=NodeBGPSpec(ipv4_address=f"{ip}/24")))
+
+
+def test_graceful_restart_expiry_in_the_engine_leaves_a_pod_that_took_the_address_routed(
+    node: tuple[object, NetlinkRouteOps],
+) -> None:
+    """The issue's sequence through the engine, with no resync to help: node b announces its pod's
+    borrowed /32 (an address of our block), b's session drops without a NOTIFICATION so the route is
+    kept stale, the address goes to a pod here meanwhile (the dataplane's route), and the 120 s
+    timer expires: BGP's route goes, the pod's stays and is the one the kernel uses."""
+    ns, ops = node
+    ns.run("ip", "route", "del", f"{POD4}/32", "proto", "80")  # b's pod holds the address for now
+    plan = build_plan(
+        "a", nodes=[_node("a", "10.0.0.1"), _node("b", "10.0.0.2")], bgp_configs=[], peers=[],
+        pools=[IPPool(metadata=ObjectMeta(name="p"), spec=IPPoolSpec(cidr="10.65.0.0/16"))],
+        local_blocks=["10.65.1.0/26"], workloads=[("b", POD4)],
+        all_blocks=[("10.65.1.0/26", "a")],
+    ).desired  # fmt: skip
+    engine = Engine(lambda _: None, Fib(ops), now=0.0, wall=lambda: 1000.0)
+    assert engine.fib is not None
+    engine.fib.resync()
+    engine.configure(plan)
+    engine.handle(api.BridgeNote(0), 0)
+    engine.handle(api.Open("10.0.0.2", "10.0.0.2", 64512, 120), 0)
+    engine.handle(api.StateChange("10.0.0.2", "up"), 0)
+    engine.handle(api.Update("10.0.0.2", 64512, PathAttrs(), (api.Announce(f"{POD4}/32", "10.0.0.2"),)), 1)
+    engine.flush()
+    assert f"{POD4} via 10.0.0.2 dev eth0 metric 32" in ns.run("ip", "route", "show", "proto", "81")
+
+    engine.handle(api.StateChange("10.0.0.2", "down", "closing connection"), 10)  # no NOTIFICATION
+    engine.flush()
+    assert f"{POD4} via 10.0.0.2" in ns.run("ip", "route", "show", "proto", "81")  # kept stale
+    ns.run("ip", "route", "add", f"{POD4}/32", "dev", "cali1", "scope", "link", "proto", "80")  # CNI ADD
+    engine.tick(10 + 120 + 1)  # the graceful-restart time runs out
+    engine.flush()
+    assert ns.run("ip", "route", "show", "proto", "81") == ""
+    pod_routes_intact(ns)

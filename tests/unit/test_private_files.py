@@ -115,3 +115,22 @@ def test_world_accessible_lists_what_others_can_read_write_or_list(tmp_path: Pat
     assert world_accessible(tmp_path / "run") == []
     os.chmod(tmp_path / "run" / "secret", 0o604)
     assert world_accessible(tmp_path / "run") == [(str(tmp_path / "run" / "secret"), 0o604)]
+
+
+def test_wireguard_key_material_is_0600_in_a_0700_directory(tmp_path: Path, umask: int) -> None:
+    """The WireGuard device config holds the node's private key: FELIXPY_STATE_DIR/wireguard/ is
+    0700 (created so, or tightened when an older version left it 0755) and the file 0600."""
+    from felixpy.dataplane.wireguard import write_private
+
+    fresh = tmp_path / "state" / "wireguard" / "wireguard.cali.conf"
+    write_private(str(fresh), "[Interface]\nPrivateKey = c2VjcmV0\n")
+    assert (mode(fresh), mode(fresh.parent), mode(fresh.parent.parent)) == (0o600, 0o700, 0o700)
+    old = tmp_path / "old" / "wireguard"
+    old.mkdir(parents=True)
+    os.chmod(old, 0o755)
+    (old / "wg-v6.cali.conf").write_text("wide")
+    os.chmod(old / "wg-v6.cali.conf", 0o644)
+    write_private(str(old / "wg-v6.cali.conf"), "[Interface]\nPrivateKey = c2VjcmV0\n")
+    assert (mode(old / "wg-v6.cali.conf"), mode(old)) == (0o600, 0o700)
+    assert sorted(os.listdir(old)) == ["wg-v6.cali.conf"], "no temporary file left behind"
+    assert world_accessible(tmp_path / "state") == []
