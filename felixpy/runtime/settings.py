@@ -21,7 +21,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_duration(value: Any) -> float:
+def parse_duration(value: object) -> float:
     """Seconds from ``90``, ``"90"``, ``"90s"``, ``"1m30s"`` or ``"500ms"`` (Go duration syntax)."""
     if isinstance(value, int | float):
         return float(value)
@@ -119,7 +119,7 @@ class FelixParams(BaseModel):
 
     @field_validator("defaultEndpointToHostAction", mode="before")
     @classmethod
-    def _action(cls, value: Any) -> str:
+    def _action(cls, value: object) -> str:
         return str(value).strip().upper()
 
     @field_validator("failsafeInboundHostPorts", "failsafeOutboundHostPorts", mode="before")
