@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from bgp.service import BGPService
     from felixpy.dataplane.wireguard_driver import WireguardDriver
     from felixpy.runtime.autodetect import HostAddress
-    from felixpy.runtime.node_status import NodeStatusReporter
+    from felixpy.runtime.node_status_reporter import NodeStatusReporter
 
 log = structlog.get_logger(__name__)
 
@@ -169,7 +169,7 @@ class Agent:
             self.cni.start()
         if self.bgp is not None:
             self.bgp.start()
-            from felixpy.runtime.node_status import NodeStatusReporter
+            from felixpy.runtime.node_status_reporter import NodeStatusReporter
 
             self.node_status = NodeStatusReporter(self.backend, self.settings.nodename, self.bgp).start()
         trimmer = interpreter.HeapTrimmer()  # start-up's peak given back (felixpy.interpreter)
