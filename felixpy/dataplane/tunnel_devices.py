@@ -21,8 +21,8 @@ import structlog
 
 from felixpy.dataplane.errors import DataplaneError, LinkNotFound
 from felixpy.dataplane.netlink_ops import open_iproute
-from felixpy.dataplane.procs import run
 from felixpy.dataplane.sysctl import run_in_netns
+from felixpy.dataplane.tool_runner import run
 from felixpy.netlinkio import query
 from felixpy.netlinkio.writer import route_socket
 

@@ -27,8 +27,8 @@ import structlog
 
 from felixpy.dataplane.errors import CommandFailed, DataplaneError
 from felixpy.dataplane.netlink_ops import open_iproute
-from felixpy.dataplane.procs import run
 from felixpy.dataplane.sysctl import run_in_netns
+from felixpy.dataplane.tool_runner import run
 from felixpy.netlinkio import messages as nl
 from felixpy.netlinkio import query
 from felixpy.netlinkio.messages import Hop, Route
