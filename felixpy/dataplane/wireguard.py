@@ -32,8 +32,8 @@ from felixpy.dataplane.tool_runner import run
 from felixpy.netlinkio import messages as nl
 from felixpy.netlinkio import query
 from felixpy.netlinkio.messages import Hop, Route
+from felixpy.netlinkio.route_writer import RouteWriter, route_socket
 from felixpy.netlinkio.veth import NetlinkFailure
-from felixpy.netlinkio.writer import RouteWriter, route_socket
 
 log = structlog.get_logger(__name__)
 WG_DEVICE = "wireguard.cali"
@@ -222,7 +222,7 @@ def sync_table(
 ) -> tuple[int, int]:
     """Table ``table`` holds exactly ``routes`` (cidr -> "dev" | "throw"); returns (written, removed).
 
-    Written through the agent's one batched route writer (``felixpy.netlinkio.writer``): one dump,
+    Written through the agent's one batched route writer (``felixpy.netlinkio.route_writer``): one dump,
     then every change in one send. A route the kernel refused raises DataplaneError naming it."""
     written = removed = 0
     if not routes and not _table_has_routes(table, netns, family):

@@ -11,7 +11,7 @@ import pytest
 from felixpy.dataplane import tunnel_devices, wireguard
 from felixpy.dataplane.sysctl import run_in_netns
 from felixpy.netlinkio import query
-from felixpy.netlinkio.writer import route_socket
+from felixpy.netlinkio.route_writer import route_socket
 
 pytestmark = pytest.mark.kernel
 

@@ -8,7 +8,7 @@ import pytest
 
 from felixpy.dataplane.sysctl import run_in_netns
 from felixpy.netlinkio.messages import RTN_BLACKHOLE, RTN_THROW, RTN_UNICAST, Hop, Route
-from felixpy.netlinkio.writer import RouteWriter, route_socket
+from felixpy.netlinkio.route_writer import RouteWriter, route_socket
 
 pytestmark = pytest.mark.kernel
 
