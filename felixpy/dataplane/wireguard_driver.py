@@ -36,7 +36,7 @@ import structlog
 
 from felixpy.calc import wireguard as wgcalc
 from felixpy.calc.updates import WgNode, WireguardUpdate
-from felixpy.dataplane import wireguard as drv
+from felixpy.dataplane import wireguard_kernel as drv
 from felixpy.dataplane.errors import DataplaneError
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from felixpy.calc.wireguard import WireguardConfig
-from felixpy.dataplane import wireguard as drv
+from felixpy.dataplane import wireguard_kernel as drv
 from felixpy.dataplane.encap_driver import Wireguard
 from felixpy.dataplane.errors import DataplaneError
 from felixpy.runtime.felix_metrics import add, counter
