@@ -1,7 +1,7 @@
 """Netlink implementation of ``fib.RouteOps``: routes of one protocol number, main table.
 
 The writes and dumps go through the agent's one batched route writer
-(``felixpy.netlinkio.writer.RouteWriter``) on a raw rtnetlink socket opened in the node's
+(``felixpy.netlinkio.route_writer.RouteWriter``) on a raw rtnetlink socket opened in the node's
 namespace; ``bgp.rtnl`` converts FIB routes to and from the kernel's. ENOENT/ESRCH on delete
 count as done; failures come back per route.
 
@@ -22,7 +22,7 @@ from bgp import rtnl
 from bgp.fib import FibRoute
 from felixpy.dataplane.kernel_objects import RTPROT_FELIXPY, RTPROT_FELIXPY_BGP
 from felixpy.netlinkio.messages import Route
-from felixpy.netlinkio.writer import RouteWriter, route_socket
+from felixpy.netlinkio.route_writer import RouteWriter, route_socket
 
 CLONE_NEWNET = 0x40000000
 

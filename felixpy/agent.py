@@ -11,6 +11,7 @@ so forwarding continues, and the restarted agent adopts it (routes by protocol, 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -18,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from bgp.service import BGPService
     from felixpy.dataplane.wireguard_driver import WireguardDriver
     from felixpy.runtime.autodetect import HostAddress
-    from felixpy.runtime.node_status import NodeStatusReporter
+    from felixpy.runtime.node_status_reporter import NodeStatusReporter
 
 log = structlog.get_logger(__name__)
 
@@ -168,7 +169,7 @@ class Agent:
             self.cni.start()
         if self.bgp is not None:
             self.bgp.start()
-            from felixpy.runtime.node_status import NodeStatusReporter
+            from felixpy.runtime.node_status_reporter import NodeStatusReporter
 
             self.node_status = NodeStatusReporter(self.backend, self.settings.nodename, self.bgp).start()
         trimmer = interpreter.HeapTrimmer()  # start-up's peak given back (felixpy.interpreter)
@@ -272,27 +273,17 @@ def _wireguard_driver(
     from felixpy.calc.wireguard import WireguardConfig
     from felixpy.dataplane.wireguard_driver import WireguardDriver, node_key_publisher
 
-    shared: dict[str, Any] = {
-        "routing_rule_priority": params.wireguardRoutingRulePriority,
-        "host_encryption": params.wireguardHostEncryptionEnabled,
-        "keepalive": int(params.wireguardKeepAlive),
-    }
-    if ipv6:
-        cfg = WireguardConfig.v6(
-            enabled=params.wireguardEnabledV6,
-            listening_port=params.wireguardListeningPortV6,
-            interface_name=params.wireguardInterfaceNameV6,
-            mtu=params.wireguardMTUV6,
-            **shared,
-        )
-    else:
-        cfg = WireguardConfig(
-            enabled=params.wireguardEnabled,
-            listening_port=params.wireguardListeningPort,
-            interface_name=params.wireguardInterfaceName,
-            mtu=params.wireguardMTU,
-            **shared,
-        )
+    base = WireguardConfig.v6() if ipv6 else WireguardConfig()  # each family's device, port, table
+    cfg = dataclasses.replace(
+        base,
+        enabled=params.wireguardEnabledV6 if ipv6 else params.wireguardEnabled,
+        listening_port=params.wireguardListeningPortV6 if ipv6 else params.wireguardListeningPort,
+        interface_name=params.wireguardInterfaceNameV6 if ipv6 else params.wireguardInterfaceName,
+        mtu=params.wireguardMTUV6 if ipv6 else params.wireguardMTU,
+        routing_rule_priority=params.wireguardRoutingRulePriority,
+        host_encryption=params.wireguardHostEncryptionEnabled,
+        keepalive=int(params.wireguardKeepAlive),
+    )
     publish = node_key_publisher(backend, settings.nodename, ipv6=ipv6)
     return WireguardDriver(
         cfg, nodename=settings.nodename, host_mtu=mtu, key_dir=settings.state_dir, publish=publish
@@ -469,9 +460,9 @@ def _serve_http(agent: Agent) -> None:
     )
     # Calico's wireguard_* families, while WireGuard is on, unless prometheusWireGuardMetricsEnabled
     # is false (felixpy.runtime.wireguard_metrics).
-    encap = getattr(agent.dataplane, "encap", None)  # none on a BGP-only node
-    drivers = getattr(encap, "wireguard_drivers", None)
-    wireguard = drivers() if drivers is not None else None  # IPv4's and IPv6's
+    dataplane = agent.dataplane
+    encap = dataplane.encap if isinstance(dataplane, LinuxDataplane) else None  # none on a BGP-only node
+    wireguard = encap.wireguard_drivers() if encap is not None else None  # IPv4's and IPv6's
     params = agent.params
     register_wireguard_metrics(agent.metrics.registry, agent.settings.nodename, wireguard,
                                enabled=params.prometheusWireGuardMetricsEnabled)

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, TypeVarTuple, cast
 
 import structlog
 
@@ -56,9 +56,10 @@ ERR_CONTAINER_UNKNOWN, ERR_INVALID_ENV, ERR_INVALID_CONFIG, ERR_TRY_AGAIN = 3, 4
 ERR_INTERNAL, ERR_IPAM, ERR_CHECK = 100, 101, 102
 DELETE_RETRIES = 10
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
-def _in_thread(fn: Callable[..., T], *args: Any) -> Future[tuple[T, float]]:
+def _in_thread(fn: Callable[[*Ts], T], *args: *Ts) -> Future[tuple[T, float]]:
     """``fn(*args)`` in a helper thread that ends with it (nothing stays behind per request), and
     how long it took (milliseconds, for the ``cni.done`` steps)."""
     done: Future[tuple[T, float]] = Future()
@@ -127,7 +128,7 @@ class CNIHandler:
         self.timeout = timeout
         self.policy = policy
 
-    def handle(self, raw: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, raw: dict[str, object]) -> dict[str, object]:
         start = time.monotonic()
         _steps.ms = {}
         try:
@@ -186,7 +187,7 @@ class CNIHandler:
             return 1500
 
     # ---- ADD ----------------------------------------------------------------------------
-    def add(self, req: CNIRequest) -> dict[str, Any]:
+    def add(self, req: CNIRequest) -> dict[str, object]:
         """IPAM, the veth, the endpoint written, its route and chains programmed: then the result."""
         self._check_names(req)
         self._wait_in_sync()
@@ -206,7 +207,7 @@ class CNIHandler:
         self.ipam.release_by_handle(req.handle_id)
         log.info("cni.ipam_released", handle=req.handle_id, reason=reason)
 
-    def _add_overlapped(self, req: CNIRequest, iface: str) -> dict[str, Any]:
+    def _add_overlapped(self, req: CNIRequest, iface: str) -> dict[str, object]:
         """A pod without a host veth (a fresh ADD, or one whose interface is gone): IPAM (etcd round
         trips) runs in a helper thread while this one makes the veth pair for the address families
         the config asks for; the pod side gets its addresses once IPAM answers. Whatever fails, the
@@ -293,7 +294,7 @@ class CNIHandler:
             return None
         return pod_side.mac if inspect.host_iface(iface) is not None else None
 
-    def _plumb_and_record(self, req: CNIRequest, addresses: list[str], *, fresh: bool) -> dict[str, Any]:
+    def _plumb_and_record(self, req: CNIRequest, addresses: list[str], *, fresh: bool) -> dict[str, object]:
         iface = self.host_iface(req)
         # A fresh assignment cannot have a pod side yet: only a repeated ADD checks what is there.
         mac = None if fresh else self._intact_mac(req, iface, addresses)
@@ -308,7 +309,7 @@ class CNIHandler:
             mac = veth.container_mac
         return self._record(req, iface, addresses, mac)
 
-    def _record(self, req: CNIRequest, iface: str, addresses: list[str], mac: str) -> dict[str, Any]:
+    def _record(self, req: CNIRequest, iface: str, addresses: list[str], mac: str) -> dict[str, object]:
         """The endpoint written and programmed (its route and chains in): the ADD's result."""
         with step("wep_write"):
             wep = self._write_wep(req, iface, addresses, mac)

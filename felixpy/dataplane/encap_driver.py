@@ -13,18 +13,44 @@ the routes over ``vxlan.calico`` find their device) converges:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import structlog
 
 from felixpy.calc.updates import Encap, EncapUpdate, Vtep, VtepUpdate, WireguardUpdate
+from felixpy.calc.wireguard import WireguardConfig
 from felixpy.dataplane import tunnel_devices as drv
 from felixpy.dataplane.errors import DataplaneError
 
 log = structlog.get_logger(__name__)
 OVERHEAD = {"ipip": 20, "vxlan": 50}
+
+
+class Fdb(Protocol):
+    """The VTEP neighbour/FDB writer (``tunnel_devices.VxlanFdb``): desired entries, then apply."""
+
+    def set_vteps(self, vteps: Iterable[drv.Vtep]) -> None: ...
+
+    def apply(self) -> object: ...
+
+
+class Wireguard(Protocol):
+    """One family's WireGuard driver (``felixpy.dataplane.wireguard_driver.WireguardDriver``); its
+    ``cfg`` and ``netns`` are what the ``wireguard_*`` metrics read of it."""
+
+    @property
+    def cfg(self) -> WireguardConfig: ...
+
+    @property
+    def netns(self) -> str | None: ...
+
+    def on_update(self, u: WireguardUpdate) -> None: ...
+
+    def resync(self) -> None: ...
+
+    def apply(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +70,16 @@ class EncapDriver:
         settings: EncapSettings,
         *,
         netns: str | None = None,
-        fdb: Any | None = None,
+        fdb: Fdb | None = None,
         ensure_vxlan: Callable[..., int] = drv.ensure_vxlan,
         ensure_ipip: Callable[..., int] = drv.ensure_ipip,
         delete_device: Callable[..., bool] = drv.delete_device,
-        wireguard: Any | None = None,
-        wireguard_v6: Any | None = None,
+        wireguard: Wireguard | None = None,
+        wireguard_v6: Wireguard | None = None,
     ) -> None:
         self.settings = settings
         self.netns = netns
-        self.fdb = fdb if fdb is not None else drv.VxlanFdb(netns=netns)
+        self.fdb: Fdb = fdb if fdb is not None else drv.VxlanFdb(netns=netns)
         self._ensure_vxlan, self._ensure_ipip, self._delete = ensure_vxlan, ensure_ipip, delete_device
         self.encap = Encap()
         self.vteps: dict[str, Vtep] = {}
@@ -95,7 +121,7 @@ class EncapDriver:
             ok = wg.apply() and ok
         return ok
 
-    def wireguard_drivers(self) -> list[Any]:
+    def wireguard_drivers(self) -> list[Wireguard]:
         """The WireGuard drivers there are: IPv4's, then IPv6's (each decides on its own)."""
         return [wg for wg in (self.wireguard, self.wireguard_v6) if wg is not None]
 

@@ -21,7 +21,7 @@ import structlog
 
 from felixpy.dataplane.errors import DataplaneError
 from felixpy.dataplane.kernel_objects import IpSet
-from felixpy.dataplane.procs import run
+from felixpy.dataplane.tool_runner import run
 from felixpy.dataplane.toolstats import ToolStats
 
 log = structlog.get_logger(__name__)

@@ -28,8 +28,8 @@ from felixpy.dataplane.iptables_render import (
     render_restore,
 )
 from felixpy.dataplane.iptc_rules import build_rule
-from felixpy.dataplane.procs import run
 from felixpy.dataplane.sysctl import netns_path
+from felixpy.dataplane.tool_runner import run
 from felixpy.dataplane.toolstats import ToolStats
 
 Mode = Literal["legacy", "nft"]

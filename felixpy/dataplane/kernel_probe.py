@@ -105,7 +105,7 @@ def _probe_vxlan(ns: str) -> ProbeResult:
 
 
 def _probe_wireguard(ns: str) -> ProbeResult:
-    from felixpy.dataplane.wireguard import WireguardUnsupported, probe_device
+    from felixpy.dataplane.wireguard_kernel import WireguardUnsupported, probe_device
 
     try:
         probe_device(ns)

@@ -2,7 +2,7 @@
 
 Drivers depend on the :class:`Netlink` protocol; kernel code uses :class:`IPRouteNetlink`, unit tests
 the in-memory :class:`tests.fixtures.netlink_fake.FakeNetlink`. Routes go through the agent's one
-batched route writer (``felixpy.netlinkio.writer.RouteWriter``, shared with BGP's FIB): a whole
+batched route writer (``felixpy.netlinkio.route_writer.RouteWriter``, shared with BGP's FIB): a whole
 ``RouteTable.apply`` is a few sends, not a pyroute2 call per route. Links are read with pyroute2
 ``IPRoute`` (never NDB: we keep our own desired/actual state). EEXIST on add and ENOENT/ESRCH on
 delete mean "already done"; ENODEV on a route becomes :class:`LinkNotFound` (retry later).
@@ -22,7 +22,7 @@ from felixpy.dataplane.errors import DataplaneError, LinkNotFound
 from felixpy.dataplane.kernel_objects import MAIN_TABLE, RouteTarget
 from felixpy.dataplane.sysctl import run_in_netns
 from felixpy.netlinkio.messages import RTN_BLACKHOLE, RTN_UNICAST, Hop, Route
-from felixpy.netlinkio.writer import RouteWriter, route_socket
+from felixpy.netlinkio.route_writer import RouteWriter, route_socket
 
 if TYPE_CHECKING:  # pyroute2 is imported when a link is first read: ~0.4 s and ~21 MB at start
     from pyroute2 import IPRoute

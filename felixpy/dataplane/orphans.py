@@ -18,11 +18,14 @@ import ipaddress
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 
 from policy.entities import Endpoint
+
+if TYPE_CHECKING:
+    from felixpy.dataplane.kernel_objects import RouteTarget
 
 log = structlog.get_logger(__name__)
 
@@ -31,9 +34,9 @@ log = structlog.get_logger(__name__)
 class Orphan:
     endpoint: Endpoint
     since: float  # time.time() when found
-    withheld: dict[str, Any] = field(default_factory=dict)  # dst -> route target kept out of the table
+    withheld: dict[str, RouteTarget] = field(default_factory=dict)  # dst -> target kept out of the table
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         ep = self.endpoint
         return {
             "namespace": ep.namespace,
@@ -71,7 +74,7 @@ class Orphans:
     def __contains__(self, key: object) -> bool:
         return key in self.by_key
 
-    def report(self) -> list[dict[str, Any]]:
+    def report(self) -> list[dict[str, object]]:
         return [o.to_json() for _, o in sorted(self.by_key.items())]
 
     # ---- routes --------------------------------------------------------------------------
@@ -88,7 +91,7 @@ class Orphans:
         self,
         failed: Iterable[str],
         endpoints: Mapping[tuple[str, str], Endpoint],
-        desired: Mapping[str, Any],
+        desired: Mapping[str, RouteTarget],
     ) -> list[tuple[tuple[str, str], Orphan]]:
         """New orphans among the endpoints whose routes just failed: those whose interface is gone.
         Each new orphan holds its routes' targets (taken from ``desired``), for the caller to

@@ -21,10 +21,10 @@ import structlog
 
 from felixpy.dataplane.errors import DataplaneError, LinkNotFound
 from felixpy.dataplane.netlink_ops import open_iproute
-from felixpy.dataplane.procs import run
 from felixpy.dataplane.sysctl import run_in_netns
+from felixpy.dataplane.tool_runner import run
 from felixpy.netlinkio import query
-from felixpy.netlinkio.writer import route_socket
+from felixpy.netlinkio.route_writer import route_socket
 
 if TYPE_CHECKING:  # pyroute2 is imported when a device is made or removed, not at start
     from pyroute2 import IPRoute

@@ -30,14 +30,17 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 
 from felixpy.calc import wireguard as wgcalc
 from felixpy.calc.updates import WgNode, WireguardUpdate
-from felixpy.dataplane import wireguard as drv
+from felixpy.dataplane import wireguard_kernel as drv
 from felixpy.dataplane.errors import DataplaneError
+
+if TYPE_CHECKING:
+    from felixpy.datastore.backend import Backend
 
 log = structlog.get_logger(__name__)
 DRAIN_SECONDS = 10.0  # the device goes once it has decrypted nothing for this long...
@@ -203,7 +206,7 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
-def node_key_publisher(backend: Any, nodename: str, retries: int = 5, *, ipv6: bool = False) -> Publish:
+def node_key_publisher(backend: Backend, nodename: str, retries: int = 5, *, ipv6: bool = False) -> Publish:
     """CAS-writes ``status.wireguardPublicKey`` of our Node (``ipv6``: ``status.wireguardPublicKeyV6``;
     cleared with None). Only that one field changes: the other family's key is left as it is."""
     from felixpy.datastore.errors import Conflict, NotFound

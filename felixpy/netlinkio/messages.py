@@ -3,7 +3,7 @@
 Why not pyroute2's encoder: compiling a route request through its generic message classes costs
 ~0.25 ms, and its synchronous ``IPRoute`` runs an asyncio loop per call (~1 ms a route). A route
 request is a fixed header plus a few attributes, so ``struct`` does it in a few microseconds.
-``felixpy.netlinkio.writer`` sends what this module packs and hands back what it receives.
+``felixpy.netlinkio.route_writer`` sends what this module packs and hands back what it receives.
 
 Layouts (linux/netlink.h, linux/rtnetlink.h, linux/if_link.h): nlmsghdr ``=IHHII`` (len, type,
 flags, seq, pid); rtmsg ``=BBBBBBBBI`` (family, dst_len, src_len, tos, table, protocol, scope,

@@ -13,7 +13,7 @@ enforced by felixpy's IPAM. As Calico validates it: maxBlocksPerHost > 0 needs s
 strictAffinity and autoAllocateBlocks cannot both be false (a node could get no address at all).
 Profile: ``ingress``/``egress`` rules as a policy's, ``labelsToApply``.
 CalicoNodeStatus: ``spec.node``, ``spec.classes`` (Agent, BGP, Routes), ``updatePeriodSeconds``;
-``status`` is written by the agent of ``spec.node`` (felixpy.runtime.node_status, Calico's shape).
+``status`` is written by the agent of ``spec.node`` (felixpy.runtime.node_status_reporter, Calico's shape).
 ClusterInformation: ``default``: clusterGUID, clusterType, calicoVersion, datastoreReady, variant;
 ``felixctl version`` reads its calicoVersion.
 """

@@ -20,7 +20,6 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from felixpy.calc.updates import FelixConfigUpdate, InvalidConfig, Update
 from felixpy.runtime.settings import FelixParams
@@ -56,7 +55,7 @@ class Check:
     restart would not help: never restart in a loop)."""
 
     updated: tuple[str, ...]
-    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    changes: dict[str, tuple[object, object]] = field(default_factory=dict)
     error: str | None = None
     repeated: bool = False
     wanted: FelixParams | None = None
@@ -74,7 +73,7 @@ def params_digest(params: FelixParams) -> str:
 
 def effective_changes(
     running: FelixParams, wanted: FelixParams, fields: Iterable[str] | None = None
-) -> dict[str, tuple[Any, Any]]:
+) -> dict[str, tuple[object, object]]:
     """{field: (running, wanted)} for the parameters that differ and need a restart to apply."""
     names = set(FelixParams.model_fields) if fields is None else set(fields)
     names -= NOT_RESTARTING
@@ -83,14 +82,14 @@ def effective_changes(
 
 
 def invalid_fields(
-    env: Mapping[str, str], node: Mapping[str, Any] | None, default: Mapping[str, Any] | None
+    env: Mapping[str, str], node: Mapping[str, object] | None, default: Mapping[str, object] | None
 ) -> dict[str, str]:
     """{field: why} for every parameter the resolver cannot read, each tried alone (so the error
     names the field even when the parser's message does not)."""
     out: dict[str, str] = {}
     for name in FelixParams.model_fields:
 
-        def alone(spec: Mapping[str, Any] | None, name: str = name) -> dict[str, Any] | None:
+        def alone(spec: Mapping[str, object] | None, name: str = name) -> dict[str, object] | None:
             return {name: spec[name]} if spec and name in spec else None
 
         try:
@@ -131,7 +130,7 @@ class ConfigWatch:
         self.settle_seconds = settle_seconds
         self.fields = None if fields is None else frozenset(fields)
         self.last_target = last_target
-        self._specs: dict[str, dict[str, Any]] = {}
+        self._specs: dict[str, dict[str, object]] = {}
         self._invalid: dict[str, str] = {}  # name -> why the resource itself did not validate
         self._updated: set[str] = set()  # FelixConfiguration names updated since the last check
         self._last_update = 0.0
@@ -155,8 +154,7 @@ class ConfigWatch:
             elif isinstance(u.config, InvalidConfig):
                 self._invalid[name] = u.config.error
             else:
-                spec: Any = getattr(u.config, "spec", None)
-                self._specs[name] = spec.model_dump(by_alias=True, exclude_none=True) if spec else {}
+                self._specs[name] = u.config.spec.model_dump(by_alias=True, exclude_none=True)
 
     def wanted(self) -> FelixParams:
         """The parameters the delivered resources give (raises if they cannot be read)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
@@ -21,6 +21,20 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from policy.convert import UNSUPPORTED_REASONS
 from policy.set_specs import NamedPortSet, SelectorSet
 from policy.setindex import FULL_SCAN, NO_MATCH, SINGLE_VALUE, optimized
+
+if TYPE_CHECKING:
+    from felixpy.calc.graph import CalcGraph
+    from felixpy.calc.policy_stage import PolicyCalc
+    from felixpy.dataplane.ipset_writer import IpsetWriter
+    from felixpy.dataplane.kernel_objects import Chain, RouteTarget
+    from felixpy.dataplane.linux import PolicyDriver
+    from felixpy.dataplane.policy_driver import PolicyDriver as VersionDriver
+    from felixpy.dataplane.routes import RouteTable
+    from felixpy.dataplane.toolstats import ToolStats
+    from felixpy.runtime.writer import WriterStats
+    from policy.compiler import PolicyCompiler
+    from policy.entities import Endpoint
+    from policy.set_specs import SetSpec
 
 # felix_resync_state: Felix's values for its syncer states.
 RESYNC_STATE = {"wait-for-ready": 1, "resync": 2, "in-sync": 3}
@@ -112,13 +126,23 @@ def resyncs_started(status: str | None, resyncs: int) -> int:
     return (0 if status is None else 1) + resyncs
 
 
-def endpoint_counts(endpoints: Sequence[Any]) -> tuple[int, int]:
+class SyncProgress(Protocol):
+    """What the collector reads of the datastore syncer (``felixpy.datastore.syncer.Syncer``)."""
+
+    @property
+    def status(self) -> str | None: ...
+
+    @property
+    def resyncs(self) -> int: ...
+
+
+def endpoint_counts(endpoints: Sequence[Endpoint]) -> tuple[int, int]:
     """(workload endpoints, host endpoints) among policy Endpoints (``host=True`` for a HostEndpoint)."""
     hosts = sum(1 for ep in endpoints if getattr(ep, "host", False))
     return len(endpoints) - hosts, hosts
 
 
-def table_counts(chains: Iterable[Any]) -> dict[str, tuple[int, int]]:
+def table_counts(chains: Iterable[Chain]) -> dict[str, tuple[int, int]]:
     """table -> (chains, rules) for the chains the agent programs."""
     n_chains: Counter[str] = Counter()
     n_rules: Counter[str] = Counter()
@@ -128,12 +152,12 @@ def table_counts(chains: Iterable[Any]) -> dict[str, tuple[int, int]]:
     return {t: (n_chains[t], n_rules[t]) for t in n_chains}
 
 
-def selector_count(specs: Iterable[Any]) -> int:
+def selector_count(specs: Iterable[SetSpec]) -> int:
     """Active selectors: the selector and named-port sets the local policies use (not CIDR sets)."""
     return sum(1 for s in specs if isinstance(s, SelectorSet | NamedPortSet))
 
 
-def optimized_counts(specs: Iterable[Any]) -> tuple[int, int]:
+def optimized_counts(specs: Iterable[SetSpec]) -> tuple[int, int]:
     """(optimized, not) among the active selectors: a selector with a ``key == value`` term is
     scanned over that label value's holders, one without over every endpoint and network set."""
     flags = [optimized(s.selector) for s in specs if isinstance(s, SelectorSet | NamedPortSet)]
@@ -151,7 +175,7 @@ def profile_count(
     return len(names)
 
 
-def policy_counts(compiler: Any) -> PolicyCounts:
+def policy_counts(compiler: PolicyCompiler) -> PolicyCounts:
     workloads, hosts = endpoint_counts(tuple(compiler._endpoints.values()))
     specs = tuple(compiler._sets._specs.values())
     opt, unopt = optimized_counts(specs)
@@ -174,11 +198,15 @@ def policy_counts(compiler: Any) -> PolicyCounts:
     )
 
 
-def policy_drivers(policy: Any) -> list[Any]:
+def policy_drivers(policy: PolicyDriver | None) -> list[VersionDriver]:
     """The PolicyDriver(s) behind the dataplane's policy (one per IP version), or none."""
+    from felixpy.dataplane.linux import FamilyPolicies
+    from felixpy.dataplane.policy_driver import PolicyDriver as VersionDriver
+
     if policy is None:
         return []
-    return list(getattr(policy, "drivers", (policy,)))
+    given = policy.drivers if isinstance(policy, FamilyPolicies) else (policy,)
+    return [d for d in given if isinstance(d, VersionDriver)]
 
 
 class FelixCollector(Collector):
@@ -187,11 +215,11 @@ class FelixCollector(Collector):
     def __init__(
         self,
         nodename: str,
-        syncer: Any,
-        graph: Any,
-        dataplane: Any,
+        syncer: SyncProgress,
+        graph: CalcGraph,
+        dataplane: object,  # LinuxDataplane, the agent's BGPOnlyDataplane, or None
         failures: Callable[[], int] = lambda: 0,
-        writer_stats: Any = None,
+        writer_stats: WriterStats | None = None,
     ) -> None:
         self.nodename = nodename
         self.writer_stats = writer_stats  # felixpy.runtime.writer.WriterStats, None: no writer loop
@@ -225,7 +253,7 @@ class FelixCollector(Collector):
         )
         if self.writer_stats is not None:
             yield from writer_families(self.writer_stats)
-        routes = getattr(self.dataplane, "routes", None)
+        routes: RouteTable | None = getattr(self.dataplane, "routes", None)
         if routes is not None:
             yield route_families(routes.table, tuple(routes._desired))
             yield route_iface_family(routes.table, tuple(routes._desired.items()))
@@ -236,7 +264,7 @@ class FelixCollector(Collector):
                 sum_value=getattr(routes, "resync_seconds", 0.0),
             )
         drivers = policy_drivers(getattr(self.dataplane, "policy", None))
-        policy = getattr(self.graph, "policy", None)
+        policy: PolicyCalc | None = getattr(self.graph, "policy", None)
         if policy is not None:
             yield from unenforced_families(policy.unenforced_counts(), policy.unconvertible_count())
         if drivers and policy is not None:
@@ -248,7 +276,9 @@ class FelixCollector(Collector):
                 value=len(getattr(self.dataplane, "endpoints", ())),
             )
 
-    def _policy_families(self, compilers: Sequence[Any], drivers: Sequence[Any]) -> Iterator[Metric]:
+    def _policy_families(
+        self, compilers: Sequence[PolicyCompiler], drivers: Sequence[VersionDriver]
+    ) -> Iterator[Metric]:
         counts = policy_counts(compilers[0])  # every family's compiler sees the same inputs
         gauges = {
             "felix_cluster_num_workload_endpoints": (
@@ -320,7 +350,7 @@ def route_table_counts(table: int, destinations: Iterable[str]) -> dict[str, int
     return out
 
 
-def writer_families(stats: Any) -> Iterator[Metric]:
+def writer_families(stats: WriterStats) -> Iterator[Metric]:
     """Felix's calculation-graph and dataplane-message families, from the writer loop's counts.
     ``type`` values are felixpy's names (resource kinds fed to the graph; update classes applied)."""
     yield SummaryMetricFamily(
@@ -344,7 +374,7 @@ def writer_families(stats: Any) -> Iterator[Metric]:
     yield messages
 
 
-def route_iface_counts(table: int, routes: Iterable[tuple[str, Any]]) -> dict[str, int]:
+def route_iface_counts(table: int, routes: Iterable[tuple[str, RouteTarget]]) -> dict[str, int]:
     """Felix's ``table`` label -> interfaces the agent's routes there go out of (blackhole and
     unreachable routes have none)."""
     devs: dict[str, set[str]] = {f"IPv4:{table}": set(), f"IPv6:{table}": set()}
@@ -354,7 +384,7 @@ def route_iface_counts(table: int, routes: Iterable[tuple[str, Any]]) -> dict[st
     return {label: len(names) for label, names in devs.items()}
 
 
-def route_iface_family(table: int, routes: Iterable[tuple[str, Any]]) -> Metric:
+def route_iface_family(table: int, routes: Iterable[tuple[str, RouteTarget]]) -> Metric:
     family = GaugeMetricFamily(
         "felix_route_table_num_ifaces", "Interfaces the agent's routes in the table use", labels=["table"]
     )
@@ -372,7 +402,9 @@ def route_families(table: int, destinations: Iterable[str]) -> Metric:
     return family
 
 
-def iptables_families(compilers: Sequence[Any], drivers: Sequence[Any]) -> Iterator[Metric]:
+def iptables_families(
+    compilers: Sequence[PolicyCompiler], drivers: Sequence[VersionDriver]
+) -> Iterator[Metric]:
     """Chains and rules per table of each IP version's compiler (calc), calls of its writer."""
     by_version = {compiler.version: compiler for compiler in compilers}
     chains = GaugeMetricFamily(
@@ -388,7 +420,7 @@ def iptables_families(compilers: Sequence[Any], drivers: Sequence[Any]) -> Itera
         ):
             chains.add_metric([version, table], n_chains)
             rules.add_metric([version, table], n_rules)
-        stats = getattr(driver.iptables.backend, "stats", None)
+        stats: ToolStats | None = getattr(driver.iptables.backend, "stats", None)
         if stats is None:  # python-iptables: no iptables-restore/-save processes to count
             continue
         for table, n in sorted(stats.lines("restore").items()):
@@ -409,7 +441,7 @@ def iptables_families(compilers: Sequence[Any], drivers: Sequence[Any]) -> Itera
         yield counter(f"felix_iptables_{key}", doc, value=calls[key])
 
 
-def ipset_families(ipsets: Any) -> Iterator[Metric]:
+def ipset_families(ipsets: IpsetWriter) -> Iterator[Metric]:
     stats = ipsets.stats
     yield counter("felix_ipset_calls", "ipset commands run", value=stats.calls("ipset"))
     yield counter("felix_ipset_errors", "ipset commands that failed", value=stats.errors("ipset"))

@@ -21,7 +21,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_duration(value: Any) -> float:
+def parse_duration(value: object) -> float:
     """Seconds from ``90``, ``"90"``, ``"90s"``, ``"1m30s"`` or ``"500ms"`` (Go duration syntax)."""
     if isinstance(value, int | float):
         return float(value)
@@ -119,7 +119,7 @@ class FelixParams(BaseModel):
 
     @field_validator("defaultEndpointToHostAction", mode="before")
     @classmethod
-    def _action(cls, value: Any) -> str:
+    def _action(cls, value: object) -> str:
         return str(value).strip().upper()
 
     @field_validator("failsafeInboundHostPorts", "failsafeOutboundHostPorts", mode="before")
@@ -135,10 +135,10 @@ class FelixParams(BaseModel):
     def resolve(
         cls,
         env: Mapping[str, str],
-        node_config: Mapping[str, Any] | None = None,
-        global_config: Mapping[str, Any] | None = None,
+        node_config: Mapping[str, object] | None = None,
+        global_config: Mapping[str, object] | None = None,
     ) -> FelixParams:
-        values: dict[str, Any] = {}
+        values: dict[str, object] = {}
         for field, info in cls.model_fields.items():
             for source in (global_config or {}, node_config or {}):
                 if source.get(field) is not None:
@@ -148,9 +148,10 @@ class FelixParams(BaseModel):
                 values[field] = env_value
             if field in values and info.annotation is float:
                 values[field] = parse_duration(values[field])
-            if field in values and info.annotation is bool and isinstance(values[field], str):
-                values[field] = values[field].strip().lower() in ("true", "1", "yes")
-        return cls(**values)
+            value = values.get(field)
+            if info.annotation is bool and isinstance(value, str):
+                values[field] = value.strip().lower() in ("true", "1", "yes")
+        return cls.model_validate(values)
 
 
 def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -9,7 +9,7 @@ import ipaddress
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -226,7 +226,7 @@ def ensure_tunnel_addresses(ipam: IPAM, nodename: str, kinds: set[str]) -> dict[
 
 
 def felix_params(backend: Backend, settings: Settings) -> FelixParams:
-    def spec_of(name: str) -> dict[str, Any]:
+    def spec_of(name: str) -> dict[str, object]:
         try:
             return backend.get(FelixConfiguration, name).spec.model_dump(by_alias=True, exclude_none=True)
         except NotFound:

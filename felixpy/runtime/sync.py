@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from pydantic import ValidationError
@@ -39,7 +39,8 @@ from felixpy.resources.stored import GlobalNetworkSet, NetworkSet, Profile
 from felixpy.runtime.writer import BlockMsg, InSyncMsg, ResourceMsg, Writer
 
 if TYPE_CHECKING:
-    from felixpy.datastore.backend import Backend
+    from felixpy.datastore.backend import Backend, ResourceEvent
+    from felixpy.resources.base import Resource
 
 log = structlog.get_logger(__name__)
 
@@ -108,7 +109,7 @@ class SyncSources:
         return self._resources_synced and self._blocks_synced
 
     # ---- resources ----------------------------------------------------------------------
-    def _on_updates(self, events: list[Any]) -> None:
+    def _on_updates(self, events: list[ResourceEvent]) -> None:
         for ev in events:
             key = (ev.namespace or "", ev.name)
             kind = (
@@ -180,7 +181,7 @@ class SyncSources:
             self.writer.submit(BlockMsg(cidr, None))
 
 
-def _felix_config(ev: Any) -> Any:
+def _felix_config(ev: ResourceEvent) -> Resource | InvalidConfig | None:
     """A FelixConfiguration that does not validate must not end the syncer (and the agent with it):
     it goes on as `InvalidConfig`, which the config watch reports and ignores."""
     if ev.type != "put":

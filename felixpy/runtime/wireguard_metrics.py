@@ -12,14 +12,15 @@ exists, the families are absent (as in Felix). FelixConfiguration ``prometheusWi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from felixpy.dataplane import wireguard as drv
+from felixpy.calc.wireguard import WireguardConfig
+from felixpy.dataplane import wireguard_kernel as drv
+from felixpy.dataplane.encap_driver import Wireguard
 from felixpy.dataplane.errors import DataplaneError
 from felixpy.runtime.felix_metrics import add, counter
 
@@ -58,15 +59,15 @@ class WireguardCollector(Collector):
     """``wireguard_*`` for the agent's WireGuard drivers (``dataplane.wireguard_driver``): one, or a
     list (IPv4's and IPv6's); each device that is on and exists is exported."""
 
-    def __init__(self, hostname: str, driver: Any) -> None:
+    def __init__(self, hostname: str, driver: Wireguard | Sequence[Wireguard] | None) -> None:
         self.hostname = hostname
-        given = driver if isinstance(driver, list | tuple) else [driver]
+        given: Sequence[Wireguard | None] = driver if isinstance(driver, Sequence) else [driver]
         self.drivers = [d for d in given if d is not None]
 
     def collect(self) -> Iterator[Metric]:
         devices = []
         for d in self.drivers:
-            cfg = getattr(d, "cfg", None)
+            cfg: WireguardConfig | None = getattr(d, "cfg", None)
             if cfg is None or not cfg.enabled:
                 continue
             try:
@@ -77,7 +78,13 @@ class WireguardCollector(Collector):
             yield from devices_families(self.hostname, devices)
 
 
-def register(registry: CollectorRegistry, hostname: str, driver: Any, *, enabled: bool) -> bool:
+def register(
+    registry: CollectorRegistry,
+    hostname: str,
+    driver: Wireguard | Sequence[Wireguard] | None,
+    *,
+    enabled: bool,
+) -> bool:
     """Adds the ``wireguard_*`` collector unless ``prometheusWireGuardMetricsEnabled`` is false.
 
     Returns whether it was added. The parameter is read once, at start-up: a change of it restarts

@@ -18,7 +18,7 @@ from bgp.route import PathAttrs
 from felixpy.datastore.resources import KVBackend
 from felixpy.resources.base import ObjectMeta
 from felixpy.resources.stored import CalicoNodeStatus, CalicoNodeStatusSpec
-from felixpy.runtime.node_status import NodeStatusReporter
+from felixpy.runtime.node_status_reporter import NodeStatusReporter
 from tests.fixtures import waiting
 from tests.unit.test_bgp_peer_options import TOR, make, peer
 

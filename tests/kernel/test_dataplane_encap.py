@@ -105,7 +105,7 @@ def test_ipip_tunl0_made_as_the_agent_does_and_carries_traffic(netns):
 
 def test_wireguard_table_and_rule_converge_and_go(netns):
     """The WireGuard table and rule without WireGuard itself (a veth stands in for the device)."""
-    from felixpy.dataplane.wireguard import delete_rule, ensure_rule, sync_table
+    from felixpy.dataplane.wireguard_kernel import delete_rule, ensure_rule, sync_table
 
     ns = netns("wgtable")
     ns.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")

@@ -8,10 +8,10 @@ import socket
 
 import pytest
 
-from felixpy.dataplane import tunnel_devices, wireguard
+from felixpy.dataplane import tunnel_devices, wireguard_kernel
 from felixpy.dataplane.sysctl import run_in_netns
 from felixpy.netlinkio import query
-from felixpy.netlinkio.writer import route_socket
+from felixpy.netlinkio.route_writer import route_socket
 
 pytestmark = pytest.mark.kernel
 
@@ -46,18 +46,18 @@ def test_addresses_give_index_address_prefix_and_scope_in_kernel_order(ns) -> No
 
 
 def test_wireguard_rule_removal_reads_rules_raw_and_still_removes_a_leftover(ns) -> None:  # type: ignore[no-untyped-def]
-    assert wireguard.delete_rule(table=1, priority=99, netns=ns.name) is False
+    assert wireguard_kernel.delete_rule(table=1, priority=99, netns=ns.name) is False
     ns.run("ip", "rule", "add", "not", "fwmark", "0x200000/0x200000", "table", "1", "priority", "99")
     rules = query.rules(socket.AF_INET, sock=_sock(ns.name))
     assert any(r.priority == 99 and r.table == 1 and r.fwmark == 0x200000 for r in rules)
-    assert wireguard.delete_rule(table=1, priority=99, netns=ns.name) is True
+    assert wireguard_kernel.delete_rule(table=1, priority=99, netns=ns.name) is True
     assert "lookup 1" not in ns.run("ip", "rule")
-    assert wireguard.delete_rule(table=1, priority=99, netns=ns.name) is False
+    assert wireguard_kernel.delete_rule(table=1, priority=99, netns=ns.name) is False
 
 
 def test_device_removals_are_no_ops_without_the_device_and_remove_one_that_is_there(ns) -> None:  # type: ignore[no-untyped-def]
-    assert wireguard.device_exists("wireguard.cali", netns=ns.name) is False
-    assert wireguard.delete_device("wireguard.cali", netns=ns.name) is False
+    assert wireguard_kernel.device_exists("wireguard.cali", netns=ns.name) is False
+    assert wireguard_kernel.delete_device("wireguard.cali", netns=ns.name) is False
     assert tunnel_devices.delete_device("vxlan.calico", netns=ns.name) is False
     ns.run("ip", "link", "add", "vxlan.calico", "type", "veth", "peer", "name", "vxpeer")
     assert tunnel_devices.delete_device("vxlan.calico", netns=ns.name) is True
@@ -67,9 +67,9 @@ def test_device_removals_are_no_ops_without_the_device_and_remove_one_that_is_th
 def test_ipv6_wireguard_table_with_nothing_is_skipped_and_a_leftover_removed(ns) -> None:  # type: ignore[no-untyped-def]
     ns.run("ip", "-6", "route", "add", "throw", "fd00:99::/64", "table", "77", "proto", "80")
     v6 = {"device": "wg-none", "table": 77, "netns": ns.name, "family": socket.AF_INET6}
-    assert wireguard.sync_table({}, **v6) == (0, 1)  # type: ignore[arg-type]
+    assert wireguard_kernel.sync_table({}, **v6) == (0, 1)  # type: ignore[arg-type]
     assert ns.run("ip", "-6", "route", "show", "table", "77").strip() == ""
-    assert wireguard.sync_table({}, **v6) == (0, 0)  # type: ignore[arg-type]
+    assert wireguard_kernel.sync_table({}, **v6) == (0, 0)  # type: ignore[arg-type]
 
 
 def test_veth_deletes_by_name_and_by_index_are_raw_and_count_gone_as_done(ns) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ import pytest
 
 from felixpy.dataplane.sysctl import run_in_netns
 from felixpy.netlinkio.messages import RTN_BLACKHOLE, RTN_THROW, RTN_UNICAST, Hop, Route
-from felixpy.netlinkio.writer import RouteWriter, route_socket
+from felixpy.netlinkio.route_writer import RouteWriter, route_socket
 
 pytestmark = pytest.mark.kernel
 
@@ -91,7 +91,7 @@ def test_a_recreated_interface_is_found_by_name_again(node):
 
 
 def test_throw_routes_in_a_dedicated_table_read_back_replace_and_go(node):
-    """The WireGuard table's shapes (felixpy.dataplane.wireguard.sync_table): ``throw`` and ``dev``
+    """The WireGuard table's shapes (felixpy.dataplane.wireguard_kernel.sync_table): ``throw`` and ``dev``
     routes in their own table, both families, read back as written and deleted by the same writer."""
     ns, writer = node
     routes = [

@@ -175,7 +175,7 @@ def test_sync_table_to_nothing_removes_what_is_left_and_skips_an_empty_table(net
     """WireGuard off (every start): a table with leftovers is emptied, an empty one is left alone
     after one header-only dump; tables above 255 (RTA_TABLE) too; IPv4 and IPv6. No WireGuard module
     needed."""
-    from felixpy.dataplane import wireguard as wg
+    from felixpy.dataplane import wireguard_kernel as wg
 
     ns = netns("wgt")
     for table in (77, 1000):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from felixpy.dataplane.kernel_probe import REQUIRE_ENV, classify, required_features
-from felixpy.dataplane.wireguard import parse_dump
+from felixpy.dataplane.wireguard_kernel import parse_dump
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """The WireGuard driver's decisions (keys, rotation, publishing, draining) over an in-memory kernel.
 
-The kernel calls (felixpy.dataplane.wireguard) are swapped for :class:`FakeKernel`, a small stand-in
+The kernel calls (felixpy.dataplane.wireguard_kernel) are swapped for :class:`FakeKernel`, a small stand-in
 that keeps one device's key, peers, table and rule; the real calls run in the VM stage
 (tests/kernel/test_wireguard_kernel.py).
 """
@@ -17,8 +17,8 @@ import pytest
 
 from felixpy.calc.updates import WgNode, WireguardUpdate
 from felixpy.calc.wireguard import WireguardConfig
-from felixpy.dataplane import wireguard as real
 from felixpy.dataplane import wireguard_driver as wgnode
+from felixpy.dataplane import wireguard_kernel as real
 from felixpy.dataplane.wireguard_driver import DRAIN_MAX_SECONDS, DRAIN_SECONDS, WireguardDriver
 
 _keys = itertools.count(1)

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from felixpy.calc.wireguard import WireguardConfig
-from felixpy.dataplane.wireguard import parse_dump
+from felixpy.dataplane.wireguard_kernel import parse_dump
 from felixpy.runtime.felix_metrics import exposition
 from felixpy.runtime.wireguard_metrics import WireguardCollector, families
 
@@ -71,7 +71,7 @@ class _OnDriver:
 
 
 def test_prometheus_wireguard_metrics_enabled_false_leaves_the_families_out(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from felixpy.dataplane import wireguard as drv
+    from felixpy.dataplane import wireguard_kernel as drv
     from felixpy.resources.felixconfig import FelixConfiguration
     from felixpy.runtime import wireguard_metrics
     from felixpy.runtime.settings import FelixParams
@@ -121,7 +121,7 @@ def test_both_devices_in_the_same_families_told_apart_by_iface_and_own_key(monke
     """wireguardEnabled and wireguardEnabledV6: one collector over both drivers, each device a
     wireguard_meta series (iface, listen_port) and its peers' series under its own public_key; a
     device that is off (or not there yet) is left out, the other still exported."""
-    from felixpy.dataplane import wireguard as drv
+    from felixpy.dataplane import wireguard_kernel as drv
 
     dumps = {"wireguard.cali": DUMP, "wg-v6.cali": DUMP_V6}
 

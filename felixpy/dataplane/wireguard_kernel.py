@@ -27,13 +27,13 @@ import structlog
 
 from felixpy.dataplane.errors import CommandFailed, DataplaneError
 from felixpy.dataplane.netlink_ops import open_iproute
-from felixpy.dataplane.procs import run
 from felixpy.dataplane.sysctl import run_in_netns
+from felixpy.dataplane.tool_runner import run
 from felixpy.netlinkio import messages as nl
 from felixpy.netlinkio import query
 from felixpy.netlinkio.messages import Hop, Route
+from felixpy.netlinkio.route_writer import RouteWriter, route_socket
 from felixpy.netlinkio.veth import NetlinkFailure
-from felixpy.netlinkio.writer import RouteWriter, route_socket
 from felixpy.private_files import SECRET, private_dir, write_file
 
 log = structlog.get_logger(__name__)
@@ -220,7 +220,7 @@ def sync_table(
 ) -> tuple[int, int]:
     """Table ``table`` holds exactly ``routes`` (cidr -> "dev" | "throw"); returns (written, removed).
 
-    Written through the agent's one batched route writer (``felixpy.netlinkio.writer``): one dump,
+    Written through the agent's one batched route writer (``felixpy.netlinkio.route_writer``): one dump,
     then every change in one send. A route the kernel refused raises DataplaneError naming it."""
     written = removed = 0
     if not routes and not _table_has_routes(table, netns, family):

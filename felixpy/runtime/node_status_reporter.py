@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -22,6 +23,10 @@ from bgp.node_status import build_status
 from felixpy.datastore.errors import Conflict, DatastoreError, NotFound
 from felixpy.datastore.syncer import Syncer
 from felixpy.resources.stored import CalicoNodeStatus
+
+if TYPE_CHECKING:
+    from bgp.status import PeerStatus
+    from felixpy.datastore.backend import Backend, ResourceEvent
 
 log = structlog.get_logger(__name__)
 TICK = 1.0  # how often due resources are looked at (seconds)
@@ -35,8 +40,31 @@ def _version() -> str:
         return "unknown"
 
 
+class BGPState(Protocol):
+    """What the reporter reads of the BGP service (``bgp.service.BGPService``)."""
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def router_id(self) -> str: ...
+
+    @property
+    def families(self) -> Sequence[int]: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def configured_at(self) -> float: ...
+
+    def status(self) -> Sequence[PeerStatus]: ...
+
+    def fresh_routes_view(self) -> Mapping[str, object] | None: ...
+
+
 class NodeStatusReporter:
-    def __init__(self, backend: Any, nodename: str, bgp: Any, *, tick: float = TICK) -> None:
+    def __init__(self, backend: Backend, nodename: str, bgp: BGPState, *, tick: float = TICK) -> None:
         self.backend = backend
         self.nodename = nodename
         self.bgp = bgp
@@ -46,7 +74,7 @@ class NodeStatusReporter:
         self._lock = threading.Lock()
         self._objs: dict[str, CalicoNodeStatus] = {}  # name -> latest seen (ours only)
         self._due: dict[str, float | None] = {}  # name -> monotonic time of the next write (None: never)
-        self._specs: dict[str, Any] = {}  # name -> spec last written for
+        self._specs: dict[str, dict[str, object]] = {}  # name -> spec last written for
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.syncer = self._new_syncer()
@@ -89,7 +117,7 @@ class NodeStatusReporter:
             self.syncer.stop(timeout=1.0)
             self.syncer = self._new_syncer().start()
 
-    def _on_updates(self, events: list[Any]) -> None:
+    def _on_updates(self, events: list[ResourceEvent]) -> None:
         with self._lock:
             for ev in events:
                 obj = ev.obj if ev.type == "put" else None
