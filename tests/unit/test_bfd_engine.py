@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -152,7 +153,10 @@ def bfd_plan():  # type: ignore[no-untyped-def]
     return build_plan("a", nodes=NODES, bgp_configs=[cfg], peers=[], pools=POOLS, local_blocks=[]).desired
 
 
-def test_bfd_failure_removes_routes_at_once_closes_the_session_and_holds_until_hold_down() -> None:
+def test_bfd_failure_removes_routes_at_once_closes_the_session_and_holds_until_hold_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bgp")
     engine, sent, kernel = make()
     engine.configure(bfd_plan())
     engine.handle(api.BridgeNote(0), 0)
@@ -182,6 +186,14 @@ def test_bfd_failure_removes_routes_at_once_closes_the_session_and_holds_until_h
     engine.flush()
     assert list(kernel.table) == ["10.65.2.0/26"]
     assert engine.status_changed
+    # every step logged with its reason: the failure (BFD's diagnostic), the hold-down, the release
+    said = [r.getMessage() for r in caplog.records]
+    assert any(
+        PEER in m and "BFD down: control detection time expired" in m and "1 routes removed at once" in m
+        for m in said
+    ), said
+    assert any(f"bfd {PEER} Up again: its routes held 3.0s more" in m for m in said), said
+    assert any(PEER in m and "BFD Up and hold-down passed" in m for m in said), said
 
 
 def test_bfd_failure_during_graceful_restart_respects_the_c_bit() -> None:
