@@ -120,7 +120,7 @@ def test_world_accessible_lists_what_others_can_read_write_or_list(tmp_path: Pat
 def test_wireguard_key_material_is_0600_in_a_0700_directory(tmp_path: Path, umask: int) -> None:
     """The WireGuard device config holds the node's private key: FELIXPY_STATE_DIR/wireguard/ is
     0700 (created so, or tightened when an older version left it 0755) and the file 0600."""
-    from felixpy.dataplane.wireguard import write_private
+    from felixpy.dataplane.wireguard_kernel import write_private
 
     fresh = tmp_path / "state" / "wireguard" / "wireguard.cali.conf"
     write_private(str(fresh), "[Interface]\nPrivateKey = c2VjcmV0\n")
