@@ -423,6 +423,11 @@ def test_kubernetes_mode_every_request_was_the_pods_and_was_granted(cluster: Clu
     assert rows, "the agents made no request to the API"
     assert {r["user"] for r in rows} == {cluster.user}
     assert cluster.api.refused() == []
+    # A fresh install: the API had no IPPool and no FelixConfiguration; the agents made the default pool.
+    namespace = cluster.daemonset["metadata"]["namespace"]
+    preloaded = {o["resource"] for o in apiserver.cluster_objects(cluster.docs, {}, {}, namespace)}
+    assert not {"ippools.crd.projectcalico.org", "felixconfigurations.crd.projectcalico.org"} & preloaded
+    assert any(r["verb"] == "create" and r["resource"] == "ippools" and r["code"] < 300 for r in rows), rows
 
 
 def _bfd_rows(node: EmulatedNode) -> list[dict[str, Any]]:
