@@ -297,7 +297,9 @@ class KubeKV:
                 yield WatchEvent("put", kv.key, kv.value, kv.mod_revision)
 
     def revision(self) -> int:
-        page = self._b._json("GET", f"{GROUP_PATH}/ipamconfigs", query={"limit": 1})
+        """The API's current resourceVersion: a one-item list's, of ipamblocks (a list the node agent's
+        and the controllers' roles grant for IPAM anyway; any kind's list carries the same one)."""
+        page = self._b._json("GET", f"{GROUP_PATH}/ipamblocks", query={"limit": 1})
         return int(page["metadata"]["resourceVersion"])
 
     def close(self) -> None:

@@ -273,11 +273,52 @@ _HOST_KERNEL_FS = (
 )
 
 
-def cni_runtime(host: HostRoot, *, netns: str, conflist: dict[str, Any]) -> Runtime:
+# A node's distribution userland, for the plugins that use the host's tools (``portmap`` runs the
+# host's ``iptables``, as under every CNI network): the machine's /usr and /etc/alternatives, bound
+# read-only into the host root for that run alone, with the merged-/usr links a Debian host has.
+# (/run/xtables.lock, the lock iptables takes, is a hostPath of the chart: the agent's and portmap's
+# iptables share it, as on a node.)
+_USERLAND_LINKS = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
+_USERLAND_DIRS = ("usr", "etc/alternatives", "run")
+_HOST_USERLAND = (
+    'mount --rbind -o ro /usr "$0/usr" && mount --bind -o ro /etc/alternatives "$0/etc/alternatives" && '
+)
+
+
+def cni_runtime(host: HostRoot, *, netns: str, conflist: dict[str, Any], userland: bool = False) -> Runtime:
     """libcni over the node's host: plugins from the host's /opt/cni/bin, each run chrooted into the
-    host root (only what the host has, plus /proc, /sys, /dev) inside the node's network namespace."""
+    host root (only what the host has, plus /proc, /sys, /dev) inside the node's network namespace.
+
+    ``userland``: the host also has a distribution's /usr (iptables for ``portmap``); see
+    ``add_userland``/``remove_userland`` for the mount points it needs."""
     for d in ("proc", "sys", "dev"):
         (host.path / d).mkdir(exist_ok=True)
+    script = (_HOST_USERLAND if userland else "") + _HOST_KERNEL_FS
     prefix = ("ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private", "--",
-              "/bin/sh", "-c", _HOST_KERNEL_FS, str(host.path))
+              "/bin/sh", "-c", script, str(host.path))
     return Runtime(bin_dir=Path("/opt/cni/bin"), conflist=conflist, exec_prefix=prefix)
+
+
+def add_userland(host: HostRoot) -> list[Path]:
+    """The mount points and links a userland run needs in the host root; returns what it created."""
+    made: list[Path] = []
+    for d in _USERLAND_DIRS:
+        p = host.path / d
+        if not p.exists():
+            p.mkdir(parents=True)
+            made.append(p)
+    for name, target in _USERLAND_LINKS.items():
+        p = host.path / name
+        if not p.exists() and not p.is_symlink():
+            p.symlink_to(target)
+            made.append(p)
+    return made
+
+
+def remove_userland(made: list[Path]) -> None:
+    """Undo ``add_userland``: the host root has no userland again (its other tests require none)."""
+    for p in reversed(made):
+        if p.is_symlink():
+            p.unlink()
+        elif p.is_dir():
+            p.rmdir()

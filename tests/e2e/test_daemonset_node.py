@@ -7,7 +7,9 @@ built image's root filesystem, in the node's network namespace, with the rendere
 hostPath volumes (bound from a per-node "host" directory) and a ServiceAccount token; then, as the
 runtime, it runs the CNI plugin that the init container installed, from the node's host root (no
 Python there), for two pods per node. Pods ping across nodes over BGP-learned routes; the rendered
-liveness and readiness probes answer; ``felixctl`` inside the image works.
+liveness and readiness probes answer; ``felixctl`` inside the image works. A pod with a hostPort,
+added through the installed chained conflist (felixpy, then the bundled portmap), answers on its
+node's address from the other node.
 
 Twice: with the lab's etcd as datastore, and with the Kubernetes datastore, where the API is the
 RBAC-enforcing stand-in behind TLS (tests/e2e/apiserver.py) reached in-cluster with each pod's
@@ -22,6 +24,7 @@ rendered DaemonSet and ConfigMap.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import ipaddress
 import json
@@ -139,6 +142,10 @@ def _pod_names(node: str) -> list[str]:
     return [f"{node}-p{i}" for i in range(1, PODS_PER_NODE + 1)]
 
 
+def _host_port_pod(node: str) -> str:
+    return f"{node}-hostport"
+
+
 @pytest.fixture(scope="module", params=["etcdv3", "kubernetes"])
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Two emulated nodes; the datastore is the lab's etcd, or the RBAC-enforcing stand-in API reached
@@ -178,7 +185,8 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             api_host = plan.etcd_endpoint.split("//", 1)[1].rsplit(":", 1)[0]
             objects = apiserver.cluster_objects(
                 docs, {n.name: n.address for n in plan.nodes},
-                {pod: n.name for n in plan.nodes for pod in _pod_names(n.name)}, namespace)
+                {pod: n.name for n in plan.nodes for pod in [*_pod_names(n.name), _host_port_pod(n.name)]},
+                namespace)
             api = apiserver.start(netns=lab.names.etcd, address=api_host, work=work / "api", docs=docs,
                                   tokens={t: user for t in tokens.values()}, objects=objects)
             service_env = {"KUBERNETES_SERVICE_HOST": api_host, "KUBERNETES_SERVICE_PORT": str(api.port),
@@ -342,6 +350,68 @@ def test_pods_from_the_host_plugin_ping_across_nodes_over_bgp_routes(cluster: Cl
             del node.pods[pod]
 
 
+HOST_PORT, CONTAINER_PORT = 18081, 8080
+
+
+def _fetch(netns: str, address: str, port: int) -> str:
+    proc = subprocess.run(["ip", "netns", "exec", netns, "socat", "-T", "2", "-",
+                           f"TCP:{address}:{port},connect-timeout=2"],
+                          input="", capture_output=True, text=True, timeout=15, check=False)
+    return proc.stdout.strip()
+
+
+def test_a_host_port_reaches_its_pod_on_the_node_address_through_the_chained_portmap(
+    cluster: Cluster,
+) -> None:
+    """A pod with a hostPort, added through the conflist the init container installed (felixpy, then
+    the bundled portmap, as the runtime runs a list with runtimeConfig.portMappings), answers on its
+    node's address from the other node; after DEL the port is closed and the NAT rule gone.
+    The host has a distribution's userland for this (portmap runs the host's iptables)."""
+    for node in cluster.nodes:
+        _ready(cluster, node)
+    a, b = cluster.nodes
+    conflist = _cni(cluster, a).conflist
+    assert [p["type"] for p in conflist["plugins"]] == ["felixpy", "portmap"], conflist
+    assert conflist["plugins"][1].get("capabilities", {}).get("portMappings") is True
+    cni = runtime.cni_runtime(a.host, netns=a.netns, conflist=conflist, userland=True)
+    made = runtime.add_userland(a.host)
+    pod = _host_port_pod(a.name)
+    netns = f"{cluster.lab.names.name}-pod-default-{pod}"
+    ctr, args = f"ctr-{pod}", _cni_args(pod, f"ctr-{pod}")
+    mappings = [{"hostPort": HOST_PORT, "containerPort": CONTAINER_PORT, "protocol": "tcp"}]
+    subprocess.run(["ip", "netns", "add", netns], check=True, timeout=10)
+    server: subprocess.Popen[bytes] | None = None
+    added = False
+    try:
+        result = cni.add(ctr, f"/var/run/netns/{netns}", args=args, capabilities={"portMappings": mappings})
+        added = True
+        pod_ip = next(x["address"].split("/")[0] for x in result["ips"] if "." in x["address"])
+        serve = ["socat", f"TCP-LISTEN:{CONTAINER_PORT},fork,reuseaddr", f"SYSTEM:echo hello-from-{pod}"]
+        server = subprocess.Popen(["ip", "netns", "exec", netns, *serve],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(f"{b.name} -> {a.address}:{HOST_PORT} (hostPort of {pod} at {pod_ip})",
+              lambda: ((got := _fetch(b.netns, a.address, HOST_PORT)) == f"hello-from-{pod}", got), 60)
+        nat = subprocess.run(["ip", "netns", "exec", a.netns, "iptables-save", "-t", "nat"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        assert f"--to-destination {pod_ip}:{CONTAINER_PORT}" in nat, nat
+        cni.delete(ctr, f"/var/run/netns/{netns}", args=args)
+        added = False
+        nat = subprocess.run(["ip", "netns", "exec", a.netns, "iptables-save", "-t", "nat"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        assert f"{pod_ip}:{CONTAINER_PORT}" not in nat, "portmap's DEL left its DNAT rule"
+        assert _fetch(b.netns, a.address, HOST_PORT) == ""
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait(10)
+        if added:
+            with contextlib.suppress(Exception):
+                cni.delete(ctr, f"/var/run/netns/{netns}", args=args)
+        subprocess.run(["ip", "netns", "del", netns], check=False, timeout=10)
+        runtime.remove_userland(made)
+    assert a.host.interpreters() == [], "the userland run left something in the host root"
+
+
 @pytest.mark.parametrize("cluster", ["kubernetes"], indirect=True)
 def test_kubernetes_mode_every_request_was_the_pods_and_was_granted(cluster: Cluster) -> None:
     """In-cluster, each agent's requests carried its ServiceAccount's token, and none was refused by
@@ -353,6 +423,11 @@ def test_kubernetes_mode_every_request_was_the_pods_and_was_granted(cluster: Clu
     assert rows, "the agents made no request to the API"
     assert {r["user"] for r in rows} == {cluster.user}
     assert cluster.api.refused() == []
+    # A fresh install: the API had no IPPool and no FelixConfiguration; the agents made the default pool.
+    namespace = cluster.daemonset["metadata"]["namespace"]
+    preloaded = {o["resource"] for o in apiserver.cluster_objects(cluster.docs, {}, {}, namespace)}
+    assert not {"ippools.crd.projectcalico.org", "felixconfigurations.crd.projectcalico.org"} & preloaded
+    assert any(r["verb"] == "create" and r["resource"] == "ippools" and r["code"] < 300 for r in rows), rows
 
 
 def _bfd_rows(node: EmulatedNode) -> list[dict[str, Any]]:
