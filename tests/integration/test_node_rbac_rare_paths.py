@@ -34,7 +34,7 @@ from felixpy.datastore.config import DatastoreConfig, connect
 from felixpy.datastore.kube_kv import KubeKV
 from felixpy.datastore.kubernetes import KubernetesBackend
 from felixpy.resources.stored import CalicoNodeStatus
-from felixpy.runtime.node_status import NodeStatusReporter
+from felixpy.runtime.node_status_reporter import NodeStatusReporter
 from ipam.ipam import IPAM
 from ipam.store import affinity_key
 from tests.fixtures import chart, kubeapi
