@@ -318,6 +318,11 @@ class Node:
             "FELIXPY_LOG_LEVEL": "info",
             "FELIX_HEALTHHOST": "127.0.0.1", "FELIX_HEALTHPORT": "9099", **extra,
         }  # fmt: skip
+        # profiling only: "NAME=value ..." added to the agent's environment (e.g. PYTHONPROFILEIMPORTTIME=1)
+        for kv in os.environ.get("FPE_AGENT_ENV", "").split():
+            name, sep, value = kv.partition("=")
+            if sep:
+                env[name] = value
         log = open(self.work / "agent.log", "ab")  # noqa: SIM115 (handed to the child)
         start = time.perf_counter()
         self.agent = subprocess.Popen([str(VENV_BIN / "felixpy"), "node"], stdout=log, stderr=log, env=env)
