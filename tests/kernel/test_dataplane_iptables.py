@@ -131,10 +131,29 @@ def test_detect_mode_reads_no_nft_dump_when_legacy_is_empty(netns, monkeypatch):
     ns.run("iptables-nft", "-A", "INPUT", "-s", "192.0.2.1/32", "-j", "DROP")
     ran: list[str] = []
     real_run = backend.run
-    monkeypatch.setattr(backend, "run", lambda argv, **kw: ran.append(argv[0]) or real_run(argv, **kw))
+    monkeypatch.setattr(backend, "run", lambda argv, **kw: ran.append(" ".join(argv)) or real_run(argv, **kw))
     assert detect_mode(netns=ns.name) == "nft"
     assert detect_mode(ipv6=True, netns=ns.name) == "nft"
-    assert ran == ["iptables-legacy-save", "ip6tables-legacy-save"]
+    assert ran == [  # nft asked for its raw table only (does it work at all), not dumped whole
+        "iptables-legacy-save", "iptables-nft-save -t raw",
+        "ip6tables-legacy-save", "ip6tables-nft-save -t raw",
+    ]  # fmt: skip
+
+
+def test_detect_mode_keeps_legacy_when_nft_does_not_work(netns, monkeypatch):
+    """No legacy rule and a failing iptables-nft-save: legacy, as the full count gave (0 > -1)."""
+    import felixpy.dataplane.iptables_backend as backend
+
+    ns = netns("detfail")
+    real_run = backend.run
+
+    def run(argv, **kw):
+        if "nft" in argv[0]:
+            raise FileNotFoundError(argv[0])  # as on a host with only iptables-legacy installed
+        return real_run(argv, **kw)
+
+    monkeypatch.setattr(backend, "run", run)
+    assert detect_mode(netns=ns.name) == "legacy"
 
 
 def _cmd(kind: str) -> str:
