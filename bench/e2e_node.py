@@ -271,16 +271,18 @@ class Node:
         for cmd in ("link set lo up", "addr add 10.78.0.2/24 dev eth0", "link set eth0 up",
                     f"route add {NODE_IP.split('/')[0]}/32 via 10.78.0.1"):  # fmt: skip
             sh("ip", "-n", ns, *cmd.split())
+        work = self.work / "bird"
+        work.mkdir(parents=True, exist_ok=True)
         conf = (
+            f'log "{work / "bird.log"}" all;\ntimeformat log "%T.%3f";\n'
             "router id 10.78.0.2;\nprotocol device { }\n"
             + bird_static(routes)
             + "protocol bgp felix { local 10.78.0.2 as 64512; neighbor "
             + NODE_IP.split("/")[0]
             + " as 64512; multihop;\n  connect retry time 1; error wait time 1, 2; graceful restart on;\n"
+            + "  debug { states, events };\n"
             + '  ipv4 { import none; export where proto = "st"; next hop self; }; }\n'
         )
-        work = self.work / "bird"
-        work.mkdir(parents=True, exist_ok=True)
         (work / "bird.conf").write_text(conf)
         sock = str(work / "bird.ctl")
         self.bird = subprocess.Popen(
@@ -316,6 +318,11 @@ class Node:
             "FELIXPY_LOG_LEVEL": "info",
             "FELIX_HEALTHHOST": "127.0.0.1", "FELIX_HEALTHPORT": "9099", **extra,
         }  # fmt: skip
+        # profiling only: "NAME=value ..." added to the agent's environment (e.g. PYTHONPROFILEIMPORTTIME=1)
+        for kv in os.environ.get("FPE_AGENT_ENV", "").split():
+            name, sep, value = kv.partition("=")
+            if sep:
+                env[name] = value
         log = open(self.work / "agent.log", "ab")  # noqa: SIM115 (handed to the child)
         start = time.perf_counter()
         self.agent = subprocess.Popen([str(VENV_BIN / "felixpy"), "node"], stdout=log, stderr=log, env=env)
@@ -325,7 +332,8 @@ class Node:
             out, _, secs = spy.rpartition(":")
             subprocess.Popen(
                 [str(VENV_BIN / "py-spy"), "record", "--nonblocking", "-r", "100", "-f", "raw", "-d", secs,
-                 "-o", f"{out}.{self.spied}", "--pid", str(self.agent.pid)],
+                 "-o", f"{out}.{self.spied}", "--pid", str(self.agent.pid),
+                 *os.environ.get("FPE_PYSPY_ARGS", "").split()],  # e.g. "--gil": CPU, not wall
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         log.close()
@@ -359,13 +367,25 @@ class Node:
         log = self.work / "agent.log"
         if log.exists():
             shutil.copy(log, f"/tmp/{self.prefix}-agent.log")
+        speaker_log = self.work / "run" / "exabgp.log"
+        if speaker_log.exists():
+            shutil.copy(speaker_log, f"/tmp/{self.prefix}-exabgp.log")
+        bird_log = self.work / "bird" / "bird.log"
+        if bird_log.exists():
+            shutil.copy(bird_log, f"/tmp/{self.prefix}-bird.log")
 
     # reading the kernel
     def iptables(self) -> str:
-        """The iptables binary of the mode the agent detects (kube-proxy's rule), e.g. iptables-nft."""
-        from felixpy.dataplane.iptables_backend import detect_mode
+        """The iptables binary of the mode the agent detects (kube-proxy's rule), e.g. iptables-nft.
 
-        return f"iptables-{detect_mode()}"
+        Detected once and kept: detection dumps both iptables variants (about 1 s at 10,000 rules
+        under load), which a timed wait must not include. Call it before the first agent starts
+        (the node namespace is fresh: the agent then makes the same choice)."""
+        if getattr(self, "_ipt", None) is None:
+            from felixpy.dataplane.iptables_backend import detect_mode
+
+            self._ipt = f"iptables-{detect_mode()}"
+        return str(self._ipt)
 
 
 def rss_mb(pid: int) -> float:

@@ -35,7 +35,6 @@ from felixpy.datastore.etcd_outcome import OutcomeUnknown
 from felixpy.datastore.kv import KV, TxnOp
 from felixpy.resources.ippool import IPPool
 from felixpy.resources.node import Node
-from felixpy.resources.parse import parse_document
 from felixpy.resources.stored import ClusterInformation, IPAMConfiguration, IPReservation
 from ipam import allocator
 from ipam.allocator import IPAMConfig, PoolView
@@ -549,6 +548,9 @@ class IPAM(Releaser):
                 spec["strictAffinity"] = strict_affinity
             if max_blocks_per_host is not None:
                 spec["maxBlocksPerHost"] = max_blocks_per_host
+            # here, not at import: the parser's module loads PyYAML, which the agent needs nowhere else
+            from felixpy.resources.parse import parse_document
+
             new = parse_document(doc)
             assert isinstance(new, IPAMConfiguration)
             try:

@@ -112,6 +112,7 @@ from policy.tiers import Tiers, tier_info
 ChainKey = tuple[Table, str]
 ListGroup = tuple[frozenset[str], tuple[str, ...]]  # what decides an endpoint's list chains
 DIRECTIONS: tuple[Direction, Direction] = ("Ingress", "Egress")
+COMPACT_AFTER = 4096  # (policy, endpoint) selection changes after which dirty() right-sizes the sets
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class PolicyCompiler:
         self._hep_keys: set[str] = set()  # the local host endpoints among them
         self._selected: dict[str, set[str]] = {}  # policy id → local endpoint keys it selects
         self._ep_policies: dict[str, set[str]] = {}  # local endpoint key → policy ids
+        self._selection_changes = 0  # (policy, endpoint) pairs changed since the last compaction
         self._policy_sets: dict[str, frozenset[SetSpec]] = {}  # active policy id → sets it uses
         self._profile_refs: dict[str, int] = {}
         self._local_profiles: dict[str, tuple[str, ...]] = {}
@@ -217,6 +219,8 @@ class PolicyCompiler:
 
     def dirty(self) -> Changes:
         self._flush()
+        if self._selection_changes >= COMPACT_AFTER:
+            self._compact_selections()
         new_hooks = self.hooks()  # (syncs the raw/mangle chains first)
         changed_hooks = new_hooks if new_hooks != self._emitted_hooks else None
         self._emitted_hooks = new_hooks
@@ -243,6 +247,17 @@ class PolicyCompiler:
         self._sets.dirty.clear()
         self._own_dirty.clear()
         return Changes(chains, frozenset(removed_chains), ipsets, frozenset(removed_sets), changed_hooks)
+
+    def _compact_selections(self) -> None:
+        """Right-size the selection sets after a burst (the start-up snapshot, a large policy or
+        label change). A set grown one key at a time keeps the table of its last resize, up to
+        four times what it holds (a 100-key selection: 8.4 KB grown, 4.3 KB copied); at x10 these
+        maps held ~13 MB. One copy per set, only after ``COMPACT_AFTER`` (policy, endpoint) pairs
+        joined or left a selection."""
+        for sets in (self._selected, self._ep_policies):
+            for key, members in sets.items():  # values replaced, keys unchanged: no resize
+                sets[key] = set(members)
+        self._selection_changes = 0
 
     # ------------------------------------------------------------------------------ policies
 
@@ -320,11 +335,13 @@ class PolicyCompiler:
 
     def _set_selection(self, pid: str, new_sel: set[str], *, rerender: bool) -> None:
         old_sel = self._selected.get(pid, set())
-        for key in old_sel - new_sel:
+        removed, added = old_sel - new_sel, new_sel - old_sel
+        for key in removed:
             self._ep_policies[key].discard(pid)
-        for key in new_sel - old_sel:
+        for key in added:
             self._ep_policies.setdefault(key, set()).add(pid)
         self._selected[pid] = new_sel
+        self._selection_changes += len(removed) + len(added)
         was_active, active = pid in self._policy_sets, bool(new_sel)
         if active and (rerender or not was_active):
             self._activate(self._policies[pid])

@@ -170,10 +170,14 @@ class IptablesWriter:
             return [self._apply_table(table, read=table in unread, lazy=lazy) for table in todo]
         return [self._apply_table(table, lazy=lazy) for table in todo]
 
+    def post_write_check_due(self) -> bool:
+        """Whether :meth:`post_write_check` would re-read now (cheap: a clock read)."""
+        return self._check_at is not None and self._clock() >= self._check_at
+
     def post_write_check(self) -> list[TableResult]:
         """If due, re-read every table and repair it (catches a non-atomic save/modify/restore by
         another program clobbering our rules just after our write). Call it from the main loop."""
-        if self._check_at is None or self._clock() < self._check_at:
+        if not self.post_write_check_due():
             return []
         interval = self._check_interval or self._check_first
         results = self.resync()

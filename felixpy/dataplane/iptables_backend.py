@@ -231,14 +231,29 @@ def _iptc_delete(chain: Any, op: Op) -> None:
 
 
 def detect_mode(*, ipv6: bool = False, netns: str | None = None) -> Mode:
-    """kube-proxy's rule: legacy only if iptables-legacy-save shows more rules than iptables-nft-save."""
-    counts = {}
-    for mode in ("legacy", "nft"):
+    """kube-proxy's rule: legacy only if iptables-legacy-save shows more rules than iptables-nft-save.
+
+    Legacy is counted first. With no legacy rule the answer is nft as long as iptables-nft-save
+    works at all (a failing nft counts -1, and legacy's 0 then wins, as before), so nft is asked
+    for its ``raw`` table only, not dumped whole: on an agent restart nft holds our own ~10,300
+    rules per family at x10, a dump of 0.2-1.9 s of wall time each (load 8-10) against ~0.06 s.
+    The one case that can answer differently: no legacy rule, and a whole nft dump that fails
+    while its raw table reads (before: legacy, a table holding nothing; now: nft)."""
+    try:
+        legacy = count_rules(run([tool("legacy", "save", ipv6=ipv6)], netns=netns))
+    except (CommandFailed, FileNotFoundError):
+        legacy = -1
+    if legacy <= 0:
         try:
-            counts[mode] = count_rules(run([tool(mode, "save", ipv6=ipv6)], netns=netns))
+            run([tool("nft", "save", ipv6=ipv6), "-t", "raw"], netns=netns)
         except (CommandFailed, FileNotFoundError):
-            counts[mode] = -1
-    return "legacy" if counts["legacy"] > counts["nft"] else "nft"
+            return "legacy" if legacy == 0 else "nft"
+        return "nft"
+    try:
+        nft = count_rules(run([tool("nft", "save", ipv6=ipv6)], netns=netns))
+    except (CommandFailed, FileNotFoundError):
+        nft = -1
+    return "legacy" if legacy > nft else "nft"
 
 
 def make_backend(

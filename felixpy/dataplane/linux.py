@@ -128,13 +128,23 @@ class FamilyPolicies:
     def post_write_check(self) -> None:
         """Each family's check (when due, a re-read of its whole tables) side by side, as their
         writes are: the writer loop, and the change waiting for it, wait for the slower one."""
-        others = [self._others().submit(driver.post_write_check) for driver in self.drivers[1:]]
+        # only those due go to the pool: the writer loop calls this on every turn (about once a
+        # second when idle), and a hand-over to a pool thread for nothing is an idle wake-up
+        others = [
+            self._others().submit(driver.post_write_check)
+            for driver in self.drivers[1:]
+            if getattr(driver, "post_write_check_due", _always)()
+        ]
         self.drivers[0].post_write_check()
         for future in others:
             future.result()
 
     def endpoint_programmed(self, iface: str) -> bool:
         return all(driver.endpoint_programmed(iface) for driver in self.drivers)
+
+
+def _always() -> bool:
+    return True
 
 
 def iface_exists(name: str) -> bool:

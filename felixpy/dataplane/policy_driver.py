@@ -154,6 +154,10 @@ class PolicyDriver:
         except DataplaneError as exc:
             log.warning("policy.resync_failed", what=what, error=str(exc))
 
+    def post_write_check_due(self) -> bool:
+        """Whether :meth:`post_write_check` has anything to do now (cheap)."""
+        return self.iptables.post_write_check_due()
+
     def post_write_check(self) -> None:
         """Felix's post-write check: shortly after a write (then backing off), re-read the tables and
         repair them, catching another program's non-atomic save/modify/restore that undid our rules."""

@@ -74,3 +74,27 @@ def test_post_write_checks_of_both_families_overlap_and_both_end_before_it_retur
     family = FamilyPolicies([CheckDriver("v4", started, done), CheckDriver("v6", started, done)])  # type: ignore[list-item]
     family.post_write_check()
     assert sorted(done) == ["v4", "v6"], "each check saw the other under way, and both ended"
+
+
+class IdleDriver:
+    """A driver with no post-write check due: its check must not be handed to another thread."""
+
+    def __init__(self, checks: list[str]) -> None:
+        self.checks = checks
+
+    def post_write_check_due(self) -> bool:
+        return False
+
+    def post_write_check(self) -> None:
+        self.checks.append(threading.current_thread().name)
+
+
+def test_an_idle_writer_loop_hands_no_post_write_check_to_the_pool() -> None:
+    """The writer loop calls post_write_check on every turn (about once a second when idle): when
+    the other family has nothing due, no pool thread is woken (idle CPU, issue 15)."""
+    checks: list[str] = []
+    family = FamilyPolicies([IdleDriver(checks), IdleDriver(checks)])  # type: ignore[list-item]
+    for _ in range(5):
+        family.post_write_check()
+    assert family._pool is None, "no pool thread was started for checks that were not due"
+    assert checks == [threading.current_thread().name] * 5, "the first family's own call stays in the loop"

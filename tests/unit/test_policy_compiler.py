@@ -432,3 +432,42 @@ def test_remote_endpoints_without_an_address_of_the_version_change_nothing_that_
             assert fast.dirty() == full.dirty(), (version, what, arg)
             assert fast.chains() == full.chains() and fast.ipsets() == full.ipsets(), (version, what, arg)
     assert "x/w1" not in fast._endpoints and "x/d1" in fast._endpoints  # (the v6 one, after the loop)
+
+
+def test_a_burst_of_selection_changes_leaves_right_sized_sets_and_the_same_selection() -> None:
+    """Endpoints first, then policies (a start-up snapshot can come in either order): each policy's
+    selection is built one key at a time and kept its grown table (2x its need at 100 keys). After
+    the burst dirty() copies them right-sized; what they hold, and what is emitted, is unchanged."""
+    import sys
+
+    import policy.compiler as compiler_module
+    from policy.chains import ChainConfig
+
+    def build(compact_after: int) -> PolicyCompiler:
+        old = compiler_module.COMPACT_AFTER
+        compiler_module.COMPACT_AFTER = compact_after
+        try:
+            c = PolicyCompiler("n1", config=ChainConfig(version=4))
+            for i in range(400):
+                ip = f"10.0.{i // 250}.{i % 250}"
+                labels = {"app": f"a{i % 4}"}
+                iface = f"cali{i:05d}"
+                c.update_endpoint(
+                    Endpoint(key=f"ns/e{i}", namespace="ns", labels=labels, ips=(ip,), iface=iface, node="n1")
+                )
+            for j in range(40):
+                c.update_policy(Policy(id=f"gnp/p{j}", selector=parse(f"app == 'a{j % 4}'"),
+                                       types=frozenset({"Ingress"})))  # fmt: skip
+            c.dirty()
+            return c
+        finally:
+            compiler_module.COMPACT_AFTER = old
+
+    grown, compact = build(10**9), build(1000)
+    assert compact._selected == grown._selected and compact._ep_policies == grown._ep_policies
+    assert all(len(s) == 100 for s in compact._selected.values())
+    assert compact.chains() == grown.chains() and compact.ipsets() == grown.ipsets()
+    size = lambda sets: sum(sys.getsizeof(s) for s in sets.values())  # noqa: E731
+    assert all(sys.getsizeof(s) == sys.getsizeof(set(s)) for s in compact._selected.values())
+    small, big = size(compact._selected), size(grown._selected)
+    assert small < big * 0.6, (small, big)
