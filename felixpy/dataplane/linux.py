@@ -82,6 +82,8 @@ class FamilyDriver(PolicyDriver, Protocol):
 
     def finish(self, step: CommitStep) -> bool: ...
 
+    def post_write_check_due(self) -> bool: ...
+
 
 class FamilyPolicies:
     """One policy driver per IP version (each with its own compiler and iptables/ip6tables writer)
@@ -133,7 +135,7 @@ class FamilyPolicies:
         others = [
             self._others().submit(driver.post_write_check)
             for driver in self.drivers[1:]
-            if getattr(driver, "post_write_check_due", _always)()
+            if driver.post_write_check_due()
         ]
         self.drivers[0].post_write_check()
         for future in others:
@@ -141,10 +143,6 @@ class FamilyPolicies:
 
     def endpoint_programmed(self, iface: str) -> bool:
         return all(driver.endpoint_programmed(iface) for driver in self.drivers)
-
-
-def _always() -> bool:
-    return True
 
 
 def iface_exists(name: str) -> bool:
@@ -341,15 +339,12 @@ class LinuxDataplane:
                 self.routes.set_route(dst, target)
 
     def _repair_sysctls(self) -> None:
-        repair = getattr(self.links, "repair_sysctls", None)
-        if repair is None:
-            return
         families: dict[str, set[int]] = {}
         for ep in self.endpoints.values():
             if ep.iface:
                 families.setdefault(ep.iface, set()).update(6 if ":" in ip else 4 for ip in ep.ips)
         try:
-            repair(families)
+            self.links.repair_sysctls(families)
         except OSError as exc:  # a veth or the namespace gone meanwhile: the next refresh tries again
             log.warning("sysctl.repair_failed", error=str(exc))
 

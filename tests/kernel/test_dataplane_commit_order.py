@@ -109,6 +109,9 @@ class _NoLinks:
     def remove_stale(self, wanted: object) -> list[str]:
         return []
 
+    def repair_sysctls(self, endpoints: object) -> int:
+        return 0
+
 
 @pytest.fixture
 def plane(netns: Any) -> Iterator[tuple[Netns, CalcGraph, LinuxDataplane, SlowBackend, Sampler]]:

@@ -32,6 +32,9 @@ class StepDriver:
         self._note("iptables")
         return step
 
+    def post_write_check_due(self) -> bool:
+        return True
+
     def finish(self, step: Any) -> bool:
         self._note("finish")
         return self.ok and step["overlapped"]
@@ -60,6 +63,9 @@ class CheckDriver:
 
     def __init__(self, name: str, started: dict[str, threading.Event], done: list[str]) -> None:
         self.name, self.started, self.done = name, started, done
+
+    def post_write_check_due(self) -> bool:
+        return True
 
     def post_write_check(self) -> None:
         self.started[self.name].set()
