@@ -9,6 +9,9 @@ set -u
 cd "$(dirname "$0")/.."
 echo "VM-BOOTED $(uname -r)"
 export FELIXPY_REQUIRE_KERNEL_FEATURES=ipip,wireguard FELIXPY_TIME_SCALE=${VM_TIME_SCALE:-10} FELIXPY_LAB_TRACE=1
+# a lab test that keeps its agents' logs (test_lab_wireguard.py) copies them here after each test: the
+# lab's run dir is on the guest's own /run, gone with the VM; .vm/ is in the checkout (--rwdir)
+export FELIXPY_LAB_LOG_DIR=$PWD/.vm/lab-logs
 pytest=(.venv/bin/pytest -p no:cacheprovider --timeout "${VM_TEST_TIMEOUT:-1200}" -ra -v -s --durations=0)
 started=$(date +%s)
 

@@ -72,7 +72,7 @@ kvm=(--disable-kvm)
 inner="cd '$ROOT' && VM_TESTS=$(printf %q "${VM_TESTS:-}") VM_LABS=$(printf %q "${VM_LABS:-}") \
 VM_TIME_SCALE=${VM_TIME_SCALE:-10} VM_TEST_TIMEOUT=$TEST_TIMEOUT bash scripts/vm-inner.sh"
 
-rm -f "$ROOT"/.vm/test_lab_*.log  # the labs' logs of an earlier run
+rm -rf "$ROOT"/.vm/test_lab_*.log "$ROOT"/.vm/lab-logs  # the labs' logs of an earlier run
 : >"$LOG"  # then appended to (O_APPEND: QEMU's and the guest's writes never overwrite each other)
 say "booting $KERNEL (${kvm[*]:-kvm}) over $ROOT; console -> $LOG (stage limit ${STAGE_TIMEOUT}s)"
 PATH=$ROOT/.venv-vm/bin:$PATH timeout --kill-after=30 "$STAGE_TIMEOUT" \
@@ -91,9 +91,11 @@ if [[ -z $result ]]; then
     for f in "$ROOT"/.vm/test_lab_*.log; do
         [[ -f $f ]] && { echo "---- last lines of $f"; tail -n 25 "$f"; }
     done
+    [[ -d $ROOT/.vm/lab-logs ]] && say "the labs' agent logs, kept after each test: $ROOT/.vm/lab-logs/"
     say "FAILED: the tests did not finish within ${STAGE_TIMEOUT}s (vng exit $rc; console in $LOG)"
     exit 1
 fi
+[[ -d $ROOT/.vm/lab-logs ]] && say "the labs' agent logs, kept after each test: $ROOT/.vm/lab-logs/"
 code=${result#VM-PYTEST-EXIT=}
 summary=$(grep -E '^(=+ .*(passed|failed|error).* =+)$' "$LOG" | tr -d '=' | paste -sd ';' -)
 if [[ $code == 0 ]]; then

@@ -27,6 +27,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,6 +55,8 @@ NODES = ["node1", "node2", "node3"]
 MARKER = "FELIXPY-CLEARTXT"  # 16 bytes: ping -p pattern
 FLOW_INTERVAL = 0.1  # s between the running flow's pings
 IPIP_MTU = 1440  # configured with WireGuard on (phase 2); auto before: 1500 - 20
+NODES_PREFIX = "/calico/resources/v3/projectcalico.org/nodes/"  # felixpy.datastore.resources' layout
+LOG_DIR = os.environ.get("FELIXPY_LAB_LOG_DIR")  # the VM stage: the agents' logs kept here (host side)
 
 
 def t(seconds: float) -> float:
@@ -83,6 +86,7 @@ class WgLab:
     rack: dict[str, int] = field(default_factory=dict)
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> its pod
     etcd_host: str = ""
+    etcd_endpoint: str = ""
     published: dict[str, str | None] = field(default_factory=dict)
 
     def matrix(self) -> dict[str, dict[str, bool]]:
@@ -93,9 +97,14 @@ class WgLab:
         return all(all(row.values()) for row in self.matrix().values())
 
     def keys(self) -> dict[str, str | None]:
-        doc = json.loads(self.cli.ok("ctl", "--", "get", "nodes", "-o", "json", timeout=t(60)))
-        items = doc.get("items", []) if isinstance(doc, dict) else doc
-        return {n["metadata"]["name"]: (n.get("status") or {}).get("wireguardPublicKey") for n in items}
+        """Every Node's ``status.wireguardPublicKey``, read from etcd with etcdctl (a Go binary) in the
+        etcd namespace. ``felixctl get nodes`` gave the same through two Python start-ups (felixpy-lab,
+        then felixctl), 100-240 s per call under the VM's TCG: the waits below went to start-ups."""
+        argv = ["etcdctl", "--endpoints", self.etcd_endpoint, "--dial-timeout", "5s", "--command-timeout",
+                f"{t(6):.0f}s", "get", "--prefix", "--print-value-only", NODES_PREFIX]
+        out = in_ns(self.cli.names.etcd, *argv, timeout=60)
+        nodes = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
+        return {n["metadata"]["name"]: (n.get("status") or {}).get("wireguardPublicKey") for n in nodes}
 
     def apply(self, doc: dict) -> None:
         path = Path(tempfile.mkdtemp(prefix="fpt-wg-")) / "doc.yaml"
@@ -122,6 +131,27 @@ def agent_logs(cli: LabCLI, lines: int = 25) -> str:
     return "\n".join(out)
 
 
+def keep_logs(cli: LabCLI, why: str) -> None:
+    """Copies the lab's agent logs (and its other run files) to ``FELIXPY_LAB_LOG_DIR`` when set: inside
+    the VM the lab's run dir is on the guest's own /run and is gone with it; the VM stage points this at
+    the checkout's ``.vm/`` (an --rwdir), so the logs reach the host even when the stage is cut."""
+    if not LOG_DIR or not cli.names.run_dir.is_dir():
+        return
+    dest = Path(LOG_DIR) / cli.name
+    for src in cli.names.run_dir.rglob("*.log"):
+        target = dest / src.relative_to(cli.names.run_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+    (dest / "KEPT").write_text(f"{time.strftime('%H:%M:%S')} {why}\n")
+    print(f"[lab-logs] agent logs kept in {dest} ({why})", flush=True)
+
+
+@pytest.fixture(autouse=True)
+def _keep_logs_after_each_test(request: pytest.FixtureRequest, lab: WgLab) -> Iterator[None]:
+    yield
+    keep_logs(lab.cli, f"after {request.node.name}")
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[WgLab]:
     reason = missing_prerequisites("tcpdump", "wg", "ping")
@@ -132,7 +162,12 @@ def lab() -> Iterator[WgLab]:
     started = time.monotonic()
     env = WgLab(LabCLI.unique("wg", timeout=t(240)), root_snapshot(), started)
     try:
-        env.cli.ok("up", "--nodes", "3", "--racks", "2", "--encap", "ipip", "--cross-subnet",
+        # --no-bfd: BFD's 300 ms x 3 detection expires again and again under the VM's TCG (session 7's
+        # run 1: 57 BFD failures per peer in 10 min), and each failure takes the peer's routes out and
+        # flap damping then holds them back 320 s more, so cross-node pod routes never stayed up ("pods
+        # not connected" before WireGuard was on). This lab shows WireGuard and IPIP, not BFD
+        # (tests/e2e/test_lab_bfd.py does); sessions here rely on BGP's hold timer.
+        env.cli.ok("up", "--nodes", "3", "--racks", "2", "--encap", "ipip", "--cross-subnet", "--no-bfd",
                    "--timeout", "150", timeout=t(400))
         phase("lab up (3 nodes, 2 racks, IPIP CrossSubnet)", started)
         for i, node in enumerate(NODES):
@@ -142,12 +177,14 @@ def lab() -> Iterator[WgLab]:
         env.addr = {n["name"]: n["address"] for n in status["nodes"]}
         env.rack = {n["name"]: n["rack"] for n in status["nodes"]}
         env.pods = {p["node"]: p for p in status["pods"]}
-        env.etcd_host = status["datastore"]["endpoints"][0].split("//")[-1].rsplit(":", 1)[0]
+        env.etcd_endpoint = status["datastore"]["endpoints"][0]
+        env.etcd_host = env.etcd_endpoint.split("//")[-1].rsplit(":", 1)[0]
         phase("lab up + 3 pods", started)
     except BaseException as exc:
         took = time.monotonic() - started
         print(f"\n[lab-timing] wireguard: setup failed after {took:.1f}s: {exc}", flush=True)
         print(agent_logs(env.cli), flush=True)
+        keep_logs(env.cli, "setup failed")
         env.cli.down()
         raise
     try:
