@@ -353,13 +353,17 @@ def _startup(
     """calico-node's start-up steps; returns (kv, backend, ipam, node address, params)."""
     # The run directory holds cni.sock, exabgp.conf (MD5 passwords), logs and status: 0700, first.
     private_dir(settings.run_dir)
+    # The node's addresses first: a node without the address IP/IP6 ask for stops before any connection.
+    address = startup.node_address(settings)
+    address6 = startup.node_address6(settings)
     # Raw keys for IPAM (etcd, or IPAM CRDs) and typed resources (etcd layout, or the Kubernetes API).
     kv, backend = connect(DatastoreConfig.from_env(env))
     # Nothing is written while a migration holds the datastore (calico-node waits too).
     startup.wait_until_unlocked(backend, settings.datastore_lock_wait)
     ipam = IPAM(kv, backend)
-    address = startup.node_address(settings)
-    startup.register_node(backend, settings, address.cidr if address else None)
+    startup.register_node(
+        backend, settings, address.cidr if address else None, address6.cidr if address6 else None
+    )
     if not settings.route_reflector:
         startup.ensure_default_pool(backend, settings)
         ensure_default_tier(backend)

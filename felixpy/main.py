@@ -72,10 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure(settings.log_level)
     from felixpy.agent import run_node
     from felixpy.datastore.errors import DatastoreError
+    from felixpy.runtime.startup import AddressNotFound
 
     try:
         sys.exit(run_node(settings, dict(os.environ)))
-    except DatastoreError as err:  # at start-up (a refused or unreachable datastore): one line, exit 1
+    except (DatastoreError, AddressNotFound) as err:  # at start-up (no datastore, no node address): one line
         print(f"felixpy: start-up failed: {err}", file=sys.stderr)
         sys.exit(1)
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from policy.chains import DEFAULT_FAILSAFE_IN, DEFAULT_FAILSAFE_OUT
 
@@ -190,6 +190,8 @@ class Settings(BaseModel):
     etcd_key_file: str | None = None
     ip: str | None = "autodetect"  # addr/prefix | autodetect | none
     ip_autodetection_method: str = "first-found"
+    ip6: str | None = "none"  # addr/prefix | autodetect | none (calico-node's IP6; none by default)
+    ip6_autodetection_method: str = "first-found"
     as_number: str | None = None
     networking_backend: Literal["bird", "none", "vxlan"] = "bird"
     default_pool_cidr: str | None = None
@@ -216,6 +218,40 @@ class Settings(BaseModel):
     # (ClusterInformation datastoreReady: false) before giving up with exit 1; 0 = do not wait.
     datastore_lock_wait: float = Field(default=3600.0, ge=0)
     env: dict[str, str] = Field(default_factory=dict, repr=False)  # FELIX_* for FelixParams
+
+    @field_validator("ip", "ip6")
+    @classmethod
+    def _node_ip(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """IP / IP6: an address (optionally /prefix) of the right family, 'autodetect' or 'none'."""
+        if value is None or value.strip().lower() in ("autodetect", "none"):
+            return value
+        name, version = ("IP6", 6) if info.field_name == "ip6" else ("IP", 4)
+        try:
+            given = ipaddress.ip_interface(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"{name}={value!r}: not an address, an address/prefix, 'autodetect' or 'none'"
+            ) from None
+        if given.version != version:
+            raise ValueError(f"{name}={value!r}: not an IPv{version} address")
+        return value.strip()
+
+    @field_validator("ip_autodetection_method", "ip6_autodetection_method")
+    @classmethod
+    def _autodetection_method(cls, value: str, info: ValidationInfo) -> str:
+        """first-found, interface=REGEX or can-reach=DESTINATION, as calico-node reads them."""
+        v6 = info.field_name == "ip6_autodetection_method"
+        name = "IP6_AUTODETECTION_METHOD" if v6 else "IP_AUTODETECTION_METHOD"
+        text = value.strip()
+        if text == "first-found" or (text.startswith("can-reach=") and text[len("can-reach="):]):
+            return text
+        if text.startswith("interface="):
+            try:
+                re.compile(text[len("interface="):])
+            except re.error as err:
+                raise ValueError(f"{name}={value!r}: not a regular expression ({err})") from None
+            return text
+        raise ValueError(f"{name}={value!r}: use first-found, interface=REGEX or can-reach=DESTINATION")
 
     @property
     def bgp_enabled(self) -> bool:
@@ -246,6 +282,8 @@ class Settings(BaseModel):
             etcd_key_file=get("ETCD_KEY_FILE"),
             ip=get("IP", "autodetect"),
             ip_autodetection_method=get("IP_AUTODETECTION_METHOD", "first-found"),
+            ip6=get("IP6", "none"),
+            ip6_autodetection_method=get("IP6_AUTODETECTION_METHOD", "first-found"),
             as_number=get("AS"),
             networking_backend=get("CALICO_NETWORKING_BACKEND", "bird"),
             default_pool_cidr=get("CALICO_IPV4POOL_CIDR"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -85,53 +86,83 @@ def wait_until_unlocked(
     return waited
 
 
+class AddressNotFound(RuntimeError):
+    """IP/IP6=autodetect found no address with its method: the agent stops with this one line."""
+
+
 def node_address(settings: Settings) -> autodetect.HostAddress | None:
     """The node's IPv4 address/prefix: IP env (explicit, or autodetect), None when IP=none."""
-    ip = (settings.ip or "autodetect").strip()
+    return _address(settings.ip or "autodetect", settings.ip_autodetection_method, socket.AF_INET)
+
+
+def node_address6(settings: Settings) -> autodetect.HostAddress | None:
+    """The node's IPv6 address/prefix: IP6 env (explicit, or autodetect), None when IP6=none (the
+    default, as calico-node's)."""
+    return _address(settings.ip6 or "none", settings.ip6_autodetection_method, socket.AF_INET6)
+
+
+def _address(value: str, method: str, family: int) -> autodetect.HostAddress | None:
+    v6 = family == socket.AF_INET6
+    name, version = ("IP6", "IPv6") if v6 else ("IP", "IPv4")
+    ip = value.strip()
     if ip.lower() == "none":
         return None
     if ip.lower() == "autodetect":
-        found = autodetect.detect(settings.ip_autodetection_method)
+        found = autodetect.detect(method, family)
         if found is None:
-            raise RuntimeError(
-                f"no IPv4 address found with IP_AUTODETECTION_METHOD={settings.ip_autodetection_method}"
-            )
+            raise AddressNotFound(f"no {version} address found with {name}_AUTODETECTION_METHOD={method}")
         return found
+    given = ipaddress.ip_interface(ip)  # Settings checked it is one of the right family
+    host = autodetect.host_addresses(family)
     if "/" not in ip:
-        match = [a for a in autodetect.host_addresses() if a.cidr.split("/")[0] == ip]
-        return match[0] if match else autodetect.HostAddress("", f"{ip}/32")
-    match = [a for a in autodetect.host_addresses() if a.cidr == ip]
-    return match[0] if match else autodetect.HostAddress("", ip)
+        match = [a for a in host if ipaddress.ip_interface(a.cidr).ip == given.ip]
+        return match[0] if match else autodetect.HostAddress("", f"{given.ip}/{given.max_prefixlen}")
+    match = [a for a in host if ipaddress.ip_interface(a.cidr) == given]
+    return match[0] if match else autodetect.HostAddress("", str(given))
 
 
-def register_node(backend: Backend, settings: Settings, address: str | None) -> Node:
+def register_node(
+    backend: Backend, settings: Settings, address: str | None, address6: str | None = None
+) -> Node:
     """Create or update our Node with spec.bgp.ipv4Address / asNumber (CAS, retried)."""
     for _ in range(CAS_RETRIES):
         try:
             node = backend.get(Node, settings.nodename)
         except NotFound:
             node = Node.model_validate({"metadata": {"name": settings.nodename}, "spec": {}})
-            _set_identity(node, settings, address)
+            _set_identity(node, settings, address, address6)
             try:
                 created = backend.create(node)
-                log.info("node.registered", node=settings.nodename, address=address, reason="first start")
+                log.info(
+                    "node.registered",
+                    node=settings.nodename,
+                    address=address,
+                    address6=address6,
+                    reason="first start",
+                )
                 return created
             except AlreadyExists:
                 continue
-        if not _set_identity(node, settings, address):
+        if not _set_identity(node, settings, address, address6):
             return node
         try:
             updated = backend.update(node)
-            log.info("node.updated", node=settings.nodename, address=address, reason="address/AS/RR changed")
+            log.info(
+                "node.updated",
+                node=settings.nodename,
+                address=address,
+                address6=address6,
+                reason="address/AS/RR changed",
+            )
             return updated
         except Conflict:
             continue
     raise Conflict(f"could not register node {settings.nodename}: too many concurrent updates")
 
 
-def _set_identity(node: Node, settings: Settings, address: str | None) -> bool:
+def _set_identity(node: Node, settings: Settings, address: str | None, address6: str | None = None) -> bool:
     """BGP fields, plus the route-reflector cluster ID and label in --route-reflector mode."""
-    changed = _set_bgp(node, settings, address)
+    changed = _set_bgp(node, settings, address, address6)
     if settings.route_reflector and settings.rr_label:
         labels = dict(node.metadata.labels or {})
         if labels.get(settings.rr_label) != "true":
@@ -140,15 +171,17 @@ def _set_identity(node: Node, settings: Settings, address: str | None) -> bool:
     return changed
 
 
-def _set_bgp(node: Node, settings: Settings, address: str | None) -> bool:
+def _set_bgp(node: Node, settings: Settings, address: str | None, address6: str | None = None) -> bool:
     """Set the BGP fields we own; True when something changed."""
     before = node.to_dict().get("spec", {}).get("bgp")
     cluster_id = settings.rr_cluster_id if settings.route_reflector else None
-    if address is None and settings.as_number is None and cluster_id is None:
+    if address is None and address6 is None and settings.as_number is None and cluster_id is None:
         return False
     bgp = dict(before or {})
     if address is not None:
         bgp["ipv4Address"] = address
+    if address6 is not None:
+        bgp["ipv6Address"] = address6
     if settings.as_number is not None:
         bgp["asNumber"] = int(settings.as_number) if str(settings.as_number).isdigit() else settings.as_number
     if cluster_id is not None:

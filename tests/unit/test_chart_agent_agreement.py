@@ -43,7 +43,11 @@ VALUES: dict[str, Any] = {
     "healthPort": 9199,
     "prometheusMetricsPort": 9191,
     "defaultEndpointToHostAction": "Return",
-    "node": {"ipAutodetectionMethod": "interface=eth.*"},
+    "node": {
+        "ipAutodetectionMethod": "interface=eth.*",
+        "ip6": "autodetect",
+        "ip6AutodetectionMethod": "can-reach=fd00::1",
+    },
     "cni": {
         "binDir": "/usr/libexec/cni",
         "confDir": "/etc/cni/conf.d",
@@ -68,6 +72,7 @@ def test_agent_settings_from_the_rendered_env(docs: list[dict[str, Any]]) -> Non
     assert settings.nodename == "node-7" and settings.datastore_type == "kubernetes"
     assert settings.as_number == "65010" and settings.networking_backend == "bird"
     assert settings.ip_autodetection_method == "interface=eth.*" and settings.log_level == "debug"
+    assert (settings.ip6, settings.ip6_autodetection_method) == ("autodetect", "can-reach=fd00::1")
     assert settings.state_dir == "/var/lib/x" and settings.run_dir == "/var/run/felixpy"
     assert (params.healthPort, params.prometheusMetricsPort, params.vethMTU) == (9199, 9191, 1400)
     assert params.defaultEndpointToHostAction == "RETURN" and params.logSeverityScreen == "debug"
