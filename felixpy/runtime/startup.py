@@ -133,13 +133,7 @@ def register_node(
             _set_identity(node, settings, address, address6)
             try:
                 created = backend.create(node)
-                log.info(
-                    "node.registered",
-                    node=settings.nodename,
-                    address=address,
-                    address6=address6,
-                    reason="first start",
-                )
+                _log_identity("node.registered", settings, address, address6, "first start")
                 return created
             except AlreadyExists:
                 continue
@@ -147,17 +141,17 @@ def register_node(
             return node
         try:
             updated = backend.update(node)
-            log.info(
-                "node.updated",
-                node=settings.nodename,
-                address=address,
-                address6=address6,
-                reason="address/AS/RR changed",
-            )
+            _log_identity("node.updated", settings, address, address6, "address/AS/RR changed")
             return updated
         except Conflict:
             continue
     raise Conflict(f"could not register node {settings.nodename}: too many concurrent updates")
+
+
+def _log_identity(
+    event: str, settings: Settings, address: str | None, address6: str | None, reason: str
+) -> None:
+    log.info(event, node=settings.nodename, address=address, address6=address6, reason=reason)
 
 
 def _set_identity(node: Node, settings: Settings, address: str | None, address6: str | None = None) -> bool:

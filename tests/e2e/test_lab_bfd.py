@@ -54,6 +54,12 @@ def _kernel(netns: str) -> str:
     return subprocess.run(["ip", "-n", netns, "route"], capture_output=True, text=True, timeout=10).stdout
 
 
+def _node_status_argv(names: LabNames, node: str) -> tuple[str, ...]:
+    """`felixpy-lab exec <node> -- felixctl node status`, reading that node's own run directory."""
+    felixctl = str(Path(sys.executable).parent / "felixctl")
+    return ("exec", node, "--", "env", f"FELIXPY_RUN_DIR={names.node_dir(node)}", felixctl, "node", "status")
+
+
 def _wait(pred: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -258,16 +264,7 @@ def test_tor_lab_agent_restarts_keep_bfd_up_and_a_hard_cut_is_gone_in_a_second()
         summary = next((line for line in out.splitlines() if "packet loss" in line), out.strip())
         print(f"pings node2's pod -> node1's pod through both restarts: {summary}")
         assert " 0% packet loss" in summary, out
-        status_argv = (
-            "exec",
-            "node1",
-            "--",
-            "env",
-            f"FELIXPY_RUN_DIR={names.node_dir('node1')}",
-            str(Path(sys.executable).parent / "felixctl"),
-            "node",
-            "status",
-        )
+        status_argv = _node_status_argv(names, "node1")
         # the new agent writes its status as it starts; under load that can trail its readiness
         _wait(lambda: lab.run(*status_argv, timeout=30).returncode == 0, "node1's `node status` answers", 30)
         text = lab.ok(*status_argv, timeout=30)
@@ -342,17 +339,7 @@ def test_mesh_lab_hard_cut_leaves_every_other_node_within_a_second() -> None:
             f"felixpy_bfd_routes_held{{{peer}}} 1.0",
         )
         _wait(lambda: all(w in _metrics(n2.netns) for w in wanted), f"node2's metrics saying {wanted}", 30)
-        text = lab.ok(
-            "exec",
-            "node2",
-            "--",
-            "env",
-            f"FELIXPY_RUN_DIR={names.node_dir('node2')}",
-            str(Path(sys.executable).parent / "felixctl"),
-            "node",
-            "status",
-            timeout=30,
-        )
+        text = lab.ok(*_node_status_argv(names, "node2"), timeout=30)
         print("\n" + text)
         row = next(line for line in text.split("BFD status", 1)[1].splitlines() if n1.address in line)
         assert "Down" in row and "routes held until BFD is Up" in row, row
@@ -370,17 +357,7 @@ def test_tor_lab_without_bfd_for_the_record() -> None:
         )
         block = _block_of(pods["node1"]["ip"], _proto81(n2.netns))
         assert block is not None
-        assert "BFD status" not in lab.ok(
-            "exec",
-            "node2",
-            "--",
-            "env",
-            f"FELIXPY_RUN_DIR={names.node_dir('node2')}",
-            str(Path(sys.executable).parent / "felixctl"),
-            "node",
-            "status",
-            timeout=30,
-        )
+        assert "BFD status" not in lab.ok(*_node_status_argv(names, "node2"), timeout=30)
         cut = _cut_hard(lab, n1)
         took = _gone(
             {

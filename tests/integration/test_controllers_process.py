@@ -125,12 +125,17 @@ def test_kill_the_leader_process_the_other_takes_over(
     finally:
         for proc, _ in procs.values():
             if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+                _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the controllers' clean exit), SIGKILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -194,10 +199,5 @@ def test_health_and_metrics_served_as_the_agents(
         wait_for(lambda: line in _get(base)[1], 10, "the release to be counted on /metrics")
         assert 'felixpy_controllers_gc_passes_total{outcome="ok"}' in _get(base)[1]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        _stop(proc)
     assert proc.returncode == 0, (tmp_path / "ctl-m.log").read_text()[-2000:]

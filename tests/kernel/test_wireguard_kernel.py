@@ -84,9 +84,13 @@ def ping(env: dict, src: str = "node-a", dst: str = "node-b") -> bool:
 
 def captured_on_b(env: dict, action) -> str:  # type: ignore[no-untyped-def]
     """tcpdump on node-b's eth0 while ``action`` runs: one line per packet, payload in ASCII."""
-    ns = env["nodes"]["node-b"]["ns"]
-    proc = subprocess.Popen(["ip", "netns", "exec", ns.name, "tcpdump", "-l", "-n", "-i", "eth0", "-A", "ip"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return captured_in(env["nodes"]["node-b"]["ns"].name, action)
+
+
+def captured_in(netns: str, action, expression: str = "ip") -> str:  # type: ignore[no-untyped-def]
+    """tcpdump on ``netns``'s eth0 (``expression``) while ``action`` runs, payload in ASCII."""
+    argv = ["ip", "netns", "exec", netns, "tcpdump", "-l", "-n", "-i", "eth0", "-A", expression]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.5)
         action()
@@ -394,16 +398,7 @@ def test_dual_stack_agent_drives_wireguard_cali_and_wg_v6_cali_each_with_its_own
     marker = "FELIXPY-DUALSTAK"
 
     def capture(action) -> str:  # type: ignore[no-untyped-def]
-        proc = subprocess.Popen(["ip", "netns", "exec", b.name, "tcpdump", "-l", "-n", "-i", "eth0", "-A",
-                                 "ip or ip6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            time.sleep(1.5)
-            action()
-            time.sleep(1.0)
-        finally:
-            proc.terminate()
-            out, _ = proc.communicate(timeout=20)
-        return out
+        return captured_in(b.name, action, "ip or ip6")
 
     def both() -> None:
         for _ in range(3):

@@ -34,7 +34,7 @@ def test_defaults_are_calico_nodes() -> None:
         {"IP6": "fd00::5"},
         {"IP6_AUTODETECTION_METHOD": "interface=eth[0-9]+"},
         {"IP6_AUTODETECTION_METHOD": "can-reach=2001:db8::1"},
-        {"IP_AUTODETECTION_METHOD": "can-reach=8.8.8.8"},
+        {"IP_AUTODETECTION_METHOD": "can-reach=192.0.2.1"},
     ],
 )
 def test_calico_values_accepted(env: dict[str, str]) -> None:
