@@ -413,6 +413,7 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
         policy=policy,
         bgp_sink=BGPSink(bgp) if bgp is not None else None,
     )
+    dataplane.prefetch()  # the kernel reads of the first commit, while the snapshot is fetched and digested
     graph = CalcGraph(
         settings.nodename,
         ipip_routes=not settings.bgp_enabled,

@@ -21,6 +21,7 @@ import structlog
 
 from felixpy.dataplane.errors import DataplaneError
 from felixpy.dataplane.kernel_objects import IpSet
+from felixpy.dataplane.prefetch import Prefetch
 from felixpy.dataplane.tool_runner import run
 from felixpy.dataplane.toolstats import ToolStats
 
@@ -39,9 +40,32 @@ class KernelSet:
     members: frozenset[str]
 
 
+_DIGITS = frozenset("0123456789")
+
+
+def _plain_v4_host(addr: str) -> str | None:
+    """``a.b.c.d`` or ``a.b.c.d/32`` in canonical form (no leading zero, each part <= 255) as
+    ``ipset save`` prints it, else None. The common member (every endpoint address): this
+    answers it with string operations, without building an ip_network."""
+    host = addr[:-3] if addr.endswith("/32") else addr
+    parts = host.split(".")
+    if len(parts) != 4:
+        return None
+    for part in parts:
+        if not part or len(part) > 3 or not _DIGITS.issuperset(part) or (part[0] == "0" and len(part) > 1):
+            return None
+        if int(part) > 255:
+            return None
+    return host
+
+
 @functools.lru_cache(maxsize=1 << 16)  # pure; called for a member when planned and again when written
 def normalise_member(member: str) -> str:
     """As ``ipset save`` prints it: host nets without /32 (/128), v6 compressed, port part kept."""
+    if "," not in member:
+        plain = _plain_v4_host(member)
+        if plain is not None:
+            return plain
     addr, sep, rest = member.partition(",")
     net = ipaddress.ip_network(addr.strip(), strict=False)
     text = str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
@@ -112,6 +136,13 @@ class IpsetWriter:
         # of members on every one-set change).
         self._dirty: set[str] | None = None
         self.stats = ToolStats()  # felix_ipset_{calls,errors,lines_executed}
+        self._prefetch: Prefetch[dict[str, KernelSet]] | None = None
+
+    def prefetch(self) -> None:
+        """Start ``ipset save`` now, in its own thread, for the first apply to plan against
+        (``felixpy.dataplane.prefetch``)."""
+        if self._actual is None and self._prefetch is None:
+            self._prefetch = Prefetch("ipset-save", self._save)
 
     def set_ipsets(self, sets: Iterable[IpSet]) -> None:
         self._desired = {s.name: _checked(s) for s in sets}
@@ -127,6 +158,7 @@ class IpsetWriter:
 
     def resync(self) -> list[str]:
         self._actual = None
+        self._prefetch = None  # a re-read is asked for: not one made earlier
         return self.apply()
 
     def apply(self) -> list[str]:
@@ -176,10 +208,15 @@ class IpsetWriter:
 
     def _read(self) -> dict[str, KernelSet]:
         if self._actual is None:
-            with self.stats.call("ipset"):
-                text = run(["ipset", "save"], netns=self.netns)
-            self._actual = parse_save(text)
+            prefetch, self._prefetch = self._prefetch, None
+            taken, early = prefetch.take() if prefetch is not None else (False, None)
+            self._actual = early if taken and early is not None else self._save()
         return self._actual
+
+    def _save(self) -> dict[str, KernelSet]:
+        with self.stats.call("ipset"):
+            text = run(["ipset", "save"], netns=self.netns)
+        return parse_save(text)
 
     def _restore(self, lines: list[str]) -> None:
         try:

@@ -44,13 +44,15 @@ from felixpy.dataplane.iptables_render import (
     SavedRule,
     TableState,
     apply_ops,
+    body_hashes,
     default_hooks,
     plan_table,
     plan_table_additive,
-    render_rule,
-    rule_hashes,
+    rendered_spec,
+    rule_body,
 )
 from felixpy.dataplane.kernel_objects import Chain
+from felixpy.dataplane.prefetch import Prefetch
 
 log = structlog.get_logger(__name__)
 TABLES = ("raw", "mangle", "nat", "filter")
@@ -71,13 +73,16 @@ class TableResult:
 class _Desired:
     chain: Chain
     hashes: list[str]
-    rendered: list[SavedRule] | None = None  # the rules as we write them (filled when first needed)
+    rendered: list[SavedRule]  # the rules as we write them (each body rendered once, with its hash)
+
+    @classmethod
+    def of(cls, chain: Chain) -> _Desired:
+        bodies = [rule_body(r) for r in chain.rules]
+        hashes = body_hashes(chain.name, bodies)
+        rendered = [SavedRule(h, rendered_spec(h, b)) for h, b in zip(hashes, bodies, strict=True)]
+        return cls(chain, hashes, rendered)
 
     def saved(self) -> list[SavedRule]:
-        if self.rendered is None:
-            self.rendered = [
-                SavedRule(h, render_rule(h, r)) for h, r in zip(self.hashes, self.chain.rules, strict=True)
-            ]
         return list(self.rendered)
 
 
@@ -111,6 +116,14 @@ class IptablesWriter:
         self._check_at: float | None = None
         self._clock = clock
         self._log = log.bind(backend=backend.name)
+        self._prefetch: Prefetch[dict[str, TableState]] | None = None
+
+    def prefetch(self) -> None:
+        """Start reading every table now (one save, in its own thread) for the first :meth:`apply`
+        to plan against (``felixpy.dataplane.prefetch``); a no-op for a backend without ``read_all``."""
+        read_all = getattr(self.backend, "read_all", None)
+        if read_all is not None and not self._views and self._prefetch is None:
+            self._prefetch = Prefetch(f"{self.backend.name}-save", read_all)
 
     # --- desired state (memory only) ------------------------------------------------------
     def set_chains(self, chains: Iterable[Chain]) -> None:
@@ -126,7 +139,7 @@ class IptablesWriter:
         current = self._desired[chain.table].get(chain.name)
         if current is None or current.chain != chain:
             _checked(chain)
-            self._desired[chain.table][chain.name] = _Desired(chain, rule_hashes(chain.name, chain.rules))
+            self._desired[chain.table][chain.name] = _Desired.of(chain)
             self._dirty[chain.table].add(chain.name)
 
     def remove_chain(self, table: str, name: str) -> None:
@@ -142,10 +155,12 @@ class IptablesWriter:
     def resync(self) -> list[TableResult]:
         """Forget every view: re-read each table, compare every chain, repair what drifted."""
         self._views.clear()
+        self._prefetch = None  # a re-read is asked for: not one made earlier
         return self.apply()
 
     def invalidate(self, table: str | None = None) -> None:
         """The next apply re-reads ``table`` (all tables if None) before planning."""
+        self._prefetch = None
         if table is None:
             self._views.clear()
         else:
@@ -164,11 +179,24 @@ class IptablesWriter:
         unread = [t for t in todo if t not in self._views]
         read_all = getattr(self.backend, "read_all", None)
         lazy = leftover_chains if additive else None
+        prefetched, early = self._take_prefetch() if unread else (False, None)
+        if prefetched and early is not None:  # the first apply: the tables read at start-up
+            self._views.update({t: early.get(t, {}) for t in unread})
+            # another program may have changed a table since it was read: look again soon
+            self._check_interval = self._check_first
+            self._check_at = self._clock() + self._check_first
+            return [self._apply_table(table, read=table in unread, lazy=lazy) for table in todo]
         if len(unread) > 1 and read_all is not None:  # one save for all tables (resync)
             tables: dict[str, TableState] = read_all()
             self._views.update({t: tables.get(t, {}) for t in unread})
             return [self._apply_table(table, read=table in unread, lazy=lazy) for table in todo]
         return [self._apply_table(table, lazy=lazy) for table in todo]
+
+    def _take_prefetch(self) -> tuple[bool, dict[str, TableState] | None]:
+        if self._prefetch is None:
+            return False, None
+        prefetch, self._prefetch = self._prefetch, None
+        return prefetch.take()
 
     def post_write_check_due(self) -> bool:
         """Whether :meth:`post_write_check` would re-read now (cheap: a clock read)."""
@@ -238,7 +266,7 @@ class IptablesWriter:
                     left.add(name)
             elif name not in state or [r.hash for r in state[name]] != d.hashes:
                 left.add(name)
-            elif any(r.spec != s.spec for r, s in zip(state[name], d.saved(), strict=True)):
+            elif any(r.spec != s.spec for r, s in zip(state[name], d.rendered, strict=True)):
                 state[name] = d.saved()
         return left
 
@@ -263,6 +291,7 @@ class IptablesWriter:
             state,
             expected=_hashes(desired),
             only=None if full else self._dirty[table],
+            rendered=_View(desired, attrgetter("rendered")),
         )
 
     def _log_result(

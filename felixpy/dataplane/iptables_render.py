@@ -103,17 +103,26 @@ def rule_body(rule: Rule) -> str:
 
 
 def rule_hashes(chain_name: str, rules: Sequence[Rule]) -> list[str]:
+    return body_hashes(chain_name, [rule_body(rule) for rule in rules])
+
+
+def body_hashes(chain_name: str, bodies: Sequence[str]) -> list[str]:
+    """:func:`rule_hashes` of rules whose :func:`rule_body` is already known."""
     digest = hashlib.sha224(chain_name.encode()).digest()
     out = []
-    for rule in rules:
-        rendered = " ".join(p for p in ("-A", chain_name, "HASH", rule_body(rule)) if p)
+    for body in bodies:
+        rendered = " ".join(p for p in ("-A", chain_name, "HASH", body) if p)
         digest = hashlib.sha224(digest + rendered.encode()).digest()
         out.append(base64.urlsafe_b64encode(digest).decode().rstrip("=")[:HASH_LEN])
     return out
 
 
 def render_rule(hash_: str, rule: Rule) -> str:
-    body = rule_body(rule)
+    return rendered_spec(hash_, rule_body(rule))
+
+
+def rendered_spec(hash_: str, body: str) -> str:
+    """:func:`render_rule` of a rule whose :func:`rule_body` is already known."""
     return f'-m comment --comment "cali:{hash_}"' + (f" {body}" if body else "")
 
 
@@ -145,12 +154,14 @@ def plan_table(
     *,
     expected: Mapping[str, Sequence[str]] | None = None,
     only: Collection[str] | None = None,
+    rendered: Mapping[str, Sequence[SavedRule]] | None = None,
 ) -> list[Op]:
     """The ops that take one table from ``state`` to ``desired`` chains + ``hooks`` (all one table).
 
-    ``expected``: the desired chains' rule hashes if already known. ``only``: the ``cali-`` chains
-    that may differ (the rest are known to match ``state``); None compares every chain. Our hook
-    rules in kernel chains are always checked (a handful of rules).
+    ``expected``: the desired chains' rule hashes if already known; ``rendered``: their rules as
+    written (:func:`render_rule`, with those hashes) if already known. ``only``: the ``cali-``
+    chains that may differ (the rest are known to match ``state``); None compares every chain. Our
+    hook rules in kernel chains are always checked (a handful of rules).
     """
     if expected is None:
         expected = {name: rule_hashes(name, chain.rules) for name, chain in desired.items()}
@@ -160,23 +171,35 @@ def plan_table(
     ops = [Op("chain", n) for n in new + obsolete]
     ops += _plan_all_hooks(hooks, state)
     for name in sorted(n for n in names if n in desired):
-        ops += plan_chain(name, desired[name].rules, expected[name], state.get(name, []))
+        written = None if rendered is None else rendered[name]
+        ops += plan_chain(name, desired[name].rules, expected[name], state.get(name, []), written)
     ops += [Op("delete_chain", n) for n in obsolete]
     return ops
 
 
-def plan_chain(name: str, rules: Sequence[Rule], want: Sequence[str], have: Sequence[SavedRule]) -> list[Op]:
+def plan_chain(
+    name: str,
+    rules: Sequence[Rule],
+    want: Sequence[str],
+    have: Sequence[SavedRule],
+    rendered: Sequence[SavedRule] | None = None,
+) -> list[Op]:
     """Felix's per-chain diff: keep the common prefix, ``-R`` from the first differing rule on,
     then ``-D`` the surplus from the end or ``-A`` the rest. Hashes chain, so after the first
-    difference every rule differs: this is a rewrite of the tail, by index."""
+    difference every rule differs: this is a rewrite of the tail, by index. ``rendered``: the
+    rules already rendered with ``want`` (else rendered here)."""
     have_hashes = [r.hash for r in have]
     if have_hashes == list(want):
         return []
+
+    def spec(i: int) -> str:
+        return rendered[i].spec if rendered is not None else render_rule(want[i], rules[i])
+
     common = min(len(have), len(want))
     first = next((i for i in range(common) if have_hashes[i] != want[i]), common)
-    ops = [Op("replace", name, render_rule(want[i], rules[i]), i + 1) for i in range(first, common)]
+    ops = [Op("replace", name, spec(i), i + 1) for i in range(first, common)]
     ops += [Op("delete_at", name, "", i) for i in range(len(have), len(want), -1)]
-    ops += [Op("append", name, render_rule(want[i], rules[i])) for i in range(len(have), len(want))]
+    ops += [Op("append", name, spec(i)) for i in range(len(have), len(want))]
     return ops
 
 

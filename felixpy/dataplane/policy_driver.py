@@ -99,6 +99,12 @@ class PolicyDriver:
                     self._desired.update((c.table, c.name) for c in u.chains)
                     self._desired.difference_update(u.removed)
 
+    def prefetch(self) -> None:
+        """Start reading the tables and sets the first commit plans against (start-up: they are
+        read while the calc graph digests the datastore snapshot; ``felixpy.dataplane.prefetch``)."""
+        self.iptables.prefetch()
+        self.ipsets.prefetch()
+
     def commit(self, additive: bool = False) -> bool:
         return self.finish(self.write_iptables(self.prepare(additive)))
 

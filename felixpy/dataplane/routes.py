@@ -24,6 +24,7 @@ import structlog
 from felixpy.dataplane.errors import LinkNotFound
 from felixpy.dataplane.kernel_objects import MAIN_TABLE, RTPROT_FELIXPY, RouteTarget
 from felixpy.dataplane.netlink_ops import KernelRoute, Netlink, normalise_cidr
+from felixpy.dataplane.prefetch import Prefetch
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +100,16 @@ class RouteTable:
         # their total time; only the writer thread adds, a scrape reads
         self.resyncs = 0
         self.resync_seconds = 0.0
+        self._prefetch: Prefetch[list[KernelRoute]] | None = None
+
+    def prefetch(self) -> None:
+        """Start the route dump now, in its own thread, for :meth:`start` to plan against
+        (``felixpy.dataplane.prefetch``)."""
+        if self._actual is None and self._prefetch is None:
+            self._prefetch = Prefetch(f"routes-{self.proto}", self._list)
+
+    def _list(self) -> list[KernelRoute]:
+        return self._nl.list_routes(proto=self.proto, table=self.table)
 
     # --- desired state (memory only) ------------------------------------------------------
     def set_desired(self, routes: Mapping[str, RouteTarget]) -> None:
@@ -120,12 +131,25 @@ class RouteTable:
 
     # --- kernel ---------------------------------------------------------------------------
     def start(self) -> ApplyStats:
-        """First sync: read the kernel, remove stale routes of our protocol, add what is missing."""
-        return self.resync()
+        """First sync: read the kernel (or take the read :meth:`prefetch` started), remove stale
+        routes of our protocol, add what is missing."""
+        prefetch, self._prefetch = self._prefetch, None
+        taken, early = prefetch.take() if prefetch is not None else (False, None)
+        if not taken or early is None:
+            return self.resync()
+        self._actual = {(r.dst, r.metric): r for r in early}
+        self._dirty = True
+        start = time.monotonic()
+        try:
+            return self.apply()
+        finally:
+            self.resyncs += 1
+            self.resync_seconds += time.monotonic() - start
 
     def resync(self) -> ApplyStats:
         """Forget the cached kernel view and converge again (repairs routes changed by hand)."""
         self._actual = None
+        self._prefetch = None  # a re-read is asked for: not one made earlier
         self._dirty = True
         start = time.monotonic()
         try:
@@ -142,7 +166,7 @@ class RouteTable:
         if not self._dirty:
             return stats
         if self._actual is None:
-            routes = self._nl.list_routes(proto=self.proto, table=self.table)
+            routes = self._list()
             self._actual = {(r.dst, r.metric): r for r in routes}
         plan = plan_routes(self._desired, list(self._actual.values()))
         left = bool(plan.replace) and removals_only
