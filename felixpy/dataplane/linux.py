@@ -92,10 +92,11 @@ class FamilyPolicies:
     and commits every batch; an endpoint is programmed once it is in all of them.
 
     A commit runs the drivers' steps side by side where they are independent: each driver's
-    ``prepare`` in turn (they share one ipset writer), then their iptables writes at once (an
-    iptables-restore and an ip6tables-restore: separate processes and tables, so a CNI ADD waits
-    for the slower of the two, not their sum), then each ``finish`` in turn (ipsets no longer
-    referenced go only once every family's chains stopped using them)."""
+    ``prepare`` in turn (they share one ipset writer), each family's iptables write starting as
+    soon as its own ``prepare`` is done (an iptables-restore and an ip6tables-restore: separate
+    processes and tables, so a CNI ADD waits for the slower of the two, not their sum, and the
+    IPv4 restore runs while the IPv6 driver prepares), then each ``finish`` in turn (ipsets no
+    longer referenced go only once every family's chains stopped using them)."""
 
     def __init__(self, drivers: Sequence[FamilyDriver]) -> None:
         self.drivers = tuple(drivers)
@@ -119,12 +120,15 @@ class FamilyPolicies:
         return self._pool
 
     def commit(self, additive: bool = False) -> bool:
-        steps = [driver.prepare(additive) for driver in self.drivers]  # no short cut: each retries alone
-        others = [
-            self._others().submit(driver.write_iptables, step)
-            for driver, step in zip(self.drivers[1:], steps[1:], strict=True)
-        ]
-        steps = [self.drivers[0].write_iptables(steps[0]), *(f.result() for f in others)]
+        # Each family's iptables write goes to the pool as soon as its own ipsets are written, so
+        # the IPv4 restore runs while the IPv6 driver prepares (its chains' hashes, its sets): the
+        # shared ipset writer is still used by one thread at a time (write_iptables never touches
+        # it), and sets are destroyed only in the finish steps, once every family's write is done.
+        # The last family writes in this thread. No short cut on a failure: each retries alone.
+        *ahead, last = self.drivers
+        started = [self._others().submit(d.write_iptables, d.prepare(additive)) for d in ahead]
+        done_last = last.write_iptables(last.prepare(additive))
+        steps = [*(f.result() for f in started), done_last]
         return all([driver.finish(step) for driver, step in zip(self.drivers, steps, strict=True)])
 
     @property

@@ -50,6 +50,27 @@ def test_iptables_writes_of_both_families_overlap_and_shared_steps_come_in_turn(
     assert log[4:] == ["finish v4", "finish v6"], "ipset deletions only after every family's chains"
 
 
+class EagerDriver(StepDriver):
+    """The IPv6 driver's prepare waits (bounded) until the IPv4 write is under way."""
+
+    def prepare(self, additive: bool = False) -> Any:
+        step = super().prepare(additive)
+        if self.name == "v6":
+            step["v4_writing"] = self.started["v4"].wait(BOUND)
+        return step
+
+    def finish(self, step: Any) -> bool:
+        return super().finish(step) and step.get("v4_writing", True)
+
+
+def test_the_ipv4_restore_runs_while_the_ipv6_driver_prepares() -> None:
+    log: list[str] = []
+    started = {"v4": threading.Event(), "v6": threading.Event()}
+    family = FamilyPolicies([EagerDriver("v4", log, started), EagerDriver("v6", log, started)])  # type: ignore[list-item]
+    assert family.commit() is True, "the IPv6 prepare saw the IPv4 write under way"
+    assert log[:2] == ["prepare v4", "prepare v6"] and log[-2:] == ["finish v4", "finish v6"]
+
+
 def test_one_family_failing_fails_the_commit_and_the_other_still_finishes() -> None:
     log: list[str] = []
     started = {"v4": threading.Event(), "v6": threading.Event()}
