@@ -91,6 +91,7 @@ def exabgp_lines(prefixes: list[str], *, withdraw: bool = False) -> list[str]:
 def cold_caches() -> None:
     wire._prefix_text.cache_clear()
     wire._NLRI.clear()
+    wire._V4_SEEN.clear()
     route_module.KEY_CACHE.clear()
     route_module.normalize_prefix.cache_clear()
 

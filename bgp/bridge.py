@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -22,6 +23,11 @@ import time
 BUFFER_LINES = 200_000
 RETRY_SECONDS = 0.2
 IDLE_WAIT_SECONDS = 30.0
+# ExaBGP writes each received UPDATE to our stdin as one line (~8 KB of hex per 4 KB message) and
+# blocks while the pipe is full: at Linux's default 64 KB, eight lines fill it, and a reflector's
+# ExaBGP stopped reading the source's socket until this process was next scheduled (12-16 ms
+# stalls in 2 of 3 traced bursts at load 5, docs/performance.md "Reflection (session 9)").
+PIPE_BYTES = 1 << 20
 # Fault injection for tests: "TEXT:N" - the first N commands containing TEXT reach ExaBGP as a
 # command for a neighbour it does not have, which it really answers with ``error`` (in order,
 # as it answers any command). Unset in production; the agent cannot tell it from a real refusal.
@@ -138,12 +144,26 @@ class Bridge:
             sock.shutdown(socket.SHUT_RDWR)
 
 
+def widen_pipe(fd: int, size: int = PIPE_BYTES) -> int:
+    """Ask for a ``size`` pipe buffer on ``fd`` (Linux); returns the size it has (0: not a pipe).
+    Not fatal: a smaller pipe only means ExaBGP waits for us more often."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    except (OSError, AttributeError):
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m bgp.bridge <agent-socket>", file=sys.stderr)
         return 2
     bridge = Bridge(args[0])
+    for stream in (sys.stdin, sys.stdout):  # ExaBGP -> us (its UPDATEs), us -> ExaBGP (commands)
+        with contextlib.suppress(OSError, ValueError):
+            widen_pipe(stream.fileno())
     reader = threading.Thread(target=bridge.read_stdin, args=(sys.stdin.buffer,), daemon=True)
     reader.start()
     bridge.serve(sys.stdout.buffer)

@@ -6,6 +6,11 @@ writer's window: at most ``window`` commands are un-acknowledged at any time, wh
 ExaBGP's internal queue short and its pipes from filling. ExaBGP answers commands in order, so
 each ack is paired with the oldest command in flight; an ``error`` reaches ``on_event`` as
 ``CommandFailed(command)`` (the engine re-sends what that command was for).
+
+With ``defer_parse`` the reader parses only the acks and hands every other line on as
+``Unparsed`` (in order, with the ``CommandFailed`` events): the receiver parses it in its own
+thread (``bgp.service``), so decoding a burst of UPDATEs does not compete for the GIL with the
+engine that handles them.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 
-from bgp.exabgp_api import Ack, CommandFailed, Event, parse_line
+from bgp.exabgp_api import Ack, CommandFailed, Event, Unparsed, parse_line
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW = 256
@@ -28,8 +33,16 @@ IDLE_WAIT_SECONDS = 30.0
 
 
 class ApiChannel:
-    def __init__(self, path: str, on_event: Callable[[Event], None], *, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(
+        self,
+        path: str,
+        on_event: Callable[[Event], None],
+        *,
+        window: int = DEFAULT_WINDOW,
+        defer_parse: bool = False,
+    ) -> None:
         self.path = path
+        self._defer_parse = defer_parse
         self._on_event = on_event
         self._window = window
         self._cond = threading.Condition()
@@ -123,7 +136,8 @@ class ApiChannel:
         log.info("bgp bridge disconnected")
 
     def _dispatch(self, line: str) -> None:
-        event = parse_line(line)
+        # ExaBGP's JSON starts with "{" (acks are "done" / "error")
+        event: Event = Unparsed(line) if self._defer_parse and line[:1] == "{" else parse_line(line)
         if isinstance(event, Ack):
             with self._cond:
                 self._outstanding = max(0, self._outstanding - 1)

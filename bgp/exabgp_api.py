@@ -108,6 +108,16 @@ class CommandFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class Unparsed:
+    """A line from ExaBGP not parsed yet (``ApiChannel(defer_parse=True)``): the agent's service
+    thread parses it with ``parse_line``, so the reader thread does not decode UPDATEs under the
+    GIL while the engine runs (a reflector's burst: the two threads took turns every switch
+    interval and each ran at a fraction of its speed)."""
+
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
 class Other:
     text: str
     data: dict[str, Any] = field(default_factory=dict)
@@ -124,6 +134,7 @@ Event = (
     | Shutdown
     | BridgeNote
     | CommandFailed
+    | Unparsed
     | Other
 )
 

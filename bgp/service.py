@@ -196,7 +196,7 @@ class BGPService:
             settings.exabgp = exabgp
         socket_path = str(self.run_dir / SOCKET_NAME)
         self.speaker = Speaker(settings, socket_path=socket_path)
-        self.channel = ApiChannel(socket_path, self._on_event)
+        self.channel = ApiChannel(socket_path, self._on_event, defer_parse=True)
         self._ops = route_ops
         if install_routes and route_ops is None:
             from bgp.fib_netlink import NetlinkRouteOps
@@ -441,7 +441,14 @@ class BGPService:
             elif kind == "bfd":
                 self.engine.bfd_message(payload, now)  # type: ignore[arg-type]
             else:
-                self.engine.handle(payload, now)  # type: ignore[arg-type]
+                event = payload
+                if isinstance(payload, api.Unparsed):
+                    try:
+                        event = api.parse_line(payload.line)
+                    except Exception:  # a decoder bug must not stop the service thread
+                        log.exception("bgp event not parsed: %.200s", payload.line)
+                        continue
+                self.engine.handle(event, now)  # type: ignore[arg-type]
         self.engine.flush()
         self.engine.tick(now)
         if self.engine.disabled_changed:

@@ -287,20 +287,30 @@ def _prefix_text(chunk: bytes, width: int) -> str:
     return text
 
 
-_OCTET = tuple(str(i) for i in range(256))
 _LENGTH = tuple(f"/{bits}" for bits in range(33))
 _V4_MASK = tuple(((1 << bits) - 1) << (32 - bits) for bits in range(33))
+_V4_PAD = (b"\0\0\0\0", b"\0\0\0", b"\0\0", b"\0", b"")  # by significant octets
+_V4_HOST = tuple(0xFF >> (bits % 8) if bits % 8 else 0 for bits in range(33))  # last octet's host bits
+# NLRI bytes as on the wire (length byte + octets) -> (prefix text, its key, its encoding): a prefix
+# is read again when it is withdrawn, re-announced or resent (route refresh, a peer's restart)
+_V4_SEEN: dict[bytes, tuple[str, tuple[int, int, int], tuple[str, bytes]]] = {}
 
 
 def _prefixes_v4(data: bytes, start: int, end: int, what: str) -> tuple[str, ...]:
     """``_prefixes`` for plain IPv4 NLRI, inlined: a full table is 10,000 of these, and a
     function call, a cache lookup and an f-string per prefix were most of its decoding time.
-    Same text as ``normalize_prefix`` (host bits cleared), with the integers seeded."""
+    Same text as ``normalize_prefix`` (host bits cleared), with the integers seeded. A prefix
+    seen before is one dictionary lookup (``_V4_SEEN``); a new one is formatted by
+    ``inet_ntoa`` (C) instead of four octets joined in Python. Either way the key and encoding
+    caches are seeded, so the RIB, the filters and the encoder find them."""
     if len(KEY_CACHE) >= KEY_CACHE_MAX - 4096:  # one message holds fewer than 4,096 prefixes
         KEY_CACHE.clear()
     if len(_NLRI) >= NLRI_CACHE_MAX - 4096:
         _NLRI.clear()
-    keys, nlri, octet, length, mask = KEY_CACHE, _NLRI, _OCTET, _LENGTH, _V4_MASK
+    if len(_V4_SEEN) >= NLRI_CACHE_MAX - 4096:
+        _V4_SEEN.clear()
+    keys, nlri, seen, length, pad, host = KEY_CACHE, _NLRI, _V4_SEEN, _LENGTH, _V4_PAD, _V4_HOST
+    ntoa, from_bytes = socket.inet_ntoa, int.from_bytes
     out: list[str] = []
     append = out.append
     i = start
@@ -308,16 +318,22 @@ def _prefixes_v4(data: bytes, start: int, end: int, what: str) -> tuple[str, ...
         bits = data[i]
         if bits > 32:
             raise WireError(f"{what}: prefix length {bits} > 32")
-        j = i + 1 + ((bits + 7) >> 3)
+        octets = (bits + 7) >> 3
+        j = i + 1 + octets
         if j > end:
             raise WireError(f"{what}: prefix /{bits} overruns the field")
-        wide = int.from_bytes(data[i + 1 : j], "big") << (32 - 8 * (j - i - 1))
-        value = wide & mask[bits]
-        q = value.to_bytes(4, "big")
-        text = octet[q[0]] + "." + octet[q[1]] + "." + octet[q[2]] + "." + octet[q[3]] + length[bits]
-        keys[text] = (4, value, bits)
-        # what the encoder would make of the text: these very bytes, unless host bits were set
-        nlri[text] = (IPV4, data[i:j] if value == wide else bytes((bits,)) + q[: j - i - 1])
+        raw = data[i:j]
+        found = seen.get(raw)
+        if found is None:
+            quad = raw[1:] + pad[octets]
+            # what the encoder would make of the text: these very bytes, unless host bits were set
+            packed = raw
+            if data[j - 1] & host[bits]:  # (host[0] is 0: a /0 has no octet to look at)
+                quad = (from_bytes(quad, "big") & _V4_MASK[bits]).to_bytes(4, "big")
+                packed = bytes((bits,)) + quad[:octets]
+            key = (4, from_bytes(quad, "big"), bits)
+            found = seen[raw] = (ntoa(quad) + length[bits], key, (IPV4, packed))
+        text, keys[text], nlri[text] = found
         append(text)
         i = j
     return tuple(out)

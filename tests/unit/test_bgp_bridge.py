@@ -99,3 +99,22 @@ def test_channel_window_bounds_unacknowledged_commands(tmp_path: Path) -> None:
     finally:
         client.close()
         channel.stop()
+
+
+def test_the_bridge_widens_its_pipes_so_exabgp_does_not_wait_for_it() -> None:
+    """ExaBGP blocks on a full stdin pipe of the bridge; the bridge asks for 1 MB (root may; a
+    user gets up to /proc/sys/fs/pipe-max-size, 1 MB by default). A socket is not a pipe: 0."""
+    import os
+    import socket as socket_module
+
+    from bgp.bridge import PIPE_BYTES, widen_pipe
+
+    r, w = os.pipe()
+    try:
+        assert widen_pipe(r) >= PIPE_BYTES
+    finally:
+        os.close(r)
+        os.close(w)
+    a, b = socket_module.socketpair()
+    with a, b:
+        assert widen_pipe(a.fileno()) == 0

@@ -18,6 +18,7 @@ from bgp.bridge import UNKNOWN_NEIGHBOR_COMMAND, Refusals
 from bgp.channel import ApiChannel
 from bgp.command_errors import FailedCommand, classify
 from bgp.engine import COMMAND_RESENDS
+from bgp.exabgp_wire import packets_json
 from bgp.route import PathAttrs
 from bgp.topology import PeerSpec
 from tests.unit.test_bgp_engine import bring_up, make, plan
@@ -123,3 +124,34 @@ def test_bridge_refusal_hook_is_off_unless_set_and_counts_down() -> None:
     assert hook.rewrite(b"neighbor 10.0.0.2 withdraw x\n") == UNKNOWN_NEIGHBOR_COMMAND
     assert hook.rewrite(b"neighbor 10.0.0.2 withdraw x\n") == b"neighbor 10.0.0.2 withdraw x\n"
     assert Refusals.from_env("no-count").left == 0
+
+
+def test_deferred_parsing_keeps_updates_and_errors_in_arrival_order(tmp_path: Path) -> None:
+    """``defer_parse`` (the agent's setting): the reader hands ExaBGP's JSON on unparsed, but in
+    the order it came with the errors, so an UPDATE read before an ``error`` is handled first and
+    parsing it later gives the same event as parsing it in the reader."""
+    events: list[api.Event] = []
+    channel = ApiChannel(str(tmp_path / "d.sock"), events.append, window=10, defer_parse=True)
+    channel.start()
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    update = wire.encode_announce("10.0.0.2", PathAttrs(), ["10.65.7.0/26"])[0]
+    neighbor = {"local-address": "10.0.0.1", "peer-address": A, "local-as": 64512, "peer-as": 64512}
+    line = packets_json(neighbor, update[:19], update[19:])  # what ExaBGP's wire patch writes
+    try:
+        client.connect(channel.path)
+        deadline = time.monotonic() + 5
+        while not channel.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        channel.send(["cmd 0", "cmd 1"])
+        while channel.sent < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client.sendall(f"done\n{line}\nerror\n".encode())
+        while len(events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert events == [api.Unparsed(line + "\n"), api.CommandFailed("cmd 1")]
+        parsed = api.parse_line(line)
+        assert isinstance(parsed, api.Update) and parsed.nlri == ((A, ("10.65.7.0/26",)),)
+        assert api.parse_line(events[0].line) == parsed  # type: ignore[union-attr]
+    finally:
+        client.close()
+        channel.stop()

@@ -439,3 +439,25 @@ def test_encode_rejects_bad_input_naming_it() -> None:
         wire.encode_announce("10.0.0.3", PathAttrs(), ["fd00::/64"])
     with pytest.raises(ValueError, match="origin"):
         wire.encode_announce("10.0.0.3", PathAttrs(origin="bgp"), ["10.0.0.0/8"])
+
+
+def test_a_prefix_read_again_decodes_the_same_and_seeds_the_caches_again() -> None:
+    """The decoder remembers IPv4 NLRI bytes it has read (a withdrawal reads the announced prefixes
+    again): the second read gives the same text, host bits cleared, and puts the prefix's key and
+    encoding back in their caches if those were emptied meanwhile."""
+    import ipaddress
+
+    from bgp import route
+
+    body = body_of("1a 0a4101ff 00", GOOD, "1a 0a41017f 18 0a4102 20 0a410305")
+    first = wire.decode_update(body)
+    assert first.announce == ("10.65.1.64/26", "10.65.2.0/24", "10.65.3.5/32")
+    assert first.withdraw == ("10.65.1.192/26", "0.0.0.0/0")
+    route._KEYS.clear()
+    wire._NLRI.clear()
+    again = wire.decode_update(body)
+    assert (again.announce, again.withdraw) == (first.announce, first.withdraw)
+    for prefix in first.announce + first.withdraw:
+        net = ipaddress.ip_network(prefix)
+        assert route._KEYS[prefix] == (4, int(net.network_address), net.prefixlen)
+        assert wire._NLRI[prefix] == wire._nlri_uncached(prefix)
