@@ -506,6 +506,10 @@ class PolicyCompiler:
 
     def _update_local(self, key: str, ep: Endpoint | None) -> None:
         old_iface = self._local.get(key)
+        if ep is None and old_iface is None:
+            # Not local now and not before (another node's endpoint: 10,000 at x10 start-up): it holds
+            # no list chain, profile reference, spoofing entry or policy selection to undo.
+            return
         was_host = key in self._hep_keys
         if old_iface is not None and not was_host and (ep is None or ep.iface != old_iface):
             self._drop(("filter", to_endpoint_chain(old_iface)))
