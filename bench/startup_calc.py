@@ -31,6 +31,7 @@ import time
 from typing import Any
 
 from bench.e2e_node import endpoint_ip, endpoint_labels, policy_spec
+from felixpy import interpreter
 from felixpy.calc.graph import CalcGraph
 from felixpy.calc.policy_stage import PolicyCalc
 from felixpy.calc.updates import ChainsUpdate, Update
@@ -180,6 +181,8 @@ def main() -> None:
     samples = []
     for _ in range(args.repeat):
         gc.collect()
+        gc.freeze()  # as the agent does before it syncs (felixpy.interpreter.tune)
+        gc.set_threshold(interpreter.YOUNG_GENERATION, 50, 100)
         samples.append(run(stored, args.families))
     ref = f"local={args.local} remote={args.remote} policies={args.policies} families={args.families}"
     for name, idx in (("startup_calc_feed", 0), ("startup_calc_flush", 1)):

@@ -152,3 +152,12 @@ def test_remote_endpoints_moving_to_this_node_and_back_get_and_lose_their_chains
     assert {("filter", "cali-tw-cali00001"), ("filter", "cali-fw-cali00001")} <= removed.removed_chains
     c.remove_endpoint("ns/ep1")
     assert not c.dirty()
+
+
+def test_remembered_namespaces_still_refuse_bad_ones_every_time() -> None:
+    spec = {"node": "n1", "pod": "p", "endpoint": "eth0", "interfaceName": "cali1"}
+    for _ in range(2):
+        ok = WorkloadEndpoint.model_validate({"metadata": {"name": "x", "namespace": "ns-a"}, "spec": spec})
+        assert ok.namespace == "ns-a"
+        with pytest.raises(ValueError, match="namespace 'Bad_NS' is not a valid DNS-1123 label"):
+            WorkloadEndpoint.model_validate({"metadata": {"name": "x", "namespace": "Bad_NS"}, "spec": spec})
