@@ -151,7 +151,7 @@ def run(stored: list[tuple[str, bytes]], families: int) -> tuple[float, float, i
     """One start-up through the agent's writer loop (its batches, its first commit at in-sync)."""
     evs = events(stored)
     kept = _Kept()
-    writer = Writer(graph(families), kept)
+    writer = Writer(graph(families), kept, hold_gc=True)  # as the agent's
     msgs: list[Msg] = []
     for ev in evs:
         kind: Any = ev.kind

@@ -129,6 +129,7 @@ class Writer:
         intervals: dict[str, float] | None = None,
         max_batch: int = 2000,
         on_commit: Callable[[float, bool, int], None] | None = None,
+        hold_gc: bool = False,
     ) -> None:
         self.graph = graph
         self.dataplane = dataplane
@@ -142,7 +143,10 @@ class Writer:
         self._queue: queue.Queue[Msg] = queue.Queue()
         self._local_revs: dict[tuple[str, str, str], int] = {}
         self._next_resync = {what: time.monotonic() + every for what, every in self.intervals.items()}
-        self._gc_held = False  # the cyclic collector is off for the start-up snapshot (_hold_gc)
+        # The cyclic collector off for the start-up snapshot (`_hold_gc`): the agent asks for it; a
+        # process that makes writers and never brings them in sync (tests) must not lose its collector.
+        self.hold_gc = hold_gc
+        self._gc_held = False
 
     # ---- producers ----------------------------------------------------------------------
     def submit(self, msg: Msg) -> None:
@@ -221,7 +225,7 @@ class Writer:
         of them garbage), and each generation-0 collection it triggers promotes them and makes the
         older generations rescan the growing heap: a third of the snapshot's CPU went to the
         collector. Bounded: only until the first commit after in-sync."""
-        if not self._gc_held and not self.in_sync.is_set() and gc.isenabled():
+        if self.hold_gc and not self._gc_held and not self.in_sync.is_set() and gc.isenabled():
             gc.disable()
             self._gc_held = True
 

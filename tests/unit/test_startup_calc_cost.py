@@ -76,7 +76,7 @@ def collector_on() -> Iterator[None]:
 
 def test_collector_off_for_the_snapshot_and_back_on_with_the_state_frozen(collector_on: None) -> None:
     dp = Seen()
-    writer = Writer(CalcGraph("n1"), dp)  # type: ignore[arg-type]
+    writer = Writer(CalcGraph("n1"), dp, hold_gc=True)  # type: ignore[arg-type]
     gc.unfreeze()
     writer._process([_msg(i) for i in range(50)])
     assert not gc.isenabled(), "the snapshot is built with the collector off"
@@ -89,9 +89,15 @@ def test_collector_off_for_the_snapshot_and_back_on_with_the_state_frozen(collec
     assert gc.isenabled() and dp.gc_on_at_commit == [False, True], "never off again after in-sync"
 
 
+def test_only_a_writer_asked_to_holds_the_collector(collector_on: None) -> None:
+    writer = Writer(CalcGraph("n1"), Seen())  # type: ignore[arg-type]
+    writer._process([_msg(1)])
+    assert gc.isenabled(), "a writer never brought in sync (a test's) leaves the collector alone"
+
+
 def test_a_collector_someone_else_turned_off_is_left_off(collector_on: None) -> None:
     gc.disable()
-    writer = Writer(CalcGraph("n1"), Seen())  # type: ignore[arg-type]
+    writer = Writer(CalcGraph("n1"), Seen(), hold_gc=True)  # type: ignore[arg-type]
     writer._process([_msg(1), InSyncMsg()])
     assert not gc.isenabled()
 
@@ -99,7 +105,7 @@ def test_a_collector_someone_else_turned_off_is_left_off(collector_on: None) -> 
 def test_collector_back_on_when_the_loop_ends_before_in_sync(collector_on: None) -> None:
     import threading
 
-    writer = Writer(CalcGraph("n1"), Seen())  # type: ignore[arg-type]
+    writer = Writer(CalcGraph("n1"), Seen(), hold_gc=True)  # type: ignore[arg-type]
     stop = threading.Event()
     writer.submit(_msg(1))
     thread = threading.Thread(target=writer.run, args=(stop,), daemon=True)
