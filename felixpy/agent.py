@@ -377,7 +377,7 @@ def build_route_reflector(settings: Settings, env: dict[str, str]) -> Agent:
     from felixpy.dataplane.bgp_sink import BGPSink
 
     dataplane = BGPOnlyDataplane(BGPSink(bgp) if bgp is not None else None)
-    writer = Writer(CalcGraph(settings.nodename, bgp=bgp is not None), dataplane, intervals={})
+    writer = Writer(CalcGraph(settings.nodename, bgp=bgp is not None), dataplane, intervals={}, hold_gc=True)
     sources = SyncSources(kv, backend, writer)
     agent = Agent(settings, params, kv, backend, writer, dataplane, sources, Metrics(), None, bgp)
     _serve_http(agent)
@@ -421,7 +421,9 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
         policy=policy_calc,
         bgp=bgp is not None,
     )
-    writer = Writer(graph, dataplane, intervals=_intervals(params), on_commit=_on_commit(metrics, dataplane))
+    writer = Writer(
+        graph, dataplane, intervals=_intervals(params), on_commit=_on_commit(metrics, dataplane), hold_gc=True
+    )
     handler = CNIHandler(
         nodename=settings.nodename,
         kv=kv,

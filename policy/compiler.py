@@ -268,9 +268,9 @@ class PolicyCompiler:
         old_sel = self._selected.get(p.id, set())
         if old is not None and _selection(old) == _selection(p):
             new_sel = set(old_sel)
-        elif p.tier in self.tiers:
-            views = self._views
-            new_sel = {k for k in self._local_candidates(p.selector) if p.enforced_on(views[k])}
+        elif p.tier in self.tiers and p.filter_table:  # (Policy.enforced_on, its test hoisted)
+            views, matches = self._views, p.selector.matches
+            new_sel = {k for k in self._local_candidates(p.selector) if matches(views[k])}
         else:
             new_sel = set()  # its tier does not exist: not applied
         affected = old_sel ^ new_sel
@@ -338,8 +338,13 @@ class PolicyCompiler:
         removed, added = old_sel - new_sel, new_sel - old_sel
         for key in removed:
             self._ep_policies[key].discard(pid)
+        ep_policies = self._ep_policies
         for key in added:
-            self._ep_policies.setdefault(key, set()).add(pid)
+            pids = ep_policies.get(key)
+            if pids is None:
+                ep_policies[key] = {pid}
+            else:
+                pids.add(pid)
         self._selected[pid] = new_sel
         self._selection_changes += len(removed) + len(added)
         was_active, active = pid in self._policy_sets, bool(new_sel)
@@ -506,6 +511,10 @@ class PolicyCompiler:
 
     def _update_local(self, key: str, ep: Endpoint | None) -> None:
         old_iface = self._local.get(key)
+        if ep is None and old_iface is None:
+            # Not local now and not before (another node's endpoint: 10,000 at x10 start-up): it holds
+            # no list chain, profile reference, spoofing entry or policy selection to undo.
+            return
         was_host = key in self._hep_keys
         if old_iface is not None and not was_host and (ep is None or ep.iface != old_iface):
             self._drop(("filter", to_endpoint_chain(old_iface)))

@@ -62,6 +62,11 @@ class Model(BaseModel):
     )
 
 
+# Namespace names already found valid (every stored endpoint carries one; a bad one is refused each time).
+_VALID_NAMESPACES: set[str] = set()
+VALID_NAMESPACES_MAX = 4096
+
+
 class ObjectMeta(Model):
     name: str = ""
     namespace: str | None = None
@@ -75,7 +80,14 @@ class ObjectMeta(Model):
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str | None) -> str | None:
-        return check_dns_label(value, what="namespace") if value else None
+        if not value:
+            return None
+        if value not in _VALID_NAMESPACES:  # (a pure check: a cluster's few namespaces, checked once)
+            check_dns_label(value, what="namespace")
+            if len(_VALID_NAMESPACES) >= VALID_NAMESPACES_MAX:
+                _VALID_NAMESPACES.clear()
+            _VALID_NAMESPACES.add(value)
+        return value
 
     @field_validator("labels")
     @classmethod
