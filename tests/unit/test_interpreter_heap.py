@@ -27,3 +27,21 @@ def test_arena_cap_is_accepted_by_glibc() -> None:
     if interpreter._glibc() is None:
         pytest.skip("not glibc")
     assert interpreter.limit_malloc_arenas(2)
+
+
+def test_a_burst_below_the_growth_bound_is_trimmed_once_it_stops_growing() -> None:
+    """Start-up's last burst (the dataplane programmed after in-sync) grows the heap by less than
+    ``growth``: it is given back once the resident size stops growing, not while it grows."""
+    trimmer = interpreter.HeapTrimmer(growth=1 << 30, every=0.0, settled=4 << 20)
+    if trimmer._libc is None:
+        pytest.skip("not glibc: nothing to trim")
+    trimmer.poll(0.0)
+    trimmer.poll(0.5)  # a baseline: at most the first of these trims (nothing grew since)
+    burst = [bytes(10_000) for _ in range(3_000)]  # ~30 MB malloc'd, far below ``growth``
+    assert not trimmer.poll(1.0), "still growing since the previous poll: no trim yet"
+    del burst[::2]  # holes: ~15 MB freed that glibc keeps
+    grown = interpreter.resident_bytes()
+    assert trimmer.poll(1.5), "grew by more than ``settled`` and stopped: trims"
+    assert interpreter.resident_bytes() < grown - (8 << 20), "the freed half left the resident set"
+    assert not trimmer.poll(2.0), "nothing grew since that trim"
+    del burst
