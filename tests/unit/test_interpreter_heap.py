@@ -45,3 +45,43 @@ def test_a_burst_below_the_growth_bound_is_trimmed_once_it_stops_growing() -> No
     assert interpreter.resident_bytes() < grown - (8 << 20), "the freed half left the resident set"
     assert not trimmer.poll(2.0), "nothing grew since that trim"
     del burst
+
+
+_BIG_TEMPORARIES = """
+import sys
+from felixpy import interpreter
+if sys.argv[1] == "fixed":
+    assert interpreter.limit_malloc_arenas()
+warm = b"w" * (4 << 20)
+del warm  # glibc's dynamic threshold would now be above 4 MB
+keep, big = [], []
+for _ in range(40):
+    big.append(b"x" * (1 << 20))  # a 1 MB temporary, touched (an iptables-save, its parse)
+    keep.append(b"y" * (100 << 10))  # a live 100 KB block after it: the heap cannot shrink from its top
+grown = interpreter.resident_bytes()
+del big
+print((grown - interpreter.resident_bytes()) >> 20)
+"""
+
+
+def test_big_temporaries_leave_the_resident_set_when_freed_without_a_trim() -> None:
+    """With the fixed mmap threshold a freed 1 MB block is unmapped at once; with glibc's default
+    (the control) it stays in the heap between live objects until a trim."""
+    import subprocess
+    import sys
+
+    if interpreter._glibc() is None:
+        pytest.skip("not glibc")
+
+    def freed_mb(mode: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", _BIG_TEMPORARIES, mode],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return int(out.stdout.strip())
+
+    assert freed_mb("fixed") >= 30
+    assert freed_mb("default") < 10  # the control: the setting is what gives it back
