@@ -43,11 +43,9 @@ from felixpy.datastore.tiers import ensure_default_tier
 from felixpy.private_files import private_dir
 from felixpy.runtime import startup
 from felixpy.runtime.config_watch import ROUTE_REFLECTOR_FIELDS, ConfigWatch, params_digest
-from felixpy.runtime.felix_metrics import FelixCollector
-from felixpy.runtime.health import HealthServer, Metrics
+from felixpy.runtime.health import HealthServer, Metrics, NullMetrics, metrics_for
 from felixpy.runtime.settings import FelixParams, Settings
 from felixpy.runtime.sync import SyncSources
-from felixpy.runtime.wireguard_metrics import register as register_wireguard_metrics
 from felixpy.runtime.writer import Writer
 from ipam.ipam import IPAM
 
@@ -79,7 +77,7 @@ class Agent:
     writer: Writer
     dataplane: LinuxDataplane | BGPOnlyDataplane
     sources: SyncSources
-    metrics: Metrics
+    metrics: Metrics | NullMetrics
     cni: CNIServer | None
     bgp: BGPService | None = None
     stop: threading.Event = field(default_factory=threading.Event)
@@ -91,7 +89,7 @@ class Agent:
     node_status: NodeStatusReporter | None = field(default=None, init=False, repr=False)  # (with BGP)
 
     def __post_init__(self) -> None:
-        if self.bgp is not None and hasattr(self.bgp, "counters"):
+        if self.metrics.enabled and self.bgp is not None and hasattr(self.bgp, "counters"):
             from bgp.metrics import BGPCollector
 
             self.metrics.registry.register(BGPCollector(self.bgp))  # refusals, receive limits (issue 12)
@@ -201,7 +199,9 @@ class Agent:
             self.writer_thread.join(5.0)  # let a commit in progress finish (bounded)
 
 
-def _on_commit(metrics: Metrics, dataplane: LinuxDataplane) -> Callable[[float, bool, int], None]:
+def _on_commit(
+    metrics: Metrics | NullMetrics, dataplane: LinuxDataplane
+) -> Callable[[float, bool, int], None]:
     def observe(seconds: float, ok: bool, n_updates: int) -> None:
         metrics.apply_seconds.observe(seconds)
         metrics.felix_apply_seconds.observe(seconds)
@@ -379,7 +379,8 @@ def build_route_reflector(settings: Settings, env: dict[str, str]) -> Agent:
     dataplane = BGPOnlyDataplane(BGPSink(bgp) if bgp is not None else None)
     writer = Writer(CalcGraph(settings.nodename, bgp=bgp is not None), dataplane, intervals={}, hold_gc=True)
     sources = SyncSources(kv, backend, writer)
-    agent = Agent(settings, params, kv, backend, writer, dataplane, sources, Metrics(), None, bgp)
+    metrics = metrics_for(params.prometheusMetricsEnabled)
+    agent = Agent(settings, params, kv, backend, writer, dataplane, sources, metrics, None, bgp)
     _serve_http(agent)
     return agent
 
@@ -395,7 +396,7 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
     startup.write_nodename_file(settings.state_dir, settings.nodename)
     enable_ip_forwarding(ipv6=_ipv6_enabled(params))
 
-    metrics = Metrics()
+    metrics = metrics_for(params.prometheusMetricsEnabled)
     links = WorkloadLinks(prefix=params.interfacePrefix)
     bgp = _bgp_service(settings)
     from felixpy.dataplane.bgp_sink import BGPSink
@@ -454,8 +455,17 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
 
 
 def _serve_http(agent: Agent) -> None:
+    params = agent.params
+    if params.healthEnabled:
+        HealthServer(params.healthHost, params.healthPort, live=agent.live, ready=agent.ready).start()
+    metrics = agent.metrics
+    if not isinstance(metrics, Metrics):  # off (the default): no collector, no prometheus_client import
+        return
+    from felixpy.runtime.felix_metrics import FelixCollector
+    from felixpy.runtime.wireguard_metrics import register as register_wireguard_metrics
+
     # Felix's felix_* families, read from this agent's state at scrape time (felixpy.runtime.felix_metrics).
-    agent.metrics.registry.register(
+    metrics.registry.register(
         FelixCollector(
             agent.settings.nodename,
             agent.sources.syncer,
@@ -470,13 +480,10 @@ def _serve_http(agent: Agent) -> None:
     dataplane = agent.dataplane
     encap = dataplane.encap if isinstance(dataplane, LinuxDataplane) else None  # none on a BGP-only node
     wireguard = encap.wireguard_drivers() if encap is not None else None  # IPv4's and IPv6's
-    params = agent.params
-    register_wireguard_metrics(agent.metrics.registry, agent.settings.nodename, wireguard,
-                               enabled=params.prometheusWireGuardMetricsEnabled)
-    if params.healthEnabled:
-        HealthServer(params.healthHost, params.healthPort, live=agent.live, ready=agent.ready).start()
-    if params.prometheusMetricsEnabled:
-        agent.metrics.serve(params.prometheusMetricsHost, params.prometheusMetricsPort)
+    register_wireguard_metrics(
+        metrics.registry, agent.settings.nodename, wireguard, enabled=params.prometheusWireGuardMetricsEnabled
+    )
+    metrics.serve(params.prometheusMetricsHost, params.prometheusMetricsPort)
 
 
 def run_node(settings: Settings, env: dict[str, str]) -> int:

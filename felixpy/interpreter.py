@@ -48,11 +48,13 @@ def tune() -> None:
 
 
 def slow_grpc_waits(seconds: float) -> bool:
-    """Set how often an idle gRPC waiter wakes; False when this grpc has no such setting."""
-    try:
-        from grpc import _common as grpc_common
-    except ImportError:  # the kubernetes datastore does not need grpc
+    """Set how often an idle gRPC waiter wakes; False when this grpc has no such setting, or when
+    nothing imported gRPC (the Kubernetes datastore: importing it here only for this would cost
+    ~70 ms of CPU and ~20 MB of RSS; tests/unit/test_start_imports.py)."""
+    if "grpc" not in sys.modules:
         return False
+    from grpc import _common as grpc_common
+
     if not isinstance(getattr(grpc_common, "MAXIMUM_WAIT_TIMEOUT", None), float):
         return False
     grpc_common.MAXIMUM_WAIT_TIMEOUT = seconds
@@ -65,11 +67,26 @@ def slow_grpc_waits(seconds: float) -> bool:
 # that peaked while loading 11,000 endpoints and 10,000 routes kept that peak as RSS. Two
 # settings: at most ``MALLOC_ARENAS`` arenas (glibc makes up to 8 per core, one per thread that
 # allocates at once: each keeps its own free memory), and ``malloc_trim`` after a burst
-# (``HeapTrimmer``: once the resident size grew by ``TRIM_GROWTH`` since the last trim, at most
-# every ``TRIM_EVERY`` seconds). Neither changes what the agent does; both do nothing without glibc.
+# (``HeapTrimmer``: once the resident size grew by ``TRIM_GROWTH`` since the last trim, or by
+# ``TRIM_SETTLED`` and then stopped growing, at most every ``TRIM_EVERY`` seconds). Neither changes
+# what the agent does; both do nothing without glibc.
+# The settled rule (issue 15, session 9): at x10 the start-up trim came at in-sync, and the dataplane's
+# programming after it grew the heap by less than ``TRIM_GROWTH``, so the 10 MB it freed stayed
+# resident (a trim 5 s after "programmed" gave back 3.4 MB more).
+# A third (session 9): a fixed ``MMAP_THRESHOLD``. glibc serves blocks from 128 KB up with their own
+# mmap, but raises that bound (up to 32 MB) each time such a block is freed, so after the first few
+# the big temporaries — an ``iptables-save`` of 10,000 rules and its parse, a netlink dump — come
+# from the heap and leave holes there. Fixed, they are mapped and unmapped whole: at x10 the
+# dataplane's post-write read 5 s after "programmed" lifted RSS 148.4 -> 154.4 MB until the next
+# trim; with the fixed bound, 148.9 -> 150.1 MB. (Setting it also stops glibc moving the trim
+# threshold, which stays at its 128 KB default.)
 MALLOC_ARENAS = 2
 M_ARENA_MAX = -8  # mallopt parameter (malloc.h)
+M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
+MMAP_THRESHOLD = 256 << 10
 TRIM_GROWTH = 16 << 20
+TRIM_SETTLED = 2 << 20  # grown this much since the last trim and no longer growing: trim
+TRIM_STILL = 1 << 20  # "no longer growing": less than this since the previous poll
 TRIM_EVERY = 5.0
 
 
@@ -81,10 +98,15 @@ def _glibc() -> Any:
         return None
 
 
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas (call early: arenas made before stay); False without glibc."""
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS, mmap_threshold: int = MMAP_THRESHOLD) -> bool:
+    """Cap glibc's malloc arenas (call early: arenas made before stay) and fix the size from which
+    a block gets its own mapping (see above); False without glibc."""
     libc = _glibc()
-    return bool(libc is not None and libc.mallopt(M_ARENA_MAX, arenas) == 1)
+    if libc is None:
+        return False
+    return bool(
+        libc.mallopt(M_ARENA_MAX, arenas) == 1 and libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1
+    )
 
 
 def resident_bytes() -> int:
@@ -99,23 +121,31 @@ def resident_bytes() -> int:
 class HeapTrimmer:
     """Gives free C heap memory back to the kernel after a burst (``poll`` from a periodic loop)."""
 
-    def __init__(self, growth: int = TRIM_GROWTH, every: float = TRIM_EVERY) -> None:
+    def __init__(
+        self, growth: int = TRIM_GROWTH, every: float = TRIM_EVERY, settled: int = TRIM_SETTLED
+    ) -> None:
         self.growth = growth
         self.every = every
+        self.settled = settled
         self._libc = _glibc()
         self._base = 0  # resident size after the last trim
+        self._prev = 0  # resident size at the previous poll (once ``every`` had passed)
         self._last = -math.inf
         self.trims = 0
 
     def poll(self, now: float) -> bool:
-        """Trim if the resident size grew by ``growth`` since the last trim and ``every`` seconds
-        passed; True when it trimmed."""
+        """Trim if ``every`` seconds passed since the last trim and the resident size grew since it
+        by ``growth``, or by ``settled`` and no more since the previous poll (a burst is over);
+        True when it trimmed."""
         if self._libc is None or now - self._last < self.every:
             return False
         rss = resident_bytes()
-        if rss - self._base < self.growth:
+        prev, self._prev = self._prev, rss
+        grown = rss - self._base
+        if grown < self.growth and not (grown >= self.settled and rss - prev < TRIM_STILL):
             return False
         self._libc.malloc_trim(0)  # (ctypes lets other threads run meanwhile)
         self._last, self._base = now, resident_bytes()
+        self._prev = self._base
         self.trims += 1
         return True

@@ -44,14 +44,24 @@ def node() -> Iterator[NodeEnv]:
         yield e
 
 
-def restart(e: NodeEnv, **env: str) -> None:
+def restart(e: NodeEnv, **env: str) -> set[str]:
+    """Restart the agent; the top-level packages its start imported (``-X importtime`` lines in its log)."""
     e.kill_agent()
-    e.start_agent(**env)
+    before = len(e.agent_log())
+    e.start_agent(PYTHONPROFILEIMPORTTIME="1", **env)
+    lines = e.agent_log()[before:].splitlines()
+    return {line.split("|")[2].strip().split(".")[0] for line in lines if line.startswith("import time:")}
+
+
+# Never in a running agent (tests/unit/test_start_imports.py); prometheus_client only with metrics on.
+NOT_IMPORTED = {"yaml", "pyroute2", "kubernetes", "matplotlib", "jsonschema", "exabgp", "iptc"}
 
 
 def test_defaults_health_on_loopback_only_and_no_metrics(node: NodeEnv) -> None:
-    restart(node, **DEFAULTS)
+    imported = restart(node, **DEFAULTS)
     assert listeners(node) == ETCD | {"127.0.0.1:9099"}
+    assert {"felixpy", "grpc", "pyetcd"} <= imported  # the log holds the start's imports
+    assert imported & (NOT_IMPORTED | {"prometheus_client"}) == set()
 
 
 def test_metrics_when_asked_listen_apart_from_health(node: NodeEnv) -> None:
@@ -60,8 +70,17 @@ def test_metrics_when_asked_listen_apart_from_health(node: NodeEnv) -> None:
         "FELIX_PROMETHEUSMETRICSHOST": "10.77.0.1",
         "FELIX_PROMETHEUSMETRICSPORT": "9191",
     }
-    restart(node, **{**DEFAULTS, **metrics})
+    imported = restart(node, **{**DEFAULTS, **metrics})
     assert listeners(node) == ETCD | {"127.0.0.1:9099", "10.77.0.1:9191"}
+    assert "prometheus_client" in imported
+    assert imported & NOT_IMPORTED == set()
+    url = "http://10.77.0.1:9191/metrics"
+    probe = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=5).read().decode())"
+    text = subprocess.run(
+        ["ip", "netns", "exec", node.node.name, "python3", "-c", probe],
+        capture_output=True, text=True, timeout=20, check=True,
+    ).stdout  # fmt: skip
+    assert "felixpy_datastore_in_sync" in text and "felix_cluster_num_workload_endpoints" in text
 
 
 def test_health_can_be_moved_and_disabled(node: NodeEnv) -> None:

@@ -30,3 +30,70 @@ def test_the_agent_and_what_its_start_builds_do_not_import_yaml() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# What the agent's start imports, by configuration (issue 15, goal 3: each module not imported saves
+# start-up CPU and RSS). The lazily imported modules of ``felixpy.agent.build`` (etcd mode, policy
+# and BGP on), without the metrics ones.
+_BUILD_MODULES = (
+    "felixpy.main, felixpy.agent, felixpy.runtime.startup, felixpy.datastore.config, "
+    "felixpy.datastore.etcd, bgp.service, felixpy.dataplane.bgp_sink, felixpy.dataplane.ipset_writer, "
+    "felixpy.dataplane.iptables, felixpy.dataplane.iptables_backend, felixpy.dataplane.policy_driver, "
+    "policy.chains, policy.compiler, felixpy.calc.wireguard, felixpy.dataplane.wireguard_driver, "
+    "felixpy.runtime.node_status_reporter, felixpy.cni.handler, ipam.ipam"
+)
+# Never in the agent, whatever its configuration: tools' and other processes' libraries.
+NEVER = ("yaml", "pyroute2", "kubernetes", "matplotlib", "jsonschema", "exabgp", "iptc", "prometheus_client")
+
+
+def _imported(code: str, prefixes: tuple[str, ...]) -> list[str]:
+    probe = code + f"\nprint(sorted(m for m in sys.modules if m.split('.')[0] in {prefixes!r}))"
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + probe], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return list(eval(out.stdout.strip().splitlines()[-1]))  # a printed list of str
+
+
+def test_the_start_with_metrics_off_imports_none_of_the_never_list() -> None:
+    """Metrics are off by default (FELIX_PROMETHEUSMETRICSENABLED): the agent gets NullMetrics, its
+    HTTP set-up returns before the collectors, and prometheus_client (with http.client, urllib.request,
+    wsgiref, gzip) is not imported. The real agent's start is checked the same way in
+    tests/kernel/test_agent_listeners.py."""
+    code = (
+        f"import {_BUILD_MODULES}\n"
+        "from types import SimpleNamespace\n"
+        "from felixpy.agent import _on_commit, _serve_http\n"
+        "from felixpy.runtime.health import metrics_for\n"
+        "m = metrics_for(False)\n"
+        "m.errors.labels('x').inc(); m.in_sync.set(1); m.config_restarts.inc(2)\n"
+        "_on_commit(m, SimpleNamespace(endpoints={}))(0.1, False, 3)\n"
+        "m.cni_requests.labels('ADD', 'ok').inc(); m.orphaned_endpoints.set(0)\n"
+        "params = SimpleNamespace(healthEnabled=False)\n"
+        "_serve_http(SimpleNamespace(params=params, metrics=m))\n"
+        "assert m.felix_failures == 1\n"
+    )
+    assert _imported(code, NEVER) == []
+
+
+def test_metrics_on_still_import_and_export_prometheus() -> None:
+    code = (
+        "from felixpy.runtime.health import metrics_for\n"
+        "from felixpy.runtime.felix_metrics import exposition\n"
+        "m = metrics_for(True)\n"
+        "m.local_endpoints.set(7)\n"
+        "assert b'felixpy_local_endpoints 7.0' in exposition(m.registry), exposition(m.registry)\n"
+    )
+    assert "prometheus_client" in _imported(code, ("prometheus_client",))
+
+
+def test_kubernetes_mode_imports_no_etcd_client_grpc_or_protobuf() -> None:
+    """The Kubernetes datastore is the agent's own HTTP client; the interpreter's after-start tuning
+    (the gRPC wait slice) must not import gRPC just to tune it."""
+    code = (
+        "import felixpy.main, felixpy.agent, felixpy.datastore.kube_kv, felixpy.datastore.kubernetes\n"
+        "from felixpy import interpreter\n"
+        "interpreter.tune()\n"
+        "assert interpreter.slow_grpc_waits(10.0) is False\n"
+    )
+    assert _imported(code, ("grpc", "pyetcd", "google", *NEVER)) == []
