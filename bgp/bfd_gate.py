@@ -113,6 +113,10 @@ class BfdGate:
         recent = sum(1 for t in p.failures if now - t < WINDOW)
         return p.hold_down * min(2 ** max(recent - 1, 0), MAX_FACTOR)
 
+    def hold_ends(self) -> list[float]:
+        """When each held peer's hold-down passes (``due`` releases it then)."""
+        return [p.hold_until for p in self.peers.values() if p.failed and p.hold_until is not None]
+
     def due(self, now: float) -> list[str]:
         """Held peers whose hold-down has passed (their routes may come back)."""
         out = []

@@ -73,6 +73,7 @@ ADOPT_TIMEOUT = 120.0
 # a peer that offered no graceful restart need not send End-of-RIB: its table counts as re-sent
 # once its session has been up, and has brought no UPDATE, for this long
 ADOPT_QUIET = 3.0
+ADOPT_POLL = 0.5  # how often, while adopting, tick looks whether every peer re-sent its table
 INTERNED_MAX = 10_000  # distinct attribute sets kept for interning (then start over)
 CEASE_MAX_PREFIXES = 1  # RFC 4486 Cease subcode: maximum number of prefixes reached
 CEASE_ADMIN_RESET = 4  # RFC 4486 Cease subcode: administrative reset (a BFD failure)
@@ -652,6 +653,16 @@ class Engine:
         self.status_changed = True
 
     # --- time ----------------------------------------------------------------------------
+    def next_due(self, now: float) -> float | None:
+        """When ``tick`` next has something to do (monotonic), None when nothing is timed: a
+        graceful-restart time running out, a BFD hold-down passing; while routes of a previous
+        run are kept, every ADOPT_POLL seconds (whether every peer re-sent its table)."""
+        times = [s.stale_until for s in self.sessions.values() if s.stale_until is not None]
+        times += self.bfd_gate.hold_ends()
+        if self.fib is not None and self._adopt_until:
+            times.append(min(self._adopt_until, now + ADOPT_POLL))
+        return min(times) if times else None
+
     def tick(self, now: float) -> None:
         for address, session in self.sessions.items():
             if session.stale_until is not None and now >= session.stale_until:

@@ -8,14 +8,18 @@ Processes: ExaBGP, and the bridge it runs. Run-dir files: ``exabgp.conf``, ``exa
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import logging
+import os
 import queue
+import struct
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from bgp import exabgp_api as api
 from bgp.bfd_client import BfdClient
@@ -63,6 +67,64 @@ SOCKET_NAME = "bgp-api.sock"
 ROUTES_VIEW_SECONDS = 2.0
 ROUTES_REQUEST_SECONDS = 0.5
 ROUTES_INTEREST_SECONDS = 60.0
+# The service thread sleeps until its next deadline (an engine timer, the status rewrite, the FIB
+# resync, a routes view due) or an item on its queue, at most this long; a request file touched by
+# felixctl wakes it through inotify (`_RequestWatch`). Without inotify it polls the file every
+# ROUTES_REQUEST_SECONDS as before. Idle, it woke twice a second (docs/performance.md, "Idle (session 9)").
+IDLE_WAIT_SECONDS = 10.0
+_IN_ATTRIB, _IN_CLOSE_WRITE, _IN_MOVED_TO, _IN_CREATE = 0x4, 0x8, 0x80, 0x100
+
+
+class _RequestWatch:
+    """Calls ``wake`` whenever ``name`` in ``directory`` is created, touched or replaced (inotify,
+    one thread blocked in ``read``: no wake-up while nothing happens). ``start`` returns False when
+    the kernel or libc offers no inotify (the caller then polls)."""
+
+    def __init__(self, directory: Path, name: str, wake: Callable[[], None]):
+        self.directory, self.name, self.wake = directory, name.encode(), wake
+        self._fd, self._wd = -1, -1
+        self._stopping = threading.Event()
+        self._libc: Any = None
+
+    def start(self) -> bool:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(os.O_CLOEXEC)
+            if fd < 0:
+                return False
+            mask = _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
+            wd = libc.inotify_add_watch(fd, os.fsencode(self.directory), mask)
+        except (OSError, AttributeError):
+            return False
+        if wd < 0:
+            os.close(fd)
+            return False
+        self._libc, self._fd, self._wd = libc, fd, wd
+        threading.Thread(target=self._run, name="bgp-routes-request", daemon=True).start()
+        return True
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                data = os.read(self._fd, 4096)
+                if not data:
+                    return
+                off = 0
+                while off + 16 <= len(data):  # struct inotify_event: wd, mask, cookie, len, name
+                    _wd, _mask, _cookie, size = struct.unpack_from("iIII", data, off)
+                    if data[off + 16 : off + 16 + size].rstrip(b"\0") == self.name:
+                        self.wake()
+                    off += 16 + size
+        except OSError:
+            return
+        finally:
+            os.close(self._fd)
+
+    def stop(self) -> None:
+        """End the thread: removing the watch queues an event that ends its ``read``."""
+        self._stopping.set()
+        if self._libc is not None and self._wd >= 0:
+            self._libc.inotify_rm_watch(self._fd, self._wd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +288,8 @@ class BGPService:
         self._view_mono = -ROUTES_VIEW_SECONDS  # monotonic time of the last view written
         self._view_wall = 0.0  # its wall time ("updated")
         self._asked = 0.0  # wall time of the last in-process request
+        self._last_asked = 0.0  # wall time of the last request seen, file or in-process
+        self._request_watch: _RequestWatch | None = None
         self._view: dict[str, object] | None = None  # the last routes view written
         self.started_at = 0.0  # wall time of start()
         self.configured_at = 0.0  # wall time of the last update()
@@ -298,6 +362,8 @@ class BGPService:
         self.channel.start()
         self.speaker.start()
         self.bfd.start()
+        watch = _RequestWatch(self.run_dir, ROUTES_REQUEST, self._wake)
+        self._request_watch = watch if watch.start() else None
         self._thread = threading.Thread(target=self._loop, name="bgp-service", daemon=True)
         self._thread.start()
 
@@ -307,6 +373,9 @@ class BGPService:
         The BFD daemon keeps running (its sessions stay Up: a restart stays hitless) unless
         ``stop_bfd`` (it then tells its peers AdminDown, which is not a failure to them)."""
         self._stopping.set()
+        self._wake()
+        if self._request_watch is not None:
+            self._request_watch.stop()
         self.speaker.stop(timeout=5.0 if graceful else 0.5)
         self.bfd.stop()
         if stop_bfd:
@@ -331,6 +400,7 @@ class BGPService:
         asked = time.time()
         with self._lock:
             self._asked = max(self._asked, asked)
+        self._wake()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.running:
             with self._lock:
@@ -347,6 +417,7 @@ class BGPService:
             asked = 0.0
         with self._lock:
             asked = max(asked, self._asked)
+        self._last_asked = asked
         if asked >= self._view_wall and now - self._view_mono >= ROUTES_REQUEST_SECONDS:
             return True
         interested = time.time() - asked < ROUTES_INTEREST_SECONDS
@@ -392,6 +463,22 @@ class BGPService:
         return False
 
     # --- service thread ------------------------------------------------------------------
+    def _wake(self) -> None:
+        """End the service thread's wait now (a stop, a routes view request)."""
+        self._queue.put(("wake", None))
+
+    def _wait_seconds(self, now: float, next_resync: float) -> float:
+        """How long the service thread may sleep: until its next deadline, IDLE_WAIT_SECONDS at
+        most (ROUTES_REQUEST_SECONDS while the request file has to be polled)."""
+        due = [next_resync, self._status_written + STATUS_REWRITE_SECONDS]
+        engine_due = self.engine.next_due(now)
+        if engine_due is not None:
+            due.append(engine_due)
+        if self._view_dirty and time.time() - self._last_asked < ROUTES_INTEREST_SECONDS:
+            due.append(self._view_mono + ROUTES_VIEW_SECONDS)
+        cap = IDLE_WAIT_SECONDS if self._request_watch is not None else ROUTES_REQUEST_SECONDS
+        return min(cap, max(0.01, min(due) - now))
+
     def _on_event(self, event: api.Event) -> None:
         self._queue.put(("event", event))
 
@@ -402,9 +489,10 @@ class BGPService:
         if self.engine.fib is not None:
             self.engine.fib.resync()
         next_resync = time.monotonic() + RESYNC_SECONDS
+        self._wake()  # a first turn at once (the first routes view, the status)
         while not self._stopping.is_set():
             try:
-                item = self._queue.get(timeout=0.5)
+                item = self._queue.get(timeout=self._wait_seconds(time.monotonic(), next_resync))
             except queue.Empty:
                 item = None
             batch = [item] if item else []
@@ -413,6 +501,9 @@ class BGPService:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            batch = [b for b in batch if b[0] != "wake"]
+            if self._stopping.is_set():
+                break
             self._process(batch)
             now = time.monotonic()
             if batch:

@@ -56,6 +56,11 @@ if TYPE_CHECKING:
     from felixpy.runtime.node_status_reporter import NodeStatusReporter
 
 log = structlog.get_logger(__name__)
+# The main loop's period: how soon a failed writer or datastore sync ends the agent, a settled
+# FelixConfiguration change restarts it, gauges refresh. /liveness and /readiness are answered
+# from the state itself, not from this loop. 0.5 s until session 9: each turn is a wake-up of an
+# idle agent (docs/performance.md, "Idle (session 9)").
+MAIN_LOOP_SECONDS = 1.0
 
 # Handed across the exec of a config restart (the environment is the one thing exec keeps).
 RESTARTS_ENV = "FELIXPY_CONFIG_RESTARTS"  # how many config restarts this process has had
@@ -171,7 +176,7 @@ class Agent:
 
             self.node_status = NodeStatusReporter(self.backend, self.settings.nodename, self.bgp).start()
         trimmer = interpreter.HeapTrimmer()  # start-up's peak given back (felixpy.interpreter)
-        while not self.stop.wait(0.5):
+        while not self.stop.wait(MAIN_LOOP_SECONDS):
             self.metrics.in_sync.set(1 if self.writer.in_sync.is_set() else 0)
             if self.writer.in_sync.is_set():
                 trimmer.poll(time.monotonic())

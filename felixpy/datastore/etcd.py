@@ -338,6 +338,16 @@ class EtcdKV:
             self._watches.add(w)
         return w
 
+    def _probes(self, w: EtcdWatch) -> bool:
+        """Whether ``w`` sends its connection's watch progress requests (``EtcdWatch._requests``):
+        the oldest of the watches on that connection whose consumer is waiting does."""
+        session = w.session
+        if session is None or not w.waiting:
+            return False
+        with self._lock:
+            mates = [x.seq for x in self._watches if x.session is session and x.waiting]
+        return not mates or min(mates) >= w.seq
+
     def _forget(self, w: EtcdWatch) -> None:
         with self._lock:
             self._watches.discard(w)

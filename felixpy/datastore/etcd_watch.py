@@ -6,6 +6,7 @@ mapping. See the class docstring for the resume rules.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -30,8 +31,10 @@ class WatchOwner(Protocol):
     def _renew(self, session: _Session) -> None: ...
     def _drop(self, session: _Session, reason: str) -> None: ...
     def _forget(self, watch: EtcdWatch) -> None: ...
+    def _probes(self, watch: EtcdWatch) -> bool: ...
 
 log = logging.getLogger("felixpy.datastore.etcd")
+_WATCH_SEQ = itertools.count()
 
 
 class EtcdWatch:
@@ -58,6 +61,8 @@ class EtcdWatch:
         self._session: _Session | None = None
         self._stream_stop = threading.Event()
         self._stalled, self._last_rx = False, time.monotonic()
+        self._waiting_since: float | None = None  # when the consumer began waiting on the stream
+        self.seq = next(_WATCH_SEQ)  # creation order: the oldest waiting watch of a connection probes it
         self._opened = False
         self.resumes = 0
 
@@ -67,17 +72,32 @@ class EtcdWatch:
         A member that is stopped or partitioned keeps the stream open and silent; gRPC keepalive
         alone did not notice in 60 s. Every progress request is answered at once by a live
         member, so no answer for ``timeout + interval`` means the member is gone: the stream is
-        cancelled (marked stalled) and the watch resumes elsewhere."""
+        cancelled (marked stalled) and the watch resumes elsewhere.
+
+        One watch per connection asks (``EtcdKV._probes``: the oldest one whose consumer is
+        waiting on its stream): a stall found on one stream drops the connection, and the other
+        streams on it resume elsewhere too. Each request wakes several threads of an idle agent
+        (the request and consumer threads, gRPC's channel and event-engine threads); with three
+        watches, asking on every stream was most of its idle wake-ups (docs/performance.md,
+        "Idle (session 9)"). A consumer busy elsewhere has not read what came: it is not judged.
+        """
         create = etcdrpc.WatchCreateRequest(
             key=self._key, range_end=self._end, start_revision=self._next, prev_kv=self._prev_kv
         )
         yield etcdrpc.WatchRequest(create_request=create)
         interval = max(0.5, self._kv.timeout / 2)
         progress = etcdrpc.WatchRequest(progress_request=etcdrpc.WatchProgressRequest())
+        probing_since: float | None = None  # since when this stream asks (silence before is not news)
         while not stop.wait(interval):
             if self._closed.is_set():
                 return
-            if time.monotonic() - self._last_rx > self._kv.timeout + interval:
+            if not self._kv._probes(self):
+                probing_since = None
+                continue
+            now = time.monotonic()
+            probing_since = now if probing_since is None else probing_since
+            heard = max(self._last_rx, probing_since, self._waiting_since or now)
+            if now - heard > self._kv.timeout + interval:
                 self._stalled = True
                 call = self._call
                 if call is not None:
@@ -97,6 +117,16 @@ class EtcdWatch:
         if self._closed.is_set():
             self._call.cancel()
         return self._call
+
+    @property
+    def session(self) -> _Session | None:
+        """The connection this watch's stream is on (None between streams)."""
+        return self._session
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the consumer is waiting on the stream now."""
+        return self._waiting_since is not None
 
     def _check_member(self, session: _Session) -> None:
         """Resume only on a member whose linearizable revision is not behind what we saw."""
@@ -136,7 +166,12 @@ class EtcdWatch:
                 self._finish()
                 raise StopIteration
             try:
-                resp = next(self._call or self._open())
+                call = self._call or self._open()
+                self._waiting_since = time.monotonic()
+                try:
+                    resp = next(call)
+                finally:
+                    self._waiting_since = None
                 self._last_rx = time.monotonic()
             except (grpc.RpcError, StopIteration, Unavailable) as exc:
                 if self._closed.is_set():

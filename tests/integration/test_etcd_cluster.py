@@ -291,3 +291,44 @@ def test_a_watch_on_a_stopped_member_moves_within_the_stall_bound(
         watch.close()
     finally:
         kv.close()
+
+
+def test_one_watch_per_connection_probes_and_a_stall_moves_every_watch_on_it(
+    etcd_cluster: EtcdCluster, cluster_kv: EtcdKV
+) -> None:
+    """Three idle watches on one connection (the agent's syncer and affinity watches): only one
+    sends progress requests (idle wake-ups, docs/performance.md "Idle (session 9)"); when its
+    member stops, every one of the three still moves to another member within the stall bound."""
+    kv = etcd_cluster.kv(timeout=1.0)
+    stop = threading.Event()
+    prefixes = ("/probe/a/", "/probe/b/", "/probe/c/")
+    events: dict[str, list[WatchEvent]] = {p: [] for p in prefixes}
+    victim = -1
+    try:
+        start = kv.revision() + 1
+        watches = [kv.watch(p, start) for p in prefixes]
+        for w, p in zip(watches, prefixes, strict=True):
+            threading.Thread(target=_collect, args=(w, events[p], stop), daemon=True).start()
+        for p in prefixes:
+            cluster_kv.put(f"{p}1", b"1")
+        _wait(lambda: all(len(events[p]) == 1 for p in prefixes))
+        assert len({id(w.session) for w in watches}) == 1, "the watches should share one connection"
+        for _ in range(5):  # it stays one, sampled over a few intervals
+            _wait(lambda: all(w.waiting for w in watches))
+            assert [kv._probes(w) for w in watches].count(True) == 1
+            time.sleep(0.3)
+        victim = _serving_watch(watches[0], etcd_cluster)
+        etcd_cluster.pause(victim)
+        t0 = time.monotonic()
+        for p in prefixes:
+            cluster_kv.put(f"{p}2", b"2")
+        _wait(lambda: all(len(events[p]) == 2 for p in prefixes), timeout=20)
+        took = time.monotonic() - t0
+        assert took < 1.0 * 2 + 5.0, f"the stalled watches took {took:.1f}s to move"  # as for one watch
+        assert all(w.resumes >= 1 for w in watches)
+        assert [[e.key for e in events[p]] for p in prefixes] == [[f"{p}1", f"{p}2"] for p in prefixes]
+    finally:
+        stop.set()
+        if victim >= 0:
+            etcd_cluster.resume(victim)
+        kv.close()
