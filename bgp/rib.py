@@ -69,6 +69,18 @@ class Rib:
         path, needs no best-path selection at all."""
         adj = self._adj_in.setdefault(peer, {})
         by_prefix, best_of, ecmp = self._by_prefix, self._best, self.ecmp
+        if not isinstance(routes, list):
+            routes = list(routes)
+        prefixes = [route.prefix for route in routes]
+        if by_prefix.keys().isdisjoint(prefixes) and len(set(prefixes)) == len(prefixes):
+            # the bulk case (a table arriving): every prefix new, so each has this one path and
+            # it is best; the dictionaries are filled in C instead of one prefix at a time
+            adj.update(zip(prefixes, routes, strict=True))
+            by_prefix.update(zip(prefixes, [{peer: route} for route in routes], strict=True))
+            bests = [(route,) for route in routes]
+            best_of.update(zip(prefixes, bests, strict=True))
+            self._report(list(zip(prefixes, bests, strict=True)))
+            return
         changes: list[tuple[str, tuple[Route, ...]]] = []
         for route in routes:
             prefix = route.prefix
