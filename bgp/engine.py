@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from itertools import groupby
 from operator import attrgetter, itemgetter
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from bgp import command_errors, limits, peer_filters
 from bgp import exabgp_api as api
@@ -98,6 +98,7 @@ PROTECTIVE = frozenset(
 )
 _Interned = TypeVar("_Interned", PathAttrs, PeerInfo)
 _V4, _V6 = family_of("0.0.0.0"), family_of("::")
+_HEAD = itemgetter(0)  # the (first) best route of a prefix
 _RUN_KEY = attrgetter("attrs", "source", "next_hop")  # what a group of learned prefixes shares
 
 
@@ -732,6 +733,7 @@ class Engine:
         classes = _Classes()
         best_of, exports, each = self.rib.best_map(), d.exports, classes.each
         learned: list[str] = []
+        learned_bests: list[tuple[Route, ...]] | None = None  # their best paths, when known
         gone = classes.gone
         if not isinstance(prefixes, list):
             prefixes = list(prefixes)
@@ -744,9 +746,12 @@ class Engine:
                     gone.append(prefix)  # ``outbound`` says None for it towards every peer
                 else:
                     learned.append(prefix)
-        else:  # a reflector exports nothing of its own: learned or gone
+        elif not all(bests):  # a reflector exports nothing of its own: learned or gone
             gone += [prefix for prefix, best in zip(prefixes, bests, strict=True) if not best]
             learned = [prefix for prefix, best in zip(prefixes, bests, strict=True) if best]
+        else:  # every one learned (a table arriving): nothing to sort out
+            learned = prefixes
+            learned_bests = cast(list[tuple[Route, ...]], bests)  # none None or empty
         gone.sort()
         groups, none = classes.groups, classes.none
         if not self._all_learned_exportable(d):
@@ -756,9 +761,11 @@ class Engine:
                     none.append(prefix)
                 else:
                     exportable.append(prefix)
-            learned = exportable
+            learned, learned_bests = exportable, None
         if learned and ":" not in "".join(learned):  # IPv4 only (the join is one pass in C)
-            self._group_runs(learned, list(map(best_of.__getitem__, learned)), groups)
+            if learned_bests is None:
+                learned_bests = list(map(best_of.__getitem__, learned))
+            self._group_runs(learned, learned_bests, groups)
             return classes
         # prefixes of one UPDATE share one attributes object, next hop and source: compare
         # identities with the previous prefix's before building a key
@@ -798,9 +805,8 @@ class Engine:
         """The grouping loop of ``_classify`` for IPv4 prefixes, done in C: consecutive prefixes
         whose best route has the same (interned, so compared by identity first) attributes,
         source and next hop form one run; a run is one slice of ``learned``."""
-        keys = list(map(_RUN_KEY, map(itemgetter(0), bests)))
         start = 0
-        for (attrs, source, hop), run in groupby(keys):
+        for (attrs, source, hop), run in groupby(map(_RUN_KEY, map(_HEAD, bests))):
             end = start + len(list(run))
             key = (id(attrs), hop, id(source), _V4)
             group = groups.get(key)
