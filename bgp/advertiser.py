@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 
 from bgp import wire
@@ -189,7 +189,12 @@ class Advertiser:
         for advert, members in bulk:
             untouched = not sent or sent.keys().isdisjoint(members)
             if advert is None:
-                if not untouched:
+                if untouched:
+                    pass
+                elif all(map(sent.__contains__, members)):  # withdrawing what was sent: in C
+                    deque(map(sent.pop, members), maxlen=0)
+                    withdraw += members
+                else:
                     withdraw += [p for p in members if sent.pop(p, None) is not None]
                 continue
             fresh = members if untouched else [p for p in members if sent.get(p) != advert]

@@ -9,8 +9,10 @@ restart timer fires) removes the ones that were not refreshed.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
+from itertools import repeat
 
 from bgp.bestpath import select
 from bgp.route import Route
@@ -69,6 +71,18 @@ class Rib:
         path, needs no best-path selection at all."""
         adj = self._adj_in.setdefault(peer, {})
         by_prefix, best_of, ecmp = self._by_prefix, self._best, self.ecmp
+        if not isinstance(routes, list):
+            routes = list(routes)
+        prefixes = [route.prefix for route in routes]
+        if by_prefix.keys().isdisjoint(prefixes) and len(set(prefixes)) == len(prefixes):
+            # the bulk case (a table arriving): every prefix new, so each has this one path and
+            # it is best; the dictionaries are filled in C instead of one prefix at a time
+            adj.update(zip(prefixes, routes, strict=True))
+            by_prefix.update(zip(prefixes, [{peer: route} for route in routes], strict=True))
+            bests = [(route,) for route in routes]
+            best_of.update(zip(prefixes, bests, strict=True))
+            self._report(list(zip(prefixes, bests, strict=True)))
+            return
         changes: list[tuple[str, tuple[Route, ...]]] = []
         for route in routes:
             prefix = route.prefix
@@ -94,6 +108,17 @@ class Rib:
         if not adj:
             return
         by_prefix, best_of, ecmp = self._by_prefix, self._best, self.ecmp
+        if not isinstance(prefixes, list):
+            prefixes = list(prefixes)
+        held = list(filter(adj.__contains__, prefixes))
+        if len(set(held)) == len(held) and set(map(len, map(by_prefix.get, held, repeat({})))) <= {1}:
+            # the bulk case (a peer withdrawing its table): each prefix had this peer's path only,
+            # so it leaves every table; the dictionaries are emptied in C
+            deque(map(adj.pop, held), maxlen=0)
+            deque(map(by_prefix.pop, held), maxlen=0)
+            olds = list(map(best_of.pop, held, repeat(None)))
+            self._report([(prefix, ()) for prefix, old in zip(held, olds, strict=True) if old])
+            return
         changes: list[tuple[str, tuple[Route, ...]]] = []
         for prefix in prefixes:
             if adj.pop(prefix, None) is None:

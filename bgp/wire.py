@@ -18,6 +18,8 @@ import socket
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import cast
 
 from bgp.route import KEY_CACHE, KEY_CACHE_MAX, PathAttrs, seed_prefix_key
 
@@ -106,15 +108,21 @@ def _nlri_uncached(prefix: str) -> tuple[str, bytes]:
     return family, bytes((bits,)) + value.to_bytes(octets, "big")
 
 
+_FAMILY, _DATA = itemgetter(0), itemgetter(1)
+
+
 def _packed(prefixes: Sequence[str]) -> tuple[str, list[bytes]]:
-    cached = _NLRI.get
-    items = [cached(p) or _nlri(p) for p in prefixes]
+    cached = list(map(_NLRI.get, prefixes))  # in C; the decoder seeded most of them
+    if None in cached:
+        items = [found or _nlri(p) for p, found in zip(prefixes, cached, strict=True)]
+    else:
+        items = cast(list[tuple[str, bytes]], cached)
     family = items[0][0] if items else IPV4
-    if len({f for f, _ in items}) > 1:
+    if len(set(map(_FAMILY, items))) > 1:
         for prefix, (other, _) in zip(prefixes, items, strict=True):
             if other != family:
                 raise ValueError(f"prefix {prefix!r}: mixes IPv4 and IPv6 in one call")
-    return family, [data for _, data in items]
+    return family, list(map(_DATA, items))
 
 
 def _attr(flags: int, code: int, value: bytes) -> bytes:
@@ -251,8 +259,11 @@ def encode_announce(
 def encode_withdraw(prefixes: Sequence[str], *, max_size: int = MAX_SIZE) -> list[bytes]:
     """UPDATE messages withdrawing ``prefixes``: IPv4 ones first (Withdrawn Routes), then IPv6
     ones (MP_UNREACH_NLRI); the two families may be mixed in one call."""
-    v4 = [p for p in prefixes if ":" not in p]
-    v6 = [p for p in prefixes if ":" in p]
+    if ":" not in "".join(prefixes):  # one C-speed test instead of two per prefix
+        v4, v6 = list(prefixes), []
+    else:
+        v4 = [p for p in prefixes if ":" not in p]
+        v6 = [p for p in prefixes if ":" in p]
     out = [_message(blob, b"") for blob in _fill(_packed(v4)[1], max_size - 23, max_size)] if v4 else []
     if v6:
         room = min(max_size - 23 - 7, 0xFFFF - 3)

@@ -244,3 +244,32 @@ def test_rib_withdraw_many_reports_what_withdraw_would() -> None:
     assert rib.adj_in("10.0.0.2") == {}
     rib.withdraw_many("10.0.0.2", ["10.65.0.0/26"])  # nothing left from that peer: no change
     assert len(batches) == 1
+
+
+def test_rib_bulk_table_in_and_out_matches_one_at_a_time() -> None:
+    """A whole table of new prefixes from one peer, then that peer withdrawing it (the bulk case
+    a reflector sees), leaves the RIB and reports the changes exactly as one route at a time
+    does; stale routes and a repeated prefix in one call included."""
+    prefixes = [f"10.65.{i // 4}.{(i % 4) * 64}/26" for i in range(40)]
+    bulk: list[tuple[str, tuple[Route, ...]]] = []
+    single: list[tuple[str, tuple[Route, ...]]] = []
+    many = Rib(on_changes=bulk.extend)
+    one = Rib(lambda p, best: single.append((p, best)))
+    routes = [r(IBGP, prefix=p) for p in prefixes]
+    many.update_many("10.0.0.2", routes)
+    for route in routes:
+        one.update(route)
+    assert bulk == single and dict(many.best_routes()) == dict(one.best_routes())
+    assert many.mark_stale("10.0.0.2") == one.mark_stale("10.0.0.2") == 40
+    bulk.clear()
+    single.clear()
+    gone = [*prefixes[:30], prefixes[0], "10.66.0.0/26"]  # a repeat, and one never sent
+    many.withdraw_many("10.0.0.2", prefixes[:30])
+    many.withdraw_many("10.0.0.2", gone)  # falls back to one by one (the repeat): no change
+    for prefix in prefixes[:30]:
+        one.withdraw("10.0.0.2", prefix)
+    assert bulk == single and len(bulk) == 30
+    assert dict(many.best_routes()) == dict(one.best_routes()) and len(many) == 10
+    assert many.adj_in("10.0.0.2") == one.adj_in("10.0.0.2")
+    many.withdraw_many("10.0.0.2", prefixes[30:])
+    assert len(many) == 0 and many.adj_in("10.0.0.2") == {} and bulk[-1] == (prefixes[-1], ())

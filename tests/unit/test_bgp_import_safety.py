@@ -568,3 +568,39 @@ def test_calc_memoised_borrowed_addresses_agree_with_the_pure_function_over_a_se
         calc.flush()
         pairs = tuple(pair for pairs in calc._workloads.values() for pair in pairs)
         assert calc._borrowed == borrowed_addresses(pairs, blocks), (what, arg)
+
+
+def test_reflector_bulk_prefix_reasons_match_one_at_a_time() -> None:
+    """A route reflector (no blocks or pods of its own) checks a whole UPDATE in one pass: every
+    prefix gets the reason it gets alone, whether in the pool's blocks, the pool itself, a /32,
+    a default route, outside the pool, or IPv6 beside an IPv6 pool; with and without service
+    ranges (the case the one pass does not take)."""
+    from bgp.filters import prefix_reason, prefix_reasons
+    from bgp.route import normalize_prefix
+
+    bag = [
+        "10.64.0.0/26",
+        "10.64.3.64/26",
+        "10.64.0.0/10",
+        "10.64.0.0/24",
+        "10.70.0.5/32",
+        "10.127.255.192/26",
+        "10.128.0.0/26",
+        "0.0.0.0/0",
+        "192.168.1.0/24",
+        "10.64.0.0/9",
+        "fd00:10::/122",
+        "fd00:10::40/122",
+        "fd00:11::/64",
+    ]
+    bag = [normalize_prefix(p) for p in bag]
+    pools = (PoolInfo("10.64.0.0/10"), PoolInfo("fd00:10::/48"))
+    for policy in (
+        ImportPolicy(pools=pools),
+        ImportPolicy(pools=pools, import_default=True),
+        ImportPolicy(pools=pools, service_cidrs=("10.64.3.0/24",)),
+        ImportPolicy(pools=pools[:1]),
+    ):
+        alone = [prefix_reason(p, policy, canonical=True, announcers=("n2",)) for p in bag]
+        assert prefix_reasons(bag, policy, announcers=("n2",)) == alone
+        assert alone[0] is None and alone[2] is not None  # a block passes, the pool itself does not
