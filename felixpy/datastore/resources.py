@@ -221,7 +221,7 @@ class KVBackend:
         for kv in kvs:
             parts = kv.key[cut:].split("/")
             if namespaced and len(parts) == 2:
-                ns, name = parts
+                ns, name = sys.intern(parts[0]), parts[1]  # one copy per namespace, not per resource
             elif not namespaced and len(parts) == 1:
                 ns, name = None, parts[0]
             else:
