@@ -9,6 +9,7 @@ the OPEN message.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,12 +235,14 @@ def parse_attributes(attr: dict[str, Any]) -> PathAttrs:
     elif isinstance(segments, list):
         as_path = [int(v) for v in segments]
     return PathAttrs(
-        origin=str(attr.get("origin", "igp")),
+        origin=sys.intern(str(attr.get("origin", "igp"))),
         as_path=tuple(as_path),
         med=attr.get("med"),
         local_pref=attr.get("local-preference"),
-        communities=tuple(f"{a}:{b}" for a, b in attr.get("community", [])),
-        large_communities=tuple(":".join(str(x) for x in c) for c in attr.get("large-community", [])),
+        communities=tuple(sys.intern(f"{a}:{b}") for a, b in attr.get("community", [])),
+        large_communities=tuple(
+            sys.intern(":".join(str(x) for x in c)) for c in attr.get("large-community", [])
+        ),
         originator_id=attr.get("originator-id"),
         cluster_list=tuple(attr.get("cluster-list", [])),
     )
@@ -254,7 +257,8 @@ def _nlri(item: Any) -> tuple[str, str | None]:
 def _update(peer: str, peer_as: int, update: dict[str, Any]) -> Update:
     announce: list[Announce] = []
     for by_nexthop in update.get("announce", {}).values():
-        for next_hop, items in by_nexthop.items():
+        for hop, items in by_nexthop.items():
+            next_hop = sys.intern(str(hop))
             for item in items:
                 prefix, path_id = _nlri(item)
                 announce.append(Announce(prefix, next_hop, path_id))

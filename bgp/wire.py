@@ -16,6 +16,7 @@ import functools
 import ipaddress
 import socket
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -372,7 +373,8 @@ def _prefixes(data: bytes, start: int, end: int, width: int, add_path: bool, wha
 
 
 def _address(value: bytes) -> str:
-    return str(ipaddress.ip_address(value))
+    # interned: every route of a peer carries the same next hop / originator (one copy, not 10,000)
+    return sys.intern(str(ipaddress.ip_address(value)))
 
 
 def _mp_family(value: bytes, what: str) -> tuple[str, int]:
@@ -481,8 +483,10 @@ def _attributes(
         as_path=tuple(as_path),
         med=words(MED)[0] if MED in seen else None,
         local_pref=words(LOCAL_PREF)[0] if LOCAL_PREF in seen else None,
-        communities=tuple(f"{c >> 16}:{c & 0xFFFF}" for c in sorted(words(COMMUNITIES))),
-        large_communities=tuple(f"{large[k]}:{large[k + 1]}:{large[k + 2]}" for k in range(0, len(large), 3)),
+        communities=tuple(sys.intern(f"{c >> 16}:{c & 0xFFFF}") for c in sorted(words(COMMUNITIES))),
+        large_communities=tuple(
+            sys.intern(f"{large[k]}:{large[k + 1]}:{large[k + 2]}") for k in range(0, len(large), 3)
+        ),
         originator_id=_address(seen[ORIGINATOR_ID]) if ORIGINATOR_ID in seen else None,
         cluster_list=tuple(_address(v.to_bytes(4, "big")) for v in words(CLUSTER_LIST)),
     )

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import ip_interface, ip_network
+from sys import intern
 from typing import Any
 
 from felixpy.resources.endpoint import EndpointPort, HostEndpoint, WorkloadEndpoint
@@ -486,19 +487,29 @@ def _entity(e: EntityRule, ns: str | None) -> EntityMatch:
 # ----------------------------------------------------------------------------------- endpoints
 
 
+def _interned_labels(labels: dict[str, str]) -> dict[str, str]:
+    """A copy of ``labels`` with keys and values interned: thousands of endpoints share a few
+    label keys and values (namespace, app, ...), and each decode made its own copy of each."""
+    return {intern(k): intern(v) for k, v in labels.items()}
+
+
+def _opt_intern(text: str | None) -> str | None:
+    return intern(text) if text else text
+
+
 def endpoint_from_wep(wep: WorkloadEndpoint) -> Endpoint:
-    ns = wep.namespace or "default"
+    ns = intern(wep.namespace or "default")
     spec = wep.spec
     return Endpoint(
         key=f"{ns}/{wep.name}",
         namespace=ns,
-        labels=dict(wep.metadata.labels),
+        labels=_interned_labels(wep.metadata.labels),
         ips=tuple(n[:-3] if canonical_v4_host(n) else str(ip_interface(n).ip) for n in spec.ip_networks),
         ports=tuple(_named_ports(spec.ports)),
         iface=spec.interface_name,
-        node=spec.node,
-        profiles=tuple(spec.profiles) or (f"kns.{ns}",),
-        service_account=spec.service_account_name,
+        node=intern(spec.node),
+        profiles=tuple(intern(p) for p in spec.profiles) or (intern(f"kns.{ns}"),),
+        service_account=_opt_intern(spec.service_account_name),
         allowed_source_prefixes=tuple(spec.allow_spoofed_source_prefixes),
         mac=spec.mac,
         pod=spec.pod,
@@ -512,12 +523,12 @@ def endpoint_from_hep(hep: HostEndpoint) -> Endpoint:
     return Endpoint(
         key=hep_key(hep.name),
         namespace=None,
-        labels=dict(hep.metadata.labels),
+        labels=_interned_labels(hep.metadata.labels),
         ips=tuple(str(ip) for ip in spec.expected_i_ps),
         ports=tuple(_named_ports(spec.ports)),
         iface=spec.interface_name or None,
-        node=spec.node,
-        profiles=tuple(spec.profiles),
+        node=intern(spec.node),
+        profiles=tuple(intern(p) for p in spec.profiles),
         host=True,
     )
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import sys
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -123,7 +124,8 @@ def render_rule(hash_: str, rule: Rule) -> str:
 
 def rendered_spec(hash_: str, body: str) -> str:
     """:func:`render_rule` of a rule whose :func:`rule_body` is already known."""
-    return f'-m comment --comment "cali:{hash_}"' + (f" {body}" if body else "")
+    # interned so that the spec parsed back from iptables-save shares this copy (x10: ~1 MB)
+    return sys.intern(f'-m comment --comment "cali:{hash_}"' + (f" {body}" if body else ""))
 
 
 def parse_save(text: str) -> dict[str, TableState]:
@@ -137,7 +139,8 @@ def parse_save(text: str) -> dict[str, TableState]:
             current.setdefault(m.group(1), [])
         elif line.startswith("-A "):
             _, chain, *rest = line.split(" ", 2)
-            spec = rest[0] if rest else ""
+            # interned: the same text as our rendered spec (also interned) shares one copy
+            spec = sys.intern(rest[0]) if rest else ""
             h = _HASH_RE.search(spec)
             current.setdefault(chain, []).append(SavedRule(h.group(1) if h else None, spec))
     return tables

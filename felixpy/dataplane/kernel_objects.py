@@ -6,6 +6,7 @@ No I/O here: the policy compiler builds these, the iptables/ipset writers render
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Literal
 
 # Route protocol numbers (see /etc/iproute2/rt_protos). Each owner removes only its own.
@@ -26,6 +27,14 @@ class Rule:
     match: str = ""
     action: str = ""
     comment: str = ""
+
+    def __post_init__(self) -> None:
+        # Thousands of rules share a few action/match/comment texts ("-j MARK --set-xmark ...",
+        # "-g cali-tp-..."): one copy each (issue 15 goal 3: duplicate strings were ~7 MB at x10).
+        setattr_ = object.__setattr__
+        setattr_(self, "match", intern(self.match))
+        setattr_(self, "action", intern(self.action))
+        setattr_(self, "comment", intern(self.comment))
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import builtins
 import datetime
 import inspect
 import json
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any, Literal, cast
@@ -54,7 +55,7 @@ def parse_key(key: str) -> tuple[type[Resource], str | None, str] | None:
     if kind is None:
         return None
     if kind.NAMESPACED and len(parts) == 3:
-        return kind, parts[1], parts[2]
+        return kind, sys.intern(parts[1]), parts[2]
     if not kind.NAMESPACED and len(parts) == 2:
         return kind, None, parts[1]
     return None
@@ -220,7 +221,7 @@ class KVBackend:
         for kv in kvs:
             parts = kv.key[cut:].split("/")
             if namespaced and len(parts) == 2:
-                ns, name = parts
+                ns, name = sys.intern(parts[0]), parts[1]  # one copy per namespace, not per resource
             elif not namespaced and len(parts) == 1:
                 ns, name = None, parts[0]
             else:
