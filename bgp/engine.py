@@ -42,9 +42,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from itertools import groupby
-from operator import attrgetter, itemgetter
-from typing import TypeVar, cast
+from operator import itemgetter
+from typing import TypeVar
 
 from bgp import command_errors, limits, peer_filters
 from bgp import exabgp_api as api
@@ -99,8 +98,6 @@ PROTECTIVE = frozenset(
 )
 _Interned = TypeVar("_Interned", PathAttrs, PeerInfo)
 _V4, _V6 = family_of("0.0.0.0"), family_of("::")
-_HEAD = itemgetter(0)  # the (first) best route of a prefix
-_RUN_KEY = attrgetter("attrs", "source", "next_hop")  # what a group of learned prefixes shares
 
 
 @dataclass(frozen=True, slots=True)
@@ -744,25 +741,15 @@ class Engine:
         classes = _Classes()
         best_of, exports, each = self.rib.best_map(), d.exports, classes.each
         learned: list[str] = []
-        learned_bests: list[tuple[Route, ...]] | None = None  # their best paths, when known
         gone = classes.gone
-        if not isinstance(prefixes, list):
-            prefixes = list(prefixes)
-        bests = list(map(best_of.get, prefixes))  # in C: one lookup per prefix, reused below
-        if exports:
-            for prefix, best in zip(prefixes, bests, strict=True):
-                if prefix in exports:
-                    each.append((prefix, best or ()))
-                elif not best:
-                    gone.append(prefix)  # ``outbound`` says None for it towards every peer
-                else:
-                    learned.append(prefix)
-        elif not all(bests):  # a reflector exports nothing of its own: learned or gone
-            gone += [prefix for prefix, best in zip(prefixes, bests, strict=True) if not best]
-            learned = [prefix for prefix, best in zip(prefixes, bests, strict=True) if best]
-        else:  # every one learned (a table arriving): nothing to sort out
-            learned = prefixes
-            learned_bests = cast(list[tuple[Route, ...]], bests)  # none None or empty
+        for prefix in prefixes:
+            best = best_of.get(prefix)
+            if prefix in exports:
+                each.append((prefix, best or ()))
+            elif not best:
+                gone.append(prefix)  # ``outbound`` says None for it towards every peer
+            else:
+                learned.append(prefix)
         gone.sort()
         groups, none = classes.groups, classes.none
         if not self._all_learned_exportable(d):
@@ -772,12 +759,7 @@ class Engine:
                     none.append(prefix)
                 else:
                     exportable.append(prefix)
-            learned, learned_bests = exportable, None
-        if learned and ":" not in "".join(learned):  # IPv4 only (the join is one pass in C)
-            if learned_bests is None:
-                learned_bests = list(map(best_of.__getitem__, learned))
-            self._group_runs(learned, learned_bests, groups)
-            return classes
+            learned = exportable
         # prefixes of one UPDATE share one attributes object, next hop and source: compare
         # identities with the previous prefix's before building a key
         last_attrs: object = None
@@ -806,28 +788,6 @@ class Engine:
         for _, members in groups.values():
             members.sort()  # once for every peer (the encoder's cache key is the sorted prefixes)
         return classes
-
-    @staticmethod
-    def _group_runs(
-        learned: list[str],
-        bests: list[tuple[Route, ...]],
-        groups: dict[tuple[int, str, int, str], tuple[tuple[Route, ...], list[str]]],
-    ) -> None:
-        """The grouping loop of ``_classify`` for IPv4 prefixes, done in C: consecutive prefixes
-        whose best route has the same (interned, so compared by identity first) attributes,
-        source and next hop form one run; a run is one slice of ``learned``."""
-        start = 0
-        for (attrs, source, hop), run in groupby(map(_RUN_KEY, map(_HEAD, bests))):
-            end = start + len(list(run))
-            key = (id(attrs), hop, id(source), _V4)
-            group = groups.get(key)
-            if group is None:
-                groups[key] = (bests[start], learned[start:end])
-            else:
-                group[1].extend(learned[start:end])
-            start = end
-        for _, members in groups.values():
-            members.sort()  # once for every peer (the encoder's cache key is the sorted prefixes)
 
     @staticmethod
     def _all_learned_exportable(d: Desired) -> bool:

@@ -21,7 +21,7 @@ import structlog
 
 from felixpy.dataplane.errors import DataplaneError
 from felixpy.dataplane.kernel_objects import IpSet
-from felixpy.dataplane.prefetch import Prefetch
+from felixpy.dataplane.prefetch import Prefetch, take
 from felixpy.dataplane.tool_runner import run
 from felixpy.dataplane.toolstats import ToolStats
 
@@ -208,9 +208,8 @@ class IpsetWriter:
 
     def _read(self) -> dict[str, KernelSet]:
         if self._actual is None:
-            prefetch, self._prefetch = self._prefetch, None
-            taken, early = prefetch.take() if prefetch is not None else (False, None)
-            self._actual = early if taken and early is not None else self._save()
+            early, self._prefetch = take(self._prefetch), None
+            self._actual = early if early is not None else self._save()
         return self._actual
 
     def _save(self) -> dict[str, KernelSet]:

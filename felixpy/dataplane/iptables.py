@@ -52,7 +52,7 @@ from felixpy.dataplane.iptables_render import (
     rule_body,
 )
 from felixpy.dataplane.kernel_objects import Chain
-from felixpy.dataplane.prefetch import Prefetch
+from felixpy.dataplane.prefetch import Prefetch, take
 
 log = structlog.get_logger(__name__)
 TABLES = ("raw", "mangle", "nat", "filter")
@@ -179,24 +179,19 @@ class IptablesWriter:
         unread = [t for t in todo if t not in self._views]
         read_all = getattr(self.backend, "read_all", None)
         lazy = leftover_chains if additive else None
-        prefetched, early = self._take_prefetch() if unread else (False, None)
-        if prefetched and early is not None:  # the first apply: the tables read at start-up
-            self._views.update({t: early.get(t, {}) for t in unread})
-            # another program may have changed a table since it was read: look again soon
-            self._check_interval = self._check_first
-            self._check_at = self._clock() + self._check_first
-            return [self._apply_table(table, read=table in unread, lazy=lazy) for table in todo]
-        if len(unread) > 1 and read_all is not None:  # one save for all tables (resync)
-            tables: dict[str, TableState] = read_all()
+        tables: dict[str, TableState] | None = None
+        if unread:
+            tables, self._prefetch = take(self._prefetch), None
+            if tables is not None:  # the first apply: the tables read at start-up
+                # another program may have changed a table since it was read: look again soon
+                self._check_interval = self._check_first
+                self._check_at = self._clock() + self._check_first
+            elif len(unread) > 1 and read_all is not None:  # one save for all tables (resync)
+                tables = read_all()
+        if tables is not None:
             self._views.update({t: tables.get(t, {}) for t in unread})
             return [self._apply_table(table, read=table in unread, lazy=lazy) for table in todo]
         return [self._apply_table(table, lazy=lazy) for table in todo]
-
-    def _take_prefetch(self) -> tuple[bool, dict[str, TableState] | None]:
-        if self._prefetch is None:
-            return False, None
-        prefetch, self._prefetch = self._prefetch, None
-        return prefetch.take()
 
     def post_write_check_due(self) -> bool:
         """Whether :meth:`post_write_check` would re-read now (cheap: a clock read)."""

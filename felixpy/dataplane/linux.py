@@ -71,6 +71,8 @@ class PolicyDriver(PolicyWriters, Protocol):
 
     def endpoint_programmed(self, iface: str) -> bool: ...
 
+    def prefetch(self) -> None: ...
+
 
 class FamilyDriver(PolicyDriver, Protocol):
     """A policy driver whose commit comes in steps (``felixpy.dataplane.policy_driver.PolicyDriver``):
@@ -109,9 +111,7 @@ class FamilyPolicies:
     def prefetch(self) -> None:
         """Each family's start-up reads, started now (``LinuxDataplane.prefetch``)."""
         for driver in self.drivers:
-            prefetch = getattr(driver, "prefetch", None)
-            if prefetch is not None:
-                prefetch()
+            driver.prefetch()
 
     def _others(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -210,9 +210,8 @@ class LinuxDataplane:
         once it has built the dataplane; ``felixpy.dataplane.prefetch`` says what a read taken
         early may miss and how that is caught)."""
         self.routes.prefetch()
-        prefetch = getattr(self.policy, "prefetch", None)
-        if prefetch is not None:
-            prefetch()
+        if self.policy is not None:
+            self.policy.prefetch()
 
     def _on_route(self, u: RouteUpdate) -> None:
         self._ipip_routes.discard(u.dst)

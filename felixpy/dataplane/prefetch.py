@@ -78,3 +78,8 @@ class Prefetch(Generic[T]):
             return False, None
         result, self._result = self._result, None
         return True, result
+
+
+def take(prefetch: Prefetch[T] | None) -> T | None:
+    """What ``prefetch`` read, when it may be used (:meth:`Prefetch.take`); None: read again."""
+    return None if prefetch is None else prefetch.take()[1]

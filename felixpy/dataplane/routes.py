@@ -24,7 +24,7 @@ import structlog
 from felixpy.dataplane.errors import LinkNotFound
 from felixpy.dataplane.kernel_objects import MAIN_TABLE, RTPROT_FELIXPY, RouteTarget
 from felixpy.dataplane.netlink_ops import KernelRoute, Netlink, normalise_cidr
-from felixpy.dataplane.prefetch import Prefetch
+from felixpy.dataplane.prefetch import Prefetch, take
 
 log = structlog.get_logger(__name__)
 
@@ -133,23 +133,17 @@ class RouteTable:
     def start(self) -> ApplyStats:
         """First sync: read the kernel (or take the read :meth:`prefetch` started), remove stale
         routes of our protocol, add what is missing."""
-        prefetch, self._prefetch = self._prefetch, None
-        taken, early = prefetch.take() if prefetch is not None else (False, None)
-        if not taken or early is None:
-            return self.resync()
-        self._actual = {(r.dst, r.metric): r for r in early}
-        self._dirty = True
-        start = time.monotonic()
-        try:
-            return self.apply()
-        finally:
-            self.resyncs += 1
-            self.resync_seconds += time.monotonic() - start
+        early, self._prefetch = take(self._prefetch), None
+        return self._converge(None if early is None else {(r.dst, r.metric): r for r in early})
 
     def resync(self) -> ApplyStats:
         """Forget the cached kernel view and converge again (repairs routes changed by hand)."""
-        self._actual = None
         self._prefetch = None  # a re-read is asked for: not one made earlier
+        return self._converge(None)
+
+    def _converge(self, actual: dict[tuple[str, int | None], KernelRoute] | None) -> ApplyStats:
+        """A full comparison against ``actual`` (None: read the kernel), counted as a resync."""
+        self._actual = actual
         self._dirty = True
         start = time.monotonic()
         try:

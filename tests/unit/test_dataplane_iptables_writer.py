@@ -219,16 +219,19 @@ def test_render_replace_and_delete_by_index():
     assert text == "*filter\n-R cali-x 2 -j DROP\n-D cali-x 3\nCOMMIT\n"
 
 
+class SaveAll(FakeKernel):
+    """A kernel whose backend reads every table in one save (as iptables-save does), counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_alls = 0
+
+    def read_all(self) -> dict[str, dict[str, list[SavedRule]]]:
+        self.read_alls += 1
+        return copy.deepcopy(self.tables)
+
+
 def test_resync_reads_every_table_in_one_save_when_the_backend_can():
-    class SaveAll(FakeKernel):
-        def __init__(self) -> None:
-            super().__init__()
-            self.read_alls = 0
-
-        def read_all(self) -> dict[str, dict[str, list[SavedRule]]]:
-            self.read_alls += 1
-            return copy.deepcopy(self.tables)
-
     kernel = SaveAll()
     writer = IptablesWriter(kernel, hooks=[HOOK])
     writer.set_chains([*_chains(2), Chain("cali-nat", (Rule(action="--jump MASQUERADE"),), table="nat")])
