@@ -39,7 +39,7 @@ from felixpy.datastore.resources import LazyResourceEvent, encode, parse_key
 from felixpy.resources import BGPPeer, GlobalNetworkPolicy, IPPool, Node, Tier, WorkloadEndpoint
 from felixpy.resources.base import Resource
 from felixpy.runtime.sync import SYNCED_KINDS
-from felixpy.runtime.writer import InSyncMsg, Msg, ResourceMsg, Writer
+from felixpy.runtime.writer import InSyncMsg, Msg, NullDataplane, ResourceMsg, Writer
 from policy.chains import ChainConfig
 from policy.compiler import PolicyCompiler
 
@@ -105,7 +105,7 @@ def graph(families: int) -> CalcGraph:
     return CalcGraph(NODE, wireguard=True, policy=PolicyCalc(compilers), bgp=True)
 
 
-class _Kept:
+class _Kept(NullDataplane):
     """A dataplane that keeps what the writer applies (no kernel)."""
 
     def __init__(self) -> None:
@@ -113,21 +113,6 @@ class _Kept:
 
     def apply(self, updates: list[Update]) -> None:
         self.updates += updates
-
-    def commit(self) -> bool:
-        return True
-
-    def resync(self, what: str) -> None:
-        pass
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def commit_deferred(self) -> bool:
-        return True
-
-    def post_write_check(self) -> None:
-        pass
 
 
 def digest(updates: list[Update]) -> str:

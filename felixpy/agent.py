@@ -46,7 +46,7 @@ from felixpy.runtime.config_watch import ROUTE_REFLECTOR_FIELDS, ConfigWatch, pa
 from felixpy.runtime.health import HealthServer, Metrics, NullMetrics, metrics_for
 from felixpy.runtime.settings import FelixParams, Settings
 from felixpy.runtime.sync import SyncSources
-from felixpy.runtime.writer import Writer
+from felixpy.runtime.writer import NullDataplane, Writer
 from ipam.ipam import IPAM
 
 if TYPE_CHECKING:
@@ -317,7 +317,7 @@ def _encap_driver(
     )
 
 
-class BGPOnlyDataplane:
+class BGPOnlyDataplane(NullDataplane):
     """--route-reflector mode: no workload dataplane; calc's BGP inputs go to the BGP service only."""
 
     def __init__(self, bgp_sink: Callable[[list[Update]], None] | None) -> None:
@@ -327,21 +327,6 @@ class BGPOnlyDataplane:
     def apply(self, updates: list[Update]) -> None:
         if self.bgp_sink is not None:
             self.bgp_sink(updates)
-
-    def commit(self) -> bool:
-        return True
-
-    def resync(self, what: str) -> None:
-        return None
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def commit_deferred(self) -> bool:
-        return True
-
-    def post_write_check(self) -> None:
-        return None
 
 
 def _intervals(params: FelixParams) -> dict[str, float]:

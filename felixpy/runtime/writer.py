@@ -58,6 +58,30 @@ class Dataplane(Protocol):
     def post_write_check(self) -> None: ...
 
 
+class NullDataplane:
+    """A dataplane with nothing to write: each step does nothing and succeeds. The route reflector's
+    dataplane starts from it, and so do the stand-ins of tests and benchmarks that only watch what
+    calc sends (they override ``apply`` or the step they count)."""
+
+    def apply(self, updates: list[Update]) -> None:
+        return None
+
+    def commit(self) -> bool:
+        return True
+
+    def resync(self, what: str) -> None:
+        return None
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def commit_deferred(self) -> bool:
+        return True
+
+    def post_write_check(self) -> None:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class ResourceMsg:
     kind: str

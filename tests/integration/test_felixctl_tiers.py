@@ -19,7 +19,7 @@ from felixpy.datastore.kv import KV
 from felixpy.datastore.tiers import ensure_default_tier
 from felixpy.resources import WorkloadEndpoint
 from felixpy.runtime.sync import SyncSources
-from felixpy.runtime.writer import Writer
+from felixpy.runtime.writer import NullDataplane, Writer
 from policy.compiler import PolicyCompiler
 from tests.fixtures import waiting
 from tests.fixtures.kubeapi import KubeAPI
@@ -140,7 +140,7 @@ def test_tiers_as_crds_in_kubernetes_mode(kube_api: KubeAPI, tmp_path: Path) -> 
 # --------------------------------------------------------------------------- the agent's path
 
 
-class PolicyOnlyDataplane:
+class PolicyOnlyDataplane(NullDataplane):
     """The Writer's dataplane: calc's policy stage runs the real compiler (``compiler``); after
     each batch, the tier markers of the local endpoint's policy list chain (no kernel is written)."""
 
@@ -159,21 +159,6 @@ class PolicyOnlyDataplane:
             lines = [r.comment.split(".")[0] for r in body.rules if "tier" in r.comment]
         with self.lock:
             self.tier_lines = lines
-
-    def commit(self) -> bool:
-        return True
-
-    def resync(self, what: str) -> None:
-        pass
-
-    def post_write_check(self) -> None:
-        pass
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def commit_deferred(self) -> bool:
-        return True
 
     def lines(self) -> list[str] | None:
         with self.lock:

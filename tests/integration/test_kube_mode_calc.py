@@ -232,25 +232,6 @@ class RecordingWriter(Writer):
         super().submit(msg)
 
 
-class Dataplane(RecordingDataplane):
-    """The calc recorder with the Writer's commit/resync (nothing to write: no kernel here)."""
-
-    def commit(self) -> bool:
-        return True
-
-    def resync(self, what: str) -> None:
-        pass
-
-    def post_write_check(self) -> None:
-        pass
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def commit_deferred(self) -> bool:
-        return True
-
-
 INPUT_KINDS = ("Namespace", "K8sNetworkPolicy", "IPPool", "Node")
 
 
@@ -273,7 +254,7 @@ class Agent:
     """SyncSources → Writer → CalcGraph, exactly as felixpy.agent.build wires them."""
 
     def __init__(self, kv: Any, backend: Any):
-        self.dataplane = Dataplane()
+        self.dataplane = RecordingDataplane()
         self.graph = InputsGraph(ME)
         self.writer = RecordingWriter(self.graph, self.dataplane)
         self.sources = SyncSources(kv, backend, self.writer)

@@ -303,31 +303,6 @@ def test_profiles_counted_as_felix_cluster_num_profiles() -> None:
     assert _scrape(metrics)["felix_cluster_num_profiles"][1][0][2] == 2
 
 
-class _NullDataplane:
-    """The writer loop's dataplane, doing nothing (the loop's counting is what is under test)."""
-
-    def __init__(self) -> None:
-        self.applied: list[object] = []
-
-    def apply(self, updates: list[object]) -> None:
-        self.applied.extend(updates)
-
-    def commit(self) -> bool:
-        return True
-
-    def resync(self, what: str) -> None:
-        pass
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def commit_deferred(self) -> bool:
-        return True
-
-    def post_write_check(self) -> None:
-        pass
-
-
 def test_writer_loop_counts_calc_graph_and_dataplane_messages_per_batch() -> None:
     """felix_calc_graph_updates_processed{type} counts datastore updates by kind,
     felix_calc_graph_update_time_seconds observes once per batch, felix_calc_graph_output_events counts
@@ -335,8 +310,9 @@ def test_writer_loop_counts_calc_graph_and_dataplane_messages_per_batch() -> Non
     from felixpy.calc.graph import CalcGraph
     from felixpy.resources.node import Node
     from felixpy.runtime.writer import BlockMsg, InSyncMsg, ResourceMsg, Writer
+    from tests.fixtures.calc_recorder import RecordingDataplane
 
-    dataplane = _NullDataplane()
+    dataplane = RecordingDataplane()
     writer = Writer(CalcGraph("n1"), dataplane)
     node = Node.model_validate({"metadata": {"name": "n2"}, "spec": {"bgp": {"ipv4Address": "192.0.2.2/24"}}})
     writer._process([ResourceMsg("Node", ("", "n2"), node), BlockMsg("10.0.1.0/26", "n2"), InSyncMsg()])
@@ -344,7 +320,7 @@ def test_writer_loop_counts_calc_graph_and_dataplane_messages_per_batch() -> Non
     stats = writer.stats
     assert dict(stats.updates_processed) == {"Node": 1, "Block": 2}
     assert stats.calc_batches == 2 and stats.calc_seconds > 0
-    assert stats.output_events == len(dataplane.applied) > 0
+    assert stats.output_events == sum(map(len, dataplane.batches)) > 0
     assert sum(stats.dataplane_messages.values()) == stats.output_events
     assert stats.dataplane_messages["InSync"] == 1
 

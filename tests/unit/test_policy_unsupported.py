@@ -215,30 +215,13 @@ def test_unconvertible_policy_keeps_previous_version_or_denies_all(monkeypatch: 
 # ----------------------------------------------------------------------------- the writer loop
 
 
-class Dataplane(RecordingDataplane):
-    def commit(self) -> bool:
-        return True
-
-    def resync(self, what: str) -> None:
-        pass
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def commit_deferred(self) -> bool:
-        return True
-
-    def post_write_check(self) -> None:
-        pass
-
-
 def test_writer_survives_an_http_policy_and_denies_what_only_it_allows() -> None:
     """The agent's path: syncer messages into the writer loop, calc, the dataplane. The loop keeps
     running and commits; db1 (Allow + http) is closed, web1 (the same rule without http) is open."""
     web_policy = parse_document(gnp("web", "app == 'web1'", ingress=[{"action": "Allow", **L4}]))
     objs = [pool("10.0.0.0/16"), wep("db1", "10.0.0.12"), wep("web1", "10.0.0.11"), HTTP_DB, web_policy]
     calc = PolicyCalc([PolicyCompiler(ME, config=ChainConfig(version=v)) for v in (4, 6)])
-    dp = Dataplane()
+    dp = RecordingDataplane()
     writer = Writer(CalcGraph(ME, policy=calc), dp)  # type: ignore[arg-type]
     stop = threading.Event()
     thread = threading.Thread(target=writer.run, args=(stop,), daemon=True)

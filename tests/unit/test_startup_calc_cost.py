@@ -15,12 +15,12 @@ from felixpy.calc.graph import CalcGraph
 from felixpy.datastore.resources import LazyResourceEvent, encode
 from felixpy.resources import WorkloadEndpoint, name_rules
 from felixpy.resources.fields import FieldError
-from felixpy.runtime.writer import InSyncMsg, ResourceMsg, Writer
+from felixpy.runtime.writer import InSyncMsg, NullDataplane, ResourceMsg, Writer
 from policy.compiler import PolicyCompiler
 from policy.convert import endpoint_from_wep
 
 
-class Seen:
+class Seen(NullDataplane):
     """A dataplane noting whether the collector was on at each commit."""
 
     def __init__(self) -> None:
@@ -32,18 +32,6 @@ class Seen:
 
     def commit(self) -> bool:
         self.gc_on_at_commit.append(gc.isenabled())
-        return True
-
-    def resync(self, what: str) -> None:
-        pass
-
-    def post_write_check(self) -> None:
-        pass
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def commit_deferred(self) -> bool:
         return True
 
 

@@ -6,35 +6,24 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 from felixpy.calc.graph import CalcGraph
-from felixpy.runtime.writer import InSyncMsg, Writer
+from felixpy.runtime.writer import InSyncMsg, NullDataplane, Writer
 
 
-class Dataplane:
+class Dataplane(NullDataplane):
+    """Counts the loop's commits and post-write checks."""
+
     def __init__(self) -> None:
         self.checks = 0
         self.commits = 0
-
-    def apply(self, updates: list[Any]) -> None:
-        pass
 
     def commit(self) -> bool:
         self.commits += 1
         return True
 
-    def resync(self, what: str) -> None:
-        pass
-
     def post_write_check(self) -> None:
         self.checks += 1
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def commit_deferred(self) -> bool:
-        return True
 
 
 def test_post_write_check_runs_only_once_in_sync() -> None:
