@@ -10,7 +10,10 @@ policy selects them). Then, each timed from the exec of ``felixpy node``:
 
   e2e_start_ready          exec -> ``/readiness`` answers 200 (polled every 20 ms)
   e2e_start_programmed     exec -> every endpoint's /32 route and its ``cali-tw-`` chain in the
-                           kernel (``ip route show``, ``iptables-save -t filter``; polled; the
+                           kernel, in both families' filter tables (``ip route show``,
+                           ``iptables-save -t filter`` and ``ip6tables-save -t filter``, run at
+                           once; the IPv6 check is new in session 10: the agent programs both
+                           families, and earlier figures waited for IPv4 only); polled; the
                            figure is the end of the poll that saw everything, and ``last_poll_s``
                            that poll's own duration: 0.3-1.7 s at 10,000 rules, most of the
                            "ready -> programmed" gap once everything is written)
@@ -37,7 +40,8 @@ BIRD's session states and events with millisecond times).
 The first start is on an empty kernel (one sample: e2e_start_*); restarts give p50/p99 over
 ``--restarts``. Remote endpoints are endpoints of 50 other nodes (no veth);
 left out: the Kubernetes API;
-IPv6; CNI and pod creation; flows with real throughput (the TCP flows carry one byte each
+IPv6 routes and addresses (no endpoint has an IPv6 address; the IPv6 filter chains are
+checked); CNI and pod creation; flows with real throughput (the TCP flows carry one byte each
 way every 10 ms); the kernel's state at a cold boot (the first start only has empty tables,
 not a fresh kernel).
 
@@ -45,6 +49,14 @@ Sizes (issue 15): x10 = 1,000 local endpoints, 500 policies, 10,000 remote endpo
 ``--bgp``, 10,000 learned routes: a BIRD 2 peer (its own namespace, iBGP, graceful restart)
 announces that many /26 and "programmed" waits for all of them in the kernel (protocol 81).
 x1 and x5 scale remote endpoints and routes the same way (10 per local endpoint).
+
+The peer's own delay is in the figure. BIRD 2.0.12 sends its table in UPDATEs of 256 prefixes.
+Its last UPDATE and its End-of-RIB go out only when its main loop next wakes up. That happens
+when a packet from us arrives, or a BIRD timer fires, or after 3 s at most (its ``poll()``
+timeout). strace and tcpdump show this, docs/performance.md "Session 10: first commit and
+learned routes". Usually our End-of-RIB arrives after BIRD has sent the rest, and the wait is
+a few ms. When ours arrives first, the last routes wait up to 3 s. That wait is BIRD's (seen
+as "the last 16 routes with End-of-RIB, ~3 s after the session came up").
 """
 
 from __future__ import annotations
@@ -172,18 +184,39 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _run(*argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def _out(proc: subprocess.Popen[str]) -> str:
+    try:
+        out, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return ""
+    return out
+
+
 def programmed(n: int, ipt: str = "iptables", learned: int = 0) -> bool:
-    """Every endpoint's /32 route and its to-workload chain are in the kernel, and ``learned``
-    BGP routes (protocol 81) of the peer's 10.64.0.0/12."""
-    routes = sh("ip", "-4", "route", "show", "proto", "80", check=False).stdout
+    """Every endpoint's /32 route and its to-workload chain in the kernel, in the IPv4 *and* the
+    IPv6 filter table (the agent programs both families), and ``learned`` BGP routes (protocol
+    81) of the peer's 10.64.0.0/12. The dumps run at once (one poll lasts as long as the slowest)."""
+    ip6t = ipt.replace("iptables", "ip6tables", 1)
+    procs = [
+        _run("ip", "-4", "route", "show", "proto", "80"),
+        _run(f"{ipt}-save", "-t", "filter"),
+        _run(f"{ip6t}-save", "-t", "filter"),
+    ]
+    if learned:
+        procs.append(_run("ip", "-4", "route", "show", "proto", "81", "root", "10.64.0.0/12"))
+    routes, chains4, chains6, *bgp = [_out(p) for p in procs]
     if sum(f"dev calie{i:05d} " in routes for i in range(n)) < n:
         return False
-    if learned:
-        bgp = sh("ip", "-4", "route", "show", "proto", "81", "root", "10.64.0.0/12", check=False).stdout
-        if bgp.count("\n") < learned:
-            return False
-    chains = sh(f"{ipt}-save", "-t", "filter", check=False).stdout
-    return all(f":cali-tw-calie{i:05d} " in chains for i in range(n))
+    if learned and bgp[0].count("\n") < learned:
+        return False
+    wanted = [f":cali-tw-calie{i:05d} " for i in range(n)]
+    return all(c in chains4 for c in wanted) and all(c in chains6 for c in wanted)
 
 
 def wire_pods(node: Node) -> list[str]:

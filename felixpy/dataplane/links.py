@@ -31,6 +31,7 @@ import structlog
 
 from felixpy.dataplane.errors import DataplaneError, NetnsNotFound
 from felixpy.dataplane.iface_names import DEFAULT_PREFIX
+from felixpy.dataplane.prefetch import Prefetch, take
 from felixpy.dataplane.sysctl import (
     container_v6_sysctls,
     forwarding_sysctls,
@@ -104,6 +105,15 @@ class WorkloadLinks:
         self.host_netns = host_netns
         self.prefix = prefix
         self.reaper = LinkReaper(host_netns=host_netns)
+        self._prefetch: Prefetch[list[str]] | None = None
+
+    def prefetch(self) -> None:
+        """Start the link dump of the start-up sweep now, in its own thread
+        (``felixpy.dataplane.prefetch``). An early list can delete no more than a fresh one: a veth
+        made since (a CNI ADD meanwhile) is not in it, so the sweep leaves it alone; one gone since
+        is skipped by the delete."""
+        if self._prefetch is None:
+            self._prefetch = Prefetch("links", self.names)
 
     def create(self, spec: VethSpec) -> VethResult:
         """Idempotent: an existing host veth of the same name (stale ADD) is deleted first.
@@ -222,8 +232,9 @@ class WorkloadLinks:
 
     def remove_stale(self, wanted: Iterable[str]) -> list[str]:
         """Delete our interfaces whose workload no longer exists; return their names."""
+        names = take(self._prefetch)
         removed = []
-        for name in stale_ifaces(self.names(), wanted, prefix=self.prefix):
+        for name in stale_ifaces(self.names() if names is None else names, wanted, prefix=self.prefix):
             if self.delete(name, reason="no workload endpoint for it"):
                 removed.append(name)
         return removed

@@ -205,11 +205,14 @@ class LinuxDataplane:
 
     def prefetch(self) -> None:
         """Start the reads the first commit plans against (the route dump, each family's
-        ``iptables-save``, ``ipset save``) in their own threads, so they run while the datastore
-        snapshot is fetched and the calc graph digests it instead of after (the agent calls this
+        ``iptables-save``, ``ipset save``, the link list of the stale-veth sweep) in their own
+        threads, so they run while the datastore snapshot is fetched and the calc graph digests
+        it instead of after (the agent calls this
         once it has built the dataplane; ``felixpy.dataplane.prefetch`` says what a read taken
         early may miss and how that is caught)."""
         self.routes.prefetch()
+        if self.links is not None:
+            self.links.prefetch()
         if self.policy is not None:
             self.policy.prefetch()
 

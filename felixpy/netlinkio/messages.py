@@ -228,10 +228,20 @@ def _attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
 
 
 def parse_link(payload: bytes) -> tuple[int, str]:
-    """(ifindex, name) of an RTM_NEWLINK payload."""
+    """(ifindex, name) of an RTM_NEWLINK payload. Reads the attributes only up to IFLA_IFNAME (the
+    kernel puts it first): a reply carries ~40 of them, with statistics, and slicing them all cost
+    ~0.1 ms a link, ~0.1 s for the 1,000 name lookups of a first route write at x10."""
     _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(payload)
-    name = _attrs(payload, _IFINFOMSG.size).get(IFLA_IFNAME, b"").split(b"\0", 1)[0]
-    return int(index), name.decode(errors="replace")
+    offset, end = _IFINFOMSG.size, len(payload)
+    while offset + _RTATTR.size <= end:
+        length, kind = _RTATTR.unpack_from(payload, offset)
+        if length < _RTATTR.size:
+            break
+        if kind == IFLA_IFNAME:
+            name = payload[offset + _RTATTR.size : offset + length].split(b"\0", 1)[0]
+            return int(index), name.decode(errors="replace")
+        offset += (length + 3) & ~3
+    return int(index), ""
 
 
 def _address(family: int, raw: bytes) -> str:

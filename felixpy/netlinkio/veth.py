@@ -181,7 +181,10 @@ def link_name_kind(payload: bytes) -> tuple[str, str]:
                     break
                 if ikind == IFLA_INFO_KIND:
                     kind = payload[inner + 4 : inner + ilen].split(b"\0", 1)[0].decode(errors="replace")
+                    break
                 inner += (ilen + 3) & ~3
+            if name:  # IFLA_IFNAME comes before IFLA_LINKINFO: nothing further is read
+                break
         offset += (length + 3) & ~3
     return name, kind
 

@@ -102,3 +102,20 @@ def test_pod_side_gets_its_v6_address_without_dad_and_a_v6_default(netns):
     assert len(ours) == 1 and "/128" in ours[0] and "tentative" not in ours[0]
     assert "default via fe80::ecee:eeff:feee:eeee dev eth0" in pod.run("ip", "-6", "route")
     assert res.container_mac in pod.run("ip", "link", "show", "eth0")
+
+
+def test_the_start_up_sweep_on_a_prefetched_link_list_removes_the_stale_veth_only(netns):
+    """The link list read early (``WorkloadLinks.prefetch``): a stale veth still goes; a veth made
+    after the read (a CNI ADD meanwhile) is not in the list and stays."""
+    _node, links, pods, nl = _wire(netns)
+    nl.close()
+    name_a = veth_name_for_workload("default", "pod-a")
+    name_b = veth_name_for_workload("default", "pod-b")
+    links.prefetch()
+    assert links._prefetch is not None and links._prefetch._done.wait(10)
+    late = netns("pod-late")
+    name_late = veth_name_for_workload("default", "pod-late")
+    links.create(VethSpec(host_ifname=name_late, netns=late.path, addresses=("10.65.0.9",)))
+    assert links.remove_stale([name_a]) == [name_b]
+    assert links.names() == sorted([name_a, name_late])
+    assert "eth0" not in pods["pod-b"].run("ip", "link")

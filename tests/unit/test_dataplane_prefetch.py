@@ -14,6 +14,7 @@ from felixpy.dataplane import ipset_writer
 from felixpy.dataplane.iptables import IptablesWriter
 from felixpy.dataplane.iptables_render import rule_hashes
 from felixpy.dataplane.kernel_objects import Chain, IpSet, RouteTarget, Rule
+from felixpy.dataplane.links import WorkloadLinks
 from felixpy.dataplane.netlink_ops import KernelRoute
 from felixpy.dataplane.prefetch import Prefetch
 from felixpy.dataplane.routes import RouteTable
@@ -155,3 +156,43 @@ def test_the_fast_path_leaves_what_is_not_an_address_to_ip_network(member: str):
     ipset_writer.normalise_member.cache_clear()
     with pytest.raises(ValueError):
         ipset_writer.normalise_member(member)
+
+
+class _Links(WorkloadLinks):
+    """WorkloadLinks over an in-memory list of veth names (no netlink)."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__()
+        self.present = list(names)
+        self.dumps = 0
+        self.deleted: list[str] = []
+
+    def names(self) -> list[str]:
+        self.dumps += 1
+        return sorted(n for n in self.present if n.startswith(self.prefix))
+
+    def delete(self, host_ifname: str, *, reason: str = "workload removed") -> bool:
+        if host_ifname not in self.present:
+            return False
+        self.present.remove(host_ifname)
+        self.deleted.append(host_ifname)
+        return True
+
+
+def test_the_stale_veth_sweep_uses_the_prefetched_link_list_and_deletes_no_more_than_a_fresh_one():
+    links = _Links(["calikeep", "caligone", "calistale", "eth0"])
+    links.prefetch()
+    assert links._prefetch is not None and links._prefetch._done.wait(5)
+    links.present.remove("caligone")  # deleted since the read: the sweep skips it
+    links.present.append("calinew")  # a CNI ADD since the read: not in the list, left alone
+    assert links.remove_stale({"calikeep"}) == ["calistale"]
+    assert links.dumps == 1 and links.deleted == ["calistale"]
+    assert sorted(links.present) == ["calikeep", "calinew", "eth0"]
+    # the early read is taken once: a later sweep reads again (and then sees the new veth)
+    assert links.remove_stale({"calikeep"}) == ["calinew"]
+    assert links.dumps == 2
+
+
+def test_the_sweep_reads_for_itself_without_a_prefetch():
+    links = _Links(["calia", "calib"])
+    assert links.remove_stale({"calia"}) == ["calib"] and links.dumps == 1

@@ -73,3 +73,29 @@ def test_link_dump_request_and_name_kind_of_each_link() -> None:
     assert veth.link_name_kind(body) == ("cali01", "veth")
     plain = struct.pack("=BxHiII", 0, 1, 1, 0, 0) + struct.pack("=HH", 7, 3) + b"lo\0" + b"\0"
     assert veth.link_name_kind(plain) == ("lo", "")
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    size = 4 + len(payload)
+    return struct.pack("=HH", size, kind) + payload + b"\0" * (-size & 3)
+
+
+def test_name_readers_stop_early_and_answer_as_a_full_parse_would() -> None:
+    """parse_link stops at IFLA_IFNAME and link_name_kind once it has both: the same answers as
+    reading every attribute, wherever the name is and whatever follows it."""
+    from felixpy.netlinkio import messages as nl
+
+    head = struct.pack("=BxHiII", 0, 1, 42, 0, 0)
+    stats = _attr(7, b"\x01" * 200)  # IFLA_STATS-like bulk the readers skip
+    info = _attr(18, _attr(1, b"veth\0") + _attr(2, b"\x00" * 12))  # IFLA_LINKINFO {KIND, DATA}
+    shapes = {
+        "name first": head + _attr(3, b"calie00001\0") + stats + info + stats,
+        "name after others": head + stats + _attr(4, struct.pack("=I", 1500)) + _attr(3, b"calix\0") + info,
+        "info before name": head + info + stats + _attr(3, b"caliy\0") + stats,
+        "no name": head + stats + info,
+    }
+    for label, body in shapes.items():
+        full = nl._attrs(body, 16)
+        name = full.get(3, b"").split(b"\0", 1)[0].decode()
+        assert nl.parse_link(body) == (42, name), label
+        assert veth.link_name_kind(body) == (name, "veth"), label
