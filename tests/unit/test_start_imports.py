@@ -112,6 +112,7 @@ def test_the_start_imports_no_importlib_metadata() -> None:
     )
     assert "importlib.metadata" not in _imported(code, ("importlib",))
     out = subprocess.run(
-        [sys.executable, "-m", "felixpy.main", "version"], capture_output=True, text=True, timeout=120, check=True
-    )
+        [sys.executable, "-m", "felixpy.main", "version"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
     assert out.stdout.startswith("felixpy ") and "unknown" not in out.stdout, out.stdout
