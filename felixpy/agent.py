@@ -45,7 +45,7 @@ from felixpy.runtime import startup
 from felixpy.runtime.config_watch import ROUTE_REFLECTOR_FIELDS, ConfigWatch, params_digest
 from felixpy.runtime.health import HealthServer, Metrics, NullMetrics, metrics_for
 from felixpy.runtime.settings import FelixParams, Settings
-from felixpy.runtime.sync import SyncSources
+from felixpy.runtime.sync import SyncSources, read_early
 from felixpy.runtime.writer import NullDataplane, Writer
 from ipam.ipam import IPAM
 
@@ -363,12 +363,13 @@ def _startup(
 def build_route_reflector(settings: Settings, env: dict[str, str]) -> Agent:
     """BGP only: register (cluster ID, label), sync, feed the BGP service; no CNI, routes or iptables."""
     kv, backend, _, _, params = _startup(settings, env)
+    first_read = read_early(backend)  # the snapshot, read while the rest is built (issue 15)
     bgp = _bgp_service(settings)
     from felixpy.dataplane.bgp_sink import BGPSink
 
     dataplane = BGPOnlyDataplane(BGPSink(bgp) if bgp is not None else None)
     writer = Writer(CalcGraph(settings.nodename, bgp=bgp is not None), dataplane, intervals={}, hold_gc=True)
-    sources = SyncSources(kv, backend, writer)
+    sources = SyncSources(kv, backend, writer, first_read=first_read)
     metrics = metrics_for(params.prometheusMetricsEnabled)
     agent = Agent(settings, params, kv, backend, writer, dataplane, sources, metrics, None, bgp)
     _serve_http(agent)
@@ -381,6 +382,9 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
     kv, backend, ipam, address, params = _startup(settings, env)
     kinds = startup.encap_kinds(backend)
     startup.ensure_tunnel_addresses(ipam, settings.nodename, kinds)
+    # The start-up writes are done (Node, default pool and tier, tunnel addresses): the resources'
+    # snapshot is read from here, in its own thread, while the rest is built (issue 15, goal 2).
+    first_read = read_early(backend)
     mtu = startup.host_mtu(address.iface if address else "")
     startup.write_mtu_file(settings.mtu_path, startup.pod_mtu(params, mtu, kinds))
     startup.write_nodename_file(settings.state_dir, settings.nodename)
@@ -438,8 +442,9 @@ def build(settings: Settings, env: dict[str, str]) -> Agent:
 
     cni = CNIServer(settings.socket_path, handle)
     agent = Agent(
-        settings, params, kv, backend, writer, dataplane, SyncSources(kv, backend, writer), metrics, cni, bgp
-    )
+        settings, params, kv, backend, writer, dataplane,
+        SyncSources(kv, backend, writer, first_read=first_read), metrics, cni, bgp,
+    )  # fmt: skip
     _serve_http(agent)
     return agent
 
@@ -506,7 +511,11 @@ def run_node(settings: Settings, env: dict[str, str]) -> int:
         "agent.started",
         node=settings.nodename,
         run_dir=settings.run_dir,
-        startup_seconds=round(time.monotonic() - started, 3),
+        startup_seconds=round(time.monotonic() - started, 3),  # from run_node, after the imports
+        # from the exec: interpreter start and imports too (not after a config re-exec, which keeps
+        # the process and its start time)
+        since_exec_seconds=None if restarts else _since_exec(),
+        cpu_seconds=round(sum(os.times()[:2]), 3),  # this process's user+sys so far
     )
     code = agent.run()
     if agent.restart is not None and not agent.terminated:
@@ -526,6 +535,19 @@ def run_node(settings: Settings, env: dict[str, str]) -> int:
         sys.stderr.flush()
         os.execv(sys.executable, sys.orig_argv)
     return code
+
+
+def _since_exec() -> float | None:
+    """Seconds since this process was started (/proc: its start time against the uptime clock), so
+    the log shows the imports' share of a start too (issue 15 goal 2); None where /proc has not it."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK")), 3)
 
 
 def _int(text: str | None) -> int:

@@ -33,11 +33,27 @@ import gc
 import math
 import os
 import sys
+import types
 from typing import Any
 
 YOUNG_GENERATION = 20_000  # allocations between young collections (CPython default: 700)
 SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another waits (default 0.005)
 GRPC_WAIT_SLICE = 10.0  # seconds between an idle gRPC waiter's wake-ups (grpc's default: 0.1)
+
+
+def skip_pydantic_plugins() -> bool:
+    """pydantic looks for plugins on its first model build: it imports ``importlib.metadata`` (with
+    ``email``, ``zipfile``, ...) and reads the entry points of every installed distribution, ~40 ms of
+    CPU at the agent's start (issue 15, goal 2). felixpy uses no pydantic plugin, so its processes
+    put a loader that finds none in its place, before any model is built. False (nothing changed)
+    when pydantic has already loaded its own."""
+    name = "pydantic.plugin._loader"
+    if name in sys.modules:
+        return False
+    stub = types.ModuleType(name, "felixpy: no pydantic plugins (felixpy.interpreter.skip_pydantic_plugins)")
+    stub.get_plugins = lambda: ()  # type: ignore[attr-defined]
+    sys.modules[name] = stub
+    return True
 
 
 def tune() -> None:

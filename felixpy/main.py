@@ -9,13 +9,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from importlib import metadata
 
-from felixpy import logs
-from felixpy.runtime.settings import Settings
+from felixpy import interpreter
+
+interpreter.skip_pydantic_plugins()  # before the first model is built (the settings' below)
+
+from felixpy import logs  # noqa: E402
+from felixpy.runtime.settings import Settings  # noqa: E402
 
 
 def version() -> str:
+    from importlib import metadata  # ~30 ms: only for `felixpy version`, not at the agent's start
+
     try:
         return metadata.version("felixpy")
     except metadata.PackageNotFoundError:

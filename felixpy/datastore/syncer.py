@@ -27,6 +27,12 @@ Consumer API (two styles):
   then, in the consumer's thread, ``for msg in q.drain(timeout)`` yields ``Updates`` and
   ``Status`` objects in order.
 
+Early read: ``SnapshotRead(backend, kinds)`` starts the first snapshot's list in its own thread
+before the syncer exists (the agent does it right after its start-up writes, while it builds the
+rest of itself); ``Syncer(..., first_read=that)`` then takes it instead of listing again. It is
+the same list at one revision R, followed by the same watch from R+1, so nothing is lost or
+repeated; a failed early read is listed again as any failed snapshot is.
+
 Callbacks must not block for long; an exception in one ends the syncer (crash-only:
 ``syncer.error`` holds it and the agent exits). Events are `LazyResourceEvent`s: the JSON is
 decoded once and the pydantic model built on first access of ``event.obj``.
@@ -72,6 +78,56 @@ class Backoff:
         return float(min(self.maximum, self.initial * 2 ** max(0, failures - 1)))
 
 
+def list_kinds(
+    source: Any, kinds: Sequence[type[Resource]]
+) -> tuple[list[list[ResourceEvent]], dict[type[Resource], int], int]:
+    """Every kind listed at one revision: (a batch per kind, revision each was listed at, that revision)."""
+    batches: list[list[ResourceEvent]] = []
+    listed_at: dict[type[Resource], int] = {}
+    pinned: int | None = None
+    for kind in kinds:
+        events, rev = source.list_events(kind, revision=pinned)
+        pinned = pinned or rev
+        listed_at[kind] = rev
+        batches.append(events)
+    return batches, listed_at, pinned or 0
+
+
+class SnapshotRead:
+    """A first snapshot's list, read in its own thread from the moment it is made (see above).
+
+    Issue 15, goal 2: the agent's start otherwise read the snapshot (0.3-0.5 s at x10, mostly
+    etcd's own time) only after it had built everything else; now the two overlap."""
+
+    def __init__(self, source: Any, kinds: Sequence[type[Resource]]) -> None:
+        self.kinds = list(kinds)
+        self._source = _as_source(source)
+        self._done = threading.Event()
+        self._result: tuple[list[list[ResourceEvent]], dict[type[Resource], int], int] | None = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._read, name="felixpy-snapshot-read", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            self._result = list_kinds(self._source, self.kinds)
+        except BaseException as exc:  # handed to the syncer, which raises it in its own thread
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def take(
+        self, stop: threading.Event
+    ) -> tuple[list[list[ResourceEvent]], dict[type[Resource], int], int] | None:
+        """The read (its error raised), or None when ``stop`` is set first. Bounded by the read's own
+        deadlines (the KV's request and fail-over timeouts) and by ``stop``."""
+        while not self._done.wait(0.5):
+            if stop.is_set():
+                return None
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
 def diff_snapshot(
     known: dict[Key, int], listed: Sequence[ResourceEvent], revision: int
 ) -> tuple[list[ResourceEvent], dict[Key, int]]:
@@ -98,8 +154,10 @@ class Syncer:
         on_updates: Callable[[list[ResourceEvent]], None],
         on_status: Callable[[SyncStatus], None] = lambda status: None,
         backoff: Backoff | None = None,
+        first_read: SnapshotRead | None = None,
     ):
         self.backend = _as_source(source)
+        self._first_read = first_read
         self.kinds = list(kinds)
         self.on_updates = on_updates
         self.on_status = on_status
@@ -169,14 +227,16 @@ class Syncer:
                 self._stop.wait(self.backoff.delay(failures) if failures else 0)
 
     def _list_all(self) -> tuple[list[list[ResourceEvent]], int]:
-        batches: list[list[ResourceEvent]] = []
-        pinned: int | None = None
-        for kind in self.kinds:
-            events, rev = self.backend.list_events(kind, revision=pinned)
-            pinned = pinned or rev
-            self._listed_at[kind] = rev
-            batches.append(events)
-        return batches, pinned or 0
+        read, self._first_read = self._first_read, None  # used once: a resync lists afresh
+        if read is not None and read.kinds == self.kinds:
+            taken = read.take(self._stop)
+            if taken is None:
+                raise DatastoreError("syncer stopped while its first snapshot was read")
+        else:
+            taken = list_kinds(self.backend, self.kinds)
+        batches, listed_at, revision = taken
+        self._listed_at.update(listed_at)
+        return batches, revision
 
     def _snapshot(self) -> int:
         batches, revision = self._list_all()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
@@ -34,6 +33,8 @@ RESTART_SECONDS = 30.0  # a failed watch (no CRD, no RBAC grant yet) is started 
 
 
 def _version() -> str:
+    from importlib import metadata  # ~30 ms, not at the agent's start (issue 15)
+
     try:
         return metadata.version("felixpy")
     except metadata.PackageNotFoundError:

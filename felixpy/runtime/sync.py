@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from felixpy.calc.updates import InvalidConfig
 from felixpy.datastore.errors import DatastoreError
 from felixpy.datastore.kv import KV
-from felixpy.datastore.syncer import Syncer
+from felixpy.datastore.syncer import SnapshotRead, Syncer
 from felixpy.resources import (
     BGPConfiguration,
     BGPFilter,
@@ -36,7 +36,7 @@ from felixpy.resources import (
     WorkloadEndpoint,
 )
 from felixpy.resources.stored import GlobalNetworkSet, NetworkSet, Profile
-from felixpy.runtime.writer import BlockMsg, InSyncMsg, ResourceMsg, Writer
+from felixpy.runtime.writer import BlockMsg, InSyncMsg, Msg, ResourceMsg, Writer
 
 if TYPE_CHECKING:
     from felixpy.datastore.backend import Backend, ResourceEvent
@@ -80,15 +80,32 @@ def parse_affinity(key: str, value: bytes) -> tuple[str, str, bool] | None:
     return parts[0], f"{addr}/{plen}", confirmed
 
 
+def synced_kinds(backend: Backend) -> list[type[Resource]]:
+    """SYNCED_KINDS, less those the backend synthesises itself (Kubernetes mode: kns./ksa. Profiles
+    from Namespaces and ServiceAccounts, which are synced themselves)."""
+    synthesised: frozenset[str] = getattr(backend, "SYNTHESISED_KINDS", frozenset())
+    return [k for k in SYNCED_KINDS if k.KIND not in synthesised]
+
+
+def read_early(backend: Backend) -> SnapshotRead:
+    """Start reading the resources' first snapshot now (``SyncSources(..., first_read=)`` takes it).
+    The agent calls it once its own start-up writes are done, so the snapshot holds them."""
+    return SnapshotRead(backend, synced_kinds(backend))
+
+
 class SyncSources:
-    def __init__(self, kv: KV, backend: Backend, writer: Writer) -> None:
+    def __init__(
+        self, kv: KV, backend: Backend, writer: Writer, *, first_read: SnapshotRead | None = None
+    ) -> None:
         self.kv = kv
         self.writer = writer
-        # A backend that synthesises a kind (Kubernetes mode: kns./ksa. Profiles from Namespaces and
-        # ServiceAccounts, which are synced themselves) does not have it synced.
-        synthesised: frozenset[str] = getattr(backend, "SYNTHESISED_KINDS", frozenset())
-        kinds = [k for k in SYNCED_KINDS if k.KIND not in synthesised]
-        self.syncer = Syncer(backend, kinds, on_updates=self._on_updates, on_status=self._on_status)
+        self.syncer = Syncer(
+            backend,
+            synced_kinds(backend),
+            on_updates=self._on_updates,
+            on_status=self._on_status,
+            first_read=first_read,
+        )
         self._resources_synced = False
         self._blocks_synced = False
         self._lock = threading.Lock()
@@ -110,17 +127,20 @@ class SyncSources:
 
     # ---- resources ----------------------------------------------------------------------
     def _on_updates(self, events: list[ResourceEvent]) -> None:
+        msgs: list[Msg] = []
+        add = msgs.append
         for ev in events:
             key = (ev.namespace or "", ev.name)
             kind = (
                 "K8sNetworkPolicy" if ev.kind is K8sNetworkPolicy else ev.kind.KIND
             )  # both KIND NetworkPolicy
             if ev.kind is FelixConfiguration:
-                self.writer.submit(ResourceMsg(kind, key, _felix_config(ev), ev.revision))
+                add(ResourceMsg(kind, key, _felix_config(ev), ev.revision))
             elif ev.type == "put":  # the model is built by the writer (ResourceMsg.event)
-                self.writer.submit(ResourceMsg(kind, key, None, ev.revision, event=ev))
+                add(ResourceMsg(kind, key, None, ev.revision, event=ev))
             else:
-                self.writer.submit(ResourceMsg(kind, key, None, ev.revision))
+                add(ResourceMsg(kind, key, None, ev.revision))
+        self.writer.submit_many(msgs)  # one queue operation per batch (a snapshot's kind: 11,000)
 
     def _on_status(self, status: str) -> None:
         log.info("datastore.status", status=status, source="resources")

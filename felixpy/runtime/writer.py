@@ -144,6 +144,27 @@ class WriterStats:
     dataplane_messages: Counter[str] = field(default_factory=Counter)  # updates applied, by type
 
 
+class _Queue(queue.Queue[Msg]):
+    """The writer's queue, with bulk ends: a start-up snapshot of 11,500 messages put and taken one
+    at a time paid a lock round and a wake-up per message on both sides (~40 ms of CPU at x10)."""
+
+    def put_many(self, items: list[Msg]) -> None:
+        if not items:
+            return
+        with self.not_empty:  # unbounded (maxsize 0): never waits for room
+            self.queue.extend(items)
+            self.unfinished_tasks += len(items)
+            self.not_empty.notify()
+
+    def take_nowait(self, batch: list[Msg], limit: int) -> None:
+        """Move up to ``limit`` queued messages, oldest first, to the end of ``batch``."""
+        with self.mutex:
+            q = self.queue
+            for _ in range(min(limit, len(q))):
+                batch.append(q.popleft())
+            self.not_full.notify()
+
+
 class Writer:
     def __init__(
         self,
@@ -164,7 +185,7 @@ class Writer:
         self.in_sync = threading.Event()
         self.applied_ok = False
         self.stats = WriterStats()
-        self._queue: queue.Queue[Msg] = queue.Queue()
+        self._queue = _Queue()
         self._local_revs: dict[tuple[str, str, str], int] = {}
         self._next_resync = {what: time.monotonic() + every for what, every in self.intervals.items()}
         # The cyclic collector off for the start-up snapshot (`_hold_gc`): the agent asks for it; a
@@ -175,6 +196,10 @@ class Writer:
     # ---- producers ----------------------------------------------------------------------
     def submit(self, msg: Msg) -> None:
         self._queue.put(msg)
+
+    def submit_many(self, msgs: list[Msg]) -> None:
+        """``submit`` of each, in order, as one queue operation (the syncer's snapshot batches)."""
+        self._queue.put_many(msgs)
 
     def submit_and_wait(self, msgs: list[Msg], timeout: float) -> bool:
         waiter = Waiter()
@@ -228,11 +253,7 @@ class Writer:
         except queue.Empty:
             return []
         batch = [first]
-        while len(batch) < self.max_batch:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
+        self._queue.take_nowait(batch, self.max_batch - 1)
         return batch
 
     def _due_resyncs(self) -> None:

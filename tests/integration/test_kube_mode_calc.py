@@ -231,6 +231,10 @@ class RecordingWriter(Writer):
             self.msgs.append(msg)
         super().submit(msg)
 
+    def submit_many(self, msgs: list[Msg]) -> None:  # the syncer's batches (one queue operation)
+        self.msgs.extend(m for m in msgs if isinstance(m, ResourceMsg))
+        super().submit_many(msgs)
+
 
 INPUT_KINDS = ("Namespace", "K8sNetworkPolicy", "IPPool", "Node")
 

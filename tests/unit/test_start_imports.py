@@ -97,3 +97,22 @@ def test_kubernetes_mode_imports_no_etcd_client_grpc_or_protobuf() -> None:
         "assert interpreter.slow_grpc_waits(10.0) is False\n"
     )
     assert _imported(code, ("grpc", "pyetcd", "google", *NEVER)) == []
+
+
+def test_the_start_imports_no_importlib_metadata() -> None:
+    """importlib.metadata (~30 ms with email, zipfile, ...) and pydantic's scan of every installed
+    distribution's entry points (~5-10 ms) were paid at each start for the version string and for
+    pydantic plugins felixpy has none of (felixpy.interpreter.skip_pydantic_plugins). Models still
+    validate; ``felixpy version`` still reads the package's metadata."""
+    code = (
+        f"import {_BUILD_MODULES}\n"
+        "from felixpy.resources import WorkloadEndpoint\n"
+        "spec = {'node': 'n', 'interfaceName': 'cali1', 'ipNetworks': ['10.0.0.1/32']}\n"
+        "WorkloadEndpoint.model_validate({'metadata': {'name': 'a', 'namespace': 'b'}, 'spec': spec})\n"
+    )
+    assert "importlib.metadata" not in _imported(code, ("importlib",))
+    out = subprocess.run(
+        [sys.executable, "-m", "felixpy.main", "version"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert out.stdout.startswith("felixpy ") and "unknown" not in out.stdout, out.stdout
