@@ -329,13 +329,14 @@ def _prefixes_v4(data: bytes, start: int, end: int, what: str) -> tuple[str, ...
         size = 1 + ((data[start] + 7) >> 3)
         if not (end - start) % size and data[start:end:size].count(data[start]) == (end - start) // size:
             cuts = map(slice, range(start, end, size), range(start + size, end + size, size))
-            found = list(map(seen.get, map(data.__getitem__, cuts)))
-            if None not in found:
-                texts = list(map(_TEXT, found))
+            looked = list(map(seen.get, map(data.__getitem__, cuts)))
+            if None not in looked:
+                known = cast(list[tuple[str, tuple[int, int, int], tuple[str, bytes]]], looked)
+                texts = list(map(_TEXT, known))
                 if texts[0] not in keys or texts[-1] not in keys:  # seeded when first read
-                    keys.update(zip(texts, map(_KEY, found), strict=True))
+                    keys.update(zip(texts, map(_KEY, known), strict=True))
                 if texts[0] not in nlri or texts[-1] not in nlri:
-                    nlri.update(zip(texts, map(_ENCODED, found), strict=True))
+                    nlri.update(zip(texts, map(_ENCODED, known), strict=True))
                 return tuple(texts)
     ntoa, from_bytes = socket.inet_ntoa, int.from_bytes
     out: list[str] = []
