@@ -39,10 +39,10 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from itertools import compress
+from itertools import compress, repeat
 from operator import itemgetter, not_
 from typing import TypeVar
 
@@ -183,6 +183,9 @@ class Engine:
         self._adopt_until = now + ADOPT_TIMEOUT
         self._resent: set[str] = set()  # sessions that sent End-of-RIB since this start (adoption)
         self.status_changed = True
+        # only the route counts in the status changed (UPDATEs): written a little later, once
+        # per burst rather than once per batch of ExaBGP lines (bgp.service)
+        self.routes_changed = False
         # ("refused", peer, reason kind) routes; ("max_prefixes", peer, action) crossings;
         # ("notification_down", peer) sessions whose routes went at once
         self.counters: Counter[tuple[str, ...]] = Counter()
@@ -438,12 +441,11 @@ class Engine:
         )
         raw = self._raw.setdefault(update.peer, {})
         rejected = self.rejected.setdefault(update.peer, {})
-        self.status_changed = True
+        self.routes_changed = True  # route counts only: the status file may wait (service)
         norm = _as_is if update.canonical else normalize_prefix
         if update.withdraw:
             gone = update.withdraw if update.canonical else [norm(p) for p in update.withdraw]
-            for prefix in gone:
-                raw.pop(prefix, None)
+            deque(map(raw.pop, gone, repeat(None)), maxlen=0)
             if rejected:
                 for prefix in gone:
                     rejected.pop(prefix, None)
