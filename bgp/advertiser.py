@@ -244,7 +244,8 @@ class Advertiser:
                     for prefix in members:
                         sent.pop(prefix, None)
                     continue
-                messages += self._encode((hop, attrs, not peer.ebgp, tuple(sorted(members))))
+                # in the order given: the engine's groups, the same lists for every peer
+                messages += self._encode((hop, attrs, not peer.ebgp, tuple(members)))
         return WireCommands(wire_commands(peer.address, messages), messages)
 
     def _encode(self, key: tuple[object, ...]) -> list[str]:

@@ -799,8 +799,8 @@ class Engine:
                 group = groups[key] = (best, [])
             members = group[1]
             members.append(prefix)
-        for _, members in groups.values():
-            members.sort()  # once for every peer (the encoder's cache key is the sorted prefixes)
+        # members keep the order given (every peer gets the same lists: one encoding for all);
+        # ``_everything`` sorts, a flush of dirty prefixes sends them in the order they changed
         return classes
 
     @staticmethod
@@ -888,7 +888,7 @@ class Engine:
 
     def _everything(self) -> _Classes:
         prefixes = set(self.desired.exports if self.desired else {}) | {p for p, _ in self.rib.best_routes()}
-        return self._classify(prefixes)
+        return self._classify(sorted(prefixes))
 
     def _announce_all(
         self, address: str, *, resend: bool = False, everything: _Classes | None = None
