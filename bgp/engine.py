@@ -479,7 +479,7 @@ class Engine:
         for next_hop, prefixes in kept:
             if stale:
                 stale.difference_update(prefixes)
-            routes = [Route(prefix, next_hop, attrs, source) for prefix in prefixes]
+            routes = list(map(Route, prefixes, repeat(next_hop), repeat(attrs), repeat(source)))
             raw.update(zip(prefixes, routes, strict=True))
             if loop is not None:
                 reasons: list[str | None] = [loop] * len(routes)
