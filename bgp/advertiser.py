@@ -17,7 +17,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 
 from bgp import wire
-from bgp.exabgp_api import announce_commands, wire_commands, withdraw_commands
+from bgp.exabgp_api import WireCommands, announce_commands, wire_commands, withdraw_commands
 from bgp.filters import PoolInfo, exportable
 from bgp.peer_filters import PeerFilter, export_rule, facts_of, operate
 from bgp.reflect import NEXT_HOP_SELF, LocalInfo, reflect
@@ -220,7 +220,9 @@ class Advertiser:
     def _wire(
         self, peer: PeerSpec, groups: list[tuple[Advert, list[str]]], withdraw: list[str], local: str
     ) -> list[str]:
-        messages = self._encode(("withdraw", tuple(sorted(withdraw)))) if withdraw else []
+        # in the order given (the engine's classification, the same for every peer): a reflector's
+        # clients share one encoding, and a withdrawn table is not sorted again per client
+        messages = list(self._encode(("withdraw", tuple(withdraw)))) if withdraw else []
         sent = self._sent[peer.address]
         for (next_hop, attrs), prefixes in groups:
             by_family: dict[bool, list[str]] = defaultdict(list)
@@ -242,8 +244,9 @@ class Advertiser:
                     for prefix in members:
                         sent.pop(prefix, None)
                     continue
-                messages += self._encode((hop, attrs, not peer.ebgp, tuple(sorted(members))))
-        return wire_commands(peer.address, messages)
+                # in the order given: the engine's groups, the same lists for every peer
+                messages += self._encode((hop, attrs, not peer.ebgp, tuple(members)))
+        return WireCommands(wire_commands(peer.address, messages), messages)
 
     def _encode(self, key: tuple[object, ...]) -> list[str]:
         found = self._encoded.get(key)

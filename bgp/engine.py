@@ -39,10 +39,11 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import itemgetter, not_
 from typing import TypeVar
 
 from bgp import command_errors, limits, peer_filters
@@ -173,13 +174,18 @@ class Engine:
         self._specs: dict[str, PeerSpec] = {}
         self.sessions: dict[str, _Session] = {}
         self._raw: dict[str, dict[str, Route]] = {}
-        self._dirty: set[str] = set()
+        # prefixes whose adverts may have changed, in the order they changed (a dict as an ordered
+        # set): a withdrawn table comes out in the order it went in, with no sort of 10,000 texts
+        self._dirty: dict[str, None] = {}
         self._interned: dict[object, object] = {}
         self._hello = False
         self._exa_known: set[str] = set()  # sessions the running ExaBGP has in its config
         self._adopt_until = now + ADOPT_TIMEOUT
         self._resent: set[str] = set()  # sessions that sent End-of-RIB since this start (adoption)
         self.status_changed = True
+        # only the route counts in the status changed (UPDATEs): written a little later, once
+        # per burst rather than once per batch of ExaBGP lines (bgp.service)
+        self.routes_changed = False
         # ("refused", peer, reason kind) routes; ("max_prefixes", peer, action) crossings;
         # ("notification_down", peer) sessions whose routes went at once
         self.counters: Counter[tuple[str, ...]] = Counter()
@@ -223,7 +229,9 @@ class Engine:
             or old.pools != desired.pools
             or _peers_changed(old, desired)
         )
-        self._dirty |= set(desired.exports) | set(old.exports if old else {})
+        self._dirty.update(dict.fromkeys(desired.exports))
+        if old is not None:
+            self._dirty.update(dict.fromkeys(old.exports))
         self.status_changed = True
         self.flush(full=full)
 
@@ -340,7 +348,7 @@ class Engine:
             if failed.kind == "eor":
                 self._send([api.eor_command(peer, failed.family)])
             else:
-                self._dirty.update(self.adv.mark_uncertain(peer, failed.prefixes))
+                self._dirty.update(dict.fromkeys(self.adv.mark_uncertain(peer, failed.prefixes)))
         if redo:
             what = "every route" if failed.prefixes is None else f"{len(failed.prefixes or ())} prefixes"
             log.warning(
@@ -433,12 +441,11 @@ class Engine:
         )
         raw = self._raw.setdefault(update.peer, {})
         rejected = self.rejected.setdefault(update.peer, {})
-        self.status_changed = True
+        self.routes_changed = True  # route counts only: the status file may wait (service)
         norm = _as_is if update.canonical else normalize_prefix
         if update.withdraw:
             gone = update.withdraw if update.canonical else [norm(p) for p in update.withdraw]
-            for prefix in gone:
-                raw.pop(prefix, None)
+            deque(map(raw.pop, gone, repeat(None)), maxlen=0)
             if rejected:
                 for prefix in gone:
                     rejected.pop(prefix, None)
@@ -472,7 +479,7 @@ class Engine:
         for next_hop, prefixes in kept:
             if stale:
                 stale.difference_update(prefixes)
-            routes = [Route(prefix, next_hop, attrs, source) for prefix in prefixes]
+            routes = list(map(Route, prefixes, repeat(next_hop), repeat(attrs), repeat(source)))
             raw.update(zip(prefixes, routes, strict=True))
             if loop is not None:
                 reasons: list[str | None] = [loop] * len(routes)
@@ -715,12 +722,12 @@ class Engine:
 
     # --- output --------------------------------------------------------------------------
     def _best_changed(self, prefix: str, best: tuple[Route, ...]) -> None:
-        self._dirty.add(prefix)
+        self._dirty[prefix] = None
         if self.fib is not None:
             self.fib.stage(prefix, best)
 
     def _bests_changed(self, changes: list[tuple[str, tuple[Route, ...]]]) -> None:
-        self._dirty.update(map(itemgetter(0), changes))
+        self._dirty.update(dict.fromkeys(map(itemgetter(0), changes)))
         if self.fib is not None:
             for prefix, best in changes:
                 self.fib.stage(prefix, best)
@@ -735,22 +742,29 @@ class Engine:
         )
 
     def _classify(self, prefixes: Iterable[str]) -> _Classes:
-        """What does not depend on the peer, once per set of prefixes (see ``_adverts``)."""
+        """What does not depend on the peer, once per set of prefixes (see ``_adverts``).
+
+        The prefixes keep the order they are given in (``gone`` is sent in that order); the
+        common case, none of them ours, is sorted into gone and learned in C."""
         assert self.desired is not None
         d = self.desired
         classes = _Classes()
         best_of, exports, each = self.rib.best_map(), d.exports, classes.each
-        learned: list[str] = []
+        order = list(prefixes)
+        bests = list(map(best_of.get, order))
         gone = classes.gone
-        for prefix in prefixes:
-            best = best_of.get(prefix)
-            if prefix in exports:
-                each.append((prefix, best or ()))
-            elif not best:
-                gone.append(prefix)  # ``outbound`` says None for it towards every peer
-            else:
-                learned.append(prefix)
-        gone.sort()
+        if not exports or exports.keys().isdisjoint(order):
+            gone += compress(order, map(not_, bests))
+            learned = list(compress(order, bests))
+        else:
+            learned = []
+            for prefix, best in zip(order, bests, strict=True):
+                if prefix in exports:
+                    each.append((prefix, best or ()))
+                elif not best:
+                    gone.append(prefix)  # ``outbound`` says None for it towards every peer
+                else:
+                    learned.append(prefix)
         groups, none = classes.groups, classes.none
         if not self._all_learned_exportable(d):
             exportable = []
@@ -785,8 +799,8 @@ class Engine:
                 group = groups[key] = (best, [])
             members = group[1]
             members.append(prefix)
-        for _, members in groups.values():
-            members.sort()  # once for every peer (the encoder's cache key is the sorted prefixes)
+        # members keep the order given (every peer gets the same lists: one encoding for all);
+        # ``_everything`` sorts, a flush of dirty prefixes sends them in the order they changed
         return classes
 
     @staticmethod
@@ -874,7 +888,7 @@ class Engine:
 
     def _everything(self) -> _Classes:
         prefixes = set(self.desired.exports if self.desired else {}) | {p for p, _ in self.rib.best_routes()}
-        return self._classify(prefixes)
+        return self._classify(sorted(prefixes))
 
     def _announce_all(
         self, address: str, *, resend: bool = False, everything: _Classes | None = None
@@ -906,7 +920,7 @@ class Engine:
     def _flush_adverts(self, full: bool) -> None:
         if self.desired is None or not self._hello:
             return
-        dirty, self._dirty = self._dirty, set()
+        dirty, self._dirty = self._dirty, {}
         changed: _Classes | None = None
         everything: _Classes | None = None
         wired: list[tuple[str, list[str]]] = []  # wire sessions' commands, merged below

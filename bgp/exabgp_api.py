@@ -343,6 +343,16 @@ def wire_commands(neighbor: str, messages: list[str], *, batch: int = WIRE_MESSA
     ]
 
 
+class WireCommands(list[str]):
+    """``wire_commands`` lines that also carry their ``messages`` (hex, in order): peers whose
+    messages are the very same objects (the advertiser's encoding cache) are merged by identity,
+    without hashing or slicing 100 KB of hex per client."""
+
+    def __init__(self, lines: Iterable[str], messages: list[str]) -> None:
+        super().__init__(lines)
+        self.messages = messages
+
+
 def merge_wire_commands(per_peer: list[tuple[str, list[str]]]) -> list[str]:
     """Peers whose ``wire_commands`` carry the same messages, in the same order, get them in
     one command each (``neighbor a , neighbor b felixpy-wire ...``): ExaBGP decodes and the
@@ -350,8 +360,17 @@ def merge_wire_commands(per_peer: list[tuple[str, list[str]]]) -> list[str]:
     their order; peers with different messages keep their own commands, and lines that are not
     wire commands are passed on as they are."""
     by_payload: dict[tuple[str, ...], list[str]] = {}
+    by_identity: dict[tuple[int, ...], tuple[list[str], list[str]]] = {}
     out: list[str] = []
     for neighbor, lines in per_peer:
+        if isinstance(lines, WireCommands) and lines.messages:
+            key = tuple(map(id, lines.messages))  # the messages are alive while merging
+            found = by_identity.get(key)
+            if found is None:
+                by_identity[key] = (lines.messages, [neighbor])
+            else:
+                found[1].append(neighbor)
+            continue
         prefix = f"neighbor {neighbor} {WIRE_COMMAND} "
         if not all(line.startswith(prefix) for line in lines):
             out += lines
@@ -361,6 +380,9 @@ def merge_wire_commands(per_peer: list[tuple[str, list[str]]]) -> list[str]:
     for payload, neighbors in by_payload.items():
         head = " , ".join(f"neighbor {n}" for n in neighbors)
         out += [f"{head} {WIRE_COMMAND} {words}" for words in payload]
+    for messages, neighbors in by_identity.values():
+        head = " , ".join(f"neighbor {n}" for n in neighbors)
+        out += [f"{head} {WIRE_COMMAND} {word}" for word in messages]
     return out
 
 

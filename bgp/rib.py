@@ -79,7 +79,7 @@ class Rib:
             # it is best; the dictionaries are filled in C instead of one prefix at a time
             adj.update(zip(prefixes, routes, strict=True))
             by_prefix.update(zip(prefixes, [{peer: route} for route in routes], strict=True))
-            bests = [(route,) for route in routes]
+            bests = list(zip(routes))  # (route,) per prefix, built in C
             best_of.update(zip(prefixes, bests, strict=True))
             self._report(list(zip(prefixes, bests, strict=True)))
             return

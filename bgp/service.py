@@ -53,6 +53,10 @@ RESYNC_SECONDS = 30.0
 # the status file is rewritten at least this often: an agent that overlapped its predecessor
 # (which writes running=False as it stops) still shows as running within this time
 STATUS_REWRITE_SECONDS = 10.0
+# a change of route counts only (UPDATEs, no session change) is written this long after the first
+# one at most: a reflector's burst of 10,000 routes came in 10-15 batches of ExaBGP lines, and each
+# wrote the status file between them (~1 ms each, on the path of the next batch)
+STATUS_ROUTES_SECONDS = 0.1
 REFLECTOR_REACTOR_SPEED = 0.1  # 4 clients x 10,000 routes: 4.5 s at 0.3, 3.2 s at 0.1 (docs/perf-bgp.md)
 # Other nodes: ExaBGP's loop wakes every speed/100 s and runs every peer each time, so its idle CPU
 # grows with wake rate x peers. IO (peer sockets, API pipe) wakes it at once and queued API work
@@ -278,6 +282,7 @@ class BGPService:
         self._stopping = threading.Event()
         self._status: list[PeerStatus] = []
         self._status_written = 0.0  # monotonic time of the last status file write
+        self._routes_since: float | None = None  # first route-count change not written yet
         self._lock = threading.Lock()
         self._missing_filters: tuple[str, ...] = ()
         self._plan: Plan | None = None
@@ -471,6 +476,8 @@ class BGPService:
         """How long the service thread may sleep: until its next deadline, IDLE_WAIT_SECONDS at
         most (ROUTES_REQUEST_SECONDS while the request file has to be polled)."""
         due = [next_resync, self._status_written + STATUS_REWRITE_SECONDS]
+        if self._routes_since is not None:
+            due.append(self._routes_since + STATUS_ROUTES_SECONDS)
         engine_due = self.engine.next_due(now)
         if engine_due is not None:
             due.append(engine_due)
@@ -551,8 +558,14 @@ class BGPService:
         with self._lock:
             self._counters = dict(self.engine.counters)
             self._fib_refused = fib.refused_owned if fib is not None else 0
-        if self.engine.status_changed or now - self._status_written >= STATUS_REWRITE_SECONDS:
+        if self.engine.routes_changed:
+            self.engine.routes_changed = False
+            if self._routes_since is None:
+                self._routes_since = now
+        routes_due = self._routes_since is not None and now - self._routes_since >= STATUS_ROUTES_SECONDS
+        if self.engine.status_changed or routes_due or now - self._status_written >= STATUS_REWRITE_SECONDS:
             self.engine.status_changed = False
+            self._routes_since = None
             self._status_written = now
             ours = self.speaker.settings.hold_time
             status = [

@@ -306,6 +306,7 @@ _V4_HOST = tuple(0xFF >> (bits % 8) if bits % 8 else 0 for bits in range(33))  #
 # NLRI bytes as on the wire (length byte + octets) -> (prefix text, its key, its encoding): a prefix
 # is read again when it is withdrawn, re-announced or resent (route refresh, a peer's restart)
 _V4_SEEN: dict[bytes, tuple[str, tuple[int, int, int], tuple[str, bytes]]] = {}
+_TEXT, _KEY, _ENCODED = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
 def _prefixes_v4(data: bytes, start: int, end: int, what: str) -> tuple[str, ...]:
@@ -322,6 +323,21 @@ def _prefixes_v4(data: bytes, start: int, end: int, what: str) -> tuple[str, ...
     if len(_V4_SEEN) >= NLRI_CACHE_MAX - 4096:
         _V4_SEEN.clear()
     keys, nlri, seen, length, pad, host = KEY_CACHE, _NLRI, _V4_SEEN, _LENGTH, _V4_PAD, _V4_HOST
+    if end > start and data[start] <= 32:
+        # the common case (a table of one prefix length, read before: its withdrawal, a
+        # refresh): every length byte the same and every prefix known, all in C
+        size = 1 + ((data[start] + 7) >> 3)
+        if not (end - start) % size and data[start:end:size].count(data[start]) == (end - start) // size:
+            cuts = map(slice, range(start, end, size), range(start + size, end + size, size))
+            looked = list(map(seen.get, map(data.__getitem__, cuts)))
+            if None not in looked:
+                known = cast(list[tuple[str, tuple[int, int, int], tuple[str, bytes]]], looked)
+                texts = list(map(_TEXT, known))
+                if texts[0] not in keys or texts[-1] not in keys:  # seeded when first read
+                    keys.update(zip(texts, map(_KEY, known), strict=True))
+                if texts[0] not in nlri or texts[-1] not in nlri:
+                    nlri.update(zip(texts, map(_ENCODED, known), strict=True))
+                return tuple(texts)
     ntoa, from_bytes = socket.inet_ntoa, int.from_bytes
     out: list[str] = []
     append = out.append

@@ -6,10 +6,18 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from bgp import exabgp_api as api
 from bgp.engine import ADOPT_POLL
-from bgp.service import IDLE_WAIT_SECONDS, STATUS_REWRITE_SECONDS, BGPService, _RequestWatch
+from bgp.route import PathAttrs
+from bgp.service import (
+    IDLE_WAIT_SECONDS,
+    STATUS_REWRITE_SECONDS,
+    STATUS_ROUTES_SECONDS,
+    BGPService,
+    _RequestWatch,
+)
 from bgp.status import ROUTES_FILE, ROUTES_REQUEST
 from tests.fixtures import waiting
 from tests.unit.test_bgp_routes_view import TOR, scenario
@@ -90,3 +98,40 @@ def test_the_wait_ends_at_the_engines_next_timer(tmp_path: Path) -> None:
     assert engine.next_due(stale) in (None, stale + ADOPT_POLL)
     svc._request_watch = None  # no inotify: the request file is polled as before
     assert svc._wait_seconds(now, now + 30.0) <= 0.5
+
+
+def test_route_counts_are_written_once_per_burst_and_a_session_change_at_once(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A reflector's burst of UPDATEs arrives as many batches: the status file (route counts only)
+    is written once, at most STATUS_ROUTES_SECONDS after the first of them, not between batches;
+    the wait ends then, so a quiet service still writes it. A session change is written at once."""
+    import bgp.service as service_module
+
+    written: list[dict[str, int]] = []
+
+    def record(run_dir: Path, peers: list[Any], **_: Any) -> None:
+        written.append({p.address: p.routes_received for p in peers})
+
+    monkeypatch.setattr(service_module, "write_status", record)
+    svc = BGPService("node1", tmp_path, install_routes=False)
+    svc.engine = scenario()
+    svc.engine.status_changed = False
+    svc._status_written = time.monotonic()
+    start = time.monotonic()
+    for i in range(3):  # three batches of one burst
+        update = api.Update(
+            TOR, 65001, PathAttrs(as_path=(65001,)), (api.Announce(f"10.65.{8 + i}.0/26", TOR),)
+        )
+        svc._process([("event", update)])
+    if time.monotonic() - start < STATUS_ROUTES_SECONDS:  # (a loaded machine may take longer)
+        assert written == [], "the status file was written between the batches of a burst"
+        assert svc._wait_seconds(time.monotonic(), time.monotonic() + 30.0) <= STATUS_ROUTES_SECONDS
+    waiting.wait_for(lambda: time.monotonic() - start > STATUS_ROUTES_SECONDS, "the routes delay", 5.0)
+    svc._process([])  # the wake-up at that deadline, with nothing new
+    assert written and written[-1][TOR] == 7  # 4 of the scenario + 3
+    count = len(written)
+    svc._process([])
+    assert len(written) == count, "written again with nothing changed"
+    svc._process([("event", api.StateChange(TOR, "down", "connection closed"))])
+    assert len(written) == count + 1, "a session change waited"
