@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bgp.service import BGPService
+from bgp.wire import forget_prefixes
 from felixpy.resources.base import ObjectMeta
 from felixpy.resources.bgp import BGPPeer, BGPPeerSpec
 from felixpy.resources.ippool import IPPool, IPPoolSpec
@@ -385,7 +386,9 @@ def time_reflection(
 
 
 def measure_ours(rr_ns: str, source: str, clients: list[str], n: int, work: Path) -> dict[str, float]:
-    """A fresh reflector per run (cold caches, as after a restart)."""
+    """A fresh reflector per run, its prefix caches emptied first (cold, as after a restart: the
+    reflector shares this process, so the caches would otherwise hold the previous run's table)."""
+    forget_prefixes()
     svc = our_reflector(rr_ns, work)
     try:
         wait(lambda: [p.state for p in svc.status()] == ["up"] * 5, 60, "5 sessions at our reflector")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import cast
 
-from bgp.route import KEY_CACHE, KEY_CACHE_MAX, PathAttrs, seed_prefix_key
+from bgp.route import KEY_CACHE, KEY_CACHE_MAX, PathAttrs, normalize_prefix, seed_prefix_key
 
 MARKER = b"\xff" * 16
 HEADER_LEN = 19
@@ -307,6 +307,16 @@ _V4_HOST = tuple(0xFF >> (bits % 8) if bits % 8 else 0 for bits in range(33))  #
 # is read again when it is withdrawn, re-announced or resent (route refresh, a peer's restart)
 _V4_SEEN: dict[bytes, tuple[str, tuple[int, int, int], tuple[str, bytes]]] = {}
 _TEXT, _KEY, _ENCODED = itemgetter(0), itemgetter(1), itemgetter(2)
+
+
+def forget_prefixes() -> None:
+    """Empty every prefix cache the codec and the RIB share (text, key, encoding, bytes seen), as a
+    new process starts: benchmarks call it so each run's reflector decodes its table cold."""
+    _NLRI.clear()
+    _V4_SEEN.clear()
+    KEY_CACHE.clear()
+    _prefix_text.cache_clear()
+    normalize_prefix.cache_clear()
 
 
 def _prefixes_v4(data: bytes, start: int, end: int, what: str) -> tuple[str, ...]:

@@ -461,3 +461,19 @@ def test_a_prefix_read_again_decodes_the_same_and_seeds_the_caches_again() -> No
         net = ipaddress.ip_network(prefix)
         assert route._KEYS[prefix] == (4, int(net.network_address), net.prefixlen)
         assert wire._NLRI[prefix] == wire._nlri_uncached(prefix)
+
+
+def test_forget_prefixes_leaves_every_prefix_cache_empty_and_decoding_unchanged() -> None:
+    """The benchmark's cold reflector relies on this: after ``forget_prefixes`` no prefix read
+    before is remembered anywhere, and the next read decodes the same and seeds them again."""
+    from bgp import route
+
+    body = body_of("1a 0a4101ff", GOOD, "1a 0a41017f 18 0a4102")
+    first = wire.decode_update(body)
+    assert wire._V4_SEEN and wire._NLRI and route._KEYS and wire._prefix_text.cache_info().currsize
+    wire.forget_prefixes()
+    assert not wire._V4_SEEN and not wire._NLRI and not route._KEYS
+    assert wire._prefix_text.cache_info().currsize == 0 and route.normalize_prefix.cache_info().currsize == 0
+    again = wire.decode_update(body)
+    assert (again.announce, again.withdraw) == (first.announce, first.withdraw)
+    assert "10.65.1.64/26" in route._KEYS
