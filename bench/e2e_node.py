@@ -6,7 +6,8 @@ themselves again inside it (``ip netns exec ... python -m bench.<name> --in-ns``
 the agent and the measuring process all see the node's loopback and kernel tables. The agent is
 its own process (the console script ``felixpy node``); everything timed here is read from the
 kernel by commands run from the measuring process (``iptables -S``, ``ipset list``, ``ip route``),
-never from the agent's logs or memory.
+never from the agent's logs or memory (one exception, said where it is used: ``bench.e2e_startup``'s
+``*_peer_eor`` lines take the time the agent received its BGP peer's End-of-RIB from its log).
 
 Local endpoints are WorkloadEndpoints written straight to etcd, each with a host-side ``cali*``
 veth made beforehand whose peer stays in the node namespace (no pod namespace, no CNI call): what

@@ -1,7 +1,8 @@
 """Start-up and restart of the real agent, from outside it: exec -> ready -> fully programmed.
 
     .venv/bin/python -m bench.e2e_startup [--size small|x1|x5|x10] [--restarts 8] [--bgp]
-                                          [--endpoints N] [--policies M] [--remote R]
+                                          [--peer bird|frr] [--endpoints N] [--policies M]
+                                          [--remote R]
 
 Root only. A node namespace with etcd (bench/e2e_node.py) holds N local endpoints (WorkloadEndpoints
 in etcd, each with a host-side ``cali*`` veth made beforehand) and M GlobalNetworkPolicies before the
@@ -17,10 +18,25 @@ policy selects them). Then, each timed from the exec of ``felixpy node``:
                            figure is the end of the poll that saw everything, and ``last_poll_s``
                            that poll's own duration: 0.3-1.7 s at 10,000 rules, most of the
                            "ready -> programmed" gap once everything is written)
+  e2e_start_peer_eor       (learned routes only) exec -> the agent's log line ``bgp End-of-RIB
+                           from 10.78.0.2``: the peer has sent all its routes and the agent
+                           has read them (its log timestamp against the bench's clock at the
+                           exec; same machine, same clock). It holds our start, ExaBGP's
+                           start, the session set-up (the peers' connect retry is 1 s) and
+                           the peer's sending; it does not say how that splits (the peer's
+                           log, kept beside ours, has its session-established time)
+  e2e_start_programmed_after_peer_eor
+                           programmed - e2e_start_peer_eor: what is left after the peer's
+                           End-of-RIB, ours alone (the last routes' kernel writes, the chains
+                           if not yet in, and the poll's own resolution: up to
+                           ``last_poll_s``). < 0 when programmed came first (a restart's
+                           adopted routes are in the kernel already). Waited for up to 15 s
+                           after programmed; ``missing`` counts starts whose End-of-RIB was
+                           not logged by then (left out of both figures)
   e2e_start_cpu_agent      the agent's CPU seconds (user+sys, /proc) from exec to programmed
   e2e_start_rss_agent      the agent's RSS 5 s after it is programmed (MB)
   e2e_start_rss_speaker    RSS of the agent's children (ExaBGP with ``--bgp``; 0 without)
-  e2e_restart_*            the same two times for ``--restarts`` restarts (SIGTERM, wait for the
+  e2e_restart_*            the same times for ``--restarts`` restarts (SIGTERM, wait for the
                            exit, exec again) on the kernel state the last agent left
   e2e_restart_ping_lost    packets lost by a ``ping -i 0.01`` between the two pods running across
                            each restart (reference: packets sent)
@@ -48,6 +64,9 @@ not a fresh kernel).
 Sizes (issue 15): x10 = 1,000 local endpoints, 500 policies, 10,000 remote endpoints and, with
 ``--bgp``, 10,000 learned routes: a BIRD 2 peer (its own namespace, iBGP, graceful restart)
 announces that many /26 and "programmed" waits for all of them in the kernel (protocol 81).
+``--peer frr`` puts an FRR bgpd (``/usr/lib/frr/bgpd``, no zebra: ``network`` statements) in
+BIRD's place with the same addresses, AS, graceful restart and prefixes; the bench waits until
+all of them are in its RIB before the exec. Every JSON line carries ``"peer"``.
 x1 and x5 scale remote endpoints and routes the same way (10 per local endpoint).
 
 The peer's own delay is in the figure. BIRD 2.0.12 sends its table in UPDATEs of 256 prefixes.
@@ -56,7 +75,10 @@ when a packet from us arrives, or a BIRD timer fires, or after 3 s at most (its 
 timeout). strace and tcpdump show this, docs/performance.md "Session 10: first commit and
 learned routes". Usually our End-of-RIB arrives after BIRD has sent the rest, and the wait is
 a few ms. When ours arrives first, the last routes wait up to 3 s. That wait is BIRD's (seen
-as "the last 16 routes with End-of-RIB, ~3 s after the session came up").
+as "the last 16 routes with End-of-RIB, ~3 s after the session came up"). FRR 8.4 has a wait
+of its own: its End-of-RIB came 1.5-2.6 s after its session was established at x10, against
+0.5-1.25 s for BIRD (docs/performance.md, "Session 10: first commit and learned routes").
+``e2e_*_programmed_after_peer_eor`` is the part that is ours whichever peer.
 """
 
 from __future__ import annotations
