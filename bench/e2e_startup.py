@@ -23,8 +23,14 @@ policy selects them). Then, each timed from the exec of ``felixpy node``:
                            has read them (its log timestamp against the bench's clock at the
                            exec; same machine, same clock). It holds our start, ExaBGP's
                            start, the session set-up (the peers' connect retry is 1 s) and
-                           the peer's sending; it does not say how that splits (the peer's
-                           log, kept beside ours, has its session-established time)
+                           the peer's sending (split by the next two lines)
+  e2e_start_peer_session   exec -> the BGP session established, from the peer's own log (BIRD
+                           "BGP session established", FRR "OpenConfirm to Established"; ms
+                           resolution, the peer's local clock = ours): our start, ExaBGP's,
+                           the connect retry
+  e2e_start_peer_session_to_eor
+                           that -> the peer's End-of-RIB received: the peer sending its table,
+                           any wait of its own, and our reading (not split further)
   e2e_start_programmed_after_peer_eor
                            programmed - e2e_start_peer_eor: what is left after the peer's
                            End-of-RIB, ours alone (the last routes' kernel writes, the chains
@@ -268,6 +274,36 @@ def peer_eor_time(log: str) -> float | None:
     return None
 
 
+def peer_session_times(log: str, kind: str) -> list[float]:
+    """Seconds since midnight (the peer's local time) of each "session established" line in
+    the BIRD (``HH:MM:SS.mmm <TRACE> felix: BGP session established``) or FRR (``YYYY/MM/DD
+    HH:MM:SS.mmm BGP: ... went from OpenConfirm to Established``) log of the bench's peer."""
+    marker = "BGP session established" if kind == "bird" else "went from OpenConfirm to Established"
+    times = []
+    for line in log.splitlines():
+        if marker not in line:
+            continue
+        words = line.split()
+        clock = words[0] if kind == "bird" else words[1] if len(words) > 1 else ""
+        try:
+            h, m, sec = clock.split(":")
+            times.append(int(h) * 3600 + int(m) * 60 + float(sec))
+        except ValueError:
+            continue
+    return times
+
+
+def session_after(times: list[float], wall: float) -> float | None:
+    """Seconds from ``wall`` (epoch, the exec) to the first session in ``times`` (local seconds
+    since midnight) at or after it, within 10 minutes (across midnight too); None if none."""
+    local = time.localtime(wall)
+    of_day = local.tm_hour * 3600 + local.tm_min * 60 + local.tm_sec + wall % 1
+    after = [(t - of_day) % 86400 for t in times]
+    # a log time has ms resolution: a session in the same ms as the exec may read as a hair before
+    near = [d if d < 86399.99 else d - 86400 for d in after if d < 600 or d >= 86399.99]
+    return min(near) if near else None
+
+
 def wire_pods(node: Node) -> list[str]:
     """Two pod namespaces plumbed as the CNI ADD plumbs them, without calling it: a veth to the
     node (host side sysctls; pod side /32 address, default route via 169.254.1.1 on the link),
@@ -297,12 +333,13 @@ def wire_pods(node: Node) -> list[str]:
 
 def start_timed(
     node: Node, n: int, extra: dict[str, str], learned: int = 0
-) -> tuple[float, float, float, float, float | None]:
+) -> tuple[float, float, float, float, float | None, float | None]:
     """Exec the agent; seconds from the exec to ready and to fully programmed, the agent's CPU
     seconds by then (what the load average does not change much), how long the poll that
     found everything took (the resolution of "programmed": it is the end of that poll) and,
     with learned routes, the seconds from the exec to the agent's log line saying the peer's
-    End-of-RIB arrived (waited for up to EOR_WAIT s after "programmed"; None if not seen)."""
+    End-of-RIB arrived (waited for up to EOR_WAIT s after "programmed"; None if not seen) and
+    from the exec to the session's establishment in the peer's own log (None if not found)."""
     ipt = node.iptables()  # detected before the exec: not inside the timed wait
     agent_log = node.work / "agent.log"
     offset = agent_log.stat().st_size if agent_log.exists() else 0  # this start's lines follow
@@ -332,6 +369,12 @@ def start_timed(
                 time.sleep(0.05)
             else:
                 t_eor = seen - wall
+    t_sess = None
+    if learned:
+        kind = "frr" if (node.work / "frr").is_dir() else "bird"
+        peer_log = node.work / kind / f"{kind}.log"
+        if peer_log.exists():
+            t_sess = session_after(peer_session_times(peer_log.read_text(errors="replace"), kind), wall)
     # the timeline in wall-clock time, to line up with the agent's, ExaBGP's and BIRD's logs
     stamp = time.strftime("%H:%M:%S", time.gmtime(wall)) + f".{int(wall % 1 * 1000):03d}"
     print(
@@ -341,7 +384,7 @@ def start_timed(
         file=sys.stderr,
     )
     assert node.agent is not None
-    return t_ready, t_prog, cpu_seconds(node.agent.pid), polls[-1], t_eor
+    return t_ready, t_prog, cpu_seconds(node.agent.pid), polls[-1], t_eor, t_sess
 
 
 def _first_line(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
@@ -438,6 +481,23 @@ def emit_eor(prefix: str, prog: list[float], eor: list[float | None], size: dict
                  missing=missing, **size))  # fmt: skip
 
 
+def emit_session(
+    prefix: str, sessions: list[float | None], eor: list[float | None], size: dict[str, object]
+) -> None:
+    """exec -> the session established (the peer's log) and from there to the peer's End-of-RIB
+    received (the agent's log): the peer's sending, and any wait of its own, plus our reading."""
+    seen = [(s, e) for s, e in zip(sessions, eor, strict=True) if s is not None and e is not None]
+    if not seen:
+        return
+    missing = len(sessions) - len(seen)
+    emit(summary(f"{prefix}_peer_session", [s for s, _ in seen], "s",
+                 "exec -> BGP session established (the peer's log, ms resolution)",
+                 missing=missing, **size))  # fmt: skip
+    emit(summary(f"{prefix}_peer_session_to_eor", [e - s for s, e in seen], "s",
+                 "session established (peer's log) -> the peer's End-of-RIB received (agent's log)",
+                 missing=missing, **size))  # fmt: skip
+
+
 def inner(args: argparse.Namespace) -> int:
     extra = {"CALICO_NETWORKING_BACKEND": "bird"} if args.bgp else {}
     size = {
@@ -458,13 +518,14 @@ def inner(args: argparse.Namespace) -> int:
             if args.routes:
                 node.start_bgp_peer(args.routes, args.peer)
             pods = wire_pods(node)
-            t_ready, t_prog, cpu, poll, eor = start_timed(node, args.n, extra, args.routes)
+            t_ready, t_prog, cpu, poll, eor, sess = start_timed(node, args.n, extra, args.routes)
             emit(summary("e2e_start_ready", [t_ready], "s", "goal <= 2 s (with 1,000 endpoints)", **size))
             ref = "goal <= 2 s; exec -> routes + chains (the end of the poll that saw them all)"
             emit(summary("e2e_start_programmed", [t_prog], "s", ref, last_poll_s=round(poll, 3), **size))
             emit(summary("e2e_start_cpu_agent", [cpu], "s", "agent CPU, exec -> programmed", **size))
             if args.routes:
                 emit_eor("e2e_start", [t_prog], [eor], size)
+                emit_session("e2e_start", [sess], [eor], size)
             time.sleep(5)
             assert node.agent is not None
             agent_rss = rss_mb(node.agent.pid)
@@ -479,6 +540,7 @@ def inner(args: argparse.Namespace) -> int:
                 route_to_peer_loopback(node)
             ready, prog, cpus, lost, sent, last_polls = [], [], [], [], [], []
             eors: list[float | None] = []
+            sessions: list[float | None] = []
             pod_flows: list[dict[str, float | str]] = []
             bgp_flows: list[dict[str, float | str]] = []
             for i in range(args.restarts):
@@ -493,7 +555,7 @@ def inner(args: argparse.Namespace) -> int:
                         flows.append((bgp_flows, TcpFlow(src, f"{node.prefix}-peer", BEHIND_BGP, 7100 + i)))
                     time.sleep(1)
                     node.stop_agent(signal.SIGTERM)
-                    r, p, c, lp, e = start_timed(node, args.n, extra, args.routes)
+                    r, p, c, lp, e, ss = start_timed(node, args.n, extra, args.routes)
                     time.sleep(1)
                     for results, flow in flows:
                         results.append(flow.finish())
@@ -507,6 +569,7 @@ def inner(args: argparse.Namespace) -> int:
                 prog.append(p)
                 cpus.append(c)
                 eors.append(e)
+                sessions.append(ss)
                 last_polls.append(round(lp, 3))
                 lost.append(tx - rx)
                 sent.append(tx)
@@ -516,6 +579,7 @@ def inner(args: argparse.Namespace) -> int:
             emit(summary("e2e_restart_cpu_agent", cpus, "s", "agent CPU exec -> programmed", **size))
             if args.routes:
                 emit_eor("e2e_restart", prog, eors, size)
+                emit_session("e2e_restart", sessions, eors, size)
             sent_note = f"goal 0; of {sum(sent)} sent at 100/s across {len(sent)} restarts"
             emit(summary("e2e_restart_ping_lost", lost, "packets", sent_note, **size))
             emit_flows("e2e_restart_tcp", pod_flows, size)

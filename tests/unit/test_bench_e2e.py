@@ -179,3 +179,28 @@ def test_the_peers_end_of_rib_is_read_from_the_agents_log_and_split_from_program
     assert e2e_startup.peer_eor_time(log.splitlines()[0]) is None
     to_eor, after, missing = e2e_startup.eor_split([4.0, 1.0, 2.0], [3.5, None, 2.5])
     assert (to_eor, after, missing) == ([3.5, 2.5], [0.5, -0.5], 1)
+
+
+def test_the_peers_session_time_is_read_from_bird_and_frr_logs() -> None:
+    bird = (
+        "20:27:54.973 <TRACE> felix: State changed to start\n"
+        "20:27:59.371 <TRACE> felix: BGP session established\n"
+        "20:28:13.328 <TRACE> felix: BGP session established\n"
+    )
+    frr = (
+        "2026/12/07 20:28:51.025 BGP: [T91AW-FGMHW] bgp_fsm_change_status : Status: Established\n"
+        "2026/12/07 20:28:51.025 BGP: [ZQHFG-DQGX1] 10.79.0.1 went from OpenConfirm to Established\n"
+    )
+    assert e2e_startup.peer_session_times(bird, "bird") == [20 * 3600 + 27 * 60 + 59.371,
+                                                             20 * 3600 + 28 * 60 + 13.328]  # fmt: skip
+    assert e2e_startup.peer_session_times(frr, "frr") == [20 * 3600 + 28 * 60 + 51.025]
+    import time
+
+    wall = time.mktime((2026, 12, 7, 20, 27, 55, 0, 0, -1)) + 0.111  # local time, as the peers log
+    got = e2e_startup.session_after(e2e_startup.peer_session_times(bird, "bird"), wall)
+    assert got is not None and abs(got - 4.26) < 1e-6  # the first session after the exec
+    assert e2e_startup.session_after([], wall) is None
+    # just before midnight, a session just after it
+    late = time.mktime((2026, 12, 7, 23, 59, 59, 0, 0, -1)) + 0.5
+    got = e2e_startup.session_after([0.75], late)
+    assert got is not None and abs(got - 1.25) < 1e-6  # 23:59:59.5 -> 00:00:00.75
