@@ -82,8 +82,8 @@ timeout). strace and tcpdump show this, docs/performance.md "Session 10: first c
 learned routes". Usually our End-of-RIB arrives after BIRD has sent the rest, and the wait is
 a few ms. When ours arrives first, the last routes wait up to 3 s. That wait is BIRD's (seen
 as "the last 16 routes with End-of-RIB, ~3 s after the session came up"). FRR 8.4 has a wait
-of its own: its End-of-RIB came 1.5-2.6 s after its session was established at x10, against
-0.5-1.25 s for BIRD (docs/performance.md, "Session 10: first commit and learned routes").
+of its own: its End-of-RIB came 1.4-2.6 s after its session was established at x10, against
+0.3-1.25 s for BIRD (docs/performance.md, "Session 10: first commit and learned routes").
 ``e2e_*_programmed_after_peer_eor`` is the part that is ours whichever peer.
 """
 
