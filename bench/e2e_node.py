@@ -6,7 +6,8 @@ themselves again inside it (``ip netns exec ... python -m bench.<name> --in-ns``
 the agent and the measuring process all see the node's loopback and kernel tables. The agent is
 its own process (the console script ``felixpy node``); everything timed here is read from the
 kernel by commands run from the measuring process (``iptables -S``, ``ipset list``, ``ip route``),
-never from the agent's logs or memory.
+never from the agent's logs or memory (one exception, said where it is used: ``bench.e2e_startup``'s
+``*_peer_eor`` lines take the time the agent received its BGP peer's End-of-RIB from its log).
 
 Local endpoints are WorkloadEndpoints written straight to etcd, each with a host-side ``cali*``
 veth made beforehand whose peer stays in the node namespace (no pod namespace, no CNI call): what
@@ -37,6 +38,7 @@ VENV_BIN = ROOT / ".venv" / "bin"
 ETCD_URL = "http://127.0.0.1:23797"
 NODE = "e2e-node"
 NODE_IP = "10.79.0.1/24"
+FRR_BGPD = "/usr/lib/frr/bgpd"
 PROBE = "import urllib.request as u; u.urlopen('http://127.0.0.1:9099/readiness', timeout=1)"
 
 # endpoints / policies: x1, x5, x10 as in issue 15; "small" is the default (< 2 min on 2 cores)
@@ -117,10 +119,29 @@ def policy_spec(j: int) -> dict[str, Any]:
 
 def bird_static(n: int) -> str:
     """A BIRD static protocol ``st`` of ``n`` /26 from 10.64.0.0 (blackholes: BIRD announces them)."""
-    routes = "".join(
-        f"  route 10.{64 + i // 1024}.{(i // 4) % 256}.{(i % 4) * 64}/26 blackhole;\n" for i in range(n)
-    )
+    routes = "".join(f"  route {static_prefix(i)} blackhole;\n" for i in range(n))
     return f"protocol static st {{ ipv4;\n{routes}}}\n"
+
+
+def static_prefix(i: int) -> str:
+    """The ``i``-th /26 the bench's BGP peer announces (10.64.0.0, 10.64.0.64, ...)."""
+    return f"10.{64 + i // 1024}.{(i // 4) % 256}.{(i % 4) * 64}/26"
+
+
+def frr_conf(n: int, node_ip: str, log: str) -> str:
+    """An FRR bgpd config as the BIRD peer's: router id 10.78.0.2, iBGP AS 64512 to ``node_ip``,
+    graceful restart, connect retry 1 s, ``n`` /26 (``network`` statements, no zebra, so no
+    import check) announced with itself as next hop; session events logged with ms times."""
+    nets = "".join(f"  network {static_prefix(i)}\n" for i in range(n))
+    return (
+        f"frr defaults traditional\nhostname bench-peer\nlog file {log}\nlog timestamp precision 3\n"
+        "debug bgp neighbor-events\n"
+        "router bgp 64512\n bgp router-id 10.78.0.2\n no bgp network import-check\n"
+        " bgp graceful-restart\n"
+        f" neighbor {node_ip} remote-as 64512\n neighbor {node_ip} update-source 10.78.0.2\n"
+        f" neighbor {node_ip} timers connect 1\n"
+        f" address-family ipv4 unicast\n{nets}  neighbor {node_ip} next-hop-self\n exit-address-family\n"
+    )
 
 
 def parse_ping(out: str) -> tuple[int, int]:
@@ -256,11 +277,12 @@ class Node:
 
         self.kv.put(*encode(obj))
 
-    def start_bgp_peer(self, routes: int) -> str:
-        """A BIRD 2 peer in its own namespace ``<prefix>-peer`` (10.78.0.2, iBGP AS 64512, graceful
-        restart) announcing ``routes`` /26 from 10.64.0.0 with itself as next hop, the global
-        BGPPeer that makes the agent's speaker peer with it and the IP pool 10.64.0.0/12 they
-        are in. Returns BIRD's control socket."""
+    def start_bgp_peer(self, routes: int, kind: str = "bird") -> str:
+        """A BIRD 2 (or, ``kind="frr"``, an FRR bgpd) peer in its own namespace ``<prefix>-peer``
+        (10.78.0.2, iBGP AS 64512, graceful restart) announcing ``routes`` /26 from 10.64.0.0 with
+        itself as next hop, the global BGPPeer that makes the agent's speaker peer with it and the
+        IP pool 10.64.0.0/12 they are in. Returns the peer's control socket (BIRD's, or the
+        directory of FRR's vty socket). FRR is waited for until all ``routes`` are in its RIB."""
         from felixpy.resources import BGPPeer, IPPool
 
         ns = f"{self.prefix}-peer"
@@ -271,8 +293,40 @@ class Node:
         for cmd in ("link set lo up", "addr add 10.78.0.2/24 dev eth0", "link set eth0 up",
                     f"route add {NODE_IP.split('/')[0]}/32 via 10.78.0.1"):  # fmt: skip
             sh("ip", "-n", ns, *cmd.split())
-        work = self.work / "bird"
+        work = self.work / kind
         work.mkdir(parents=True, exist_ok=True)
+        start = self._start_frr if kind == "frr" else self._start_bird
+        sock = start(ns, work, routes)
+        name = f"bench-{kind}"
+        peer = {"metadata": {"name": name}, "spec": {"peerIP": "10.78.0.2", "asNumber": 64512}}
+        self.put_resource(BGPPeer.model_validate(peer))
+        # the other nodes' blocks: routes outside every IP pool would be refused (Calico's import filter)
+        pool = {"cidr": "10.64.0.0/12", "blockSize": 26, "ipipMode": "Never", "vxlanMode": "Never"}
+        self.put_resource(IPPool.model_validate({"metadata": {"name": "bench-remote"}, "spec": pool}))
+        return sock
+
+    def _start_frr(self, ns: str, work: Path, routes: int) -> str:
+        os.chmod(work, 0o777)  # bgpd's log, pid and vty socket, in the bench's temporary directory
+        (work / "bgpd.conf").write_text(frr_conf(routes, NODE_IP.split("/")[0], str(work / "frr.log")))
+        self.peer_proc: subprocess.Popen[bytes] = subprocess.Popen(
+            ["ip", "netns", "exec", ns, FRR_BGPD, "-Z", "-S", "-u", "root", "-g", "root",
+             "-f", str(work / "bgpd.conf"), "-i", str(work / "bgpd.pid"), "--vty_socket", str(work),
+             "-l", "10.78.0.2"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+        def loaded() -> bool:
+            out = sh("ip", "netns", "exec", ns, "vtysh", "--vty_socket", str(work), "-c",
+                     "show bgp ipv4 unicast statistics json", check=False).stdout  # fmt: skip
+            try:
+                return int(json.loads(out)["ipv4Unicast"][0]["totalPrefixes"]) >= routes
+            except (ValueError, KeyError, TypeError):
+                return False
+
+        wait(loaded, 120, f"FRR's RIB holding {routes} routes", interval=0.2)
+        return str(work)
+
+    def _start_bird(self, ns: str, work: Path, routes: int) -> str:
         conf = (
             f'log "{work / "bird.log"}" all;\ntimeformat log "%T.%3f";\n'
             "router id 10.78.0.2;\nprotocol device { }\n"
@@ -285,16 +339,11 @@ class Node:
         )
         (work / "bird.conf").write_text(conf)
         sock = str(work / "bird.ctl")
-        self.bird = subprocess.Popen(
+        self.peer_proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, "bird", "-f", "-c", str(work / "bird.conf"), "-s", sock],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         wait(lambda: Path(sock).exists(), 10, "bird's control socket", interval=0.05)
-        peer = {"metadata": {"name": "bench-bird"}, "spec": {"peerIP": "10.78.0.2", "asNumber": 64512}}
-        self.put_resource(BGPPeer.model_validate(peer))
-        # the other nodes' blocks: routes outside every IP pool would be refused (Calico's import filter)
-        pool = {"cidr": "10.64.0.0/12", "blockSize": 26, "ipipMode": "Never", "vxlanMode": "Never"}
-        self.put_resource(IPPool.model_validate({"metadata": {"name": "bench-remote"}, "spec": pool}))
         return sock
 
     def load_remote(self, count: int) -> None:
@@ -357,10 +406,10 @@ class Node:
 
     def close(self) -> None:
         self.stop_agent()
-        bird = getattr(self, "bird", None)
-        if bird is not None and bird.poll() is None:
-            bird.kill()
-            bird.wait(10)
+        peer = getattr(self, "peer_proc", None)  # the BGP peer (BIRD or FRR's bgpd)
+        if peer is not None and peer.poll() is None:
+            peer.kill()
+            peer.wait(10)
         if self.etcd is not None and self.etcd.poll() is None:
             self.etcd.kill()
             self.etcd.wait(10)
@@ -370,9 +419,9 @@ class Node:
         speaker_log = self.work / "run" / "exabgp.log"
         if speaker_log.exists():
             shutil.copy(speaker_log, f"/tmp/{self.prefix}-exabgp.log")
-        bird_log = self.work / "bird" / "bird.log"
-        if bird_log.exists():
-            shutil.copy(bird_log, f"/tmp/{self.prefix}-bird.log")
+        for peer_log in (self.work / "bird" / "bird.log", self.work / "frr" / "frr.log"):
+            if peer_log.exists():
+                shutil.copy(peer_log, f"/tmp/{self.prefix}-{peer_log.stem}.log")
 
     # reading the kernel
     def iptables(self) -> str:

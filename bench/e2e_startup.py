@@ -1,7 +1,8 @@
 """Start-up and restart of the real agent, from outside it: exec -> ready -> fully programmed.
 
     .venv/bin/python -m bench.e2e_startup [--size small|x1|x5|x10] [--restarts 8] [--bgp]
-                                          [--endpoints N] [--policies M] [--remote R]
+                                          [--peer bird|frr] [--endpoints N] [--policies M]
+                                          [--remote R]
 
 Root only. A node namespace with etcd (bench/e2e_node.py) holds N local endpoints (WorkloadEndpoints
 in etcd, each with a host-side ``cali*`` veth made beforehand) and M GlobalNetworkPolicies before the
@@ -17,10 +18,31 @@ policy selects them). Then, each timed from the exec of ``felixpy node``:
                            figure is the end of the poll that saw everything, and ``last_poll_s``
                            that poll's own duration: 0.3-1.7 s at 10,000 rules, most of the
                            "ready -> programmed" gap once everything is written)
+  e2e_start_peer_eor       (learned routes only) exec -> the agent's log line ``bgp End-of-RIB
+                           from 10.78.0.2``: the peer has sent all its routes and the agent
+                           has read them (its log timestamp against the bench's clock at the
+                           exec; same machine, same clock). It holds our start, ExaBGP's
+                           start, the session set-up (the peers' connect retry is 1 s) and
+                           the peer's sending (split by the next two lines)
+  e2e_start_peer_session   exec -> the BGP session established, from the peer's own log (BIRD
+                           "BGP session established", FRR "OpenConfirm to Established"; ms
+                           resolution, the peer's local clock = ours): our start, ExaBGP's,
+                           the connect retry
+  e2e_start_peer_session_to_eor
+                           that -> the peer's End-of-RIB received: the peer sending its table,
+                           any wait of its own, and our reading (not split further)
+  e2e_start_programmed_after_peer_eor
+                           programmed - e2e_start_peer_eor: what is left after the peer's
+                           End-of-RIB, ours alone (the last routes' kernel writes, the chains
+                           if not yet in, and the poll's own resolution: up to
+                           ``last_poll_s``). < 0 when programmed came first (a restart's
+                           adopted routes are in the kernel already). Waited for up to 15 s
+                           after programmed; ``missing`` counts starts whose End-of-RIB was
+                           not logged by then (left out of both figures)
   e2e_start_cpu_agent      the agent's CPU seconds (user+sys, /proc) from exec to programmed
   e2e_start_rss_agent      the agent's RSS 5 s after it is programmed (MB)
   e2e_start_rss_speaker    RSS of the agent's children (ExaBGP with ``--bgp``; 0 without)
-  e2e_restart_*            the same two times for ``--restarts`` restarts (SIGTERM, wait for the
+  e2e_restart_*            the same times for ``--restarts`` restarts (SIGTERM, wait for the
                            exit, exec again) on the kernel state the last agent left
   e2e_restart_ping_lost    packets lost by a ``ping -i 0.01`` between the two pods running across
                            each restart (reference: packets sent)
@@ -48,6 +70,9 @@ not a fresh kernel).
 Sizes (issue 15): x10 = 1,000 local endpoints, 500 policies, 10,000 remote endpoints and, with
 ``--bgp``, 10,000 learned routes: a BIRD 2 peer (its own namespace, iBGP, graceful restart)
 announces that many /26 and "programmed" waits for all of them in the kernel (protocol 81).
+``--peer frr`` puts an FRR bgpd (``/usr/lib/frr/bgpd``, no zebra: ``network`` statements) in
+BIRD's place with the same addresses, AS, graceful restart and prefixes; the bench waits until
+all of them are in its RIB before the exec. Every JSON line carries ``"peer"``.
 x1 and x5 scale remote endpoints and routes the same way (10 per local endpoint).
 
 The peer's own delay is in the figure. BIRD 2.0.12 sends its table in UPDATEs of 256 prefixes.
@@ -56,12 +81,16 @@ when a packet from us arrives, or a BIRD timer fires, or after 3 s at most (its 
 timeout). strace and tcpdump show this, docs/performance.md "Session 10: first commit and
 learned routes". Usually our End-of-RIB arrives after BIRD has sent the rest, and the wait is
 a few ms. When ours arrives first, the last routes wait up to 3 s. That wait is BIRD's (seen
-as "the last 16 routes with End-of-RIB, ~3 s after the session came up").
+as "the last 16 routes with End-of-RIB, ~3 s after the session came up"). FRR 8.4 has a wait
+of its own: its End-of-RIB came 1.4-2.6 s after its session was established at x10, against
+0.3-1.25 s for BIRD (docs/performance.md, "Session 10: first commit and learned routes").
+``e2e_*_programmed_after_peer_eor`` is the part that is ours whichever peer.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import select
 import signal
@@ -88,6 +117,7 @@ from felixpy.dataplane.sysctl import host_veth_sysctls
 
 PODS = (("pinga", "10.241.1.1"), ("pingb", "10.241.1.2"))
 BEHIND_BGP = "10.64.0.1"  # in the BIRD peer's first announced /26 (bench.e2e_node.bird_static)
+EOR_WAIT = 15.0  # how long after "programmed" the peer's End-of-RIB is waited for in the agent's log
 FLOW_SECONDS = 900  # a TCP flow's own bound (the bench ends it long before)
 
 # An established TCP flow: the server echoes what it reads; the client sends one byte every 10 ms,
@@ -166,6 +196,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )  # fmt: skip
     ap.add_argument("--restarts", type=int, default=8, help="restarts timed, each with a ping flow")
     ap.add_argument("--bgp", action="store_true", help="start the BGP speaker too (no peers)")
+    ap.add_argument(
+        "--peer", default="bird",
+        help="the BGP peer announcing the learned routes: BIRD 2 (default) or FRR's bgpd",
+    )  # fmt: skip
     ap.add_argument("--in-ns", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.n, args.m = size_of(args.size, args.endpoints, args.policies)
@@ -181,6 +215,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise ValueError("--routes must be in 0..65536")
     if args.routes and not args.bgp:
         raise ValueError("--routes needs --bgp (the agent's speaker learns them)")
+    if args.peer not in ("bird", "frr"):
+        raise ValueError(f"--peer must be bird or frr, not {args.peer!r}")
+    if args.peer != "bird" and not args.routes:
+        raise ValueError("--peer needs learned routes (--bgp, and --routes > 0 if given)")
     return args
 
 
@@ -219,6 +257,53 @@ def programmed(n: int, ipt: str = "iptables", learned: int = 0) -> bool:
     return all(c in chains4 for c in wanted) and all(c in chains6 for c in wanted)
 
 
+PEER_IP = "10.78.0.2"  # the BGP peer's address (bench.e2e_node.Node.start_bgp_peer)
+_EOR_EVENT = f"event='bgp End-of-RIB from {PEER_IP} "
+
+
+def peer_eor_time(log: str) -> float | None:
+    """The UTC time (epoch seconds) of the first ``bgp End-of-RIB from <peer>`` line in ``log``
+    (a slice of the agent's log: one start's lines), or None when there is none yet."""
+    for line in log.splitlines():
+        if _EOR_EVENT in line and line.startswith("timestamp='"):
+            stamp = line[len("timestamp='") :].split("'", 1)[0]
+            try:
+                return datetime.datetime.fromisoformat(stamp).timestamp()
+            except ValueError:
+                continue
+    return None
+
+
+def peer_session_times(log: str, kind: str) -> list[float]:
+    """Seconds since midnight (the peer's local time) of each "session established" line in
+    the BIRD (``HH:MM:SS.mmm <TRACE> felix: BGP session established``) or FRR (``YYYY/MM/DD
+    HH:MM:SS.mmm BGP: ... went from OpenConfirm to Established``) log of the bench's peer."""
+    marker = "BGP session established" if kind == "bird" else "went from OpenConfirm to Established"
+    times = []
+    for line in log.splitlines():
+        if marker not in line:
+            continue
+        words = line.split()
+        clock = words[0] if kind == "bird" else words[1] if len(words) > 1 else ""
+        try:
+            h, m, sec = clock.split(":")
+            times.append(int(h) * 3600 + int(m) * 60 + float(sec))
+        except ValueError:
+            continue
+    return times
+
+
+def session_after(times: list[float], wall: float) -> float | None:
+    """Seconds from ``wall`` (epoch, the exec) to the first session in ``times`` (local seconds
+    since midnight) at or after it, within 10 minutes (across midnight too); None if none."""
+    local = time.localtime(wall)
+    of_day = local.tm_hour * 3600 + local.tm_min * 60 + local.tm_sec + wall % 1
+    after = [(t - of_day) % 86400 for t in times]
+    # a log time has ms resolution: a session in the same ms as the exec may read as a hair before
+    near = [d if d < 86399.99 else d - 86400 for d in after if d < 600 or d >= 86399.99]
+    return min(near) if near else None
+
+
 def wire_pods(node: Node) -> list[str]:
     """Two pod namespaces plumbed as the CNI ADD plumbs them, without calling it: a veth to the
     node (host side sysctls; pod side /32 address, default route via 169.254.1.1 on the link),
@@ -248,11 +333,16 @@ def wire_pods(node: Node) -> list[str]:
 
 def start_timed(
     node: Node, n: int, extra: dict[str, str], learned: int = 0
-) -> tuple[float, float, float, float]:
+) -> tuple[float, float, float, float, float | None, float | None]:
     """Exec the agent; seconds from the exec to ready and to fully programmed, the agent's CPU
-    seconds by then (what the load average does not change much), and how long the poll that
-    found everything took (the resolution of "programmed": it is the end of that poll)."""
+    seconds by then (what the load average does not change much), how long the poll that
+    found everything took (the resolution of "programmed": it is the end of that poll) and,
+    with learned routes, the seconds from the exec to the agent's log line saying the peer's
+    End-of-RIB arrived (waited for up to EOR_WAIT s after "programmed"; None if not seen) and
+    from the exec to the session's establishment in the peer's own log (None if not found)."""
     ipt = node.iptables()  # detected before the exec: not inside the timed wait
+    agent_log = node.work / "agent.log"
+    offset = agent_log.stat().st_size if agent_log.exists() else 0  # this start's lines follow
     wall = time.time()
     start = node.exec_agent(**extra)
     wait(node.ready, 300, "readiness", interval=0.02)
@@ -268,15 +358,33 @@ def start_timed(
 
     wait(timed_poll, 300, "every route and chain", interval=0.05)
     t_prog = time.perf_counter() - start
+    t_eor = None
+    if learned:
+        deadline = time.monotonic() + EOR_WAIT
+        while t_eor is None and time.monotonic() < deadline:
+            with open(agent_log, "rb") as f:
+                f.seek(offset)
+                seen = peer_eor_time(f.read().decode(errors="replace"))
+            if seen is None:
+                time.sleep(0.05)
+            else:
+                t_eor = seen - wall
+    t_sess = None
+    if learned:
+        kind = "frr" if (node.work / "frr").is_dir() else "bird"
+        peer_log = node.work / kind / f"{kind}.log"
+        if peer_log.exists():
+            t_sess = session_after(peer_session_times(peer_log.read_text(errors="replace"), kind), wall)
     # the timeline in wall-clock time, to line up with the agent's, ExaBGP's and BIRD's logs
     stamp = time.strftime("%H:%M:%S", time.gmtime(wall)) + f".{int(wall % 1 * 1000):03d}"
     print(
         f"timeline: exec {stamp}Z ready +{t_ready:.3f} s programmed +{t_prog:.3f} s"
-        f" ({len(polls)} poll(s), the last {polls[-1]:.3f} s)",
+        f" ({len(polls)} poll(s), the last {polls[-1]:.3f} s)"
+        + ("" if not learned else " peer End-of-RIB " + ("not seen" if t_eor is None else f"+{t_eor:.3f} s")),
         file=sys.stderr,
     )
     assert node.agent is not None
-    return t_ready, t_prog, cpu_seconds(node.agent.pid), polls[-1]
+    return t_ready, t_prog, cpu_seconds(node.agent.pid), polls[-1], t_eor, t_sess
 
 
 def _first_line(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
@@ -350,6 +458,46 @@ def emit_flows(name: str, results: list[dict[str, float | str]], size: dict[str,
     )
 
 
+def eor_split(prog: list[float], eor: list[float | None]) -> tuple[list[float], list[float], int]:
+    """exec -> the peer's End-of-RIB received and End-of-RIB -> programmed, for the starts whose
+    End-of-RIB was seen (programmed - End-of-RIB is < 0 when programmed came first: a restart's
+    adopted routes), and how many starts saw none."""
+    seen = [(p, e) for p, e in zip(prog, eor, strict=True) if e is not None]
+    return [e for _, e in seen], [p - e for p, e in seen], len(prog) - len(seen)
+
+
+def emit_eor(prefix: str, prog: list[float], eor: list[float | None], size: dict[str, object]) -> None:
+    to_eor, after, missing = eor_split(prog, eor)
+    peer = size["peer"]
+    if not to_eor:
+        emit({"name": f"{prefix}_peer_eor", "value": None, "unit": "s", "n": 0, "missing": missing,
+              "reference": f"no End-of-RIB from the {peer} peer in the agent's log", **size})  # fmt: skip
+        return
+    emit(summary(f"{prefix}_peer_eor", to_eor, "s",
+                 f"exec -> the agent logs the {peer} peer's End-of-RIB (all its routes received)",
+                 missing=missing, **size))  # fmt: skip
+    emit(summary(f"{prefix}_programmed_after_peer_eor", after, "s",
+                 "the peer's End-of-RIB received -> programmed (ours alone; < 0: programmed first)",
+                 missing=missing, **size))  # fmt: skip
+
+
+def emit_session(
+    prefix: str, sessions: list[float | None], eor: list[float | None], size: dict[str, object]
+) -> None:
+    """exec -> the session established (the peer's log) and from there to the peer's End-of-RIB
+    received (the agent's log): the peer's sending, and any wait of its own, plus our reading."""
+    seen = [(s, e) for s, e in zip(sessions, eor, strict=True) if s is not None and e is not None]
+    if not seen:
+        return
+    missing = len(sessions) - len(seen)
+    emit(summary(f"{prefix}_peer_session", [s for s, _ in seen], "s",
+                 "exec -> BGP session established (the peer's log, ms resolution)",
+                 missing=missing, **size))  # fmt: skip
+    emit(summary(f"{prefix}_peer_session_to_eor", [e - s for s, e in seen], "s",
+                 "session established (peer's log) -> the peer's End-of-RIB received (agent's log)",
+                 missing=missing, **size))  # fmt: skip
+
+
 def inner(args: argparse.Namespace) -> int:
     extra = {"CALICO_NETWORKING_BACKEND": "bird"} if args.bgp else {}
     size = {
@@ -359,6 +507,7 @@ def inner(args: argparse.Namespace) -> int:
         "routes": args.routes,
         "size": args.size,
         "bgp": args.bgp,
+        "peer": args.peer,
     }
     with tempfile.TemporaryDirectory(prefix="fpe-st-") as tmp:
         node = Node(Path(tmp))
@@ -367,13 +516,16 @@ def inner(args: argparse.Namespace) -> int:
             node.load(args.n, args.m)
             node.load_remote(args.remote)
             if args.routes:
-                node.start_bgp_peer(args.routes)
+                node.start_bgp_peer(args.routes, args.peer)
             pods = wire_pods(node)
-            t_ready, t_prog, cpu, poll = start_timed(node, args.n, extra, args.routes)
+            t_ready, t_prog, cpu, poll, eor, sess = start_timed(node, args.n, extra, args.routes)
             emit(summary("e2e_start_ready", [t_ready], "s", "goal <= 2 s (with 1,000 endpoints)", **size))
             ref = "goal <= 2 s; exec -> routes + chains (the end of the poll that saw them all)"
             emit(summary("e2e_start_programmed", [t_prog], "s", ref, last_poll_s=round(poll, 3), **size))
             emit(summary("e2e_start_cpu_agent", [cpu], "s", "agent CPU, exec -> programmed", **size))
+            if args.routes:
+                emit_eor("e2e_start", [t_prog], [eor], size)
+                emit_session("e2e_start", [sess], [eor], size)
             time.sleep(5)
             assert node.agent is not None
             agent_rss = rss_mb(node.agent.pid)
@@ -387,6 +539,8 @@ def inner(args: argparse.Namespace) -> int:
             if args.routes:
                 route_to_peer_loopback(node)
             ready, prog, cpus, lost, sent, last_polls = [], [], [], [], [], []
+            eors: list[float | None] = []
+            sessions: list[float | None] = []
             pod_flows: list[dict[str, float | str]] = []
             bgp_flows: list[dict[str, float | str]] = []
             for i in range(args.restarts):
@@ -401,7 +555,7 @@ def inner(args: argparse.Namespace) -> int:
                         flows.append((bgp_flows, TcpFlow(src, f"{node.prefix}-peer", BEHIND_BGP, 7100 + i)))
                     time.sleep(1)
                     node.stop_agent(signal.SIGTERM)
-                    r, p, c, lp = start_timed(node, args.n, extra, args.routes)
+                    r, p, c, lp, e, ss = start_timed(node, args.n, extra, args.routes)
                     time.sleep(1)
                     for results, flow in flows:
                         results.append(flow.finish())
@@ -414,6 +568,8 @@ def inner(args: argparse.Namespace) -> int:
                 ready.append(r)
                 prog.append(p)
                 cpus.append(c)
+                eors.append(e)
+                sessions.append(ss)
                 last_polls.append(round(lp, 3))
                 lost.append(tx - rx)
                 sent.append(tx)
@@ -421,6 +577,9 @@ def inner(args: argparse.Namespace) -> int:
             emit(summary("e2e_restart_programmed", prog, "s", "exec -> routes + chains present",
                          last_poll_s=last_polls, **size))  # fmt: skip
             emit(summary("e2e_restart_cpu_agent", cpus, "s", "agent CPU exec -> programmed", **size))
+            if args.routes:
+                emit_eor("e2e_restart", prog, eors, size)
+                emit_session("e2e_restart", sessions, eors, size)
             sent_note = f"goal 0; of {sum(sent)} sent at 100/s across {len(sent)} restarts"
             emit(summary("e2e_restart_ping_lost", lost, "packets", sent_note, **size))
             emit_flows("e2e_restart_tcp", pod_flows, size)

@@ -144,3 +144,63 @@ def test_withdraw_capture_keeps_update_segments_and_drops_keepalives() -> None:
         "1796628260.200000 IP 10.0.1.1.179 > 10.0.1.12.40001: tcp 0\n"  # a bare ACK
     )
     assert bench_bgp.update_times(out) == [1796628260.12, 1796628260.1505]
+
+
+def test_peer_flag_defaults_to_bird_and_frr_needs_learned_routes() -> None:
+    assert e2e_startup.parse_args(["--size", "x10", "--bgp"]).peer == "bird"
+    args = e2e_startup.parse_args(["--size", "x10", "--bgp", "--peer", "frr"])
+    assert (args.peer, args.routes) == ("frr", 10000)
+    assert e2e_startup.main(["--peer", "frr"]) == 2  # no --bgp: nothing for a peer to announce
+    assert e2e_startup.main(["--bgp", "--peer", "gobgp"]) == 2
+
+
+def test_frr_announces_the_same_prefixes_as_bird_with_graceful_restart_ibgp() -> None:
+    conf = e2e_node.frr_conf(2000, "10.79.0.1", "/x/frr.log")
+    frr = [line.split()[1] for line in conf.splitlines() if line.strip().startswith("network ")]
+    bird = [line.split()[1] for line in e2e_node.bird_static(2000).splitlines() if "blackhole" in line]
+    assert frr == bird and len(set(frr)) == 2000
+    assert frr[0] == "10.64.0.0/26" and frr[-1] == "10.65.243.192/26"
+    assert "router bgp 64512" in conf and "remote-as 64512" in conf and "bgp graceful-restart" in conf
+    assert "next-hop-self" in conf and "bgp router-id 10.78.0.2" in conf
+
+
+def test_the_peers_end_of_rib_is_read_from_the_agents_log_and_split_from_programmed() -> None:
+    log = (
+        "timestamp='2026-12-07T20:21:09.363746Z' level='info' logger=None event='datastore.in_sync'\n"
+        "timestamp='2026-12-07T20:21:10.000000Z' level='info' logger='bgp.engine' "
+        "event='bgp End-of-RIB from 10.9.9.9 (0 stale routes removed)'\n"
+        "timestamp='2026-12-07T20:21:11.338716Z' level='info' logger='bgp.engine' "
+        "event='bgp End-of-RIB from 10.78.0.2 (0 stale routes removed)'\n"
+        "timestamp='2026-12-07T20:21:12.000000Z' level='info' logger='bgp.engine' "
+        "event='bgp End-of-RIB from 10.78.0.2 (3 stale routes removed)'\n"
+    )
+    when = e2e_startup.peer_eor_time(log)
+    assert when is not None and abs(when - 1796674871.338716) < 1e-6  # the first, of the bench's peer
+    assert e2e_startup.peer_eor_time(log.splitlines()[0]) is None
+    to_eor, after, missing = e2e_startup.eor_split([4.0, 1.0, 2.0], [3.5, None, 2.5])
+    assert (to_eor, after, missing) == ([3.5, 2.5], [0.5, -0.5], 1)
+
+
+def test_the_peers_session_time_is_read_from_bird_and_frr_logs() -> None:
+    bird = (
+        "20:27:54.973 <TRACE> felix: State changed to start\n"
+        "20:27:59.371 <TRACE> felix: BGP session established\n"
+        "20:28:13.328 <TRACE> felix: BGP session established\n"
+    )
+    frr = (
+        "2026/12/07 20:28:51.025 BGP: [T91AW-FGMHW] bgp_fsm_change_status : Status: Established\n"
+        "2026/12/07 20:28:51.025 BGP: [ZQHFG-DQGX1] 10.79.0.1 went from OpenConfirm to Established\n"
+    )
+    assert e2e_startup.peer_session_times(bird, "bird") == [20 * 3600 + 27 * 60 + 59.371,
+                                                             20 * 3600 + 28 * 60 + 13.328]  # fmt: skip
+    assert e2e_startup.peer_session_times(frr, "frr") == [20 * 3600 + 28 * 60 + 51.025]
+    import time
+
+    wall = time.mktime((2026, 12, 7, 20, 27, 55, 0, 0, -1)) + 0.111  # local time, as the peers log
+    got = e2e_startup.session_after(e2e_startup.peer_session_times(bird, "bird"), wall)
+    assert got is not None and abs(got - 4.26) < 1e-6  # the first session after the exec
+    assert e2e_startup.session_after([], wall) is None
+    # just before midnight, a session just after it
+    late = time.mktime((2026, 12, 7, 23, 59, 59, 0, 0, -1)) + 0.5
+    got = e2e_startup.session_after([0.75], late)
+    assert got is not None and abs(got - 1.25) < 1e-6  # 23:59:59.5 -> 00:00:00.75
