@@ -304,8 +304,7 @@ class PolicyCompiler:
         if old is None or _placement(old) != _placement(p):
             affected |= new_sel
         self._set_selection(p.id, new_sel, rerender=old != p)
-        for key in affected:
-            self._render_endpoint(key)
+        self._pending_endpoints |= affected  # (_render_endpoint for each: ~100 per policy at start-up)
         self._hostraw.update_policy(p)
 
     def remove_policy(self, policy_id: str) -> None:
@@ -316,8 +315,7 @@ class PolicyCompiler:
         del self._policies[policy_id]
         self._selected.pop(policy_id, None)
         self._hostraw.remove_policy(policy_id)
-        for key in affected:
-            self._render_endpoint(key)
+        self._pending_endpoints |= affected  # (_render_endpoint for each: ~100 per policy at start-up)
 
     def _applies(self, p: Policy, view: Mapping[str, str]) -> bool:
         """``p`` is enforced on an endpoint with this view: its selector matches and its tier exists."""
