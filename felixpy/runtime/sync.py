@@ -37,7 +37,7 @@ from felixpy.resources import (
     WorkloadEndpoint,
 )
 from felixpy.resources.stored import GlobalNetworkSet, NetworkSet, Profile
-from felixpy.runtime.writer import BlockMsg, InSyncMsg, ResourceMsg, Writer
+from felixpy.runtime.writer import BlockMsg, InSyncMsg, Msg, ResourceMsg, Writer
 
 if TYPE_CHECKING:
     from felixpy.datastore.backend import Backend, ResourceEvent
@@ -126,17 +126,19 @@ class SyncSources:
 
     # ---- resources ----------------------------------------------------------------------
     def _on_updates(self, events: list[ResourceEvent]) -> None:
+        msgs: list[Msg] = []
         for ev in events:
             key = (ev.namespace or "", ev.name)
             kind = (
                 "K8sNetworkPolicy" if ev.kind is K8sNetworkPolicy else ev.kind.KIND
             )  # both KIND NetworkPolicy
             if ev.kind is FelixConfiguration:
-                self.writer.submit(ResourceMsg(kind, key, _felix_config(ev), ev.revision))
+                msgs.append(ResourceMsg(kind, key, _felix_config(ev), ev.revision))
             elif ev.type == "put":  # the model is built by the writer (ResourceMsg.event)
-                self.writer.submit(ResourceMsg(kind, key, None, ev.revision, event=ev))
+                msgs.append(ResourceMsg(kind, key, None, ev.revision, event=ev))
             else:
-                self.writer.submit(ResourceMsg(kind, key, None, ev.revision))
+                msgs.append(ResourceMsg(kind, key, None, ev.revision))
+        self.writer.submit_many(msgs)  # one queue operation for the batch (a snapshot: one per kind)
 
     def _on_status(self, status: str) -> None:
         log.info("datastore.status", status=status, source="resources")

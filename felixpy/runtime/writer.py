@@ -21,7 +21,7 @@ import gc
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -140,7 +140,10 @@ class Writer:
         self.in_sync = threading.Event()
         self.applied_ok = False
         self.stats = WriterStats()
-        self._queue: queue.Queue[Msg] = queue.Queue()
+        # A list is several messages queued at once (`submit_many`); `_take_batch` spreads it over
+        # batches of at most ``max_batch`` through ``_backlog``, in order.
+        self._queue: queue.Queue[Msg | list[Msg]] = queue.Queue()
+        self._backlog: deque[Msg] = deque()
         self._local_revs: dict[tuple[str, str, str], int] = {}
         self._next_resync = {what: time.monotonic() + every for what, every in self.intervals.items()}
         # The cyclic collector off for the start-up snapshot (`_hold_gc`): the agent asks for it; a
@@ -158,6 +161,12 @@ class Writer:
     def submit(self, msg: Msg) -> None:
         self._queue.put(msg)
 
+    def submit_many(self, msgs: list[Msg]) -> None:
+        """``submit`` each of ``msgs``, in order, as one queue operation (the syncer's snapshot:
+        11,500 messages at x10 cost ~30-60 ms of CPU as single puts and gets)."""
+        if msgs:
+            self._queue.put(msgs)
+
     def submit_and_wait(self, msgs: list[Msg], timeout: float) -> bool:
         waiter = Waiter()
         for msg in msgs:
@@ -167,7 +176,7 @@ class Writer:
 
     def has_work(self) -> bool:
         """Whether a message waits (for work done only while the writer would be idle)."""
-        return not self._queue.empty()
+        return bool(self._backlog) or not self._queue.empty()
 
     @property
     def ready(self) -> bool:
@@ -205,21 +214,33 @@ class Writer:
             self.on_commit(time.monotonic() - start, ok, 0)
 
     def _take_batch(self) -> list[Msg]:
-        timeout = max(0.0, min(self._next_resync.values(), default=time.monotonic() + 1) - time.monotonic())
-        deadline = self._flush_deadline()
-        if deadline is not None:
-            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
-        try:
-            first = self._queue.get(timeout=min(timeout, 1.0))
-        except queue.Empty:
-            return []
-        batch = [first]
-        while len(batch) < self.max_batch:
+        backlog = self._backlog
+        if not backlog:
+            now = time.monotonic()
+            timeout = max(0.0, min(self._next_resync.values(), default=now + 1) - now)
+            deadline = self._flush_deadline()
+            if deadline is not None:
+                timeout = min(timeout, max(0.0, deadline - now))
             try:
-                batch.append(self._queue.get_nowait())
+                self._backlog_add(self._queue.get(timeout=min(timeout, 1.0)))
+            except queue.Empty:
+                return []
+        while len(backlog) < self.max_batch:
+            try:
+                self._backlog_add(self._queue.get_nowait())
             except queue.Empty:
                 break
-        return batch
+        if len(backlog) <= self.max_batch:
+            batch = list(backlog)
+            backlog.clear()
+            return batch
+        return [backlog.popleft() for _ in range(self.max_batch)]
+
+    def _backlog_add(self, item: Msg | list[Msg]) -> None:
+        if isinstance(item, list):
+            self._backlog.extend(item)
+        else:
+            self._backlog.append(item)
 
     def _due_resyncs(self) -> None:
         now = time.monotonic()

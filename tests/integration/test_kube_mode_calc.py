@@ -231,6 +231,10 @@ class RecordingWriter(Writer):
             self.msgs.append(msg)
         super().submit(msg)
 
+    def submit_many(self, msgs: list[Msg]) -> None:  # (SyncSources gives a batch at once)
+        self.msgs += [m for m in msgs if isinstance(m, ResourceMsg)]
+        super().submit_many(msgs)
+
 
 class Dataplane(RecordingDataplane):
     """The calc recorder with the Writer's commit/resync (nothing to write: no kernel here)."""

@@ -165,3 +165,26 @@ def test_the_in_sync_line_says_what_the_snapshot_cost_the_writer() -> None:
     assert 0 <= line["feed_cpu_s"] <= line["process_cpu_s"] + 0.01
     assert line["feed_s"] >= 0
     assert writer.ready
+
+
+def test_messages_submitted_together_come_out_in_order_in_batches_of_at_most_max_batch() -> None:
+    """``submit_many`` (the syncer's batches: one queue operation each) against single submits: every
+    message comes out once, in submission order, no batch over ``max_batch``, and ``has_work``
+    holds while any is left."""
+    writer = Writer(CalcGraph(NODE), _Kept(), max_batch=7)
+    msgs: list[Any] = [InSyncMsg() for _ in range(40)]
+    writer.submit_many(msgs[:18])
+    writer.submit(msgs[18])
+    writer.submit_many([])
+    writer.submit_many(msgs[19:30])
+    writer.submit(msgs[30])
+    writer.submit_many(msgs[31:])
+    out: list[Any] = []
+    sizes = []
+    while writer.has_work():
+        batch = writer._take_batch()
+        sizes.append(len(batch))
+        out += batch
+    assert [id(m) for m in out] == [id(m) for m in msgs]
+    assert max(sizes) == 7 and sum(sizes) == 40
+    assert writer._take_batch() == []  # (waits at most its bound: nothing queued)
