@@ -45,7 +45,7 @@ from felixpy.runtime import startup
 from felixpy.runtime.config_watch import ROUTE_REFLECTOR_FIELDS, ConfigWatch, params_digest
 from felixpy.runtime.health import HealthServer, Metrics, NullMetrics, metrics_for
 from felixpy.runtime.settings import FelixParams, Settings
-from felixpy.runtime.sync import SyncSources, read_early
+from felixpy.runtime.sync import SYNCED_KINDS, SyncSources, build_models, read_early
 from felixpy.runtime.writer import NullDataplane, Writer
 from ipam.ipam import IPAM
 
@@ -159,6 +159,9 @@ class Agent:
 
     def _writer_main(self) -> None:
         try:
+            # While the syncer reads the snapshot (the writer has nothing to do until then): the
+            # synced kinds' validators, built now rather than by the snapshot's first resources.
+            build_models(SYNCED_KINDS, stop=self.writer.has_work)
             self.writer.run(self.stop)
         except BaseException as exc:
             self.writer_error = exc

@@ -131,6 +131,26 @@ class Changes:
         return bool(changed or self.hooks is not None)
 
 
+class SelectionShare:
+    """The local endpoints one policy selects, handed from one IP version's compiler to the next.
+
+    Which local endpoints a policy selects does not depend on the IP version: a local endpoint is one
+    of this node's with an interface (never left out for lacking an address of the version), its
+    label view is made of labels only, and the tiers are the same. So when one caller feeds the same
+    inputs to a compiler per IP version in turn (`felixpy.calc.policy_stage.PolicyCalc`), the second
+    can take the first's selection of the very same ``Policy`` object instead of evaluating the
+    selector over the local endpoints again. The caller empties it (``clear``) after each input."""
+
+    __slots__ = ("policy", "selected")
+
+    def __init__(self) -> None:
+        self.policy: Policy | None = None
+        self.selected: frozenset[str] = frozenset()
+
+    def clear(self) -> None:
+        self.policy, self.selected = None, frozenset()
+
+
 class PolicyCompiler:
     def __init__(
         self,
@@ -144,6 +164,7 @@ class PolicyCompiler:
         self.config = config or ChainConfig()
         self.version = self.config.version
         self.tiers = Tiers(tiers, orders=tier_orders)  # Tier resources or TierInfos; `default` built in
+        self.selection_share: SelectionShare | None = None  # set by a caller feeding every IP version
         self._policies: dict[str, Policy] = {}
         self._endpoints: dict[str, Endpoint] = {}
         self._netsets: dict[str, Endpoint] = {}  # network set key → the set as an Endpoint
@@ -269,16 +290,21 @@ class PolicyCompiler:
         if old is not None and _selection(old) == _selection(p):
             new_sel = set(old_sel)
         elif p.tier in self.tiers and p.filter_table:  # (Policy.enforced_on, its test hoisted)
-            views, matches = self._views, p.selector.matches
-            new_sel = {k for k in self._local_candidates(p.selector) if matches(views[k])}
+            share = self.selection_share
+            if share is not None and share.policy is p:
+                new_sel = set(share.selected)  # the other IP version's compiler selected it just now
+            else:
+                views, matches = self._views, p.selector.matches
+                new_sel = {k for k in self._local_candidates(p.selector) if matches(views[k])}
+                if share is not None:
+                    share.policy, share.selected = p, frozenset(new_sel)
         else:
             new_sel = set()  # its tier does not exist: not applied
         affected = old_sel ^ new_sel
         if old is None or _placement(old) != _placement(p):
             affected |= new_sel
         self._set_selection(p.id, new_sel, rerender=old != p)
-        for key in affected:
-            self._render_endpoint(key)
+        self._pending_endpoints |= affected  # (_render_endpoint for each: ~100 per policy at start-up)
         self._hostraw.update_policy(p)
 
     def remove_policy(self, policy_id: str) -> None:
@@ -289,8 +315,7 @@ class PolicyCompiler:
         del self._policies[policy_id]
         self._selected.pop(policy_id, None)
         self._hostraw.remove_policy(policy_id)
-        for key in affected:
-            self._render_endpoint(key)
+        self._pending_endpoints |= affected  # (_render_endpoint for each: ~100 per policy at start-up)
 
     def _applies(self, p: Policy, view: Mapping[str, str]) -> bool:
         """``p`` is enforced on an endpoint with this view: its selector matches and its tier exists."""

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 
 from felixpy.calc.updates import ChainsUpdate, HooksUpdate, IpsetsUpdate, PolicyInputsUpdate, Update
+from policy.compiler import SelectionShare
 from policy.convert import (
     Unenforced,
     convert_policy,
@@ -150,6 +151,13 @@ class PolicyCalc:
 
     def __init__(self, compilers: Sequence[PolicyCompiler]) -> None:
         self.compilers = tuple(compilers)
+        # One policy's local selection, computed by the first compiler, taken by the others
+        # (policy.compiler.SelectionShare): every compiler gets the same inputs in the same order.
+        self._share: SelectionShare | None = None
+        if len(self.compilers) > 1:
+            self._share = SelectionShare()
+            for compiler in self.compilers:
+                compiler.selection_share = self._share
         self._logged = [_Logged() for _ in self.compilers]
         self._host_ips: dict[str, str] = {}  # node name -> its IPv4 address (cali40all-hosts-net)
         self._hooks_sent = False
@@ -179,8 +187,12 @@ class PolicyCalc:
                 self._programmed.add(pid)
         elif obj is not None and len(self.compilers) > 1:
             obj = _shared_model(kind, obj)
-        for compiler in self.compilers:
-            feed(compiler, key, obj)
+        try:
+            for compiler in self.compilers:
+                feed(compiler, key, obj)
+        finally:
+            if self._share is not None:
+                self._share.clear()
         if kind == "WorkloadEndpoint" and obj is None:
             self._deleted_workloads.add(key)
         else:
