@@ -234,8 +234,17 @@ class Writer:
                     self._commit_deferred()
                 self._due_resyncs()
                 self._post_write_check()
+            self._flush_before_exit()
         finally:
             self._release_gc()
+
+    def _flush_before_exit(self) -> None:
+        """A graceful stop writes what the dataplane deferred (a DEL's chain removals, an ADD's
+        hash fix-ups) instead of leaving it for the next agent: the kernel is left as desired, so
+        a restart on that state finds nothing to write (one commit; the agent's join bounds it)."""
+        if self._flush_deadline() is not None:
+            log.info("dataplane.deferred_flush", reason="agent stopping: deferred writes go now")
+            self._commit_deferred()
 
     def _post_write_check(self) -> None:
         """Cheap when nothing is due: the dataplane decides whether a re-read is due (Felix's schedule)."""
