@@ -26,8 +26,9 @@ from felixpy.runtime.sync import SyncSources
 from policy.chain_names import ipset_name
 from policy.compiler import PolicyCompiler
 from policy.selector import parse
+from tests.fixtures.calc_recorder import RecordingDataplane
 from tests.fixtures.kubeapi import KubeAPI
-from tests.integration.test_kube_mode_calc import ME, Dataplane, EtcdCluster, KubeCluster, RecordingWriter
+from tests.integration.test_kube_mode_calc import ME, EtcdCluster, KubeCluster, RecordingWriter
 
 pytestmark = pytest.mark.integration
 PARTNERS = ipset_name(parse("role == 'partner'").unique_id)
@@ -71,7 +72,7 @@ def test_network_sets_fill_the_rule_ipset(world: tuple[Any, Any, Any]) -> None:
     backend.apply(GlobalNetworkPolicy.model_validate(POLICY))
     backend.apply(gns(["192.0.2.0/24"]))
     backend.apply(netset(["198.51.100.7"]))
-    dataplane = Dataplane()
+    dataplane = RecordingDataplane()
     graph = CalcGraph(ME, policy=PolicyCalc([PolicyCompiler(ME)]))
     writer = RecordingWriter(graph, dataplane)
     sources = SyncSources(kv, backend, writer)

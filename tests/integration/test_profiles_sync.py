@@ -24,8 +24,9 @@ from felixpy.resources import GlobalNetworkPolicy
 from felixpy.resources.stored import Profile
 from felixpy.runtime.sync import SyncSources
 from policy.compiler import PolicyCompiler
+from tests.fixtures.calc_recorder import RecordingDataplane
 from tests.fixtures.kubeapi import KubeAPI
-from tests.integration.test_kube_mode_calc import ME, Dataplane, EtcdCluster, RecordingWriter, _calico_wep
+from tests.integration.test_kube_mode_calc import ME, EtcdCluster, RecordingWriter, _calico_wep
 
 pytestmark = pytest.mark.integration
 POLICY = {
@@ -49,7 +50,7 @@ def test_a_stored_profile_reaches_the_compiler(etcd_backend: Any) -> None:
     b.apply(wep)
     b.apply(GlobalNetworkPolicy.model_validate(POLICY))
     b.apply(teams({"team": "blue"}))
-    dataplane = Dataplane()
+    dataplane = RecordingDataplane()
     graph = CalcGraph(ME, policy=PolicyCalc([PolicyCompiler(ME)]))
     writer = RecordingWriter(graph, dataplane)
     sources = SyncSources(b.kv, b, writer)
@@ -87,6 +88,6 @@ def test_a_stored_profile_reaches_the_compiler(etcd_backend: Any) -> None:
 
 def test_kubernetes_mode_does_not_sync_the_generated_profiles(kube_api: KubeAPI) -> None:
     backend = KubernetesBackend.for_url(kube_api.url)
-    sources = SyncSources(object(), backend, RecordingWriter(CalcGraph(ME), Dataplane()))  # type: ignore[arg-type]
+    sources = SyncSources(object(), backend, RecordingWriter(CalcGraph(ME), RecordingDataplane()))  # type: ignore[arg-type]
     kinds = {k.KIND for k in sources.syncer.kinds}
     assert "Profile" not in kinds and {"Namespace", "ServiceAccount"} <= kinds
