@@ -113,6 +113,9 @@ def test_daemon_outlives_its_client_and_sigterm_is_admin_down(pair: dict[str, An
     ca.configure([{"peer": "10.77.0.2", **CALM}])
     cb.configure([{"peer": "10.77.0.1", **CALM}])
     ia.state("10.77.0.2", "Up", 15)
+    # b goes Up one control packet after a does (a sends Up when it hears b's Init): wait for both,
+    # or b's daemon may rightly report the session still Init to the next client
+    ib.state("10.77.0.1", "Up", 15)
     pid_b = cb.daemon_pid()
     cb.stop()  # the agent goes away (restart)
     mark = len(ia.messages)
