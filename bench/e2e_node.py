@@ -20,6 +20,7 @@ tests/unit/test_bench_e2e.py; the rest needs root and is run by hand.
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import json
 import os
@@ -168,8 +169,28 @@ def wait(pred: Callable[[], bool], timeout: float, what: str, interval: float = 
     raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
 
 
+PACKAGES = ("felixpy", "policy", "bgp", "ipam")
+
+
+def compile_sources(root: Path = ROOT, packages: Sequence[str] = PACKAGES) -> bool:
+    """Byte-compile the agent's sources, as ``pip install`` of the wheel does at install time.
+
+    The venv here is an editable install, and with ``PYTHONDONTWRITEBYTECODE=1`` (set on these
+    machines) nothing ever writes a ``.pyc``: every exec of the agent would compile every module
+    again, ~0.55 s of CPU that an installed agent (wheel or the node image, which runs
+    ``compileall``) never pays. ``py_compile`` writes regardless of that variable; an up-to-date
+    ``.pyc`` is left alone. True when every package compiled.
+    """
+    dirs = [root / name for name in packages if (root / name).is_dir()]
+    return all(compileall.compile_dir(str(d), quiet=1, workers=1) for d in dirs)
+
+
 def outer(module: str, argv: list[str]) -> int:
-    """Make the node namespace, run ``module --in-ns argv`` inside it, remove everything after."""
+    """Make the node namespace, run ``module --in-ns argv`` inside it, remove everything after.
+
+    The agent's sources are byte-compiled first (``compile_sources``): the figures are those of
+    an installed agent, not of one compiling itself at every exec.
+    """
     if os.geteuid() != 0:
         print(f"bench.{module} needs root (network namespaces)", file=sys.stderr)
         return 2
@@ -177,6 +198,9 @@ def outer(module: str, argv: list[str]) -> int:
         if shutil.which(tool) is None:
             print(f"bench.{module}: {tool} is not installed", file=sys.stderr)
             return 2
+    if not compile_sources():
+        print(f"bench.{module}: the agent's sources did not byte-compile", file=sys.stderr)
+        return 2
     prefix = f"fpe-{os.getpid()}"
     ns = f"{prefix}-node"
     try:

@@ -204,3 +204,24 @@ def test_the_peers_session_time_is_read_from_bird_and_frr_logs() -> None:
     late = time.mktime((2026, 12, 7, 23, 59, 59, 0, 0, -1)) + 0.5
     got = e2e_startup.session_after([0.75], late)
     assert got is not None and abs(got - 1.25) < 1e-6  # 23:59:59.5 -> 00:00:00.75
+
+
+def test_the_agents_sources_are_byte_compiled_before_the_exec_even_when_python_writes_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The e2e benchmarks time an installed agent: with PYTHONDONTWRITEBYTECODE set (as on these
+    # machines) an editable install would compile every module at every exec.
+    import sys
+
+    from bench.e2e_node import compile_sources
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "mod.py").write_text("X = 1\n")
+    assert compile_sources(tmp_path, ("pkg", "absent"))
+    cached = sorted(p.name.split(".")[0] for p in pkg.rglob("*.pyc"))
+    assert cached == ["__init__", "mod"]
+    (pkg / "bad.py").write_text("def (:\n")
+    assert not compile_sources(tmp_path, ("pkg",))
