@@ -27,17 +27,26 @@ MODULES = (
     "policy.chains, policy.compiler, felixpy.calc.wireguard, felixpy.dataplane.wireguard_driver, "
     "felixpy.runtime.node_status_reporter, felixpy.cni.handler, ipam.ipam"
 )
+# With the collector paused as the agent pauses it over its imports and build, and what they built
+# frozen (felixpy.interpreter.gc_paused); an older tree without it, given with --python, runs with the
+# collector on, as its agent does. The tail allocates as the start goes on: the first collections after.
 CODE = (
-    f"import {MODULES}\n"
-    "from felixpy.resources import WorkloadEndpoint\n"
-    "spec = {'node': 'n', 'interfaceName': 'cali1', 'ipNetworks': ['10.0.0.1/32']}\n"
-    "WorkloadEndpoint.model_validate({'metadata': {'name': 'a', 'namespace': 'b'}, 'spec': spec})\n"
+    "import contextlib, felixpy.interpreter\n"
+    "pause = getattr(felixpy.interpreter, 'gc_paused', None)\n"
+    "with pause(freeze=True) if pause else contextlib.nullcontext():\n"
+    f"    import {MODULES}\n"
+    "    from felixpy.resources import WorkloadEndpoint\n"
+    "    spec = {'node': 'n', 'interfaceName': 'cali1', 'ipNetworks': ['10.0.0.1/32']}\n"
+    "    WorkloadEndpoint.model_validate({'metadata': {'name': 'a', 'namespace': 'b'}, 'spec': spec})\n"
+    "tail = [[] for _ in range(5000)]\n"
 )
 
 
 def child_cpu(python: str, code: str) -> float:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([python, "-c", code], check=True, timeout=120)
+    # -P: the current directory not on sys.path, so each venv imports its own tree's code (its
+    # editable install), not the checkout the bench was started from.
+    subprocess.run([python, "-P", "-c", code], check=True, timeout=120)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 

@@ -489,7 +489,10 @@ def run_node(settings: Settings, env: dict[str, str]) -> int:
     interpreter.limit_malloc_arenas()  # before the threads start (felixpy.interpreter)
     restarts = _int(env.get(RESTARTS_ENV))
     target = env.get(TARGET_ENV) or None
-    agent = build(settings, env)
+    # The collector off over the build (its lazy imports, start-up reads, models; felixpy.interpreter)
+    # and on again before the writer starts, which holds it over the snapshot itself.
+    with interpreter.gc_paused(freeze=True):
+        agent = build(settings, env)
     agent.metrics.config_restarts.inc(restarts)
     agent.watch_config(env, last_target=target)
     if target is not None:

@@ -34,6 +34,8 @@ import math
 import os
 import sys
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 YOUNG_GENERATION = 20_000  # allocations between young collections (CPython default: 700)
@@ -54,6 +56,27 @@ def skip_pydantic_plugins() -> bool:
     stub.get_plugins = lambda: ()  # type: ignore[attr-defined]
     sys.modules[name] = stub
     return True
+
+
+@contextmanager
+def gc_paused(*, freeze: bool = False) -> Iterator[None]:
+    """The cyclic collector off for the block (the agent's imports and start-up build), back on
+    after it unless it was off before. Start-up allocates and frees almost nothing: each young
+    collection promoted what the imports built and the older ones rescanned the growing heap, for
+    nothing found (issue 15 goal 2; docs/performance.md "Start-up imports: the collector paused").
+    ``freeze``: what the block built leaves the collector's generations (``gc.freeze``, as ``tune``
+    does after start-up) before it is turned on again; else the first young collection after the
+    block scans all of it (~50 ms of CPU after the agent's imports). Nested blocks: only the
+    outermost turns it back on."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            if freeze:
+                gc.freeze()
+            gc.enable()
 
 
 def tune() -> None:

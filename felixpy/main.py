@@ -14,8 +14,9 @@ from felixpy import interpreter
 
 interpreter.skip_pydantic_plugins()  # before the first model is built (the settings' below)
 
-from felixpy import logs  # noqa: E402
-from felixpy.runtime.settings import Settings  # noqa: E402
+with interpreter.gc_paused(freeze=True):  # imports allocate and free almost nothing (felixpy.interpreter)
+    from felixpy import logs
+    from felixpy.runtime.settings import Settings
 
 
 def version() -> str:
@@ -75,9 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     # children (ExaBGP) create themselves: nothing the agent or they write is world-readable.
     os.umask(0o027)
     logs.configure(settings.log_level)
-    from felixpy.agent import run_node
-    from felixpy.datastore.errors import DatastoreError
-    from felixpy.runtime.startup import AddressNotFound
+    with interpreter.gc_paused(freeze=True):  # run_node holds it again over its build (felixpy.interpreter)
+        from felixpy.agent import run_node
+        from felixpy.datastore.errors import DatastoreError
+        from felixpy.runtime.startup import AddressNotFound
 
     try:
         sys.exit(run_node(settings, dict(os.environ)))

@@ -116,3 +116,55 @@ def test_the_start_imports_no_importlib_metadata() -> None:
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     assert out.stdout.startswith("felixpy ") and "unknown" not in out.stdout, out.stdout
+
+
+def test_gc_paused_turns_the_collector_off_for_the_block_and_back_on_after() -> None:
+    import gc
+
+    from felixpy.interpreter import gc_paused
+
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+            with gc_paused():  # nested: the inner block leaves it off
+                assert not gc.isenabled()
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        gc.disable()
+        with gc_paused():
+            pass
+        assert not gc.isenabled(), "off before the block: left off"
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_the_agents_imports_and_build_run_without_a_collection() -> None:
+    """Start-up allocates ~0.5 million objects and frees almost none: each collection during the
+    imports (~80 of them, ~45 ms of CPU) and the build found nothing (felixpy.interpreter.gc_paused).
+    The collector is on again when run_node goes on to the writer, which holds it over the snapshot."""
+    code = (
+        "import argparse, gc, felixpy.interpreter\n"  # what felixpy.main imports before its pause
+        "runs = []\n"
+        "gc.callbacks.append(lambda phase, info: runs.append(phase) if phase == 'start' else None)\n"
+        "import felixpy.main\n"
+        "assert gc.isenabled()\n"
+        "print('main', len(runs), gc.get_freeze_count() > 10_000)\n"
+        "import felixpy.agent as agent\n"
+        "seen = []\n"
+        "class Built(Exception):\n"
+        "    pass\n"
+        "def build(settings, env):\n"
+        "    seen.append(gc.isenabled())\n"
+        "    raise Built\n"
+        "agent.build = build\n"
+        "try:\n"
+        "    agent.run_node(None, {})\n"
+        "except Built:\n"
+        "    pass\n"
+        "print('build', seen, gc.isenabled())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["main", "0", "True", "build", "[False]", "True"], out.stdout
