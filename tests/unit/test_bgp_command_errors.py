@@ -174,3 +174,7 @@ def test_a_withdrawn_group_names_only_what_the_peer_was_sent_once_each() -> None
     ]
     assert adv.count(A) == 0
     assert adv.plan(peer, {}, groups=[(None, sent)]) == []
+    adv.plan(peer, {}, groups=[(("self", PathAttrs()), sent[:2])])
+    assert adv.plan(peer, {}, groups=[(None, [sent[1], sent[0], sent[1]])]) == [  # all sent, one twice
+        f"neighbor {A} withdraw attributes next-hop 0.0.0.0 nlri {sent[0]} {sent[1]}"
+    ]
