@@ -470,6 +470,7 @@ def test_forget_prefixes_leaves_every_prefix_cache_empty_and_decoding_unchanged(
 
     body = body_of("1a 0a4101ff", GOOD, "1a 0a41017f 18 0a4102")
     first = wire.decode_update(body)
+    wire._prefix_text(bytes.fromhex("200a410305"), 32)  # the IPv6 / ADD-PATH reader's cache, not used above
     assert wire._V4_SEEN and wire._NLRI and route._KEYS and wire._prefix_text.cache_info().currsize
     wire.forget_prefixes()
     assert not wire._V4_SEEN and not wire._NLRI and not route._KEYS
