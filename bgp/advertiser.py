@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from itertools import compress, repeat
 
 from bgp import wire
 from bgp.exabgp_api import WireCommands, announce_commands, wire_commands, withdraw_commands
@@ -190,12 +191,11 @@ class Advertiser:
             untouched = not sent or sent.keys().isdisjoint(members)
             if advert is None:
                 if untouched:
-                    pass
-                elif all(map(sent.__contains__, members)):  # withdrawing what was sent: in C
-                    deque(map(sent.pop, members), maxlen=0)
-                    withdraw += members
-                else:
-                    withdraw += [p for p in members if sent.pop(p, None) is not None]
+                    continue
+                # withdrawing what was sent (a peer's table going): one pass in C, popping as it
+                # checks; prefixes this peer was not sent are left out (no advert is None)
+                popped = list(map(sent.pop, members, repeat(None)))
+                withdraw += members if None not in popped else list(compress(members, popped))
                 continue
             fresh = members if untouched else [p for p in members if sent.get(p) != advert]
             if not fresh:

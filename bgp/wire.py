@@ -19,6 +19,7 @@ import struct
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from operator import itemgetter
 from typing import cast
 
@@ -339,7 +340,8 @@ def _prefixes_v4(data: bytes, start: int, end: int, what: str) -> tuple[str, ...
         size = 1 + ((data[start] + 7) >> 3)
         if not (end - start) % size and data[start:end:size].count(data[start]) == (end - start) // size:
             cuts = map(slice, range(start, end, size), range(start + size, end + size, size))
-            looked = list(map(seen.get, map(data.__getitem__, cuts)))
+            raws = list(map(data.__getitem__, cuts))
+            looked = list(map(seen.get, raws))
             if None not in looked:
                 known = cast(list[tuple[str, tuple[int, int, int], tuple[str, bytes]]], looked)
                 texts = list(map(_TEXT, known))
@@ -348,6 +350,9 @@ def _prefixes_v4(data: bytes, start: int, end: int, what: str) -> tuple[str, ...
                 if texts[0] not in nlri or texts[-1] not in nlri:
                     nlri.update(zip(texts, map(_ENCODED, known), strict=True))
                 return tuple(texts)
+            fresh = _v4_uniform_fresh(data, start, end, raws)
+            if fresh is not None:
+                return fresh
     ntoa, from_bytes = socket.inet_ntoa, int.from_bytes
     out: list[str] = []
     append = out.append
@@ -375,6 +380,37 @@ def _prefixes_v4(data: bytes, start: int, end: int, what: str) -> tuple[str, ...
         append(text)
         i = j
     return tuple(out)
+
+
+# per prefix length: each byte with only the host bits of a prefix's last octet kept (0: none set)
+_V4_HOST_BYTES = tuple(bytes(b & mask for b in range(256)) for mask in _V4_HOST)
+
+
+def _v4_uniform_fresh(data: bytes, start: int, end: int, raws: list[bytes]) -> tuple[str, ...] | None:
+    """``_prefixes_v4`` for IPv4 NLRI of one prefix length (``raws``: each prefix's bytes as on the
+    wire) that are not all known yet — a table arriving at a freshly started reflector, 10,000
+    /26 in ~13 UPDATEs. The same texts, keys and encodings as the loop below gives, built per
+    column in C (slices, ``inet_ntoa``, ``int.from_bytes``, ``zip``) instead of one prefix at a
+    time; the caches are seeded the same way. None when a prefix has host bits set (the loop
+    clears them one by one)."""
+    bits = data[start]
+    size = 1 + ((bits + 7) >> 3)
+    octets = size - 1
+    if octets and _V4_HOST[bits]:
+        last = data[start + octets : end : size]
+        if last.translate(_V4_HOST_BYTES[bits]).count(0) != len(last):
+            return None
+    ends = range(start + size, end + size, size)
+    quads = list(map(data.__getitem__, map(slice, range(start + 1, end + 1, size), ends)))
+    if octets < 4:
+        quads = list(map(bytes.__add__, quads, repeat(_V4_PAD[octets])))
+    texts = list(map(str.__add__, map(socket.inet_ntoa, quads), repeat(_LENGTH[bits])))
+    prefix_keys = list(zip(repeat(4), map(int.from_bytes, quads), repeat(bits)))  # big-endian (3.11)
+    encoded = list(zip(repeat(IPV4), raws))
+    _V4_SEEN.update(zip(raws, zip(texts, prefix_keys, encoded, strict=True), strict=True))
+    KEY_CACHE.update(zip(texts, prefix_keys, strict=True))
+    _NLRI.update(zip(texts, encoded, strict=True))
+    return tuple(texts)
 
 
 def _prefixes(data: bytes, start: int, end: int, width: int, add_path: bool, what: str) -> tuple[str, ...]:

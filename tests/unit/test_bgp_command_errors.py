@@ -155,3 +155,26 @@ def test_deferred_parsing_keeps_updates_and_errors_in_arrival_order(tmp_path: Pa
     finally:
         client.close()
         channel.stop()
+
+
+def test_a_withdrawn_group_names_only_what_the_peer_was_sent_once_each() -> None:
+    """``plan`` with a whole group withdrawn (a peer's table going): every prefix the peer was
+    sent, uncertain ones included, is withdrawn once; prefixes it was never
+    sent (or already withdrawn), and a prefix named twice, are not withdrawn (again)."""
+    adv, peer = Advertiser(), PeerSpec(A, 179, 64512, 64512, None, "10.0.0.1", "node-to-node mesh")
+    sent = [f"10.65.{i}.0/26" for i in range(6)]
+    adv.plan(peer, {}, groups=[(("self", PathAttrs()), sent)])
+    adv.mark_uncertain(A, [sent[5]])
+    assert adv.plan(peer, {}, groups=[(None, sent[3:1:-1])]) == [
+        f"neighbor {A} withdraw attributes next-hop 0.0.0.0 nlri {sent[2]} {sent[3]}"
+    ]
+    group = ["10.65.9.0/26", sent[4], sent[2], sent[0], sent[0], sent[5], sent[1]]
+    assert adv.plan(peer, {}, groups=[(None, group)]) == [
+        f"neighbor {A} withdraw attributes next-hop 0.0.0.0 nlri {sent[0]} {sent[1]} {sent[4]} {sent[5]}"
+    ]
+    assert adv.count(A) == 0
+    assert adv.plan(peer, {}, groups=[(None, sent)]) == []
+    adv.plan(peer, {}, groups=[(("self", PathAttrs()), sent[:2])])
+    assert adv.plan(peer, {}, groups=[(None, [sent[1], sent[0], sent[1]])]) == [  # all sent, one twice
+        f"neighbor {A} withdraw attributes next-hop 0.0.0.0 nlri {sent[0]} {sent[1]}"
+    ]

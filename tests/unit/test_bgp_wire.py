@@ -470,6 +470,7 @@ def test_forget_prefixes_leaves_every_prefix_cache_empty_and_decoding_unchanged(
 
     body = body_of("1a 0a4101ff", GOOD, "1a 0a41017f 18 0a4102")
     first = wire.decode_update(body)
+    wire._prefix_text(bytes.fromhex("200a410305"), 32)  # the IPv6 / ADD-PATH reader's cache, not used above
     assert wire._V4_SEEN and wire._NLRI and route._KEYS and wire._prefix_text.cache_info().currsize
     wire.forget_prefixes()
     assert not wire._V4_SEEN and not wire._NLRI and not route._KEYS
@@ -477,3 +478,43 @@ def test_forget_prefixes_leaves_every_prefix_cache_empty_and_decoding_unchanged(
     again = wire.decode_update(body)
     assert (again.announce, again.withdraw) == (first.announce, first.withdraw)
     assert "10.65.1.64/26" in route._KEYS
+
+
+@pytest.mark.parametrize("bits", [0, 1, 7, 8, 9, 16, 23, 24, 26, 31, 32])
+def test_a_cold_table_of_one_prefix_length_decodes_as_one_prefix_at_a_time(
+    bits: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table of one prefix length not read before is decoded per column (``_v4_uniform_fresh``):
+    the texts, and the key, encoding and bytes-seen caches it seeds, are what the one-at-a-time
+    loop gives; some prefixes already known, or one with host bits set, change nothing."""
+    from bgp import route
+
+    rng = random.Random(bits)
+    nets = sorted({rng.getrandbits(32) >> (32 - bits) << (32 - bits) if bits else 0 for _ in range(300)})
+    prefixes = [f"{n >> 24}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}/{bits}" for n in nets]
+
+    def bodies(texts: list[str]) -> list[bytes]:
+        return [m[wire.HEADER_LEN :] for m in wire.encode_announce("10.0.0.3", PathAttrs(), texts)]
+
+    # some prefixes known before the table comes; then the table; then one prefix sent with host
+    # bits set (10.65.1.255/bits as it stands: the encoder would clear them)
+    messages = [*bodies(prefixes[::7]), *bodies(prefixes)]
+    nlri = f"{bits:02x}0a4101ff"[: 2 + 2 * ((bits + 7) // 8)]
+    messages.append(body_of("", GOOD, nlri))
+    used: list[int] = []
+    columns = wire._v4_uniform_fresh
+
+    def decoded(by_columns: bool) -> tuple[Any, ...]:
+        wire.forget_prefixes()
+        fresh = (lambda *a: used.append(1) or columns(*a)) if by_columns else (lambda *a: None)
+        monkeypatch.setattr(wire, "_v4_uniform_fresh", fresh)
+        texts = [wire.decode_update(body).announce for body in messages]
+        return texts, dict(wire._V4_SEEN), dict(route._KEYS), dict(wire._NLRI)
+
+    one_at_a_time = decoded(False)
+    assert decoded(True) == one_at_a_time
+    assert used, "the column decoder was not used for a cold table of one length"
+    table = [p for batch in one_at_a_time[0][-1 - len(bodies(prefixes)) : -1] for p in batch]
+    assert table == prefixes
+    assert one_at_a_time[0][-1] == (normalize_prefix(f"10.65.1.255/{bits}"),)
+    wire.forget_prefixes()
