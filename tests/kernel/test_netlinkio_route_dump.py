@@ -187,3 +187,22 @@ def test_many_devices_are_named_from_one_link_dump_as_one_by_one(node, monkeypat
     monkeypatch.setattr(route_writer, "LINK_DUMP_AT", 10_000)
     assert sorted(writer.list_routes(protocol=82)) == by_dump
     assert asked == [count]  # the second read asked one by one
+
+
+def test_a_refused_filter_falls_back_to_the_whole_dump(node, monkeypatch):
+    """A kernel that refuses the filtered request (here: made invalid, rtm_tos set, which strict
+    checking rejects) gets the whole dump asked again: the same routes, and no filter from then on."""
+    _ns, writer = node
+    expected = sorted(writer.list_routes(protocol=80))
+    plain = nl.pack_dump
+
+    def refused(family: int, *, seq: int, protocol: int = 0, table: int = 0) -> bytes:
+        packed = bytearray(plain(family, seq=seq, protocol=protocol, table=table))
+        if protocol or table:
+            packed[16 + 3] = 1  # rtm_tos
+        return bytes(packed)
+
+    monkeypatch.setattr(nl, "pack_dump", refused)
+    assert sorted(writer.list_routes(protocol=80)) == expected
+    assert not writer._strict
+    assert len(expected) == 7
