@@ -37,6 +37,8 @@ NLM_F_DUMP = 0x300
 NLM_F_REPLACE = 0x100
 NLM_F_CREATE = 0x400
 IFLA_IFNAME = 3
+IFLA_EXT_MASK = 29
+RTEXT_FILTER_SKIP_STATS = 1 << 3
 RTA_DST = 1
 RTA_OIF = 4
 RTA_GATEWAY = 5
@@ -187,9 +189,13 @@ def pack_barrier(*, seq: int) -> bytes:
     return _message(NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, seq, b"")
 
 
-def pack_dump(family: int, *, seq: int) -> bytes:
-    header = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-    return _message(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, seq, header)
+def pack_dump(family: int, *, seq: int, protocol: int = 0, table: int = 0) -> bytes:
+    """RTM_GETROUTE dump of ``family``. ``protocol``/``table`` (0: any) are a filter the kernel
+    applies (since 4.20) when the socket has NETLINK_GET_STRICT_CHK set, and ignores otherwise: the
+    reader still checks each route (:func:`scan_route`)."""
+    rtm_table, attrs = _table_fields(table) if table else (0, b"")
+    header = _RTMSG.pack(family, 0, 0, 0, rtm_table, protocol, 0, 0, 0)
+    return _message(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, seq, header + attrs)
 
 
 def pack_get_link(*, seq: int, name: str = "", index: int = 0) -> bytes:
@@ -198,6 +204,13 @@ def pack_get_link(*, seq: int, name: str = "", index: int = 0) -> bytes:
     if name:
         body += _attr(IFLA_IFNAME, name.encode() + b"\0")
     return _message(RTM_GETLINK, NLM_F_REQUEST, seq, body)
+
+
+def pack_link_dump(*, seq: int) -> bytes:
+    """RTM_GETLINK dump of every interface, without their statistics (IFLA_EXT_MASK
+    RTEXT_FILTER_SKIP_STATS: a kernel that does not know the bit sends them anyway)."""
+    body = _IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0) + _attr(IFLA_EXT_MASK, _U32.pack(RTEXT_FILTER_SKIP_STATS))
+    return _message(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq, body)
 
 
 def messages(buf: bytes) -> Iterator[tuple[int, int, bytes]]:
@@ -227,6 +240,11 @@ def _attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
     return out
 
 
+def link_index(payload: bytes) -> int:
+    """The ifindex of an RTM_NEWLINK payload."""
+    return int(_IFINFOMSG.unpack_from(payload)[2])
+
+
 def parse_link(payload: bytes) -> tuple[int, str]:
     """(ifindex, name) of an RTM_NEWLINK payload. Reads the attributes only up to IFLA_IFNAME (the
     kernel puts it first): a reply carries ~40 of them, with statistics, and slicing them all cost
@@ -247,6 +265,8 @@ def parse_link(payload: bytes) -> tuple[int, str]:
 def _address(family: int, raw: bytes) -> str:
     if family == AF_INET6:
         return str(ipaddress.IPv6Address(raw))
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw)  # the same dotted quad, ~5x faster
     return ".".join(str(b) for b in raw)
 
 
@@ -307,20 +327,105 @@ def _hop(family: int, gateway: bytes, ifindex: int, flags: int, name_of: NameOf)
     )
 
 
+class RouteFields(NamedTuple):
+    """What the agent reads of a dumped route, raw (:func:`scan_route`), before names and text."""
+
+    family: int
+    dst_len: int
+    table: int  # RTA_TABLE, else rtm_table
+    protocol: int
+    kind: int  # rtm_type
+    flags: int  # rtm_flags
+    dst: bytes  # RTA_DST (b"": the default route)
+    metric: int | None  # RTA_PRIORITY
+    oif: int  # RTA_OIF (0: none)
+    gateway: bytes  # RTA_GATEWAY (b"": none)
+    multipath: bytes | None  # RTA_MULTIPATH's payload
+
+
+def scan_route(
+    payload: bytes, *, protocol: int | None = None, table: int | None = None
+) -> RouteFields | None:
+    """One pass over a dumped route's attributes, keeping only the fields the agent uses; None when
+    it is not of ``protocol`` or not in ``table`` (None: any). A restart reads ~21,000 routes at
+    x10 with BGP: one walk without a dict per route costs about half of the three it replaces
+    (:func:`route_matches`, :func:`route_ifindexes`, and the attribute dict of the old parse)."""
+    family, dst_len, _src, _tos, rtm_table, proto, _scope, kind, flags = _RTMSG.unpack_from(payload)
+    if protocol is not None and proto != protocol:
+        return None
+    dst = gateway = b""
+    metric: int | None = None
+    multipath: bytes | None = None
+    oif, rt_table = 0, rtm_table
+    offset, end = _RTMSG.size, len(payload)
+    while offset + 4 <= end:
+        length, attr = _RTATTR.unpack_from(payload, offset)
+        if length < 4:
+            break
+        if attr == RTA_DST:
+            dst = payload[offset + 4 : offset + length]
+        elif attr == RTA_OIF:
+            oif = _I32.unpack_from(payload, offset + 4)[0]
+        elif attr == RTA_GATEWAY:
+            gateway = payload[offset + 4 : offset + length]
+        elif attr == RTA_PRIORITY:
+            metric = _U32.unpack_from(payload, offset + 4)[0]
+        elif attr == RTA_TABLE:
+            rt_table = _U32.unpack_from(payload, offset + 4)[0]
+        elif attr == RTA_MULTIPATH:
+            multipath = payload[offset + 4 : offset + length]
+        offset += (length + 3) & ~3
+    if table is not None and rt_table != table:
+        return None
+    return RouteFields(family, dst_len, rt_table, proto, kind, flags, dst, metric, oif, gateway, multipath)
+
+
+def fields_ifindexes(fields: RouteFields) -> set[int]:
+    """The interface indexes a scanned route refers to (RTA_OIF and each multipath hop's)."""
+    found = {fields.oif} if fields.oif else set()
+    data = fields.multipath
+    if data is not None:
+        hop = 0
+        while hop + _RTNH.size <= len(data):
+            size, _flags, _hops, ifindex = _RTNH.unpack_from(data, hop)
+            if size < _RTNH.size:
+                break
+            if ifindex:
+                found.add(ifindex)
+            hop += (size + 3) & ~3
+    return found
+
+
+def route_of(
+    fields: RouteFields, *, name_of: NameOf, hops_seen: dict[tuple[bytes, int, int], Hop] | None = None
+) -> tuple[Route, int]:
+    """(Route, route type) of a scanned route: :func:`parse_route` after :func:`scan_route`.
+    ``hops_seen``: single next hops already made, shared across the routes of one dump (10,000
+    learned routes have a handful of distinct next hops)."""
+    family, kind = fields.family, fields.kind
+    dst = _address(family, fields.dst) if fields.dst else ("::" if family == AF_INET6 else "0.0.0.0")
+    prefix = f"{dst}/{fields.dst_len}"  # the kernel keeps destinations masked: already a network address
+    hops: tuple[Hop, ...] = ()
+    if fields.multipath is not None:
+        hops = _nexthops(family, fields.multipath, name_of)
+    elif kind not in (RTN_BLACKHOLE, RTN_THROW):  # (IPv6 gives both ``dev lo``: not a next hop)
+        if hops_seen is None:
+            hops = (_hop(family, fields.gateway, fields.oif, fields.flags, name_of),)
+        else:
+            key = (fields.gateway, fields.oif, fields.flags & RTNH_F_ONLINK)
+            hop = hops_seen.get(key)
+            if hop is None:
+                hop = hops_seen[key] = _hop(family, fields.gateway, fields.oif, fields.flags, name_of)
+            hops = (hop,)
+    blackhole, throw = kind == RTN_BLACKHOLE, kind == RTN_THROW
+    route = Route(
+        prefix, hops, fields.protocol, fields.table, fields.metric, blackhole=blackhole, throw=throw
+    )
+    return route, kind
+
+
 def parse_route(payload: bytes, *, name_of: NameOf) -> tuple[Route, int]:
     """One RTM_NEWROUTE payload → (Route, route type: RTN_UNICAST, RTN_BLACKHOLE, RTN_THROW, …)."""
-    family, dst_len, _src, _tos, rtm_table, proto, _scope, kind, flags = _RTMSG.unpack_from(payload)
-    attrs = _attrs(payload, _RTMSG.size)
-    table = int(_U32.unpack(attrs[RTA_TABLE])[0]) if RTA_TABLE in attrs else rtm_table
-    raw = attrs.get(RTA_DST)
-    dst = _address(family, raw) if raw else ("::" if family == AF_INET6 else "0.0.0.0")
-    prefix = f"{dst}/{dst_len}"  # the kernel keeps destinations masked: already a network address
-    metric = int(_U32.unpack(attrs[RTA_PRIORITY])[0]) if RTA_PRIORITY in attrs else None
-    hops: tuple[Hop, ...] = ()
-    if RTA_MULTIPATH in attrs:
-        hops = _nexthops(family, attrs[RTA_MULTIPATH], name_of)
-    elif kind not in (RTN_BLACKHOLE, RTN_THROW):  # (IPv6 gives both ``dev lo``: not a next hop)
-        oif = int(_I32.unpack(attrs[RTA_OIF])[0]) if RTA_OIF in attrs else 0
-        hops = (_hop(family, attrs.get(RTA_GATEWAY, b""), oif, flags, name_of),)
-    blackhole, throw = kind == RTN_BLACKHOLE, kind == RTN_THROW
-    return Route(prefix, hops, proto, table, metric, blackhole=blackhole, throw=throw), kind
+    fields = scan_route(payload)
+    assert fields is not None  # no filter: every route scans
+    return route_of(fields, name_of=name_of)

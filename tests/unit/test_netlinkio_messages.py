@@ -106,3 +106,44 @@ def test_throw_route_in_a_small_table_has_no_next_hop_and_round_trips() -> None:
 def test_a_throw_route_with_a_hop_or_also_a_blackhole_is_refused(route: Route) -> None:
     with pytest.raises(ValueError, match="no next hop"):
         nl.pack_replace(route, seq=1, index_of=INDEX.__getitem__)
+
+
+def test_scan_route_filters_as_route_matches_and_names_the_same_devices() -> None:
+    names = {v: k for k, v in INDEX.items()}.__getitem__
+    for route in (
+        Route("10.0.0.5/32", (Hop(dev="cali1"),), 80),
+        Route("10.1.0.0/26", (), 80, table=300, metric=20, blackhole=True),
+        Route("10.3.0.0/24", (), 81, table=7, throw=True),
+        Route("fd00:1::/122", (Hop("fd00::2", "vxlan.calico"), Hop("fd00::3", "cali1")), 81),
+    ):
+        payload = nl.pack_replace(route, seq=1, index_of=INDEX.__getitem__)[16:]
+        for protocol in (None, 80, 81):
+            for table in (254, 300, 7):
+                fields = nl.scan_route(payload, protocol=protocol, table=table)
+                assert (fields is not None) == nl.route_matches(payload, protocol=protocol, table=table)
+        fields = nl.scan_route(payload)
+        assert fields is not None and fields.table == route.table and fields.metric == route.metric
+        assert nl.fields_ifindexes(fields) == nl.route_ifindexes(payload)
+        seen: dict[tuple[bytes, int, int], Hop] = {}
+        assert nl.route_of(fields, name_of=names, hops_seen=seen) == nl.parse_route(payload, name_of=names)
+        assert nl.route_of(fields, name_of=names, hops_seen=seen)[0].hops == route.hops  # from the cache
+
+
+def test_filtered_dump_request_carries_protocol_and_table() -> None:
+    plain = decode(nl.pack_dump(nl.AF_INET6, seq=3))
+    assert (plain["family"], plain["proto"], plain["table"]) == (10, 0, 0)
+    assert plain["header"]["flags"] == nl.NLM_F_REQUEST | nl.NLM_F_DUMP
+    main = decode(nl.pack_dump(nl.AF_INET, seq=3, protocol=80, table=254))
+    assert (main["proto"], main["table"], main.get_attr("RTA_TABLE")) == (80, 254, None)
+    big = decode(nl.pack_dump(nl.AF_INET, seq=3, protocol=81, table=300))
+    assert (big["proto"], big["table"], big.get_attr("RTA_TABLE")) == (81, 0, 300)
+    assert (big["dst_len"], big["scope"], big["type"], big["flags"]) == (0, 0, 0, 0)  # strict: must be 0
+
+
+def test_link_dump_asks_to_skip_statistics() -> None:
+    msg = ifinfmsg(nl.pack_link_dump(seq=5))
+    msg.decode()
+    assert msg["header"]["type"] == nl.RTM_GETLINK and msg["header"]["flags"] == 0x301
+    assert (msg["index"], msg["flags"], msg["change"]) == (0, 0, 0)  # strict: must be 0
+    assert msg.get_attr("IFLA_EXT_MASK") == nl.RTEXT_FILTER_SKIP_STATS
+    assert nl.link_index(msg.data[16:]) == 0
