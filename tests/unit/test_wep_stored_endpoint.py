@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+import policy.convert
 from felixpy.calc.graph import CalcGraph, event_input
 from felixpy.datastore.resources import LazyResourceEvent
 from felixpy.resources import WorkloadEndpoint
@@ -133,6 +134,8 @@ INVALID = [  # (document, the field pydantic's error names)
     (_with("metadata.labels", {"app": 7}), "metadata.labels.app"),
     (_with("metadata.labels", {"-bad-key": "v"}), "metadata.labels"),
     (_with("metadata.labels", None), "metadata.labels"),
+    (_with("metadata.labels", {"app": ["a"]}), "metadata.labels.app"),
+    (_with("metadata.labels", {"app": "a7", "svc": "s1", "x": "bad value"}), "metadata.labels"),
     (_with("metadata.annotations", {"bad key": "v"}), "metadata.annotations"),
     (_with("metadata.annotations", {"ok": 1}), "metadata.annotations.ok"),
     (_with("metadata.surprise", "x"), "metadata.surprise"),
@@ -207,3 +210,19 @@ def test_new_endpoint_is_the_dataclass() -> None:
     assert fast == slow and dataclasses.asdict(fast) == dataclasses.asdict(slow) and repr(fast) == repr(slow)
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.node = "m"  # type: ignore[misc]
+
+
+def test_label_maps_are_shared_and_the_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Endpoints with the same labels share one interned map; the memo of checked maps is bounded and
+    a bad map is refused however many good ones came before (only checked maps are remembered)."""
+    a = endpoint_from_stored_wep(_raw(_doc()))
+    b = endpoint_from_stored_wep(_raw(_with("metadata.name", "rm8")))
+    assert a is not None and b is not None and a.labels is b.labels and a.labels == {"app": "a7", "svc": "s1"}
+    monkeypatch.setattr(policy.convert, "STORED_WEP_MEMO_MAX", 2)
+    for i in range(5):
+        assert endpoint_from_stored_wep(_raw(_with("metadata.labels", {"app": f"v{i}"}))) is not None
+        assert endpoint_from_stored_wep(_raw(_with("spec.node", f"node-{i}"))) is not None
+        assert len(policy.convert._SHARED_LABELS) <= 2 and len(policy.convert._VALID_NODES) <= 2
+    for bad in ({"app": "v1", "x": "no good"}, {"app": "v4", "-x": "y"}):
+        assert endpoint_from_stored_wep(_raw(_with("metadata.labels", bad))) is None
+    assert endpoint_from_stored_wep(_raw(_with("spec.node", "node_4"))) is None
