@@ -12,6 +12,7 @@ from typing import Any
 
 from bgp.route import PrefixKey, blocks_by_node, borrowed_host
 from felixpy.calc.updates import BGPInputs, BGPInputsUpdate
+from policy.entities import Endpoint
 
 Key = tuple[str, str]
 _TABLES = ("nodes", "bgp_configs", "peers", "bgp_filters", "pools")
@@ -61,7 +62,9 @@ class BGPInputsCalc:
     def _on_workload(self, key: Key, obj: Any | None) -> bool:
         """Remember a WorkloadEndpoint's (node, address) pairs; True when they changed."""
         old = self._workloads.pop(key, ())
-        if obj is not None:
+        if isinstance(obj, Endpoint):  # (as CalcGraph gives it: its ips are its ipNetworks' addresses)
+            self._workloads[key] = tuple((obj.node or "", ip) for ip in obj.ips)
+        elif obj is not None:
             spec = obj.spec
             self._workloads[key] = tuple((spec.node, str(net).split("/")[0]) for net in spec.ip_networks)
         return self._workloads.get(key, ()) != old

@@ -37,10 +37,12 @@ from felixpy.calc.updates import (
 )
 from felixpy.calc.vxlan import vtep_mac
 from felixpy.calc.wireguard import WireguardCalc
-from policy.convert import endpoint_from_wep
+from felixpy.datastore.resources import LazyResourceEvent
+from policy.convert import endpoint_from_stored_wep, endpoint_from_wep
 from policy.entities import Endpoint
 
 if TYPE_CHECKING:
+    from felixpy.datastore.backend import ResourceEvent
     from felixpy.resources.felixconfig import FelixConfiguration
 
 Key = tuple[str, str]
@@ -67,7 +69,6 @@ class CalcGraph:
         self._bgp = BGPInputsCalc() if bgp else None
         # WireGuard peers/routing inputs (felixpy.calc.wireguard), emitted only when asked for
         self._wireguard = WireguardCalc() if wireguard else None
-        self._weps: dict[Key, Any] = {}
         self._nodes: dict[str, Any] = {}
         self._pools: dict[str, Any] = {}
         self._blocks: dict[str, str] = {}  # block cidr -> affine node
@@ -89,7 +90,12 @@ class CalcGraph:
 
     # ---- inputs -------------------------------------------------------------------------
     def on_resource(self, kind: str, key: Key, obj: Any | None) -> None:
-        """A resource of KIND ``kind`` at (namespace or "", name) was put (obj) or deleted (None)."""
+        """A resource of KIND ``kind`` at (namespace or "", name) was put (obj) or deleted (None).
+        A WorkloadEndpoint is converted to its `Endpoint` here, once for every stage (the policy
+        compilers, BGP's workload addresses, the local endpoints), unless it comes as one
+        (`event_input`)."""
+        if kind == "WorkloadEndpoint" and obj is not None and not isinstance(obj, Endpoint):
+            obj = endpoint_from_wep(obj)
         if self.policy is not None:
             self.policy.on_resource(kind, key, obj)
         if self._bgp is not None:
@@ -153,12 +159,10 @@ class CalcGraph:
         )
 
     # ---- workload endpoints -------------------------------------------------------------
-    def _on_wep(self, key: Key, obj: Any | None) -> None:
+    def _on_wep(self, key: Key, obj: Endpoint | None) -> None:
         old = self._endpoints.pop(key, None)
-        self._weps.pop(key, None)
-        if obj is not None and obj.spec.node == self.nodename:
-            self._weps[key] = obj
-            self._endpoints[key] = _local_endpoint(obj)
+        if obj is not None and obj.node == self.nodename:
+            self._endpoints[key] = obj
         new = self._endpoints.get(key)
         if old != new:
             self._dirty_eps.add(key)
@@ -300,9 +304,16 @@ class CalcGraph:
             self._routes[dst] = route
 
 
-def _local_endpoint(wep: Any) -> Endpoint:
-    """The one endpoint model, as the policy compilers build it too (``policy.convert``)."""
-    return endpoint_from_wep(wep)
+def event_input(kind: str, event: ResourceEvent) -> Any:
+    """What `CalcGraph.on_resource` is given for a datastore put: the event's model, or, for a stored
+    WorkloadEndpoint of the common shape, its `Endpoint` straight from the stored JSON
+    (``policy.convert.endpoint_from_stored_wep``: the same checks, without the pydantic model; a
+    document it does not take goes through the model, which refuses a malformed one as before)."""
+    if kind == "WorkloadEndpoint" and isinstance(event, LazyResourceEvent) and event.raw:
+        ep = endpoint_from_stored_wep(event.raw)
+        if ep is not None:
+            return ep
+    return event.obj
 
 
 def _same_subnet(local_cidr: str | None, remote_ip: str) -> bool:

@@ -44,6 +44,7 @@ from policy.convert import (
     network_set_key,
     unenforced,
 )
+from policy.entities import Endpoint
 
 if TYPE_CHECKING:
     from felixpy.resources import HostEndpoint, IPPool, Node, WorkloadEndpoint
@@ -304,7 +305,7 @@ def _shared_model(kind: str, obj: Any) -> Any:
     """A workload endpoint converted once for every compiler (each would convert it again: with IPv6,
     11,000 endpoints at start-up made 22,000 models); the compilers take either form. Policies are
     always converted here (`PolicyCalc._policy_model`)."""
-    if kind == "WorkloadEndpoint":
+    if kind == "WorkloadEndpoint" and not isinstance(obj, Endpoint):
         return endpoint_from_wep(cast("WorkloadEndpoint", obj))
     return obj
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from felixpy.calc.graph import CalcGraph
+from felixpy.calc.graph import CalcGraph, event_input
 from felixpy.calc.updates import InSync, InvalidConfig, Update
 
 if TYPE_CHECKING:
@@ -383,4 +383,6 @@ class Writer:
                 if msg.revision and msg.revision < newest_local:
                     return  # stale: a CNI write newer than this event was already applied
                 del self._local_revs[ident]
-        self.graph.on_resource(msg.kind, msg.key, msg.obj if msg.event is None else msg.event.obj)
+        self.graph.on_resource(
+            msg.kind, msg.key, msg.obj if msg.event is None else event_input(msg.kind, msg.event)
+        )
