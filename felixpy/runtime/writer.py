@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -142,6 +142,16 @@ class WriterStats:
     calc_seconds: float = 0.0  # time spent feeding them (summary sum)
     output_events: int = 0  # updates the graph emitted (flush), InSync included
     dataplane_messages: Counter[str] = field(default_factory=Counter)  # updates applied, by type
+    invalid_resources: Counter[str] = field(default_factory=Counter)  # stored documents refused, by kind
+
+
+def _validation_errors(exc: ValueError) -> str:
+    """``spec.node: String should match pattern ...; metadata.name: ...`` for a pydantic error, else
+    the exception's text."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in errors())
 
 
 class _Queue(queue.Queue[Msg]):
@@ -383,6 +393,28 @@ class Writer:
                 if msg.revision and msg.revision < newest_local:
                     return  # stale: a CNI write newer than this event was already applied
                 del self._local_revs[ident]
-        self.graph.on_resource(
-            msg.kind, msg.key, msg.obj if msg.event is None else event_input(msg.kind, msg.event)
-        )
+        obj = msg.obj if msg.event is None else self._decoded(msg, msg.event)
+        self.graph.on_resource(msg.kind, msg.key, obj)
+
+    def _decoded(self, msg: ResourceMsg, event: ResourceEvent) -> Any:
+        """The calc's input for a stored document, or None (as if deleted) when it does not validate.
+
+        A document in the datastore that fails validation (written past felixctl, by an older or
+        buggy client, or by hand with etcdctl) must not stop the writer: the agent would exit, and
+        restart into the same document forever. As Felix's validation filter does, it is logged
+        with the field and the reason and treated as deleted: the calc drops what it had for that
+        key, and takes the resource again when a valid version is written."""
+        try:
+            return event_input(msg.kind, event)
+        except ValueError as exc:  # pydantic's ValidationError (JSON and fields) is a ValueError
+            self.stats.invalid_resources[msg.kind] += 1
+            log.warning(
+                "datastore.invalid_resource",
+                kind=msg.kind,
+                namespace=msg.key[0] or None,
+                name=msg.key[1],
+                revision=msg.revision,
+                errors=_validation_errors(exc),
+                action="treated as deleted",
+            )
+            return None

@@ -2,7 +2,8 @@
 (``policy.convert.endpoint_from_stored_wep``, issue 15 goal 2) with the model's checks: every valid
 document gives exactly the endpoint the pydantic model gives; a document the fast path does not take
 (ports, ipNATs, an unknown field, ...) goes through the model; a malformed one is refused by the model
-as before, the error naming the field, and stops the writer (``writer.crashed``) as before."""
+as before, the error naming the field, and the writer logs it and treats it as deleted (Departure 41
+in docs/architecture.md; it used to stop the writer, ``writer.crashed``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import json
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 from pydantic import ValidationError
 
 import policy.convert
@@ -173,21 +176,43 @@ def test_not_json_is_refused() -> None:
             event_input("WorkloadEndpoint", LazyResourceEvent("put", WorkloadEndpoint, "x", "ns", raw, 5))
 
 
-def test_a_malformed_remote_endpoint_stops_the_writer_as_before() -> None:
-    """Through the writer, as the agent feeds it: the good endpoint is in the calc, the bad one raises
-    pydantic's error naming the field (the agent logs ``writer.crashed`` with it and exits)."""
+def _wep_msg(name: str, raw: bytes, rev: int) -> ResourceMsg:
+    event = LazyResourceEvent("put", WorkloadEndpoint, name, "bench", raw, rev)
+    return ResourceMsg("WorkloadEndpoint", ("bench", name), None, rev, event=event)
+
+
+def test_a_malformed_remote_endpoint_is_logged_with_its_field_and_treated_as_deleted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Through the writer, as the agent feeds it: the good endpoint is in the calc; the bad one is
+    logged (``datastore.invalid_resource`` naming ``spec.node``) and left out, and the writer goes on
+    (Felix's validation filter). Before, the pydantic error ended the writer and the agent, which
+    then restarted into the same stored document."""
     graph = CalcGraph("n1", bgp=True)
     writer = Writer(graph, NullDataplane())
     good, bad = _raw(_doc(node="n1")), _raw(_with("spec.node", "Remote_7"))
-    msgs = [
-        ResourceMsg("WorkloadEndpoint", ("bench", name), None, rev,
-                    event=LazyResourceEvent("put", WorkloadEndpoint, name, "bench", raw, rev))
-        for name, raw, rev in (("rm7", good, 5), ("rm8", bad, 6))
-    ]  # fmt: skip
-    with pytest.raises(ValidationError) as info:
-        writer._process([*msgs, InSyncMsg()])
-    assert _where(info.value) == ["spec.node"]
+    with structlog.testing.capture_logs() as logs:
+        writer._process([_wep_msg("rm7", good, 5), _wep_msg("rm8", bad, 6), InSyncMsg()])
     assert graph.state().endpoints[("bench", "rm7")].iface == "calirm00007"
+    assert ("bench", "rm8") not in graph.state().endpoints
+    refused = [e for e in logs if e["event"] == "datastore.invalid_resource"]
+    assert len(refused) == 1 and refused[0]["name"] == "rm8" and refused[0]["revision"] == 6
+    assert refused[0]["errors"].startswith("spec.node: ")
+    assert writer.stats.invalid_resources["WorkloadEndpoint"] == 1
+
+
+def test_an_endpoint_updated_to_an_invalid_document_leaves_the_calc_and_comes_back_when_fixed() -> None:
+    graph = CalcGraph("n1", bgp=True)
+    writer = Writer(graph, NullDataplane())
+    good = _raw(_doc(node="n1"))
+    writer._process([_wep_msg("rm7", good, 5), InSyncMsg()])
+    assert ("bench", "rm7") in graph.state().endpoints
+    for bad in (_raw(_with("spec.node", "Remote_7")), b"{not json", b'{"kind": "WorkloadEndpoint"}'):
+        writer._process([_wep_msg("rm7", bad, 6)])
+        assert ("bench", "rm7") not in graph.state().endpoints, bad
+        writer._process([_wep_msg("rm7", good, 7)])
+        assert graph.state().endpoints[("bench", "rm7")].iface == "calirm00007"
+    assert writer.stats.invalid_resources["WorkloadEndpoint"] == 3
 
 
 def test_calc_takes_models_and_stored_endpoints_alike() -> None:
@@ -226,3 +251,28 @@ def test_label_maps_are_shared_and_the_memo_is_bounded(monkeypatch: pytest.Monke
     for bad in ({"app": "v1", "x": "no good"}, {"app": "v4", "-x": "y"}):
         assert endpoint_from_stored_wep(_raw(_with("metadata.labels", bad))) is None
     assert endpoint_from_stored_wep(_raw(_with("spec.node", "node_4"))) is None
+
+
+def test_an_invalid_policy_document_is_refused_the_same_way_and_the_writer_goes_on() -> None:
+    from felixpy.resources import GlobalNetworkPolicy
+
+    graph = CalcGraph("n1", bgp=True)
+    writer = Writer(graph, NullDataplane())
+    doc = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "GlobalNetworkPolicy",
+        "metadata": {"name": "p1"},
+        "spec": {"order": "first", "selector": "all()"},
+    }
+    event = LazyResourceEvent("put", GlobalNetworkPolicy, "p1", None, json.dumps(doc).encode(), 9)
+    with structlog.testing.capture_logs() as logs:
+        writer._process(
+            [
+                ResourceMsg("GlobalNetworkPolicy", ("", "p1"), None, 9, event=event),
+                _wep_msg("rm7", _raw(_doc(node="n1")), 10),
+            ]
+        )
+    refused = [e for e in logs if e["event"] == "datastore.invalid_resource"]
+    assert [(e["kind"], e["name"]) for e in refused] == [("GlobalNetworkPolicy", "p1")]
+    assert "spec.order" in refused[0]["errors"]
+    assert ("bench", "rm7") in graph.state().endpoints
