@@ -13,7 +13,8 @@ The node's "host" is a directory (``HostRoot``): what hostPath volumes see. It h
 felixpy; the runtime runs CNI plugins from it (``chroot`` into it), so a plugin that needs anything
 the host does not have fails here as it would on a node. Two paths are the real machine's, because
 they are the kernel's: /lib/modules (the running kernel's modules) and the network-namespace
-directory (the runtime creates pod namespaces there; the agent opens them).
+directory (the runtime creates pod namespaces there; the agent opens them). A machine that has no
+/lib/modules (seen in session 11) gives the node an empty one, beside its host root, instead.
 """
 
 from __future__ import annotations
@@ -78,7 +79,16 @@ class HostRoot:
         """The source of a hostPath mount, created as the kubelet does for *OrCreate types."""
         assert m.host_path is not None
         if m.host_path in REAL_FROM_MACHINE:
-            return Path(m.host_path)
+            real = Path(m.host_path)
+            if real.exists():
+                return real
+            # A machine without it (a container-based machine has no /lib/modules tree): every real
+            # node has its kernel's modules, so the node gets an empty directory in its place; the
+            # agent finds no module there, as it finds none on such a machine. It lies beside the host
+            # root, not in it: a real /lib there would shadow the userland's lib -> usr/lib link.
+            src = self.path.parent / f"{self.path.name}-machine" / m.host_path.strip("/")
+            src.mkdir(parents=True, exist_ok=True)
+            return src
         src = self.resolve(m.host_path)
         kind = CREATES.get(m.host_type)
         if kind == "dir":

@@ -145,3 +145,25 @@ def test_the_api_is_preloaded_as_a_cluster_is_when_the_daemonset_starts(docs: li
     crs = apiserver.cluster_objects(kube_docs, {}, {}, "kube-system")
     assert [(o["resource"], o["object"]["metadata"]["name"]) for o in crs if "crd" in o["resource"]] == [
         ("bgpconfigurations.crd.projectcalico.org", "default")]
+
+
+def test_the_machines_own_paths_are_bound_as_they_are_and_an_absent_one_is_an_empty_host_directory(
+    tmp_path: Path,
+) -> None:
+    """/lib/modules and the netns directory are the real machine's; a machine with no /lib/modules
+    (session 11's had none, and every DaemonSet test failed with ``special device /lib/modules does not
+    exist``) gives the node an empty directory beside its host root instead."""
+    from tests.e2e.kubelet import Mount
+    from tests.e2e.runtime import REAL_FROM_MACHINE
+
+    host = HostRoot(tmp_path / "host")
+    for path in REAL_FROM_MACHINE:
+        src = host.prepare(Mount(target=path, host_path=path, host_type="", read_only=True, propagation=""))
+        if Path(path).exists():
+            assert src == Path(path)
+        else:
+            assert src == tmp_path / "host-machine" / path.strip("/")
+            assert src.is_dir() and not any(src.iterdir())
+            assert not (host.path / path.lstrip("/")).exists()  # the host root keeps no /lib of its own
+    with pytest.raises(FileNotFoundError, match="does not exist on the node"):
+        host.prepare(Mount(target="/x", host_path="/not/there", host_type="", read_only=True, propagation=""))
