@@ -37,7 +37,6 @@ from felixpy.calc.updates import (
 )
 from felixpy.calc.vxlan import vtep_mac
 from felixpy.calc.wireguard import WireguardCalc
-from felixpy.datastore.resources import LazyResourceEvent
 from policy.convert import endpoint_from_stored_wep, endpoint_from_wep
 from policy.entities import Endpoint
 
@@ -309,8 +308,9 @@ def event_input(kind: str, event: ResourceEvent) -> Any:
     WorkloadEndpoint of the common shape, its `Endpoint` straight from the stored JSON
     (``policy.convert.endpoint_from_stored_wep``: the same checks, without the pydantic model; a
     document it does not take goes through the model, which refuses a malformed one as before)."""
-    if kind == "WorkloadEndpoint" and isinstance(event, LazyResourceEvent) and event.raw:
-        ep = endpoint_from_stored_wep(event.raw)
+    raw = getattr(event, "raw", None)  # a LazyResourceEvent's stored JSON (the calc imports no datastore)
+    if kind == "WorkloadEndpoint" and isinstance(raw, bytes) and raw:
+        ep = endpoint_from_stored_wep(raw)
         if ep is not None:
             return ep
     return event.obj
